@@ -1,0 +1,199 @@
+//! The calibrated model file (`calibration/*.json`), schema version 1.
+//!
+//! ```json
+//! {
+//!   "schema_version": 1, "model": "llama-3.1-8b", "gpu": "h100-sxm", "engine": "vLLM 0.13 (V1)",
+//!   "iteration": { "formula": "...", "coefficients": [ {"name": "beta0_ms", "value": 7.9, "unit": "ms",
+//!                   "ci95_low": 7.7, "ci95_high": 8.1, "at_bound": false }, ... ] },
+//!   "overheads": { "request_overhead_ms": {..}, "pd_handoff_ms": {..} },
+//!   "kv_transfer": { "bandwidth_gbps": 800.0, "latency_ms": 0.0, "source": "fitted" | "declared", "note": ".." },
+//!   "phases": [ {"phase": "prefill", "num_samples": .., "r_squared": .., "rmse_ms": .., "mape_pct": .., "cv_mape_pct": ..} ],
+//!   "sources": [ {"file": "..", "reader": "..", "num_samples": .., "used_for": ".."} ],
+//!   "physics": [ {"check": "..", "implied": .., "limit": .., "unit": "..", "ok": true, "message": ".."} ]
+//! }
+//! ```
+
+use crate::cost_model::{IterationCoefficients, COEFFICIENT_NAMES};
+use crate::error::{InputError, InputResult};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Current schema version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A fitted value with its 95% confidence interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coefficient {
+    /// Name (`beta0_ms`, …).
+    pub name: String,
+    /// Point estimate.
+    pub value: f64,
+    /// Unit.
+    pub unit: String,
+    /// Lower end of the 95% confidence interval.
+    pub ci95_low: f64,
+    /// Upper end of the 95% confidence interval.
+    pub ci95_high: f64,
+    /// True when the non-negativity constraint is active (value pinned at 0).
+    pub at_bound: bool,
+}
+
+/// The iteration-time model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IterationFit {
+    /// The formula, for readers.
+    pub formula: String,
+    /// β0..β4 in order.
+    pub coefficients: Vec<Coefficient>,
+}
+
+/// Fixed per-request overheads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overheads {
+    /// Arrival at the client/proxy → request in the first engine's queue, plus the return path [ms].
+    pub request_overhead_ms: Coefficient,
+    /// Extra cost of the PD path: P's response returns to the proxy, the proxy sends to D [ms].
+    pub pd_handoff_ms: Coefficient,
+}
+
+/// KV-transfer parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvTransfer {
+    /// Effective bandwidth [Gbit/s].
+    pub bandwidth_gbps: f64,
+    /// Fixed latency per transfer [ms] (folded into `pd_handoff_ms` when fitted).
+    pub latency_ms: f64,
+    /// `fitted` or `declared`.
+    pub source: String,
+    /// How the value was obtained.
+    pub note: String,
+}
+
+/// Fit quality of one phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseFit {
+    /// Phase (`prefill`, `decode`, `request-ttft`).
+    pub phase: String,
+    /// Samples.
+    pub num_samples: usize,
+    /// Coefficient of determination.
+    pub r_squared: f64,
+    /// Root-mean-square error [ms].
+    pub rmse_ms: f64,
+    /// Mean absolute percentage error [%].
+    pub mape_pct: f64,
+    /// 5-fold cross-validated MAPE [%] (folds by sample index mod 5).
+    pub cv_mape_pct: f64,
+}
+
+/// One input file and what it contributed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceUse {
+    /// File name as given (no absolute paths are written: only the file name).
+    pub file: String,
+    /// Reader that parsed it.
+    pub reader: String,
+    /// Samples used for fitting.
+    pub num_samples: usize,
+    /// Samples dropped (failed runs, zero success).
+    pub num_dropped: usize,
+    /// What the samples were used for.
+    pub used_for: String,
+}
+
+/// A physics check of the fitted model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhysicsCheck {
+    /// What is checked.
+    pub check: String,
+    /// The figure the fit implies.
+    pub implied: f64,
+    /// The hardware limit.
+    pub limit: f64,
+    /// Unit of both.
+    pub unit: String,
+    /// True when physically possible.
+    pub ok: bool,
+    /// Explanation (the likely cause when not ok).
+    pub message: String,
+}
+
+/// A calibrated model file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationFile {
+    /// Schema version (1).
+    pub schema_version: u32,
+    /// Model name in the spec table.
+    pub model: String,
+    /// GPU name in the spec table.
+    pub gpu: String,
+    /// Serving engine the measurements came from.
+    pub engine: String,
+    /// Iteration model.
+    pub iteration: IterationFit,
+    /// Fixed overheads.
+    pub overheads: Overheads,
+    /// KV transfer.
+    pub kv_transfer: KvTransfer,
+    /// Fit quality per phase.
+    pub phases: Vec<PhaseFit>,
+    /// Inputs.
+    pub sources: Vec<SourceUse>,
+    /// Physics checks.
+    pub physics: Vec<PhysicsCheck>,
+}
+
+impl CalibrationFile {
+    /// Reads and checks a model file.
+    ///
+    /// # Errors
+    /// Unreadable file, invalid JSON, another schema version, missing or negative coefficients.
+    pub fn load(path: &Path) -> InputResult<CalibrationFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            InputError::file(
+                path,
+                format!("cannot read calibration: {e}; create it with `ppdsim calibrate`"),
+            )
+        })?;
+        let f: CalibrationFile = serde_json::from_str(&text)
+            .map_err(|e| InputError::file(path, format!("not a ppdsim calibration file: {e}")))?;
+        if f.schema_version != SCHEMA_VERSION {
+            return Err(InputError::key(path, "schema_version", format!("version {} is not supported (expected {SCHEMA_VERSION}); re-run `ppdsim calibrate`", f.schema_version)));
+        }
+        f.coefficients()
+            .map_err(|m| InputError::key(path, "iteration.coefficients", m))?;
+        Ok(f)
+    }
+
+    /// The iteration coefficients by name.
+    ///
+    /// # Errors
+    /// A missing, negative or non-finite coefficient.
+    pub fn coefficients(&self) -> Result<IterationCoefficients, String> {
+        let mut b = [0.0; 5];
+        for (i, name) in COEFFICIENT_NAMES.iter().enumerate() {
+            let c = self
+                .iteration
+                .coefficients
+                .iter()
+                .find(|c| c.name == *name)
+                .ok_or_else(|| format!("missing coefficient `{name}`"))?;
+            if !(c.value >= 0.0 && c.value.is_finite()) {
+                return Err(format!(
+                    "coefficient `{name}` = {} must be finite and >= 0",
+                    c.value
+                ));
+            }
+            b[i] = c.value;
+        }
+        Ok(IterationCoefficients::from_array(b))
+    }
+}

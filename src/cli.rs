@@ -1,0 +1,294 @@
+//! The command line (clap derive). Every subcommand's doc comment is its `--help`.
+//!
+//! Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 invalid input file (scenario,
+//! trace, measurements) or a failed `--strict` physics check.
+
+use crate::calibrate::{self, CalibrateOptions};
+use crate::cost_model::LinearCostModel;
+use crate::error::{InputError, EXIT_INVALID_INPUT, EXIT_OK};
+use crate::metrics::Summary;
+use crate::output::{self, StagedDir};
+use crate::rng::RngStreams;
+use crate::scenario::LoadedScenario;
+use crate::sim::{workload, Simulation};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// ppdsim: should a multi-turn append-prefill run on the prefill machine (and pay a KV transfer)
+/// or stay on the decode machine that holds the context? Fits a cost model to measured GPU
+/// timings and replays multi-turn traces through PD, PPD, replication and adaptive routing.
+///
+/// Exit codes: 0 ok, 1 error, 2 usage, 3 invalid input file or failed --strict check.
+#[derive(Parser, Debug)]
+#[command(name = "ppdsim", version, about, long_about)]
+pub struct Cli {
+    /// Subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Simulate every policy of a scenario on identical requests; print a table per policy and
+    /// write requests.csv, summary.csv, summary.json, scenario.resolved.toml and
+    /// plots/ttft_by_policy.png.
+    Run {
+        /// Scenario TOML (e.g. scenarios/default.toml).
+        scenario: PathBuf,
+        /// Output directory [default: output/<scenario name>].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
+    /// detected from content) and write the model JSON.
+    Calibrate {
+        /// Measurement files: LLMServingSim layers CSV(.gz), vllm-ppd interference JSON, vllm-ppd v3 low-QPS JSON.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output model file.
+        #[arg(short, long, default_value = "calibration/model.json")]
+        output: PathBuf,
+        /// Model name in the spec table.
+        #[arg(long, default_value = "llama-3.1-8b")]
+        model: String,
+        /// GPU name in the spec table.
+        #[arg(long, default_value = "h100-sxm")]
+        gpu: String,
+        /// KV link bandwidth used when the data cannot identify it [Gbit/s].
+        #[arg(long, default_value_t = 1200.0)]
+        declared_bandwidth_gbps: f64,
+        /// Exit with code 3 when a physics check fails (the model file is not written).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Trace tools.
+    Trace {
+        /// Trace subcommand.
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
+}
+
+/// Trace subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TraceCommand {
+    /// Convert a dataset into the native trace (JSONL, one conversation per line).
+    Import {
+        /// Source format.
+        format: ImportFormat,
+        /// Source file (may be gzip-compressed).
+        file: PathBuf,
+        /// Output trace.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print statistics of a native trace (JSON).
+    Stats {
+        /// Native trace.
+        trace: PathBuf,
+    },
+}
+
+/// Importable formats.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ImportFormat {
+    /// ShareGPT JSON (`[{"id", "conversations": [{"from", "value"}]}]`), tokenised with cl100k_base.
+    Sharegpt,
+}
+
+/// Results of one scenario run.
+pub struct RunResults {
+    /// One summary per policy, in scenario order.
+    pub summaries: Vec<Summary>,
+    /// All records, policy by policy.
+    pub records: Vec<crate::metrics::RequestRecord>,
+}
+
+/// Simulates every policy of a loaded scenario (in parallel; results in scenario order and
+/// independent of the thread count).
+pub fn simulate(sc: &LoadedScenario) -> RunResults {
+    let w = &sc.resolved.workload;
+    let mut rng = RngStreams::new(sc.resolved.seed);
+    let convs = workload::generate(
+        &sc.trace,
+        w.num_conversations,
+        w.order,
+        &w.arrival,
+        &w.think_time,
+        &mut rng,
+    );
+    let cost = LinearCostModel {
+        coefficients: sc.calibration.coefficients().expect("validated on load"),
+    };
+    let bar = indicatif::ProgressBar::new(sc.resolved.policy.len() as u64);
+    let results: Vec<_> = sc
+        .resolved
+        .policy
+        .par_iter()
+        .map(|p| {
+            let r = Simulation::new(sc.sim_config(p), &cost, convs.clone()).run();
+            bar.inc(1);
+            let s = Summary::from_records(
+                &p.name(),
+                convs.len(),
+                &r.records,
+                &sc.resolved.slo,
+                r.instances,
+                r.mode_switches,
+            );
+            (s, r.records)
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut out = RunResults {
+        summaries: Vec::new(),
+        records: Vec::new(),
+    };
+    for (s, r) in results {
+        out.summaries.push(s);
+        out.records.extend(r);
+    }
+    out
+}
+
+fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> {
+    let sc = LoadedScenario::load(scenario)?;
+    let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
+    let t0 = std::time::Instant::now();
+    let res = simulate(&sc);
+    let staged = StagedDir::new(&dest)?;
+    output::write_results(&staged, &res.records, &res.summaries)?;
+    staged.write("scenario.resolved.toml", sc.resolved_toml().as_bytes())?;
+    crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy.png")?, &res.summaries)?;
+    staged.commit()?;
+    if !quiet {
+        println!(
+            "scenario {}: {} conversations, {} policies, seed {}, KV capacity {} tokens/instance",
+            sc.resolved.name,
+            sc.resolved.workload.num_conversations,
+            sc.resolved.policy.len(),
+            sc.resolved.seed,
+            sc.kv_capacity_tokens
+        );
+        print!("{}", output::summary_table(&res.summaries));
+        println!(
+            "wrote {} ({:.2} s)",
+            dest.display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec_calibrate(
+    files: &[PathBuf],
+    output: &Path,
+    model: String,
+    gpu: String,
+    declared_bandwidth_gbps: f64,
+    strict: bool,
+) -> Result<i32> {
+    let opts = CalibrateOptions {
+        model,
+        gpu,
+        declared_bandwidth_gbps,
+        ..Default::default()
+    };
+    let c = calibrate::calibrate(files, &opts)?;
+    print!("{}", calibrate::report(&c));
+    let failed: Vec<_> = c.file.physics.iter().filter(|p| !p.ok).collect();
+    if strict && !failed.is_empty() {
+        eprintln!(
+            "error: {} physics check(s) failed; model not written (--strict)",
+            failed.len()
+        );
+        return Ok(EXIT_INVALID_INPUT);
+    }
+    let mut json = serde_json::to_vec_pretty(&c.file)?;
+    json.push(b'\n');
+    write_atomic(output, &json)?;
+    println!("wrote {}", output.display());
+    Ok(EXIT_OK)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
+}
+
+fn exec_trace(cmd: TraceCommand) -> Result<i32> {
+    match cmd {
+        TraceCommand::Import {
+            format: ImportFormat::Sharegpt,
+            file,
+            output,
+        } => {
+            let (convs, report) = crate::trace::sharegpt::import(&file)?;
+            if convs.is_empty() {
+                return Err(InputError::file(&file, "no usable conversation found").into());
+            }
+            let mut buf = Vec::new();
+            crate::trace::write_trace(&mut buf, &convs)?;
+            write_atomic(&output, &buf)?;
+            eprintln!("{}", serde_json::to_string_pretty(&report)?);
+            println!(
+                "read {} conversations, wrote {} to {}, skipped {} (malformed {}, without turns {}){}",
+                report.elements_read,
+                report.conversations_written,
+                output.display(),
+                report.elements_malformed + report.conversations_without_turns,
+                report.elements_malformed,
+                report.conversations_without_turns,
+                if report.truncated_tail { "; the file is truncated: its last, partial conversation was dropped" } else { "" }
+            );
+            Ok(EXIT_OK)
+        }
+        TraceCommand::Stats { trace } => {
+            let convs = crate::trace::read_trace(&trace)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::trace::stats(&convs))?
+            );
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+///
+/// # Errors
+/// Any failure; [`InputError`]s map to exit code 3 in `main`.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run {
+            scenario,
+            output,
+            quiet,
+        } => exec_run(&scenario, output, quiet),
+        Command::Calibrate {
+            files,
+            output,
+            model,
+            gpu,
+            declared_bandwidth_gbps,
+            strict,
+        } => exec_calibrate(&files, &output, model, gpu, declared_bandwidth_gbps, strict),
+        Command::Trace { command } => exec_trace(command),
+    }
+}

@@ -1,0 +1,277 @@
+//! Per-request records and per-run summaries.
+//!
+//! Definitions (used everywhere; all times in milliseconds [ms] in outputs):
+//! * **TTFT** = `first_token_at − arrived_at`, where `arrived_at` is the turn's arrival at the
+//!   router (the client's send time, so fixed request overheads are included).
+//! * **TPOT** = `(completed_at − first_token_at) / (num_output_tokens − 1)`; undefined (empty in
+//!   CSV, excluded from statistics) for one-token outputs. This is vllm-ppd's client definition,
+//!   not simdistserve's `/n`.
+//! * **E2E** = `completed_at − arrived_at`.
+//! * **SLO attainment** = fraction of completed requests with TTFT ≤ `ttft_ms` and (TPOT undefined
+//!   or TPOT ≤ `tpot_ms`).
+//! * **goodput** [req/s] = requests meeting the SLO / makespan.
+//! * **local prefix-cache hit rate** = Σ tokens served from the computing instance's own prefix
+//!   cache / Σ prompt tokens; **transferred rate** = Σ prompt tokens whose KV arrived over a KV
+//!   link and was used / Σ prompt tokens (seed 001 reports both).
+//! * Percentiles interpolate linearly between order statistics (numpy's default, as vllm-ppd).
+
+use crate::trace::Quantiles;
+use serde::{Deserialize, Serialize};
+
+/// `p`-th percentile (0–100) of an ascending sample, linear interpolation.
+///
+/// # Panics
+/// On an empty sample.
+pub fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
+    assert!(!sorted.is_empty(), "percentile of an empty sample");
+    let rank = p / 100.0 * (sorted.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+}
+
+/// How a turn was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    /// Prefilled on a P instance, KV sent to a D instance, decoded there.
+    Split,
+    /// Prefilled (append-prefill) and decoded on one instance.
+    Local,
+}
+
+/// One row of `requests.csv`: a turn of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Policy name.
+    pub policy: String,
+    /// Conversation index in the run (0-based, arrival order).
+    pub conversation: usize,
+    /// Conversation id in the trace.
+    pub conversation_id: String,
+    /// Turn number (1-based).
+    pub turn: usize,
+    /// Route taken.
+    pub route: RouteKind,
+    /// Prefill instance (`P0`, …) for split routes.
+    pub prefill_instance: Option<String>,
+    /// Instance that produced the tokens (`D0`, `R1`, …).
+    pub decode_instance: String,
+    /// Arrival at the router [ms].
+    pub arrived_at_ms: f64,
+    /// First output token [ms].
+    pub first_token_at_ms: f64,
+    /// Last output token [ms].
+    pub completed_at_ms: f64,
+    /// TTFT [ms].
+    pub ttft_ms: f64,
+    /// TPOT [ms/token]; empty for one-token outputs.
+    pub tpot_ms: Option<f64>,
+    /// E2E [ms].
+    pub e2e_ms: f64,
+    /// Time spent waiting in instance queues before first being scheduled, summed over stages [ms].
+    pub queue_delay_ms: f64,
+    /// P prefill done → KV available at D (link queueing + transfer) [ms]; 0 for local routes.
+    pub kv_transfer_ms: f64,
+    /// Bytes sent over the KV link [B].
+    pub kv_transfer_bytes: u64,
+    /// Context before this turn's input, `L` (template tokens included) [tokens].
+    pub num_context_tokens: u32,
+    /// New user input `u_k` (template tokens included) [tokens].
+    pub num_user_tokens: u32,
+    /// Whole prompt `L + u_k` [tokens].
+    pub num_prompt_tokens: u32,
+    /// Output tokens [tokens].
+    pub num_output_tokens: u32,
+    /// Prompt tokens found in the computing instance's prefix cache (P's for split, D's for local) [tokens].
+    pub num_cached_tokens: u32,
+    /// Prompt tokens whose KV arrived over the link and was used by D [tokens].
+    pub num_transferred_tokens: u32,
+    /// Prompt tokens computed (prefill or append-prefill, including recompute) [tokens].
+    pub num_computed_tokens: u32,
+}
+
+/// Latency statistics of one metric [ms].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct LatencyStats {
+    /// Samples.
+    pub count: usize,
+    /// Mean [ms].
+    pub mean_ms: f64,
+    /// Median [ms].
+    pub p50_ms: f64,
+    /// 90th percentile [ms].
+    pub p90_ms: f64,
+    /// 99th percentile [ms].
+    pub p99_ms: f64,
+}
+
+impl LatencyStats {
+    /// Statistics of `xs` [ms]; all zero when empty.
+    pub fn of(xs: impl IntoIterator<Item = f64>) -> Self {
+        let v: Vec<f64> = xs.into_iter().collect();
+        if v.is_empty() {
+            return LatencyStats::default();
+        }
+        let q = Quantiles::of(&v);
+        LatencyStats {
+            count: v.len(),
+            mean_ms: q.mean,
+            p50_ms: q.p50,
+            p90_ms: q.p90,
+            p99_ms: q.p99,
+        }
+    }
+}
+
+/// Busy fraction of one instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceUsage {
+    /// Instance name.
+    pub instance: String,
+    /// Fraction of the makespan spent running iterations.
+    pub busy_fraction: f64,
+    /// Iterations run.
+    pub num_iterations: u64,
+    /// Prefix-cache tokens evicted [tokens].
+    pub num_evicted_tokens: u64,
+}
+
+/// SLO targets.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// TTFT target [ms].
+    pub ttft_ms: f64,
+    /// TPOT target [ms/token].
+    pub tpot_ms: f64,
+}
+
+/// One policy's run summary (a row of `summary.csv`, an element of `summary.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Policy name.
+    pub policy: String,
+    /// Conversations replayed.
+    pub num_conversations: usize,
+    /// Requests (turns) completed.
+    pub num_requests: usize,
+    /// First token of the first request to the last completion [s].
+    pub makespan_s: f64,
+    /// TTFT of turn 1.
+    pub ttft_turn1: LatencyStats,
+    /// TTFT of turns ≥ 2.
+    pub ttft_turn2plus: LatencyStats,
+    /// TTFT of all turns.
+    pub ttft_all: LatencyStats,
+    /// TPOT of all turns with ≥ 2 output tokens.
+    pub tpot_all: LatencyStats,
+    /// TPOT of turns ≥ 2.
+    pub tpot_turn2plus: LatencyStats,
+    /// E2E of all turns.
+    pub e2e_all: LatencyStats,
+    /// Completed requests / makespan [req/s].
+    pub throughput_rps: f64,
+    /// Output tokens / makespan [tokens/s].
+    pub output_tokens_per_s: f64,
+    /// SLO attainment (0–1).
+    pub slo_attainment: f64,
+    /// Requests meeting the SLO / makespan [req/s].
+    pub goodput_rps: f64,
+    /// Bytes moved over KV links [B].
+    pub kv_bytes_moved: u64,
+    /// Local prefix-cache hit rate (0–1): Σ cached / Σ prompt tokens.
+    pub local_cache_hit_rate: f64,
+    /// Transferred rate (0–1): Σ transferred / Σ prompt tokens.
+    pub transferred_rate: f64,
+    /// Fraction of turns ≥ 2 served locally.
+    pub local_route_fraction_turn2plus: f64,
+    /// Router mode switches (split ↔ local between consecutive decisions on turns ≥ 2).
+    pub mode_switches: u64,
+    /// Per-instance usage.
+    pub instances: Vec<InstanceUsage>,
+}
+
+impl Summary {
+    /// Summarises `records` (one policy).
+    pub fn from_records(
+        policy: &str,
+        num_conversations: usize,
+        records: &[RequestRecord],
+        slo: &Slo,
+        instances: Vec<InstanceUsage>,
+        mode_switches: u64,
+    ) -> Summary {
+        let start = records
+            .iter()
+            .map(|r| r.arrived_at_ms)
+            .fold(f64::INFINITY, f64::min);
+        let end = records
+            .iter()
+            .map(|r| r.completed_at_ms)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let makespan_s = if records.is_empty() {
+            0.0
+        } else {
+            (end - start) / 1000.0
+        };
+        let per_s = |x: f64| {
+            if makespan_s > 0.0 {
+                x / makespan_s
+            } else {
+                0.0
+            }
+        };
+        let meets = |r: &RequestRecord| {
+            r.ttft_ms <= slo.ttft_ms && r.tpot_ms.is_none_or(|t| t <= slo.tpot_ms)
+        };
+        let num_ok = records.iter().filter(|r| meets(r)).count();
+        let prompt: u64 = records.iter().map(|r| r.num_prompt_tokens as u64).sum();
+        let cached: u64 = records.iter().map(|r| r.num_cached_tokens as u64).sum();
+        let transferred: u64 = records
+            .iter()
+            .map(|r| r.num_transferred_tokens as u64)
+            .sum();
+        let later: Vec<&RequestRecord> = records.iter().filter(|r| r.turn >= 2).collect();
+        let frac = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        Summary {
+            policy: policy.to_string(),
+            num_conversations,
+            num_requests: records.len(),
+            makespan_s,
+            ttft_turn1: LatencyStats::of(records.iter().filter(|r| r.turn == 1).map(|r| r.ttft_ms)),
+            ttft_turn2plus: LatencyStats::of(later.iter().map(|r| r.ttft_ms)),
+            ttft_all: LatencyStats::of(records.iter().map(|r| r.ttft_ms)),
+            tpot_all: LatencyStats::of(records.iter().filter_map(|r| r.tpot_ms)),
+            tpot_turn2plus: LatencyStats::of(later.iter().filter_map(|r| r.tpot_ms)),
+            e2e_all: LatencyStats::of(records.iter().map(|r| r.e2e_ms)),
+            throughput_rps: per_s(records.len() as f64),
+            output_tokens_per_s: per_s(records.iter().map(|r| r.num_output_tokens as f64).sum()),
+            slo_attainment: frac(num_ok as u64, records.len() as u64),
+            goodput_rps: per_s(num_ok as f64),
+            kv_bytes_moved: records.iter().map(|r| r.kv_transfer_bytes).sum(),
+            local_cache_hit_rate: frac(cached, prompt),
+            transferred_rate: frac(transferred, prompt),
+            local_route_fraction_turn2plus: frac(
+                later.iter().filter(|r| r.route == RouteKind::Local).count() as u64,
+                later.len() as u64,
+            ),
+            mode_switches,
+            instances,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_matches_numpy_linear() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile_sorted(&v, 50.0), 2.5);
+        assert!((percentile_sorted(&v, 99.0) - 3.97).abs() < 1e-12);
+        assert_eq!(percentile_sorted(&v, 0.0), 1.0);
+        assert_eq!(percentile_sorted(&[7.0], 90.0), 7.0);
+    }
+}

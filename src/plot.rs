@@ -1,0 +1,115 @@
+//! Plots (plotters, PNG), rendered with an embedded font (DejaVu Sans, `assets/fonts/`) so no
+//! system fonts are needed.
+
+use crate::metrics::Summary;
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .map_err(|_| ())
+            .expect("embedded DejaVu Sans is a valid font");
+    });
+}
+
+/// Grouped bars of TTFT p50/p99 for turn 1 and turns ≥ 2, one group per policy [ms], log scale.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn ttft_by_policy(path: &Path, summaries: &[Summary]) -> Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let series: [(&str, fn(&Summary) -> f64, RGBColor); 4] = [
+        (
+            "turn 1 p50",
+            |s| s.ttft_turn1.p50_ms,
+            RGBColor(31, 119, 180),
+        ),
+        (
+            "turn 1 p99",
+            |s| s.ttft_turn1.p99_ms,
+            RGBColor(174, 199, 232),
+        ),
+        (
+            "turn ≥2 p50",
+            |s| s.ttft_turn2plus.p50_ms,
+            RGBColor(214, 39, 40),
+        ),
+        (
+            "turn ≥2 p99",
+            |s| s.ttft_turn2plus.p99_ms,
+            RGBColor(255, 152, 150),
+        ),
+    ];
+    let max = summaries
+        .iter()
+        .flat_map(|s| series.iter().map(move |(_, f, _)| f(s)))
+        .fold(1.0f64, f64::max);
+    let min = summaries
+        .iter()
+        .flat_map(|s| series.iter().map(move |(_, f, _)| f(s)))
+        .filter(|v| *v > 0.0)
+        .fold(max, f64::min);
+    let n = summaries.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("TTFT by policy", ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            0f64..n as f64,
+            ((min / 2.0).max(0.1)..max * 2.0).log_scale(),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = (*x - 0.5).round() as usize;
+            if (*x - 0.5 - i as f64).abs() < 1e-6 && i < summaries.len() {
+                summaries[i].policy.clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("TTFT [ms] (log)")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    let width = 0.8 / series.len() as f64;
+    for (k, (label, f, color)) in series.iter().enumerate() {
+        let bars = summaries.iter().enumerate().map(|(i, s)| {
+            let x0 = i as f64 + 0.1 + k as f64 * width;
+            Rectangle::new(
+                [
+                    (x0, (min / 2.0).max(0.1)),
+                    (x0 + width * 0.9, f(s).max(0.1)),
+                ],
+                color.filled(),
+            )
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| anyhow!("{e}"))?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}

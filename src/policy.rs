@@ -1,0 +1,302 @@
+//! Routing policies: where each turn's prefill runs.
+//!
+//! The router asks the policy one question per arriving turn: **split** (prefill on a P instance,
+//! KV transfer, decode on the conversation's D instance) or **local** (append-prefill and decode
+//! on the conversation's D/R instance, reusing its prefix cache). Which instances serve a
+//! conversation is decided by the simulator's pinning (a hash of the conversation, as vllm-ppd's
+//! proxy does), so policies stay small and testable on a hand-built [`RouteRequest`].
+//!
+//! * [`PolicyConfig::Pd`]: always split.
+//! * [`PolicyConfig::Ppd`]: turn 1 split, later turns local (vllm-ppd's `pD` path).
+//! * [`PolicyConfig::Replication`]: always local on mixed instances (no P instances).
+//! * [`PolicyConfig::Adaptive`]: turn 1 split; later turns local iff the tokens D must compute
+//!   `m < max_local_append_tokens` and the cache rate `r = L/(L+m) > min_cache_rate` (the static
+//!   rules of Dynamo — m < 2048, r > 0.3 — and vllm-ppd — new input < 512 — are instances of it).
+
+use crate::metrics::RouteKind;
+use serde::{Deserialize, Serialize};
+
+/// A policy and its cluster, as written in a scenario's `[[policy]]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PolicyConfig {
+    /// PD disaggregation: every turn prefilled on P.
+    Pd {
+        /// Display name (default `pd`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// P instances.
+        prefill_instances: u32,
+        /// D instances.
+        decode_instances: u32,
+    },
+    /// PPD: turn 1 on P, turns ≥ 2 appended on the D that holds the conversation.
+    Ppd {
+        /// Display name (default `ppd`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// P instances.
+        prefill_instances: u32,
+        /// D instances that also run append-prefills (vllm-ppd's `pD`).
+        decode_instances: u32,
+    },
+    /// Replication: mixed instances, each conversation sticky to one.
+    Replication {
+        /// Display name (default `replication`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Mixed (prefill + decode) instances.
+        instances: u32,
+    },
+    /// Static threshold rule on `m` and `r` for turns ≥ 2.
+    Adaptive {
+        /// Display name (default `adaptive`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// P instances.
+        prefill_instances: u32,
+        /// D instances that can run append-prefills.
+        decode_instances: u32,
+        /// Serve locally only if the tokens to compute on D are fewer than this [tokens].
+        max_local_append_tokens: u32,
+        /// Serve locally only if the cache rate `L/(L+m)` exceeds this (0–1).
+        #[serde(default)]
+        min_cache_rate: f64,
+    },
+}
+
+impl PolicyConfig {
+    /// Display name used in outputs.
+    pub fn name(&self) -> String {
+        match self {
+            PolicyConfig::Pd { name, .. } => name.clone().unwrap_or_else(|| "pd".into()),
+            PolicyConfig::Ppd { name, .. } => name.clone().unwrap_or_else(|| "ppd".into()),
+            PolicyConfig::Replication { name, .. } => {
+                name.clone().unwrap_or_else(|| "replication".into())
+            }
+            PolicyConfig::Adaptive { name, .. } => {
+                name.clone().unwrap_or_else(|| "adaptive".into())
+            }
+        }
+    }
+
+    /// `(prefill instances, decode-or-mixed instances)`.
+    pub fn cluster(&self) -> (u32, u32) {
+        match *self {
+            PolicyConfig::Pd {
+                prefill_instances,
+                decode_instances,
+                ..
+            }
+            | PolicyConfig::Ppd {
+                prefill_instances,
+                decode_instances,
+                ..
+            }
+            | PolicyConfig::Adaptive {
+                prefill_instances,
+                decode_instances,
+                ..
+            } => (prefill_instances, decode_instances),
+            PolicyConfig::Replication { instances, .. } => (0, instances),
+        }
+    }
+
+    /// True when the decode-side instances are mixed replicas (named `R*`) rather than `D*`.
+    pub fn is_replication(&self) -> bool {
+        matches!(self, PolicyConfig::Replication { .. })
+    }
+
+    /// Checks the configuration; the message names the offending key and the fix.
+    ///
+    /// # Errors
+    /// A message for zero instance counts, missing P instances on split policies, or an
+    /// out-of-range `min_cache_rate`.
+    pub fn validate(&self) -> Result<(), String> {
+        let (p, d) = self.cluster();
+        if d == 0 {
+            return Err(format!(
+                "policy `{}` needs at least one decode/replica instance",
+                self.name()
+            ));
+        }
+        if !self.is_replication() && p == 0 {
+            return Err(format!(
+                "policy `{}` needs prefill_instances >= 1 (turn 1 is always prefilled on P)",
+                self.name()
+            ));
+        }
+        if let PolicyConfig::Adaptive { min_cache_rate, .. } = self {
+            if !(0.0..1.0).contains(min_cache_rate) {
+                return Err(format!(
+                    "policy `{}`: min_cache_rate must be in [0, 1), got {min_cache_rate}",
+                    self.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the routing rule.
+    pub fn build(&self) -> Box<dyn Policy> {
+        match *self {
+            PolicyConfig::Pd { .. } => Box::new(AlwaysSplit),
+            PolicyConfig::Ppd { .. } => Box::new(SplitFirstTurn),
+            PolicyConfig::Replication { .. } => Box::new(AlwaysLocal),
+            PolicyConfig::Adaptive {
+                max_local_append_tokens,
+                min_cache_rate,
+                ..
+            } => Box::new(StaticThreshold {
+                max_local_append_tokens,
+                min_cache_rate,
+            }),
+        }
+    }
+}
+
+/// What the router knows about an arriving turn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouteRequest {
+    /// Turn number (1-based).
+    pub turn: usize,
+    /// Prompt tokens `L + u` [tokens].
+    pub num_prompt_tokens: u32,
+    /// Prompt tokens cached on the conversation's D/R instance right now [tokens].
+    pub num_cached_on_decode: u32,
+}
+
+/// A routing rule.
+pub trait Policy: Send {
+    /// Split or local for this turn. Must not depend on anything but its arguments and the
+    /// policy's own state (determinism).
+    fn route(&mut self, req: &RouteRequest) -> RouteKind;
+}
+
+struct AlwaysSplit;
+impl Policy for AlwaysSplit {
+    fn route(&mut self, _: &RouteRequest) -> RouteKind {
+        RouteKind::Split
+    }
+}
+
+struct AlwaysLocal;
+impl Policy for AlwaysLocal {
+    fn route(&mut self, _: &RouteRequest) -> RouteKind {
+        RouteKind::Local
+    }
+}
+
+struct SplitFirstTurn;
+impl Policy for SplitFirstTurn {
+    fn route(&mut self, req: &RouteRequest) -> RouteKind {
+        if req.turn == 1 {
+            RouteKind::Split
+        } else {
+            RouteKind::Local
+        }
+    }
+}
+
+/// The static rule: local iff `m < max_local_append_tokens` and `r > min_cache_rate`.
+struct StaticThreshold {
+    max_local_append_tokens: u32,
+    min_cache_rate: f64,
+}
+
+impl Policy for StaticThreshold {
+    fn route(&mut self, req: &RouteRequest) -> RouteKind {
+        if req.turn == 1 {
+            return RouteKind::Split;
+        }
+        let cached = req.num_cached_on_decode.min(req.num_prompt_tokens);
+        let m = req.num_prompt_tokens - cached;
+        let r = cached as f64 / req.num_prompt_tokens.max(1) as f64;
+        if m < self.max_local_append_tokens && r > self.min_cache_rate {
+            RouteKind::Local
+        } else {
+            RouteKind::Split
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(turn: usize, prompt: u32, cached: u32) -> RouteRequest {
+        RouteRequest {
+            turn,
+            num_prompt_tokens: prompt,
+            num_cached_on_decode: cached,
+        }
+    }
+
+    #[test]
+    fn fixed_policies_route_as_documented() {
+        let pd = PolicyConfig::Pd {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+        };
+        let ppd = PolicyConfig::Ppd {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+        };
+        let rep = PolicyConfig::Replication {
+            name: None,
+            instances: 2,
+        };
+        assert_eq!(pd.build().route(&req(2, 1000, 900)), RouteKind::Split);
+        assert_eq!(ppd.build().route(&req(1, 100, 0)), RouteKind::Split);
+        assert_eq!(ppd.build().route(&req(2, 1000, 0)), RouteKind::Local);
+        assert_eq!(rep.build().route(&req(1, 100, 0)), RouteKind::Local);
+    }
+
+    #[test]
+    fn static_threshold_uses_m_and_r() {
+        let mut p = PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+            max_local_append_tokens: 512,
+            min_cache_rate: 0.3,
+        }
+        .build();
+        assert_eq!(p.route(&req(1, 10, 0)), RouteKind::Split);
+        // m = 100 < 512, r = 0.9 > 0.3
+        assert_eq!(p.route(&req(2, 1000, 900)), RouteKind::Local);
+        // m = 512 is not < 512
+        assert_eq!(p.route(&req(2, 1000, 488)), RouteKind::Split);
+        // m = 100 but r = 100/200 = 0.5 ok; m=150, r=50/200=0.25 <= 0.3
+        assert_eq!(p.route(&req(2, 200, 100)), RouteKind::Local);
+        assert_eq!(p.route(&req(2, 200, 50)), RouteKind::Split);
+    }
+
+    #[test]
+    fn validate_rejects_bad_clusters() {
+        assert!(PolicyConfig::Pd {
+            name: None,
+            prefill_instances: 0,
+            decode_instances: 1
+        }
+        .validate()
+        .is_err());
+        assert!(PolicyConfig::Replication {
+            name: None,
+            instances: 0
+        }
+        .validate()
+        .is_err());
+        assert!(PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+            max_local_append_tokens: 1,
+            min_cache_rate: 1.5
+        }
+        .validate()
+        .is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! Scenario files (TOML): what to simulate.
+//!
+//! Every table rejects unknown keys (the error names the key and its line). Relative paths are
+//! resolved against the scenario file's directory. Units are in key names. Example:
+//! `scenarios/default.toml`. The resolved scenario (all defaults explicit) is written next to the
+//! results as `scenario.resolved.toml`.
+
+use crate::calibrate::model_file::CalibrationFile;
+use crate::error::{InputError, InputResult};
+use crate::hardware;
+use crate::metrics::Slo;
+use crate::policy::PolicyConfig;
+use crate::sim::instance::EngineLimits;
+use crate::sim::workload::{ArrivalSpec, ConversationOrder, ThinkTimeSpec};
+use crate::sim::{SimConfig, TransferMode};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A scenario as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name; the default output directory is `output/<name>`.
+    pub name: String,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Model name from the spec table (e.g. `llama-3.1-8b`).
+    pub model: String,
+    /// GPU name from the spec table (e.g. `h100-sxm`).
+    pub gpu: String,
+    /// Calibrated cost model (JSON written by `ppdsim calibrate`).
+    pub calibration: PathBuf,
+    /// Workload.
+    pub workload: WorkloadSpec,
+    /// Engine limits per instance.
+    #[serde(default)]
+    pub engine: EngineSpec,
+    /// KV link between P and D instances.
+    #[serde(default)]
+    pub kv_link: KvLinkSpec,
+    /// Overrides of the calibrated fixed overheads.
+    #[serde(default)]
+    pub overheads: OverheadSpec,
+    /// SLO targets.
+    pub slo: Slo,
+    /// Policies to run, each on its own cluster, on identical requests.
+    pub policy: Vec<PolicyConfig>,
+}
+
+/// Workload section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Native trace (JSONL).
+    pub trace: PathBuf,
+    /// Conversations to replay (≤ conversations in the trace).
+    pub num_conversations: usize,
+    /// Trace order or seeded shuffle.
+    #[serde(default)]
+    pub order: ConversationOrder,
+    /// Conversation start process.
+    pub arrival: ArrivalSpec,
+    /// Think time between turns.
+    pub think_time: ThinkTimeSpec,
+    /// Chat-template tokens per message (Llama 3's template: 4 header tokens + `<|eot_id|>`) [tokens].
+    #[serde(default = "default_template")]
+    pub template_tokens_per_message: u32,
+}
+
+fn default_template() -> u32 {
+    5
+}
+
+/// Engine limits; defaults follow vLLM V1 as deployed by vllm-ppd.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSpec {
+    /// Chunked-prefill token budget per iteration (`max_num_batched_tokens`) [tokens].
+    pub token_budget: u32,
+    /// Max running sequences (`max_num_seqs`).
+    pub max_num_seqs: u32,
+    /// KV block size [tokens].
+    pub block_size: u32,
+    /// Fraction of GPU memory vLLM may use (`--gpu-memory-utilization`).
+    pub gpu_memory_utilization: f64,
+    /// Memory kept for activations and CUDA graphs, not KV [GiB].
+    pub activation_reserve_gib: f64,
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        EngineSpec {
+            token_budget: 8192,
+            max_num_seqs: 256,
+            block_size: 16,
+            gpu_memory_utilization: 0.85,
+            activation_reserve_gib: 2.0,
+        }
+    }
+}
+
+/// KV link section; unset values come from the calibration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvLinkSpec {
+    /// Bandwidth [Gbit/s].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth_gbps: Option<f64>,
+    /// Fixed latency per transfer [ms].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// `full` (whole prompt) or `incremental` (only what D lacks).
+    pub transfer: TransferMode,
+}
+
+/// Fixed-overhead overrides; unset values come from the calibration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverheadSpec {
+    /// Arrival → first instance [ms].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_overhead_ms: Option<f64>,
+    /// KV transfer done → D receives the request [ms].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pd_handoff_ms: Option<f64>,
+}
+
+/// A loaded, checked scenario with its files read.
+pub struct LoadedScenario {
+    /// The scenario with every value filled in (what `scenario.resolved.toml` holds).
+    pub resolved: Scenario,
+    /// Trace conversations.
+    pub trace: Vec<crate::trace::Conversation>,
+    /// Calibration.
+    pub calibration: CalibrationFile,
+    /// KV capacity per instance [tokens].
+    pub kv_capacity_tokens: u64,
+}
+
+/// Parses scenario TOML text (`path` is used in messages only).
+///
+/// # Errors
+/// Syntax errors, unknown keys and wrong types, with the line and key.
+pub fn parse(path: &Path, text: &str) -> InputResult<Scenario> {
+    toml::from_str(text).map_err(|e| {
+        InputError::file(
+            path,
+            format!("invalid scenario: {}", e.to_string().trim_end()),
+        )
+    })
+}
+
+impl LoadedScenario {
+    /// Reads and checks `path`, its trace and its calibration.
+    ///
+    /// # Errors
+    /// An [`InputError`] naming the file and key for anything a user can fix.
+    pub fn load(path: &Path) -> InputResult<LoadedScenario> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
+        let mut sc = parse(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let model = hardware::model(&sc.model).ok_or_else(|| {
+            InputError::key(
+                path,
+                "model",
+                format!(
+                    "unknown model `{}`; known: {}",
+                    sc.model,
+                    hardware::model_names().join(", ")
+                ),
+            )
+        })?;
+        let gpu = hardware::gpu(&sc.gpu).ok_or_else(|| {
+            InputError::key(
+                path,
+                "gpu",
+                format!(
+                    "unknown GPU `{}`; known: {}",
+                    sc.gpu,
+                    hardware::gpu_names().join(", ")
+                ),
+            )
+        })?;
+        if sc.policy.is_empty() {
+            return Err(InputError::key(path, "policy", "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"adaptive\")"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in sc.policy.iter().enumerate() {
+            p.validate()
+                .map_err(|m| InputError::key(path, &format!("policy[{i}]"), m))?;
+            if !names.insert(p.name()) {
+                return Err(InputError::key(
+                    path,
+                    &format!("policy[{i}]"),
+                    format!(
+                        "duplicate policy name `{}`; set `name = \"...\"` to tell them apart",
+                        p.name()
+                    ),
+                ));
+            }
+        }
+        let w = &sc.workload;
+        match w.arrival {
+            ArrivalSpec::Poisson { rate_per_s }
+                if !(rate_per_s > 0.0 && rate_per_s.is_finite()) =>
+            {
+                return Err(InputError::key(
+                    path,
+                    "workload.arrival.rate_per_s",
+                    "must be > 0",
+                ));
+            }
+            _ => {}
+        }
+        match w.think_time {
+            ThinkTimeSpec::Exponential { mean_s } if !(mean_s > 0.0 && mean_s.is_finite()) => {
+                return Err(InputError::key(
+                    path,
+                    "workload.think_time.mean_s",
+                    "must be > 0",
+                ))
+            }
+            ThinkTimeSpec::Constant { value_s } if !(value_s >= 0.0 && value_s.is_finite()) => {
+                return Err(InputError::key(
+                    path,
+                    "workload.think_time.value_s",
+                    "must be >= 0",
+                ))
+            }
+            _ => {}
+        }
+        let e = &sc.engine;
+        if e.token_budget == 0 || e.max_num_seqs == 0 || e.block_size == 0 {
+            return Err(InputError::key(
+                path,
+                "engine",
+                "token_budget, max_num_seqs and block_size must be >= 1",
+            ));
+        }
+        if !(e.gpu_memory_utilization > 0.0 && e.gpu_memory_utilization <= 1.0) {
+            return Err(InputError::key(
+                path,
+                "engine.gpu_memory_utilization",
+                "must be in (0, 1]",
+            ));
+        }
+        let kv_bytes = model.kv_bytes_per_token();
+        let budget_bytes = gpu.memory_gib * (1u64 << 30) as f64 * e.gpu_memory_utilization
+            - model.weight_bytes() as f64
+            - e.activation_reserve_gib * (1u64 << 30) as f64;
+        if budget_bytes <= 0.0 {
+            return Err(InputError::key(
+                path,
+                "engine",
+                format!(
+                    "no memory left for KV: {} GiB × {} − weights {:.1} GiB − reserve {} GiB ≤ 0",
+                    gpu.memory_gib,
+                    e.gpu_memory_utilization,
+                    model.weight_bytes() as f64 / (1u64 << 30) as f64,
+                    e.activation_reserve_gib
+                ),
+            ));
+        }
+        let capacity_blocks = (budget_bytes / kv_bytes as f64 / e.block_size as f64).floor() as u64;
+        let kv_capacity_tokens = capacity_blocks * e.block_size as u64;
+
+        let trace_path = base.join(&w.trace);
+        let trace = crate::trace::read_trace(&trace_path)?;
+        if w.num_conversations == 0 || w.num_conversations > trace.len() {
+            return Err(InputError::key(
+                path,
+                "workload.num_conversations",
+                format!(
+                    "must be in 1..={} (conversations in {})",
+                    trace.len(),
+                    trace_path.display()
+                ),
+            ));
+        }
+        let tpl = w.template_tokens_per_message as u64;
+        for c in &trace {
+            let total: u64 = c
+                .turns
+                .iter()
+                .map(|t| t.user_tokens as u64 + t.assistant_tokens as u64 + 2 * tpl)
+                .sum();
+            if total > kv_capacity_tokens {
+                return Err(InputError::file(&trace_path, format!("conversation `{}` needs {total} KV tokens but an instance holds {kv_capacity_tokens}; drop it or use a larger GPU", c.id)));
+            }
+        }
+        let cal_path = base.join(&sc.calibration);
+        let calibration = CalibrationFile::load(&cal_path)?;
+        if calibration.model != sc.model {
+            return Err(InputError::key(
+                path,
+                "calibration",
+                format!(
+                    "{} was fitted for model `{}`, scenario model is `{}`",
+                    cal_path.display(),
+                    calibration.model,
+                    sc.model
+                ),
+            ));
+        }
+        // Fill in calibrated values so the resolved scenario states what was simulated.
+        let link = &mut sc.kv_link;
+        link.bandwidth_gbps
+            .get_or_insert(calibration.kv_transfer.bandwidth_gbps);
+        link.latency_ms
+            .get_or_insert(calibration.kv_transfer.latency_ms);
+        if !(link.bandwidth_gbps.unwrap() > 0.0) {
+            return Err(InputError::key(
+                path,
+                "kv_link.bandwidth_gbps",
+                "must be > 0",
+            ));
+        }
+        sc.overheads
+            .request_overhead_ms
+            .get_or_insert(calibration.overheads.request_overhead_ms.value);
+        sc.overheads
+            .pd_handoff_ms
+            .get_or_insert(calibration.overheads.pd_handoff_ms.value);
+        Ok(LoadedScenario {
+            resolved: sc,
+            trace,
+            calibration,
+            kv_capacity_tokens,
+        })
+    }
+
+    /// The simulator configuration for `policy`.
+    pub fn sim_config(&self, policy: &PolicyConfig) -> SimConfig {
+        let sc = &self.resolved;
+        let model = hardware::model(&sc.model).expect("validated");
+        SimConfig {
+            policy: policy.clone(),
+            limits: EngineLimits {
+                token_budget: sc.engine.token_budget,
+                max_num_seqs: sc.engine.max_num_seqs,
+                block_size: sc.engine.block_size,
+                capacity_blocks: self.kv_capacity_tokens / sc.engine.block_size as u64,
+            },
+            kv_bytes_per_token: model.kv_bytes_per_token(),
+            link_bandwidth_gbps: sc.kv_link.bandwidth_gbps.expect("resolved"),
+            link_latency_ms: sc.kv_link.latency_ms.expect("resolved"),
+            transfer: sc.kv_link.transfer,
+            request_overhead_ms: sc.overheads.request_overhead_ms.expect("resolved"),
+            pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
+            template_tokens_per_message: sc.workload.template_tokens_per_message,
+        }
+    }
+
+    /// The resolved scenario as TOML.
+    pub fn resolved_toml(&self) -> String {
+        toml::to_string_pretty(&self.resolved).expect("scenario serialises")
+    }
+}

@@ -1,0 +1,365 @@
+//! A GPU instance: continuous batching with a chunked-prefill token budget, KV memory in blocks,
+//! and a prefix cache.
+//!
+//! ## Scheduling (one iteration, vLLM-V1-like)
+//! 1. Running sequences in admission order: a decode sequence takes 1 token of the budget; a
+//!    sequence still prefilling takes `min(remaining prompt, budget left)` (chunked prefill).
+//! 2. Waiting sequences are admitted first-come-first-served while the budget lasts, fewer than
+//!    `max_num_seqs` run, and their KV fits. Admission looks up the conversation's prefix-cache
+//!    entry (a hit is whole blocks, at most `prompt − 1` tokens, since the last prompt token must be
+//!    computed to sample from), then reserves blocks for the whole sequence (prompt + output),
+//!    evicting least-recently-used cache entries as needed. A sequence that does not fit waits
+//!    (head-of-line, as vLLM's FCFS waiting queue); there is no preemption.
+//!
+//! The iteration's duration comes from the cost model; its tokens appear at its end. The step that
+//! finishes a prompt also samples the first output token. A sequence that finishes frees its
+//! reservation and leaves `prompt + output − 1` tokens (prompt only for prefill-only sequences) in
+//! the prefix cache.
+
+use super::prefix_cache::PrefixCache;
+use crate::cost_model::{BatchShape, CostModel, PrefillPart};
+use crate::time::{SimDuration, SimTime};
+
+/// The engine limits of one instance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EngineLimits {
+    /// Max tokens per iteration (chunked-prefill budget) [tokens].
+    pub token_budget: u32,
+    /// Max running sequences.
+    pub max_num_seqs: u32,
+    /// KV block size [tokens].
+    pub block_size: u32,
+    /// KV capacity [blocks].
+    pub capacity_blocks: u64,
+}
+
+/// Role of an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Prefill only (P): computes prompts, emits KV.
+    Prefill,
+    /// Decode (D / pD): receives KV or runs append-prefills, then decodes.
+    Decode,
+    /// Mixed replica (R): prefill and decode.
+    Mixed,
+}
+
+/// A request's presence on an instance.
+#[derive(Clone, Debug)]
+pub struct Seq {
+    /// Request id.
+    pub req: usize,
+    /// Conversation index (prefix-cache key).
+    pub conv: usize,
+    /// Stop after the prompt (P side of a split route).
+    pub prefill_only: bool,
+    /// Prompt tokens [tokens].
+    pub num_prompt_tokens: u32,
+    /// Output tokens to produce (0 when `prefill_only`).
+    pub num_output_tokens: u32,
+    /// Prompt tokens whose KV arrives with the request (KV transfer), used up to `prompt − 1`.
+    pub num_external_tokens: u32,
+    /// Tokens with KV present (cached + transferred + computed) [tokens].
+    pub num_computed_tokens: u32,
+    /// Output tokens produced.
+    pub num_generated: u32,
+    /// Prefix-cache hit at admission [tokens].
+    pub num_cached_tokens: u32,
+    /// Transferred tokens used at admission [tokens].
+    pub num_transferred_tokens: u32,
+    /// Blocks reserved.
+    pub reserved_blocks: u64,
+    /// When the sequence entered the waiting queue.
+    pub enqueued_at: SimTime,
+    /// When it was admitted (first scheduled).
+    pub admitted_at: Option<SimTime>,
+}
+
+impl Seq {
+    fn remaining_prefill(&self) -> u32 {
+        self.num_prompt_tokens - self.num_computed_tokens.min(self.num_prompt_tokens)
+    }
+}
+
+/// Something that happened to a sequence at the end of an iteration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeqEvent {
+    /// A prefill-only sequence finished its prompt.
+    PrefillDone {
+        /// Request id.
+        req: usize,
+    },
+    /// The first output token was produced.
+    FirstToken {
+        /// Request id.
+        req: usize,
+    },
+    /// The last output token was produced.
+    Completed {
+        /// Request id.
+        req: usize,
+    },
+    /// The sequence was admitted at the start of the iteration.
+    Admitted {
+        /// Request id.
+        req: usize,
+        /// Waiting time [µs].
+        queue_delay: SimDuration,
+        /// Prefix-cache hit [tokens].
+        num_cached_tokens: u32,
+        /// Transferred tokens used [tokens].
+        num_transferred_tokens: u32,
+    },
+}
+
+/// One GPU instance.
+pub struct Instance {
+    /// Name (`P0`, `D1`, `R3`).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Limits.
+    pub limits: EngineLimits,
+    /// Prefix cache.
+    pub cache: PrefixCache,
+    waiting: std::collections::VecDeque<Seq>,
+    running: Vec<Seq>,
+    /// (index into `running`, prefill tokens or 0 for a decode token) of the iteration in flight.
+    batch: Vec<(usize, u32)>,
+    busy_until: Option<SimTime>,
+    reserved_blocks: u64,
+    /// Total time spent in iterations [µs].
+    pub busy_time: SimDuration,
+    /// Iterations run.
+    pub num_iterations: u64,
+    admitted: Vec<SeqEvent>,
+}
+
+impl Instance {
+    /// An idle, empty instance.
+    pub fn new(name: String, role: Role, limits: EngineLimits) -> Self {
+        Instance {
+            name,
+            role,
+            limits,
+            cache: PrefixCache::new(limits.block_size),
+            waiting: Default::default(),
+            running: Vec::new(),
+            batch: Vec::new(),
+            busy_until: None,
+            reserved_blocks: 0,
+            busy_time: SimDuration::ZERO,
+            num_iterations: 0,
+            admitted: Vec::new(),
+        }
+    }
+
+    /// True while an iteration is in flight.
+    pub fn is_busy(&self) -> bool {
+        self.busy_until.is_some()
+    }
+
+    /// True when nothing waits or runs.
+    pub fn is_idle_and_empty(&self) -> bool {
+        !self.is_busy() && self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// Sequences waiting plus running.
+    pub fn num_seqs(&self) -> usize {
+        self.waiting.len() + self.running.len()
+    }
+
+    /// KV blocks in use: reservations plus cache entries. Invariant: ≤ capacity.
+    pub fn used_blocks(&self) -> u64 {
+        self.reserved_blocks + self.cache.blocks()
+    }
+
+    /// Prompt tokens `conv` would hit in this instance's prefix cache now [tokens].
+    pub fn cached_tokens(&self, conv: usize) -> u32 {
+        self.cache.cached_tokens(conv)
+    }
+
+    /// Adds a sequence to the waiting queue.
+    pub fn enqueue(&mut self, seq: Seq) {
+        self.waiting.push_back(seq);
+    }
+
+    fn blocks_for(&self, tokens: u32) -> u64 {
+        (tokens as u64).div_ceil(self.limits.block_size as u64)
+    }
+
+    /// Tries to admit the head of the waiting queue; true on success.
+    fn admit_head(&mut self, now: SimTime) -> bool {
+        let seq = self.waiting.front().expect("admit_head on an empty queue");
+        let (conv, prompt, output, external) = (
+            seq.conv,
+            seq.num_prompt_tokens,
+            seq.num_output_tokens,
+            seq.num_external_tokens,
+        );
+        let need = self.blocks_for(prompt + output);
+        assert!(need <= self.limits.capacity_blocks, "{}: request {} needs {need} blocks > capacity (scenario validation should have refused it)", self.name, seq.req);
+        let entry = self.cache.take(conv);
+        while self.reserved_blocks + self.cache.blocks() + need > self.limits.capacity_blocks {
+            if self.cache.evict_lru().is_none() {
+                break;
+            }
+        }
+        if self.reserved_blocks + self.cache.blocks() + need > self.limits.capacity_blocks {
+            if let Some(e) = entry {
+                self.cache.restore(conv, e);
+            }
+            return false;
+        }
+        let cached_raw = entry.map_or(0, |e| e.0);
+        let bs = self.limits.block_size;
+        let max_hit = prompt.saturating_sub(1);
+        let hit = (cached_raw.min(max_hit) / bs) * bs;
+        let computed = hit.max(external.min(max_hit));
+        let mut seq = self.waiting.pop_front().unwrap();
+        seq.num_cached_tokens = hit;
+        seq.num_transferred_tokens = computed - hit;
+        seq.num_computed_tokens = computed;
+        seq.reserved_blocks = need;
+        seq.admitted_at = Some(now);
+        self.reserved_blocks += need;
+        self.admitted.push(SeqEvent::Admitted {
+            req: seq.req,
+            queue_delay: now.since(seq.enqueued_at),
+            num_cached_tokens: seq.num_cached_tokens,
+            num_transferred_tokens: seq.num_transferred_tokens,
+        });
+        self.running.push(seq);
+        true
+    }
+
+    /// Starts an iteration if idle and there is work. Returns its end time.
+    pub fn try_start(&mut self, now: SimTime, cost: &dyn CostModel) -> Option<SimTime> {
+        if self.is_busy() {
+            return None;
+        }
+        let mut budget = self.limits.token_budget;
+        let mut shape = BatchShape::default();
+        self.batch.clear();
+        for (i, s) in self.running.iter().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            let rem = s.remaining_prefill();
+            if rem > 0 {
+                let chunk = rem.min(budget);
+                shape.prefill.push(PrefillPart {
+                    num_new_tokens: chunk,
+                    num_cached_tokens: s.num_computed_tokens,
+                });
+                self.batch.push((i, chunk));
+                budget -= chunk;
+            } else {
+                shape.num_decode_seqs += 1;
+                shape.decode_context_tokens += s.num_computed_tokens as u64;
+                self.batch.push((i, 0));
+                budget -= 1;
+            }
+        }
+        while budget > 0
+            && !self.waiting.is_empty()
+            && (self.running.len() as u32) < self.limits.max_num_seqs
+        {
+            if !self.admit_head(now) {
+                break;
+            }
+            let i = self.running.len() - 1;
+            let s = &self.running[i];
+            let chunk = s.remaining_prefill().min(budget);
+            debug_assert!(
+                chunk > 0,
+                "an admitted sequence always has a prompt token to compute"
+            );
+            shape.prefill.push(PrefillPart {
+                num_new_tokens: chunk,
+                num_cached_tokens: s.num_computed_tokens,
+            });
+            self.batch.push((i, chunk));
+            budget -= chunk;
+        }
+        assert!(
+            self.used_blocks() <= self.limits.capacity_blocks,
+            "{}: KV blocks {} exceed capacity {}",
+            self.name,
+            self.used_blocks(),
+            self.limits.capacity_blocks
+        );
+        if shape.is_empty() {
+            return None;
+        }
+        let dt = cost.step_time(&shape);
+        let end = now + dt;
+        self.busy_until = Some(end);
+        self.busy_time = self.busy_time + dt;
+        self.num_iterations += 1;
+        Some(end)
+    }
+
+    /// Admissions made by the last [`Instance::try_start`] (drained).
+    pub fn take_admissions(&mut self) -> Vec<SeqEvent> {
+        std::mem::take(&mut self.admitted)
+    }
+
+    /// Ends the iteration in flight at `now`, returning what happened to its sequences in batch order.
+    ///
+    /// # Panics
+    /// If no iteration is in flight or `now` is not its end.
+    pub fn finish_step(&mut self, now: SimTime) -> Vec<SeqEvent> {
+        assert_eq!(
+            self.busy_until,
+            Some(now),
+            "{}: step end at {now} does not match the iteration in flight",
+            self.name
+        );
+        self.busy_until = None;
+        let mut events = Vec::new();
+        let mut done = Vec::new();
+        for &(i, chunk) in &self.batch {
+            let s = &mut self.running[i];
+            if chunk > 0 {
+                s.num_computed_tokens += chunk;
+                assert!(s.num_computed_tokens <= s.num_prompt_tokens);
+                if s.num_computed_tokens == s.num_prompt_tokens {
+                    if s.prefill_only {
+                        events.push(SeqEvent::PrefillDone { req: s.req });
+                        done.push(i);
+                    } else {
+                        s.num_generated = 1;
+                        events.push(SeqEvent::FirstToken { req: s.req });
+                        if s.num_generated == s.num_output_tokens {
+                            events.push(SeqEvent::Completed { req: s.req });
+                            done.push(i);
+                        }
+                    }
+                }
+            } else {
+                s.num_computed_tokens += 1;
+                s.num_generated += 1;
+                assert!(s.num_generated <= s.num_output_tokens);
+                if s.num_generated == s.num_output_tokens {
+                    events.push(SeqEvent::Completed { req: s.req });
+                    done.push(i);
+                }
+            }
+        }
+        self.batch.clear();
+        done.sort_unstable();
+        for &i in done.iter().rev() {
+            let s = self.running.remove(i);
+            self.reserved_blocks -= s.reserved_blocks;
+            let keep = if s.prefill_only {
+                s.num_prompt_tokens
+            } else {
+                s.num_prompt_tokens + s.num_generated - 1
+            };
+            self.cache.insert(s.conv, keep);
+        }
+        assert!(self.used_blocks() <= self.limits.capacity_blocks);
+        events
+    }
+}

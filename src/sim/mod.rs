@@ -1,0 +1,568 @@
+//! The discrete-event simulation of one policy on one cluster.
+//!
+//! ```text
+//!            arrival (+request overhead)                 KV link (FIFO per P)     +pd handoff
+//! turn k ──▶ router ──split──▶ P instance: prefill ──────▶ transfer ───────────────▶ D instance: 1-token
+//!              │                (P's prefix cache:                                  step, first token,
+//!              │                 previous prompt)                                   decode ──▶ done
+//!              └──local──▶ D/R instance: append-prefill on its prefix cache, decode ──────▶ done
+//!                                                                                   │
+//! turn k+1 arrives a think time after turn k's last token ◀─────────────────────────┘
+//! ```
+//!
+//! * Time is integer microseconds ([`crate::time`]); the queue's same-time contract is in
+//!   [`queue`]. After all events of a time are handled, idle instances with work start an iteration.
+//! * Conversations are pinned to one D (or R) instance and one P instance by a fixed hash of the
+//!   conversation index (vllm-ppd's proxy hashes the prompt's first characters).
+//! * Fixed overheads (calibrated): every request reaches its first instance `request_overhead_ms`
+//!   after its arrival (client → proxy → engine, tokenisation, and the return path). On a split
+//!   route, D receives the request `pd_handoff_ms` after the KV transfer completes (the proxy
+//!   waits for P's `max_tokens = 1` response before sending the request to D).
+//! * On a split route D finds the transferred KV for `prompt − 1` tokens and computes the last
+//!   prompt token itself (vLLM recomputes it to sample the first token).
+//! * KV transfers move the whole prompt's KV ([`TransferMode::Full`], what vllm-ppd's P2P NCCL
+//!   connector does) or only the tokens D does not hold ([`TransferMode::Incremental`]).
+
+pub mod instance;
+pub mod link;
+pub mod prefix_cache;
+pub mod queue;
+pub mod workload;
+
+use crate::cost_model::CostModel;
+use crate::metrics::{InstanceUsage, RequestRecord, RouteKind};
+use crate::policy::{Policy, PolicyConfig, RouteRequest};
+use crate::time::{SimDuration, SimTime};
+use instance::{EngineLimits, Instance, Role, Seq, SeqEvent};
+use link::KvLink;
+use queue::EventQueue;
+use serde::{Deserialize, Serialize};
+use workload::TimedConversation;
+
+/// How much KV a split route sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferMode {
+    /// The whole prompt (`L + m` tokens).
+    #[default]
+    Full,
+    /// Only prompt tokens the D instance does not hold at routing time.
+    Incremental,
+}
+
+/// Everything the simulator needs besides the workload and the cost model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Policy and cluster shape.
+    pub policy: PolicyConfig,
+    /// Per-instance engine limits.
+    pub limits: EngineLimits,
+    /// KV bytes per token [B].
+    pub kv_bytes_per_token: u64,
+    /// KV link bandwidth [Gbit/s].
+    pub link_bandwidth_gbps: f64,
+    /// KV link latency per transfer [ms].
+    pub link_latency_ms: f64,
+    /// Full or incremental KV transfer.
+    pub transfer: TransferMode,
+    /// Arrival → first instance [ms].
+    pub request_overhead_ms: f64,
+    /// KV transfer done → D receives the request [ms].
+    pub pd_handoff_ms: f64,
+    /// Chat-template tokens added per message [tokens].
+    pub template_tokens_per_message: u32,
+}
+
+/// An event (closed enum: the domain is fixed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A conversation's first turn arrives.
+    ConversationStart {
+        /// Conversation index.
+        conv: usize,
+    },
+    /// A turn arrives at the router.
+    Arrival {
+        /// Request id.
+        req: usize,
+    },
+    /// A request reaches an instance's waiting queue.
+    Enqueue {
+        /// Instance index.
+        inst: usize,
+        /// Request id.
+        req: usize,
+    },
+    /// An instance's iteration ends.
+    StepDone {
+        /// Instance index.
+        inst: usize,
+    },
+    /// A request's KV has arrived at its D instance.
+    KvTransferDone {
+        /// Request id.
+        req: usize,
+    },
+}
+
+/// State of one request (a turn) during the run.
+#[derive(Clone, Debug)]
+struct Request {
+    conv: usize,
+    turn: usize,
+    num_context_tokens: u32,
+    num_user_tokens: u32,
+    num_prompt_tokens: u32,
+    num_output_tokens: u32,
+    route: RouteKind,
+    prefill_inst: Option<usize>,
+    decode_inst: usize,
+    arrived_at: SimTime,
+    first_token_at: Option<SimTime>,
+    completed_at: Option<SimTime>,
+    prefill_done_at: Option<SimTime>,
+    kv_ready_at: Option<SimTime>,
+    kv_bytes: u64,
+    queue_delay: SimDuration,
+    num_cached_tokens: Option<u32>,
+    num_transferred_tokens: u32,
+}
+
+struct ConvState {
+    next_turn: usize,
+    context_tokens: u32,
+    decode_inst: usize,
+    prefill_inst: Option<usize>,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct SimResult {
+    /// One record per request, ordered by (conversation, turn).
+    pub records: Vec<RequestRecord>,
+    /// Per-instance usage.
+    pub instances: Vec<InstanceUsage>,
+    /// Router mode switches among turns ≥ 2.
+    pub mode_switches: u64,
+    /// Events handled.
+    pub num_events: u64,
+}
+
+/// SplitMix64: a fixed, portable hash for pinning conversations to instances.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One simulation.
+pub struct Simulation<'a> {
+    cfg: SimConfig,
+    cost: &'a dyn CostModel,
+    policy_name: String,
+    policy: Box<dyn Policy>,
+    queue: EventQueue<Event>,
+    now: SimTime,
+    instances: Vec<Instance>,
+    links: Vec<KvLink>,
+    num_prefill: usize,
+    convs: Vec<TimedConversation>,
+    conv_state: Vec<ConvState>,
+    requests: Vec<Request>,
+    dirty: Vec<bool>,
+    last_local: Option<bool>,
+    mode_switches: u64,
+    num_events: u64,
+}
+
+impl<'a> Simulation<'a> {
+    /// A simulation ready to run `convs` under `cfg`.
+    ///
+    /// # Panics
+    /// If the policy configuration is invalid (validated with the scenario first).
+    pub fn new(cfg: SimConfig, cost: &'a dyn CostModel, convs: Vec<TimedConversation>) -> Self {
+        cfg.policy
+            .validate()
+            .expect("policy validated with the scenario");
+        let (p, d) = cfg.policy.cluster();
+        let mut instances = Vec::new();
+        for i in 0..p {
+            instances.push(Instance::new(format!("P{i}"), Role::Prefill, cfg.limits));
+        }
+        let (role, prefix) = if cfg.policy.is_replication() {
+            (Role::Mixed, "R")
+        } else {
+            (Role::Decode, "D")
+        };
+        for i in 0..d {
+            instances.push(Instance::new(format!("{prefix}{i}"), role, cfg.limits));
+        }
+        let links = (0..p)
+            .map(|_| KvLink::new(cfg.link_bandwidth_gbps, cfg.link_latency_ms))
+            .collect();
+        let mut queue = EventQueue::new();
+        let conv_state = convs
+            .iter()
+            .enumerate()
+            .map(|(c, conv)| {
+                queue.push(conv.start_at, Event::ConversationStart { conv: c });
+                let h = splitmix64(c as u64);
+                ConvState {
+                    next_turn: 0,
+                    context_tokens: 0,
+                    decode_inst: p as usize + (h % d as u64) as usize,
+                    prefill_inst: (p > 0).then(|| (splitmix64(h) % p as u64) as usize),
+                }
+            })
+            .collect();
+        let n = instances.len();
+        Simulation {
+            policy_name: cfg.policy.name(),
+            policy: cfg.policy.build(),
+            cfg,
+            cost,
+            queue,
+            now: SimTime::ZERO,
+            instances,
+            links,
+            num_prefill: p as usize,
+            convs,
+            conv_state,
+            requests: Vec::new(),
+            dirty: vec![false; n],
+            last_local: None,
+            mode_switches: 0,
+            num_events: 0,
+        }
+    }
+
+    /// Current simulated time.
+    pub fn now(&self) -> SimTime {
+        self.now
+    }
+
+    /// Instances (P first, then D/R).
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// Handles the next event (and, if it was the last of its time, the scheduling pass).
+    /// Returns the event, or `None` when the simulation is over.
+    pub fn step(&mut self) -> Option<(SimTime, Event)> {
+        let (at, ev) = self.queue.pop()?;
+        assert!(at >= self.now, "time went backwards: {at} < {}", self.now);
+        self.now = at;
+        self.num_events += 1;
+        self.handle(ev);
+        if self.queue.peek_time() != Some(self.now) {
+            self.schedule_pass();
+        }
+        Some((at, ev))
+    }
+
+    /// Runs to the end and returns the records.
+    ///
+    /// # Panics
+    /// If a request never completes (an invariant violation).
+    pub fn run(mut self) -> SimResult {
+        while self.step().is_some() {}
+        self.finish()
+    }
+
+    fn mark(&mut self, inst: usize) {
+        self.dirty[inst] = true;
+    }
+
+    fn schedule_pass(&mut self) {
+        for i in 0..self.instances.len() {
+            if !self.dirty[i] {
+                continue;
+            }
+            self.dirty[i] = false;
+            if let Some(end) = self.instances[i].try_start(self.now, self.cost) {
+                self.queue.push(end, Event::StepDone { inst: i });
+            }
+            for a in self.instances[i].take_admissions() {
+                if let SeqEvent::Admitted {
+                    req,
+                    queue_delay,
+                    num_cached_tokens,
+                    num_transferred_tokens,
+                } = a
+                {
+                    let r = &mut self.requests[req];
+                    r.queue_delay = r.queue_delay + queue_delay;
+                    if r.num_cached_tokens.is_none() {
+                        r.num_cached_tokens = Some(num_cached_tokens);
+                    }
+                    r.num_transferred_tokens += num_transferred_tokens;
+                }
+            }
+        }
+    }
+
+    fn new_request(&mut self, conv: usize) -> usize {
+        let tpl = self.cfg.template_tokens_per_message;
+        let st = &mut self.conv_state[conv];
+        let turn = self.convs[conv].turns[st.next_turn];
+        let user = turn.user_tokens + tpl;
+        let req = Request {
+            conv,
+            turn: st.next_turn + 1,
+            num_context_tokens: st.context_tokens,
+            num_user_tokens: user,
+            num_prompt_tokens: st.context_tokens + user,
+            num_output_tokens: turn.assistant_tokens,
+            route: RouteKind::Local,
+            prefill_inst: None,
+            decode_inst: st.decode_inst,
+            arrived_at: self.now,
+            first_token_at: None,
+            completed_at: None,
+            prefill_done_at: None,
+            kv_ready_at: None,
+            kv_bytes: 0,
+            queue_delay: SimDuration::ZERO,
+            num_cached_tokens: None,
+            num_transferred_tokens: 0,
+        };
+        st.context_tokens += user + turn.assistant_tokens + tpl;
+        st.next_turn += 1;
+        self.requests.push(req);
+        self.requests.len() - 1
+    }
+
+    fn seq_for(&self, req: usize, prefill_only: bool, external: u32) -> Seq {
+        let r = &self.requests[req];
+        Seq {
+            req,
+            conv: r.conv,
+            prefill_only,
+            num_prompt_tokens: r.num_prompt_tokens,
+            num_output_tokens: if prefill_only { 0 } else { r.num_output_tokens },
+            num_external_tokens: external,
+            num_computed_tokens: 0,
+            num_generated: 0,
+            num_cached_tokens: 0,
+            num_transferred_tokens: 0,
+            reserved_blocks: 0,
+            enqueued_at: self.now,
+            admitted_at: None,
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::ConversationStart { conv } => {
+                let req = self.new_request(conv);
+                self.on_arrival(req);
+            }
+            Event::Arrival { req } => self.on_arrival(req),
+            Event::Enqueue { inst, req } => {
+                let r = &self.requests[req];
+                let on_prefill = self.instances[inst].role == Role::Prefill;
+                let external = if !on_prefill && r.route == RouteKind::Split {
+                    r.num_prompt_tokens
+                } else {
+                    0
+                };
+                let seq = self.seq_for(req, on_prefill, external);
+                self.instances[inst].enqueue(seq);
+                self.mark(inst);
+            }
+            Event::StepDone { inst } => {
+                let events = self.instances[inst].finish_step(self.now);
+                self.mark(inst);
+                for e in events {
+                    self.on_seq_event(e);
+                }
+            }
+            Event::KvTransferDone { req } => {
+                let r = &mut self.requests[req];
+                r.kv_ready_at = Some(self.now);
+                let at = self.now + SimDuration::from_ms_f64(self.cfg.pd_handoff_ms);
+                let inst = r.decode_inst;
+                self.queue.push(at, Event::Enqueue { inst, req });
+            }
+        }
+    }
+
+    fn on_arrival(&mut self, req: usize) {
+        let r = &self.requests[req];
+        let cached = self.instances[r.decode_inst].cached_tokens(r.conv);
+        let route = self.policy.route(&RouteRequest {
+            turn: r.turn,
+            num_prompt_tokens: r.num_prompt_tokens,
+            num_cached_on_decode: cached,
+        });
+        if r.turn >= 2 {
+            let local = route == RouteKind::Local;
+            if self.last_local.is_some_and(|l| l != local) {
+                self.mode_switches += 1;
+            }
+            self.last_local = Some(local);
+        }
+        let conv = r.conv;
+        let first = match route {
+            RouteKind::Split => self.conv_state[conv]
+                .prefill_inst
+                .expect("split routes need a P instance"),
+            RouteKind::Local => r.decode_inst,
+        };
+        let r = &mut self.requests[req];
+        r.route = route;
+        if route == RouteKind::Split {
+            r.prefill_inst = Some(first);
+        }
+        let at = self.now + SimDuration::from_ms_f64(self.cfg.request_overhead_ms);
+        self.queue.push(at, Event::Enqueue { inst: first, req });
+    }
+
+    fn on_seq_event(&mut self, e: SeqEvent) {
+        match e {
+            SeqEvent::PrefillDone { req } => {
+                let r = &self.requests[req];
+                let p = r
+                    .prefill_inst
+                    .expect("prefill-only sequence on a split route");
+                let tokens = match self.cfg.transfer {
+                    TransferMode::Full => r.num_prompt_tokens,
+                    TransferMode::Incremental => {
+                        r.num_prompt_tokens
+                            - self.instances[r.decode_inst]
+                                .cached_tokens(r.conv)
+                                .min(r.num_prompt_tokens)
+                    }
+                };
+                let bytes = tokens as u64 * self.cfg.kv_bytes_per_token;
+                let done = self.links[p].submit(self.now, bytes);
+                let r = &mut self.requests[req];
+                r.prefill_done_at = Some(self.now);
+                r.kv_bytes = bytes;
+                self.queue.push(done, Event::KvTransferDone { req });
+            }
+            SeqEvent::FirstToken { req } => {
+                let r = &mut self.requests[req];
+                assert!(
+                    r.first_token_at.is_none(),
+                    "request {req} got two first tokens"
+                );
+                r.first_token_at = Some(self.now);
+            }
+            SeqEvent::Completed { req } => {
+                let r = &mut self.requests[req];
+                assert!(r.completed_at.is_none(), "request {req} completed twice");
+                r.completed_at = Some(self.now);
+                let conv = r.conv;
+                let k = self.conv_state[conv].next_turn;
+                if k < self.convs[conv].turns.len() {
+                    let think = self.convs[conv].think_after[k - 1];
+                    let at = self.now + think;
+                    // The next turn is created now (its context is known) and arrives after the think time.
+                    let next = self.new_request(conv);
+                    self.requests[next].arrived_at = at;
+                    self.queue.push(at, Event::Arrival { req: next });
+                }
+            }
+            SeqEvent::Admitted { .. } => {
+                unreachable!("admissions are drained in the scheduling pass")
+            }
+        }
+    }
+
+    fn finish(self) -> SimResult {
+        let names: Vec<String> = self.instances.iter().map(|i| i.name.clone()).collect();
+        let mut records = Vec::with_capacity(self.requests.len());
+        for (id, r) in self.requests.iter().enumerate() {
+            let first = r.first_token_at.unwrap_or_else(|| {
+                panic!(
+                    "request {id} (conversation {}, turn {}) never produced a token",
+                    r.conv, r.turn
+                )
+            });
+            let done = r
+                .completed_at
+                .unwrap_or_else(|| panic!("request {id} never completed"));
+            assert!(
+                r.arrived_at <= first && first <= done,
+                "request {id}: arrived {} first {} done {}",
+                r.arrived_at,
+                first,
+                done
+            );
+            let cached = r
+                .num_cached_tokens
+                .expect("admitted requests record their cache hit");
+            let computed = r.num_prompt_tokens
+                - cached
+                - if r.route == RouteKind::Local {
+                    r.num_transferred_tokens
+                } else {
+                    0
+                };
+            records.push(RequestRecord {
+                policy: self.policy_name.clone(),
+                conversation: r.conv,
+                conversation_id: self.convs[r.conv].id.clone(),
+                turn: r.turn,
+                route: r.route,
+                prefill_instance: r.prefill_inst.map(|p| names[p].clone()),
+                decode_instance: names[r.decode_inst].clone(),
+                arrived_at_ms: r.arrived_at.as_ms(),
+                first_token_at_ms: first.as_ms(),
+                completed_at_ms: done.as_ms(),
+                ttft_ms: first.since(r.arrived_at).as_ms(),
+                tpot_ms: (r.num_output_tokens > 1)
+                    .then(|| done.since(first).as_ms() / (r.num_output_tokens - 1) as f64),
+                e2e_ms: done.since(r.arrived_at).as_ms(),
+                queue_delay_ms: r.queue_delay.as_ms(),
+                kv_transfer_ms: match (r.prefill_done_at, r.kv_ready_at) {
+                    (Some(a), Some(b)) => b.since(a).as_ms(),
+                    _ => 0.0,
+                },
+                kv_transfer_bytes: r.kv_bytes,
+                num_context_tokens: r.num_context_tokens,
+                num_user_tokens: r.num_user_tokens,
+                num_prompt_tokens: r.num_prompt_tokens,
+                num_output_tokens: r.num_output_tokens,
+                num_cached_tokens: cached,
+                num_transferred_tokens: r.num_transferred_tokens,
+                num_computed_tokens: computed,
+            });
+        }
+        records.sort_by_key(|r| (r.conversation, r.turn));
+        for (c, st) in self.conv_state.iter().enumerate() {
+            assert_eq!(
+                st.next_turn,
+                self.convs[c].turns.len(),
+                "conversation {c} did not finish"
+            );
+        }
+        let makespan = self.now.as_ms().max(1e-9);
+        let instances = self
+            .instances
+            .iter()
+            .map(|i| {
+                assert!(
+                    i.is_idle_and_empty(),
+                    "{} still holds work at the end",
+                    i.name
+                );
+                InstanceUsage {
+                    instance: i.name.clone(),
+                    busy_fraction: i.busy_time.as_ms() / makespan,
+                    num_iterations: i.num_iterations,
+                    num_evicted_tokens: i.cache.num_evicted_tokens,
+                }
+            })
+            .collect();
+        let _ = self.num_prefill;
+        SimResult {
+            records,
+            instances,
+            mode_switches: self.mode_switches,
+            num_events: self.num_events,
+        }
+    }
+}

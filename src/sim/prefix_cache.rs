@@ -1,0 +1,117 @@
+//! Per-instance prefix cache with LRU eviction, keyed per conversation.
+//!
+//! After a turn finishes on an instance, the KV of its tokens stays resident as the
+//! conversation's cache entry (vLLM's automatic prefix caching keeps freed blocks until they are
+//! needed). The next turn of that conversation on the same instance reuses the entry's tokens as a
+//! prefix hit. Entries are evicted least-recently-used first when an admission needs their blocks;
+//! a turn whose context was evicted recomputes it (that recompute is part of its `m`).
+//!
+//! Memory is counted in blocks of `block_size` tokens; an entry of `t` tokens holds `⌈t/b⌉` blocks.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// LRU prefix cache of one instance (memory accounting only; no token contents).
+#[derive(Debug, Default)]
+pub struct PrefixCache {
+    /// conversation → (tokens, LRU stamp).
+    entries: HashMap<usize, (u32, u64)>,
+    /// (stamp, conversation), oldest first: the eviction order (deterministic).
+    lru: BTreeSet<(u64, usize)>,
+    clock: u64,
+    blocks: u64,
+    block_size: u32,
+    /// Tokens evicted so far [tokens].
+    pub num_evicted_tokens: u64,
+}
+
+impl PrefixCache {
+    /// An empty cache counting blocks of `block_size` tokens.
+    pub fn new(block_size: u32) -> Self {
+        assert!(block_size > 0);
+        PrefixCache {
+            block_size,
+            ..Default::default()
+        }
+    }
+
+    /// Blocks for `tokens` tokens.
+    pub fn blocks_for(&self, tokens: u32) -> u64 {
+        (tokens as u64).div_ceil(self.block_size as u64)
+    }
+
+    /// Blocks held by all entries.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// Tokens cached for `conv` (0 if none).
+    pub fn cached_tokens(&self, conv: usize) -> u32 {
+        self.entries.get(&conv).map_or(0, |e| e.0)
+    }
+
+    /// Removes and returns `conv`'s entry as `(tokens, stamp)`.
+    pub fn take(&mut self, conv: usize) -> Option<(u32, u64)> {
+        let e = self.entries.remove(&conv)?;
+        self.lru.remove(&(e.1, conv));
+        self.blocks -= self.blocks_for(e.0);
+        Some(e)
+    }
+
+    /// Puts back an entry removed by [`PrefixCache::take`] with its old LRU position.
+    pub fn restore(&mut self, conv: usize, entry: (u32, u64)) {
+        assert!(
+            !self.entries.contains_key(&conv),
+            "restoring conversation {conv} over a live entry"
+        );
+        self.blocks += self.blocks_for(entry.0);
+        self.lru.insert((entry.1, conv));
+        self.entries.insert(conv, entry);
+    }
+
+    /// Inserts (or replaces) `conv`'s entry as most recently used.
+    pub fn insert(&mut self, conv: usize, tokens: u32) {
+        self.take(conv);
+        if tokens == 0 {
+            return;
+        }
+        self.clock += 1;
+        self.blocks += self.blocks_for(tokens);
+        self.lru.insert((self.clock, conv));
+        self.entries.insert(conv, (tokens, self.clock));
+    }
+
+    /// Evicts the least recently used entry; returns its blocks, or `None` when empty.
+    pub fn evict_lru(&mut self) -> Option<u64> {
+        let &(_, conv) = self.lru.iter().next()?;
+        let (tokens, _) = self.take(conv).expect("LRU index and entries agree");
+        self.num_evicted_tokens += tokens as u64;
+        Some(self.blocks_for(tokens))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_evicts_oldest_and_counts_blocks() {
+        let mut c = PrefixCache::new(16);
+        c.insert(1, 20); // 2 blocks
+        c.insert(2, 16); // 1 block
+        c.insert(3, 33); // 3 blocks
+        assert_eq!(c.blocks(), 6);
+        // Re-inserting 1 makes it the most recent.
+        c.insert(1, 20);
+        assert_eq!(c.evict_lru(), Some(1)); // conv 2
+        assert_eq!(c.cached_tokens(2), 0);
+        assert_eq!(c.evict_lru(), Some(3)); // conv 3
+        assert_eq!(c.cached_tokens(1), 20);
+        assert_eq!(c.num_evicted_tokens, 49);
+        let e = c.take(1).unwrap();
+        assert_eq!(c.blocks(), 0);
+        c.restore(1, e);
+        assert_eq!(c.blocks(), 2);
+        assert_eq!(c.evict_lru(), Some(2));
+        assert_eq!(c.evict_lru(), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! Simulated time: exact integer microseconds.
+//!
+//! [`SimTime`] is an instant and [`SimDuration`] a span, both whole microseconds [µs] held in a `u64`.
+//! Integer time gives exact ordering and equality (no epsilon comparisons, no drift from repeated
+//! `t += dt`), identical results on every platform, and ties that really are ties. Cost models
+//! compute in `f64` milliseconds and convert at the edge with [`SimDuration::from_ms_f64`], which
+//! rounds to the nearest microsecond (≤ 0.5 µs, far below GPU timing noise). Outputs report `f64`
+//! milliseconds.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+
+/// A simulated instant [µs since the simulation started].
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct SimTime(pub u64);
+
+/// A simulated span [µs].
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct SimDuration(pub u64);
+
+impl SimTime {
+    /// The simulation start.
+    pub const ZERO: SimTime = SimTime(0);
+
+    /// This instant in milliseconds [ms].
+    pub fn as_ms(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
+    /// This instant in seconds [s].
+    pub fn as_secs(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
+    /// The span from `earlier` to `self`.
+    ///
+    /// # Panics
+    /// If `earlier` is after `self` (a broken ordering invariant).
+    pub fn since(self, earlier: SimTime) -> SimDuration {
+        assert!(
+            earlier <= self,
+            "time went backwards: {earlier:?} > {self:?}"
+        );
+        SimDuration(self.0 - earlier.0)
+    }
+}
+
+impl SimDuration {
+    /// The empty span.
+    pub const ZERO: SimDuration = SimDuration(0);
+
+    /// A span from milliseconds [ms], rounded to the nearest microsecond.
+    ///
+    /// # Panics
+    /// If `ms` is negative or not finite (a cost model returned nonsense: a bug, not bad input).
+    pub fn from_ms_f64(ms: f64) -> SimDuration {
+        assert!(
+            ms.is_finite() && ms >= 0.0,
+            "duration must be finite and >= 0 ms, got {ms}"
+        );
+        SimDuration((ms * 1000.0).round() as u64)
+    }
+
+    /// A span from seconds [s], rounded to the nearest microsecond.
+    ///
+    /// # Panics
+    /// As [`SimDuration::from_ms_f64`].
+    pub fn from_secs_f64(s: f64) -> SimDuration {
+        Self::from_ms_f64(s * 1000.0)
+    }
+
+    /// This span in milliseconds [ms].
+    pub fn as_ms(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+}
+
+impl Add<SimDuration> for SimTime {
+    type Output = SimTime;
+    fn add(self, rhs: SimDuration) -> SimTime {
+        SimTime(self.0.checked_add(rhs.0).expect("simulated time overflow"))
+    }
+}
+
+impl AddAssign<SimDuration> for SimTime {
+    fn add_assign(&mut self, rhs: SimDuration) {
+        *self = *self + rhs;
+    }
+}
+
+impl Add for SimDuration {
+    type Output = SimDuration;
+    fn add(self, rhs: SimDuration) -> SimDuration {
+        SimDuration(self.0 + rhs.0)
+    }
+}
+
+impl Sub for SimTime {
+    type Output = SimDuration;
+    fn sub(self, rhs: SimTime) -> SimDuration {
+        self.since(rhs)
+    }
+}
+
+impl fmt::Display for SimTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.6}s", self.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_to_nearest_microsecond() {
+        assert_eq!(SimDuration::from_ms_f64(1.0004), SimDuration(1000));
+        assert_eq!(SimDuration::from_ms_f64(1.0006), SimDuration(1001));
+        assert_eq!(SimDuration::from_secs_f64(2.5), SimDuration(2_500_000));
+        assert_eq!((SimTime(10) + SimDuration(5)).0, 15);
+        assert_eq!(SimTime(15).since(SimTime(10)), SimDuration(5));
+    }
+
+    #[test]
+    #[should_panic(expected = "time went backwards")]
+    fn since_panics_on_reversed_order() {
+        let _ = SimTime(1).since(SimTime(2));
+    }
+}

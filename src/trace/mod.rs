@@ -1,0 +1,179 @@
+//! Multi-turn conversation traces.
+//!
+//! ## Native trace format (`*.jsonl`)
+//! One conversation per line, a JSON object:
+//! ```json
+//! {"id":"wNBG8Gp_80","turns":[{"user_tokens":12,"assistant_tokens":301},{"user_tokens":9,"assistant_tokens":250}]}
+//! ```
+//! * `id` (string): the source conversation id (need not be unique);
+//! * `turns` (non-empty array): in order, each with `user_tokens` (≥ 0, the new user input `u_k`)
+//!   and `assistant_tokens` (≥ 1, the answer `a_k`) [tokens].
+//!
+//! Token counts are of message *content*; chat-template tokens are added by the simulator
+//! (`template_tokens_per_message` in the scenario). Blank lines are ignored. Importers
+//! ([`sharegpt`]) write this format.
+
+pub mod sharegpt;
+
+use crate::error::{InputError, InputResult};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+/// One turn: the user's new input and the assistant's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    /// New user-input tokens of this turn (`u_k`) [tokens].
+    pub user_tokens: u32,
+    /// Assistant answer tokens (`a_k`) [tokens], ≥ 1.
+    pub assistant_tokens: u32,
+}
+
+/// A conversation: turns in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conversation {
+    /// Source id.
+    pub id: String,
+    /// Turns, at least one.
+    pub turns: Vec<Turn>,
+}
+
+/// Reads a native trace.
+///
+/// # Errors
+/// An [`InputError`] naming the file and line for unreadable files, malformed JSON, unknown keys,
+/// empty `turns` or a zero `assistant_tokens`, and for a trace without conversations.
+pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| InputError::file(path, format!("cannot open trace: {e}")))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| InputError::line(path, i + 1, format!("cannot read: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let conv: Conversation = serde_json::from_str(&line).map_err(|e| {
+            InputError::line(
+                path,
+                i + 1,
+                format!("not a native trace line ({e}); expected {{\"id\":\"..\",\"turns\":[{{\"user_tokens\":N,\"assistant_tokens\":N}},..]}}"),
+            )
+        })?;
+        if conv.turns.is_empty() {
+            return Err(InputError::line(
+                path,
+                i + 1,
+                "conversation has no turns; remove the line or add turns",
+            ));
+        }
+        if let Some(k) = conv.turns.iter().position(|t| t.assistant_tokens == 0) {
+            return Err(InputError::line(
+                path,
+                i + 1,
+                format!(
+                    "turn {} has assistant_tokens = 0; every answer needs ≥ 1 token",
+                    k + 1
+                ),
+            ));
+        }
+        out.push(conv);
+    }
+    if out.is_empty() {
+        return Err(InputError::file(path, "trace holds no conversations"));
+    }
+    Ok(out)
+}
+
+/// Serialises conversations as native JSONL (one per line, trailing newline).
+pub fn write_trace<W: Write>(mut w: W, convs: &[Conversation]) -> std::io::Result<()> {
+    for c in convs {
+        serde_json::to_writer(&mut w, c)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Summary statistics of a trace.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TraceStats {
+    /// Conversations.
+    pub num_conversations: usize,
+    /// Turns over all conversations.
+    pub num_turns: usize,
+    /// Turns per conversation: mean, p50, p90, p99, max.
+    pub turns_per_conversation: Quantiles,
+    /// User tokens per turn.
+    pub user_tokens: Quantiles,
+    /// Assistant tokens per turn.
+    pub assistant_tokens: Quantiles,
+    /// Context `L` before each turn ≥ 2 (content tokens only, no template).
+    pub context_tokens_turn2plus: Quantiles,
+    /// Per-turn cache rate `L/(L+u)` for turns ≥ 2 (perfect prefix cache).
+    pub cache_rate_turn2plus: Quantiles,
+}
+
+/// Mean and percentiles of a sample.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Default)]
+pub struct Quantiles {
+    /// Mean.
+    pub mean: f64,
+    /// Median (linear interpolation).
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// Statistics of `xs` (all zero for an empty sample).
+    pub fn of(xs: &[f64]) -> Quantiles {
+        if xs.is_empty() {
+            return Quantiles::default();
+        }
+        let mut v = xs.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        Quantiles {
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            p50: crate::metrics::percentile_sorted(&v, 50.0),
+            p90: crate::metrics::percentile_sorted(&v, 90.0),
+            p99: crate::metrics::percentile_sorted(&v, 99.0),
+            max: *v.last().unwrap(),
+        }
+    }
+}
+
+/// Computes [`TraceStats`].
+pub fn stats(convs: &[Conversation]) -> TraceStats {
+    let mut tpc = Vec::new();
+    let mut u = Vec::new();
+    let mut a = Vec::new();
+    let mut ctx = Vec::new();
+    let mut rate = Vec::new();
+    for c in convs {
+        tpc.push(c.turns.len() as f64);
+        let mut l = 0u64;
+        for (k, t) in c.turns.iter().enumerate() {
+            u.push(t.user_tokens as f64);
+            a.push(t.assistant_tokens as f64);
+            if k > 0 {
+                ctx.push(l as f64);
+                rate.push(l as f64 / (l + t.user_tokens as u64) as f64);
+            }
+            l += (t.user_tokens + t.assistant_tokens) as u64;
+        }
+    }
+    TraceStats {
+        num_conversations: convs.len(),
+        num_turns: u.len(),
+        turns_per_conversation: Quantiles::of(&tpc),
+        user_tokens: Quantiles::of(&u),
+        assistant_tokens: Quantiles::of(&a),
+        context_tokens_turn2plus: Quantiles::of(&ctx),
+        cache_rate_turn2plus: Quantiles::of(&rate),
+    }
+}
