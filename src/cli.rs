@@ -177,11 +177,7 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32
             sc.kv_capacity_tokens
         );
         print!("{}", output::summary_table(&res.summaries));
-        println!(
-            "wrote {} ({:.2} s)",
-            dest.display(),
-            t0.elapsed().as_secs_f64()
-        );
+        println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
     }
     Ok(EXIT_OK)
 }
@@ -224,8 +220,7 @@ fn exec_calibrate(
 /// I/O errors.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
@@ -255,16 +250,17 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                 report.elements_malformed + report.conversations_without_turns,
                 report.elements_malformed,
                 report.conversations_without_turns,
-                if report.truncated_tail { "; the file is truncated: its last, partial conversation was dropped" } else { "" }
+                if report.truncated_tail {
+                    "; the file is truncated: its last, partial conversation was dropped"
+                } else {
+                    ""
+                }
             );
             Ok(EXIT_OK)
         }
         TraceCommand::Stats { trace } => {
             let convs = crate::trace::read_trace(&trace)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&crate::trace::stats(&convs))?
-            );
+            println!("{}", serde_json::to_string_pretty(&crate::trace::stats(&convs))?);
             Ok(EXIT_OK)
         }
     }

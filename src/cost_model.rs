@@ -48,11 +48,7 @@ impl BatchShape {
 
     /// Tokens processed in this iteration (prefill tokens + one per decode sequence).
     pub fn num_tokens(&self) -> u64 {
-        self.prefill
-            .iter()
-            .map(|p| p.num_new_tokens as u64)
-            .sum::<u64>()
-            + self.num_decode_seqs as u64
+        self.prefill.iter().map(|p| p.num_new_tokens as u64).sum::<u64>() + self.num_decode_seqs as u64
     }
 }
 
@@ -91,13 +87,7 @@ pub const COEFFICIENT_NAMES: [&str; 5] = [
 ];
 
 /// Units of the five coefficients, in feature order.
-pub const COEFFICIENT_UNITS: [&str; 5] = [
-    "ms",
-    "ms/token",
-    "ms/token^2",
-    "ms/decode-seq",
-    "ms/context-token",
-];
+pub const COEFFICIENT_UNITS: [&str; 5] = ["ms", "ms/token", "ms/token^2", "ms/decode-seq", "ms/context-token"];
 
 impl IterationCoefficients {
     /// From `[β0, β1, β2, β3, β4]`.
@@ -157,10 +147,7 @@ pub struct LinearCostModel {
 
 impl CostModel for LinearCostModel {
     fn step_time(&self, batch: &BatchShape) -> SimDuration {
-        assert!(
-            !batch.is_empty(),
-            "cost model asked for the time of an empty batch"
-        );
+        assert!(!batch.is_empty(), "cost model asked for the time of an empty batch");
         SimDuration::from_ms_f64(self.coefficients.predict_ms(batch).max(0.0))
     }
 }
@@ -175,10 +162,7 @@ pub struct ConstantCostModel {
 
 impl CostModel for ConstantCostModel {
     fn step_time(&self, batch: &BatchShape) -> SimDuration {
-        assert!(
-            !batch.is_empty(),
-            "cost model asked for the time of an empty batch"
-        );
+        assert!(!batch.is_empty(), "cost model asked for the time of an empty batch");
         SimDuration::from_ms_f64(self.step_ms)
     }
 }

@@ -41,10 +41,7 @@ impl ModelSpec {
     /// KV-cache bytes per token [B]: `2 (K and V) × layers × kv_heads × head_dim × dtype_bytes`.
     /// Llama-3.1-8B: 2·32·8·128·2 = 131,072 B (GQA; an MHA formula would give 4× that).
     pub fn kv_bytes_per_token(&self) -> u64 {
-        2 * self.num_layers as u64
-            * self.num_kv_heads as u64
-            * self.head_dim as u64
-            * self.dtype_bytes as u64
+        2 * self.num_layers as u64 * self.num_kv_heads as u64 * self.head_dim as u64 * self.dtype_bytes as u64
     }
 
     /// Weight bytes [B] = parameters × dtype bytes.
@@ -83,9 +80,7 @@ struct Specs {
 
 fn specs() -> &'static Specs {
     static SPECS: OnceLock<Specs> = OnceLock::new();
-    SPECS.get_or_init(|| {
-        toml::from_str(include_str!("specs.toml")).expect("built-in src/specs.toml must parse")
-    })
+    SPECS.get_or_init(|| toml::from_str(include_str!("specs.toml")).expect("built-in src/specs.toml must parse"))
 }
 
 /// All known models.
@@ -127,10 +122,7 @@ mod tests {
         let m = model("llama-3.1-8b").unwrap();
         assert_eq!(m.kv_bytes_per_token(), 131_072);
         // Llama-2-7B is MHA: 4x the KV of Llama-3.1-8B.
-        assert_eq!(
-            model("llama-2-7b").unwrap().kv_bytes_per_token(),
-            4 * 131_072
-        );
+        assert_eq!(model("llama-2-7b").unwrap().kv_bytes_per_token(), 4 * 131_072);
         assert_eq!(m.weight_bytes(), 16_060_522_496);
     }
 

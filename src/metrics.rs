@@ -202,10 +202,7 @@ impl Summary {
         instances: Vec<InstanceUsage>,
         mode_switches: u64,
     ) -> Summary {
-        let start = records
-            .iter()
-            .map(|r| r.arrived_at_ms)
-            .fold(f64::INFINITY, f64::min);
+        let start = records.iter().map(|r| r.arrived_at_ms).fold(f64::INFINITY, f64::min);
         let end = records
             .iter()
             .map(|r| r.completed_at_ms)
@@ -222,16 +219,11 @@ impl Summary {
                 0.0
             }
         };
-        let meets = |r: &RequestRecord| {
-            r.ttft_ms <= slo.ttft_ms && r.tpot_ms.is_none_or(|t| t <= slo.tpot_ms)
-        };
+        let meets = |r: &RequestRecord| r.ttft_ms <= slo.ttft_ms && r.tpot_ms.is_none_or(|t| t <= slo.tpot_ms);
         let num_ok = records.iter().filter(|r| meets(r)).count();
         let prompt: u64 = records.iter().map(|r| r.num_prompt_tokens as u64).sum();
         let cached: u64 = records.iter().map(|r| r.num_cached_tokens as u64).sum();
-        let transferred: u64 = records
-            .iter()
-            .map(|r| r.num_transferred_tokens as u64)
-            .sum();
+        let transferred: u64 = records.iter().map(|r| r.num_transferred_tokens as u64).sum();
         let later: Vec<&RequestRecord> = records.iter().filter(|r| r.turn >= 2).collect();
         let frac = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
         Summary {

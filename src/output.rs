@@ -25,16 +25,14 @@ impl StagedDir {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)
-                .with_context(|| format!("removing stale {}", tmp.display()))?;
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
         }
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         Ok(StagedDir {
@@ -70,11 +68,9 @@ impl StagedDir {
     /// I/O errors (the staged directory is left for inspection).
     pub fn commit(self) -> Result<()> {
         if self.dest.exists() {
-            std::fs::remove_dir_all(&self.dest)
-                .with_context(|| format!("removing old {}", self.dest.display()))?;
+            std::fs::remove_dir_all(&self.dest).with_context(|| format!("removing old {}", self.dest.display()))?;
         }
-        std::fs::rename(&self.tmp, &self.dest)
-            .with_context(|| format!("moving results into {}", self.dest.display()))
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("moving results into {}", self.dest.display()))
     }
 }
 
@@ -198,19 +194,7 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     let _ = writeln!(
         s,
         "{:<12} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
-        "",
-        "",
-        "TTFT ms",
-        "TTFT ms",
-        "TTFT ms",
-        "TTFT ms",
-        "ms",
-        "ms",
-        "ms",
-        "",
-        "GB",
-        "hit",
-        "att."
+        "", "", "TTFT ms", "TTFT ms", "TTFT ms", "TTFT ms", "ms", "ms", "ms", "", "GB", "hit", "att."
     );
     for m in summaries {
         let _ = writeln!(
@@ -238,11 +222,7 @@ pub fn summary_table(summaries: &[Summary]) -> String {
 ///
 /// # Errors
 /// Serialisation or I/O errors.
-pub fn write_results(
-    dir: &StagedDir,
-    records: &[RequestRecord],
-    summaries: &[Summary],
-) -> Result<()> {
+pub fn write_results(dir: &StagedDir, records: &[RequestRecord], summaries: &[Summary]) -> Result<()> {
     dir.write("requests.csv", &to_csv(records)?)?;
     let rows: Vec<SummaryRow> = summaries.iter().map(SummaryRow::from).collect();
     dir.write("summary.csv", &to_csv(&rows)?)?;

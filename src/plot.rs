@@ -27,26 +27,10 @@ pub fn ttft_by_policy(path: &Path, summaries: &[Summary]) -> Result<()> {
     let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let series: [(&str, fn(&Summary) -> f64, RGBColor); 4] = [
-        (
-            "turn 1 p50",
-            |s| s.ttft_turn1.p50_ms,
-            RGBColor(31, 119, 180),
-        ),
-        (
-            "turn 1 p99",
-            |s| s.ttft_turn1.p99_ms,
-            RGBColor(174, 199, 232),
-        ),
-        (
-            "turn ≥2 p50",
-            |s| s.ttft_turn2plus.p50_ms,
-            RGBColor(214, 39, 40),
-        ),
-        (
-            "turn ≥2 p99",
-            |s| s.ttft_turn2plus.p99_ms,
-            RGBColor(255, 152, 150),
-        ),
+        ("turn 1 p50", |s| s.ttft_turn1.p50_ms, RGBColor(31, 119, 180)),
+        ("turn 1 p99", |s| s.ttft_turn1.p99_ms, RGBColor(174, 199, 232)),
+        ("turn ≥2 p50", |s| s.ttft_turn2plus.p50_ms, RGBColor(214, 39, 40)),
+        ("turn ≥2 p99", |s| s.ttft_turn2plus.p99_ms, RGBColor(255, 152, 150)),
     ];
     let max = summaries
         .iter()
@@ -63,23 +47,22 @@ pub fn ttft_by_policy(path: &Path, summaries: &[Summary]) -> Result<()> {
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(
-            0f64..n as f64,
-            ((min / 2.0).max(0.1)..max * 2.0).log_scale(),
-        )
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, ((min / 2.0).max(0.1)..max * 2.0).log_scale())
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
+        .x_labels(n + 1)
         .x_label_formatter(&|x| {
-            let i = (*x - 0.5).round() as usize;
-            if (*x - 0.5 - i as f64).abs() < 1e-6 && i < summaries.len() {
-                summaries[i].policy.clone()
+            let i = x.round();
+            if (x - i).abs() < 1e-9 && i >= 0.0 && (i as usize) < summaries.len() {
+                summaries[i as usize].policy.clone()
             } else {
                 String::new()
             }
         })
+        .y_labels(12)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("TTFT [ms] (log)")
         .label_style(("sans-serif", 15))
         .draw()
@@ -87,12 +70,9 @@ pub fn ttft_by_policy(path: &Path, summaries: &[Summary]) -> Result<()> {
     let width = 0.8 / series.len() as f64;
     for (k, (label, f, color)) in series.iter().enumerate() {
         let bars = summaries.iter().enumerate().map(|(i, s)| {
-            let x0 = i as f64 + 0.1 + k as f64 * width;
+            let x0 = i as f64 - 0.4 + k as f64 * width;
             Rectangle::new(
-                [
-                    (x0, (min / 2.0).max(0.1)),
-                    (x0 + width * 0.9, f(s).max(0.1)),
-                ],
+                [(x0, (min / 2.0).max(0.1)), (x0 + width * 0.9, f(s).max(0.1))],
                 color.filled(),
             )
         });

@@ -71,12 +71,8 @@ impl PolicyConfig {
         match self {
             PolicyConfig::Pd { name, .. } => name.clone().unwrap_or_else(|| "pd".into()),
             PolicyConfig::Ppd { name, .. } => name.clone().unwrap_or_else(|| "ppd".into()),
-            PolicyConfig::Replication { name, .. } => {
-                name.clone().unwrap_or_else(|| "replication".into())
-            }
-            PolicyConfig::Adaptive { name, .. } => {
-                name.clone().unwrap_or_else(|| "adaptive".into())
-            }
+            PolicyConfig::Replication { name, .. } => name.clone().unwrap_or_else(|| "replication".into()),
+            PolicyConfig::Adaptive { name, .. } => name.clone().unwrap_or_else(|| "adaptive".into()),
         }
     }
 

@@ -142,12 +142,7 @@ pub struct LoadedScenario {
 /// # Errors
 /// Syntax errors, unknown keys and wrong types, with the line and key.
 pub fn parse(path: &Path, text: &str) -> InputResult<Scenario> {
-    toml::from_str(text).map_err(|e| {
-        InputError::file(
-            path,
-            format!("invalid scenario: {}", e.to_string().trim_end()),
-        )
-    })
+    toml::from_str(text).map_err(|e| InputError::file(path, format!("invalid scenario: {}", e.to_string().trim_end())))
 }
 
 impl LoadedScenario {
@@ -156,8 +151,8 @@ impl LoadedScenario {
     /// # Errors
     /// An [`InputError`] naming the file and key for anything a user can fix.
     pub fn load(path: &Path) -> InputResult<LoadedScenario> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
         let mut sc = parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let model = hardware::model(&sc.model).ok_or_else(|| {
@@ -175,15 +170,15 @@ impl LoadedScenario {
             InputError::key(
                 path,
                 "gpu",
-                format!(
-                    "unknown GPU `{}`; known: {}",
-                    sc.gpu,
-                    hardware::gpu_names().join(", ")
-                ),
+                format!("unknown GPU `{}`; known: {}", sc.gpu, hardware::gpu_names().join(", ")),
             )
         })?;
         if sc.policy.is_empty() {
-            return Err(InputError::key(path, "policy", "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"adaptive\")"));
+            return Err(InputError::key(
+                path,
+                "policy",
+                "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"adaptive\")",
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, p) in sc.policy.iter().enumerate() {
@@ -202,31 +197,17 @@ impl LoadedScenario {
         }
         let w = &sc.workload;
         match w.arrival {
-            ArrivalSpec::Poisson { rate_per_s }
-                if !(rate_per_s > 0.0 && rate_per_s.is_finite()) =>
-            {
-                return Err(InputError::key(
-                    path,
-                    "workload.arrival.rate_per_s",
-                    "must be > 0",
-                ));
+            ArrivalSpec::Poisson { rate_per_s } if !(rate_per_s > 0.0 && rate_per_s.is_finite()) => {
+                return Err(InputError::key(path, "workload.arrival.rate_per_s", "must be > 0"));
             }
             _ => {}
         }
         match w.think_time {
             ThinkTimeSpec::Exponential { mean_s } if !(mean_s > 0.0 && mean_s.is_finite()) => {
-                return Err(InputError::key(
-                    path,
-                    "workload.think_time.mean_s",
-                    "must be > 0",
-                ))
+                return Err(InputError::key(path, "workload.think_time.mean_s", "must be > 0"))
             }
             ThinkTimeSpec::Constant { value_s } if !(value_s >= 0.0 && value_s.is_finite()) => {
-                return Err(InputError::key(
-                    path,
-                    "workload.think_time.value_s",
-                    "must be >= 0",
-                ))
+                return Err(InputError::key(path, "workload.think_time.value_s", "must be >= 0"))
             }
             _ => {}
         }
@@ -307,14 +288,9 @@ impl LoadedScenario {
         let link = &mut sc.kv_link;
         link.bandwidth_gbps
             .get_or_insert(calibration.kv_transfer.bandwidth_gbps);
-        link.latency_ms
-            .get_or_insert(calibration.kv_transfer.latency_ms);
+        link.latency_ms.get_or_insert(calibration.kv_transfer.latency_ms);
         if !(link.bandwidth_gbps.unwrap() > 0.0) {
-            return Err(InputError::key(
-                path,
-                "kv_link.bandwidth_gbps",
-                "must be > 0",
-            ));
+            return Err(InputError::key(path, "kv_link.bandwidth_gbps", "must be > 0"));
         }
         sc.overheads
             .request_overhead_ms

@@ -12,15 +12,11 @@ use std::fmt;
 use std::ops::{Add, AddAssign, Sub};
 
 /// A simulated instant [µs since the simulation started].
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct SimTime(pub u64);
 
 /// A simulated span [µs].
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct SimDuration(pub u64);
 
 impl SimTime {
@@ -42,10 +38,7 @@ impl SimTime {
     /// # Panics
     /// If `earlier` is after `self` (a broken ordering invariant).
     pub fn since(self, earlier: SimTime) -> SimDuration {
-        assert!(
-            earlier <= self,
-            "time went backwards: {earlier:?} > {self:?}"
-        );
+        assert!(earlier <= self, "time went backwards: {earlier:?} > {self:?}");
         SimDuration(self.0 - earlier.0)
     }
 }

@@ -24,8 +24,7 @@ pub struct FitResult {
 
 fn lstsq(a: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
     let svd = a.clone().svd(true, true);
-    svd.solve(b, 1e-12)
-        .expect("SVD with U and V computed solves")
+    svd.solve(b, 1e-12).expect("SVD with U and V computed solves")
 }
 
 /// Non-negative least squares: `argmin ||A x − b||` subject to `x ≥ 0`.
@@ -46,9 +45,7 @@ pub fn nnls(a: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
     let tol = 1e-10 * b.norm().max(1.0);
     for _outer in 0..(10 * p + 10) {
         let w = s.transpose() * (b - &s * &x);
-        let cand = (0..p)
-            .filter(|&j| !passive[j])
-            .max_by(|&i, &j| w[i].total_cmp(&w[j]));
+        let cand = (0..p).filter(|&j| !passive[j]).max_by(|&i, &j| w[i].total_cmp(&w[j]));
         match cand {
             Some(j) if w[j] > tol => passive[j] = true,
             _ => break,
@@ -135,22 +132,12 @@ pub fn r_squared(y: &[f64], pred: &[f64]) -> f64 {
 
 /// Root-mean-square error.
 pub fn rmse(y: &[f64], pred: &[f64]) -> f64 {
-    (y.iter()
-        .zip(pred)
-        .map(|(v, p)| (v - p).powi(2))
-        .sum::<f64>()
-        / y.len() as f64)
-        .sqrt()
+    (y.iter().zip(pred).map(|(v, p)| (v - p).powi(2)).sum::<f64>() / y.len() as f64).sqrt()
 }
 
 /// Mean absolute percentage error [%].
 pub fn mape_pct(y: &[f64], pred: &[f64]) -> f64 {
-    100.0
-        * y.iter()
-            .zip(pred)
-            .map(|(v, p)| ((v - p) / v).abs())
-            .sum::<f64>()
-        / y.len() as f64
+    100.0 * y.iter().zip(pred).map(|(v, p)| ((v - p) / v).abs()).sum::<f64>() / y.len() as f64
 }
 
 #[cfg(test)]

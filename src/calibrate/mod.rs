@@ -16,9 +16,7 @@ pub mod fit;
 pub mod model_file;
 pub mod readers;
 
-use crate::cost_model::{
-    BatchShape, IterationCoefficients, PrefillPart, COEFFICIENT_NAMES, COEFFICIENT_UNITS,
-};
+use crate::cost_model::{BatchShape, IterationCoefficients, PrefillPart, COEFFICIENT_NAMES, COEFFICIENT_UNITS};
 use crate::error::{InputError, InputResult};
 use crate::hardware;
 use model_file::*;
@@ -216,16 +214,13 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     let y: Vec<f64> = iters.iter().map(|s| s.measured_ms).collect();
     let w: Vec<f64> = y.iter().map(|v| 1.0 / v.max(1e-6)).collect();
     let f = fit::fit_weighted(&x, &y, &w);
-    let coeffs =
-        IterationCoefficients::from_array([f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]]);
+    let coeffs = IterationCoefficients::from_array([f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]]);
     let pred: Vec<f64> = x.iter().map(|xi| fit::predict(xi, &f.beta)).collect();
     let cv = cross_validated(&x, &y, &w, 5);
     let mut phases = Vec::new();
     let mut points = Vec::new();
     for ph in &phases_present {
-        let idx: Vec<usize> = (0..iters.len())
-            .filter(|&i| iters[i].phase == *ph)
-            .collect();
+        let idx: Vec<usize> = (0..iters.len()).filter(|&i| iters[i].phase == *ph).collect();
         let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
         let ps: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
         let cs: Vec<f64> = idx.iter().map(|&i| cv[i]).collect();
@@ -276,11 +271,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         let mut computes = Vec::new();
         for s in &reqs {
             let (compute, tokens) = request_compute(&coeffs, s, opts.block_size);
-            let split = if s.route == RequestRoute::Split {
-                1.0
-            } else {
-                0.0
-            };
+            let split = if s.route == RequestRoute::Split { 1.0 } else { 0.0 };
             rx.push(vec![1.0, split, split * tokens as f64 * kvb / 1e9]);
             ry.push(s.measured_ttft_ms - compute);
             computes.push(compute);
@@ -325,13 +316,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                     g.ci95_half_width[0],
                     g.at_bound[0],
                 ),
-                pd_handoff_ms: coefficient(
-                    "pd_handoff_ms",
-                    "ms",
-                    g.beta[1],
-                    g.ci95_half_width[1],
-                    g.at_bound[1],
-                ),
+                pd_handoff_ms: coefficient("pd_handoff_ms", "ms", g.beta[1], g.ci95_half_width[1], g.at_bound[1]),
             },
             kv,
         )
@@ -342,7 +327,10 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         model: model.name.clone(),
         gpu: gpu.name.clone(),
         engine: opts.engine.clone(),
-        iteration: IterationFit { formula: "t_iter_ms = beta0 + beta1*sum(m) + beta2*sum(m*(L+m/2)) + beta3*n_decode + beta4*sum(c)".into(), coefficients },
+        iteration: IterationFit {
+            formula: "t_iter_ms = beta0 + beta1*sum(m) + beta2*sum(m*(L+m/2)) + beta3*n_decode + beta4*sum(c)".into(),
+            coefficients,
+        },
         overheads,
         kv_transfer,
         phases,
@@ -386,7 +374,12 @@ pub fn physics_checks(
         limit: floor_ms,
         unit: "ms".into(),
         ok: step1 >= floor_ms,
-        message: if step1 >= floor_ms { format!("{step1:.2} ms ≥ {floor_ms:.2} ms") } else { "a decode step faster than reading the weights once: check the unit of the TPOT column or the model/GPU".into() },
+        message: if step1 >= floor_ms {
+            format!("{step1:.2} ms ≥ {floor_ms:.2} ms")
+        } else {
+            "a decode step faster than reading the weights once: check the unit of the TPOT column or the model/GPU"
+                .into()
+        },
     });
     let kv_bw = if c.beta4_ms_per_context_token > 0.0 {
         model.kv_bytes_per_token() as f64 / (c.beta4_ms_per_context_token * 1e-3) / 1e12

@@ -166,7 +166,14 @@ impl CalibrationFile {
         let f: CalibrationFile = serde_json::from_str(&text)
             .map_err(|e| InputError::file(path, format!("not a ppdsim calibration file: {e}")))?;
         if f.schema_version != SCHEMA_VERSION {
-            return Err(InputError::key(path, "schema_version", format!("version {} is not supported (expected {SCHEMA_VERSION}); re-run `ppdsim calibrate`", f.schema_version)));
+            return Err(InputError::key(
+                path,
+                "schema_version",
+                format!(
+                    "version {} is not supported (expected {SCHEMA_VERSION}); re-run `ppdsim calibrate`",
+                    f.schema_version
+                ),
+            ));
         }
         f.coefficients()
             .map_err(|m| InputError::key(path, "iteration.coefficients", m))?;
@@ -187,10 +194,7 @@ impl CalibrationFile {
                 .find(|c| c.name == *name)
                 .ok_or_else(|| format!("missing coefficient `{name}`"))?;
             if !(c.value >= 0.0 && c.value.is_finite()) {
-                return Err(format!(
-                    "coefficient `{name}` = {} must be finite and >= 0",
-                    c.value
-                ));
+                return Err(format!("coefficient `{name}` = {} must be finite and >= 0", c.value));
             }
             b[i] = c.value;
         }

@@ -134,14 +134,11 @@ pub fn read(path: &Path, source: usize) -> InputResult<FileSamples> {
     {
         return read_interference(path, &v, source);
     }
-    if v.get("results")
-        .and_then(|r| r.as_array())
-        .is_some_and(|r| {
-            !r.is_empty()
-                && r.iter()
-                    .all(|x| x.get("t1_input").is_some() && x.get("turn2_metrics").is_some())
-        })
-    {
+    if v.get("results").and_then(|r| r.as_array()).is_some_and(|r| {
+        !r.is_empty()
+            && r.iter()
+                .all(|x| x.get("t1_input").is_some() && x.get("turn2_metrics").is_some())
+    }) {
         return read_lowqps(path, &v, source);
     }
     Err(InputError::file(
@@ -177,9 +174,10 @@ fn read_llmservingsim(path: &Path, text: &str, source: usize) -> InputResult<Fil
                 .ok_or_else(|| InputError::line(path, i + 2, format!("missing column `{name}`")))
         };
         let num = |k: usize, name: &str| -> InputResult<f64> {
-            field(k, name)?.trim().parse::<f64>().map_err(|_| {
-                InputError::line(path, i + 2, format!("column `{name}` is not a number"))
-            })
+            field(k, name)?
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| InputError::line(path, i + 2, format!("column `{name}` is not a number")))
         };
         let layer = field(0, "layer_name")?.to_string();
         let n = num(1, "input")? as u32;
@@ -200,12 +198,18 @@ fn read_llmservingsim(path: &Path, text: &str, source: usize) -> InputResult<Fil
         by_n.entry(n).or_default().insert(layer, ns);
     }
     if by_n.is_empty() {
-        return Err(InputError::file(path, format!("no tp_size = 1 rows ({other_tp} rows of other TP sizes); ppdsim calibrates one GPU per instance")));
+        return Err(InputError::file(
+            path,
+            format!("no tp_size = 1 rows ({other_tp} rows of other TP sizes); ppdsim calibrates one GPU per instance"),
+        ));
     }
-    let lm_head_1 = by_n.get(&1).and_then(|m| m.get("lm_head")).copied().ok_or_else(|| InputError::file(path, "missing `lm_head` at input = 1 (needed: serving engines apply the LM head to the last token only)"))?;
-    let num_layers = crate::hardware::model("llama-3.1-8b")
-        .expect("built-in")
-        .num_layers as f64;
+    let lm_head_1 = by_n.get(&1).and_then(|m| m.get("lm_head")).copied().ok_or_else(|| {
+        InputError::file(
+            path,
+            "missing `lm_head` at input = 1 (needed: serving engines apply the LM head to the last token only)",
+        )
+    })?;
+    let num_layers = crate::hardware::model("llama-3.1-8b").expect("built-in").num_layers as f64;
     let mut out = FileSamples {
         reader: "llmservingsim-layers",
         used_for: "prefill iterations (β0, β1, β2)".into(),
@@ -250,8 +254,7 @@ fn read_interference(path: &Path, v: &Value, source: usize) -> InputResult<FileS
     let dc = v
         .get("decode_config")
         .ok_or_else(|| InputError::key(path, "decode_config", "missing"))?;
-    let d_ctx = get_f64(path, dc, "context", "decode_config")?
-        + get_f64(path, dc, "new_input", "decode_config")?;
+    let d_ctx = get_f64(path, dc, "context", "decode_config")? + get_f64(path, dc, "new_input", "decode_config")?;
     let d_out = get_f64(path, dc, "output", "decode_config")?;
     let fp = v
         .get("full_prefill_config")
@@ -269,15 +272,8 @@ fn read_interference(path: &Path, v: &Value, source: usize) -> InputResult<FileS
         let scenario = r["scenario"].as_str().unwrap_or("");
         let n = get_f64(path, r, "decode_count", &at)? as u32;
         let k = get_f64(path, r, "prefill_count", &at)? as u32;
-        let ok_decodes = r
-            .get("decode_success_count")
-            .and_then(|x| x.as_f64())
-            .unwrap_or(0.0) as u32
-            == n;
-        let ok_prefill = r
-            .get("prefill_success")
-            .and_then(|x| x.as_bool())
-            .unwrap_or(true);
+        let ok_decodes = r.get("decode_success_count").and_then(|x| x.as_f64()).unwrap_or(0.0) as u32 == n;
+        let ok_prefill = r.get("prefill_success").and_then(|x| x.as_bool()).unwrap_or(true);
         if scenario.starts_with("decoding_only") && n >= 1 {
             if !ok_decodes {
                 out.num_dropped += 1;
@@ -355,10 +351,7 @@ fn read_lowqps(path: &Path, v: &Value, source: usize) -> InputResult<FileSamples
             }
         };
         let t2 = &r["turn2_metrics"];
-        let success = r
-            .get("success_count")
-            .and_then(|x| x.as_f64())
-            .unwrap_or(0.0);
+        let success = r.get("success_count").and_then(|x| x.as_f64()).unwrap_or(0.0);
         let ttft = t2.get("p50_ttft").and_then(|x| x.as_f64()).unwrap_or(0.0);
         if success <= 0.0 || ttft <= 0.0 {
             out.num_dropped += 1;

@@ -198,7 +198,12 @@ impl Instance {
             seq.num_external_tokens,
         );
         let need = self.blocks_for(prompt + output);
-        assert!(need <= self.limits.capacity_blocks, "{}: request {} needs {need} blocks > capacity (scenario validation should have refused it)", self.name, seq.req);
+        assert!(
+            need <= self.limits.capacity_blocks,
+            "{}: request {} needs {need} blocks > capacity (scenario validation should have refused it)",
+            self.name,
+            seq.req
+        );
         let entry = self.cache.take(conv);
         while self.reserved_blocks + self.cache.blocks() + need > self.limits.capacity_blocks {
             if self.cache.evict_lru().is_none() {
@@ -261,20 +266,14 @@ impl Instance {
                 budget -= 1;
             }
         }
-        while budget > 0
-            && !self.waiting.is_empty()
-            && (self.running.len() as u32) < self.limits.max_num_seqs
-        {
+        while budget > 0 && !self.waiting.is_empty() && (self.running.len() as u32) < self.limits.max_num_seqs {
             if !self.admit_head(now) {
                 break;
             }
             let i = self.running.len() - 1;
             let s = &self.running[i];
             let chunk = s.remaining_prefill().min(budget);
-            debug_assert!(
-                chunk > 0,
-                "an admitted sequence always has a prompt token to compute"
-            );
+            debug_assert!(chunk > 0, "an admitted sequence always has a prompt token to compute");
             shape.prefill.push(PrefillPart {
                 num_new_tokens: chunk,
                 num_cached_tokens: s.num_computed_tokens,

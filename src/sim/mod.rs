@@ -182,9 +182,7 @@ impl<'a> Simulation<'a> {
     /// # Panics
     /// If the policy configuration is invalid (validated with the scenario first).
     pub fn new(cfg: SimConfig, cost: &'a dyn CostModel, convs: Vec<TimedConversation>) -> Self {
-        cfg.policy
-            .validate()
-            .expect("policy validated with the scenario");
+        cfg.policy.validate().expect("policy validated with the scenario");
         let (p, d) = cfg.policy.cluster();
         let mut instances = Vec::new();
         for i in 0..p {
@@ -423,9 +421,7 @@ impl<'a> Simulation<'a> {
         match e {
             SeqEvent::PrefillDone { req } => {
                 let r = &self.requests[req];
-                let p = r
-                    .prefill_inst
-                    .expect("prefill-only sequence on a split route");
+                let p = r.prefill_inst.expect("prefill-only sequence on a split route");
                 let tokens = match self.cfg.transfer {
                     TransferMode::Full => r.num_prompt_tokens,
                     TransferMode::Incremental => {
@@ -444,10 +440,7 @@ impl<'a> Simulation<'a> {
             }
             SeqEvent::FirstToken { req } => {
                 let r = &mut self.requests[req];
-                assert!(
-                    r.first_token_at.is_none(),
-                    "request {req} got two first tokens"
-                );
+                assert!(r.first_token_at.is_none(), "request {req} got two first tokens");
                 r.first_token_at = Some(self.now);
             }
             SeqEvent::Completed { req } => {
@@ -481,9 +474,7 @@ impl<'a> Simulation<'a> {
                     r.conv, r.turn
                 )
             });
-            let done = r
-                .completed_at
-                .unwrap_or_else(|| panic!("request {id} never completed"));
+            let done = r.completed_at.unwrap_or_else(|| panic!("request {id} never completed"));
             assert!(
                 r.arrived_at <= first && first <= done,
                 "request {id}: arrived {} first {} done {}",
@@ -491,9 +482,7 @@ impl<'a> Simulation<'a> {
                 first,
                 done
             );
-            let cached = r
-                .num_cached_tokens
-                .expect("admitted requests record their cache hit");
+            let cached = r.num_cached_tokens.expect("admitted requests record their cache hit");
             let computed = r.num_prompt_tokens
                 - cached
                 - if r.route == RouteKind::Local {
@@ -544,11 +533,7 @@ impl<'a> Simulation<'a> {
             .instances
             .iter()
             .map(|i| {
-                assert!(
-                    i.is_idle_and_empty(),
-                    "{} still holds work at the end",
-                    i.name
-                );
+                assert!(i.is_idle_and_empty(), "{} still holds work at the end", i.name);
                 InstanceUsage {
                     instance: i.name.clone(),
                     busy_fraction: i.busy_time.as_ms() / makespan,

@@ -84,15 +84,11 @@ pub fn generate(
         idx.shuffle(&mut rng.sampling);
     }
     let gap = match arrival {
-        ArrivalSpec::Poisson { rate_per_s } => {
-            Some(Exp::new(*rate_per_s).expect("rate validated > 0"))
-        }
+        ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
         ArrivalSpec::Burst => None,
     };
     let think_exp = match think {
-        ThinkTimeSpec::Exponential { mean_s } => {
-            Some(Exp::new(1.0 / mean_s).expect("mean validated > 0"))
-        }
+        ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
         ThinkTimeSpec::Constant { .. } => None,
     };
     let mut t = 0.0f64;

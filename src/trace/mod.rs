@@ -46,8 +46,7 @@ pub struct Conversation {
 /// An [`InputError`] naming the file and line for unreadable files, malformed JSON, unknown keys,
 /// empty `turns` or a zero `assistant_tokens`, and for a trace without conversations.
 pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| InputError::file(path, format!("cannot open trace: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| InputError::file(path, format!("cannot open trace: {e}")))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| InputError::line(path, i + 1, format!("cannot read: {e}")))?;
@@ -72,10 +71,7 @@ pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
             return Err(InputError::line(
                 path,
                 i + 1,
-                format!(
-                    "turn {} has assistant_tokens = 0; every answer needs ≥ 1 token",
-                    k + 1
-                ),
+                format!("turn {} has assistant_tokens = 0; every answer needs ≥ 1 token", k + 1),
             ));
         }
         out.push(conv);

@@ -111,12 +111,7 @@ fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
         match GzDecoder::new(&raw[..]).read_to_end(&mut out) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-            Err(e) => {
-                return Err(InputError::file(
-                    path,
-                    format!("gzip stream is corrupt: {e}"),
-                ))
-            }
+            Err(e) => return Err(InputError::file(path, format!("gzip stream is corrupt: {e}"))),
         }
         Ok(out)
     } else {
@@ -127,10 +122,7 @@ fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
 /// Splits a (possibly truncated) JSON array into its complete elements.
 /// Returns the elements, whether the text ended inside an element, and the byte offset of a
 /// syntax error that stopped the scan (if any).
-fn split_array<'a>(
-    path: &Path,
-    buf: &'a [u8],
-) -> InputResult<(Vec<&'a RawValue>, bool, Option<usize>)> {
+fn split_array<'a>(path: &Path, buf: &'a [u8]) -> InputResult<(Vec<&'a RawValue>, bool, Option<usize>)> {
     let skip_ws = |mut i: usize| {
         while i < buf.len() && buf[i].is_ascii_whitespace() {
             i += 1;
@@ -199,11 +191,7 @@ fn convert_one(bpe: &CoreBPE, raw: &RawValue) -> ConvOutcome {
     let mut runs: Vec<(Speaker, u32)> = Vec::new();
     let mut pending_system = 0u32;
     for m in &rc.conversations {
-        let tokens = m
-            .value
-            .as_deref()
-            .map(|v| count_tokens(bpe, v))
-            .unwrap_or(0);
+        let tokens = m.value.as_deref().map(|v| count_tokens(bpe, v)).unwrap_or(0);
         let speaker = match m.from.as_str() {
             "human" | "user" => Some(Speaker::User),
             "gpt" | "chatgpt" | "bing" | "bard" | "assistant" => Some(Speaker::Assistant),
@@ -277,10 +265,7 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, ImportReport)> {
     let buf = read_bytes(path)?;
     let (elements, truncated, stopped) = split_array(path, &buf)?;
     let bpe = tokenizer();
-    let outcomes: Vec<ConvOutcome> = elements
-        .par_iter()
-        .map(|raw| convert_one(&bpe, raw))
-        .collect();
+    let outcomes: Vec<ConvOutcome> = elements.par_iter().map(|raw| convert_one(&bpe, raw)).collect();
     let mut report = ImportReport {
         elements_read: elements.len(),
         truncated_tail: truncated,
