@@ -38,7 +38,7 @@ pub enum Command {
     Run {
         /// Scenario TOML (e.g. scenarios/default.toml).
         scenario: PathBuf,
-        /// Output directory [default: output/<scenario name>].
+        /// Output directory [default: output/NAME, NAME from the scenario].
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Print nothing but errors.

@@ -6,10 +6,10 @@
 //! (DESIGN §3; DistServe's closed form extended with an append-prefill attention term) is
 //!
 //! ```text
-//! t_iter = β0 + β1·Σm_i + β2·Σ m_i·(L_i + m_i/2) + β3·n_decode + β4·Σc_j          [ms]
+//! t_iter = β0 + β1·Σm_i + β2·Σ m_i·(L_i + m_i/2) + β3·n_decode + β4·Σc_j          \[ms\]
 //! ```
 //!
-//! * `β0` [ms]: fixed cost of a forward pass (weights read once, kernel launches);
+//! * `β0` \[ms\]: fixed cost of a forward pass (weights read once, kernel launches);
 //! * `β1` [ms/token]: dense (GEMM) cost per computed token, ≥ 2·params FLOP / peak FLOP/s;
 //! * `β2` [ms/token²]: causal attention of new tokens over cached + earlier new tokens;
 //! * `β3` [ms/sequence]: per-decode-sequence cost (sampling, one query row);
@@ -36,7 +36,7 @@ pub struct BatchShape {
     pub prefill: Vec<PrefillPart>,
     /// Decode sequences producing one token each.
     pub num_decode_seqs: u32,
-    /// Σ context tokens of the decode sequences (`Σc_j`) [tokens].
+    /// Σ context tokens of the decode sequences (`Σc_j`) \[tokens\].
     pub decode_context_tokens: u64,
 }
 
@@ -131,7 +131,7 @@ impl IterationCoefficients {
         ]
     }
 
-    /// Predicted iteration time [ms].
+    /// Predicted iteration time \[ms\].
     pub fn predict_ms(&self, batch: &BatchShape) -> f64 {
         let x = Self::features(batch);
         x.iter().zip(self.to_array()).map(|(x, b)| x * b).sum()
@@ -156,7 +156,7 @@ impl CostModel for LinearCostModel {
 /// (SplitwiseSim's `ConstantPerformanceModel` plays the same role).
 #[derive(Clone, Copy, Debug)]
 pub struct ConstantCostModel {
-    /// Duration of every iteration [ms].
+    /// Duration of every iteration \[ms\].
     pub step_ms: f64,
 }
 

@@ -17,17 +17,17 @@ pub struct ModelSpec {
     pub hf_id: String,
     /// Decoder layers.
     pub num_layers: u32,
-    /// Hidden size [elements].
+    /// Hidden size \[elements\].
     pub hidden_size: u32,
     /// Query heads.
     pub num_attention_heads: u32,
     /// KV heads (GQA: fewer than query heads).
     pub num_kv_heads: u32,
-    /// Head dimension [elements].
+    /// Head dimension \[elements\].
     pub head_dim: u32,
-    /// FFN intermediate size [elements].
+    /// FFN intermediate size \[elements\].
     pub ffn_size: u32,
-    /// Vocabulary size [tokens].
+    /// Vocabulary size \[tokens\].
     pub vocab_size: u32,
     /// Parameter count.
     pub num_params: u64,
@@ -38,18 +38,18 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// KV-cache bytes per token [B]: `2 (K and V) × layers × kv_heads × head_dim × dtype_bytes`.
+    /// KV-cache bytes per token \[B\]: `2 (K and V) × layers × kv_heads × head_dim × dtype_bytes`.
     /// Llama-3.1-8B: 2·32·8·128·2 = 131,072 B (GQA; an MHA formula would give 4× that).
     pub fn kv_bytes_per_token(&self) -> u64 {
         2 * self.num_layers as u64 * self.num_kv_heads as u64 * self.head_dim as u64 * self.dtype_bytes as u64
     }
 
-    /// Weight bytes [B] = parameters × dtype bytes.
+    /// Weight bytes \[B\] = parameters × dtype bytes.
     pub fn weight_bytes(&self) -> u64 {
         self.num_params * self.dtype_bytes as u64
     }
 
-    /// Dense FLOP per token of a forward pass ignoring attention over context [FLOP] = 2 × params.
+    /// Dense FLOP per token of a forward pass ignoring attention over context \[FLOP\] = 2 × params.
     pub fn flop_per_token(&self) -> f64 {
         2.0 * self.num_params as f64
     }
@@ -61,7 +61,7 @@ impl ModelSpec {
 pub struct GpuSpec {
     /// Short name used in scenarios (`h100-sxm`).
     pub name: String,
-    /// HBM capacity [GiB].
+    /// HBM capacity \[GiB\].
     pub memory_gib: f64,
     /// HBM bandwidth [TB/s, 10^12 B/s].
     pub hbm_bandwidth_tbps: f64,

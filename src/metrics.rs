@@ -1,6 +1,6 @@
 //! Per-request records and per-run summaries.
 //!
-//! Definitions (used everywhere; all times in milliseconds [ms] in outputs):
+//! Definitions (used everywhere; all times in milliseconds \[ms\] in outputs):
 //! * **TTFT** = `first_token_at − arrived_at`, where `arrived_at` is the turn's arrival at the
 //!   router (the client's send time, so fixed request overheads are included).
 //! * **TPOT** = `(completed_at − first_token_at) / (num_output_tokens − 1)`; undefined (empty in
@@ -57,57 +57,57 @@ pub struct RequestRecord {
     pub prefill_instance: Option<String>,
     /// Instance that produced the tokens (`D0`, `R1`, …).
     pub decode_instance: String,
-    /// Arrival at the router [ms].
+    /// Arrival at the router \[ms\].
     pub arrived_at_ms: f64,
-    /// First output token [ms].
+    /// First output token \[ms\].
     pub first_token_at_ms: f64,
-    /// Last output token [ms].
+    /// Last output token \[ms\].
     pub completed_at_ms: f64,
-    /// TTFT [ms].
+    /// TTFT \[ms\].
     pub ttft_ms: f64,
     /// TPOT [ms/token]; empty for one-token outputs.
     pub tpot_ms: Option<f64>,
-    /// E2E [ms].
+    /// E2E \[ms\].
     pub e2e_ms: f64,
-    /// Time spent waiting in instance queues before first being scheduled, summed over stages [ms].
+    /// Time spent waiting in instance queues before first being scheduled, summed over stages \[ms\].
     pub queue_delay_ms: f64,
-    /// P prefill done → KV available at D (link queueing + transfer) [ms]; 0 for local routes.
+    /// P prefill done → KV available at D (link queueing + transfer) \[ms\]; 0 for local routes.
     pub kv_transfer_ms: f64,
-    /// Bytes sent over the KV link [B].
+    /// Bytes sent over the KV link \[B\].
     pub kv_transfer_bytes: u64,
-    /// Context before this turn's input, `L` (template tokens included) [tokens].
+    /// Context before this turn's input, `L` (template tokens included) \[tokens\].
     pub num_context_tokens: u32,
-    /// New user input `u_k` (template tokens included) [tokens].
+    /// New user input `u_k` (template tokens included) \[tokens\].
     pub num_user_tokens: u32,
-    /// Whole prompt `L + u_k` [tokens].
+    /// Whole prompt `L + u_k` \[tokens\].
     pub num_prompt_tokens: u32,
-    /// Output tokens [tokens].
+    /// Output tokens \[tokens\].
     pub num_output_tokens: u32,
-    /// Prompt tokens found in the computing instance's prefix cache (P's for split, D's for local) [tokens].
+    /// Prompt tokens found in the computing instance's prefix cache (P's for split, D's for local) \[tokens\].
     pub num_cached_tokens: u32,
-    /// Prompt tokens whose KV arrived over the link and was used by D [tokens].
+    /// Prompt tokens whose KV arrived over the link and was used by D \[tokens\].
     pub num_transferred_tokens: u32,
-    /// Prompt tokens computed (prefill or append-prefill, including recompute) [tokens].
+    /// Prompt tokens computed (prefill or append-prefill, including recompute) \[tokens\].
     pub num_computed_tokens: u32,
 }
 
-/// Latency statistics of one metric [ms].
+/// Latency statistics of one metric \[ms\].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct LatencyStats {
     /// Samples.
     pub count: usize,
-    /// Mean [ms].
+    /// Mean \[ms\].
     pub mean_ms: f64,
-    /// Median [ms].
+    /// Median \[ms\].
     pub p50_ms: f64,
-    /// 90th percentile [ms].
+    /// 90th percentile \[ms\].
     pub p90_ms: f64,
-    /// 99th percentile [ms].
+    /// 99th percentile \[ms\].
     pub p99_ms: f64,
 }
 
 impl LatencyStats {
-    /// Statistics of `xs` [ms]; all zero when empty.
+    /// Statistics of `xs` \[ms\]; all zero when empty.
     pub fn of(xs: impl IntoIterator<Item = f64>) -> Self {
         let v: Vec<f64> = xs.into_iter().collect();
         if v.is_empty() {
@@ -133,7 +133,7 @@ pub struct InstanceUsage {
     pub busy_fraction: f64,
     /// Iterations run.
     pub num_iterations: u64,
-    /// Prefix-cache tokens evicted [tokens].
+    /// Prefix-cache tokens evicted \[tokens\].
     pub num_evicted_tokens: u64,
 }
 
@@ -141,7 +141,7 @@ pub struct InstanceUsage {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
-    /// TTFT target [ms].
+    /// TTFT target \[ms\].
     pub ttft_ms: f64,
     /// TPOT target [ms/token].
     pub tpot_ms: f64,
@@ -156,7 +156,7 @@ pub struct Summary {
     pub num_conversations: usize,
     /// Requests (turns) completed.
     pub num_requests: usize,
-    /// First token of the first request to the last completion [s].
+    /// First token of the first request to the last completion \[s\].
     pub makespan_s: f64,
     /// TTFT of turn 1.
     pub ttft_turn1: LatencyStats,
@@ -178,7 +178,7 @@ pub struct Summary {
     pub slo_attainment: f64,
     /// Requests meeting the SLO / makespan [req/s].
     pub goodput_rps: f64,
-    /// Bytes moved over KV links [B].
+    /// Bytes moved over KV links \[B\].
     pub kv_bytes_moved: u64,
     /// Local prefix-cache hit rate (0–1): Σ cached / Σ prompt tokens.
     pub local_cache_hit_rate: f64,

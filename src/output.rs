@@ -92,7 +92,7 @@ pub fn to_csv<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     for r in rows {
         w.serialize(r)?;
     }
-    Ok(w.into_inner().context("flushing CSV")?)
+    w.into_inner().context("flushing CSV")
 }
 
 /// A flat row of `summary.csv` (one per policy).
@@ -102,23 +102,23 @@ pub struct SummaryRow {
     pub policy: String,
     /// Requests completed.
     pub num_requests: usize,
-    /// TTFT p50, turn 1 [ms].
+    /// TTFT p50, turn 1 \[ms\].
     pub ttft_turn1_p50_ms: f64,
-    /// TTFT p99, turn 1 [ms].
+    /// TTFT p99, turn 1 \[ms\].
     pub ttft_turn1_p99_ms: f64,
-    /// TTFT p50, turns ≥ 2 [ms].
+    /// TTFT p50, turns ≥ 2 \[ms\].
     pub ttft_turn2plus_p50_ms: f64,
-    /// TTFT p99, turns ≥ 2 [ms].
+    /// TTFT p99, turns ≥ 2 \[ms\].
     pub ttft_turn2plus_p99_ms: f64,
-    /// TTFT mean, all [ms].
+    /// TTFT mean, all \[ms\].
     pub ttft_mean_ms: f64,
-    /// TPOT p50 [ms].
+    /// TPOT p50 \[ms\].
     pub tpot_p50_ms: f64,
-    /// TPOT p99 [ms].
+    /// TPOT p99 \[ms\].
     pub tpot_p99_ms: f64,
-    /// E2E p50 [ms].
+    /// E2E p50 \[ms\].
     pub e2e_p50_ms: f64,
-    /// E2E p99 [ms].
+    /// E2E p99 \[ms\].
     pub e2e_p99_ms: f64,
     /// Throughput [req/s].
     pub throughput_rps: f64,
@@ -128,7 +128,7 @@ pub struct SummaryRow {
     pub slo_attainment: f64,
     /// Goodput [req/s].
     pub goodput_rps: f64,
-    /// KV bytes moved [B].
+    /// KV bytes moved \[B\].
     pub kv_bytes_moved: u64,
     /// Local prefix-cache hit rate (0–1).
     pub local_cache_hit_rate: f64,
@@ -138,7 +138,7 @@ pub struct SummaryRow {
     pub local_route_fraction_turn2plus: f64,
     /// Mode switches.
     pub mode_switches: u64,
-    /// Makespan [s].
+    /// Makespan \[s\].
     pub makespan_s: f64,
 }
 

@@ -18,7 +18,7 @@ fn register_font() {
     });
 }
 
-/// Grouped bars of TTFT p50/p99 for turn 1 and turns ≥ 2, one group per policy [ms], log scale.
+/// Grouped bars of TTFT p50/p99 for turn 1 and turns ≥ 2, one group per policy \[ms\], log scale.
 ///
 /// # Errors
 /// Drawing or file errors.
@@ -26,7 +26,8 @@ pub fn ttft_by_policy(path: &Path, summaries: &[Summary]) -> Result<()> {
     register_font();
     let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-    let series: [(&str, fn(&Summary) -> f64, RGBColor); 4] = [
+    type Series = (&'static str, fn(&Summary) -> f64, RGBColor);
+    let series: [Series; 4] = [
         ("turn 1 p50", |s| s.ttft_turn1.p50_ms, RGBColor(31, 119, 180)),
         ("turn 1 p99", |s| s.ttft_turn1.p99_ms, RGBColor(174, 199, 232)),
         ("turn ≥2 p50", |s| s.ttft_turn2plus.p50_ms, RGBColor(214, 39, 40)),

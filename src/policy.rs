@@ -57,7 +57,7 @@ pub enum PolicyConfig {
         prefill_instances: u32,
         /// D instances that can run append-prefills.
         decode_instances: u32,
-        /// Serve locally only if the tokens to compute on D are fewer than this [tokens].
+        /// Serve locally only if the tokens to compute on D are fewer than this \[tokens\].
         max_local_append_tokens: u32,
         /// Serve locally only if the cache rate `L/(L+m)` exceeds this (0–1).
         #[serde(default)]
@@ -156,9 +156,9 @@ impl PolicyConfig {
 pub struct RouteRequest {
     /// Turn number (1-based).
     pub turn: usize,
-    /// Prompt tokens `L + u` [tokens].
+    /// Prompt tokens `L + u` \[tokens\].
     pub num_prompt_tokens: u32,
-    /// Prompt tokens cached on the conversation's D/R instance right now [tokens].
+    /// Prompt tokens cached on the conversation's D/R instance right now \[tokens\].
     pub num_cached_on_decode: u32,
 }
 

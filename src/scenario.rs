@@ -62,7 +62,7 @@ pub struct WorkloadSpec {
     pub arrival: ArrivalSpec,
     /// Think time between turns.
     pub think_time: ThinkTimeSpec,
-    /// Chat-template tokens per message (Llama 3's template: 4 header tokens + `<|eot_id|>`) [tokens].
+    /// Chat-template tokens per message (Llama 3's template: 4 header tokens + `<|eot_id|>`) \[tokens\].
     #[serde(default = "default_template")]
     pub template_tokens_per_message: u32,
 }
@@ -75,15 +75,15 @@ fn default_template() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSpec {
-    /// Chunked-prefill token budget per iteration (`max_num_batched_tokens`) [tokens].
+    /// Chunked-prefill token budget per iteration (`max_num_batched_tokens`) \[tokens\].
     pub token_budget: u32,
     /// Max running sequences (`max_num_seqs`).
     pub max_num_seqs: u32,
-    /// KV block size [tokens].
+    /// KV block size \[tokens\].
     pub block_size: u32,
     /// Fraction of GPU memory vLLM may use (`--gpu-memory-utilization`).
     pub gpu_memory_utilization: f64,
-    /// Memory kept for activations and CUDA graphs, not KV [GiB].
+    /// Memory kept for activations and CUDA graphs, not KV \[GiB\].
     pub activation_reserve_gib: f64,
 }
 
@@ -106,7 +106,7 @@ pub struct KvLinkSpec {
     /// Bandwidth [Gbit/s].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth_gbps: Option<f64>,
-    /// Fixed latency per transfer [ms].
+    /// Fixed latency per transfer \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     /// `full` (whole prompt) or `incremental` (only what D lacks).
@@ -117,10 +117,10 @@ pub struct KvLinkSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverheadSpec {
-    /// Arrival → first instance [ms].
+    /// Arrival → first instance \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_overhead_ms: Option<f64>,
-    /// KV transfer done → D receives the request [ms].
+    /// KV transfer done → D receives the request \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pd_handoff_ms: Option<f64>,
 }
@@ -133,7 +133,7 @@ pub struct LoadedScenario {
     pub trace: Vec<crate::trace::Conversation>,
     /// Calibration.
     pub calibration: CalibrationFile,
-    /// KV capacity per instance [tokens].
+    /// KV capacity per instance \[tokens\].
     pub kv_capacity_tokens: u64,
 }
 
@@ -247,6 +247,13 @@ impl LoadedScenario {
         let kv_capacity_tokens = capacity_blocks * e.block_size as u64;
 
         let trace_path = base.join(&w.trace);
+        if !trace_path.is_file() {
+            return Err(InputError::key(
+                path,
+                "workload.trace",
+                format!("trace {} not found (paths are relative to the scenario file); create one with `ppdsim trace import`", trace_path.display()),
+            ));
+        }
         let trace = crate::trace::read_trace(&trace_path)?;
         if w.num_conversations == 0 || w.num_conversations > trace.len() {
             return Err(InputError::key(
@@ -271,6 +278,16 @@ impl LoadedScenario {
             }
         }
         let cal_path = base.join(&sc.calibration);
+        if !cal_path.is_file() {
+            return Err(InputError::key(
+                path,
+                "calibration",
+                format!(
+                    "{} not found (paths are relative to the scenario file); create it with `ppdsim calibrate`",
+                    cal_path.display()
+                ),
+            ));
+        }
         let calibration = CalibrationFile::load(&cal_path)?;
         if calibration.model != sc.model {
             return Err(InputError::key(
@@ -289,7 +306,7 @@ impl LoadedScenario {
         link.bandwidth_gbps
             .get_or_insert(calibration.kv_transfer.bandwidth_gbps);
         link.latency_ms.get_or_insert(calibration.kv_transfer.latency_ms);
-        if !(link.bandwidth_gbps.unwrap() > 0.0) {
+        if link.bandwidth_gbps.unwrap().is_nan() || link.bandwidth_gbps.unwrap() <= 0.0 {
             return Err(InputError::key(path, "kv_link.bandwidth_gbps", "must be > 0"));
         }
         sc.overheads

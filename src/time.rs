@@ -1,6 +1,6 @@
 //! Simulated time: exact integer microseconds.
 //!
-//! [`SimTime`] is an instant and [`SimDuration`] a span, both whole microseconds [µs] held in a `u64`.
+//! [`SimTime`] is an instant and [`SimDuration`] a span, both whole microseconds \[µs\] held in a `u64`.
 //! Integer time gives exact ordering and equality (no epsilon comparisons, no drift from repeated
 //! `t += dt`), identical results on every platform, and ties that really are ties. Cost models
 //! compute in `f64` milliseconds and convert at the edge with [`SimDuration::from_ms_f64`], which
@@ -15,7 +15,7 @@ use std::ops::{Add, AddAssign, Sub};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct SimTime(pub u64);
 
-/// A simulated span [µs].
+/// A simulated span \[µs\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct SimDuration(pub u64);
 
@@ -23,12 +23,12 @@ impl SimTime {
     /// The simulation start.
     pub const ZERO: SimTime = SimTime(0);
 
-    /// This instant in milliseconds [ms].
+    /// This instant in milliseconds \[ms\].
     pub fn as_ms(self) -> f64 {
         self.0 as f64 / 1000.0
     }
 
-    /// This instant in seconds [s].
+    /// This instant in seconds \[s\].
     pub fn as_secs(self) -> f64 {
         self.0 as f64 / 1e6
     }
@@ -47,7 +47,7 @@ impl SimDuration {
     /// The empty span.
     pub const ZERO: SimDuration = SimDuration(0);
 
-    /// A span from milliseconds [ms], rounded to the nearest microsecond.
+    /// A span from milliseconds \[ms\], rounded to the nearest microsecond.
     ///
     /// # Panics
     /// If `ms` is negative or not finite (a cost model returned nonsense: a bug, not bad input).
@@ -59,7 +59,7 @@ impl SimDuration {
         SimDuration((ms * 1000.0).round() as u64)
     }
 
-    /// A span from seconds [s], rounded to the nearest microsecond.
+    /// A span from seconds \[s\], rounded to the nearest microsecond.
     ///
     /// # Panics
     /// As [`SimDuration::from_ms_f64`].
@@ -67,7 +67,7 @@ impl SimDuration {
         Self::from_ms_f64(s * 1000.0)
     }
 
-    /// This span in milliseconds [ms].
+    /// This span in milliseconds \[ms\].
     pub fn as_ms(self) -> f64 {
         self.0 as f64 / 1000.0
     }

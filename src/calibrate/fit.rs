@@ -37,8 +37,8 @@ pub fn nnls(a: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
     // Scale columns to unit norm (positive scaling keeps the constraint set).
     let scale: Vec<f64> = (0..p).map(|j| a.column(j).norm().max(1e-300)).collect();
     let mut s = a.clone();
-    for j in 0..p {
-        s.column_mut(j).scale_mut(1.0 / scale[j]);
+    for (j, sc) in scale.iter().enumerate() {
+        s.column_mut(j).scale_mut(1.0 / sc);
     }
     let mut x = DVector::zeros(p);
     let mut passive = vec![false; p];
@@ -169,14 +169,15 @@ mod tests {
 
     #[test]
     fn confidence_interval_of_simple_regression() {
-        // y = [1, 3, 2, 4] on x = [0,1,2,3]: OLS slope 0.8, intercept 1.2, residuals
-        // [-0.2, 1.0, -0.8, 0.2], SSE = 1.72, σ² = 0.86, se(slope) = sqrt(0.86/5) = 0.41473,
-        // t(0.975, 2) = 4.30265 → half-width 1.78446.
+        // y = [1, 3, 2, 4] on x = [0,1,2,3]: Sxx = 5, Sxy = 4, slope 0.8, intercept 1.3, residuals
+        // [-0.3, 0.9, -0.9, 0.3], SSE = 1.8, σ² = 0.9, se(slope) = sqrt(0.9/5) = 0.424264,
+        // t(0.975, 2) = 4.302653 → half-width 1.825461.
         let x: Vec<Vec<f64>> = (0..4).map(|i| vec![1.0, i as f64]).collect();
         let f = fit_weighted(&x, &[1.0, 3.0, 2.0, 4.0], &[1.0; 4]);
         assert!((f.beta[1] - 0.8).abs() < 1e-9);
+        assert!((f.beta[0] - 1.3).abs() < 1e-9);
         assert!(
-            (f.ci95_half_width[1] - 1.78446).abs() < 1e-4,
+            (f.ci95_half_width[1] - 1.825461).abs() < 1e-5,
             "{}",
             f.ci95_half_width[1]
         );

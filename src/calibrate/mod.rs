@@ -32,7 +32,7 @@ pub struct CalibrateOptions {
     pub gpu: String,
     /// Engine label recorded in the file.
     pub engine: String,
-    /// KV block size used to compute prefix-cache hits of request samples [tokens].
+    /// KV block size used to compute prefix-cache hits of request samples \[tokens\].
     pub block_size: u32,
     /// Bandwidth used when the data cannot identify it [Gbit/s].
     pub declared_bandwidth_gbps: f64,
@@ -55,9 +55,9 @@ impl Default for CalibrateOptions {
 pub struct FitPoint {
     /// Phase name.
     pub phase: String,
-    /// Measured [ms].
+    /// Measured \[ms\].
     pub measured_ms: f64,
-    /// Predicted [ms].
+    /// Predicted \[ms\].
     pub predicted_ms: f64,
     /// Label.
     pub label: String,
@@ -93,7 +93,7 @@ fn iteration_features(s: &IterationSample) -> Vec<f64> {
     x.to_vec()
 }
 
-/// Predicted compute on a request sample's path [ms] and the KV tokens it transfers.
+/// Predicted compute on a request sample's path \[ms\] and the KV tokens it transfers.
 fn request_compute(c: &IterationCoefficients, s: &RequestSample, bs: u32) -> (f64, u32) {
     let floor_block = |t: u32| (t / bs) * bs;
     // Turn-2 prompt = turn-1 prompt + turn-1 answer + "\n" + new input (vllm-ppd's client).

@@ -53,9 +53,9 @@ pub struct IterationFit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overheads {
-    /// Arrival at the client/proxy → request in the first engine's queue, plus the return path [ms].
+    /// Arrival at the client/proxy → request in the first engine's queue, plus the return path \[ms\].
     pub request_overhead_ms: Coefficient,
-    /// Extra cost of the PD path: P's response returns to the proxy, the proxy sends to D [ms].
+    /// Extra cost of the PD path: P's response returns to the proxy, the proxy sends to D \[ms\].
     pub pd_handoff_ms: Coefficient,
 }
 
@@ -65,7 +65,7 @@ pub struct Overheads {
 pub struct KvTransfer {
     /// Effective bandwidth [Gbit/s].
     pub bandwidth_gbps: f64,
-    /// Fixed latency per transfer [ms] (folded into `pd_handoff_ms` when fitted).
+    /// Fixed latency per transfer \[ms\] (folded into `pd_handoff_ms` when fitted).
     pub latency_ms: f64,
     /// `fitted` or `declared`.
     pub source: String,
@@ -83,7 +83,7 @@ pub struct PhaseFit {
     pub num_samples: usize,
     /// Coefficient of determination.
     pub r_squared: f64,
-    /// Root-mean-square error [ms].
+    /// Root-mean-square error \[ms\].
     pub rmse_ms: f64,
     /// Mean absolute percentage error [%].
     pub mape_pct: f64,

@@ -40,13 +40,13 @@ pub struct IterationSample {
     pub phase: Phase,
     /// Prefill tokens `m` (cached `L` = 0 for the sources read here... see `cached`).
     pub num_new_tokens: u32,
-    /// Cached tokens under the prefill [tokens].
+    /// Cached tokens under the prefill \[tokens\].
     pub num_cached_tokens: u32,
     /// Decode sequences.
     pub num_decode_seqs: u32,
-    /// Σ decode context [tokens].
+    /// Σ decode context \[tokens\].
     pub decode_context_tokens: f64,
-    /// Measured time [ms].
+    /// Measured time \[ms\].
     pub measured_ms: f64,
     /// Index of the source file.
     pub source: usize,
@@ -72,7 +72,7 @@ pub struct RequestSample {
     pub t1_output: u32,
     /// Turn-2 input tokens.
     pub t2_input: u32,
-    /// Measured turn-2 p50 TTFT [ms].
+    /// Measured turn-2 p50 TTFT \[ms\].
     pub measured_ttft_ms: f64,
     /// Label (`L_a pd qps=0.05`).
     pub label: String,

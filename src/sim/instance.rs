@@ -23,13 +23,13 @@ use crate::time::{SimDuration, SimTime};
 /// The engine limits of one instance.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EngineLimits {
-    /// Max tokens per iteration (chunked-prefill budget) [tokens].
+    /// Max tokens per iteration (chunked-prefill budget) \[tokens\].
     pub token_budget: u32,
     /// Max running sequences.
     pub max_num_seqs: u32,
-    /// KV block size [tokens].
+    /// KV block size \[tokens\].
     pub block_size: u32,
-    /// KV capacity [blocks].
+    /// KV capacity \[blocks\].
     pub capacity_blocks: u64,
 }
 
@@ -53,19 +53,19 @@ pub struct Seq {
     pub conv: usize,
     /// Stop after the prompt (P side of a split route).
     pub prefill_only: bool,
-    /// Prompt tokens [tokens].
+    /// Prompt tokens \[tokens\].
     pub num_prompt_tokens: u32,
     /// Output tokens to produce (0 when `prefill_only`).
     pub num_output_tokens: u32,
     /// Prompt tokens whose KV arrives with the request (KV transfer), used up to `prompt − 1`.
     pub num_external_tokens: u32,
-    /// Tokens with KV present (cached + transferred + computed) [tokens].
+    /// Tokens with KV present (cached + transferred + computed) \[tokens\].
     pub num_computed_tokens: u32,
     /// Output tokens produced.
     pub num_generated: u32,
-    /// Prefix-cache hit at admission [tokens].
+    /// Prefix-cache hit at admission \[tokens\].
     pub num_cached_tokens: u32,
-    /// Transferred tokens used at admission [tokens].
+    /// Transferred tokens used at admission \[tokens\].
     pub num_transferred_tokens: u32,
     /// Blocks reserved.
     pub reserved_blocks: u64,
@@ -103,11 +103,11 @@ pub enum SeqEvent {
     Admitted {
         /// Request id.
         req: usize,
-        /// Waiting time [µs].
+        /// Waiting time \[µs\].
         queue_delay: SimDuration,
-        /// Prefix-cache hit [tokens].
+        /// Prefix-cache hit \[tokens\].
         num_cached_tokens: u32,
-        /// Transferred tokens used [tokens].
+        /// Transferred tokens used \[tokens\].
         num_transferred_tokens: u32,
     },
 }
@@ -128,7 +128,7 @@ pub struct Instance {
     batch: Vec<(usize, u32)>,
     busy_until: Option<SimTime>,
     reserved_blocks: u64,
-    /// Total time spent in iterations [µs].
+    /// Total time spent in iterations \[µs\].
     pub busy_time: SimDuration,
     /// Iterations run.
     pub num_iterations: u64,
@@ -174,7 +174,7 @@ impl Instance {
         self.reserved_blocks + self.cache.blocks()
     }
 
-    /// Prompt tokens `conv` would hit in this instance's prefix cache now [tokens].
+    /// Prompt tokens `conv` would hit in this instance's prefix cache now \[tokens\].
     pub fn cached_tokens(&self, conv: usize) -> u32 {
         self.cache.cached_tokens(conv)
     }

@@ -12,10 +12,10 @@ use crate::time::{SimDuration, SimTime};
 pub struct KvLink {
     /// Bandwidth [Gbit/s].
     pub bandwidth_gbps: f64,
-    /// Fixed latency per transfer [ms].
+    /// Fixed latency per transfer \[ms\].
     pub latency_ms: f64,
     free_at: SimTime,
-    /// Bytes moved so far [B].
+    /// Bytes moved so far \[B\].
     pub bytes_moved: u64,
 }
 

@@ -57,19 +57,19 @@ pub struct SimConfig {
     pub policy: PolicyConfig,
     /// Per-instance engine limits.
     pub limits: EngineLimits,
-    /// KV bytes per token [B].
+    /// KV bytes per token \[B\].
     pub kv_bytes_per_token: u64,
     /// KV link bandwidth [Gbit/s].
     pub link_bandwidth_gbps: f64,
-    /// KV link latency per transfer [ms].
+    /// KV link latency per transfer \[ms\].
     pub link_latency_ms: f64,
     /// Full or incremental KV transfer.
     pub transfer: TransferMode,
-    /// Arrival → first instance [ms].
+    /// Arrival → first instance \[ms\].
     pub request_overhead_ms: f64,
-    /// KV transfer done → D receives the request [ms].
+    /// KV transfer done → D receives the request \[ms\].
     pub pd_handoff_ms: f64,
-    /// Chat-template tokens added per message [tokens].
+    /// Chat-template tokens added per message \[tokens\].
     pub template_tokens_per_message: u32,
 }
 

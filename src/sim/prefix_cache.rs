@@ -20,7 +20,7 @@ pub struct PrefixCache {
     clock: u64,
     blocks: u64,
     block_size: u32,
-    /// Tokens evicted so far [tokens].
+    /// Tokens evicted so far \[tokens\].
     pub num_evicted_tokens: u64,
 }
 

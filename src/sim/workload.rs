@@ -29,14 +29,14 @@ pub enum ArrivalSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ThinkTimeSpec {
-    /// Exponential with mean `mean_s` [s].
+    /// Exponential with mean `mean_s` \[s\].
     Exponential {
-        /// Mean [s].
+        /// Mean \[s\].
         mean_s: f64,
     },
-    /// Always `value_s` [s] (0 = next turn immediately, as vllm-ppd's benchmark client).
+    /// Always `value_s` \[s\] (0 = next turn immediately, as vllm-ppd's benchmark client).
     Constant {
-        /// Value [s].
+        /// Value \[s\].
         value_s: f64,
     },
 }

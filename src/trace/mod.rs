@@ -7,7 +7,7 @@
 //! ```
 //! * `id` (string): the source conversation id (need not be unique);
 //! * `turns` (non-empty array): in order, each with `user_tokens` (≥ 0, the new user input `u_k`)
-//!   and `assistant_tokens` (≥ 1, the answer `a_k`) [tokens].
+//!   and `assistant_tokens` (≥ 1, the answer `a_k`) \[tokens\].
 //!
 //! Token counts are of message *content*; chat-template tokens are added by the simulator
 //! (`template_tokens_per_message` in the scenario). Blank lines are ignored. Importers
@@ -24,9 +24,9 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Turn {
-    /// New user-input tokens of this turn (`u_k`) [tokens].
+    /// New user-input tokens of this turn (`u_k`) \[tokens\].
     pub user_tokens: u32,
-    /// Assistant answer tokens (`a_k`) [tokens], ≥ 1.
+    /// Assistant answer tokens (`a_k`) \[tokens\], ≥ 1.
     pub assistant_tokens: u32,
 }
 

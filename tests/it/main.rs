@@ -1,1 +1,7 @@
-//! Integration tests.
+//! Integration tests: one binary, one module per area.
+
+mod calibrate;
+mod cli;
+mod importer;
+mod lifecycle;
+mod properties;

@@ -1,0 +1,141 @@
+//! Calibration: recovery of known coefficients, textbook R², and the shipped real-data fit.
+
+use ppdsim::calibrate::{self, fit, CalibrateOptions};
+use ppdsim::cost_model::{BatchShape, IterationCoefficients, PrefillPart};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::PathBuf;
+
+#[test]
+fn fit_recovers_known_coefficients_from_noisy_samples() {
+    let truth = [7.5, 0.018, 1.2e-5, 0.02, 8.0e-5];
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..600 {
+        let batch = if i % 2 == 0 {
+            let m = rng.gen_range(1..4096u32);
+            let l = rng.gen_range(0..4096u32);
+            BatchShape {
+                prefill: vec![PrefillPart {
+                    num_new_tokens: m,
+                    num_cached_tokens: l,
+                }],
+                num_decode_seqs: 0,
+                decode_context_tokens: 0,
+            }
+        } else {
+            let n = rng.gen_range(1..256u32);
+            BatchShape {
+                prefill: vec![],
+                num_decode_seqs: n,
+                decode_context_tokens: n as u64 * rng.gen_range(100..4000u64),
+            }
+        };
+        let f = IterationCoefficients::features(&batch);
+        let clean: f64 = f.iter().zip(truth).map(|(a, b)| a * b).sum();
+        // ±1% multiplicative noise.
+        y.push(clean * (1.0 + rng.gen_range(-0.01..0.01)));
+        x.push(f.to_vec());
+    }
+    let w: Vec<f64> = y.iter().map(|v| 1.0 / v).collect();
+    let r = fit::fit_weighted(&x, &y, &w);
+    for (j, &t) in truth.iter().enumerate() {
+        let rel = (r.beta[j] - t).abs() / t;
+        assert!(
+            rel < 0.05,
+            "coefficient {j}: fitted {} vs true {t} ({:.1}% off)",
+            r.beta[j],
+            100.0 * rel
+        );
+        assert!(
+            r.beta[j] - r.ci95_half_width[j] <= t * 1.02 && t * 0.98 <= r.beta[j] + r.ci95_half_width[j],
+            "CI of {j} misses the truth"
+        );
+    }
+    let pred: Vec<f64> = x.iter().map(|xi| fit::predict(xi, &r.beta)).collect();
+    assert!(fit::r_squared(&y, &pred) > 0.999);
+}
+
+#[test]
+fn r_squared_matches_a_hand_computation() {
+    // y = [2, 4, 5, 4, 5], x = [1..5]: OLS gives y = 2.2 + 0.6x, predictions [2.8, 3.4, 4.0, 4.6, 5.2],
+    // SS_res = 0.64+0.36+1+0.36+0.04 = 2.4, mean 4, SS_tot = 4+0+1+0+1 = 6, R² = 1 − 2.4/6 = 0.6.
+    let x: Vec<Vec<f64>> = (1..=5).map(|i| vec![1.0, i as f64]).collect();
+    let y = [2.0, 4.0, 5.0, 4.0, 5.0];
+    let r = fit::fit_weighted(&x, &y, &[1.0; 5]);
+    assert!((r.beta[0] - 2.2).abs() < 1e-9 && (r.beta[1] - 0.6).abs() < 1e-9);
+    let pred: Vec<f64> = x.iter().map(|xi| fit::predict(xi, &r.beta)).collect();
+    assert!((fit::r_squared(&y, &pred) - 0.6).abs() < 1e-12);
+}
+
+fn shipped_measurements() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/measurements");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("README.md"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn real_h100_fit_respects_physics() {
+    let c = calibrate::calibrate(&shipped_measurements(), &CalibrateOptions::default()).unwrap();
+    let co = c.file.coefficients().unwrap();
+    assert!(c.file.physics.iter().all(|p| p.ok), "{:#?}", c.file.physics);
+    // A decode step of Llama-3.1-8B on an H100 is not faster than reading 16.06 GB at 3.35 TB/s.
+    let decode1 = co.predict_ms(&BatchShape {
+        prefill: vec![],
+        num_decode_seqs: 1,
+        decode_context_tokens: 1000,
+    });
+    assert!(decode1 >= 16.06e9 / 3.35e12 * 1e3, "{decode1}");
+    // A 1k-token prefill takes tens of ms (LLMServingSim measures 30.2 ms summed over layers).
+    let prefill1k = co.predict_ms(&BatchShape {
+        prefill: vec![PrefillPart {
+            num_new_tokens: 1024,
+            num_cached_tokens: 0,
+        }],
+        num_decode_seqs: 0,
+        decode_context_tokens: 0,
+    });
+    assert!((20.0..60.0).contains(&prefill1k), "{prefill1k}");
+    // Fit quality and sample accounting.
+    let phase = |n: &str| c.file.phases.iter().find(|p| p.phase == n).unwrap().clone();
+    assert_eq!(phase("prefill").num_samples, 2048);
+    assert!(phase("prefill").r_squared > 0.99);
+    assert!(phase("decode").mape_pct < 15.0);
+    // Overheads are positive and PD's handoff makes split TTFT longer.
+    assert!(c.file.overheads.request_overhead_ms.value > 10.0);
+    assert!(c.file.overheads.pd_handoff_ms.value > 10.0);
+}
+
+#[test]
+fn shipped_model_file_is_what_calibrate_produces() {
+    let c = calibrate::calibrate(&shipped_measurements(), &CalibrateOptions::default()).unwrap();
+    let shipped: ppdsim::calibrate::model_file::CalibrationFile = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-llama3.1-8b.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        shipped, c.file,
+        "calibration/h100-llama3.1-8b.json is stale: regenerate it with the command in calibration/README.md"
+    );
+}
+
+#[test]
+fn unknown_measurement_format_is_refused_with_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("weird.json");
+    std::fs::write(&p, r#"{"hello": 1}"#).unwrap();
+    let e = calibrate::calibrate(&[p], &CalibrateOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("weird.json") && e.contains("unknown measurement format"),
+        "{e}"
+    );
+}

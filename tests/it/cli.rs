@@ -1,0 +1,180 @@
+//! The binary end to end (assert_cmd).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ppdsim() -> Command {
+    Command::cargo_bin("ppdsim").unwrap()
+}
+
+fn run_scenario(scenario: &Path, out: &Path, threads: &str) {
+    ppdsim()
+        .env("RAYON_NUM_THREADS", threads)
+        .arg("run")
+        .arg(scenario)
+        .arg("-o")
+        .arg(out)
+        .assert()
+        .success();
+}
+
+#[test]
+fn default_scenario_writes_every_output_and_pd_turn2_ttft_exceeds_ppd() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("default");
+    ppdsim()
+        .arg("run")
+        .arg(root().join("scenarios/default.toml"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("replication").and(predicate::str::contains("T2+ p50")));
+    for f in [
+        "requests.csv",
+        "summary.csv",
+        "summary.json",
+        "scenario.resolved.toml",
+        "plots/ttft_by_policy.png",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let png = std::fs::read(out.join("plots/ttft_by_policy.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let by = |p: &str| s.as_array().unwrap().iter().find(|x| x["policy"] == p).unwrap().clone();
+    let (pd, ppd, rep) = (by("pd"), by("ppd"), by("replication"));
+    // The seeds' headline at low load: PD's turn-2 TTFT is above PPD's.
+    assert!(
+        pd["ttft_turn2plus"]["p50_ms"].as_f64().unwrap() > ppd["ttft_turn2plus"]["p50_ms"].as_f64().unwrap() + 20.0
+    );
+    // Replication moves no KV; PD moves more than PPD (every turn vs turn 1 only).
+    assert_eq!(rep["kv_bytes_moved"].as_u64().unwrap(), 0);
+    assert!(pd["kv_bytes_moved"].as_u64().unwrap() > 5 * ppd["kv_bytes_moved"].as_u64().unwrap());
+    // Every policy served the same requests.
+    let n = pd["num_requests"].as_u64().unwrap();
+    assert!(n > 1000);
+    assert!(s
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["num_requests"].as_u64() == Some(n)));
+    // The resolved scenario records the calibrated link and overheads.
+    let resolved = std::fs::read_to_string(out.join("scenario.resolved.toml")).unwrap();
+    assert!(
+        resolved.contains("bandwidth_gbps") && resolved.contains("request_overhead_ms"),
+        "{resolved}"
+    );
+    // requests.csv has one row per request per policy, with unit-suffixed columns.
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("ttft_ms,tpot_ms,e2e_ms"));
+    assert_eq!(csv.lines().count() as u64, 1 + 4 * n);
+}
+
+#[test]
+fn same_seed_gives_byte_identical_outputs_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = root().join("tests/data/scenarios/small.toml");
+    run_scenario(&sc, &dir.path().join("a"), "1");
+    run_scenario(&sc, &dir.path().join("b"), "4");
+    for f in ["summary.json", "requests.csv", "summary.csv", "scenario.resolved.toml"] {
+        let a = std::fs::read(dir.path().join("a").join(f)).unwrap();
+        let b = std::fs::read(dir.path().join("b").join(f)).unwrap();
+        assert!(a == b, "{f} differs between runs");
+    }
+    // A different seed changes the workload.
+    let text = std::fs::read_to_string(&sc).unwrap().replace("seed = 7", "seed = 8");
+    let sc2 = root().join("tests/data/scenarios/.small_seed8.toml");
+    std::fs::write(&sc2, text).unwrap();
+    run_scenario(&sc2, &dir.path().join("c"), "2");
+    std::fs::remove_file(&sc2).unwrap();
+    assert_ne!(
+        std::fs::read(dir.path().join("a/summary.json")).unwrap(),
+        std::fs::read(dir.path().join("c/summary.json")).unwrap()
+    );
+}
+
+#[test]
+fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
+    let cases = [
+        ("unknown_policy_key.toml", "threshold"),
+        ("unknown_policy_kind.toml", "magic"),
+        ("zero_prefill.toml", "prefill_instances >= 1"),
+        ("missing_trace.toml", "missing.jsonl"),
+        ("unknown_gpu.toml", "unknown GPU `tpu-v9`"),
+        ("misspelled_link_key.toml", "bandwith_gbps"),
+    ];
+    for (file, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        ppdsim()
+            .arg("run")
+            .arg(root().join("tests/data/scenarios/invalid").join(file))
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(file).and(predicate::str::contains(needle)));
+        assert!(!out.exists(), "{file}: no output may be written on error");
+    }
+}
+
+#[test]
+fn trace_import_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.jsonl");
+    ppdsim()
+        .args(["trace", "import", "sharegpt"])
+        .arg(root().join("tests/data/sharegpt_fixture.json"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("read 4 conversations, wrote 4"));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(root().join("tests/data/sharegpt_fixture.expected.jsonl")).unwrap()
+    );
+    ppdsim()
+        .args(["trace", "stats"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"num_turns\": 7"));
+}
+
+#[test]
+fn calibrate_writes_model_and_strict_passes_on_real_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.json");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("calibration/measurements"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("README.md"))
+        .collect();
+    files.sort();
+    ppdsim()
+        .arg("calibrate")
+        .args(&files)
+        .arg("-o")
+        .arg(&out)
+        .arg("--strict")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("R²"));
+    assert!(out.is_file());
+    ppdsim()
+        .arg("calibrate")
+        .arg(root().join("tests/data/sharegpt_fixture.json"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("unknown measurement format"));
+}

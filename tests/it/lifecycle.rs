@@ -1,0 +1,240 @@
+//! Request lifecycles with a constant-time cost model, timings computed by hand.
+//!
+//! Setup shared by every test (all times in µs):
+//! * every iteration takes 10 ms; request overhead 2 ms; PD handoff 3 ms;
+//! * KV link 8 Gbit/s (= 1 B/ns = 1,000,000 B/ms) with 1 ms latency; KV 131,072 B/token;
+//! * one conversation starting at 0: turn 1 = 100 user → 3 answer tokens, think 1 s,
+//!   turn 2 = 20 user → 2 answer tokens; no template tokens; block size 16.
+
+use ppdsim::cost_model::ConstantCostModel;
+use ppdsim::metrics::{RequestRecord, RouteKind};
+use ppdsim::policy::PolicyConfig;
+use ppdsim::sim::instance::EngineLimits;
+use ppdsim::sim::workload::TimedConversation;
+use ppdsim::sim::{Event, SimConfig, Simulation, TransferMode};
+use ppdsim::time::{SimDuration, SimTime};
+use ppdsim::trace::Turn;
+
+const KV: u64 = 131_072;
+
+pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
+    SimConfig {
+        policy,
+        limits: EngineLimits {
+            token_budget,
+            max_num_seqs: 64,
+            block_size: 16,
+            capacity_blocks: 100_000,
+        },
+        kv_bytes_per_token: KV,
+        link_bandwidth_gbps: 8.0,
+        link_latency_ms: 1.0,
+        transfer: TransferMode::Full,
+        request_overhead_ms: 2.0,
+        pd_handoff_ms: 3.0,
+        template_tokens_per_message: 0,
+    }
+}
+
+fn conversation() -> Vec<TimedConversation> {
+    vec![TimedConversation {
+        id: "c0".into(),
+        start_at: SimTime::ZERO,
+        turns: vec![
+            Turn {
+                user_tokens: 100,
+                assistant_tokens: 3,
+            },
+            Turn {
+                user_tokens: 20,
+                assistant_tokens: 2,
+            },
+        ],
+        think_after: vec![SimDuration::from_secs_f64(1.0)],
+    }]
+}
+
+fn run(policy: PolicyConfig, budget: u32) -> Vec<RequestRecord> {
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    Simulation::new(config(policy, budget), &cost, conversation())
+        .run()
+        .records
+}
+
+fn pd() -> PolicyConfig {
+    PolicyConfig::Pd {
+        name: None,
+        prefill_instances: 1,
+        decode_instances: 1,
+    }
+}
+fn ppd() -> PolicyConfig {
+    PolicyConfig::Ppd {
+        name: None,
+        prefill_instances: 1,
+        decode_instances: 1,
+    }
+}
+
+fn close(a: f64, b: f64) {
+    assert!((a - b).abs() < 1e-9, "{a} != {b}");
+}
+
+#[test]
+fn pd_two_turns_by_hand() {
+    let r = run(pd(), 8192);
+    assert_eq!(r.len(), 2);
+    // Turn 1: P enqueue 2 ms, P step 2→12 ms, transfer 100·131072 B = 13.1072 ms + 1 ms → 14.107 ms
+    // (rounded to µs) → 26.107, handoff 3 ms → D enqueue 29.107, D computes the last prompt token
+    // 29.107→39.107 (first token), two decode steps → 59.107.
+    let t1 = &r[0];
+    assert_eq!(t1.route, RouteKind::Split);
+    close(t1.ttft_ms, 39.107);
+    close(t1.tpot_ms.unwrap(), 10.0);
+    close(t1.e2e_ms, 59.107);
+    assert_eq!(t1.kv_transfer_bytes, 100 * KV);
+    close(t1.kv_transfer_ms, 14.107);
+    assert_eq!(
+        (t1.num_cached_tokens, t1.num_transferred_tokens, t1.num_computed_tokens),
+        (0, 99, 100)
+    );
+    // Turn 2 arrives 1 s after 59.107 ms. Prompt = L + m = 103 + 20 = 123. P's cache holds the
+    // turn-1 prompt (100 tokens → 96 in whole blocks), so P computes 27: 1061.107→1071.107.
+    // Transfer 123·131072 B = 16.121856 ms + 1 ms → 17.122 ms → 1088.229; handoff → 1091.229;
+    // D step → 1101.229 (first token); one decode → 1111.229.
+    let t2 = &r[1];
+    close(t2.arrived_at_ms, 1059.107);
+    assert_eq!(t2.num_context_tokens, 103);
+    assert_eq!(t2.num_prompt_tokens, 123);
+    assert_eq!(
+        t2.kv_transfer_bytes,
+        (103 + 20) * KV,
+        "PD moves (L+m)·131072 bytes on turn 2"
+    );
+    close(t2.ttft_ms, 42.122);
+    close(t2.tpot_ms.unwrap(), 10.0);
+    close(t2.e2e_ms, 52.122);
+    assert_eq!(t2.num_cached_tokens, 96);
+    assert_eq!(t2.num_computed_tokens, 27);
+    // D held 102 tokens (prompt 100 + 3 outputs − 1) → 96 in blocks locally; 26 more came over the link.
+    assert_eq!(t2.num_transferred_tokens, 122 - 96);
+}
+
+#[test]
+fn ppd_two_turns_by_hand() {
+    let r = run(ppd(), 8192);
+    // Turn 1 is PD's.
+    close(r[0].ttft_ms, 39.107);
+    close(r[0].e2e_ms, 59.107);
+    // Turn 2 goes straight to D: enqueue at +2 ms, append-prefill of 123 − 96 = 27 tokens for
+    // 10 ms (first token at +12 ms), one decode step (+22 ms). No KV moves.
+    let t2 = &r[1];
+    assert_eq!(t2.route, RouteKind::Local);
+    assert_eq!(t2.kv_transfer_bytes, 0, "PPD moves no KV on turn 2");
+    close(t2.ttft_ms, 12.0);
+    close(t2.tpot_ms.unwrap(), 10.0);
+    close(t2.e2e_ms, 22.0);
+    assert_eq!((t2.num_cached_tokens, t2.num_computed_tokens), (96, 27));
+}
+
+#[test]
+fn replication_two_turns_by_hand() {
+    let r = run(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 2,
+        },
+        8192,
+    );
+    // Turn 1: enqueue 2, prefill 2→12 (first token), decodes → 22, 32.
+    close(r[0].ttft_ms, 12.0);
+    close(r[0].tpot_ms.unwrap(), 10.0);
+    close(r[0].e2e_ms, 32.0);
+    // Turn 2 at 1032 ms: same instance, 96 cached, first token at +12, done at +22.
+    close(r[1].arrived_at_ms, 1032.0);
+    close(r[1].ttft_ms, 12.0);
+    close(r[1].e2e_ms, 22.0);
+    assert_eq!(r[0].decode_instance, r[1].decode_instance, "conversations are sticky");
+    assert_eq!(r[1].num_cached_tokens, 96);
+}
+
+#[test]
+fn adaptive_threshold_picks_local_or_split() {
+    // D holds 102 tokens of the 123-token prompt: m = 21.
+    let local = run(
+        PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+            max_local_append_tokens: 22,
+            min_cache_rate: 0.3,
+        },
+        8192,
+    );
+    close(local[1].ttft_ms, 12.0);
+    assert_eq!(local[1].route, RouteKind::Local);
+    let split = run(
+        PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+            max_local_append_tokens: 21,
+            min_cache_rate: 0.3,
+        },
+        8192,
+    );
+    close(split[1].ttft_ms, 42.122);
+    assert_eq!(split[1].route, RouteKind::Split);
+}
+
+#[test]
+fn chunked_prefill_splits_by_token_budget() {
+    // Budget 64: turn 1's 100-token prompt takes two iterations (64 + 36): first token at 2 + 20 ms.
+    let r = run(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 1,
+        },
+        64,
+    );
+    close(r[0].ttft_ms, 22.0);
+    close(r[0].e2e_ms, 42.0);
+}
+
+#[test]
+fn incremental_transfer_sends_only_missing_tokens() {
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let mut cfg = config(pd(), 8192);
+    cfg.transfer = TransferMode::Incremental;
+    let r = Simulation::new(cfg, &cost, conversation()).run().records;
+    // Turn 2: D holds 102 of 123 tokens → 21 tokens sent.
+    assert_eq!(r[1].kv_transfer_bytes, 21 * KV);
+}
+
+#[test]
+fn pd_turn1_event_sequence_step_by_step() {
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let mut sim = Simulation::new(config(pd(), 8192), &cost, conversation());
+    let mut seen = Vec::new();
+    while let Some((t, e)) = sim.step() {
+        seen.push((t.0, e));
+        if seen.len() == 8 {
+            break;
+        }
+    }
+    let expect = vec![
+        (0, Event::ConversationStart { conv: 0 }),
+        (2_000, Event::Enqueue { inst: 0, req: 0 }),
+        (12_000, Event::StepDone { inst: 0 }),
+        (26_107, Event::KvTransferDone { req: 0 }),
+        (29_107, Event::Enqueue { inst: 1, req: 0 }),
+        (39_107, Event::StepDone { inst: 1 }),
+        (49_107, Event::StepDone { inst: 1 }),
+        (59_107, Event::StepDone { inst: 1 }),
+    ];
+    assert_eq!(seen, expect);
+    // After turn 1 completes, P caches the 100-token prompt and D the 102 tokens it holds.
+    assert_eq!(sim.instances()[0].cached_tokens(0), 100);
+    assert_eq!(sim.instances()[1].cached_tokens(0), 102);
+    assert_eq!(sim.now(), SimTime(59_107));
+}

@@ -1,0 +1,93 @@
+//! Invariants on random small traces, for every policy (proptest).
+
+use ppdsim::cost_model::{IterationCoefficients, LinearCostModel};
+use ppdsim::metrics::RouteKind;
+use ppdsim::policy::PolicyConfig;
+use ppdsim::sim::workload::TimedConversation;
+use ppdsim::sim::Simulation;
+use ppdsim::time::{SimDuration, SimTime};
+use ppdsim::trace::Turn;
+use proptest::prelude::*;
+
+fn policies() -> Vec<PolicyConfig> {
+    vec![
+        PolicyConfig::Pd {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 2,
+        },
+        PolicyConfig::Ppd {
+            name: None,
+            prefill_instances: 2,
+            decode_instances: 1,
+        },
+        PolicyConfig::Replication {
+            name: None,
+            instances: 2,
+        },
+        PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 2,
+            max_local_append_tokens: 64,
+            min_cache_rate: 0.2,
+        },
+    ]
+}
+
+fn conv_strategy() -> impl Strategy<Value = TimedConversation> {
+    (
+        0u64..2_000_000,
+        prop::collection::vec((0u32..300, 1u32..60, 0u64..500_000), 1..5),
+    )
+        .prop_map(|(start, turns)| TimedConversation {
+            id: "p".into(),
+            start_at: SimTime(start),
+            think_after: turns.iter().skip(1).map(|t| SimDuration(t.2)).collect(),
+            turns: turns
+                .iter()
+                .map(|t| Turn {
+                    user_tokens: t.0,
+                    assistant_tokens: t.1,
+                })
+                .collect(),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn every_request_completes_once_and_tokens_are_conserved(convs in prop::collection::vec(conv_strategy(), 1..12), budget in 16u32..512, cap in 150u64..400) {
+        let cost = LinearCostModel { coefficients: IterationCoefficients::from_array([5.0, 0.02, 1e-5, 0.01, 7e-5]) };
+        let total_turns: usize = convs.iter().map(|c| c.turns.len()).sum();
+        for p in policies() {
+            let mut cfg = super::lifecycle::config(p, budget);
+            cfg.template_tokens_per_message = 3;
+            // Small KV memory (blocks of 16) to force prefix-cache evictions; every request still fits.
+            cfg.limits.capacity_blocks = cap;
+            cfg.limits.max_num_seqs = 4;
+            let r = Simulation::new(cfg, &cost, convs.clone()).run();
+            prop_assert_eq!(r.records.len(), total_turns);
+            for rec in &r.records {
+                prop_assert!(rec.arrived_at_ms <= rec.first_token_at_ms && rec.first_token_at_ms <= rec.completed_at_ms);
+                prop_assert!(rec.ttft_ms <= rec.e2e_ms);
+                let conv = &convs[rec.conversation];
+                let turn = conv.turns[rec.turn - 1];
+                prop_assert_eq!(rec.num_output_tokens, turn.assistant_tokens);
+                prop_assert_eq!(rec.num_prompt_tokens, rec.num_context_tokens + rec.num_user_tokens);
+                prop_assert_eq!(rec.num_user_tokens, turn.user_tokens + 3);
+                // Prompt tokens are either found in the computing instance's cache or computed there.
+                prop_assert_eq!(rec.num_cached_tokens + rec.num_computed_tokens, rec.num_prompt_tokens);
+                prop_assert!(rec.num_computed_tokens >= 1);
+                if rec.route == RouteKind::Split {
+                    prop_assert_eq!(rec.kv_transfer_bytes, rec.num_prompt_tokens as u64 * 131_072);
+                } else {
+                    prop_assert_eq!(rec.kv_transfer_bytes, 0);
+                }
+                if let Some(t) = rec.tpot_ms {
+                    prop_assert!(t > 0.0 && rec.num_output_tokens > 1);
+                }
+            }
+        }
+    }
+}
