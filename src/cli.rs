@@ -46,9 +46,13 @@ pub enum Command {
         quiet: bool,
     },
     /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
-    /// detected from content) and write the model JSON.
+    /// detected from content), fit each source group alone and compare them, check everything
+    /// against physics, and write the model JSON and a measured-vs-predicted plot
+    /// (`<output stem>.fit.png`).
     Calibrate {
-        /// Measurement files: LLMServingSim layers CSV(.gz), vllm-ppd interference JSON, vllm-ppd v3 low-QPS JSON.
+        /// Measurement files: LLMServingSim layers CSV(.gz), AIConfigurator kernel tables,
+        /// SplitwiseSim perf_model.csv, KV-transfer tables, seed-000 P-PD framework JSON,
+        /// vllm-ppd result JSON, native JSON lines (see `--format`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Output model file.
@@ -60,9 +64,15 @@ pub enum Command {
         /// GPU name in the spec table.
         #[arg(long, default_value = "h100-sxm")]
         gpu: String,
+        /// Tensor-parallel degree of one instance.
+        #[arg(long, default_value_t = 1)]
+        tp: u32,
         /// KV link bandwidth used when the data cannot identify it [Gbit/s].
         #[arg(long, default_value_t = 1200.0)]
         declared_bandwidth_gbps: f64,
+        /// Force one reader for every file instead of detecting it from content.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: crate::calibrate::readers::Format,
         /// Exit with code 3 when a physics check fails (the model file is not written).
         #[arg(long)]
         strict: bool,
@@ -182,35 +192,31 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32
     Ok(EXIT_OK)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn exec_calibrate(
-    files: &[PathBuf],
-    output: &Path,
-    model: String,
-    gpu: String,
-    declared_bandwidth_gbps: f64,
-    strict: bool,
-) -> Result<i32> {
-    let opts = CalibrateOptions {
-        model,
-        gpu,
-        declared_bandwidth_gbps,
-        ..Default::default()
-    };
+fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, strict: bool) -> Result<i32> {
     let c = calibrate::calibrate(files, &opts)?;
     print!("{}", calibrate::report(&c));
-    let failed: Vec<_> = c.file.physics.iter().filter(|p| !p.ok).collect();
-    if strict && !failed.is_empty() {
-        eprintln!(
-            "error: {} physics check(s) failed; model not written (--strict)",
-            failed.len()
-        );
+    let failed = c.file.physics.iter().filter(|p| !p.ok).count()
+        + c.file
+            .groups
+            .iter()
+            .flat_map(|g| g.physics.iter())
+            .filter(|p| !p.ok)
+            .count();
+    if strict && failed > 0 {
+        eprintln!("error: {failed} physics check(s) failed; model not written (--strict)");
         return Ok(EXIT_INVALID_INPUT);
     }
     let mut json = serde_json::to_vec_pretty(&c.file)?;
     json.push(b'\n');
+    let plot = output.with_extension("fit.png");
+    let tmp_plot = output.with_extension(format!("fit.tmp-{}.png", std::process::id()));
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    crate::plot::calibration_fit(&tmp_plot, &c)?;
     write_atomic(output, &json)?;
-    println!("wrote {}", output.display());
+    std::fs::rename(&tmp_plot, &plot).with_context(|| format!("renaming onto {}", plot.display()))?;
+    println!("wrote {} and {}", output.display(), plot.display());
     Ok(EXIT_OK)
 }
 
@@ -282,9 +288,23 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             model,
             gpu,
+            tp,
             declared_bandwidth_gbps,
+            format,
             strict,
-        } => exec_calibrate(&files, &output, model, gpu, declared_bandwidth_gbps, strict),
+        } => exec_calibrate(
+            &files,
+            &output,
+            CalibrateOptions {
+                model,
+                gpu,
+                tp,
+                declared_bandwidth_gbps,
+                format,
+                ..Default::default()
+            },
+            strict,
+        ),
         Command::Trace { command } => exec_trace(command),
     }
 }

@@ -94,3 +94,100 @@ pub fn ttft_by_policy(path: &Path, summaries: &[Summary]) -> Result<()> {
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
+
+fn fmt_ms(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Measured vs predicted time of every fitted sample, log–log, one colour per phase, with the
+/// y = x line.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn calibration_fit(path: &Path, c: &crate::calibrate::Calibration) -> Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (900, 760)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let pts: Vec<&crate::calibrate::FitPoint> = c
+        .points
+        .iter()
+        .filter(|p| p.measured_ms > 0.0 && p.predicted_ms > 0.0)
+        .collect();
+    let lo = pts
+        .iter()
+        .flat_map(|p| [p.measured_ms, p.predicted_ms])
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-3)
+        / 1.5;
+    let hi = pts
+        .iter()
+        .flat_map(|p| [p.measured_ms, p.predicted_ms])
+        .fold(1.0f64, f64::max)
+        * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("calibration fit: {} on {}", c.file.model, c.file.gpu),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("measured [ms]")
+        .y_desc("predicted [ms]")
+        .x_labels(6)
+        .y_labels(6)
+        .max_light_lines(1)
+        .x_label_formatter(&|v| fmt_ms(*v))
+        .y_label_formatter(&|v| fmt_ms(*v))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5)))
+        .map_err(|e| anyhow!("{e}"))?
+        .label("y = x")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK));
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+    ];
+    let mut phases: Vec<&str> = pts.iter().map(|p| p.phase.as_str()).collect();
+    phases.dedup();
+    phases.sort_unstable();
+    phases.dedup();
+    for (k, ph) in phases.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        let n = pts.iter().filter(|p| p.phase == *ph).count();
+        chart
+            .draw_series(
+                pts.iter()
+                    .filter(|p| p.phase == *ph)
+                    .map(|p| Circle::new((p.measured_ms, p.predicted_ms), 3, color.mix(0.6).filled())),
+            )
+            .map_err(|e| anyhow!("{e}"))?
+            .label(format!("{ph} (n={n})"))
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}

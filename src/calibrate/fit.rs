@@ -114,6 +114,26 @@ pub fn fit_weighted(x: &[Vec<f64>], y: &[f64], w: &[f64]) -> FitResult {
     }
 }
 
+/// Unconstrained weighted least squares with 95% confidence half-widths, or `None` when the
+/// design is singular or has no residual degrees of freedom.
+pub fn ols_weighted(x: &[Vec<f64>], y: &[f64], w: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+    let n = x.len();
+    let p = x.first()?.len();
+    if n <= p {
+        return None;
+    }
+    let a = DMatrix::from_fn(n, p, |i, j| x[i][j] * w[i]);
+    let b = DVector::from_iterator(n, (0..n).map(|i| y[i] * w[i]));
+    let inv = (a.transpose() * &a).try_inverse()?;
+    let beta = &inv * a.transpose() * &b;
+    let r = &b - &a * &beta;
+    let dof = (n - p) as f64;
+    let sigma2 = r.norm_squared() / dof;
+    let t = StudentsT::new(0.0, 1.0, dof).ok()?.inverse_cdf(0.975);
+    let half = (0..p).map(|j| t * (sigma2 * inv[(j, j)]).max(0.0).sqrt()).collect();
+    Some((beta.iter().copied().collect(), half))
+}
+
 /// Prediction `x·β`.
 pub fn predict(x: &[f64], beta: &[f64]) -> f64 {
     x.iter().zip(beta).map(|(a, b)| a * b).sum()

@@ -1,16 +1,24 @@
-//! `ppdsim calibrate`: fit the iteration-time model and the fixed overheads to real measurements.
+//! `ppdsim calibrate`: fit the iteration-time model, fixed overheads and KV link to real
+//! measurements, check the result against physics, and compare independent sources.
 //!
-//! Two stages:
-//! 1. **Iteration model** (see [`crate::cost_model`]): weighted non-negative least squares over
-//!    every iteration sample (prefill forward passes, decode steps), weights `1/measured` so the
-//!    fit minimises *relative* error across 1 ms and 60 ms samples alike.
-//! 2. **Request overheads and KV link**: for each low-load request sample, the residual
-//!    `measured TTFT − Σ predicted iteration times on its path` is regressed (NNLS) on
-//!    `[1, split, split × GB transferred]`, giving `request_overhead_ms`, `pd_handoff_ms` and the
-//!    link's ms/GB. When the bandwidth term is pinned at zero or its interval includes zero, the
-//!    bandwidth is not identifiable from the data and the declared value is kept (and said so).
-//!
-//! Then the physics checks of DESIGN §2 run against the model and GPU tables.
+//! 1. **Read** every file with the reader its content calls for ([`readers`]); AIConfigurator
+//!    kernel tables are composed into forward passes once all are read.
+//! 2. **Per-group fits**: files of one origin form a group, fitted alone with only the
+//!    coefficients its samples inform. Each group predicts a 1,024-token prefill and a decode
+//!    step of 64 sequences × 1,024 context tokens, and passes or fails the physics checks of
+//!    DESIGN §2 with its own model and GPU. Groups for another model or GPU than the one being
+//!    calibrated, and groups failing a physics check, stay out of the combined fit (and say so).
+//! 3. **Combined fit**, in two stages:
+//!    * iteration model ([`crate::cost_model`]) by weighted non-negative least squares over every
+//!      iteration sample, weights `1/measured` (minimises *relative* error);
+//!    * fixed overheads and link: each request sample's residual `measured TTFT − Σ predicted
+//!      iterations on its path` is regressed (NNLS) on `[1, split, split × GB transferred]`, giving
+//!      `request_overhead_ms`, `pd_handoff_ms` and the link's ms/GB. Transfer samples, when
+//!      present, fit `t = latency + bytes/bandwidth` directly instead. When the bandwidth term is
+//!      pinned at zero or its interval includes zero, the bandwidth is not identifiable and the
+//!      declared value is kept (and said so).
+//! 4. **Statistics**: per phase R², RMSE, MAPE, 5-fold cross-validated MAPE; 95% confidence
+//!    intervals of every coefficient; the worst-fitted samples.
 
 pub mod fit;
 pub mod model_file;
@@ -18,9 +26,10 @@ pub mod readers;
 
 use crate::cost_model::{BatchShape, IterationCoefficients, PrefillPart, COEFFICIENT_NAMES, COEFFICIENT_UNITS};
 use crate::error::{InputError, InputResult};
-use crate::hardware;
+use crate::hardware::{self, GpuSpec, ModelSpec};
 use model_file::*;
-use readers::{IterationSample, Phase, RequestRoute, RequestSample};
+use readers::{FileSamples, Format, IterationSample, Phase, ReadOptions, RequestRoute, RequestSample, TransferSample};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Options of a calibration run.
@@ -30,12 +39,16 @@ pub struct CalibrateOptions {
     pub model: String,
     /// GPU name in the spec table.
     pub gpu: String,
+    /// Tensor-parallel degree of one instance.
+    pub tp: u32,
     /// Engine label recorded in the file.
     pub engine: String,
     /// KV block size used to compute prefix-cache hits of request samples \[tokens\].
     pub block_size: u32,
     /// Bandwidth used when the data cannot identify it [Gbit/s].
     pub declared_bandwidth_gbps: f64,
+    /// Force one reader for every file.
+    pub format: Format,
 }
 
 impl Default for CalibrateOptions {
@@ -43,9 +56,11 @@ impl Default for CalibrateOptions {
         CalibrateOptions {
             model: "llama-3.1-8b".into(),
             gpu: "h100-sxm".into(),
+            tp: 1,
             engine: "vLLM 0.13 (V1), vllm-ppd fork; LLMServingSim profiler v0 (HF eager)".into(),
             block_size: 16,
             declared_bandwidth_gbps: 1200.0,
+            format: Format::Auto,
         }
     }
 }
@@ -68,56 +83,29 @@ pub struct FitPoint {
 pub struct Calibration {
     /// The model file.
     pub file: CalibrationFile,
-    /// Every fitted point.
+    /// Every point of the combined fit.
     pub points: Vec<FitPoint>,
 }
 
-fn iteration_batch(s: &IterationSample) -> BatchShape {
-    BatchShape {
-        prefill: if s.num_new_tokens > 0 {
-            vec![PrefillPart {
-                num_new_tokens: s.num_new_tokens,
-                num_cached_tokens: s.num_cached_tokens,
-            }]
-        } else {
-            vec![]
-        },
-        num_decode_seqs: s.num_decode_seqs,
-        decode_context_tokens: 0,
+/// Features of a request sample's path: Σ over its steps of the prefill features.
+fn path_features(s: &RequestSample) -> (f64, f64, f64) {
+    let mut steps = 0.0;
+    let mut m = 0.0;
+    let mut attn = 0.0;
+    for p in &s.steps {
+        let x = IterationCoefficients::features(&readers::prefill_batch(vec![*p]));
+        steps += 1.0;
+        m += x[1];
+        attn += x[2];
     }
+    (steps, m, attn)
 }
 
-fn iteration_features(s: &IterationSample) -> Vec<f64> {
-    let mut x = IterationCoefficients::features(&iteration_batch(s));
-    x[4] = s.decode_context_tokens;
-    x.to_vec()
-}
-
-/// Predicted compute on a request sample's path \[ms\] and the KV tokens it transfers.
-fn request_compute(c: &IterationCoefficients, s: &RequestSample, bs: u32) -> (f64, u32) {
-    let floor_block = |t: u32| (t / bs) * bs;
-    // Turn-2 prompt = turn-1 prompt + turn-1 answer + "\n" + new input (vllm-ppd's client).
-    let prompt = s.t1_input + s.t1_output + 1 + s.t2_input;
-    let step = |m: u32, l: u32| {
-        c.predict_ms(&BatchShape {
-            prefill: vec![PrefillPart {
-                num_new_tokens: m,
-                num_cached_tokens: l,
-            }],
-            num_decode_seqs: 0,
-            decode_context_tokens: 0,
-        })
-    };
-    match s.route {
-        RequestRoute::Direct => {
-            let hit = floor_block((s.t1_input + s.t1_output - 1).min(prompt - 1));
-            (step(prompt - hit, hit), 0)
-        }
-        RequestRoute::Split => {
-            let hit_p = floor_block(s.t1_input.min(prompt - 1));
-            (step(prompt - hit_p, hit_p) + step(1, prompt - 1), prompt)
-        }
-    }
+fn path_compute(c: &IterationCoefficients, s: &RequestSample) -> f64 {
+    s.steps
+        .iter()
+        .map(|p| c.predict_ms(&readers::prefill_batch(vec![*p])))
+        .sum()
 }
 
 fn phase_fit(phase: &str, y: &[f64], pred: &[f64], cv_pred: &[f64]) -> PhaseFit {
@@ -144,11 +132,11 @@ fn coefficient(name: &str, unit: &str, value: f64, half: f64, at_bound: bool) ->
 
 /// K-fold (index mod k) out-of-fold predictions of a weighted NNLS fit.
 fn cross_validated(x: &[Vec<f64>], y: &[f64], w: &[f64], k: usize) -> Vec<f64> {
-    let mut pred = vec![0.0; y.len()];
+    let mut pred = vec![f64::NAN; y.len()];
     for fold in 0..k {
         let train: Vec<usize> = (0..y.len()).filter(|i| i % k != fold).collect();
         if train.len() < x[0].len() {
-            return pred;
+            return x.iter().map(|_| f64::NAN).collect();
         }
         let f = fit::fit_weighted(
             &train.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
@@ -162,10 +150,293 @@ fn cross_validated(x: &[Vec<f64>], y: &[f64], w: &[f64], k: usize) -> Vec<f64> {
     pred
 }
 
+/// Weighted NNLS restricted to `cols` of the 5 iteration features; other coefficients are 0.
+fn fit_iterations(samples: &[&IterationSample], cols: &[usize]) -> (fit::FitResult, [f64; 5]) {
+    let x: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|s| {
+            let f = IterationCoefficients::features(&s.batch);
+            cols.iter().map(|&c| f[c]).collect()
+        })
+        .collect();
+    let y: Vec<f64> = samples.iter().map(|s| s.measured_ms).collect();
+    let w: Vec<f64> = y.iter().map(|v| 1.0 / v.max(1e-6)).collect();
+    let f = fit::fit_weighted(&x, &y, &w);
+    let mut b = [0.0; 5];
+    for (k, &c) in cols.iter().enumerate() {
+        b[c] = f.beta[k];
+    }
+    (f, b)
+}
+
+fn informed_columns(samples: &[&IterationSample]) -> Vec<usize> {
+    let mut cols = vec![0];
+    if samples.iter().any(|s| s.phase == Phase::Prefill) {
+        cols.extend([1, 2]);
+    }
+    if samples.iter().any(|s| s.phase == Phase::Decode) {
+        cols.extend([3, 4]);
+    }
+    cols
+}
+
+fn prefill_1k() -> BatchShape {
+    readers::prefill_batch(vec![PrefillPart {
+        num_new_tokens: 1024,
+        num_cached_tokens: 0,
+    }])
+}
+
+fn decode_64x1k() -> BatchShape {
+    readers::decode_batch(64, 64 * 1024)
+}
+
+/// Fits `t = latency + bytes / bandwidth`; returns (bandwidth Gbit/s, latency ms) when identifiable.
+fn fit_link(transfers: &[&TransferSample]) -> Option<(f64, f64)> {
+    if transfers.len() < 2 {
+        return None;
+    }
+    let x: Vec<Vec<f64>> = transfers.iter().map(|t| vec![1.0, t.bytes as f64 / 1e9]).collect();
+    let y: Vec<f64> = transfers.iter().map(|t| t.measured_ms).collect();
+    let f = fit::fit_weighted(&x, &y, &vec![1.0; y.len()]);
+    (f.beta[1] > 0.0).then(|| (8.0 * 1000.0 / f.beta[1], f.beta[0]))
+}
+
+/// Physics checks (DESIGN §2) of whatever a fit informs. `prefill_1k` is (predicted compute of a
+/// 1,024-token prefill \[ms\], its slow end within the 95% CI \[ms\], marginal cost [ms/token]).
+pub fn physics_checks(
+    prefill_1k: Option<(f64, f64, f64)>,
+    decode_coeffs: Option<&IterationCoefficients>,
+    link_gbps: Option<(f64, &str)>,
+    kv_statements: &[readers::KvStatement],
+    model: &ModelSpec,
+    gpu: &GpuSpec,
+    tp: u32,
+) -> Vec<PhysicsCheck> {
+    let mut out = Vec::new();
+    let tpf = tp as f64;
+    if let Some((t1k, t1k_slow, b1)) = prefill_1k {
+        let peak = gpu.peak_bf16_dense_tflops * tpf;
+        // FLOP of a 1,024-token prefill: 2·params per token plus causal attention 4·layers·hidden·m·(m/2).
+        let m = 1024.0;
+        let flop =
+            model.flop_per_token() * m + 4.0 * model.num_layers as f64 * model.hidden_size as f64 * m * (m / 2.0);
+        let floor_ms = flop / (peak * 1e12) * 1e3;
+        let implied = if t1k > 0.0 {
+            flop / (t1k * 1e-3) / 1e12
+        } else {
+            f64::INFINITY
+        };
+        // Impossible only beyond the fit's uncertainty: even the slow end of its 95% CI beats the peak.
+        let ok = t1k_slow >= floor_ms;
+        out.push(PhysicsCheck {
+            check: "1,024-token prefill compute implies ≤ peak FLOP/s".into(),
+            implied,
+            limit: peak,
+            unit: "TFLOP/s".into(),
+            ok,
+            message: if ok && t1k >= floor_ms {
+                format!("{t1k:.2} ms ≥ {floor_ms:.2} ms at peak ({:.0}% of peak; marginal {:.2} µs/token)", 100.0 * implied / peak, b1 * 1e3)
+            } else if ok {
+                format!("inconclusive: the point estimate {t1k:.2} ms is below the {floor_ms:.2} ms floor, but the 95% CI reaches {t1k_slow:.2} ms — these timings cannot resolve prefill cost (fixed overheads dominate)")
+            } else {
+                format!(
+                    "{t1k:.3} ms for 1,024 new tokens needs {implied:.0} TFLOP/s, {:.1}× the {}'s peak (≥ {floor_ms:.2} ms): the appended tokens were probably served from the prefix cache, or prefill was hidden behind fixed overheads, so these timings do not measure prefill compute",
+                    implied / peak,
+                    gpu.name
+                )
+            },
+        });
+    }
+    if let Some(c) = decode_coeffs {
+        let floor_ms = model.weight_bytes() as f64 / tpf / (gpu.hbm_bandwidth_tbps * 1e12) * 1e3;
+        let step1 = c.beta0_ms + c.beta3_ms_per_seq;
+        out.push(PhysicsCheck {
+            check: "batch-1 decode step (β0 + β3) ≥ weight bytes / HBM bandwidth".into(),
+            implied: step1,
+            limit: floor_ms,
+            unit: "ms".into(),
+            ok: step1 >= floor_ms,
+            message: if step1 >= floor_ms {
+                format!("{step1:.2} ms ≥ {floor_ms:.2} ms")
+            } else {
+                "a decode step faster than reading the weights once: check the TPOT unit, the model or the GPU".into()
+            },
+        });
+        let kv_bw = if c.beta4_ms_per_context_token > 0.0 {
+            model.kv_bytes_per_token() as f64 / tpf / (c.beta4_ms_per_context_token * 1e-3) / 1e12
+        } else {
+            0.0
+        };
+        out.push(PhysicsCheck {
+            check: "decode KV read (β4) implies ≤ HBM bandwidth".into(),
+            implied: kv_bw,
+            limit: gpu.hbm_bandwidth_tbps,
+            unit: "TB/s".into(),
+            ok: kv_bw <= gpu.hbm_bandwidth_tbps,
+            message: if c.beta4_ms_per_context_token == 0.0 {
+                "β4 pinned at 0: context length had no measurable effect in these samples".into()
+            } else if kv_bw <= gpu.hbm_bandwidth_tbps {
+                format!("{kv_bw:.2} TB/s effective")
+            } else {
+                "KV reads faster than HBM: contexts were probably shorter than stated".into()
+            },
+        });
+    }
+    if let Some((gbps, source)) = link_gbps {
+        // NVLink 4 (H100 SXM): 900 GB/s total per GPU, the fastest GPU interconnect in the table.
+        let limit = 900.0 * 8.0 * tpf;
+        out.push(PhysicsCheck {
+            check: "KV link bandwidth ≤ NVLink 4 per-GPU total (900 GB/s × TP)".into(),
+            implied: gbps,
+            limit,
+            unit: "Gbit/s".into(),
+            ok: gbps <= limit,
+            message: if gbps <= limit {
+                format!("{:.1} GB/s ({source})", gbps / 8.0)
+            } else {
+                "faster than any GPU interconnect: transfers were probably not measured alone".into()
+            },
+        });
+    }
+    if !kv_statements.is_empty() {
+        let expect = model.kv_bytes_per_token() as f64;
+        // With TP above the KV-head count, each KV head is replicated on tp / kv_heads ranks.
+        let replication = |tp: u32| (tp as f64 / model.num_kv_heads as f64).max(1.0);
+        let worst = kv_statements
+            .iter()
+            .map(|k| k.bytes as f64 / k.tokens.max(1) as f64 / (expect * replication(k.tp)))
+            .fold(1.0f64, |a, r| if (r.ln()).abs() > a.ln().abs() { r } else { a });
+        let ok = (0.7..=1.5).contains(&worst);
+        out.push(PhysicsCheck {
+            check: "stated KV bytes per token match the model (2 × layers × KV heads × head dim × dtype, × KV-head replication when TP > KV heads)".into(),
+            implied: worst * expect,
+            limit: expect,
+            unit: "B/token".into(),
+            ok,
+            message: if ok {
+                format!("within {:.0}% of {} B/token", 100.0 * (worst - 1.0).abs(), expect)
+            } else {
+                format!("stated {:.0} B/token vs {} B/token for {}: the source probably used the wrong formula (MHA instead of GQA, wrong layer count or unit)", worst * expect, expect, model.name)
+            },
+        });
+    }
+    out
+}
+
+struct Loaded {
+    file: String,
+    samples: FileSamples,
+}
+
+fn fit_group(
+    name: &str,
+    files: &[&Loaded],
+    opts: &CalibrateOptions,
+    default_model: &ModelSpec,
+    default_gpu: &GpuSpec,
+) -> GroupFit {
+    let model = files
+        .iter()
+        .find_map(|f| f.samples.model.clone())
+        .and_then(|m| hardware::model(&m))
+        .unwrap_or(default_model);
+    let gpu = files
+        .iter()
+        .find_map(|f| f.samples.gpu.clone())
+        .and_then(|g| hardware::gpu(&g))
+        .unwrap_or(default_gpu);
+    let iters: Vec<&IterationSample> = files.iter().flat_map(|f| f.samples.iterations.iter()).collect();
+    let reqs: Vec<&RequestSample> = files.iter().flat_map(|f| f.samples.requests.iter()).collect();
+    let transfers: Vec<&TransferSample> = files.iter().flat_map(|f| f.samples.transfers.iter()).collect();
+    let kv: Vec<readers::KvStatement> = files
+        .iter()
+        .flat_map(|f| f.samples.kv_statements.iter().cloned())
+        .collect();
+    let mut g = GroupFit {
+        group: name.into(),
+        files: files.iter().map(|f| f.file.clone()).collect(),
+        model: model.name.clone(),
+        gpu: gpu.name.clone(),
+        num_samples: iters.len() + reqs.len() + transfers.len(),
+        prefill_1k_ms: None,
+        decode_64x1k_ms: None,
+        marginal_prefill_us_per_token: None,
+        link_bandwidth_gbps: None,
+        link_latency_ms: None,
+        physics: vec![],
+        used_in_combined: false,
+        note: String::new(),
+    };
+    let mut marginal = None;
+    let mut decode = None;
+    if !iters.is_empty() {
+        let cols = informed_columns(&iters);
+        let (fr, b) = fit_iterations(&iters, &cols);
+        let c = IterationCoefficients::from_array(b);
+        if cols.contains(&1) {
+            let t = c.predict_ms(&prefill_1k());
+            g.prefill_1k_ms = Some(t);
+            let slow = t + fr.ci95_half_width[1] * 1024.0 + fr.ci95_half_width[2] * 1024.0 * 512.0;
+            marginal = Some((t, slow, c.beta1_ms_per_token));
+        }
+        if cols.contains(&3) {
+            g.decode_64x1k_ms = Some(c.predict_ms(&decode_64x1k()));
+            decode = Some(c);
+        }
+    } else if !reqs.is_empty() {
+        // TTFT = c0 + c_split·split + b1·Σm + b2·Σm(L+m/2) + c_gb·GB: the marginal prefill cost of this source alone.
+        let kvb = model.kv_bytes_per_token() as f64;
+        // Route and transfer columns only when both routes occur (otherwise they duplicate the intercept and Σm).
+        let any_split =
+            reqs.iter().any(|r| r.route == RequestRoute::Split) && reqs.iter().any(|r| r.route == RequestRoute::Direct);
+        let x: Vec<Vec<f64>> = reqs
+            .iter()
+            .map(|r| {
+                let (_, m, a) = path_features(r);
+                let split = if r.route == RequestRoute::Split { 1.0 } else { 0.0 };
+                let mut row = vec![1.0, m, a];
+                if any_split {
+                    row.extend([split, split * r.kv_tokens as f64 * kvb / 1e9]);
+                }
+                row
+            })
+            .collect();
+        let y: Vec<f64> = reqs.iter().map(|r| r.measured_ttft_ms).collect();
+        let f = fit::fit_weighted(&x, &y, &vec![1.0; y.len()]);
+        let t = f.beta[1] * 1024.0 + f.beta[2] * 1024.0 * 512.0;
+        g.prefill_1k_ms = Some(t);
+        // The slow end uses the unconstrained fit's 95% CI: a slope pinned at 0 by noise (not by
+        // physics) then stays inconclusive instead of failing.
+        let slow = match fit::ols_weighted(&x, &y, &vec![1.0; y.len()]) {
+            Some((b, h)) => (b[1] + h[1]).max(0.0) * 1024.0 + (b[2] + h[2]).max(0.0) * 1024.0 * 512.0,
+            None => f64::INFINITY,
+        };
+        marginal = Some((t, slow.max(t), f.beta[1]));
+    }
+    g.marginal_prefill_us_per_token = marginal.map(|b| b.2 * 1e3);
+    let link = fit_link(&transfers);
+    if let Some((bw, lat)) = link {
+        g.link_bandwidth_gbps = Some(bw);
+        g.link_latency_ms = Some(lat);
+    }
+    g.physics = physics_checks(
+        marginal,
+        decode.as_ref(),
+        link.map(|l| (l.0, "fitted from transfers")),
+        &kv,
+        model,
+        gpu,
+        opts.tp,
+    );
+    g
+}
+
 /// Fits a model to `paths`.
 ///
 /// # Errors
-/// Unreadable or unknown files; no iteration samples; unknown model or GPU names.
+/// Unreadable or unknown files; no usable iteration samples for the requested model and GPU;
+/// unknown model or GPU names.
 pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Calibration> {
     let model = hardware::model(&opts.model).ok_or_else(|| InputError {
         location: "--model".into(),
@@ -183,60 +454,209 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             hardware::gpu_names().join(", ")
         ),
     })?;
-    let mut iters = Vec::new();
-    let mut reqs = Vec::new();
-    let mut sources = Vec::new();
-    for (i, p) in paths.iter().enumerate() {
-        let fs = readers::read(p, i)?;
-        sources.push(SourceUse {
-            file: p
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            reader: fs.reader.into(),
-            num_samples: fs.iterations.len() + fs.requests.len(),
-            num_dropped: fs.num_dropped,
-            used_for: fs.used_for.clone(),
-        });
-        iters.extend(fs.iterations);
-        reqs.extend(fs.requests);
+    let ropts = ReadOptions {
+        model: model.clone(),
+        gpu: gpu.name.clone(),
+        tp: opts.tp,
+        block_size: opts.block_size,
+    };
+    let mut loaded = Vec::new();
+    for p in paths {
+        for samples in readers::read(p, opts.format, &ropts)? {
+            loaded.push(Loaded {
+                file: p
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                samples,
+            });
+        }
     }
-    let phases_present: Vec<Phase> = [Phase::Prefill, Phase::Decode]
-        .into_iter()
-        .filter(|ph| iters.iter().any(|s| s.phase == *ph))
+    // Compose AIConfigurator tables (per group) into forward passes.
+    let mut kernel_groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, l) in loaded.iter().enumerate() {
+        if l.samples.kernel.is_some() {
+            kernel_groups.entry(l.samples.group.clone()).or_default().push(i);
+        }
+    }
+    for idx in kernel_groups.values() {
+        let tables: Vec<&readers::KernelTable> = idx
+            .iter()
+            .map(|&i| loaded[i].samples.kernel.as_ref().unwrap())
+            .collect();
+        let composed = readers::aiconfigurator::compose(&tables, model);
+        let np = composed.iter().filter(|s| s.phase == Phase::Prefill).count();
+        let nd = composed.len() - np;
+        for &i in idx {
+            loaded[i].samples.used_for =
+                format!("kernel table; the group's tables composed into {np} prefill + {nd} decode forward passes");
+        }
+        loaded[idx[0]].samples.iterations.extend(composed);
+    }
+    let sources: Vec<SourceUse> = loaded
+        .iter()
+        .map(|l| SourceUse {
+            file: l.file.clone(),
+            reader: l.samples.reader.into(),
+            num_samples: l.samples.num_samples(),
+            num_dropped: l.samples.num_dropped,
+            used_for: if l.samples.num_validation > 0 {
+                format!(
+                    "{} ({} validation points)",
+                    l.samples.used_for, l.samples.num_validation
+                )
+            } else {
+                l.samples.used_for.clone()
+            },
+        })
         .collect();
-    if phases_present.len() < 2 {
-        return Err(InputError { location: paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), message: "need both prefill samples (e.g. an LLMServingSim layers CSV) and decode samples (e.g. a vllm-ppd interference JSON)".into() });
+
+    // Per-group fits.
+    let mut by_group: BTreeMap<String, Vec<&Loaded>> = BTreeMap::new();
+    for l in &loaded {
+        by_group.entry(l.samples.group.clone()).or_default().push(l);
+    }
+    let mut groups = Vec::new();
+    let mut combined_files: Vec<&Loaded> = Vec::new();
+    for (name, files) in &by_group {
+        let mut g = fit_group(name, files, opts, model, gpu);
+        let matches = g.model == model.name && g.gpu == gpu.name;
+        let physics_ok = g.physics.iter().all(|p| p.ok);
+        let has_samples = g.num_samples > 0;
+        g.used_in_combined = matches && physics_ok && has_samples;
+        g.note = match (has_samples, matches, physics_ok) {
+            (false, _, _) => "validation data only".into(),
+            (_, false, _) => format!(
+                "measured {} on {}, not {} on {}: fitted alone only",
+                g.model, g.gpu, model.name, gpu.name
+            ),
+            (_, _, false) => "fails a physics check: excluded from the combined fit".into(),
+            _ => "used in the combined fit".into(),
+        };
+        if g.used_in_combined {
+            combined_files.extend(files.iter().copied());
+        }
+        groups.push(g);
     }
 
-    // Stage 1: iteration model.
-    let x: Vec<Vec<f64>> = iters.iter().map(iteration_features).collect();
+    // Combined stage 1: iteration model.
+    let iters: Vec<&IterationSample> = combined_files
+        .iter()
+        .flat_map(|f| f.samples.iterations.iter())
+        .collect();
+    if !iters.iter().any(|s| s.phase == Phase::Prefill) || !iters.iter().any(|s| s.phase == Phase::Decode) {
+        return Err(InputError {
+            location: paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            message: format!(
+                "the combined fit for {} on {} needs prefill iterations (e.g. an LLMServingSim layers CSV or AIConfigurator tables) and decode iterations (e.g. a vllm-ppd interference JSON) from sources that pass the physics checks; groups: {}",
+                model.name,
+                gpu.name,
+                groups.iter().map(|g| format!("{} ({})", g.group, g.note)).collect::<Vec<_>>().join("; ")
+            ),
+        });
+    }
+    // Kernel/layer profiles lack the engine's per-iteration overhead: when an engine-timing source
+    // is present, each such group gets its own intercept column instead of β0's.
+    let iter_groups: Vec<(&IterationSample, &FileSamples)> = combined_files
+        .iter()
+        .flat_map(|f| f.samples.iterations.iter().map(move |s| (s, &f.samples)))
+        .collect();
+    let engine_present = iter_groups.iter().any(|(_, f)| !f.kernel_only);
+    let mut kernel_names: Vec<String> = if engine_present {
+        iter_groups
+            .iter()
+            .filter(|(_, f)| f.kernel_only)
+            .map(|(_, f)| f.group.clone())
+            .collect()
+    } else {
+        vec![]
+    };
+    kernel_names.sort();
+    kernel_names.dedup();
+    let ncol = 5 + kernel_names.len();
+    let x: Vec<Vec<f64>> = iter_groups
+        .iter()
+        .map(|(s, f)| {
+            let mut row = IterationCoefficients::features(&s.batch).to_vec();
+            row.resize(ncol, 0.0);
+            if let Some(k) = kernel_names.iter().position(|n| *n == f.group) {
+                row[0] = 0.0;
+                row[5 + k] = 1.0;
+            }
+            row
+        })
+        .collect();
     let y: Vec<f64> = iters.iter().map(|s| s.measured_ms).collect();
     let w: Vec<f64> = y.iter().map(|v| 1.0 / v.max(1e-6)).collect();
     let f = fit::fit_weighted(&x, &y, &w);
-    let coeffs = IterationCoefficients::from_array([f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]]);
+    let b = [f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]];
+    let coeffs = IterationCoefficients::from_array(b);
     let pred: Vec<f64> = x.iter().map(|xi| fit::predict(xi, &f.beta)).collect();
     let cv = cross_validated(&x, &y, &w, 5);
+    let kernel_group_intercepts: Vec<Coefficient> = kernel_names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            coefficient(
+                &format!("beta0_ms[{n}]"),
+                "ms",
+                f.beta[5 + k],
+                f.ci95_half_width[5 + k],
+                f.at_bound[5 + k],
+            )
+        })
+        .collect();
     let mut phases = Vec::new();
     let mut points = Vec::new();
-    for ph in &phases_present {
-        let idx: Vec<usize> = (0..iters.len()).filter(|&i| iters[i].phase == *ph).collect();
+    let mut outliers = Vec::new();
+    let mut add_phase = |name: &str,
+                         idx: &[usize],
+                         y: &[f64],
+                         pred: &[f64],
+                         cv: &[f64],
+                         labels: &dyn Fn(usize) -> String,
+                         phases: &mut Vec<PhaseFit>,
+                         points: &mut Vec<FitPoint>| {
         let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
         let ps: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
         let cs: Vec<f64> = idx.iter().map(|&i| cv[i]).collect();
-        phases.push(phase_fit(ph.name(), &ys, &ps, &cs));
-        for &i in &idx {
-            let s = &iters[i];
-            points.push(FitPoint {
-                phase: ph.name().into(),
+        let pf = phase_fit(name, &ys, &ps, &cs);
+        let mut worst: Vec<(f64, usize)> = idx
+            .iter()
+            .map(|&i| (((pred[i] - y[i]) / y[i]).abs(), i))
+            .filter(|(r, _)| *r > 2.0 * pf.mape_pct / 100.0)
+            .collect();
+        worst.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, i) in worst.into_iter().take(5) {
+            outliers.push(Outlier {
+                phase: name.into(),
+                label: labels(i),
                 measured_ms: y[i],
                 predicted_ms: pred[i],
-                label: format!(
-                    "m={} n_decode={} ctx={:.0}",
-                    s.num_new_tokens, s.num_decode_seqs, s.decode_context_tokens
-                ),
             });
         }
+        phases.push(pf);
+        for &i in idx {
+            points.push(FitPoint {
+                phase: name.into(),
+                measured_ms: y[i],
+                predicted_ms: pred[i],
+                label: labels(i),
+            });
+        }
+    };
+    for ph in [Phase::Prefill, Phase::Decode] {
+        let idx: Vec<usize> = (0..iters.len()).filter(|&i| iters[i].phase == ph).collect();
+        add_phase(
+            ph.name(),
+            &idx,
+            &y,
+            &pred,
+            &cv,
+            &|i| iters[i].label.clone(),
+            &mut phases,
+            &mut points,
+        );
     }
     let coefficients = (0..5)
         .map(|j| {
@@ -250,19 +670,23 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         })
         .collect();
 
-    // Stage 2: overheads and link.
+    // Combined stage 2: overheads and link.
+    let reqs: Vec<&RequestSample> = combined_files.iter().flat_map(|f| f.samples.requests.iter()).collect();
+    let transfers: Vec<&TransferSample> = combined_files.iter().flat_map(|f| f.samples.transfers.iter()).collect();
     let kvb = model.kv_bytes_per_token() as f64;
-    let (overheads, kv_transfer) = if reqs.is_empty() {
+    let direct_link = fit_link(&transfers);
+    let zero = |n: &str| coefficient(n, "ms", 0.0, 0.0, true);
+    let (overheads, mut kv_transfer) = if reqs.is_empty() {
         (
             Overheads {
-                request_overhead_ms: coefficient("request_overhead_ms", "ms", 0.0, 0.0, true),
-                pd_handoff_ms: coefficient("pd_handoff_ms", "ms", 0.0, 0.0, true),
+                request_overhead_ms: zero("request_overhead_ms"),
+                pd_handoff_ms: zero("pd_handoff_ms"),
             },
             KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
                 latency_ms: 0.0,
                 source: "declared".into(),
-                note: "no request samples given; overheads set to 0".into(),
+                note: "no request samples: overheads set to 0".into(),
             },
         )
     } else {
@@ -270,41 +694,60 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         let mut ry = Vec::new();
         let mut computes = Vec::new();
         for s in &reqs {
-            let (compute, tokens) = request_compute(&coeffs, s, opts.block_size);
+            let compute = path_compute(&coeffs, s);
             let split = if s.route == RequestRoute::Split { 1.0 } else { 0.0 };
-            rx.push(vec![1.0, split, split * tokens as f64 * kvb / 1e9]);
-            ry.push(s.measured_ttft_ms - compute);
-            computes.push(compute);
+            let gb = split * s.kv_tokens as f64 * kvb / 1e9;
+            rx.push(if direct_link.is_some() {
+                vec![1.0, split]
+            } else {
+                vec![1.0, split, gb]
+            });
+            // A directly fitted link's transfer time is part of the path.
+            let xfer = direct_link.map_or(0.0, |(bw, lat)| split * (lat + gb * 8.0 * 1000.0 / bw));
+            ry.push(s.measured_ttft_ms - compute - xfer);
+            computes.push(compute + xfer);
         }
         let has_split = reqs.iter().any(|s| s.route == RequestRoute::Split);
-        let g = fit::fit_weighted(&rx, &ry, &vec![1.0; ry.len()]);
-        let pred: Vec<f64> = rx
+        let ones = vec![1.0; ry.len()];
+        let g = fit::fit_weighted(&rx, &ry, &ones);
+        let rpred: Vec<f64> = rx
             .iter()
             .zip(&computes)
             .map(|(x, c)| c + fit::predict(x, &g.beta))
             .collect();
         let meas: Vec<f64> = reqs.iter().map(|s| s.measured_ttft_ms).collect();
-        let cvr = cross_validated(&rx, &ry, &vec![1.0; ry.len()], 5);
+        let cvr = cross_validated(&rx, &ry, &ones, 5);
         let cvp: Vec<f64> = cvr.iter().zip(&computes).map(|(r, c)| r + c).collect();
-        phases.push(phase_fit("request-ttft", &meas, &pred, &cvp));
-        for (i, s) in reqs.iter().enumerate() {
-            points.push(FitPoint {
-                phase: "request-ttft".into(),
-                measured_ms: meas[i],
-                predicted_ms: pred[i],
-                label: s.label.clone(),
-            });
-        }
-        let ms_per_gb = g.beta[2];
-        let identifiable = has_split && !g.at_bound[2] && ms_per_gb - g.ci95_half_width[2] > 0.0;
-        let kv = if identifiable {
-            KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from turn-2 TTFTs of split routes; fixed latency folded into pd_handoff_ms", g.ci95_half_width[2]) }
-        } else {
+        let idx: Vec<usize> = (0..reqs.len()).collect();
+        add_phase(
+            "request-ttft",
+            &idx,
+            &meas,
+            &rpred,
+            &cvp,
+            &|i| reqs[i].label.clone(),
+            &mut phases,
+            &mut points,
+        );
+        let kv = if let Some((bw, lat)) = direct_link {
             KvTransfer {
-                bandwidth_gbps: opts.declared_bandwidth_gbps,
-                latency_ms: 0.0,
-                source: "declared".into(),
-                note: format!("not identifiable from these files (fitted {ms_per_gb:.3} ms/GB, 95% CI ±{:.3} includes 0: transfer time is hidden by fixed overheads); declared value used", g.ci95_half_width[2]),
+                bandwidth_gbps: bw,
+                latency_ms: lat,
+                source: "fitted".into(),
+                note: format!("fitted from {} transfer samples", transfers.len()),
+            }
+        } else {
+            let ms_per_gb = g.beta[2];
+            let identifiable = has_split && !g.at_bound[2] && ms_per_gb - g.ci95_half_width[2] > 0.0;
+            if identifiable {
+                KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from split-route TTFTs; fixed latency folded into pd_handoff_ms", g.ci95_half_width[2]) }
+            } else {
+                KvTransfer {
+                    bandwidth_gbps: opts.declared_bandwidth_gbps,
+                    latency_ms: 0.0,
+                    source: "declared".into(),
+                    note: format!("not identifiable from these files (fitted {ms_per_gb:.3} ms/GB, 95% CI ±{:.3} includes 0: transfer time is hidden by fixed overheads); declared value used", g.ci95_half_width[2]),
+                }
             }
         };
         (
@@ -321,7 +764,31 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             kv,
         )
     };
-    let physics = physics_checks(&coeffs, model, gpu, &kv_transfer);
+    if reqs.is_empty() {
+        if let Some((bw, lat)) = direct_link {
+            kv_transfer = KvTransfer {
+                bandwidth_gbps: bw,
+                latency_ms: lat,
+                source: "fitted".into(),
+                note: format!("fitted from {} transfer samples", transfers.len()),
+            };
+        }
+    }
+    let kv_all: Vec<readers::KvStatement> = combined_files
+        .iter()
+        .flat_map(|f| f.samples.kv_statements.iter().cloned())
+        .collect();
+    let t1k = coeffs.predict_ms(&prefill_1k());
+    let t1k_slow = t1k + f.ci95_half_width[1] * 1024.0 + f.ci95_half_width[2] * 1024.0 * 512.0;
+    let physics = physics_checks(
+        Some((t1k, t1k_slow, coeffs.beta1_ms_per_token)),
+        Some(&coeffs),
+        Some((kv_transfer.bandwidth_gbps, kv_transfer.source.as_str())),
+        &kv_all,
+        model,
+        gpu,
+        opts.tp,
+    );
     let file = CalibrationFile {
         schema_version: SCHEMA_VERSION,
         model: model.name.clone(),
@@ -330,89 +797,20 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         iteration: IterationFit {
             formula: "t_iter_ms = beta0 + beta1*sum(m) + beta2*sum(m*(L+m/2)) + beta3*n_decode + beta4*sum(c)".into(),
             coefficients,
+            kernel_group_intercepts,
         },
         overheads,
         kv_transfer,
         phases,
         sources,
         physics,
+        groups,
+        outliers,
     };
     Ok(Calibration { file, points })
 }
 
-/// Physics checks of DESIGN §2.
-pub fn physics_checks(
-    c: &IterationCoefficients,
-    model: &hardware::ModelSpec,
-    gpu: &hardware::GpuSpec,
-    kv: &KvTransfer,
-) -> Vec<PhysicsCheck> {
-    let mut out = Vec::new();
-    let peak = gpu.peak_bf16_dense_tflops;
-    let implied_tflops = if c.beta1_ms_per_token > 0.0 {
-        model.flop_per_token() / (c.beta1_ms_per_token * 1e-3) / 1e12
-    } else {
-        f64::INFINITY
-    };
-    out.push(PhysicsCheck {
-        check: "marginal prefill cost (beta1) implies ≤ peak FLOP/s".into(),
-        implied: implied_tflops,
-        limit: peak,
-        unit: "TFLOP/s".into(),
-        ok: implied_tflops <= peak,
-        message: if implied_tflops <= peak {
-            format!("{:.1} µs/token = {:.0} TFLOP/s ({:.0}% of peak)", c.beta1_ms_per_token * 1e3, implied_tflops, 100.0 * implied_tflops / peak)
-        } else {
-            "faster than the GPU's peak: appended tokens were probably served from the prefix cache, or prefill was not measured alone".into()
-        },
-    });
-    let floor_ms = model.weight_bytes() as f64 / (gpu.hbm_bandwidth_tbps * 1e12) * 1e3;
-    let step1 = c.beta0_ms + c.beta3_ms_per_seq;
-    out.push(PhysicsCheck {
-        check: "batch-1 decode step (beta0 + beta3) ≥ weight bytes / HBM bandwidth".into(),
-        implied: step1,
-        limit: floor_ms,
-        unit: "ms".into(),
-        ok: step1 >= floor_ms,
-        message: if step1 >= floor_ms {
-            format!("{step1:.2} ms ≥ {floor_ms:.2} ms")
-        } else {
-            "a decode step faster than reading the weights once: check the unit of the TPOT column or the model/GPU"
-                .into()
-        },
-    });
-    let kv_bw = if c.beta4_ms_per_context_token > 0.0 {
-        model.kv_bytes_per_token() as f64 / (c.beta4_ms_per_context_token * 1e-3) / 1e12
-    } else {
-        0.0
-    };
-    out.push(PhysicsCheck {
-        check: "decode KV read (beta4) implies ≤ HBM bandwidth".into(),
-        implied: kv_bw,
-        limit: gpu.hbm_bandwidth_tbps,
-        unit: "TB/s".into(),
-        ok: kv_bw <= gpu.hbm_bandwidth_tbps,
-        message: if c.beta4_ms_per_context_token == 0.0 {
-            "beta4 pinned at 0: context length had no measurable effect in these samples".into()
-        } else if kv_bw <= gpu.hbm_bandwidth_tbps {
-            format!("{kv_bw:.2} TB/s effective")
-        } else {
-            "KV reads faster than HBM: contexts were probably shorter than stated".into()
-        },
-    });
-    let nvlink_gbps = 900.0 * 8.0; // H100 SXM NVLink 4: 900 GB/s total bidirectional per GPU (datasheet).
-    out.push(PhysicsCheck {
-        check: "KV link bandwidth ≤ NVLink 4 per-GPU total (900 GB/s)".into(),
-        implied: kv.bandwidth_gbps,
-        limit: nvlink_gbps,
-        unit: "Gbit/s".into(),
-        ok: kv.bandwidth_gbps <= nvlink_gbps,
-        message: format!("{} ({})", kv.source, kv.note),
-    });
-    out
-}
-
-/// A short human-readable report.
+/// A human-readable report.
 pub fn report(c: &Calibration) -> String {
     use std::fmt::Write;
     let f = &c.file;
@@ -422,11 +820,40 @@ pub fn report(c: &Calibration) -> String {
     for src in &f.sources {
         let _ = writeln!(
             s,
-            "  {:<58} {:<22} {:>4} samples {:>3} dropped  → {}",
+            "  {:<66} {:<24} {:>5} samples {:>3} dropped → {}",
             src.file, src.reader, src.num_samples, src.num_dropped, src.used_for
         );
     }
-    let _ = writeln!(s, "iteration model: {}", f.iteration.formula);
+    let _ = writeln!(s, "each source group alone (1k prefill = one 1,024-token prefill iteration; decode = 64 sequences × 1,024 context):");
+    let _ = writeln!(
+        s,
+        "  {:<34} {:>7} {:>13} {:>13} {:>15} {:>12}  physics / use",
+        "group", "samples", "1k prefill ms", "decode ms", "marginal µs/tok", "link Gbit/s"
+    );
+    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
+    for g in &f.groups {
+        let failed: Vec<&PhysicsCheck> = g.physics.iter().filter(|p| !p.ok).collect();
+        let _ = writeln!(
+            s,
+            "  {:<34} {:>7} {:>13} {:>13} {:>15} {:>12}  {} — {}",
+            g.group,
+            g.num_samples,
+            opt(g.prefill_1k_ms, 2),
+            opt(g.decode_64x1k_ms, 2),
+            opt(g.marginal_prefill_us_per_token, 3),
+            opt(g.link_bandwidth_gbps, 0),
+            if failed.is_empty() { "ok" } else { "FAIL" },
+            g.note
+        );
+        for p in failed {
+            let _ = writeln!(
+                s,
+                "      [FAIL] {}: implied {:.3} {} vs limit {:.3} — {}",
+                p.check, p.implied, p.unit, p.limit, p.message
+            );
+        }
+    }
+    let _ = writeln!(s, "combined iteration model: {}", f.iteration.formula);
     for co in &f.iteration.coefficients {
         let _ = writeln!(
             s,
@@ -439,7 +866,12 @@ pub fn report(c: &Calibration) -> String {
             if co.at_bound { "  (at bound 0)" } else { "" }
         );
     }
-    for co in [&f.overheads.request_overhead_ms, &f.overheads.pd_handoff_ms] {
+    for co in f
+        .iteration
+        .kernel_group_intercepts
+        .iter()
+        .chain([&f.overheads.request_overhead_ms, &f.overheads.pd_handoff_ms])
+    {
         let _ = writeln!(
             s,
             "  {:<28} {:>12.3} {:<16} 95% CI [{:.3}, {:.3}]{}",
@@ -453,8 +885,8 @@ pub fn report(c: &Calibration) -> String {
     }
     let _ = writeln!(
         s,
-        "  kv link bandwidth            {:>12.1} Gbit/s ({}: {})",
-        f.kv_transfer.bandwidth_gbps, f.kv_transfer.source, f.kv_transfer.note
+        "  kv link bandwidth            {:>12.1} Gbit/s, latency {:.3} ms ({}: {})",
+        f.kv_transfer.bandwidth_gbps, f.kv_transfer.latency_ms, f.kv_transfer.source, f.kv_transfer.note
     );
     let _ = writeln!(s, "fit quality:");
     for p in &f.phases {
@@ -464,7 +896,21 @@ pub fn report(c: &Calibration) -> String {
             p.phase, p.num_samples, p.r_squared, p.rmse_ms, p.mape_pct, p.cv_mape_pct
         );
     }
-    let _ = writeln!(s, "physics checks:");
+    if !f.outliers.is_empty() {
+        let _ = writeln!(s, "worst-fitted samples:");
+        for o in &f.outliers {
+            let _ = writeln!(
+                s,
+                "  {:<14} {:<40} measured {:>9.2} ms, predicted {:>9.2} ms ({:+.1}%)",
+                o.phase,
+                o.label,
+                o.measured_ms,
+                o.predicted_ms,
+                100.0 * (o.predicted_ms - o.measured_ms) / o.measured_ms
+            );
+        }
+    }
+    let _ = writeln!(s, "physics checks of the combined model:");
     for p in &f.physics {
         let _ = writeln!(
             s,

@@ -1,15 +1,17 @@
-//! The calibrated model file (`calibration/*.json`), schema version 1.
+//! The calibrated model file (`calibration/*.json`), schema version 2.
 //!
 //! ```json
 //! {
-//!   "schema_version": 1, "model": "llama-3.1-8b", "gpu": "h100-sxm", "engine": "vLLM 0.13 (V1)",
+//!   "schema_version": 2, "model": "llama-3.1-8b", "gpu": "h100-sxm", "engine": "vLLM 0.13 (V1)",
 //!   "iteration": { "formula": "...", "coefficients": [ {"name": "beta0_ms", "value": 7.9, "unit": "ms",
 //!                   "ci95_low": 7.7, "ci95_high": 8.1, "at_bound": false }, ... ] },
 //!   "overheads": { "request_overhead_ms": {..}, "pd_handoff_ms": {..} },
 //!   "kv_transfer": { "bandwidth_gbps": 800.0, "latency_ms": 0.0, "source": "fitted" | "declared", "note": ".." },
 //!   "phases": [ {"phase": "prefill", "num_samples": .., "r_squared": .., "rmse_ms": .., "mape_pct": .., "cv_mape_pct": ..} ],
 //!   "sources": [ {"file": "..", "reader": "..", "num_samples": .., "used_for": ".."} ],
-//!   "physics": [ {"check": "..", "implied": .., "limit": .., "unit": "..", "ok": true, "message": ".."} ]
+//!   "physics": [ {"check": "..", "implied": .., "limit": .., "unit": "..", "ok": true, "message": ".."} ],
+//!   "groups": [ {"group": "llmservingsim", "prefill_1k_ms": 30.7, "decode_64x1k_ms": null, ...} ],
+//!   "outliers": [ {"phase": "decode", "label": "..", "measured_ms": .., "predicted_ms": ..} ]
 //! }
 //! ```
 
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Current schema version.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A fitted value with its 95% confidence interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +49,9 @@ pub struct IterationFit {
     pub formula: String,
     /// β0..β4 in order.
     pub coefficients: Vec<Coefficient>,
+    /// Per-iteration fixed cost of each kernel- or layer-profile source (`beta0_ms[<group>]`),
+    /// fitted separately from the serving engine's β0 because such profiles lack engine overhead.
+    pub kernel_group_intercepts: Vec<Coefficient>,
 }
 
 /// Fixed per-request overheads.
@@ -147,8 +152,59 @@ pub struct CalibrationFile {
     pub phases: Vec<PhaseFit>,
     /// Inputs.
     pub sources: Vec<SourceUse>,
-    /// Physics checks.
+    /// Physics checks of the combined model.
     pub physics: Vec<PhysicsCheck>,
+    /// Each source group fitted alone, with its predictions and physics checks.
+    pub groups: Vec<GroupFit>,
+    /// Samples the combined model fits worst (|relative residual| > 2 × the phase's MAPE, at most 5 per phase).
+    pub outliers: Vec<Outlier>,
+}
+
+/// One source group (files of one origin) fitted alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFit {
+    /// Group name (`llmservingsim`, `vllm-ppd-interference`, …).
+    pub group: String,
+    /// Files in the group.
+    pub files: Vec<String>,
+    /// Model the group measured (spec name).
+    pub model: String,
+    /// GPU the group measured (spec name).
+    pub gpu: String,
+    /// Samples fitted.
+    pub num_samples: usize,
+    /// Predicted 1,024-token prefill iteration \[ms\] (iteration sources) or its marginal compute
+    /// without fixed costs (request-only sources).
+    pub prefill_1k_ms: Option<f64>,
+    /// Predicted decode step of 64 sequences at 1,024 context tokens each \[ms\].
+    pub decode_64x1k_ms: Option<f64>,
+    /// Marginal prefill cost [µs/token] (β1, or the TTFT slope of request-only sources).
+    pub marginal_prefill_us_per_token: Option<f64>,
+    /// Link bandwidth fitted from transfer samples [Gbit/s].
+    pub link_bandwidth_gbps: Option<f64>,
+    /// Link latency fitted from transfer samples \[ms\].
+    pub link_latency_ms: Option<f64>,
+    /// Physics checks of this group alone.
+    pub physics: Vec<PhysicsCheck>,
+    /// True when the group entered the combined fit.
+    pub used_in_combined: bool,
+    /// Why it was or was not used.
+    pub note: String,
+}
+
+/// A badly fitted sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// Phase.
+    pub phase: String,
+    /// Sample label.
+    pub label: String,
+    /// Measured \[ms\].
+    pub measured_ms: f64,
+    /// Predicted \[ms\].
+    pub predicted_ms: f64,
 }
 
 impl CalibrationFile {

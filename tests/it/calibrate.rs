@@ -112,18 +112,48 @@ fn real_h100_fit_respects_physics() {
     assert!(c.file.overheads.pd_handoff_ms.value > 10.0);
 }
 
+/// Equal JSON values, numbers within a relative 1e-9 (builds at other optimisation levels may
+/// differ in the last bits of a float).
+fn json_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-300),
+                "{at}: {x} != {y}"
+            );
+        }
+        (Array(x), Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths differ");
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                json_close(p, q, &format!("{at}[{i}]"));
+            }
+        }
+        (Object(x), Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}: keys differ"
+            );
+            for (k, v) in x {
+                json_close(v, &y[k], &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
 #[test]
 fn shipped_model_file_is_what_calibrate_produces() {
     let c = calibrate::calibrate(&shipped_measurements(), &CalibrateOptions::default()).unwrap();
-    let shipped: ppdsim::calibrate::model_file::CalibrationFile = serde_json::from_str(
+    let shipped: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-llama3.1-8b.json"))
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        shipped, c.file,
-        "calibration/h100-llama3.1-8b.json is stale: regenerate it with the command in calibration/README.md"
-    );
+    // If this fails, calibration/h100-llama3.1-8b.json is stale: regenerate it with the command in calibration/README.md.
+    json_close(&serde_json::to_value(&c.file).unwrap(), &shipped, "model");
 }
 
 #[test]

@@ -5,3 +5,4 @@ mod cli;
 mod importer;
 mod lifecycle;
 mod properties;
+mod readers;

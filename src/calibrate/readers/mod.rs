@@ -1,0 +1,403 @@
+//! Readers of real measurement files, chosen by content (or forced with `--format`).
+//!
+//! Every reader turns a file into samples of four kinds, says what each file was used for, and
+//! counts what it dropped (failed runs, `success_rate == 0`):
+//!
+//! * [`IterationSample`] — the time of one forward pass of a known batch (profiled kernels or
+//!   layers, decode TPOTs): fits the iteration model's coefficients;
+//! * [`RequestSample`] — the TTFT of one request measured alone (low load), whose path of
+//!   iterations is known: fits fixed overheads (and the link, for split routes);
+//! * [`TransferSample`] — a measured KV transfer (bytes, ms): fits a link;
+//! * [`KvStatement`] — a file's claim of how many KV bytes some tokens take: checked against the
+//!   model's architecture.
+//!
+//! Loaded points (queueing, client limits) are **validation data, never fitting samples**: their
+//! readers count them and fit nothing.
+//!
+//! | format (`--format`) | recognised by | module |
+//! |---|---|---|
+//! | `llmservingsim-layers` | CSV header `layer_name,input,kv_cache,tp_size,latency(ns)` | [`llmservingsim`] |
+//! | `aiconfigurator-gemm`, `aiconfigurator-context-attention`, `aiconfigurator-generation-attention` | CSV headers `m,n,k,latency_ms` / `batch_size,isl,step,latency_ms` | [`aiconfigurator`] |
+//! | `splitwise` | CSV header starting `model,hardware,prompt_size,batch_size,token_size` | [`splitwise`] |
+//! | `kv-transfer-table` | CSV header starting `source_table,engine,model,gpu,tp_per_instance` | [`kv_transfer`] |
+//! | `ppd-framework` | JSON `{config, results:[{test_case:{context_length, append_length, cache_rate}, metrics:{..}}]}` (seed 000) | [`ppd_framework`] |
+//! | `vllm-ppd-*` | the vllm-ppd artifact's JSON schemas | [`vllm_ppd`] |
+//! | `native` | JSON lines with `kind` ∈ `prefill`, `append_prefill`, `decode_step`, `kv_transfer` | [`native`] |
+
+pub mod aiconfigurator;
+pub mod kv_transfer;
+pub mod llmservingsim;
+pub mod native;
+pub mod ppd_framework;
+pub mod splitwise;
+pub mod vllm_ppd;
+
+use crate::cost_model::{BatchShape, PrefillPart};
+use crate::error::{InputError, InputResult};
+use crate::hardware::ModelSpec;
+use clap::ValueEnum;
+use flate2::read::GzDecoder;
+use serde_json::Value;
+use std::io::Read;
+use std::path::Path;
+
+/// Phase of an iteration sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// A prefill forward pass (no decodes).
+    Prefill,
+    /// A decode step (no prefill).
+    Decode,
+}
+
+impl Phase {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
+        }
+    }
+}
+
+/// One measured iteration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IterationSample {
+    /// Phase.
+    pub phase: Phase,
+    /// The batch.
+    pub batch: BatchShape,
+    /// Measured time \[ms\].
+    pub measured_ms: f64,
+    /// Short description for reports.
+    pub label: String,
+}
+
+/// Route of a request sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestRoute {
+    /// P → KV transfer → D.
+    Split,
+    /// Straight to the instance holding the context (or a single instance).
+    Direct,
+}
+
+/// A request measured alone: TTFT = fixed overheads + the iterations on its path (+ transfer).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestSample {
+    /// Route.
+    pub route: RequestRoute,
+    /// Iterations before the first token, each one prefill part (P's then D's for split routes).
+    pub steps: Vec<PrefillPart>,
+    /// Tokens whose KV is transferred (split routes).
+    pub kv_tokens: u32,
+    /// Measured TTFT \[ms\].
+    pub measured_ttft_ms: f64,
+    /// Short description for reports.
+    pub label: String,
+}
+
+/// A measured KV transfer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransferSample {
+    /// Bytes moved \[B\].
+    pub bytes: u64,
+    /// Transfer time \[ms\].
+    pub measured_ms: f64,
+    /// Short description for reports.
+    pub label: String,
+}
+
+/// A file's statement of KV size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvStatement {
+    /// Tokens.
+    pub tokens: u64,
+    /// Stated bytes for those tokens (whole instance, all TP ranks) \[B\].
+    pub bytes: u64,
+    /// Tensor-parallel degree of the instance (KV heads are replicated when TP > KV heads).
+    pub tp: u32,
+    /// Where it was stated.
+    pub label: String,
+}
+
+/// One kernel table of AIConfigurator, composed into forward passes once all are read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KernelTable {
+    /// `(m, n, k, ms)` GEMM timings.
+    Gemm(Vec<(f64, f64, f64, f64)>),
+    /// `(batch, isl, ms)` prefill attention per layer.
+    ContextAttention(Vec<(f64, f64, f64)>),
+    /// `(batch, context, ms)` decode attention per layer (context = isl + step).
+    GenerationAttention(Vec<(f64, f64, f64)>),
+}
+
+/// What one file gave.
+#[derive(Clone, Debug, Default)]
+pub struct FileSamples {
+    /// Reader name.
+    pub reader: &'static str,
+    /// Group for per-source fits (files of one origin share it).
+    pub group: String,
+    /// Model the file states, as a spec-table name, when it states one.
+    pub model: Option<String>,
+    /// GPU the file states, as a spec-table name, when it states one.
+    pub gpu: Option<String>,
+    /// Iteration samples.
+    pub iterations: Vec<IterationSample>,
+    /// Request samples.
+    pub requests: Vec<RequestSample>,
+    /// Transfer samples.
+    pub transfers: Vec<TransferSample>,
+    /// KV size statements.
+    pub kv_statements: Vec<KvStatement>,
+    /// Kernel table (AIConfigurator).
+    pub kernel: Option<KernelTable>,
+    /// True when iteration samples are layer or kernel sums (no engine overhead per iteration):
+    /// in the combined fit such a group gets its own intercept instead of sharing β0.
+    pub kernel_only: bool,
+    /// Points kept as validation data (not fitted).
+    pub num_validation: usize,
+    /// Dropped entries (failures).
+    pub num_dropped: usize,
+    /// What the samples are used for.
+    pub used_for: String,
+}
+
+impl FileSamples {
+    /// Samples that enter a fit.
+    pub fn num_samples(&self) -> usize {
+        self.iterations.len() + self.requests.len() + self.transfers.len()
+    }
+}
+
+/// Options readers need.
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// The model being calibrated (layer count for per-layer profiles, shapes for kernel tables).
+    pub model: ModelSpec,
+    /// The GPU being calibrated (spec name).
+    pub gpu: String,
+    /// Tensor-parallel degree of one instance.
+    pub tp: u32,
+    /// KV block size of the engine that produced request samples \[tokens\].
+    pub block_size: u32,
+}
+
+/// Formats `--format` can force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Detect from content.
+    Auto,
+    /// LLMServingSim per-layer profile CSV.
+    LlmservingsimLayers,
+    /// AIConfigurator GEMM table.
+    AiconfiguratorGemm,
+    /// AIConfigurator context (prefill) attention table.
+    AiconfiguratorContextAttention,
+    /// AIConfigurator generation (decode) attention table.
+    AiconfiguratorGenerationAttention,
+    /// SplitwiseSim perf_model.csv.
+    Splitwise,
+    /// KV-transfer measurement table (Mooncake docs).
+    KvTransferTable,
+    /// Seed 000's P-PD framework result JSON.
+    PpdFramework,
+    /// vllm-ppd interference/sensitivity experiment.
+    VllmPpdInterference,
+    /// vllm-ppd v3 (4-GPU) low-QPS benchmark.
+    VllmPpdLowqpsV3,
+    /// vllm-ppd 2-GPU low-QPS benchmark.
+    VllmPpdLowqps2gpu,
+    /// vllm-ppd comprehensive sweep point (validation only).
+    VllmPpdComprehensive,
+    /// vllm-ppd bandwidth test (`bandwidth_results.json`).
+    VllmPpdBandwidth,
+    /// vllm-ppd 5-turn PD test (`multi_turn_results.json`, validation only).
+    VllmPpdMultiTurn,
+    /// vllm-ppd single-stream benchmark (validation only).
+    VllmPpdSingleStream,
+    /// Native measurement JSON lines.
+    Native,
+}
+
+/// Expected formats, for error messages.
+pub const EXPECTED: &str = "expected one of: LLMServingSim layers CSV (`layer_name,input,kv_cache,tp_size,latency(ns)`); \
+AIConfigurator tables (`m,n,k,latency_ms` or `batch_size,isl,step,latency_ms`); SplitwiseSim perf_model.csv; \
+a KV-transfer table (`source_table,engine,model,gpu,...`); seed-000 P-PD framework JSON (`results[].test_case`); \
+a vllm-ppd result JSON; native JSON lines (`{\"kind\":\"prefill\"|\"append_prefill\"|\"decode_step\"|\"kv_transfer\",...}`)";
+
+/// Reads a (possibly gzip-compressed) text file.
+///
+/// # Errors
+/// Unreadable, corrupt gzip, not UTF-8.
+pub fn read_text(path: &Path) -> InputResult<String> {
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut raw))
+        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| InputError::file(path, format!("corrupt gzip: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    String::from_utf8(bytes).map_err(|_| InputError::file(path, "not UTF-8 text"))
+}
+
+/// Detects the format of `text`.
+pub fn detect(text: &str) -> Option<Format> {
+    let first = text.lines().next().unwrap_or("").trim().trim_start_matches('\u{feff}');
+    match first {
+        "layer_name,input,kv_cache,tp_size,latency(ns)" => return Some(Format::LlmservingsimLayers),
+        "m,n,k,latency_ms" => return Some(Format::AiconfiguratorGemm),
+        "batch_size,isl,step,latency_ms" => {
+            // Context tables have step = 0 everywhere; generation tables step ≥ 1.
+            let gen = text
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split(',').nth(2))
+                .any(|s| s.trim() != "0");
+            return Some(if gen {
+                Format::AiconfiguratorGenerationAttention
+            } else {
+                Format::AiconfiguratorContextAttention
+            });
+        }
+        _ => {}
+    }
+    if first.starts_with("model,hardware,prompt_size,batch_size,token_size") {
+        return Some(Format::Splitwise);
+    }
+    if first.starts_with("source_table,engine,model,gpu,tp_per_instance") {
+        return Some(Format::KvTransferTable);
+    }
+    if first.starts_with('{') && first.contains("\"kind\"") && !text.trim_start().starts_with("{\n") {
+        return Some(Format::Native);
+    }
+    let v: Value = serde_json::from_str(text).ok()?;
+    vllm_ppd::detect(&v).or_else(|| ppd_framework::detect(&v).then_some(Format::PpdFramework))
+}
+
+/// Reads `path` with the reader its content (or `format`) calls for. Most files give one
+/// [`FileSamples`]; a table holding several independent setups gives one per setup.
+///
+/// # Errors
+/// Unknown formats and malformed files, naming the file, the field and what was expected.
+pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> InputResult<Vec<FileSamples>> {
+    let text = read_text(path)?;
+    let fmt = match format {
+        Format::Auto => {
+            detect(&text).ok_or_else(|| InputError::file(path, format!("unknown measurement format; {EXPECTED}")))?
+        }
+        f => f,
+    };
+    let json =
+        || serde_json::from_str::<Value>(&text).map_err(|e| InputError::file(path, format!("not valid JSON: {e}")));
+    let one = match fmt {
+        Format::Auto => unreachable!(),
+        Format::KvTransferTable => return kv_transfer::read(path, &text),
+        Format::LlmservingsimLayers => llmservingsim::read(path, &text, opts),
+        Format::AiconfiguratorGemm
+        | Format::AiconfiguratorContextAttention
+        | Format::AiconfiguratorGenerationAttention => aiconfigurator::read(path, &text, fmt),
+        Format::Splitwise => splitwise::read(path, &text, opts),
+        Format::PpdFramework => ppd_framework::read(path, &json()?, opts),
+        Format::Native => native::read(path, &text),
+        f => vllm_ppd::read(path, &json()?, f, opts),
+    };
+    one.map(|f| vec![f])
+}
+
+/// A floating-point field of a JSON object.
+pub(crate) fn get_f64(path: &Path, v: &Value, key: &str, at: &str) -> InputResult<f64> {
+    v.get(key)
+        .and_then(|x| x.as_f64())
+        .ok_or_else(|| InputError::key(path, &format!("{at}.{key}"), "missing or not a number"))
+}
+
+/// Prefill-only batch of `parts`.
+pub fn prefill_batch(parts: Vec<PrefillPart>) -> BatchShape {
+    BatchShape {
+        prefill: parts,
+        num_decode_seqs: 0,
+        decode_context_tokens: 0,
+    }
+}
+
+/// Decode-only batch.
+pub fn decode_batch(n: u32, context_tokens: u64) -> BatchShape {
+    BatchShape {
+        prefill: vec![],
+        num_decode_seqs: n,
+        decode_context_tokens: context_tokens,
+    }
+}
+
+/// A CSV record with its 1-based line number.
+pub(crate) type CsvRow = (usize, csv::StringRecord);
+
+/// Parses CSV text into records with a header, mapping errors to the file and line.
+pub(crate) fn csv_rows(path: &Path, text: &str) -> InputResult<(Vec<String>, Vec<CsvRow>)> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| InputError::line(path, 1, format!("bad CSV header: {e}")))?
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut rows = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        rows.push((
+            i + 2,
+            rec.map_err(|e| InputError::line(path, i + 2, format!("bad CSV row: {e}")))?,
+        ));
+    }
+    Ok((header, rows))
+}
+
+/// Column `name` of a CSV row as f64.
+pub(crate) fn col_f64(path: &Path, header: &[String], row: &CsvRow, name: &str) -> InputResult<f64> {
+    let idx = header
+        .iter()
+        .position(|h| h == name)
+        .ok_or_else(|| InputError::file(path, format!("missing column `{name}`")))?;
+    row.1
+        .get(idx)
+        .and_then(|s| s.parse::<f64>().ok())
+        .ok_or_else(|| InputError::line(path, row.0, format!("column `{name}` is not a number")))
+}
+
+/// Column `name` of a CSV row as text.
+pub(crate) fn col_str<'a>(path: &Path, header: &[String], row: &'a CsvRow, name: &str) -> InputResult<&'a str> {
+    let idx = header
+        .iter()
+        .position(|h| h == name)
+        .ok_or_else(|| InputError::file(path, format!("missing column `{name}`")))?;
+    row.1
+        .get(idx)
+        .ok_or_else(|| InputError::line(path, row.0, format!("missing column `{name}`")))
+}
+
+/// Maps a model name as written in a file (HF id or short name) to a spec-table name.
+pub fn model_name_from(text: &str) -> Option<String> {
+    let t = text.to_ascii_lowercase().replace("llama2", "llama-2");
+    let t = t.rsplit('/').next().unwrap_or(&t).to_string();
+    // The longest spec name that prefixes the stated name (so `llama-2-70b` never matches `llama-2-7b`).
+    crate::hardware::models()
+        .iter()
+        .filter(|m| {
+            let hf = m.hf_id.to_ascii_lowercase();
+            let hf_short = hf.rsplit('/').next().unwrap_or(&hf).to_string();
+            let boundary =
+                |name: &str| t == name || (t.starts_with(name) && t[name.len()..].starts_with(['-', '_', '.']));
+            boundary(&m.name) || boundary(&hf_short)
+        })
+        .max_by_key(|m| m.name.len())
+        .map(|m| m.name.clone())
+}
