@@ -77,6 +77,23 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Run the simulator on measured points and print measured vs predicted latency with the
+    /// error per point and the median absolute error. Supported: vllm-ppd v3 low-QPS files
+    /// (`*_v3_*.lowqps.json`); directories are searched for them.
+    Validate {
+        /// Measured files or directories.
+        #[arg(required = true)]
+        measured: Vec<PathBuf>,
+        /// Calibrated model to simulate with.
+        #[arg(short, long, default_value = "calibration/h100-llama3.1-8b.json")]
+        calibration: PathBuf,
+        /// Also write the table as CSV here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Seed of the turn-2 arrival gaps.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Trace tools.
     Trace {
         /// Trace subcommand.
@@ -220,6 +237,63 @@ fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, stri
     Ok(EXIT_OK)
 }
 
+fn collect_json(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(d) = stack.pop() {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
+                    .with_context(|| format!("reading {}", d.display()))?
+                    .map(|e| e.map(|e| e.path()))
+                    .collect::<std::io::Result<_>>()?;
+                entries.sort();
+                for e in entries {
+                    if e.is_dir() {
+                        stack.push(e);
+                    } else if e.to_string_lossy().ends_with(".lowqps.json") && e.to_string_lossy().contains("_v3_") {
+                        out.push(e);
+                    }
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBuf>, seed: u64) -> Result<i32> {
+    let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
+    let files = collect_json(measured)?;
+    if files.is_empty() {
+        return Err(InputError {
+            location: measured
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: "no vllm-ppd v3 low-QPS files found".into(),
+        }
+        .into());
+    }
+    let mut points = Vec::new();
+    for f in &files {
+        points.extend(crate::validate::read_lowqps(f)?);
+    }
+    let rows: Vec<crate::validate::ValidationRow> = points
+        .par_iter()
+        .filter_map(|p| crate::validate::simulate_point(p, &cal, seed))
+        .flatten()
+        .collect();
+    print!("{}", crate::validate::report(&rows));
+    if let Some(out) = output {
+        write_atomic(&out, &output::to_csv(&rows)?)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(EXIT_OK)
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 ///
 /// # Errors
@@ -305,6 +379,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             },
             strict,
         ),
+        Command::Validate {
+            measured,
+            calibration,
+            output,
+            seed,
+        } => exec_validate(&measured, &calibration, output, seed),
         Command::Trace { command } => exec_trace(command),
     }
 }

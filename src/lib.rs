@@ -45,3 +45,4 @@ pub mod scenario;
 pub mod sim;
 pub mod time;
 pub mod trace;
+pub mod validate;

@@ -178,3 +178,75 @@ fn calibrate_writes_model_and_strict_passes_on_real_data() {
         .code(3)
         .stderr(predicate::str::contains("unknown measurement format"));
 }
+
+#[test]
+fn validate_low_qps_points_reports_errors_per_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("v.csv");
+    ppdsim()
+        .arg("validate")
+        .arg(root().join("tests/data/measurements/vllm-ppd_qps_benchmark_v3.lowqps_sample.json"))
+        .arg("-c")
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .arg("-o")
+        .arg(&csv)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("median |error|").and(predicate::str::contains("t2_p50_ttft_ms")));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    // 3 workloads × 2 QPS × 2 modes × 4 metrics.
+    assert_eq!(rows.len(), 48);
+    let pred = |w: &str, mode: &str, metric: &str| -> f64 {
+        rows.iter()
+            .find(|r| r[0] == w && r[1] == mode && r[3] == metric && r[2] == "0.1")
+            .unwrap()[5]
+            .parse()
+            .unwrap()
+    };
+    // Low load: PD's turn-2 TTFT (extra hop, recompute, transfer) is above PPD's, as measured.
+    for w in ["S_a", "L_d", "XL_c"] {
+        assert!(
+            pred(w, "pd", "t2_p50_ttft_ms") > pred(w, "ppd", "t2_p50_ttft_ms") + 40.0,
+            "{w}"
+        );
+    }
+}
+
+#[test]
+fn strict_calibration_refuses_physically_impossible_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.json");
+    let m = root().join("tests/data/measurements");
+    let base = [
+        m.join("llmservingsim_layers_tp1_sample.csv"),
+        m.join("vllm-ppd_core_experiment_sample.json"),
+    ];
+    // Without --strict the impossible source is reported and left out of the fit.
+    ppdsim()
+        .arg("calibrate")
+        .args(&base)
+        .arg(m.join("seed002_as_ppd_framework.json"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[FAIL] 1,024-token prefill").and(predicate::str::contains("prefix cache")));
+    assert!(out.is_file() && dir.path().join("m.fit.png").is_file());
+    std::fs::remove_file(&out).unwrap();
+    ppdsim()
+        .arg("calibrate")
+        .args(&base)
+        .arg(m.join("seed002_as_ppd_framework.json"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--strict")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("physics check"));
+    assert!(!out.exists(), "--strict writes nothing on failure");
+}
