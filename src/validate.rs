@@ -40,17 +40,17 @@ pub struct LowQpsPoint {
     pub workload: String,
     /// `pd`, `ppd` or `replication`.
     pub mode: String,
-    /// Target turn-2 rate [requests/s].
+    /// Target turn-2 rate \[requests/s\].
     pub qps: f64,
-    /// Turn-1 input and output, turn-2 input and output [tokens].
+    /// Turn-1 input and output, turn-2 input and output \[tokens\].
     pub shape: [u32; 4],
-    /// Measured turn-1 p50 TTFT [ms].
+    /// Measured turn-1 p50 TTFT \[ms\].
     pub t1_p50_ttft_ms: f64,
-    /// Measured turn-1 mean TPOT [ms], derived as (mean E2E − mean TTFT) / (t1_output − 1).
+    /// Measured turn-1 mean TPOT \[ms\], derived as (mean E2E − mean TTFT) / (t1_output − 1).
     pub t1_mean_tpot_ms: f64,
-    /// Measured turn-2 p50 TTFT [ms].
+    /// Measured turn-2 p50 TTFT \[ms\].
     pub t2_p50_ttft_ms: f64,
-    /// Measured turn-2 mean TPOT [ms].
+    /// Measured turn-2 mean TPOT \[ms\].
     pub t2_mean_tpot_ms: f64,
 }
 
@@ -65,9 +65,9 @@ pub struct ValidationRow {
     pub qps: f64,
     /// Metric name (`t1_p50_ttft_ms`, …).
     pub metric: String,
-    /// Measured [ms].
+    /// Measured \[ms\].
     pub measured_ms: f64,
-    /// Predicted [ms].
+    /// Predicted \[ms\].
     pub predicted_ms: f64,
     /// (predicted − measured) / measured [%].
     pub error_pct: f64,
