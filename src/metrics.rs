@@ -40,6 +40,16 @@ pub enum RouteKind {
     Local,
 }
 
+/// Outcome of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestStatus {
+    /// Completed within the client's timeout.
+    Ok,
+    /// Completed after the client's timeout: counted as failed, excluded from latency statistics.
+    Timeout,
+}
+
 /// One row of `requests.csv`: a turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
@@ -53,6 +63,8 @@ pub struct RequestRecord {
     pub turn: usize,
     /// Route taken.
     pub route: RouteKind,
+    /// Outcome.
+    pub status: RequestStatus,
     /// Prefill instance (`P0`, …) for split routes.
     pub prefill_instance: Option<String>,
     /// Instance that produced the tokens (`D0`, `R1`, …).
@@ -154,8 +166,10 @@ pub struct Summary {
     pub policy: String,
     /// Conversations replayed.
     pub num_conversations: usize,
-    /// Requests (turns) completed.
+    /// Requests (turns) that succeeded.
     pub num_requests: usize,
+    /// Requests that failed (client timeout).
+    pub num_failed: usize,
     /// First token of the first request to the last completion \[s\].
     pub makespan_s: f64,
     /// TTFT of turn 1.
@@ -194,6 +208,7 @@ pub struct Summary {
 
 impl Summary {
     /// Summarises `records` (one policy).
+    /// Latency statistics cover successful requests only (as vllm-ppd's client computes them).
     pub fn from_records(
         policy: &str,
         num_conversations: usize,
@@ -202,6 +217,13 @@ impl Summary {
         instances: Vec<InstanceUsage>,
         mode_switches: u64,
     ) -> Summary {
+        let num_failed = records.iter().filter(|r| r.status != RequestStatus::Ok).count();
+        let ok: Vec<RequestRecord> = records
+            .iter()
+            .filter(|r| r.status == RequestStatus::Ok)
+            .cloned()
+            .collect();
+        let records = &ok[..];
         let start = records.iter().map(|r| r.arrived_at_ms).fold(f64::INFINITY, f64::min);
         let end = records
             .iter()
@@ -230,6 +252,7 @@ impl Summary {
             policy: policy.to_string(),
             num_conversations,
             num_requests: records.len(),
+            num_failed,
             makespan_s,
             ttft_turn1: LatencyStats::of(records.iter().filter(|r| r.turn == 1).map(|r| r.ttft_ms)),
             ttft_turn2plus: LatencyStats::of(later.iter().map(|r| r.ttft_ms)),

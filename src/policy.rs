@@ -48,6 +48,20 @@ pub enum PolicyConfig {
         /// Mixed (prefill + decode) instances.
         instances: u32,
     },
+    /// Mixed decode pool (vllm-ppd's `1P_2D_1pD`, `1P_1D_2pD`): conversations are pinned over
+    /// D and pD instances alike; turns ≥ 2 of a conversation pinned to a pD go direct, those
+    /// pinned to a D take the PD path.
+    Mixed {
+        /// Display name (default `mixed`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// P instances.
+        prefill_instances: u32,
+        /// D instances (every turn via P).
+        decode_instances: u32,
+        /// pD instances (turns ≥ 2 direct).
+        direct_decode_instances: u32,
+    },
     /// Static threshold rule on `m` and `r` for turns ≥ 2.
     Adaptive {
         /// Display name (default `adaptive`).
@@ -72,6 +86,7 @@ impl PolicyConfig {
             PolicyConfig::Pd { name, .. } => name.clone().unwrap_or_else(|| "pd".into()),
             PolicyConfig::Ppd { name, .. } => name.clone().unwrap_or_else(|| "ppd".into()),
             PolicyConfig::Replication { name, .. } => name.clone().unwrap_or_else(|| "replication".into()),
+            PolicyConfig::Mixed { name, .. } => name.clone().unwrap_or_else(|| "mixed".into()),
             PolicyConfig::Adaptive { name, .. } => name.clone().unwrap_or_else(|| "adaptive".into()),
         }
     }
@@ -95,6 +110,24 @@ impl PolicyConfig {
                 ..
             } => (prefill_instances, decode_instances),
             PolicyConfig::Replication { instances, .. } => (0, instances),
+            PolicyConfig::Mixed {
+                prefill_instances,
+                decode_instances,
+                direct_decode_instances,
+                ..
+            } => (prefill_instances, decode_instances + direct_decode_instances),
+        }
+    }
+
+    /// How many of the decode-side instances (the last ones) take direct turns ≥ 2 (`pD`).
+    /// Only [`PolicyConfig::Mixed`] distinguishes; other policies treat all alike.
+    pub fn direct_decode_instances(&self) -> u32 {
+        match *self {
+            PolicyConfig::Mixed {
+                direct_decode_instances,
+                ..
+            } => direct_decode_instances,
+            _ => self.cluster().1,
         }
     }
 
@@ -139,6 +172,7 @@ impl PolicyConfig {
             PolicyConfig::Pd { .. } => Box::new(AlwaysSplit),
             PolicyConfig::Ppd { .. } => Box::new(SplitFirstTurn),
             PolicyConfig::Replication { .. } => Box::new(AlwaysLocal),
+            PolicyConfig::Mixed { .. } => Box::new(DirectIfPd),
             PolicyConfig::Adaptive {
                 max_local_append_tokens,
                 min_cache_rate,
@@ -160,6 +194,8 @@ pub struct RouteRequest {
     pub num_prompt_tokens: u32,
     /// Prompt tokens cached on the conversation's D/R instance right now \[tokens\].
     pub num_cached_on_decode: u32,
+    /// True when the conversation's decode instance accepts direct turns (a `pD`).
+    pub decode_is_direct: bool,
 }
 
 /// A routing rule.
@@ -180,6 +216,17 @@ struct AlwaysLocal;
 impl Policy for AlwaysLocal {
     fn route(&mut self, _: &RouteRequest) -> RouteKind {
         RouteKind::Local
+    }
+}
+
+struct DirectIfPd;
+impl Policy for DirectIfPd {
+    fn route(&mut self, req: &RouteRequest) -> RouteKind {
+        if req.turn >= 2 && req.decode_is_direct {
+            RouteKind::Local
+        } else {
+            RouteKind::Split
+        }
     }
 }
 
@@ -225,6 +272,7 @@ mod tests {
             turn,
             num_prompt_tokens: prompt,
             num_cached_on_decode: cached,
+            decode_is_direct: true,
         }
     }
 
@@ -248,6 +296,20 @@ mod tests {
         assert_eq!(ppd.build().route(&req(1, 100, 0)), RouteKind::Split);
         assert_eq!(ppd.build().route(&req(2, 1000, 0)), RouteKind::Local);
         assert_eq!(rep.build().route(&req(1, 100, 0)), RouteKind::Local);
+        let mixed = PolicyConfig::Mixed {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+            direct_decode_instances: 1,
+        };
+        assert_eq!(mixed.cluster(), (1, 2));
+        assert_eq!(mixed.build().route(&req(2, 100, 90)), RouteKind::Local);
+        let on_d = RouteRequest {
+            decode_is_direct: false,
+            ..req(2, 100, 90)
+        };
+        assert_eq!(mixed.build().route(&on_d), RouteKind::Split);
+        assert_eq!(mixed.build().route(&req(1, 100, 0)), RouteKind::Split);
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub struct Scenario {
     /// Overrides of the calibrated fixed overheads.
     #[serde(default)]
     pub overheads: OverheadSpec,
+    /// The benchmark client: connection pool and timeout.
+    #[serde(default)]
+    pub client: ClientSpec,
+    /// The router: how conversations are pinned to instances.
+    #[serde(default)]
+    pub router: RouterSpec,
     /// SLO targets.
     pub slo: Slo,
     /// Policies to run, each on its own cluster, on identical requests.
@@ -113,8 +119,29 @@ pub struct KvLinkSpec {
     pub transfer: TransferMode,
 }
 
-/// Fixed-overhead overrides; unset values come from the calibration.
+/// The benchmark client. Defaults: unlimited connections, no timeout; vllm-ppd's client used
+/// `max_connections = 50` and `request_timeout_s = 120`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSpec {
+    /// Connection-pool size: requests beyond it wait (inside their TTFT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// A request slower than this (E2E) fails and ends its conversation \[s\].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_s: Option<f64>,
+}
+
+/// Router settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterSpec {
+    /// `hash` (vllm-ppd's proxy) or `least-loaded`.
+    pub pinning: crate::sim::Pinning,
+}
+
+/// Fixed-overhead overrides; unset values come from the calibration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverheadSpec {
     /// Arrival → first instance \[ms\].
@@ -123,6 +150,19 @@ pub struct OverheadSpec {
     /// KV transfer done → D receives the request \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pd_handoff_ms: Option<f64>,
+    /// The overheads are work of one FIFO server per instance (default, what the vllm-ppd bursts
+    /// and saturation knees show) rather than pure delays.
+    pub serialized: bool,
+}
+
+impl Default for OverheadSpec {
+    fn default() -> Self {
+        OverheadSpec {
+            request_overhead_ms: None,
+            pd_handoff_ms: None,
+            serialized: true,
+        }
+    }
 }
 
 /// A loaded, checked scenario with its files read.
@@ -342,6 +382,10 @@ impl LoadedScenario {
             request_overhead_ms: sc.overheads.request_overhead_ms.expect("resolved"),
             pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
             template_tokens_per_message: sc.workload.template_tokens_per_message,
+            serialized_overheads: sc.overheads.serialized,
+            client_max_connections: sc.client.max_connections,
+            request_timeout_s: sc.client.request_timeout_s,
+            pinning: sc.router.pinning,
         }
     }
 

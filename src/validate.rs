@@ -24,7 +24,7 @@ use crate::policy::PolicyConfig;
 use crate::scenario::EngineSpec;
 use crate::sim::instance::EngineLimits;
 use crate::sim::workload::TimedConversation;
-use crate::sim::{SimConfig, Simulation, TransferMode};
+use crate::sim::{Pinning, SimConfig, Simulation, TransferMode};
 use crate::time::{SimDuration, SimTime};
 use crate::trace::Turn;
 use rand::SeedableRng;
@@ -162,6 +162,10 @@ pub fn vllm_ppd_config(mode: &str, cal: &CalibrationFile) -> Option<SimConfig> {
         request_overhead_ms: cal.overheads.request_overhead_ms.value,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
         template_tokens_per_message: 0,
+        serialized_overheads: true,
+        client_max_connections: Some(50),
+        request_timeout_s: Some(120.0),
+        pinning: Pinning::Hash,
     })
 }
 

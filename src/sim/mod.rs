@@ -30,7 +30,7 @@ pub mod queue;
 pub mod workload;
 
 use crate::cost_model::CostModel;
-use crate::metrics::{InstanceUsage, RequestRecord, RouteKind};
+use crate::metrics::{InstanceUsage, RequestRecord, RequestStatus, RouteKind};
 use crate::policy::{Policy, PolicyConfig, RouteRequest};
 use crate::time::{SimDuration, SimTime};
 use instance::{EngineLimits, Instance, Role, Seq, SeqEvent};
@@ -48,6 +48,18 @@ pub enum TransferMode {
     Full,
     /// Only prompt tokens the D instance does not hold at routing time.
     Incremental,
+}
+
+/// How conversations are pinned to decode-side (D, pD, R) instances, and requests to P instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pinning {
+    /// A fixed hash of the conversation (vllm-ppd's proxy hashes the prompt's first characters).
+    #[default]
+    Hash,
+    /// Each new conversation goes to the decode-side instance with the fewest active
+    /// conversations; each split request to the P instance with the fewest sequences.
+    LeastLoaded,
 }
 
 /// Everything the simulator needs besides the workload and the cost model.
@@ -71,6 +83,19 @@ pub struct SimConfig {
     pub pd_handoff_ms: f64,
     /// Chat-template tokens added per message \[tokens\].
     pub template_tokens_per_message: u32,
+    /// When true, the fixed overheads are work of FIFO servers: `request_overhead_ms` of one per
+    /// instance (its API server's request handling and tokenisation), `pd_handoff_ms` of one for
+    /// the whole cluster (the PD proxy waiting for P's response and issuing the request to D), so
+    /// bursts queue behind each other; when false they are pure delays.
+    pub serialized_overheads: bool,
+    /// The benchmark client's connection pool (vllm-ppd: `TCPConnector(limit=50)`): at most this
+    /// many requests in flight; TTFT includes the wait for a connection. `None`: unlimited.
+    pub client_max_connections: Option<u32>,
+    /// Client timeout: a request whose E2E exceeds it counts as failed and its conversation
+    /// stops (vllm-ppd: 120 s). `None`: no timeout.
+    pub request_timeout_s: Option<f64>,
+    /// Pinning rule.
+    pub pinning: Pinning,
 }
 
 /// An event (closed enum: the domain is fixed).
@@ -126,6 +151,7 @@ struct Request {
     queue_delay: SimDuration,
     num_cached_tokens: Option<u32>,
     num_transferred_tokens: u32,
+    timed_out: bool,
 }
 
 struct ConvState {
@@ -133,6 +159,7 @@ struct ConvState {
     context_tokens: u32,
     decode_inst: usize,
     prefill_inst: Option<usize>,
+    stopped: bool,
 }
 
 /// What a run produced.
@@ -174,6 +201,11 @@ pub struct Simulation<'a> {
     last_local: Option<bool>,
     mode_switches: u64,
     num_events: u64,
+    frontend_free_at: Vec<SimTime>,
+    handoff_free_at: Vec<SimTime>,
+    in_flight: u32,
+    connection_waiters: std::collections::VecDeque<usize>,
+    active_convs: Vec<u32>,
 }
 
 impl<'a> Simulation<'a> {
@@ -211,6 +243,7 @@ impl<'a> Simulation<'a> {
                     context_tokens: 0,
                     decode_inst: p as usize + (h % d as u64) as usize,
                     prefill_inst: (p > 0).then(|| (splitmix64(h) % p as u64) as usize),
+                    stopped: false,
                 }
             })
             .collect();
@@ -232,6 +265,11 @@ impl<'a> Simulation<'a> {
             last_local: None,
             mode_switches: 0,
             num_events: 0,
+            frontend_free_at: vec![SimTime::ZERO; n],
+            handoff_free_at: vec![SimTime::ZERO; n],
+            in_flight: 0,
+            connection_waiters: Default::default(),
+            active_convs: vec![0; n],
         }
     }
 
@@ -324,6 +362,7 @@ impl<'a> Simulation<'a> {
             queue_delay: SimDuration::ZERO,
             num_cached_tokens: None,
             num_transferred_tokens: 0,
+            timed_out: false,
         };
         st.context_tokens += user + turn.assistant_tokens + tpl;
         st.next_turn += 1;
@@ -353,10 +392,19 @@ impl<'a> Simulation<'a> {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::ConversationStart { conv } => {
+                if self.cfg.pinning == Pinning::LeastLoaded {
+                    let (p, _) = self.cfg.policy.cluster();
+                    let best = (p as usize..self.instances.len())
+                        .min_by_key(|&i| (self.active_convs[i], i))
+                        .expect("≥ 1 decode instance");
+                    self.conv_state[conv].decode_inst = best;
+                }
+                let d = self.conv_state[conv].decode_inst;
+                self.active_convs[d] += 1;
                 let req = self.new_request(conv);
-                self.on_arrival(req);
+                self.on_client_send(req);
             }
-            Event::Arrival { req } => self.on_arrival(req),
+            Event::Arrival { req } => self.on_client_send(req),
             Event::Enqueue { inst, req } => {
                 let r = &self.requests[req];
                 let on_prefill = self.instances[inst].role == Role::Prefill;
@@ -379,20 +427,54 @@ impl<'a> Simulation<'a> {
             Event::KvTransferDone { req } => {
                 let r = &mut self.requests[req];
                 r.kv_ready_at = Some(self.now);
-                let at = self.now + SimDuration::from_ms_f64(self.cfg.pd_handoff_ms);
                 let inst = r.decode_inst;
+                let p = r.prefill_inst.expect("split route");
+                let at = self.serve(p, self.cfg.pd_handoff_ms, true);
                 self.queue.push(at, Event::Enqueue { inst, req });
             }
         }
     }
 
+    /// Completion time of `ms` of fixed-overhead work for instance `inst` starting now: a FIFO
+    /// server per instance when overheads are serialized, a pure delay otherwise.
+    fn serve(&mut self, inst: usize, ms: f64, handoff: bool) -> SimTime {
+        let d = SimDuration::from_ms_f64(ms);
+        if !self.cfg.serialized_overheads {
+            return self.now + d;
+        }
+        // The PD handoff runs in the one proxy (global FIFO); request handling in each instance's API server.
+        let free = if handoff {
+            &mut self.handoff_free_at[0]
+        } else {
+            &mut self.frontend_free_at[inst]
+        };
+        let done = (*free).max(self.now) + d;
+        *free = done;
+        done
+    }
+
+    /// The client sends a turn: it waits for a pooled connection first.
+    fn on_client_send(&mut self, req: usize) {
+        if let Some(limit) = self.cfg.client_max_connections {
+            if self.in_flight >= limit {
+                self.connection_waiters.push_back(req);
+                return;
+            }
+        }
+        self.in_flight += 1;
+        self.on_arrival(req);
+    }
+
     fn on_arrival(&mut self, req: usize) {
         let r = &self.requests[req];
         let cached = self.instances[r.decode_inst].cached_tokens(r.conv);
+        let (p, d) = self.cfg.policy.cluster();
+        let first_direct = p as usize + (d - self.cfg.policy.direct_decode_instances()) as usize;
         let route = self.policy.route(&RouteRequest {
             turn: r.turn,
             num_prompt_tokens: r.num_prompt_tokens,
             num_cached_on_decode: cached,
+            decode_is_direct: r.decode_inst >= first_direct,
         });
         if r.turn >= 2 {
             let local = route == RouteKind::Local;
@@ -403,6 +485,9 @@ impl<'a> Simulation<'a> {
         }
         let conv = r.conv;
         let first = match route {
+            RouteKind::Split if self.cfg.pinning == Pinning::LeastLoaded => (0..self.num_prefill)
+                .min_by_key(|&i| (self.instances[i].num_seqs(), i))
+                .expect("split routes need a P instance"),
             RouteKind::Split => self.conv_state[conv]
                 .prefill_inst
                 .expect("split routes need a P instance"),
@@ -413,7 +498,7 @@ impl<'a> Simulation<'a> {
         if route == RouteKind::Split {
             r.prefill_inst = Some(first);
         }
-        let at = self.now + SimDuration::from_ms_f64(self.cfg.request_overhead_ms);
+        let at = self.serve(first, self.cfg.request_overhead_ms, false);
         self.queue.push(at, Event::Enqueue { inst: first, req });
     }
 
@@ -447,9 +532,22 @@ impl<'a> Simulation<'a> {
                 let r = &mut self.requests[req];
                 assert!(r.completed_at.is_none(), "request {req} completed twice");
                 r.completed_at = Some(self.now);
-                let conv = r.conv;
+                if let Some(t) = self.cfg.request_timeout_s {
+                    r.timed_out = self.now.since(r.arrived_at) > SimDuration::from_secs_f64(t);
+                }
+                let (conv, timed_out, inst) = (r.conv, r.timed_out, r.decode_inst);
+                // The connection returns to the pool; the oldest waiting turn takes it.
+                self.in_flight -= 1;
+                if let Some(next) = self.connection_waiters.pop_front() {
+                    self.in_flight += 1;
+                    self.on_arrival(next);
+                }
                 let k = self.conv_state[conv].next_turn;
-                if k < self.convs[conv].turns.len() {
+                if timed_out || k == self.convs[conv].turns.len() {
+                    // A failed turn ends its conversation (the client does not send the next one).
+                    self.conv_state[conv].stopped = timed_out;
+                    self.active_convs[inst] -= 1;
+                } else {
                     let think = self.convs[conv].think_after[k - 1];
                     let at = self.now + think;
                     // The next turn is created now (its context is known) and arrives after the think time.
@@ -496,6 +594,11 @@ impl<'a> Simulation<'a> {
                 conversation_id: self.convs[r.conv].id.clone(),
                 turn: r.turn,
                 route: r.route,
+                status: if r.timed_out {
+                    RequestStatus::Timeout
+                } else {
+                    RequestStatus::Ok
+                },
                 prefill_instance: r.prefill_inst.map(|p| names[p].clone()),
                 decode_instance: names[r.decode_inst].clone(),
                 arrived_at_ms: r.arrived_at.as_ms(),
@@ -522,12 +625,15 @@ impl<'a> Simulation<'a> {
         }
         records.sort_by_key(|r| (r.conversation, r.turn));
         for (c, st) in self.conv_state.iter().enumerate() {
-            assert_eq!(
-                st.next_turn,
-                self.convs[c].turns.len(),
+            assert!(
+                st.stopped || st.next_turn == self.convs[c].turns.len(),
                 "conversation {c} did not finish"
             );
         }
+        assert!(
+            self.connection_waiters.is_empty() && self.in_flight == 0,
+            "client connections leaked"
+        );
         let makespan = self.now.as_ms().max(1e-9);
         let instances = self
             .instances

@@ -33,6 +33,10 @@ pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
         request_overhead_ms: 2.0,
         pd_handoff_ms: 3.0,
         template_tokens_per_message: 0,
+        serialized_overheads: true,
+        client_max_connections: None,
+        request_timeout_s: None,
+        pinning: ppdsim::sim::Pinning::Hash,
     }
 }
 
@@ -237,4 +241,155 @@ fn pd_turn1_event_sequence_step_by_step() {
     assert_eq!(sim.instances()[0].cached_tokens(0), 100);
     assert_eq!(sim.instances()[1].cached_tokens(0), 102);
     assert_eq!(sim.now(), SimTime(59_107));
+}
+
+fn one_turn(n: usize) -> Vec<TimedConversation> {
+    (0..n)
+        .map(|i| TimedConversation {
+            id: format!("c{i}"),
+            start_at: SimTime::ZERO,
+            turns: vec![Turn {
+                user_tokens: 100,
+                assistant_tokens: 3,
+            }],
+            think_after: vec![],
+        })
+        .collect()
+}
+
+fn run_cfg(cfg: SimConfig, convs: Vec<TimedConversation>) -> Vec<RequestRecord> {
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    Simulation::new(cfg, &cost, convs).run().records
+}
+
+#[test]
+fn serialized_request_overhead_queues_a_burst() {
+    let rep1 = PolicyConfig::Replication {
+        name: None,
+        instances: 1,
+    };
+    // Serialized: A enqueued at 2 ms, B at 4 ms (the API server handles one request at a time).
+    // A's prefill 2→12; B joins the next iteration 12→22 (with A's decode): B's TTFT is 22 ms.
+    let r = run_cfg(config(rep1.clone(), 8192), one_turn(2));
+    close(r[0].ttft_ms, 12.0);
+    close(r[1].ttft_ms, 22.0);
+    // As pure delays both arrive at 2 ms and share the first iteration.
+    let mut cfg = config(rep1, 8192);
+    cfg.serialized_overheads = false;
+    let r = run_cfg(cfg, one_turn(2));
+    close(r[0].ttft_ms, 12.0);
+    close(r[1].ttft_ms, 12.0);
+}
+
+#[test]
+fn pd_handoff_is_one_proxy_queue() {
+    // Two conversations on 2 P + 2 D: whatever the pinning, both prefills end at 12 ms and both
+    // transfers (on separate P links, or queued on one) are done by 26.107 / 40.214 ms; the proxy
+    // hands them over one after the other, so the second reaches D at least 3 ms after the first.
+    let r = run_cfg(
+        config(
+            PolicyConfig::Pd {
+                name: None,
+                prefill_instances: 2,
+                decode_instances: 2,
+            },
+            8192,
+        ),
+        one_turn(2),
+    );
+    let mut ttfts: Vec<f64> = r.iter().map(|x| x.ttft_ms).collect();
+    ttfts.sort_by(f64::total_cmp);
+    close(ttfts[0], 39.107);
+    assert!(ttfts[1] >= 42.107 - 1e-9, "{ttfts:?}");
+}
+
+#[test]
+fn client_connection_pool_delays_sends_inside_ttft() {
+    let mut cfg = config(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 1,
+        },
+        8192,
+    );
+    cfg.client_max_connections = Some(1);
+    let r = run_cfg(cfg, one_turn(2));
+    // A: enqueue 2, first token 12, done 32. B waits for A's connection until 32, enqueue 34,
+    // first token 44: TTFT counts from B's send at 0.
+    close(r[0].e2e_ms, 32.0);
+    close(r[1].ttft_ms, 44.0);
+    close(r[1].e2e_ms, 64.0);
+}
+
+#[test]
+fn timeouts_fail_the_request_and_end_the_conversation() {
+    let mut cfg = config(ppd(), 8192);
+    // Turn 1 takes 59.107 ms end to end: a 50 ms timeout fails it; turn 2 is never sent.
+    cfg.request_timeout_s = Some(0.050);
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let res = Simulation::new(cfg, &cost, conversation()).run();
+    assert_eq!(res.records.len(), 1);
+    assert_eq!(res.records[0].status, ppdsim::metrics::RequestStatus::Timeout);
+    let s = ppdsim::metrics::Summary::from_records(
+        "ppd",
+        1,
+        &res.records,
+        &ppdsim::metrics::Slo {
+            ttft_ms: 1e9,
+            tpot_ms: 1e9,
+        },
+        vec![],
+        0,
+    );
+    assert_eq!((s.num_requests, s.num_failed), (0, 1));
+}
+
+#[test]
+fn least_loaded_pinning_spreads_conversations() {
+    let mut cfg = config(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 2,
+        },
+        8192,
+    );
+    cfg.pinning = ppdsim::sim::Pinning::LeastLoaded;
+    let r = run_cfg(cfg, one_turn(4));
+    let on_r0 = r.iter().filter(|x| x.decode_instance == "R0").count();
+    assert_eq!(on_r0, 2);
+}
+
+#[test]
+fn mixed_pool_routes_turn2_by_the_pinned_instance_kind() {
+    // 1 P + 1 D + 1 pD: conversations pinned to the pD go direct on turn 2, the others via P.
+    let convs: Vec<TimedConversation> = (0..8)
+        .map(|i| TimedConversation {
+            id: format!("c{i}"),
+            ..conversation().remove(0)
+        })
+        .collect();
+    let r = run_cfg(
+        config(
+            PolicyConfig::Mixed {
+                name: None,
+                prefill_instances: 1,
+                decode_instances: 1,
+                direct_decode_instances: 1,
+            },
+            8192,
+        ),
+        convs,
+    );
+    for x in r.iter().filter(|x| x.turn == 2) {
+        let expect = if x.decode_instance == "D1" {
+            RouteKind::Local
+        } else {
+            RouteKind::Split
+        };
+        assert_eq!(x.route, expect, "{}", x.decode_instance);
+    }
+    assert!(
+        r.iter().any(|x| x.turn == 2 && x.route == RouteKind::Local)
+            && r.iter().any(|x| x.turn == 2 && x.route == RouteKind::Split)
+    );
 }

@@ -60,8 +60,11 @@ proptest! {
     fn every_request_completes_once_and_tokens_are_conserved(convs in prop::collection::vec(conv_strategy(), 1..12), budget in 16u32..512, cap in 150u64..400) {
         let cost = LinearCostModel { coefficients: IterationCoefficients::from_array([5.0, 0.02, 1e-5, 0.01, 7e-5]) };
         let total_turns: usize = convs.iter().map(|c| c.turns.len()).sum();
-        for p in policies() {
+        for (k, p) in policies().into_iter().enumerate() {
             let mut cfg = super::lifecycle::config(p, budget);
+            // Alternate the client pool and the pinning rule across policies.
+            cfg.client_max_connections = if k % 2 == 0 { Some(3) } else { None };
+            cfg.pinning = if k % 2 == 1 { ppdsim::sim::Pinning::LeastLoaded } else { ppdsim::sim::Pinning::Hash };
             cfg.template_tokens_per_message = 3;
             // Small KV memory (blocks of 16) to force prefix-cache evictions; every request still fits.
             cfg.limits.capacity_blocks = cap;
