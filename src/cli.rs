@@ -78,8 +78,9 @@ pub enum Command {
         strict: bool,
     },
     /// Run the simulator on measured points and print measured vs predicted latency with the
-    /// error per point and the median absolute error. Supported: vllm-ppd v3 low-QPS files
-    /// (`*_v3_*.lowqps.json`); directories are searched for them.
+    /// error. Supported: vllm-ppd comprehensive sweep points (files under a `comprehensive`
+    /// folder: median error below saturation, PD-vs-PPD winner agreement, saturation knees) and
+    /// v3 low-QPS files (`*_v3_*.lowqps.json`: error per point). Directories are searched.
     Validate {
         /// Measured files or directories.
         #[arg(required = true)]
@@ -251,7 +252,7 @@ fn collect_json(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 for e in entries {
                     if e.is_dir() {
                         stack.push(e);
-                    } else if e.to_string_lossy().ends_with(".lowqps.json") && e.to_string_lossy().contains("_v3_") {
+                    } else if e.extension().is_some_and(|x| x == "json") {
                         out.push(e);
                     }
                 }
@@ -278,18 +279,70 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
         .into());
     }
     let mut points = Vec::new();
+    let mut comprehensive = Vec::new();
+    let mut skipped_failed = 0usize;
     for f in &files {
-        points.extend(crate::validate::read_lowqps(f)?);
+        if f.to_string_lossy().ends_with(".lowqps.json") && f.to_string_lossy().contains("_v3_") {
+            points.extend(crate::validate::read_lowqps(f)?);
+        } else if f.to_string_lossy().ends_with(".json")
+            && f.parent()
+                .is_some_and(|d| d.to_string_lossy().contains("comprehensive"))
+            || files.len() == 1 && !f.to_string_lossy().ends_with(".lowqps.json")
+        {
+            match crate::validate::read_comprehensive(f)? {
+                Some(p) => comprehensive.push(p),
+                None => skipped_failed += 1,
+            }
+        }
     }
-    let rows: Vec<crate::validate::ValidationRow> = points
-        .par_iter()
-        .filter_map(|p| crate::validate::simulate_point(p, &cal, seed))
-        .flatten()
-        .collect();
-    print!("{}", crate::validate::report(&rows));
-    if let Some(out) = output {
-        write_atomic(&out, &output::to_csv(&rows)?)?;
-        println!("wrote {}", out.display());
+    if !points.is_empty() {
+        let rows: Vec<crate::validate::ValidationRow> = points
+            .par_iter()
+            .filter_map(|p| crate::validate::simulate_point(p, &cal, seed))
+            .flatten()
+            .collect();
+        print!("{}", crate::validate::report(&rows));
+        if let Some(out) = &output {
+            write_atomic(out, &output::to_csv(&rows)?)?;
+            println!("wrote {}", out.display());
+        }
+    }
+    if !comprehensive.is_empty() {
+        let bar = indicatif::ProgressBar::new(comprehensive.len() as u64);
+        let rows: Vec<crate::validate::ComprehensiveRow> = comprehensive
+            .par_iter()
+            .filter_map(|(c, w, q, v)| {
+                let r = crate::validate::simulate_comprehensive(c, w, *q, v, &cal, seed);
+                bar.inc(1);
+                r
+            })
+            .collect();
+        bar.finish_and_clear();
+        println!(
+            "{} comprehensive points simulated, {skipped_failed} skipped (no successful request measured)",
+            rows.len()
+        );
+        print!("{}", crate::validate::comprehensive_summary(&rows));
+        if let Some(out) = &output {
+            let p = if points.is_empty() {
+                out.clone()
+            } else {
+                out.with_extension("comprehensive.csv")
+            };
+            write_atomic(&p, &output::to_csv(&rows)?)?;
+            println!("wrote {}", p.display());
+        }
+    }
+    if points.is_empty() && comprehensive.is_empty() {
+        return Err(InputError {
+            location: measured
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: "no supported measured points (vllm-ppd v3 low-QPS files or comprehensive points)".into(),
+        }
+        .into());
     }
     Ok(EXIT_OK)
 }

@@ -1,6 +1,17 @@
 //! `ppdsim validate`: run the simulator on measured points and compare.
 //!
-//! Supported now: the vllm-ppd v3 low-QPS files (`*_v3_*.lowqps.json`, 4 GPUs). For each point
+//! ## Comprehensive sweep points (`comprehensive/<config>/*.json`)
+//! The cluster comes from the config name (`1P_3D` → PD 1 P + 3 D, `1P_3pD` → PPD, `1P_2D_1pD` →
+//! mixed pool, `4R` → replication); conversations start Poisson at the point's QPS within a 10 s
+//! window; two turns (context class small 128→128 / large 1024→1024, then the turn-2 type's
+//! in→out, joined with `"\n"`), no think time, exact output lengths; the client's 50-connection
+//! pool and 120 s timeout; the calibrated overheads as FIFO work (one API-server queue per
+//! instance, one proxy queue for PD handoffs). Points with no successful request measured are
+//! skipped. The summary gives, per config, the median |error| below the measured saturation knee,
+//! PD-vs-PPD winner agreement by turn-2 p50 TTFT, and measured vs predicted knees.
+//!
+//! ## Low-QPS points (`*_v3_*.lowqps.json`, 4 GPUs)
+//! For each point
 //! (workload, target QPS, mode) the simulator replays the benchmark's protocol on the cluster the
 //! mode names — `pd`: 2 P + 2 D, `ppd`: 2 P + 2 pD, `replication`: 4 replicas —
 //!
@@ -69,7 +80,7 @@ pub struct ValidationRow {
     pub measured_ms: f64,
     /// Predicted \[ms\].
     pub predicted_ms: f64,
-    /// (predicted − measured) / measured [%].
+    /// (predicted − measured) / measured \[%\].
     pub error_pct: f64,
 }
 
@@ -280,6 +291,368 @@ pub fn report(rows: &[ValidationRow]) -> String {
             let _ = write!(line, "  {m}: {:>5.1}% (n={})", median_abs_error_pct(&sel), sel.len());
         }
         let _ = writeln!(s, "{line}");
+    }
+    s
+}
+
+/// Turn shapes of the vllm-ppd comprehensive protocol: context class → turn 1 (in, out).
+pub fn comprehensive_turn1(context: &str) -> Option<(u32, u32)> {
+    match context {
+        "small" => Some((128, 128)),
+        "large" => Some((1024, 1024)),
+        _ => None,
+    }
+}
+
+/// Turn-2 type → (in, out) of the vllm-ppd comprehensive protocol.
+pub fn comprehensive_turn2(kind: &str) -> Option<(u32, u32)> {
+    Some(match kind {
+        "tiny" => (16, 32),
+        "short_gen" => (32, 256),
+        "long_gen" => (32, 512),
+        "very_long_gen" => (64, 1024),
+        "small_bal" => (64, 64),
+        "mid_bal" => (128, 128),
+        "mid_paste" => (256, 64),
+        "big_paste" => (512, 64),
+        "huge_paste" => (1024, 32),
+        _ => return None,
+    })
+}
+
+/// The cluster a vllm-ppd config name describes (`1P_3D`, `1P_3pD`, `1P_2D_1pD`, `4R`, …).
+pub fn policy_for_config(name: &str) -> Option<PolicyConfig> {
+    let (mut p, mut d, mut pd, mut r) = (0u32, 0u32, 0u32, 0u32);
+    for part in name.split('_') {
+        let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let n: u32 = digits.parse().ok()?;
+        match &part[digits.len()..] {
+            "P" => p += n,
+            "D" => d += n,
+            "pD" => pd += n,
+            "R" => r += n,
+            _ => return None,
+        }
+    }
+    let label = Some(name.to_string());
+    match (p, d, pd, r) {
+        (0, 0, 0, r) if r > 0 => Some(PolicyConfig::Replication {
+            name: label,
+            instances: r,
+        }),
+        (p, d, 0, 0) if p > 0 && d > 0 => Some(PolicyConfig::Pd {
+            name: label,
+            prefill_instances: p,
+            decode_instances: d,
+        }),
+        (p, 0, pd, 0) if p > 0 && pd > 0 => Some(PolicyConfig::Ppd {
+            name: label,
+            prefill_instances: p,
+            decode_instances: pd,
+        }),
+        (p, d, pd, 0) if p > 0 && d > 0 && pd > 0 => Some(PolicyConfig::Mixed {
+            name: label,
+            prefill_instances: p,
+            decode_instances: d,
+            direct_decode_instances: pd,
+        }),
+        _ => None,
+    }
+}
+
+/// One comprehensive point: measured and predicted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ComprehensiveRow {
+    /// Configuration (`1P_3D`, …).
+    pub config: String,
+    /// Workload (`large_mid_bal`, …).
+    pub workload: String,
+    /// New conversations per second.
+    pub qps: f64,
+    /// Measured success rate \[%\].
+    pub measured_success_pct: f64,
+    /// Predicted success rate \[%\].
+    pub predicted_success_pct: f64,
+    /// Turn-1 p50 TTFT, measured / predicted \[ms\].
+    pub t1_p50_ttft_measured_ms: f64,
+    /// Predicted.
+    pub t1_p50_ttft_predicted_ms: f64,
+    /// Turn-1 p99 TTFT, measured \[ms\].
+    pub t1_p99_ttft_measured_ms: f64,
+    /// Predicted.
+    pub t1_p99_ttft_predicted_ms: f64,
+    /// Turn-2 p50 TTFT, measured \[ms\].
+    pub t2_p50_ttft_measured_ms: f64,
+    /// Predicted.
+    pub t2_p50_ttft_predicted_ms: f64,
+    /// Turn-2 p99 TTFT, measured \[ms\].
+    pub t2_p99_ttft_measured_ms: f64,
+    /// Predicted.
+    pub t2_p99_ttft_predicted_ms: f64,
+    /// Turn-1 mean TPOT, measured \[ms\].
+    pub t1_mean_tpot_measured_ms: f64,
+    /// Predicted.
+    pub t1_mean_tpot_predicted_ms: f64,
+    /// Turn-2 mean TPOT, measured \[ms\].
+    pub t2_mean_tpot_measured_ms: f64,
+    /// Predicted.
+    pub t2_mean_tpot_predicted_ms: f64,
+    /// Below the measured saturation knee (turn-1 p50 TTFT ≤ 1 s and every request succeeded).
+    pub below_saturation: bool,
+}
+
+/// Reads one comprehensive point; `Ok(None)` for a point with no successful request.
+///
+/// # Errors
+/// Not a comprehensive file, an unknown workload or config name.
+pub fn read_comprehensive(path: &Path) -> InputResult<Option<(String, String, f64, serde_json::Value)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| InputError::file(path, format!("not JSON: {e}")))?;
+    let (Some(cfg), Some(w), Some(q)) = (v["config"].as_str(), v["workload"].as_str(), v["qps"].as_f64()) else {
+        return Err(InputError::file(
+            path,
+            "not a vllm-ppd comprehensive point (expected config, workload, qps, turn1, turn2)",
+        ));
+    };
+    if v["success_rate"].as_f64().unwrap_or(0.0) <= 0.0 {
+        return Ok(None);
+    }
+    Ok(Some((cfg.to_string(), w.to_string(), q, v)))
+}
+
+fn pct(xs: &mut [f64], p: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    percentile_sorted(xs, p)
+}
+
+/// Simulates one comprehensive point (protocol in the module docs of [`crate::validate`]).
+pub fn simulate_comprehensive(
+    config: &str,
+    workload: &str,
+    qps: f64,
+    measured: &serde_json::Value,
+    cal: &CalibrationFile,
+    seed: u64,
+) -> Option<ComprehensiveRow> {
+    let policy = policy_for_config(config)?;
+    let (ctx, kind) = workload.split_once('_')?;
+    let (t1_in, t1_out) = comprehensive_turn1(ctx)?;
+    let (t2_in, t2_out) = comprehensive_turn2(kind)?;
+    let mut cfg = vllm_ppd_config("pd", cal)?;
+    cfg.policy = policy;
+    let cost = LinearCostModel {
+        coefficients: cal.coefficients().ok()?,
+    };
+    // Poisson conversation starts at `qps` within a 10 s window (the benchmark's generator).
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::sim::splitmix64((qps * 1000.0) as u64));
+    let gap = Exp::new(qps).ok()?;
+    let mut t = gap.sample(&mut rng);
+    let mut convs = Vec::new();
+    while t < 10.0 {
+        convs.push(TimedConversation {
+            id: format!("{workload}-{}", convs.len()),
+            start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
+            turns: vec![
+                Turn {
+                    user_tokens: t1_in,
+                    assistant_tokens: t1_out,
+                },
+                Turn {
+                    user_tokens: t2_in + 1,
+                    assistant_tokens: t2_out,
+                },
+            ],
+            think_after: vec![SimDuration::ZERO],
+        });
+        t += gap.sample(&mut rng);
+    }
+    if convs.is_empty() {
+        convs.push(TimedConversation {
+            id: format!("{workload}-0"),
+            start_at: SimTime::ZERO,
+            turns: vec![
+                Turn {
+                    user_tokens: t1_in,
+                    assistant_tokens: t1_out,
+                },
+                Turn {
+                    user_tokens: t2_in + 1,
+                    assistant_tokens: t2_out,
+                },
+            ],
+            think_after: vec![SimDuration::ZERO],
+        });
+    }
+    let r = Simulation::new(cfg, &cost, convs).run();
+    let ok = |turn: usize| -> Vec<&RequestRecord> {
+        r.records
+            .iter()
+            .filter(|x| x.turn == turn && x.status == crate::metrics::RequestStatus::Ok)
+            .collect()
+    };
+    // Requests issued: every turn 1, and turn 2 of conversations whose turn 1 succeeded.
+    let issued = r.records.len();
+    let succeeded = r
+        .records
+        .iter()
+        .filter(|x| x.status == crate::metrics::RequestStatus::Ok)
+        .count();
+    let mean = |xs: Vec<f64>| {
+        if xs.is_empty() {
+            f64::NAN
+        } else {
+            xs.iter().sum::<f64>() / xs.len() as f64
+        }
+    };
+    let m = |turn: &str, key: &str| measured[turn][key].as_f64().unwrap_or(f64::NAN);
+    let t1_ttft: Vec<f64> = ok(1).iter().map(|x| x.ttft_ms).collect();
+    let t2_ttft: Vec<f64> = ok(2).iter().map(|x| x.ttft_ms).collect();
+    let success = measured["success_rate"].as_f64().unwrap_or(0.0);
+    Some(ComprehensiveRow {
+        config: config.to_string(),
+        workload: workload.to_string(),
+        qps,
+        measured_success_pct: success,
+        predicted_success_pct: 100.0 * succeeded as f64 / issued.max(1) as f64,
+        t1_p50_ttft_measured_ms: m("turn1", "p50_ttft_ms"),
+        t1_p50_ttft_predicted_ms: pct(&mut t1_ttft.clone(), 50.0),
+        t1_p99_ttft_measured_ms: m("turn1", "p99_ttft_ms"),
+        t1_p99_ttft_predicted_ms: pct(&mut t1_ttft.clone(), 99.0),
+        t2_p50_ttft_measured_ms: m("turn2", "p50_ttft_ms"),
+        t2_p50_ttft_predicted_ms: pct(&mut t2_ttft.clone(), 50.0),
+        t2_p99_ttft_measured_ms: m("turn2", "p99_ttft_ms"),
+        t2_p99_ttft_predicted_ms: pct(&mut t2_ttft.clone(), 99.0),
+        t1_mean_tpot_measured_ms: m("turn1", "avg_tpot_ms"),
+        t1_mean_tpot_predicted_ms: mean(ok(1).iter().filter_map(|x| x.tpot_ms).collect()),
+        t2_mean_tpot_measured_ms: m("turn2", "avg_tpot_ms"),
+        t2_mean_tpot_predicted_ms: mean(ok(2).iter().filter_map(|x| x.tpot_ms).collect()),
+        below_saturation: success >= 100.0 && m("turn1", "p50_ttft_ms") <= 1000.0,
+    })
+}
+
+fn err(pred: f64, meas: f64) -> f64 {
+    100.0 * (pred - meas) / meas
+}
+
+/// The summary of a comprehensive validation: per config, median |error| below saturation of
+/// turn-2 p50 TTFT and turn-2 mean TPOT; PD-vs-PPD winner agreement by turn-2 p50 TTFT; and the
+/// measured vs predicted saturation knee (first QPS whose turn-1 p50 TTFT exceeds 1 s or that
+/// fails) per config and workload.
+pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    let mut s = String::new();
+    let mut configs: Vec<&str> = rows.iter().map(|r| r.config.as_str()).collect();
+    configs.sort_unstable();
+    configs.dedup();
+    let med = |mut v: Vec<f64>| if v.is_empty() { f64::NAN } else { pct(&mut v, 50.0) };
+    let _ = writeln!(
+        s,
+        "median |error| below saturation (measured turn-1 p50 TTFT ≤ 1 s, all requests succeeded):"
+    );
+    let _ = writeln!(
+        s,
+        "  {:<12} {:>6} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "config", "points", "T2 p50 TTFT", "T2 p99 TTFT", "T2 mean TPOT", "T1 p50 TTFT", "T1 mean TPOT"
+    );
+    for c in &configs {
+        let sel: Vec<&ComprehensiveRow> = rows.iter().filter(|r| r.config == *c && r.below_saturation).collect();
+        let e = |f: &dyn Fn(&ComprehensiveRow) -> (f64, f64)| {
+            med(sel
+                .iter()
+                .map(|r| f(r))
+                .filter(|(p, m)| p.is_finite() && m.is_finite() && *m > 0.0)
+                .map(|(p, m)| err(p, m).abs())
+                .collect())
+        };
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>6} {:>13.1}% {:>13.1}% {:>13.1}% {:>13.1}% {:>13.1}%",
+            c,
+            sel.len(),
+            e(&|r| (r.t2_p50_ttft_predicted_ms, r.t2_p50_ttft_measured_ms)),
+            e(&|r| (r.t2_p99_ttft_predicted_ms, r.t2_p99_ttft_measured_ms)),
+            e(&|r| (r.t2_mean_tpot_predicted_ms, r.t2_mean_tpot_measured_ms)),
+            e(&|r| (r.t1_p50_ttft_predicted_ms, r.t1_p50_ttft_measured_ms)),
+            e(&|r| (r.t1_mean_tpot_predicted_ms, r.t1_mean_tpot_measured_ms)),
+        );
+    }
+    // Winner agreement PD (1P_3D) vs PPD (1P_3pD).
+    let key = |r: &ComprehensiveRow| (r.workload.clone(), (r.qps * 10.0) as i64);
+    let pd: BTreeMap<_, &ComprehensiveRow> = rows
+        .iter()
+        .filter(|r| r.config == "1P_3D" && r.measured_success_pct >= 100.0)
+        .map(|r| (key(r), r))
+        .collect();
+    let ppd: BTreeMap<_, &ComprehensiveRow> = rows
+        .iter()
+        .filter(|r| r.config == "1P_3pD" && r.measured_success_pct >= 100.0)
+        .map(|r| (key(r), r))
+        .collect();
+    let (mut agree, mut total) = (0, 0);
+    for (k, a) in &pd {
+        if let Some(b) = ppd.get(k) {
+            total += 1;
+            let measured_pd = a.t2_p50_ttft_measured_ms < b.t2_p50_ttft_measured_ms;
+            let predicted_pd = a.t2_p50_ttft_predicted_ms < b.t2_p50_ttft_predicted_ms;
+            agree += (measured_pd == predicted_pd) as usize;
+        }
+    }
+    let _ = writeln!(
+        s,
+        "PD (1P_3D) vs PPD (1P_3pD) winner by turn-2 p50 TTFT: {agree}/{total} points agree ({:.1}%)",
+        100.0 * agree as f64 / total.max(1) as f64
+    );
+    // Knees.
+    let qps_levels = [0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0];
+    let step = |q: f64| qps_levels.iter().position(|x| (x - q).abs() < 1e-9);
+    let mut groups: BTreeMap<(String, String), Vec<&ComprehensiveRow>> = BTreeMap::new();
+    for r in rows {
+        groups
+            .entry((r.config.clone(), r.workload.clone()))
+            .or_default()
+            .push(r);
+    }
+    let (mut within, mut counted) = (0, 0);
+    let mut knee_lines = Vec::new();
+    for ((c, w), mut v) in groups {
+        v.sort_by(|a, b| a.qps.total_cmp(&b.qps));
+        // Configs whose points failed at every load (server errors) have no knee to compare.
+        if v.len() < 3 {
+            continue;
+        }
+        let mk = v
+            .iter()
+            .find(|r| r.t1_p50_ttft_measured_ms > 1000.0 || r.measured_success_pct < 100.0)
+            .map(|r| r.qps);
+        let pk = v
+            .iter()
+            .find(|r| r.t1_p50_ttft_predicted_ms > 1000.0 || r.predicted_success_pct < 100.0)
+            .map(|r| r.qps);
+        counted += 1;
+        let ok = match (mk, pk) {
+            (None, None) => true,
+            (Some(a), Some(b)) => step(a).zip(step(b)).is_some_and(|(i, j)| i.abs_diff(j) <= 1),
+            (Some(a), None) | (None, Some(a)) => a >= 20.0,
+        };
+        within += ok as usize;
+        knee_lines.push(format!(
+            "  {c:<12} {w:<22} measured {:>6} predicted {:>6}{}",
+            mk.map_or("none".into(), |q| q.to_string()),
+            pk.map_or("none".into(), |q| q.to_string()),
+            if ok { "" } else { "  ✗" }
+        ));
+    }
+    let _ = writeln!(
+        s,
+        "saturation knee (first QPS with turn-1 p50 TTFT > 1 s or failures) within one QPS step: {within}/{counted}"
+    );
+    for l in knee_lines {
+        let _ = writeln!(s, "{l}");
     }
     s
 }

@@ -155,7 +155,7 @@ pub fn rmse(y: &[f64], pred: &[f64]) -> f64 {
     (y.iter().zip(pred).map(|(v, p)| (v - p).powi(2)).sum::<f64>() / y.len() as f64).sqrt()
 }
 
-/// Mean absolute percentage error [%].
+/// Mean absolute percentage error \[%\].
 pub fn mape_pct(y: &[f64], pred: &[f64]) -> f64 {
     100.0 * y.iter().zip(pred).map(|(v, p)| ((v - p) / v).abs()).sum::<f64>() / y.len() as f64
 }

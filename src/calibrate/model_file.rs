@@ -90,9 +90,9 @@ pub struct PhaseFit {
     pub r_squared: f64,
     /// Root-mean-square error \[ms\].
     pub rmse_ms: f64,
-    /// Mean absolute percentage error [%].
+    /// Mean absolute percentage error \[%\].
     pub mape_pct: f64,
-    /// 5-fold cross-validated MAPE [%] (folds by sample index mod 5).
+    /// 5-fold cross-validated MAPE \[%\] (folds by sample index mod 5).
     pub cv_mape_pct: f64,
 }
 

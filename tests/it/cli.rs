@@ -250,3 +250,59 @@ fn strict_calibration_refuses_physically_impossible_data() {
         .stderr(predicate::str::contains("physics check"));
     assert!(!out.exists(), "--strict writes nothing on failure");
 }
+
+#[test]
+fn validate_comprehensive_points_reports_winner_and_knee() {
+    let out = ppdsim()
+        .arg("validate")
+        .arg(root().join("tests/data/comprehensive"))
+        .arg("-c")
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("6 comprehensive points simulated"), "{text}");
+    // small_tiny: PPD's turn-2 TTFT beats PD's at every load, measured and predicted.
+    assert!(text.contains("winner by turn-2 p50 TTFT: 3/3 points agree"), "{text}");
+    // PD saturates first: its proxy handoff queue serves every turn.
+    assert!(text.contains("median |error| below saturation"), "{text}");
+}
+
+#[test]
+fn comprehensive_configs_map_to_clusters() {
+    use ppdsim::policy::PolicyConfig;
+    use ppdsim::validate::policy_for_config;
+    assert!(matches!(
+        policy_for_config("1P_3D"),
+        Some(PolicyConfig::Pd {
+            prefill_instances: 1,
+            decode_instances: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        policy_for_config("1P_3pD"),
+        Some(PolicyConfig::Ppd {
+            prefill_instances: 1,
+            decode_instances: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        policy_for_config("1P_2D_1pD"),
+        Some(PolicyConfig::Mixed {
+            prefill_instances: 1,
+            decode_instances: 2,
+            direct_decode_instances: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        policy_for_config("4R"),
+        Some(PolicyConfig::Replication { instances: 4, .. })
+    ));
+    assert!(policy_for_config("2X").is_none());
+}
