@@ -281,19 +281,27 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
     let mut points = Vec::new();
     let mut comprehensive = Vec::new();
     let mut skipped_failed = 0usize;
+    let mut skipped_other = 0usize;
     for f in &files {
-        if f.to_string_lossy().ends_with(".lowqps.json") && f.to_string_lossy().contains("_v3_") {
-            points.extend(crate::validate::read_lowqps(f)?);
-        } else if f.to_string_lossy().ends_with(".json")
-            && f.parent()
-                .is_some_and(|d| d.to_string_lossy().contains("comprehensive"))
-            || files.len() == 1 && !f.to_string_lossy().ends_with(".lowqps.json")
-        {
-            match crate::validate::read_comprehensive(f)? {
+        // Chosen by content; files of other schemas inside a searched directory are skipped.
+        let fmt = crate::calibrate::readers::read_text(f)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| crate::calibrate::readers::vllm_ppd::detect(&v));
+        match fmt {
+            Some(crate::calibrate::readers::Format::VllmPpdLowqpsV3) => points.extend(crate::validate::read_lowqps(f)?),
+            Some(crate::calibrate::readers::Format::VllmPpdComprehensive) => match crate::validate::read_comprehensive(f)? {
                 Some(p) => comprehensive.push(p),
                 None => skipped_failed += 1,
+            },
+            _ if measured.iter().any(|m| m == f) => {
+                return Err(InputError::file(f, "not a supported measured point file (vllm-ppd comprehensive point or v3 low-QPS file)").into());
             }
+            _ => skipped_other += 1,
         }
+    }
+    if skipped_other > 0 {
+        eprintln!("note: {skipped_other} JSON files of other schemas skipped");
     }
     if !points.is_empty() {
         let rows: Vec<crate::validate::ValidationRow> = points
