@@ -146,6 +146,7 @@ pub fn simulate(sc: &LoadedScenario) -> RunResults {
     let convs = workload::generate(
         &sc.trace,
         w.num_conversations,
+        w.window_s,
         w.order,
         &w.arrival,
         &w.think_time,
@@ -199,7 +200,7 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32
         println!(
             "scenario {}: {} conversations, {} policies, seed {}, KV capacity {} tokens/instance",
             sc.resolved.name,
-            sc.resolved.workload.num_conversations,
+            res.summaries.first().map_or(0, |s| s.num_conversations),
             sc.resolved.policy.len(),
             sc.resolved.seed,
             sc.kv_capacity_tokens
@@ -290,12 +291,18 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
             .and_then(|v| crate::calibrate::readers::vllm_ppd::detect(&v));
         match fmt {
             Some(crate::calibrate::readers::Format::VllmPpdLowqpsV3) => points.extend(crate::validate::read_lowqps(f)?),
-            Some(crate::calibrate::readers::Format::VllmPpdComprehensive) => match crate::validate::read_comprehensive(f)? {
-                Some(p) => comprehensive.push(p),
-                None => skipped_failed += 1,
-            },
+            Some(crate::calibrate::readers::Format::VllmPpdComprehensive) => {
+                match crate::validate::read_comprehensive(f)? {
+                    Some(p) => comprehensive.push(p),
+                    None => skipped_failed += 1,
+                }
+            }
             _ if measured.iter().any(|m| m == f) => {
-                return Err(InputError::file(f, "not a supported measured point file (vllm-ppd comprehensive point or v3 low-QPS file)").into());
+                return Err(InputError::file(
+                    f,
+                    "not a supported measured point file (vllm-ppd comprehensive point or v3 low-QPS file)",
+                )
+                .into());
             }
             _ => skipped_other += 1,
         }

@@ -57,10 +57,18 @@ pub struct Scenario {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
-    /// Native trace (JSONL).
-    pub trace: PathBuf,
-    /// Conversations to replay (≤ conversations in the trace).
-    pub num_conversations: usize,
+    /// Native trace (JSONL); exactly one of `trace` and `synthetic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<PathBuf>,
+    /// Synthetic conversations (a measurement protocol) instead of a trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<crate::sim::workload::SyntheticSpec>,
+    /// Conversations to replay (≤ conversations in a trace; synthetic lists are cycled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_conversations: Option<usize>,
+    /// Instead of a count: start conversations until the arrival process passes this time \[s\].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<f64>,
     /// Trace order or seeded shuffle.
     #[serde(default)]
     pub order: ConversationOrder,
@@ -124,12 +132,24 @@ pub struct KvLinkSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientSpec {
+    /// `vllm-ppd`: the benchmark client of the vllm-ppd artifact (`max_connections = 50`,
+    /// `request_timeout_s = 120`); explicit keys override it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<ClientPreset>,
     /// Connection-pool size: requests beyond it wait (inside their TTFT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     /// A request slower than this (E2E) fails and ends its conversation \[s\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_s: Option<f64>,
+}
+
+/// Named client configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientPreset {
+    /// vllm-ppd's aiohttp client: 50 connections, 120 s timeout.
+    VllmPpd,
 }
 
 /// Router settings.
@@ -169,7 +189,7 @@ impl Default for OverheadSpec {
 pub struct LoadedScenario {
     /// The scenario with every value filled in (what `scenario.resolved.toml` holds).
     pub resolved: Scenario,
-    /// Trace conversations.
+    /// Source conversations (the trace, or the synthetic protocol's).
     pub trace: Vec<crate::trace::Conversation>,
     /// Calibration.
     pub calibration: CalibrationFile,
@@ -286,25 +306,73 @@ impl LoadedScenario {
         let capacity_blocks = (budget_bytes / kv_bytes as f64 / e.block_size as f64).floor() as u64;
         let kv_capacity_tokens = capacity_blocks * e.block_size as u64;
 
-        let trace_path = base.join(&w.trace);
-        if !trace_path.is_file() {
-            return Err(InputError::key(
-                path,
-                "workload.trace",
-                format!("trace {} not found (paths are relative to the scenario file); create one with `ppdsim trace import`", trace_path.display()),
-            ));
-        }
-        let trace = crate::trace::read_trace(&trace_path)?;
-        if w.num_conversations == 0 || w.num_conversations > trace.len() {
-            return Err(InputError::key(
-                path,
-                "workload.num_conversations",
-                format!(
-                    "must be in 1..={} (conversations in {})",
-                    trace.len(),
-                    trace_path.display()
-                ),
-            ));
+        let (trace, trace_path) = match (&w.trace, &w.synthetic) {
+            (Some(t), None) => {
+                let trace_path = base.join(t);
+                if !trace_path.is_file() {
+                    return Err(InputError::key(
+                        path,
+                        "workload.trace",
+                        format!("trace {} not found (paths are relative to the scenario file); create one with `ppdsim trace import`", trace_path.display()),
+                    ));
+                }
+                let trace = crate::trace::read_trace(&trace_path)?;
+                if w.num_conversations.is_some_and(|n| n == 0 || n > trace.len()) {
+                    return Err(InputError::key(
+                        path,
+                        "workload.num_conversations",
+                        format!(
+                            "must be in 1..={} (conversations in {})",
+                            trace.len(),
+                            trace_path.display()
+                        ),
+                    ));
+                }
+                (trace, trace_path)
+            }
+            (None, Some(s)) => {
+                let convs = s.conversations();
+                if convs.is_empty()
+                    || convs
+                        .iter()
+                        .any(|c| c.turns.is_empty() || c.turns.iter().any(|t| t.assistant_tokens == 0))
+                {
+                    return Err(InputError::key(
+                        path,
+                        "workload.synthetic",
+                        "needs at least one turn per conversation and answers of >= 1 token",
+                    ));
+                }
+                (convs, path.to_path_buf())
+            }
+            _ => {
+                return Err(InputError::key(
+                    path,
+                    "workload",
+                    "set exactly one of `trace` (a native trace file) and `synthetic` (a protocol)",
+                ))
+            }
+        };
+        match (w.num_conversations, w.window_s) {
+            (Some(0), _) => return Err(InputError::key(path, "workload.num_conversations", "must be >= 1")),
+            (None, None) => {
+                return Err(InputError::key(
+                    path,
+                    "workload",
+                    "set `num_conversations` or `window_s`",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(InputError::key(
+                    path,
+                    "workload",
+                    "set only one of `num_conversations` and `window_s`",
+                ))
+            }
+            (None, Some(wnd)) if !(wnd > 0.0 && wnd.is_finite()) => {
+                return Err(InputError::key(path, "workload.window_s", "must be > 0"))
+            }
+            _ => {}
         }
         let tpl = w.template_tokens_per_message as u64;
         for c in &trace {
@@ -340,6 +408,13 @@ impl LoadedScenario {
                     sc.model
                 ),
             ));
+        }
+        if sc.client.preset == Some(ClientPreset::VllmPpd) {
+            sc.client.max_connections.get_or_insert(50);
+            sc.client.request_timeout_s.get_or_insert(120.0);
+        }
+        if sc.client.max_connections == Some(0) {
+            return Err(InputError::key(path, "client.max_connections", "must be >= 1"));
         }
         // Fill in calibrated values so the resolved scenario states what was simulated.
         let link = &mut sc.kv_link;

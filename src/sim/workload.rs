@@ -65,21 +65,24 @@ pub struct TimedConversation {
     pub think_after: Vec<SimDuration>,
 }
 
-/// Builds the timed workload.
+/// Builds the timed workload from `source` conversations: `count` of them (cycling through the
+/// list when it is shorter), or, with `window_s`, as many as the arrival process starts within
+/// the window (vllm-ppd's generator: Poisson starts for 10 s).
 ///
 /// # Panics
-/// If `num_conversations` exceeds the trace or a rate/mean is not positive (scenario validation
-/// refuses both first).
+/// If neither `count` nor `window_s` is given, `source` is empty, or a rate/mean is not positive
+/// (scenario validation refuses all of these first).
 pub fn generate(
-    trace: &[Conversation],
-    num_conversations: usize,
+    source: &[Conversation],
+    count: Option<usize>,
+    window_s: Option<f64>,
     order: ConversationOrder,
     arrival: &ArrivalSpec,
     think: &ThinkTimeSpec,
     rng: &mut RngStreams,
 ) -> Vec<TimedConversation> {
-    assert!(num_conversations <= trace.len());
-    let mut idx: Vec<usize> = (0..trace.len()).collect();
+    assert!(!source.is_empty() && (count.is_some() || window_s.is_some()));
+    let mut idx: Vec<usize> = (0..source.len()).collect();
     if order == ConversationOrder::Shuffle {
         idx.shuffle(&mut rng.sampling);
     }
@@ -92,14 +95,20 @@ pub fn generate(
         ThinkTimeSpec::Constant { .. } => None,
     };
     let mut t = 0.0f64;
-    let mut out = Vec::with_capacity(num_conversations);
-    for (n, &i) in idx.iter().take(num_conversations).enumerate() {
+    let mut out = Vec::new();
+    for n in 0.. {
         if let Some(g) = &gap {
-            if n > 0 {
+            // With a window the first start is a draw too (the benchmark's generator); otherwise it is at 0.
+            if n > 0 || window_s.is_some() {
                 t += g.sample(&mut rng.arrivals);
             }
         }
-        let c = &trace[i];
+        match (count, window_s) {
+            (Some(c), _) if n >= c => break,
+            (None, Some(w)) if t >= w || (gap.is_none() && n >= source.len()) => break,
+            _ => {}
+        }
+        let c = &source[idx[n % idx.len()]];
         let think_after = (1..c.turns.len())
             .map(|_| {
                 let s = match (&think_exp, think) {
@@ -118,4 +127,66 @@ pub fn generate(
         });
     }
     out
+}
+
+/// Synthetic conversations, for the measurement protocols of the seeds and vllm-ppd.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SyntheticSpec {
+    /// Every conversation has these turns, `[user tokens, answer tokens]` each.
+    Fixed {
+        /// Turns.
+        turns: Vec<[u32; 2]>,
+    },
+    /// Seed 000's grid: one conversation per (L, m) pair, turn 1 building a context of `L` tokens
+    /// (`L − 1` user tokens and a 1-token answer), turn 2 appending `m` tokens and answering
+    /// `output_tokens`.
+    Grid {
+        /// Context lengths `L` \[tokens\].
+        context_tokens: Vec<u32>,
+        /// Append lengths `m` \[tokens\].
+        append_tokens: Vec<u32>,
+        /// Turn-2 output length \[tokens\].
+        output_tokens: u32,
+    },
+}
+
+impl SyntheticSpec {
+    /// The conversations this spec describes.
+    pub fn conversations(&self) -> Vec<Conversation> {
+        match self {
+            SyntheticSpec::Fixed { turns } => vec![Conversation {
+                id: "synthetic".into(),
+                turns: turns
+                    .iter()
+                    .map(|t| Turn {
+                        user_tokens: t[0],
+                        assistant_tokens: t[1],
+                    })
+                    .collect(),
+            }],
+            SyntheticSpec::Grid {
+                context_tokens,
+                append_tokens,
+                output_tokens,
+            } => context_tokens
+                .iter()
+                .flat_map(|&l| {
+                    append_tokens.iter().map(move |&m| Conversation {
+                        id: format!("L{l}_m{m}"),
+                        turns: vec![
+                            Turn {
+                                user_tokens: l.saturating_sub(1),
+                                assistant_tokens: 1,
+                            },
+                            Turn {
+                                user_tokens: m,
+                                assistant_tokens: *output_tokens,
+                            },
+                        ],
+                    })
+                })
+                .collect(),
+        }
+    }
 }

@@ -109,6 +109,7 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
         ("missing_trace.toml", "missing.jsonl"),
         ("unknown_gpu.toml", "unknown GPU `tpu-v9`"),
         ("misspelled_link_key.toml", "bandwith_gbps"),
+        ("trace_and_synthetic.toml", "exactly one of `trace`"),
     ];
     for (file, needle) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -305,4 +306,73 @@ fn comprehensive_configs_map_to_clusters() {
         Some(PolicyConfig::Replication { instances: 4, .. })
     ));
     assert!(policy_for_config("2X").is_none());
+}
+
+#[test]
+fn every_shipped_scenario_runs() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9, "{files:?}");
+    for f in files {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o");
+        ppdsim()
+            .arg("run")
+            .arg(&f)
+            .arg("-o")
+            .arg(&out)
+            .arg("-q")
+            .assert()
+            .success();
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        for p in s.as_array().unwrap() {
+            assert!(
+                p["num_requests"].as_u64().unwrap() > 0,
+                "{}: {}",
+                f.display(),
+                p["policy"]
+            );
+        }
+    }
+}
+
+#[test]
+fn comprehensive_protocol_scenario_generates_the_benchmark_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    ppdsim()
+        .arg("run")
+        .arg(root().join("scenarios/vllm-ppd-comprehensive.toml"))
+        .arg("-o")
+        .arg(&out)
+        .arg("-q")
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<ppdsim::metrics::RequestRecord> = rdr.deserialize().map(|r| r.unwrap()).collect();
+    let pd: Vec<_> = rows.iter().filter(|r| r.policy == "1P_3D").collect();
+    // Two turns per conversation: 1024 → 1024, then 1024 + 1024 + 129 prompt tokens → 128.
+    assert!(pd
+        .iter()
+        .filter(|r| r.turn == 1)
+        .all(|r| r.num_prompt_tokens == 1024 && r.num_output_tokens == 1024));
+    assert!(pd
+        .iter()
+        .filter(|r| r.turn == 2)
+        .all(|r| r.num_prompt_tokens == 2177 && r.num_output_tokens == 128));
+    // All conversations start within the 10 s window.
+    assert!(pd.iter().filter(|r| r.turn == 1).all(|r| r.arrived_at_ms < 10_000.0));
+    // Turn 2 is sent when turn 1 ends (no think time).
+    for t2 in pd.iter().filter(|r| r.turn == 2) {
+        let t1 = pd
+            .iter()
+            .find(|r| r.turn == 1 && r.conversation == t2.conversation)
+            .unwrap();
+        assert!((t2.arrived_at_ms - t1.completed_at_ms).abs() < 1e-9);
+    }
 }
