@@ -99,6 +99,10 @@ pub struct EngineSpec {
     pub gpu_memory_utilization: f64,
     /// Memory kept for activations and CUDA graphs, not KV \[GiB\].
     pub activation_reserve_gib: f64,
+    /// The next turn reuses the cached KV of the previous answer (see
+    /// [`EngineLimits::cache_answers`]); `false` models clients that resend answers as text that
+    /// re-tokenises differently.
+    pub cache_answers: bool,
 }
 
 impl Default for EngineSpec {
@@ -109,6 +113,7 @@ impl Default for EngineSpec {
             block_size: 16,
             gpu_memory_utilization: 0.85,
             activation_reserve_gib: 2.0,
+            cache_answers: true,
         }
     }
 }
@@ -449,6 +454,7 @@ impl LoadedScenario {
                 max_num_seqs: sc.engine.max_num_seqs,
                 block_size: sc.engine.block_size,
                 capacity_blocks: self.kv_capacity_tokens / sc.engine.block_size as u64,
+                cache_answers: sc.engine.cache_answers,
             },
             kv_bytes_per_token: model.kv_bytes_per_token(),
             link_bandwidth_gbps: sc.kv_link.bandwidth_gbps.expect("resolved"),

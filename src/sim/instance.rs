@@ -31,6 +31,12 @@ pub struct EngineLimits {
     pub block_size: u32,
     /// KV capacity \[blocks\].
     pub capacity_blocks: u64,
+    /// Whether the next turn's prompt reuses the cached KV of this turn's answer. True when the
+    /// client resends the answer as the same token IDs (chat APIs, token-level clients); false
+    /// when it resends the answer's *text* and the re-tokenisation differs from the sampled
+    /// tokens (sampled token sequences are often not the tokenizer's canonical encoding), so
+    /// the prefix-cache hit stops at the end of the previous prompt.
+    pub cache_answers: bool,
 }
 
 /// Role of an instance.
@@ -351,7 +357,7 @@ impl Instance {
         for &i in done.iter().rev() {
             let s = self.running.remove(i);
             self.reserved_blocks -= s.reserved_blocks;
-            let keep = if s.prefill_only {
+            let keep = if s.prefill_only || !self.limits.cache_answers {
                 s.num_prompt_tokens
             } else {
                 s.num_prompt_tokens + s.num_generated - 1

@@ -25,6 +25,7 @@ pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
             max_num_seqs: 64,
             block_size: 16,
             capacity_blocks: 100_000,
+            cache_answers: true,
         },
         kv_bytes_per_token: KV,
         link_bandwidth_gbps: 8.0,
