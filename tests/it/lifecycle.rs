@@ -394,3 +394,23 @@ fn mixed_pool_routes_turn2_by_the_pinned_instance_kind() {
             && r.iter().any(|x| x.turn == 2 && x.route == RouteKind::Split)
     );
 }
+
+#[test]
+fn answer_kv_reuse_is_a_knob() {
+    let conv = || {
+        vec![TimedConversation {
+            id: "c".into(),
+            start_at: SimTime::ZERO,
+            turns: vec![Turn { user_tokens: 100, assistant_tokens: 40 }, Turn { user_tokens: 20, assistant_tokens: 2 }],
+            think_after: vec![SimDuration::from_secs_f64(1.0)],
+        }]
+    };
+    // D holds 100 + 40 − 1 = 139 tokens → 128 in whole blocks of the 160-token turn-2 prompt.
+    let r = run_cfg(config(ppd(), 8192), conv());
+    assert_eq!((r[1].num_cached_tokens, r[1].num_computed_tokens), (128, 32));
+    // Without answer reuse only the 100-token turn-1 prompt hits: 96 tokens.
+    let mut cfg = config(ppd(), 8192);
+    cfg.limits.cache_answers = false;
+    let r = run_cfg(cfg, conv());
+    assert_eq!((r[1].num_cached_tokens, r[1].num_computed_tokens), (96, 64));
+}
