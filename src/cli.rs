@@ -265,19 +265,23 @@ fn collect_json(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// An input error about the measured paths as a whole.
+fn no_points(measured: &[PathBuf], message: &str) -> InputError {
+    InputError {
+        location: measured
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        message: message.into(),
+    }
+}
+
 fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBuf>, seed: u64) -> Result<i32> {
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
     let files = collect_json(measured)?;
     if files.is_empty() {
-        return Err(InputError {
-            location: measured
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            message: "no vllm-ppd v3 low-QPS files found".into(),
-        }
-        .into());
+        return Err(no_points(measured, "no JSON files found").into());
     }
     let mut points = Vec::new();
     let mut comprehensive = Vec::new();
@@ -349,14 +353,10 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
         }
     }
     if points.is_empty() && comprehensive.is_empty() {
-        return Err(InputError {
-            location: measured
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            message: "no supported measured points (vllm-ppd v3 low-QPS files or comprehensive points)".into(),
-        }
+        return Err(no_points(
+            measured,
+            "no supported measured points (vllm-ppd v3 low-QPS files or comprehensive points)",
+        )
         .into());
     }
     Ok(EXIT_OK)

@@ -3,6 +3,7 @@
 
 use crate::metrics::Summary;
 use anyhow::{anyhow, Result};
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -16,6 +17,22 @@ fn register_font() {
             .map_err(|_| ())
             .expect("embedded DejaVu Sans is a valid font");
     });
+}
+
+/// Draws the series legend in the upper-left corner.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))
 }
 
 /// Grouped bars of TTFT p50/p99 for turn 1 and turns ≥ 2, one group per policy \[ms\], log scale.
@@ -83,14 +100,7 @@ pub fn ttft_by_policy(path: &Path, summaries: &[Summary]) -> Result<()> {
             .label(*label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    draw_legend(&mut chart)?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
@@ -180,14 +190,7 @@ pub fn calibration_fit(path: &Path, c: &crate::calibrate::Calibration) -> Result
             .label(format!("{ph} (n={n})"))
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    draw_legend(&mut chart)?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }

@@ -452,41 +452,28 @@ pub fn simulate_comprehensive(
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::sim::splitmix64((qps * 1000.0) as u64));
     let gap = Exp::new(qps).ok()?;
     let mut t = gap.sample(&mut rng);
+    let conv = |n: usize, start: f64| TimedConversation {
+        id: format!("{workload}-{n}"),
+        start_at: SimTime::ZERO + SimDuration::from_secs_f64(start),
+        turns: vec![
+            Turn {
+                user_tokens: t1_in,
+                assistant_tokens: t1_out,
+            },
+            Turn {
+                user_tokens: t2_in + 1,
+                assistant_tokens: t2_out,
+            },
+        ],
+        think_after: vec![SimDuration::ZERO],
+    };
     let mut convs = Vec::new();
     while t < 10.0 {
-        convs.push(TimedConversation {
-            id: format!("{workload}-{}", convs.len()),
-            start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
-            turns: vec![
-                Turn {
-                    user_tokens: t1_in,
-                    assistant_tokens: t1_out,
-                },
-                Turn {
-                    user_tokens: t2_in + 1,
-                    assistant_tokens: t2_out,
-                },
-            ],
-            think_after: vec![SimDuration::ZERO],
-        });
+        convs.push(conv(convs.len(), t));
         t += gap.sample(&mut rng);
     }
     if convs.is_empty() {
-        convs.push(TimedConversation {
-            id: format!("{workload}-0"),
-            start_at: SimTime::ZERO,
-            turns: vec![
-                Turn {
-                    user_tokens: t1_in,
-                    assistant_tokens: t1_out,
-                },
-                Turn {
-                    user_tokens: t2_in + 1,
-                    assistant_tokens: t2_out,
-                },
-            ],
-            think_after: vec![SimDuration::ZERO],
-        });
+        convs.push(conv(0, 0.0));
     }
     let r = Simulation::new(cfg, &cost, convs).run();
     let ok = |turn: usize| -> Vec<&RequestRecord> {

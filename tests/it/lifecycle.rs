@@ -401,7 +401,16 @@ fn answer_kv_reuse_is_a_knob() {
         vec![TimedConversation {
             id: "c".into(),
             start_at: SimTime::ZERO,
-            turns: vec![Turn { user_tokens: 100, assistant_tokens: 40 }, Turn { user_tokens: 20, assistant_tokens: 2 }],
+            turns: vec![
+                Turn {
+                    user_tokens: 100,
+                    assistant_tokens: 40,
+                },
+                Turn {
+                    user_tokens: 20,
+                    assistant_tokens: 2,
+                },
+            ],
             think_after: vec![SimDuration::from_secs_f64(1.0)],
         }]
     };

@@ -361,24 +361,24 @@ pub(crate) fn csv_rows(path: &Path, text: &str) -> InputResult<(Vec<String>, Vec
     Ok((header, rows))
 }
 
-/// Column `name` of a CSV row as f64.
-pub(crate) fn col_f64(path: &Path, header: &[String], row: &CsvRow, name: &str) -> InputResult<f64> {
-    let idx = header
+/// Index of column `name`.
+fn col_index(path: &Path, header: &[String], name: &str) -> InputResult<usize> {
+    header
         .iter()
         .position(|h| h == name)
-        .ok_or_else(|| InputError::file(path, format!("missing column `{name}`")))?;
-    row.1
-        .get(idx)
-        .and_then(|s| s.parse::<f64>().ok())
-        .ok_or_else(|| InputError::line(path, row.0, format!("column `{name}` is not a number")))
+        .ok_or_else(|| InputError::file(path, format!("missing column `{name}`")))
+}
+
+/// Column `name` of a CSV row as f64.
+pub(crate) fn col_f64(path: &Path, header: &[String], row: &CsvRow, name: &str) -> InputResult<f64> {
+    col_str(path, header, row, name)?
+        .parse::<f64>()
+        .map_err(|_| InputError::line(path, row.0, format!("column `{name}` is not a number")))
 }
 
 /// Column `name` of a CSV row as text.
 pub(crate) fn col_str<'a>(path: &Path, header: &[String], row: &'a CsvRow, name: &str) -> InputResult<&'a str> {
-    let idx = header
-        .iter()
-        .position(|h| h == name)
-        .ok_or_else(|| InputError::file(path, format!("missing column `{name}`")))?;
+    let idx = col_index(path, header, name)?;
     row.1
         .get(idx)
         .ok_or_else(|| InputError::line(path, row.0, format!("missing column `{name}`")))
