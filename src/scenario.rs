@@ -175,6 +175,9 @@ pub struct OverheadSpec {
     /// KV transfer done → D receives the request \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pd_handoff_ms: Option<f64>,
+    /// The part of `request_overhead_ms` each instance's API server does one request at a time \[ms\].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_service_ms: Option<f64>,
     /// The overheads are work of one FIFO server per instance (default, what the vllm-ppd bursts
     /// and saturation knees show) rather than pure delays.
     pub serialized: bool,
@@ -185,6 +188,7 @@ impl Default for OverheadSpec {
         OverheadSpec {
             request_overhead_ms: None,
             pd_handoff_ms: None,
+            request_service_ms: None,
             serialized: true,
         }
     }
@@ -432,6 +436,13 @@ impl LoadedScenario {
         sc.overheads
             .request_overhead_ms
             .get_or_insert(calibration.overheads.request_overhead_ms.value);
+        let overhead = sc.overheads.request_overhead_ms.expect("just set");
+        let service = calibration
+            .overheads
+            .request_service_ms
+            .as_ref()
+            .map_or(overhead, |c| c.value.min(overhead));
+        sc.overheads.request_service_ms.get_or_insert(service);
         sc.overheads
             .pd_handoff_ms
             .get_or_insert(calibration.overheads.pd_handoff_ms.value);
@@ -462,6 +473,7 @@ impl LoadedScenario {
             transfer: sc.kv_link.transfer,
             request_overhead_ms: sc.overheads.request_overhead_ms.expect("resolved"),
             pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
+            request_service_ms: sc.overheads.request_service_ms.expect("resolved"),
             template_tokens_per_message: sc.workload.template_tokens_per_message,
             serialized_overheads: sc.overheads.serialized,
             client_max_connections: sc.client.max_connections,

@@ -173,6 +173,11 @@ pub fn vllm_ppd_config(mode: &str, cal: &CalibrationFile) -> Option<SimConfig> {
         transfer: TransferMode::Full,
         request_overhead_ms: cal.overheads.request_overhead_ms.value,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
+        request_service_ms: cal
+            .overheads
+            .request_service_ms
+            .as_ref()
+            .map_or(cal.overheads.request_overhead_ms.value, |c| c.value),
         template_tokens_per_message: 0,
         serialized_overheads: true,
         client_max_connections: Some(50),

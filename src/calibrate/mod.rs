@@ -681,6 +681,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             Overheads {
                 request_overhead_ms: zero("request_overhead_ms"),
                 pd_handoff_ms: zero("pd_handoff_ms"),
+                request_service_ms: None,
             },
             KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
@@ -760,6 +761,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                     g.at_bound[0],
                 ),
                 pd_handoff_ms: coefficient("pd_handoff_ms", "ms", g.beta[1], g.ci95_half_width[1], g.at_bound[1]),
+                request_service_ms: None,
             },
             kv,
         )
@@ -773,6 +775,26 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 note: format!("fitted from {} transfer samples", transfers.len()),
             };
         }
+    }
+    // Serialized request handling: a burst of N requests to one instance waits on average
+    // (N − 1)/2 services, so the mean TTFT grows by service/2 per request.
+    let ramps: Vec<(f64, f64)> = combined_files
+        .iter()
+        .flat_map(|f| f.samples.ramps.iter().copied())
+        .collect();
+    let mut overheads = overheads;
+    if ramps.len() >= 3 && overheads.request_overhead_ms.value > 0.0 {
+        let x: Vec<Vec<f64>> = ramps.iter().map(|r| vec![1.0, r.0]).collect();
+        let y: Vec<f64> = ramps.iter().map(|r| r.1).collect();
+        let rf = fit::fit_weighted(&x, &y, &vec![1.0; y.len()]);
+        let service = (2.0 * rf.beta[1]).min(overheads.request_overhead_ms.value);
+        overheads.request_service_ms = Some(coefficient(
+            "request_service_ms",
+            "ms",
+            service,
+            2.0 * rf.ci95_half_width[1],
+            rf.at_bound[1],
+        ));
     }
     let kv_all: Vec<readers::KvStatement> = combined_files
         .iter()
@@ -871,6 +893,7 @@ pub fn report(c: &Calibration) -> String {
         .kernel_group_intercepts
         .iter()
         .chain([&f.overheads.request_overhead_ms, &f.overheads.pd_handoff_ms])
+        .chain(f.overheads.request_service_ms.as_ref())
     {
         let _ = writeln!(
             s,

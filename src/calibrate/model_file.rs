@@ -62,6 +62,10 @@ pub struct Overheads {
     pub request_overhead_ms: Coefficient,
     /// Extra cost of the PD path: P's response returns to the proxy, the proxy sends to D \[ms\].
     pub pd_handoff_ms: Coefficient,
+    /// The part of `request_overhead_ms` that an instance's API server does one request at a
+    /// time \[ms\] (the rest is latency); fitted from burst TTFT ramps. Absent: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_service_ms: Option<Coefficient>,
 }
 
 /// KV-transfer parameters.

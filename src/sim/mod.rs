@@ -81,6 +81,8 @@ pub struct SimConfig {
     pub request_overhead_ms: f64,
     /// KV transfer done → D receives the request \[ms\].
     pub pd_handoff_ms: f64,
+    /// The serialized part of `request_overhead_ms` (≤ it) \[ms\]; the rest is latency.
+    pub request_service_ms: f64,
     /// Chat-template tokens added per message \[tokens\].
     pub template_tokens_per_message: u32,
     /// When true, the fixed overheads are work of FIFO servers: `request_overhead_ms` of one per
@@ -441,6 +443,14 @@ impl<'a> Simulation<'a> {
         let d = SimDuration::from_ms_f64(ms);
         if !self.cfg.serialized_overheads {
             return self.now + d;
+        }
+        if !handoff {
+            // Request handling: `request_service_ms` in the instance's API-server queue, then latency.
+            let service = self.cfg.request_service_ms.clamp(0.0, ms);
+            let free = &mut self.frontend_free_at[inst];
+            let served = (*free).max(self.now) + SimDuration::from_ms_f64(service);
+            *free = served;
+            return served + SimDuration::from_ms_f64(ms - service);
         }
         // The PD handoff runs in the one proxy (global FIFO); request handling in each instance's API server.
         let free = if handoff {

@@ -33,6 +33,7 @@ pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
         transfer: TransferMode::Full,
         request_overhead_ms: 2.0,
         pd_handoff_ms: 3.0,
+        request_service_ms: 2.0,
         template_tokens_per_message: 0,
         serialized_overheads: true,
         client_max_connections: None,
@@ -422,4 +423,24 @@ fn answer_kv_reuse_is_a_knob() {
     cfg.limits.cache_answers = false;
     let r = run_cfg(cfg, conv());
     assert_eq!((r[1].num_cached_tokens, r[1].num_computed_tokens), (96, 64));
+}
+
+#[test]
+fn only_the_service_part_of_the_overhead_is_serialized() {
+    let rep1 = PolicyConfig::Replication {
+        name: None,
+        instances: 1,
+    };
+    let mut cfg = config(rep1, 8192);
+    cfg.request_overhead_ms = 20.0;
+    // 1 ms of API-server work per request, 19 ms of latency: A enqueued at 20 ms, B at 21 ms.
+    // A's prefill runs 20→30; B joins the next iteration, 30→40: TTFT 40 ms.
+    cfg.request_service_ms = 1.0;
+    let r = run_cfg(cfg.clone(), one_turn(2));
+    close(r[0].ttft_ms, 30.0);
+    close(r[1].ttft_ms, 40.0);
+    // All 20 ms serialized: B is enqueued at 40 ms and prefills 40→50.
+    cfg.request_service_ms = 20.0;
+    let r = run_cfg(cfg, one_turn(2));
+    close(r[1].ttft_ms, 50.0);
 }

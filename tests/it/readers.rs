@@ -136,6 +136,9 @@ fn vllm_ppd_schemas_are_read_for_what_they_measure() {
     assert_eq!(core.iterations.len(), 25);
     assert!(core.iterations.iter().all(|s| s.phase == Phase::Decode));
     assert!(core.num_validation > 0, "mixed trials are validation data");
+    // Burst ramps: (N, mean decode TTFT) of the decoding_only trials.
+    assert_eq!(core.ramps.len(), 15);
+    assert!(core.ramps.iter().any(|r| r.0 == 250.0 && r.1 > 1000.0));
     let sens = read1("vllm-ppd_sensitivity_experiment_sample.json");
     assert_eq!(sens.iterations.len(), 5);
     assert_eq!(sens.num_validation, 5);

@@ -151,6 +151,8 @@ pub struct FileSamples {
     pub transfers: Vec<TransferSample>,
     /// KV size statements.
     pub kv_statements: Vec<KvStatement>,
+    /// Burst ramps: `(requests sent at once, their mean TTFT \[ms\])` on one instance.
+    pub ramps: Vec<(f64, f64)>,
     /// Kernel table (AIConfigurator).
     pub kernel: Option<KernelTable>,
     /// True when iteration samples are layer or kernel sums (no engine overhead per iteration):

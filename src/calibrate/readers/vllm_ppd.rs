@@ -174,6 +174,13 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
                         continue;
                     }
                     let tpot = get_f64(path, r, "decode_avg_tpot_ms", &at)?;
+                    if let Some(ttft) = r
+                        .get("decode_avg_ttft_ms")
+                        .and_then(|x| x.as_f64())
+                        .filter(|t| *t > 0.0)
+                    {
+                        out.ramps.push((n as f64, ttft));
+                    }
                     let mean_ctx = d_ctx + (d_out - 1.0) / 2.0;
                     out.iterations.push(IterationSample {
                         phase: Phase::Decode,
