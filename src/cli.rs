@@ -287,6 +287,7 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
     let mut comprehensive = Vec::new();
     let mut skipped_failed = 0usize;
     let mut skipped_other = 0usize;
+    let mut interference = Vec::new();
     for f in &files {
         // Chosen by content; files of other schemas inside a searched directory are skipped.
         let fmt = crate::calibrate::readers::read_text(f)
@@ -295,6 +296,9 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
             .and_then(|v| crate::calibrate::readers::vllm_ppd::detect(&v));
         match fmt {
             Some(crate::calibrate::readers::Format::VllmPpdLowqpsV3) => points.extend(crate::validate::read_lowqps(f)?),
+            Some(crate::calibrate::readers::Format::VllmPpdInterference) => {
+                interference.extend(crate::validate::interference(f, &cal)?)
+            }
             Some(crate::calibrate::readers::Format::VllmPpdComprehensive) => {
                 match crate::validate::read_comprehensive(f)? {
                     Some(p) => comprehensive.push(p),
@@ -352,7 +356,21 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
             println!("wrote {}", p.display());
         }
     }
-    if points.is_empty() && comprehensive.is_empty() {
+    if !interference.is_empty() {
+        for r in &interference {
+            println!(
+                "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6.2}/{:>6.2} ms  batch {:>7.0}/{:>7.0} ms  prefill TTFT {:>7.1}/{:>7.1} ms",
+                r.experiment, r.scenario, r.decode_count, r.prefill_count, r.decode_tpot_measured_ms, r.decode_tpot_predicted_ms, r.batch_time_measured_ms, r.batch_time_predicted_ms, r.prefill_ttft_measured_ms, r.prefill_ttft_predicted_ms
+            );
+        }
+        print!("{}", crate::validate::interference_summary(&interference));
+        if let Some(out) = &output {
+            let p = out.with_extension("interference.csv");
+            write_atomic(&p, &output::to_csv(&interference)?)?;
+            println!("wrote {}", p.display());
+        }
+    }
+    if points.is_empty() && comprehensive.is_empty() && interference.is_empty() {
         return Err(no_points(
             measured,
             "no supported measured points (vllm-ppd v3 low-QPS files or comprehensive points)",

@@ -65,6 +65,10 @@ pub struct Seq {
     pub num_output_tokens: u32,
     /// Prompt tokens whose KV arrives with the request (KV transfer), used up to `prompt − 1`.
     pub num_external_tokens: u32,
+    /// A shared prefix this prompt starts with: (key, tokens).
+    pub shared_prefix: Option<(u32, u32)>,
+    /// Tokens of the hit served by the shared prefix (its blocks are not reserved) \[tokens\].
+    pub num_shared_hit_tokens: u32,
     /// Tokens with KV present (cached + transferred + computed) \[tokens\].
     pub num_computed_tokens: u32,
     /// Output tokens produced.
@@ -134,6 +138,9 @@ pub struct Instance {
     batch: Vec<(usize, u32)>,
     busy_until: Option<SimTime>,
     reserved_blocks: u64,
+    /// Shared prefixes resident on this instance (key → tokens), pinned: never evicted.
+    shared: std::collections::BTreeMap<u32, u32>,
+    shared_blocks: u64,
     /// Total time spent in iterations \[µs\].
     pub busy_time: SimDuration,
     /// Iterations run.
@@ -154,6 +161,8 @@ impl Instance {
             batch: Vec::new(),
             busy_until: None,
             reserved_blocks: 0,
+            shared: Default::default(),
+            shared_blocks: 0,
             busy_time: SimDuration::ZERO,
             num_iterations: 0,
             admitted: Vec::new(),
@@ -175,9 +184,30 @@ impl Instance {
         self.waiting.len() + self.running.len()
     }
 
-    /// KV blocks in use: reservations plus cache entries. Invariant: ≤ capacity.
+    /// KV blocks in use: reservations, cache entries and shared prefixes. Invariant: ≤ capacity.
     pub fn used_blocks(&self) -> u64 {
-        self.reserved_blocks + self.cache.blocks()
+        self.reserved_blocks + self.cache.blocks() + self.shared_blocks
+    }
+
+    /// Makes the shared prefix `key` of `tokens` tokens resident (pinned), as a warm-up request
+    /// would; evicts LRU cache entries for room.
+    ///
+    /// # Panics
+    /// If the prefix cannot fit.
+    pub fn warm_shared(&mut self, key: u32, tokens: u32) {
+        let have = self.shared.get(&key).copied().unwrap_or(0);
+        if have >= tokens {
+            return;
+        }
+        let extra = self.blocks_for(tokens) - self.blocks_for(have);
+        while self.used_blocks() + extra > self.limits.capacity_blocks && self.cache.evict_lru().is_some() {}
+        assert!(
+            self.used_blocks() + extra <= self.limits.capacity_blocks,
+            "{}: shared prefix {key} of {tokens} tokens does not fit",
+            self.name
+        );
+        self.shared.insert(key, tokens);
+        self.shared_blocks += extra;
     }
 
     /// Prompt tokens `conv` would hit in this instance's prefix cache now \[tokens\].
@@ -203,7 +233,14 @@ impl Instance {
             seq.num_output_tokens,
             seq.num_external_tokens,
         );
-        let need = self.blocks_for(prompt + output);
+        let bs = self.limits.block_size;
+        let max_hit = prompt.saturating_sub(1);
+        let shared_hit = seq
+            .shared_prefix
+            .and_then(|(k, t)| self.shared.get(&k).map(|&have| have.min(t)))
+            .map_or(0, |t| (t.min(max_hit) / bs) * bs);
+        // Blocks of a shared prefix are already resident: only the rest is reserved.
+        let need = self.blocks_for(prompt + output) - (shared_hit / bs) as u64;
         assert!(
             need <= self.limits.capacity_blocks,
             "{}: request {} needs {need} blocks > capacity (scenario validation should have refused it)",
@@ -211,24 +248,23 @@ impl Instance {
             seq.req
         );
         let entry = self.cache.take(conv);
-        while self.reserved_blocks + self.cache.blocks() + need > self.limits.capacity_blocks {
+        while self.used_blocks() + need > self.limits.capacity_blocks {
             if self.cache.evict_lru().is_none() {
                 break;
             }
         }
-        if self.reserved_blocks + self.cache.blocks() + need > self.limits.capacity_blocks {
+        if self.used_blocks() + need > self.limits.capacity_blocks {
             if let Some(e) = entry {
                 self.cache.restore(conv, e);
             }
             return false;
         }
         let cached_raw = entry.map_or(0, |e| e.0);
-        let bs = self.limits.block_size;
-        let max_hit = prompt.saturating_sub(1);
-        let hit = (cached_raw.min(max_hit) / bs) * bs;
+        let hit = ((cached_raw.min(max_hit) / bs) * bs).max(shared_hit);
         let computed = hit.max(external.min(max_hit));
         let mut seq = self.waiting.pop_front().unwrap();
         seq.num_cached_tokens = hit;
+        seq.num_shared_hit_tokens = shared_hit;
         seq.num_transferred_tokens = computed - hit;
         seq.num_computed_tokens = computed;
         seq.reserved_blocks = need;
@@ -362,7 +398,7 @@ impl Instance {
             } else {
                 s.num_prompt_tokens + s.num_generated - 1
             };
-            self.cache.insert(s.conv, keep);
+            self.cache.insert_sharing(s.conv, keep, s.num_shared_hit_tokens);
         }
         assert!(self.used_blocks() <= self.limits.capacity_blocks);
         events

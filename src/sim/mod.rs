@@ -381,6 +381,8 @@ impl<'a> Simulation<'a> {
             num_prompt_tokens: r.num_prompt_tokens,
             num_output_tokens: if prefill_only { 0 } else { r.num_output_tokens },
             num_external_tokens: external,
+            shared_prefix: self.convs[r.conv].shared_prefix,
+            num_shared_hit_tokens: 0,
             num_computed_tokens: 0,
             num_generated: 0,
             num_cached_tokens: 0,
@@ -403,6 +405,12 @@ impl<'a> Simulation<'a> {
                 }
                 let d = self.conv_state[conv].decode_inst;
                 self.active_convs[d] += 1;
+                if let Some((key, tokens)) = self.convs[conv].shared_prefix {
+                    self.instances[d].warm_shared(key, tokens);
+                    if let Some(p) = self.conv_state[conv].prefill_inst {
+                        self.instances[p].warm_shared(key, tokens);
+                    }
+                }
                 let req = self.new_request(conv);
                 self.on_client_send(req);
             }

@@ -10,11 +10,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+/// A cache entry: (tokens, LRU stamp, blocks held).
+pub type CacheEntry = (u32, u64, u64);
+
 /// LRU prefix cache of one instance (memory accounting only; no token contents).
 #[derive(Debug, Default)]
 pub struct PrefixCache {
-    /// conversation → (tokens, LRU stamp).
-    entries: HashMap<usize, (u32, u64)>,
+    /// conversation → (tokens, LRU stamp, blocks held).
+    entries: HashMap<usize, CacheEntry>,
     /// (stamp, conversation), oldest first: the eviction order (deterministic).
     lru: BTreeSet<(u64, usize)>,
     clock: u64,
@@ -49,43 +52,51 @@ impl PrefixCache {
         self.entries.get(&conv).map_or(0, |e| e.0)
     }
 
-    /// Removes and returns `conv`'s entry as `(tokens, stamp)`.
-    pub fn take(&mut self, conv: usize) -> Option<(u32, u64)> {
+    /// Removes and returns `conv`'s entry.
+    pub fn take(&mut self, conv: usize) -> Option<CacheEntry> {
         let e = self.entries.remove(&conv)?;
         self.lru.remove(&(e.1, conv));
-        self.blocks -= self.blocks_for(e.0);
+        self.blocks -= e.2;
         Some(e)
     }
 
     /// Puts back an entry removed by [`PrefixCache::take`] with its old LRU position.
-    pub fn restore(&mut self, conv: usize, entry: (u32, u64)) {
+    pub fn restore(&mut self, conv: usize, entry: CacheEntry) {
         assert!(
             !self.entries.contains_key(&conv),
             "restoring conversation {conv} over a live entry"
         );
-        self.blocks += self.blocks_for(entry.0);
+        self.blocks += entry.2;
         self.lru.insert((entry.1, conv));
         self.entries.insert(conv, entry);
     }
 
     /// Inserts (or replaces) `conv`'s entry as most recently used.
     pub fn insert(&mut self, conv: usize, tokens: u32) {
+        self.insert_sharing(conv, tokens, 0);
+    }
+
+    /// Like [`PrefixCache::insert`], for an entry whose first `shared_tokens` tokens live in a
+    /// shared (pinned) prefix: they are hits but their blocks are not this entry's.
+    pub fn insert_sharing(&mut self, conv: usize, tokens: u32, shared_tokens: u32) {
         self.take(conv);
         if tokens == 0 {
             return;
         }
         self.clock += 1;
-        self.blocks += self.blocks_for(tokens);
+        // Shared hits are whole blocks, so the shared part is exactly `shared_tokens / block_size` blocks.
+        let blocks = self.blocks_for(tokens) - (shared_tokens.min(tokens) / self.block_size) as u64;
+        self.blocks += blocks;
         self.lru.insert((self.clock, conv));
-        self.entries.insert(conv, (tokens, self.clock));
+        self.entries.insert(conv, (tokens, self.clock, blocks));
     }
 
     /// Evicts the least recently used entry; returns its blocks, or `None` when empty.
     pub fn evict_lru(&mut self) -> Option<u64> {
         let &(_, conv) = self.lru.iter().next()?;
-        let (tokens, _) = self.take(conv).expect("LRU index and entries agree");
+        let (tokens, _, blocks) = self.take(conv).expect("LRU index and entries agree");
         self.num_evicted_tokens += tokens as u64;
-        Some(self.blocks_for(tokens))
+        Some(blocks)
     }
 }
 

@@ -63,6 +63,9 @@ pub struct TimedConversation {
     pub turns: Vec<Turn>,
     /// Think time after turn `k` (length `turns.len() − 1`).
     pub think_after: Vec<SimDuration>,
+    /// A prefix shared with other conversations and resident before the run (a warmed system
+    /// prompt or document): `(key, tokens)`. Turn 1's user tokens include it.
+    pub shared_prefix: Option<(u32, u32)>,
 }
 
 /// Builds the timed workload from `source` conversations: `count` of them (cycling through the
@@ -124,6 +127,7 @@ pub fn generate(
             start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
             turns: c.turns.clone(),
             think_after,
+            shared_prefix: None,
         });
     }
     out

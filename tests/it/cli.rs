@@ -376,3 +376,35 @@ fn comprehensive_protocol_scenario_generates_the_benchmark_workload() {
         assert!((t2.arrived_at_ms - t1.completed_at_ms).abs() < 1e-9);
     }
 }
+
+#[test]
+fn validate_interference_experiments() {
+    let out = ppdsim()
+        .arg("validate")
+        .arg(root().join("tests/data/measurements/vllm-ppd_sensitivity_experiment_sample.json"))
+        .arg("-c")
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("sensitivity  with inserted prefills     n=1"), "{text}");
+    // The 1024-token append-prefill into a 64-sequence decode batch: measured decode TPOT 20.6 ms.
+    let line = text.lines().find(|l| l.contains("len1024")).unwrap();
+    let tpot: f64 = line
+        .split("decode TPOT")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((15.0..25.0).contains(&tpot), "{line}");
+}

@@ -57,6 +57,7 @@ fn conversation() -> Vec<TimedConversation> {
             },
         ],
         think_after: vec![SimDuration::from_secs_f64(1.0)],
+        shared_prefix: None,
     }]
 }
 
@@ -255,6 +256,7 @@ fn one_turn(n: usize) -> Vec<TimedConversation> {
                 assistant_tokens: 3,
             }],
             think_after: vec![],
+            shared_prefix: None,
         })
         .collect()
 }
@@ -413,6 +415,7 @@ fn answer_kv_reuse_is_a_knob() {
                 },
             ],
             think_after: vec![SimDuration::from_secs_f64(1.0)],
+            shared_prefix: None,
         }]
     };
     // D holds 100 + 40 − 1 = 139 tokens → 128 in whole blocks of the 160-token turn-2 prompt.
@@ -443,4 +446,32 @@ fn only_the_service_part_of_the_overhead_is_serialized() {
     cfg.request_service_ms = 20.0;
     let r = run_cfg(cfg, one_turn(2));
     close(r[1].ttft_ms, 50.0);
+}
+
+#[test]
+fn shared_prefix_hits_without_reserving_its_blocks() {
+    // Two one-turn conversations start with the same warmed 96-token prefix (6 blocks).
+    let convs: Vec<TimedConversation> = one_turn(2)
+        .into_iter()
+        .map(|c| TimedConversation {
+            shared_prefix: Some((0, 96)),
+            ..c
+        })
+        .collect();
+    let mut cfg = config(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 1,
+        },
+        8192,
+    );
+    cfg.serialized_overheads = false;
+    // 14 blocks: the prefix (6) + 1 private block each (103 tokens = 7 blocks, 6 shared) fit
+    // together; reserving 7 blocks each would not (6 + 7 + 7 = 20).
+    cfg.limits.capacity_blocks = 14;
+    let r = run_cfg(cfg, convs);
+    for x in &r {
+        assert_eq!((x.num_cached_tokens, x.num_computed_tokens), (96, 4));
+        close(x.ttft_ms, 12.0);
+    }
 }

@@ -44,10 +44,13 @@ fn conv_strategy() -> impl Strategy<Value = TimedConversation> {
             id: "p".into(),
             start_at: SimTime(start),
             think_after: turns.iter().skip(1).map(|t| SimDuration(t.2)).collect(),
+            // A third of the conversations start with a 32-token prefix shared by all of them.
+            shared_prefix: (start % 3 == 0).then_some((0, 32)),
             turns: turns
                 .iter()
-                .map(|t| Turn {
-                    user_tokens: t.0,
+                .enumerate()
+                .map(|(k, t)| Turn {
+                    user_tokens: if k == 0 { t.0.max(40) } else { t.0 },
                     assistant_tokens: t.1,
                 })
                 .collect(),
@@ -79,6 +82,7 @@ proptest! {
                 prop_assert_eq!(rec.num_output_tokens, turn.assistant_tokens);
                 prop_assert_eq!(rec.num_prompt_tokens, rec.num_context_tokens + rec.num_user_tokens);
                 prop_assert_eq!(rec.num_user_tokens, turn.user_tokens + 3);
+                prop_assert!(rec.num_cached_tokens < rec.num_prompt_tokens);
                 // Prompt tokens are either found in the computing instance's cache or computed there.
                 prop_assert_eq!(rec.num_cached_tokens + rec.num_computed_tokens, rec.num_prompt_tokens);
                 prop_assert!(rec.num_computed_tokens >= 1);
