@@ -147,6 +147,8 @@ pub struct InstanceUsage {
     pub num_iterations: u64,
     /// Prefix-cache tokens evicted \[tokens\].
     pub num_evicted_tokens: u64,
+    /// Sequences preempted (KV freed, recomputed later).
+    pub num_preemptions: u64,
 }
 
 /// SLO targets.

@@ -103,6 +103,9 @@ pub struct EngineSpec {
     /// [`EngineLimits::cache_answers`]); `false` models clients that resend answers as text that
     /// re-tokenises differently.
     pub cache_answers: bool,
+    /// Allocate KV blocks as tokens are computed and preempt (recompute) when they run out, as
+    /// vLLM V1 does (default); `false` reserves each sequence's whole footprint at admission.
+    pub incremental_kv: bool,
 }
 
 impl Default for EngineSpec {
@@ -114,6 +117,7 @@ impl Default for EngineSpec {
             gpu_memory_utilization: 0.85,
             activation_reserve_gib: 2.0,
             cache_answers: true,
+            incremental_kv: true,
         }
     }
 }
@@ -466,6 +470,7 @@ impl LoadedScenario {
                 block_size: sc.engine.block_size,
                 capacity_blocks: self.kv_capacity_tokens / sc.engine.block_size as u64,
                 cache_answers: sc.engine.cache_answers,
+                incremental_kv: sc.engine.incremental_kv,
             },
             kv_bytes_per_token: model.kv_bytes_per_token(),
             link_bandwidth_gbps: sc.kv_link.bandwidth_gbps.expect("resolved"),

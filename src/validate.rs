@@ -166,6 +166,7 @@ pub fn vllm_ppd_config(mode: &str, cal: &CalibrationFile) -> Option<SimConfig> {
             block_size: e.block_size,
             capacity_blocks: (bytes / model.kv_bytes_per_token() as f64 / e.block_size as f64) as u64,
             cache_answers: true,
+            incremental_kv: true,
         },
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: cal.kv_transfer.bandwidth_gbps,

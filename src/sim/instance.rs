@@ -37,6 +37,10 @@ pub struct EngineLimits {
     /// tokens (sampled token sequences are often not the tokenizer's canonical encoding), so
     /// the prefix-cache hit stops at the end of the previous prompt.
     pub cache_answers: bool,
+    /// KV blocks are allocated as tokens are computed and a running sequence is preempted
+    /// (recompute mode, vLLM V1's default) when a block cannot be had; when false each sequence
+    /// reserves its whole footprint (prompt + output) at admission and is never preempted.
+    pub incremental_kv: bool,
 }
 
 /// Role of an instance.
@@ -69,6 +73,10 @@ pub struct Seq {
     pub shared_prefix: Option<(u32, u32)>,
     /// Tokens of the hit served by the shared prefix (its blocks are not reserved) \[tokens\].
     pub num_shared_hit_tokens: u32,
+    /// Output tokens to recompute after a preemption (their KV was freed) \[tokens\].
+    pub num_recompute_tokens: u32,
+    /// Times this sequence was preempted.
+    pub num_preemptions: u32,
     /// Tokens with KV present (cached + transferred + computed) \[tokens\].
     pub num_computed_tokens: u32,
     /// Output tokens produced.
@@ -86,8 +94,13 @@ pub struct Seq {
 }
 
 impl Seq {
+    /// Tokens to compute before decoding: the prompt plus any recomputed outputs.
+    fn prefill_target(&self) -> u32 {
+        self.num_prompt_tokens + self.num_recompute_tokens
+    }
+
     fn remaining_prefill(&self) -> u32 {
-        self.num_prompt_tokens - self.num_computed_tokens.min(self.num_prompt_tokens)
+        self.prefill_target() - self.num_computed_tokens.min(self.prefill_target())
     }
 }
 
@@ -145,6 +158,8 @@ pub struct Instance {
     pub busy_time: SimDuration,
     /// Iterations run.
     pub num_iterations: u64,
+    /// Sequences preempted (their KV freed, recomputed later).
+    pub num_preemptions: u64,
     admitted: Vec<SeqEvent>,
 }
 
@@ -165,6 +180,7 @@ impl Instance {
             shared_blocks: 0,
             busy_time: SimDuration::ZERO,
             num_iterations: 0,
+            num_preemptions: 0,
             admitted: Vec::new(),
         }
     }
@@ -224,30 +240,65 @@ impl Instance {
         (tokens as u64).div_ceil(self.limits.block_size as u64)
     }
 
-    /// Tries to admit the head of the waiting queue; true on success.
-    fn admit_head(&mut self, now: SimTime) -> bool {
+    /// Blocks sequence `s` must add to hold `tokens` more computed tokens (shared-prefix blocks
+    /// are resident already).
+    fn blocks_to_add(&self, s: &Seq, tokens: u32) -> u64 {
+        let bs = self.limits.block_size;
+        let total = self.blocks_for(s.num_computed_tokens + tokens) - (s.num_shared_hit_tokens / bs) as u64;
+        total.saturating_sub(s.reserved_blocks)
+    }
+
+    /// Frees `v`'s KV (its computed tokens stay findable in the prefix cache until evicted) and
+    /// puts it back at the head of the waiting queue to be recomputed.
+    fn preempt(&mut self, mut v: Seq) {
+        self.reserved_blocks -= v.reserved_blocks;
+        self.cache
+            .insert_sharing(v.conv, v.num_computed_tokens, v.num_shared_hit_tokens);
+        // Recompute the prompt and the outputs whose KV existed (all but the last sampled one).
+        v.num_recompute_tokens = v.num_generated.saturating_sub(1);
+        v.num_computed_tokens = 0;
+        v.num_external_tokens = 0;
+        v.reserved_blocks = 0;
+        v.num_shared_hit_tokens = 0;
+        v.num_preemptions += 1;
+        self.num_preemptions += 1;
+        self.waiting.push_front(v);
+    }
+
+    /// Tries to admit the head of the waiting queue with at most `budget` tokens this iteration;
+    /// returns the tokens scheduled for it, or `None` when it does not fit.
+    fn admit_head(&mut self, now: SimTime, budget: u32) -> Option<u32> {
         let seq = self.waiting.front().expect("admit_head on an empty queue");
-        let (conv, prompt, output, external) = (
+        let (conv, target, output, external) = (
             seq.conv,
-            seq.num_prompt_tokens,
+            seq.prefill_target(),
             seq.num_output_tokens,
             seq.num_external_tokens,
         );
         let bs = self.limits.block_size;
-        let max_hit = prompt.saturating_sub(1);
+        let max_hit = target.saturating_sub(1);
         let shared_hit = seq
             .shared_prefix
             .and_then(|(k, t)| self.shared.get(&k).map(|&have| have.min(t)))
             .map_or(0, |t| (t.min(max_hit) / bs) * bs);
-        // Blocks of a shared prefix are already resident: only the rest is reserved.
-        let need = self.blocks_for(prompt + output) - (shared_hit / bs) as u64;
+        let full = self.blocks_for(target + output.saturating_sub(seq.num_generated)) - (shared_hit / bs) as u64;
         assert!(
-            need <= self.limits.capacity_blocks,
-            "{}: request {} needs {need} blocks > capacity (scenario validation should have refused it)",
+            full <= self.limits.capacity_blocks,
+            "{}: request {} needs {full} blocks > capacity (scenario validation should have refused it)",
             self.name,
             seq.req
         );
         let entry = self.cache.take(conv);
+        let cached_raw = entry.map_or(0, |e| e.0);
+        let hit = ((cached_raw.min(max_hit) / bs) * bs).max(shared_hit);
+        let computed = hit.max(external.min(max_hit));
+        let chunk = (target - computed).min(budget);
+        // Reserve mode holds the whole footprint; incremental mode only what this iteration computes.
+        let need = if self.limits.incremental_kv {
+            self.blocks_for(computed + chunk) - (shared_hit / bs) as u64
+        } else {
+            full
+        };
         while self.used_blocks() + need > self.limits.capacity_blocks {
             if self.cache.evict_lru().is_none() {
                 break;
@@ -257,30 +308,34 @@ impl Instance {
             if let Some(e) = entry {
                 self.cache.restore(conv, e);
             }
-            return false;
+            return None;
         }
-        let cached_raw = entry.map_or(0, |e| e.0);
-        let hit = ((cached_raw.min(max_hit) / bs) * bs).max(shared_hit);
-        let computed = hit.max(external.min(max_hit));
         let mut seq = self.waiting.pop_front().unwrap();
-        seq.num_cached_tokens = hit;
+        if seq.admitted_at.is_none() {
+            // Statistics of the first admission only (a preempted sequence is re-admitted).
+            seq.num_cached_tokens = hit;
+            seq.num_transferred_tokens = computed - hit;
+            self.admitted.push(SeqEvent::Admitted {
+                req: seq.req,
+                queue_delay: now.since(seq.enqueued_at),
+                num_cached_tokens: seq.num_cached_tokens,
+                num_transferred_tokens: seq.num_transferred_tokens,
+            });
+        }
         seq.num_shared_hit_tokens = shared_hit;
-        seq.num_transferred_tokens = computed - hit;
         seq.num_computed_tokens = computed;
         seq.reserved_blocks = need;
-        seq.admitted_at = Some(now);
+        seq.admitted_at.get_or_insert(now);
         self.reserved_blocks += need;
-        self.admitted.push(SeqEvent::Admitted {
-            req: seq.req,
-            queue_delay: now.since(seq.enqueued_at),
-            num_cached_tokens: seq.num_cached_tokens,
-            num_transferred_tokens: seq.num_transferred_tokens,
-        });
         self.running.push(seq);
-        true
+        Some(chunk)
     }
 
     /// Starts an iteration if idle and there is work. Returns its end time.
+    ///
+    /// Running sequences are scheduled in admission order; in incremental-KV mode a sequence
+    /// that needs a block when none is free (after evicting cached prefixes) preempts the most
+    /// recently admitted running sequence, or itself when it is the last.
     pub fn try_start(&mut self, now: SimTime, cost: &dyn CostModel) -> Option<SimTime> {
         if self.is_busy() {
             return None;
@@ -288,37 +343,61 @@ impl Instance {
         let mut budget = self.limits.token_budget;
         let mut shape = BatchShape::default();
         self.batch.clear();
-        for (i, s) in self.running.iter().enumerate() {
+        let mut pending: std::collections::VecDeque<Seq> = std::mem::take(&mut self.running).into();
+        let mut kept: Vec<Seq> = Vec::with_capacity(pending.len());
+        while let Some(mut s) = pending.pop_front() {
             if budget == 0 {
-                break;
+                kept.push(s);
+                continue;
             }
             let rem = s.remaining_prefill();
+            let tokens = if rem > 0 { rem.min(budget) } else { 1 };
+            if self.limits.incremental_kv {
+                let need = self.blocks_to_add(&s, tokens);
+                let mut self_preempted = false;
+                while self.used_blocks() + need > self.limits.capacity_blocks {
+                    if self.cache.evict_lru().is_some() {
+                        continue;
+                    }
+                    match pending.pop_back() {
+                        Some(v) => self.preempt(v),
+                        None => {
+                            self_preempted = true;
+                            break;
+                        }
+                    }
+                }
+                if self_preempted {
+                    self.preempt(s);
+                    continue;
+                }
+                s.reserved_blocks += need;
+                self.reserved_blocks += need;
+            }
             if rem > 0 {
-                let chunk = rem.min(budget);
                 shape.prefill.push(PrefillPart {
-                    num_new_tokens: chunk,
+                    num_new_tokens: tokens,
                     num_cached_tokens: s.num_computed_tokens,
                 });
-                self.batch.push((i, chunk));
-                budget -= chunk;
+                self.batch.push((kept.len(), tokens));
             } else {
                 shape.num_decode_seqs += 1;
                 shape.decode_context_tokens += s.num_computed_tokens as u64;
-                self.batch.push((i, 0));
-                budget -= 1;
+                self.batch.push((kept.len(), 0));
             }
+            budget -= tokens;
+            kept.push(s);
         }
+        self.running = kept;
         while budget > 0 && !self.waiting.is_empty() && (self.running.len() as u32) < self.limits.max_num_seqs {
-            if !self.admit_head(now) {
+            let Some(chunk) = self.admit_head(now, budget) else {
                 break;
-            }
+            };
             let i = self.running.len() - 1;
-            let s = &self.running[i];
-            let chunk = s.remaining_prefill().min(budget);
             debug_assert!(chunk > 0, "an admitted sequence always has a prompt token to compute");
             shape.prefill.push(PrefillPart {
                 num_new_tokens: chunk,
-                num_cached_tokens: s.num_computed_tokens,
+                num_cached_tokens: self.running[i].num_computed_tokens,
             });
             self.batch.push((i, chunk));
             budget -= chunk;
@@ -364,14 +443,17 @@ impl Instance {
             let s = &mut self.running[i];
             if chunk > 0 {
                 s.num_computed_tokens += chunk;
-                assert!(s.num_computed_tokens <= s.num_prompt_tokens);
-                if s.num_computed_tokens == s.num_prompt_tokens {
+                assert!(s.num_computed_tokens <= s.prefill_target());
+                if s.num_computed_tokens == s.prefill_target() {
                     if s.prefill_only {
                         events.push(SeqEvent::PrefillDone { req: s.req });
                         done.push(i);
                     } else {
-                        s.num_generated = 1;
-                        events.push(SeqEvent::FirstToken { req: s.req });
+                        // The step that completes the prompt (or a recompute) samples a token.
+                        s.num_generated += 1;
+                        if s.num_generated == 1 {
+                            events.push(SeqEvent::FirstToken { req: s.req });
+                        }
                         if s.num_generated == s.num_output_tokens {
                             events.push(SeqEvent::Completed { req: s.req });
                             done.push(i);

@@ -383,6 +383,8 @@ impl<'a> Simulation<'a> {
             num_external_tokens: external,
             shared_prefix: self.convs[r.conv].shared_prefix,
             num_shared_hit_tokens: 0,
+            num_recompute_tokens: 0,
+            num_preemptions: 0,
             num_computed_tokens: 0,
             num_generated: 0,
             num_cached_tokens: 0,
@@ -663,6 +665,7 @@ impl<'a> Simulation<'a> {
                     busy_fraction: i.busy_time.as_ms() / makespan,
                     num_iterations: i.num_iterations,
                     num_evicted_tokens: i.cache.num_evicted_tokens,
+                    num_preemptions: i.num_preemptions,
                 }
             })
             .collect();

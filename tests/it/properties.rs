@@ -67,6 +67,8 @@ proptest! {
             let mut cfg = super::lifecycle::config(p, budget);
             // Alternate the client pool and the pinning rule across policies.
             cfg.client_max_connections = if k % 2 == 0 { Some(3) } else { None };
+            // Alternate incremental KV allocation (with preemption) and whole-footprint reservation.
+            cfg.limits.incremental_kv = k % 3 != 2;
             cfg.pinning = if k % 2 == 1 { ppdsim::sim::Pinning::LeastLoaded } else { ppdsim::sim::Pinning::Hash };
             cfg.template_tokens_per_message = 3;
             // Small KV memory (blocks of 16) to force prefix-cache evictions; every request still fits.
