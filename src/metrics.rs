@@ -48,6 +48,8 @@ pub enum RequestStatus {
     Ok,
     /// Completed after the client's timeout: counted as failed, excluded from latency statistics.
     Timeout,
+    /// Refused by the engine (prompt + output longer than `max_model_len`): failed.
+    Rejected,
 }
 
 /// One row of `requests.csv`: a turn of a conversation.
@@ -170,7 +172,7 @@ pub struct Summary {
     pub num_conversations: usize,
     /// Requests (turns) that succeeded.
     pub num_requests: usize,
-    /// Requests that failed (client timeout).
+    /// Requests that failed (client timeout or refused by the engine).
     pub num_failed: usize,
     /// First token of the first request to the last completion \[s\].
     pub makespan_s: f64,

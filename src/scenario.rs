@@ -106,6 +106,10 @@ pub struct EngineSpec {
     /// Allocate KV blocks as tokens are computed and preempt (recompute) when they run out, as
     /// vLLM V1 does (default); `false` reserves each sequence's whole footprint at admission.
     pub incremental_kv: bool,
+    /// Longest prompt + output accepted (`--max-model-len`; vllm-ppd used 8192); longer
+    /// requests fail at once and end their conversation. Unset: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_model_len: Option<u32>,
 }
 
 impl Default for EngineSpec {
@@ -118,6 +122,7 @@ impl Default for EngineSpec {
             activation_reserve_gib: 2.0,
             cache_answers: true,
             incremental_kv: true,
+            max_model_len: None,
         }
     }
 }
@@ -484,6 +489,7 @@ impl LoadedScenario {
             client_max_connections: sc.client.max_connections,
             request_timeout_s: sc.client.request_timeout_s,
             pinning: sc.router.pinning,
+            max_model_len: sc.engine.max_model_len,
         }
     }
 

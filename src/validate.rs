@@ -184,6 +184,7 @@ pub fn vllm_ppd_config(mode: &str, cal: &CalibrationFile) -> Option<SimConfig> {
         client_max_connections: Some(50),
         request_timeout_s: Some(120.0),
         pinning: Pinning::Hash,
+        max_model_len: Some(8192),
     })
 }
 

@@ -98,6 +98,9 @@ pub struct SimConfig {
     pub request_timeout_s: Option<f64>,
     /// Pinning rule.
     pub pinning: Pinning,
+    /// Longest prompt + output an engine accepts (`--max-model-len`); longer requests are
+    /// refused at once and end their conversation. `None`: no limit.
+    pub max_model_len: Option<u32>,
 }
 
 /// An event (closed enum: the domain is fixed).
@@ -154,6 +157,7 @@ struct Request {
     num_cached_tokens: Option<u32>,
     num_transferred_tokens: u32,
     timed_out: bool,
+    rejected: bool,
 }
 
 struct ConvState {
@@ -365,6 +369,7 @@ impl<'a> Simulation<'a> {
             num_cached_tokens: None,
             num_transferred_tokens: 0,
             timed_out: false,
+            rejected: false,
         };
         st.context_tokens += user + turn.assistant_tokens + tpl;
         st.next_turn += 1;
@@ -485,8 +490,34 @@ impl<'a> Simulation<'a> {
         self.on_arrival(req);
     }
 
+    /// A finished (or refused) request returns its connection; the oldest waiting turn takes it.
+    fn release_connection(&mut self) {
+        self.in_flight -= 1;
+        if let Some(next) = self.connection_waiters.pop_front() {
+            self.in_flight += 1;
+            self.on_arrival(next);
+        }
+    }
+
     fn on_arrival(&mut self, req: usize) {
         let r = &self.requests[req];
+        if self
+            .cfg
+            .max_model_len
+            .is_some_and(|max| r.num_prompt_tokens + r.num_output_tokens > max)
+        {
+            // The engine refuses it at once (HTTP 400); the client ends the conversation.
+            let (conv, inst) = (r.conv, r.decode_inst);
+            let r = &mut self.requests[req];
+            r.rejected = true;
+            r.first_token_at = Some(self.now);
+            r.completed_at = Some(self.now);
+            r.num_cached_tokens = Some(0);
+            self.conv_state[conv].stopped = true;
+            self.active_convs[inst] -= 1;
+            self.release_connection();
+            return;
+        }
         let cached = self.instances[r.decode_inst].cached_tokens(r.conv);
         let (p, d) = self.cfg.policy.cluster();
         let first_direct = p as usize + (d - self.cfg.policy.direct_decode_instances()) as usize;
@@ -556,12 +587,7 @@ impl<'a> Simulation<'a> {
                     r.timed_out = self.now.since(r.arrived_at) > SimDuration::from_secs_f64(t);
                 }
                 let (conv, timed_out, inst) = (r.conv, r.timed_out, r.decode_inst);
-                // The connection returns to the pool; the oldest waiting turn takes it.
-                self.in_flight -= 1;
-                if let Some(next) = self.connection_waiters.pop_front() {
-                    self.in_flight += 1;
-                    self.on_arrival(next);
-                }
+                self.release_connection();
                 let k = self.conv_state[conv].next_turn;
                 if timed_out || k == self.convs[conv].turns.len() {
                     // A failed turn ends its conversation (the client does not send the next one).
@@ -601,7 +627,7 @@ impl<'a> Simulation<'a> {
                 done
             );
             let cached = r.num_cached_tokens.expect("admitted requests record their cache hit");
-            let computed = r.num_prompt_tokens
+            let computed = if r.rejected { cached } else { r.num_prompt_tokens }
                 - cached
                 - if r.route == RouteKind::Local {
                     r.num_transferred_tokens
@@ -614,7 +640,9 @@ impl<'a> Simulation<'a> {
                 conversation_id: self.convs[r.conv].id.clone(),
                 turn: r.turn,
                 route: r.route,
-                status: if r.timed_out {
+                status: if r.rejected {
+                    RequestStatus::Rejected
+                } else if r.timed_out {
                     RequestStatus::Timeout
                 } else {
                     RequestStatus::Ok

@@ -40,6 +40,7 @@ pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
         client_max_connections: None,
         request_timeout_s: None,
         pinning: ppdsim::sim::Pinning::Hash,
+        max_model_len: None,
     }
 }
 
@@ -516,4 +517,17 @@ fn kv_exhaustion_preempts_the_latest_sequence_and_recomputes_it() {
     // conversations), then 39 decode steps → 802 ms.
     close(res.records[1].ttft_ms, 412.0);
     close(res.records[1].e2e_ms, 802.0);
+}
+
+#[test]
+fn requests_longer_than_max_model_len_are_refused() {
+    let mut cfg = config(ppd(), 8192);
+    // Turn 1: 100 + 3 tokens fit in 120; turn 2: 123 + 2 do not.
+    cfg.max_model_len = Some(120);
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let r = Simulation::new(cfg, &cost, conversation()).run().records;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].status, ppdsim::metrics::RequestStatus::Ok);
+    assert_eq!(r[1].status, ppdsim::metrics::RequestStatus::Rejected);
+    assert_eq!((r[1].ttft_ms, r[1].num_computed_tokens), (0.0, 0));
 }
