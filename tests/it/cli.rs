@@ -12,6 +12,21 @@ fn ppdsim() -> Command {
     Command::cargo_bin("ppdsim").unwrap()
 }
 
+/// Stdout of `ppdsim validate PATH` with the shipped calibration.
+fn validate_stdout(path: &Path) -> String {
+    let out = ppdsim()
+        .arg("validate")
+        .arg(path)
+        .arg("-c")
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(out).unwrap()
+}
+
 fn run_scenario(scenario: &Path, out: &Path, threads: &str) {
     ppdsim()
         .env("RAYON_NUM_THREADS", threads)
@@ -254,17 +269,7 @@ fn strict_calibration_refuses_physically_impossible_data() {
 
 #[test]
 fn validate_comprehensive_points_reports_winner_and_knee() {
-    let out = ppdsim()
-        .arg("validate")
-        .arg(root().join("tests/data/comprehensive"))
-        .arg("-c")
-        .arg(root().join("calibration/h100-llama3.1-8b.json"))
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8(out).unwrap();
+    let text = validate_stdout(&root().join("tests/data/comprehensive"));
     assert!(text.contains("6 comprehensive points simulated"), "{text}");
     // small_tiny: PPD's turn-2 TTFT beats PD's at every load, measured and predicted.
     assert!(text.contains("winner by turn-2 p50 TTFT: 3/3 points agree"), "{text}");
@@ -379,17 +384,7 @@ fn comprehensive_protocol_scenario_generates_the_benchmark_workload() {
 
 #[test]
 fn validate_interference_experiments() {
-    let out = ppdsim()
-        .arg("validate")
-        .arg(root().join("tests/data/measurements/vllm-ppd_sensitivity_experiment_sample.json"))
-        .arg("-c")
-        .arg(root().join("calibration/h100-llama3.1-8b.json"))
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8(out).unwrap();
+    let text = validate_stdout(&root().join("tests/data/measurements/vllm-ppd_sensitivity_experiment_sample.json"));
     assert!(text.contains("sensitivity  with inserted prefills     n=1"), "{text}");
     // The 1024-token append-prefill into a 64-sequence decode batch: measured decode TPOT 20.6 ms.
     let line = text.lines().find(|l| l.contains("len1024")).unwrap();

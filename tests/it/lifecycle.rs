@@ -263,6 +263,19 @@ fn one_turn(n: usize) -> Vec<TimedConversation> {
         .collect()
 }
 
+/// One mixed instance whose overheads are pure delays (2 ms).
+fn one_instance_without_queues() -> SimConfig {
+    let mut cfg = config(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 1,
+        },
+        8192,
+    );
+    cfg.serialized_overheads = false;
+    cfg
+}
+
 fn run_cfg(cfg: SimConfig, convs: Vec<TimedConversation>) -> Vec<RequestRecord> {
     let cost = ConstantCostModel { step_ms: 10.0 };
     Simulation::new(cfg, &cost, convs).run().records
@@ -460,14 +473,7 @@ fn shared_prefix_hits_without_reserving_its_blocks() {
             ..c
         })
         .collect();
-    let mut cfg = config(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 1,
-        },
-        8192,
-    );
-    cfg.serialized_overheads = false;
+    let mut cfg = one_instance_without_queues();
     // 14 blocks: the prefix (6) + 1 private block each (103 tokens = 7 blocks, 6 shared) fit
     // together; reserving 7 blocks each would not (6 + 7 + 7 = 20).
     cfg.limits.capacity_blocks = 14;
@@ -490,14 +496,7 @@ fn kv_exhaustion_preempts_the_latest_sequence_and_recomputes_it() {
             ..c
         })
         .collect();
-    let mut cfg = config(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 1,
-        },
-        8192,
-    );
-    cfg.serialized_overheads = false;
+    let mut cfg = one_instance_without_queues();
     // 14 blocks of 16 tokens: both 100-token prompts fit (7 blocks each), but growing to 139
     // tokens (9 blocks each) does not: the later sequence is preempted and recomputed.
     cfg.limits.capacity_blocks = 14;
