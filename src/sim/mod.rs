@@ -91,7 +91,8 @@ pub struct SimConfig {
     /// bursts queue behind each other; when false they are pure delays.
     pub serialized_overheads: bool,
     /// The benchmark client's connection pool (vllm-ppd: `TCPConnector(limit=50)`): at most this
-    /// many requests in flight; TTFT includes the wait for a connection. `None`: unlimited.
+    /// many requests in flight; TTFT includes the wait for a connection. A turn sent the moment
+    /// its previous turn ends (no think time) reuses that turn's connection. `None`: unlimited.
     pub client_max_connections: Option<u32>,
     /// Client timeout: a request whose E2E exceeds it counts as failed and its conversation
     /// stops (vllm-ppd: 120 s). `None`: no timeout.
@@ -587,19 +588,26 @@ impl<'a> Simulation<'a> {
                     r.timed_out = self.now.since(r.arrived_at) > SimDuration::from_secs_f64(t);
                 }
                 let (conv, timed_out, inst) = (r.conv, r.timed_out, r.decode_inst);
-                self.release_connection();
                 let k = self.conv_state[conv].next_turn;
                 if timed_out || k == self.convs[conv].turns.len() {
                     // A failed turn ends its conversation (the client does not send the next one).
                     self.conv_state[conv].stopped = timed_out;
                     self.active_convs[inst] -= 1;
+                    self.release_connection();
                 } else {
                     let think = self.convs[conv].think_after[k - 1];
-                    let at = self.now + think;
                     // The next turn is created now (its context is known) and arrives after the think time.
                     let next = self.new_request(conv);
-                    self.requests[next].arrived_at = at;
-                    self.queue.push(at, Event::Arrival { req: next });
+                    if think == SimDuration::ZERO {
+                        // Sent at once, it reuses the connection its previous turn just released
+                        // (before pool waiters wake up, as aiohttp's connector behaves).
+                        self.on_arrival(next);
+                    } else {
+                        self.release_connection();
+                        let at = self.now + think;
+                        self.requests[next].arrived_at = at;
+                        self.queue.push(at, Event::Arrival { req: next });
+                    }
                 }
             }
             SeqEvent::Admitted { .. } => {

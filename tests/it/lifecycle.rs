@@ -530,3 +530,25 @@ fn requests_longer_than_max_model_len_are_refused() {
     assert_eq!(r[1].status, ppdsim::metrics::RequestStatus::Rejected);
     assert_eq!((r[1].ttft_ms, r[1].num_computed_tokens), (0.0, 0));
 }
+
+#[test]
+fn a_turn_sent_at_once_reuses_its_connection() {
+    // Pool of 1. A: two turns with no think time; B: one turn, sent at 0 after A.
+    let mut a = conversation().remove(0);
+    a.think_after = vec![SimDuration::ZERO];
+    let b = one_turn(1).remove(0);
+    let mut cfg = config(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 1,
+        },
+        8192,
+    );
+    cfg.client_max_connections = Some(1);
+    let r = run_cfg(cfg, vec![a, b]);
+    // A turn 1: enqueue 2, done 32. Its turn 2 takes the connection at once: enqueue 34, first
+    // token 44, done 54. Only then does B get it: enqueue 56, first token 66.
+    close(r[1].arrived_at_ms, 32.0);
+    close(r[1].completed_at_ms, 54.0);
+    close(r[2].ttft_ms, 66.0);
+}
