@@ -100,8 +100,10 @@ pub fn to_csv<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 pub struct SummaryRow {
     /// Policy.
     pub policy: String,
-    /// Requests completed.
+    /// Requests that succeeded.
     pub num_requests: usize,
+    /// Requests that failed (timeout, refused).
+    pub num_failed: usize,
     /// TTFT p50, turn 1 \[ms\].
     pub ttft_turn1_p50_ms: f64,
     /// TTFT p99, turn 1 \[ms\].
@@ -147,6 +149,7 @@ impl From<&Summary> for SummaryRow {
         SummaryRow {
             policy: s.policy.clone(),
             num_requests: s.num_requests,
+            num_failed: s.num_failed,
             ttft_turn1_p50_ms: s.ttft_turn1.p50_ms,
             ttft_turn1_p99_ms: s.ttft_turn1.p99_ms,
             ttft_turn2plus_p50_ms: s.ttft_turn2plus.p50_ms,
