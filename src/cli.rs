@@ -78,9 +78,10 @@ pub enum Command {
         strict: bool,
     },
     /// Run the simulator on measured points and print measured vs predicted latency with the
-    /// error. Supported: vllm-ppd comprehensive sweep points (files under a `comprehensive`
-    /// folder: median error below saturation, PD-vs-PPD winner agreement, saturation knees) and
-    /// v3 low-QPS files (`*_v3_*.lowqps.json`: error per point). Directories are searched.
+    /// error. Supported (detected from content; directories are searched): vllm-ppd comprehensive
+    /// sweep points (median error below saturation, PD-vs-PPD winner agreement, saturation
+    /// knees), v3 low-QPS files (error per point) and interference experiments (decode TPOT,
+    /// batch time and inserted-prefill TTFT per setting).
     Validate {
         /// Measured files or directories.
         #[arg(required = true)]
