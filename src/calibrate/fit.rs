@@ -114,6 +114,21 @@ pub fn fit_weighted(x: &[Vec<f64>], y: &[f64], w: &[f64]) -> FitResult {
     }
 }
 
+/// Weighted NNLS with lower bounds: `β_j ≥ floors[j]` (a physical minimum, e.g. the KV-read
+/// time per context token). Solved as NNLS on `y − X·floors`; `at_bound` then means "at its floor".
+///
+/// # Panics
+/// As [`fit_weighted`], or if `floors` has another length than a row.
+pub fn fit_weighted_floor(x: &[Vec<f64>], y: &[f64], w: &[f64], floors: &[f64]) -> FitResult {
+    assert!(x.iter().all(|r| r.len() == floors.len()));
+    let y2: Vec<f64> = x.iter().zip(y).map(|(r, v)| v - predict(r, floors)).collect();
+    let mut f = fit_weighted(x, &y2, w);
+    for (b, fl) in f.beta.iter_mut().zip(floors) {
+        *b += fl;
+    }
+    f
+}
+
 /// Unconstrained weighted least squares with 95% confidence half-widths, or `None` when the
 /// design is singular or has no residual degrees of freedom.
 pub fn ols_weighted(x: &[Vec<f64>], y: &[f64], w: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
@@ -177,6 +192,20 @@ mod tests {
         assert_eq!(f2.beta[1], 0.0);
         assert!(f2.at_bound[1]);
         assert!((f2.beta[0] - 8.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn floors_bound_coefficients_from_below() {
+        // y = 2 + 3x with the slope floored at 4: the slope sits at 4 and the intercept absorbs
+        // the rest as well as NNLS can (y − 4x = 2 − x has mean 0 on x = 0..4 → intercept 0).
+        let x: Vec<Vec<f64>> = (0..5).map(|i| vec![1.0, i as f64]).collect();
+        let y: Vec<f64> = (0..5).map(|i| 2.0 + 3.0 * i as f64).collect();
+        let f = fit_weighted_floor(&x, &y, &[1.0; 5], &[0.0, 4.0]);
+        assert!((f.beta[1] - 4.0).abs() < 1e-9 && f.at_bound[1]);
+        assert!(f.beta[0].abs() < 1e-9);
+        // A floor below the free optimum changes nothing.
+        let g = fit_weighted_floor(&x, &y, &[1.0; 5], &[0.0, 1.0]);
+        assert!((g.beta[1] - 3.0).abs() < 1e-9 && (g.beta[0] - 2.0).abs() < 1e-9);
     }
 
     #[test]

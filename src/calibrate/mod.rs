@@ -131,17 +131,18 @@ fn coefficient(name: &str, unit: &str, value: f64, half: f64, at_bound: bool) ->
 }
 
 /// K-fold (index mod k) out-of-fold predictions of a weighted NNLS fit.
-fn cross_validated(x: &[Vec<f64>], y: &[f64], w: &[f64], k: usize) -> Vec<f64> {
+fn cross_validated(x: &[Vec<f64>], y: &[f64], w: &[f64], k: usize, floors: &[f64]) -> Vec<f64> {
     let mut pred = vec![f64::NAN; y.len()];
     for fold in 0..k {
         let train: Vec<usize> = (0..y.len()).filter(|i| i % k != fold).collect();
         if train.len() < x[0].len() {
             return x.iter().map(|_| f64::NAN).collect();
         }
-        let f = fit::fit_weighted(
+        let f = fit::fit_weighted_floor(
             &train.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
             &train.iter().map(|&i| y[i]).collect::<Vec<_>>(),
             &train.iter().map(|&i| w[i]).collect::<Vec<_>>(),
+            floors,
         );
         for i in (0..y.len()).filter(|i| i % k == fold) {
             pred[i] = fit::predict(&x[i], &f.beta);
@@ -150,8 +151,15 @@ fn cross_validated(x: &[Vec<f64>], y: &[f64], w: &[f64], k: usize) -> Vec<f64> {
     pred
 }
 
+/// Physical lower bounds of the five coefficients: β4 ≥ KV bytes per token / HBM bandwidth (a
+/// decode step reads every context token's KV once); the others ≥ 0.
+fn physical_floors(model: &ModelSpec, gpu: &GpuSpec, tp: u32) -> [f64; 5] {
+    let kv_read_ms = model.kv_bytes_per_token() as f64 / tp as f64 / (gpu.hbm_bandwidth_tbps * 1e12) * 1e3;
+    [0.0, 0.0, 0.0, 0.0, kv_read_ms]
+}
+
 /// Weighted NNLS restricted to `cols` of the 5 iteration features; other coefficients are 0.
-fn fit_iterations(samples: &[&IterationSample], cols: &[usize]) -> (fit::FitResult, [f64; 5]) {
+fn fit_iterations(samples: &[&IterationSample], cols: &[usize], floors5: &[f64; 5]) -> (fit::FitResult, [f64; 5]) {
     let x: Vec<Vec<f64>> = samples
         .iter()
         .map(|s| {
@@ -161,7 +169,8 @@ fn fit_iterations(samples: &[&IterationSample], cols: &[usize]) -> (fit::FitResu
         .collect();
     let y: Vec<f64> = samples.iter().map(|s| s.measured_ms).collect();
     let w: Vec<f64> = y.iter().map(|v| 1.0 / v.max(1e-6)).collect();
-    let f = fit::fit_weighted(&x, &y, &w);
+    let floors: Vec<f64> = cols.iter().map(|&c| floors5[c]).collect();
+    let f = fit::fit_weighted_floor(&x, &y, &w, &floors);
     let mut b = [0.0; 5];
     for (k, &c) in cols.iter().enumerate() {
         b[c] = f.beta[k];
@@ -273,10 +282,11 @@ pub fn physics_checks(
             implied: kv_bw,
             limit: gpu.hbm_bandwidth_tbps,
             unit: "TB/s".into(),
-            ok: kv_bw <= gpu.hbm_bandwidth_tbps,
+            // β4's floor is exactly the HBM rate: allow rounding at the limit.
+            ok: kv_bw <= gpu.hbm_bandwidth_tbps * (1.0 + 1e-9),
             message: if c.beta4_ms_per_context_token == 0.0 {
                 "β4 pinned at 0: context length had no measurable effect in these samples".into()
-            } else if kv_bw <= gpu.hbm_bandwidth_tbps {
+            } else if kv_bw <= gpu.hbm_bandwidth_tbps * (1.0 + 1e-9) {
                 format!("{kv_bw:.2} TB/s effective")
             } else {
                 "KV reads faster than HBM: contexts were probably shorter than stated".into()
@@ -372,7 +382,7 @@ fn fit_group(
     let mut decode = None;
     if !iters.is_empty() {
         let cols = informed_columns(&iters);
-        let (fr, b) = fit_iterations(&iters, &cols);
+        let (fr, b) = fit_iterations(&iters, &cols, &physical_floors(model, gpu, opts.tp));
         let c = IterationCoefficients::from_array(b);
         if cols.contains(&1) {
             let t = c.predict_ms(&prefill_1k());
@@ -588,11 +598,13 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         .collect();
     let y: Vec<f64> = iters.iter().map(|s| s.measured_ms).collect();
     let w: Vec<f64> = y.iter().map(|v| 1.0 / v.max(1e-6)).collect();
-    let f = fit::fit_weighted(&x, &y, &w);
+    let mut floors = physical_floors(model, gpu, opts.tp).to_vec();
+    floors.resize(ncol, 0.0);
+    let f = fit::fit_weighted_floor(&x, &y, &w, &floors);
     let b = [f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]];
     let coeffs = IterationCoefficients::from_array(b);
     let pred: Vec<f64> = x.iter().map(|xi| fit::predict(xi, &f.beta)).collect();
-    let cv = cross_validated(&x, &y, &w, 5);
+    let cv = cross_validated(&x, &y, &w, 5, &floors);
     let kernel_group_intercepts: Vec<Coefficient> = kernel_names
         .iter()
         .enumerate()
@@ -717,7 +729,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             .map(|(x, c)| c + fit::predict(x, &g.beta))
             .collect();
         let meas: Vec<f64> = reqs.iter().map(|s| s.measured_ttft_ms).collect();
-        let cvr = cross_validated(&rx, &ry, &ones, 5);
+        let cvr = cross_validated(&rx, &ry, &ones, 5, &vec![0.0; rx[0].len()]);
         let cvp: Vec<f64> = cvr.iter().zip(&computes).map(|(r, c)| r + c).collect();
         let idx: Vec<usize> = (0..reqs.len()).collect();
         add_phase(
@@ -885,7 +897,7 @@ pub fn report(c: &Calibration) -> String {
             co.unit,
             co.ci95_low,
             co.ci95_high,
-            if co.at_bound { "  (at bound 0)" } else { "" }
+            if co.at_bound { "  (at its lower bound)" } else { "" }
         );
     }
     for co in f
@@ -903,7 +915,7 @@ pub fn report(c: &Calibration) -> String {
             co.unit,
             co.ci95_low,
             co.ci95_high,
-            if co.at_bound { "  (at bound 0)" } else { "" }
+            if co.at_bound { "  (at its lower bound)" } else { "" }
         );
     }
     let _ = writeln!(

@@ -74,6 +74,39 @@ fn base(reader: &'static str, group: &str, used_for: &str) -> FileSamples {
     }
 }
 
+/// The serialized admission interval of a burst \[ms\] from `(N, mean TTFT)` ramps: a burst of N
+/// requests served one every `s` ms has a mean wait of `s (N − 1) / 2`, so `s` is twice the
+/// least-squares slope. `None` with fewer than 3 ramps or a non-positive slope.
+pub fn ramp_service_ms(ramps: &[(f64, f64)]) -> Option<f64> {
+    if ramps.len() < 3 {
+        return None;
+    }
+    let n = ramps.len() as f64;
+    let mx = ramps.iter().map(|r| r.0).sum::<f64>() / n;
+    let my = ramps.iter().map(|r| r.1).sum::<f64>() / n;
+    let sxx: f64 = ramps.iter().map(|r| (r.0 - mx).powi(2)).sum();
+    let sxy: f64 = ramps.iter().map(|r| (r.0 - mx) * (r.1 - my)).sum();
+    (sxx > 0.0 && sxy > 0.0).then(|| 2.0 * sxy / sxx)
+}
+
+/// Mean number of requests decoding together when N requests, admitted `s` ms apart, each decode
+/// for `d` ms: `(1/N) Σ_i Σ_j max(0, 1 − |i − j| s / d)`.
+pub fn effective_batch(n: u32, d: f64, s: f64) -> f64 {
+    if d <= 0.0 {
+        return n as f64;
+    }
+    let nf = n as f64;
+    let mut total = nf;
+    for k in 1..n {
+        let w = 1.0 - k as f64 * s / d;
+        if w <= 0.0 {
+            break;
+        }
+        total += 2.0 * (nf - k as f64) * w;
+    }
+    total / nf
+}
+
 /// A turn-2 request sample of a two-turn conversation measured alone.
 pub fn two_turn_sample(
     route: RequestRoute,
@@ -161,6 +194,7 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
                 "vllm-ppd-interference",
                 "decode iterations (β0, β3, β4); mixed trials kept for validation",
             );
+            let mut decode_only = Vec::new();
             for (i, r) in v["results"].as_array().expect("detected").iter().enumerate() {
                 let at = format!("results[{i}]");
                 let scenario = r["scenario"].as_str().unwrap_or("");
@@ -182,6 +216,7 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
                         out.ramps.push((n as f64, ttft));
                     }
                     let mean_ctx = d_ctx + (d_out - 1.0) / 2.0;
+                    decode_only.push((out.iterations.len(), n, tpot));
                     out.iterations.push(IterationSample {
                         phase: Phase::Decode,
                         batch: decode_batch(n, (n as f64 * mean_ctx).round() as u64),
@@ -217,6 +252,19 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
                     path,
                     "no decode-only or single-request trials (expected `decoding_only*` scenarios)",
                 ));
+            }
+            // The N requests of a trial are not admitted at once: the server takes them one per
+            // `s` ms (the mean TTFT grows by s/2 per request), so a request decodes alongside fewer
+            // than N others on average. Use that effective batch.
+            if let Some(s) = ramp_service_ms(&out.ramps) {
+                let mean_ctx = d_ctx + (d_out - 1.0) / 2.0;
+                for (idx, n, tpot) in decode_only {
+                    let n_eff = effective_batch(n, (d_out - 1.0) * tpot, s);
+                    let sample = &mut out.iterations[idx];
+                    let b = n_eff.round().max(1.0) as u32;
+                    sample.batch = decode_batch(b, (b as f64 * mean_ctx).round() as u64);
+                    sample.label = format!("vllm-ppd decode N={n} (effective batch {b})");
+                }
             }
             Ok(out)
         }
@@ -346,5 +394,30 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
             Ok(out)
         }
         _ => unreachable!("not a vllm-ppd format"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_batch_by_hand() {
+        assert_eq!(effective_batch(1, 10.0, 5.0), 1.0);
+        // Two requests 5 ms apart decoding 10 ms each overlap half the time: (2 + 2·1·0.5)/2 = 1.5.
+        assert!((effective_batch(2, 10.0, 5.0) - 1.5).abs() < 1e-12);
+        // Admitted further apart than they decode: never together.
+        assert_eq!(effective_batch(3, 10.0, 20.0), 1.0);
+        // Admitted at once: all N together.
+        assert_eq!(effective_batch(50, 10.0, 0.0), 50.0);
+    }
+
+    #[test]
+    fn ramp_service_is_twice_the_ttft_slope() {
+        assert_eq!(
+            ramp_service_ms(&[(10.0, 100.0), (20.0, 150.0), (30.0, 200.0)]),
+            Some(10.0)
+        );
+        assert_eq!(ramp_service_ms(&[(10.0, 100.0), (20.0, 150.0)]), None);
     }
 }
