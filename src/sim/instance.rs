@@ -6,14 +6,19 @@
 //!    sequence still prefilling takes `min(remaining prompt, budget left)` (chunked prefill).
 //! 2. Waiting sequences are admitted first-come-first-served while the budget lasts, fewer than
 //!    `max_num_seqs` run, and their KV fits. Admission looks up the conversation's prefix-cache
-//!    entry (a hit is whole blocks, at most `prompt − 1` tokens, since the last prompt token must be
-//!    computed to sample from), then reserves blocks for the whole sequence (prompt + output),
-//!    evicting least-recently-used cache entries as needed. A sequence that does not fit waits
-//!    (head-of-line, as vLLM's FCFS waiting queue); there is no preemption.
+//!    entry and any shared prefix (a hit is whole blocks, at most `prompt − 1` tokens, since the
+//!    last prompt token must be computed to sample from), evicting least-recently-used cache
+//!    entries as needed. A sequence that does not fit waits (head-of-line, as vLLM's FCFS
+//!    waiting queue).
+//!
+//! KV memory is counted in blocks. With `incremental_kv` (vLLM V1) a sequence holds blocks for the
+//! tokens computed so far and gets more as it computes; when none can be had, the most recently
+//! admitted running sequence is preempted (its KV freed, recomputed later). Otherwise each
+//! sequence reserves its whole footprint (prompt + output) at admission and is never preempted.
 //!
 //! The iteration's duration comes from the cost model; its tokens appear at its end. The step that
 //! finishes a prompt also samples the first output token. A sequence that finishes frees its
-//! reservation and leaves `prompt + output − 1` tokens (prompt only for prefill-only sequences) in
+//! blocks and leaves `prompt + output − 1` tokens (prompt only for prefill-only sequences) in
 //! the prefix cache.
 
 use super::prefix_cache::PrefixCache;
@@ -75,16 +80,10 @@ pub struct Seq {
     pub num_shared_hit_tokens: u32,
     /// Output tokens to recompute after a preemption (their KV was freed) \[tokens\].
     pub num_recompute_tokens: u32,
-    /// Times this sequence was preempted.
-    pub num_preemptions: u32,
     /// Tokens with KV present (cached + transferred + computed) \[tokens\].
     pub num_computed_tokens: u32,
     /// Output tokens produced.
     pub num_generated: u32,
-    /// Prefix-cache hit at admission \[tokens\].
-    pub num_cached_tokens: u32,
-    /// Transferred tokens used at admission \[tokens\].
-    pub num_transferred_tokens: u32,
     /// Blocks reserved.
     pub reserved_blocks: u64,
     /// When the sequence entered the waiting queue.
@@ -104,6 +103,19 @@ impl Seq {
     }
 }
 
+/// A sequence's first admission (a preempted sequence's re-admission is not reported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Request id.
+    pub req: usize,
+    /// Waiting time \[µs\].
+    pub queue_delay: SimDuration,
+    /// Prefix-cache hit \[tokens\].
+    pub num_cached_tokens: u32,
+    /// Transferred tokens used \[tokens\].
+    pub num_transferred_tokens: u32,
+}
+
 /// Something that happened to a sequence at the end of an iteration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SeqEvent {
@@ -121,17 +133,6 @@ pub enum SeqEvent {
     Completed {
         /// Request id.
         req: usize,
-    },
-    /// The sequence was admitted at the start of the iteration.
-    Admitted {
-        /// Request id.
-        req: usize,
-        /// Waiting time \[µs\].
-        queue_delay: SimDuration,
-        /// Prefix-cache hit \[tokens\].
-        num_cached_tokens: u32,
-        /// Transferred tokens used \[tokens\].
-        num_transferred_tokens: u32,
     },
 }
 
@@ -160,7 +161,7 @@ pub struct Instance {
     pub num_iterations: u64,
     /// Sequences preempted (their KV freed, recomputed later).
     pub num_preemptions: u64,
-    admitted: Vec<SeqEvent>,
+    admitted: Vec<Admission>,
 }
 
 impl Instance {
@@ -237,15 +238,19 @@ impl Instance {
     }
 
     fn blocks_for(&self, tokens: u32) -> u64 {
-        (tokens as u64).div_ceil(self.limits.block_size as u64)
+        self.cache.blocks_for(tokens)
     }
 
-    /// Blocks sequence `s` must add to hold `tokens` more computed tokens (shared-prefix blocks
-    /// are resident already).
+    /// Blocks a sequence needs for `tokens` tokens of KV, of which the first `shared_hit` (whole
+    /// blocks) live in a resident shared prefix.
+    fn private_blocks(&self, tokens: u32, shared_hit: u32) -> u64 {
+        self.blocks_for(tokens) - (shared_hit / self.limits.block_size) as u64
+    }
+
+    /// Blocks sequence `s` must add to hold `tokens` more computed tokens.
     fn blocks_to_add(&self, s: &Seq, tokens: u32) -> u64 {
-        let bs = self.limits.block_size;
-        let total = self.blocks_for(s.num_computed_tokens + tokens) - (s.num_shared_hit_tokens / bs) as u64;
-        total.saturating_sub(s.reserved_blocks)
+        self.private_blocks(s.num_computed_tokens + tokens, s.num_shared_hit_tokens)
+            .saturating_sub(s.reserved_blocks)
     }
 
     /// Frees `v`'s KV (its computed tokens stay findable in the prefix cache until evicted) and
@@ -260,7 +265,6 @@ impl Instance {
         v.num_external_tokens = 0;
         v.reserved_blocks = 0;
         v.num_shared_hit_tokens = 0;
-        v.num_preemptions += 1;
         self.num_preemptions += 1;
         self.waiting.push_front(v);
     }
@@ -281,7 +285,7 @@ impl Instance {
             .shared_prefix
             .and_then(|(k, t)| self.shared.get(&k).map(|&have| have.min(t)))
             .map_or(0, |t| (t.min(max_hit) / bs) * bs);
-        let full = self.blocks_for(target + output.saturating_sub(seq.num_generated)) - (shared_hit / bs) as u64;
+        let full = self.private_blocks(target + output.saturating_sub(seq.num_generated), shared_hit);
         assert!(
             full <= self.limits.capacity_blocks,
             "{}: request {} needs {full} blocks > capacity (scenario validation should have refused it)",
@@ -295,7 +299,7 @@ impl Instance {
         let chunk = (target - computed).min(budget);
         // Reserve mode holds the whole footprint; incremental mode only what this iteration computes.
         let need = if self.limits.incremental_kv {
-            self.blocks_for(computed + chunk) - (shared_hit / bs) as u64
+            self.private_blocks(computed + chunk, shared_hit)
         } else {
             full
         };
@@ -313,13 +317,11 @@ impl Instance {
         let mut seq = self.waiting.pop_front().unwrap();
         if seq.admitted_at.is_none() {
             // Statistics of the first admission only (a preempted sequence is re-admitted).
-            seq.num_cached_tokens = hit;
-            seq.num_transferred_tokens = computed - hit;
-            self.admitted.push(SeqEvent::Admitted {
+            self.admitted.push(Admission {
                 req: seq.req,
                 queue_delay: now.since(seq.enqueued_at),
-                num_cached_tokens: seq.num_cached_tokens,
-                num_transferred_tokens: seq.num_transferred_tokens,
+                num_cached_tokens: hit,
+                num_transferred_tokens: computed - hit,
             });
         }
         seq.num_shared_hit_tokens = shared_hit;
@@ -343,52 +345,49 @@ impl Instance {
         let mut budget = self.limits.token_budget;
         let mut shape = BatchShape::default();
         self.batch.clear();
-        let mut pending: std::collections::VecDeque<Seq> = std::mem::take(&mut self.running).into();
-        let mut kept: Vec<Seq> = Vec::with_capacity(pending.len());
-        while let Some(mut s) = pending.pop_front() {
-            if budget == 0 {
-                kept.push(s);
-                continue;
-            }
-            let rem = s.remaining_prefill();
+        // Running sequences in admission order; preemption victims come from the back, so the
+        // ones already scheduled (before `i`) keep their place.
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let rem = self.running[i].remaining_prefill();
             let tokens = if rem > 0 { rem.min(budget) } else { 1 };
             if self.limits.incremental_kv {
-                let need = self.blocks_to_add(&s, tokens);
+                let need = self.blocks_to_add(&self.running[i], tokens);
                 let mut self_preempted = false;
                 while self.used_blocks() + need > self.limits.capacity_blocks {
                     if self.cache.evict_lru().is_some() {
                         continue;
                     }
-                    match pending.pop_back() {
-                        Some(v) => self.preempt(v),
-                        None => {
-                            self_preempted = true;
-                            break;
-                        }
+                    // The last running sequence goes — `i` itself when it is the last.
+                    let victim = self.running.pop().expect("i < len");
+                    self.preempt(victim);
+                    if i == self.running.len() {
+                        self_preempted = true;
+                        break;
                     }
                 }
                 if self_preempted {
-                    self.preempt(s);
-                    continue;
+                    break;
                 }
+                let s = &mut self.running[i];
                 s.reserved_blocks += need;
                 self.reserved_blocks += need;
             }
+            let s = &self.running[i];
             if rem > 0 {
                 shape.prefill.push(PrefillPart {
                     num_new_tokens: tokens,
                     num_cached_tokens: s.num_computed_tokens,
                 });
-                self.batch.push((kept.len(), tokens));
+                self.batch.push((i, tokens));
             } else {
                 shape.num_decode_seqs += 1;
                 shape.decode_context_tokens += s.num_computed_tokens as u64;
-                self.batch.push((kept.len(), 0));
+                self.batch.push((i, 0));
             }
             budget -= tokens;
-            kept.push(s);
+            i += 1;
         }
-        self.running = kept;
         while budget > 0 && !self.waiting.is_empty() && (self.running.len() as u32) < self.limits.max_num_seqs {
             let Some(chunk) = self.admit_head(now, budget) else {
                 break;
@@ -421,7 +420,7 @@ impl Instance {
     }
 
     /// Admissions made by the last [`Instance::try_start`] (drained).
-    pub fn take_admissions(&mut self) -> Vec<SeqEvent> {
+    pub fn take_admissions(&mut self) -> Vec<Admission> {
         std::mem::take(&mut self.admitted)
     }
 

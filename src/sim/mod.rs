@@ -33,7 +33,7 @@ use crate::cost_model::CostModel;
 use crate::metrics::{InstanceUsage, RequestRecord, RequestStatus, RouteKind};
 use crate::policy::{Policy, PolicyConfig, RouteRequest};
 use crate::time::{SimDuration, SimTime};
-use instance::{EngineLimits, Instance, Role, Seq, SeqEvent};
+use instance::{Admission, EngineLimits, Instance, Role, Seq, SeqEvent};
 use link::KvLink;
 use queue::EventQueue;
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,7 @@ pub enum TransferMode {
     /// The whole prompt (`L + m` tokens).
     #[default]
     Full,
-    /// Only prompt tokens the D instance does not hold at routing time.
+    /// Only prompt tokens the D instance does not hold when P's prefill ends.
     Incremental,
 }
 
@@ -208,8 +208,10 @@ pub struct Simulation<'a> {
     last_local: Option<bool>,
     mode_switches: u64,
     num_events: u64,
+    /// When each instance's API server is free (serialized request handling).
     frontend_free_at: Vec<SimTime>,
-    handoff_free_at: Vec<SimTime>,
+    /// When the PD proxy is free (serialized handoffs).
+    proxy_free_at: SimTime,
     in_flight: u32,
     connection_waiters: std::collections::VecDeque<usize>,
     active_convs: Vec<u32>,
@@ -273,7 +275,7 @@ impl<'a> Simulation<'a> {
             mode_switches: 0,
             num_events: 0,
             frontend_free_at: vec![SimTime::ZERO; n],
-            handoff_free_at: vec![SimTime::ZERO; n],
+            proxy_free_at: SimTime::ZERO,
             in_flight: 0,
             connection_waiters: Default::default(),
             active_convs: vec![0; n],
@@ -327,20 +329,17 @@ impl<'a> Simulation<'a> {
                 self.queue.push(end, Event::StepDone { inst: i });
             }
             for a in self.instances[i].take_admissions() {
-                if let SeqEvent::Admitted {
+                let Admission {
                     req,
                     queue_delay,
                     num_cached_tokens,
                     num_transferred_tokens,
-                } = a
-                {
-                    let r = &mut self.requests[req];
-                    r.queue_delay = r.queue_delay + queue_delay;
-                    if r.num_cached_tokens.is_none() {
-                        r.num_cached_tokens = Some(num_cached_tokens);
-                    }
-                    r.num_transferred_tokens += num_transferred_tokens;
-                }
+                } = a;
+                let r = &mut self.requests[req];
+                r.queue_delay = r.queue_delay + queue_delay;
+                // The first instance's hit (P's on a split route) is the request's.
+                r.num_cached_tokens.get_or_insert(num_cached_tokens);
+                r.num_transferred_tokens += num_transferred_tokens;
             }
         }
     }
@@ -390,11 +389,8 @@ impl<'a> Simulation<'a> {
             shared_prefix: self.convs[r.conv].shared_prefix,
             num_shared_hit_tokens: 0,
             num_recompute_tokens: 0,
-            num_preemptions: 0,
             num_computed_tokens: 0,
             num_generated: 0,
-            num_cached_tokens: 0,
-            num_transferred_tokens: 0,
             reserved_blocks: 0,
             enqueued_at: self.now,
             admitted_at: None,
@@ -446,37 +442,36 @@ impl<'a> Simulation<'a> {
                 let r = &mut self.requests[req];
                 r.kv_ready_at = Some(self.now);
                 let inst = r.decode_inst;
-                let p = r.prefill_inst.expect("split route");
-                let at = self.serve(p, self.cfg.pd_handoff_ms, true);
+                let at = self.proxy_handoff();
                 self.queue.push(at, Event::Enqueue { inst, req });
             }
         }
     }
 
-    /// Completion time of `ms` of fixed-overhead work for instance `inst` starting now: a FIFO
-    /// server per instance when overheads are serialized, a pure delay otherwise.
-    fn serve(&mut self, inst: usize, ms: f64, handoff: bool) -> SimTime {
-        let d = SimDuration::from_ms_f64(ms);
+    /// When a request that arrives now at instance `inst` reaches its queue: the serialized
+    /// `request_service_ms` in the instance's API-server queue, then the rest of
+    /// `request_overhead_ms` as latency (all of it a pure delay when overheads are not serialized).
+    fn request_handling(&mut self, inst: usize) -> SimTime {
+        let total = self.cfg.request_overhead_ms;
+        if !self.cfg.serialized_overheads {
+            return self.now + SimDuration::from_ms_f64(total);
+        }
+        let service = self.cfg.request_service_ms.clamp(0.0, total);
+        let free = &mut self.frontend_free_at[inst];
+        let served = (*free).max(self.now) + SimDuration::from_ms_f64(service);
+        *free = served;
+        served + SimDuration::from_ms_f64(total - service)
+    }
+
+    /// When a split request whose KV arrived now reaches D: the proxy's `pd_handoff_ms`, one
+    /// handoff at a time when overheads are serialized.
+    fn proxy_handoff(&mut self) -> SimTime {
+        let d = SimDuration::from_ms_f64(self.cfg.pd_handoff_ms);
         if !self.cfg.serialized_overheads {
             return self.now + d;
         }
-        if !handoff {
-            // Request handling: `request_service_ms` in the instance's API-server queue, then latency.
-            let service = self.cfg.request_service_ms.clamp(0.0, ms);
-            let free = &mut self.frontend_free_at[inst];
-            let served = (*free).max(self.now) + SimDuration::from_ms_f64(service);
-            *free = served;
-            return served + SimDuration::from_ms_f64(ms - service);
-        }
-        // The PD handoff runs in the one proxy (global FIFO); request handling in each instance's API server.
-        let free = if handoff {
-            &mut self.handoff_free_at[0]
-        } else {
-            &mut self.frontend_free_at[inst]
-        };
-        let done = (*free).max(self.now) + d;
-        *free = done;
-        done
+        self.proxy_free_at = self.proxy_free_at.max(self.now) + d;
+        self.proxy_free_at
     }
 
     /// The client sends a turn: it waits for a pooled connection first.
@@ -550,7 +545,7 @@ impl<'a> Simulation<'a> {
         if route == RouteKind::Split {
             r.prefill_inst = Some(first);
         }
-        let at = self.serve(first, self.cfg.request_overhead_ms, false);
+        let at = self.request_handling(first);
         self.queue.push(at, Event::Enqueue { inst: first, req });
     }
 
@@ -610,9 +605,6 @@ impl<'a> Simulation<'a> {
                     }
                 }
             }
-            SeqEvent::Admitted { .. } => {
-                unreachable!("admissions are drained in the scheduling pass")
-            }
         }
     }
 
@@ -635,13 +627,13 @@ impl<'a> Simulation<'a> {
                 done
             );
             let cached = r.num_cached_tokens.expect("admitted requests record their cache hit");
-            let computed = if r.rejected { cached } else { r.num_prompt_tokens }
-                - cached
-                - if r.route == RouteKind::Local {
-                    r.num_transferred_tokens
-                } else {
-                    0
-                };
+            // Prompt tokens computed on the first instance (on a split route D's 1-token step is
+            // an engine detail, not recompute).
+            let computed = match (r.rejected, r.route) {
+                (true, _) => 0,
+                (false, RouteKind::Split) => r.num_prompt_tokens - cached,
+                (false, RouteKind::Local) => r.num_prompt_tokens - cached - r.num_transferred_tokens,
+            };
             records.push(RequestRecord {
                 policy: self.policy_name.clone(),
                 conversation: r.conv,
@@ -705,7 +697,6 @@ impl<'a> Simulation<'a> {
                 }
             })
             .collect();
-        let _ = self.num_prefill;
         SimResult {
             records,
             instances,
