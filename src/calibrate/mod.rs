@@ -87,18 +87,12 @@ pub struct Calibration {
     pub points: Vec<FitPoint>,
 }
 
-/// Features of a request sample's path: Σ over its steps of the prefill features.
-fn path_features(s: &RequestSample) -> (f64, f64, f64) {
-    let mut steps = 0.0;
-    let mut m = 0.0;
-    let mut attn = 0.0;
-    for p in &s.steps {
+/// Σm and Σm(L+m/2) over a request sample's path.
+fn path_features(s: &RequestSample) -> (f64, f64) {
+    s.steps.iter().fold((0.0, 0.0), |(m, attn), p| {
         let x = IterationCoefficients::features(&readers::prefill_batch(vec![*p]));
-        steps += 1.0;
-        m += x[1];
-        attn += x[2];
-    }
-    (steps, m, attn)
+        (m + x[1], attn + x[2])
+    })
 }
 
 fn path_compute(c: &IterationCoefficients, s: &RequestSample) -> f64 {
@@ -128,6 +122,46 @@ fn coefficient(name: &str, unit: &str, value: f64, half: f64, at_bound: bool) ->
         ci95_high: value + half,
         at_bound,
     }
+}
+
+/// Fit statistics, worst-fitted samples (|relative residual| > 2 × the phase's MAPE, at most 5)
+/// and plot points of the samples `idx` of one phase.
+fn phase_summary(
+    name: &str,
+    idx: &[usize],
+    y: &[f64],
+    pred: &[f64],
+    cv: &[f64],
+    label: &dyn Fn(usize) -> String,
+) -> (PhaseFit, Vec<Outlier>, Vec<FitPoint>) {
+    let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let pf = phase_fit(name, &pick(y), &pick(pred), &pick(cv));
+    let mut worst: Vec<(f64, usize)> = idx
+        .iter()
+        .map(|&i| (((pred[i] - y[i]) / y[i]).abs(), i))
+        .filter(|(r, _)| *r > 2.0 * pf.mape_pct / 100.0)
+        .collect();
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let outliers = worst
+        .into_iter()
+        .take(5)
+        .map(|(_, i)| Outlier {
+            phase: name.into(),
+            label: label(i),
+            measured_ms: y[i],
+            predicted_ms: pred[i],
+        })
+        .collect();
+    let points = idx
+        .iter()
+        .map(|&i| FitPoint {
+            phase: name.into(),
+            measured_ms: y[i],
+            predicted_ms: pred[i],
+            label: label(i),
+        })
+        .collect();
+    (pf, outliers, points)
 }
 
 /// K-fold (index mod k) out-of-fold predictions of a weighted NNLS fit.
@@ -403,7 +437,7 @@ fn fit_group(
         let x: Vec<Vec<f64>> = reqs
             .iter()
             .map(|r| {
-                let (_, m, a) = path_features(r);
+                let (m, a) = path_features(r);
                 let split = if r.route == RequestRoute::Split { 1.0 } else { 0.0 };
                 let mut row = vec![1.0, m, a];
                 if any_split {
@@ -621,54 +655,16 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     let mut phases = Vec::new();
     let mut points = Vec::new();
     let mut outliers = Vec::new();
-    let mut add_phase = |name: &str,
-                         idx: &[usize],
-                         y: &[f64],
-                         pred: &[f64],
-                         cv: &[f64],
-                         labels: &dyn Fn(usize) -> String,
-                         phases: &mut Vec<PhaseFit>,
-                         points: &mut Vec<FitPoint>| {
-        let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
-        let ps: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
-        let cs: Vec<f64> = idx.iter().map(|&i| cv[i]).collect();
-        let pf = phase_fit(name, &ys, &ps, &cs);
-        let mut worst: Vec<(f64, usize)> = idx
-            .iter()
-            .map(|&i| (((pred[i] - y[i]) / y[i]).abs(), i))
-            .filter(|(r, _)| *r > 2.0 * pf.mape_pct / 100.0)
-            .collect();
-        worst.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (_, i) in worst.into_iter().take(5) {
-            outliers.push(Outlier {
-                phase: name.into(),
-                label: labels(i),
-                measured_ms: y[i],
-                predicted_ms: pred[i],
-            });
-        }
+    let mut add_phase = |(pf, o, p): (PhaseFit, Vec<Outlier>, Vec<FitPoint>)| {
         phases.push(pf);
-        for &i in idx {
-            points.push(FitPoint {
-                phase: name.into(),
-                measured_ms: y[i],
-                predicted_ms: pred[i],
-                label: labels(i),
-            });
-        }
+        outliers.extend(o);
+        points.extend(p);
     };
     for ph in [Phase::Prefill, Phase::Decode] {
         let idx: Vec<usize> = (0..iters.len()).filter(|&i| iters[i].phase == ph).collect();
-        add_phase(
-            ph.name(),
-            &idx,
-            &y,
-            &pred,
-            &cv,
-            &|i| iters[i].label.clone(),
-            &mut phases,
-            &mut points,
-        );
+        add_phase(phase_summary(ph.name(), &idx, &y, &pred, &cv, &|i| {
+            iters[i].label.clone()
+        }));
     }
     let coefficients = (0..5)
         .map(|j| {
@@ -687,20 +683,26 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     let transfers: Vec<&TransferSample> = combined_files.iter().flat_map(|f| f.samples.transfers.iter()).collect();
     let kvb = model.kv_bytes_per_token() as f64;
     let direct_link = fit_link(&transfers);
+    let fitted_link = direct_link.map(|(bw, lat)| KvTransfer {
+        bandwidth_gbps: bw,
+        latency_ms: lat,
+        source: "fitted".into(),
+        note: format!("fitted from {} transfer samples", transfers.len()),
+    });
     let zero = |n: &str| coefficient(n, "ms", 0.0, 0.0, true);
-    let (overheads, mut kv_transfer) = if reqs.is_empty() {
+    let (mut overheads, kv_transfer) = if reqs.is_empty() {
         (
             Overheads {
                 request_overhead_ms: zero("request_overhead_ms"),
                 pd_handoff_ms: zero("pd_handoff_ms"),
                 request_service_ms: None,
             },
-            KvTransfer {
+            fitted_link.unwrap_or_else(|| KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
                 latency_ms: 0.0,
                 source: "declared".into(),
                 note: "no request samples: overheads set to 0".into(),
-            },
+            }),
         )
     } else {
         let mut rx = Vec::new();
@@ -732,23 +734,11 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         let cvr = cross_validated(&rx, &ry, &ones, 5, &vec![0.0; rx[0].len()]);
         let cvp: Vec<f64> = cvr.iter().zip(&computes).map(|(r, c)| r + c).collect();
         let idx: Vec<usize> = (0..reqs.len()).collect();
-        add_phase(
-            "request-ttft",
-            &idx,
-            &meas,
-            &rpred,
-            &cvp,
-            &|i| reqs[i].label.clone(),
-            &mut phases,
-            &mut points,
-        );
-        let kv = if let Some((bw, lat)) = direct_link {
-            KvTransfer {
-                bandwidth_gbps: bw,
-                latency_ms: lat,
-                source: "fitted".into(),
-                note: format!("fitted from {} transfer samples", transfers.len()),
-            }
+        add_phase(phase_summary("request-ttft", &idx, &meas, &rpred, &cvp, &|i| {
+            reqs[i].label.clone()
+        }));
+        let kv = if let Some(link) = fitted_link {
+            link
         } else {
             let ms_per_gb = g.beta[2];
             let identifiable = has_split && !g.at_bound[2] && ms_per_gb - g.ci95_half_width[2] > 0.0;
@@ -778,35 +768,21 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             kv,
         )
     };
-    if reqs.is_empty() {
-        if let Some((bw, lat)) = direct_link {
-            kv_transfer = KvTransfer {
-                bandwidth_gbps: bw,
-                latency_ms: lat,
-                source: "fitted".into(),
-                note: format!("fitted from {} transfer samples", transfers.len()),
-            };
-        }
-    }
-    // Serialized request handling: a burst of N requests to one instance waits on average
-    // (N − 1)/2 services, so the mean TTFT grows by service/2 per request.
+    // Serialized request handling, from the burst TTFT ramps.
     let ramps: Vec<(f64, f64)> = combined_files
         .iter()
         .flat_map(|f| f.samples.ramps.iter().copied())
         .collect();
-    let mut overheads = overheads;
-    if ramps.len() >= 3 && overheads.request_overhead_ms.value > 0.0 {
-        let x: Vec<Vec<f64>> = ramps.iter().map(|r| vec![1.0, r.0]).collect();
-        let y: Vec<f64> = ramps.iter().map(|r| r.1).collect();
-        let rf = fit::fit_weighted(&x, &y, &vec![1.0; y.len()]);
-        let service = (2.0 * rf.beta[1]).min(overheads.request_overhead_ms.value);
-        overheads.request_service_ms = Some(coefficient(
-            "request_service_ms",
-            "ms",
-            service,
-            2.0 * rf.ci95_half_width[1],
-            rf.at_bound[1],
-        ));
+    if overheads.request_overhead_ms.value > 0.0 {
+        if let Some((service, half)) = readers::vllm_ppd::ramp_service_ms(&ramps) {
+            overheads.request_service_ms = Some(coefficient(
+                "request_service_ms",
+                "ms",
+                service.min(overheads.request_overhead_ms.value),
+                half,
+                false,
+            ));
+        }
     }
     let kv_all: Vec<readers::KvStatement> = combined_files
         .iter()

@@ -74,19 +74,18 @@ fn base(reader: &'static str, group: &str, used_for: &str) -> FileSamples {
     }
 }
 
-/// The serialized admission interval of a burst \[ms\] from `(N, mean TTFT)` ramps: a burst of N
-/// requests served one every `s` ms has a mean wait of `s (N − 1) / 2`, so `s` is twice the
-/// least-squares slope. `None` with fewer than 3 ramps or a non-positive slope.
-pub fn ramp_service_ms(ramps: &[(f64, f64)]) -> Option<f64> {
+/// The serialized admission interval of a burst and its 95% CI half-width \[ms\], from
+/// `(N, mean TTFT [ms])` ramps: a burst of N requests served one every `s` ms has a mean wait of
+/// `s (N − 1) / 2`, so `s` is twice the least-squares slope. `None` with fewer than 3 ramps or a
+/// non-positive slope.
+pub fn ramp_service_ms(ramps: &[(f64, f64)]) -> Option<(f64, f64)> {
     if ramps.len() < 3 {
         return None;
     }
-    let n = ramps.len() as f64;
-    let mx = ramps.iter().map(|r| r.0).sum::<f64>() / n;
-    let my = ramps.iter().map(|r| r.1).sum::<f64>() / n;
-    let sxx: f64 = ramps.iter().map(|r| (r.0 - mx).powi(2)).sum();
-    let sxy: f64 = ramps.iter().map(|r| (r.0 - mx) * (r.1 - my)).sum();
-    (sxx > 0.0 && sxy > 0.0).then(|| 2.0 * sxy / sxx)
+    let x: Vec<Vec<f64>> = ramps.iter().map(|r| vec![1.0, r.0]).collect();
+    let y: Vec<f64> = ramps.iter().map(|r| r.1).collect();
+    let (beta, half) = crate::calibrate::fit::ols_weighted(&x, &y, &vec![1.0; y.len()])?;
+    (beta[1] > 0.0).then(|| (2.0 * beta[1], 2.0 * half[1]))
 }
 
 /// Mean number of requests decoding together when N requests, admitted `s` ms apart, each decode
@@ -256,7 +255,7 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
             // The N requests of a trial are not admitted at once: the server takes them one per
             // `s` ms (the mean TTFT grows by s/2 per request), so a request decodes alongside fewer
             // than N others on average. Use that effective batch.
-            if let Some(s) = ramp_service_ms(&out.ramps) {
+            if let Some((s, _)) = ramp_service_ms(&out.ramps) {
                 let mean_ctx = d_ctx + (d_out - 1.0) / 2.0;
                 for (idx, n, tpot) in decode_only {
                     let n_eff = effective_batch(n, (d_out - 1.0) * tpot, s);
@@ -414,10 +413,8 @@ mod tests {
 
     #[test]
     fn ramp_service_is_twice_the_ttft_slope() {
-        assert_eq!(
-            ramp_service_ms(&[(10.0, 100.0), (20.0, 150.0), (30.0, 200.0)]),
-            Some(10.0)
-        );
+        let (s, half) = ramp_service_ms(&[(10.0, 100.0), (20.0, 150.0), (30.0, 200.0)]).unwrap();
+        assert!((s - 10.0).abs() < 1e-9 && half.abs() < 1e-9, "{s} ± {half}");
         assert_eq!(ramp_service_ms(&[(10.0, 100.0), (20.0, 150.0)]), None);
     }
 }
