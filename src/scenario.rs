@@ -112,6 +112,30 @@ pub struct EngineSpec {
     pub max_model_len: Option<u32>,
 }
 
+impl EngineSpec {
+    /// Bytes left for KV on one GPU \[B\]: memory × `gpu_memory_utilization` − weights −
+    /// activation reserve (≤ 0 when nothing is left).
+    pub fn kv_budget_bytes(&self, model: &hardware::ModelSpec, gpu: &hardware::GpuSpec) -> f64 {
+        let gib = (1u64 << 30) as f64;
+        gpu.memory_gib * gib * self.gpu_memory_utilization
+            - model.weight_bytes() as f64
+            - self.activation_reserve_gib * gib
+    }
+
+    /// The engine limits of one instance, KV capacity included \[blocks\] (0 when no memory is left).
+    pub fn limits(&self, model: &hardware::ModelSpec, gpu: &hardware::GpuSpec) -> EngineLimits {
+        let capacity = self.kv_budget_bytes(model, gpu) / model.kv_bytes_per_token() as f64 / self.block_size as f64;
+        EngineLimits {
+            token_budget: self.token_budget,
+            max_num_seqs: self.max_num_seqs,
+            block_size: self.block_size,
+            capacity_blocks: capacity.max(0.0).floor() as u64,
+            cache_answers: self.cache_answers,
+            incremental_kv: self.incremental_kv,
+        }
+    }
+}
+
 impl Default for EngineSpec {
     fn default() -> Self {
         EngineSpec {
@@ -304,11 +328,7 @@ impl LoadedScenario {
                 "must be in (0, 1]",
             ));
         }
-        let kv_bytes = model.kv_bytes_per_token();
-        let budget_bytes = gpu.memory_gib * (1u64 << 30) as f64 * e.gpu_memory_utilization
-            - model.weight_bytes() as f64
-            - e.activation_reserve_gib * (1u64 << 30) as f64;
-        if budget_bytes <= 0.0 {
+        if e.kv_budget_bytes(model, gpu) <= 0.0 {
             return Err(InputError::key(
                 path,
                 "engine",
@@ -321,8 +341,7 @@ impl LoadedScenario {
                 ),
             ));
         }
-        let capacity_blocks = (budget_bytes / kv_bytes as f64 / e.block_size as f64).floor() as u64;
-        let kv_capacity_tokens = capacity_blocks * e.block_size as u64;
+        let kv_capacity_tokens = e.limits(model, gpu).capacity_blocks * e.block_size as u64;
 
         let (trace, trace_path) = match (&w.trace, &w.synthetic) {
             (Some(t), None) => {
@@ -445,13 +464,9 @@ impl LoadedScenario {
         sc.overheads
             .request_overhead_ms
             .get_or_insert(calibration.overheads.request_overhead_ms.value);
-        let overhead = sc.overheads.request_overhead_ms.expect("just set");
-        let service = calibration
-            .overheads
+        sc.overheads
             .request_service_ms
-            .as_ref()
-            .map_or(overhead, |c| c.value.min(overhead));
-        sc.overheads.request_service_ms.get_or_insert(service);
+            .get_or_insert(calibration.request_service_ms());
         sc.overheads
             .pd_handoff_ms
             .get_or_insert(calibration.overheads.pd_handoff_ms.value);
@@ -467,16 +482,10 @@ impl LoadedScenario {
     pub fn sim_config(&self, policy: &PolicyConfig) -> SimConfig {
         let sc = &self.resolved;
         let model = hardware::model(&sc.model).expect("validated");
+        let gpu = hardware::gpu(&sc.gpu).expect("validated");
         SimConfig {
             policy: policy.clone(),
-            limits: EngineLimits {
-                token_budget: sc.engine.token_budget,
-                max_num_seqs: sc.engine.max_num_seqs,
-                block_size: sc.engine.block_size,
-                capacity_blocks: self.kv_capacity_tokens / sc.engine.block_size as u64,
-                cache_answers: sc.engine.cache_answers,
-                incremental_kv: sc.engine.incremental_kv,
-            },
+            limits: sc.engine.limits(model, gpu),
             kv_bytes_per_token: model.kv_bytes_per_token(),
             link_bandwidth_gbps: sc.kv_link.bandwidth_gbps.expect("resolved"),
             link_latency_ms: sc.kv_link.latency_ms.expect("resolved"),

@@ -30,10 +30,9 @@ use crate::calibrate::model_file::CalibrationFile;
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, InputResult};
 use crate::hardware;
-use crate::metrics::{percentile_sorted, RequestRecord};
+use crate::metrics::{LatencyStats, RequestRecord};
 use crate::policy::PolicyConfig;
 use crate::scenario::EngineSpec;
-use crate::sim::instance::EngineLimits;
 use crate::sim::workload::TimedConversation;
 use crate::sim::{Pinning, SimConfig, Simulation, TransferMode};
 use crate::time::{SimDuration, SimTime};
@@ -133,52 +132,44 @@ pub fn read_lowqps(path: &Path) -> InputResult<Vec<LowQpsPoint>> {
     Ok(out)
 }
 
-/// The simulator configuration of the vllm-ppd 4-GPU deployment for `mode`.
-pub fn vllm_ppd_config(mode: &str, cal: &CalibrationFile) -> Option<SimConfig> {
-    let policy = match mode {
-        "pd" => PolicyConfig::Pd {
+/// The cluster of a low-QPS `mode`: `pd` 2 P + 2 D, `ppd` 2 P + 2 pD, `replication` 4 replicas.
+pub fn mode_policy(mode: &str) -> Option<PolicyConfig> {
+    match mode {
+        "pd" => Some(PolicyConfig::Pd {
             name: None,
             prefill_instances: 2,
             decode_instances: 2,
-        },
-        "ppd" => PolicyConfig::Ppd {
+        }),
+        "ppd" => Some(PolicyConfig::Ppd {
             name: None,
             prefill_instances: 2,
             decode_instances: 2,
-        },
-        "replication" => PolicyConfig::Replication {
+        }),
+        "replication" => Some(PolicyConfig::Replication {
             name: None,
             instances: 4,
-        },
-        _ => return None,
-    };
+        }),
+        _ => None,
+    }
+}
+
+/// The simulator configuration of the vllm-ppd deployment (vLLM V1 defaults,
+/// `gpu_memory_utilization` 0.85, `max_model_len` 8192, the benchmark client's 50 connections and
+/// 120 s timeout, serialized overheads) running `policy`; `None` if the calibration's model or
+/// GPU is unknown.
+pub fn vllm_ppd_config(policy: PolicyConfig, cal: &CalibrationFile) -> Option<SimConfig> {
     let model = hardware::model(&cal.model)?;
     let gpu = hardware::gpu(&cal.gpu)?;
-    let e = EngineSpec::default();
-    let bytes = gpu.memory_gib * (1u64 << 30) as f64 * e.gpu_memory_utilization
-        - model.weight_bytes() as f64
-        - e.activation_reserve_gib * (1u64 << 30) as f64;
     Some(SimConfig {
         policy,
-        limits: EngineLimits {
-            token_budget: e.token_budget,
-            max_num_seqs: e.max_num_seqs,
-            block_size: e.block_size,
-            capacity_blocks: (bytes / model.kv_bytes_per_token() as f64 / e.block_size as f64) as u64,
-            cache_answers: true,
-            incremental_kv: true,
-        },
+        limits: EngineSpec::default().limits(model, gpu),
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: cal.kv_transfer.bandwidth_gbps,
         link_latency_ms: cal.kv_transfer.latency_ms,
         transfer: TransferMode::Full,
         request_overhead_ms: cal.overheads.request_overhead_ms.value,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
-        request_service_ms: cal
-            .overheads
-            .request_service_ms
-            .as_ref()
-            .map_or(cal.overheads.request_overhead_ms.value, |c| c.value),
+        request_service_ms: cal.request_service_ms(),
         template_tokens_per_message: 0,
         serialized_overheads: true,
         client_max_connections: Some(50),
@@ -188,9 +179,25 @@ pub fn vllm_ppd_config(mode: &str, cal: &CalibrationFile) -> Option<SimConfig> {
     })
 }
 
+/// Statistics of the finite values of `xs`; `None` when there are none.
+fn finite_stats(xs: impl IntoIterator<Item = f64>) -> Option<LatencyStats> {
+    let s = LatencyStats::of(xs.into_iter().filter(|x| x.is_finite()));
+    (s.count > 0).then_some(s)
+}
+
+/// Median of the finite values of `xs` (NaN when none).
+fn median(xs: impl IntoIterator<Item = f64>) -> f64 {
+    finite_stats(xs).map_or(f64::NAN, |s| s.p50_ms)
+}
+
+/// Mean of the finite values of `xs` (NaN when none).
+fn mean(xs: impl IntoIterator<Item = f64>) -> f64 {
+    finite_stats(xs).map_or(f64::NAN, |s| s.mean_ms)
+}
+
 /// Simulates one point; returns the rows of its four metrics.
 pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Option<Vec<ValidationRow>> {
-    let cfg = vllm_ppd_config(&p.mode, cal)?;
+    let cfg = vllm_ppd_config(mode_policy(&p.mode)?, cal)?;
     let cost = LinearCostModel {
         coefficients: cal.coefficients().ok()?,
     };
@@ -219,33 +226,19 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
         })
         .collect();
     let r = Simulation::new(cfg, &cost, convs).run();
-    let pick = |turn: usize| -> Vec<&RequestRecord> { r.records.iter().filter(|x| x.turn == turn).collect() };
-    let p50 = |xs: Vec<f64>| {
-        let mut v = xs;
-        v.sort_by(f64::total_cmp);
-        percentile_sorted(&v, 50.0)
-    };
-    let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len() as f64;
+    let pick = |turn: usize| r.records.iter().filter(move |x| x.turn == turn);
     let pred = [
-        (
-            "t1_p50_ttft_ms",
-            p.t1_p50_ttft_ms,
-            p50(pick(1).iter().map(|x| x.ttft_ms).collect()),
-        ),
+        ("t1_p50_ttft_ms", p.t1_p50_ttft_ms, median(pick(1).map(|x| x.ttft_ms))),
         (
             "t1_mean_tpot_ms",
             p.t1_mean_tpot_ms,
-            mean(pick(1).iter().filter_map(|x| x.tpot_ms).collect()),
+            mean(pick(1).filter_map(|x| x.tpot_ms)),
         ),
-        (
-            "t2_p50_ttft_ms",
-            p.t2_p50_ttft_ms,
-            p50(pick(2).iter().map(|x| x.ttft_ms).collect()),
-        ),
+        ("t2_p50_ttft_ms", p.t2_p50_ttft_ms, median(pick(2).map(|x| x.ttft_ms))),
         (
             "t2_mean_tpot_ms",
             p.t2_mean_tpot_ms,
-            mean(pick(2).iter().filter_map(|x| x.tpot_ms).collect()),
+            mean(pick(2).filter_map(|x| x.tpot_ms)),
         ),
     ];
     Some(
@@ -265,12 +258,7 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
 
 /// Median absolute % error of `rows` (NaN when empty).
 pub fn median_abs_error_pct(rows: &[&ValidationRow]) -> f64 {
-    if rows.is_empty() {
-        return f64::NAN;
-    }
-    let mut v: Vec<f64> = rows.iter().map(|r| r.error_pct.abs()).collect();
-    v.sort_by(f64::total_cmp);
-    percentile_sorted(&v, 50.0)
+    median(rows.iter().map(|r| r.error_pct.abs()))
 }
 
 /// The per-point table and the summary, as text.
@@ -430,14 +418,6 @@ pub fn read_comprehensive(path: &Path) -> InputResult<Option<(String, String, f6
     Ok(Some((cfg.to_string(), w.to_string(), q, v)))
 }
 
-fn pct(xs: &mut [f64], p: f64) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    xs.sort_by(f64::total_cmp);
-    percentile_sorted(xs, p)
-}
-
 /// Simulates one comprehensive point (protocol in the module docs of [`crate::validate`]).
 pub fn simulate_comprehensive(
     config: &str,
@@ -451,8 +431,7 @@ pub fn simulate_comprehensive(
     let (ctx, kind) = workload.split_once('_')?;
     let (t1_in, t1_out) = comprehensive_turn1(ctx)?;
     let (t2_in, t2_out) = comprehensive_turn2(kind)?;
-    let mut cfg = vllm_ppd_config("pd", cal)?;
-    cfg.policy = policy;
+    let cfg = vllm_ppd_config(policy, cal)?;
     let cost = LinearCostModel {
         coefficients: cal.coefficients().ok()?,
     };
@@ -498,16 +477,13 @@ pub fn simulate_comprehensive(
         .iter()
         .filter(|x| x.status == crate::metrics::RequestStatus::Ok)
         .count();
-    let mean = |xs: Vec<f64>| {
-        if xs.is_empty() {
-            f64::NAN
-        } else {
-            xs.iter().sum::<f64>() / xs.len() as f64
-        }
-    };
     let m = |turn: &str, key: &str| measured[turn][key].as_f64().unwrap_or(f64::NAN);
-    let t1_ttft: Vec<f64> = ok(1).iter().map(|x| x.ttft_ms).collect();
-    let t2_ttft: Vec<f64> = ok(2).iter().map(|x| x.ttft_ms).collect();
+    let ttft = |turn: usize| finite_stats(ok(turn).iter().map(|x| x.ttft_ms));
+    let (t1_ttft, t2_ttft) = (ttft(1), ttft(2));
+    let (p50, p99) = (
+        |s: &Option<LatencyStats>| s.map_or(f64::NAN, |s| s.p50_ms),
+        |s: &Option<LatencyStats>| s.map_or(f64::NAN, |s| s.p99_ms),
+    );
     let success = measured["success_rate"].as_f64().unwrap_or(0.0);
     Some(ComprehensiveRow {
         config: config.to_string(),
@@ -516,17 +492,17 @@ pub fn simulate_comprehensive(
         measured_success_pct: success,
         predicted_success_pct: 100.0 * succeeded as f64 / issued.max(1) as f64,
         t1_p50_ttft_measured_ms: m("turn1", "p50_ttft_ms"),
-        t1_p50_ttft_predicted_ms: pct(&mut t1_ttft.clone(), 50.0),
+        t1_p50_ttft_predicted_ms: p50(&t1_ttft),
         t1_p99_ttft_measured_ms: m("turn1", "p99_ttft_ms"),
-        t1_p99_ttft_predicted_ms: pct(&mut t1_ttft.clone(), 99.0),
+        t1_p99_ttft_predicted_ms: p99(&t1_ttft),
         t2_p50_ttft_measured_ms: m("turn2", "p50_ttft_ms"),
-        t2_p50_ttft_predicted_ms: pct(&mut t2_ttft.clone(), 50.0),
+        t2_p50_ttft_predicted_ms: p50(&t2_ttft),
         t2_p99_ttft_measured_ms: m("turn2", "p99_ttft_ms"),
-        t2_p99_ttft_predicted_ms: pct(&mut t2_ttft.clone(), 99.0),
+        t2_p99_ttft_predicted_ms: p99(&t2_ttft),
         t1_mean_tpot_measured_ms: m("turn1", "avg_tpot_ms"),
-        t1_mean_tpot_predicted_ms: mean(ok(1).iter().filter_map(|x| x.tpot_ms).collect()),
+        t1_mean_tpot_predicted_ms: mean(ok(1).iter().filter_map(|x| x.tpot_ms)),
         t2_mean_tpot_measured_ms: m("turn2", "avg_tpot_ms"),
-        t2_mean_tpot_predicted_ms: mean(ok(2).iter().filter_map(|x| x.tpot_ms).collect()),
+        t2_mean_tpot_predicted_ms: mean(ok(2).iter().filter_map(|x| x.tpot_ms)),
         below_saturation: success >= 100.0 && m("turn1", "p50_ttft_ms") <= 1000.0,
     })
 }
@@ -546,7 +522,6 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
     let mut configs: Vec<&str> = rows.iter().map(|r| r.config.as_str()).collect();
     configs.sort_unstable();
     configs.dedup();
-    let med = |mut v: Vec<f64>| if v.is_empty() { f64::NAN } else { pct(&mut v, 50.0) };
     let _ = writeln!(
         s,
         "median |error| below saturation (measured turn-1 p50 TTFT ≤ 1 s, all requests succeeded):"
@@ -559,12 +534,12 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
     for c in &configs {
         let sel: Vec<&ComprehensiveRow> = rows.iter().filter(|r| r.config == *c && r.below_saturation).collect();
         let e = |f: &dyn Fn(&ComprehensiveRow) -> (f64, f64)| {
-            med(sel
-                .iter()
-                .map(|r| f(r))
-                .filter(|(p, m)| p.is_finite() && m.is_finite() && *m > 0.0)
-                .map(|(p, m)| err(p, m).abs())
-                .collect())
+            median(
+                sel.iter()
+                    .map(|r| f(r))
+                    .filter(|(p, m)| p.is_finite() && m.is_finite() && *m > 0.0)
+                    .map(|(p, m)| err(p, m).abs()),
+            )
         };
         let _ = writeln!(
             s,
@@ -739,40 +714,28 @@ pub fn interference(path: &Path, cal: &CalibrationFile) -> InputResult<Vec<Inter
     let cost = LinearCostModel {
         coefficients: cal.coefficients().map_err(|m| InputError::file(path, m))?,
     };
-    let mut cfg = vllm_ppd_config("replication", cal)
-        .ok_or_else(|| InputError::file(path, "calibration model or GPU unknown"))?;
-    cfg.policy = PolicyConfig::Replication {
-        name: None,
-        instances: 1,
-    };
+    let mut cfg = vllm_ppd_config(
+        PolicyConfig::Replication {
+            name: None,
+            instances: 1,
+        },
+        cal,
+    )
+    .ok_or_else(|| InputError::file(path, "calibration model or GPU unknown"))?;
     cfg.client_max_connections = None;
     cfg.request_timeout_s = None;
     // The single-GPU server ran with gpu_memory_utilization 0.90.
-    let model = hardware::model(&cal.model).expect("checked");
-    let gpu = hardware::gpu(&cal.gpu).expect("checked");
-    let e = EngineSpec::default();
-    let bytes = gpu.memory_gib * (1u64 << 30) as f64 * 0.90
-        - model.weight_bytes() as f64
-        - e.activation_reserve_gib * (1u64 << 30) as f64;
-    cfg.limits.capacity_blocks = (bytes / model.kv_bytes_per_token() as f64 / e.block_size as f64) as u64;
-    let mean = |xs: &[f64]| {
-        if xs.is_empty() {
-            f64::NAN
-        } else {
-            xs.iter().sum::<f64>() / xs.len() as f64
-        }
+    let spec = EngineSpec {
+        gpu_memory_utilization: 0.90,
+        ..EngineSpec::default()
     };
+    cfg.limits = spec.limits(
+        hardware::model(&cal.model).expect("checked"),
+        hardware::gpu(&cal.gpu).expect("checked"),
+    );
     let mut out = Vec::new();
     for ((scenario, n, k, ty, len), trials) in groups {
-        let m = |key: &str| {
-            mean(
-                &trials
-                    .iter()
-                    .filter_map(|t| t[key].as_f64())
-                    .filter(|x| *x > 0.0)
-                    .collect::<Vec<_>>(),
-            )
-        };
+        let m = |key: &str| mean(trials.iter().filter_map(|t| t[key].as_f64()).filter(|x| *x > 0.0));
         let mut convs = Vec::new();
         let conv = |id: String, user: u32, out: u32, shared: bool| TimedConversation {
             id,
@@ -814,11 +777,11 @@ pub fn interference(path: &Path, cal: &CalibrationFile) -> InputResult<Vec<Inter
             append_tokens: len,
             fitted: k == 0,
             decode_tpot_measured_ms: m("decode_avg_tpot_ms"),
-            decode_tpot_predicted_ms: mean(&decode.iter().filter_map(|x| x.tpot_ms).collect::<Vec<_>>()),
+            decode_tpot_predicted_ms: mean(decode.iter().filter_map(|x| x.tpot_ms)),
             batch_time_measured_ms: m("batch_execution_time_ms"),
             batch_time_predicted_ms: r.records.iter().map(|x| x.completed_at_ms).fold(0.0, f64::max),
             prefill_ttft_measured_ms: m("prefill_ttft_ms"),
-            prefill_ttft_predicted_ms: mean(&inserted.iter().map(|x| x.ttft_ms).collect::<Vec<_>>()),
+            prefill_ttft_predicted_ms: mean(inserted.iter().map(|x| x.ttft_ms)),
         });
     }
     Ok(out)
@@ -830,15 +793,6 @@ pub fn interference(path: &Path, cal: &CalibrationFile) -> InputResult<Vec<Inter
 pub fn interference_summary(rows: &[InterferenceRow]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let med = |v: Vec<f64>| {
-        let mut v: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v.sort_by(f64::total_cmp);
-            percentile_sorted(&v, 50.0)
-        }
-    };
     let _ = writeln!(s, "interference: median |error| (settings)");
     let mut exps: Vec<&str> = rows.iter().map(|r| r.experiment.as_str()).collect();
     exps.dedup();
@@ -860,18 +814,18 @@ pub fn interference_summary(rows: &[InterferenceRow]) -> String {
                     "with inserted prefills"
                 },
                 sel.len(),
-                med(sel
-                    .iter()
-                    .map(|r| err(r.decode_tpot_predicted_ms, r.decode_tpot_measured_ms).abs())
-                    .collect()),
-                med(sel
-                    .iter()
-                    .map(|r| err(r.batch_time_predicted_ms, r.batch_time_measured_ms).abs())
-                    .collect()),
-                med(sel
-                    .iter()
-                    .map(|r| err(r.prefill_ttft_predicted_ms, r.prefill_ttft_measured_ms).abs())
-                    .collect()),
+                median(
+                    sel.iter()
+                        .map(|r| err(r.decode_tpot_predicted_ms, r.decode_tpot_measured_ms).abs())
+                ),
+                median(
+                    sel.iter()
+                        .map(|r| err(r.batch_time_predicted_ms, r.batch_time_measured_ms).abs())
+                ),
+                median(
+                    sel.iter()
+                        .map(|r| err(r.prefill_ttft_predicted_ms, r.prefill_ttft_measured_ms).abs())
+                ),
             );
         }
     }

@@ -240,6 +240,16 @@ impl CalibrationFile {
         Ok(f)
     }
 
+    /// The serialized share of the request overhead \[ms\]: the fitted value capped at the
+    /// overhead, or all of the overhead when the file has none.
+    pub fn request_service_ms(&self) -> f64 {
+        let overhead = self.overheads.request_overhead_ms.value;
+        self.overheads
+            .request_service_ms
+            .as_ref()
+            .map_or(overhead, |c| c.value.min(overhead))
+    }
+
     /// The iteration coefficients by name.
     ///
     /// # Errors
