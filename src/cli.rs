@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 invalid input file (scenario,
 //! trace, measurements) or a failed `--strict` physics check.
 
+use crate::calibrate::readers::Format;
 use crate::calibrate::{self, CalibrateOptions};
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, EXIT_INVALID_INPUT, EXIT_OK};
@@ -89,8 +90,10 @@ pub enum Command {
         /// Calibrated model to simulate with.
         #[arg(short, long, default_value = "calibration/h100-llama3.1-8b.json")]
         calibration: PathBuf,
-        /// Also write the table as CSV here.
-        #[arg(short, long)]
+        /// Also write the tables as CSV: the low-QPS table to FILE, the comprehensive one to
+        /// FILE.comprehensive.csv (extension replaced), the interference one to
+        /// FILE.interference.csv.
+        #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Seed of the turn-2 arrival gaps.
         #[arg(long, default_value_t = 0)]
@@ -278,6 +281,9 @@ fn no_points(measured: &[PathBuf], message: &str) -> InputError {
     }
 }
 
+const UNSUPPORTED: &str =
+    "not a supported measured file: expected a vllm-ppd comprehensive point, v3 low-QPS file or interference experiment";
+
 fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBuf>, seed: u64) -> Result<i32> {
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
     let files = collect_json(measured)?;
@@ -291,28 +297,21 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
     let mut interference = Vec::new();
     for f in &files {
         // Chosen by content; files of other schemas inside a searched directory are skipped.
-        let fmt = crate::calibrate::readers::read_text(f)
+        let v = crate::calibrate::readers::read_text(f)
             .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| crate::calibrate::readers::vllm_ppd::detect(&v));
-        match fmt {
-            Some(crate::calibrate::readers::Format::VllmPpdLowqpsV3) => points.extend(crate::validate::read_lowqps(f)?),
-            Some(crate::calibrate::readers::Format::VllmPpdInterference) => {
-                interference.extend(crate::validate::interference(f, &cal)?)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        match v.as_ref().and_then(crate::calibrate::readers::vllm_ppd::detect) {
+            Some(Format::VllmPpdLowqpsV3) => {
+                points.extend(crate::validate::read_lowqps(f, v.as_ref().expect("detected"))?)
             }
-            Some(crate::calibrate::readers::Format::VllmPpdComprehensive) => {
-                match crate::validate::read_comprehensive(f)? {
-                    Some(p) => comprehensive.push(p),
-                    None => skipped_failed += 1,
-                }
+            Some(Format::VllmPpdInterference) => {
+                interference.extend(crate::validate::interference(f, v.as_ref().expect("detected"), &cal)?)
             }
-            _ if measured.iter().any(|m| m == f) => {
-                return Err(InputError::file(
-                    f,
-                    "not a supported measured point file (vllm-ppd comprehensive point or v3 low-QPS file)",
-                )
-                .into());
-            }
+            Some(Format::VllmPpdComprehensive) => match crate::validate::read_comprehensive(f, v.expect("detected"))? {
+                Some(p) => comprehensive.push(p),
+                None => skipped_failed += 1,
+            },
+            _ if measured.iter().any(|m| m == f) => return Err(InputError::file(f, UNSUPPORTED).into()),
             _ => skipped_other += 1,
         }
     }
@@ -348,11 +347,7 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
         );
         print!("{}", crate::validate::comprehensive_summary(&rows));
         if let Some(out) = &output {
-            let p = if points.is_empty() {
-                out.clone()
-            } else {
-                out.with_extension("comprehensive.csv")
-            };
+            let p = out.with_extension("comprehensive.csv");
             write_atomic(&p, &output::to_csv(&rows)?)?;
             println!("wrote {}", p.display());
         }
@@ -372,11 +367,7 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
         }
     }
     if points.is_empty() && comprehensive.is_empty() && interference.is_empty() {
-        return Err(no_points(
-            measured,
-            "no supported measured points (vllm-ppd v3 low-QPS files or comprehensive points)",
-        )
-        .into());
+        return Err(no_points(measured, UNSUPPORTED).into());
     }
     Ok(EXIT_OK)
 }

@@ -89,14 +89,11 @@ fn f(v: &serde_json::Value, k: &str, path: &Path, at: &str) -> InputResult<f64> 
         .ok_or_else(|| InputError::key(path, &format!("{at}.{k}"), "missing or not a number"))
 }
 
-/// Reads the points of a v3 low-QPS file.
+/// The points of a v3 low-QPS file (`v`, parsed from `path`, which errors name).
 ///
 /// # Errors
 /// A file of another schema, or missing fields.
-pub fn read_lowqps(path: &Path) -> InputResult<Vec<LowQpsPoint>> {
-    let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| InputError::file(path, format!("not JSON: {e}")))?;
+pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQpsPoint>> {
     let results = v.get("results").and_then(|r| r.as_array()).filter(|r| {
         r.iter()
             .all(|x| x.get("t1_input").is_some() && x.get("turn2_metrics").is_some())
@@ -398,14 +395,15 @@ pub struct ComprehensiveRow {
     pub below_saturation: bool,
 }
 
-/// Reads one comprehensive point; `Ok(None)` for a point with no successful request.
+/// One comprehensive point (`v`, parsed from `path`, which errors name); `Ok(None)` for a point
+/// with no successful request.
 ///
 /// # Errors
 /// Not a comprehensive file, an unknown workload or config name.
-pub fn read_comprehensive(path: &Path) -> InputResult<Option<(String, String, f64, serde_json::Value)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| InputError::file(path, format!("not JSON: {e}")))?;
+pub fn read_comprehensive(
+    path: &Path,
+    v: serde_json::Value,
+) -> InputResult<Option<(String, String, f64, serde_json::Value)>> {
     let (Some(cfg), Some(w), Some(q)) = (v["config"].as_str(), v["workload"].as_str(), v["qps"].as_f64()) else {
         return Err(InputError::file(
             path,
@@ -660,7 +658,8 @@ pub struct InterferenceRow {
     pub prefill_ttft_predicted_ms: f64,
 }
 
-/// Reads an interference experiment and simulates each setting on one H100 (vLLM with prefix
+/// Simulates each setting of an interference experiment (`v`, parsed from `path`, which errors
+/// name) on one H100 (vLLM with prefix
 /// caching, `gpu_memory_utilization` 0.90): N decode requests (the 2048-token prefix, pre-warmed
 /// and shared, + 32 new tokens → 64 outputs) and k inserted requests — `full`: 1024 fresh tokens,
 /// or `append`: the same shared prefix + L new tokens (128 in the core experiment, the swept
@@ -668,11 +667,8 @@ pub struct InterferenceRow {
 ///
 /// # Errors
 /// A file of another schema or missing fields.
-pub fn interference(path: &Path, cal: &CalibrationFile) -> InputResult<Vec<InterferenceRow>> {
+pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -> InputResult<Vec<InterferenceRow>> {
     use std::collections::BTreeMap;
-    let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| InputError::file(path, format!("not JSON: {e}")))?;
     let experiment = v["experiment_type"].as_str().unwrap_or("?").to_string();
     let results = v["results"]
         .as_array()
