@@ -252,6 +252,11 @@ pub fn read_text(path: &Path) -> InputResult<String> {
 
 /// Detects the format of `text`.
 pub fn detect(text: &str) -> Option<Format> {
+    detect_text(text).or_else(|| detect_json(&serde_json::from_str(text).ok()?))
+}
+
+/// Detects the formats recognisable from their first line (CSV tables, native JSON lines).
+fn detect_text(text: &str) -> Option<Format> {
     let first = text.lines().next().unwrap_or("").trim().trim_start_matches('\u{feff}');
     match first {
         "layer_name,input,kv_cache,tp_size,latency(ns)" => return Some(Format::LlmservingsimLayers),
@@ -277,11 +282,13 @@ pub fn detect(text: &str) -> Option<Format> {
     if first.starts_with("source_table,engine,model,gpu,tp_per_instance") {
         return Some(Format::KvTransferTable);
     }
-    if first.starts_with('{') && first.contains("\"kind\"") && !text.trim_start().starts_with("{\n") {
-        return Some(Format::Native);
-    }
-    let v: Value = serde_json::from_str(text).ok()?;
-    vllm_ppd::detect(&v).or_else(|| ppd_framework::detect(&v).then_some(Format::PpdFramework))
+    (first.starts_with('{') && first.contains("\"kind\"") && !text.trim_start().starts_with("{\n"))
+        .then_some(Format::Native)
+}
+
+/// Detects the JSON document formats.
+fn detect_json(v: &Value) -> Option<Format> {
+    vllm_ppd::detect(v).or_else(|| ppd_framework::detect(v).then_some(Format::PpdFramework))
 }
 
 /// Reads `path` with the reader its content (or `format`) calls for. Most files give one
@@ -291,14 +298,25 @@ pub fn detect(text: &str) -> Option<Format> {
 /// Unknown formats and malformed files, naming the file, the field and what was expected.
 pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> InputResult<Vec<FileSamples>> {
     let text = read_text(path)?;
-    let fmt = match format {
-        Format::Auto => {
-            detect(&text).ok_or_else(|| InputError::file(path, format!("unknown measurement format; {EXPECTED}")))?
+    let unknown = || InputError::file(path, format!("unknown measurement format; {EXPECTED}"));
+    // A JSON document is parsed once, for detection and reading alike.
+    let mut parsed: Option<Value> = None;
+    let fmt = match (format, detect_text(&text)) {
+        (Format::Auto, Some(f)) => f,
+        (Format::Auto, None) => {
+            let v: Value = serde_json::from_str(&text).map_err(|_| unknown())?;
+            let f = detect_json(&v).ok_or_else(unknown)?;
+            parsed = Some(v);
+            f
         }
-        f => f,
+        (f, _) => f,
     };
-    let json =
-        || serde_json::from_str::<Value>(&text).map_err(|e| InputError::file(path, format!("not valid JSON: {e}")));
+    let mut json = || match parsed.take() {
+        Some(v) => Ok(v),
+        None => {
+            serde_json::from_str::<Value>(&text).map_err(|e| InputError::file(path, format!("not valid JSON: {e}")))
+        }
+    };
     let one = match fmt {
         Format::Auto => unreachable!(),
         Format::KvTransferTable => return kv_transfer::read(path, &text),
