@@ -174,7 +174,6 @@ pub fn calibration_fit(path: &Path, c: &crate::calibrate::Calibration) -> Result
         RGBColor(148, 103, 189),
     ];
     let mut phases: Vec<&str> = pts.iter().map(|p| p.phase.as_str()).collect();
-    phases.dedup();
     phases.sort_unstable();
     phases.dedup();
     for (k, ph) in phases.iter().enumerate() {

@@ -791,6 +791,7 @@ pub fn interference_summary(rows: &[InterferenceRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "interference: median |error| (settings)");
     let mut exps: Vec<&str> = rows.iter().map(|r| r.experiment.as_str()).collect();
+    exps.sort_unstable();
     exps.dedup();
     for e in exps {
         for fitted in [false, true] {

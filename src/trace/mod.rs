@@ -110,7 +110,7 @@ pub struct TraceStats {
     pub cache_rate_turn2plus: Quantiles,
 }
 
-/// Mean and percentiles of a sample.
+/// Mean and percentiles of a sample (in the sample's unit: tokens, turns or a rate).
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Default)]
 pub struct Quantiles {
     /// Mean.
