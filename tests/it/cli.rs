@@ -104,11 +104,14 @@ fn same_seed_gives_byte_identical_outputs_whatever_the_thread_count() {
         assert!(a == b, "{f} differs between runs");
     }
     // A different seed changes the workload.
-    let text = std::fs::read_to_string(&sc).unwrap().replace("seed = 7", "seed = 8");
-    let sc2 = root().join("tests/data/scenarios/.small_seed8.toml");
+    // (The copy lives in the temporary directory, so its relative paths point at the repository.)
+    let text = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace("seed = 7", "seed = 8")
+        .replace("\"../../../", &format!("\"{}/", root().display()));
+    let sc2 = dir.path().join("small_seed8.toml");
     std::fs::write(&sc2, text).unwrap();
     run_scenario(&sc2, &dir.path().join("c"), "2");
-    std::fs::remove_file(&sc2).unwrap();
     assert_ne!(
         std::fs::read(dir.path().join("a/summary.json")).unwrap(),
         std::fs::read(dir.path().join("c/summary.json")).unwrap()
