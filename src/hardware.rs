@@ -103,6 +103,22 @@ pub fn gpu(name: &str) -> Option<&'static GpuSpec> {
     gpus().iter().find(|g| g.name == name)
 }
 
+/// The model called `name`, or a message listing the known ones.
+///
+/// # Errors
+/// An unknown name.
+pub fn find_model(name: &str) -> Result<&'static ModelSpec, String> {
+    model(name).ok_or_else(|| format!("unknown model `{name}`; known: {}", model_names().join(", ")))
+}
+
+/// The GPU called `name`, or a message listing the known ones.
+///
+/// # Errors
+/// An unknown name.
+pub fn find_gpu(name: &str) -> Result<&'static GpuSpec, String> {
+    gpu(name).ok_or_else(|| format!("unknown GPU `{name}`; known: {}", gpu_names().join(", ")))
+}
+
 /// Names of all models, for error messages.
 pub fn model_names() -> Vec<&'static str> {
     models().iter().map(|m| m.name.as_str()).collect()

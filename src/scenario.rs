@@ -257,29 +257,13 @@ impl LoadedScenario {
             std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
         let mut sc = parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let model = hardware::model(&sc.model).ok_or_else(|| {
-            InputError::key(
-                path,
-                "model",
-                format!(
-                    "unknown model `{}`; known: {}",
-                    sc.model,
-                    hardware::model_names().join(", ")
-                ),
-            )
-        })?;
-        let gpu = hardware::gpu(&sc.gpu).ok_or_else(|| {
-            InputError::key(
-                path,
-                "gpu",
-                format!("unknown GPU `{}`; known: {}", sc.gpu, hardware::gpu_names().join(", ")),
-            )
-        })?;
+        let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
+        let gpu = hardware::find_gpu(&sc.gpu).map_err(|m| InputError::key(path, "gpu", m))?;
         if sc.policy.is_empty() {
             return Err(InputError::key(
                 path,
                 "policy",
-                "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"adaptive\")",
+                "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"mixed\" | \"adaptive\")",
             ));
         }
         let mut names = std::collections::BTreeSet::new();

@@ -482,21 +482,13 @@ fn fit_group(
 /// Unreadable or unknown files; no usable iteration samples for the requested model and GPU;
 /// unknown model or GPU names.
 pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Calibration> {
-    let model = hardware::model(&opts.model).ok_or_else(|| InputError {
+    let model = hardware::find_model(&opts.model).map_err(|message| InputError {
         location: "--model".into(),
-        message: format!(
-            "unknown model `{}`; known: {}",
-            opts.model,
-            hardware::model_names().join(", ")
-        ),
+        message,
     })?;
-    let gpu = hardware::gpu(&opts.gpu).ok_or_else(|| InputError {
+    let gpu = hardware::find_gpu(&opts.gpu).map_err(|message| InputError {
         location: "--gpu".into(),
-        message: format!(
-            "unknown GPU `{}`; known: {}",
-            opts.gpu,
-            hardware::gpu_names().join(", ")
-        ),
+        message,
     })?;
     let ropts = ReadOptions {
         model: model.clone(),
