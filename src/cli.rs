@@ -74,6 +74,11 @@ pub enum Command {
         /// Force one reader for every file instead of detecting it from content.
         #[arg(long, value_enum, default_value = "auto")]
         format: crate::calibrate::readers::Format,
+        /// Where β2 (prefill attention over context) comes from: `fitted`, or `flash` —
+        /// FlashAttention's FLOP cost at the throughput β1 implies, for eager-attention profiles
+        /// (LLMServingSim) of an engine that runs FlashAttention (vLLM).
+        #[arg(long, value_enum, default_value = "fitted")]
+        attention: crate::calibrate::AttentionModel,
         /// Exit with code 3 when a physics check fails (the model file is not written).
         #[arg(long)]
         strict: bool,
@@ -443,6 +448,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             tp,
             declared_bandwidth_gbps,
             format,
+            attention,
             strict,
         } => exec_calibrate(
             &files,
@@ -453,6 +459,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 tp,
                 declared_bandwidth_gbps,
                 format,
+                attention,
                 ..Default::default()
             },
             strict,

@@ -196,6 +196,12 @@ pub enum ClientPreset {
 pub struct RouterSpec {
     /// `hash` (vllm-ppd's proxy) or `least-loaded`.
     pub pinning: crate::sim::Pinning,
+    /// Fraction (0–1) of turn-2+ requests the router fails to match to their conversation and
+    /// routes as a new conversation's first turn (re-pinned; through P when there is one).
+    /// Default 0; vllm-ppd's comprehensive benchmark: 2/9 ≈ 0.2222, derived from its client's
+    /// prompt templates and its proxy's conversation key
+    /// ([`crate::sim::COMPREHENSIVE_AFFINITY_MISS_RATE`]).
+    pub affinity_miss_rate: f64,
 }
 
 /// Fixed-overhead overrides; unset values come from the calibration.
@@ -211,6 +217,9 @@ pub struct OverheadSpec {
     /// The part of `request_overhead_ms` each instance's API server does one request at a time \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_service_ms: Option<f64>,
+    /// Latency per prompt token at each API server on a request's path \[ms/token\].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_ms_per_token: Option<f64>,
     /// The overheads are work of one FIFO server per instance (default, what the vllm-ppd bursts
     /// and saturation knees show) rather than pure delays.
     pub serialized: bool,
@@ -222,6 +231,7 @@ impl Default for OverheadSpec {
             request_overhead_ms: None,
             pd_handoff_ms: None,
             request_service_ms: None,
+            prompt_ms_per_token: None,
             serialized: true,
         }
     }
@@ -437,6 +447,16 @@ impl LoadedScenario {
         if sc.client.max_connections == Some(0) {
             return Err(InputError::key(path, "client.max_connections", "must be >= 1"));
         }
+        let miss = sc.router.affinity_miss_rate;
+        if !(0.0..=1.0).contains(&miss) {
+            return Err(InputError::key(
+                path,
+                "router.affinity_miss_rate",
+                format!(
+                    "{miss} is not a fraction: use a value from 0 to 1 (vllm-ppd's comprehensive benchmark: 0.2222)"
+                ),
+            ));
+        }
         // Fill in calibrated values so the resolved scenario states what was simulated.
         let link = &mut sc.kv_link;
         link.bandwidth_gbps
@@ -454,6 +474,13 @@ impl LoadedScenario {
         sc.overheads
             .pd_handoff_ms
             .get_or_insert(calibration.overheads.pd_handoff_ms.value);
+        let per_token = *sc
+            .overheads
+            .prompt_ms_per_token
+            .get_or_insert(calibration.prompt_ms_per_token());
+        if per_token.is_nan() || per_token < 0.0 {
+            return Err(InputError::key(path, "overheads.prompt_ms_per_token", "must be >= 0"));
+        }
         Ok(LoadedScenario {
             resolved: sc,
             trace,
@@ -477,12 +504,14 @@ impl LoadedScenario {
             request_overhead_ms: sc.overheads.request_overhead_ms.expect("resolved"),
             pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
             request_service_ms: sc.overheads.request_service_ms.expect("resolved"),
+            prompt_ms_per_token: sc.overheads.prompt_ms_per_token.expect("resolved"),
             template_tokens_per_message: sc.workload.template_tokens_per_message,
             serialized_overheads: sc.overheads.serialized,
             client_max_connections: sc.client.max_connections,
             request_timeout_s: sc.client.request_timeout_s,
             pinning: sc.router.pinning,
             max_model_len: sc.engine.max_model_len,
+            affinity_miss_rate: sc.router.affinity_miss_rate,
         }
     }
 

@@ -167,12 +167,14 @@ pub fn vllm_ppd_config(policy: PolicyConfig, cal: &CalibrationFile) -> Option<Si
         request_overhead_ms: cal.overheads.request_overhead_ms.value,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
         request_service_ms: cal.request_service_ms(),
+        prompt_ms_per_token: cal.prompt_ms_per_token(),
         template_tokens_per_message: 0,
         serialized_overheads: true,
         client_max_connections: Some(50),
         request_timeout_s: Some(120.0),
         pinning: Pinning::Hash,
         max_model_len: Some(8192),
+        affinity_miss_rate: 0.0,
     })
 }
 
@@ -429,7 +431,8 @@ pub fn simulate_comprehensive(
     let (ctx, kind) = workload.split_once('_')?;
     let (t1_in, t1_out) = comprehensive_turn1(ctx)?;
     let (t2_in, t2_out) = comprehensive_turn2(kind)?;
-    let cfg = vllm_ppd_config(policy, cal)?;
+    let mut cfg = vllm_ppd_config(policy, cal)?;
+    cfg.affinity_miss_rate = crate::sim::COMPREHENSIVE_AFFINITY_MISS_RATE;
     let cost = LinearCostModel {
         coefficients: cal.coefficients().ok()?,
     };

@@ -49,6 +49,22 @@ pub struct CalibrateOptions {
     pub declared_bandwidth_gbps: f64,
     /// Force one reader for every file.
     pub format: Format,
+    /// Where β2 (attention over context) comes from.
+    pub attention: AttentionModel,
+}
+
+/// Source of β2, the cost per query–key pair of prefill attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AttentionModel {
+    /// The fitted value (right when the profiles ran the serving engine's attention kernels).
+    #[default]
+    Fitted,
+    /// FlashAttention's cost: attention FLOPs per query–key pair (4 × layers × query heads ×
+    /// head dim; FlashAttention, Dao et al. 2022, does no other O(n²) work) at the throughput β1
+    /// implies for the dense part (2 × parameters FLOP per token). Use it when the prefill profiles
+    /// ran eager attention (LLMServingSim's HF profiler materialises the score matrix, ~20× the
+    /// FLOP cost) but the engine being modelled (vLLM) uses FlashAttention.
+    Flash,
 }
 
 impl Default for CalibrateOptions {
@@ -60,6 +76,7 @@ impl Default for CalibrateOptions {
             engine: "vLLM 0.13 (V1), vllm-ppd fork; LLMServingSim profiler v0 (HF eager)".into(),
             block_size: 16,
             declared_bandwidth_gbps: 1200.0,
+            attention: AttentionModel::Fitted,
             format: Format::Auto,
         }
     }
@@ -93,6 +110,11 @@ fn path_features(s: &RequestSample) -> (f64, f64) {
         let x = IterationCoefficients::features(&readers::prefill_batch(vec![*p]));
         (m + x[1], attn + x[2])
     })
+}
+
+/// Prompt length of a request sample \[tokens\] (its first step holds the whole prompt).
+fn prompt_tokens(s: &RequestSample) -> u32 {
+    s.steps.first().map_or(0, |p| p.num_new_tokens + p.num_cached_tokens)
 }
 
 fn path_compute(c: &IterationCoefficients, s: &RequestSample) -> f64 {
@@ -246,7 +268,7 @@ fn fit_link(transfers: &[&TransferSample]) -> Option<(f64, f64)> {
 }
 
 /// Physics checks (DESIGN §2) of whatever a fit informs. `prefill_1k` is (predicted compute of a
-/// 1,024-token prefill \[ms\], its slow end within the 95% CI \[ms\], marginal cost [ms/token]).
+/// 1,024-token prefill \[ms\], its slow end within the 95% CI \[ms\], marginal cost \[ms/token\]).
 pub fn physics_checks(
     prefill_1k: Option<(f64, f64, f64)>,
     decode_coeffs: Option<&IterationCoefficients>,
@@ -628,7 +650,19 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     floors.resize(ncol, 0.0);
     let f = fit::fit_weighted_floor(&x, &y, &w, &floors);
     let b = [f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]];
-    let coeffs = IterationCoefficients::from_array(b);
+    let mut coeffs = IterationCoefficients::from_array(b);
+    let attention_note = (opts.attention == AttentionModel::Flash).then(|| {
+        let flop_per_pair =
+            4.0 * model.num_layers as f64 * model.num_attention_heads as f64 * model.head_dim as f64 / opts.tp as f64;
+        let ms_per_flop = coeffs.beta1_ms_per_token / (model.flop_per_token() / opts.tp as f64);
+        let fitted = coeffs.beta2_ms_per_token2;
+        coeffs.beta2_ms_per_token2 = flop_per_pair * ms_per_flop;
+        format!(
+            "beta2 set to FlashAttention's cost (--attention flash): {flop_per_pair:.0} FLOP per query-key pair at the {:.0} TFLOP/s beta1 implies = {:.4e} ms; the profiles' fitted value {fitted:.4e} describes their eager attention",
+            1.0 / ms_per_flop / 1e9,
+            coeffs.beta2_ms_per_token2
+        )
+    });
     let pred: Vec<f64> = x.iter().map(|xi| fit::predict(xi, &f.beta)).collect();
     let cv = cross_validated(&x, &y, &w, 5, &floors);
     let kernel_group_intercepts: Vec<Coefficient> = kernel_names
@@ -660,6 +694,16 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     }
     let coefficients = (0..5)
         .map(|j| {
+            if j == 2 && attention_note.is_some() {
+                // Derived, not fitted: no interval.
+                return coefficient(
+                    COEFFICIENT_NAMES[j],
+                    COEFFICIENT_UNITS[j],
+                    coeffs.beta2_ms_per_token2,
+                    0.0,
+                    false,
+                );
+            }
             coefficient(
                 COEFFICIENT_NAMES[j],
                 COEFFICIENT_UNITS[j],
@@ -688,6 +732,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 request_overhead_ms: zero("request_overhead_ms"),
                 pd_handoff_ms: zero("pd_handoff_ms"),
                 request_service_ms: None,
+                prompt_ms_per_token: None,
             },
             fitted_link.unwrap_or_else(|| KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
@@ -704,10 +749,12 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             let compute = path_compute(&coeffs, s);
             let split = if s.route == RequestRoute::Split { 1.0 } else { 0.0 };
             let gb = split * s.kv_tokens as f64 * kvb / 1e9;
+            // Every API server on the path (P and D on a split route) handles the whole prompt.
+            let prompt_hops = (1.0 + split) * prompt_tokens(s) as f64;
             rx.push(if direct_link.is_some() {
-                vec![1.0, split]
+                vec![1.0, split, prompt_hops]
             } else {
-                vec![1.0, split, gb]
+                vec![1.0, split, prompt_hops, gb]
             });
             // A directly fitted link's transfer time is part of the path.
             let xfer = direct_link.map_or(0.0, |(bw, lat)| split * (lat + gb * 8.0 * 1000.0 / bw));
@@ -732,16 +779,16 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         let kv = if let Some(link) = fitted_link {
             link
         } else {
-            let ms_per_gb = g.beta[2];
-            let identifiable = has_split && !g.at_bound[2] && ms_per_gb - g.ci95_half_width[2] > 0.0;
+            let ms_per_gb = g.beta[3];
+            let identifiable = has_split && !g.at_bound[3] && ms_per_gb - g.ci95_half_width[3] > 0.0;
             if identifiable {
-                KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from split-route TTFTs; fixed latency folded into pd_handoff_ms", g.ci95_half_width[2]) }
+                KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from split-route TTFTs; fixed latency folded into pd_handoff_ms", g.ci95_half_width[3]) }
             } else {
                 KvTransfer {
                     bandwidth_gbps: opts.declared_bandwidth_gbps,
                     latency_ms: 0.0,
                     source: "declared".into(),
-                    note: format!("not identifiable from these files (fitted {ms_per_gb:.3} ms/GB, 95% CI ±{:.3} includes 0: transfer time is hidden by fixed overheads); declared value used", g.ci95_half_width[2]),
+                    note: format!("not identifiable from these files (fitted {ms_per_gb:.3} ms/GB, 95% CI ±{:.3} includes 0: transfer time is hidden by fixed overheads); declared value used", g.ci95_half_width[3]),
                 }
             }
         };
@@ -756,6 +803,13 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 ),
                 pd_handoff_ms: coefficient("pd_handoff_ms", "ms", g.beta[1], g.ci95_half_width[1], g.at_bound[1]),
                 request_service_ms: None,
+                prompt_ms_per_token: Some(coefficient(
+                    "prompt_ms_per_token",
+                    "ms/token",
+                    g.beta[2],
+                    g.ci95_half_width[2],
+                    g.at_bound[2],
+                )),
             },
             kv,
         )
@@ -800,6 +854,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             formula: "t_iter_ms = beta0 + beta1*sum(m) + beta2*sum(m*(L+m/2)) + beta3*n_decode + beta4*sum(c)".into(),
             coefficients,
             kernel_group_intercepts,
+            attention_note,
         },
         overheads,
         kv_transfer,
@@ -868,22 +923,27 @@ pub fn report(c: &Calibration) -> String {
             if co.at_bound { "  (at its lower bound)" } else { "" }
         );
     }
+    if let Some(note) = &f.iteration.attention_note {
+        let _ = writeln!(s, "  ({note})");
+    }
     for co in f
         .iteration
         .kernel_group_intercepts
         .iter()
         .chain([&f.overheads.request_overhead_ms, &f.overheads.pd_handoff_ms])
         .chain(f.overheads.request_service_ms.as_ref())
+        .chain(f.overheads.prompt_ms_per_token.as_ref())
     {
         let _ = writeln!(
             s,
-            "  {:<28} {:>12.3} {:<16} 95% CI [{:.3}, {:.3}]{}",
+            "  {:<28} {:>12.prec$} {:<16} 95% CI [{:.prec$}, {:.prec$}]{}",
             co.name,
             co.value,
             co.unit,
             co.ci95_low,
             co.ci95_high,
-            if co.at_bound { "  (at its lower bound)" } else { "" }
+            if co.at_bound { "  (at its lower bound)" } else { "" },
+            prec = if co.unit == "ms/token" { 5 } else { 3 }
         );
     }
     let _ = writeln!(

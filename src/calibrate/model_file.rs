@@ -52,6 +52,10 @@ pub struct IterationFit {
     /// Per-iteration fixed cost of each kernel- or layer-profile source (`beta0_ms[<group>]`),
     /// fitted separately from the serving engine's β0 because such profiles lack engine overhead.
     pub kernel_group_intercepts: Vec<Coefficient>,
+    /// How β2 (attention over context) was set when not by the fit (`--attention flash`), with the
+    /// profiles' fitted value for comparison. Absent: β2 is the fitted value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_note: Option<String>,
 }
 
 /// Fixed per-request overheads.
@@ -66,6 +70,11 @@ pub struct Overheads {
     /// time \[ms\] (the rest is latency); fitted from burst TTFT ramps. Absent: all of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_service_ms: Option<Coefficient>,
+    /// Per prompt token, at every API server the request passes (P's and D's on a split route):
+    /// tokenisation, prefix-block hashing, request building \[ms/token\]. Fitted with the other
+    /// overheads from request TTFTs. Absent (older files): 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ms_per_token: Option<Coefficient>,
 }
 
 /// KV-transfer parameters.
@@ -238,6 +247,11 @@ impl CalibrationFile {
         f.coefficients()
             .map_err(|m| InputError::key(path, "iteration.coefficients", m))?;
         Ok(f)
+    }
+
+    /// Per-prompt-token overhead at each API-server hop \[ms/token\]; 0 when the file has none.
+    pub fn prompt_ms_per_token(&self) -> f64 {
+        self.overheads.prompt_ms_per_token.as_ref().map_or(0.0, |c| c.value)
     }
 
     /// The serialized share of the request overhead \[ms\]: the fitted value capped at the

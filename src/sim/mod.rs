@@ -83,6 +83,9 @@ pub struct SimConfig {
     pub pd_handoff_ms: f64,
     /// The serialized part of `request_overhead_ms` (≤ it) \[ms\]; the rest is latency.
     pub request_service_ms: f64,
+    /// Latency per prompt token at every API server a request passes — the first instance's, and
+    /// D's after a KV transfer (tokenisation, prefix-block hashing, request building) \[ms/token\].
+    pub prompt_ms_per_token: f64,
     /// Chat-template tokens added per message \[tokens\].
     pub template_tokens_per_message: u32,
     /// When true, the fixed overheads are work of FIFO servers: `request_overhead_ms` of one per
@@ -102,7 +105,24 @@ pub struct SimConfig {
     /// Longest prompt + output an engine accepts (`--max-model-len`); longer requests are
     /// refused at once and end their conversation. `None`: no limit.
     pub max_model_len: Option<u32>,
+    /// Fraction of turn-2+ requests the router fails to match to their conversation (0–1): the
+    /// router treats such a turn as a new conversation's first turn — it re-pins the
+    /// conversation by a fresh hash (or to the least-loaded instance) and routes the turn as a
+    /// first turn (through P when the cluster has P instances). Which turns miss is a fixed hash
+    /// of (conversation, turn), so runs stay deterministic. vllm-ppd's comprehensive benchmark:
+    /// 2/9 (see [`COMPREHENSIVE_AFFINITY_MISS_RATE`]).
+    pub affinity_miss_rate: f64,
 }
+
+/// Affinity-miss rate of the vllm-ppd comprehensive benchmark, derived from its code (not fitted):
+/// the client draws each prompt's template from three (`User: … Assistant:`, `Question: …
+/// Answer:`, `<|user|>…<|assistant|>`); the proxy (`comprehensive_proxy.py`) keys a conversation
+/// on the text after the first `User:` when the prompt has one, else on its first 200
+/// characters. A turn-1 prompt without `User:` (2 of 3 templates) whose turn-2 input uses the
+/// `User:` template (1 of 3) therefore gets a new key: 2/3 × 1/3 = 2/9 of turn-2 requests are
+/// routed as new conversations. (The turn-1 answer may also contain `User:`, which would raise
+/// it; the measured turn-2 mean TTFTs imply 0.2–0.3.)
+pub const COMPREHENSIVE_AFFINITY_MISS_RATE: f64 = 2.0 / 9.0;
 
 /// An event (closed enum: the domain is fixed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +179,8 @@ struct Request {
     num_transferred_tokens: u32,
     timed_out: bool,
     rejected: bool,
+    /// The router did not recognise the conversation (see [`SimConfig::affinity_miss_rate`]).
+    affinity_miss: bool,
 }
 
 struct ConvState {
@@ -344,7 +366,42 @@ impl<'a> Simulation<'a> {
         }
     }
 
+    /// Whether the router fails to recognise turn `turn` (≥ 2) of `conv`: a fixed hash of the pair
+    /// compared with [`SimConfig::affinity_miss_rate`].
+    fn misses_affinity(&self, conv: usize, turn: usize) -> bool {
+        if self.cfg.affinity_miss_rate <= 0.0 {
+            return false;
+        }
+        let h = splitmix64(splitmix64(conv as u64 ^ 0xAFF1_0000_0000_0000) ^ turn as u64);
+        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        u < self.cfg.affinity_miss_rate
+    }
+
+    /// Pins `conv` anew, as the router does for a conversation it sees for the first time.
+    fn repin(&mut self, conv: usize, turn: usize) {
+        let (p, d) = self.cfg.policy.cluster();
+        let old = self.conv_state[conv].decode_inst;
+        self.active_convs[old] -= 1;
+        let h = splitmix64(splitmix64(conv as u64) ^ ((turn as u64) << 40));
+        let new = if self.cfg.pinning == Pinning::LeastLoaded {
+            (p as usize..self.instances.len())
+                .min_by_key(|&i| (self.active_convs[i], i))
+                .expect("≥ 1 decode instance")
+        } else {
+            p as usize + (h % d as u64) as usize
+        };
+        self.active_convs[new] += 1;
+        let st = &mut self.conv_state[conv];
+        st.decode_inst = new;
+        st.prefill_inst = (p > 0).then(|| (splitmix64(h) % p as u64) as usize);
+    }
+
     fn new_request(&mut self, conv: usize) -> usize {
+        let turn_no = self.conv_state[conv].next_turn + 1;
+        let affinity_miss = turn_no >= 2 && self.misses_affinity(conv, turn_no);
+        if affinity_miss {
+            self.repin(conv, turn_no);
+        }
         let tpl = self.cfg.template_tokens_per_message;
         let st = &mut self.conv_state[conv];
         let turn = self.convs[conv].turns[st.next_turn];
@@ -370,6 +427,7 @@ impl<'a> Simulation<'a> {
             num_transferred_tokens: 0,
             timed_out: false,
             rejected: false,
+            affinity_miss,
         };
         st.context_tokens += user + turn.assistant_tokens + tpl;
         st.next_turn += 1;
@@ -442,7 +500,7 @@ impl<'a> Simulation<'a> {
                 let r = &mut self.requests[req];
                 r.kv_ready_at = Some(self.now);
                 let inst = r.decode_inst;
-                let at = self.proxy_handoff();
+                let at = self.proxy_handoff() + self.prompt_handling(req);
                 self.queue.push(at, Event::Enqueue { inst, req });
             }
         }
@@ -451,16 +509,22 @@ impl<'a> Simulation<'a> {
     /// When a request that arrives now at instance `inst` reaches its queue: the serialized
     /// `request_service_ms` in the instance's API-server queue, then the rest of
     /// `request_overhead_ms` as latency (all of it a pure delay when overheads are not serialized).
-    fn request_handling(&mut self, inst: usize) -> SimTime {
+    fn request_handling(&mut self, inst: usize, req: usize) -> SimTime {
         let total = self.cfg.request_overhead_ms;
+        let per_prompt = self.prompt_handling(req);
         if !self.cfg.serialized_overheads {
-            return self.now + SimDuration::from_ms_f64(total);
+            return self.now + SimDuration::from_ms_f64(total) + per_prompt;
         }
         let service = self.cfg.request_service_ms.clamp(0.0, total);
         let free = &mut self.frontend_free_at[inst];
         let served = (*free).max(self.now) + SimDuration::from_ms_f64(service);
         *free = served;
-        served + SimDuration::from_ms_f64(total - service)
+        served + SimDuration::from_ms_f64(total - service) + per_prompt
+    }
+
+    /// One API server's per-prompt-token latency for `req`.
+    fn prompt_handling(&self, req: usize) -> SimDuration {
+        SimDuration::from_ms_f64(self.cfg.prompt_ms_per_token * self.requests[req].num_prompt_tokens as f64)
     }
 
     /// When a split request whose KV arrived now reaches D: the proxy's `pd_handoff_ms`, one
@@ -518,7 +582,8 @@ impl<'a> Simulation<'a> {
         let (p, d) = self.cfg.policy.cluster();
         let first_direct = p as usize + (d - self.cfg.policy.direct_decode_instances()) as usize;
         let route = self.policy.route(&RouteRequest {
-            turn: r.turn,
+            // A turn the router does not recognise is routed as a first turn.
+            turn: if r.affinity_miss { 1 } else { r.turn },
             num_prompt_tokens: r.num_prompt_tokens,
             num_cached_on_decode: cached,
             decode_is_direct: r.decode_inst >= first_direct,
@@ -545,7 +610,7 @@ impl<'a> Simulation<'a> {
         if route == RouteKind::Split {
             r.prefill_inst = Some(first);
         }
-        let at = self.request_handling(first);
+        let at = self.request_handling(first, req);
         self.queue.push(at, Event::Enqueue { inst: first, req });
     }
 

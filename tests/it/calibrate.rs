@@ -176,3 +176,39 @@ fn unknown_measurement_format_is_refused_with_the_file_name() {
         "{e}"
     );
 }
+
+#[test]
+fn flash_attention_sets_beta2_from_attention_flops() {
+    // Llama-3.1-8B: 4 × 32 layers × 32 heads × 128 head dim = 524,288 FLOP per query–key pair;
+    // the dense part costs 2 × 8.03e9 FLOP per token in β1 ms → β2 = 524,288 / 16.06e9 × β1.
+    let opts = CalibrateOptions {
+        attention: calibrate::AttentionModel::Flash,
+        ..Default::default()
+    };
+    let flash = calibrate::calibrate(&shipped_measurements(), &opts).unwrap();
+    let fitted = calibrate::calibrate(&shipped_measurements(), &CalibrateOptions::default()).unwrap();
+    let (f, e) = (flash.file.coefficients().unwrap(), fitted.file.coefficients().unwrap());
+    let params = ppdsim::hardware::model("llama-3.1-8b").unwrap().num_params as f64;
+    let expected = 524_288.0 / (2.0 * params) * f.beta1_ms_per_token;
+    assert!(
+        (f.beta2_ms_per_token2 - expected).abs() < 1e-15,
+        "{}",
+        f.beta2_ms_per_token2
+    );
+    // Eager attention (LLMServingSim's profiles) costs an order of magnitude more per pair.
+    assert!(e.beta2_ms_per_token2 > 10.0 * f.beta2_ms_per_token2);
+    // The other coefficients are the fit's, and the file says what was done.
+    assert_eq!(f.beta1_ms_per_token, e.beta1_ms_per_token);
+    assert!(flash
+        .file
+        .iteration
+        .attention_note
+        .as_deref()
+        .unwrap()
+        .contains("FlashAttention"));
+    assert!(fitted.file.iteration.attention_note.is_none());
+    // With cheap attention the request TTFTs identify a per-prompt-token overhead (tokenisation
+    // and hashing at each API server): a few µs per token.
+    let per_token = flash.file.prompt_ms_per_token();
+    assert!((0.001..0.01).contains(&per_token), "{per_token}");
+}

@@ -128,6 +128,7 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
         ("unknown_gpu.toml", "unknown GPU `tpu-v9`"),
         ("misspelled_link_key.toml", "bandwith_gbps"),
         ("trace_and_synthetic.toml", "exactly one of `trace`"),
+        ("affinity_miss_not_a_fraction.toml", "router.affinity_miss_rate"),
     ];
     for (file, needle) in cases {
         let dir = tempfile::tempdir().unwrap();

@@ -35,12 +35,14 @@ pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
         request_overhead_ms: 2.0,
         pd_handoff_ms: 3.0,
         request_service_ms: 2.0,
+        prompt_ms_per_token: 0.0,
         template_tokens_per_message: 0,
         serialized_overheads: true,
         client_max_connections: None,
         request_timeout_s: None,
         pinning: ppdsim::sim::Pinning::Hash,
         max_model_len: None,
+        affinity_miss_rate: 0.0,
     }
 }
 
@@ -551,4 +553,82 @@ fn a_turn_sent_at_once_reuses_its_connection() {
     close(r[1].arrived_at_ms, 32.0);
     close(r[1].completed_at_ms, 54.0);
     close(r[2].ttft_ms, 66.0);
+}
+
+fn run_with(cfg: SimConfig, convs: Vec<TimedConversation>) -> Vec<RequestRecord> {
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    Simulation::new(cfg, &cost, convs).run().records
+}
+
+#[test]
+fn affinity_miss_routes_a_ppd_turn_two_like_a_first_turn() {
+    // With every turn 2 unrecognised, PPD's turn 2 takes PD's path (through P, with the KV
+    // transfer), and on a 1P+1D cluster it is PD's turn 2 to the microsecond.
+    let mut cfg = config(ppd(), 8192);
+    cfg.affinity_miss_rate = 1.0;
+    let missed = run_with(cfg, conversation());
+    let pd = run(pd(), 8192);
+    let t2 = &missed[1];
+    assert_eq!(t2.route, RouteKind::Split);
+    assert_eq!(t2.kv_transfer_bytes, (103 + 20) * KV);
+    close(t2.ttft_ms, pd[1].ttft_ms);
+    close(t2.ttft_ms, 42.122);
+    close(t2.e2e_ms, pd[1].e2e_ms);
+    // Turn 1 is never a miss.
+    close(missed[0].ttft_ms, 39.107);
+}
+
+#[test]
+fn affinity_miss_rate_is_the_fraction_of_rerouted_turns() {
+    // 3,000 two-turn conversations on PPD 1P+3pD: the share of turn-2 requests on the split route
+    // is the miss rate (2/9, vllm-ppd's comprehensive benchmark) within sampling error
+    // (σ = √(p(1−p)/n) = 0.0076 → ±4σ = 0.03).
+    let mut cfg = config(
+        PolicyConfig::Ppd {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 3,
+        },
+        8192,
+    );
+    cfg.affinity_miss_rate = ppdsim::sim::COMPREHENSIVE_AFFINITY_MISS_RATE;
+    let convs: Vec<TimedConversation> = (0..3000)
+        .map(|i| {
+            let mut c = conversation().remove(0);
+            c.id = format!("c{i}");
+            c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * 0.05);
+            c
+        })
+        .collect();
+    let r = run_with(cfg, convs);
+    let turn2: Vec<&RequestRecord> = r.iter().filter(|x| x.turn == 2).collect();
+    assert_eq!(turn2.len(), 3000);
+    let split = turn2.iter().filter(|x| x.route == RouteKind::Split).count() as f64 / 3000.0;
+    assert!((split - 2.0 / 9.0).abs() < 0.03, "split share {split}");
+    // A re-pinned conversation may land on another pD: then its turn 2 finds nothing cached there.
+    let moved = r
+        .chunks(2)
+        .filter(|c| c[0].decode_instance != c[1].decode_instance)
+        .count() as f64
+        / 3000.0;
+    assert!(moved > 0.1 && moved < split, "moved share {moved}");
+}
+
+#[test]
+fn prompt_overhead_is_paid_at_every_api_server() {
+    // 0.01 ms per prompt token: a direct turn pays it once, a split turn at P and again at D.
+    let per_token = 0.01;
+    let with = |policy: PolicyConfig| {
+        let mut cfg = config(policy, 8192);
+        cfg.prompt_ms_per_token = per_token;
+        run_with(cfg, conversation())
+    };
+    let pd_base = run(pd(), 8192);
+    let pd_extra = with(pd());
+    // Turn 1: 100 prompt tokens at P and at D = +2 ms; turn 2: 123 tokens twice = +2.46 ms.
+    close(pd_extra[0].ttft_ms, pd_base[0].ttft_ms + 2.0);
+    close(pd_extra[1].ttft_ms, pd_base[1].ttft_ms + 2.46);
+    let ppd_extra = with(ppd());
+    // PPD's turn 2 is direct: +1.23 ms on the 12 ms of `ppd_two_turns_by_hand`.
+    close(ppd_extra[1].ttft_ms, 12.0 + 1.23);
 }
