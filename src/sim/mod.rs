@@ -179,8 +179,6 @@ struct Request {
     num_transferred_tokens: u32,
     timed_out: bool,
     rejected: bool,
-    /// The router did not recognise the conversation (see [`SimConfig::affinity_miss_rate`]).
-    affinity_miss: bool,
 }
 
 struct ConvState {
@@ -210,6 +208,15 @@ pub fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The (D/R instance, P instance) a hash `h` pins a conversation to on a cluster of `p` P and
+/// `d` decode-side instances (instances are numbered P first).
+fn hash_pin(h: u64, p: u32, d: u32) -> (usize, Option<usize>) {
+    (
+        p as usize + (h % d as u64) as usize,
+        (p > 0).then(|| (splitmix64(h) % p as u64) as usize),
+    )
 }
 
 /// One simulation.
@@ -268,12 +275,12 @@ impl<'a> Simulation<'a> {
             .enumerate()
             .map(|(c, conv)| {
                 queue.push(conv.start_at, Event::ConversationStart { conv: c });
-                let h = splitmix64(c as u64);
+                let (decode_inst, prefill_inst) = hash_pin(splitmix64(c as u64), p, d);
                 ConvState {
                     next_turn: 0,
                     context_tokens: 0,
-                    decode_inst: p as usize + (h % d as u64) as usize,
-                    prefill_inst: (p > 0).then(|| (splitmix64(h) % p as u64) as usize),
+                    decode_inst,
+                    prefill_inst,
                     stopped: false,
                 }
             })
@@ -377,31 +384,35 @@ impl<'a> Simulation<'a> {
         u < self.cfg.affinity_miss_rate
     }
 
-    /// Pins `conv` anew, as the router does for a conversation it sees for the first time.
-    fn repin(&mut self, conv: usize, turn: usize) {
-        let (p, d) = self.cfg.policy.cluster();
-        let old = self.conv_state[conv].decode_inst;
-        self.active_convs[old] -= 1;
-        let h = splitmix64(splitmix64(conv as u64) ^ ((turn as u64) << 40));
-        let new = if self.cfg.pinning == Pinning::LeastLoaded {
-            (p as usize..self.instances.len())
-                .min_by_key(|&i| (self.active_convs[i], i))
-                .expect("≥ 1 decode instance")
-        } else {
-            p as usize + (h % d as u64) as usize
+    /// The decode-side instance with the fewest active conversations (lowest index on ties).
+    fn least_loaded_decode(&self) -> usize {
+        (self.num_prefill..self.instances.len())
+            .min_by_key(|&i| (self.active_convs[i], i))
+            .expect("≥ 1 decode instance")
+    }
+
+    /// Pins the conversation of request `req` (turn `turn`) anew, as the router does for a
+    /// conversation it sees for the first time: a fresh hash, or the least-loaded instance.
+    fn repin(&mut self, req: usize) {
+        let (conv, turn, old) = {
+            let r = &self.requests[req];
+            (r.conv, r.turn, r.decode_inst)
         };
-        self.active_convs[new] += 1;
+        let (p, d) = self.cfg.policy.cluster();
+        self.active_convs[old] -= 1;
+        let (mut decode_inst, prefill_inst) =
+            hash_pin(splitmix64(splitmix64(conv as u64) ^ ((turn as u64) << 40)), p, d);
+        if self.cfg.pinning == Pinning::LeastLoaded {
+            decode_inst = self.least_loaded_decode();
+        }
+        self.active_convs[decode_inst] += 1;
         let st = &mut self.conv_state[conv];
-        st.decode_inst = new;
-        st.prefill_inst = (p > 0).then(|| (splitmix64(h) % p as u64) as usize);
+        st.decode_inst = decode_inst;
+        st.prefill_inst = prefill_inst;
+        self.requests[req].decode_inst = decode_inst;
     }
 
     fn new_request(&mut self, conv: usize) -> usize {
-        let turn_no = self.conv_state[conv].next_turn + 1;
-        let affinity_miss = turn_no >= 2 && self.misses_affinity(conv, turn_no);
-        if affinity_miss {
-            self.repin(conv, turn_no);
-        }
         let tpl = self.cfg.template_tokens_per_message;
         let st = &mut self.conv_state[conv];
         let turn = self.convs[conv].turns[st.next_turn];
@@ -427,7 +438,6 @@ impl<'a> Simulation<'a> {
             num_transferred_tokens: 0,
             timed_out: false,
             rejected: false,
-            affinity_miss,
         };
         st.context_tokens += user + turn.assistant_tokens + tpl;
         st.next_turn += 1;
@@ -459,11 +469,7 @@ impl<'a> Simulation<'a> {
         match ev {
             Event::ConversationStart { conv } => {
                 if self.cfg.pinning == Pinning::LeastLoaded {
-                    let (p, _) = self.cfg.policy.cluster();
-                    let best = (p as usize..self.instances.len())
-                        .min_by_key(|&i| (self.active_convs[i], i))
-                        .expect("≥ 1 decode instance");
-                    self.conv_state[conv].decode_inst = best;
+                    self.conv_state[conv].decode_inst = self.least_loaded_decode();
                 }
                 let d = self.conv_state[conv].decode_inst;
                 self.active_convs[d] += 1;
@@ -578,12 +584,18 @@ impl<'a> Simulation<'a> {
             self.release_connection();
             return;
         }
+        // The router may not recognise a later turn: it pins the conversation anew and routes
+        // the turn as a first turn.
+        let affinity_miss = r.turn >= 2 && self.misses_affinity(r.conv, r.turn);
+        if affinity_miss {
+            self.repin(req);
+        }
+        let r = &self.requests[req];
         let cached = self.instances[r.decode_inst].cached_tokens(r.conv);
         let (p, d) = self.cfg.policy.cluster();
         let first_direct = p as usize + (d - self.cfg.policy.direct_decode_instances()) as usize;
         let route = self.policy.route(&RouteRequest {
-            // A turn the router does not recognise is routed as a first turn.
-            turn: if r.affinity_miss { 1 } else { r.turn },
+            turn: if affinity_miss { 1 } else { r.turn },
             num_prompt_tokens: r.num_prompt_tokens,
             num_cached_on_decode: cached,
             decode_is_direct: r.decode_inst >= first_direct,

@@ -384,6 +384,14 @@ fn comprehensive_protocol_scenario_generates_the_benchmark_workload() {
             .unwrap();
         assert!((t2.arrived_at_ms - t1.completed_at_ms).abs() < 1e-9);
     }
+    // The scenario's `affinity_miss_rate = 0.2222`: some of PPD's turn-2 requests are routed as new
+    // conversations (through P); the rest go straight to their pD. (Expected 2/9 of them.)
+    let ppd_t2: Vec<_> = rows.iter().filter(|r| r.policy == "1P_3pD" && r.turn == 2).collect();
+    let split = ppd_t2
+        .iter()
+        .filter(|r| r.route == ppdsim::metrics::RouteKind::Split)
+        .count();
+    assert!(split > 0 && 2 * split < ppd_t2.len(), "{split} of {}", ppd_t2.len());
 }
 
 #[test]

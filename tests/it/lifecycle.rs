@@ -66,10 +66,7 @@ fn conversation() -> Vec<TimedConversation> {
 }
 
 fn run(policy: PolicyConfig, budget: u32) -> Vec<RequestRecord> {
-    let cost = ConstantCostModel { step_ms: 10.0 };
-    Simulation::new(config(policy, budget), &cost, conversation())
-        .run()
-        .records
+    run_cfg(config(policy, budget), conversation())
 }
 
 fn pd() -> PolicyConfig {
@@ -85,6 +82,10 @@ fn ppd() -> PolicyConfig {
         prefill_instances: 1,
         decode_instances: 1,
     }
+}
+
+fn replication(instances: u32) -> PolicyConfig {
+    PolicyConfig::Replication { name: None, instances }
 }
 
 fn close(a: f64, b: f64) {
@@ -150,13 +151,7 @@ fn ppd_two_turns_by_hand() {
 
 #[test]
 fn replication_two_turns_by_hand() {
-    let r = run(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 2,
-        },
-        8192,
-    );
+    let r = run(replication(2), 8192);
     // Turn 1: enqueue 2, prefill 2→12 (first token), decodes → 22, 32.
     close(r[0].ttft_ms, 12.0);
     close(r[0].tpot_ms.unwrap(), 10.0);
@@ -201,23 +196,16 @@ fn adaptive_threshold_picks_local_or_split() {
 #[test]
 fn chunked_prefill_splits_by_token_budget() {
     // Budget 64: turn 1's 100-token prompt takes two iterations (64 + 36): first token at 2 + 20 ms.
-    let r = run(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 1,
-        },
-        64,
-    );
+    let r = run(replication(1), 64);
     close(r[0].ttft_ms, 22.0);
     close(r[0].e2e_ms, 42.0);
 }
 
 #[test]
 fn incremental_transfer_sends_only_missing_tokens() {
-    let cost = ConstantCostModel { step_ms: 10.0 };
     let mut cfg = config(pd(), 8192);
     cfg.transfer = TransferMode::Incremental;
-    let r = Simulation::new(cfg, &cost, conversation()).run().records;
+    let r = run_cfg(cfg, conversation());
     // Turn 2: D holds 102 of 123 tokens → 21 tokens sent.
     assert_eq!(r[1].kv_transfer_bytes, 21 * KV);
 }
@@ -267,13 +255,7 @@ fn one_turn(n: usize) -> Vec<TimedConversation> {
 
 /// One mixed instance whose overheads are pure delays (2 ms).
 fn one_instance_without_queues() -> SimConfig {
-    let mut cfg = config(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 1,
-        },
-        8192,
-    );
+    let mut cfg = config(replication(1), 8192);
     cfg.serialized_overheads = false;
     cfg
 }
@@ -285,10 +267,7 @@ fn run_cfg(cfg: SimConfig, convs: Vec<TimedConversation>) -> Vec<RequestRecord> 
 
 #[test]
 fn serialized_request_overhead_queues_a_burst() {
-    let rep1 = PolicyConfig::Replication {
-        name: None,
-        instances: 1,
-    };
+    let rep1 = replication(1);
     // Serialized: A enqueued at 2 ms, B at 4 ms (the API server handles one request at a time).
     // A's prefill 2→12; B joins the next iteration 12→22 (with A's decode): B's TTFT is 22 ms.
     let r = run_cfg(config(rep1.clone(), 8192), one_turn(2));
@@ -326,13 +305,7 @@ fn pd_handoff_is_one_proxy_queue() {
 
 #[test]
 fn client_connection_pool_delays_sends_inside_ttft() {
-    let mut cfg = config(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 1,
-        },
-        8192,
-    );
+    let mut cfg = config(replication(1), 8192);
     cfg.client_max_connections = Some(1);
     let r = run_cfg(cfg, one_turn(2));
     // A: enqueue 2, first token 12, done 32. B waits for A's connection until 32, enqueue 34,
@@ -367,13 +340,7 @@ fn timeouts_fail_the_request_and_end_the_conversation() {
 
 #[test]
 fn least_loaded_pinning_spreads_conversations() {
-    let mut cfg = config(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 2,
-        },
-        8192,
-    );
+    let mut cfg = config(replication(2), 8192);
     cfg.pinning = ppdsim::sim::Pinning::LeastLoaded;
     let r = run_cfg(cfg, one_turn(4));
     let on_r0 = r.iter().filter(|x| x.decode_instance == "R0").count();
@@ -447,10 +414,7 @@ fn answer_kv_reuse_is_a_knob() {
 
 #[test]
 fn only_the_service_part_of_the_overhead_is_serialized() {
-    let rep1 = PolicyConfig::Replication {
-        name: None,
-        instances: 1,
-    };
+    let rep1 = replication(1);
     let mut cfg = config(rep1, 8192);
     cfg.request_overhead_ms = 20.0;
     // 1 ms of API-server work per request, 19 ms of latency: A enqueued at 20 ms, B at 21 ms.
@@ -525,8 +489,7 @@ fn requests_longer_than_max_model_len_are_refused() {
     let mut cfg = config(ppd(), 8192);
     // Turn 1: 100 + 3 tokens fit in 120; turn 2: 123 + 2 do not.
     cfg.max_model_len = Some(120);
-    let cost = ConstantCostModel { step_ms: 10.0 };
-    let r = Simulation::new(cfg, &cost, conversation()).run().records;
+    let r = run_cfg(cfg, conversation());
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].status, ppdsim::metrics::RequestStatus::Ok);
     assert_eq!(r[1].status, ppdsim::metrics::RequestStatus::Rejected);
@@ -539,13 +502,7 @@ fn a_turn_sent_at_once_reuses_its_connection() {
     let mut a = conversation().remove(0);
     a.think_after = vec![SimDuration::ZERO];
     let b = one_turn(1).remove(0);
-    let mut cfg = config(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 1,
-        },
-        8192,
-    );
+    let mut cfg = config(replication(1), 8192);
     cfg.client_max_connections = Some(1);
     let r = run_cfg(cfg, vec![a, b]);
     // A turn 1: enqueue 2, done 32. Its turn 2 takes the connection at once: enqueue 34, first
@@ -555,18 +512,13 @@ fn a_turn_sent_at_once_reuses_its_connection() {
     close(r[2].ttft_ms, 66.0);
 }
 
-fn run_with(cfg: SimConfig, convs: Vec<TimedConversation>) -> Vec<RequestRecord> {
-    let cost = ConstantCostModel { step_ms: 10.0 };
-    Simulation::new(cfg, &cost, convs).run().records
-}
-
 #[test]
 fn affinity_miss_routes_a_ppd_turn_two_like_a_first_turn() {
     // With every turn 2 unrecognised, PPD's turn 2 takes PD's path (through P, with the KV
     // transfer), and on a 1P+1D cluster it is PD's turn 2 to the microsecond.
     let mut cfg = config(ppd(), 8192);
     cfg.affinity_miss_rate = 1.0;
-    let missed = run_with(cfg, conversation());
+    let missed = run_cfg(cfg, conversation());
     let pd = run(pd(), 8192);
     let t2 = &missed[1];
     assert_eq!(t2.route, RouteKind::Split);
@@ -600,7 +552,7 @@ fn affinity_miss_rate_is_the_fraction_of_rerouted_turns() {
             c
         })
         .collect();
-    let r = run_with(cfg, convs);
+    let r = run_cfg(cfg, convs);
     let turn2: Vec<&RequestRecord> = r.iter().filter(|x| x.turn == 2).collect();
     assert_eq!(turn2.len(), 3000);
     let split = turn2.iter().filter(|x| x.route == RouteKind::Split).count() as f64 / 3000.0;
@@ -621,7 +573,7 @@ fn prompt_overhead_is_paid_at_every_api_server() {
     let with = |policy: PolicyConfig| {
         let mut cfg = config(policy, 8192);
         cfg.prompt_ms_per_token = per_token;
-        run_with(cfg, conversation())
+        run_cfg(cfg, conversation())
     };
     let pd_base = run(pd(), 8192);
     let pd_extra = with(pd());
