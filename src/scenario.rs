@@ -474,12 +474,26 @@ impl LoadedScenario {
         sc.overheads
             .pd_handoff_ms
             .get_or_insert(calibration.overheads.pd_handoff_ms.value);
-        let per_token = *sc
-            .overheads
+        sc.overheads
             .prompt_ms_per_token
             .get_or_insert(calibration.prompt_ms_per_token());
-        if per_token.is_nan() || per_token < 0.0 {
-            return Err(InputError::key(path, "overheads.prompt_ms_per_token", "must be >= 0"));
+        // Durations (set here or calibrated) must be finite and non-negative.
+        let o = &sc.overheads;
+        for (key, v) in [
+            ("kv_link.latency_ms", sc.kv_link.latency_ms),
+            ("overheads.request_overhead_ms", o.request_overhead_ms),
+            ("overheads.request_service_ms", o.request_service_ms),
+            ("overheads.pd_handoff_ms", o.pd_handoff_ms),
+            ("overheads.prompt_ms_per_token", o.prompt_ms_per_token),
+        ] {
+            let v = v.expect("resolved above");
+            if !v.is_finite() || v < 0.0 {
+                return Err(InputError::key(
+                    path,
+                    key,
+                    format!("{v} is not a duration: use a value >= 0"),
+                ));
+            }
         }
         Ok(LoadedScenario {
             resolved: sc,

@@ -129,6 +129,7 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
         ("misspelled_link_key.toml", "bandwith_gbps"),
         ("trace_and_synthetic.toml", "exactly one of `trace`"),
         ("affinity_miss_not_a_fraction.toml", "router.affinity_miss_rate"),
+        ("negative_overhead.toml", "overheads.request_overhead_ms"),
     ];
     for (file, needle) in cases {
         let dir = tempfile::tempdir().unwrap();
