@@ -167,28 +167,17 @@ fn replication_two_turns_by_hand() {
 #[test]
 fn adaptive_threshold_picks_local_or_split() {
     // D holds 102 tokens of the 123-token prompt: m = 21.
-    let local = run(
-        PolicyConfig::Adaptive {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
-            max_local_append_tokens: 22,
-            min_cache_rate: 0.3,
-        },
-        8192,
-    );
+    let adaptive = |max_local_append_tokens| PolicyConfig::Adaptive {
+        name: None,
+        prefill_instances: 1,
+        decode_instances: 1,
+        max_local_append_tokens,
+        min_cache_rate: 0.3,
+    };
+    let local = run(adaptive(22), 8192);
     close(local[1].ttft_ms, 12.0);
     assert_eq!(local[1].route, RouteKind::Local);
-    let split = run(
-        PolicyConfig::Adaptive {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
-            max_local_append_tokens: 21,
-            min_cache_rate: 0.3,
-        },
-        8192,
-    );
+    let split = run(adaptive(21), 8192);
     close(split[1].ttft_ms, 42.122);
     assert_eq!(split[1].route, RouteKind::Split);
 }
