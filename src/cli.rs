@@ -103,6 +103,10 @@ pub enum Command {
         /// Seed of the turn-2 arrival gaps.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Also print every comprehensive point (measured / predicted with the error), not
+        /// only the summary and the worst 10.
+        #[arg(long)]
+        points: bool,
     },
     /// Trace tools.
     Trace {
@@ -289,7 +293,13 @@ fn no_points(measured: &[PathBuf], message: &str) -> InputError {
 const UNSUPPORTED: &str =
     "not a supported measured file: expected a vllm-ppd comprehensive point, v3 low-QPS file or interference experiment";
 
-fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBuf>, seed: u64) -> Result<i32> {
+fn exec_validate(
+    measured: &[PathBuf],
+    calibration: &Path,
+    output: Option<PathBuf>,
+    seed: u64,
+    print_points: bool,
+) -> Result<i32> {
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
     let files = collect_json(measured)?;
     if files.is_empty() {
@@ -350,7 +360,11 @@ fn exec_validate(measured: &[PathBuf], calibration: &Path, output: Option<PathBu
             "{} comprehensive points simulated, {skipped_failed} skipped (no successful request measured)",
             rows.len()
         );
+        if print_points {
+            print!("{}", crate::validate::comprehensive_table(&rows));
+        }
         print!("{}", crate::validate::comprehensive_summary(&rows));
+        print!("{}", crate::validate::comprehensive_worst(&rows, 10));
         if let Some(out) = &output {
             let p = out.with_extension("comprehensive.csv");
             write_atomic(&p, &output::to_csv(&rows)?)?;
@@ -469,7 +483,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             calibration,
             output,
             seed,
-        } => exec_validate(&measured, &calibration, output, seed),
+            points,
+        } => exec_validate(&measured, &calibration, output, seed, points),
         Command::Trace { command } => exec_trace(command),
     }
 }

@@ -630,6 +630,74 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
     s
 }
 
+/// One comprehensive point as a table line: T1 p50 TTFT, T2 p50 and p99 TTFT and T2 mean TPOT,
+/// each measured / predicted \[ms\] with the signed error \[%\].
+fn comprehensive_line(r: &ComprehensiveRow) -> String {
+    let cell = |m: f64, p: f64| format!("{m:>7.1}/{p:>7.1} {:>+6.1}%", err(p, m));
+    format!(
+        "  {:<10} {:<20} {:>5} {} {} {} {}{}",
+        r.config,
+        r.workload,
+        r.qps,
+        cell(r.t1_p50_ttft_measured_ms, r.t1_p50_ttft_predicted_ms),
+        cell(r.t2_p50_ttft_measured_ms, r.t2_p50_ttft_predicted_ms),
+        cell(r.t2_p99_ttft_measured_ms, r.t2_p99_ttft_predicted_ms),
+        cell(r.t2_mean_tpot_measured_ms, r.t2_mean_tpot_predicted_ms),
+        if r.below_saturation { "" } else { "  saturated" }
+    )
+}
+
+fn comprehensive_header() -> String {
+    format!(
+        "  {:<10} {:<20} {:>5} {:>23} {:>23} {:>23} {:>23}\n",
+        "config",
+        "workload",
+        "qps",
+        "T1 p50 TTFT ms (err)",
+        "T2 p50 TTFT ms (err)",
+        "T2 p99 TTFT ms (err)",
+        "T2 TPOT ms (err)"
+    )
+}
+
+/// Every comprehensive point, measured / predicted with the error, in `rows` order (one line
+/// each, after a header); points above the measured saturation knee are marked `saturated`.
+pub fn comprehensive_table(rows: &[ComprehensiveRow]) -> String {
+    let mut s = comprehensive_header();
+    for r in rows {
+        s.push_str(&comprehensive_line(r));
+        s.push('\n');
+    }
+    s
+}
+
+/// The `n` points below saturation with the largest |turn-2 p50 TTFT error|, largest first (ties
+/// by config, workload, QPS), as [`comprehensive_table`] lines under a title.
+pub fn comprehensive_worst(rows: &[ComprehensiveRow], n: usize) -> String {
+    let abs_err = |r: &ComprehensiveRow| err(r.t2_p50_ttft_predicted_ms, r.t2_p50_ttft_measured_ms).abs();
+    let mut sel: Vec<&ComprehensiveRow> = rows
+        .iter()
+        .filter(|r| r.below_saturation && abs_err(r).is_finite())
+        .collect();
+    sel.sort_by(|a, b| {
+        abs_err(b)
+            .total_cmp(&abs_err(a))
+            .then_with(|| (&a.config, &a.workload).cmp(&(&b.config, &b.workload)))
+            .then_with(|| a.qps.total_cmp(&b.qps))
+    });
+    sel.truncate(n);
+    let mut s = format!(
+        "worst {} points below saturation by |turn-2 p50 TTFT error| (measured/predicted):\n",
+        sel.len()
+    );
+    s.push_str(&comprehensive_header());
+    for r in sel {
+        s.push_str(&comprehensive_line(r));
+        s.push('\n');
+    }
+    s
+}
+
 /// One interference setting: measured means over its trials and the prediction.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InterferenceRow {

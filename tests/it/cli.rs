@@ -283,6 +283,86 @@ fn validate_comprehensive_points_reports_winner_and_knee() {
 }
 
 #[test]
+fn validate_comprehensive_lists_the_worst_points_and_every_point_on_request() {
+    let text = validate_stdout(&root().join("tests/data/comprehensive"));
+    // All six fixture points are below saturation; the largest |turn-2 p50 error| comes first:
+    // 1P_3pD small_tiny at 0.5 QPS, measured 28.8 ms (the file's p50_ttft_ms).
+    let worst = text
+        .split("worst 6 points below saturation")
+        .nth(1)
+        .expect("worst list");
+    let first = worst.lines().nth(2).expect("first worst line");
+    assert!(
+        first.contains("1P_3pD") && first.contains("0.5") && first.contains("28.8/"),
+        "{worst}"
+    );
+    // Without --points no table precedes the summary.
+    assert!(
+        text.find("T2 p50 TTFT ms (err)") > text.find("median |error|"),
+        "{text}"
+    );
+    let out = ppdsim()
+        .arg("validate")
+        .arg(root().join("tests/data/comprehensive"))
+        .arg("--points")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    let table = text.split("median |error|").next().unwrap();
+    // Header + one line per point; measured turn-2 p50 of 1P_3D small_tiny 12 QPS is 1002.9 ms.
+    assert_eq!(table.lines().filter(|l| l.contains("small_tiny")).count(), 6, "{table}");
+    assert!(
+        table.lines().any(|l| l.contains("1P_3D") && l.contains("1002.9/")),
+        "{table}"
+    );
+}
+
+#[test]
+fn worst_points_rank_by_absolute_turn2_error_below_saturation_only() {
+    use ppdsim::validate::{comprehensive_worst, ComprehensiveRow};
+    let row = |workload: &str, measured: f64, predicted: f64, below: bool| ComprehensiveRow {
+        config: "1P_3pD".into(),
+        workload: workload.into(),
+        qps: 1.0,
+        measured_success_pct: 100.0,
+        predicted_success_pct: 100.0,
+        t1_p50_ttft_measured_ms: 100.0,
+        t1_p50_ttft_predicted_ms: 100.0,
+        t1_p99_ttft_measured_ms: 100.0,
+        t1_p99_ttft_predicted_ms: 100.0,
+        t2_p50_ttft_measured_ms: measured,
+        t2_p50_ttft_predicted_ms: predicted,
+        t2_p99_ttft_measured_ms: 100.0,
+        t2_p99_ttft_predicted_ms: 100.0,
+        t1_mean_tpot_measured_ms: 10.0,
+        t1_mean_tpot_predicted_ms: 10.0,
+        t2_mean_tpot_measured_ms: 10.0,
+        t2_mean_tpot_predicted_ms: 10.0,
+        below_saturation: below,
+    };
+    let rows = [
+        row("a_plus50", 100.0, 150.0, true),
+        row("b_minus60", 100.0, 40.0, true),
+        row("c_saturated", 100.0, 500.0, false),
+        row("d_unmeasured", f64::NAN, 40.0, true),
+        row("e_plus10", 100.0, 110.0, true),
+    ];
+    let text = comprehensive_worst(&rows, 2);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("worst 2 points"), "{text}");
+    assert!(
+        lines[2].contains("b_minus60") && lines[2].contains("100.0/   40.0  -60.0%"),
+        "{text}"
+    );
+    assert!(lines[3].contains("a_plus50") && lines[3].contains("+50.0%"), "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(!text.contains("c_saturated") && !text.contains("d_unmeasured"));
+}
+
+#[test]
 fn comprehensive_configs_map_to_clusters() {
     use ppdsim::policy::PolicyConfig;
     use ppdsim::validate::policy_for_config;
