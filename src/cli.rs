@@ -100,7 +100,7 @@ pub enum Command {
         /// FILE.interference.csv.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Seed of the turn-2 arrival gaps.
+        /// Seed of the replays: arrival gaps and, for comprehensive points, router placements.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Also print every comprehensive point (measured / predicted with the error), not

@@ -526,6 +526,7 @@ impl LoadedScenario {
             pinning: sc.router.pinning,
             max_model_len: sc.engine.max_model_len,
             affinity_miss_rate: sc.router.affinity_miss_rate,
+            routing_seed: 0,
         }
     }
 

@@ -112,6 +112,10 @@ pub struct SimConfig {
     /// of (conversation, turn), so runs stay deterministic. vllm-ppd's comprehensive benchmark:
     /// 2/9 (see [`COMPREHENSIVE_AFFINITY_MISS_RATE`]).
     pub affinity_miss_rate: f64,
+    /// Salt of the router's hashes (pinning, re-pinning, affinity misses). A real router hashes
+    /// conversation content, so two runs of one workload place conversations differently; a
+    /// replay with another salt draws another placement. 0 is the default placement.
+    pub routing_seed: u64,
 }
 
 /// Affinity-miss rate of the vllm-ppd comprehensive benchmark, derived from its code (not fitted):
@@ -210,6 +214,12 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `x` salted with a router hash seed (identity for seed 0): the seed times the 64-bit golden
+/// ratio, so small seeds give far-apart keys (a plain `x ^ seed` would only permute small `x`).
+fn salted(x: u64, seed: u64) -> u64 {
+    x ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// The (D/R instance, P instance) a hash `h` pins a conversation to on a cluster of `p` P and
 /// `d` decode-side instances (instances are numbered P first).
 fn hash_pin(h: u64, p: u32, d: u32) -> (usize, Option<usize>) {
@@ -275,7 +285,7 @@ impl<'a> Simulation<'a> {
             .enumerate()
             .map(|(c, conv)| {
                 queue.push(conv.start_at, Event::ConversationStart { conv: c });
-                let (decode_inst, prefill_inst) = hash_pin(splitmix64(c as u64), p, d);
+                let (decode_inst, prefill_inst) = hash_pin(splitmix64(salted(c as u64, cfg.routing_seed)), p, d);
                 ConvState {
                     next_turn: 0,
                     context_tokens: 0,
@@ -379,7 +389,8 @@ impl<'a> Simulation<'a> {
         if self.cfg.affinity_miss_rate <= 0.0 {
             return false;
         }
-        let h = splitmix64(splitmix64(conv as u64 ^ 0xAFF1_0000_0000_0000) ^ turn as u64);
+        let h =
+            splitmix64(splitmix64(salted(conv as u64 ^ 0xAFF1_0000_0000_0000, self.cfg.routing_seed)) ^ turn as u64);
         let u = (h >> 11) as f64 / (1u64 << 53) as f64;
         u < self.cfg.affinity_miss_rate
     }
@@ -400,8 +411,11 @@ impl<'a> Simulation<'a> {
         };
         let (p, d) = self.cfg.policy.cluster();
         self.active_convs[old] -= 1;
-        let (mut decode_inst, prefill_inst) =
-            hash_pin(splitmix64(splitmix64(conv as u64) ^ ((turn as u64) << 40)), p, d);
+        let (mut decode_inst, prefill_inst) = hash_pin(
+            splitmix64(splitmix64(salted(conv as u64, self.cfg.routing_seed)) ^ ((turn as u64) << 40)),
+            p,
+            d,
+        );
         if self.cfg.pinning == Pinning::LeastLoaded {
             decode_inst = self.least_loaded_decode();
         }

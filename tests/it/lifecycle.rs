@@ -43,6 +43,7 @@ pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
         pinning: ppdsim::sim::Pinning::Hash,
         max_model_len: None,
         affinity_miss_rate: 0.0,
+        routing_seed: 0,
     }
 }
 
@@ -553,6 +554,48 @@ fn affinity_miss_rate_is_the_fraction_of_rerouted_turns() {
         .count() as f64
         / 3000.0;
     assert!(moved > 0.1 && moved < split, "moved share {moved}");
+}
+
+#[test]
+fn routing_seed_draws_another_placement_with_the_same_shares() {
+    // 600 one-turn conversations on 1 P + 3 D: seed 0 is the default placement; seed 1 moves
+    // conversations (a plain XOR of small seeds would only permute them in blocks of 8 and keep
+    // every instance's count), yet each instance still gets 1/3 ± 4σ (σ = √(2/9/600) = 0.019).
+    let convs = || -> Vec<TimedConversation> {
+        (0..600)
+            .map(|i| {
+                let mut c = conversation().remove(0);
+                c.id = format!("c{i}");
+                c.turns.truncate(1);
+                c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * 0.1);
+                c
+            })
+            .collect()
+    };
+    let pd3 = || PolicyConfig::Pd {
+        name: None,
+        prefill_instances: 1,
+        decode_instances: 3,
+    };
+    let place = |seed: u64| -> Vec<String> {
+        let mut cfg = config(pd3(), 8192);
+        cfg.routing_seed = seed;
+        run_cfg(cfg, convs()).into_iter().map(|r| r.decode_instance).collect()
+    };
+    let (default, zero, other) = (run_cfg(config(pd3(), 8192), convs()), place(0), place(1));
+    assert!(default.iter().map(|r| &r.decode_instance).eq(zero.iter()));
+    let moved = zero.iter().zip(&other).filter(|(a, b)| a != b).count();
+    assert!(moved > 300, "only {moved} of 600 conversations moved");
+    for d in ["D0", "D1", "D2"] {
+        let count = |v: &[String]| v.iter().filter(|x| *x == d).count();
+        let share = count(&other) as f64 / 600.0;
+        assert!((share - 1.0 / 3.0).abs() < 0.077, "{d}: share {share}");
+    }
+    // The counts differ too: not a permutation of the default placement.
+    assert_ne!(
+        ["D0", "D1", "D2"].map(|d| zero.iter().filter(|x| *x == d).count()),
+        ["D0", "D1", "D2"].map(|d| other.iter().filter(|x| *x == d).count())
+    );
 }
 
 #[test]
