@@ -176,10 +176,17 @@ impl From<&Summary> for SummaryRow {
 /// Human-readable table of summaries (what `ppdsim run` prints).
 pub fn summary_table(summaries: &[Summary]) -> String {
     use std::fmt::Write;
+    // The policy column fits the longest name (at least 12 wide).
+    let w = summaries
+        .iter()
+        .map(|m| m.policy.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
+        "{:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
         "policy",
         "reqs",
         "T1 p50",
@@ -196,13 +203,13 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
+        "{:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
         "", "", "TTFT ms", "TTFT ms", "TTFT ms", "TTFT ms", "ms", "ms", "ms", "", "GB", "hit", "att."
     );
     for m in summaries {
         let _ = writeln!(
             s,
-            "{:<12} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>9.2} {:>10.1} {:>7.3} {:>10.2} {:>6.1}% {:>5.1}%",
+            "{:<w$} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>9.2} {:>10.1} {:>7.3} {:>10.2} {:>6.1}% {:>5.1}%",
             m.policy,
             m.num_requests,
             m.ttft_turn1.p50_ms,

@@ -12,6 +12,10 @@
 //! * [`PolicyConfig::Adaptive`]: turn 1 split; later turns local iff the tokens D must compute
 //!   `m < max_local_append_tokens` and the cache rate `r = L/(L+m) > min_cache_rate` (the static
 //!   rules of Dynamo — m < 2048, r > 0.3 — and vllm-ppd — new input < 512 — are instances of it).
+//!   With [`Hysteresis`], each D also has a load mode: when the prefill tokens routed to it and
+//!   not yet started (its *local prefill backlog*) reach `high_backlog_tokens`, its later turns
+//!   are all split until the backlog falls to `low_backlog_tokens` — two switching levels, so a
+//!   backlog hovering near one level does not flip the route turn by turn.
 
 use crate::metrics::RouteKind;
 use serde::{Deserialize, Serialize};
@@ -76,7 +80,26 @@ pub enum PolicyConfig {
         /// Serve locally only if the cache rate `L/(L+m)` exceeds this (0–1).
         #[serde(default)]
         min_cache_rate: f64,
+        /// Load-adaptive switching levels on D's local prefill backlog (none: the static rule).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hysteresis: Option<Hysteresis>,
     },
+}
+
+/// Two switching levels on a D instance's *local prefill backlog*: the prompt tokens not in its
+/// prefix cache of the turns routed local to it whose first token is not out yet \[tokens\].
+/// A D enters *remote mode* (turns ≥ 2 split, whatever the static rule says) when a turn arrives
+/// with the backlog ≥ `high_backlog_tokens`, and leaves it when a turn arrives with the backlog ≤
+/// `low_backlog_tokens`. The gap between the levels is the hysteresis: none of Dynamo's, llm-d's
+/// or vllm-ppd's static rules has one, so a backlog near their threshold flips the route turn by
+/// turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hysteresis {
+    /// Enter remote mode at this backlog or above \[tokens\].
+    pub high_backlog_tokens: u64,
+    /// Leave remote mode at this backlog or below \[tokens\]; < `high_backlog_tokens`.
+    pub low_backlog_tokens: u64,
 }
 
 impl PolicyConfig {
@@ -139,8 +162,8 @@ impl PolicyConfig {
     /// Checks the configuration; the message names the offending key and the fix.
     ///
     /// # Errors
-    /// A message for zero instance counts, missing P instances on split policies, or an
-    /// out-of-range `min_cache_rate`.
+    /// A message for zero instance counts, missing P instances on split policies, an
+    /// out-of-range `min_cache_rate`, or hysteresis levels not ordered low < high.
     pub fn validate(&self) -> Result<(), String> {
         let (p, d) = self.cluster();
         if d == 0 {
@@ -155,12 +178,27 @@ impl PolicyConfig {
                 self.name()
             ));
         }
-        if let PolicyConfig::Adaptive { min_cache_rate, .. } = self {
+        if let PolicyConfig::Adaptive {
+            min_cache_rate,
+            hysteresis,
+            ..
+        } = self
+        {
             if !(0.0..1.0).contains(min_cache_rate) {
                 return Err(format!(
                     "policy `{}`: min_cache_rate must be in [0, 1), got {min_cache_rate}",
                     self.name()
                 ));
+            }
+            if let Some(h) = hysteresis {
+                if h.low_backlog_tokens >= h.high_backlog_tokens {
+                    return Err(format!(
+                        "policy `{}`: hysteresis.low_backlog_tokens ({}) must be below hysteresis.high_backlog_tokens ({}); equal levels are the static rule without hysteresis",
+                        self.name(),
+                        h.low_backlog_tokens,
+                        h.high_backlog_tokens
+                    ));
+                }
             }
         }
         Ok(())
@@ -176,11 +214,22 @@ impl PolicyConfig {
             PolicyConfig::Adaptive {
                 max_local_append_tokens,
                 min_cache_rate,
+                hysteresis,
                 ..
-            } => Box::new(StaticThreshold {
-                max_local_append_tokens,
-                min_cache_rate,
-            }),
+            } => {
+                let rule = StaticThreshold {
+                    max_local_append_tokens,
+                    min_cache_rate,
+                };
+                match hysteresis {
+                    None => Box::new(rule),
+                    Some(levels) => Box::new(Hysteretic {
+                        rule,
+                        levels,
+                        remote: Default::default(),
+                    }),
+                }
+            }
         }
     }
 }
@@ -196,6 +245,11 @@ pub struct RouteRequest {
     pub num_cached_on_decode: u32,
     /// True when the conversation's decode instance accepts direct turns (a `pD`).
     pub decode_is_direct: bool,
+    /// Index of the conversation's decode instance (the simulator numbers P instances first).
+    pub decode_instance: usize,
+    /// Local prefill backlog of that instance: uncached prompt tokens of the turns routed local
+    /// to it whose first token is not out yet \[tokens\].
+    pub decode_backlog_tokens: u64,
 }
 
 /// A routing rule.
@@ -263,6 +317,34 @@ impl Policy for StaticThreshold {
     }
 }
 
+/// [`StaticThreshold`] plus a remote mode per D instance, entered at the high backlog level and
+/// left at the low one ([`Hysteresis`]).
+struct Hysteretic {
+    rule: StaticThreshold,
+    levels: Hysteresis,
+    /// Decode instances in remote mode (ordered: deterministic).
+    remote: std::collections::BTreeSet<usize>,
+}
+
+impl Policy for Hysteretic {
+    fn route(&mut self, req: &RouteRequest) -> RouteKind {
+        if req.turn == 1 {
+            return RouteKind::Split;
+        }
+        let backlog = req.decode_backlog_tokens;
+        if backlog >= self.levels.high_backlog_tokens {
+            self.remote.insert(req.decode_instance);
+        } else if backlog <= self.levels.low_backlog_tokens {
+            self.remote.remove(&req.decode_instance);
+        }
+        if self.remote.contains(&req.decode_instance) {
+            RouteKind::Split
+        } else {
+            self.rule.route(req)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +355,8 @@ mod tests {
             num_prompt_tokens: prompt,
             num_cached_on_decode: cached,
             decode_is_direct: true,
+            decode_instance: 1,
+            decode_backlog_tokens: 0,
         }
     }
 
@@ -320,6 +404,7 @@ mod tests {
             decode_instances: 1,
             max_local_append_tokens: 512,
             min_cache_rate: 0.3,
+            hysteresis: None,
         }
         .build();
         assert_eq!(p.route(&req(1, 10, 0)), RouteKind::Split);
@@ -352,9 +437,67 @@ mod tests {
             prefill_instances: 1,
             decode_instances: 1,
             max_local_append_tokens: 1,
-            min_cache_rate: 1.5
+            min_cache_rate: 1.5,
+            hysteresis: None,
         }
         .validate()
         .is_err());
+        let levels = |low, high| PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+            max_local_append_tokens: 1,
+            min_cache_rate: 0.0,
+            hysteresis: Some(Hysteresis {
+                high_backlog_tokens: high,
+                low_backlog_tokens: low,
+            }),
+        };
+        assert!(levels(1024, 4096).validate().is_ok());
+        let e = levels(4096, 4096).validate().unwrap_err();
+        assert!(e.contains("hysteresis.low_backlog_tokens (4096) must be below"), "{e}");
+        assert!(levels(5000, 4096).validate().is_err());
+    }
+
+    #[test]
+    fn hysteresis_switches_at_high_and_back_at_low_per_instance() {
+        let mut p = PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 2,
+            max_local_append_tokens: 512,
+            min_cache_rate: 0.3,
+            hysteresis: Some(Hysteresis {
+                high_backlog_tokens: 4096,
+                low_backlog_tokens: 1024,
+            }),
+        }
+        .build();
+        // m = 100, r = 0.9: the static rule alone says local every time.
+        let at = |inst: usize, backlog: u64| RouteRequest {
+            decode_instance: inst,
+            decode_backlog_tokens: backlog,
+            ..req(2, 1000, 900)
+        };
+        let routes: Vec<RouteKind> = [0, 5000, 3000, 1500, 1024, 3000, 4095, 4096]
+            .iter()
+            .map(|&b| p.route(&at(1, b)))
+            .collect();
+        use RouteKind::{Local as L, Split as S};
+        // 5000 ≥ high: remote; 3000 and 1500 are between the levels: stay remote; 1024 ≤ low:
+        // local again; 3000 and 4095 < high: stay local; 4096: remote.
+        assert_eq!(routes, [L, S, S, S, L, L, L, S]);
+        // Instance 2 has its own mode: local at 3000 while instance 1 is remote.
+        assert_eq!(p.route(&at(2, 3000)), L);
+        assert_eq!(p.route(&at(1, 3000)), S);
+        // Turn 1 is split and the static rule still applies in local mode (m = 600 ≥ 512).
+        assert_eq!(p.route(&RouteRequest { turn: 1, ..at(2, 0) }), S);
+        assert_eq!(
+            p.route(&RouteRequest {
+                num_cached_on_decode: 400,
+                ..at(2, 0)
+            }),
+            S
+        );
     }
 }

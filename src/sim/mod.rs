@@ -174,6 +174,9 @@ struct Request {
     decode_inst: usize,
     arrived_at: SimTime,
     first_token_at: Option<SimTime>,
+    /// Uncached prompt tokens this request added to its decode instance's local prefill backlog
+    /// when routed local (0 on split routes) \[tokens\].
+    backlog_tokens: u32,
     completed_at: Option<SimTime>,
     prefill_done_at: Option<SimTime>,
     kv_ready_at: Option<SimTime>,
@@ -249,6 +252,9 @@ pub struct Simulation<'a> {
     num_events: u64,
     /// When each instance's API server is free (serialized request handling).
     frontend_free_at: Vec<SimTime>,
+    /// Per instance: uncached prompt tokens of the requests routed local to it whose first token
+    /// is not out yet (the router's view of its prefill backlog) \[tokens\].
+    local_backlog_tokens: Vec<u64>,
     /// When the PD proxy is free (serialized handoffs).
     proxy_free_at: SimTime,
     in_flight: u32,
@@ -314,6 +320,7 @@ impl<'a> Simulation<'a> {
             mode_switches: 0,
             num_events: 0,
             frontend_free_at: vec![SimTime::ZERO; n],
+            local_backlog_tokens: vec![0; n],
             proxy_free_at: SimTime::ZERO,
             in_flight: 0,
             connection_waiters: Default::default(),
@@ -443,6 +450,7 @@ impl<'a> Simulation<'a> {
             decode_inst: st.decode_inst,
             arrived_at: self.now,
             first_token_at: None,
+            backlog_tokens: 0,
             completed_at: None,
             prefill_done_at: None,
             kv_ready_at: None,
@@ -613,6 +621,8 @@ impl<'a> Simulation<'a> {
             num_prompt_tokens: r.num_prompt_tokens,
             num_cached_on_decode: cached,
             decode_is_direct: r.decode_inst >= first_direct,
+            decode_instance: r.decode_inst,
+            decode_backlog_tokens: self.local_backlog_tokens[r.decode_inst],
         });
         if r.turn >= 2 {
             let local = route == RouteKind::Local;
@@ -633,8 +643,12 @@ impl<'a> Simulation<'a> {
         };
         let r = &mut self.requests[req];
         r.route = route;
-        if route == RouteKind::Split {
-            r.prefill_inst = Some(first);
+        match route {
+            RouteKind::Split => r.prefill_inst = Some(first),
+            RouteKind::Local => {
+                r.backlog_tokens = r.num_prompt_tokens - cached.min(r.num_prompt_tokens);
+                self.local_backlog_tokens[first] += r.backlog_tokens as u64;
+            }
         }
         let at = self.request_handling(first, req);
         self.queue.push(at, Event::Enqueue { inst: first, req });
@@ -665,6 +679,12 @@ impl<'a> Simulation<'a> {
                 let r = &mut self.requests[req];
                 assert!(r.first_token_at.is_none(), "request {req} got two first tokens");
                 r.first_token_at = Some(self.now);
+                if r.route == RouteKind::Local {
+                    let backlog = &mut self.local_backlog_tokens[r.decode_inst];
+                    *backlog = backlog
+                        .checked_sub(r.backlog_tokens as u64)
+                        .expect("local prefill backlog never goes negative");
+                }
             }
             SeqEvent::Completed { req } => {
                 let r = &mut self.requests[req];

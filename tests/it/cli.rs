@@ -130,6 +130,10 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
         ("trace_and_synthetic.toml", "exactly one of `trace`"),
         ("affinity_miss_not_a_fraction.toml", "router.affinity_miss_rate"),
         ("negative_overhead.toml", "overheads.request_overhead_ms"),
+        (
+            "hysteresis_levels_reversed.toml",
+            "hysteresis.low_backlog_tokens (4096) must be below",
+        ),
     ];
     for (file, needle) in cases {
         let dir = tempfile::tempdir().unwrap();

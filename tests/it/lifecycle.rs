@@ -174,6 +174,7 @@ fn adaptive_threshold_picks_local_or_split() {
         decode_instances: 1,
         max_local_append_tokens,
         min_cache_rate: 0.3,
+        hysteresis: None,
     };
     let local = run(adaptive(22), 8192);
     close(local[1].ttft_ms, 12.0);
@@ -181,6 +182,55 @@ fn adaptive_threshold_picks_local_or_split() {
     let split = run(adaptive(21), 8192);
     close(split[1].ttft_ms, 42.122);
     assert_eq!(split[1].route, RouteKind::Split);
+}
+
+#[test]
+fn hysteresis_sends_turns_remote_while_the_backlog_is_high() {
+    // Four copies of the two-turn conversation start together; with overheads as pure delays and
+    // an instant link (no FIFO stagger) their turn-1s run in lockstep, so their turn-2s reach the router at one
+    // instant, in conversation order. Each turn 2 leaves m = 21 uncached tokens on D (D holds 102
+    // of 123), and none has its first token yet when the next is routed: the backlog each sees is
+    // 0, 21, 42, 63. Levels high 42 / low 21: local, local, then remote (42 ≥ 42) and remote (63
+    // is above low). A fifth conversation, 0.5 s later, finds the backlog drained (0 ≤ 21): local.
+    let adaptive = |hysteresis| PolicyConfig::Adaptive {
+        name: None,
+        prefill_instances: 1,
+        decode_instances: 1,
+        max_local_append_tokens: 1000,
+        min_cache_rate: 0.0,
+        hysteresis,
+    };
+    let convs = || -> Vec<TimedConversation> {
+        (0..5)
+            .map(|i| {
+                let mut c = conversation().remove(0);
+                c.id = format!("c{i}");
+                c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(if i == 4 { 0.5 } else { 0.0 });
+                c
+            })
+            .collect()
+    };
+    let turn2_routes = |hysteresis| -> Vec<RouteKind> {
+        let mut cfg = config(adaptive(hysteresis), 8192);
+        cfg.serialized_overheads = false;
+        cfg.link_bandwidth_gbps = 1e6;
+        cfg.link_latency_ms = 0.0;
+        let r = run_cfg(cfg, convs());
+        let t2: Vec<&RequestRecord> = r.iter().filter(|x| x.turn == 2).collect();
+        // Lockstep check: the four simultaneous turn-2s arrive at one instant.
+        assert!(t2[..4].iter().all(|x| x.arrived_at_ms == t2[0].arrived_at_ms));
+        assert!(t2.iter().all(|x| x.num_prompt_tokens == 123));
+        let mut by_conv: Vec<(String, RouteKind)> = t2.iter().map(|x| (x.conversation_id.clone(), x.route)).collect();
+        by_conv.sort_by(|a, b| a.0.cmp(&b.0));
+        by_conv.into_iter().map(|(_, k)| k).collect()
+    };
+    use RouteKind::{Local as L, Split as S};
+    assert_eq!(turn2_routes(None), [L, L, L, L, L]);
+    let levels = ppdsim::policy::Hysteresis {
+        high_backlog_tokens: 42,
+        low_backlog_tokens: 21,
+    };
+    assert_eq!(turn2_routes(Some(levels)), [L, L, S, S, L]);
 }
 
 #[test]

@@ -31,6 +31,18 @@ fn policies() -> Vec<PolicyConfig> {
             decode_instances: 2,
             max_local_append_tokens: 64,
             min_cache_rate: 0.2,
+            hysteresis: None,
+        },
+        PolicyConfig::Adaptive {
+            name: Some("adaptive-hysteresis".into()),
+            prefill_instances: 1,
+            decode_instances: 2,
+            max_local_append_tokens: 256,
+            min_cache_rate: 0.0,
+            hysteresis: Some(ppdsim::policy::Hysteresis {
+                high_backlog_tokens: 200,
+                low_backlog_tokens: 50,
+            }),
         },
     ]
 }
