@@ -46,6 +46,20 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Run a scenario over a grid — arrival rates × seeds × policy-parameter values (a sweep
+    /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
+    /// print the seed-averaged curves and where policies cross; write sweep.csv,
+    /// crossovers.csv, sweep.resolved.toml and plots/METRIC.png.
+    Sweep {
+        /// Sweep TOML (e.g. sweeps/default-load.toml).
+        sweep: PathBuf,
+        /// Output directory [default: output/sweep-STEM, STEM from the sweep file name].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
     /// detected from content), fit each source group alone and compare them, check everything
     /// against physics, and write the model JSON and a measured-vs-predicted plot
@@ -152,8 +166,13 @@ pub struct RunResults {
 }
 
 /// Simulates every policy of a loaded scenario (in parallel; results in scenario order and
-/// independent of the thread count).
+/// independent of the thread count), with a progress bar over the policies.
 pub fn simulate(sc: &LoadedScenario) -> RunResults {
+    simulate_with(sc, indicatif::ProgressBar::new(sc.resolved.policy.len() as u64))
+}
+
+/// [`simulate`], advancing `bar` once per policy.
+fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults {
     let w = &sc.resolved.workload;
     let mut rng = RngStreams::new(sc.resolved.seed);
     let convs = workload::generate(
@@ -168,7 +187,6 @@ pub fn simulate(sc: &LoadedScenario) -> RunResults {
     let cost = LinearCostModel {
         coefficients: sc.calibration.coefficients().expect("validated on load"),
     };
-    let bar = indicatif::ProgressBar::new(sc.resolved.policy.len() as u64);
     let results: Vec<_> = sc
         .resolved
         .policy
@@ -219,6 +237,96 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32
             sc.kv_capacity_tokens
         );
         print!("{}", output::summary_table(&res.summaries));
+        println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
+    }
+    Ok(EXIT_OK)
+}
+
+fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> {
+    use crate::sweep::{self, SweepRow};
+    let sw = sweep::LoadedSweep::load(path)?;
+    let stem = path
+        .file_stem()
+        .map_or("sweep".into(), |s| s.to_string_lossy().into_owned());
+    let dest = output.unwrap_or_else(|| Path::new("output").join(format!("sweep-{stem}")));
+    let t0 = std::time::Instant::now();
+    let rates = &sw.spec.rates_per_s;
+    let points: Vec<(f64, u64)> = rates
+        .iter()
+        .flat_map(|&r| sw.spec.seeds.iter().map(move |&s| (r, s)))
+        .collect();
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(points.len() as u64)
+    };
+    let rows: Vec<SweepRow> = points
+        .par_iter()
+        .map(|&(rate_per_s, seed)| {
+            let res = simulate_with(&sw.point(rate_per_s, seed), indicatif::ProgressBar::hidden());
+            bar.inc(1);
+            res.summaries
+                .iter()
+                .map(|s| SweepRow {
+                    rate_per_s,
+                    seed,
+                    summary: s.into(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect();
+    bar.finish_and_clear();
+    let staged = StagedDir::new(&dest)?;
+    let mut all_crossings = Vec::new();
+    let mut text = format!(
+        "sweep {}: {} rates × {} seed{} × {} policies = {} runs of {}\n",
+        stem,
+        rates.len(),
+        sw.spec.seeds.len(),
+        if sw.spec.seeds.len() == 1 { "" } else { "s" },
+        sw.policies.len(),
+        points.len() * sw.policies.len(),
+        sw.scenario.resolved.name
+    );
+    for metric in &sw.spec.metrics {
+        let curves = sweep::mean_curves(&rows, rates, metric);
+        let crossings = sweep::crossovers(rates, &curves, metric);
+        let w = curves.iter().map(|(p, _)| p.chars().count()).max().unwrap_or(0).max(10);
+        text.push_str(&format!("\n{metric} (mean over seeds)\n  {:>10}", "rate/s"));
+        for (p, _) in &curves {
+            text.push_str(&format!(" {p:>w$}"));
+        }
+        for (k, r) in rates.iter().enumerate() {
+            text.push_str(&format!("\n  {r:>10}"));
+            for (_, c) in &curves {
+                text.push_str(&format!(" {:>w$.3}", c[k]));
+            }
+        }
+        text.push('\n');
+        for c in &crossings {
+            text.push_str(&format!(
+                "  crossover: {} and {} at {:.3}/s ({} = {:.3}; {} lower below)\n",
+                c.policy_a, c.policy_b, c.rate_per_s, metric, c.value, c.lower_below
+            ));
+        }
+        crate::plot::sweep_metric(
+            &staged.path(&format!("plots/{metric}.png"))?,
+            metric,
+            rates,
+            &curves,
+            &crossings,
+        )?;
+        all_crossings.extend(crossings);
+    }
+    staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
+    staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;
+    staged.write("sweep.resolved.toml", toml::to_string(&sw.spec)?.as_bytes())?;
+    staged.commit()?;
+    if !quiet {
+        print!("{text}");
         println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
     }
     Ok(EXIT_OK)
@@ -454,6 +562,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             quiet,
         } => exec_run(&scenario, output, quiet),
+        Command::Sweep { sweep, output, quiet } => exec_sweep(&sweep, output, quiet),
         Command::Calibrate {
             files,
             output,

@@ -43,6 +43,7 @@ pub mod policy;
 pub mod rng;
 pub mod scenario;
 pub mod sim;
+pub mod sweep;
 pub mod time;
 pub mod trace;
 pub mod validate;

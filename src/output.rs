@@ -96,7 +96,7 @@ pub fn to_csv<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 }
 
 /// A flat row of `summary.csv` (one per policy).
-#[derive(Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SummaryRow {
     /// Policy.
     pub policy: String,

@@ -193,3 +193,85 @@ pub fn calibration_fit(path: &Path, c: &crate::calibrate::Calibration) -> Result
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
+
+/// One sweep metric against the arrival rate: a line per policy (seed-averaged), crossovers marked
+/// with black crosses. Latencies (`*_ms`) are drawn on a log axis.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn sweep_metric(
+    path: &Path,
+    metric: &str,
+    rates: &[f64],
+    curves: &[(String, Vec<f64>)],
+    crossovers: &[crate::sweep::Crossover],
+) -> Result<()> {
+    register_font();
+    let log = metric.ends_with("_ms");
+    let y = |v: f64| if log { v.max(1e-3).log10() } else { v };
+    let ys: Vec<f64> = curves
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .filter(|v| v.is_finite())
+        .collect();
+    let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+        (a.min(y(v)), b.max(y(v)))
+    });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(if log { 0.05 } else { 1e-9 });
+    let (lo, hi) = (if log { lo - pad } else { lo.min(0.0) }, hi + pad);
+    let (x0, x1) = (
+        rates.first().copied().unwrap_or(0.0),
+        rates.last().copied().unwrap_or(1.0),
+    );
+    let xpad = ((x1 - x0) * 0.04).max(0.05);
+    let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{metric} vs load"), ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0 - xpad..x1 + xpad, lo..hi)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("new conversations per second")
+        .y_desc(if log {
+            format!("{metric} (log)")
+        } else {
+            metric.to_string()
+        })
+        .y_label_formatter(&|v| if log { fmt_ms(10f64.powf(*v)) } else { format!("{v:.3}") })
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (i, (policy, curve)) in curves.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = rates
+            .iter()
+            .zip(curve)
+            .filter(|(_, v)| v.is_finite())
+            .map(|(&r, &v)| (r, y(v)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(policy.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    chart
+        .draw_series(
+            crossovers
+                .iter()
+                .filter(|c| c.metric == metric)
+                .map(|c| Cross::new((c.rate_per_s, y(c.value)), 7, BLACK.stroke_width(2))),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    draw_legend(&mut chart)?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}

@@ -238,6 +238,7 @@ impl Default for OverheadSpec {
 }
 
 /// A loaded, checked scenario with its files read.
+#[derive(Clone)]
 pub struct LoadedScenario {
     /// The scenario with every value filled in (what `scenario.resolved.toml` holds).
     pub resolved: Scenario,

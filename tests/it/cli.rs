@@ -151,6 +151,90 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
 }
 
 #[test]
+fn sweep_rows_match_single_runs_and_do_not_depend_on_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = |out: &Path, threads: &str| {
+        ppdsim()
+            .env("RAYON_NUM_THREADS", threads)
+            .arg("sweep")
+            .arg(root().join("tests/data/sweeps/small.toml"))
+            .arg("-o")
+            .arg(out)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(
+                "2 rates × 2 seeds × 2 policies = 8 runs of small",
+            ));
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    sweep(&a, "1");
+    sweep(&b, "3");
+    let csv = std::fs::read_to_string(a.join("sweep.csv")).unwrap();
+    assert_eq!(csv, std::fs::read_to_string(b.join("sweep.csv")).unwrap());
+    assert_eq!(
+        std::fs::read(a.join("crossovers.csv")).unwrap(),
+        std::fs::read(b.join("crossovers.csv")).unwrap()
+    );
+    assert!(a.join("plots/ttft_turn2plus_p50_ms.png").is_file() && a.join("plots/tpot_p50_ms.png").is_file());
+    // Grid order: rate, then seed, then policy.
+    let keys: Vec<String> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "1.0,7,pd",
+            "1.0,7,ppd",
+            "1.0,8,pd",
+            "1.0,8,ppd",
+            "2.0,7,pd",
+            "2.0,7,ppd",
+            "2.0,8,pd",
+            "2.0,8,ppd"
+        ]
+    );
+    // The (2.0/s, seed 7) rows are the scenario's own run: summary.csv's rows, column for column.
+    let run = dir.path().join("run");
+    ppdsim()
+        .arg("run")
+        .arg(root().join("tests/data/scenarios/small.toml"))
+        .arg("-o")
+        .arg(&run)
+        .arg("--quiet")
+        .assert()
+        .success();
+    let summary = std::fs::read_to_string(run.join("summary.csv")).unwrap();
+    let from_sweep: Vec<&str> = csv.lines().filter(|l| l.starts_with("2.0,7,")).collect();
+    let from_run: Vec<&str> = summary.lines().skip(1).collect();
+    assert_eq!(from_sweep.len(), 2);
+    for (s, r) in from_sweep.iter().zip(&from_run) {
+        assert_eq!(s.strip_prefix("2.0,7,").unwrap(), *r);
+    }
+}
+
+#[test]
+fn invalid_sweeps_fail_with_exit_3_and_write_nothing() {
+    for (file, needle) in [
+        ("unknown_vary_key.toml", "vary[0].key"),
+        ("rates_not_ascending.toml", "strictly ascending"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        ppdsim()
+            .arg("sweep")
+            .arg(root().join("tests/data/sweeps").join(file))
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(file).and(predicate::str::contains(needle)));
+        assert!(!out.exists(), "{file}: no output on error");
+    }
+}
+
+#[test]
 fn trace_import_and_stats() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.jsonl");

@@ -1,0 +1,504 @@
+//! `ppdsim sweep`: a grid of runs — conversation arrival rate × seed × policy variants — and the
+//! loads at which one policy's curve crosses another's.
+//!
+//! A sweep file names a base scenario and the grid:
+//!
+//! ```toml
+//! scenario = "../scenarios/default.toml"   # relative to the sweep file
+//! rates_per_s = [2.0, 4.0, 6.0, 8.0]      # Poisson conversation starts, strictly ascending
+//! seeds = [42, 43]                        # default: the scenario's seed
+//! metrics = ["ttft_turn2plus_p50_ms"]     # summary.csv columns to compare (default: five)
+//!
+//! [[vary]]                                # any policy key, e.g. a threshold or hysteresis level
+//! policy = "adaptive"
+//! key = "max_local_append_tokens"         # dotted for nested keys: "hysteresis.high_backlog_tokens"
+//! values = [128, 512, 2048]
+//! ```
+//!
+//! Each `[[vary]]` replaces the named policy by one variant per value, named
+//! `NAME[KEY=VALUE]`; several `[[vary]]` on one policy multiply. Every (rate, seed) point runs
+//! every policy variant on identical requests, exactly as `ppdsim run` would on the scenario with
+//! that rate and seed. Points run in parallel; rows come out in grid order (rate, then seed, then
+//! policy) whatever the thread count.
+//!
+//! A **crossover** of two policies on a metric is a load where the difference of their
+//! seed-averaged curves changes sign: inside a segment it is interpolated linearly; a difference
+//! that touches zero and comes back with the same sign is not a crossover. Curves within
+//! [`TIE_TOLERANCE`] of each other at a rate count as equal there, so two practically identical
+//! policies do not "cross" on noise.
+
+use crate::error::{InputError, InputResult};
+use crate::output::SummaryRow;
+use crate::policy::PolicyConfig;
+use crate::scenario::LoadedScenario;
+use crate::sim::workload::ArrivalSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A sweep file as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// Base scenario, relative to the sweep file.
+    pub scenario: PathBuf,
+    /// Poisson rates of new conversations, strictly ascending \[1/s\].
+    pub rates_per_s: Vec<f64>,
+    /// Seeds (default: the scenario's seed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
+    /// `summary.csv` columns to compare and plot (default: [`DEFAULT_METRICS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
+    /// Policy parameter grids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vary: Vec<Vary>,
+}
+
+/// One policy key swept over values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vary {
+    /// Name of a policy of the scenario (as in its output rows).
+    pub policy: String,
+    /// Key of that policy's table; dotted for nested tables (`hysteresis.low_backlog_tokens`).
+    pub key: String,
+    /// Values, in order.
+    pub values: Vec<toml::Value>,
+}
+
+/// Relative difference below which two curves are equal at a rate: |a − b| ≤ 0.5% of
+/// max(|a|, |b|).
+pub const TIE_TOLERANCE: f64 = 0.005;
+
+/// Metrics compared when the sweep file names none.
+pub const DEFAULT_METRICS: [&str; 5] = [
+    "ttft_turn1_p50_ms",
+    "ttft_turn2plus_p50_ms",
+    "ttft_turn2plus_p99_ms",
+    "tpot_p50_ms",
+    "goodput_rps",
+];
+
+/// A loaded, checked sweep: the base scenario, the grid and the expanded policy list.
+pub struct LoadedSweep {
+    /// The sweep with defaults filled in (seeds, metrics).
+    pub spec: SweepSpec,
+    /// The base scenario.
+    pub scenario: LoadedScenario,
+    /// Policies of every point: the scenario's, with `[[vary]]` expansions in place.
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// One row of `sweep.csv`: the point and one policy's summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepRow {
+    /// Arrival rate \[1/s\].
+    pub rate_per_s: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Summary of one policy at this point.
+    pub summary: SummaryRow,
+}
+
+/// Where two policies' seed-averaged curves of one metric cross.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Crossover {
+    /// Metric (a `summary.csv` column).
+    pub metric: String,
+    /// First policy (grid order).
+    pub policy_a: String,
+    /// Second policy.
+    pub policy_b: String,
+    /// Load of the crossing \[1/s\].
+    pub rate_per_s: f64,
+    /// Metric value of both curves there (linear interpolation; the metric's unit).
+    pub value: f64,
+    /// The policy whose metric is lower below the crossing.
+    pub lower_below: String,
+}
+
+/// The numeric `summary.csv` columns, in order (every column but `policy`).
+pub fn metric_names() -> Vec<String> {
+    let header = csv_header(&SummaryRow::default());
+    header.into_iter().filter(|h| h != "policy").collect()
+}
+
+/// The header a CSV writer derives from `row`'s fields.
+fn csv_header<T: Serialize>(row: &T) -> Vec<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.serialize(row).expect("summary rows serialize");
+    let bytes = w.into_inner().expect("in-memory writer");
+    let mut r = csv::Reader::from_reader(bytes.as_slice());
+    r.headers().expect("header row").iter().map(str::to_string).collect()
+}
+
+/// The value of metric `name` in `row` (`None` for an unknown or non-numeric column).
+pub fn metric_value(row: &SummaryRow, name: &str) -> Option<f64> {
+    match serde_json::to_value(row).ok()?.get(name)? {
+        serde_json::Value::Number(n) => n.as_f64(),
+        _ => None,
+    }
+}
+
+impl LoadedSweep {
+    /// Reads and checks a sweep file and its scenario.
+    ///
+    /// # Errors
+    /// An [`InputError`] naming the file and key: syntax, unknown keys, rates not strictly
+    /// ascending or not > 0, an unknown metric, a `[[vary]]` naming no policy of the scenario, a key
+    /// the policy does not have or a value it refuses.
+    pub fn load(path: &Path) -> InputResult<LoadedSweep> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read sweep: {e}")))?;
+        let mut spec: SweepSpec = toml::from_str(&text)
+            .map_err(|e| InputError::file(path, format!("invalid sweep: {}", e.to_string().trim_end())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let scenario = LoadedScenario::load(&base.join(&spec.scenario))?;
+        if spec.rates_per_s.is_empty() {
+            return Err(InputError::key(path, "rates_per_s", "empty; list at least one rate"));
+        }
+        if let Some(bad) = spec.rates_per_s.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+            return Err(InputError::key(path, "rates_per_s", format!("{bad} is not a rate > 0")));
+        }
+        if spec.rates_per_s.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(InputError::key(path, "rates_per_s", "must be strictly ascending"));
+        }
+        if spec.seeds.is_empty() {
+            spec.seeds = vec![scenario.resolved.seed];
+        }
+        if spec.metrics.is_empty() {
+            spec.metrics = DEFAULT_METRICS.iter().map(|m| m.to_string()).collect();
+        }
+        let known = metric_names();
+        for (i, m) in spec.metrics.iter().enumerate() {
+            if !known.contains(m) {
+                return Err(InputError::key(
+                    path,
+                    &format!("metrics[{i}]"),
+                    format!("unknown metric `{m}`; one of: {}", known.join(", ")),
+                ));
+            }
+        }
+        // (base name, policy) pairs; each [[vary]] replaces the policies whose base name matches.
+        let mut policies: Vec<(String, PolicyConfig)> =
+            scenario.resolved.policy.iter().map(|p| (p.name(), p.clone())).collect();
+        for (i, v) in spec.vary.iter().enumerate() {
+            let at = |k: &str| format!("vary[{i}].{k}");
+            if !policies.iter().any(|(b, _)| *b == v.policy) {
+                let names: Vec<&str> = policies.iter().map(|(b, _)| b.as_str()).collect();
+                return Err(InputError::key(
+                    path,
+                    &at("policy"),
+                    format!("no policy `{}` in the scenario; one of: {}", v.policy, names.join(", ")),
+                ));
+            }
+            if v.values.is_empty() {
+                return Err(InputError::key(path, &at("values"), "empty; list at least one value"));
+            }
+            let mut next = Vec::new();
+            for (b, p) in policies {
+                if b != v.policy {
+                    next.push((b, p));
+                    continue;
+                }
+                for value in &v.values {
+                    let variant = with_key(&p, &v.key, value).map_err(|m| InputError::key(path, &at("key"), m))?;
+                    variant
+                        .validate()
+                        .map_err(|m| InputError::key(path, &at("values"), m))?;
+                    next.push((b.clone(), variant));
+                }
+            }
+            policies = next;
+        }
+        let policies: Vec<PolicyConfig> = policies.into_iter().map(|(_, p)| p).collect();
+        let mut names = std::collections::BTreeSet::new();
+        for p in &policies {
+            if !names.insert(p.name()) {
+                return Err(InputError::key(
+                    path,
+                    "vary",
+                    format!("two variants are both named `{}`; list each value once", p.name()),
+                ));
+            }
+        }
+        Ok(LoadedSweep {
+            spec,
+            scenario,
+            policies,
+        })
+    }
+
+    /// The scenario of one grid point: the base scenario with this rate, seed and policy list.
+    pub fn point(&self, rate_per_s: f64, seed: u64) -> LoadedScenario {
+        let mut sc = self.scenario.clone();
+        sc.resolved.workload.arrival = ArrivalSpec::Poisson { rate_per_s };
+        sc.resolved.seed = seed;
+        sc.resolved.policy = self.policies.clone();
+        sc
+    }
+
+    /// Number of grid points (rate × seed).
+    pub fn num_points(&self) -> usize {
+        self.spec.rates_per_s.len() * self.spec.seeds.len()
+    }
+}
+
+/// `policy` with `key` (dotted for nested tables) set to `value` and `[key=value]` appended to
+/// its name.
+///
+/// # Errors
+/// A message when the policy has no such key or refuses the value.
+fn with_key(policy: &PolicyConfig, key: &str, value: &toml::Value) -> Result<PolicyConfig, String> {
+    let mut table = toml::Value::try_from(policy).map_err(|e| e.to_string())?;
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) || matches!(parts[0], "kind" | "name") {
+        return Err(format!(
+            "`{key}` cannot be swept; name a numeric or table key of the policy"
+        ));
+    }
+    let (last, parents) = parts.split_last().expect("split yields at least one part");
+    let mut cur = &mut table;
+    for (i, part) in parents.iter().enumerate() {
+        cur = cur
+            .get_mut(*part)
+            .filter(|v| v.is_table())
+            .ok_or_else(|| format!("policy has no table `{}` to set `{key}` in", parts[..=i].join(".")))?;
+    }
+    cur.as_table_mut()
+        .expect("checked to be a table")
+        .insert(last.to_string(), value.clone());
+    let name = format!("{}[{key}={value}]", policy.name());
+    table
+        .as_table_mut()
+        .expect("policies serialize to tables")
+        .insert("name".into(), toml::Value::String(name));
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("`{key} = {value}`: {}", e.to_string().trim_end()))
+}
+
+/// Seed-averaged curve of `metric` for each policy: (policy, value per rate), policies in the
+/// order of their first row. NaN where no seed has a finite value.
+pub fn mean_curves(rows: &[SweepRow], rates: &[f64], metric: &str) -> Vec<(String, Vec<f64>)> {
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    for r in rows {
+        if !out.iter().any(|(p, _)| *p == r.summary.policy) {
+            out.push((r.summary.policy.clone(), Vec::new()));
+        }
+    }
+    for (policy, curve) in &mut out {
+        for &rate in rates {
+            let vals: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.rate_per_s == rate && r.summary.policy == *policy)
+                .filter_map(|r| metric_value(&r.summary, metric))
+                .filter(|v| v.is_finite())
+                .collect();
+            curve.push(if vals.is_empty() {
+                f64::NAN
+            } else {
+                vals.iter().sum::<f64>() / vals.len() as f64
+            });
+        }
+    }
+    out
+}
+
+/// Crossovers of every pair of `curves` (each a value per entry of `rates`) on `metric`, pairs
+/// in curve order, crossings in rate order. Points where either curve is NaN are skipped.
+pub fn crossovers(rates: &[f64], curves: &[(String, Vec<f64>)], metric: &str) -> Vec<Crossover> {
+    let mut out = Vec::new();
+    for (i, (a, ya)) in curves.iter().enumerate() {
+        for (b, yb) in &curves[i + 1..] {
+            // (index, a − b) of the points where both are finite.
+            let d: Vec<(usize, f64)> = (0..rates.len())
+                .filter(|&k| ya[k].is_finite() && yb[k].is_finite())
+                .map(|k| {
+                    let diff = ya[k] - yb[k];
+                    let tie = diff.abs() <= TIE_TOLERANCE * ya[k].abs().max(yb[k].abs());
+                    (k, if tie { 0.0 } else { diff })
+                })
+                .collect();
+            let mut last: Option<(usize, f64)> = None; // last point with a nonzero difference
+            let mut first_zero: Option<usize> = None; // first zero after it
+            for &(k, dk) in &d {
+                if dk == 0.0 {
+                    first_zero.get_or_insert(k);
+                    continue;
+                }
+                if let Some((j, dj)) = last {
+                    if dj.signum() != dk.signum() {
+                        let (rate, value) = match first_zero {
+                            Some(z) => (rates[z], ya[z]),
+                            None => {
+                                let t = dj / (dj - dk);
+                                (rates[j] + t * (rates[k] - rates[j]), ya[j] + t * (ya[k] - ya[j]))
+                            }
+                        };
+                        out.push(Crossover {
+                            metric: metric.to_string(),
+                            policy_a: a.clone(),
+                            policy_b: b.clone(),
+                            rate_per_s: rate,
+                            value,
+                            lower_below: if dj < 0.0 { a.clone() } else { b.clone() },
+                        });
+                    }
+                }
+                last = Some((k, dk));
+                first_zero = None;
+            }
+        }
+    }
+    out
+}
+
+/// `crossovers.csv`: one line per crossover, the header even when there is none.
+///
+/// # Errors
+/// CSV serialisation errors.
+pub fn crossovers_csv(crossings: &[Crossover]) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    w.write_record(["metric", "policy_a", "policy_b", "rate_per_s", "value", "lower_below"])?;
+    for c in crossings {
+        w.serialize(c)?;
+    }
+    Ok(w.into_inner()?)
+}
+
+/// `sweep.csv`: header `rate_per_s,seed,` + the `summary.csv` columns, one line per row.
+///
+/// # Errors
+/// CSV serialisation errors.
+pub fn to_csv(rows: &[SweepRow]) -> anyhow::Result<Vec<u8>> {
+    let mut header = vec!["rate_per_s".to_string(), "seed".to_string()];
+    header.extend(csv_header(&SummaryRow::default()));
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    w.write_record(&header)?;
+    for r in rows {
+        w.serialize((r.rate_per_s, r.seed, &r.summary))?;
+    }
+    Ok(w.into_inner()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(name: &str, v: &[f64]) -> (String, Vec<f64>) {
+        (name.to_string(), v.to_vec())
+    }
+
+    #[test]
+    fn crossing_inside_a_segment_is_interpolated() {
+        // d = a − b = −10, +5, +20: the sign changes between rates 1 and 2 at t = 10/15.
+        let rates = [1.0, 2.0, 4.0];
+        let c = crossovers(
+            &rates,
+            &[curve("a", &[10.0, 30.0, 50.0]), curve("b", &[20.0, 25.0, 30.0])],
+            "m",
+        );
+        assert_eq!(c.len(), 1);
+        assert!((c[0].rate_per_s - (1.0 + 2.0 / 3.0)).abs() < 1e-12);
+        assert!((c[0].value - (10.0 + 20.0 * 2.0 / 3.0)).abs() < 1e-12);
+        assert_eq!(
+            (
+                c[0].policy_a.as_str(),
+                c[0].policy_b.as_str(),
+                c[0].lower_below.as_str()
+            ),
+            ("a", "b", "a")
+        );
+    }
+
+    #[test]
+    fn touching_ties_and_gaps_are_handled() {
+        let rates = [1.0, 2.0, 3.0, 4.0];
+        let b = curve("b", &[2.0, 2.0, 2.0, 2.0]);
+        // Touches at rate 2 and turns back: no crossover.
+        assert!(crossovers(&rates, &[curve("a", &[1.0, 2.0, 1.0, 1.0]), b.clone()], "m").is_empty());
+        // Meets at rate 2 and goes on to the other side: the crossover is at rate 2 exactly.
+        let c = crossovers(&rates, &[curve("a", &[1.0, 2.0, 3.0, 3.0]), b.clone()], "m");
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].rate_per_s, c[0].value), (2.0, 2.0));
+        // Within 0.5%: a tie, so 1.999 → 2.009 (0.45% above) is not a crossing of 2.0.
+        assert!(crossovers(&rates, &[curve("a", &[1.999, 2.009, 1.999, 2.009]), b.clone()], "m").is_empty());
+        // A NaN point is skipped: the sign change spans rates 1 → 3.
+        let c = crossovers(&rates, &[curve("a", &[1.0, f64::NAN, 3.0, 3.0]), b], "m");
+        assert_eq!(c.len(), 1);
+        assert!((c[0].rate_per_s - 2.0).abs() < 1e-12);
+        // Three curves: every pair once, in curve order.
+        let three = [
+            curve("x", &[1.0, 3.0, 3.0, 3.0]),
+            curve("y", &[2.0, 2.0, 2.0, 2.0]),
+            curve("z", &[5.0; 4]),
+        ];
+        let c = crossovers(&rates, &three, "m");
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].policy_a.as_str(), c[0].policy_b.as_str()), ("x", "y"));
+    }
+
+    #[test]
+    fn with_key_sets_plain_and_nested_keys_and_names_the_variant() {
+        let p = PolicyConfig::Adaptive {
+            name: None,
+            prefill_instances: 2,
+            decode_instances: 2,
+            max_local_append_tokens: 512,
+            min_cache_rate: 0.0,
+            hysteresis: Some(crate::policy::Hysteresis {
+                high_backlog_tokens: 4096,
+                low_backlog_tokens: 1024,
+            }),
+        };
+        let v = with_key(&p, "max_local_append_tokens", &toml::Value::Integer(64)).unwrap();
+        assert_eq!(v.name(), "adaptive[max_local_append_tokens=64]");
+        assert!(matches!(
+            v,
+            PolicyConfig::Adaptive {
+                max_local_append_tokens: 64,
+                ..
+            }
+        ));
+        let v = with_key(&p, "hysteresis.low_backlog_tokens", &toml::Value::Integer(2048)).unwrap();
+        assert!(matches!(
+            v,
+            PolicyConfig::Adaptive {
+                hysteresis: Some(crate::policy::Hysteresis {
+                    low_backlog_tokens: 2048,
+                    high_backlog_tokens: 4096
+                }),
+                ..
+            }
+        ));
+        let e = with_key(&p, "threshold", &toml::Value::Integer(1)).unwrap_err();
+        assert!(e.contains("threshold"), "{e}");
+        let e = with_key(&p, "max_local_append_tokens", &toml::Value::String("many".into())).unwrap_err();
+        assert!(e.contains("max_local_append_tokens"), "{e}");
+        assert!(with_key(&p, "kind", &toml::Value::String("pd".into())).is_err());
+        let pd = PolicyConfig::Pd {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+        };
+        assert!(with_key(&pd, "hysteresis.low_backlog_tokens", &toml::Value::Integer(1))
+            .unwrap_err()
+            .contains("no table `hysteresis`"));
+    }
+
+    #[test]
+    fn metric_columns_are_the_numeric_summary_columns() {
+        let names = metric_names();
+        assert_eq!(names.first().map(String::as_str), Some("num_requests"));
+        assert!(names.contains(&"ttft_turn2plus_p50_ms".to_string()) && !names.contains(&"policy".to_string()));
+        let row = SummaryRow {
+            tpot_p50_ms: 12.5,
+            kv_bytes_moved: 7,
+            ..Default::default()
+        };
+        assert_eq!(metric_value(&row, "tpot_p50_ms"), Some(12.5));
+        assert_eq!(metric_value(&row, "kv_bytes_moved"), Some(7.0));
+        assert_eq!(metric_value(&row, "policy"), None);
+    }
+}
