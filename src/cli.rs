@@ -60,6 +60,46 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// The (L, m) routing map from the cost model alone: for each context L and append m, the
+    /// cost (TTFT + running decodes × their stall) of prefilling on the decode instance (local)
+    /// vs on a prefill instance with a KV transfer (remote), and the m from which remote wins.
+    /// Writes routing_map.csv, boundary.csv and plots/routing_map.png.
+    RoutingMap {
+        /// Calibrated model (coefficients, PD handoff, KV link).
+        #[arg(short, long, default_value = "calibration/h100-llama3.1-8b.json")]
+        calibration: PathBuf,
+        /// KV link bandwidth [Gbit/s] (default: the calibration's).
+        #[arg(long)]
+        bandwidth_gbps: Option<f64>,
+        /// KV link latency per transfer, in ms (default: the calibration's).
+        #[arg(long)]
+        latency_ms: Option<f64>,
+        /// What the link carries: the whole prompt (vLLM's P2P NCCL connector) or only the new
+        /// tokens.
+        #[arg(long, value_enum, default_value = "full")]
+        transfer: TransferArg,
+        /// Decode sequences running on the decode instance.
+        #[arg(long, default_value_t = 32)]
+        decode_batch: u32,
+        /// Context of each running decode sequence, in tokens.
+        #[arg(long, default_value_t = 2048)]
+        decode_context_tokens: u32,
+        /// Chunked-prefill token budget per iteration, in tokens (vLLM V1 default).
+        #[arg(long, default_value_t = 8192)]
+        token_budget: u32,
+        /// P does not hold the context in its prefix cache and recomputes all L + m tokens.
+        #[arg(long)]
+        p_recomputes_context: bool,
+        /// Context lengths L in tokens, comma-separated (default: seed 000's grid).
+        #[arg(long, value_delimiter = ',', default_values_t = [512, 1024, 2048, 4096, 8192, 16384])]
+        context_tokens: Vec<u32>,
+        /// Append lengths m in tokens, comma-separated (default: seed 000's grid).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048])]
+        append_tokens: Vec<u32>,
+        /// Output directory [default: output/routing-map].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
     /// detected from content), fit each source group alone and compare them, check everything
     /// against physics, and write the model JSON and a measured-vs-predicted plot
@@ -148,6 +188,15 @@ pub enum TraceCommand {
         /// Native trace.
         trace: PathBuf,
     },
+}
+
+/// KV transfer choices of `routing-map`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TransferArg {
+    /// The whole prompt's KV (`L + m` tokens).
+    Full,
+    /// Only the new tokens' KV (`m`).
+    Incremental,
 }
 
 /// Importable formats.
@@ -329,6 +378,138 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> 
         print!("{text}");
         println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
     }
+    Ok(EXIT_OK)
+}
+
+/// Options of `routing-map` besides the calibration, grids and output.
+struct MapOptions {
+    bandwidth_gbps: Option<f64>,
+    latency_ms: Option<f64>,
+    transfer: TransferArg,
+    decode_batch: u32,
+    decode_context_tokens: u32,
+    token_budget: u32,
+    p_recomputes_context: bool,
+}
+
+fn exec_routing_map(
+    calibration: &Path,
+    o: MapOptions,
+    contexts: &[u32],
+    appends: &[u32],
+    output: Option<PathBuf>,
+) -> Result<i32> {
+    use crate::routing_map::{boundary, map, MapParams};
+    let arg_error = |opt: &str, msg: &str| InputError {
+        location: opt.to_string(),
+        message: msg.to_string(),
+    };
+    let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
+    let model = crate::hardware::model(&cal.model)
+        .ok_or_else(|| InputError::key(calibration, "model", format!("unknown model `{}`", cal.model)))?;
+    let bandwidth_gbps = o.bandwidth_gbps.unwrap_or(cal.kv_transfer.bandwidth_gbps);
+    if !(bandwidth_gbps > 0.0 && bandwidth_gbps.is_finite()) {
+        return Err(arg_error("--bandwidth-gbps", "must be a number > 0").into());
+    }
+    let latency_ms = o.latency_ms.unwrap_or(cal.kv_transfer.latency_ms);
+    if !(latency_ms >= 0.0 && latency_ms.is_finite()) {
+        return Err(arg_error("--latency-ms", "must be a number >= 0").into());
+    }
+    if appends.contains(&0) || appends.is_empty() || contexts.is_empty() {
+        return Err(arg_error(
+            "--append-tokens/--context-tokens",
+            "give non-empty lists; every m must be >= 1",
+        )
+        .into());
+    }
+    if o.token_budget <= o.decode_batch {
+        return Err(arg_error(
+            "--token-budget",
+            "must exceed --decode-batch (decodes take one token each)",
+        )
+        .into());
+    }
+    let p = MapParams {
+        coefficients: cal.coefficients().map_err(|m| InputError::file(calibration, m))?,
+        kv_bytes_per_token: model.kv_bytes_per_token(),
+        link_bandwidth_gbps: bandwidth_gbps,
+        link_latency_ms: latency_ms,
+        pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
+        transfer: match o.transfer {
+            TransferArg::Full => crate::sim::TransferMode::Full,
+            TransferArg::Incremental => crate::sim::TransferMode::Incremental,
+        },
+        token_budget: o.token_budget,
+        decode_batch: o.decode_batch,
+        decode_context_tokens: o.decode_context_tokens,
+        p_holds_context: !o.p_recomputes_context,
+    };
+    let cells = map(&p, contexts, appends);
+    let edge = boundary(&cells, contexts);
+    let dest = output.unwrap_or_else(|| Path::new("output").join("routing-map"));
+    let staged = StagedDir::new(&dest)?;
+    staged.write("routing_map.csv", &output::to_csv(&cells)?)?;
+    #[derive(serde::Serialize)]
+    struct Edge {
+        context_tokens: u32,
+        remote_from_append_tokens: Option<u32>,
+    }
+    let rows: Vec<Edge> = edge
+        .iter()
+        .map(|&(context_tokens, remote_from_append_tokens)| Edge {
+            context_tokens,
+            remote_from_append_tokens,
+        })
+        .collect();
+    staged.write("boundary.csv", &output::to_csv(&rows)?)?;
+    let title = format!(
+        "local / remote cost — {} decodes of {} tokens on D, link {} Gbit/s, {} transfer{}",
+        p.decode_batch,
+        p.decode_context_tokens,
+        bandwidth_gbps,
+        if matches!(p.transfer, crate::sim::TransferMode::Full) {
+            "full"
+        } else {
+            "incremental"
+        },
+        if p.p_holds_context { "" } else { ", P recomputes L" }
+    );
+    crate::plot::routing_map(
+        &staged.path("plots/routing_map.png")?,
+        &title,
+        contexts,
+        appends,
+        &cells,
+    )?;
+    staged.commit()?;
+    println!("{title}");
+    println!("route per (m, L): L = local (append-prefill on D), R = remote (P prefill + KV transfer)");
+    print!("  {:>6} |", "m \\ L");
+    for l in contexts {
+        print!(" {l:>6}");
+    }
+    println!();
+    for &m in appends {
+        print!("  {m:>6} |");
+        for &l in contexts {
+            let c = cells
+                .iter()
+                .find(|c| c.context_tokens == l && c.append_tokens == m)
+                .expect("every grid cell is computed");
+            print!(" {:>6}", if c.route == "remote" { "R" } else { "L" });
+        }
+        println!();
+    }
+    for (l, from) in &edge {
+        match from {
+            Some(m) => println!("  L = {l}: remote from m = {m}"),
+            None => println!(
+                "  L = {l}: local for every m up to {}",
+                appends.iter().max().expect("non-empty")
+            ),
+        }
+    }
+    println!("wrote {}", dest.display());
     Ok(EXIT_OK)
 }
 
@@ -563,6 +744,33 @@ pub fn run(cli: Cli) -> Result<i32> {
             quiet,
         } => exec_run(&scenario, output, quiet),
         Command::Sweep { sweep, output, quiet } => exec_sweep(&sweep, output, quiet),
+        Command::RoutingMap {
+            calibration,
+            bandwidth_gbps,
+            latency_ms,
+            transfer,
+            decode_batch,
+            decode_context_tokens,
+            token_budget,
+            p_recomputes_context,
+            context_tokens,
+            append_tokens,
+            output,
+        } => exec_routing_map(
+            &calibration,
+            MapOptions {
+                bandwidth_gbps,
+                latency_ms,
+                transfer,
+                decode_batch,
+                decode_context_tokens,
+                token_budget,
+                p_recomputes_context,
+            },
+            &context_tokens,
+            &append_tokens,
+            output,
+        ),
         Command::Calibrate {
             files,
             output,

@@ -41,6 +41,7 @@ pub mod output;
 pub mod plot;
 pub mod policy;
 pub mod rng;
+pub mod routing_map;
 pub mod scenario;
 pub mod sim;
 pub mod sweep;

@@ -275,3 +275,81 @@ pub fn sweep_metric(
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
+
+/// The (L, m) routing map: one cell per (context, append) pair, green where the local route is
+/// cheaper and orange where the remote one is, shaded by how much (|log₂ of the cost ratio|, up
+/// to 2×), with the cost ratio written in each cell.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn routing_map(
+    path: &Path,
+    title: &str,
+    contexts: &[u32],
+    appends: &[u32],
+    cells: &[crate::routing_map::MapCell],
+) -> Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (960, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let (nx, ny) = (contexts.len(), appends.len());
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)
+        .map_err(|e| anyhow!("{e}"))?;
+    let label = |v: &f64, axis: &[u32]| {
+        let i = v.floor() as usize;
+        if (v - i as f64 - 0.5).abs() < 1e-9 && i < axis.len() {
+            axis[i].to_string()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(2 * nx + 1)
+        .y_labels(2 * ny + 1)
+        .x_label_formatter(&|v| label(v, contexts))
+        .y_label_formatter(&|v| label(v, appends))
+        .x_desc("context L [tokens]")
+        .y_desc("new tokens m")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for c in cells {
+        let (Some(i), Some(j)) = (
+            contexts.iter().position(|&l| l == c.context_tokens),
+            appends.iter().position(|&m| m == c.append_tokens),
+        ) else {
+            continue;
+        };
+        let ratio = (c.local_cost_ms / c.remote_cost_ms).max(1e-9);
+        let strength = ratio.log2().abs().min(1.0);
+        let (r, g, b) = if c.route == "remote" {
+            (230.0, 120.0, 30.0)
+        } else {
+            (40.0, 160.0, 80.0)
+        };
+        let mix = |v: f64| (255.0 - (255.0 - v) * (0.25 + 0.75 * strength)) as u8;
+        let (x, y) = (i as f64, j as f64);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x, y), (x + 1.0, y + 1.0)],
+                RGBColor(mix(r), mix(g), mix(b)).filled(),
+            )))
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{ratio:.2}"),
+                (x + 0.28, y + 0.62),
+                ("sans-serif", 12).into_font(),
+            )))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}

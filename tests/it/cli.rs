@@ -235,6 +235,70 @@ fn invalid_sweeps_fail_with_exit_3_and_write_nothing() {
 }
 
 #[test]
+fn routing_map_writes_the_grid_and_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("map");
+    // No decodes on D: the local route is never slower (same GPU, no transfer or handoff).
+    ppdsim()
+        .args([
+            "routing-map",
+            "--decode-batch",
+            "0",
+            "--context-tokens",
+            "512,4096",
+            "--append-tokens",
+            "1,64,2048",
+        ])
+        .arg("-c")
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("L = 4096: local for every m up to 2048"));
+    let cells = std::fs::read_to_string(out.join("routing_map.csv")).unwrap();
+    assert_eq!(cells.lines().count(), 1 + 2 * 3);
+    assert!(cells.lines().skip(1).all(|l| l.ends_with(",local")), "{cells}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("boundary.csv")).unwrap(),
+        "context_tokens,remote_from_append_tokens\n512,\n4096,\n"
+    );
+    assert!(out.join("plots/routing_map.png").is_file());
+    // A running decode batch makes long appends remote: their stall multiplies by the batch.
+    let busy = dir.path().join("busy");
+    ppdsim()
+        .args([
+            "routing-map",
+            "--decode-batch",
+            "64",
+            "--context-tokens",
+            "512",
+            "--append-tokens",
+            "1,2048",
+        ])
+        .arg("-c")
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .arg("-o")
+        .arg(&busy)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(busy.join("boundary.csv")).unwrap(),
+        "context_tokens,remote_from_append_tokens\n512,2048\n"
+    );
+    // Bad options: exit 3 naming the option, nothing written.
+    let bad = dir.path().join("bad");
+    ppdsim()
+        .args(["routing-map", "--bandwidth-gbps=0"])
+        .arg("-o")
+        .arg(&bad)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("--bandwidth-gbps"));
+    assert!(!bad.exists());
+}
+
+#[test]
 fn trace_import_and_stats() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.jsonl");

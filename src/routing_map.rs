@@ -1,0 +1,241 @@
+//! The (L, m) routing map from the cost model alone: for an append-prefill of `m` new tokens on a
+//! context of `L` cached tokens, is it cheaper to run it on the decode instance that holds the
+//! context (local, PPD) or on a prefill instance and ship the KV (remote, PD)? Seed 000's
+//! research question, answered in closed form with the calibrated iteration model.
+//!
+//! One turn arrives at a decode instance D running `B` decode sequences of `C` context tokens
+//! each; P is idle. Both routes pay the same request overhead, left out. With the iteration time
+//! `t(batch)` of [`IterationCoefficients`] and chunked prefill (`token_budget` tokens per
+//! iteration, the decodes' `B` tokens included):
+//!
+//! * **local**: D computes the `m` tokens in `⌈m / (budget − B)⌉` iterations, each also carrying
+//!   the `B` decodes. TTFT = Σ those iterations. Each decode sequence is stalled by the
+//!   iterations' extra time over a decode-only iteration: stall = Σ (t_iter − t_decode).
+//! * **remote**: P computes the `m` tokens on the cached `L` (or all `L + m` when P does not hold
+//!   the context), the KV of `L + m` tokens (full transfer, what vLLM's P2P NCCL connector sends)
+//!   or of `m` (incremental) crosses the link at `latency + bytes / bandwidth`, the proxy hands
+//!   off (`pd_handoff_ms`), and D computes the last prompt token within one iteration with its
+//!   `B` decodes. TTFT = the sum; stall = that iteration's extra time over a decode-only one.
+//!
+//! The **cost** of a route is TTFT + B × stall: the delay it adds to the arriving turn plus the
+//! delay it adds to every decode sharing D (request-milliseconds). The cheaper route wins; with
+//! `B = 0` this is TTFT alone, and remote never wins while P holds the context (same GPU, plus a
+//! transfer and a handoff).
+
+use crate::cost_model::{BatchShape, IterationCoefficients, PrefillPart};
+use crate::sim::TransferMode;
+use serde::Serialize;
+
+/// Inputs of the map.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapParams {
+    /// Iteration-time model.
+    pub coefficients: IterationCoefficients,
+    /// KV bytes per token \[B\].
+    pub kv_bytes_per_token: u64,
+    /// KV link bandwidth \[Gbit/s\].
+    pub link_bandwidth_gbps: f64,
+    /// KV link latency per transfer \[ms\].
+    pub link_latency_ms: f64,
+    /// Proxy handoff on the PD path \[ms\].
+    pub pd_handoff_ms: f64,
+    /// What the link carries.
+    pub transfer: TransferMode,
+    /// Chunked-prefill token budget per iteration \[tokens\].
+    pub token_budget: u32,
+    /// Decode sequences running on D.
+    pub decode_batch: u32,
+    /// Context of each running decode sequence \[tokens\].
+    pub decode_context_tokens: u32,
+    /// Whether P's prefix cache holds the context (else P recomputes all `L + m`).
+    pub p_holds_context: bool,
+}
+
+/// One (L, m) cell of the map. Times in ms, request overhead excluded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MapCell {
+    /// Cached context `L` \[tokens\].
+    pub context_tokens: u32,
+    /// New tokens `m` \[tokens\].
+    pub append_tokens: u32,
+    /// Cache rate `L / (L + m)`.
+    pub cache_rate: f64,
+    /// Local route TTFT \[ms\].
+    pub local_ttft_ms: f64,
+    /// Remote route TTFT \[ms\].
+    pub remote_ttft_ms: f64,
+    /// Stall of each running decode under the local route \[ms\].
+    pub local_decode_stall_ms: f64,
+    /// Stall of each running decode under the remote route \[ms\].
+    pub remote_decode_stall_ms: f64,
+    /// Local cost, TTFT + B × stall \[ms\].
+    pub local_cost_ms: f64,
+    /// Remote cost \[ms\].
+    pub remote_cost_ms: f64,
+    /// `local` or `remote` (the cheaper; `local` on a tie).
+    pub route: &'static str,
+}
+
+/// Time of one iteration with an optional prefill chunk and the running decodes \[ms\].
+fn iteration_ms(p: &MapParams, chunk: Option<PrefillPart>) -> f64 {
+    p.coefficients.predict_ms(&BatchShape {
+        prefill: chunk.into_iter().collect(),
+        num_decode_seqs: p.decode_batch,
+        decode_context_tokens: p.decode_batch as u64 * p.decode_context_tokens as u64,
+    })
+}
+
+/// (Σ iteration time, Σ extra over a decode-only iteration) of computing `m` tokens on `l`
+/// cached, in chunks of the budget left by `decodes` running sequences.
+fn prefill_ms(p: &MapParams, l: u32, m: u32, decodes: u32) -> (f64, f64) {
+    let q = MapParams {
+        decode_batch: decodes,
+        ..p.clone()
+    };
+    let per_iter = p.token_budget.saturating_sub(decodes).max(1);
+    let decode_only = if decodes > 0 { iteration_ms(&q, None) } else { 0.0 };
+    let (mut done, mut total, mut extra) = (0u32, 0.0, 0.0);
+    while done < m {
+        let n = per_iter.min(m - done);
+        let t = iteration_ms(
+            &q,
+            Some(PrefillPart {
+                num_new_tokens: n,
+                num_cached_tokens: l + done,
+            }),
+        );
+        total += t;
+        extra += t - decode_only;
+        done += n;
+    }
+    (total, extra)
+}
+
+/// The map's cell for context `l` and append `m` (`m ≥ 1`).
+pub fn cell(p: &MapParams, l: u32, m: u32) -> MapCell {
+    assert!(m >= 1, "an append-prefill has at least one new token");
+    let b = p.decode_batch as f64;
+    let (local_ttft, local_stall) = prefill_ms(p, l, m, p.decode_batch);
+    let (p_time, _) = if p.p_holds_context {
+        prefill_ms(p, l, m, 0)
+    } else {
+        prefill_ms(p, 0, l + m, 0)
+    };
+    let tokens = match p.transfer {
+        TransferMode::Full => l + m,
+        TransferMode::Incremental => m,
+    };
+    let transfer_ms =
+        p.link_latency_ms + tokens as f64 * p.kv_bytes_per_token as f64 * 8.0 / (p.link_bandwidth_gbps * 1e9) * 1e3;
+    // D computes the last prompt token alongside its decodes.
+    let (d_step, remote_stall) = prefill_ms(p, l + m - 1, 1, p.decode_batch);
+    let remote_ttft = p_time + transfer_ms + p.pd_handoff_ms + d_step;
+    let (local_cost, remote_cost) = (local_ttft + b * local_stall, remote_ttft + b * remote_stall);
+    MapCell {
+        context_tokens: l,
+        append_tokens: m,
+        cache_rate: l as f64 / (l + m) as f64,
+        local_ttft_ms: local_ttft,
+        remote_ttft_ms: remote_ttft,
+        local_decode_stall_ms: if p.decode_batch > 0 { local_stall } else { 0.0 },
+        remote_decode_stall_ms: if p.decode_batch > 0 { remote_stall } else { 0.0 },
+        local_cost_ms: local_cost,
+        remote_cost_ms: remote_cost,
+        route: if remote_cost < local_cost { "remote" } else { "local" },
+    }
+}
+
+/// Every cell of the grid, context-major (for each L, every m in order).
+pub fn map(p: &MapParams, contexts: &[u32], appends: &[u32]) -> Vec<MapCell> {
+    contexts
+        .iter()
+        .flat_map(|&l| appends.iter().map(move |&m| cell(p, l, m)))
+        .collect()
+}
+
+/// Per context: the smallest `m` of the grid from which every larger `m` goes remote (`None`
+/// when the largest `m` stays local), from `cells` as [`map`] returns them.
+pub fn boundary(cells: &[MapCell], contexts: &[u32]) -> Vec<(u32, Option<u32>)> {
+    contexts
+        .iter()
+        .map(|&l| {
+            let row: Vec<&MapCell> = cells.iter().filter(|c| c.context_tokens == l).collect();
+            let from = row
+                .iter()
+                .rposition(|c| c.route == "local")
+                .map_or(row.first().map(|c| c.append_tokens), |i| {
+                    row.get(i + 1).map(|c| c.append_tokens)
+                });
+            (l, from)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(decode_batch: u32) -> MapParams {
+        MapParams {
+            // β0 10 ms, β1 0.02 ms/token, no attention, β3 0.1 ms/seq, β4 0.
+            coefficients: IterationCoefficients::from_array([10.0, 0.02, 0.0, 0.1, 0.0]),
+            kv_bytes_per_token: 131_072,
+            // 131,072 B × 8 / 1,048,576 Gbit/s = 1 µs per token.
+            link_bandwidth_gbps: 1_048_576.0 / 1_000.0 * 1.0,
+            link_latency_ms: 1.0,
+            pd_handoff_ms: 5.0,
+            transfer: TransferMode::Full,
+            token_budget: 8192,
+            decode_batch,
+            decode_context_tokens: 1000,
+            p_holds_context: true,
+        }
+    }
+
+    #[test]
+    fn a_cell_by_hand() {
+        // L = 1000, m = 100, B = 50 decodes.
+        // local: one iteration 10 + 0.02·100 + 0.1·50 = 17 ms; decode-only 15 ms: stall 2 ms;
+        //        cost 17 + 50·2 = 117.
+        // remote: P 10 + 2 = 12; link 1 + 1,100 tokens × 131,072 B × 8 / 1.048576e12 bit/s
+        //        = 1 + 1.1 = 2.1 ms; handoff 5; D step 10 + 0.02 + 5 = 15.02 (stall 0.02);
+        //        TTFT 34.12; cost 34.12 + 50·0.02 = 35.12 → remote.
+        let c = cell(&params(50), 1000, 100);
+        assert!((c.local_ttft_ms - 17.0).abs() < 1e-9, "{c:?}");
+        assert!((c.local_decode_stall_ms - 2.0).abs() < 1e-9);
+        assert!((c.local_cost_ms - 117.0).abs() < 1e-9);
+        assert!((c.remote_ttft_ms - 34.12).abs() < 1e-9, "{c:?}");
+        assert!((c.remote_cost_ms - 35.12).abs() < 1e-9);
+        assert_eq!(c.route, "remote");
+        assert!((c.cache_rate - 1000.0 / 1100.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn without_decodes_remote_never_wins_when_p_holds_the_context() {
+        // Same GPU for both: remote adds a transfer, a handoff and D's own step.
+        let p = params(0);
+        let cells = map(&p, &[512, 4096, 16384], &[1, 64, 1024, 8192]);
+        assert!(cells.iter().all(|c| c.route == "local"));
+        assert_eq!(boundary(&cells, &[512]), [(512, None)]);
+    }
+
+    #[test]
+    fn chunking_and_boundary() {
+        // Budget 100 with B = 50: 50 prefill tokens per iteration, so m = 120 takes 3 iterations
+        // (50 + 50 + 20): 3·(10 + 5) + 0.02·120 = 47.4 ms, stall 2.4 ms.
+        let mut p = params(50);
+        p.token_budget = 100;
+        let c = cell(&p, 1000, 120);
+        assert!((c.local_ttft_ms - 47.4).abs() < 1e-9, "{c:?}");
+        assert!((c.local_decode_stall_ms - 2.4).abs() < 1e-9);
+        // Boundary: local below, remote from the first m after the last local one.
+        let cells = map(&params(50), &[1000], &[1, 2, 4, 8, 16, 32, 64, 128]);
+        let routes: Vec<&str> = cells.iter().map(|c| c.route).collect();
+        let first_remote = routes.iter().position(|r| *r == "remote").unwrap();
+        assert!(routes[first_remote..].iter().all(|r| *r == "remote"), "{routes:?}");
+        assert_eq!(
+            boundary(&cells, &[1000]),
+            [(1000, Some(cells[first_remote].append_tokens))]
+        );
+    }
+}
