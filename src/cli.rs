@@ -68,28 +68,9 @@ pub enum Command {
         /// Calibrated model (coefficients, PD handoff, KV link).
         #[arg(short, long, default_value = "calibration/h100-llama3.1-8b.json")]
         calibration: PathBuf,
-        /// KV link bandwidth [Gbit/s] (default: the calibration's).
-        #[arg(long)]
-        bandwidth_gbps: Option<f64>,
-        /// KV link latency per transfer, in ms (default: the calibration's).
-        #[arg(long)]
-        latency_ms: Option<f64>,
-        /// What the link carries: the whole prompt (vLLM's P2P NCCL connector) or only the new
-        /// tokens.
-        #[arg(long, value_enum, default_value = "full")]
-        transfer: TransferArg,
-        /// Decode sequences running on the decode instance.
-        #[arg(long, default_value_t = 32)]
-        decode_batch: u32,
-        /// Context of each running decode sequence, in tokens.
-        #[arg(long, default_value_t = 2048)]
-        decode_context_tokens: u32,
-        /// Chunked-prefill token budget per iteration, in tokens (vLLM V1 default).
-        #[arg(long, default_value_t = 8192)]
-        token_budget: u32,
-        /// P does not hold the context in its prefix cache and recomputes all L + m tokens.
-        #[arg(long)]
-        p_recomputes_context: bool,
+        /// Link, load and transfer options.
+        #[command(flatten)]
+        options: MapOptions,
         /// Context lengths L in tokens, comma-separated (default: seed 000's grid).
         #[arg(long, value_delimiter = ',', default_values_t = [512, 1024, 2048, 4096, 8192, 16384])]
         context_tokens: Vec<u32>,
@@ -381,15 +362,31 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> 
     Ok(EXIT_OK)
 }
 
-/// Options of `routing-map` besides the calibration, grids and output.
-struct MapOptions {
-    bandwidth_gbps: Option<f64>,
-    latency_ms: Option<f64>,
-    transfer: TransferArg,
-    decode_batch: u32,
-    decode_context_tokens: u32,
-    token_budget: u32,
-    p_recomputes_context: bool,
+/// Link, load and transfer options of `routing-map`.
+#[derive(clap::Args, Debug)]
+pub struct MapOptions {
+    /// KV link bandwidth [Gbit/s] (default: the calibration's).
+    #[arg(long)]
+    pub bandwidth_gbps: Option<f64>,
+    /// KV link latency per transfer, in ms (default: the calibration's).
+    #[arg(long)]
+    pub latency_ms: Option<f64>,
+    /// What the link carries: the whole prompt (vLLM's P2P NCCL connector) or only the new
+    /// tokens.
+    #[arg(long, value_enum, default_value = "full")]
+    pub transfer: TransferArg,
+    /// Decode sequences running on the decode instance.
+    #[arg(long, default_value_t = 32)]
+    pub decode_batch: u32,
+    /// Context of each running decode sequence, in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub decode_context_tokens: u32,
+    /// Chunked-prefill token budget per iteration, in tokens (vLLM V1 default).
+    #[arg(long, default_value_t = 8192)]
+    pub token_budget: u32,
+    /// P does not hold the context in its prefix cache and recomputes all L + m tokens.
+    #[arg(long)]
+    pub p_recomputes_context: bool,
 }
 
 fn exec_routing_map(
@@ -746,31 +743,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sweep { sweep, output, quiet } => exec_sweep(&sweep, output, quiet),
         Command::RoutingMap {
             calibration,
-            bandwidth_gbps,
-            latency_ms,
-            transfer,
-            decode_batch,
-            decode_context_tokens,
-            token_budget,
-            p_recomputes_context,
+            options,
             context_tokens,
             append_tokens,
             output,
-        } => exec_routing_map(
-            &calibration,
-            MapOptions {
-                bandwidth_gbps,
-                latency_ms,
-                transfer,
-                decode_batch,
-                decode_context_tokens,
-                token_budget,
-                p_recomputes_context,
-            },
-            &context_tokens,
-            &append_tokens,
-            output,
-        ),
+        } => exec_routing_map(&calibration, options, &context_tokens, &append_tokens, output),
         Command::Calibrate {
             files,
             output,
