@@ -136,18 +136,25 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
         ),
     ];
     for (file, needle) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        ppdsim()
-            .arg("run")
-            .arg(root().join("tests/data/scenarios/invalid").join(file))
-            .arg("-o")
-            .arg(&out)
-            .assert()
-            .code(3)
-            .stderr(predicate::str::contains(file).and(predicate::str::contains(needle)));
-        assert!(!out.exists(), "{file}: no output may be written on error");
+        assert_refused("run", &root().join("tests/data/scenarios/invalid").join(file), needle);
     }
+}
+
+/// `ppdsim SUBCOMMAND FILE -o OUT` exits 3 with a message naming the file and `needle`, and
+/// writes nothing.
+fn assert_refused(subcommand: &str, file: &Path, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    ppdsim()
+        .arg(subcommand)
+        .arg(file)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(name.as_str()).and(predicate::str::contains(needle)));
+    assert!(!out.exists(), "{name}: no output may be written on error");
 }
 
 #[test]
@@ -220,17 +227,7 @@ fn invalid_sweeps_fail_with_exit_3_and_write_nothing() {
         ("unknown_vary_key.toml", "vary[0].key"),
         ("rates_not_ascending.toml", "strictly ascending"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        ppdsim()
-            .arg("sweep")
-            .arg(root().join("tests/data/sweeps").join(file))
-            .arg("-o")
-            .arg(&out)
-            .assert()
-            .code(3)
-            .stderr(predicate::str::contains(file).and(predicate::str::contains(needle)));
-        assert!(!out.exists(), "{file}: no output on error");
+        assert_refused("sweep", &root().join("tests/data/sweeps").join(file), needle);
     }
 }
 
