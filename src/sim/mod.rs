@@ -13,7 +13,8 @@
 //! * Time is integer microseconds ([`crate::time`]); the queue's same-time contract is in
 //!   [`queue`]. After all events of a time are handled, idle instances with work start an iteration.
 //! * Conversations are pinned to one D (or R) instance and one P instance by a fixed hash of the
-//!   conversation index (vllm-ppd's proxy hashes the prompt's first characters).
+//!   conversation index, salted by [`SimConfig::routing_seed`] (vllm-ppd's proxy hashes the
+//!   prompt's first characters).
 //! * Fixed overheads (calibrated): every request reaches its first instance `request_overhead_ms`
 //!   after its arrival (client → proxy → engine, tokenisation, and the return path). On a split
 //!   route, D receives the request `pd_handoff_ms` after the KV transfer completes (the proxy
@@ -720,6 +721,10 @@ impl<'a> Simulation<'a> {
     }
 
     fn finish(self) -> SimResult {
+        assert!(
+            self.local_backlog_tokens.iter().all(|&b| b == 0),
+            "every local request left the prefill backlog with its first token"
+        );
         let names: Vec<String> = self.instances.iter().map(|i| i.name.clone()).collect();
         let mut records = Vec::with_capacity(self.requests.len());
         for (id, r) in self.requests.iter().enumerate() {
