@@ -185,6 +185,9 @@ pub enum TransferArg {
 pub enum ImportFormat {
     /// ShareGPT JSON (`[{"id", "conversations": [{"from", "value"}]}]`), tokenised with cl100k_base.
     Sharegpt,
+    /// Mooncake (FAST'25) JSON lines (`{"timestamp", "input_length", "output_length",
+    /// "hash_ids"}`); conversations rebuilt from shared 512-token prefix blocks.
+    Mooncake,
 }
 
 /// Results of one scenario run.
@@ -692,6 +695,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn exec_trace(cmd: TraceCommand) -> Result<i32> {
     match cmd {
+        TraceCommand::Import {
+            format: ImportFormat::Mooncake,
+            file,
+            output,
+        } => {
+            let (convs, report) = crate::trace::mooncake::import(&file)?;
+            let mut buf = Vec::new();
+            crate::trace::write_trace(&mut buf, &convs)?;
+            write_atomic(&output, &buf)?;
+            eprintln!("{}", serde_json::to_string_pretty(&report)?);
+            println!(
+                "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
+                report.requests_read,
+                report.conversations_written,
+                report.multi_turn_conversations,
+                report.max_turns,
+                output.display(),
+                report.continuations,
+                report.branches,
+                report.clamped_turns,
+                report.max_clamped_tokens
+            );
+            Ok(EXIT_OK)
+        }
         TraceCommand::Import {
             format: ImportFormat::Sharegpt,
             file,

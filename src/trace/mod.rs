@@ -13,6 +13,7 @@
 //! (`template_tokens_per_message` in the scenario). Blank lines are ignored. Importers
 //! ([`sharegpt`]) write this format.
 
+pub mod mooncake;
 pub mod sharegpt;
 
 use crate::error::{InputError, InputResult};

@@ -100,7 +100,7 @@ pub fn count_tokens(bpe: &CoreBPE, text: &str) -> u32 {
 }
 
 /// Reads `path` (gzip or plain) into memory.
-fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
+pub(crate) fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
     let mut raw = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut raw))

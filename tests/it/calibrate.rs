@@ -161,6 +161,20 @@ fn shipped_model_file_is_what_calibrate_produces() {
     .unwrap();
     // If this fails, calibration/h100-llama3.1-8b.json is stale: regenerate it with the command in calibration/README.md.
     json_close(&serde_json::to_value(&c.file).unwrap(), &shipped, "model");
+    // The same for the FlashAttention variant (long-context scenarios use it).
+    let opts = CalibrateOptions {
+        attention: calibrate::AttentionModel::Flash,
+        ..Default::default()
+    };
+    let flash = calibrate::calibrate(&shipped_measurements(), &opts).unwrap();
+    let shipped: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-llama3.1-8b-flash.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    json_close(&serde_json::to_value(&flash.file).unwrap(), &shipped, "flash model");
 }
 
 #[test]

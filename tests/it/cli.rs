@@ -296,6 +296,26 @@ fn routing_map_writes_the_grid_and_boundary() {
 }
 
 #[test]
+fn every_shipped_scenario_and_sweep_loads() {
+    let mut n = 0;
+    for dir in ["scenarios", "sweeps"] {
+        for e in std::fs::read_dir(root().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let ok = if dir == "scenarios" {
+                    ppdsim::scenario::LoadedScenario::load(&p).map(|_| ())
+                } else {
+                    ppdsim::sweep::LoadedSweep::load(&p).map(|_| ())
+                };
+                assert!(ok.is_ok(), "{}: {}", p.display(), ok.unwrap_err());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 11, "{n} files");
+}
+
+#[test]
 fn trace_import_and_stats() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.jsonl");

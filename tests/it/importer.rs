@@ -62,3 +62,30 @@ fn not_an_array_is_refused() {
     let e = sharegpt::import(&p).unwrap_err().to_string();
     assert!(e.contains("x.json") && e.contains("expected a JSON array"), "{e}");
 }
+
+#[test]
+fn mooncake_import_matches_an_independent_reconstruction() {
+    // tests/data/mooncake_fixture.jsonl: the first 300 requests of Mooncake's conversation trace;
+    // the expected native trace was computed by a separate Python implementation of the rules in
+    // src/trace/mooncake.rs (tests/data/README.md).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.jsonl");
+    assert_cmd::Command::cargo_bin("ppdsim")
+        .unwrap()
+        .args(["trace", "import", "mooncake"])
+        .arg(data("mooncake_fixture.jsonl"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "read 300 requests, wrote 281 conversations (18 with ≥ 2 turns, up to 3 turns)",
+        ))
+        .stdout(predicates::str::contains(
+            "19 continuations, 0 branches started anew, 3 turns",
+        ));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(data("mooncake_fixture.expected.jsonl")).unwrap()
+    );
+}
