@@ -693,6 +693,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
 }
 
+/// Writes an imported trace to `output` atomically and its import report (JSON) to stderr.
+fn write_imported(output: &Path, convs: &[crate::trace::Conversation], report: &impl serde::Serialize) -> Result<()> {
+    let mut buf = Vec::new();
+    crate::trace::write_trace(&mut buf, convs)?;
+    write_atomic(output, &buf)?;
+    eprintln!("{}", serde_json::to_string_pretty(report)?);
+    Ok(())
+}
+
 fn exec_trace(cmd: TraceCommand) -> Result<i32> {
     match cmd {
         TraceCommand::Import {
@@ -701,10 +710,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             output,
         } => {
             let (convs, report) = crate::trace::mooncake::import(&file)?;
-            let mut buf = Vec::new();
-            crate::trace::write_trace(&mut buf, &convs)?;
-            write_atomic(&output, &buf)?;
-            eprintln!("{}", serde_json::to_string_pretty(&report)?);
+            write_imported(&output, &convs, &report)?;
             println!(
                 "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
                 report.requests_read,
@@ -728,10 +734,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             if convs.is_empty() {
                 return Err(InputError::file(&file, "no usable conversation found").into());
             }
-            let mut buf = Vec::new();
-            crate::trace::write_trace(&mut buf, &convs)?;
-            write_atomic(&output, &buf)?;
-            eprintln!("{}", serde_json::to_string_pretty(&report)?);
+            write_imported(&output, &convs, &report)?;
             println!(
                 "read {} conversations, wrote {} to {}, skipped {} (malformed {}, without turns {}){}",
                 report.elements_read,
