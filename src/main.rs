@@ -4,6 +4,13 @@ use clap::Parser;
 use ppdsim::error::{InputError, EXIT_ERROR, EXIT_INVALID_INPUT};
 
 fn main() {
+    // Exit quietly when the reader of stdout goes away (`ppdsim ... | head`), as Unix tools do,
+    // instead of panicking in `println!` on the broken pipe (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = ppdsim::cli::Cli::parse();
     match ppdsim::cli::run(cli) {
         Ok(code) => std::process::exit(code),
