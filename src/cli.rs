@@ -119,10 +119,11 @@ pub enum Command {
         strict: bool,
     },
     /// Run the simulator on measured points and print measured vs predicted latency with the
-    /// error. Supported (detected from content; directories are searched): vllm-ppd comprehensive
-    /// sweep points (median error below saturation, PD-vs-PPD winner agreement, saturation
-    /// knees), v3 low-QPS files (error per point) and interference experiments (decode TPOT,
-    /// batch time and inserted-prefill TTFT per setting).
+    /// error, point by point, then summaries. Supported (detected from content; directories are
+    /// searched): vllm-ppd comprehensive sweep points (turn-1 and turn-2 p50/p99 TTFT and mean
+    /// TPOT per point; median error below saturation per config, PD-vs-PPD winner agreement,
+    /// saturation knees, the 10 worst points), v3 low-QPS files and interference experiments
+    /// (decode TPOT, batch time and inserted-prefill TTFT per setting).
     Validate {
         /// Measured files or directories.
         #[arg(required = true)]
@@ -138,10 +139,9 @@ pub enum Command {
         /// Seed of the replays: arrival gaps and, for comprehensive points, router placements.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Also print every comprehensive point (measured / predicted with the error), not
-        /// only the summary and the worst 10.
+        /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
-        points: bool,
+        summary_only: bool,
     },
     /// Trace tools.
     Trace {
@@ -628,7 +628,7 @@ fn exec_validate(
             .filter_map(|p| crate::validate::simulate_point(p, &cal, seed))
             .flatten()
             .collect();
-        print!("{}", crate::validate::report(&rows));
+        print!("{}", crate::validate::report(&rows, print_points));
         if let Some(out) = &output {
             write_atomic(out, &output::to_csv(&rows)?)?;
             println!("wrote {}", out.display());
@@ -661,7 +661,7 @@ fn exec_validate(
         }
     }
     if !interference.is_empty() {
-        for r in &interference {
+        for r in interference.iter().filter(|_| print_points) {
             println!(
                 "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6.2}/{:>6.2} ms  batch {:>7.0}/{:>7.0} ms  prefill TTFT {:>7.1}/{:>7.1} ms",
                 r.experiment, r.scenario, r.decode_count, r.prefill_count, r.decode_tpot_measured_ms, r.decode_tpot_predicted_ms, r.batch_time_measured_ms, r.batch_time_predicted_ms, r.prefill_ttft_measured_ms, r.prefill_ttft_predicted_ms
@@ -807,8 +807,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             calibration,
             output,
             seed,
-            points,
-        } => exec_validate(&measured, &calibration, output, seed, points),
+            summary_only,
+        } => exec_validate(&measured, &calibration, output, seed, !summary_only),
         Command::Trace { command } => exec_trace(command),
     }
 }

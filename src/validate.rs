@@ -263,21 +263,23 @@ pub fn median_abs_error_pct(rows: &[&ValidationRow]) -> f64 {
     median(rows.iter().map(|r| r.error_pct.abs()))
 }
 
-/// The per-point table and the summary, as text.
-pub fn report(rows: &[ValidationRow]) -> String {
+/// The per-point table (when `with_points`) and the summary, as text.
+pub fn report(rows: &[ValidationRow], with_points: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<7} {:<12} {:>5} {:<16} {:>11} {:>11} {:>8}",
-        "wkld", "mode", "qps", "metric", "measured", "predicted", "error"
-    );
-    for r in rows {
+    if with_points {
         let _ = writeln!(
             s,
-            "{:<7} {:<12} {:>5} {:<16} {:>8.1} ms {:>8.1} ms {:>+7.1}%",
-            r.workload, r.mode, r.qps, r.metric, r.measured_ms, r.predicted_ms, r.error_pct
+            "{:<7} {:<12} {:>5} {:<16} {:>11} {:>11} {:>8}",
+            "wkld", "mode", "qps", "metric", "measured", "predicted", "error"
         );
+        for r in rows {
+            let _ = writeln!(
+                s,
+                "{:<7} {:<12} {:>5} {:<16} {:>8.1} ms {:>8.1} ms {:>+7.1}%",
+                r.workload, r.mode, r.qps, r.metric, r.measured_ms, r.predicted_ms, r.error_pct
+            );
+        }
     }
     let _ = writeln!(s, "median |error| by metric and mode:");
     let mut modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
@@ -672,11 +674,13 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
 fn comprehensive_line(r: &ComprehensiveRow) -> String {
     let cell = |m: f64, p: f64| format!("{m:>7.1}/{p:>7.1} {:>+6.1}%", err(p, m));
     format!(
-        "  {:<10} {:<20} {:>5} {} {} {} {}{}",
+        "  {:<10} {:<20} {:>5} {} {} {} {} {} {}{}",
         r.config,
         r.workload,
         r.qps,
         cell(r.t1_p50_ttft_measured_ms, r.t1_p50_ttft_predicted_ms),
+        cell(r.t1_p99_ttft_measured_ms, r.t1_p99_ttft_predicted_ms),
+        cell(r.t1_mean_tpot_measured_ms, r.t1_mean_tpot_predicted_ms),
         cell(r.t2_p50_ttft_measured_ms, r.t2_p50_ttft_predicted_ms),
         cell(r.t2_p99_ttft_measured_ms, r.t2_p99_ttft_predicted_ms),
         cell(r.t2_mean_tpot_measured_ms, r.t2_mean_tpot_predicted_ms),
@@ -686,22 +690,31 @@ fn comprehensive_line(r: &ComprehensiveRow) -> String {
 
 fn comprehensive_header() -> String {
     format!(
-        "  {:<10} {:<20} {:>5} {:>23} {:>23} {:>23} {:>23}\n",
+        "  {:<10} {:<20} {:>5} {:>23} {:>23} {:>23} {:>23} {:>23} {:>23}\n",
         "config",
         "workload",
         "qps",
         "T1 p50 TTFT ms (err)",
+        "T1 p99 TTFT ms (err)",
+        "T1 TPOT ms (err)",
         "T2 p50 TTFT ms (err)",
         "T2 p99 TTFT ms (err)",
         "T2 TPOT ms (err)"
     )
 }
 
-/// Every comprehensive point, measured / predicted with the error, in `rows` order (one line
-/// each, after a header); points above the measured saturation knee are marked `saturated`.
+/// Every comprehensive point, measured / predicted with the error of turn-1 and turn-2 p50 and
+/// p99 TTFT and mean TPOT \[ms\], one line each after a header, by config, workload and QPS;
+/// points above the measured saturation knee are marked `saturated`.
 pub fn comprehensive_table(rows: &[ComprehensiveRow]) -> String {
+    let mut sorted: Vec<&ComprehensiveRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.config, &a.workload)
+            .cmp(&(&b.config, &b.workload))
+            .then_with(|| a.qps.total_cmp(&b.qps))
+    });
     let mut s = comprehensive_header();
-    for r in rows {
+    for r in sorted {
         s.push_str(&comprehensive_line(r));
         s.push('\n');
     }

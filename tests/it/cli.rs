@@ -452,7 +452,7 @@ fn validate_comprehensive_points_reports_winner_and_knee() {
 }
 
 #[test]
-fn validate_comprehensive_lists_the_worst_points_and_every_point_on_request() {
+fn validate_comprehensive_lists_every_point_and_the_worst() {
     let text = validate_stdout(&root().join("tests/data/comprehensive"));
     // All six fixture points are below saturation; the largest |turn-2 p50 error| comes first:
     // 1P_3pD small_tiny at 0.5 QPS, measured 28.8 ms (the file's p50_ttft_ms).
@@ -465,28 +465,29 @@ fn validate_comprehensive_lists_the_worst_points_and_every_point_on_request() {
         first.contains("1P_3pD") && first.contains("0.5") && first.contains("28.8/"),
         "{worst}"
     );
-    // Without --points no table precedes the summary.
-    assert!(
-        text.find("T2 p50 TTFT ms (err)") > text.find("median |error|"),
-        "{text}"
-    );
+    // The per-point table precedes the summary: a header and one line per point, by config,
+    // workload and QPS; measured turn-2 p50 of 1P_3D small_tiny 12 QPS is 1002.9 ms, its turn-1
+    // p99 1682.6 ms.
+    let table = text.split("median |error|").next().unwrap();
+    let lines: Vec<&str> = table.lines().filter(|l| l.contains("small_tiny")).collect();
+    assert_eq!(lines.len(), 6, "{table}");
+    let qps: Vec<&str> = lines.iter().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+    assert_eq!(qps, ["0.5", "4", "12", "0.5", "4", "12"]);
+    assert!(lines[2].starts_with("  1P_3D") && lines[2].contains("1002.9/") && lines[2].contains("1682.6/"));
+    // --summary-only: no per-point lines before the summary.
     let out = ppdsim()
         .arg("validate")
         .arg(root().join("tests/data/comprehensive"))
-        .arg("--points")
+        .arg("--summary-only")
         .assert()
         .success()
         .get_output()
         .stdout
         .clone();
-    let text = String::from_utf8(out).unwrap();
-    let table = text.split("median |error|").next().unwrap();
-    // Header + one line per point; measured turn-2 p50 of 1P_3D small_tiny 12 QPS is 1002.9 ms.
-    assert_eq!(table.lines().filter(|l| l.contains("small_tiny")).count(), 6, "{table}");
-    assert!(
-        table.lines().any(|l| l.contains("1P_3D") && l.contains("1002.9/")),
-        "{table}"
-    );
+    let brief = String::from_utf8(out).unwrap();
+    let before = brief.split("median |error|").next().unwrap();
+    assert!(!before.contains("small_tiny"), "{before}");
+    assert!(brief.contains("worst 6 points below saturation"));
 }
 
 #[test]
