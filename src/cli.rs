@@ -171,15 +171,6 @@ pub enum TraceCommand {
     },
 }
 
-/// KV transfer choices of `routing-map`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum TransferArg {
-    /// The whole prompt's KV (`L + m` tokens).
-    Full,
-    /// Only the new tokens' KV (`m`).
-    Incremental,
-}
-
 /// Importable formats.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ImportFormat {
@@ -377,7 +368,7 @@ pub struct MapOptions {
     /// What the link carries: the whole prompt (vLLM's P2P NCCL connector) or only the new
     /// tokens.
     #[arg(long, value_enum, default_value = "full")]
-    pub transfer: TransferArg,
+    pub transfer: crate::sim::TransferMode,
     /// Decode sequences running on the decode instance.
     #[arg(long, default_value_t = 32)]
     pub decode_batch: u32,
@@ -399,7 +390,7 @@ fn exec_routing_map(
     appends: &[u32],
     output: Option<PathBuf>,
 ) -> Result<i32> {
-    use crate::routing_map::{boundary, map, MapParams};
+    use crate::routing_map::{boundary, map, MapParams, MapRoute};
     let arg_error = |opt: &str, msg: &str| InputError {
         location: opt.to_string(),
         message: msg.to_string(),
@@ -435,10 +426,7 @@ fn exec_routing_map(
         link_bandwidth_gbps: bandwidth_gbps,
         link_latency_ms: latency_ms,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
-        transfer: match o.transfer {
-            TransferArg::Full => crate::sim::TransferMode::Full,
-            TransferArg::Incremental => crate::sim::TransferMode::Incremental,
-        },
+        transfer: o.transfer,
         token_budget: o.token_budget,
         decode_batch: o.decode_batch,
         decode_context_tokens: o.decode_context_tokens,
@@ -449,19 +437,7 @@ fn exec_routing_map(
     let dest = output.unwrap_or_else(|| Path::new("output").join("routing-map"));
     let staged = StagedDir::new(&dest)?;
     staged.write("routing_map.csv", &output::to_csv(&cells)?)?;
-    #[derive(serde::Serialize)]
-    struct Edge {
-        context_tokens: u32,
-        remote_from_append_tokens: Option<u32>,
-    }
-    let rows: Vec<Edge> = edge
-        .iter()
-        .map(|&(context_tokens, remote_from_append_tokens)| Edge {
-            context_tokens,
-            remote_from_append_tokens,
-        })
-        .collect();
-    staged.write("boundary.csv", &output::to_csv(&rows)?)?;
+    staged.write("boundary.csv", &output::to_csv(&edge)?)?;
     let title = format!(
         "local / remote cost — {} decodes of {} tokens on D, link {} Gbit/s, {} transfer{}",
         p.decode_batch,
@@ -489,22 +465,21 @@ fn exec_routing_map(
         print!(" {l:>6}");
     }
     println!();
-    for &m in appends {
+    // `map` is context-major: the cell of (context i, append j) is at i × |appends| + j.
+    for (j, m) in appends.iter().enumerate() {
         print!("  {m:>6} |");
-        for &l in contexts {
-            let c = cells
-                .iter()
-                .find(|c| c.context_tokens == l && c.append_tokens == m)
-                .expect("every grid cell is computed");
-            print!(" {:>6}", if c.route == "remote" { "R" } else { "L" });
+        for i in 0..contexts.len() {
+            let route = cells[i * appends.len() + j].route;
+            print!(" {:>6}", if route == MapRoute::Remote { "R" } else { "L" });
         }
         println!();
     }
-    for (l, from) in &edge {
-        match from {
-            Some(m) => println!("  L = {l}: remote from m = {m}"),
+    for b in &edge {
+        match b.remote_from_append_tokens {
+            Some(m) => println!("  L = {}: remote from m = {m}", b.context_tokens),
             None => println!(
-                "  L = {l}: local for every m up to {}",
+                "  L = {}: local for every m up to {}",
+                b.context_tokens,
                 appends.iter().max().expect("non-empty")
             ),
         }

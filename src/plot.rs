@@ -329,7 +329,7 @@ pub fn routing_map(
         };
         let ratio = (c.local_cost_ms / c.remote_cost_ms).max(1e-9);
         let strength = ratio.log2().abs().min(1.0);
-        let (r, g, b) = if c.route == "remote" {
+        let (r, g, b) = if c.route == crate::routing_map::MapRoute::Remote {
             (230.0, 120.0, 30.0)
         } else {
             (40.0, 160.0, 80.0)

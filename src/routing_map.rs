@@ -51,6 +51,16 @@ pub struct MapParams {
     pub p_holds_context: bool,
 }
 
+/// Where a cell's append-prefill runs best.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapRoute {
+    /// On the decode instance that holds the context (PPD).
+    Local,
+    /// On a prefill instance, then a KV transfer (PD).
+    Remote,
+}
+
 /// One (L, m) cell of the map. Times in ms, request overhead excluded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MapCell {
@@ -72,33 +82,35 @@ pub struct MapCell {
     pub local_cost_ms: f64,
     /// Remote cost \[ms\].
     pub remote_cost_ms: f64,
-    /// `local` or `remote` (the cheaper; `local` on a tie).
-    pub route: &'static str,
+    /// The cheaper route (`local` on a tie).
+    pub route: MapRoute,
 }
 
-/// Time of one iteration with an optional prefill chunk and the running decodes \[ms\].
-fn iteration_ms(p: &MapParams, chunk: Option<PrefillPart>) -> f64 {
+/// Time of one iteration with `decodes` running decode sequences (of the map's decode context)
+/// and an optional prefill chunk \[ms\].
+fn iteration_ms(p: &MapParams, decodes: u32, chunk: Option<PrefillPart>) -> f64 {
     p.coefficients.predict_ms(&BatchShape {
         prefill: chunk.into_iter().collect(),
-        num_decode_seqs: p.decode_batch,
-        decode_context_tokens: p.decode_batch as u64 * p.decode_context_tokens as u64,
+        num_decode_seqs: decodes,
+        decode_context_tokens: decodes as u64 * p.decode_context_tokens as u64,
     })
 }
 
 /// (Σ iteration time, Σ extra over a decode-only iteration) of computing `m` tokens on `l`
-/// cached, in chunks of the budget left by `decodes` running sequences.
+/// cached, in chunks of the budget left by `decodes` running sequences \[ms\].
 fn prefill_ms(p: &MapParams, l: u32, m: u32, decodes: u32) -> (f64, f64) {
-    let q = MapParams {
-        decode_batch: decodes,
-        ..p.clone()
-    };
     let per_iter = p.token_budget.saturating_sub(decodes).max(1);
-    let decode_only = if decodes > 0 { iteration_ms(&q, None) } else { 0.0 };
+    let decode_only = if decodes > 0 {
+        iteration_ms(p, decodes, None)
+    } else {
+        0.0
+    };
     let (mut done, mut total, mut extra) = (0u32, 0.0, 0.0);
     while done < m {
         let n = per_iter.min(m - done);
         let t = iteration_ms(
-            &q,
+            p,
+            decodes,
             Some(PrefillPart {
                 num_new_tokens: n,
                 num_cached_tokens: l + done,
@@ -141,7 +153,11 @@ pub fn cell(p: &MapParams, l: u32, m: u32) -> MapCell {
         remote_decode_stall_ms: if p.decode_batch > 0 { remote_stall } else { 0.0 },
         local_cost_ms: local_cost,
         remote_cost_ms: remote_cost,
-        route: if remote_cost < local_cost { "remote" } else { "local" },
+        route: if remote_cost < local_cost {
+            MapRoute::Remote
+        } else {
+            MapRoute::Local
+        },
     }
 }
 
@@ -153,20 +169,29 @@ pub fn map(p: &MapParams, contexts: &[u32], appends: &[u32]) -> Vec<MapCell> {
         .collect()
 }
 
-/// Per context: the smallest `m` of the grid from which every larger `m` goes remote (`None`
-/// when the largest `m` stays local), from `cells` as [`map`] returns them.
-pub fn boundary(cells: &[MapCell], contexts: &[u32]) -> Vec<(u32, Option<u32>)> {
+/// For one context: the smallest `m` of the grid from which every larger `m` goes remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Boundary {
+    /// Context `L` \[tokens\].
+    pub context_tokens: u32,
+    /// First `m` of the all-remote tail \[tokens\]; `None` when the largest `m` stays local.
+    pub remote_from_append_tokens: Option<u32>,
+}
+
+/// The boundary per context, from `cells` as [`map`] returns them.
+pub fn boundary(cells: &[MapCell], contexts: &[u32]) -> Vec<Boundary> {
     contexts
         .iter()
         .map(|&l| {
             let row: Vec<&MapCell> = cells.iter().filter(|c| c.context_tokens == l).collect();
-            let from = row
-                .iter()
-                .rposition(|c| c.route == "local")
-                .map_or(row.first().map(|c| c.append_tokens), |i| {
-                    row.get(i + 1).map(|c| c.append_tokens)
-                });
-            (l, from)
+            let remote_from_append_tokens = match row.iter().rposition(|c| c.route == MapRoute::Local) {
+                None => row.first().map(|c| c.append_tokens),
+                Some(i) => row.get(i + 1).map(|c| c.append_tokens),
+            };
+            Boundary {
+                context_tokens: l,
+                remote_from_append_tokens,
+            }
         })
         .collect()
 }
@@ -206,7 +231,7 @@ mod tests {
         assert!((c.local_cost_ms - 117.0).abs() < 1e-9);
         assert!((c.remote_ttft_ms - 34.12).abs() < 1e-9, "{c:?}");
         assert!((c.remote_cost_ms - 35.12).abs() < 1e-9);
-        assert_eq!(c.route, "remote");
+        assert_eq!(c.route, MapRoute::Remote);
         assert!((c.cache_rate - 1000.0 / 1100.0).abs() < 1e-12);
     }
 
@@ -215,8 +240,14 @@ mod tests {
         // Same GPU for both: remote adds a transfer, a handoff and D's own step.
         let p = params(0);
         let cells = map(&p, &[512, 4096, 16384], &[1, 64, 1024, 8192]);
-        assert!(cells.iter().all(|c| c.route == "local"));
-        assert_eq!(boundary(&cells, &[512]), [(512, None)]);
+        assert!(cells.iter().all(|c| c.route == MapRoute::Local));
+        assert_eq!(
+            boundary(&cells, &[512]),
+            [Boundary {
+                context_tokens: 512,
+                remote_from_append_tokens: None
+            }]
+        );
     }
 
     #[test]
@@ -230,12 +261,18 @@ mod tests {
         assert!((c.local_decode_stall_ms - 2.4).abs() < 1e-9);
         // Boundary: local below, remote from the first m after the last local one.
         let cells = map(&params(50), &[1000], &[1, 2, 4, 8, 16, 32, 64, 128]);
-        let routes: Vec<&str> = cells.iter().map(|c| c.route).collect();
-        let first_remote = routes.iter().position(|r| *r == "remote").unwrap();
-        assert!(routes[first_remote..].iter().all(|r| *r == "remote"), "{routes:?}");
+        let routes: Vec<MapRoute> = cells.iter().map(|c| c.route).collect();
+        let first_remote = routes.iter().position(|r| *r == MapRoute::Remote).unwrap();
+        assert!(
+            routes[first_remote..].iter().all(|r| *r == MapRoute::Remote),
+            "{routes:?}"
+        );
         assert_eq!(
             boundary(&cells, &[1000]),
-            [(1000, Some(cells[first_remote].append_tokens))]
+            [Boundary {
+                context_tokens: 1000,
+                remote_from_append_tokens: Some(cells[first_remote].append_tokens)
+            }]
         );
     }
 }

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use workload::TimedConversation;
 
 /// How much KV a split route sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum TransferMode {
     /// The whole prompt (`L + m` tokens).
