@@ -636,11 +636,13 @@ fn exec_validate(
         }
     }
     if !interference.is_empty() {
-        for r in interference.iter().filter(|_| print_points) {
-            println!(
-                "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6.2}/{:>6.2} ms  batch {:>7.0}/{:>7.0} ms  prefill TTFT {:>7.1}/{:>7.1} ms",
-                r.experiment, r.scenario, r.decode_count, r.prefill_count, r.decode_tpot_measured_ms, r.decode_tpot_predicted_ms, r.batch_time_measured_ms, r.batch_time_predicted_ms, r.prefill_ttft_measured_ms, r.prefill_ttft_predicted_ms
-            );
+        if print_points {
+            for r in &interference {
+                println!(
+                    "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6.2}/{:>6.2} ms  batch {:>7.0}/{:>7.0} ms  prefill TTFT {:>7.1}/{:>7.1} ms",
+                    r.experiment, r.scenario, r.decode_count, r.prefill_count, r.decode_tpot_measured_ms, r.decode_tpot_predicted_ms, r.batch_time_measured_ms, r.batch_time_predicted_ms, r.prefill_ttft_measured_ms, r.prefill_ttft_predicted_ms
+                );
+            }
         }
         print!("{}", crate::validate::interference_summary(&interference));
         if let Some(out) = &output {

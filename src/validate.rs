@@ -451,7 +451,7 @@ pub fn simulate_comprehensive(
         coefficients: cal.coefficients().ok()?,
     };
     // Each replica: Poisson conversation starts at `qps` within a 10 s window (the benchmark's
-    // generator) and its own router placement; the prediction pools all replicas' requests.
+    // generator) and its own router placement.
     let conv = |n: usize, start: f64| TimedConversation {
         id: format!("{workload}-{n}"),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(start),
@@ -476,12 +476,21 @@ pub fn simulate_comprehensive(
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
             });
-    // Per replica, the statistics the benchmark computes from its one run: success rate, p50/p99
-    // TTFT and mean TPOT of the successful requests of each turn.
-    let mut stats: Vec<[f64; 7]> = Vec::new();
+    // Per replica, the statistics the benchmark computes from its one run: success rate [%], p50
+    // and p99 TTFT and mean TPOT [ms] of the successful requests of each turn.
+    struct ReplicaStats {
+        success_pct: f64,
+        t1_p50: f64,
+        t1_p99: f64,
+        t2_p50: f64,
+        t2_p99: f64,
+        t1_tpot: f64,
+        t2_tpot: f64,
+    }
+    let gap = Exp::new(qps).ok()?;
+    let mut stats = Vec::new();
     for replica in 0..COMPREHENSIVE_REPLICAS {
         let mut rng = ChaCha8Rng::seed_from_u64(crate::sim::splitmix64(point_seed ^ replica));
-        let gap = Exp::new(qps).ok()?;
         let mut t = gap.sample(&mut rng);
         let mut convs = Vec::new();
         while t < 10.0 {
@@ -505,18 +514,18 @@ pub fn simulate_comprehensive(
             .iter()
             .filter(|x| x.status == crate::metrics::RequestStatus::Ok)
             .count();
-        stats.push([
-            100.0 * succeeded as f64 / records.len().max(1) as f64,
-            t1.map_or(f64::NAN, |s| s.p50_ms),
-            t1.map_or(f64::NAN, |s| s.p99_ms),
-            t2.map_or(f64::NAN, |s| s.p50_ms),
-            t2.map_or(f64::NAN, |s| s.p99_ms),
-            mean(ok(1).filter_map(|x| x.tpot_ms)),
-            mean(ok(2).filter_map(|x| x.tpot_ms)),
-        ]);
+        stats.push(ReplicaStats {
+            success_pct: 100.0 * succeeded as f64 / records.len().max(1) as f64,
+            t1_p50: t1.map_or(f64::NAN, |s| s.p50_ms),
+            t1_p99: t1.map_or(f64::NAN, |s| s.p99_ms),
+            t2_p50: t2.map_or(f64::NAN, |s| s.p50_ms),
+            t2_p99: t2.map_or(f64::NAN, |s| s.p99_ms),
+            t1_tpot: mean(ok(1).filter_map(|x| x.tpot_ms)),
+            t2_tpot: mean(ok(2).filter_map(|x| x.tpot_ms)),
+        });
     }
     // The prediction of each statistic: its median over the replays (NaN when none has it).
-    let pred = |k: usize| median(stats.iter().map(|s| s[k]));
+    let pred = |f: fn(&ReplicaStats) -> f64| median(stats.iter().map(f));
     let m = |turn: &str, key: &str| measured[turn][key].as_f64().unwrap_or(f64::NAN);
     let success = measured["success_rate"].as_f64().unwrap_or(0.0);
     Some(ComprehensiveRow {
@@ -524,19 +533,19 @@ pub fn simulate_comprehensive(
         workload: workload.to_string(),
         qps,
         measured_success_pct: success,
-        predicted_success_pct: pred(0),
+        predicted_success_pct: pred(|s| s.success_pct),
         t1_p50_ttft_measured_ms: m("turn1", "p50_ttft_ms"),
-        t1_p50_ttft_predicted_ms: pred(1),
+        t1_p50_ttft_predicted_ms: pred(|s| s.t1_p50),
         t1_p99_ttft_measured_ms: m("turn1", "p99_ttft_ms"),
-        t1_p99_ttft_predicted_ms: pred(2),
+        t1_p99_ttft_predicted_ms: pred(|s| s.t1_p99),
         t2_p50_ttft_measured_ms: m("turn2", "p50_ttft_ms"),
-        t2_p50_ttft_predicted_ms: pred(3),
+        t2_p50_ttft_predicted_ms: pred(|s| s.t2_p50),
         t2_p99_ttft_measured_ms: m("turn2", "p99_ttft_ms"),
-        t2_p99_ttft_predicted_ms: pred(4),
+        t2_p99_ttft_predicted_ms: pred(|s| s.t2_p99),
         t1_mean_tpot_measured_ms: m("turn1", "avg_tpot_ms"),
-        t1_mean_tpot_predicted_ms: pred(5),
+        t1_mean_tpot_predicted_ms: pred(|s| s.t1_tpot),
         t2_mean_tpot_measured_ms: m("turn2", "avg_tpot_ms"),
-        t2_mean_tpot_predicted_ms: pred(6),
+        t2_mean_tpot_predicted_ms: pred(|s| s.t2_tpot),
         below_saturation: success >= 100.0 && m("turn1", "p50_ttft_ms") <= 1000.0,
     })
 }
@@ -669,7 +678,7 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
     s
 }
 
-/// One comprehensive point as a table line: T1 p50 TTFT, T2 p50 and p99 TTFT and T2 mean TPOT,
+/// One comprehensive point as a table line: turn-1 and turn-2 p50 and p99 TTFT and mean TPOT,
 /// each measured / predicted \[ms\] with the signed error \[%\].
 fn comprehensive_line(r: &ComprehensiveRow) -> String {
     let cell = |m: f64, p: f64| format!("{m:>7.1}/{p:>7.1} {:>+6.1}%", err(p, m));
@@ -708,13 +717,21 @@ fn comprehensive_header() -> String {
 /// points above the measured saturation knee are marked `saturated`.
 pub fn comprehensive_table(rows: &[ComprehensiveRow]) -> String {
     let mut sorted: Vec<&ComprehensiveRow> = rows.iter().collect();
-    sorted.sort_by(|a, b| {
-        (&a.config, &a.workload)
-            .cmp(&(&b.config, &b.workload))
-            .then_with(|| a.qps.total_cmp(&b.qps))
-    });
+    sorted.sort_by(|a, b| by_point(a, b));
+    comprehensive_lines(&sorted)
+}
+
+/// Order of points: config, workload, QPS.
+fn by_point(a: &ComprehensiveRow, b: &ComprehensiveRow) -> std::cmp::Ordering {
+    (&a.config, &a.workload)
+        .cmp(&(&b.config, &b.workload))
+        .then_with(|| a.qps.total_cmp(&b.qps))
+}
+
+/// The header and one [`comprehensive_line`] per row.
+fn comprehensive_lines(rows: &[&ComprehensiveRow]) -> String {
     let mut s = comprehensive_header();
-    for r in sorted {
+    for r in rows {
         s.push_str(&comprehensive_line(r));
         s.push('\n');
     }
@@ -729,23 +746,13 @@ pub fn comprehensive_worst(rows: &[ComprehensiveRow], n: usize) -> String {
         .iter()
         .filter(|r| r.below_saturation && abs_err(r).is_finite())
         .collect();
-    sel.sort_by(|a, b| {
-        abs_err(b)
-            .total_cmp(&abs_err(a))
-            .then_with(|| (&a.config, &a.workload).cmp(&(&b.config, &b.workload)))
-            .then_with(|| a.qps.total_cmp(&b.qps))
-    });
+    sel.sort_by(|a, b| abs_err(b).total_cmp(&abs_err(a)).then_with(|| by_point(a, b)));
     sel.truncate(n);
-    let mut s = format!(
-        "worst {} points below saturation by |turn-2 p50 TTFT error| (measured/predicted):\n",
-        sel.len()
-    );
-    s.push_str(&comprehensive_header());
-    for r in sel {
-        s.push_str(&comprehensive_line(r));
-        s.push('\n');
-    }
-    s
+    format!(
+        "worst {} points below saturation by |turn-2 p50 TTFT error| (measured/predicted):\n{}",
+        sel.len(),
+        comprehensive_lines(&sel)
+    )
 }
 
 /// One interference setting: measured means over its trials and the prediction.
