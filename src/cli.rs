@@ -315,35 +315,11 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> 
         points.len() * sw.policies.len(),
         sw.scenario.resolved.name
     );
-    for metric in &sw.spec.metrics {
-        let curves = sweep::mean_curves(&rows, rates, metric);
-        let crossings = sweep::crossovers(rates, &curves, metric);
-        let w = curves.iter().map(|(p, _)| p.chars().count()).max().unwrap_or(0).max(10);
-        text.push_str(&format!("\n{metric} (mean over seeds)\n  {:>10}", "rate/s"));
-        for (p, _) in &curves {
-            text.push_str(&format!(" {p:>w$}"));
-        }
-        for (k, r) in rates.iter().enumerate() {
-            text.push_str(&format!("\n  {r:>10}"));
-            for (_, c) in &curves {
-                text.push_str(&format!(" {:>w$.3}", c[k]));
-            }
-        }
+    for m in sweep::analyse(&rows, rates, &sw.spec.metrics) {
         text.push('\n');
-        for c in &crossings {
-            text.push_str(&format!(
-                "  crossover: {} and {} at {:.3}/s ({} = {:.3}; {} lower below)\n",
-                c.policy_a, c.policy_b, c.rate_per_s, metric, c.value, c.lower_below
-            ));
-        }
-        crate::plot::sweep_metric(
-            &staged.path(&format!("plots/{metric}.png"))?,
-            metric,
-            rates,
-            &curves,
-            &crossings,
-        )?;
-        all_crossings.extend(crossings);
+        text.push_str(&m.table(rates));
+        crate::plot::sweep_metric(&staged.path(&format!("plots/{}.png", m.metric))?, rates, &m)?;
+        all_crossings.extend(m.crossings);
     }
     staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
     staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;

@@ -199,13 +199,8 @@ pub fn calibration_fit(path: &Path, c: &crate::calibrate::Calibration) -> Result
 ///
 /// # Errors
 /// Drawing or file errors.
-pub fn sweep_metric(
-    path: &Path,
-    metric: &str,
-    rates: &[f64],
-    curves: &[(String, Vec<f64>)],
-    crossovers: &[crate::sweep::Crossover],
-) -> Result<()> {
+pub fn sweep_metric(path: &Path, rates: &[f64], m: &crate::sweep::MetricCurves) -> Result<()> {
+    let (metric, curves) = (m.metric.as_str(), &m.curves);
     register_font();
     let log = metric.ends_with("_ms");
     let y = |v: f64| if log { v.max(1e-3).log10() } else { v };
@@ -265,9 +260,8 @@ pub fn sweep_metric(
     }
     chart
         .draw_series(
-            crossovers
+            m.crossings
                 .iter()
-                .filter(|c| c.metric == metric)
                 .map(|c| Cross::new((c.rate_per_s, y(c.value)), 7, BLACK.stroke_width(2))),
         )
         .map_err(|e| anyhow!("{e}"))?;

@@ -132,12 +132,10 @@ fn csv_header<T: Serialize>(row: &T) -> Vec<String> {
     r.headers().expect("header row").iter().map(str::to_string).collect()
 }
 
-/// The value of metric `name` in `row` (`None` for an unknown or non-numeric column).
-pub fn metric_value(row: &SummaryRow, name: &str) -> Option<f64> {
-    match serde_json::to_value(row).ok()?.get(name)? {
-        serde_json::Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
+/// The value of metric `name` in a summary row serialised to JSON (`None` for an unknown or
+/// non-numeric column).
+pub fn metric_value(row: &serde_json::Value, name: &str) -> Option<f64> {
+    row.get(name)?.as_f64()
 }
 
 impl LoadedSweep {
@@ -237,11 +235,6 @@ impl LoadedSweep {
         sc.resolved.policy = self.policies.clone();
         sc
     }
-
-    /// Number of grid points (rate × seed).
-    pub fn num_points(&self) -> usize {
-        self.spec.rates_per_s.len() * self.spec.seeds.len()
-    }
 }
 
 /// `policy` with `key` (dotted for nested tables) set to `value` and `[key=value]` appended to
@@ -278,31 +271,99 @@ fn with_key(policy: &PolicyConfig, key: &str, value: &toml::Value) -> Result<Pol
         .map_err(|e: toml::de::Error| format!("`{key} = {value}`: {}", e.to_string().trim_end()))
 }
 
-/// Seed-averaged curve of `metric` for each policy: (policy, value per rate), policies in the
-/// order of their first row. NaN where no seed has a finite value.
-pub fn mean_curves(rows: &[SweepRow], rates: &[f64], metric: &str) -> Vec<(String, Vec<f64>)> {
-    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+/// One metric of a sweep: its seed-averaged curves and their crossovers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricCurves {
+    /// The metric (a `summary.csv` column).
+    pub metric: String,
+    /// (policy, seed-averaged value per rate), policies in the order of their first row; NaN
+    /// where no seed has a finite value.
+    pub curves: Vec<(String, Vec<f64>)>,
+    /// Where the curves cross.
+    pub crossings: Vec<Crossover>,
+}
+
+/// The curves and crossovers of each of `metrics` over the grid `rows` (rates in `rates`).
+pub fn analyse(rows: &[SweepRow], rates: &[f64], metrics: &[String]) -> Vec<MetricCurves> {
+    // Each row's columns by name, built once for every metric.
+    let values: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| serde_json::to_value(&r.summary).expect("summary rows serialize"))
+        .collect();
+    let mut policies: Vec<&str> = Vec::new();
     for r in rows {
-        if !out.iter().any(|(p, _)| *p == r.summary.policy) {
-            out.push((r.summary.policy.clone(), Vec::new()));
+        if !policies.contains(&r.summary.policy.as_str()) {
+            policies.push(&r.summary.policy);
         }
     }
-    for (policy, curve) in &mut out {
-        for &rate in rates {
-            let vals: Vec<f64> = rows
+    metrics
+        .iter()
+        .map(|metric| {
+            let curves: Vec<(String, Vec<f64>)> = policies
                 .iter()
-                .filter(|r| r.rate_per_s == rate && r.summary.policy == *policy)
-                .filter_map(|r| metric_value(&r.summary, metric))
-                .filter(|v| v.is_finite())
+                .map(|&policy| {
+                    let curve = rates
+                        .iter()
+                        .map(|&rate| {
+                            let vals: Vec<f64> = rows
+                                .iter()
+                                .zip(&values)
+                                .filter(|(r, _)| r.rate_per_s == rate && r.summary.policy == policy)
+                                .filter_map(|(_, v)| metric_value(v, metric))
+                                .filter(|v| v.is_finite())
+                                .collect();
+                            if vals.is_empty() {
+                                f64::NAN
+                            } else {
+                                vals.iter().sum::<f64>() / vals.len() as f64
+                            }
+                        })
+                        .collect();
+                    (policy.to_string(), curve)
+                })
                 .collect();
-            curve.push(if vals.is_empty() {
-                f64::NAN
-            } else {
-                vals.iter().sum::<f64>() / vals.len() as f64
-            });
+            let crossings = crossovers(rates, &curves, metric);
+            MetricCurves {
+                metric: metric.clone(),
+                curves,
+                crossings,
+            }
+        })
+        .collect()
+}
+
+impl MetricCurves {
+    /// The curves as a text table (a row per rate, a column per policy) and one line per
+    /// crossover.
+    pub fn table(&self, rates: &[f64]) -> String {
+        use std::fmt::Write;
+        let w = self
+            .curves
+            .iter()
+            .map(|(p, _)| p.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(10);
+        let mut s = format!("{} (mean over seeds)\n  {:>10}", self.metric, "rate/s");
+        for (p, _) in &self.curves {
+            let _ = write!(s, " {p:>w$}");
         }
+        for (k, r) in rates.iter().enumerate() {
+            let _ = write!(s, "\n  {r:>10}");
+            for (_, c) in &self.curves {
+                let _ = write!(s, " {:>w$.3}", c[k]);
+            }
+        }
+        s.push('\n');
+        for c in &self.crossings {
+            let _ = writeln!(
+                s,
+                "  crossover: {} and {} at {:.3}/s ({} = {:.3}; {} lower below)",
+                c.policy_a, c.policy_b, c.rate_per_s, self.metric, c.value, c.lower_below
+            );
+        }
+        s
     }
-    out
 }
 
 /// Crossovers of every pair of `curves` (each a value per entry of `rates`) on `metric`, pairs
@@ -497,6 +558,7 @@ mod tests {
             kv_bytes_moved: 7,
             ..Default::default()
         };
+        let row = serde_json::to_value(&row).unwrap();
         assert_eq!(metric_value(&row, "tpot_p50_ms"), Some(12.5));
         assert_eq!(metric_value(&row, "kv_bytes_moved"), Some(7.0));
         assert_eq!(metric_value(&row, "policy"), None);
