@@ -18,7 +18,7 @@ pub mod sharegpt;
 
 use crate::error::{InputError, InputResult};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 /// One turn: the user's new input and the assistant's answer.
@@ -39,6 +39,30 @@ pub struct Conversation {
     pub id: String,
     /// Turns, at least one.
     pub turns: Vec<Turn>,
+}
+
+/// Reads `path` (gzip or plain, detected from the magic bytes) into memory; a truncated gzip
+/// stream yields what it decoded before the cut (importers report the truncation).
+///
+/// # Errors
+/// An [`InputError`] naming the file when it cannot be read or its gzip stream is corrupt.
+pub(crate) fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut raw))
+        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        // A truncated gzip stream still yields what it decoded before the cut.
+        match flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => return Err(InputError::file(path, format!("gzip stream is corrupt: {e}"))),
+        }
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
 }
 
 /// Reads a native trace.

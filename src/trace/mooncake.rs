@@ -31,10 +31,12 @@ use std::path::Path;
 /// Block size of Mooncake's `hash_ids` \[tokens\].
 pub const BLOCK_TOKENS: u32 = 512;
 
+/// One request line. The timestamp is required (it tells a Mooncake trace from other JSON lines)
+/// but not kept.
 #[derive(Deserialize)]
 struct Row {
-    #[allow(dead_code)]
-    timestamp: u64,
+    #[serde(rename = "timestamp")]
+    _timestamp: u64,
     input_length: u32,
     output_length: u32,
     hash_ids: Vec<u64>,
@@ -69,13 +71,22 @@ pub struct MooncakeReport {
 /// An [`InputError`] naming the file and line for unreadable files and malformed lines, and for
 /// a file without requests.
 pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
-    let bytes = super::sharegpt::read_bytes(path)?;
+    let bytes = super::read_bytes(path)?;
     let text = String::from_utf8(bytes).map_err(|e| InputError::file(path, format!("not UTF-8 text: {e}")))?;
     let mut report = MooncakeReport::default();
     let mut convs: Vec<Conversation> = Vec::new();
-    // Per kept request: (conversation index, prompt tokens the simulator will see, answer tokens,
-    // whether it already has a continuation).
-    let mut kept: Vec<(usize, u64, u32, bool)> = Vec::new();
+    // A request written as a turn.
+    struct Kept {
+        /// Index of its conversation in `convs`.
+        conv: usize,
+        /// Its prompt as the simulator will see it \[tokens\].
+        prompt_tokens: u64,
+        /// Its answer \[tokens\].
+        answer_tokens: u32,
+        /// Whether a later request already continues it.
+        continued: bool,
+    }
+    let mut kept: Vec<Kept> = Vec::new();
     // Complete-block prefix of a kept request → its index in `kept` (the latest wins).
     let mut by_prefix: HashMap<Vec<u64>, usize> = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -98,7 +109,7 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
             .rev()
             .find_map(|k| by_prefix.get(&r.hash_ids[..k]).copied());
         let continued = match parent {
-            Some(p) if kept[p].3 => {
+            Some(p) if kept[p].continued => {
                 report.branches += 1;
                 None
             }
@@ -106,9 +117,9 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
         };
         match continued {
             Some(p) => {
-                let (c, prompt, answer, _) = kept[p];
-                kept[p].3 = true;
-                let history = prompt + answer as u64;
+                kept[p].continued = true;
+                let c = kept[p].conv;
+                let history = kept[p].prompt_tokens + kept[p].answer_tokens as u64;
                 let user = r.input_length as i64 - history as i64;
                 if user < 0 {
                     report.clamped_turns += 1;
@@ -120,7 +131,12 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
                     user_tokens: user,
                     assistant_tokens: r.output_length,
                 });
-                kept.push((c, history + user as u64, r.output_length, false));
+                kept.push(Kept {
+                    conv: c,
+                    prompt_tokens: history + user as u64,
+                    answer_tokens: r.output_length,
+                    continued: false,
+                });
             }
             None => {
                 convs.push(Conversation {
@@ -130,7 +146,12 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
                         assistant_tokens: r.output_length,
                     }],
                 });
-                kept.push((convs.len() - 1, r.input_length as u64, r.output_length, false));
+                kept.push(Kept {
+                    conv: convs.len() - 1,
+                    prompt_tokens: r.input_length as u64,
+                    answer_tokens: r.output_length,
+                    continued: false,
+                });
             }
         }
         let full = (r.input_length / BLOCK_TOKENS) as usize;

@@ -27,11 +27,9 @@
 
 use super::{Conversation, Turn};
 use crate::error::{InputError, InputResult};
-use flate2::read::GzDecoder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::io::Read;
 use std::path::Path;
 use tiktoken_rs::CoreBPE;
 
@@ -97,26 +95,6 @@ pub fn tokenizer() -> CoreBPE {
 /// Token count of `text` with `bpe` (ordinary encoding).
 pub fn count_tokens(bpe: &CoreBPE, text: &str) -> u32 {
     bpe.encode_ordinary(text).len() as u32
-}
-
-/// Reads `path` (gzip or plain) into memory.
-pub(crate) fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        // A truncated gzip stream still yields what it decoded before the cut.
-        match GzDecoder::new(&raw[..]).read_to_end(&mut out) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-            Err(e) => return Err(InputError::file(path, format!("gzip stream is corrupt: {e}"))),
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
 }
 
 /// Splits a (possibly truncated) JSON array into its complete elements.
@@ -262,7 +240,7 @@ fn convert_one(bpe: &CoreBPE, raw: &RawValue) -> ConvOutcome {
 /// Only when the file cannot be read or is not a JSON array at all. Truncation, malformed
 /// elements and unusable conversations are counted in the [`ImportReport`] instead.
 pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, ImportReport)> {
-    let buf = read_bytes(path)?;
+    let buf = super::read_bytes(path)?;
     let (elements, truncated, stopped) = split_array(path, &buf)?;
     let bpe = tokenizer();
     let outcomes: Vec<ConvOutcome> = elements.par_iter().map(|raw| convert_one(&bpe, raw)).collect();
