@@ -204,14 +204,7 @@ fn sweep_rows_match_single_runs_and_do_not_depend_on_threads() {
     );
     // The (2.0/s, seed 7) rows are the scenario's own run: summary.csv's rows, column for column.
     let run = dir.path().join("run");
-    ppdsim()
-        .arg("run")
-        .arg(root().join("tests/data/scenarios/small.toml"))
-        .arg("-o")
-        .arg(&run)
-        .arg("--quiet")
-        .assert()
-        .success();
+    run_scenario(&root().join("tests/data/scenarios/small.toml"), &run, "2");
     let summary = std::fs::read_to_string(run.join("summary.csv")).unwrap();
     let from_sweep: Vec<&str> = csv.lines().filter(|l| l.starts_with("2.0,7,")).collect();
     let from_run: Vec<&str> = summary.lines().skip(1).collect();
@@ -235,24 +228,19 @@ fn invalid_sweeps_fail_with_exit_3_and_write_nothing() {
 fn routing_map_writes_the_grid_and_boundary() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("map");
+    let map = |decode_batch: &str, contexts: &str, appends: &str, out: &Path| {
+        ppdsim()
+            .args(["routing-map", "--decode-batch", decode_batch])
+            .args(["--context-tokens", contexts, "--append-tokens", appends])
+            .arg("-c")
+            .arg(root().join("calibration/h100-llama3.1-8b.json"))
+            .arg("-o")
+            .arg(out)
+            .assert()
+            .success()
+    };
     // No decodes on D: the local route is never slower (same GPU, no transfer or handoff).
-    ppdsim()
-        .args([
-            "routing-map",
-            "--decode-batch",
-            "0",
-            "--context-tokens",
-            "512,4096",
-            "--append-tokens",
-            "1,64,2048",
-        ])
-        .arg("-c")
-        .arg(root().join("calibration/h100-llama3.1-8b.json"))
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("L = 4096: local for every m up to 2048"));
+    map("0", "512,4096", "1,64,2048", &out).stdout(predicate::str::contains("L = 4096: local for every m up to 2048"));
     let cells = std::fs::read_to_string(out.join("routing_map.csv")).unwrap();
     assert_eq!(cells.lines().count(), 1 + 2 * 3);
     assert!(cells.lines().skip(1).all(|l| l.ends_with(",local")), "{cells}");
@@ -263,22 +251,7 @@ fn routing_map_writes_the_grid_and_boundary() {
     assert!(out.join("plots/routing_map.png").is_file());
     // A running decode batch makes long appends remote: their stall multiplies by the batch.
     let busy = dir.path().join("busy");
-    ppdsim()
-        .args([
-            "routing-map",
-            "--decode-batch",
-            "64",
-            "--context-tokens",
-            "512",
-            "--append-tokens",
-            "1,2048",
-        ])
-        .arg("-c")
-        .arg(root().join("calibration/h100-llama3.1-8b.json"))
-        .arg("-o")
-        .arg(&busy)
-        .assert()
-        .success();
+    map("64", "512", "1,2048", &busy);
     assert_eq!(
         std::fs::read_to_string(busy.join("boundary.csv")).unwrap(),
         "context_tokens,remote_from_append_tokens\n512,2048\n"
