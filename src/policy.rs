@@ -12,10 +12,11 @@
 //! * [`PolicyConfig::Adaptive`]: turn 1 split; later turns local iff the tokens D must compute
 //!   `m < max_local_append_tokens` and the cache rate `r = L/(L+m) > min_cache_rate` (the static
 //!   rules of Dynamo — m < 2048, r > 0.3 — and vllm-ppd — new input < 512 — are instances of it).
-//!   With [`Hysteresis`], each D also has a load mode: when the prefill tokens routed to it and
-//!   not yet started (its *local prefill backlog*) reach `high_backlog_tokens`, its later turns
-//!   are all split until the backlog falls to `low_backlog_tokens` — two switching levels, so a
-//!   backlog hovering near one level does not flip the route turn by turn.
+//!   With [`Hysteresis`], each D also has a load mode: when the uncached prompt tokens routed
+//!   local to it whose first token is not out yet (its *local prefill backlog*) reach
+//!   `high_backlog_tokens`, its later turns are all split until the backlog falls to
+//!   `low_backlog_tokens` — two switching levels, so a backlog hovering near one level does not
+//!   flip the route turn by turn.
 
 use crate::metrics::RouteKind;
 use serde::{Deserialize, Serialize};
