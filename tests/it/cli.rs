@@ -489,6 +489,28 @@ fn mixed_pool_turn2_p50_is_stable_across_seeds() {
 }
 
 #[test]
+fn clean_direct_path_on_a_large_context_is_costed_within_ten_percent() {
+    // 1P_3pD large_mid_bal at 1 QPS: every turn-2 request went direct to the pD that holds the
+    // 1,024 + 1,024-token context (measured p99 66 ms, far below the ≈ 140 ms PD path), so its
+    // p50 isolates the direct append-prefill of 128 tokens plus the request overhead.
+    let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
+        .unwrap();
+    let path = root().join("tests/data/comprehensive_direct/1P_3pD_large_mid_bal_1.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for seed in 0..4 {
+        let r = ppdsim::validate::simulate_comprehensive("1P_3pD", "large_mid_bal", 1.0, &v, &cal, seed).unwrap();
+        assert!((r.t2_p50_ttft_measured_ms - 48.248).abs() < 1e-3);
+        let err = r.t2_p50_ttft_predicted_ms / r.t2_p50_ttft_measured_ms - 1.0;
+        assert!(
+            err.abs() < 0.10,
+            "seed {seed}: predicted turn-2 p50 {} ms ({:+.1}%)",
+            r.t2_p50_ttft_predicted_ms,
+            100.0 * err
+        );
+    }
+}
+
+#[test]
 fn worst_points_rank_by_absolute_turn2_error_below_saturation_only() {
     use ppdsim::validate::{comprehensive_worst, ComprehensiveRow};
     let row = |workload: &str, measured: f64, predicted: f64, below: bool| ComprehensiveRow {
