@@ -35,7 +35,7 @@ pub struct Cli {
 pub enum Command {
     /// Simulate every policy of a scenario on identical requests; print a table per policy and
     /// write requests.csv, summary.csv, summary.json, scenario.resolved.toml and
-    /// plots/ttft_by_policy.png.
+    /// plots/ttft_by_policy.{png,svg}.
     Run {
         /// Scenario TOML (e.g. scenarios/default.toml).
         scenario: PathBuf,
@@ -49,7 +49,8 @@ pub enum Command {
     /// Run a scenario over a grid — arrival rates × seeds × policy-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
     /// print the seed-averaged curves and where policies cross; write sweep.csv,
-    /// crossovers.csv, sweep.resolved.toml and plots/METRIC.png.
+    /// crossovers.csv, sweep.resolved.toml, plots/METRIC.{png,svg} and, for each varied policy,
+    /// plots/heatmap_POLICY_METRIC.{png,svg} (its settings × load).
     Sweep {
         /// Sweep TOML (e.g. sweeps/default-load.toml).
         sweep: PathBuf,
@@ -63,7 +64,8 @@ pub enum Command {
     /// The (L, m) routing map from the cost model alone: for each context L and append m, the
     /// cost (TTFT + running decodes × their stall) of prefilling on the decode instance (local)
     /// vs on a prefill instance with a KV transfer (remote), and the m from which remote wins.
-    /// Writes routing_map.csv, boundary.csv and plots/routing_map.png.
+    /// Writes routing_map.csv, boundary.csv, routing_map.resolved.toml and
+    /// plots/routing_map.{png,svg}.
     RoutingMap {
         /// Calibrated model (coefficients, PD handoff, KV link).
         #[arg(short, long, default_value = "calibration/h100-llama3.1-8b.json")]
@@ -84,7 +86,7 @@ pub enum Command {
     /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
     /// detected from content), fit each source group alone and compare them, check everything
     /// against physics, and write the model JSON and a measured-vs-predicted plot
-    /// (`<output stem>.fit.png`).
+    /// (`<output stem>.fit.png` and `.fit.svg`).
     Calibrate {
         /// Measurement files: LLMServingSim layers CSV(.gz), AIConfigurator kernel tables,
         /// SplitwiseSim perf_model.csv, KV-transfer tables, seed-000 P-PD framework JSON,
@@ -117,6 +119,14 @@ pub enum Command {
         /// Exit with code 3 when a physics check fails (the model file is not written).
         #[arg(long)]
         strict: bool,
+    },
+    /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
+    /// directory (summary.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
+    /// in its sweep.resolved.toml) or a `routing-map` directory (routing_map.csv). Every plot is
+    /// written as PNG and SVG into RESULTS_DIR/plots, each file replaced whole.
+    Plot {
+        /// A directory written by `ppdsim run`, `sweep` or `routing-map`.
+        results_dir: PathBuf,
     },
     /// Run the simulator on measured points and print measured vs predicted latency with the
     /// error, point by point, then summaries. Supported (detected from content; directories are
@@ -249,7 +259,8 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32
     let staged = StagedDir::new(&dest)?;
     output::write_results(&staged, &res.records, &res.summaries)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml().as_bytes())?;
-    crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy.png")?, &res.summaries)?;
+    let rows: Vec<output::SummaryRow> = res.summaries.iter().map(output::SummaryRow::from).collect();
+    crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
     staged.commit()?;
     if !quiet {
         println!(
@@ -315,12 +326,13 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> 
         points.len() * sw.policies.len(),
         sw.scenario.resolved.name
     );
-    for m in sweep::analyse(&rows, rates, &sw.spec.metrics) {
+    let curves = sweep::analyse(&rows, rates, &sw.spec.metrics);
+    for m in &curves {
         text.push('\n');
         text.push_str(&m.table(rates));
-        crate::plot::sweep_metric(&staged.path(&format!("plots/{}.png", m.metric))?, rates, &m)?;
-        all_crossings.extend(m.crossings);
+        all_crossings.extend(m.crossings.iter().cloned());
     }
+    draw_sweep_plots(&staged, &sw.spec, &curves)?;
     staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
     staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;
     staged.write("sweep.resolved.toml", toml::to_string(&sw.spec)?.as_bytes())?;
@@ -357,6 +369,45 @@ pub struct MapOptions {
     /// P does not hold the context in its prefix cache and recomputes all L + m tokens.
     #[arg(long)]
     pub p_recomputes_context: bool,
+}
+
+/// Draws a sweep's metric-vs-load plots and its heatmaps into `plots/` of `dir`.
+fn draw_sweep_plots(
+    dir: &StagedDir,
+    spec: &crate::sweep::SweepSpec,
+    curves: &[crate::sweep::MetricCurves],
+) -> Result<()> {
+    for m in curves {
+        crate::plot::sweep_metric(&dir.path(&format!("plots/{}", m.metric))?, &spec.rates_per_s, m)?;
+    }
+    for h in crate::sweep::heatmaps(spec, curves) {
+        crate::plot::sweep_heatmap(&dir.path(&format!("plots/{}", h.file_stem()))?, &h)?;
+    }
+    Ok(())
+}
+
+/// What `routing-map` ran with, written as `routing_map.resolved.toml` (`ppdsim plot` reads the
+/// title back).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct MapRecord {
+    /// The plot title (every parameter that shaped the map).
+    title: String,
+    /// Calibration file name (no directories: outputs hold no absolute paths).
+    calibration: String,
+    /// KV link bandwidth [Gbit/s].
+    bandwidth_gbps: f64,
+    /// KV link latency \[ms\].
+    latency_ms: f64,
+    /// Decodes running on D.
+    decode_batch: u32,
+    /// Context of each running decode \[tokens\].
+    decode_context_tokens: u32,
+    /// Chunked-prefill token budget \[tokens\].
+    token_budget: u32,
+    /// Context lengths L \[tokens\].
+    context_tokens: Vec<u32>,
+    /// Append lengths m \[tokens\].
+    append_tokens: Vec<u32>,
 }
 
 fn exec_routing_map(
@@ -426,13 +477,21 @@ fn exec_routing_map(
         },
         if p.p_holds_context { "" } else { ", P recomputes L" }
     );
-    crate::plot::routing_map(
-        &staged.path("plots/routing_map.png")?,
-        &title,
-        contexts,
-        appends,
-        &cells,
-    )?;
+    let record = MapRecord {
+        title: title.clone(),
+        calibration: calibration
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        bandwidth_gbps,
+        latency_ms,
+        decode_batch: p.decode_batch,
+        decode_context_tokens: p.decode_context_tokens,
+        token_budget: p.token_budget,
+        context_tokens: contexts.to_vec(),
+        append_tokens: appends.to_vec(),
+    };
+    staged.write("routing_map.resolved.toml", toml::to_string(&record)?.as_bytes())?;
+    crate::plot::routing_map(&staged.path("plots/routing_map")?, &title, contexts, appends, &cells)?;
     staged.commit()?;
     println!("{title}");
     println!("route per (m, L): L = local (append-prefill on D), R = remote (P prefill + KV transfer)");
@@ -480,15 +539,21 @@ fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, stri
     }
     let mut json = serde_json::to_vec_pretty(&c.file)?;
     json.push(b'\n');
-    let plot = output.with_extension("fit.png");
-    let tmp_plot = output.with_extension(format!("fit.tmp-{}.png", std::process::id()));
+    let plot = output.with_extension("fit");
+    let tmp_plot = output.with_extension(format!("fit.tmp-{}", std::process::id()));
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     crate::plot::calibration_fit(&tmp_plot, &c)?;
     write_atomic(output, &json)?;
-    std::fs::rename(&tmp_plot, &plot).with_context(|| format!("renaming onto {}", plot.display()))?;
-    println!("wrote {} and {}", output.display(), plot.display());
+    for (tmp, dest) in crate::plot::outputs(&tmp_plot).iter().zip(crate::plot::outputs(&plot)) {
+        std::fs::rename(tmp, &dest).with_context(|| format!("renaming onto {}", dest.display()))?;
+    }
+    println!(
+        "wrote {} and {} (.svg beside it)",
+        output.display(),
+        crate::plot::with_ext(&plot, "png").display()
+    );
     Ok(EXIT_OK)
 }
 
@@ -762,6 +827,102 @@ pub fn run(cli: Cli) -> Result<i32> {
             seed,
             summary_only,
         } => exec_validate(&measured, &calibration, output, seed, !summary_only),
+        Command::Plot { results_dir } => exec_plot(&results_dir),
         Command::Trace { command } => exec_trace(command),
     }
+}
+
+/// Redraws the plots of a results directory (see [`Command::Plot`]). The plots are drawn into a
+/// staging directory beside `plots/` and each file is renamed into place, so a failure leaves
+/// the old plots whole.
+fn exec_plot(dir: &Path) -> Result<i32> {
+    if !dir.is_dir() {
+        return Err(InputError::file(
+            dir,
+            "not a directory; give a directory written by `ppdsim run`, `sweep` or `routing-map`",
+        )
+        .into());
+    }
+    let staged = StagedDir::new(&dir.join("plots-redraw"))?;
+    let mut drawn = Vec::new();
+    let summary = dir.join("summary.csv");
+    if summary.is_file() {
+        let mut r =
+            csv::Reader::from_path(&summary).map_err(|e| InputError::file(&summary, format!("cannot read: {e}")))?;
+        let rows: Vec<output::SummaryRow> = r
+            .deserialize()
+            .enumerate()
+            .map(|(i, row)| row.map_err(|e| InputError::file(&summary, format!("line {}: {e}", i + 2))))
+            .collect::<Result<_, _>>()?;
+        crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
+        drawn.push("ttft_by_policy");
+    }
+    let sweep_csv = dir.join("sweep.csv");
+    if sweep_csv.is_file() {
+        let rows = crate::sweep::read_csv(&sweep_csv)?;
+        let resolved = dir.join("sweep.resolved.toml");
+        let spec: crate::sweep::SweepSpec = if resolved.is_file() {
+            let text = std::fs::read_to_string(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
+            toml::from_str(&text)
+                .map_err(|e| InputError::file(&resolved, format!("invalid: {}", e.to_string().trim_end())))?
+        } else {
+            // Without the resolved sweep: the rates of the rows, the default metrics, no heatmaps.
+            let mut rates: Vec<f64> = rows.iter().map(|r| r.rate_per_s).collect();
+            rates.sort_by(f64::total_cmp);
+            rates.dedup();
+            crate::sweep::SweepSpec {
+                scenario: PathBuf::new(),
+                rates_per_s: rates,
+                seeds: Vec::new(),
+                metrics: crate::sweep::DEFAULT_METRICS.iter().map(|m| m.to_string()).collect(),
+                vary: Vec::new(),
+            }
+        };
+        let curves = crate::sweep::analyse(&rows, &spec.rates_per_s, &spec.metrics);
+        draw_sweep_plots(&staged, &spec, &curves)?;
+        drawn.push("sweep");
+    }
+    let map_csv = dir.join("routing_map.csv");
+    if map_csv.is_file() {
+        let mut r =
+            csv::Reader::from_path(&map_csv).map_err(|e| InputError::file(&map_csv, format!("cannot read: {e}")))?;
+        let cells: Vec<crate::routing_map::MapCell> = r
+            .deserialize()
+            .enumerate()
+            .map(|(i, row)| row.map_err(|e| InputError::file(&map_csv, format!("line {}: {e}", i + 2))))
+            .collect::<Result<_, _>>()?;
+        let mut contexts: Vec<u32> = Vec::new();
+        let mut appends: Vec<u32> = Vec::new();
+        for c in &cells {
+            if !contexts.contains(&c.context_tokens) {
+                contexts.push(c.context_tokens);
+            }
+            if !appends.contains(&c.append_tokens) {
+                appends.push(c.append_tokens);
+            }
+        }
+        let resolved = dir.join("routing_map.resolved.toml");
+        let title = if resolved.is_file() {
+            let text = std::fs::read_to_string(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
+            toml::from_str::<MapRecord>(&text)
+                .map_err(|e| InputError::file(&resolved, format!("invalid: {}", e.to_string().trim_end())))?
+                .title
+        } else {
+            "local / remote cost".to_string()
+        };
+        crate::plot::routing_map(&staged.path("plots/routing_map")?, &title, &contexts, &appends, &cells)?;
+        drawn.push("routing map");
+    }
+    if drawn.is_empty() {
+        return Err(InputError::file(
+            dir,
+            "holds no summary.csv, sweep.csv or routing_map.csv; give a directory written by `ppdsim run`, `sweep` or `routing-map`",
+        )
+        .into());
+    }
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+    let n = staged.commit_files_into(&plots, "plots")?;
+    println!("redrew {} ({n} files) in {}", drawn.join(", "), plots.display());
+    Ok(EXIT_OK)
 }

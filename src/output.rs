@@ -6,7 +6,7 @@
 
 use crate::metrics::{RequestRecord, Summary};
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A directory being written; [`StagedDir::commit`] moves it into place.
@@ -74,6 +74,31 @@ impl StagedDir {
     }
 }
 
+impl StagedDir {
+    /// Moves every file of the staged subdirectory `sub` into the existing directory `dest`, each
+    /// by one rename (replacing a file of the same name whole), and discards the rest of the
+    /// staging directory; returns how many files moved. Files of `dest` that `sub` does not hold
+    /// are left alone.
+    ///
+    /// # Errors
+    /// I/O errors (files already moved stay moved; each is complete).
+    pub fn commit_files_into(self, dest: &Path, sub: &str) -> Result<usize> {
+        let from = self.tmp.join(sub);
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&from)
+            .with_context(|| format!("listing {}", from.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("listing {}", from.display()))?;
+        names.sort();
+        for n in &names {
+            let target = dest.join(n);
+            std::fs::rename(from.join(n), &target)
+                .with_context(|| format!("moving {} into place", target.display()))?;
+        }
+        Ok(names.len())
+    }
+}
+
 impl Drop for StagedDir {
     fn drop(&mut self) {
         // Only reached with the staging directory still present on error paths.
@@ -96,7 +121,7 @@ pub fn to_csv<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 }
 
 /// A flat row of `summary.csv` (one per policy).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
     /// Policy.
     pub policy: String,

@@ -24,7 +24,7 @@
 
 use crate::cost_model::{BatchShape, IterationCoefficients, PrefillPart};
 use crate::sim::TransferMode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Inputs of the map.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +52,7 @@ pub struct MapParams {
 }
 
 /// Where a cell's append-prefill runs best.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapRoute {
     /// On the decode instance that holds the context (PPD).
@@ -62,7 +62,7 @@ pub enum MapRoute {
 }
 
 /// One (L, m) cell of the map. Times in ms, request overhead excluded.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MapCell {
     /// Cached context `L` \[tokens\].
     pub context_tokens: u32,

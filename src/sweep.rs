@@ -443,6 +443,122 @@ pub fn to_csv(rows: &[SweepRow]) -> anyhow::Result<Vec<u8>> {
     Ok(w.into_inner()?)
 }
 
+/// One swept policy's variants against the load for one metric (a threshold or hysteresis
+/// heatmap): a row per variant, a column per rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Heatmap {
+    /// The policy the `[[vary]]` entries name.
+    pub policy: String,
+    /// The metric (a `summary.csv` column).
+    pub metric: String,
+    /// Column loads \[1/s\].
+    pub rates_per_s: Vec<f64>,
+    /// (the variant's swept settings, `KEY=VALUE, …`; its seed-averaged value per rate), in grid
+    /// order.
+    pub rows: Vec<(String, Vec<f64>)>,
+}
+
+/// The heatmaps of a sweep: for each policy that `spec` varies and that has at least two
+/// variants in `curves`, one per metric. A variant is a curve named `POLICY[KEY=VALUE]…`.
+pub fn heatmaps(spec: &SweepSpec, curves: &[MetricCurves]) -> Vec<Heatmap> {
+    let mut bases: Vec<&str> = Vec::new();
+    for v in &spec.vary {
+        if !bases.contains(&v.policy.as_str()) {
+            bases.push(&v.policy);
+        }
+    }
+    let mut out = Vec::new();
+    for base in bases {
+        let prefix = format!("{base}[");
+        for m in curves {
+            let rows: Vec<(String, Vec<f64>)> = m
+                .curves
+                .iter()
+                .filter_map(|(name, values)| {
+                    let settings = name.strip_prefix(&prefix)?.strip_suffix(']')?;
+                    Some((settings.split("][").collect::<Vec<_>>().join(", "), values.clone()))
+                })
+                .collect();
+            if rows.len() >= 2 {
+                out.push(Heatmap {
+                    policy: base.to_string(),
+                    metric: m.metric.clone(),
+                    rates_per_s: spec.rates_per_s.clone(),
+                    rows,
+                });
+            }
+        }
+    }
+    out
+}
+
+impl Heatmap {
+    /// The plot's file stem under `plots/`: `heatmap_<policy>_<metric>`, with every character
+    /// other than ASCII letters, digits, `-` and `_` replaced by `_`.
+    pub fn file_stem(&self) -> String {
+        let clean: String = self
+            .policy
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("heatmap_{clean}_{}", self.metric)
+    }
+}
+
+/// Reads a `sweep.csv` written by [`to_csv`] back into rows.
+///
+/// # Errors
+/// Unreadable files, a header that is not `rate_per_s,seed,` + the `summary.csv` columns, or a
+/// row that does not parse (naming its line).
+pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    let mut want = vec!["rate_per_s".to_string(), "seed".to_string()];
+    want.extend(csv_header(&SummaryRow::default()));
+    let header: Vec<String> = r
+        .headers()
+        .map_err(|e| InputError::file(path, format!("cannot read the header: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if header != want {
+        return Err(InputError::file(
+            path,
+            format!(
+                "header is not a sweep.csv of this ppdsim version (expected {} columns: {}…); re-run the sweep",
+                want.len(),
+                want[..4].join(",")
+            ),
+        ));
+    }
+    let summary_header = csv::StringRecord::from(want[2..].to_vec());
+    let mut rows = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        let line = i + 2;
+        let bad = |what: String| InputError::file(path, format!("line {line}: {what}"));
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        let rate_per_s: f64 = rec[0]
+            .parse()
+            .map_err(|e| bad(format!("rate_per_s `{}`: {e}", &rec[0])))?;
+        let seed: u64 = rec[1].parse().map_err(|e| bad(format!("seed `{}`: {e}", &rec[1])))?;
+        let rest: csv::StringRecord = rec.iter().skip(2).collect();
+        let summary: SummaryRow = rest
+            .deserialize(Some(&summary_header))
+            .map_err(|e| bad(e.to_string()))?;
+        rows.push(SweepRow {
+            rate_per_s,
+            seed,
+            summary,
+        });
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,5 +678,98 @@ mod tests {
         assert_eq!(metric_value(&row, "tpot_p50_ms"), Some(12.5));
         assert_eq!(metric_value(&row, "kv_bytes_moved"), Some(7.0));
         assert_eq!(metric_value(&row, "policy"), None);
+    }
+
+    #[test]
+    fn heatmaps_take_the_varied_policys_variants_in_grid_order() {
+        let spec = SweepSpec {
+            scenario: PathBuf::new(),
+            rates_per_s: vec![1.0, 2.0],
+            seeds: vec![],
+            metrics: vec!["m".into()],
+            vary: vec![
+                Vary {
+                    policy: "adaptive".into(),
+                    key: "a".into(),
+                    values: vec![toml::Value::Integer(1), toml::Value::Integer(2)],
+                },
+                Vary {
+                    policy: "adaptive".into(),
+                    key: "hysteresis.high".into(),
+                    values: vec![toml::Value::Integer(5)],
+                },
+                Vary {
+                    policy: "solo".into(),
+                    key: "a".into(),
+                    values: vec![toml::Value::Integer(1)],
+                },
+            ],
+        };
+        let m = MetricCurves {
+            metric: "m".into(),
+            curves: vec![
+                curve("pd", &[1.0, 2.0]),
+                curve("adaptive[a=1][hysteresis.high=5]", &[3.0, 4.0]),
+                curve("adaptive[a=2][hysteresis.high=5]", &[5.0, f64::NAN]),
+                curve("solo[a=1]", &[6.0, 7.0]),
+            ],
+            crossings: vec![],
+        };
+        let h = heatmaps(&spec, &[m]);
+        // `solo` has one variant: no heatmap; `pd` is not varied.
+        assert_eq!(h.len(), 1);
+        assert_eq!((h[0].policy.as_str(), h[0].metric.as_str()), ("adaptive", "m"));
+        assert_eq!(h[0].rates_per_s, [1.0, 2.0]);
+        assert_eq!(h[0].rows[0], ("a=1, hysteresis.high=5".to_string(), vec![3.0, 4.0]));
+        assert_eq!(h[0].rows[1].0, "a=2, hysteresis.high=5");
+        assert!(h[0].rows[1].1[1].is_nan());
+        let odd = Heatmap {
+            policy: "my policy/2".into(),
+            ..h[0].clone()
+        };
+        assert_eq!(odd.file_stem(), "heatmap_my_policy_2_m");
+    }
+
+    #[test]
+    fn sweep_csv_reads_back_what_to_csv_wrote() {
+        let row = |rate: f64, seed: u64, policy: &str, ttft: f64| SweepRow {
+            rate_per_s: rate,
+            seed,
+            summary: SummaryRow {
+                policy: policy.into(),
+                num_requests: 40,
+                ttft_turn2plus_p50_ms: ttft,
+                tpot_p99_ms: f64::NAN,
+                kv_bytes_moved: 123_456_789_012,
+                goodput_rps: 0.1 + 0.2,
+                ..Default::default()
+            },
+        };
+        let rows = vec![row(0.5, 7, "pd", 111.758), row(0.5, 7, "adaptive[a=1]", 47.03)];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.csv");
+        std::fs::write(&path, to_csv(&rows).unwrap()).unwrap();
+        let back = read_csv(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        for (a, b) in rows.iter().zip(&back) {
+            assert_eq!((a.rate_per_s, a.seed), (b.rate_per_s, b.seed));
+            assert!(b.summary.tpot_p99_ms.is_nan());
+            let (mut x, mut y) = (a.summary.clone(), b.summary.clone());
+            x.tpot_p99_ms = 0.0;
+            y.tpot_p99_ms = 0.0;
+            // Floats round-trip exactly (shortest representation), 0.1 + 0.2 included.
+            assert_eq!(x, y);
+        }
+        // A foreign CSV and a broken row are refused naming the file (and the line).
+        std::fs::write(&path, "rate,seed\n1,2\n").unwrap();
+        assert!(read_csv(&path).unwrap_err().to_string().contains("re-run the sweep"));
+        let mut text = String::from_utf8(to_csv(&rows).unwrap()).unwrap();
+        text = text.replacen("0.5,7,pd", "fast,7,pd", 1);
+        std::fs::write(&path, text).unwrap();
+        let e = read_csv(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("sweep.csv") && e.contains("line 2") && e.contains("fast"),
+            "{e}"
+        );
     }
 }

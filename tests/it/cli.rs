@@ -215,6 +215,112 @@ fn sweep_rows_match_single_runs_and_do_not_depend_on_threads() {
 }
 
 #[test]
+fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hm");
+    ppdsim()
+        .arg("sweep")
+        .arg(root().join("tests/data/sweeps/heatmap.toml"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "2 rates × 1 seed × 5 policies = 10 runs of small",
+        ));
+    let stem = out.join("plots/heatmap_ppd_ttft_turn2plus_p50_ms");
+    assert!(stem.with_extension("png").is_file());
+    // Only the varied policy gets a heatmap.
+    assert!(!out.join("plots/heatmap_pd_ttft_turn2plus_p50_ms.png").exists());
+    // The SVG labels each variant's settings and writes each cell's value: the sweep.csv value
+    // (one seed, so the mean is the value) with 3 significant digits.
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "ttft_turn2plus_p50_ms").unwrap();
+    let mut cells = 0;
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let Some(settings) = f[2].strip_prefix("ppd[") else {
+            continue;
+        };
+        let label = settings.trim_end_matches(']').replace("][", ", ");
+        assert!(svg.contains(&label), "no row label {label}");
+        let v: f64 = f[col].parse().unwrap();
+        let text = if v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        };
+        assert!(
+            svg.contains(&format!(">\n{text}\n</text>")),
+            "no cell {text} for {label} at {}",
+            f[0]
+        );
+        cells += 1;
+    }
+    assert_eq!(cells, 2 * 4);
+    // `ppdsim plot` redraws every plot from the CSVs, byte for byte.
+    let before: Vec<(String, Vec<u8>)> = {
+        let mut v: Vec<_> = std::fs::read_dir(out.join("plots"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(before.len(), 2 * 2, "one metric plot and one heatmap, PNG and SVG");
+    for (name, _) in &before {
+        std::fs::remove_file(out.join("plots").join(name)).unwrap();
+    }
+    ppdsim()
+        .arg("plot")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("redrew sweep (4 files)"));
+    for (name, bytes) in &before {
+        assert_eq!(&std::fs::read(out.join("plots").join(name)).unwrap(), bytes, "{name}");
+    }
+    // Nothing else was left behind.
+    let mut entries: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["crossovers.csv", "plots", "sweep.csv", "sweep.resolved.toml"]);
+}
+
+#[test]
+fn plot_refuses_a_directory_without_results() {
+    let dir = tempfile::tempdir().unwrap();
+    ppdsim()
+        .arg("plot")
+        .arg(dir.path())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "holds no summary.csv, sweep.csv or routing_map.csv",
+        ));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+    // A sweep.csv from something else is refused naming the file.
+    std::fs::write(dir.path().join("sweep.csv"), "a,b\n1,2\n").unwrap();
+    ppdsim()
+        .arg("plot")
+        .arg(dir.path())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("sweep.csv").and(predicate::str::contains("re-run the sweep")));
+    assert!(!dir.path().join("plots").exists());
+}
+
+#[test]
 fn invalid_sweeps_fail_with_exit_3_and_write_nothing() {
     for (file, needle) in [
         ("unknown_vary_key.toml", "vary[0].key"),
@@ -248,7 +354,14 @@ fn routing_map_writes_the_grid_and_boundary() {
         std::fs::read_to_string(out.join("boundary.csv")).unwrap(),
         "context_tokens,remote_from_append_tokens\n512,\n4096,\n"
     );
-    assert!(out.join("plots/routing_map.png").is_file());
+    assert!(out.join("plots/routing_map.png").is_file() && out.join("plots/routing_map.svg").is_file());
+    // The parameters are recorded, the calibration by file name only (no absolute paths).
+    let record = std::fs::read_to_string(out.join("routing_map.resolved.toml")).unwrap();
+    assert!(record.contains("calibration = \"h100-llama3.1-8b.json\""), "{record}");
+    assert!(
+        record.contains("title = \"local / remote cost — 0 decodes of 2048 tokens on D"),
+        "{record}"
+    );
     // A running decode batch makes long appends remote: their stall multiplies by the batch.
     let busy = dir.path().join("busy");
     map("64", "512", "1,2048", &busy);
