@@ -164,7 +164,8 @@ pub enum Command {
 /// Trace subcommands.
 #[derive(Subcommand, Debug)]
 pub enum TraceCommand {
-    /// Convert a dataset into the native trace (JSONL, one conversation per line).
+    /// Convert a dataset into the native trace (JSONL, one conversation per line; gzip-compressed
+    /// when the output name ends in `.gz`).
     Import {
         /// Source format.
         format: ImportFormat,
@@ -189,6 +190,12 @@ pub enum ImportFormat {
     /// Mooncake (FAST'25) JSON lines (`{"timestamp", "input_length", "output_length",
     /// "hash_ids"}`); conversations rebuilt from shared 512-token prefix blocks.
     Mooncake,
+    /// Azure LLM inference trace 2023 CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`): one
+    /// one-turn conversation per request, with its arrival time.
+    Azure,
+    /// Vidur request-trace CSV (`num_prefill_tokens,num_decode_tokens[,arrived_at]`): one
+    /// one-turn conversation per request, with its arrival time when the trace has one.
+    Vidur,
 }
 
 /// Results of one scenario run.
@@ -715,6 +722,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn write_imported(output: &Path, convs: &[crate::trace::Conversation], report: &impl serde::Serialize) -> Result<()> {
     let mut buf = Vec::new();
     crate::trace::write_trace(&mut buf, convs)?;
+    if output.extension().is_some_and(|e| e == "gz") {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&buf)?;
+        buf = gz.finish()?;
+    }
     write_atomic(output, &buf)?;
     eprintln!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
@@ -722,6 +735,32 @@ fn write_imported(output: &Path, convs: &[crate::trace::Conversation], report: &
 
 fn exec_trace(cmd: TraceCommand) -> Result<i32> {
     match cmd {
+        TraceCommand::Import {
+            format: format @ (ImportFormat::Azure | ImportFormat::Vidur),
+            file,
+            output,
+        } => {
+            let (convs, report) = match format {
+                ImportFormat::Azure => crate::trace::requests::import_azure(&file)?,
+                _ => crate::trace::requests::import_vidur(&file)?,
+            };
+            if convs.is_empty() {
+                return Err(InputError::file(&file, "no request with at least one output token").into());
+            }
+            write_imported(&output, &convs, &report)?;
+            println!(
+                "read {} requests, wrote {} one-turn conversations to {}{}; {} without output dropped",
+                report.rows_read,
+                report.conversations_written,
+                output.display(),
+                match report.span_s {
+                    Some(s) => format!(" with arrival times over {s:.1} s"),
+                    None => " without arrival times".into(),
+                },
+                report.rows_without_output
+            );
+            Ok(EXIT_OK)
+        }
         TraceCommand::Import {
             format: ImportFormat::Mooncake,
             file,

@@ -231,18 +231,26 @@ pub fn summary_table(summaries: &[Summary]) -> String {
         "{:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
         "", "", "TTFT ms", "TTFT ms", "TTFT ms", "TTFT ms", "ms", "ms", "ms", "", "GB", "hit", "att."
     );
+    // A statistic over no request (e.g. turns ≥ 2 of a single-turn trace) prints as `–`.
+    let ms = |l: &crate::metrics::LatencyStats, v: f64, prec: usize| {
+        if l.count == 0 {
+            "–".to_string()
+        } else {
+            format!("{v:.prec$}")
+        }
+    };
     for m in summaries {
         let _ = writeln!(
             s,
-            "{:<w$} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>9.2} {:>10.1} {:>7.3} {:>10.2} {:>6.1}% {:>5.1}%",
+            "{:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10.1} {:>7.3} {:>10.2} {:>6.1}% {:>5.1}%",
             m.policy,
             m.num_requests,
-            m.ttft_turn1.p50_ms,
-            m.ttft_turn1.p99_ms,
-            m.ttft_turn2plus.p50_ms,
-            m.ttft_turn2plus.p99_ms,
-            m.tpot_all.p50_ms,
-            m.tpot_all.p99_ms,
+            ms(&m.ttft_turn1, m.ttft_turn1.p50_ms, 1),
+            ms(&m.ttft_turn1, m.ttft_turn1.p99_ms, 1),
+            ms(&m.ttft_turn2plus, m.ttft_turn2plus.p50_ms, 1),
+            ms(&m.ttft_turn2plus, m.ttft_turn2plus.p99_ms, 1),
+            ms(&m.tpot_all, m.tpot_all.p50_ms, 2),
+            ms(&m.tpot_all, m.tpot_all.p99_ms, 2),
             m.e2e_all.p50_ms,
             m.throughput_rps,
             m.kv_bytes_moved as f64 / 1e9,

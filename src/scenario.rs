@@ -406,6 +406,44 @@ impl LoadedScenario {
             }
             _ => {}
         }
+        if let ArrivalSpec::Trace { speedup } = w.arrival {
+            if !(speedup > 0.0 && speedup.is_finite()) {
+                return Err(InputError::key(path, "workload.arrival.speedup", "must be > 0"));
+            }
+            if w.trace.is_none() {
+                return Err(InputError::key(
+                    path,
+                    "workload.arrival",
+                    "kind = \"trace\" replays a trace's recorded arrivals; set `workload.trace` or use another kind",
+                ));
+            }
+            if w.order == ConversationOrder::Shuffle {
+                return Err(InputError::key(
+                    path,
+                    "workload.order",
+                    "kind = \"trace\" arrivals replay conversations in trace order; remove `order = \"shuffle\"`",
+                ));
+            }
+            let used = w.num_conversations.unwrap_or(trace.len());
+            let mut last = 0.0f64;
+            for (k, c) in trace.iter().take(used).enumerate() {
+                let Some(t) = c.arrival_s else {
+                    return Err(InputError::key(
+                        path,
+                        "workload.arrival",
+                        format!("kind = \"trace\" needs `arrival_s` on every conversation, but conversation {} (`{}`) of {} has none; import the trace from a source with timestamps (azure, vidur) or use a poisson arrival", k + 1, c.id, trace_path.display()),
+                    ));
+                };
+                if t < last {
+                    return Err(InputError::key(
+                        path,
+                        "workload.arrival",
+                        format!("kind = \"trace\" needs conversations in time order, but conversation {} (`{}`) of {} arrives at {t} s, before the one above it ({last} s); sort the trace by arrival_s", k + 1, c.id, trace_path.display()),
+                    ));
+                }
+                last = t;
+            }
+        }
         let tpl = w.template_tokens_per_message as u64;
         for c in &trace {
             let total: u64 = c

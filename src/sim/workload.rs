@@ -1,7 +1,8 @@
 //! Turning a trace into timed conversations.
 //!
-//! Conversations start by a Poisson process (exponential inter-arrival gaps at `rate_per_s`), each
-//! replaying the next trace conversation (trace order, or a seeded shuffle). Turn `k+1` arrives a
+//! Conversations start by a Poisson process (exponential inter-arrival gaps at `rate_per_s`), all
+//! at once, or at the times the trace recorded (`arrival_s`, optionally sped up), each replaying
+//! the next trace conversation (trace order, or a seeded shuffle). Turn `k+1` arrives a
 //! think time after turn `k`'s last token; think times are drawn here, before simulation, so every
 //! policy replays identical requests (common random numbers).
 
@@ -23,6 +24,18 @@ pub enum ArrivalSpec {
     },
     /// All conversations start at time 0 (a burst).
     Burst,
+    /// Each conversation starts at its trace `arrival_s` ÷ `speedup` (a recorded arrival process,
+    /// e.g. Azure's or Vidur's request traces); needs a trace whose conversations all carry
+    /// `arrival_s`, in trace order.
+    Trace {
+        /// Time compression: 2 replays the trace twice as fast (twice the load) \[×\].
+        #[serde(default = "unit_speedup")]
+        speedup: f64,
+    },
+}
+
+fn unit_speedup() -> f64 {
+    1.0
 }
 
 /// Think time between an answer's last token and the next turn's arrival.
@@ -91,7 +104,11 @@ pub fn generate(
     }
     let gap = match arrival {
         ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
-        ArrivalSpec::Burst => None,
+        ArrivalSpec::Burst | ArrivalSpec::Trace { .. } => None,
+    };
+    let recorded = match arrival {
+        ArrivalSpec::Trace { speedup } => Some(*speedup),
+        _ => None,
     };
     let think_exp = match think {
         ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
@@ -106,9 +123,19 @@ pub fn generate(
                 t += g.sample(&mut rng.arrivals);
             }
         }
+        if let Some(speedup) = recorded {
+            // Recorded arrivals: conversations in trace order, each at its own time.
+            if n >= source.len() {
+                break;
+            }
+            let at = source[idx[n]]
+                .arrival_s
+                .expect("scenario validation requires arrival_s with trace arrivals");
+            t = at / speedup;
+        }
         match (count, window_s) {
             (Some(c), _) if n >= c => break,
-            (None, Some(w)) if t >= w || (gap.is_none() && n >= source.len()) => break,
+            (None, Some(w)) if t >= w || (gap.is_none() && recorded.is_none() && n >= source.len()) => break,
             _ => {}
         }
         let c = &source[idx[n % idx.len()]];
@@ -168,6 +195,7 @@ impl SyntheticSpec {
                         assistant_tokens: t[1],
                     })
                     .collect(),
+                arrival_s: None,
             }],
             SyntheticSpec::Grid {
                 context_tokens,
@@ -188,9 +216,76 @@ impl SyntheticSpec {
                                 assistant_tokens: *output_tokens,
                             },
                         ],
+                        arrival_s: None,
                     })
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed(ts: &[f64]) -> Vec<Conversation> {
+        ts.iter()
+            .enumerate()
+            .map(|(i, &t)| Conversation {
+                id: format!("c{i}"),
+                turns: vec![
+                    Turn {
+                        user_tokens: 10,
+                        assistant_tokens: 5,
+                    };
+                    2
+                ],
+                arrival_s: Some(t),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trace_arrivals_are_the_recorded_times_sped_up() {
+        let src = timed(&[0.0, 1.5, 3.0, 4.5]);
+        let arrival = ArrivalSpec::Trace { speedup: 1.5 };
+        let think = ThinkTimeSpec::Constant { value_s: 2.0 };
+        let starts = |count: Option<usize>, window: Option<f64>| -> Vec<(String, SimTime)> {
+            let mut rng = RngStreams::new(1);
+            generate(
+                &src,
+                count,
+                window,
+                ConversationOrder::Trace,
+                &arrival,
+                &think,
+                &mut rng,
+            )
+            .into_iter()
+            .map(|c| (c.id, c.start_at))
+            .collect()
+        };
+        let at = |s: f64| SimTime::ZERO + SimDuration::from_secs_f64(s);
+        // A count takes the first conversations at their times ÷ 1.5.
+        assert_eq!(
+            starts(Some(3), None),
+            [("c0".into(), at(0.0)), ("c1".into(), at(1.0)), ("c2".into(), at(2.0))]
+        );
+        // A window keeps those starting before it; never more than the trace holds.
+        assert_eq!(starts(None, Some(2.5)).len(), 3);
+        assert_eq!(starts(None, Some(2.0)).len(), 2);
+        assert_eq!(starts(None, Some(100.0)).len(), 4);
+        // The think time still separates the turns.
+        let mut rng = RngStreams::new(1);
+        let w = generate(
+            &src,
+            Some(1),
+            None,
+            ConversationOrder::Trace,
+            &arrival,
+            &think,
+            &mut rng,
+        );
+        assert_eq!(w[0].think_after, [SimDuration::from_secs_f64(2.0)]);
     }
 }

@@ -7,13 +7,18 @@
 //! ```
 //! * `id` (string): the source conversation id (need not be unique);
 //! * `turns` (non-empty array): in order, each with `user_tokens` (≥ 0, the new user input `u_k`)
-//!   and `assistant_tokens` (≥ 1, the answer `a_k`) \[tokens\].
+//!   and `assistant_tokens` (≥ 1, the answer `a_k`) \[tokens\];
+//! * `arrival_s` (optional number ≥ 0): when turn 1 arrived in the source, in seconds from the
+//!   trace's first arrival — replayed by `arrival = { kind = "trace" }`; traces without it take
+//!   their arrivals from the scenario.
 //!
 //! Token counts are of message *content*; chat-template tokens are added by the simulator
-//! (`template_tokens_per_message` in the scenario). Blank lines are ignored. Importers
-//! ([`sharegpt`]) write this format.
+//! (`template_tokens_per_message` in the scenario). Blank lines are ignored; the file may be
+//! gzip-compressed (`*.jsonl.gz`). Importers ([`sharegpt`], [`mooncake`], [`requests`]) write
+//! this format.
 
 pub mod mooncake;
+pub mod requests;
 pub mod sharegpt;
 
 use crate::error::{InputError, InputResult};
@@ -32,13 +37,17 @@ pub struct Turn {
 }
 
 /// A conversation: turns in order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conversation {
     /// Source id.
     pub id: String,
     /// Turns, at least one.
     pub turns: Vec<Turn>,
+    /// When turn 1 arrived in the source, from the trace's first arrival \[s\]; `None` when the
+    /// source has no timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_s: Option<f64>,
 }
 
 /// Reads `path` (gzip or plain, detected from the magic bytes) into memory; a truncated gzip
@@ -65,15 +74,16 @@ pub(crate) fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
     }
 }
 
-/// Reads a native trace.
+/// Reads a native trace (plain or gzip).
 ///
 /// # Errors
 /// An [`InputError`] naming the file and line for unreadable files, malformed JSON, unknown keys,
-/// empty `turns` or a zero `assistant_tokens`, and for a trace without conversations.
+/// empty `turns`, a zero `assistant_tokens` or an `arrival_s` that is negative or not finite, and
+/// for a trace without conversations.
 pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
-    let file = std::fs::File::open(path).map_err(|e| InputError::file(path, format!("cannot open trace: {e}")))?;
+    let bytes = read_bytes(path)?;
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
+    for (i, line) in BufReader::new(&bytes[..]).lines().enumerate() {
         let line = line.map_err(|e| InputError::line(path, i + 1, format!("cannot read: {e}")))?;
         if line.trim().is_empty() {
             continue;
@@ -97,6 +107,13 @@ pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
                 path,
                 i + 1,
                 format!("turn {} has assistant_tokens = 0; every answer needs ≥ 1 token", k + 1),
+            ));
+        }
+        if conv.arrival_s.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
+            return Err(InputError::line(
+                path,
+                i + 1,
+                "arrival_s must be a number of seconds >= 0 (from the trace's first arrival)",
             ));
         }
         out.push(conv);
@@ -133,6 +150,22 @@ pub struct TraceStats {
     pub context_tokens_turn2plus: Quantiles,
     /// Per-turn cache rate `L/(L+u)` for turns ≥ 2 (perfect prefix cache).
     pub cache_rate_turn2plus: Quantiles,
+    /// The arrival process, when every conversation has `arrival_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<ArrivalStats>,
+}
+
+/// The arrival process recorded in a trace.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct ArrivalStats {
+    /// Last minus first arrival \[s\].
+    pub span_s: f64,
+    /// Conversations per second over the span (n / span) [1/s].
+    pub mean_rate_per_s: f64,
+    /// Gaps between consecutive arrivals (sorted) \[ms\].
+    pub interarrival_ms: Quantiles,
+    /// Coefficient of variation of the gaps (standard deviation / mean; 1 for Poisson).
+    pub interarrival_cv: f64,
 }
 
 /// Mean and percentiles of a sample (in the sample's unit: tokens, turns or a rate).
@@ -188,6 +221,30 @@ pub fn stats(convs: &[Conversation]) -> TraceStats {
             l += (t.user_tokens + t.assistant_tokens) as u64;
         }
     }
+    let arrivals = convs
+        .iter()
+        .map(|c| c.arrival_s)
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|mut t| {
+            if t.len() < 2 {
+                return None;
+            }
+            t.sort_by(f64::total_cmp);
+            let gaps: Vec<f64> = t.windows(2).map(|w| (w[1] - w[0]) * 1e3).collect();
+            let span_s = t[t.len() - 1] - t[0];
+            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+            Some(ArrivalStats {
+                span_s,
+                mean_rate_per_s: if span_s > 0.0 {
+                    t.len() as f64 / span_s
+                } else {
+                    f64::INFINITY
+                },
+                interarrival_ms: Quantiles::of(&gaps),
+                interarrival_cv: if mean > 0.0 { var.sqrt() / mean } else { 0.0 },
+            })
+        });
     TraceStats {
         num_conversations: convs.len(),
         num_turns: u.len(),
@@ -196,5 +253,6 @@ pub fn stats(convs: &[Conversation]) -> TraceStats {
         assistant_tokens: Quantiles::of(&a),
         context_tokens_turn2plus: Quantiles::of(&ctx),
         cache_rate_turn2plus: Quantiles::of(&rate),
+        arrivals,
     }
 }

@@ -145,6 +145,7 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
                         user_tokens: r.input_length,
                         assistant_tokens: r.output_length,
                     }],
+                    arrival_s: None,
                 });
                 kept.push(Kept {
                     conv: convs.len() - 1,

@@ -229,6 +229,7 @@ fn convert_one(bpe: &CoreBPE, raw: &RawValue) -> ConvOutcome {
         o.conv = Some(Conversation {
             id: rc.id.unwrap_or_default(),
             turns,
+            arrival_s: None,
         });
     }
     o

@@ -119,6 +119,43 @@ fn same_seed_gives_byte_identical_outputs_whatever_the_thread_count() {
 }
 
 #[test]
+fn trace_arrivals_replay_the_recorded_times() {
+    // Every request starts at its trace arrival_s ÷ speedup (2), whatever the policy.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("az");
+    run_scenario(&root().join("tests/data/scenarios/azure-trace.toml"), &out, "2");
+    let trace = ppdsim::trace::read_trace(&root().join("traces/azure-conv-2023.jsonl.gz")).unwrap();
+    let want: std::collections::HashMap<&str, f64> = trace
+        .iter()
+        .take(40)
+        .map(|c| (c.id.as_str(), c.arrival_s.unwrap() * 1e3 / 2.0))
+        .collect();
+    let mut r = csv::Reader::from_path(out.join("requests.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let (id, arrived, policy) = (col("conversation_id"), col("arrived_at_ms"), col("policy"));
+    let mut seen = std::collections::BTreeMap::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let t: f64 = rec[arrived].parse().unwrap();
+        let expect = want[&rec[id]];
+        // Simulated time has 1 µs resolution.
+        assert!(
+            (t - expect).abs() <= 1e-3,
+            "{}: {t} ms, trace says {expect} ms",
+            &rec[id]
+        );
+        *seen.entry(rec[policy].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [("pd".into(), 40), ("replication".into(), 40)]
+    );
+    // azure-2 arrived 4.314579 s after azure-1: 2157.2895 ms at speedup 2.
+    assert!((want["azure-2"] - 2157.2895).abs() < 1e-9);
+}
+
+#[test]
 fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
     let cases = [
         ("unknown_policy_key.toml", "threshold"),
@@ -134,6 +171,11 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
             "hysteresis_levels_reversed.toml",
             "hysteresis.low_backlog_tokens (4096) must be below",
         ),
+        (
+            "trace_arrivals_without_times.toml",
+            "(key `workload.arrival`): kind = \"trace\" needs `arrival_s` on every conversation, but conversation 1",
+        ),
+        ("trace_arrivals_shuffled.toml", "workload.order"),
     ];
     for (file, needle) in cases {
         assert_refused("run", &root().join("tests/data/scenarios/invalid").join(file), needle);

@@ -1,0 +1,317 @@
+//! Per-request traces (no conversation structure) → one-turn native conversations that keep
+//! their arrival times.
+//!
+//! * **Azure** LLM inference trace 2023 (Splitwise, ISCA 2024; `Azure/AzurePublicDataset`
+//!   `data/AzureLLMInferenceTrace_{conv,code}.csv`, CC-BY 4.0): CSV `TIMESTAMP,ContextTokens,
+//!   GeneratedTokens`, timestamps `YYYY-MM-DD HH:MM:SS[.fraction]` (no time zone; up to 7
+//!   fraction digits, 100 ns), CRLF line ends.
+//! * **Vidur** request traces (`microsoft/vidur` `data/processed_traces/*.csv`, MIT, and the
+//!   request lists Vidur's generators export): CSV with `num_prefill_tokens`,
+//!   `num_decode_tokens` and, when the trace is timed, `arrived_at` \[s\]; other columns
+//!   (`num_total_tokens`, `pd_ratio`) are ignored.
+//!
+//! Each request becomes a one-turn conversation: `user_tokens` = the prompt tokens (the whole
+//! prompt, chat template included: replay with `template_tokens_per_message = 0`),
+//! `assistant_tokens` = the output tokens, `arrival_s` = its time from the earliest request (none
+//! for an untimed Vidur trace). Requests with no output token are dropped and counted.
+//! Conversations are written in arrival order (ties keep file order); ids are
+//! `<format>-<data row>` (1-based, the row in the file).
+//!
+//! Both files may be gzip-compressed.
+
+use super::{Conversation, Turn};
+use crate::error::{InputError, InputResult};
+use serde::Serialize;
+use std::path::Path;
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RequestsReport {
+    /// Data rows read.
+    pub rows_read: usize,
+    /// Rows with 0 output tokens, dropped.
+    pub rows_without_output: usize,
+    /// Conversations (one per request) written.
+    pub conversations_written: usize,
+    /// First to last arrival \[s\]; `None` for an untimed trace.
+    pub span_s: Option<f64>,
+}
+
+/// One request of a per-request trace.
+struct Request {
+    /// 1-based data row.
+    row: usize,
+    /// Arrival in the source's clock \[100 ns ticks\]; `None` when untimed.
+    at_ticks: Option<i64>,
+    prompt_tokens: u32,
+    output_tokens: u32,
+}
+
+/// Ticks (100 ns) per second: the resolution of Azure's timestamps.
+const TICKS_PER_S: f64 = 1e7;
+
+/// Reads an Azure LLM inference trace (rules in the module docs).
+///
+/// # Errors
+/// An [`InputError`] naming the file (and the line, for a bad row) for unreadable files, a
+/// missing column, a malformed timestamp or count, and a file without requests.
+pub fn import_azure(path: &Path) -> InputResult<(Vec<Conversation>, RequestsReport)> {
+    let expected = "an Azure LLM inference trace has the header TIMESTAMP,ContextTokens,GeneratedTokens";
+    let (cols, rows) = read_csv(path, &["TIMESTAMP", "ContextTokens", "GeneratedTokens"], &[], expected)?;
+    let mut reqs = Vec::with_capacity(rows.len());
+    for (row, line, rec) in rows {
+        let field = |k: usize| rec.get(cols[k].expect("required column")).unwrap_or("");
+        let at = parse_timestamp(field(0).trim()).ok_or_else(|| {
+            InputError::line(
+                path,
+                line,
+                format!("TIMESTAMP `{}` is not `YYYY-MM-DD HH:MM:SS[.fraction]`", field(0)),
+            )
+        })?;
+        reqs.push(Request {
+            row,
+            at_ticks: Some(at),
+            prompt_tokens: parse_count(path, line, "ContextTokens", field(1))?,
+            output_tokens: parse_count(path, line, "GeneratedTokens", field(2))?,
+        });
+    }
+    finish(path, "azure", reqs)
+}
+
+/// Reads a Vidur request trace (rules in the module docs).
+///
+/// # Errors
+/// An [`InputError`] naming the file (and the line, for a bad row) for unreadable files, a
+/// missing column, a malformed or negative number, and a file without requests.
+pub fn import_vidur(path: &Path) -> InputResult<(Vec<Conversation>, RequestsReport)> {
+    let expected =
+        "a Vidur request trace has the columns num_prefill_tokens,num_decode_tokens and optionally arrived_at";
+    let (cols, rows) = read_csv(
+        path,
+        &["num_prefill_tokens", "num_decode_tokens"],
+        &["arrived_at"],
+        expected,
+    )?;
+    let mut reqs = Vec::with_capacity(rows.len());
+    for (row, line, rec) in rows {
+        let field = |k: usize| cols[k].map(|c| rec.get(c).unwrap_or(""));
+        let at_ticks = match field(2) {
+            Some(v) => {
+                let s: f64 = v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s >= 0.0 && s.is_finite())
+                    .ok_or_else(|| {
+                        InputError::line(path, line, format!("arrived_at `{v}` is not a number of seconds >= 0"))
+                    })?;
+                Some((s * TICKS_PER_S).round() as i64)
+            }
+            None => None,
+        };
+        reqs.push(Request {
+            row,
+            at_ticks,
+            prompt_tokens: parse_count(path, line, "num_prefill_tokens", field(0).expect("required"))?,
+            output_tokens: parse_count(path, line, "num_decode_tokens", field(1).expect("required"))?,
+        });
+    }
+    finish(path, "vidur", reqs)
+}
+
+/// A parsed CSV: the column index of each required then optional name, and each data record with
+/// its 1-based data row and file line.
+type Table = (Vec<Option<usize>>, Vec<(usize, usize, csv::StringRecord)>);
+
+fn read_csv(path: &Path, required: &[&str], optional: &[&str], expected: &str) -> InputResult<Table> {
+    let bytes = super::read_bytes(path)?;
+    let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(&bytes[..]);
+    let header = r
+        .headers()
+        .map_err(|e| InputError::file(path, format!("cannot read the CSV header ({e}); {expected}")))?
+        .clone();
+    let find = |name: &str| header.iter().position(|h| h.trim() == name);
+    let mut cols = Vec::new();
+    for name in required {
+        let c = find(name)
+            .ok_or_else(|| InputError::file(path, format!("no column `{name}` in the header; {expected}")))?;
+        cols.push(Some(c));
+    }
+    cols.extend(optional.iter().map(|n| find(n)));
+    // The file line where a record starts. The csv crate's position can point at the line end
+    // before the record (CRLF, skipped blank lines), so skip line-end bytes first. Records come in
+    // file order: count newlines from the previous record on (linear, not quadratic).
+    let mut counted = (0usize, 1usize); // (byte, line at that byte)
+    let mut line_at = |byte: u64| {
+        let mut at = (byte as usize).min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        if at < counted.0 {
+            counted = (0, 1);
+        }
+        counted.1 += bytes[counted.0..at].iter().filter(|&&b| b == b'\n').count();
+        counted.0 = at;
+        counted.1
+    };
+    let mut rows = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(i + 2, |p| line_at(p.byte()));
+            InputError::line(path, line, format!("not a CSV record: {e}"))
+        })?;
+        let line = rec.position().map_or(i + 2, |p| line_at(p.byte()));
+        if rec.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        rows.push((i + 1, line, rec));
+    }
+    Ok((cols, rows))
+}
+
+fn parse_count(path: &Path, line: usize, column: &str, v: &str) -> InputResult<u32> {
+    let t = v.trim();
+    t.parse::<u32>()
+        .ok()
+        .or_else(|| {
+            // Some exports write counts as floats (`374.0`).
+            t.parse::<f64>()
+                .ok()
+                .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x <= u32::MAX as f64)
+                .map(|x| x as u32)
+        })
+        .ok_or_else(|| {
+            InputError::line(
+                path,
+                line,
+                format!("{column} `{v}` is not a token count (an integer >= 0)"),
+            )
+        })
+}
+
+/// Orders the requests by arrival, drops those without output and writes one conversation each.
+fn finish(path: &Path, format: &str, mut reqs: Vec<Request>) -> InputResult<(Vec<Conversation>, RequestsReport)> {
+    if reqs.is_empty() {
+        return Err(InputError::file(path, "no requests in the file"));
+    }
+    let mut report = RequestsReport {
+        rows_read: reqs.len(),
+        ..Default::default()
+    };
+    let t0 = reqs.iter().filter_map(|r| r.at_ticks).min();
+    let t1 = reqs.iter().filter_map(|r| r.at_ticks).max();
+    report.span_s = t0.zip(t1).map(|(a, b)| (b - a) as f64 / TICKS_PER_S);
+    // Stable: equal times keep file order.
+    reqs.sort_by_key(|r| r.at_ticks);
+    let mut convs = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        if r.output_tokens == 0 {
+            report.rows_without_output += 1;
+            continue;
+        }
+        convs.push(Conversation {
+            id: format!("{format}-{}", r.row),
+            turns: vec![Turn {
+                user_tokens: r.prompt_tokens,
+                assistant_tokens: r.output_tokens,
+            }],
+            arrival_s: r.at_ticks.zip(t0).map(|(t, t0)| (t - t0) as f64 / TICKS_PER_S),
+        });
+    }
+    report.conversations_written = convs.len();
+    Ok((convs, report))
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fraction]` → 100 ns ticks since 1970-01-01 00:00:00 (the zone, unknown,
+/// cancels in differences); `None` when malformed or out of range. Fraction digits beyond the
+/// seventh are truncated.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once([' ', 'T'])?;
+    let mut d = date.split('-');
+    let (y, mo, da): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=days_in_month(y, mo)).contains(&da) {
+        return None;
+    }
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (time, ""),
+    };
+    let mut t = hms.split(':');
+    let (h, mi, se): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if t.next().is_some() || h > 23 || mi > 59 || se > 60 || h < 0 || mi < 0 || se < 0 {
+        return None;
+    }
+    if !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits: String = frac.chars().take(7).collect();
+    let ticks_frac = if digits.is_empty() {
+        0
+    } else {
+        digits.parse::<i64>().ok()? * 10i64.pow(7 - digits.len() as u32)
+    };
+    let days = days_from_civil(y, mo, da);
+    Some(((days * 24 + h) * 60 + mi) * 60 * 10_000_000 + se * 10_000_000 + ticks_frac)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d` (Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_to_100ns_ticks() {
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(
+            parse_timestamp("1970-01-02 00:00:01.5"),
+            Some((86_400 + 1) * 10_000_000 + 5_000_000)
+        );
+        // 2000-03-01 is 11,017 days after the epoch (2000 is a leap year).
+        assert_eq!(parse_timestamp("2000-03-01 00:00:00"), Some(11_017 * 864_000_000_000));
+        let a = parse_timestamp("2023-11-16 18:15:46.6805900").unwrap();
+        let b = parse_timestamp("2023-11-16 18:15:50.9951690").unwrap();
+        assert_eq!(b - a, 43_145_790); // 4.314579 s, as Vidur's processed copy has it
+                                       // Past midnight and past a month end.
+        let c = parse_timestamp("2023-11-30 23:59:59.9999999").unwrap();
+        let d = parse_timestamp("2023-12-01 00:00:00").unwrap();
+        assert_eq!(d - c, 1);
+        for bad in [
+            "2023-11-16",
+            "2023-13-01 00:00:00",
+            "2023-02-29 00:00:00",
+            "2023-11-16 24:00:00",
+            "2023-11-16 18:15:46.68x",
+            "16/11/2023 18:15:46",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+        assert!(parse_timestamp("2024-02-29 00:00:00").is_some());
+    }
+}
