@@ -49,8 +49,9 @@ pub enum Command {
     /// Run a scenario over a grid — arrival rates × seeds × policy-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
     /// print the seed-averaged curves and where policies cross; write sweep.csv,
-    /// crossovers.csv, sweep.resolved.toml, plots/METRIC.{png,svg} and, for each varied policy,
-    /// plots/heatmap_POLICY_METRIC.{png,svg} (its settings × load).
+    /// crossovers.csv, goodput.csv (DistServe's goodput: the highest rate meeting the SLO
+    /// attainment target, and per GPU), sweep.resolved.toml, plots/METRIC.{png,svg} and, for each
+    /// varied policy, plots/heatmap_POLICY_METRIC.{png,svg} (its settings × load).
     Sweep {
         /// Sweep TOML (e.g. sweeps/default-load.toml).
         sweep: PathBuf,
@@ -340,6 +341,22 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> 
         all_crossings.extend(m.crossings.iter().cloned());
     }
     draw_sweep_plots(&staged, &sw.spec, &curves)?;
+    let gpus: Vec<(String, u32)> = sw
+        .policies
+        .iter()
+        .map(|p| {
+            let (prefill, decode) = p.cluster();
+            (p.name(), prefill + decode)
+        })
+        .collect();
+    let target = sw
+        .spec
+        .slo_attainment_target
+        .unwrap_or(sweep::DEFAULT_SLO_ATTAINMENT_TARGET);
+    let goodputs = sweep::goodput(&rows, rates, target, &gpus);
+    text.push('\n');
+    text.push_str(&sweep::goodput_table(&goodputs, rates));
+    staged.write("goodput.csv", &output::to_csv(&goodputs)?)?;
     staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
     staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;
     staged.write("sweep.resolved.toml", toml::to_string(&sw.spec)?.as_bytes())?;
@@ -914,6 +931,7 @@ fn exec_plot(dir: &Path) -> Result<i32> {
                 rates_per_s: rates,
                 seeds: Vec::new(),
                 metrics: crate::sweep::DEFAULT_METRICS.iter().map(|m| m.to_string()).collect(),
+                slo_attainment_target: None,
                 vary: Vec::new(),
             }
         };

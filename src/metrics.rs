@@ -9,7 +9,8 @@
 //! * **E2E** = `completed_at − arrived_at`.
 //! * **SLO attainment** = fraction of completed requests with TTFT ≤ `ttft_ms` and (TPOT undefined
 //!   or TPOT ≤ `tpot_ms`).
-//! * **goodput** [req/s] = requests meeting the SLO / makespan.
+//! * **goodput** [req/s] = requests meeting the SLO / makespan (one run's figure; a sweep also
+//!   reports DistServe's goodput, the highest load meeting an SLO attainment target).
 //! * **local prefix-cache hit rate** = Σ tokens served from the computing instance's own prefix
 //!   cache / Σ prompt tokens; **transferred rate** = Σ prompt tokens whose KV arrived over a KV
 //!   link and was used / Σ prompt tokens (seed 001 reports both).

@@ -8,6 +8,7 @@
 //! rates_per_s = [2.0, 4.0, 6.0, 8.0]      # Poisson conversation starts, strictly ascending
 //! seeds = [42, 43]                        # default: the scenario's seed
 //! metrics = ["ttft_turn2plus_p50_ms"]     # summary.csv columns to compare (default: five)
+//! slo_attainment_target = 0.9             # for the goodput (default 0.9)
 //!
 //! [[vary]]                                # any policy key, e.g. a threshold or hysteresis level
 //! policy = "adaptive"
@@ -26,6 +27,10 @@
 //! that touches zero and comes back with the same sign is not a crossover. Curves within
 //! [`TIE_TOLERANCE`] of each other at a rate count as equal there, so two practically identical
 //! policies do not "cross" on noise.
+//!
+//! A policy's **goodput** ([`goodput`]) is DistServe's: the highest load at which its
+//! seed-averaged SLO attainment is still at least `slo_attainment_target` (default 0.9), and that
+//! load per GPU.
 
 use crate::error::{InputError, InputResult};
 use crate::output::SummaryRow;
@@ -49,10 +54,17 @@ pub struct SweepSpec {
     /// `summary.csv` columns to compare and plot (default: [`DEFAULT_METRICS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<String>,
+    /// SLO attainment a policy must reach for its goodput (DistServe's definition; default
+    /// [`DEFAULT_SLO_ATTAINMENT_TARGET`]) (0–1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_attainment_target: Option<f64>,
     /// Policy parameter grids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vary: Vec<Vary>,
 }
+
+/// SLO attainment target of the goodput when the sweep file names none (DistServe's 90%).
+pub const DEFAULT_SLO_ATTAINMENT_TARGET: f64 = 0.9;
 
 /// One policy key swept over values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -166,6 +178,14 @@ impl LoadedSweep {
         }
         if spec.metrics.is_empty() {
             spec.metrics = DEFAULT_METRICS.iter().map(|m| m.to_string()).collect();
+        }
+        let target = *spec.slo_attainment_target.get_or_insert(DEFAULT_SLO_ATTAINMENT_TARGET);
+        if !(target > 0.0 && target <= 1.0) {
+            return Err(InputError::key(
+                path,
+                "slo_attainment_target",
+                format!("{target} is not a fraction in (0, 1]; DistServe uses 0.9"),
+            ));
         }
         let known = metric_names();
         for (i, m) in spec.metrics.iter().enumerate() {
@@ -511,6 +531,110 @@ impl Heatmap {
     }
 }
 
+/// Where a goodput lies relative to the swept rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoodputBound {
+    /// Interpolated between the last rate meeting the target and the first missing it.
+    Interpolated,
+    /// Every swept rate meets the target: the goodput is at least the highest rate.
+    AtLeastMaxRate,
+    /// The lowest swept rate already misses the target: the goodput is below it (value NaN).
+    BelowMinRate,
+}
+
+/// A policy's goodput in DistServe's sense (Zhong et al., OSDI 2024): the highest load at which its
+/// seed-averaged SLO attainment is still at least the target, and that load per GPU.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Goodput {
+    /// Policy (variant) name.
+    pub policy: String,
+    /// GPUs of its cluster (one per instance).
+    pub gpus: u32,
+    /// SLO attainment target (0–1].
+    pub slo_attainment_target: f64,
+    /// Goodput in new conversations per second \[1/s\] (NaN below the grid).
+    pub goodput_conversations_per_s: f64,
+    /// The same per GPU \[1/s\].
+    pub goodput_per_gpu: f64,
+    /// Exact (interpolated) or a bound of the grid.
+    pub bound: GoodputBound,
+}
+
+/// The goodput of every policy of `rows` (grid `rates`, strictly ascending): scanning the
+/// seed-averaged SLO attainment curve from the lowest rate, the load where it first falls below
+/// `target` (linear interpolation inside that segment; a rate without a value counts as missing
+/// the target). `gpus` gives each policy's GPU count (a policy it omits counts 1).
+pub fn goodput(rows: &[SweepRow], rates: &[f64], target: f64, gpus: &[(String, u32)]) -> Vec<Goodput> {
+    let metric = ["slo_attainment".to_string()];
+    let curves = analyse(rows, rates, &metric).remove(0).curves;
+    curves
+        .into_iter()
+        .map(|(policy, att)| {
+            let meets = |a: f64| a.is_finite() && a >= target;
+            let (value, bound) = match att.iter().position(|&a| !meets(a)) {
+                Some(0) => (f64::NAN, GoodputBound::BelowMinRate),
+                None => (*rates.last().expect("a sweep has rates"), GoodputBound::AtLeastMaxRate),
+                Some(i) => {
+                    let (r0, r1, a0, a1) = (rates[i - 1], rates[i], att[i - 1], att[i]);
+                    let v = if a1.is_finite() && a0 > a1 {
+                        r0 + (a0 - target) / (a0 - a1) * (r1 - r0)
+                    } else {
+                        r0
+                    };
+                    (v, GoodputBound::Interpolated)
+                }
+            };
+            let g = gpus.iter().find(|(p, _)| *p == policy).map_or(1, |&(_, n)| n.max(1));
+            Goodput {
+                policy,
+                gpus: g,
+                slo_attainment_target: target,
+                goodput_conversations_per_s: value,
+                goodput_per_gpu: value / g as f64,
+                bound,
+            }
+        })
+        .collect()
+}
+
+/// The goodput table as text: a line per policy, bounds shown as `≥` / `<`.
+pub fn goodput_table(goodputs: &[Goodput], rates: &[f64]) -> String {
+    use std::fmt::Write;
+    let w = goodputs
+        .iter()
+        .map(|g| g.policy.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let target = goodputs
+        .first()
+        .map_or(DEFAULT_SLO_ATTAINMENT_TARGET, |g| g.slo_attainment_target);
+    let mut s = format!(
+        "goodput (DistServe): highest new-conversation rate with >= {:.0}% SLO attainment (seed mean), and per GPU\n",
+        100.0 * target
+    );
+    let _ = writeln!(s, "  {:<w$} {:>5} {:>12} {:>12}", "policy", "GPUs", "conv/s", "per GPU");
+    for g in goodputs {
+        let (a, b) = match g.bound {
+            GoodputBound::Interpolated => (
+                format!("{:.2}", g.goodput_conversations_per_s),
+                format!("{:.3}", g.goodput_per_gpu),
+            ),
+            GoodputBound::AtLeastMaxRate => (
+                format!(">= {:.2}", g.goodput_conversations_per_s),
+                format!(">= {:.3}", g.goodput_per_gpu),
+            ),
+            GoodputBound::BelowMinRate => {
+                let lo = rates.first().copied().unwrap_or(0.0);
+                (format!("< {lo:.2}"), format!("< {:.3}", lo / g.gpus as f64))
+            }
+        };
+        let _ = writeln!(s, "  {:<w$} {:>5} {a:>12} {b:>12}", g.policy, g.gpus);
+    }
+    s
+}
+
 /// Reads a `sweep.csv` written by [`to_csv`] back into rows.
 ///
 /// # Errors
@@ -687,6 +811,7 @@ mod tests {
             rates_per_s: vec![1.0, 2.0],
             seeds: vec![],
             metrics: vec!["m".into()],
+            slo_attainment_target: None,
             vary: vec![
                 Vary {
                     policy: "adaptive".into(),
@@ -770,6 +895,53 @@ mod tests {
         assert!(
             e.contains("sweep.csv") && e.contains("line 2") && e.contains("fast"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn goodput_is_where_slo_attainment_first_falls_below_the_target() {
+        let rates = [1.0, 2.0, 4.0];
+        let mut rows = Vec::new();
+        // (policy, attainment per rate, seed 1), then seed 2 for `a` to check the seed mean.
+        for (policy, att, seed) in [
+            ("a", [1.0, 0.96, 0.5], 1),
+            ("a", [1.0, 0.94, 0.5], 2),
+            ("b", [0.99, 0.95, 0.91], 1),
+            ("c", [0.8, 0.9, 1.0], 1),
+            ("d", [0.95, 0.9, 0.2], 1),
+        ] {
+            for (r, a) in rates.iter().zip(att) {
+                rows.push(SweepRow {
+                    rate_per_s: *r,
+                    seed,
+                    summary: SummaryRow {
+                        policy: policy.into(),
+                        slo_attainment: a,
+                        ..Default::default()
+                    },
+                });
+            }
+        }
+        let g = goodput(&rows, &rates, 0.9, &[("a".into(), 4), ("b".into(), 2)]);
+        // a: mean 1.0, 0.95, 0.5 → crosses 0.9 between 2 and 4 at 2 + (0.05 / 0.45) × 2.
+        assert_eq!(g[0].bound, GoodputBound::Interpolated);
+        assert!((g[0].goodput_conversations_per_s - (2.0 + 0.05 / 0.45 * 2.0)).abs() < 1e-12);
+        assert!((g[0].goodput_per_gpu - g[0].goodput_conversations_per_s / 4.0).abs() < 1e-12);
+        // b never misses: at least the highest rate; 2 GPUs.
+        assert_eq!(
+            (g[1].bound, g[1].goodput_conversations_per_s, g[1].goodput_per_gpu),
+            (GoodputBound::AtLeastMaxRate, 4.0, 2.0)
+        );
+        // c misses at the lowest rate (a later recovery does not count).
+        assert_eq!(g[2].bound, GoodputBound::BelowMinRate);
+        assert!(g[2].goodput_conversations_per_s.is_nan());
+        // d: exactly at the target counts as meeting it; then 0.2 at 4/s.
+        assert!((g[3].goodput_conversations_per_s - (2.0 + 0.0 / 0.7 * 2.0)).abs() < 1e-12);
+        assert_eq!(g[3].gpus, 1);
+        let t = goodput_table(&g, &rates);
+        assert!(
+            t.contains(">= 4.00") && t.contains("< 1.00") && t.contains(">= 90%"),
+            "{t}"
         );
     }
 }

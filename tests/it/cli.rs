@@ -225,6 +225,24 @@ fn sweep_rows_match_single_runs_and_do_not_depend_on_threads() {
         std::fs::read(b.join("crossovers.csv")).unwrap()
     );
     assert!(a.join("plots/ttft_turn2plus_p50_ms.png").is_file() && a.join("plots/tpot_p50_ms.png").is_file());
+    // One goodput row per policy, its per-GPU figure the rate over the policy's 2 GPUs.
+    let goodput = std::fs::read_to_string(a.join("goodput.csv")).unwrap();
+    let mut lines = goodput.lines();
+    assert_eq!(
+        lines.next(),
+        Some("policy,gpus,slo_attainment_target,goodput_conversations_per_s,goodput_per_gpu,bound")
+    );
+    for (line, policy) in lines.zip(["pd", "ppd"]) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!((f[0], f[1], f[2]), (policy, "2", "0.9"), "{line}");
+        if f[5] != "below_min_rate" {
+            let (rate, per_gpu): (f64, f64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+            assert!(
+                (1.0..=2.0).contains(&rate) && (per_gpu - rate / 2.0).abs() < 1e-12,
+                "{line}"
+            );
+        }
+    }
     // Grid order: rate, then seed, then policy.
     let keys: Vec<String> = csv
         .lines()
@@ -336,7 +354,16 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     entries.sort();
-    assert_eq!(entries, ["crossovers.csv", "plots", "sweep.csv", "sweep.resolved.toml"]);
+    assert_eq!(
+        entries,
+        [
+            "crossovers.csv",
+            "goodput.csv",
+            "plots",
+            "sweep.csv",
+            "sweep.resolved.toml"
+        ]
+    );
 }
 
 #[test]
@@ -367,6 +394,7 @@ fn invalid_sweeps_fail_with_exit_3_and_write_nothing() {
     for (file, needle) in [
         ("unknown_vary_key.toml", "vary[0].key"),
         ("rates_not_ascending.toml", "strictly ascending"),
+        ("target_not_a_fraction.toml", "slo_attainment_target"),
     ] {
         assert_refused("sweep", &root().join("tests/data/sweeps").join(file), needle);
     }
