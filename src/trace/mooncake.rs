@@ -19,8 +19,10 @@
 //!   real one by that much;
 //! * turn 1's user input is the whole `input_length`; answers are `output_length` (≥ 1).
 //!
-//! Timestamps are not kept (the native format has none): arrivals and think times come from the
-//! scenario. Conversations are written in the order of their first request.
+//! A conversation's `arrival_s` is its first request's timestamp minus the trace's earliest, in
+//! seconds (replayed by `arrival = { kind = "trace" }`); the times of later turns are not kept —
+//! the scenario's think time separates them. Conversations are written in the order of their first
+//! request.
 
 use super::{Conversation, Turn};
 use crate::error::{InputError, InputResult};
@@ -31,12 +33,11 @@ use std::path::Path;
 /// Block size of Mooncake's `hash_ids` \[tokens\].
 pub const BLOCK_TOKENS: u32 = 512;
 
-/// One request line. The timestamp is required (it tells a Mooncake trace from other JSON lines)
-/// but not kept.
+/// One request line.
 #[derive(Deserialize)]
 struct Row {
-    #[serde(rename = "timestamp")]
-    _timestamp: u64,
+    /// Arrival \[ms\].
+    timestamp: u64,
     input_length: u32,
     output_length: u32,
     hash_ids: Vec<u64>,
@@ -145,7 +146,8 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
                         user_tokens: r.input_length,
                         assistant_tokens: r.output_length,
                     }],
-                    arrival_s: None,
+                    // Made relative to the earliest timestamp once every line is read.
+                    arrival_s: Some(r.timestamp as f64),
                 });
                 kept.push(Kept {
                     conv: convs.len() - 1,
@@ -162,6 +164,10 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
     }
     if report.requests_read == 0 {
         return Err(InputError::file(path, "no requests in the file"));
+    }
+    let t0 = convs.iter().filter_map(|c| c.arrival_s).fold(f64::INFINITY, f64::min);
+    for c in &mut convs {
+        c.arrival_s = c.arrival_s.map(|t| (t - t0) / 1e3);
     }
     report.conversations_written = convs.len();
     report.multi_turn_conversations = convs.iter().filter(|c| c.turns.len() >= 2).count();
