@@ -391,14 +391,6 @@ impl Figure for SweepHeatmap<'_> {
             .y_label_area_size((label_width * 8 + 16).min(420))
             .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)
             .map_err(|e| anyhow!("{e}"))?;
-        let label = |v: &f64, names: &[String]| {
-            let i = v.floor() as usize;
-            if (v - i as f64 - 0.5).abs() < 1e-9 && i < names.len() {
-                names[i].clone()
-            } else {
-                String::new()
-            }
-        };
         let xs: Vec<String> = h.rates_per_s.iter().map(|r| format!("{r}")).collect();
         // First variant on top: row j is drawn at y = ny − 1 − j.
         let ys: Vec<String> = h.rows.iter().rev().map(|(l, _)| l.clone()).collect();
@@ -407,8 +399,8 @@ impl Figure for SweepHeatmap<'_> {
             .disable_mesh()
             .x_labels(2 * nx + 1)
             .y_labels(2 * ny + 1)
-            .x_label_formatter(&|v| label(v, &xs))
-            .y_label_formatter(&|v| label(v, &ys))
+            .x_label_formatter(&|v| cell_label(*v, &xs))
+            .y_label_formatter(&|v| cell_label(*v, &ys))
             .x_desc("new conversations per second")
             .label_style(("sans-serif", 13))
             .draw()
@@ -438,6 +430,17 @@ impl Figure for SweepHeatmap<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The label of a cell axis at `v`: `axis[i]` at a cell centre `i + 0.5`, nothing elsewhere (the
+/// axes of the heatmaps run over cell indices).
+fn cell_label<T: ToString>(v: f64, axis: &[T]) -> String {
+    let i = v.floor() as usize;
+    if (v - i as f64 - 0.5).abs() < 1e-9 && i < axis.len() {
+        axis[i].to_string()
+    } else {
+        String::new()
     }
 }
 
@@ -514,21 +517,13 @@ impl Figure for RoutingMap<'_> {
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)
             .map_err(|e| anyhow!("{e}"))?;
-        let label = |v: &f64, axis: &[u32]| {
-            let i = v.floor() as usize;
-            if (v - i as f64 - 0.5).abs() < 1e-9 && i < axis.len() {
-                axis[i].to_string()
-            } else {
-                String::new()
-            }
-        };
         chart
             .configure_mesh()
             .disable_mesh()
             .x_labels(2 * nx + 1)
             .y_labels(2 * ny + 1)
-            .x_label_formatter(&|v| label(v, contexts))
-            .y_label_formatter(&|v| label(v, appends))
+            .x_label_formatter(&|v| cell_label(*v, contexts))
+            .y_label_formatter(&|v| cell_label(*v, appends))
             .x_desc("context L [tokens]")
             .y_desc("new tokens m")
             .label_style(("sans-serif", 14))
