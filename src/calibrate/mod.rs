@@ -41,7 +41,7 @@ pub struct CalibrateOptions {
     pub gpu: String,
     /// Tensor-parallel degree of one instance.
     pub tp: u32,
-    /// Engine label recorded in the file.
+    /// Engine label recorded in the file; empty: derived from the sources ([`engine_label`]).
     pub engine: String,
     /// KV block size used to compute prefix-cache hits of request samples \[tokens\].
     pub block_size: u32,
@@ -74,7 +74,7 @@ impl Default for CalibrateOptions {
             model: "llama-3.1-8b".into(),
             gpu: "h100-sxm".into(),
             tp: 1,
-            engine: "vLLM 0.13 (V1), vllm-ppd fork; LLMServingSim profiler v0 (HF eager)".into(),
+            engine: String::new(),
             block_size: 16,
             declared_bandwidth_gbps: 1200.0,
             attention: AttentionModel::Fitted,
@@ -499,6 +499,34 @@ fn fit_group(
     g
 }
 
+/// What produced the timings of each reader's files, in a fixed order (engine measurements
+/// first), joined by `; `: the `engine` label of a calibration whose options name none.
+pub fn engine_label<'a>(readers: impl IntoIterator<Item = &'a str>) -> String {
+    const LABELS: [(&str, &str); 7] = [
+        ("vllm-ppd", "vLLM 0.13 (V1), vllm-ppd fork"),
+        ("llmservingsim", "LLMServingSim profiler v0 (HF eager)"),
+        (
+            "aiconfigurator",
+            "AIConfigurator kernel tables (vLLM 0.24, FlashAttention-3)",
+        ),
+        ("vidur", "Vidur profiler tables"),
+        ("splitwise", "SplitwiseSim performance model"),
+        ("ppd-framework", "seed 000 P-PD framework"),
+        ("native", "native measurements"),
+    ];
+    let used: Vec<&str> = readers.into_iter().collect();
+    let parts: Vec<&str> = LABELS
+        .iter()
+        .filter(|(r, _)| used.iter().any(|u| u.starts_with(r)))
+        .map(|(_, l)| *l)
+        .collect();
+    if parts.is_empty() {
+        "unknown".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 /// Fits a model to `paths`.
 ///
 /// # Errors
@@ -531,7 +559,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             });
         }
     }
-    // Compose AIConfigurator tables (per group) into forward passes.
+    // Compose kernel tables (AIConfigurator, Vidur; per group) into forward passes.
     let mut kernel_groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, l) in loaded.iter().enumerate() {
         if l.samples.kernel.is_some() {
@@ -543,7 +571,17 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             .iter()
             .map(|&i| loaded[i].samples.kernel.as_ref().unwrap())
             .collect();
-        let composed = readers::aiconfigurator::compose(&tables, model);
+        let vidur = tables.iter().any(|t| {
+            matches!(
+                t,
+                readers::KernelTable::VidurMlp(_) | readers::KernelTable::VidurAttention(_)
+            )
+        });
+        let composed = if vidur {
+            readers::vidur::compose(&tables, model, opts.tp)
+        } else {
+            readers::aiconfigurator::compose(&tables, model)
+        };
         let np = composed.iter().filter(|s| s.phase == Phase::Prefill).count();
         let nd = composed.len() - np;
         for &i in idx {
@@ -850,7 +888,11 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         schema_version: SCHEMA_VERSION,
         model: model.name.clone(),
         gpu: gpu.name.clone(),
-        engine: opts.engine.clone(),
+        engine: if opts.engine.is_empty() {
+            engine_label(loaded.iter().map(|l| l.samples.reader))
+        } else {
+            opts.engine.clone()
+        },
         iteration: IterationFit {
             formula: "t_iter_ms = beta0 + beta1*sum(m) + beta2*sum(m*(L+m/2)) + beta3*n_decode + beta4*sum(c)".into(),
             coefficients,

@@ -226,3 +226,36 @@ fn flash_attention_sets_beta2_from_attention_flops() {
     let per_token = flash.file.prompt_ms_per_token();
     assert!((0.001..0.01).contains(&per_token), "{per_token}");
 }
+
+#[test]
+fn vidur_profiles_calibrate_llama_2_7b_and_reproduce_the_shipped_file() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("calibration/vidur-llama-2-7b");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let opts = CalibrateOptions {
+        model: "llama-2-7b".into(),
+        ..Default::default()
+    };
+    let c = calibrate::calibrate(&files, &opts).unwrap();
+    assert_eq!(c.file.engine, "Vidur profiler tables");
+    // Composed forward passes of Vidur's per-layer ops and attention: the fit is tight and physical.
+    let f = c.file.coefficients().unwrap();
+    assert!(c.file.physics.iter().all(|p| p.ok), "{:?}", c.file.physics);
+    // Llama-2-7B is MHA: 32 KV heads × 128 × 2 (K, V) × 2 B × 32 layers = 512 KiB per token, so β4's
+    // HBM floor is 524,288 B / 3.35 TB/s = 1.565e-4 ms; the fit sits just above it.
+    assert!((1.565e-4..2.0e-4).contains(&f.beta4_ms_per_context_token), "{f:?}");
+    for p in &c.file.phases {
+        assert!(p.mape_pct < 5.0, "{} MAPE {}", p.phase, p.mape_pct);
+    }
+    let shipped: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("calibration/h100-llama2-7b-vidur.json")).unwrap())
+            .unwrap();
+    json_close(&serde_json::to_value(&c.file).unwrap(), &shipped, "vidur model");
+    // The profiles state their shape: calibrating another model from them is refused.
+    let e = calibrate::calibrate(&files, &CalibrateOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mlp.csv.gz") || e.contains("attention-llama-2-7b"), "{e}");
+    assert!(e.contains("n_kv_head = 32, but llama-3.1-8b has 8"), "{e}");
+}

@@ -187,6 +187,7 @@ pub fn compose(tables: &[&KernelTable], model: &ModelSpec) -> Vec<IterationSampl
             KernelTable::Gemm(v) => t.gemm.extend(v.iter().copied()),
             KernelTable::ContextAttention(v) => t.ctx.extend(v.iter().copied()),
             KernelTable::GenerationAttention(v) => t.gen.extend(v.iter().copied()),
+            KernelTable::VidurMlp(_) | KernelTable::VidurAttention(_) => {}
         }
     }
     let mut out = Vec::new();

@@ -30,6 +30,7 @@ pub mod llmservingsim;
 pub mod native;
 pub mod ppd_framework;
 pub mod splitwise;
+pub mod vidur;
 pub mod vllm_ppd;
 
 use crate::cost_model::{BatchShape, PrefillPart};
@@ -121,7 +122,8 @@ pub struct KvStatement {
     pub label: String,
 }
 
-/// One kernel table of AIConfigurator, composed into forward passes once all are read.
+/// One kernel table (AIConfigurator or Vidur), composed into forward passes once all of its group
+/// are read.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KernelTable {
     /// `(m, n, k, ms)` GEMM timings.
@@ -130,6 +132,10 @@ pub enum KernelTable {
     ContextAttention(Vec<(f64, f64, f64)>),
     /// `(batch, context, ms)` decode attention per layer (context = isl + step).
     GenerationAttention(Vec<(f64, f64, f64)>),
+    /// Vidur `mlp.csv`: per-layer dense ops by token count.
+    VidurMlp(Vec<vidur::MlpRow>),
+    /// Vidur `attention.csv`: per-layer prefill and decode attention.
+    VidurAttention(Vec<vidur::AttentionRow>),
 }
 
 /// What one file gave.
@@ -201,6 +207,10 @@ pub enum Format {
     AiconfiguratorGenerationAttention,
     /// SplitwiseSim perf_model.csv.
     Splitwise,
+    /// Vidur compute profile `mlp.csv` (per-layer dense ops).
+    VidurMlp,
+    /// Vidur attention profile (`attention.csv` layout).
+    VidurAttention,
     /// KV-transfer measurement table (Mooncake docs).
     KvTransferTable,
     /// Seed 000's P-PD framework result JSON.
@@ -226,6 +236,7 @@ pub enum Format {
 /// Expected formats, for error messages.
 pub const EXPECTED: &str = "expected one of: LLMServingSim layers CSV (`layer_name,input,kv_cache,tp_size,latency(ns)`); \
 AIConfigurator tables (`m,n,k,latency_ms` or `batch_size,isl,step,latency_ms`); SplitwiseSim perf_model.csv; \
+Vidur profiles (`mlp.csv` with `time_stats.<op>.median` columns, or `attention.csv`); \
 a KV-transfer table (`source_table,engine,model,gpu,...`); seed-000 P-PD framework JSON (`results[].test_case`); \
 a vllm-ppd result JSON; native JSON lines (`{\"kind\":\"prefill\"|\"append_prefill\"|\"decode_step\"|\"kv_transfer\",...}`)";
 
@@ -276,6 +287,13 @@ fn detect_text(text: &str) -> Option<Format> {
         }
         _ => {}
     }
+    let cols: Vec<&str> = first.split(',').map(str::trim).collect();
+    if cols.contains(&"num_tokens") && cols.contains(&"time_stats.mlp_up_proj.median") {
+        return Some(Format::VidurMlp);
+    }
+    if cols.contains(&"kv_cache_size") && cols.contains(&"time_stats.attn_decode.median") {
+        return Some(Format::VidurAttention);
+    }
     if first.starts_with("model,hardware,prompt_size,batch_size,token_size") {
         return Some(Format::Splitwise);
     }
@@ -325,6 +343,7 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> InputResult<Vec<
         | Format::AiconfiguratorContextAttention
         | Format::AiconfiguratorGenerationAttention => aiconfigurator::read(path, &text, fmt),
         Format::Splitwise => splitwise::read(path, &text, opts),
+        Format::VidurMlp | Format::VidurAttention => vidur::read(path, &text, fmt, &opts.model),
         Format::PpdFramework => ppd_framework::read(path, &json()?, opts),
         Format::Native => native::read(path, &text),
         f => vllm_ppd::read(path, &json()?, f, opts),
