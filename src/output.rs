@@ -198,16 +198,15 @@ impl From<&Summary> for SummaryRow {
     }
 }
 
+/// Width of a text table's policy column: the longest name, at least 12 characters.
+pub fn policy_column_width<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
+    names.into_iter().map(|n| n.chars().count()).max().unwrap_or(0).max(12)
+}
+
 /// Human-readable table of summaries (what `ppdsim run` prints).
 pub fn summary_table(summaries: &[Summary]) -> String {
     use std::fmt::Write;
-    // The policy column fits the longest name (at least 12 wide).
-    let w = summaries
-        .iter()
-        .map(|m| m.policy.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(12);
+    let w = policy_column_width(summaries.iter().map(|m| m.policy.as_str()));
     let mut s = String::new();
     let _ = writeln!(
         s,

@@ -601,12 +601,7 @@ pub fn goodput(rows: &[SweepRow], rates: &[f64], target: f64, gpus: &[(String, u
 /// The goodput table as text: a line per policy, bounds shown as `≥` / `<`.
 pub fn goodput_table(goodputs: &[Goodput], rates: &[f64]) -> String {
     use std::fmt::Write;
-    let w = goodputs
-        .iter()
-        .map(|g| g.policy.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(12);
+    let w = crate::output::policy_column_width(goodputs.iter().map(|g| g.policy.as_str()));
     let target = goodputs
         .first()
         .map_or(DEFAULT_SLO_ATTAINMENT_TARGET, |g| g.slo_attainment_target);
