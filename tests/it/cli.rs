@@ -367,6 +367,39 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
 }
 
 #[test]
+fn plot_redraws_run_and_routing_map_directories_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    run_scenario(&root().join("tests/data/scenarios/small.toml"), &run, "2");
+    let map = dir.path().join("map");
+    ppdsim()
+        .args(["routing-map", "--context-tokens", "512,4096", "--append-tokens", "1,64"])
+        .arg("-o")
+        .arg(&map)
+        .assert()
+        .success();
+    for (out, what, stem) in [
+        (&run, "ttft_by_policy", "ttft_by_policy"),
+        (&map, "routing map", "routing_map"),
+    ] {
+        let files = [format!("plots/{stem}.png"), format!("plots/{stem}.svg")];
+        let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
+        for f in &files {
+            std::fs::remove_file(out.join(f)).unwrap();
+        }
+        ppdsim()
+            .arg("plot")
+            .arg(out)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!("redrew {what} (2 files)")));
+        for (f, b) in files.iter().zip(&before) {
+            assert_eq!(&std::fs::read(out.join(f)).unwrap(), b, "{f}");
+        }
+    }
+}
+
+#[test]
 fn plot_refuses_a_directory_without_results() {
     let dir = tempfile::tempdir().unwrap();
     ppdsim()
