@@ -36,6 +36,7 @@ pub mod cli;
 pub mod cost_model;
 pub mod error;
 pub mod hardware;
+pub mod input;
 pub mod metrics;
 pub mod output;
 pub mod plot;

@@ -23,7 +23,7 @@ pub mod sharegpt;
 
 use crate::error::{InputError, InputResult};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
 /// One turn: the user's new input and the assistant's answer.
@@ -50,30 +50,6 @@ pub struct Conversation {
     pub arrival_s: Option<f64>,
 }
 
-/// Reads `path` (gzip or plain, detected from the magic bytes) into memory; a truncated gzip
-/// stream yields what it decoded before the cut (importers report the truncation).
-///
-/// # Errors
-/// An [`InputError`] naming the file when it cannot be read or its gzip stream is corrupt.
-pub(crate) fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        // A truncated gzip stream still yields what it decoded before the cut.
-        match flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-            Err(e) => return Err(InputError::file(path, format!("gzip stream is corrupt: {e}"))),
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
 /// Reads a native trace (plain or gzip).
 ///
 /// # Errors
@@ -81,7 +57,7 @@ pub(crate) fn read_bytes(path: &Path) -> InputResult<Vec<u8>> {
 /// empty `turns`, a zero `assistant_tokens` or an `arrival_s` that is negative or not finite, and
 /// for a trace without conversations.
 pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
-    let bytes = read_bytes(path)?;
+    let bytes = crate::input::read_bytes(path, crate::input::OnTruncation::Error)?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(&bytes[..]).lines().enumerate() {
         let line = line.map_err(|e| InputError::line(path, i + 1, format!("cannot read: {e}")))?;

@@ -72,8 +72,7 @@ pub struct MooncakeReport {
 /// An [`InputError`] naming the file and line for unreadable files and malformed lines, and for
 /// a file without requests.
 pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
-    let bytes = super::read_bytes(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| InputError::file(path, format!("not UTF-8 text: {e}")))?;
+    let text = crate::input::read_text(path)?;
     let mut report = MooncakeReport::default();
     let mut convs: Vec<Conversation> = Vec::new();
     // A request written as a turn.

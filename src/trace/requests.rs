@@ -59,9 +59,9 @@ pub fn import_azure(path: &Path) -> InputResult<(Vec<Conversation>, RequestsRepo
     let expected = "an Azure LLM inference trace has the header TIMESTAMP,ContextTokens,GeneratedTokens";
     let (cols, rows) = read_csv(path, &["TIMESTAMP", "ContextTokens", "GeneratedTokens"], &[], expected)?;
     let mut reqs = Vec::with_capacity(rows.len());
-    for (row, line, rec) in rows {
+    for (row, (line, rec)) in (1..).zip(rows) {
         let field = |k: usize| rec.get(cols[k].expect("required column")).unwrap_or("");
-        let at = parse_timestamp(field(0).trim()).ok_or_else(|| {
+        let at = parse_timestamp(field(0)).ok_or_else(|| {
             InputError::line(
                 path,
                 line,
@@ -93,12 +93,11 @@ pub fn import_vidur(path: &Path) -> InputResult<(Vec<Conversation>, RequestsRepo
         expected,
     )?;
     let mut reqs = Vec::with_capacity(rows.len());
-    for (row, line, rec) in rows {
+    for (row, (line, rec)) in (1..).zip(rows) {
         let field = |k: usize| cols[k].map(|c| rec.get(c).unwrap_or(""));
         let at_ticks = match field(2) {
             Some(v) => {
                 let s: f64 = v
-                    .trim()
                     .parse()
                     .ok()
                     .filter(|s: &f64| *s >= 0.0 && s.is_finite())
@@ -119,58 +118,24 @@ pub fn import_vidur(path: &Path) -> InputResult<(Vec<Conversation>, RequestsRepo
     finish(path, "vidur", reqs)
 }
 
-/// A parsed CSV: the column index of each required then optional name, and each data record with
-/// its 1-based data row and file line.
-type Table = (Vec<Option<usize>>, Vec<(usize, usize, csv::StringRecord)>);
+/// A per-request CSV: the column index of each required then optional name, and its records
+/// (with their file lines).
+type Table = (Vec<Option<usize>>, Vec<crate::input::CsvRow>);
 
 fn read_csv(path: &Path, required: &[&str], optional: &[&str], expected: &str) -> InputResult<Table> {
-    let bytes = super::read_bytes(path)?;
-    let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(&bytes[..]);
-    let header = r
-        .headers()
-        .map_err(|e| InputError::file(path, format!("cannot read the CSV header ({e}); {expected}")))?
-        .clone();
-    let find = |name: &str| header.iter().position(|h| h.trim() == name);
+    let text = crate::input::read_text(path)?;
+    let (header, rows) = crate::input::csv_rows(path, &text)?;
     let mut cols = Vec::new();
     for name in required {
-        let c = find(name)
+        let c = crate::input::find_col(&header, name)
             .ok_or_else(|| InputError::file(path, format!("no column `{name}` in the header; {expected}")))?;
         cols.push(Some(c));
     }
-    cols.extend(optional.iter().map(|n| find(n)));
-    // The file line where a record starts. The csv crate's position can point at the line end
-    // before the record (CRLF, skipped blank lines), so skip line-end bytes first. Records come in
-    // file order: count newlines from the previous record on (linear, not quadratic).
-    let mut counted = (0usize, 1usize); // (byte, line at that byte)
-    let mut line_at = |byte: u64| {
-        let mut at = (byte as usize).min(bytes.len());
-        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
-            at += 1;
-        }
-        if at < counted.0 {
-            counted = (0, 1);
-        }
-        counted.1 += bytes[counted.0..at].iter().filter(|&&b| b == b'\n').count();
-        counted.0 = at;
-        counted.1
-    };
-    let mut rows = Vec::new();
-    for (i, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map_or(i + 2, |p| line_at(p.byte()));
-            InputError::line(path, line, format!("not a CSV record: {e}"))
-        })?;
-        let line = rec.position().map_or(i + 2, |p| line_at(p.byte()));
-        if rec.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
-        rows.push((i + 1, line, rec));
-    }
+    cols.extend(optional.iter().map(|n| crate::input::find_col(&header, n)));
     Ok((cols, rows))
 }
 
-fn parse_count(path: &Path, line: usize, column: &str, v: &str) -> InputResult<u32> {
-    let t = v.trim();
+fn parse_count(path: &Path, line: usize, column: &str, t: &str) -> InputResult<u32> {
     t.parse::<u32>()
         .ok()
         .or_else(|| {
@@ -184,7 +149,7 @@ fn parse_count(path: &Path, line: usize, column: &str, v: &str) -> InputResult<u
             InputError::line(
                 path,
                 line,
-                format!("{column} `{v}` is not a token count (an integer >= 0)"),
+                format!("{column} `{t}` is not a token count (an integer >= 0)"),
             )
         })
 }

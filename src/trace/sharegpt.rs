@@ -241,7 +241,8 @@ fn convert_one(bpe: &CoreBPE, raw: &RawValue) -> ConvOutcome {
 /// Only when the file cannot be read or is not a JSON array at all. Truncation, malformed
 /// elements and unusable conversations are counted in the [`ImportReport`] instead.
 pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, ImportReport)> {
-    let buf = super::read_bytes(path)?;
+    // The wheel's ShareGPT file is truncated: keep what decodes, the reader reports the cut.
+    let buf = crate::input::read_bytes(path, crate::input::OnTruncation::KeepPrefix)?;
     let (elements, truncated, stopped) = split_array(path, &buf)?;
     let bpe = tokenizer();
     let outcomes: Vec<ConvOutcome> = elements.par_iter().map(|raw| convert_one(&bpe, raw)).collect();

@@ -37,9 +37,7 @@ use crate::cost_model::{BatchShape, PrefillPart};
 use crate::error::{InputError, InputResult};
 use crate::hardware::ModelSpec;
 use clap::ValueEnum;
-use flate2::read::GzDecoder;
 use serde_json::Value;
-use std::io::Read;
 use std::path::Path;
 
 /// Phase of an iteration sample.
@@ -240,26 +238,7 @@ Vidur profiles (`mlp.csv` with `time_stats.<op>.median` columns, or `attention.c
 a KV-transfer table (`source_table,engine,model,gpu,...`); seed-000 P-PD framework JSON (`results[].test_case`); \
 a vllm-ppd result JSON; native JSON lines (`{\"kind\":\"prefill\"|\"append_prefill\"|\"decode_step\"|\"kv_transfer\",...}`)";
 
-/// Reads a (possibly gzip-compressed) text file.
-///
-/// # Errors
-/// Unreadable, corrupt gzip, not UTF-8.
-pub fn read_text(path: &Path) -> InputResult<String> {
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| InputError::file(path, format!("corrupt gzip: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    String::from_utf8(bytes).map_err(|_| InputError::file(path, "not UTF-8 text"))
-}
+pub use crate::input::read_text;
 
 /// Detects the format of `text`.
 pub fn detect(text: &str) -> Option<Format> {
@@ -376,52 +355,7 @@ pub fn decode_batch(n: u32, context_tokens: u64) -> BatchShape {
     }
 }
 
-/// A CSV record with its 1-based line number.
-pub(crate) type CsvRow = (usize, csv::StringRecord);
-
-/// Parses CSV text into records with a header, mapping errors to the file and line.
-pub(crate) fn csv_rows(path: &Path, text: &str) -> InputResult<(Vec<String>, Vec<CsvRow>)> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| InputError::line(path, 1, format!("bad CSV header: {e}")))?
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut rows = Vec::new();
-    for (i, rec) in rdr.records().enumerate() {
-        rows.push((
-            i + 2,
-            rec.map_err(|e| InputError::line(path, i + 2, format!("bad CSV row: {e}")))?,
-        ));
-    }
-    Ok((header, rows))
-}
-
-/// Index of column `name`.
-fn col_index(path: &Path, header: &[String], name: &str) -> InputResult<usize> {
-    header
-        .iter()
-        .position(|h| h == name)
-        .ok_or_else(|| InputError::file(path, format!("missing column `{name}`")))
-}
-
-/// Column `name` of a CSV row as f64.
-pub(crate) fn col_f64(path: &Path, header: &[String], row: &CsvRow, name: &str) -> InputResult<f64> {
-    col_str(path, header, row, name)?
-        .parse::<f64>()
-        .map_err(|_| InputError::line(path, row.0, format!("column `{name}` is not a number")))
-}
-
-/// Column `name` of a CSV row as text.
-pub(crate) fn col_str<'a>(path: &Path, header: &[String], row: &'a CsvRow, name: &str) -> InputResult<&'a str> {
-    let idx = col_index(path, header, name)?;
-    row.1
-        .get(idx)
-        .ok_or_else(|| InputError::line(path, row.0, format!("missing column `{name}`")))
-}
+pub(crate) use crate::input::{col_f64, col_str, csv_rows};
 
 /// Maps a model name as written in a file (HF id or short name) to a spec-table name.
 pub fn model_name_from(text: &str) -> Option<String> {

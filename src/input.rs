@@ -1,0 +1,183 @@
+//! Reading input files, shared by the calibration readers and the trace importers: gzip detected
+//! from the magic bytes, and CSV tables whose rows carry the file line they start on.
+
+use crate::error::{InputError, InputResult};
+use std::io::Read;
+use std::path::Path;
+
+/// What a gzip stream that ends early means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnTruncation {
+    /// An error (a measurement file cut short is not a measurement file).
+    Error,
+    /// Keep what was decoded before the cut (a trace importer then reports what it lost).
+    KeepPrefix,
+}
+
+/// Reads `path` (gzip or plain, detected from the magic bytes) into memory.
+///
+/// # Errors
+/// An [`InputError`] naming the file when it cannot be read or its gzip stream is corrupt (or
+/// truncated, with [`OnTruncation::Error`]).
+pub fn read_bytes(path: &Path, truncation: OnTruncation) -> InputResult<Vec<u8>> {
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut raw))
+        .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    match flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && truncation == OnTruncation::KeepPrefix => Ok(out),
+        Err(e) => Err(InputError::file(path, format!("corrupt gzip: {e}"))),
+    }
+}
+
+/// Reads `path` (gzip or plain) as UTF-8 text; a truncated gzip stream is an error.
+///
+/// # Errors
+/// Unreadable, corrupt or truncated gzip, not UTF-8.
+pub fn read_text(path: &Path) -> InputResult<String> {
+    String::from_utf8(read_bytes(path, OnTruncation::Error)?).map_err(|_| InputError::file(path, "not UTF-8 text"))
+}
+
+/// A CSV record with the 1-based file line it starts on.
+pub type CsvRow = (usize, csv::StringRecord);
+
+/// Parses CSV text (fields trimmed) into its header and records, mapping errors to the file and
+/// line. Line numbers are the file's, CRLF line ends and skipped blank lines included.
+///
+/// # Errors
+/// A malformed header or record, naming its line.
+pub fn csv_rows(path: &Path, text: &str) -> InputResult<(Vec<String>, Vec<CsvRow>)> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| InputError::line(path, 1, format!("bad CSV header: {e}")))?
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut lines = LineCounter::new(text.as_bytes());
+    let mut rows = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
+            InputError::line(path, line, format!("bad CSV row: {e}"))
+        })?;
+        let line = rec.position().map_or(0, |p| lines.line_at(p.byte()));
+        rows.push((line, rec));
+    }
+    Ok((header, rows))
+}
+
+/// File lines of byte offsets given in increasing order (linear in the file, not quadratic).
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    /// Offset counted up to, and the line there.
+    at: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter { bytes, at: 0, line: 1 }
+    }
+
+    /// The line of the record starting at `byte`. The csv crate can place a record's start on
+    /// the line end before it (after `\r\n`, or on skipped blank lines), so line ends are
+    /// skipped first.
+    fn line_at(&mut self, byte: u64) -> usize {
+        let mut at = (byte as usize).min(self.bytes.len());
+        while at < self.bytes.len() && matches!(self.bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        if at < self.at {
+            (self.at, self.line) = (0, 1);
+        }
+        self.line += self.bytes[self.at..at].iter().filter(|&&b| b == b'\n').count();
+        self.at = at;
+        self.line
+    }
+}
+
+/// Index of column `name` in `header`, if any.
+pub fn find_col(header: &[String], name: &str) -> Option<usize> {
+    header.iter().position(|h| h == name)
+}
+
+/// Index of column `name`.
+///
+/// # Errors
+/// The column is missing.
+pub fn col_index(path: &Path, header: &[String], name: &str) -> InputResult<usize> {
+    find_col(header, name).ok_or_else(|| InputError::file(path, format!("missing column `{name}`")))
+}
+
+/// Column `name` of a CSV row as text.
+///
+/// # Errors
+/// The column is missing from the header or the row.
+pub fn col_str<'a>(path: &Path, header: &[String], row: &'a CsvRow, name: &str) -> InputResult<&'a str> {
+    let idx = col_index(path, header, name)?;
+    row.1
+        .get(idx)
+        .ok_or_else(|| InputError::line(path, row.0, format!("missing column `{name}`")))
+}
+
+/// Column `name` of a CSV row as f64.
+///
+/// # Errors
+/// The column is missing or not a number.
+pub fn col_f64(path: &Path, header: &[String], row: &CsvRow, name: &str) -> InputResult<f64> {
+    col_str(path, header, row, name)?
+        .parse::<f64>()
+        .map_err(|_| InputError::line(path, row.0, format!("column `{name}` is not a number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_carry_file_lines_with_crlf_and_blank_lines() {
+        let p = Path::new("t.csv");
+        for (text, want) in [
+            ("a,b\r\n1,2\r\n3,4", vec![2, 3]),
+            ("a,b\n1,2\n\n3,4\n", vec![2, 4]),
+            ("a,b\n\n\n1,2\n3,4", vec![4, 5]),
+        ] {
+            let (h, rows) = csv_rows(p, text).unwrap();
+            assert_eq!(h, ["a", "b"]);
+            assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), want, "{text:?}");
+        }
+        let e = col_f64(p, &["a".into()], &(7, csv::StringRecord::from(vec!["x"])), "a").unwrap_err();
+        assert_eq!(e.to_string(), "t.csv:7: column `a` is not a number");
+    }
+
+    #[test]
+    fn truncated_gzip_is_an_error_or_its_prefix() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&body).unwrap();
+        let full = gz.finish().unwrap();
+        let p = dir.path().join("cut.gz");
+        std::fs::write(&p, &full[..full.len() / 2]).unwrap();
+        assert!(read_bytes(&p, OnTruncation::Error)
+            .unwrap_err()
+            .to_string()
+            .contains("corrupt gzip"));
+        let prefix = read_bytes(&p, OnTruncation::KeepPrefix).unwrap();
+        assert!(!prefix.is_empty() && prefix.len() < body.len() && body.starts_with(&prefix));
+        let whole = dir.path().join("whole.gz");
+        std::fs::write(&whole, &full).unwrap();
+        assert_eq!(read_bytes(&whole, OnTruncation::Error).unwrap(), body);
+    }
+}
