@@ -106,10 +106,6 @@ pub fn generate(
         ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
         ArrivalSpec::Burst | ArrivalSpec::Trace { .. } => None,
     };
-    let recorded = match arrival {
-        ArrivalSpec::Trace { speedup } => Some(*speedup),
-        _ => None,
-    };
     let think_exp = match think {
         ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
         ThinkTimeSpec::Constant { .. } => None,
@@ -117,28 +113,26 @@ pub fn generate(
     let mut t = 0.0f64;
     let mut out = Vec::new();
     for n in 0.. {
-        if let Some(g) = &gap {
+        let c = &source[idx[n % idx.len()]];
+        // Conversation n's start.
+        match (arrival, &gap) {
             // With a window the first start is a draw too (the benchmark's generator); otherwise it is at 0.
-            if n > 0 || window_s.is_some() {
-                t += g.sample(&mut rng.arrivals);
+            (_, Some(g)) if n > 0 || window_s.is_some() => t += g.sample(&mut rng.arrivals),
+            (ArrivalSpec::Trace { speedup }, _) => {
+                t = c
+                    .arrival_s
+                    .expect("scenario validation requires arrival_s with trace arrivals")
+                    / speedup
             }
-        }
-        if let Some(speedup) = recorded {
-            // Recorded arrivals: conversations in trace order, each at its own time.
-            if n >= source.len() {
-                break;
-            }
-            let at = source[idx[n]]
-                .arrival_s
-                .expect("scenario validation requires arrival_s with trace arrivals");
-            t = at / speedup;
-        }
-        match (count, window_s) {
-            (Some(c), _) if n >= c => break,
-            (None, Some(w)) if t >= w || (gap.is_none() && recorded.is_none() && n >= source.len()) => break,
             _ => {}
         }
-        let c = &source[idx[n % idx.len()]];
+        // Stop at the count; with a window, past it, or — without random starts (burst, recorded
+        // times) — when the source is used up.
+        match (count, window_s) {
+            (Some(c), _) if n >= c => break,
+            (None, Some(w)) if t >= w || (gap.is_none() && n >= source.len()) => break,
+            _ => {}
+        }
         let think_after = (1..c.turns.len())
             .map(|_| {
                 let s = match (&think_exp, think) {

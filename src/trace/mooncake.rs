@@ -87,6 +87,8 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
         continued: bool,
     }
     let mut kept: Vec<Kept> = Vec::new();
+    // Timestamp of each conversation's first request \[ms\].
+    let mut starts_ms: Vec<u64> = Vec::new();
     // Complete-block prefix of a kept request → its index in `kept` (the latest wins).
     let mut by_prefix: HashMap<Vec<u64>, usize> = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -145,9 +147,9 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
                         user_tokens: r.input_length,
                         assistant_tokens: r.output_length,
                     }],
-                    // Made relative to the earliest timestamp once every line is read.
-                    arrival_s: Some(r.timestamp as f64),
+                    arrival_s: None,
                 });
+                starts_ms.push(r.timestamp);
                 kept.push(Kept {
                     conv: convs.len() - 1,
                     prompt_tokens: r.input_length as u64,
@@ -164,9 +166,9 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
     if report.requests_read == 0 {
         return Err(InputError::file(path, "no requests in the file"));
     }
-    let t0 = convs.iter().filter_map(|c| c.arrival_s).fold(f64::INFINITY, f64::min);
-    for c in &mut convs {
-        c.arrival_s = c.arrival_s.map(|t| (t - t0) / 1e3);
+    let t0 = starts_ms.iter().copied().min().unwrap_or(0);
+    for (c, t) in convs.iter_mut().zip(&starts_ms) {
+        c.arrival_s = Some((t - t0) as f64 / 1e3);
     }
     report.conversations_written = convs.len();
     report.multi_turn_conversations = convs.iter().filter(|c| c.turns.len() >= 2).count();
