@@ -137,8 +137,11 @@ pub fn cell(p: &MapParams, l: u32, m: u32) -> MapCell {
         TransferMode::Full => l + m,
         TransferMode::Incremental => m,
     };
-    let transfer_ms =
-        p.link_latency_ms + tokens as f64 * p.kv_bytes_per_token as f64 * 8.0 / (p.link_bandwidth_gbps * 1e9) * 1e3;
+    let transfer_ms = crate::sim::link::transfer_ms(
+        p.link_bandwidth_gbps,
+        p.link_latency_ms,
+        tokens as u64 * p.kv_bytes_per_token,
+    );
     // D computes the last prompt token alongside its decodes.
     let (d_step, remote_stall) = prefill_ms(p, l + m - 1, 1, p.decode_batch);
     let remote_ttft = p_time + transfer_ms + p.pd_handoff_ms + d_step;

@@ -7,6 +7,13 @@
 
 use crate::time::{SimDuration, SimTime};
 
+/// Time to move `bytes` over an idle link of `bandwidth_gbps` [Gbit/s] and `latency_ms` per
+/// transfer: `latency + bytes / bandwidth` \[ms\].
+pub fn transfer_ms(bandwidth_gbps: f64, latency_ms: f64, bytes: u64) -> f64 {
+    // Gbit/s → bytes per ms: gbps * 1e9 / 8 / 1e3.
+    latency_ms + bytes as f64 / (bandwidth_gbps * 1.25e5)
+}
+
 /// One egress link.
 #[derive(Clone, Debug)]
 pub struct KvLink {
@@ -36,8 +43,7 @@ impl KvLink {
 
     /// Duration of a transfer of `bytes` on an idle link.
     pub fn transfer_time(&self, bytes: u64) -> SimDuration {
-        // Gbit/s → bytes per ms: gbps * 1e9 / 8 / 1e3.
-        SimDuration::from_ms_f64(self.latency_ms + bytes as f64 / (self.bandwidth_gbps * 1.25e5))
+        SimDuration::from_ms_f64(transfer_ms(self.bandwidth_gbps, self.latency_ms, bytes))
     }
 
     /// Queues a transfer of `bytes` submitted at `now`; returns when it completes.
