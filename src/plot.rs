@@ -45,21 +45,17 @@ pub fn outputs(stem: &Path) -> [PathBuf; 2] {
 fn render(stem: &Path, fig: &impl Figure) -> Result<()> {
     register_font();
     let [png, svg] = outputs(stem);
-    {
-        let root = BitMapBackend::new(&png, fig.size()).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        fig.draw(&root)?;
-        root.present()
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("writing {}", png.display()))?;
-    }
-    let root = SVGBackend::new(&svg, fig.size()).into_drawing_area();
+    draw_into(BitMapBackend::new(&png, fig.size()).into_drawing_area(), fig, &png)?;
+    draw_into(SVGBackend::new(&svg, fig.size()).into_drawing_area(), fig, &svg)
+}
+
+/// Fills `root` white, draws `fig` on it and writes it out (to `path`, named in errors).
+fn draw_into<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &impl Figure, path: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     fig.draw(&root)?;
     root.present()
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("writing {}", svg.display()))?;
-    Ok(())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Draws the series legend in the upper-left corner.
@@ -280,16 +276,9 @@ impl Figure for SweepMetric<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let (rates, m) = (self.rates, self.m);
         let (metric, curves) = (m.metric.as_str(), &m.curves);
-        let log = metric.ends_with("_ms");
-        let y = |v: f64| if log { v.max(1e-3).log10() } else { v };
-        let ys: Vec<f64> = curves
-            .iter()
-            .flat_map(|(_, c)| c.iter().copied())
-            .filter(|v| v.is_finite())
-            .collect();
-        let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(y(v)), b.max(y(v)))
-        });
+        let log = log_axis(metric);
+        let y = |v: f64| axis_value(v, log);
+        let (lo, hi) = axis_range(curves, log);
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
         let pad = ((hi - lo) * 0.08).max(if log { 0.05 } else { 1e-9 });
         let (lo, hi) = (if log { lo - pad } else { lo.min(0.0) }, hi + pad);
@@ -369,16 +358,9 @@ impl Figure for SweepHeatmap<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let h = self.h;
         let (nx, ny) = (h.rates_per_s.len(), h.rows.len());
-        let log = h.metric.ends_with("_ms");
-        let t = |v: f64| if log { v.max(1e-3).log10() } else { v };
-        let (lo, hi) = h
-            .rows
-            .iter()
-            .flat_map(|(_, vals)| vals.iter().copied())
-            .filter(|v| v.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-                (a.min(t(v)), b.max(t(v)))
-            });
+        let log = log_axis(&h.metric);
+        let t = |v: f64| axis_value(v, log);
+        let (lo, hi) = axis_range(&h.rows, log);
         let span = if hi > lo { hi - lo } else { 1.0 };
         let label_width = h.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(4) as u32;
         let mut chart = ChartBuilder::on(root)
@@ -431,6 +413,31 @@ impl Figure for SweepHeatmap<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a sweep metric is drawn on a log axis: latencies (`*_ms`).
+fn log_axis(metric: &str) -> bool {
+    metric.ends_with("_ms")
+}
+
+/// A metric value on its axis: log10 (of at least 1 µs) on a log axis, else itself.
+fn axis_value(v: f64, log: bool) -> f64 {
+    if log {
+        v.max(1e-3).log10()
+    } else {
+        v
+    }
+}
+
+/// (min, max) on the axis of the finite values of named series; (∞, −∞) when there are none.
+fn axis_range(series: &[(String, Vec<f64>)], log: bool) -> (f64, f64) {
+    series
+        .iter()
+        .flat_map(|(_, vals)| vals.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(axis_value(v, log)), b.max(axis_value(v, log)))
+        })
 }
 
 /// The label of a cell axis at `v`: `axis[i]` at a cell centre `i + 0.5`, nothing elsewhere (the
