@@ -265,9 +265,8 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32
     let t0 = std::time::Instant::now();
     let res = simulate(&sc);
     let staged = StagedDir::new(&dest)?;
-    output::write_results(&staged, &res.records, &res.summaries)?;
+    let rows = output::write_results(&staged, &res.records, &res.summaries)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml().as_bytes())?;
-    let rows: Vec<output::SummaryRow> = res.summaries.iter().map(output::SummaryRow::from).collect();
     crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
     staged.commit()?;
     if !quiet {
@@ -903,13 +902,7 @@ fn exec_plot(dir: &Path) -> Result<i32> {
     let mut drawn = Vec::new();
     let summary = dir.join("summary.csv");
     if summary.is_file() {
-        let mut r =
-            csv::Reader::from_path(&summary).map_err(|e| InputError::file(&summary, format!("cannot read: {e}")))?;
-        let rows: Vec<output::SummaryRow> = r
-            .deserialize()
-            .enumerate()
-            .map(|(i, row)| row.map_err(|e| InputError::file(&summary, format!("line {}: {e}", i + 2))))
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<output::SummaryRow> = crate::input::read_csv(&summary)?;
         crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
         drawn.push("ttft_by_policy");
     }
@@ -918,9 +911,7 @@ fn exec_plot(dir: &Path) -> Result<i32> {
         let rows = crate::sweep::read_csv(&sweep_csv)?;
         let resolved = dir.join("sweep.resolved.toml");
         let spec: crate::sweep::SweepSpec = if resolved.is_file() {
-            let text = std::fs::read_to_string(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
-            toml::from_str(&text)
-                .map_err(|e| InputError::file(&resolved, format!("invalid: {}", e.to_string().trim_end())))?
+            crate::input::read_toml(&resolved, "resolved sweep")?
         } else {
             // Without the resolved sweep: the rates of the rows, the default metrics, no heatmaps.
             let mut rates: Vec<f64> = rows.iter().map(|r| r.rate_per_s).collect();
@@ -941,13 +932,7 @@ fn exec_plot(dir: &Path) -> Result<i32> {
     }
     let map_csv = dir.join("routing_map.csv");
     if map_csv.is_file() {
-        let mut r =
-            csv::Reader::from_path(&map_csv).map_err(|e| InputError::file(&map_csv, format!("cannot read: {e}")))?;
-        let cells: Vec<crate::routing_map::MapCell> = r
-            .deserialize()
-            .enumerate()
-            .map(|(i, row)| row.map_err(|e| InputError::file(&map_csv, format!("line {}: {e}", i + 2))))
-            .collect::<Result<_, _>>()?;
+        let cells: Vec<crate::routing_map::MapCell> = crate::input::read_csv(&map_csv)?;
         let mut contexts: Vec<u32> = Vec::new();
         let mut appends: Vec<u32> = Vec::new();
         for c in &cells {
@@ -960,10 +945,7 @@ fn exec_plot(dir: &Path) -> Result<i32> {
         }
         let resolved = dir.join("routing_map.resolved.toml");
         let title = if resolved.is_file() {
-            let text = std::fs::read_to_string(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
-            toml::from_str::<MapRecord>(&text)
-                .map_err(|e| InputError::file(&resolved, format!("invalid: {}", e.to_string().trim_end())))?
-                .title
+            crate::input::read_toml::<MapRecord>(&resolved, "resolved routing map")?.title
         } else {
             "local / remote cost".to_string()
         };

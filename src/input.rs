@@ -74,6 +74,31 @@ pub fn csv_rows(path: &Path, text: &str) -> InputResult<(Vec<String>, Vec<CsvRow
     Ok((header, rows))
 }
 
+/// Reads a CSV file (plain or gzip) whose header names the fields of `T`, one `T` per record.
+///
+/// # Errors
+/// Unreadable files and records that do not deserialize, naming the file and line.
+pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> InputResult<Vec<T>> {
+    let text = read_text(path)?;
+    let (header, rows) = csv_rows(path, &text)?;
+    let header = csv::StringRecord::from(header);
+    rows.iter()
+        .map(|(line, rec)| {
+            rec.deserialize(Some(&header))
+                .map_err(|e| InputError::line(path, *line, e.to_string()))
+        })
+        .collect()
+}
+
+/// Reads a TOML file into `T`; `what` names it in errors (`sweep`, `resolved routing map`).
+///
+/// # Errors
+/// Unreadable files and TOML that does not deserialize into `T`.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> InputResult<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read {what}: {e}")))?;
+    toml::from_str(&text).map_err(|e| InputError::file(path, format!("invalid {what}: {}", e.to_string().trim_end())))
+}
+
 /// File lines of byte offsets given in increasing order (linear in the file, not quadratic).
 struct LineCounter<'a> {
     bytes: &'a [u8],

@@ -260,16 +260,17 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     s
 }
 
-/// Writes `requests.csv`, `summary.csv` and `summary.json` into `dir`.
+/// Writes `requests.csv`, `summary.csv` and `summary.json` into `dir`; returns the `summary.csv`
+/// rows.
 ///
 /// # Errors
 /// Serialisation or I/O errors.
-pub fn write_results(dir: &StagedDir, records: &[RequestRecord], summaries: &[Summary]) -> Result<()> {
+pub fn write_results(dir: &StagedDir, records: &[RequestRecord], summaries: &[Summary]) -> Result<Vec<SummaryRow>> {
     dir.write("requests.csv", &to_csv(records)?)?;
     let rows: Vec<SummaryRow> = summaries.iter().map(SummaryRow::from).collect();
     dir.write("summary.csv", &to_csv(&rows)?)?;
     let mut json = serde_json::to_vec_pretty(summaries)?;
     json.push(b'\n');
     dir.write("summary.json", &json)?;
-    Ok(())
+    Ok(rows)
 }

@@ -158,10 +158,7 @@ impl LoadedSweep {
     /// ascending or not > 0, an unknown metric, a `[[vary]]` naming no policy of the scenario, a key
     /// the policy does not have or a value it refuses.
     pub fn load(path: &Path) -> InputResult<LoadedSweep> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read sweep: {e}")))?;
-        let mut spec: SweepSpec = toml::from_str(&text)
-            .map_err(|e| InputError::file(path, format!("invalid sweep: {}", e.to_string().trim_end())))?;
+        let mut spec: SweepSpec = crate::input::read_toml(path, "sweep")?;
         let base = path.parent().unwrap_or(Path::new("."));
         let scenario = LoadedScenario::load(&base.join(&spec.scenario))?;
         if spec.rates_per_s.is_empty() {
@@ -636,15 +633,10 @@ pub fn goodput_table(goodputs: &[Goodput], rates: &[f64]) -> String {
 /// Unreadable files, a header that is not `rate_per_s,seed,` + the `summary.csv` columns, or a
 /// row that does not parse (naming its line).
 pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    let text = crate::input::read_text(path)?;
+    let (header, records) = crate::input::csv_rows(path, &text)?;
     let mut want = vec!["rate_per_s".to_string(), "seed".to_string()];
     want.extend(csv_header(&SummaryRow::default()));
-    let header: Vec<String> = r
-        .headers()
-        .map_err(|e| InputError::file(path, format!("cannot read the header: {e}")))?
-        .iter()
-        .map(str::to_string)
-        .collect();
     if header != want {
         return Err(InputError::file(
             path,
@@ -657,10 +649,8 @@ pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
     }
     let summary_header = csv::StringRecord::from(want[2..].to_vec());
     let mut rows = Vec::new();
-    for (i, rec) in r.records().enumerate() {
-        let line = i + 2;
-        let bad = |what: String| InputError::file(path, format!("line {line}: {what}"));
-        let rec = rec.map_err(|e| bad(e.to_string()))?;
+    for (line, rec) in &records {
+        let bad = |what: String| InputError::line(path, *line, what);
         let rate_per_s: f64 = rec[0]
             .parse()
             .map_err(|e| bad(format!("rate_per_s `{}`: {e}", &rec[0])))?;
@@ -887,10 +877,8 @@ mod tests {
         text = text.replacen("0.5,7,pd", "fast,7,pd", 1);
         std::fs::write(&path, text).unwrap();
         let e = read_csv(&path).unwrap_err().to_string();
-        assert!(
-            e.contains("sweep.csv") && e.contains("line 2") && e.contains("fast"),
-            "{e}"
-        );
+        // The file, line 2 (`path:2:`) and the bad field.
+        assert!(e.contains("sweep.csv:2: rate_per_s `fast`"), "{e}");
     }
 
     #[test]
