@@ -670,7 +670,7 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
     }
     let _ = writeln!(
         s,
-        "saturation knee (first QPS with turn-1 p50 TTFT > 1 s or < 90% of requests succeeding) within one QPS step: {within}/{counted}"
+        "saturation knee (first QPS with turn-1 p50 TTFT > 1 s or < {KNEE_MIN_SUCCESS_PCT}% of requests succeeding) within one QPS step: {within}/{counted}"
     );
     for l in knee_lines {
         let _ = writeln!(s, "{l}");

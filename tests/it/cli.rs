@@ -235,13 +235,15 @@ fn sweep_rows_match_single_runs_and_do_not_depend_on_threads() {
     for (line, policy) in lines.zip(["pd", "ppd"]) {
         let f: Vec<&str> = line.split(',').collect();
         assert_eq!((f[0], f[1], f[2]), (policy, "2", "0.9"), "{line}");
-        if f[5] != "below_min_rate" {
-            let (rate, per_gpu): (f64, f64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
-            assert!(
-                (1.0..=2.0).contains(&rate) && (per_gpu - rate / 2.0).abs() < 1e-12,
-                "{line}"
-            );
-        }
+        // At 1 and 2 conversations/s both policies meet the SLO 90% of the time, so the goodput
+        // is the grid's bound: at least 2/s, 1/s per GPU.
+        assert_eq!(f[5], "at_least_max_rate", "{line}");
+        let (rate, per_gpu): (f64, f64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+        assert!(
+            (1.0..=2.0).contains(&rate) && (per_gpu - rate / 2.0).abs() < 1e-12,
+            "{line}"
+        );
+        assert_eq!((rate, per_gpu), (2.0, 1.0), "{line}");
     }
     // Grid order: rate, then seed, then policy.
     let keys: Vec<String> = csv

@@ -46,7 +46,7 @@ const LAYER_OPS: [(&str, f64); 9] = [
 pub struct MlpRow {
     /// TP degree.
     pub tp: f64,
-    /// Tokens in the batch.
+    /// Tokens in the batch \[tokens\].
     pub num_tokens: f64,
     /// One layer without attention \[ms\].
     pub layer_ms: f64,
@@ -61,9 +61,9 @@ pub struct AttentionRow {
     pub tp: f64,
     /// Sequences (decode rows; 1 for prefill rows).
     pub batch: f64,
-    /// New tokens of a prefill chunk (0 for decode rows).
+    /// New tokens of a prefill chunk (0 for decode rows) \[tokens\].
     pub chunk: f64,
-    /// Tokens attended to, the current chunk or token included.
+    /// Tokens attended to, the current chunk or token included \[tokens\].
     pub kv: f64,
     /// Prefill (true) or decode row.
     pub prefill: bool,
