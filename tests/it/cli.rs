@@ -681,16 +681,21 @@ fn validate_comprehensive_lists_every_point_and_the_worst() {
     assert!(brief.contains("worst 6 points below saturation"));
 }
 
+/// The shipped calibration and one measured comprehensive point (a fixture path from the root).
+fn calibration_and_point(fixture: &str) -> (ppdsim::calibrate::model_file::CalibrationFile, serde_json::Value) {
+    let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
+        .unwrap();
+    let v = serde_json::from_str(&std::fs::read_to_string(root().join(fixture)).unwrap()).unwrap();
+    (cal, v)
+}
+
 #[test]
 fn mixed_pool_turn2_p50_is_stable_across_seeds() {
     // 1P_1D_2pD: 1/3 of conversations pinned to the D plus the affinity misses (2/9) put ≈ 48%
     // of turn-2 requests on the PD path (≈ 100 ms) and the rest on the direct path (≈ 43 ms),
     // so one replay's p50 flips between the two with the placement draw. The prediction, the
     // median over independent replays, must stay on the direct side for every seed.
-    let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
-        .unwrap();
-    let path = root().join("tests/data/comprehensive_mixed/1P_1D_2pD_small_tiny_6.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let (cal, v) = calibration_and_point("tests/data/comprehensive_mixed/1P_1D_2pD_small_tiny_6.json");
     for seed in 0..6 {
         let r = ppdsim::validate::simulate_comprehensive("1P_1D_2pD", "small_tiny", 6.0, &v, &cal, seed).unwrap();
         assert!(
@@ -711,10 +716,7 @@ fn clean_direct_path_on_a_large_context_is_costed_within_ten_percent() {
     // 1P_3pD large_mid_bal at 1 QPS: every turn-2 request went direct to the pD that holds the
     // 1,024 + 1,024-token context (measured p99 66 ms, far below the ≈ 140 ms PD path), so its
     // p50 isolates the direct append-prefill of 128 tokens plus the request overhead.
-    let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
-        .unwrap();
-    let path = root().join("tests/data/comprehensive_direct/1P_3pD_large_mid_bal_1.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let (cal, v) = calibration_and_point("tests/data/comprehensive_direct/1P_3pD_large_mid_bal_1.json");
     for seed in 0..4 {
         let r = ppdsim::validate::simulate_comprehensive("1P_3pD", "large_mid_bal", 1.0, &v, &cal, seed).unwrap();
         assert!((r.t2_p50_ttft_measured_ms - 48.248).abs() < 1e-3);
