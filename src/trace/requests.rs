@@ -187,64 +187,17 @@ fn finish(path: &Path, format: &str, mut reqs: Vec<Request>) -> InputResult<(Vec
     Ok((convs, report))
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.fraction]` → 100 ns ticks since 1970-01-01 00:00:00 (the zone, unknown,
-/// cancels in differences); `None` when malformed or out of range. Fraction digits beyond the
-/// seventh are truncated.
+/// `YYYY-MM-DD HH:MM:SS[.fraction]` (or `T` between date and time) → 100 ns ticks since
+/// 1970-01-01 00:00:00 (the zone, unknown, cancels in differences); `None` when malformed or out
+/// of range. Parsed by chrono; fraction digits below 100 ns are truncated.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut d = date.split('-');
-    let (y, mo, da): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=days_in_month(y, mo)).contains(&da) {
-        return None;
-    }
-    let (hms, frac) = match time.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => (time, ""),
-    };
-    let mut t = hms.split(':');
-    let (h, mi, se): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if t.next().is_some() || h > 23 || mi > 59 || se > 60 || h < 0 || mi < 0 || se < 0 {
-        return None;
-    }
-    if !frac.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let digits: String = frac.chars().take(7).collect();
-    let ticks_frac = if digits.is_empty() {
-        0
-    } else {
-        digits.parse::<i64>().ok()? * 10i64.pow(7 - digits.len() as u32)
-    };
-    let days = days_from_civil(y, mo, da);
-    Some(((days * 24 + h) * 60 + mi) * 60 * 10_000_000 + se * 10_000_000 + ticks_frac)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
-}
-
-/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d` (Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())?
+        .and_utc();
+    t.timestamp()
+        .checked_mul(10_000_000)?
+        .checked_add((t.timestamp_subsec_nanos() / 100) as i64)
 }
 
 #[cfg(test)]
