@@ -80,23 +80,9 @@ pub fn read(path: &Path, text: &str, fmt: Format) -> InputResult<FileSamples> {
     })
 }
 
-/// Piecewise-linear interpolation of `(x, y)` points (sorted by x) at `x`, in log-x; clamps to the ends.
+/// [`super::interp_log`], extrapolated proportionally to `x` beyond the grid (work scales with x).
 fn interp_log(points: &[(f64, f64)], x: f64) -> f64 {
-    assert!(!points.is_empty());
-    if x <= points[0].0 {
-        return points[0].1;
-    }
-    for w in points.windows(2) {
-        let (x0, y0) = w[0];
-        let (x1, y1) = w[1];
-        if x <= x1 {
-            let t = (x.ln() - x0.ln()) / (x1.ln() - x0.ln());
-            return y0 + t * (y1 - y0);
-        }
-    }
-    // Beyond the grid: extrapolate proportionally to x (work scales with x).
-    let (xl, yl) = *points.last().unwrap();
-    yl * x / xl
+    super::interp_log(points, x, super::AboveGrid::Proportional)
 }
 
 /// Linear interpolation in `v` between grid values `grid` (sorted) of a function `f`; proportional beyond.

@@ -357,6 +357,37 @@ pub fn decode_batch(n: u32, context_tokens: u64) -> BatchShape {
 
 pub(crate) use crate::input::{col_f64, col_str, csv_rows};
 
+/// What [`interp_log`] returns above the largest x of its points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AboveGrid {
+    /// The last point's y.
+    Clamp,
+    /// The last point's y scaled by x / its x (work proportional to size).
+    Proportional,
+}
+
+/// Piecewise-linear interpolation in log x of `points` (sorted by x, distinct x) at `x`: the first
+/// point's y below the smallest x, `above` beyond the largest; NaN when there are no points.
+pub(crate) fn interp_log(points: &[(f64, f64)], x: f64, above: AboveGrid) -> f64 {
+    let (Some(&(x_first, y_first)), Some(&(x_last, y_last))) = (points.first(), points.last()) else {
+        return f64::NAN;
+    };
+    if x <= x_first {
+        return y_first;
+    }
+    for w in points.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if x <= x1 {
+            let t = (x.ln() - x0.ln()) / (x1.ln() - x0.ln());
+            return y0 + t * (y1 - y0);
+        }
+    }
+    match above {
+        AboveGrid::Clamp => y_last,
+        AboveGrid::Proportional => y_last * x / x_last,
+    }
+}
+
 /// Maps a model name as written in a file (HF id or short name) to a spec-table name.
 pub fn model_name_from(text: &str) -> Option<String> {
     let t = text.to_ascii_lowercase().replace("llama2", "llama-2");
@@ -373,4 +404,22 @@ pub fn model_name_from(text: &str) -> Option<String> {
         })
         .max_by_key(|m| m.name.len())
         .map(|m| m.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_interpolation_clamps_below_and_clamps_or_scales_above() {
+        // (1, 1) → (100, 5): at x = 10, halfway in log x → 3.
+        let pts = [(1.0, 1.0), (100.0, 5.0)];
+        for above in [AboveGrid::Clamp, AboveGrid::Proportional] {
+            assert!((interp_log(&pts, 10.0, above) - 3.0).abs() < 1e-12);
+            assert_eq!(interp_log(&pts, 0.5, above), 1.0);
+        }
+        assert_eq!(interp_log(&pts, 400.0, AboveGrid::Clamp), 5.0);
+        assert_eq!(interp_log(&pts, 400.0, AboveGrid::Proportional), 20.0);
+        assert!(interp_log(&[], 1.0, AboveGrid::Clamp).is_nan());
+    }
 }

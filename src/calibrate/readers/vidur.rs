@@ -162,27 +162,12 @@ pub fn read(path: &Path, text: &str, fmt: Format, model: &ModelSpec) -> InputRes
     })
 }
 
-/// Piecewise-linear interpolation in log x of `(x, y)` points, clamped to the ends; NaN when empty.
+/// [`super::interp_log`] of unsorted `(x, y)` points (sorted here, the first of equal x kept),
+/// clamped to the ends; NaN when empty.
 fn interp_log(mut pts: Vec<(f64, f64)>, x: f64) -> f64 {
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     pts.dedup_by(|a, b| a.0 == b.0);
-    match pts.as_slice() {
-        [] => f64::NAN,
-        [only] => only.1,
-        _ => {
-            if x <= pts[0].0 {
-                return pts[0].1;
-            }
-            let last = pts[pts.len() - 1];
-            if x >= last.0 {
-                return last.1;
-            }
-            let i = pts.partition_point(|p| p.0 <= x);
-            let (a, b) = (pts[i - 1], pts[i]);
-            let t = (x.ln() - a.0.ln()) / (b.0.ln() - a.0.ln());
-            a.1 + t * (b.1 - a.1)
-        }
-    }
+    super::interp_log(&pts, x, super::AboveGrid::Clamp)
 }
 
 /// Composes forward passes of `model` at TP degree `tp` from the group's Vidur tables (both are
