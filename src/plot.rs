@@ -4,6 +4,7 @@
 
 use crate::output::SummaryRow;
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -395,24 +396,37 @@ impl Figure for SweepHeatmap<'_> {
                 } else {
                     RGBColor(220, 220, 220)
                 };
-                chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(x, y), (x + 1.0, y + 1.0)],
-                        fill.filled(),
-                    )))
-                    .map_err(|e| anyhow!("{e}"))?;
                 let text = if v.is_finite() { fmt_value(v) } else { "–".into() };
-                chart
-                    .draw_series(std::iter::once(Text::new(
-                        text,
-                        (x + 0.3, y + 0.62),
-                        ("sans-serif", 12).into_font(),
-                    )))
-                    .map_err(|e| anyhow!("{e}"))?;
+                draw_cell(&mut chart, (x, y), fill, text, 0.3)?;
             }
         }
         Ok(())
     }
+}
+
+/// One cell of a grid chart (axes over cell indices): the unit square with lower-left corner
+/// `(x, y)` filled with `fill`, and `text` in 12-px type `dx` cells from its left edge.
+fn draw_cell<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    (x, y): (f64, f64),
+    fill: RGBColor,
+    text: String,
+    dx: f64,
+) -> Result<()> {
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(x, y), (x + 1.0, y + 1.0)],
+            fill.filled(),
+        )))
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .draw_series(std::iter::once(Text::new(
+            text,
+            (x + dx, y + 0.62),
+            ("sans-serif", 12).into_font(),
+        )))
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
 }
 
 /// Whether a sweep metric is drawn on a log axis: latencies (`*_ms`).
@@ -551,20 +565,8 @@ impl Figure for RoutingMap<'_> {
                 (40.0, 160.0, 80.0)
             };
             let mix = |v: f64| (255.0 - (255.0 - v) * (0.25 + 0.75 * strength)) as u8;
-            let (x, y) = (i as f64, j as f64);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x, y), (x + 1.0, y + 1.0)],
-                    RGBColor(mix(r), mix(g), mix(b)).filled(),
-                )))
-                .map_err(|e| anyhow!("{e}"))?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    format!("{ratio:.2}"),
-                    (x + 0.28, y + 0.62),
-                    ("sans-serif", 12).into_font(),
-                )))
-                .map_err(|e| anyhow!("{e}"))?;
+            let fill = RGBColor(mix(r), mix(g), mix(b));
+            draw_cell(&mut chart, (i as f64, j as f64), fill, format!("{ratio:.2}"), 0.28)?;
         }
         Ok(())
     }
