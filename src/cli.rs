@@ -8,7 +8,8 @@ use crate::calibrate::{self, CalibrateOptions};
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, EXIT_INVALID_INPUT, EXIT_OK};
 use crate::metrics::Summary;
-use crate::output::{self, StagedDir};
+use crate::outdir::{self, OutputDir, Stale};
+use crate::output;
 use crate::rng::RngStreams;
 use crate::scenario::LoadedScenario;
 use crate::sim::{workload, Simulation};
@@ -45,6 +46,10 @@ pub enum Command {
         /// Print nothing but errors.
         #[arg(short, long)]
         quiet: bool,
+        /// Write into an existing directory that holds files ppdsim did not write (they are
+        /// never replaced or deleted; see README → Outputs).
+        #[arg(long)]
+        force: bool,
     },
     /// Run a scenario over a grid — arrival rates × seeds × policy-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
@@ -61,6 +66,10 @@ pub enum Command {
         /// Print nothing but errors.
         #[arg(short, long)]
         quiet: bool,
+        /// Write into an existing directory that holds files ppdsim did not write (they are
+        /// never replaced or deleted; see README → Outputs).
+        #[arg(long)]
+        force: bool,
     },
     /// The (L, m) routing map from the cost model alone: for each context L and append m, the
     /// cost (TTFT + running decodes × their stall) of prefilling on the decode instance (local)
@@ -83,6 +92,10 @@ pub enum Command {
         /// Output directory [default: output/routing-map].
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write into an existing directory that holds files ppdsim did not write (they are
+        /// never replaced or deleted; see README → Outputs).
+        #[arg(long)]
+        force: bool,
     },
     /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
     /// detected from content), fit each source group alone and compare them, check everything
@@ -94,9 +107,13 @@ pub enum Command {
         /// vllm-ppd result JSON, native JSON lines (see `--format`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Output model file.
-        #[arg(short, long, default_value = "calibration/model.json")]
+        /// Output model file (replaced only when it is a ppdsim calibration, or with --force; never
+        /// one of the inputs).
+        #[arg(short, long, default_value = "output/calibration/model.json")]
         output: PathBuf,
+        /// Replace the output files even when they are not ppdsim's.
+        #[arg(long)]
+        force: bool,
         /// Model name in the spec table.
         #[arg(long, default_value = "llama-3.1-8b")]
         model: String,
@@ -128,6 +145,10 @@ pub enum Command {
     Plot {
         /// A directory written by `ppdsim run`, `sweep` or `routing-map`.
         results_dir: PathBuf,
+        /// Draw into a directory without a ppdsim manifest (files ppdsim did not write are never
+        /// replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Run the simulator on measured points and print measured vs predicted latency with the
     /// error, point by point, then summaries. Supported (detected from content; directories are
@@ -147,6 +168,9 @@ pub enum Command {
         /// FILE.interference.csv.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replace the CSV files even when they are not ppdsim's validation tables.
+        #[arg(long)]
+        force: bool,
         /// Seed of the replays: arrival gaps and, for comprehensive points, router placements.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -172,9 +196,12 @@ pub enum TraceCommand {
         format: ImportFormat,
         /// Source file (may be gzip-compressed).
         file: PathBuf,
-        /// Output trace.
+        /// Output trace (replaced only when it is a native trace, or with --force; never the input).
         #[arg(short, long)]
         output: PathBuf,
+        /// Replace the output even when it is not a native trace.
+        #[arg(long)]
+        force: bool,
     },
     /// Print statistics of a native trace (JSON).
     Stats {
@@ -259,16 +286,17 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults
     out
 }
 
-fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> {
+fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
     let sc = LoadedScenario::load(scenario)?;
     let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
+    // Refuse a bad destination before simulating.
+    let staged = OutputDir::create(&dest, force, "run")?;
     let t0 = std::time::Instant::now();
     let res = simulate(&sc);
-    let staged = StagedDir::new(&dest)?;
     let rows = output::write_results(&staged, &res.records, &res.summaries)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml().as_bytes())?;
     crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
-    staged.commit()?;
+    staged.commit(Stale::Remove)?;
     if !quiet {
         println!(
             "scenario {}: {} conversations, {} policies, seed {}, KV capacity {} tokens/instance",
@@ -279,18 +307,23 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32
             sc.kv_capacity_tokens
         );
         print!("{}", output::summary_table(&res.summaries));
+        eprint!(
+            "{}",
+            output::rejection_warnings(&res.summaries, sc.resolved.engine.max_model_len)
+        );
         println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
     }
     Ok(EXIT_OK)
 }
 
-fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> {
+fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
     use crate::sweep::{self, SweepRow};
     let sw = sweep::LoadedSweep::load(path)?;
     let stem = path
         .file_stem()
         .map_or("sweep".into(), |s| s.to_string_lossy().into_owned());
     let dest = output.unwrap_or_else(|| Path::new("output").join(format!("sweep-{stem}")));
+    let staged = OutputDir::create(&dest, force, "sweep")?;
     let t0 = std::time::Instant::now();
     let rates = &sw.spec.rates_per_s;
     let points: Vec<(f64, u64)> = rates
@@ -321,7 +354,6 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> 
         .flatten()
         .collect();
     bar.finish_and_clear();
-    let staged = StagedDir::new(&dest)?;
     let mut all_crossings = Vec::new();
     let mut text = format!(
         "sweep {}: {} rates × {} seed{} × {} policies = {} runs of {}\n",
@@ -359,7 +391,7 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool) -> Result<i32> 
     staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
     staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;
     staged.write("sweep.resolved.toml", toml::to_string(&sw.spec)?.as_bytes())?;
-    staged.commit()?;
+    staged.commit(Stale::Remove)?;
     if !quiet {
         print!("{text}");
         println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
@@ -396,7 +428,7 @@ pub struct MapOptions {
 
 /// Draws a sweep's metric-vs-load plots and its heatmaps into `plots/` of `dir`.
 fn draw_sweep_plots(
-    dir: &StagedDir,
+    dir: &OutputDir,
     spec: &crate::sweep::SweepSpec,
     curves: &[crate::sweep::MetricCurves],
 ) -> Result<()> {
@@ -439,6 +471,7 @@ fn exec_routing_map(
     contexts: &[u32],
     appends: &[u32],
     output: Option<PathBuf>,
+    force: bool,
 ) -> Result<i32> {
     use crate::routing_map::{boundary, map, MapParams, MapRoute};
     let arg_error = |opt: &str, msg: &str| InputError {
@@ -485,7 +518,7 @@ fn exec_routing_map(
     let cells = map(&p, contexts, appends);
     let edge = boundary(&cells, contexts);
     let dest = output.unwrap_or_else(|| Path::new("output").join("routing-map"));
-    let staged = StagedDir::new(&dest)?;
+    let staged = OutputDir::create(&dest, force, "routing-map")?;
     staged.write("routing_map.csv", &output::to_csv(&cells)?)?;
     staged.write("boundary.csv", &output::to_csv(&edge)?)?;
     let title = format!(
@@ -515,7 +548,7 @@ fn exec_routing_map(
     };
     staged.write("routing_map.resolved.toml", toml::to_string(&record)?.as_bytes())?;
     crate::plot::routing_map(&staged.path("plots/routing_map")?, &title, contexts, appends, &cells)?;
-    staged.commit()?;
+    staged.commit(Stale::Remove)?;
     println!("{title}");
     println!("route per (m, L): L = local (append-prefill on D), R = remote (P prefill + KV transfer)");
     print!("  {:>6} |", "m \\ L");
@@ -546,7 +579,20 @@ fn exec_routing_map(
     Ok(EXIT_OK)
 }
 
-fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, strict: bool) -> Result<i32> {
+fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, strict: bool, force: bool) -> Result<i32> {
+    // Check every destination before fitting: never an input, never a file ppdsim did not write.
+    let plot = output.with_extension("fit");
+    let plot_files = crate::plot::outputs(&plot);
+    let mut outs: Vec<&Path> = vec![output];
+    outs.extend(plot_files.iter().map(|p| p.as_path()));
+    outdir::refuse_input_as_output(&outs, files)?;
+    let is_model = |p: &Path| crate::calibrate::model_file::looks_like_calibration(p);
+    outdir::check_replaceable(output, force, "calibration model", &is_model)?;
+    // The plots beside a model ppdsim wrote are ppdsim's too.
+    let model_is_ours = is_model(output);
+    for pf in &plot_files {
+        outdir::check_replaceable(pf, force, "calibration plot", &|_| model_is_ours)?;
+    }
     let c = calibrate::calibrate(files, &opts)?;
     print!("{}", calibrate::report(&c));
     let failed = c.file.physics.iter().filter(|p| !p.ok).count()
@@ -562,16 +608,23 @@ fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, stri
     }
     let mut json = serde_json::to_vec_pretty(&c.file)?;
     json.push(b'\n');
-    let plot = output.with_extension("fit");
-    let tmp_plot = output.with_extension(format!("fit.tmp-{}", std::process::id()));
-    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // The plots are drawn into a staging directory beside the model, then renamed into place.
+    let stage_parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stage = OutputDir::create(&stage_parent.join(".calibrate-plots"), true, "calibrate")?;
+    let stem = plot
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staged_plot = stage.path(&stem)?;
+    crate::plot::calibration_fit(&staged_plot, &c)?;
+    outdir::write_file(output, &json, true, "calibration model", &|_| true)?;
+    for (tmp, dest) in crate::plot::outputs(&staged_plot).iter().zip(&plot_files) {
+        std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
     }
-    crate::plot::calibration_fit(&tmp_plot, &c)?;
-    write_atomic(output, &json)?;
-    for (tmp, dest) in crate::plot::outputs(&tmp_plot).iter().zip(crate::plot::outputs(&plot)) {
-        std::fs::rename(tmp, &dest).with_context(|| format!("renaming onto {}", dest.display()))?;
-    }
+    drop(stage);
     println!(
         "wrote {} and {} (.svg beside it)",
         output.display(),
@@ -627,9 +680,24 @@ fn exec_validate(
     output: Option<PathBuf>,
     seed: u64,
     print_points: bool,
+    force: bool,
 ) -> Result<i32> {
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
     let files = collect_json(measured)?;
+    let csv_paths = output.as_ref().map(|out| {
+        [
+            out.clone(),
+            out.with_extension("comprehensive.csv"),
+            out.with_extension("interference.csv"),
+        ]
+    });
+    if let Some(paths) = &csv_paths {
+        let mut inputs = files.clone();
+        inputs.push(calibration.to_path_buf());
+        outdir::refuse_input_as_output(&paths.iter().map(|p| p.as_path()).collect::<Vec<_>>(), &inputs)?;
+    }
+    // CSV tables to write once everything is computed: (path, bytes).
+    let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     if files.is_empty() {
         return Err(no_points(measured, "no JSON files found").into());
     }
@@ -668,9 +736,8 @@ fn exec_validate(
             .flatten()
             .collect();
         print!("{}", crate::validate::report(&rows, print_points));
-        if let Some(out) = &output {
-            write_atomic(out, &output::to_csv(&rows)?)?;
-            println!("wrote {}", out.display());
+        if let Some(paths) = &csv_paths {
+            pending.push((paths[0].clone(), output::to_csv(&rows)?));
         }
     }
     if !comprehensive.is_empty() {
@@ -693,10 +760,8 @@ fn exec_validate(
         }
         print!("{}", crate::validate::comprehensive_summary(&rows));
         print!("{}", crate::validate::comprehensive_worst(&rows, 10));
-        if let Some(out) = &output {
-            let p = out.with_extension("comprehensive.csv");
-            write_atomic(&p, &output::to_csv(&rows)?)?;
-            println!("wrote {}", p.display());
+        if let Some(paths) = &csv_paths {
+            pending.push((paths[1].clone(), output::to_csv(&rows)?));
         }
     }
     if !interference.is_empty() {
@@ -709,29 +774,22 @@ fn exec_validate(
             }
         }
         print!("{}", crate::validate::interference_summary(&interference));
-        if let Some(out) = &output {
-            let p = out.with_extension("interference.csv");
-            write_atomic(&p, &output::to_csv(&interference)?)?;
-            println!("wrote {}", p.display());
+        if let Some(paths) = &csv_paths {
+            pending.push((paths[2].clone(), output::to_csv(&interference)?));
         }
     }
     if points.is_empty() && comprehensive.is_empty() && interference.is_empty() {
         return Err(no_points(measured, UNSUPPORTED).into());
     }
-    Ok(EXIT_OK)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-///
-/// # Errors
-/// I/O errors.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Every table is checked before any is written: a refusal writes nothing.
+    for (p, bytes) in &pending {
+        outdir::check_replaceable(p, force, "validation table", &|q| outdir::same_first_line(q, bytes))?;
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
+    for (p, bytes) in &pending {
+        outdir::write_file(p, bytes, true, "validation table", &|_| true)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(EXIT_OK)
 }
 
 /// Writes an imported trace to `output` atomically and its import report (JSON) to stderr.
@@ -744,28 +802,37 @@ fn write_imported(output: &Path, convs: &[crate::trace::Conversation], report: &
         gz.write_all(&buf)?;
         buf = gz.finish()?;
     }
-    write_atomic(output, &buf)?;
+    outdir::write_file(output, &buf, true, "native trace", &|_| true)?;
     eprintln!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
 }
 
 fn exec_trace(cmd: TraceCommand) -> Result<i32> {
+    if let TraceCommand::Import {
+        file, output, force, ..
+    } = &cmd
+    {
+        // Before reading: never over the input, never over a file that is not a native trace.
+        outdir::refuse_input_as_output(&[output.as_path()], std::slice::from_ref(file))?;
+        outdir::check_replaceable(output, *force, "native trace", &crate::trace::looks_like_native_trace)?;
+    }
     match cmd {
         TraceCommand::Import {
             format: format @ (ImportFormat::Azure | ImportFormat::Vidur),
             file,
             output,
+            ..
         } => {
             let (convs, report) = match format {
                 ImportFormat::Azure => crate::trace::requests::import_azure(&file)?,
                 _ => crate::trace::requests::import_vidur(&file)?,
             };
             if convs.is_empty() {
-                return Err(InputError::file(&file, "no request with at least one output token").into());
+                return Err(InputError::file(&file, "no request with at least one prompt and one output token").into());
             }
             write_imported(&output, &convs, &report)?;
             println!(
-                "read {} requests, wrote {} one-turn conversations to {}{}; {} without output dropped",
+                "read {} requests, wrote {} one-turn conversations to {}{}; {} without output and {} without prompt dropped",
                 report.rows_read,
                 report.conversations_written,
                 output.display(),
@@ -773,7 +840,8 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                     Some(s) => format!(" with arrival times over {s:.1} s"),
                     None => " without arrival times".into(),
                 },
-                report.rows_without_output
+                report.rows_without_output,
+                report.rows_without_prompt
             );
             Ok(EXIT_OK)
         }
@@ -781,6 +849,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             format: ImportFormat::Mooncake,
             file,
             output,
+            ..
         } => {
             let (convs, report) = crate::trace::mooncake::import(&file)?;
             write_imported(&output, &convs, &report)?;
@@ -802,6 +871,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             format: ImportFormat::Sharegpt,
             file,
             output,
+            ..
         } => {
             let (convs, report) = crate::trace::sharegpt::import(&file)?;
             if convs.is_empty() {
@@ -842,15 +912,22 @@ pub fn run(cli: Cli) -> Result<i32> {
             scenario,
             output,
             quiet,
-        } => exec_run(&scenario, output, quiet),
-        Command::Sweep { sweep, output, quiet } => exec_sweep(&sweep, output, quiet),
+            force,
+        } => exec_run(&scenario, output, quiet, force),
+        Command::Sweep {
+            sweep,
+            output,
+            quiet,
+            force,
+        } => exec_sweep(&sweep, output, quiet, force),
         Command::RoutingMap {
             calibration,
             options,
             context_tokens,
             append_tokens,
             output,
-        } => exec_routing_map(&calibration, options, &context_tokens, &append_tokens, output),
+            force,
+        } => exec_routing_map(&calibration, options, &context_tokens, &append_tokens, output, force),
         Command::Calibrate {
             files,
             output,
@@ -861,6 +938,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             format,
             attention,
             strict,
+            force,
         } => exec_calibrate(
             &files,
             &output,
@@ -874,6 +952,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ..Default::default()
             },
             strict,
+            force,
         ),
         Command::Validate {
             measured,
@@ -881,24 +960,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             seed,
             summary_only,
-        } => exec_validate(&measured, &calibration, output, seed, !summary_only),
-        Command::Plot { results_dir } => exec_plot(&results_dir),
+            force,
+        } => exec_validate(&measured, &calibration, output, seed, !summary_only, force),
+        Command::Plot { results_dir, force } => exec_plot(&results_dir, force),
         Command::Trace { command } => exec_trace(command),
     }
 }
 
 /// Redraws the plots of a results directory (see [`Command::Plot`]). The plots are drawn into a
-/// staging directory beside `plots/` and each file is renamed into place, so a failure leaves
-/// the old plots whole.
-fn exec_plot(dir: &Path) -> Result<i32> {
-    if !dir.is_dir() {
-        return Err(InputError::file(
-            dir,
-            "not a directory; give a directory written by `ppdsim run`, `sweep` or `routing-map`",
-        )
-        .into());
-    }
-    let staged = StagedDir::new(&dir.join("plots-redraw"))?;
+/// staging directory inside it and each file is renamed into place, so a failure leaves the old
+/// plots whole; only files the directory's manifest lists (or new ones) are replaced.
+fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
+    let staged = OutputDir::open_existing(dir, force, "plot")?;
     let mut drawn = Vec::new();
     let summary = dir.join("summary.csv");
     if summary.is_file() {
@@ -960,8 +1033,7 @@ fn exec_plot(dir: &Path) -> Result<i32> {
         .into());
     }
     let plots = dir.join("plots");
-    std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
-    let n = staged.commit_files_into(&plots, "plots")?;
+    let n = staged.commit(Stale::Keep)?;
     println!("redrew {} ({n} files) in {}", drawn.join(", "), plots.display());
     Ok(EXIT_OK)
 }

@@ -38,6 +38,7 @@ pub mod error;
 pub mod hardware;
 pub mod input;
 pub mod metrics;
+pub mod outdir;
 pub mod output;
 pub mod plot;
 pub mod policy;

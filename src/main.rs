@@ -12,6 +12,10 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = ppdsim::cli::Cli::parse();
+    // SIGINT/SIGTERM/SIGHUP remove ppdsim's temporary files before exiting (130).
+    if let Err(e) = ppdsim::outdir::install_signal_cleanup() {
+        eprintln!("warning: {e:#}");
+    }
     match ppdsim::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -175,6 +175,9 @@ pub struct Summary {
     pub num_requests: usize,
     /// Requests that failed (client timeout or refused by the engine).
     pub num_failed: usize,
+    /// Of the failed requests, those the engine refused at once (prompt + output longer than
+    /// `max_model_len`).
+    pub num_rejected: usize,
     /// First token of the first request to the last completion \[s\].
     pub makespan_s: f64,
     /// TTFT of turn 1.
@@ -223,6 +226,7 @@ impl Summary {
         mode_switches: u64,
     ) -> Summary {
         let num_failed = records.iter().filter(|r| r.status != RequestStatus::Ok).count();
+        let num_rejected = records.iter().filter(|r| r.status == RequestStatus::Rejected).count();
         let ok: Vec<RequestRecord> = records
             .iter()
             .filter(|r| r.status == RequestStatus::Ok)
@@ -258,6 +262,7 @@ impl Summary {
             num_conversations,
             num_requests: records.len(),
             num_failed,
+            num_rejected,
             makespan_s,
             ttft_turn1: LatencyStats::of(records.iter().filter(|r| r.turn == 1).map(|r| r.ttft_ms)),
             ttft_turn2plus: LatencyStats::of(later.iter().map(|r| r.ttft_ms)),

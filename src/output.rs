@@ -1,112 +1,11 @@
-//! Writing results: CSV and JSON from serde row structs, all-or-nothing.
-//!
-//! A run's files are written into a temporary sibling directory which is renamed over the
-//! destination only when every file is complete, so an error never leaves half-written output.
-//! Outputs hold no timestamps and no absolute paths (golden files stay stable).
+//! Writing results: CSV and JSON from serde row structs, into an [`OutputDir`] (all-or-nothing,
+//! never over a file ppdsim did not write; see [`crate::outdir`]). Outputs hold no timestamps
+//! and no absolute paths (golden files stay stable).
 
 use crate::metrics::{RequestRecord, Summary};
+use crate::outdir::OutputDir;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-
-/// A directory being written; [`StagedDir::commit`] moves it into place.
-pub struct StagedDir {
-    tmp: PathBuf,
-    dest: PathBuf,
-}
-
-impl StagedDir {
-    /// Starts writing what will become `dest`.
-    ///
-    /// # Errors
-    /// When the parent directory cannot be created.
-    pub fn new(dest: &Path) -> Result<Self> {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
-        }
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(StagedDir {
-            tmp,
-            dest: dest.to_path_buf(),
-        })
-    }
-
-    /// Path of `rel` inside the staging directory (parents created).
-    ///
-    /// # Errors
-    /// When a parent directory cannot be created.
-    pub fn path(&self, rel: &str) -> Result<PathBuf> {
-        let p = self.tmp.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        Ok(p)
-    }
-
-    /// Writes `bytes` to `rel`.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<()> {
-        let p = self.path(rel)?;
-        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))
-    }
-
-    /// Replaces `dest` with the staged directory.
-    ///
-    /// # Errors
-    /// I/O errors (the staged directory is left for inspection).
-    pub fn commit(self) -> Result<()> {
-        if self.dest.exists() {
-            std::fs::remove_dir_all(&self.dest).with_context(|| format!("removing old {}", self.dest.display()))?;
-        }
-        std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("moving results into {}", self.dest.display()))
-    }
-}
-
-impl StagedDir {
-    /// Moves every file of the staged subdirectory `sub` into the existing directory `dest`, each
-    /// by one rename (replacing a file of the same name whole), and discards the rest of the
-    /// staging directory; returns how many files moved. Files of `dest` that `sub` does not hold
-    /// are left alone.
-    ///
-    /// # Errors
-    /// I/O errors (files already moved stay moved; each is complete).
-    pub fn commit_files_into(self, dest: &Path, sub: &str) -> Result<usize> {
-        let from = self.tmp.join(sub);
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&from)
-            .with_context(|| format!("listing {}", from.display()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("listing {}", from.display()))?;
-        names.sort();
-        for n in &names {
-            let target = dest.join(n);
-            std::fs::rename(from.join(n), &target)
-                .with_context(|| format!("moving {} into place", target.display()))?;
-        }
-        Ok(names.len())
-    }
-}
-
-impl Drop for StagedDir {
-    fn drop(&mut self) {
-        // Only reached with the staging directory still present on error paths.
-        if self.tmp.exists() {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
-    }
-}
 
 /// Serialises rows as CSV (header from the struct's field names).
 ///
@@ -210,9 +109,10 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
+        "{:<w$} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
         "policy",
         "reqs",
+        "failed",
         "T1 p50",
         "T1 p99",
         "T2+ p50",
@@ -227,8 +127,8 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
-        "", "", "TTFT ms", "TTFT ms", "TTFT ms", "TTFT ms", "ms", "ms", "ms", "", "GB", "hit", "att."
+        "{:<w$} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>6}",
+        "", "", "", "TTFT ms", "TTFT ms", "TTFT ms", "TTFT ms", "ms", "ms", "ms", "", "GB", "hit", "att."
     );
     // A statistic over no request (e.g. turns ≥ 2 of a single-turn trace) prints as `–`.
     let ms = |l: &crate::metrics::LatencyStats, v: f64, prec: usize| {
@@ -241,9 +141,10 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     for m in summaries {
         let _ = writeln!(
             s,
-            "{:<w$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10.1} {:>7.3} {:>10.2} {:>6.1}% {:>5.1}%",
+            "{:<w$} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10.1} {:>7.3} {:>10.2} {:>6.1}% {:>5.1}%",
             m.policy,
             m.num_requests,
+            m.num_failed,
             ms(&m.ttft_turn1, m.ttft_turn1.p50_ms, 1),
             ms(&m.ttft_turn1, m.ttft_turn1.p99_ms, 1),
             ms(&m.ttft_turn2plus, m.ttft_turn2plus.p50_ms, 1),
@@ -260,12 +161,26 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     s
 }
 
+/// One warning line per policy some of whose requests the engine refused (`max_model_len`).
+pub fn rejection_warnings(summaries: &[Summary], max_model_len: Option<u32>) -> String {
+    let mut s = String::new();
+    for m in summaries.iter().filter(|m| m.num_rejected > 0) {
+        s.push_str(&format!(
+            "warning: {}: {} requests refused by engine.max_model_len = {} (prompt + output longer); each ended its conversation\n",
+            m.policy,
+            m.num_rejected,
+            max_model_len.map_or("?".into(), |v| v.to_string())
+        ));
+    }
+    s
+}
+
 /// Writes `requests.csv`, `summary.csv` and `summary.json` into `dir`; returns the `summary.csv`
 /// rows.
 ///
 /// # Errors
 /// Serialisation or I/O errors.
-pub fn write_results(dir: &StagedDir, records: &[RequestRecord], summaries: &[Summary]) -> Result<Vec<SummaryRow>> {
+pub fn write_results(dir: &OutputDir, records: &[RequestRecord], summaries: &[Summary]) -> Result<Vec<SummaryRow>> {
     dir.write("requests.csv", &to_csv(records)?)?;
     let rows: Vec<SummaryRow> = summaries.iter().map(SummaryRow::from).collect();
     dir.write("summary.csv", &to_csv(&rows)?)?;

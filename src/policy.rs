@@ -167,6 +167,14 @@ impl PolicyConfig {
     /// out-of-range `min_cache_rate`, or hysteresis levels not ordered low < high.
     pub fn validate(&self) -> Result<(), String> {
         let (p, d) = self.cluster();
+        let max = crate::scenario::limits::MAX_INSTANCES;
+        if p.saturating_add(d) > max {
+            return Err(format!(
+                "policy `{}` has {} instances; at most {max} per cluster are supported",
+                self.name(),
+                p as u64 + d as u64
+            ));
+        }
         if d == 0 {
             return Err(format!(
                 "policy `{}` needs at least one decode/replica instance",

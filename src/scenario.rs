@@ -16,6 +16,21 @@ use crate::sim::{SimConfig, TransferMode};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Documented domains of scenario values: beyond them a run would overflow simulated time
+/// (integer microseconds, ≈ 5.8 × 10⁵ years) or memory, so they are refused at load.
+pub mod limits {
+    /// Lowest arrival rate or speed-up accepted \[1/s, ×\] (one conversation per 11.6 days).
+    pub const MIN_RATE_PER_S: f64 = 1e-6;
+    /// Longest duration accepted in a scenario (think times, windows, timeouts) \[s\] (≈ 116 days).
+    pub const MAX_DURATION_S: f64 = 1e7;
+    /// Latest simulated arrival accepted (trace times ÷ speed-up) \[s\] (≈ 32 years).
+    pub const MAX_ARRIVAL_S: f64 = 1e9;
+    /// Lowest KV link bandwidth accepted \[Gbit/s\] (1 Mbit/s).
+    pub const MIN_BANDWIDTH_GBPS: f64 = 1e-3;
+    /// Most instances in one cluster (each holds its own KV memory and queues).
+    pub const MAX_INSTANCES: u32 = 4096;
+}
+
 /// A scenario as written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +273,25 @@ pub fn parse(path: &Path, text: &str) -> InputResult<Scenario> {
     toml::from_str(text).map_err(|e| InputError::file(path, format!("invalid scenario: {}", e.to_string().trim_end())))
 }
 
+/// Checks a scenario `name`: it becomes a directory name under `output/`, so it must be a plain
+/// file name — letters, digits, `-`, `_` and `.`, not starting with `.`, at most 100 characters.
+///
+/// # Errors
+/// A message naming what is wrong and the fix.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 100 {
+        return Err(format!(
+            "`{name}` is not a usable name: give 1 to 100 characters (it names the output directory output/NAME)"
+        ));
+    }
+    if name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(format!(
+            "`{name}` is not a plain file name: use letters, digits, `-`, `_` and `.`, not starting with `.` (it names the output directory output/NAME)"
+        ));
+    }
+    Ok(())
+}
+
 impl LoadedScenario {
     /// Reads and checks `path`, its trace and its calibration.
     ///
@@ -267,6 +301,7 @@ impl LoadedScenario {
         let text =
             std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
         let mut sc = parse(path, &text)?;
+        check_name(&sc.name).map_err(|m| InputError::key(path, "name", m))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
         let gpu = hardware::find_gpu(&sc.gpu).map_err(|m| InputError::key(path, "gpu", m))?;
@@ -293,20 +328,82 @@ impl LoadedScenario {
             }
         }
         let w = &sc.workload;
-        match w.arrival {
-            ArrivalSpec::Poisson { rate_per_s } if !(rate_per_s > 0.0 && rate_per_s.is_finite()) => {
-                return Err(InputError::key(path, "workload.arrival.rate_per_s", "must be > 0"));
+        use limits::*;
+        let in_range = |key: &str, v: f64, lo: f64, lo_open: bool, hi: f64, what: &str| {
+            let ok = v.is_finite() && (if lo_open { v > lo } else { v >= lo }) && v <= hi;
+            if ok {
+                Ok(())
+            } else {
+                Err(InputError::key(path, key, format!("{v} is out of range: {what}")))
             }
-            _ => {}
+        };
+        match w.arrival {
+            ArrivalSpec::Poisson { rate_per_s } => in_range(
+                "workload.arrival.rate_per_s",
+                rate_per_s,
+                MIN_RATE_PER_S,
+                false,
+                f64::MAX,
+                &format!("use a rate of new conversations per second >= {MIN_RATE_PER_S}"),
+            )?,
+            ArrivalSpec::Trace { speedup } => in_range(
+                "workload.arrival.speedup",
+                speedup,
+                MIN_RATE_PER_S,
+                false,
+                f64::MAX,
+                &format!("use a speed-up factor >= {MIN_RATE_PER_S} (1 replays the recorded times)"),
+            )?,
+            ArrivalSpec::Burst => {}
         }
         match w.think_time {
-            ThinkTimeSpec::Exponential { mean_s } if !(mean_s > 0.0 && mean_s.is_finite()) => {
-                return Err(InputError::key(path, "workload.think_time.mean_s", "must be > 0"))
-            }
-            ThinkTimeSpec::Constant { value_s } if !(value_s >= 0.0 && value_s.is_finite()) => {
-                return Err(InputError::key(path, "workload.think_time.value_s", "must be >= 0"))
-            }
-            _ => {}
+            ThinkTimeSpec::Exponential { mean_s } => in_range(
+                "workload.think_time.mean_s",
+                mean_s,
+                0.0,
+                true,
+                MAX_DURATION_S,
+                &format!("use a mean think time in seconds, > 0 and <= {MAX_DURATION_S:e}"),
+            )?,
+            ThinkTimeSpec::Constant { value_s } => in_range(
+                "workload.think_time.value_s",
+                value_s,
+                0.0,
+                false,
+                MAX_DURATION_S,
+                &format!("use a think time in seconds, >= 0 and <= {MAX_DURATION_S:e}"),
+            )?,
+        }
+        if let Some(wnd) = w.window_s {
+            in_range(
+                "workload.window_s",
+                wnd,
+                0.0,
+                true,
+                MAX_DURATION_S,
+                &format!("use a window in seconds, > 0 and <= {MAX_DURATION_S:e}"),
+            )?;
+        }
+        in_range(
+            "engine.activation_reserve_gib",
+            sc.engine.activation_reserve_gib,
+            0.0,
+            false,
+            f64::MAX,
+            "use the GiB kept for activations, >= 0 (a negative reserve would invent KV memory)",
+        )?;
+        for (key, v) in [("slo.ttft_ms", sc.slo.ttft_ms), ("slo.tpot_ms", sc.slo.tpot_ms)] {
+            in_range(key, v, 0.0, true, f64::MAX, "use a latency target in ms, > 0")?;
+        }
+        if let Some(t) = sc.client.request_timeout_s {
+            in_range(
+                "client.request_timeout_s",
+                t,
+                0.0,
+                true,
+                MAX_DURATION_S,
+                &format!("use a timeout in seconds, > 0 and <= {MAX_DURATION_S:e} (vllm-ppd's client: 120)"),
+            )?;
         }
         let e = &sc.engine;
         if e.token_budget == 0 || e.max_num_seqs == 0 || e.block_size == 0 {
@@ -444,7 +541,41 @@ impl LoadedScenario {
                 last = t;
             }
         }
+        if let ArrivalSpec::Trace { speedup } = w.arrival {
+            let last = trace.iter().filter_map(|c| c.arrival_s).fold(0.0f64, f64::max);
+            if last / speedup > MAX_ARRIVAL_S {
+                return Err(InputError::key(
+                    path,
+                    "workload.arrival.speedup",
+                    format!("the trace's last arrival, {last} s, replayed at speed-up {speedup} lands at {:e} s, past the simulated-time limit of {MAX_ARRIVAL_S:e} s; use a larger speedup", last / speedup),
+                ));
+            }
+        }
         let tpl = w.template_tokens_per_message as u64;
+        if let Some((k, c)) = trace
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.turns[0].user_tokens as u64 + tpl == 0)
+        {
+            return Err(InputError::file(
+                &trace_path,
+                format!("conversation `{}` (number {} in the trace) has a first turn with no prompt token (user_tokens = 0 and template_tokens_per_message = 0): a request needs at least one token to prefill; drop it or set template_tokens_per_message", c.id, k + 1),
+            ));
+        }
+        if let Some(max) = sc.engine.max_model_len {
+            let smallest = trace
+                .iter()
+                .map(|c| c.turns[0].user_tokens as u64 + tpl + c.turns[0].assistant_tokens as u64)
+                .min()
+                .unwrap_or(0);
+            if (max as u64) < smallest {
+                return Err(InputError::key(
+                    path,
+                    "engine.max_model_len",
+                    format!("{max} tokens is below the smallest request of the workload ({smallest} prompt + output tokens): every request would be refused; raise it (vllm-ppd: 8192) or remove it"),
+                ));
+            }
+        }
         for c in &trace {
             let total: u64 = c
                 .turns
@@ -501,9 +632,6 @@ impl LoadedScenario {
         link.bandwidth_gbps
             .get_or_insert(calibration.kv_transfer.bandwidth_gbps);
         link.latency_ms.get_or_insert(calibration.kv_transfer.latency_ms);
-        if link.bandwidth_gbps.unwrap().is_nan() || link.bandwidth_gbps.unwrap() <= 0.0 {
-            return Err(InputError::key(path, "kv_link.bandwidth_gbps", "must be > 0"));
-        }
         sc.overheads
             .request_overhead_ms
             .get_or_insert(calibration.overheads.request_overhead_ms.value);
@@ -516,7 +644,7 @@ impl LoadedScenario {
         sc.overheads
             .prompt_ms_per_token
             .get_or_insert(calibration.prompt_ms_per_token());
-        // Durations (set here or calibrated) must be finite and non-negative.
+        // Durations (set here or calibrated) must be finite, non-negative and bounded.
         let o = &sc.overheads;
         for (key, v) in [
             ("kv_link.latency_ms", sc.kv_link.latency_ms),
@@ -526,13 +654,37 @@ impl LoadedScenario {
             ("overheads.prompt_ms_per_token", o.prompt_ms_per_token),
         ] {
             let v = v.expect("resolved above");
-            if !v.is_finite() || v < 0.0 {
+            if !(0.0..=MAX_DURATION_S * 1e3).contains(&v) {
                 return Err(InputError::key(
                     path,
                     key,
-                    format!("{v} is not a duration: use a value >= 0"),
+                    format!(
+                        "{v} is not a duration: use a value in ms, >= 0 and <= {:e}",
+                        MAX_DURATION_S * 1e3
+                    ),
                 ));
             }
+        }
+        let (service, overhead) = (
+            o.request_service_ms.unwrap_or(0.0),
+            o.request_overhead_ms.unwrap_or(0.0),
+        );
+        if service > overhead {
+            return Err(InputError::key(
+                path,
+                "overheads.request_service_ms",
+                format!("{service} ms exceeds overheads.request_overhead_ms ({overhead} ms): the serialized share is part of the request overhead; lower it or raise request_overhead_ms"),
+            ));
+        }
+        let bw = sc.kv_link.bandwidth_gbps.expect("resolved above");
+        if !(bw.is_finite() && bw >= MIN_BANDWIDTH_GBPS) {
+            return Err(InputError::key(
+                path,
+                "kv_link.bandwidth_gbps",
+                format!(
+                    "{bw} is out of range: use a finite bandwidth in Gbit/s, >= {MIN_BANDWIDTH_GBPS} (NVLink 4: 7200)"
+                ),
+            ));
         }
         Ok(LoadedScenario {
             resolved: sc,

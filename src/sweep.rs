@@ -164,8 +164,32 @@ impl LoadedSweep {
         if spec.rates_per_s.is_empty() {
             return Err(InputError::key(path, "rates_per_s", "empty; list at least one rate"));
         }
-        if let Some(bad) = spec.rates_per_s.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
-            return Err(InputError::key(path, "rates_per_s", format!("{bad} is not a rate > 0")));
+        let min_rate = crate::scenario::limits::MIN_RATE_PER_S;
+        if let Some(bad) = spec.rates_per_s.iter().find(|r| !(r.is_finite() && **r >= min_rate)) {
+            return Err(InputError::key(
+                path,
+                "rates_per_s",
+                format!("{bad} is not a rate of new conversations per second >= {min_rate}"),
+            ));
+        }
+        // An explicitly empty list is a mistake, not a request for the default.
+        let raw: toml::Table = crate::input::read_toml(path, "sweep")?;
+        for key in ["seeds", "metrics", "rates_per_s"] {
+            if raw.get(key).and_then(|v| v.as_array()).is_some_and(|a| a.is_empty()) {
+                return Err(InputError::key(
+                    path,
+                    key,
+                    "is an empty list; list at least one value or remove the key for the default",
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = spec.seeds.iter().find(|s| !seen.insert(**s)) {
+            return Err(InputError::key(
+                path,
+                "seeds",
+                format!("seed {dup} is listed twice: each seed gives one run per point; list distinct seeds"),
+            ));
         }
         if spec.rates_per_s.windows(2).any(|w| w[1] <= w[0]) {
             return Err(InputError::key(path, "rates_per_s", "must be strictly ascending"));

@@ -220,6 +220,16 @@ pub struct Outlier {
     pub predicted_ms: f64,
 }
 
+/// True when `path` holds a ppdsim calibration file (a JSON object with `schema_version` and
+/// `iteration`, of any schema version). Used to decide whether `calibrate -o` may replace it.
+pub fn looks_like_calibration(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .is_ok_and(|v| v.get("schema_version").is_some() && v.get("iteration").is_some())
+}
+
 impl CalibrationFile {
     /// Reads and checks a model file.
     ///

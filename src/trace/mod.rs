@@ -100,6 +100,32 @@ pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
     Ok(out)
 }
 
+/// True when the file at `path` starts like a native trace (plain or gzip): its first non-blank
+/// line is a conversation object. Used to decide whether an import may replace it.
+pub fn looks_like_native_trace(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = Vec::new();
+    if f.take(1 << 20).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    let text = if head.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        // A prefix of a gzip stream decodes up to where it was cut.
+        let _ = flate2::read::GzDecoder::new(&head[..])
+            .take(1 << 20)
+            .read_to_end(&mut out);
+        out
+    } else {
+        head
+    };
+    text.split(|&b| b == b'\n')
+        .find(|l| !l.iter().all(|b| b.is_ascii_whitespace()))
+        .is_some_and(|l| serde_json::from_slice::<Conversation>(l).is_ok())
+}
+
 /// Serialises conversations as native JSONL (one per line, trailing newline).
 pub fn write_trace<W: Write>(mut w: W, convs: &[Conversation]) -> std::io::Result<()> {
     for c in convs {

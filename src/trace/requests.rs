@@ -31,6 +31,8 @@ pub struct RequestsReport {
     pub rows_read: usize,
     /// Rows with 0 output tokens, dropped.
     pub rows_without_output: usize,
+    /// Rows with 0 prompt tokens (a request with nothing to prefill cannot be served), dropped.
+    pub rows_without_prompt: usize,
     /// Conversations (one per request) written.
     pub conversations_written: usize,
     /// First to last arrival \[s\]; `None` for an untimed trace.
@@ -172,6 +174,10 @@ fn finish(path: &Path, format: &str, mut reqs: Vec<Request>) -> InputResult<(Vec
     for r in reqs {
         if r.output_tokens == 0 {
             report.rows_without_output += 1;
+            continue;
+        }
+        if r.prompt_tokens == 0 {
+            report.rows_without_prompt += 1;
             continue;
         }
         convs.push(Conversation {

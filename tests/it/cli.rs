@@ -176,10 +176,51 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
             "(key `workload.arrival`): kind = \"trace\" needs `arrival_s` on every conversation, but conversation 1",
         ),
         ("trace_arrivals_shuffled.toml", "workload.order"),
+        // Value domains (each of these panicked or was accepted before).
+        ("arrival_rate_tiny.toml", "workload.arrival.rate_per_s"),
+        ("think_mean_huge.toml", "workload.think_time.mean_s"),
+        ("bandwidth_tiny.toml", "kv_link.bandwidth_gbps"),
+        ("bandwidth_inf.toml", "kv_link.bandwidth_gbps"),
+        ("timeout_negative.toml", "client.request_timeout_s"),
+        ("timeout_nan.toml", "client.request_timeout_s"),
+        ("timeout_zero.toml", "client.request_timeout_s"),
+        ("max_model_len_tiny.toml", "every request would be refused"),
+        ("activation_reserve_negative.toml", "engine.activation_reserve_gib"),
+        ("slo_ttft_zero.toml", "slo.ttft_ms"),
+        ("slo_tpot_nan.toml", "slo.tpot_ms"),
+        ("slo_ttft_inf.toml", "slo.ttft_ms"),
+        ("service_above_overhead.toml", "overheads.request_service_ms"),
+        ("too_many_instances.toml", "at most 4096"),
+        ("name_dotdot.toml", "(key `name`)"),
+        ("empty_prompt.toml", "no prompt token"),
+        ("trace_arrival_huge.toml", "simulated-time limit"),
     ];
     for (file, needle) in cases {
         assert_refused("run", &root().join("tests/data/scenarios/invalid").join(file), needle);
     }
+}
+
+#[test]
+fn requests_refused_by_max_model_len_are_counted_in_the_table_and_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ppdsim()
+        .arg("run")
+        .arg(root().join("tests/data/scenarios/max_model_len_16.toml"))
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "warning: pd: 5 requests refused by engine.max_model_len = 16",
+        ))
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    // The table's `failed` column counts them: 0 succeeded, 5 failed.
+    let row = text.lines().find(|l| l.starts_with("pd ")).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols[1], cols[2]), ("0", "5"), "{text}");
 }
 
 /// `ppdsim SUBCOMMAND FILE -o OUT` exits 3 with a message naming the file and `needle`, and
@@ -359,6 +400,7 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
     assert_eq!(
         entries,
         [
+            ".ppdsim-manifest.json",
             "crossovers.csv",
             "goodput.csv",
             "plots",
@@ -404,9 +446,17 @@ fn plot_redraws_run_and_routing_map_directories_byte_for_byte() {
 #[test]
 fn plot_refuses_a_directory_without_results() {
     let dir = tempfile::tempdir().unwrap();
+    // A directory ppdsim did not write is refused as such.
     ppdsim()
         .arg("plot")
         .arg(dir.path())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("holds no .ppdsim-manifest.json"));
+    ppdsim()
+        .arg("plot")
+        .arg(dir.path())
+        .arg("--force")
         .assert()
         .code(3)
         .stderr(predicate::str::contains(
@@ -418,6 +468,7 @@ fn plot_refuses_a_directory_without_results() {
     ppdsim()
         .arg("plot")
         .arg(dir.path())
+        .arg("--force")
         .assert()
         .code(3)
         .stderr(predicate::str::contains("sweep.csv").and(predicate::str::contains("re-run the sweep")));
@@ -618,7 +669,9 @@ fn strict_calibration_refuses_physically_impossible_data() {
         .success()
         .stdout(predicate::str::contains("[FAIL] 1,024-token prefill").and(predicate::str::contains("prefix cache")));
     assert!(out.is_file() && dir.path().join("m.fit.png").is_file());
-    std::fs::remove_file(&out).unwrap();
+    for f in ["m.json", "m.fit.png", "m.fit.svg"] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
     ppdsim()
         .arg("calibrate")
         .args(&base)

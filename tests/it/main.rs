@@ -6,3 +6,4 @@ mod importer;
 mod lifecycle;
 mod properties;
 mod readers;
+mod safety;

@@ -1,0 +1,528 @@
+//! Writing outputs without ever touching a file ppdsim did not write.
+//!
+//! ## Result directories (`run`, `sweep`, `routing-map`, `plot`)
+//! A result directory is either **new** (it does not exist, or is empty) or **ppdsim's**: it
+//! holds a manifest, [`MANIFEST`], listing the files ppdsim wrote there. Anything else is refused
+//! with a message; `--force` lets ppdsim write into a directory holding other files, but even
+//! then it replaces or deletes only files its manifest lists, and refuses to write over any
+//! other file.
+//!
+//! Files are first written into a staging directory (`.NAME.ppdsim-tmp-PID` beside a new
+//! directory, `DIR/.ppdsim-tmp-PID` inside an existing one). A new directory is renamed into
+//! place whole; into an existing one each file is renamed over its old version (each file is
+//! complete at every instant), files of the old manifest that this run did not write are
+//! removed, and the manifest is rewritten last.
+//!
+//! ## Single files (`calibrate -o`, `trace import -o`, `validate -o`)
+//! [`write_file`] writes through a temporary file in the same directory and a rename. It replaces
+//! an existing file only when that file is recognisably ppdsim output of the same kind (the
+//! caller's check) or under `--force`, and it never writes over one of the command's inputs
+//! ([`refuse_input_as_output`]).
+//!
+//! ## Temporary files
+//! Every temporary file or directory is registered while it exists; on an error it is removed
+//! (drop), on SIGINT/SIGTERM/SIGHUP the handler installed by [`install_signal_cleanup`] removes
+//! all of them before exiting with 130. A run killed with SIGKILL cannot clean up: the next run
+//! writing into the same place removes temporaries whose process is gone, and says so on stderr.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Name of the manifest file in every result directory ppdsim writes.
+pub const MANIFEST: &str = ".ppdsim-manifest.json";
+
+/// Infix of every temporary file or directory ppdsim creates: `.NAME.ppdsim-tmp-PID`.
+pub const TMP_INFIX: &str = "ppdsim-tmp-";
+
+/// The files ppdsim wrote into a result directory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always `ppdsim`.
+    pub generator: String,
+    /// Version of ppdsim that wrote the directory last.
+    pub version: String,
+    /// Command that wrote it (`run`, `sweep`, `routing-map`).
+    pub command: String,
+    /// Paths relative to the directory, `/`-separated, sorted.
+    pub files: BTreeSet<String>,
+}
+
+static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn register(p: &Path) {
+    TEMPS.lock().unwrap_or_else(|e| e.into_inner()).push(p.to_path_buf());
+}
+
+fn unregister(p: &Path) {
+    TEMPS.lock().unwrap_or_else(|e| e.into_inner()).retain(|q| q != p);
+}
+
+fn remove_path(p: &Path) {
+    if p.is_dir() {
+        let _ = std::fs::remove_dir_all(p);
+    } else {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Removes every registered temporary file and directory (what the signal handler calls).
+pub fn remove_all_temps() {
+    let list = std::mem::take(&mut *TEMPS.lock().unwrap_or_else(|e| e.into_inner()));
+    for p in list {
+        remove_path(&p);
+    }
+}
+
+/// Installs a SIGINT/SIGTERM/SIGHUP handler that removes ppdsim's temporary files and exits with
+/// code 130. Call once, at startup.
+///
+/// # Errors
+/// When a handler is already installed.
+pub fn install_signal_cleanup() -> Result<()> {
+    ctrlc::set_handler(|| {
+        remove_all_temps();
+        eprintln!("interrupted: temporary files removed, nothing written");
+        std::process::exit(130);
+    })
+    .context("installing the signal handler")
+}
+
+/// The temporary name of `name` for this process: `.NAME.ppdsim-tmp-PID`.
+fn tmp_name(name: &str) -> String {
+    format!(".{name}.{TMP_INFIX}{}", std::process::id())
+}
+
+/// True when process `pid` no longer exists (a temporary it left is stale).
+fn process_gone(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        if pid == std::process::id() {
+            return false;
+        }
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
+/// Removes ppdsim temporaries in `dir` whose names start with `prefix` (e.g. `.NAME.`) and whose
+/// process is gone; reports each on stderr.
+fn clean_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.strip_prefix(TMP_INFIX).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if process_gone(pid) {
+            remove_path(&e.path());
+            eprintln!(
+                "note: removed {}, left by an interrupted ppdsim run (process {pid})",
+                e.path().display()
+            );
+        }
+    }
+}
+
+/// The directory a path lives in (`.` for a bare name).
+fn parent_of(p: &Path) -> &Path {
+    p.parent()
+        .filter(|q| !q.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let p = dir.join(MANIFEST);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+        anyhow::Error::new(crate::error::InputError::file(
+            &p,
+            format!("not a ppdsim manifest ({e}); remove it only if you know the directory's files are ppdsim's"),
+        ))
+    })?;
+    Ok(Some(m))
+}
+
+/// A result directory being written; [`OutputDir::commit`] puts the files in place.
+pub struct OutputDir {
+    dest: PathBuf,
+    staging: PathBuf,
+    command: String,
+    /// `Some` when `dest` already existed: the files its manifest lists (empty without one).
+    existing: Option<BTreeSet<String>>,
+}
+
+/// How [`OutputDir::commit`] treats files of the old manifest that this run did not write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// Remove them (a new run's results replace the old run's).
+    Remove,
+    /// Keep them (`plot` redraws some files of a directory).
+    Keep,
+}
+
+/// An error about the output directory the user named.
+fn refuse(dest: &Path, message: String) -> anyhow::Error {
+    anyhow::Error::new(crate::error::InputError {
+        location: dest.display().to_string(),
+        message,
+    })
+}
+
+impl OutputDir {
+    /// Starts writing the result directory `dest` for `command`.
+    ///
+    /// # Errors
+    /// `dest` exists and is not a directory; `dest` is a non-empty directory without a ppdsim
+    /// manifest and `force` is false; I/O errors creating the staging directory.
+    pub fn create(dest: &Path, force: bool, command: &str) -> Result<Self> {
+        let existing = if dest.exists() {
+            if !dest.is_dir() {
+                return Err(refuse(
+                    dest,
+                    "exists and is not a directory; give a directory name with -o".into(),
+                ));
+            }
+            clean_stale(dest, ".");
+            let manifest = read_manifest(dest)?;
+            let files = manifest.map(|m| m.files).unwrap_or_default();
+            if files.is_empty() && !force {
+                let foreign: Vec<String> = std::fs::read_dir(dest)
+                    .with_context(|| format!("listing {}", dest.display()))?
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != MANIFEST)
+                    .collect();
+                if !foreign.is_empty() {
+                    return Err(refuse(
+                        dest,
+                        format!(
+                            "exists and holds files ppdsim did not write ({}{}); ppdsim writes only into a new directory or one it wrote before (with {MANIFEST}). Choose another -o, or pass --force to add ppdsim's files beside them (no existing file is replaced or deleted)",
+                            foreign.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                            if foreign.len() > 3 { ", …" } else { "" }
+                        ),
+                    ));
+                }
+            }
+            Some(files)
+        } else {
+            None
+        };
+        let staging = match &existing {
+            Some(_) => dest.join(format!(".{TMP_INFIX}{}", std::process::id())),
+            None => {
+                let name = dest
+                    .file_name()
+                    .ok_or_else(|| refuse(dest, "not a directory name".into()))?
+                    .to_string_lossy()
+                    .into_owned();
+                let parent = parent_of(dest);
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                clean_stale(parent, &format!(".{name}."));
+                parent.join(tmp_name(&name))
+            }
+        };
+        if staging.exists() {
+            remove_path(&staging);
+        }
+        std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+        register(&staging);
+        Ok(OutputDir {
+            dest: dest.to_path_buf(),
+            staging,
+            command: command.to_string(),
+            existing,
+        })
+    }
+
+    /// Opens an existing result directory to add or replace some of its files (`plot`).
+    ///
+    /// # Errors
+    /// `dir` is not a directory, or holds no ppdsim manifest and `force` is false.
+    pub fn open_existing(dir: &Path, force: bool, command: &str) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(refuse(
+                dir,
+                "not a directory; give a directory written by `ppdsim run`, `sweep` or `routing-map`".into(),
+            ));
+        }
+        if read_manifest(dir)?.is_none() && !force {
+            return Err(refuse(
+                dir,
+                format!("holds no {MANIFEST}: it was not written by this version of ppdsim. Re-run the command that made it, or pass --force to draw beside its files (no file ppdsim did not write is replaced)"),
+            ));
+        }
+        Self::create(dir, true, command)
+    }
+
+    /// The directory being written (as given).
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Path of `rel` inside the staging directory (parents created).
+    ///
+    /// # Errors
+    /// When a parent directory cannot be created.
+    pub fn path(&self, rel: &str) -> Result<PathBuf> {
+        let p = self.staging.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        Ok(p)
+    }
+
+    /// Writes `bytes` to `rel`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.path(rel)?;
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// Staged files, relative and `/`-separated, sorted.
+    fn staged_files(&self) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![self.staging.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+                let p = e?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(&self.staging).expect("under staging");
+                    out.insert(
+                        rel.components()
+                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                    );
+                }
+            }
+        }
+        out.remove(MANIFEST);
+        Ok(out)
+    }
+
+    /// Puts the staged files in place and writes the manifest; returns how many files were
+    /// written.
+    ///
+    /// # Errors
+    /// A staged file would replace a file ppdsim did not write (nothing is moved then), or I/O
+    /// errors.
+    pub fn commit(self, stale: Stale) -> Result<usize> {
+        let files = self.staged_files()?;
+        let manifest = |files: BTreeSet<String>| -> Result<Vec<u8>> {
+            let mut v = serde_json::to_vec_pretty(&Manifest {
+                generator: "ppdsim".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                command: self.command.clone(),
+                files,
+            })?;
+            v.push(b'\n');
+            Ok(v)
+        };
+        match &self.existing {
+            None => {
+                std::fs::write(self.staging.join(MANIFEST), manifest(files.clone())?)?;
+                std::fs::rename(&self.staging, &self.dest)
+                    .with_context(|| format!("moving results into {}", self.dest.display()))?;
+                unregister(&self.staging);
+            }
+            Some(old) => {
+                // Check every target first: nothing moves if one would replace a foreign file.
+                for rel in &files {
+                    let target = self.dest.join(rel);
+                    if target.exists() && !old.contains(rel) {
+                        bail!(refuse(
+                            &target,
+                            "exists and was not written by ppdsim; move it away or choose another -o (not replaced, nothing written)".into()
+                        ));
+                    }
+                    if target.is_dir() {
+                        bail!(refuse(
+                            &target,
+                            "is a directory where ppdsim writes a file; nothing written".into()
+                        ));
+                    }
+                }
+                for rel in &files {
+                    let target = self.dest.join(rel);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                    }
+                    std::fs::rename(self.staging.join(rel), &target)
+                        .with_context(|| format!("moving {} into place", target.display()))?;
+                }
+                let mut kept = files.clone();
+                for rel in old.difference(&files) {
+                    let p = self.dest.join(rel);
+                    match stale {
+                        Stale::Remove => {
+                            if p.is_file() {
+                                std::fs::remove_file(&p).with_context(|| format!("removing old {}", p.display()))?;
+                            }
+                        }
+                        Stale::Keep => {
+                            if p.is_file() {
+                                kept.insert(rel.clone());
+                            }
+                        }
+                    }
+                }
+                write_file_unchecked(&self.dest.join(MANIFEST), &manifest(kept)?)?;
+                remove_path(&self.staging);
+                unregister(&self.staging);
+            }
+        }
+        Ok(files.len())
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        // Reached with the staging directory present only on error paths.
+        if self.staging.exists() {
+            remove_path(&self.staging);
+        }
+        unregister(&self.staging);
+    }
+}
+
+/// Writes `bytes` to `path` through a registered temporary file and a rename (no checks).
+fn write_file_unchecked(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = parent_of(path);
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| refuse(path, "not a file name".into()))?
+        .to_string_lossy()
+        .into_owned();
+    clean_stale(parent, &format!(".{name}."));
+    let tmp = parent.join(tmp_name(&name));
+    register(&tmp);
+    let r = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|_| std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display())));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    unregister(&tmp);
+    r
+}
+
+/// Checks that writing `path` may replace what is there: nothing, a directory-free path, a file
+/// `is_ours` recognises as ppdsim output of the right kind, or anything under `force`.
+///
+/// # Errors
+/// `path` is a directory, or an existing file that `is_ours` rejects without `force`.
+pub fn check_replaceable(path: &Path, force: bool, what: &str, is_ours: &dyn Fn(&Path) -> bool) -> Result<()> {
+    if path.is_dir() {
+        return Err(refuse(path, format!("is a directory; give a file name for the {what}")));
+    }
+    if path.exists() && !force && !is_ours(path) {
+        return Err(refuse(
+            path,
+            format!("exists and is not a {what} written by ppdsim; choose another -o, or pass --force to replace it"),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + rename), replacing an existing file only
+/// as [`check_replaceable`] allows.
+///
+/// # Errors
+/// See [`check_replaceable`]; I/O errors.
+pub fn write_file(path: &Path, bytes: &[u8], force: bool, what: &str, is_ours: &dyn Fn(&Path) -> bool) -> Result<()> {
+    check_replaceable(path, force, what, is_ours)?;
+    write_file_unchecked(path, bytes)
+}
+
+/// True when the existing file at `path` starts with the same first line as `bytes` (a CSV with
+/// the same header: ppdsim's own table of that kind).
+pub fn same_first_line(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::{BufRead, Read};
+    let want = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut line = Vec::new();
+    let mut r = std::io::BufReader::new(f).take(1 << 16);
+    if r.read_until(b'\n', &mut line).is_err() {
+        return false;
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    !want.is_empty() && line == want
+}
+
+/// True when `a` and `b` name the same existing file (same device and inode on Unix, same
+/// canonical path elsewhere).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+/// Refuses an output that is one of the command's inputs.
+///
+/// # Errors
+/// `output` (or one of `extra_outputs`) is the same file as one of `inputs`.
+pub fn refuse_input_as_output(outputs: &[&Path], inputs: &[PathBuf]) -> Result<()> {
+    for o in outputs {
+        if let Some(i) = inputs.iter().find(|i| same_file(o, i)) {
+            return Err(refuse(
+                o,
+                format!(
+                    "is also an input ({}); writing it would destroy the input: choose another -o",
+                    i.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmp_names_carry_the_pid() {
+        let n = tmp_name("out");
+        assert_eq!(n, format!(".out.ppdsim-tmp-{}", std::process::id()));
+        assert!(!process_gone(std::process::id()));
+    }
+}
