@@ -14,12 +14,54 @@ pub enum OnTruncation {
     KeepPrefix,
 }
 
+/// Longest line (or CSV record) accepted in a text input \[bytes\]: 16 MiB. Longer lines are
+/// refused with the file and line (a file of binary zeros, say, has one endless line).
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Refuses anything but a regular file (a FIFO without writer would block forever, `/dev/zero`
+/// would fill memory), naming the path.
+///
+/// # Errors
+/// A missing path or one that is not a regular file.
+pub fn check_regular(path: &Path) -> InputResult<()> {
+    let meta = std::fs::metadata(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(InputError::file(
+            path,
+            "not a regular file (a directory, FIFO or device); give a file",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses `text` when one of its lines is longer than [`MAX_LINE_BYTES`], naming the line.
+///
+/// # Errors
+/// The first over-long line.
+pub fn check_line_lengths(path: &Path, text: &[u8]) -> InputResult<()> {
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.len() > MAX_LINE_BYTES {
+            return Err(InputError::line(
+                path,
+                i + 1,
+                format!(
+                    "line of {} bytes is longer than the {} MiB limit; is this a text file of the expected format?",
+                    line.len(),
+                    MAX_LINE_BYTES >> 20
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads `path` (gzip or plain, detected from the magic bytes) into memory.
 ///
 /// # Errors
 /// An [`InputError`] naming the file when it cannot be read or its gzip stream is corrupt (or
 /// truncated, with [`OnTruncation::Error`]).
 pub fn read_bytes(path: &Path, truncation: OnTruncation) -> InputResult<Vec<u8>> {
+    check_regular(path)?;
     let mut raw = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut raw))
@@ -95,6 +137,7 @@ pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> InputResult<Vec<
 /// # Errors
 /// Unreadable files and TOML that does not deserialize into `T`.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> InputResult<T> {
+    check_regular(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read {what}: {e}")))?;
     toml::from_str(&text).map_err(|e| InputError::file(path, format!("invalid {what}: {}", e.to_string().trim_end())))
 }

@@ -298,6 +298,7 @@ impl LoadedScenario {
     /// # Errors
     /// An [`InputError`] naming the file and key for anything a user can fix.
     pub fn load(path: &Path) -> InputResult<LoadedScenario> {
+        crate::input::check_regular(path)?;
         let text =
             std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
         let mut sc = parse(path, &text)?;

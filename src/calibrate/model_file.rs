@@ -236,6 +236,7 @@ impl CalibrationFile {
     /// # Errors
     /// Unreadable file, invalid JSON, another schema version, missing or negative coefficients.
     pub fn load(path: &Path) -> InputResult<CalibrationFile> {
+        crate::input::check_regular(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| {
             InputError::file(
                 path,

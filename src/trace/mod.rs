@@ -58,6 +58,7 @@ pub struct Conversation {
 /// for a trace without conversations.
 pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
     let bytes = crate::input::read_bytes(path, crate::input::OnTruncation::Error)?;
+    crate::input::check_line_lengths(path, &bytes)?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(&bytes[..]).lines().enumerate() {
         let line = line.map_err(|e| InputError::line(path, i + 1, format!("cannot read: {e}")))?;

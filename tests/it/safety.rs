@@ -305,3 +305,49 @@ fn sigint_removes_the_staging_directory() {
     }
     assert!(!staging.exists(), "staging directory left behind");
 }
+
+#[cfg(unix)]
+#[test]
+fn devices_and_fifos_are_refused_without_reading_them() {
+    // /dev/zero would fill memory; a FIFO without a writer would block forever.
+    for args in [
+        vec!["trace", "stats", "/dev/zero"],
+        vec!["run", "/dev/zero"],
+        vec!["calibrate", "/dev/zero"],
+        vec!["trace", "import", "azure", "/dev/zero", "-o", "never.jsonl"],
+    ] {
+        ppdsim()
+            .args(&args)
+            .timeout(std::time::Duration::from_secs(20))
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("not a regular file"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.jsonl");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: creating a FIFO at a path in our scratch directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    ppdsim()
+        .args(["trace", "stats"])
+        .arg(&fifo)
+        .timeout(std::time::Duration::from_secs(20))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("not a regular file"));
+}
+
+#[test]
+fn an_endless_line_is_refused_with_its_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.jsonl");
+    let mut bytes = b"{\"id\":\"a\",\"turns\":[{\"user_tokens\":1,\"assistant_tokens\":1}]}\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 17 << 20));
+    std::fs::write(&p, bytes).unwrap();
+    ppdsim()
+        .args(["trace", "stats"])
+        .arg(&p)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("t.jsonl:2").and(predicate::str::contains("16 MiB limit")));
+}
