@@ -60,6 +60,9 @@ pub enum Command {
     Sweep {
         /// Sweep TOML (e.g. sweeps/default-load.toml).
         sweep: PathBuf,
+        /// Run a grid larger than the ceiling of 10,000 runs (the size is printed before starting).
+        #[arg(long)]
+        yes: bool,
         /// Output directory [default: output/sweep-STEM, STEM from the sweep file name].
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -129,14 +132,22 @@ pub enum Command {
         /// Force one reader for every file instead of detecting it from content.
         #[arg(long, value_enum, default_value = "auto")]
         format: crate::calibrate::readers::Format,
-        /// Where β2 (prefill attention over context) comes from: `fitted`, or `flash` —
-        /// FlashAttention's FLOP cost at the throughput β1 implies, for eager-attention profiles
-        /// (LLMServingSim) of an engine that runs FlashAttention (vLLM).
-        #[arg(long, value_enum, default_value = "fitted")]
+        /// Where β2 (prefill attention over context) comes from: `flash` — FlashAttention's FLOP
+        /// cost at the throughput β1 implies (vLLM runs FlashAttention), `fitted` — the profiles'
+        /// own (eager attention for LLMServingSim's), or `auto` — flash when a source's profiles
+        /// ran eager attention, fitted otherwise.
+        #[arg(long, value_enum, default_value = "auto")]
         attention: crate::calibrate::AttentionModel,
         /// Exit with code 3 when a physics check fails (the model file is not written).
         #[arg(long)]
         strict: bool,
+        /// Do not replay loaded points (vllm-ppd comprehensive files or directories among the
+        /// inputs) to fit where the PD handoff's work is serialized.
+        #[arg(long)]
+        no_replay: bool,
+        /// Replay fit without its leave-one-configuration-out cross-validation (5× faster).
+        #[arg(long)]
+        no_cross_validation: bool,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -263,10 +274,13 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults
         .map(|p| {
             let r = Simulation::new(sc.sim_config(p), &cost, convs.clone()).run();
             bar.inc(1);
+            // Setup-phase turns run but are not measured.
+            let setup = w.setup_turns as usize;
+            let measured: Vec<_> = r.records.iter().filter(|x| x.turn > setup).cloned().collect();
             let s = Summary::from_records(
                 &p.name(),
                 convs.len(),
-                &r.records,
+                &measured,
                 &sc.resolved.slo,
                 r.instances,
                 r.mode_switches,
@@ -316,7 +330,10 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool, force: bool) 
     Ok(EXIT_OK)
 }
 
-fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
+/// Most runs (points × policies) a sweep starts without `--yes`.
+pub const MAX_SWEEP_RUNS: usize = 10_000;
+
+fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool, force: bool, yes: bool) -> Result<i32> {
     use crate::sweep::{self, SweepRow};
     let sw = sweep::LoadedSweep::load(path)?;
     let stem = path
@@ -330,6 +347,22 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool, force: bool) ->
         .iter()
         .flat_map(|&r| sw.spec.seeds.iter().map(move |&s| (r, s)))
         .collect();
+    let runs = points.len() * sw.policies.len();
+    if !quiet {
+        eprintln!(
+            "sweep {stem}: {} rates × {} seeds × {} policies = {runs} runs",
+            rates.len(),
+            sw.spec.seeds.len(),
+            sw.policies.len()
+        );
+    }
+    if runs > MAX_SWEEP_RUNS && !yes {
+        return Err(InputError::file(
+            path,
+            format!("the grid has {runs} runs, more than the {MAX_SWEEP_RUNS} a sweep starts without confirmation; shrink it or pass --yes"),
+        )
+        .into());
+    }
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -852,6 +885,11 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             ..
         } => {
             let (convs, report) = crate::trace::mooncake::import(&file)?;
+            if convs.is_empty() {
+                return Err(
+                    InputError::file(&file, "no request with at least one output token: nothing to write").into(),
+                );
+            }
             write_imported(&output, &convs, &report)?;
             println!(
                 "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
@@ -919,7 +957,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             quiet,
             force,
-        } => exec_sweep(&sweep, output, quiet, force),
+            yes,
+        } => exec_sweep(&sweep, output, quiet, force, yes),
         Command::RoutingMap {
             calibration,
             options,
@@ -939,6 +978,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             attention,
             strict,
             force,
+            no_replay,
+            no_cross_validation,
         } => exec_calibrate(
             &files,
             &output,
@@ -949,6 +990,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 declared_bandwidth_gbps,
                 format,
                 attention,
+                replay: !no_replay,
+                loco: !no_cross_validation,
                 ..Default::default()
             },
             strict,
@@ -976,12 +1019,18 @@ fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
     let summary = dir.join("summary.csv");
     if summary.is_file() {
         let rows: Vec<output::SummaryRow> = crate::input::read_csv(&summary)?;
+        if rows.is_empty() {
+            return Err(InputError::file(&summary, "holds no rows: nothing to plot; re-run the scenario").into());
+        }
         crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
         drawn.push("ttft_by_policy");
     }
     let sweep_csv = dir.join("sweep.csv");
     if sweep_csv.is_file() {
         let rows = crate::sweep::read_csv(&sweep_csv)?;
+        if rows.is_empty() {
+            return Err(InputError::file(&sweep_csv, "holds no rows: nothing to plot; re-run the sweep").into());
+        }
         let resolved = dir.join("sweep.resolved.toml");
         let spec: crate::sweep::SweepSpec = if resolved.is_file() {
             crate::input::read_toml(&resolved, "resolved sweep")?

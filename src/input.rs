@@ -200,10 +200,29 @@ pub fn col_str<'a>(path: &Path, header: &[String], row: &'a CsvRow, name: &str) 
 ///
 /// # Errors
 /// The column is missing or not a number.
+///
+/// Every numeric column of a measurement table is a count, a size or a duration: it must be finite
+/// and ≥ 0, and a latency or time (a column named `*latency*` or `*time*`) must be > 0.
 pub fn col_f64(path: &Path, header: &[String], row: &CsvRow, name: &str) -> InputResult<f64> {
-    col_str(path, header, row, name)?
+    let v = col_str(path, header, row, name)?
         .parse::<f64>()
-        .map_err(|_| InputError::line(path, row.0, format!("column `{name}` is not a number")))
+        .map_err(|_| InputError::line(path, row.0, format!("column `{name}` is not a number")))?;
+    let timing = name.contains("latency") || name.contains("time");
+    if !v.is_finite() || v < 0.0 || (timing && v <= 0.0) {
+        return Err(InputError::line(
+            path,
+            row.0,
+            format!(
+                "column `{name}` = {v} is not a {}: fix or remove the row",
+                if timing {
+                    "measured time > 0"
+                } else {
+                    "finite count or size >= 0"
+                }
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -94,6 +94,15 @@ pub struct WorkloadSpec {
     /// Chat-template tokens per message (Llama 3's template: 4 header tokens + `<|eot_id|>`) \[tokens\].
     #[serde(default = "default_template")]
     pub template_tokens_per_message: u32,
+    /// The first `setup_turns` turns of each conversation are a setup phase (seed 003 establishes
+    /// conversations with a greeting turn before measuring): they run, and appear in
+    /// `requests.csv`, but every summary statistic covers only the later turns.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub setup_turns: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn default_template() -> u32 {
@@ -232,6 +241,15 @@ pub struct OverheadSpec {
     /// The part of `request_overhead_ms` each instance's API server does one request at a time \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_service_ms: Option<f64>,
+    /// The part of `pd_handoff_ms` each P instance does one handoff at a time \[ms\].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pd_handoff_p_service_ms: Option<f64>,
+    /// The part of `pd_handoff_ms` D's API server does one request at a time \[ms\].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pd_handoff_d_service_ms: Option<f64>,
+    /// Where the P-side share queues: `per-prefill` (one queue per P instance, default) or
+    /// `cluster` (one queue for all).
+    pub pd_handoff_queue: crate::sim::HandoffQueue,
     /// Latency per prompt token at each API server on a request's path \[ms/token\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_ms_per_token: Option<f64>,
@@ -246,6 +264,9 @@ impl Default for OverheadSpec {
             request_overhead_ms: None,
             pd_handoff_ms: None,
             request_service_ms: None,
+            pd_handoff_p_service_ms: None,
+            pd_handoff_d_service_ms: None,
+            pd_handoff_queue: crate::sim::HandoffQueue::PerPrefill,
             prompt_ms_per_token: None,
             serialized: true,
         }
@@ -271,6 +292,15 @@ pub struct LoadedScenario {
 /// Syntax errors, unknown keys and wrong types, with the line and key.
 pub fn parse(path: &Path, text: &str) -> InputResult<Scenario> {
     toml::from_str(text).map_err(|e| InputError::file(path, format!("invalid scenario: {}", e.to_string().trim_end())))
+}
+
+/// `v` for a message: plain for everyday magnitudes, scientific for tiny or huge ones (`1e-300`).
+pub fn fmt_num(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e9).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
 }
 
 /// Checks a scenario `name`: it becomes a directory name under `output/`, so it must be a plain
@@ -335,7 +365,11 @@ impl LoadedScenario {
             if ok {
                 Ok(())
             } else {
-                Err(InputError::key(path, key, format!("{v} is out of range: {what}")))
+                Err(InputError::key(
+                    path,
+                    key,
+                    format!("{} is out of range: {what}", fmt_num(v)),
+                ))
             }
         };
         match w.arrival {
@@ -355,6 +389,45 @@ impl LoadedScenario {
                 f64::MAX,
                 &format!("use a speed-up factor >= {MIN_RATE_PER_S} (1 replays the recorded times)"),
             )?,
+            ArrivalSpec::Setup {
+                rate_per_s,
+                duration_s,
+                setup_s,
+            } => {
+                in_range(
+                    "workload.arrival.rate_per_s",
+                    rate_per_s,
+                    MIN_RATE_PER_S,
+                    false,
+                    f64::MAX,
+                    &format!("use a rate of second-turn arrivals per second >= {MIN_RATE_PER_S}"),
+                )?;
+                in_range(
+                    "workload.arrival.duration_s",
+                    duration_s,
+                    0.0,
+                    true,
+                    MAX_DURATION_S,
+                    &format!("use a window in seconds, > 0 and <= {MAX_DURATION_S:e} (seed 003: 60)"),
+                )?;
+                in_range(
+                    "workload.arrival.setup_s",
+                    setup_s,
+                    0.0,
+                    false,
+                    MAX_DURATION_S,
+                    &format!("use a setup time in seconds, >= 0 and <= {MAX_DURATION_S:e}"),
+                )?;
+                if rate_per_s * duration_s > 1e6 {
+                    return Err(InputError::key(
+                        path,
+                        "workload.arrival.rate_per_s",
+                        format!(
+                            "{rate_per_s}/s over {duration_s} s is more than 10^6 conversations; shorten the window"
+                        ),
+                    ));
+                }
+            }
             ArrivalSpec::Burst => {}
         }
         match w.think_time {
@@ -483,8 +556,17 @@ impl LoadedScenario {
                 ))
             }
         };
+        let setup = matches!(w.arrival, ArrivalSpec::Setup { .. });
         match (w.num_conversations, w.window_s) {
             (Some(0), _) => return Err(InputError::key(path, "workload.num_conversations", "must be >= 1")),
+            (Some(_), _) | (_, Some(_)) if setup => {
+                return Err(InputError::key(
+                    path,
+                    "workload",
+                    "kind = \"setup\" arrivals set the number of conversations (rate_per_s × duration_s); remove `num_conversations` and `window_s`",
+                ))
+            }
+            (None, None) if setup => {}
             (None, None) => {
                 return Err(InputError::key(
                     path,
@@ -639,9 +721,20 @@ impl LoadedScenario {
         sc.overheads
             .request_service_ms
             .get_or_insert(calibration.request_service_ms());
-        sc.overheads
+        let handoff_set = sc.overheads.pd_handoff_ms.is_some();
+        let handoff = *sc
+            .overheads
             .pd_handoff_ms
             .get_or_insert(calibration.overheads.pd_handoff_ms.value);
+        // The calibrated split of the handoff, scaled to an overridden total.
+        let (p_cal, d_cal) = calibration.pd_handoff_services_ms();
+        let scale = if handoff_set && calibration.overheads.pd_handoff_ms.value > 0.0 {
+            handoff / calibration.overheads.pd_handoff_ms.value
+        } else {
+            1.0
+        };
+        sc.overheads.pd_handoff_d_service_ms.get_or_insert(d_cal * scale);
+        sc.overheads.pd_handoff_p_service_ms.get_or_insert(p_cal * scale);
         sc.overheads
             .prompt_ms_per_token
             .get_or_insert(calibration.prompt_ms_per_token());
@@ -652,6 +745,8 @@ impl LoadedScenario {
             ("overheads.request_overhead_ms", o.request_overhead_ms),
             ("overheads.request_service_ms", o.request_service_ms),
             ("overheads.pd_handoff_ms", o.pd_handoff_ms),
+            ("overheads.pd_handoff_p_service_ms", o.pd_handoff_p_service_ms),
+            ("overheads.pd_handoff_d_service_ms", o.pd_handoff_d_service_ms),
             ("overheads.prompt_ms_per_token", o.prompt_ms_per_token),
         ] {
             let v = v.expect("resolved above");
@@ -660,7 +755,8 @@ impl LoadedScenario {
                     path,
                     key,
                     format!(
-                        "{v} is not a duration: use a value in ms, >= 0 and <= {:e}",
+                        "{} is not a duration: use a value in ms, >= 0 and <= {:e}",
+                        fmt_num(v),
                         MAX_DURATION_S * 1e3
                     ),
                 ));
@@ -677,13 +773,26 @@ impl LoadedScenario {
                 format!("{service} ms exceeds overheads.request_overhead_ms ({overhead} ms): the serialized share is part of the request overhead; lower it or raise request_overhead_ms"),
             ));
         }
+        let (hp, hd, h) = (
+            o.pd_handoff_p_service_ms.unwrap_or(0.0),
+            o.pd_handoff_d_service_ms.unwrap_or(0.0),
+            o.pd_handoff_ms.unwrap_or(0.0),
+        );
+        if hp + hd > h * (1.0 + 1e-12) {
+            return Err(InputError::key(
+                path,
+                "overheads.pd_handoff_p_service_ms",
+                format!("the serialized shares of the PD handoff ({hp} ms at P + {hd} ms at D) exceed overheads.pd_handoff_ms ({h} ms) they are part of; lower them or raise pd_handoff_ms"),
+            ));
+        }
         let bw = sc.kv_link.bandwidth_gbps.expect("resolved above");
         if !(bw.is_finite() && bw >= MIN_BANDWIDTH_GBPS) {
             return Err(InputError::key(
                 path,
                 "kv_link.bandwidth_gbps",
                 format!(
-                    "{bw} is out of range: use a finite bandwidth in Gbit/s, >= {MIN_BANDWIDTH_GBPS} (NVLink 4: 7200)"
+                    "{} is out of range: use a finite bandwidth in Gbit/s, >= {MIN_BANDWIDTH_GBPS} (NVLink 4: 7200)",
+                    fmt_num(bw)
                 ),
             ));
         }
@@ -709,6 +818,9 @@ impl LoadedScenario {
             transfer: sc.kv_link.transfer,
             request_overhead_ms: sc.overheads.request_overhead_ms.expect("resolved"),
             pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
+            pd_handoff_p_service_ms: sc.overheads.pd_handoff_p_service_ms.expect("resolved"),
+            pd_handoff_d_service_ms: sc.overheads.pd_handoff_d_service_ms.expect("resolved"),
+            pd_handoff_queue: sc.overheads.pd_handoff_queue,
             request_service_ms: sc.overheads.request_service_ms.expect("resolved"),
             prompt_ms_per_token: sc.overheads.prompt_ms_per_token.expect("resolved"),
             template_tokens_per_message: sc.workload.template_tokens_per_message,

@@ -160,7 +160,18 @@ impl LoadedSweep {
     pub fn load(path: &Path) -> InputResult<LoadedSweep> {
         let mut spec: SweepSpec = crate::input::read_toml(path, "sweep")?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let scenario = LoadedScenario::load(&base.join(&spec.scenario))?;
+        let scenario_path = base.join(&spec.scenario);
+        if !scenario_path.is_file() {
+            return Err(InputError::key(
+                path,
+                "scenario",
+                format!(
+                    "{} not found (paths are relative to the sweep file)",
+                    scenario_path.display()
+                ),
+            ));
+        }
+        let scenario = LoadedScenario::load(&scenario_path)?;
         if spec.rates_per_s.is_empty() {
             return Err(InputError::key(path, "rates_per_s", "empty; list at least one rate"));
         }
@@ -169,7 +180,10 @@ impl LoadedSweep {
             return Err(InputError::key(
                 path,
                 "rates_per_s",
-                format!("{bad} is not a rate of new conversations per second >= {min_rate}"),
+                format!(
+                    "{} is not a rate of new conversations per second >= {min_rate}",
+                    crate::scenario::fmt_num(*bad)
+                ),
             ));
         }
         // An explicitly empty list is a mistake, not a request for the default.
@@ -271,7 +285,17 @@ impl LoadedSweep {
     /// The scenario of one grid point: the base scenario with this rate, seed and policy list.
     pub fn point(&self, rate_per_s: f64, seed: u64) -> LoadedScenario {
         let mut sc = self.scenario.clone();
-        sc.resolved.workload.arrival = ArrivalSpec::Poisson { rate_per_s };
+        // The rate replaces the scenario's arrival rate; a setup-phase protocol keeps its shape.
+        sc.resolved.workload.arrival = match sc.resolved.workload.arrival {
+            ArrivalSpec::Setup {
+                duration_s, setup_s, ..
+            } => ArrivalSpec::Setup {
+                rate_per_s,
+                duration_s,
+                setup_s,
+            },
+            _ => ArrivalSpec::Poisson { rate_per_s },
+        };
         sc.resolved.seed = seed;
         sc.resolved.policy = self.policies.clone();
         sc

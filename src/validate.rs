@@ -2,7 +2,8 @@
 //!
 //! ## Comprehensive sweep points (`comprehensive/<config>/*.json`)
 //! The cluster comes from the config name (`1P_3D` → PD 1 P + 3 D, `1P_3pD` → PPD, `1P_2D_1pD` →
-//! mixed pool, `4R` → replication); conversations start Poisson at the point's QPS within a 10 s
+//! mixed pool, `4R` → replication); conversations start as the benchmark generates them —
+//! `int(qps × 10)` exponential gaps at the point's QPS, keeping the arrivals inside a 10 s
 //! window; two turns (context class small 128→128 / large 1024→1024, then the turn-2 type's
 //! in→out, joined with `"\n"`), no think time, exact output lengths; the client's 50-connection
 //! pool and 120 s timeout; the calibrated overheads as FIFO work (one API-server queue per
@@ -168,6 +169,9 @@ pub fn vllm_ppd_config(policy: PolicyConfig, cal: &CalibrationFile) -> Option<Si
         transfer: TransferMode::Full,
         request_overhead_ms: cal.overheads.request_overhead_ms.value,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
+        pd_handoff_p_service_ms: cal.pd_handoff_services_ms().0,
+        pd_handoff_d_service_ms: cal.pd_handoff_services_ms().1,
+        pd_handoff_queue: crate::sim::HandoffQueue::PerPrefill,
         request_service_ms: cal.request_service_ms(),
         prompt_ms_per_token: cal.prompt_ms_per_token(),
         template_tokens_per_message: 0,
@@ -223,6 +227,7 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
                     },
                 ],
                 think_after: vec![SimDuration::from_secs_f64(offset)],
+                not_before: vec![],
                 shared_prefix: None,
             }
         })
@@ -441,6 +446,20 @@ pub fn simulate_comprehensive(
     cal: &CalibrationFile,
     seed: u64,
 ) -> Option<ComprehensiveRow> {
+    simulate_comprehensive_replays(config, workload, qps, measured, cal, seed, COMPREHENSIVE_REPLICAS)
+}
+
+/// [`simulate_comprehensive`] with `replicas` replays (the replay fit of the overheads uses
+/// fewer, for speed).
+pub fn simulate_comprehensive_replays(
+    config: &str,
+    workload: &str,
+    qps: f64,
+    measured: &serde_json::Value,
+    cal: &CalibrationFile,
+    seed: u64,
+    replicas: u64,
+) -> Option<ComprehensiveRow> {
     let policy = policy_for_config(config)?;
     let (ctx, kind) = workload.split_once('_')?;
     let (t1_in, t1_out) = comprehensive_turn1(ctx)?;
@@ -466,6 +485,7 @@ pub fn simulate_comprehensive(
             },
         ],
         think_after: vec![SimDuration::ZERO],
+        not_before: vec![],
         shared_prefix: None,
     };
     // Points are independent runs: their draws depend on the config and workload too.
@@ -489,13 +509,18 @@ pub fn simulate_comprehensive(
     }
     let gap = Exp::new(qps).ok()?;
     let mut stats = Vec::new();
-    for replica in 0..COMPREHENSIVE_REPLICAS {
+    for replica in 0..replicas {
         let mut rng = ChaCha8Rng::seed_from_u64(crate::sim::splitmix64(point_seed ^ replica));
-        let mut t = gap.sample(&mut rng);
+        // The benchmark's generator (`run_benchmark_point_inner`): int(qps × 10) exponential
+        // gaps, keeping the arrivals that fall inside the 10 s window — so at most qps × 10
+        // conversations, and fewer when the gaps add up past 10 s.
+        let mut t = 0.0;
         let mut convs = Vec::new();
-        while t < 10.0 {
-            convs.push(conv(convs.len(), t));
+        for _ in 0..(qps * 10.0) as usize {
             t += gap.sample(&mut rng);
+            if t < 10.0 {
+                convs.push(conv(convs.len(), t));
+            }
         }
         if convs.is_empty() {
             convs.push(conv(0, 0.0));
@@ -869,6 +894,7 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
                 assistant_tokens: out,
             }],
             think_after: vec![],
+            not_before: vec![],
             shared_prefix: shared.then_some((0, d_ctx)),
         };
         for i in 0..n {

@@ -23,6 +23,8 @@
 pub mod fit;
 pub mod model_file;
 pub mod readers;
+pub mod reference;
+pub mod replay;
 
 use crate::cost_model::{BatchShape, IterationCoefficients, PrefillPart, COEFFICIENT_NAMES, COEFFICIENT_UNITS};
 use crate::error::{InputError, InputResult};
@@ -51,13 +53,22 @@ pub struct CalibrateOptions {
     pub format: Format,
     /// Where β2 (attention over context) comes from.
     pub attention: AttentionModel,
+    /// Fit the PD handoff's serialized shares by replaying loaded points given among the inputs.
+    pub replay: bool,
+    /// With `replay`: also run the leave-one-configuration-out cross-validation.
+    pub loco: bool,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AttentionModel {
-    /// The fitted value (right when the profiles ran the serving engine's attention kernels).
+    /// `flash` when a source's prefill profiles ran eager attention (LLMServingSim's HF profiler),
+    /// `fitted` otherwise (kernel tables of FlashAttention, engine timings): the engine being
+    /// modelled (vLLM) runs FlashAttention.
     #[default]
+    Auto,
+    /// The fitted value (right when the profiles ran the serving engine's attention kernels;
+    /// eager attention when they are LLMServingSim's).
     Fitted,
     /// FlashAttention's cost: attention FLOPs per query–key pair (4 × layers × query heads ×
     /// head dim; FlashAttention, Dao et al. 2022, does no other O(n²) work) at the throughput β1
@@ -77,8 +88,10 @@ impl Default for CalibrateOptions {
             engine: String::new(),
             block_size: 16,
             declared_bandwidth_gbps: 1200.0,
-            attention: AttentionModel::Fitted,
+            attention: AttentionModel::Auto,
             format: Format::Auto,
+            replay: true,
+            loco: true,
         }
     }
 }
@@ -541,14 +554,47 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         location: "--gpu".into(),
         message,
     })?;
+    let bw = opts.declared_bandwidth_gbps;
+    if !(bw.is_finite() && bw >= crate::scenario::limits::MIN_BANDWIDTH_GBPS) {
+        return Err(InputError {
+            location: "--declared-bandwidth-gbps".into(),
+            message: format!(
+                "{bw} is not a bandwidth: give Gbit/s, finite and >= {} (NVLink 4: 7200)",
+                crate::scenario::limits::MIN_BANDWIDTH_GBPS
+            ),
+        });
+    }
     let ropts = ReadOptions {
         model: model.clone(),
         gpu: gpu.name.clone(),
         tp: opts.tp,
         block_size: opts.block_size,
     };
-    let mut loaded = Vec::new();
+    // Directories are searched (sorted, recursively) for measurement files.
+    let mut files = Vec::new();
     for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            let mut found = Vec::new();
+            while let Some(d) = stack.pop() {
+                let entries = std::fs::read_dir(&d).map_err(|e| InputError::file(&d, format!("cannot list: {e}")))?;
+                for e in entries.flatten() {
+                    let q = e.path();
+                    if q.is_dir() {
+                        stack.push(q);
+                    } else if !e.file_name().to_string_lossy().starts_with('.') {
+                        found.push(q);
+                    }
+                }
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut loaded = Vec::new();
+    for p in &files {
         for samples in readers::read(p, opts.format, &ropts)? {
             loaded.push(Loaded {
                 file: p
@@ -590,8 +636,30 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         }
         loaded[idx[0]].samples.iterations.extend(composed);
     }
-    let sources: Vec<SourceUse> = loaded
+    // Loaded points (one file each) are listed as one source per reader.
+    let mut sources: Vec<SourceUse> = Vec::new();
+    for l in loaded
         .iter()
+        .filter(|l| !l.samples.loaded_points.is_empty() || l.samples.reader == "vllm-ppd-comprehensive")
+    {
+        match sources.iter_mut().find(|s| s.reader == l.samples.reader) {
+            Some(s) => {
+                s.num_dropped += l.samples.num_dropped;
+                s.num_samples += l.samples.loaded_points.len();
+            }
+            None => sources.push(SourceUse {
+                file: "(comprehensive sweep points)".into(),
+                reader: l.samples.reader.into(),
+                num_samples: l.samples.loaded_points.len(),
+                num_dropped: l.samples.num_dropped,
+                used_for: l.samples.used_for.clone(),
+            }),
+        }
+    }
+    let point_sources = std::mem::take(&mut sources);
+    let mut sources: Vec<SourceUse> = loaded
+        .iter()
+        .filter(|l| l.samples.reader != "vllm-ppd-comprehensive")
         .map(|l| SourceUse {
             file: l.file.clone(),
             reader: l.samples.reader.into(),
@@ -607,10 +675,11 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             },
         })
         .collect();
+    sources.extend(point_sources);
 
-    // Per-group fits.
+    // Per-group fits (loaded points are not fitted samples: the replay below uses them).
     let mut by_group: BTreeMap<String, Vec<&Loaded>> = BTreeMap::new();
-    for l in &loaded {
+    for l in loaded.iter().filter(|l| l.samples.reader != "vllm-ppd-comprehensive") {
         by_group.entry(l.samples.group.clone()).or_default().push(l);
     }
     let mut groups = Vec::new();
@@ -690,7 +759,13 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     let f = fit::fit_weighted_floor(&x, &y, &w, &floors);
     let b = [f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]];
     let mut coeffs = IterationCoefficients::from_array(b);
-    let attention_note = (opts.attention == AttentionModel::Flash).then(|| {
+    let eager_profiles = loaded.iter().any(|l| l.samples.reader.starts_with("llmservingsim"));
+    let flash = match opts.attention {
+        AttentionModel::Flash => true,
+        AttentionModel::Fitted => false,
+        AttentionModel::Auto => eager_profiles,
+    };
+    let attention_note = flash.then(|| {
         // Per instance; tensor parallelism divides both FLOP counts alike, so it cancels.
         let flop_per_pair = 4.0 * model.num_layers as f64 * model.num_attention_heads as f64 * model.head_dim as f64;
         let ms_per_flop = coeffs.beta1_ms_per_token / model.flop_per_token();
@@ -770,6 +845,8 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             Overheads {
                 request_overhead_ms: zero("request_overhead_ms"),
                 pd_handoff_ms: zero("pd_handoff_ms"),
+                pd_handoff_p_service_ms: None,
+                pd_handoff_d_service_ms: None,
                 request_service_ms: None,
                 prompt_ms_per_token: None,
             },
@@ -841,6 +918,8 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                     g.at_bound[0],
                 ),
                 pd_handoff_ms: coefficient("pd_handoff_ms", "ms", g.beta[1], g.ci95_half_width[1], g.at_bound[1]),
+                pd_handoff_p_service_ms: None,
+                pd_handoff_d_service_ms: None,
                 request_service_ms: None,
                 prompt_ms_per_token: Some(coefficient(
                     "prompt_ms_per_token",
@@ -875,7 +954,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         .collect();
     let t1k = coeffs.predict_ms(&prefill_1k());
     let t1k_slow = t1k + f.ci95_half_width[1] * 1024.0 + f.ci95_half_width[2] * 1024.0 * 512.0;
-    let physics = physics_checks(
+    let mut physics = physics_checks(
         Some((t1k, t1k_slow, coeffs.beta1_ms_per_token)),
         Some(&coeffs),
         Some((kv_transfer.bandwidth_gbps, kv_transfer.source.as_str())),
@@ -884,6 +963,9 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         gpu,
         opts.tp,
     );
+    if opts.tp == 1 {
+        physics.extend(reference::kernel_checks(&coeffs, model, gpu));
+    }
     let file = CalibrationFile {
         schema_version: SCHEMA_VERSION,
         model: model.name.clone(),
@@ -906,8 +988,82 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         physics,
         groups,
         outliers,
+        replay: None,
     };
+    let mut file = file;
+    let replay_points: Vec<replay::Point> = loaded
+        .iter()
+        .flat_map(|l| l.samples.loaded_points.iter())
+        .filter_map(validate_point)
+        .collect();
+    if !replay_points.is_empty() && opts.replay {
+        file.replay = Some(replay_fit(&mut file, &replay_points, opts.loco)?);
+    }
     Ok(Calibration { file, points })
+}
+
+/// A comprehensive point's (config, workload, QPS, JSON) when the replay fit uses it: a config
+/// and workload it can simulate, and a measured success rate at or above the knee criterion (the
+/// objective compares only those; points past the knee are slow to simulate and carry no TTFT
+/// of the requests that failed).
+fn validate_point(v: &serde_json::Value) -> Option<replay::Point> {
+    let (c, w, q) = (v["config"].as_str()?, v["workload"].as_str()?, v["qps"].as_f64()?);
+    crate::validate::policy_for_config(c)?;
+    if v["success_rate"].as_f64()? < crate::validate::KNEE_MIN_SUCCESS_PCT {
+        return None;
+    }
+    Some((c.to_string(), w.to_string(), q, v.clone()))
+}
+
+/// Fits the PD handoff's split by replaying `points` (see [`replay`]), writes it into `file`'s
+/// overheads, and returns the report (with leave-one-configuration-out folds when `loco`).
+fn replay_fit(file: &mut CalibrationFile, points: &[replay::Point], loco: bool) -> InputResult<ReplayFit> {
+    let fail = |e: anyhow::Error| InputError {
+        location: "comprehensive points".into(),
+        message: format!("replay fit failed: {e}"),
+    };
+    let before = replay::objective(&replay::simulate(points, file, 0, replay::REPLAYS));
+    let (split, objective) = replay::fit(points, file, 0).map_err(fail)?;
+    *file = split.apply(file);
+    let rows = replay::simulate(points, file, 0, crate::validate::COMPREHENSIVE_REPLICAS);
+    let mut configs: Vec<String> = points.iter().map(|p| p.0.clone()).collect();
+    configs.sort();
+    configs.dedup();
+    let by_config = configs
+        .iter()
+        .map(|c| ConfigError {
+            config: c.clone(),
+            t2_p50_error_pct: replay::t2_p50_error_pct(
+                &rows.iter().filter(|r| &r.config == c).cloned().collect::<Vec<_>>(),
+            ),
+        })
+        .collect();
+    let folds = if loco && configs.len() > 1 {
+        replay::leave_one_config_out(points, file, 0)
+            .map_err(fail)?
+            .into_iter()
+            .map(|f| LocoFold {
+                held_out: f.config,
+                pd_handoff_ms: f.split.total_ms,
+                pd_handoff_p_service_ms: f.split.p_service_ms,
+                pd_handoff_d_service_ms: f.split.d_service_ms,
+                held_out_t2_p50_error_pct: f.held_out_t2_p50_pct,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(ReplayFit {
+        num_points: points.len(),
+        replays_per_point: replay::REPLAYS,
+        objective_before: before,
+        objective_after: objective,
+        pd_handoff_ms: split.total_ms,
+        pd_handoff_p_service_ms: split.p_service_ms,
+        pd_handoff_d_service_ms: split.d_service_ms,
+        t2_p50_error_pct_by_config: by_config,
+        leave_one_config_out: folds,
+    })
 }
 
 /// A human-readable report.
@@ -975,6 +1131,8 @@ pub fn report(c: &Calibration) -> String {
         .iter()
         .chain([&f.overheads.request_overhead_ms, &f.overheads.pd_handoff_ms])
         .chain(f.overheads.request_service_ms.as_ref())
+        .chain(f.overheads.pd_handoff_p_service_ms.as_ref())
+        .chain(f.overheads.pd_handoff_d_service_ms.as_ref())
         .chain(f.overheads.prompt_ms_per_token.as_ref())
     {
         let _ = writeln!(
@@ -1014,6 +1172,45 @@ pub fn report(c: &Calibration) -> String {
                 o.predicted_ms,
                 100.0 * (o.predicted_ms - o.measured_ms) / o.measured_ms
             );
+        }
+    }
+    if let Some(r) = &f.replay {
+        let _ = writeln!(
+            s,
+            "PD handoff split by replaying {} loaded points ({} replays each; objective mean |ln(pred/meas)| of T1 p50, T2 p50, T2 p99 TTFT {:.3} → {:.3}):",
+            r.num_points, r.replays_per_point, r.objective_before, r.objective_after
+        );
+        let _ = writeln!(
+            s,
+            "  pd_handoff_ms {:.1} = {:.1} serialized per P instance + {:.1} serialized at D's API server + {:.1} latency",
+            r.pd_handoff_ms,
+            r.pd_handoff_p_service_ms,
+            r.pd_handoff_d_service_ms,
+            r.pd_handoff_ms - r.pd_handoff_p_service_ms - r.pd_handoff_d_service_ms
+        );
+        for c in &r.t2_p50_error_pct_by_config {
+            let _ = writeln!(
+                s,
+                "  {:<12} turn-2 p50 TTFT median |error| below saturation {:>5.1}%",
+                c.config, c.t2_p50_error_pct
+            );
+        }
+        if !r.leave_one_config_out.is_empty() {
+            let _ = writeln!(
+                s,
+                "leave-one-configuration-out cross-validation (fit on the others, predict the one held out):"
+            );
+            for fold in &r.leave_one_config_out {
+                let _ = writeln!(
+                    s,
+                    "  held out {:<12} fitted handoff {:.1} ms (P {:.1}, D {:.1}) → turn-2 p50 TTFT median |error| {:>5.1}%",
+                    fold.held_out,
+                    fold.pd_handoff_ms,
+                    fold.pd_handoff_p_service_ms,
+                    fold.pd_handoff_d_service_ms,
+                    fold.held_out_t2_p50_error_pct
+                );
+            }
         }
     }
     let _ = writeln!(s, "physics checks of the combined model:");

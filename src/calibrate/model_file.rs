@@ -70,6 +70,14 @@ pub struct Overheads {
     /// time \[ms\] (the rest is latency); fitted from burst TTFT ramps. Absent: all of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_service_ms: Option<Coefficient>,
+    /// Serialized share of `pd_handoff_ms` done at the P instance, one handoff at a time per P
+    /// \[ms\]; fitted by replaying loaded runs. Absent (older files): all of `pd_handoff_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pd_handoff_p_service_ms: Option<Coefficient>,
+    /// Serialized share of `pd_handoff_ms` done at D's API server \[ms\]; fitted by replaying
+    /// loaded runs. Absent (older files): 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pd_handoff_d_service_ms: Option<Coefficient>,
     /// Per prompt token, at every API server the request passes (P's and D's on a split route):
     /// tokenisation, prefix-block hashing, request building \[ms/token\]. Fitted with the other
     /// overheads from request TTFTs. Absent (older files): 0.
@@ -171,6 +179,59 @@ pub struct CalibrationFile {
     pub groups: Vec<GroupFit>,
     /// Samples the combined model fits worst (|relative residual| > 2 × the phase's MAPE, at most 5 per phase).
     pub outliers: Vec<Outlier>,
+    /// The PD handoff's split fitted by replaying loaded runs, with its cross-validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayFit>,
+}
+
+/// The overheads' replay fit ([`crate::calibrate::replay`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayFit {
+    /// Loaded points replayed.
+    pub num_points: usize,
+    /// Replays per point during the fit.
+    pub replays_per_point: u64,
+    /// Objective (mean clamped |ln(pred/meas)| of T1 p50, T2 p50, T2 p99 TTFT) before the fit.
+    pub objective_before: f64,
+    /// Objective after the fit.
+    pub objective_after: f64,
+    /// Fitted whole PD handoff \[ms\].
+    pub pd_handoff_ms: f64,
+    /// Fitted serialized share at P \[ms\].
+    pub pd_handoff_p_service_ms: f64,
+    /// Fitted serialized share at D's API server \[ms\].
+    pub pd_handoff_d_service_ms: f64,
+    /// Median |turn-2 p50 TTFT error| below saturation per configuration, after the fit \[%\].
+    pub t2_p50_error_pct_by_config: Vec<ConfigError>,
+    /// Leave-one-configuration-out folds.
+    pub leave_one_config_out: Vec<LocoFold>,
+}
+
+/// One configuration's error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigError {
+    /// Configuration (`1P_3D`, …).
+    pub config: String,
+    /// Median |turn-2 p50 TTFT error| below saturation \[%\].
+    pub t2_p50_error_pct: f64,
+}
+
+/// One fold of the leave-one-configuration-out cross-validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocoFold {
+    /// The configuration held out.
+    pub held_out: String,
+    /// Whole handoff fitted on the others \[ms\].
+    pub pd_handoff_ms: f64,
+    /// P share fitted on the others \[ms\].
+    pub pd_handoff_p_service_ms: f64,
+    /// D share fitted on the others \[ms\].
+    pub pd_handoff_d_service_ms: f64,
+    /// Median |turn-2 p50 TTFT error| below saturation on the held-out configuration \[%\].
+    pub held_out_t2_p50_error_pct: f64,
 }
 
 /// One source group (files of one origin) fitted alone.
@@ -255,8 +316,41 @@ impl CalibrationFile {
                 ),
             ));
         }
-        f.coefficients()
+        let c = f
+            .coefficients()
             .map_err(|m| InputError::key(path, "iteration.coefficients", m))?;
+        // Coefficients that break physics (all zero, a decode faster than reading the weights)
+        // would simulate nonsense: refused with the check's message.
+        if let (Some(model), Some(gpu)) = (crate::hardware::model(&f.model), crate::hardware::gpu(&f.gpu)) {
+            let t1k = c.predict_ms(&crate::calibrate::readers::prefill_batch(vec![
+                crate::cost_model::PrefillPart {
+                    num_new_tokens: 1024,
+                    num_cached_tokens: 0,
+                },
+            ]));
+            let checks = crate::calibrate::physics_checks(
+                Some((t1k, t1k, c.beta1_ms_per_token)),
+                Some(&c),
+                None,
+                &[],
+                model,
+                gpu,
+                1,
+            );
+            if let Some(bad) = checks.iter().find(|p| !p.ok) {
+                return Err(InputError::key(
+                    path,
+                    "iteration.coefficients",
+                    format!(
+                        "are not physically possible — {}: implied {} {} vs limit {} (all-zero or hand-edited coefficients?); re-run `ppdsim calibrate`",
+                        bad.check,
+                        crate::scenario::fmt_num(bad.implied),
+                        bad.unit,
+                        crate::scenario::fmt_num(bad.limit)
+                    ),
+                ));
+            }
+        }
         Ok(f)
     }
 
@@ -273,6 +367,25 @@ impl CalibrationFile {
             .request_service_ms
             .as_ref()
             .map_or(overhead, |c| c.value.min(overhead))
+    }
+
+    /// The serialized shares of the PD handoff `(at P, at D)` \[ms\], capped so that together
+    /// they do not exceed `pd_handoff_ms`; without fitted values all of it at P.
+    pub fn pd_handoff_services_ms(&self) -> (f64, f64) {
+        let total = self.overheads.pd_handoff_ms.value;
+        let d = self
+            .overheads
+            .pd_handoff_d_service_ms
+            .as_ref()
+            .map_or(0.0, |c| c.value)
+            .clamp(0.0, total);
+        let p = self
+            .overheads
+            .pd_handoff_p_service_ms
+            .as_ref()
+            .map_or(total, |c| c.value)
+            .clamp(0.0, total - d);
+        (p, d)
     }
 
     /// The iteration coefficients by name.

@@ -78,7 +78,8 @@ pub struct Seq {
     pub shared_prefix: Option<(u32, u32)>,
     /// Tokens of the hit served by the shared prefix (its blocks are not reserved) \[tokens\].
     pub num_shared_hit_tokens: u32,
-    /// Output tokens to recompute after a preemption (their KV was freed) \[tokens\].
+    /// Output tokens to recompute after a preemption: every output sampled before it (their KV
+    /// was freed, the last one's never written) \[tokens\].
     pub num_recompute_tokens: u32,
     /// Tokens with KV present (cached + transferred + computed) \[tokens\].
     pub num_computed_tokens: u32,
@@ -260,7 +261,9 @@ impl Instance {
         self.cache
             .insert_sharing(v.conv, v.num_computed_tokens, v.num_shared_hit_tokens);
         // Recompute the prompt and the outputs whose KV existed (all but the last sampled one).
-        v.num_recompute_tokens = v.num_generated.saturating_sub(1);
+        // vLLM's recompute re-prefills the prompt and every output sampled so far (the last one's
+        // KV was not written yet), then samples the next token.
+        v.num_recompute_tokens = v.num_generated;
         v.num_computed_tokens = 0;
         v.num_external_tokens = 0;
         v.reserved_blocks = 0;
@@ -473,6 +476,15 @@ impl Instance {
         done.sort_unstable();
         for &i in done.iter().rev() {
             let s = self.running.remove(i);
+            assert!(
+                s.prefill_only || s.num_computed_tokens == s.num_prompt_tokens + s.num_generated - 1,
+                "{}: request {} finished with {} tokens of KV, not prompt {} + outputs {} − 1",
+                self.name,
+                s.req,
+                s.num_computed_tokens,
+                s.num_prompt_tokens,
+                s.num_generated
+            );
             self.reserved_blocks -= s.reserved_blocks;
             let keep = if s.prefill_only || !self.limits.cache_answers {
                 s.num_prompt_tokens

@@ -16,9 +16,14 @@
 //!   conversation index, salted by [`SimConfig::routing_seed`] (vllm-ppd's proxy hashes the
 //!   prompt's first characters).
 //! * Fixed overheads (calibrated): every request reaches its first instance `request_overhead_ms`
-//!   after its arrival (client → proxy → engine, tokenisation, and the return path). On a split
-//!   route, D receives the request `pd_handoff_ms` after the KV transfer completes (the proxy
-//!   waits for P's `max_tokens = 1` response before sending the request to D).
+//!   after its arrival (client → proxy → engine, tokenisation, and the return path), of which
+//!   `request_service_ms` is serialized work of that instance's API server. On a split route, D
+//!   receives the request `pd_handoff_ms` after the KV transfer completes (the proxy waits for
+//!   P's `max_tokens = 1` response before sending the request to D): serialized work at the P
+//!   instance (`pd_handoff_p_service_ms`, one queue per P), serialized work at D's API server
+//!   (`pd_handoff_d_service_ms`), and latency for the rest. Each component queues only the
+//!   requests that pass through it, so a cluster with more P instances hands off more requests
+//!   per second.
 //! * On a split route D finds the transferred KV for `prompt − 1` tokens and computes the last
 //!   prompt token itself (vLLM recomputes it to sample the first token).
 //! * KV transfers move the whole prompt's KV ([`TransferMode::Full`], what vllm-ppd's P2P NCCL
@@ -63,6 +68,19 @@ pub enum Pinning {
     LeastLoaded,
 }
 
+/// Where the serialized share of the PD handoff (`pd_handoff_p_service_ms`) queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandoffQueue {
+    /// One queue per P instance (the default: a cluster with more P instances hands off more
+    /// requests per second, as vllm-ppd's 2–3-P clusters do).
+    #[default]
+    PerPrefill,
+    /// One queue for the whole cluster (a single proxy doing the work; what the v3 benchmark's
+    /// 10-request bursts on 2 P + 2 D fit best).
+    Cluster,
+}
+
 /// Everything the simulator needs besides the workload and the cost model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
@@ -80,8 +98,19 @@ pub struct SimConfig {
     pub transfer: TransferMode,
     /// Arrival → first instance \[ms\].
     pub request_overhead_ms: f64,
-    /// KV transfer done → D receives the request \[ms\].
+    /// KV transfer done → D's engine receives the request \[ms\]: the whole PD handoff (P's
+    /// `max_tokens = 1` response back to the proxy, the proxy's request to D, D's API server),
+    /// of which `pd_handoff_p_service_ms` and `pd_handoff_d_service_ms` are serialized work and
+    /// the rest latency.
     pub pd_handoff_ms: f64,
+    /// Serialized share of the handoff done at the P instance, one request at a time per P (its
+    /// API server returning the response, its KV connector finishing the send) \[ms\].
+    pub pd_handoff_p_service_ms: f64,
+    /// Where `pd_handoff_p_service_ms` queues: per P instance or one queue for the cluster.
+    pub pd_handoff_queue: HandoffQueue,
+    /// Serialized share of the handoff done by D's API server (tokenising and admitting the
+    /// request to D), in the same per-instance queue as requests arriving at D directly \[ms\].
+    pub pd_handoff_d_service_ms: f64,
     /// The serialized part of `request_overhead_ms` (≤ it) \[ms\]; the rest is latency.
     pub request_service_ms: f64,
     /// Latency per prompt token at every API server a request passes — the first instance's, and
@@ -89,10 +118,11 @@ pub struct SimConfig {
     pub prompt_ms_per_token: f64,
     /// Chat-template tokens added per message \[tokens\].
     pub template_tokens_per_message: u32,
-    /// When true, the fixed overheads are work of FIFO servers: `request_overhead_ms` of one per
-    /// instance (its API server's request handling and tokenisation), `pd_handoff_ms` of one for
-    /// the whole cluster (the PD proxy waiting for P's response and issuing the request to D), so
-    /// bursts queue behind each other; when false they are pure delays.
+    /// When true, the serialized shares of the fixed overheads are work of FIFO servers — one API
+    /// server per instance (`request_service_ms` of each request arriving there,
+    /// `pd_handoff_d_service_ms` of each handoff to a D) and one handoff server per P instance
+    /// (`pd_handoff_p_service_ms`) — so bursts queue behind each other; when false every
+    /// overhead is a pure delay.
     pub serialized_overheads: bool,
     /// The benchmark client's connection pool (vllm-ppd: `TCPConnector(limit=50)`): at most this
     /// many requests in flight; TTFT includes the wait for a connection. A turn sent the moment
@@ -156,6 +186,11 @@ pub enum Event {
     },
     /// A request's KV has arrived at its D instance.
     KvTransferDone {
+        /// Request id.
+        req: usize,
+    },
+    /// A split request's handoff reaches D's API server (P's share and the latency are done).
+    HandoffAtDecode {
         /// Request id.
         req: usize,
     },
@@ -256,8 +291,8 @@ pub struct Simulation<'a> {
     /// Per instance: uncached prompt tokens of the requests routed local to it whose first token
     /// is not out yet (the router's view of its prefill backlog) \[tokens\].
     local_backlog_tokens: Vec<u64>,
-    /// When the PD proxy is free (serialized handoffs).
-    proxy_free_at: SimTime,
+    /// Per instance: when its handoff server is free (P instances' serialized handoff share).
+    handoff_free_at: Vec<SimTime>,
     in_flight: u32,
     connection_waiters: std::collections::VecDeque<usize>,
     active_convs: Vec<u32>,
@@ -322,7 +357,7 @@ impl<'a> Simulation<'a> {
             num_events: 0,
             frontend_free_at: vec![SimTime::ZERO; n],
             local_backlog_tokens: vec![0; n],
-            proxy_free_at: SimTime::ZERO,
+            handoff_free_at: vec![SimTime::ZERO; n],
             in_flight: 0,
             connection_waiters: Default::default(),
             active_convs: vec![0; n],
@@ -528,8 +563,14 @@ impl<'a> Simulation<'a> {
             Event::KvTransferDone { req } => {
                 let r = &mut self.requests[req];
                 r.kv_ready_at = Some(self.now);
-                let inst = r.decode_inst;
-                let at = self.proxy_handoff() + self.prompt_handling(req);
+                let p = r.prefill_inst.expect("KV transfers start on P");
+                let at = self.p_handoff(p);
+                self.queue.push(at, Event::HandoffAtDecode { req });
+            }
+            Event::HandoffAtDecode { req } => {
+                let inst = self.requests[req].decode_inst;
+                let service = self.cfg.pd_handoff_d_service_ms;
+                let at = self.serve_at(inst, service) + self.prompt_handling(req);
                 self.queue.push(at, Event::Enqueue { inst, req });
             }
         }
@@ -545,9 +586,7 @@ impl<'a> Simulation<'a> {
             return self.now + SimDuration::from_ms_f64(total) + per_prompt;
         }
         let service = self.cfg.request_service_ms.clamp(0.0, total);
-        let free = &mut self.frontend_free_at[inst];
-        let served = (*free).max(self.now) + SimDuration::from_ms_f64(service);
-        *free = served;
+        let served = self.serve_at(inst, service);
         served + SimDuration::from_ms_f64(total - service) + per_prompt
     }
 
@@ -556,15 +595,39 @@ impl<'a> Simulation<'a> {
         SimDuration::from_ms_f64(self.cfg.prompt_ms_per_token * self.requests[req].num_prompt_tokens as f64)
     }
 
-    /// When a split request whose KV arrived now reaches D: the proxy's `pd_handoff_ms`, one
-    /// handoff at a time when overheads are serialized.
-    fn proxy_handoff(&mut self) -> SimTime {
-        let d = SimDuration::from_ms_f64(self.cfg.pd_handoff_ms);
+    /// When a split request whose KV arrived now (from P instance `p`) reaches D's API server:
+    /// P's serialized share (one handoff at a time per P when overheads are serialized), then
+    /// the handoff's latency (`pd_handoff_ms` less both serialized shares).
+    fn p_handoff(&mut self, p: usize) -> SimTime {
+        let c = &self.cfg;
+        let latency = SimDuration::from_ms_f64(
+            (c.pd_handoff_ms - c.pd_handoff_p_service_ms - c.pd_handoff_d_service_ms).max(0.0),
+        );
+        let service = self.cfg.pd_handoff_p_service_ms;
+        let queue = match self.cfg.pd_handoff_queue {
+            HandoffQueue::PerPrefill => p,
+            HandoffQueue::Cluster => 0,
+        };
+        let done = if self.cfg.serialized_overheads {
+            let free = &mut self.handoff_free_at[queue];
+            *free = (*free).max(self.now) + SimDuration::from_ms_f64(service);
+            *free
+        } else {
+            self.now + SimDuration::from_ms_f64(service)
+        };
+        done + latency
+    }
+
+    /// When `service_ms` of work arriving now at instance `inst`'s API server is done (FIFO when
+    /// overheads are serialized, a pure delay otherwise).
+    fn serve_at(&mut self, inst: usize, service_ms: f64) -> SimTime {
+        let d = SimDuration::from_ms_f64(service_ms);
         if !self.cfg.serialized_overheads {
             return self.now + d;
         }
-        self.proxy_free_at = self.proxy_free_at.max(self.now) + d;
-        self.proxy_free_at
+        let free = &mut self.frontend_free_at[inst];
+        *free = (*free).max(self.now) + d;
+        *free
     }
 
     /// The client sends a turn: it waits for a pooled connection first.
@@ -703,6 +766,13 @@ impl<'a> Simulation<'a> {
                     self.release_connection();
                 } else {
                     let think = self.convs[conv].think_after[k - 1];
+                    let not_before = self.convs[conv].not_before.get(k - 1).copied().unwrap_or(SimTime::ZERO);
+                    // A scheduled send later than the think time waits for it.
+                    let think = if self.now + think < not_before {
+                        not_before.since(self.now)
+                    } else {
+                        think
+                    };
                     // The next turn is created now (its context is known) and arrives after the think time.
                     let next = self.new_request(conv);
                     if think == SimDuration::ZERO {

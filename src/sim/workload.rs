@@ -32,6 +32,19 @@ pub enum ArrivalSpec {
         #[serde(default = "unit_speedup")]
         speedup: f64,
     },
+    /// A measurement protocol with a setup phase (seed 003's `qps_benchmark.py`): every
+    /// conversation's first turn is sent at time 0 (establishing the conversations), then each
+    /// conversation's second turn is sent at `setup_s` + its arrival in a Poisson process of
+    /// `rate_per_s` over `duration_s`; as many conversations as arrivals fall in the window, at
+    /// most `rate_per_s × duration_s`. Later turns follow the think time.
+    Setup {
+        /// Rate of second-turn arrivals \[1/s\].
+        rate_per_s: f64,
+        /// Length of the measured window \[s\].
+        duration_s: f64,
+        /// Time allowed for the setup phase before the window opens \[s\].
+        setup_s: f64,
+    },
 }
 
 fn unit_speedup() -> f64 {
@@ -76,6 +89,10 @@ pub struct TimedConversation {
     pub turns: Vec<Turn>,
     /// Think time after turn `k` (length `turns.len() − 1`).
     pub think_after: Vec<SimDuration>,
+    /// Earliest arrival of turn `k + 1` (empty, or length `turns.len() − 1`): a turn arrives at
+    /// the later of its think time after the previous answer and this instant (a benchmark's
+    /// scheduled send after a setup phase).
+    pub not_before: Vec<SimTime>,
     /// A prefix shared with other conversations and resident before the run (a warmed system
     /// prompt or document): `(key, tokens)`. Turn 1's user tokens include it.
     pub shared_prefix: Option<(u32, u32)>,
@@ -97,14 +114,23 @@ pub fn generate(
     think: &ThinkTimeSpec,
     rng: &mut RngStreams,
 ) -> Vec<TimedConversation> {
-    assert!(!source.is_empty() && (count.is_some() || window_s.is_some()));
     let mut idx: Vec<usize> = (0..source.len()).collect();
     if order == ConversationOrder::Shuffle {
         idx.shuffle(&mut rng.sampling);
     }
+    if let ArrivalSpec::Setup {
+        rate_per_s,
+        duration_s,
+        setup_s,
+    } = arrival
+    {
+        return setup_protocol(source, &idx, *rate_per_s, *duration_s, *setup_s, think, rng);
+    }
+    assert!(!source.is_empty() && (count.is_some() || window_s.is_some()));
     let gap = match arrival {
         ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
         ArrivalSpec::Burst | ArrivalSpec::Trace { .. } => None,
+        ArrivalSpec::Setup { .. } => unreachable!("handled above"),
     };
     let think_exp = match think {
         ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
@@ -148,10 +174,74 @@ pub fn generate(
             start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
             turns: c.turns.clone(),
             think_after,
+            not_before: Vec::new(),
             shared_prefix: None,
         });
     }
     out
+}
+
+/// Think times after each turn but the last of `c`.
+fn think_times(c: &Conversation, think: &ThinkTimeSpec, rng: &mut RngStreams) -> Vec<SimDuration> {
+    let exp = match think {
+        ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
+        ThinkTimeSpec::Constant { .. } => None,
+    };
+    (1..c.turns.len())
+        .map(|_| {
+            SimDuration::from_secs_f64(match (&exp, think) {
+                (Some(e), _) => e.sample(&mut rng.think),
+                (None, ThinkTimeSpec::Constant { value_s }) => *value_s,
+                _ => unreachable!(),
+            })
+        })
+        .collect()
+}
+
+/// The setup-phase protocol of [`ArrivalSpec::Setup`].
+fn setup_protocol(
+    source: &[Conversation],
+    idx: &[usize],
+    rate_per_s: f64,
+    duration_s: f64,
+    setup_s: f64,
+    think: &ThinkTimeSpec,
+    rng: &mut RngStreams,
+) -> Vec<TimedConversation> {
+    let gap = Exp::new(rate_per_s).expect("rate validated > 0");
+    let cap = ((rate_per_s * duration_s) as usize).max(1);
+    let mut arrivals = Vec::new();
+    let mut t = 0.0f64;
+    while arrivals.len() < cap {
+        t += gap.sample(&mut rng.arrivals);
+        if t >= duration_s {
+            break;
+        }
+        arrivals.push(t);
+    }
+    if arrivals.is_empty() {
+        // The benchmark sends one request when no arrival falls in the window.
+        arrivals.push(0.0);
+    }
+    arrivals
+        .iter()
+        .enumerate()
+        .map(|(n, &a)| {
+            let c = &source[idx[n % idx.len()]];
+            let mut not_before = vec![SimTime::ZERO; c.turns.len().saturating_sub(1)];
+            if let Some(first) = not_before.first_mut() {
+                *first = SimTime::ZERO + SimDuration::from_secs_f64(setup_s + a);
+            }
+            TimedConversation {
+                id: c.id.clone(),
+                start_at: SimTime::ZERO,
+                turns: c.turns.clone(),
+                think_after: think_times(c, think, rng),
+                not_before,
+                shared_prefix: None,
+            }
+        })
+        .collect()
 }
 
 /// Synthetic conversations, for the measurement protocols of the seeds and vllm-ppd.

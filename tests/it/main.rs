@@ -2,6 +2,8 @@
 
 mod calibrate;
 mod cli;
+mod corpus;
+mod fuzz;
 mod importer;
 mod lifecycle;
 mod properties;

@@ -56,6 +56,7 @@ fn conv_strategy() -> impl Strategy<Value = TimedConversation> {
             id: "p".into(),
             start_at: SimTime(start),
             think_after: turns.iter().skip(1).map(|t| SimDuration(t.2)).collect(),
+            not_before: vec![],
             // A third of the conversations start with a 32-token prefix shared by all of them.
             shared_prefix: (start % 3 == 0).then_some((0, 32)),
             turns: turns

@@ -174,8 +174,9 @@ fn vllm_ppd_schemas_are_read_for_what_they_measure() {
     assert!(bw.kv_statements.iter().all(|k| k.bytes == k.tokens * 131_072));
     assert_eq!(read1("vllm-ppd_multi_turn_results.json").num_validation, 5);
     assert_eq!(read1("vllm-ppd_single_stream_sample.json").num_validation, 3);
+    // A loaded point is kept for the overheads' replay fit, not fitted as a sample.
     let ok = read1("vllm-ppd_comprehensive_ok.json");
-    assert_eq!((ok.num_validation, ok.num_dropped, ok.num_samples()), (1, 0, 0));
+    assert_eq!((ok.loaded_points.len(), ok.num_dropped, ok.num_samples()), (1, 0, 0));
     let failed = read1("vllm-ppd_comprehensive_failed.json");
     assert_eq!(
         (failed.num_validation, failed.num_dropped),
@@ -229,7 +230,14 @@ fn physics_check_fires_on_seed_002_and_stays_silent_on_real_h100_data() {
         assert!(g.physics.iter().all(|p| p.ok), "{}: {:#?}", g.group, g.physics);
         assert!(g.used_in_combined);
     }
-    assert!(c.file.physics.iter().all(|p| p.ok));
+    // The combined model's own checks pass (its comparison with the kernel tables is tested in
+    // calibrate.rs).
+    assert!(c
+        .file
+        .physics
+        .iter()
+        .filter(|p| !p.check.contains("AIConfigurator"))
+        .all(|p| p.ok));
 }
 
 #[test]

@@ -160,6 +160,19 @@ impl Tables {
     }
 }
 
+/// Prefill attention of one prompt of `tokens` tokens over all layers \[ms\] from the
+/// context-attention table (`None` without one).
+pub fn context_attention_ms(tables: &[&KernelTable], model: &ModelSpec, tokens: f64) -> Option<f64> {
+    let ctx: Vec<(f64, f64, f64)> = tables
+        .iter()
+        .flat_map(|k| match k {
+            KernelTable::ContextAttention(v) => v.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    (!ctx.is_empty()).then(|| model.num_layers as f64 * Tables::attn_at(&ctx, 1.0, tokens))
+}
+
 /// Composes forward passes from the three tables (any may be missing: then the phases it is
 /// needed for are skipped).
 pub fn compose(tables: &[&KernelTable], model: &ModelSpec) -> Vec<IterationSample> {

@@ -162,6 +162,9 @@ pub struct FileSamples {
     /// True when iteration samples are layer or kernel sums (no engine overhead per iteration):
     /// in the combined fit such a group gets its own intercept instead of sharing β0.
     pub kernel_only: bool,
+    /// Loaded measured points (vllm-ppd comprehensive sweep JSON) that the overheads' replay fit
+    /// simulates ([`crate::calibrate::replay`]).
+    pub loaded_points: Vec<Value>,
     /// Points kept as validation data (not fitted).
     pub num_validation: usize,
     /// Dropped entries (failures).
@@ -327,7 +330,55 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> InputResult<Vec<
         Format::Native => native::read(path, &text),
         f => vllm_ppd::read(path, &json()?, f, opts),
     };
-    one.map(|f| vec![f])
+    let one = one?;
+    check_samples(path, &one)?;
+    Ok(vec![one])
+}
+
+/// Refuses samples no measurement can produce: a time that is not finite and > 0, an empty batch
+/// or a prefill chunk of 0 tokens, a transfer of 0 bytes. The error names the file and the sample.
+fn check_samples(path: &Path, f: &FileSamples) -> InputResult<()> {
+    let bad = |label: &str, what: String| {
+        Err(InputError::file(
+            path,
+            format!("sample `{label}`: {what}; fix or remove it (measurements are checked before fitting)"),
+        ))
+    };
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    for s in &f.iterations {
+        if !positive(s.measured_ms) {
+            return bad(
+                &s.label,
+                format!("measured time {} ms is not a duration > 0", s.measured_ms),
+            );
+        }
+        if s.batch.is_empty() || s.batch.prefill.iter().any(|p| p.num_new_tokens == 0) {
+            return bad(&s.label, "the batch is empty (batch size or new tokens of 0)".into());
+        }
+    }
+    for s in &f.requests {
+        if !positive(s.measured_ttft_ms) {
+            return bad(
+                &s.label,
+                format!("measured TTFT {} ms is not a duration > 0", s.measured_ttft_ms),
+            );
+        }
+        if s.steps.iter().any(|p| p.num_new_tokens == 0) {
+            return bad(&s.label, "a request computes 0 new tokens".into());
+        }
+    }
+    for s in &f.transfers {
+        if !positive(s.measured_ms) || s.bytes == 0 {
+            return bad(
+                &s.label,
+                format!(
+                    "a transfer of {} B in {} ms is not a measurement (bytes and time must be > 0)",
+                    s.bytes, s.measured_ms
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A floating-point field of a JSON object.

@@ -77,9 +77,28 @@ pub fn read(path: &Path, text: &str) -> InputResult<FileSamples> {
         if !(lat > 0.0 && lat.is_finite()) {
             return Err(InputError::line(path, i + 1, "latency_ms must be > 0"));
         }
-        if out.model.is_none() {
+        let iteration = line.kind != Kind::KvTransfer;
+        if out.model.is_none() && out.iterations.is_empty() && (iteration || out.num_samples() == 0) {
             out.model = line.model.clone();
             out.gpu = line.hardware.clone();
+        } else if iteration
+            && (line.model.is_some() && line.model != out.model || line.hardware.is_some() && line.hardware != out.gpu)
+        {
+            // One model and GPU per file: a file's samples form one group, fitted together.
+            return Err(InputError::line(
+                path,
+                i + 1,
+                format!(
+                    "model/hardware {}/{} differs from the earlier iteration lines' {}/{}: put iteration measurements of each model and GPU in their own file (KV-transfer lines may name another)",
+                    line.model.as_deref().unwrap_or("?"),
+                    line.hardware.as_deref().unwrap_or("?"),
+                    out.model.as_deref().unwrap_or("(none)"),
+                    out.gpu.as_deref().unwrap_or("(none)")
+                ),
+            ));
+        }
+        if line.batch_size == Some(0) {
+            return Err(InputError::line(path, i + 1, "batch_size must be >= 1"));
         }
         let need = |v: Option<u64>, key: &str| {
             v.ok_or_else(|| InputError::line(path, i + 1, format!("missing `{key}` for this kind")))

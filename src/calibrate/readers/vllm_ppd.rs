@@ -365,12 +365,12 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
             let mut out = base(
                 "vllm-ppd-comprehensive",
                 "vllm-ppd-comprehensive",
-                "validation only (loaded point)",
+                "loaded point: replayed to fit where the PD handoff's work is serialized",
             );
             if v.get("success_rate").and_then(|s| s.as_f64()).unwrap_or(0.0) <= 0.0 {
                 out.num_dropped = 1;
             } else {
-                out.num_validation = 1;
+                out.loaded_points.push(v.clone());
             }
             Ok(out)
         }
