@@ -827,8 +827,27 @@ fn exec_validate(
 
 /// Writes an imported trace to `output` atomically and its import report (JSON) to stderr.
 fn write_imported(output: &Path, convs: &[crate::trace::Conversation], report: &impl serde::Serialize) -> Result<()> {
+    // Native traces need unique ids: a repeated source id gets `~2`, `~3`, … (counted on stderr).
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut renamed = 0usize;
+    let convs: Vec<crate::trace::Conversation> = convs
+        .iter()
+        .map(|c| {
+            let n = seen.entry(c.id.clone()).or_insert(0);
+            *n += 1;
+            let mut c = c.clone();
+            if *n > 1 {
+                c.id = format!("{}~{}", c.id, n);
+                renamed += 1;
+            }
+            c
+        })
+        .collect();
+    if renamed > 0 {
+        eprintln!("note: {renamed} conversations had an id used before; renamed `id~N`");
+    }
     let mut buf = Vec::new();
-    crate::trace::write_trace(&mut buf, convs)?;
+    crate::trace::write_trace(&mut buf, &convs)?;
     if output.extension().is_some_and(|e| e == "gz") {
         use std::io::Write;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

@@ -82,7 +82,9 @@ pub fn read_bytes(path: &Path, truncation: OnTruncation) -> InputResult<Vec<u8>>
 /// # Errors
 /// Unreadable, corrupt or truncated gzip, not UTF-8.
 pub fn read_text(path: &Path) -> InputResult<String> {
-    String::from_utf8(read_bytes(path, OnTruncation::Error)?).map_err(|_| InputError::file(path, "not UTF-8 text"))
+    let bytes = read_bytes(path, OnTruncation::Error)?;
+    check_line_lengths(path, &bytes)?;
+    String::from_utf8(bytes).map_err(|_| InputError::file(path, "not UTF-8 text"))
 }
 
 /// A CSV record with the 1-based file line it starts on.

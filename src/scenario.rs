@@ -509,6 +509,7 @@ impl LoadedScenario {
         }
         let kv_capacity_tokens = e.limits(model, gpu).capacity_blocks * e.block_size as u64;
 
+        let mut trace_lines: Vec<usize> = Vec::new();
         let (trace, trace_path) = match (&w.trace, &w.synthetic) {
             (Some(t), None) => {
                 let trace_path = base.join(t);
@@ -519,7 +520,8 @@ impl LoadedScenario {
                         format!("trace {} not found (paths are relative to the scenario file); create one with `ppdsim trace import`", trace_path.display()),
                     ));
                 }
-                let trace = crate::trace::read_trace(&trace_path)?;
+                let (trace, lines) = crate::trace::read_trace_lines(&trace_path)?;
+                trace_lines = lines;
                 if w.num_conversations.is_some_and(|n| n == 0 || n > trace.len()) {
                     return Err(InputError::key(
                         path,
@@ -640,10 +642,11 @@ impl LoadedScenario {
             .enumerate()
             .find(|(_, c)| c.turns[0].user_tokens as u64 + tpl == 0)
         {
-            return Err(InputError::file(
-                &trace_path,
-                format!("conversation `{}` (number {} in the trace) has a first turn with no prompt token (user_tokens = 0 and template_tokens_per_message = 0): a request needs at least one token to prefill; drop it or set template_tokens_per_message", c.id, k + 1),
-            ));
+            let message = format!("conversation `{}` has a first turn with no prompt token (user_tokens = 0 and template_tokens_per_message = 0): a request needs at least one token to prefill; drop it or set template_tokens_per_message", c.id);
+            return Err(match trace_lines.get(k) {
+                Some(&line) => InputError::line(&trace_path, line, message),
+                None => InputError::key(&trace_path, "workload.synthetic", message),
+            });
         }
         if let Some(max) = sc.engine.max_model_len {
             let smallest = trace

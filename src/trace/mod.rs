@@ -5,7 +5,7 @@
 //! ```json
 //! {"id":"wNBG8Gp_80","turns":[{"user_tokens":12,"assistant_tokens":301},{"user_tokens":9,"assistant_tokens":250}]}
 //! ```
-//! * `id` (string): the source conversation id (need not be unique);
+//! * `id` (string): the source conversation id, unique in the file;
 //! * `turns` (non-empty array): in order, each with `user_tokens` (≥ 0, the new user input `u_k`)
 //!   and `assistant_tokens` (≥ 1, the answer `a_k`) \[tokens\];
 //! * `arrival_s` (optional number ≥ 0): when turn 1 arrived in the source, in seconds from the
@@ -57,9 +57,19 @@ pub struct Conversation {
 /// empty `turns`, a zero `assistant_tokens` or an `arrival_s` that is negative or not finite, and
 /// for a trace without conversations.
 pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
+    read_trace_lines(path).map(|(c, _)| c)
+}
+
+/// [`read_trace`], with the 1-based file line of each conversation.
+///
+/// # Errors
+/// As [`read_trace`], and a conversation id that an earlier line already used.
+pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usize>)> {
     let bytes = crate::input::read_bytes(path, crate::input::OnTruncation::Error)?;
     crate::input::check_line_lengths(path, &bytes)?;
     let mut out = Vec::new();
+    let mut lines = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, line) in BufReader::new(&bytes[..]).lines().enumerate() {
         let line = line.map_err(|e| InputError::line(path, i + 1, format!("cannot read: {e}")))?;
         if line.trim().is_empty() {
@@ -93,12 +103,23 @@ pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
                 "arrival_s must be a number of seconds >= 0 (from the trace's first arrival)",
             ));
         }
+        if let Some(first) = seen.insert(conv.id.clone(), i + 1) {
+            return Err(InputError::line(
+                path,
+                i + 1,
+                format!(
+                    "conversation id `{}` is already used on line {first}; ids must be unique (they name the conversations in requests.csv)",
+                    conv.id
+                ),
+            ));
+        }
         out.push(conv);
+        lines.push(i + 1);
     }
     if out.is_empty() {
         return Err(InputError::file(path, "trace holds no conversations"));
     }
-    Ok(out)
+    Ok((out, lines))
 }
 
 /// True when the file at `path` starts like a native trace (plain or gzip): its first non-blank

@@ -350,4 +350,72 @@ fn an_endless_line_is_refused_with_its_line_number() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("t.jsonl:2").and(predicate::str::contains("16 MiB limit")));
+    // The same for a measurement table and a request trace.
+    let mut table = b"m,n,k,latency_ms\n".to_vec();
+    table.extend(std::iter::repeat_n(b'1', 17 << 20));
+    let csv = dir.path().join("gemm.csv");
+    std::fs::write(&csv, &table).unwrap();
+    ppdsim()
+        .arg("calibrate")
+        .arg(&csv)
+        .arg("-o")
+        .arg(dir.path().join("m.json"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("gemm.csv:2").and(predicate::str::contains("16 MiB limit")));
+    ppdsim()
+        .args(["trace", "import", "azure"])
+        .arg(&csv)
+        .arg("-o")
+        .arg(dir.path().join("a.jsonl"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("gemm.csv:2"));
+}
+
+#[test]
+fn calibrate_refuses_a_declared_bandwidth_that_is_not_one() {
+    for v in ["0", "nan", "inf", "-5"] {
+        let dir = tempfile::tempdir().unwrap();
+        ppdsim()
+            .arg("calibrate")
+            .arg(root().join("tests/data/measurements/llmservingsim_layers_tp1_sample.csv"))
+            .arg(root().join("tests/data/measurements/vllm-ppd_core_experiment_sample.json"))
+            .arg(format!("--declared-bandwidth-gbps={v}"))
+            .arg("-o")
+            .arg(dir.path().join("m.json"))
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("--declared-bandwidth-gbps"));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{v}: nothing written"
+        );
+    }
+}
+
+#[test]
+fn plot_refuses_results_without_rows() {
+    let (dir, scenario) = workspace();
+    let out = dir.path().join("out");
+    ppdsim()
+        .arg("run")
+        .arg(&scenario)
+        .arg("-o")
+        .arg(&out)
+        .arg("-q")
+        .assert()
+        .success();
+    // Keep only the header of summary.csv: nothing to plot.
+    let text = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    std::fs::write(out.join("summary.csv"), format!("{}\n", text.lines().next().unwrap())).unwrap();
+    let before = snapshot(&out);
+    ppdsim()
+        .arg("plot")
+        .arg(&out)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("summary.csv").and(predicate::str::contains("holds no rows")));
+    assert_eq!(snapshot(&out), before, "the old plots stay whole");
 }
