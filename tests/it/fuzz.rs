@@ -2,12 +2,15 @@
 //! the shipped valid files (random byte overwrites, insertions, deletions and truncation) must give
 //! `Ok` or an error — never a panic, never a hang.
 //!
-//! `cargo test` runs a short pass (`FUZZ_CASES` below, per target). The long run, ≥ 10 minutes per
-//! target on 2 cores (findings are kept in `tests/data/invalid/` and as regression cases here):
+//! `cargo test` runs a short pass (`FUZZ_CASES` below, per target). The long run gives each target
+//! a time budget instead (findings are fixed and kept in `tests/data/invalid/` as regression
+//! cases); 10 minutes per target, two targets at a time on 2 cores (≈ 50 minutes):
 //!
 //! ```sh
-//! PROPTEST_CASES=20000 cargo test --release --test it fuzz -- --test-threads 2
+//! FUZZ_SECONDS=600 cargo test --test it fuzz -- --test-threads 2 --nocapture
 //! ```
+//!
+//! Each target prints how many cases it ran.
 
 use ppdsim::calibrate::readers::{self, Format, ReadOptions};
 use proptest::prelude::*;
@@ -20,15 +23,41 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(FUZZ_CASES);
-    ProptestConfig {
+/// Runs `test` on inputs drawn from `strategy`: [`FUZZ_CASES`] of them, or as many as fit in
+/// `FUZZ_SECONDS` when that is set. Panics (with proptest's minimal failing input) when `test`
+/// panics.
+fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value)) {
+    use proptest::test_runner::{Config, TestRunner};
+    let budget = std::env::var("FUZZ_SECONDS").ok().and_then(|v| v.parse::<u64>().ok());
+    let config = |cases| Config {
         cases,
         failure_persistence: None,
-        ..ProptestConfig::default()
+        ..Config::default()
+    };
+    let check = |runner: &mut TestRunner| {
+        if let Err(e) = runner.run(&strategy, |v| {
+            test(v);
+            Ok(())
+        }) {
+            panic!("{name}: {e}");
+        }
+    };
+    match budget {
+        None => check(&mut TestRunner::new(config(FUZZ_CASES))),
+        Some(secs) => {
+            let t0 = std::time::Instant::now();
+            let mut cases = 0u64;
+            // Batches from one runner: its generator moves on, so every batch draws new inputs.
+            let mut runner = TestRunner::new(config(64));
+            while t0.elapsed().as_secs() < secs {
+                check(&mut runner);
+                cases += 64;
+            }
+            eprintln!(
+                "fuzz {name}: {cases} cases in {:.0} s, no failure",
+                t0.elapsed().as_secs_f64()
+            );
+        }
     }
 }
 
@@ -103,87 +132,137 @@ fn head(path: &str, n: usize) -> Vec<u8> {
     text.split(|&b| b == b'\n').take(n).collect::<Vec<_>>().join(&b'\n')
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn fuzz_scenario_toml(e in edits()) {
+#[test]
+fn fuzz_scenario_toml() {
+    fuzz("scenario TOML", edits(), |e| {
         let bytes = apply(valid_scenario(), &e);
-        with_file("s.toml", &bytes, |p| { let _ = ppdsim::scenario::LoadedScenario::load(p); });
-    }
+        with_file("s.toml", &bytes, |p| {
+            let _ = ppdsim::scenario::LoadedScenario::load(p);
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_sweep_toml(e in edits()) {
-        let scenario = root().join("tests/data/scenarios/small.toml");
-        let text = format!("scenario = {:?}\nrates_per_s = [1.0, 2.0]\nseeds = [1]\n[[vary]]\npolicy = \"pd\"\nkey = \"prefill_instances\"\nvalues = [1, 2]\n", scenario.display().to_string());
-        let bytes = apply(text.into_bytes(), &e);
-        with_file("w.toml", &bytes, |p| { let _ = ppdsim::sweep::LoadedSweep::load(p); });
-    }
+#[test]
+fn fuzz_sweep_toml() {
+    let scenario = root().join("tests/data/scenarios/small.toml");
+    let text = format!(
+        "scenario = {:?}\nrates_per_s = [1.0, 2.0]\nseeds = [1]\n[[vary]]\npolicy = \"pd\"\nkey = \"prefill_instances\"\nvalues = [1, 2]\n",
+        scenario.display().to_string()
+    );
+    fuzz("sweep TOML", edits(), |e| {
+        let bytes = apply(text.clone().into_bytes(), &e);
+        with_file("w.toml", &bytes, |p| {
+            let _ = ppdsim::sweep::LoadedSweep::load(p);
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_native_trace(e in edits()) {
-        let bytes = apply(head("traces/sharegpt-3000.jsonl", 20), &e);
-        with_file("t.jsonl", &bytes, |p| { let _ = ppdsim::trace::read_trace(p); });
-    }
+#[test]
+fn fuzz_native_trace() {
+    let valid = head("traces/sharegpt-3000.jsonl", 20);
+    fuzz("native trace", edits(), |e| {
+        with_file("t.jsonl", &apply(valid.clone(), &e), |p| {
+            let _ = ppdsim::trace::read_trace(p);
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_native_trace_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        with_file("t.jsonl", &bytes, |p| { let _ = ppdsim::trace::read_trace(p); });
-    }
+#[test]
+fn fuzz_native_trace_arbitrary_bytes() {
+    fuzz(
+        "native trace, arbitrary bytes",
+        prop::collection::vec(any::<u8>(), 0..512),
+        |bytes| {
+            with_file("t.jsonl", &bytes, |p| {
+                let _ = ppdsim::trace::read_trace(p);
+            });
+        },
+    );
+}
 
-    #[test]
-    fn fuzz_sharegpt_import(e in edits()) {
-        let bytes = apply(std::fs::read(root().join("tests/data/sharegpt_fixture.json")).unwrap(), &e);
-        with_file("s.json", &bytes, |p| { let _ = ppdsim::trace::sharegpt::import(p); });
-    }
+#[test]
+fn fuzz_sharegpt_import() {
+    let valid = std::fs::read(root().join("tests/data/sharegpt_fixture.json")).unwrap();
+    fuzz("ShareGPT import", edits(), |e| {
+        with_file("s.json", &apply(valid.clone(), &e), |p| {
+            let _ = ppdsim::trace::sharegpt::import(p);
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_mooncake_import(e in edits()) {
-        let bytes = apply(head("tests/data/mooncake_fixture.jsonl", 40), &e);
-        with_file("m.jsonl", &bytes, |p| { let _ = ppdsim::trace::mooncake::import(p); });
-    }
+#[test]
+fn fuzz_mooncake_import() {
+    let valid = head("tests/data/mooncake_fixture.jsonl", 40);
+    fuzz("Mooncake import", edits(), |e| {
+        with_file("m.jsonl", &apply(valid.clone(), &e), |p| {
+            let _ = ppdsim::trace::mooncake::import(p);
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_azure_import(e in edits()) {
-        let bytes = apply(head("tests/data/azure_conv_head.csv", 30), &e);
-        with_file("a.csv", &bytes, |p| { let _ = ppdsim::trace::requests::import_azure(p); });
-    }
+#[test]
+fn fuzz_azure_import() {
+    let valid = head("tests/data/azure_conv_head.csv", 30);
+    fuzz("Azure import", edits(), |e| {
+        with_file("a.csv", &apply(valid.clone(), &e), |p| {
+            let _ = ppdsim::trace::requests::import_azure(p);
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_vidur_import(e in edits()) {
-        let bytes = apply(head("tests/data/vidur_arxiv_head.csv", 30), &e);
-        with_file("v.csv", &bytes, |p| { let _ = ppdsim::trace::requests::import_vidur(p); });
-    }
+#[test]
+fn fuzz_vidur_import() {
+    let valid = head("tests/data/vidur_arxiv_head.csv", 30);
+    fuzz("Vidur import", edits(), |e| {
+        with_file("v.csv", &apply(valid.clone(), &e), |p| {
+            let _ = ppdsim::trace::requests::import_vidur(p);
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_calibration_readers(
-        file in prop::sample::select(vec![
-            "llmservingsim_layers_tp1_sample.csv",
-            "aiconfigurator_gemm_sample.csv",
-            "aiconfigurator_context_attention_sample.csv",
-            "aiconfigurator_generation_attention_sample.csv",
-            "splitwise_perf_model_sample.csv",
-            "kv_transfer_measurements.csv",
-            "native_sample.jsonl",
-            "seed002_as_ppd_framework.json",
-            "vllm-ppd_bandwidth_results.json",
-            "vllm-ppd_sensitivity_experiment_sample.json",
-            "vllm-ppd_qps_benchmark_v3.lowqps_sample.json",
-            "vllm-ppd_qps_benchmark_2gpu.lowqps_sample.json",
-            "vllm-ppd_comprehensive_ok.json",
-            "vllm-ppd_multi_turn_results.json",
-        ]),
-        e in edits(),
-    ) {
-        let full = std::fs::read(root().join("tests/data/measurements").join(file)).unwrap();
-        // Mutations of the first lines of big tables keep each case fast.
-        let bytes = apply(full.split(|&b| b == b'\n').take(60).collect::<Vec<_>>().join(&b'\n'), &e);
-        with_file(file, &bytes, |p| { let _ = readers::read(p, Format::Auto, &read_opts()); });
-    }
+#[test]
+fn fuzz_calibration_readers() {
+    let files = [
+        "llmservingsim_layers_tp1_sample.csv",
+        "aiconfigurator_gemm_sample.csv",
+        "aiconfigurator_context_attention_sample.csv",
+        "aiconfigurator_generation_attention_sample.csv",
+        "splitwise_perf_model_sample.csv",
+        "kv_transfer_measurements.csv",
+        "native_sample.jsonl",
+        "seed002_as_ppd_framework.json",
+        "vllm-ppd_bandwidth_results.json",
+        "vllm-ppd_sensitivity_experiment_sample.json",
+        "vllm-ppd_qps_benchmark_v3.lowqps_sample.json",
+        "vllm-ppd_qps_benchmark_2gpu.lowqps_sample.json",
+        "vllm-ppd_comprehensive_ok.json",
+        "vllm-ppd_multi_turn_results.json",
+    ];
+    // Mutations of the first lines of big tables keep each case fast.
+    let valid: Vec<(&str, Vec<u8>)> = files
+        .iter()
+        .map(|f| {
+            let full = std::fs::read(root().join("tests/data/measurements").join(f)).unwrap();
+            (
+                *f,
+                full.split(|&b| b == b'\n').take(60).collect::<Vec<_>>().join(&b'\n'),
+            )
+        })
+        .collect();
+    fuzz("calibration readers", (0..valid.len(), edits()), |(k, e)| {
+        let (name, bytes) = &valid[k];
+        with_file(name, &apply(bytes.clone(), &e), |p| {
+            let _ = readers::read(p, Format::Auto, &read_opts());
+        });
+    });
+}
 
-    #[test]
-    fn fuzz_model_file(e in edits()) {
-        let bytes = apply(std::fs::read(root().join("calibration/h100-llama3.1-8b-eager.json")).unwrap(), &e);
-        with_file("m.json", &bytes, |p| { let _ = ppdsim::calibrate::model_file::CalibrationFile::load(p); });
-    }
+#[test]
+fn fuzz_model_file() {
+    let valid = std::fs::read(root().join("calibration/h100-llama3.1-8b-eager.json")).unwrap();
+    fuzz("model file", edits(), |e| {
+        with_file("m.json", &apply(valid.clone(), &e), |p| {
+            let _ = ppdsim::calibrate::model_file::CalibrationFile::load(p);
+        });
+    });
 }
