@@ -40,6 +40,11 @@ pub enum Command {
     Run {
         /// Scenario TOML (e.g. scenarios/default.toml).
         scenario: PathBuf,
+        /// Override a key of the file, validated exactly as if written there: dotted
+        /// (`workload.arrival.rate_per_s=8`, `policy.1.max_local_append_tokens=64` for the second
+        /// policy), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Output directory [default: output/NAME, NAME from the scenario].
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -60,6 +65,11 @@ pub enum Command {
     Sweep {
         /// Sweep TOML (e.g. sweeps/default-load.toml).
         sweep: PathBuf,
+        /// Override a key of the file, validated exactly as if written there: dotted
+        /// (`workload.arrival.rate_per_s=8`, `policy.1.max_local_append_tokens=64` for the second
+        /// policy), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Run a grid larger than the ceiling of 10,000 runs (the size is printed before starting).
         #[arg(long)]
         yes: bool,
@@ -300,15 +310,15 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults
     out
 }
 
-fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
-    let sc = LoadedScenario::load(scenario)?;
+fn exec_run(scenario: &Path, set: &[String], output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
+    let sc = LoadedScenario::load_with(scenario, set)?;
     let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
     // Refuse a bad destination before simulating.
     let staged = OutputDir::create(&dest, force, "run")?;
     let t0 = std::time::Instant::now();
     let res = simulate(&sc);
     let rows = output::write_results(&staged, &res.records, &res.summaries)?;
-    staged.write("scenario.resolved.toml", sc.resolved_toml().as_bytes())?;
+    staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
     crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
     staged.commit(Stale::Remove)?;
     if !quiet {
@@ -333,9 +343,16 @@ fn exec_run(scenario: &Path, output: Option<PathBuf>, quiet: bool, force: bool) 
 /// Most runs (points × policies) a sweep starts without `--yes`.
 pub const MAX_SWEEP_RUNS: usize = 10_000;
 
-fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool, force: bool, yes: bool) -> Result<i32> {
+fn exec_sweep(
+    path: &Path,
+    set: &[String],
+    output: Option<PathBuf>,
+    quiet: bool,
+    force: bool,
+    yes: bool,
+) -> Result<i32> {
     use crate::sweep::{self, SweepRow};
-    let sw = sweep::LoadedSweep::load(path)?;
+    let sw = sweep::LoadedSweep::load_with(path, set)?;
     let stem = path
         .file_stem()
         .map_or("sweep".into(), |s| s.to_string_lossy().into_owned());
@@ -423,7 +440,9 @@ fn exec_sweep(path: &Path, output: Option<PathBuf>, quiet: bool, force: bool, ye
     staged.write("goodput.csv", &output::to_csv(&goodputs)?)?;
     staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
     staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;
-    staged.write("sweep.resolved.toml", toml::to_string(&sw.spec)?.as_bytes())?;
+    let mut spec = sw.spec.clone();
+    spec.scenario = crate::scenario::relative_path(&sw.scenario_path, &dest);
+    staged.write("sweep.resolved.toml", toml::to_string(&spec)?.as_bytes())?;
     staged.commit(Stale::Remove)?;
     if !quiet {
         print!("{text}");
@@ -967,17 +986,19 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run {
             scenario,
+            set,
             output,
             quiet,
             force,
-        } => exec_run(&scenario, output, quiet, force),
+        } => exec_run(&scenario, &set, output, quiet, force),
         Command::Sweep {
             sweep,
+            set,
             output,
             quiet,
             force,
             yes,
-        } => exec_sweep(&sweep, output, quiet, force, yes),
+        } => exec_sweep(&sweep, &set, output, quiet, force, yes),
         Command::RoutingMap {
             calibration,
             options,

@@ -139,9 +139,91 @@ pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> InputResult<Vec<
 /// # Errors
 /// Unreadable files and TOML that does not deserialize into `T`.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> InputResult<T> {
+    read_toml_with(path, what, &[])
+}
+
+/// Reads a TOML file with command-line overrides applied (`KEY=VALUE`, see [`apply_overrides`]),
+/// then deserialises it exactly as the file alone would be (same checks, same messages).
+///
+/// # Errors
+/// As [`read_toml`], and an override naming no table, indexing outside an array or without `=`.
+pub fn read_toml_with<T: serde::de::DeserializeOwned>(path: &Path, what: &str, overrides: &[String]) -> InputResult<T> {
     check_regular(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read {what}: {e}")))?;
-    toml::from_str(&text).map_err(|e| InputError::file(path, format!("invalid {what}: {}", e.to_string().trim_end())))
+    let text = apply_overrides(path, &text, overrides)?;
+    toml::from_str(&text).map_err(|e| {
+        let via = if overrides.is_empty() {
+            String::new()
+        } else {
+            format!(" (with --set {})", overrides.join(" --set "))
+        };
+        InputError::file(path, format!("invalid {what}{via}: {}", e.to_string().trim_end()))
+    })
+}
+
+/// `text` (TOML) with each `KEY=VALUE` of `overrides` set: `KEY` is dotted (`workload.arrival.rate_per_s`,
+/// `policy.1.max_local_append_tokens` for the second `[[policy]]`), missing tables are created,
+/// `VALUE` is a TOML value (`4.0`, `[1, 2]`, `{ kind = "burst" }`, `"text"`) or else a string.
+///
+/// # Errors
+/// An override without `=`, or whose path crosses a value that is not a table or array, or
+/// indexes outside an array.
+pub fn apply_overrides(path: &Path, text: &str, overrides: &[String]) -> InputResult<String> {
+    if overrides.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut doc: toml::Value = toml::from_str(text)
+        .map_err(|e| InputError::file(path, format!("invalid TOML: {}", e.to_string().trim_end())))?;
+    for o in overrides {
+        let bad = |m: &str| InputError {
+            location: format!("--set {o}"),
+            message: m.to_string(),
+        };
+        let (key, raw) = o
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE (e.g. workload.arrival.rate_per_s=8)"))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(bad("empty key component"));
+        }
+        let mut at = &mut doc;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            at = match at {
+                toml::Value::Table(t) => {
+                    if last {
+                        t.insert(part.to_string(), value.clone());
+                        break;
+                    }
+                    t.entry(part.to_string())
+                        .or_insert_with(|| toml::Value::Table(Default::default()))
+                }
+                toml::Value::Array(a) => {
+                    let k: usize = part.parse().map_err(|_| {
+                        bad(&format!(
+                            "`{part}` indexes an array: give a number from 0 to {}",
+                            a.len().saturating_sub(1)
+                        ))
+                    })?;
+                    let n = a.len();
+                    let slot = a
+                        .get_mut(k)
+                        .ok_or_else(|| bad(&format!("index {k} is outside the array of {n}")))?;
+                    if last {
+                        *slot = value.clone();
+                        break;
+                    }
+                    slot
+                }
+                _ => return Err(bad(&format!("`{}` is a value, not a table", parts[..i].join(".")))),
+            };
+        }
+    }
+    Ok(toml::to_string(&doc).expect("a TOML value serialises"))
 }
 
 /// File lines of byte offsets given in increasing order (linear in the file, not quadratic).

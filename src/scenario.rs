@@ -284,6 +284,40 @@ pub struct LoadedScenario {
     pub calibration: CalibrationFile,
     /// KV capacity per instance \[tokens\].
     pub kv_capacity_tokens: u64,
+    /// Directory of the scenario file (its relative paths start there).
+    pub source_dir: PathBuf,
+}
+
+/// `target` as a path relative to the directory `base` (both made absolute against the current
+/// directory first; no symlinks are resolved), e.g. `../../traces/t.jsonl`.
+pub fn relative_path(target: &Path, base: &Path) -> PathBuf {
+    let abs = |p: &Path| {
+        let a = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        // Drop `.` and fold `..` lexically.
+        let mut out = PathBuf::new();
+        for c in a.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other.as_os_str()),
+            }
+        }
+        out
+    };
+    let (t, b) = (abs(target), abs(base));
+    let tc: Vec<_> = t.components().collect();
+    let bc: Vec<_> = b.components().collect();
+    let common = tc.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    let mut rel = PathBuf::new();
+    for _ in common..bc.len() {
+        rel.push("..");
+    }
+    for c in &tc[common..] {
+        rel.push(c.as_os_str());
+    }
+    rel
 }
 
 /// Parses scenario TOML text (`path` is used in messages only).
@@ -328,9 +362,19 @@ impl LoadedScenario {
     /// # Errors
     /// An [`InputError`] naming the file and key for anything a user can fix.
     pub fn load(path: &Path) -> InputResult<LoadedScenario> {
+        Self::load_with(path, &[])
+    }
+
+    /// [`LoadedScenario::load`] with command-line overrides (`--set KEY=VALUE`, see
+    /// [`crate::input::apply_overrides`]) applied before every check.
+    ///
+    /// # Errors
+    /// As [`LoadedScenario::load`]; a bad override names itself.
+    pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedScenario> {
         crate::input::check_regular(path)?;
         let text =
             std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
+        let text = crate::input::apply_overrides(path, &text, overrides)?;
         let mut sc = parse(path, &text)?;
         check_name(&sc.name).map_err(|m| InputError::key(path, "name", m))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -804,6 +848,7 @@ impl LoadedScenario {
             trace,
             calibration,
             kv_capacity_tokens,
+            source_dir: base.to_path_buf(),
         })
     }
 
@@ -840,5 +885,16 @@ impl LoadedScenario {
     /// The resolved scenario as TOML.
     pub fn resolved_toml(&self) -> String {
         toml::to_string_pretty(&self.resolved).expect("scenario serialises")
+    }
+
+    /// The resolved scenario as TOML for a file in directory `dir`: its paths (calibration, trace)
+    /// relative to `dir`, so the file re-runs as it is from there.
+    pub fn resolved_toml_in(&self, dir: &Path) -> String {
+        let mut r = self.resolved.clone();
+        r.calibration = relative_path(&self.source_dir.join(&r.calibration), dir);
+        if let Some(t) = &r.workload.trace {
+            r.workload.trace = Some(relative_path(&self.source_dir.join(t), dir));
+        }
+        toml::to_string_pretty(&r).expect("scenario serialises")
     }
 }

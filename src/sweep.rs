@@ -99,6 +99,8 @@ pub struct LoadedSweep {
     pub scenario: LoadedScenario,
     /// Policies of every point: the scenario's, with `[[vary]]` expansions in place.
     pub policies: Vec<PolicyConfig>,
+    /// The base scenario's file, as reached from the current directory.
+    pub scenario_path: PathBuf,
 }
 
 /// One row of `sweep.csv`: the point and one policy's summary.
@@ -158,7 +160,15 @@ impl LoadedSweep {
     /// ascending or not > 0, an unknown metric, a `[[vary]]` naming no policy of the scenario, a key
     /// the policy does not have or a value it refuses.
     pub fn load(path: &Path) -> InputResult<LoadedSweep> {
-        let mut spec: SweepSpec = crate::input::read_toml(path, "sweep")?;
+        Self::load_with(path, &[])
+    }
+
+    /// [`LoadedSweep::load`] with `--set KEY=VALUE` overrides of the sweep file's keys.
+    ///
+    /// # Errors
+    /// As [`LoadedSweep::load`].
+    pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedSweep> {
+        let mut spec: SweepSpec = crate::input::read_toml_with(path, "sweep", overrides)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let scenario_path = base.join(&spec.scenario);
         if !scenario_path.is_file() {
@@ -187,7 +197,7 @@ impl LoadedSweep {
             ));
         }
         // An explicitly empty list is a mistake, not a request for the default.
-        let raw: toml::Table = crate::input::read_toml(path, "sweep")?;
+        let raw: toml::Table = crate::input::read_toml_with(path, "sweep", overrides)?;
         for key in ["seeds", "metrics", "rates_per_s"] {
             if raw.get(key).and_then(|v| v.as_array()).is_some_and(|a| a.is_empty()) {
                 return Err(InputError::key(
@@ -279,6 +289,7 @@ impl LoadedSweep {
             spec,
             scenario,
             policies,
+            scenario_path,
         })
     }
 

@@ -969,3 +969,88 @@ fn validate_interference_experiments() {
         .unwrap();
     assert!((15.0..25.0).contains(&tpot), "{line}");
 }
+
+#[test]
+fn resolved_files_rerun_as_they_are_with_identical_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    run_scenario(&root().join("tests/data/scenarios/small.toml"), &a, "2");
+    // The resolved scenario's paths are relative to its own directory: it runs from there as is.
+    run_scenario(&a.join("scenario.resolved.toml"), &b, "2");
+    for f in ["requests.csv", "summary.csv", "summary.json"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let sweep = dir.path().join("s");
+    ppdsim()
+        .arg("sweep")
+        .arg(root().join("tests/data/sweeps/small.toml"))
+        .arg("-o")
+        .arg(&sweep)
+        .arg("-q")
+        .assert()
+        .success();
+    let again = dir.path().join("s2");
+    ppdsim()
+        .arg("sweep")
+        .arg(sweep.join("sweep.resolved.toml"))
+        .arg("-o")
+        .arg(&again)
+        .arg("-q")
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(sweep.join("sweep.csv")).unwrap(),
+        std::fs::read(again.join("sweep.csv")).unwrap()
+    );
+}
+
+#[test]
+fn set_overrides_a_key_and_is_validated_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    ppdsim()
+        .arg("run")
+        .arg(root().join("tests/data/scenarios/small.toml"))
+        .args([
+            "--set",
+            "workload.arrival.rate_per_s=8",
+            "--set",
+            "policy.1.decode_instances=2",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .arg("-q")
+        .assert()
+        .success();
+    let resolved: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("scenario.resolved.toml")).unwrap()).unwrap();
+    assert_eq!(resolved["workload"]["arrival"]["rate_per_s"].as_float(), Some(8.0));
+    assert_eq!(
+        resolved["policy"].as_array().unwrap()[1]["decode_instances"].as_integer(),
+        Some(2)
+    );
+    // The ppd policy's second D shows up in the records.
+    let requests = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    assert!(requests.lines().any(|l| l.starts_with("ppd,") && l.contains(",D1,")));
+    for (set, needle) in [
+        ("workload.arrival.rate_per_s=-8", "workload.arrival.rate_per_s"),
+        ("colour=3", "unknown field `colour`"),
+        ("policy.7.decode_instances=2", "index 7 is outside the array of 2"),
+        ("seed", "expected KEY=VALUE"),
+    ] {
+        ppdsim()
+            .arg("run")
+            .arg(root().join("tests/data/scenarios/small.toml"))
+            .args(["--set", set])
+            .arg("-o")
+            .arg(dir.path().join("bad"))
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(needle));
+        assert!(!dir.path().join("bad").exists());
+    }
+}
