@@ -62,9 +62,19 @@ pub enum Command {
     /// crossovers.csv, goodput.csv (DistServe's goodput: the highest rate meeting the SLO
     /// attainment target, and per GPU), sweep.resolved.toml, plots/METRIC.{png,svg} and, for each
     /// varied policy, plots/heatmap_POLICY_METRIC.{png,svg} (its settings × load).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Sweep {
+        /// `merge`: combine the shards of a sharded sweep.
+        #[command(subcommand)]
+        action: Option<SweepAction>,
         /// Sweep TOML (e.g. sweeps/default-load.toml).
-        sweep: PathBuf,
+        #[arg(required = true)]
+        sweep: Option<PathBuf>,
+        /// Run only slice I of N (I from 0 to N−1; points k with k mod N = I, in grid order) into
+        /// its own directory [default: output/sweep-STEM/shard-I-of-N]; `ppdsim sweep merge`
+        /// combines the N directories into exactly what one unsharded run writes.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
         /// Override a key of the file, validated exactly as if written there: dotted
         /// (`workload.arrival.rate_per_s=8`, `policy.1.max_local_append_tokens=64` for the second
         /// policy), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
@@ -204,6 +214,29 @@ pub enum Command {
         /// Trace subcommand.
         #[command(subcommand)]
         command: TraceCommand,
+    },
+}
+
+/// Sweep subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SweepAction {
+    /// Combine the N shard directories of a sweep run with `--shard I/N` (in any order) into the
+    /// files one unsharded run writes: sweep.csv, crossovers.csv, goodput.csv,
+    /// sweep.resolved.toml and the plots. Missing, duplicate or mismatched shards are refused,
+    /// naming them.
+    Merge {
+        /// Shard directories (each holds shard.json, sweep.csv and sweep.resolved.toml).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Output directory [default: output/sweep-STEM, STEM from the shards' sweep name].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Write into an existing directory that holds files ppdsim did not write.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -350,44 +383,63 @@ fn exec_sweep(
     quiet: bool,
     force: bool,
     yes: bool,
+    shard: Option<&str>,
 ) -> Result<i32> {
     use crate::sweep::{self, SweepRow};
     let sw = sweep::LoadedSweep::load_with(path, set)?;
+    let shard = shard
+        .map(|s| {
+            sweep::Shard::parse(s).map_err(|m| InputError {
+                location: "--shard".into(),
+                message: m,
+            })
+        })
+        .transpose()?;
     let stem = path
         .file_stem()
         .map_or("sweep".into(), |s| s.to_string_lossy().into_owned());
-    let dest = output.unwrap_or_else(|| Path::new("output").join(format!("sweep-{stem}")));
-    let staged = OutputDir::create(&dest, force, "sweep")?;
+    let dest = output.unwrap_or_else(|| {
+        let base = Path::new("output").join(format!("sweep-{stem}"));
+        match shard {
+            Some(s) => base.join(format!("shard-{}-of-{}", s.index, s.count)),
+            None => base,
+        }
+    });
+    let staged = OutputDir::create(&dest, force, if shard.is_some() { "sweep shard" } else { "sweep" })?;
     let t0 = std::time::Instant::now();
     let rates = &sw.spec.rates_per_s;
-    let points: Vec<(f64, u64)> = rates
+    let grid = sw.grid();
+    let points: Vec<(usize, (f64, u64))> = grid
         .iter()
-        .flat_map(|&r| sw.spec.seeds.iter().map(move |&s| (r, s)))
+        .copied()
+        .enumerate()
+        .filter(|(k, _)| shard.is_none_or(|s| s.owns(*k)))
         .collect();
     let runs = points.len() * sw.policies.len();
     if !quiet {
         eprintln!(
-            "sweep {stem}: {} rates × {} seeds × {} policies = {runs} runs",
+            "sweep {stem}: {} rates × {} seeds × {} policies = {} runs{}",
             rates.len(),
             sw.spec.seeds.len(),
-            sw.policies.len()
+            sw.policies.len(),
+            grid.len() * sw.policies.len(),
+            shard.map_or(String::new(), |s| format!(
+                "; shard {}/{} runs {runs} of them",
+                s.index, s.count
+            ))
         );
     }
     if runs > MAX_SWEEP_RUNS && !yes {
         return Err(InputError::file(
             path,
-            format!("the grid has {runs} runs, more than the {MAX_SWEEP_RUNS} a sweep starts without confirmation; shrink it or pass --yes"),
+            format!("the grid has {runs} runs, more than the {MAX_SWEEP_RUNS} a sweep starts without confirmation; shrink it, shard it or pass --yes"),
         )
         .into());
     }
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(points.len() as u64)
-    };
+    let bar = progress_bar(quiet, points.len() as u64, "sweep points");
     let rows: Vec<SweepRow> = points
         .par_iter()
-        .map(|&(rate_per_s, seed)| {
+        .map(|&(_, (rate_per_s, seed))| {
             let res = simulate_with(&sw.point(rate_per_s, seed), indicatif::ProgressBar::hidden());
             bar.inc(1);
             res.summaries
@@ -404,6 +456,67 @@ fn exec_sweep(
         .flatten()
         .collect();
     bar.finish_and_clear();
+    if let Some(s) = shard {
+        staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
+        staged.write("sweep.resolved.toml", sw.resolved_toml_in(&dest)?.as_bytes())?;
+        let info = sweep::ShardInfo {
+            sweep: stem.clone(),
+            shard: s.index,
+            of: s.count,
+            grid_points: grid.len(),
+            points: points.len(),
+            fingerprint: sw.fingerprint()?,
+        };
+        staged.write("shard.json", &serde_json::to_vec_pretty(&info)?)?;
+        staged.commit(Stale::Remove)?;
+        if !quiet {
+            println!(
+                "wrote shard {}/{} ({} of {} points) to {} ({:.2} s); combine the shards with `ppdsim sweep merge`",
+                s.index,
+                s.count,
+                points.len(),
+                grid.len(),
+                dest.display(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(EXIT_OK);
+    }
+    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest)?;
+    staged.commit(Stale::Remove)?;
+    if !quiet {
+        print!("{text}");
+        println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
+    }
+    Ok(EXIT_OK)
+}
+
+/// A progress bar on stderr with a label, the count and an ETA (hidden when `quiet`).
+fn progress_bar(quiet: bool, len: u64, label: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed} elapsed, ETA {eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_string());
+    bar
+}
+
+/// Analyses a whole sweep's rows (grid order) and writes every result file of an unsharded run
+/// into `staged`; returns the text to print.
+fn write_sweep_results(
+    staged: &OutputDir,
+    sw: &crate::sweep::LoadedSweep,
+    stem: &str,
+    rows: &[crate::sweep::SweepRow],
+    dest: &Path,
+) -> Result<String> {
+    use crate::sweep;
+    let rates = &sw.spec.rates_per_s;
     let mut all_crossings = Vec::new();
     let mut text = format!(
         "sweep {}: {} rates × {} seed{} × {} policies = {} runs of {}\n",
@@ -412,16 +525,16 @@ fn exec_sweep(
         sw.spec.seeds.len(),
         if sw.spec.seeds.len() == 1 { "" } else { "s" },
         sw.policies.len(),
-        points.len() * sw.policies.len(),
+        sw.grid().len() * sw.policies.len(),
         sw.scenario.resolved.name
     );
-    let curves = sweep::analyse(&rows, rates, &sw.spec.metrics);
+    let curves = sweep::analyse(rows, rates, &sw.spec.metrics);
     for m in &curves {
         text.push('\n');
         text.push_str(&m.table(rates));
         all_crossings.extend(m.crossings.iter().cloned());
     }
-    draw_sweep_plots(&staged, &sw.spec, &curves)?;
+    draw_sweep_plots(staged, &sw.spec, &curves)?;
     let gpus: Vec<(String, u32)> = sw
         .policies
         .iter()
@@ -434,19 +547,32 @@ fn exec_sweep(
         .spec
         .slo_attainment_target
         .unwrap_or(sweep::DEFAULT_SLO_ATTAINMENT_TARGET);
-    let goodputs = sweep::goodput(&rows, rates, target, &gpus);
+    let goodputs = sweep::goodput(rows, rates, target, &gpus);
     text.push('\n');
     text.push_str(&sweep::goodput_table(&goodputs, rates));
     staged.write("goodput.csv", &output::to_csv(&goodputs)?)?;
-    staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
+    staged.write("sweep.csv", &sweep::to_csv(rows)?)?;
     staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;
-    let mut spec = sw.spec.clone();
-    spec.scenario = crate::scenario::relative_path(&sw.scenario_path, &dest);
-    staged.write("sweep.resolved.toml", toml::to_string(&spec)?.as_bytes())?;
+    staged.write("sweep.resolved.toml", sw.resolved_toml_in(dest)?.as_bytes())?;
+    Ok(text)
+}
+
+/// `ppdsim sweep merge` (see [`SweepAction::Merge`]).
+fn exec_sweep_merge(dirs: &[PathBuf], output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
+    use crate::sweep;
+    let shards = dirs
+        .iter()
+        .map(|d| sweep::read_shard(d))
+        .collect::<crate::error::InputResult<Vec<_>>>()?;
+    let (sw, rows) = sweep::merge_shards(&shards)?;
+    let stem = shards[0].info.sweep.clone();
+    let dest = output.unwrap_or_else(|| Path::new("output").join(format!("sweep-{stem}")));
+    let staged = OutputDir::create(&dest, force, "sweep")?;
+    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest)?;
     staged.commit(Stale::Remove)?;
     if !quiet {
         print!("{text}");
-        println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
+        println!("merged {} shards into {}", shards.len(), dest.display());
     }
     Ok(EXIT_OK)
 }
@@ -992,13 +1118,33 @@ pub fn run(cli: Cli) -> Result<i32> {
             force,
         } => exec_run(&scenario, &set, output, quiet, force),
         Command::Sweep {
+            action:
+                Some(SweepAction::Merge {
+                    dirs,
+                    output,
+                    quiet,
+                    force,
+                }),
+            ..
+        } => exec_sweep_merge(&dirs, output, quiet, force),
+        Command::Sweep {
+            action: None,
             sweep,
             set,
             output,
             quiet,
             force,
             yes,
-        } => exec_sweep(&sweep, &set, output, quiet, force, yes),
+            shard,
+        } => exec_sweep(
+            &sweep.expect("clap requires the sweep file"),
+            &set,
+            output,
+            quiet,
+            force,
+            yes,
+            shard.as_deref(),
+        ),
         Command::RoutingMap {
             calibration,
             options,

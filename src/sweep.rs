@@ -987,3 +987,222 @@ mod tests {
         );
     }
 }
+
+/// One slice of a sharded sweep: the grid points `k` (in grid order, rate then seed) with
+/// `k mod count == index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This slice, `0 ≤ index < count`.
+    pub index: usize,
+    /// Number of slices.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `I/N` (I from 0 to N − 1; Slurm's `SLURM_ARRAY_TASK_ID` and Kubernetes'
+    /// `JOB_COMPLETION_INDEX` count from 0).
+    ///
+    /// # Errors
+    /// Not of the form `I/N`, N = 0, or I ≥ N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("`{s}` is not a shard: give I/N with 0 ≤ I < N, e.g. 0/4 for the first of four");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether grid point `k` belongs to this slice.
+    pub fn owns(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+/// `shard.json` of a shard directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardInfo {
+    /// The sweep's name (file stem).
+    pub sweep: String,
+    /// This shard's index.
+    pub shard: usize,
+    /// Number of shards.
+    pub of: usize,
+    /// Points of the whole grid.
+    pub grid_points: usize,
+    /// Points this shard ran.
+    pub points: usize,
+    /// Fingerprint of the sweep and its resolved scenario (FNV-1a of both TOMLs, scenario path
+    /// left out): shards of one sweep agree on it.
+    pub fingerprint: String,
+}
+
+/// A shard directory as read back.
+pub struct ShardDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its `shard.json`.
+    pub info: ShardInfo,
+    /// Its `sweep.csv` rows.
+    pub rows: Vec<SweepRow>,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl LoadedSweep {
+    /// The grid's points `(rate, seed)` in grid order (rate, then seed).
+    pub fn grid(&self) -> Vec<(f64, u64)> {
+        self.spec
+            .rates_per_s
+            .iter()
+            .flat_map(|&r| self.spec.seeds.iter().map(move |&s| (r, s)))
+            .collect()
+    }
+
+    /// The resolved sweep as TOML for a file in directory `dir` (its scenario path relative to
+    /// `dir`, so it re-runs as it is).
+    ///
+    /// # Errors
+    /// Serialisation errors.
+    pub fn resolved_toml_in(&self, dir: &Path) -> Result<String, toml::ser::Error> {
+        let mut spec = self.spec.clone();
+        spec.scenario = crate::scenario::relative_path(&self.scenario_path, dir);
+        toml::to_string(&spec)
+    }
+
+    /// Fingerprint of the grid and the resolved scenario (no paths): equal for shards of one sweep.
+    ///
+    /// # Errors
+    /// Serialisation errors.
+    pub fn fingerprint(&self) -> Result<String, toml::ser::Error> {
+        let mut spec = self.spec.clone();
+        spec.scenario = PathBuf::new();
+        let mut sc = self.scenario.resolved.clone();
+        sc.calibration = PathBuf::new();
+        sc.workload.trace = sc.workload.trace.as_ref().map(|_| PathBuf::new());
+        let text = format!("{}\n{}", toml::to_string(&spec)?, toml::to_string(&sc)?);
+        Ok(format!("{:016x}", fnv1a(text.as_bytes())))
+    }
+}
+
+/// Reads a shard directory written by `ppdsim sweep --shard I/N`.
+///
+/// # Errors
+/// A directory without `shard.json` or with unreadable files, naming them.
+pub fn read_shard(dir: &Path) -> InputResult<ShardDir> {
+    let info_path = dir.join("shard.json");
+    if !info_path.is_file() {
+        return Err(InputError::file(
+            dir,
+            "holds no shard.json: not a directory written by `ppdsim sweep --shard I/N`",
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&info_path).map_err(|e| InputError::file(&info_path, format!("cannot read: {e}")))?;
+    let info: ShardInfo = serde_json::from_str(&text)
+        .map_err(|e| InputError::file(&info_path, format!("not a shard description: {e}")))?;
+    let rows = read_csv(&dir.join("sweep.csv"))?;
+    Ok(ShardDir {
+        dir: dir.to_path_buf(),
+        info,
+        rows,
+    })
+}
+
+/// Checks that `shards` are the N slices of one sweep, each once, and interleaves their rows back
+/// into grid order; returns the sweep (loaded from the first shard's `sweep.resolved.toml`) and
+/// the rows an unsharded run gives.
+///
+/// # Errors
+/// Shards of different sweeps or shard counts, a missing or duplicate shard, or rows that do not
+/// match the grid, naming the directories.
+pub fn merge_shards(shards: &[ShardDir]) -> InputResult<(LoadedSweep, Vec<SweepRow>)> {
+    let first = &shards[0];
+    let names = |v: &[&ShardDir]| {
+        v.iter()
+            .map(|s| s.dir.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for s in shards {
+        if s.info.of != first.info.of
+            || s.info.fingerprint != first.info.fingerprint
+            || s.info.sweep != first.info.sweep
+        {
+            return Err(InputError::file(
+                &s.dir,
+                format!(
+                    "is shard {}/{} of sweep `{}` ({}), but {} is shard {}/{} of sweep `{}` ({}): merge the shards of one sweep",
+                    s.info.shard, s.info.of, s.info.sweep, s.info.fingerprint,
+                    first.dir.display(), first.info.shard, first.info.of, first.info.sweep, first.info.fingerprint
+                ),
+            ));
+        }
+    }
+    let n = first.info.of;
+    let mut by_index: Vec<Vec<&ShardDir>> = vec![Vec::new(); n];
+    for s in shards {
+        by_index[s.info.shard].push(s);
+    }
+    if let Some(i) = by_index.iter().position(|v| v.len() > 1) {
+        return Err(InputError {
+            location: names(&by_index[i]),
+            message: format!("shard {i}/{n} is given more than once; give each shard's directory once"),
+        });
+    }
+    let missing: Vec<String> = (0..n)
+        .filter(|&i| by_index[i].is_empty())
+        .map(|i| format!("{i}/{n}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(InputError {
+            location: names(&shards.iter().collect::<Vec<_>>()),
+            message: format!(
+                "shards {} are missing: run `ppdsim sweep FILE --shard I/N` for each and give all {n} directories",
+                missing.join(", ")
+            ),
+        });
+    }
+    let sw = LoadedSweep::load(&first.dir.join("sweep.resolved.toml"))?;
+    if sw
+        .fingerprint()
+        .map_err(|e| InputError::file(&first.dir, e.to_string()))?
+        != first.info.fingerprint
+    {
+        return Err(InputError::file(
+            &first.dir,
+            "its sweep.resolved.toml (or the scenario it names) changed since the shard ran: re-run the shards",
+        ));
+    }
+    let grid = sw.grid();
+    let per_point = sw.policies.len();
+    let mut cursors: Vec<std::slice::Iter<SweepRow>> = by_index.iter().map(|v| v[0].rows.iter()).collect();
+    let mut rows = Vec::with_capacity(grid.len() * per_point);
+    for (k, &(rate, seed)) in grid.iter().enumerate() {
+        for _ in 0..per_point {
+            let row = cursors[k % n].next().filter(|r| r.rate_per_s == rate && r.seed == seed).ok_or_else(|| {
+                InputError::file(
+                    &by_index[k % n][0].dir.join("sweep.csv"),
+                    format!("has no row for grid point {k} (rate {rate}/s, seed {seed}): the shard is incomplete or from another grid; re-run it"),
+                )
+            })?;
+            rows.push(row.clone());
+        }
+    }
+    if let Some(i) = (0..n).find(|&i| cursors[i].next().is_some()) {
+        return Err(InputError::file(
+            &by_index[i][0].dir.join("sweep.csv"),
+            "holds more rows than its slice of the grid: it is from another grid; re-run it",
+        ));
+    }
+    Ok((sw, rows))
+}

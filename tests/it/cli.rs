@@ -1054,3 +1054,85 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
         assert!(!dir.path().join("bad").exists());
     }
 }
+
+/// Every file under `dir` (relative path → bytes).
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = root().join("tests/data/sweeps/small.toml");
+    let run = |args: &[&str], out: &Path| {
+        ppdsim()
+            .arg("sweep")
+            .arg(&sweep)
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .arg("-q")
+            .assert()
+            .success();
+    };
+    let full = dir.path().join("full");
+    run(&[], &full);
+    let want = tree(&full);
+    assert!(want.keys().any(|p| p.ends_with("sweep.csv")) && want.len() > 5);
+    for n in 1..=3 {
+        let shards: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("n{n}-s{i}"))).collect();
+        for (i, s) in shards.iter().enumerate() {
+            run(&["--shard", &format!("{i}/{n}")], s);
+            assert!(s.join("shard.json").is_file());
+        }
+        // Any order of the shard directories gives the same result.
+        let merged = dir.path().join(format!("merged{n}"));
+        ppdsim()
+            .args(["sweep", "merge"])
+            .args(shards.iter().rev())
+            .arg("-o")
+            .arg(&merged)
+            .arg("-q")
+            .assert()
+            .success();
+        assert_eq!(tree(&merged), want, "N = {n}");
+    }
+    let s = |i: usize| dir.path().join(format!("n3-s{i}"));
+    let merge = |dirs: &[PathBuf], needle: &str| {
+        ppdsim()
+            .args(["sweep", "merge"])
+            .args(dirs)
+            .arg("-o")
+            .arg(dir.path().join("bad"))
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(needle));
+        assert!(!dir.path().join("bad").exists());
+    };
+    merge(&[s(0), s(2)], "shards 1/3 are missing");
+    merge(&[s(0), s(1), s(1), s(2)], "shard 1/3 is given more than once");
+    merge(&[s(0), s(1), dir.path().join("n2-s1")], "is shard 1/2");
+    merge(&[full.clone()], "holds no shard.json");
+    // A bad --shard is refused.
+    ppdsim()
+        .arg("sweep")
+        .arg(&sweep)
+        .args(["--shard", "3/3"])
+        .arg("-o")
+        .arg(dir.path().join("x"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("--shard"));
+}
