@@ -1124,7 +1124,7 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
     merge(&[s(0), s(2)], "shards 1/3 are missing");
     merge(&[s(0), s(1), s(1), s(2)], "shard 1/3 is given more than once");
     merge(&[s(0), s(1), dir.path().join("n2-s1")], "is shard 1/2");
-    merge(&[full.clone()], "holds no shard.json");
+    merge(std::slice::from_ref(&full), "holds no shard.json");
     // A bad --shard is refused.
     ppdsim()
         .arg("sweep")

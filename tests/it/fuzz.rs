@@ -47,10 +47,10 @@ fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value)) {
         Some(secs) => {
             let t0 = std::time::Instant::now();
             let mut cases = 0u64;
-            // Batches from one runner: its generator moves on, so every batch draws new inputs.
-            let mut runner = TestRunner::new(config(64));
+            // A fresh runner per batch (a runner stops after its `cases`); each one draws its own
+            // random inputs.
             while t0.elapsed().as_secs() < secs {
-                check(&mut runner);
+                check(&mut TestRunner::new(config(64)));
                 cases += 64;
             }
             eprintln!(
