@@ -929,6 +929,9 @@ fn exec_validate(
             })
             .collect();
         bar.finish_and_clear();
+        if rows.is_empty() {
+            return Err(no_points(measured, "no comprehensive point could be simulated").into());
+        }
         println!(
             "{} comprehensive points simulated, {skipped_failed} skipped (no successful request measured)",
             rows.len()

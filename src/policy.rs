@@ -21,6 +21,10 @@
 use crate::metrics::RouteKind;
 use serde::{Deserialize, Serialize};
 
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 /// A policy and its cluster, as written in a scenario's `[[policy]]` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -53,13 +57,17 @@ pub enum PolicyConfig {
         /// Mixed (prefill + decode) instances.
         instances: u32,
     },
-    /// Mixed decode pool (vllm-ppd's `1P_2D_1pD`, `1P_1D_2pD`): conversations are pinned over
-    /// D and pD instances alike; turns ≥ 2 of a conversation pinned to a pD go direct, those
-    /// pinned to a D take the PD path.
+    /// Mixed pools (vllm-ppd's `1P_2D_1pD`, `1P_1D_2pD`, and with replicas the hybrids `1R_1P_2D`,
+    /// `2R_1P_1pD`, …): conversations are pinned over the R, D and pD slots alike, as vllm-ppd's
+    /// proxy hashes them; a conversation pinned to an R is served whole there, on a D every turn
+    /// takes the PD path, on a pD turns ≥ 2 go direct.
     Mixed {
         /// Display name (default `mixed`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Replica instances (R: prefill and decode, no P involved) beside the PD pools.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        replica_instances: u32,
         /// P instances.
         prefill_instances: u32,
         /// D instances (every turn via P).
@@ -136,10 +144,24 @@ impl PolicyConfig {
             PolicyConfig::Replication { instances, .. } => (0, instances),
             PolicyConfig::Mixed {
                 prefill_instances,
+                replica_instances,
                 decode_instances,
                 direct_decode_instances,
                 ..
-            } => (prefill_instances, decode_instances + direct_decode_instances),
+            } => (
+                prefill_instances,
+                replica_instances + decode_instances + direct_decode_instances,
+            ),
+        }
+    }
+
+    /// How many of the decode-side instances (the first ones) are replicas (`R`): all of them for
+    /// [`PolicyConfig::Replication`], the `replica_instances` of [`PolicyConfig::Mixed`].
+    pub fn replica_instances(&self) -> u32 {
+        match *self {
+            PolicyConfig::Replication { instances, .. } => instances,
+            PolicyConfig::Mixed { replica_instances, .. } => replica_instances,
+            _ => 0,
         }
     }
 
@@ -181,7 +203,7 @@ impl PolicyConfig {
                 self.name()
             ));
         }
-        if !self.is_replication() && p == 0 {
+        if !self.is_replication() && p == 0 && d > self.replica_instances() {
             return Err(format!(
                 "policy `{}` needs prefill_instances >= 1 (turn 1 is always prefilled on P)",
                 self.name()
@@ -254,6 +276,8 @@ pub struct RouteRequest {
     pub num_cached_on_decode: u32,
     /// True when the conversation's decode instance accepts direct turns (a `pD`).
     pub decode_is_direct: bool,
+    /// True when the conversation's instance is a replica (`R`): it serves every turn whole.
+    pub decode_is_replica: bool,
     /// Index of the conversation's decode instance (the simulator numbers P instances first).
     pub decode_instance: usize,
     /// Local prefill backlog of that instance: uncached prompt tokens of the turns routed local
@@ -285,7 +309,7 @@ impl Policy for AlwaysLocal {
 struct DirectIfPd;
 impl Policy for DirectIfPd {
     fn route(&mut self, req: &RouteRequest) -> RouteKind {
-        if req.turn >= 2 && req.decode_is_direct {
+        if req.decode_is_replica || req.turn >= 2 && req.decode_is_direct {
             RouteKind::Local
         } else {
             RouteKind::Split
@@ -364,6 +388,7 @@ mod tests {
             num_prompt_tokens: prompt,
             num_cached_on_decode: cached,
             decode_is_direct: true,
+            decode_is_replica: false,
             decode_instance: 1,
             decode_backlog_tokens: 0,
         }
@@ -391,6 +416,7 @@ mod tests {
         assert_eq!(rep.build().route(&req(1, 100, 0)), RouteKind::Local);
         let mixed = PolicyConfig::Mixed {
             name: None,
+            replica_instances: 0,
             prefill_instances: 1,
             decode_instances: 1,
             direct_decode_instances: 1,

@@ -341,6 +341,16 @@ pub fn policy_for_config(name: &str) -> Option<PolicyConfig> {
         }
     }
     let label = Some(name.to_string());
+    if r > 0 && p > 0 && d + pd > 0 {
+        // Hybrids: replicas beside a disaggregated group (`1R_1P_2D`, `2R_1P_1pD`, …).
+        return Some(PolicyConfig::Mixed {
+            name: label,
+            replica_instances: r,
+            prefill_instances: p,
+            decode_instances: d,
+            direct_decode_instances: pd,
+        });
+    }
     match (p, d, pd, r) {
         (0, 0, 0, r) if r > 0 => Some(PolicyConfig::Replication {
             name: label,
@@ -358,6 +368,7 @@ pub fn policy_for_config(name: &str) -> Option<PolicyConfig> {
         }),
         (p, d, pd, 0) if p > 0 && d > 0 && pd > 0 => Some(PolicyConfig::Mixed {
             name: label,
+            replica_instances: 0,
             prefill_instances: p,
             decode_instances: d,
             direct_decode_instances: pd,
@@ -422,6 +433,21 @@ pub fn read_comprehensive(
             "not a vllm-ppd comprehensive point (expected config, workload, qps, turn1, turn2)",
         ));
     };
+    if policy_for_config(cfg).is_none() {
+        return Err(InputError::key(
+            path,
+            "config",
+            format!("`{cfg}` is not a vllm-ppd configuration name: give counts of pools joined by `_`, e.g. 1P_3D, 2P_1D_1pD, 1R_1P_2pD, 4R (P prefill, D decode, pD direct decode, R replica)"),
+        ));
+    }
+    let (ctx, kind) = w.split_once('_').unwrap_or((w, ""));
+    if comprehensive_turn1(ctx).is_none() || comprehensive_turn2(kind).is_none() {
+        return Err(InputError::key(
+            path,
+            "workload",
+            format!("`{w}` is not a comprehensive workload: give small_|large_ followed by tiny, short_gen, long_gen, very_long_gen, small_bal, mid_bal, mid_paste, big_paste or huge_paste"),
+        ));
+    }
     if v["success_rate"].as_f64().unwrap_or(0.0) <= 0.0 {
         return Ok(None);
     }
@@ -627,32 +653,56 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
             e(&|r| (r.t1_mean_tpot_predicted_ms, r.t1_mean_tpot_measured_ms)),
         );
     }
-    // Winner agreement PD (1P_3D) vs PPD (1P_3pD).
+    // Winner agreement for every pair of configurations that differ only in D vs pD (same P and
+    // R counts, same number of decode-side instances): which of the two has the lower turn-2 p50
+    // TTFT at each (workload, QPS) both measured with every request successful.
     let key = |r: &ComprehensiveRow| (r.workload.clone(), (r.qps * 10.0) as i64);
-    let pd: BTreeMap<_, &ComprehensiveRow> = rows
-        .iter()
-        .filter(|r| r.config == "1P_3D" && r.measured_success_pct >= 100.0)
-        .map(|r| (key(r), r))
-        .collect();
-    let ppd: BTreeMap<_, &ComprehensiveRow> = rows
-        .iter()
-        .filter(|r| r.config == "1P_3pD" && r.measured_success_pct >= 100.0)
-        .map(|r| (key(r), r))
-        .collect();
-    let (mut agree, mut total) = (0, 0);
-    for (k, a) in &pd {
-        if let Some(b) = ppd.get(k) {
-            total += 1;
-            let measured_pd = a.t2_p50_ttft_measured_ms < b.t2_p50_ttft_measured_ms;
-            let predicted_pd = a.t2_p50_ttft_predicted_ms < b.t2_p50_ttft_predicted_ms;
-            agree += (measured_pd == predicted_pd) as usize;
+    let pools = |c: &str| {
+        let mut n = [0u32; 4]; // P, D, pD, R
+        for part in c.split('_') {
+            let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+            let k: u32 = digits.parse().unwrap_or(0);
+            match &part[digits.len()..] {
+                "P" => n[0] += k,
+                "D" => n[1] += k,
+                "pD" => n[2] += k,
+                "R" => n[3] += k,
+                _ => {}
+            }
+        }
+        n
+    };
+    for (i, a) in configs.iter().enumerate() {
+        for b in &configs[i + 1..] {
+            let (x, y) = (pools(a), pools(b));
+            if x[0] != y[0] || x[3] != y[3] || x[1] + x[2] != y[1] + y[2] || x[1] == y[1] {
+                continue;
+            }
+            let side = |c: &str| -> BTreeMap<_, &ComprehensiveRow> {
+                rows.iter()
+                    .filter(|r| r.config == c && r.measured_success_pct >= 100.0)
+                    .map(|r| (key(r), r))
+                    .collect()
+            };
+            let (pa, pb) = (side(a), side(b));
+            let (mut agree, mut total) = (0, 0);
+            for (k, ra) in &pa {
+                if let Some(rb) = pb.get(k) {
+                    total += 1;
+                    let measured = ra.t2_p50_ttft_measured_ms < rb.t2_p50_ttft_measured_ms;
+                    let predicted = ra.t2_p50_ttft_predicted_ms < rb.t2_p50_ttft_predicted_ms;
+                    agree += (measured == predicted) as usize;
+                }
+            }
+            if total > 0 {
+                let _ = writeln!(
+                    s,
+                    "{a} vs {b} winner by turn-2 p50 TTFT: {agree}/{total} points agree ({:.1}%)",
+                    100.0 * agree as f64 / total as f64
+                );
+            }
         }
     }
-    let _ = writeln!(
-        s,
-        "PD (1P_3D) vs PPD (1P_3pD) winner by turn-2 p50 TTFT: {agree}/{total} points agree ({:.1}%)",
-        100.0 * agree as f64 / total.max(1) as f64
-    );
     // Knees.
     let qps_levels = [0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0];
     let step = |q: f64| qps_levels.iter().position(|x| (x - q).abs() < 1e-9);

@@ -310,13 +310,13 @@ impl<'a> Simulation<'a> {
         for i in 0..p {
             instances.push(Instance::new(format!("P{i}"), Role::Prefill, cfg.limits));
         }
-        let (role, prefix) = if cfg.policy.is_replication() {
-            (Role::Mixed, "R")
-        } else {
-            (Role::Decode, "D")
-        };
-        for i in 0..d {
-            instances.push(Instance::new(format!("{prefix}{i}"), role, cfg.limits));
+        // Decode-side instances: the replicas first (R0, R1, …), then D and pD (D0, D1, …).
+        let r = cfg.policy.replica_instances();
+        for i in 0..r {
+            instances.push(Instance::new(format!("R{i}"), Role::Mixed, cfg.limits));
+        }
+        for i in 0..d - r {
+            instances.push(Instance::new(format!("D{i}"), Role::Decode, cfg.limits));
         }
         let links = (0..p)
             .map(|_| KvLink::new(cfg.link_bandwidth_gbps, cfg.link_latency_ms))
@@ -685,6 +685,7 @@ impl<'a> Simulation<'a> {
             num_prompt_tokens: r.num_prompt_tokens,
             num_cached_on_decode: cached,
             decode_is_direct: r.decode_inst >= first_direct,
+            decode_is_replica: r.decode_inst < p as usize + self.cfg.policy.replica_instances() as usize,
             decode_instance: r.decode_inst,
             decode_backlog_tokens: self.local_backlog_tokens[r.decode_inst],
         });

@@ -869,6 +869,41 @@ fn comprehensive_configs_map_to_clusters() {
         Some(PolicyConfig::Replication { instances: 4, .. })
     ));
     assert!(policy_for_config("2X").is_none());
+    // Every one of vllm-ppd's 17 configurations parses into its pools (4 GPUs each).
+    for name in [
+        "4R",
+        "1P_3D",
+        "1P_2D_1pD",
+        "1P_1D_2pD",
+        "1P_3pD",
+        "2P_2D",
+        "2P_1D_1pD",
+        "2P_2pD",
+        "3P_1D",
+        "3P_1pD",
+        "1R_1P_2D",
+        "1R_1P_1D_1pD",
+        "1R_1P_2pD",
+        "1R_2P_1D",
+        "1R_2P_1pD",
+        "2R_1P_1D",
+        "2R_1P_1pD",
+    ] {
+        let p = policy_for_config(name).unwrap_or_else(|| panic!("{name}"));
+        let (prefill, decode_side) = p.cluster();
+        assert_eq!(prefill + decode_side, 4, "{name}");
+        assert!(p.validate().is_ok(), "{name}");
+    }
+    assert!(matches!(
+        policy_for_config("2R_1P_1pD"),
+        Some(PolicyConfig::Mixed {
+            replica_instances: 2,
+            prefill_instances: 1,
+            decode_instances: 0,
+            direct_decode_instances: 1,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -1135,4 +1170,71 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("--shard"));
+}
+
+#[test]
+fn validate_simulates_every_vllm_ppd_configuration_and_refuses_unknown_names() {
+    // The shared data holds four configurations; the other thirteen are written here in the same
+    // schema (the measured values of a 1P_3D point, renamed: what matters is that each is parsed
+    // into its pools and simulated).
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("tests/data/comprehensive/1P_3D_small_tiny_4.json")).unwrap();
+    let names = [
+        "4R",
+        "2P_2D",
+        "2P_1D_1pD",
+        "2P_2pD",
+        "3P_1D",
+        "3P_1pD",
+        "1R_1P_2D",
+        "1R_1P_1D_1pD",
+        "1R_1P_2pD",
+        "1R_2P_1D",
+        "1R_2P_1pD",
+        "2R_1P_1D",
+        "2R_1P_1pD",
+    ];
+    for n in names {
+        std::fs::write(
+            dir.path().join(format!("{n}_small_tiny_4.json")),
+            text.replace("\"1P_3D\"", &format!("\"{n}\"")),
+        )
+        .unwrap();
+    }
+    let out = validate_stdout(dir.path());
+    assert!(out.contains("13 comprehensive points simulated"), "{out}");
+    for n in names {
+        assert!(out.contains(&format!("  {n} ")), "{n} missing:\n{out}");
+    }
+    // Pairs that differ only in D vs pD are compared.
+    assert!(out.contains("2P_1D_1pD vs 2P_2D winner by turn-2 p50 TTFT: "), "{out}");
+    assert!(out.contains("1R_1P_1D_1pD vs 1R_1P_2D winner"), "{out}");
+    // A hybrid really uses its replica: turn-2 p50 on 4R (all replicas) is below 3P_1D's PD path.
+    let p50 = |n: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{n} ")))
+            .unwrap();
+        // Numbers after config and workload: QPS, then measured, predicted and error of T1 p50,
+        // T1 p99, T1 TPOT, T2 p50, …: T2 p50 predicted is the 12th.
+        let nums: Vec<f64> = line
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .skip(2)
+            .filter_map(|t| t.trim_end_matches('%').parse().ok())
+            .collect();
+        nums[11]
+    };
+    assert!(p50("4R") < p50("3P_1D"), "{out}");
+    // An unknown configuration name is refused, naming it.
+    std::fs::write(
+        dir.path().join("5X_small_tiny_4.json"),
+        text.replace("\"1P_3D\"", "\"5X\""),
+    )
+    .unwrap();
+    ppdsim()
+        .arg("validate")
+        .arg(dir.path().join("5X_small_tiny_4.json"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("`5X` is not a vllm-ppd configuration name"));
 }

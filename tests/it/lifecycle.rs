@@ -422,6 +422,7 @@ fn mixed_pool_routes_turn2_by_the_pinned_instance_kind() {
         config(
             PolicyConfig::Mixed {
                 name: None,
+                replica_instances: 0,
                 prefill_instances: 1,
                 decode_instances: 1,
                 direct_decode_instances: 1,
