@@ -350,7 +350,26 @@ fn exec_run(scenario: &Path, set: &[String], output: Option<PathBuf>, quiet: boo
     let staged = OutputDir::create(&dest, force, "run")?;
     let t0 = std::time::Instant::now();
     let res = simulate(&sc);
-    let rows = output::write_results(&staged, &res.records, &res.summaries)?;
+    let name_of = |p: &Path| {
+        p.file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+    };
+    let run = output::RunInfo {
+        ppdsim_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: sc.resolved.name.clone(),
+        seed: sc.resolved.seed,
+        model: sc.resolved.model.clone(),
+        gpu: sc.resolved.gpu.clone(),
+        calibration: name_of(&sc.resolved.calibration),
+        trace: sc
+            .resolved
+            .workload
+            .trace
+            .as_deref()
+            .map_or("synthetic".into(), name_of),
+        num_conversations: res.summaries.first().map_or(0, |s| s.num_conversations),
+    };
+    let rows = output::write_results(&staged, &run, &res.records, &res.summaries)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
     crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
     staged.commit(Stale::Remove)?;

@@ -11,12 +11,33 @@ use serde::{Deserialize, Serialize};
 ///
 /// # Errors
 /// Serialisation errors.
+///
+/// A value that does not exist (a statistic over no request, a prediction that could not be made:
+/// `NaN`) is written as an empty field, never as `NaN`.
 pub fn to_csv<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
         w.serialize(r)?;
     }
-    w.into_inner().context("flushing CSV")
+    let bytes = w.into_inner().context("flushing CSV")?;
+    Ok(blank_nan_fields(&bytes))
+}
+
+/// `csv` with every field that is exactly `NaN` emptied (CSV written by [`to_csv`]: no quoting of
+/// numbers).
+pub fn blank_nan_fields(csv: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(csv);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        let fields: Vec<&str> = body.split(',').map(|f| if f == "NaN" { "" } else { f }).collect();
+        out.push_str(&fields.join(","));
+        out.push_str(end);
+    }
+    out.into_bytes()
 }
 
 /// A flat row of `summary.csv` (one per policy).
@@ -175,16 +196,50 @@ pub fn rejection_warnings(summaries: &[Summary], max_model_len: Option<u32>) -> 
     s
 }
 
-/// Writes `requests.csv`, `summary.csv` and `summary.json` into `dir`; returns the `summary.csv`
-/// rows.
+/// What a run was: written at the top of `summary.json` (no timestamps, no absolute paths).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// ppdsim's version.
+    pub ppdsim_version: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Model and GPU.
+    pub model: String,
+    /// GPU.
+    pub gpu: String,
+    /// Calibration file (name only).
+    pub calibration: String,
+    /// Trace file (name only), or `synthetic`.
+    pub trace: String,
+    /// Conversations replayed.
+    pub num_conversations: usize,
+}
+
+/// Writes `requests.csv`, `summary.csv` and `summary.json` (`{run, policies}`) into `dir`;
+/// returns the `summary.csv` rows.
 ///
 /// # Errors
 /// Serialisation or I/O errors.
-pub fn write_results(dir: &OutputDir, records: &[RequestRecord], summaries: &[Summary]) -> Result<Vec<SummaryRow>> {
+pub fn write_results(
+    dir: &OutputDir,
+    run: &RunInfo,
+    records: &[RequestRecord],
+    summaries: &[Summary],
+) -> Result<Vec<SummaryRow>> {
     dir.write("requests.csv", &to_csv(records)?)?;
     let rows: Vec<SummaryRow> = summaries.iter().map(SummaryRow::from).collect();
     dir.write("summary.csv", &to_csv(&rows)?)?;
-    let mut json = serde_json::to_vec_pretty(summaries)?;
+    #[derive(Serialize)]
+    struct SummaryFile<'a> {
+        run: &'a RunInfo,
+        policies: &'a [Summary],
+    }
+    let mut json = serde_json::to_vec_pretty(&SummaryFile {
+        run,
+        policies: summaries,
+    })?;
     json.push(b'\n');
     dir.write("summary.json", &json)?;
     Ok(rows)

@@ -511,12 +511,55 @@ pub fn crossovers_csv(crossings: &[Crossover]) -> anyhow::Result<Vec<u8>> {
 pub fn to_csv(rows: &[SweepRow]) -> anyhow::Result<Vec<u8>> {
     let mut header = vec!["rate_per_s".to_string(), "seed".to_string()];
     header.extend(csv_header(&SummaryRow::default()));
+    // Swept parameters get their own columns (`base_policy`, then `swept.KEY` per key, in order
+    // of first appearance): the variant `adaptive[max_local_append_tokens=64]` has base policy
+    // `adaptive` and `swept.max_local_append_tokens` 64; other rows leave them empty.
+    let mut keys: Vec<String> = Vec::new();
+    for r in rows {
+        for (k, _) in variant_settings(&r.summary.policy).1 {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    if !keys.is_empty() {
+        header.push("base_policy".into());
+        header.extend(keys.iter().map(|k| format!("swept.{k}")));
+    }
     let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
     w.write_record(&header)?;
     for r in rows {
-        w.serialize((r.rate_per_s, r.seed, &r.summary))?;
+        if keys.is_empty() {
+            w.serialize((r.rate_per_s, r.seed, &r.summary))?;
+        } else {
+            let (base, settings) = variant_settings(&r.summary.policy);
+            let extra: Vec<String> = std::iter::once(base)
+                .chain(keys.iter().map(|k| {
+                    settings
+                        .iter()
+                        .find(|(sk, _)| sk == k)
+                        .map_or(String::new(), |(_, v)| v.clone())
+                }))
+                .collect();
+            w.serialize((r.rate_per_s, r.seed, &r.summary, extra))?;
+        }
     }
-    Ok(w.into_inner()?)
+    Ok(crate::output::blank_nan_fields(&w.into_inner()?))
+}
+
+/// A variant name `BASE[K1=V1][K2=V2]` split into `BASE` and its `(K, V)` settings (a name
+/// without settings is its own base).
+pub fn variant_settings(name: &str) -> (String, Vec<(String, String)>) {
+    let Some(open) = name.find('[') else {
+        return (name.to_string(), Vec::new());
+    };
+    let mut settings = Vec::new();
+    for group in name[open..].split(']').filter(|g| !g.is_empty()) {
+        if let Some((k, v)) = group.trim_start_matches('[').split_once('=') {
+            settings.push((k.to_string(), v.to_string()));
+        }
+    }
+    (name[..open].to_string(), settings)
 }
 
 /// One swept policy's variants against the load for one metric (a threshold or hysteresis
@@ -696,7 +739,11 @@ pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
     let (header, records) = crate::input::csv_rows(path, &text)?;
     let mut want = vec!["rate_per_s".to_string(), "seed".to_string()];
     want.extend(csv_header(&SummaryRow::default()));
-    if header != want {
+    // Swept-parameter columns follow (they repeat what the policy name says): not read back.
+    let extra_ok = header.len() > want.len()
+        && header[want.len()] == "base_policy"
+        && header[want.len() + 1..].iter().all(|h| h.starts_with("swept."));
+    if header[..header.len().min(want.len())] != want[..] || (header.len() != want.len() && !extra_ok) {
         return Err(InputError::file(
             path,
             format!(
@@ -714,7 +761,14 @@ pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
             .parse()
             .map_err(|e| bad(format!("rate_per_s `{}`: {e}", &rec[0])))?;
         let seed: u64 = rec[1].parse().map_err(|e| bad(format!("seed `{}`: {e}", &rec[1])))?;
-        let rest: csv::StringRecord = rec.iter().skip(2).collect();
+        // An empty numeric field is a value that does not exist (written for NaN).
+        let rest: csv::StringRecord = rec
+            .iter()
+            .skip(2)
+            .take(want.len() - 2)
+            .enumerate()
+            .map(|(i, f)| if f.is_empty() && i > 0 { "NaN" } else { f })
+            .collect();
         let summary: SummaryRow = rest
             .deserialize(Some(&summary_header))
             .map_err(|e| bad(e.to_string()))?;

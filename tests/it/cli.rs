@@ -63,6 +63,13 @@ fn default_scenario_writes_every_output_and_pd_turn2_ttft_exceeds_ppd() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    // summary.json: what ran, then one summary per policy.
+    assert_eq!(s["run"]["scenario"], "default");
+    assert_eq!(s["run"]["seed"], 42);
+    assert_eq!(s["run"]["trace"], "sharegpt-3000.jsonl");
+    assert_eq!(s["run"]["calibration"], "h100-llama3.1-8b.json");
+    assert_eq!(s["run"]["ppdsim_version"], env!("CARGO_PKG_VERSION"));
+    let s = s["policies"].clone();
     let by = |p: &str| s.as_array().unwrap().iter().find(|x| x["policy"] == p).unwrap().clone();
     let (pd, ppd, rep) = (by("pd"), by("ppd"), by("replication"));
     // The seeds' headline at low load: PD's turn-2 TTFT is above PPD's.
@@ -927,7 +934,7 @@ fn every_shipped_scenario_runs() {
             .success();
         let s: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-        for p in s.as_array().unwrap() {
+        for p in s["policies"].as_array().unwrap() {
             assert!(
                 p["num_requests"].as_u64().unwrap() > 0,
                 "{}: {}",
