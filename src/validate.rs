@@ -326,6 +326,28 @@ pub fn comprehensive_turn2(kind: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The 17 configurations of vllm-ppd's comprehensive benchmark (`GPU_CONFIGURATIONS` of its
+/// `comprehensive_benchmark.py`): pure replica, pure disaggregated, and hybrids with replicas.
+pub const VLLM_PPD_CONFIGURATIONS: [&str; 17] = [
+    "4R",
+    "1P_3D",
+    "1P_2D_1pD",
+    "1P_1D_2pD",
+    "1P_3pD",
+    "2P_2D",
+    "2P_1D_1pD",
+    "2P_2pD",
+    "3P_1D",
+    "3P_1pD",
+    "1R_1P_2D",
+    "1R_1P_1D_1pD",
+    "1R_1P_2pD",
+    "1R_2P_1D",
+    "1R_2P_1pD",
+    "2R_1P_1D",
+    "2R_1P_1pD",
+];
+
 /// The cluster a vllm-ppd config name describes (`1P_3D`, `1P_3pD`, `1P_2D_1pD`, `4R`, …).
 pub fn policy_for_config(name: &str) -> Option<PolicyConfig> {
     let (mut p, mut d, mut pd, mut r) = (0u32, 0u32, 0u32, 0u32);

@@ -877,25 +877,7 @@ fn comprehensive_configs_map_to_clusters() {
     ));
     assert!(policy_for_config("2X").is_none());
     // Every one of vllm-ppd's 17 configurations parses into its pools (4 GPUs each).
-    for name in [
-        "4R",
-        "1P_3D",
-        "1P_2D_1pD",
-        "1P_1D_2pD",
-        "1P_3pD",
-        "2P_2D",
-        "2P_1D_1pD",
-        "2P_2pD",
-        "3P_1D",
-        "3P_1pD",
-        "1R_1P_2D",
-        "1R_1P_1D_1pD",
-        "1R_1P_2pD",
-        "1R_2P_1D",
-        "1R_2P_1pD",
-        "2R_1P_1D",
-        "2R_1P_1pD",
-    ] {
+    for name in ppdsim::validate::VLLM_PPD_CONFIGURATIONS {
         let p = policy_for_config(name).unwrap_or_else(|| panic!("{name}"));
         let (prefill, decode_side) = p.cluster();
         assert_eq!(prefill + decode_side, 4, "{name}");
@@ -1097,23 +1079,6 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
     }
 }
 
-/// Every file under `dir` (relative path → bytes).
-fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -1131,7 +1096,7 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
     };
     let full = dir.path().join("full");
     run(&[], &full);
-    let want = tree(&full);
+    let want = crate::util::tree(&full);
     assert!(want.keys().any(|p| p.ends_with("sweep.csv")) && want.len() > 5);
     for n in 1..=3 {
         let shards: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("n{n}-s{i}"))).collect();
@@ -1149,7 +1114,7 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
             .arg("-q")
             .assert()
             .success();
-        assert_eq!(tree(&merged), want, "N = {n}");
+        assert_eq!(crate::util::tree(&merged), want, "N = {n}");
     }
     let s = |i: usize| dir.path().join(format!("n3-s{i}"));
     let merge = |dirs: &[PathBuf], needle: &str| {
@@ -1186,22 +1151,12 @@ fn validate_simulates_every_vllm_ppd_configuration_and_refuses_unknown_names() {
     // into its pools and simulated).
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(root().join("tests/data/comprehensive/1P_3D_small_tiny_4.json")).unwrap();
-    let names = [
-        "4R",
-        "2P_2D",
-        "2P_1D_1pD",
-        "2P_2pD",
-        "3P_1D",
-        "3P_1pD",
-        "1R_1P_2D",
-        "1R_1P_1D_1pD",
-        "1R_1P_2pD",
-        "1R_2P_1D",
-        "1R_2P_1pD",
-        "2R_1P_1D",
-        "2R_1P_1pD",
-    ];
-    for n in names {
+    // Those not in the shared data (the four 1P_* are).
+    let names: Vec<&str> = ppdsim::validate::VLLM_PPD_CONFIGURATIONS
+        .into_iter()
+        .filter(|n| !n.starts_with("1P_"))
+        .collect();
+    for &n in &names {
         std::fs::write(
             dir.path().join(format!("{n}_small_tiny_4.json")),
             text.replace("\"1P_3D\"", &format!("\"{n}\"")),
@@ -1210,7 +1165,7 @@ fn validate_simulates_every_vllm_ppd_configuration_and_refuses_unknown_names() {
     }
     let out = validate_stdout(dir.path());
     assert!(out.contains("13 comprehensive points simulated"), "{out}");
-    for n in names {
+    for n in &names {
         assert!(out.contains(&format!("  {n} ")), "{n} missing:\n{out}");
     }
     // Pairs that differ only in D vs pD are compared.

@@ -9,3 +9,4 @@ mod lifecycle;
 mod properties;
 mod readers;
 mod safety;
+mod util;

@@ -4,7 +4,6 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -15,22 +14,7 @@ fn ppdsim() -> Command {
     Command::cargo_bin("ppdsim").unwrap()
 }
 
-/// Every file under `dir` (relative path → contents).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
+use crate::util::tree as snapshot;
 
 /// A scratch directory holding a user's files, and a copy of the small test scenario whose paths
 /// point back into the repository.
@@ -134,19 +118,24 @@ fn run_into_a_foreign_directory_is_refused_and_force_adds_beside_without_replaci
     );
 }
 
+/// `ppdsim run SCENARIO -o OUT -q`, which must succeed.
+fn run_into(scenario: &Path, out: &Path) {
+    ppdsim()
+        .arg("run")
+        .arg(scenario)
+        .arg("-o")
+        .arg(out)
+        .arg("-q")
+        .assert()
+        .success();
+}
+
 #[test]
 fn rerun_replaces_only_the_files_its_manifest_lists() {
     let (dir, scenario) = workspace();
     let out = dir.path().join("out");
     for _ in 0..2 {
-        ppdsim()
-            .arg("run")
-            .arg(&scenario)
-            .arg("-o")
-            .arg(&out)
-            .arg("-q")
-            .assert()
-            .success();
+        run_into(&scenario, &out);
         // A user's file added to the results directory survives the next run.
         std::fs::write(out.join("my-analysis.txt"), "keep me\n").unwrap();
     }
@@ -399,14 +388,7 @@ fn calibrate_refuses_a_declared_bandwidth_that_is_not_one() {
 fn plot_refuses_results_without_rows() {
     let (dir, scenario) = workspace();
     let out = dir.path().join("out");
-    ppdsim()
-        .arg("run")
-        .arg(&scenario)
-        .arg("-o")
-        .arg(&out)
-        .arg("-q")
-        .assert()
-        .success();
+    run_into(&scenario, &out);
     // Keep only the header of summary.csv: nothing to plot.
     let text = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     std::fs::write(out.join("summary.csv"), format!("{}\n", text.lines().next().unwrap())).unwrap();
