@@ -1200,3 +1200,47 @@ fn validate_simulates_every_vllm_ppd_configuration_and_refuses_unknown_names() {
         .code(3)
         .stderr(predicate::str::contains("`5X` is not a vllm-ppd configuration name"));
 }
+
+#[test]
+fn rust_version_is_what_the_locked_dependencies_need() {
+    // The highest `rust-version` any locked dependency declares (cargo metadata, offline, for
+    // this host) is the one Cargo.toml must state: lower, the build fails on that toolchain with
+    // a confusing error; higher, it refuses toolchains that work.
+    let host = String::from_utf8(std::process::Command::new("rustc").arg("-vV").output().unwrap().stdout).unwrap();
+    let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+            &host,
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let in_graph: std::collections::HashSet<&str> = m["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    let version = |v: &str| -> (u32, u32, u32) {
+        let mut p = v.split('.').map(|x| x.parse().unwrap_or(0));
+        (p.next().unwrap_or(0), p.next().unwrap_or(0), p.next().unwrap_or(0))
+    };
+    let mut ours = None;
+    let mut needed = (0, 0, 0);
+    for p in m["packages"].as_array().unwrap() {
+        let rv = p["rust_version"].as_str().map(version);
+        if p["name"] == "ppdsim" {
+            ours = rv;
+        } else if in_graph.contains(p["id"].as_str().unwrap()) {
+            needed = needed.max(rv.unwrap_or((0, 0, 0)));
+        }
+    }
+    assert_eq!(ours, Some(needed), "set rust-version in Cargo.toml to {needed:?}");
+}

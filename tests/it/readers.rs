@@ -98,7 +98,7 @@ fn splitwise_rows_are_filtered_by_model_gpu_and_tp() {
         .unwrap()
         .remove(0);
     // 19 grid points × (prefill, decode) for llama2-70b on h100-80gb at TP 4, repeated runs included.
-    assert!(f.iterations.len() >= 38 && f.iterations.len() % 2 == 0);
+    assert!(f.iterations.len() >= 38 && f.iterations.len().is_multiple_of(2));
     let e = readers::read(&data("splitwise_perf_model_sample.csv"), Format::Auto, &opts())
         .unwrap_err()
         .to_string();
