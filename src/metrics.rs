@@ -152,6 +152,10 @@ pub struct InstanceUsage {
     pub num_evicted_tokens: u64,
     /// Sequences preempted (KV freed, recomputed later).
     pub num_preemptions: u64,
+    /// Times this instance entered the adaptive policy's remote mode (hysteresis; 0 otherwise).
+    pub remote_mode_entries: u64,
+    /// Time it spent in remote mode \[s\].
+    pub remote_mode_s: f64,
 }
 
 /// SLO targets.
@@ -208,7 +212,8 @@ pub struct Summary {
     pub transferred_rate: f64,
     /// Fraction of turns ≥ 2 served locally.
     pub local_route_fraction_turn2plus: f64,
-    /// Router mode switches (split ↔ local between consecutive decisions on turns ≥ 2).
+    /// Hysteresis mode entries over all D instances (how often one entered remote mode; 0 for
+    /// policies without modes); per instance, with the time spent in remote mode, in `instances`.
     pub mode_switches: u64,
     /// Per-instance usage.
     pub instances: Vec<InstanceUsage>,

@@ -258,6 +258,7 @@ impl PolicyConfig {
                         rule,
                         levels,
                         remote: Default::default(),
+                        stats: Default::default(),
                     }),
                 }
             }
@@ -283,6 +284,8 @@ pub struct RouteRequest {
     /// Local prefill backlog of that instance: uncached prompt tokens of the turns routed local
     /// to it whose first token is not out yet \[tokens\].
     pub decode_backlog_tokens: u64,
+    /// When the turn arrives \[ms since the simulation start\] (for mode statistics only).
+    pub now_ms: f64,
 }
 
 /// A routing rule.
@@ -290,6 +293,12 @@ pub trait Policy: Send {
     /// Split or local for this turn. Must not depend on anything but its arguments and the
     /// policy's own state (determinism).
     fn route(&mut self, req: &RouteRequest) -> RouteKind;
+
+    /// Per decode instance that ever entered a load mode: `(instance, entries into remote mode,
+    /// time in it [ms] up to end_ms)`. Empty for rules without modes.
+    fn mode_stats(&self, _end_ms: f64) -> Vec<(usize, u64, f64)> {
+        Vec::new()
+    }
 }
 
 struct AlwaysSplit;
@@ -357,6 +366,9 @@ struct Hysteretic {
     levels: Hysteresis,
     /// Decode instances in remote mode (ordered: deterministic).
     remote: std::collections::BTreeSet<usize>,
+    /// Per instance: (entries into remote mode, ms spent there in closed intervals, when the
+    /// open one began).
+    stats: std::collections::BTreeMap<usize, (u64, f64, Option<f64>)>,
 }
 
 impl Policy for Hysteretic {
@@ -365,16 +377,29 @@ impl Policy for Hysteretic {
             return RouteKind::Split;
         }
         let backlog = req.decode_backlog_tokens;
+        let d = req.decode_instance;
         if backlog >= self.levels.high_backlog_tokens {
-            self.remote.insert(req.decode_instance);
-        } else if backlog <= self.levels.low_backlog_tokens {
-            self.remote.remove(&req.decode_instance);
+            if self.remote.insert(d) {
+                let e = self.stats.entry(d).or_insert((0, 0.0, None));
+                e.0 += 1;
+                e.2 = Some(req.now_ms);
+            }
+        } else if backlog <= self.levels.low_backlog_tokens && self.remote.remove(&d) {
+            let e = self.stats.get_mut(&d).expect("entered before leaving");
+            e.1 += req.now_ms - e.2.take().expect("in remote mode");
         }
         if self.remote.contains(&req.decode_instance) {
             RouteKind::Split
         } else {
             self.rule.route(req)
         }
+    }
+
+    fn mode_stats(&self, end_ms: f64) -> Vec<(usize, u64, f64)> {
+        self.stats
+            .iter()
+            .map(|(&d, &(n, ms, open))| (d, n, ms + open.map_or(0.0, |t| end_ms - t)))
+            .collect()
     }
 }
 
@@ -391,6 +416,7 @@ mod tests {
             decode_is_replica: false,
             decode_instance: 1,
             decode_backlog_tokens: 0,
+            now_ms: 0.0,
         }
     }
 
@@ -514,14 +540,24 @@ mod tests {
             decode_backlog_tokens: backlog,
             ..req(2, 1000, 900)
         };
+        // One turn a second (now_ms = 1000 × index).
         let routes: Vec<RouteKind> = [0, 5000, 3000, 1500, 1024, 3000, 4095, 4096]
             .iter()
-            .map(|&b| p.route(&at(1, b)))
+            .enumerate()
+            .map(|(k, &b)| {
+                p.route(&RouteRequest {
+                    now_ms: 1000.0 * k as f64,
+                    ..at(1, b)
+                })
+            })
             .collect();
         use RouteKind::{Local as L, Split as S};
         // 5000 ≥ high: remote; 3000 and 1500 are between the levels: stay remote; 1024 ≤ low:
         // local again; 3000 and 4095 < high: stay local; 4096: remote.
         assert_eq!(routes, [L, S, S, S, L, L, L, S]);
+        // Instance 1 entered remote mode twice: at 1 s (left at 4 s: 3 s) and at 7 s (still in it
+        // at the end, 10 s: 3 s more).
+        assert_eq!(p.mode_stats(10_000.0), [(1, 2, 6000.0)]);
         // Instance 2 has its own mode: local at 3000 while instance 1 is remote.
         assert_eq!(p.route(&at(2, 3000)), L);
         assert_eq!(p.route(&at(1, 3000)), S);

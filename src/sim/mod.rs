@@ -239,7 +239,8 @@ pub struct SimResult {
     pub records: Vec<RequestRecord>,
     /// Per-instance usage.
     pub instances: Vec<InstanceUsage>,
-    /// Router mode switches among turns ≥ 2.
+    /// Hysteresis mode entries: how often a D instance entered remote mode (0 for rules
+    /// without modes).
     pub mode_switches: u64,
     /// Events handled.
     pub num_events: u64,
@@ -283,8 +284,6 @@ pub struct Simulation<'a> {
     conv_state: Vec<ConvState>,
     requests: Vec<Request>,
     dirty: Vec<bool>,
-    last_local: Option<bool>,
-    mode_switches: u64,
     num_events: u64,
     /// When each instance's API server is free (serialized request handling).
     frontend_free_at: Vec<SimTime>,
@@ -352,8 +351,6 @@ impl<'a> Simulation<'a> {
             conv_state,
             requests: Vec::new(),
             dirty: vec![false; n],
-            last_local: None,
-            mode_switches: 0,
             num_events: 0,
             frontend_free_at: vec![SimTime::ZERO; n],
             local_backlog_tokens: vec![0; n],
@@ -688,14 +685,8 @@ impl<'a> Simulation<'a> {
             decode_is_replica: r.decode_inst < p as usize + self.cfg.policy.replica_instances() as usize,
             decode_instance: r.decode_inst,
             decode_backlog_tokens: self.local_backlog_tokens[r.decode_inst],
+            now_ms: self.now.as_ms(),
         });
-        if r.turn >= 2 {
-            let local = route == RouteKind::Local;
-            if self.last_local.is_some_and(|l| l != local) {
-                self.mode_switches += 1;
-            }
-            self.last_local = Some(local);
-        }
         let conv = r.conv;
         let first = match route {
             RouteKind::Split if self.cfg.pinning == Pinning::LeastLoaded => (0..self.num_prefill)
@@ -870,24 +861,29 @@ impl<'a> Simulation<'a> {
             "client connections leaked"
         );
         let makespan = self.now.as_ms().max(1e-9);
+        let modes = self.policy.mode_stats(self.now.as_ms());
         let instances = self
             .instances
             .iter()
-            .map(|i| {
+            .enumerate()
+            .map(|(k, i)| {
                 assert!(i.is_idle_and_empty(), "{} still holds work at the end", i.name);
+                let (entries, remote_ms) = modes.iter().find(|m| m.0 == k).map_or((0, 0.0), |m| (m.1, m.2));
                 InstanceUsage {
                     instance: i.name.clone(),
                     busy_fraction: i.busy_time.as_ms() / makespan,
                     num_iterations: i.num_iterations,
                     num_evicted_tokens: i.cache.num_evicted_tokens,
                     num_preemptions: i.num_preemptions,
+                    remote_mode_entries: entries,
+                    remote_mode_s: remote_ms / 1e3,
                 }
             })
             .collect();
         SimResult {
             records,
             instances,
-            mode_switches: self.mode_switches,
+            mode_switches: modes.iter().map(|m| m.1).sum(),
             num_events: self.num_events,
         }
     }
