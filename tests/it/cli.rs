@@ -539,7 +539,7 @@ fn routing_map_writes_the_grid_and_boundary() {
         .arg("-o")
         .arg(&bad)
         .assert()
-        .code(3)
+        .code(2)
         .stderr(predicate::str::contains("--bandwidth-gbps"));
     assert!(!bad.exists());
 }
@@ -1060,11 +1060,13 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
     // The ppd policy's second D shows up in the records.
     let requests = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     assert!(requests.lines().any(|l| l.starts_with("ppd,") && l.contains(",D1,")));
-    for (set, needle) in [
-        ("workload.arrival.rate_per_s=-8", "workload.arrival.rate_per_s"),
-        ("colour=3", "unknown field `colour`"),
-        ("policy.7.decode_instances=2", "index 7 is outside the array of 2"),
-        ("seed", "expected KEY=VALUE"),
+    // A value the file refuses is an invalid input (3); an override that cannot apply, a usage
+    // error (2).
+    for (set, needle, code) in [
+        ("workload.arrival.rate_per_s=-8", "workload.arrival.rate_per_s", 3),
+        ("colour=3", "unknown field `colour`", 3),
+        ("policy.7.decode_instances=2", "index 7 is outside the array of 2", 2),
+        ("seed", "expected KEY=VALUE", 2),
     ] {
         ppdsim()
             .arg("run")
@@ -1073,7 +1075,7 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
             .arg("-o")
             .arg(dir.path().join("bad"))
             .assert()
-            .code(3)
+            .code(code)
             .stderr(predicate::str::contains(needle));
         assert!(!dir.path().join("bad").exists());
     }
@@ -1140,7 +1142,7 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
         .arg("-o")
         .arg(dir.path().join("x"))
         .assert()
-        .code(3)
+        .code(2)
         .stderr(predicate::str::contains("--shard"));
 }
 

@@ -374,7 +374,7 @@ fn calibrate_refuses_a_declared_bandwidth_that_is_not_one() {
             .arg("-o")
             .arg(dir.path().join("m.json"))
             .assert()
-            .code(3)
+            .code(2)
             .stderr(predicate::str::contains("--declared-bandwidth-gbps"));
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
