@@ -291,7 +291,7 @@ pub struct RunResults {
 /// Simulates every policy of a loaded scenario (in parallel; results in scenario order and
 /// independent of the thread count), with a progress bar over the policies.
 pub fn simulate(sc: &LoadedScenario) -> RunResults {
-    simulate_with(sc, indicatif::ProgressBar::new(sc.resolved.policy.len() as u64))
+    simulate_with(sc, progress_bar(false, sc.resolved.policy.len() as u64, "policies simulated"))
 }
 
 /// [`simulate`], advancing `bar` once per policy.
@@ -938,7 +938,7 @@ fn exec_validate(
         }
     }
     if !comprehensive.is_empty() {
-        let bar = indicatif::ProgressBar::new(comprehensive.len() as u64);
+        let bar = progress_bar(false, comprehensive.len() as u64, "comprehensive points");
         let rows: Vec<crate::validate::ComprehensiveRow> = comprehensive
             .par_iter()
             .filter_map(|(c, w, q, v)| {
