@@ -291,7 +291,10 @@ pub struct RunResults {
 /// Simulates every policy of a loaded scenario (in parallel; results in scenario order and
 /// independent of the thread count), with a progress bar over the policies.
 pub fn simulate(sc: &LoadedScenario) -> RunResults {
-    simulate_with(sc, progress_bar(false, sc.resolved.policy.len() as u64, "policies simulated"))
+    simulate_with(
+        sc,
+        progress_bar(false, sc.resolved.policy.len() as u64, "policies simulated"),
+    )
 }
 
 /// [`simulate`], advancing `bar` once per policy.

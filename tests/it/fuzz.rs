@@ -237,18 +237,35 @@ fn fuzz_calibration_readers() {
         "vllm-ppd_qps_benchmark_2gpu.lowqps_sample.json",
         "vllm-ppd_comprehensive_ok.json",
         "vllm-ppd_multi_turn_results.json",
+        "vllm-ppd_single_stream_sample.json",
+        "vllm-ppd_core_experiment_sample.json",
     ];
     // Mutations of the first lines of big tables keep each case fast.
-    let valid: Vec<(&str, Vec<u8>)> = files
+    let head60 = |full: Vec<u8>| full.split(|&b| b == b'\n').take(60).collect::<Vec<_>>().join(&b'\n');
+    let mut valid: Vec<(&str, Vec<u8>)> = files
         .iter()
         .map(|f| {
-            let full = std::fs::read(root().join("tests/data/measurements").join(f)).unwrap();
             (
                 *f,
-                full.split(|&b| b == b'\n').take(60).collect::<Vec<_>>().join(&b'\n'),
+                head60(std::fs::read(root().join("tests/data/measurements").join(f)).unwrap()),
             )
         })
         .collect();
+    // Vidur's profile tables (gzip in the repository: their first lines, uncompressed).
+    for (name, path) in [
+        ("mlp.csv", "calibration/vidur-llama-2-7b/mlp.csv.gz"),
+        (
+            "attention.csv",
+            "calibration/vidur-llama-2-7b/attention-llama-2-7b-hf-h100-from-aiconfigurator.csv.gz",
+        ),
+    ] {
+        use std::io::Read;
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(root().join(path)).unwrap())
+            .read_to_end(&mut text)
+            .unwrap();
+        valid.push((name, head60(text)));
+    }
     fuzz("calibration readers", (0..valid.len(), edits()), |(k, e)| {
         let (name, bytes) = &valid[k];
         with_file(name, &apply(bytes.clone(), &e), |p| {
