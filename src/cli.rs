@@ -48,13 +48,9 @@ pub enum Command {
         /// Output directory [default: output/NAME, NAME from the scenario].
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Print nothing but errors.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Write into an existing directory that holds files ppdsim did not write (they are
-        /// never replaced or deleted; see README → Outputs).
-        #[arg(long)]
-        force: bool,
+        /// Quiet and force.
+        #[command(flatten)]
+        flags: WriteFlags,
     },
     /// Run a scenario over a grid — arrival rates × seeds × policy-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
@@ -86,13 +82,9 @@ pub enum Command {
         /// Output directory [default: output/sweep-STEM, STEM from the sweep file name].
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Print nothing but errors.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Write into an existing directory that holds files ppdsim did not write (they are
-        /// never replaced or deleted; see README → Outputs).
-        #[arg(long)]
-        force: bool,
+        /// Quiet and force.
+        #[command(flatten)]
+        flags: WriteFlags,
     },
     /// The (L, m) routing map from the cost model alone: for each context L and append m, the
     /// cost (TTFT + running decodes × their stall) of prefilling on the decode instance (local)
@@ -217,6 +209,18 @@ pub enum Command {
     },
 }
 
+/// Flags of the commands that write a results directory.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct WriteFlags {
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write into an existing directory that holds files ppdsim did not write (they are never
+    /// replaced or deleted; see README → Outputs).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Sweep subcommands.
 #[derive(Subcommand, Debug)]
 pub enum SweepAction {
@@ -231,12 +235,9 @@ pub enum SweepAction {
         /// Output directory [default: output/sweep-STEM, STEM from the shards' sweep name].
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Print nothing but errors.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Write into an existing directory that holds files ppdsim did not write.
-        #[arg(long)]
-        force: bool,
+        /// Quiet and force.
+        #[command(flatten)]
+        flags: WriteFlags,
     },
 }
 
@@ -1139,34 +1140,26 @@ pub fn run(cli: Cli) -> Result<i32> {
             scenario,
             set,
             output,
-            quiet,
-            force,
-        } => exec_run(&scenario, &set, output, quiet, force),
+            flags,
+        } => exec_run(&scenario, &set, output, flags.quiet, flags.force),
         Command::Sweep {
-            action:
-                Some(SweepAction::Merge {
-                    dirs,
-                    output,
-                    quiet,
-                    force,
-                }),
+            action: Some(SweepAction::Merge { dirs, output, flags }),
             ..
-        } => exec_sweep_merge(&dirs, output, quiet, force),
+        } => exec_sweep_merge(&dirs, output, flags.quiet, flags.force),
         Command::Sweep {
             action: None,
             sweep,
             set,
             output,
-            quiet,
-            force,
+            flags,
             yes,
             shard,
         } => exec_sweep(
             &sweep.expect("clap requires the sweep file"),
             &set,
             output,
-            quiet,
-            force,
+            flags.quiet,
+            flags.force,
             yes,
             shard.as_deref(),
         ),
