@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// Serialises rows as CSV (header from the struct's field names).
 ///
-/// # Errors
-/// Serialisation errors.
-///
 /// A value that does not exist (a statistic over no request, a prediction that could not be made:
 /// `NaN`) is written as an empty field, never as `NaN`.
+///
+/// # Errors
+/// Serialisation errors.
 pub fn to_csv<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
@@ -23,21 +23,23 @@ pub fn to_csv<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     Ok(blank_nan_fields(&bytes))
 }
 
-/// `csv` with every field that is exactly `NaN` emptied (CSV written by [`to_csv`]: no quoting of
-/// numbers).
+/// `csv` (as `csv::Writer` writes it) with every field that is exactly `NaN` emptied; fields are
+/// parsed, so a quoted text holding commas or newlines is left whole.
 pub fn blank_nan_fields(csv: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(csv);
-    let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let (body, end) = match line.strip_suffix('\n') {
-            Some(b) => (b, "\n"),
-            None => (line, ""),
-        };
-        let fields: Vec<&str> = body.split(',').map(|f| if f == "NaN" { "" } else { f }).collect();
-        out.push_str(&fields.join(","));
-        out.push_str(end);
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(csv);
+    let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+    let mut rec = csv::ByteRecord::new();
+    while r
+        .read_byte_record(&mut rec)
+        .expect("CSV written by csv::Writer reads back")
+    {
+        let out: csv::ByteRecord = rec.iter().map(|f| if f == b"NaN" { &b""[..] } else { f }).collect();
+        w.write_byte_record(&out).expect("writing to memory cannot fail");
     }
-    out.into_bytes()
+    w.into_inner().expect("flushing to memory cannot fail")
 }
 
 /// A flat row of `summary.csv` (one per policy).
@@ -243,4 +245,19 @@ pub fn write_results(
     json.push(b'\n');
     dir.write("summary.json", &json)?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_fields_are_emptied_and_quoted_text_is_left_whole() {
+        // A line-wise split on commas would empty the `NaN` inside the quoted name.
+        let csv = b"policy,p50_ms\n\"x,NaN,y\",NaN\nb,1.5\nNaN,NaN\n";
+        assert_eq!(
+            String::from_utf8(blank_nan_fields(csv)).unwrap(),
+            "policy,p50_ms\n\"x,NaN,y\",\nb,1.5\n,\n"
+        );
+    }
 }
