@@ -323,7 +323,11 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults
             bar.inc(1);
             // Setup-phase turns run but are not measured.
             let setup = w.setup_turns as usize;
-            let measured: Vec<_> = r.records.iter().filter(|x| x.turn > setup).cloned().collect();
+            let measured: std::borrow::Cow<[_]> = if setup == 0 {
+                (&r.records[..]).into()
+            } else {
+                r.records.iter().filter(|x| x.turn > setup).cloned().collect()
+            };
             let s = Summary::from_records(
                 &p.name(),
                 convs.len(),
@@ -411,12 +415,7 @@ fn exec_sweep(
     use crate::sweep::{self, SweepRow};
     let sw = sweep::LoadedSweep::load_with(path, set)?;
     let shard = shard
-        .map(|s| {
-            sweep::Shard::parse(s).map_err(|m| InputError {
-                location: "--shard".into(),
-                message: m,
-            })
-        })
+        .map(|s| sweep::Shard::parse(s).map_err(|m| InputError::option("--shard", m)))
         .transpose()?;
     let stem = path
         .file_stem()
@@ -675,10 +674,7 @@ fn exec_routing_map(
     force: bool,
 ) -> Result<i32> {
     use crate::routing_map::{boundary, map, MapParams, MapRoute};
-    let arg_error = |opt: &str, msg: &str| InputError {
-        location: opt.to_string(),
-        message: msg.to_string(),
-    };
+    let arg_error = InputError::option;
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
     let model = crate::hardware::model(&cal.model)
         .ok_or_else(|| InputError::key(calibration, "model", format!("unknown model `{}`", cal.model)))?;
@@ -809,23 +805,14 @@ fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, stri
     }
     let mut json = serde_json::to_vec_pretty(&c.file)?;
     json.push(b'\n');
-    // The plots are drawn into a staging directory beside the model, then renamed into place.
-    let stage_parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let stage = OutputDir::create(&stage_parent.join(".calibrate-plots"), true, "calibrate")?;
-    let stem = plot
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staged_plot = stage.path(&stem)?;
+    // The plots are drawn into a temporary directory beside them, then renamed into place.
+    let stage = outdir::Staging::beside(&plot)?;
+    let staged_plot = stage.path().join("fit");
     crate::plot::calibration_fit(&staged_plot, &c)?;
-    outdir::write_file(output, &json, true, "calibration model", &|_| true)?;
+    outdir::write_atomic(output, &json)?;
     for (tmp, dest) in crate::plot::outputs(&staged_plot).iter().zip(&plot_files) {
         std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
     }
-    drop(stage);
     println!(
         "wrote {} and {} (.svg beside it)",
         output.display(),
@@ -835,29 +822,9 @@ fn exec_calibrate(files: &[PathBuf], output: &Path, opts: CalibrateOptions, stri
 }
 
 fn collect_json(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            while let Some(d) = stack.pop() {
-                let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
-                    .with_context(|| format!("reading {}", d.display()))?
-                    .map(|e| e.map(|e| e.path()))
-                    .collect::<std::io::Result<_>>()?;
-                entries.sort();
-                for e in entries {
-                    if e.is_dir() {
-                        stack.push(e);
-                    } else if e.extension().is_some_and(|x| x == "json") {
-                        out.push(e);
-                    }
-                }
-            }
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
+    Ok(crate::input::expand_dirs(paths, |f| {
+        f.extension().is_some_and(|x| x == "json")
+    })?)
 }
 
 /// An input error about the measured paths as a whole.
@@ -990,30 +957,41 @@ fn exec_validate(
         outdir::check_replaceable(p, force, "validation table", &|q| outdir::same_first_line(q, bytes))?;
     }
     for (p, bytes) in &pending {
-        outdir::write_file(p, bytes, true, "validation table", &|_| true)?;
+        outdir::write_atomic(p, bytes)?;
         println!("wrote {}", p.display());
     }
     Ok(EXIT_OK)
 }
 
+/// Native traces need unique ids: the second and later uses of a source id get `~2`, `~3`, …
+/// (skipping any name the source already uses); returns how many were renamed.
+fn make_ids_unique(convs: &mut [crate::trace::Conversation]) -> usize {
+    use std::collections::HashSet;
+    let original: HashSet<String> = convs.iter().map(|c| c.id.clone()).collect();
+    let mut used: HashSet<String> = HashSet::with_capacity(convs.len());
+    let mut renamed = 0;
+    for c in convs.iter_mut() {
+        if used.insert(c.id.clone()) {
+            continue;
+        }
+        let id = (2..)
+            .map(|n| format!("{}~{n}", c.id))
+            .find(|cand| !original.contains(cand) && !used.contains(cand))
+            .expect("some suffix is free");
+        used.insert(id.clone());
+        c.id = id;
+        renamed += 1;
+    }
+    renamed
+}
+
 /// Writes an imported trace to `output` atomically and its import report (JSON) to stderr.
-fn write_imported(output: &Path, convs: &[crate::trace::Conversation], report: &impl serde::Serialize) -> Result<()> {
-    // Native traces need unique ids: a repeated source id gets `~2`, `~3`, … (counted on stderr).
-    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut renamed = 0usize;
-    let convs: Vec<crate::trace::Conversation> = convs
-        .iter()
-        .map(|c| {
-            let n = seen.entry(c.id.clone()).or_insert(0);
-            *n += 1;
-            let mut c = c.clone();
-            if *n > 1 {
-                c.id = format!("{}~{}", c.id, n);
-                renamed += 1;
-            }
-            c
-        })
-        .collect();
+fn write_imported(
+    output: &Path,
+    mut convs: Vec<crate::trace::Conversation>,
+    report: &impl serde::Serialize,
+) -> Result<()> {
+    let renamed = make_ids_unique(&mut convs);
     if renamed > 0 {
         eprintln!("note: {renamed} conversations had an id used before; renamed `id~N`");
     }
@@ -1025,7 +1003,7 @@ fn write_imported(output: &Path, convs: &[crate::trace::Conversation], report: &
         gz.write_all(&buf)?;
         buf = gz.finish()?;
     }
-    outdir::write_file(output, &buf, true, "native trace", &|_| true)?;
+    outdir::write_atomic(output, &buf)?;
     eprintln!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
 }
@@ -1053,7 +1031,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             if convs.is_empty() {
                 return Err(InputError::file(&file, "no request with at least one prompt and one output token").into());
             }
-            write_imported(&output, &convs, &report)?;
+            write_imported(&output, convs, &report)?;
             println!(
                 "read {} requests, wrote {} one-turn conversations to {}{}; {} without output and {} without prompt dropped",
                 report.rows_read,
@@ -1080,7 +1058,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                     InputError::file(&file, "no request with at least one output token: nothing to write").into(),
                 );
             }
-            write_imported(&output, &convs, &report)?;
+            write_imported(&output, convs, &report)?;
             println!(
                 "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
                 report.requests_read,
@@ -1105,7 +1083,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             if convs.is_empty() {
                 return Err(InputError::file(&file, "no usable conversation found").into());
             }
-            write_imported(&output, &convs, &report)?;
+            write_imported(&output, convs, &report)?;
             println!(
                 "read {} conversations, wrote {} to {}, skipped {} (malformed {}, without turns {}){}",
                 report.elements_read,
@@ -1289,4 +1267,25 @@ fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
     let n = staged.commit(Stale::Keep)?;
     println!("redrew {} ({n} files) in {}", drawn.join(", "), plots.display());
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_ids_get_a_suffix_no_other_conversation_uses() {
+        let mut convs: Vec<crate::trace::Conversation> = ["x", "x", "x~2", "y", "x"]
+            .iter()
+            .map(|id| crate::trace::Conversation {
+                id: id.to_string(),
+                turns: vec![],
+                arrival_s: None,
+            })
+            .collect();
+        assert_eq!(make_ids_unique(&mut convs), 2);
+        let ids: Vec<&str> = convs.iter().map(|c| c.id.as_str()).collect();
+        // `x~2` is taken by the source, so the second `x` becomes `x~3`, the third `x~4`.
+        assert_eq!(ids, ["x", "x~3", "x~2", "y", "x~4"]);
+    }
 }

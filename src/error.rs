@@ -43,6 +43,26 @@ impl InputError {
         }
     }
 
+    /// An error about the value of command-line option `option` (`--shard`, `--set KEY=VALUE`):
+    /// a usage error, exit code [`EXIT_USAGE`].
+    pub fn option(option: &str, message: impl Into<String>) -> Self {
+        debug_assert!(option.starts_with("--"), "options are named with their dashes");
+        InputError {
+            location: option.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The exit code for this error: [`EXIT_USAGE`] for a bad option value (located at `--…`,
+    /// see [`InputError::option`]), [`EXIT_INVALID_INPUT`] for a bad file.
+    pub fn exit_code(&self) -> i32 {
+        if self.location.starts_with("--") {
+            EXIT_USAGE
+        } else {
+            EXIT_INVALID_INPUT
+        }
+    }
+
     /// An error about key `key` of `path`.
     pub fn key(path: &Path, key: &str, message: impl Into<String>) -> Self {
         InputError {

@@ -3,7 +3,7 @@
 
 use crate::error::{InputError, InputResult};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a gzip stream that ends early means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,37 @@ pub fn check_line_lengths(path: &Path, text: &[u8]) -> InputResult<()> {
         }
     }
     Ok(())
+}
+
+/// The input files `paths` name: a file as given, a directory searched recursively for the files
+/// `keep` accepts (hidden names, `.…`, skipped), sorted by path within each directory given.
+///
+/// # Errors
+/// A directory that cannot be listed, naming it.
+pub fn expand_dirs(paths: &[PathBuf], keep: impl Fn(&Path) -> bool) -> InputResult<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            files.push(p.clone());
+            continue;
+        }
+        let mut stack = vec![p.clone()];
+        let mut found = Vec::new();
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(&d).map_err(|e| InputError::file(&d, format!("cannot list: {e}")))?;
+            for e in entries.flatten() {
+                let q = e.path();
+                if q.is_dir() {
+                    stack.push(q);
+                } else if !e.file_name().to_string_lossy().starts_with('.') && keep(&q) {
+                    found.push(q);
+                }
+            }
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
 }
 
 /// Reads `path` (gzip or plain, detected from the magic bytes) into memory.
@@ -148,10 +179,31 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Inp
 /// # Errors
 /// As [`read_toml`], and an override naming no table, indexing outside an array or without `=`.
 pub fn read_toml_with<T: serde::de::DeserializeOwned>(path: &Path, what: &str, overrides: &[String]) -> InputResult<T> {
+    parse_toml(path, what, &read_toml_text(path, what, overrides)?, overrides)
+}
+
+/// The text of the TOML file `path` with `overrides` applied (see [`apply_overrides`]).
+///
+/// # Errors
+/// Not a regular file, unreadable, or a bad override.
+pub fn read_toml_text(path: &Path, what: &str, overrides: &[String]) -> InputResult<String> {
     check_regular(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read {what}: {e}")))?;
-    let text = apply_overrides(path, &text, overrides)?;
-    toml::from_str(&text).map_err(|e| {
+    apply_overrides(path, &text, overrides)
+}
+
+/// Deserialises `text`, read from `path` with `overrides` by [`read_toml_text`] (both used in
+/// messages only).
+///
+/// # Errors
+/// TOML that does not deserialize into `T`, naming the file (and the overrides).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    text: &str,
+    overrides: &[String],
+) -> InputResult<T> {
+    toml::from_str(text).map_err(|e| {
         let via = if overrides.is_empty() {
             String::new()
         } else {
@@ -175,10 +227,7 @@ pub fn apply_overrides(path: &Path, text: &str, overrides: &[String]) -> InputRe
     let mut doc: toml::Value = toml::from_str(text)
         .map_err(|e| InputError::file(path, format!("invalid TOML: {}", e.to_string().trim_end())))?;
     for o in overrides {
-        let bad = |m: &str| InputError {
-            location: format!("--set {o}"),
-            message: m.to_string(),
-        };
+        let bad = |m: &str| InputError::option(&format!("--set {o}"), m);
         let (key, raw) = o
             .split_once('=')
             .ok_or_else(|| bad("expected KEY=VALUE (e.g. workload.arrival.rate_per_s=8)"))?;
@@ -280,13 +329,14 @@ pub fn col_str<'a>(path: &Path, header: &[String], row: &'a CsvRow, name: &str) 
         .ok_or_else(|| InputError::line(path, row.0, format!("missing column `{name}`")))
 }
 
-/// Column `name` of a CSV row as f64.
-///
-/// # Errors
-/// The column is missing or not a number.
+/// Column `name` of a CSV row as f64 (a measurement table's unit: counts in tokens or
+/// sequences, sizes in bytes, times in the column's own unit, e.g. `latency_ms`).
 ///
 /// Every numeric column of a measurement table is a count, a size or a duration: it must be finite
 /// and ≥ 0, and a latency or time (a column named `*latency*` or `*time*`) must be > 0.
+///
+/// # Errors
+/// The column is missing, not a number, or outside that domain (naming the file line).
 pub fn col_f64(path: &Path, header: &[String], row: &CsvRow, name: &str) -> InputResult<f64> {
     let v = col_str(path, header, row, name)?
         .parse::<f64>()

@@ -1,7 +1,7 @@
 //! `ppdsim` binary: parse, run, map errors to exit codes.
 
 use clap::Parser;
-use ppdsim::error::{InputError, EXIT_ERROR, EXIT_INVALID_INPUT, EXIT_USAGE};
+use ppdsim::error::{InputError, EXIT_ERROR};
 
 fn main() {
     // Exit quietly when the reader of stdout goes away (`ppdsim ... | head`), as Unix tools do,
@@ -20,13 +20,8 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            // A bad option value (`--shard 5/3`, `--set x`, `--declared-bandwidth-gbps 0`) is a
-            // usage error (2); a bad file is an invalid input (3).
-            let code = match e.downcast_ref::<InputError>() {
-                Some(ie) if ie.location.starts_with("--") => EXIT_USAGE,
-                Some(_) => EXIT_INVALID_INPUT,
-                None => EXIT_ERROR,
-            };
+            // A bad option value is a usage error (2), a bad file an invalid input (3).
+            let code = e.downcast_ref::<InputError>().map_or(EXIT_ERROR, InputError::exit_code);
             std::process::exit(code);
         }
     }

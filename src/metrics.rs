@@ -232,11 +232,7 @@ impl Summary {
     ) -> Summary {
         let num_failed = records.iter().filter(|r| r.status != RequestStatus::Ok).count();
         let num_rejected = records.iter().filter(|r| r.status == RequestStatus::Rejected).count();
-        let ok: Vec<RequestRecord> = records
-            .iter()
-            .filter(|r| r.status == RequestStatus::Ok)
-            .cloned()
-            .collect();
+        let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.status == RequestStatus::Ok).collect();
         let records = &ok[..];
         let start = records.iter().map(|r| r.arrived_at_ms).fold(f64::INFINITY, f64::min);
         let end = records
@@ -260,7 +256,7 @@ impl Summary {
         let prompt: u64 = records.iter().map(|r| r.num_prompt_tokens as u64).sum();
         let cached: u64 = records.iter().map(|r| r.num_cached_tokens as u64).sum();
         let transferred: u64 = records.iter().map(|r| r.num_transferred_tokens as u64).sum();
-        let later: Vec<&RequestRecord> = records.iter().filter(|r| r.turn >= 2).collect();
+        let later: Vec<&RequestRecord> = records.iter().copied().filter(|r| r.turn >= 2).collect();
         let frac = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
         Summary {
             policy: policy.to_string(),

@@ -14,10 +14,10 @@
 //! removed, and the manifest is rewritten last.
 //!
 //! ## Single files (`calibrate -o`, `trace import -o`, `validate -o`)
-//! [`write_file`] writes through a temporary file in the same directory and a rename. It replaces
-//! an existing file only when that file is recognisably ppdsim output of the same kind (the
-//! caller's check) or under `--force`, and it never writes over one of the command's inputs
-//! ([`refuse_input_as_output`]).
+//! [`write_atomic`] writes through a temporary file in the same directory and a rename. Before
+//! any work, the command checks that it may replace each output: only a file that is
+//! recognisably ppdsim output of the same kind ([`check_replaceable`]) or anything under
+//! `--force`, and never one of the command's inputs ([`refuse_input_as_output`]).
 //!
 //! ## Temporary files
 //! Every temporary file or directory is registered while it exists; on an error it is removed
@@ -160,10 +160,59 @@ fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     Ok(Some(m))
 }
 
+/// A registered temporary directory, removed when dropped (unless it was renamed away first).
+pub struct Staging {
+    path: PathBuf,
+}
+
+impl Staging {
+    /// Creates (anew) the temporary directory `path` and registers it for cleanup.
+    fn at(path: PathBuf) -> Result<Self> {
+        if path.exists() {
+            remove_path(&path);
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        register(&path);
+        Ok(Staging { path })
+    }
+
+    /// A temporary directory `.NAME.ppdsim-tmp-PID` beside `target` (stale ones of killed runs
+    /// removed first), for files that will be renamed onto `target` or beside it.
+    ///
+    /// # Errors
+    /// `target` has no file name; I/O errors creating the directory.
+    pub fn beside(target: &Path) -> Result<Self> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| refuse(target, "not a file or directory name".into()))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = parent_of(target);
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        clean_stale(parent, &format!(".{name}."));
+        Self::at(parent.join(tmp_name(&name)))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Still present only on error paths (a committed directory was renamed away).
+        if self.path.exists() {
+            remove_path(&self.path);
+        }
+        unregister(&self.path);
+    }
+}
+
 /// A result directory being written; [`OutputDir::commit`] puts the files in place.
 pub struct OutputDir {
     dest: PathBuf,
-    staging: PathBuf,
+    staging: Staging,
     command: String,
     /// `Some` when `dest` already existed: the files its manifest lists (empty without one).
     existing: Option<BTreeSet<String>>,
@@ -180,10 +229,7 @@ pub enum Stale {
 
 /// An error about the output directory the user named.
 fn refuse(dest: &Path, message: String) -> anyhow::Error {
-    anyhow::Error::new(crate::error::InputError {
-        location: dest.display().to_string(),
-        message,
-    })
+    anyhow::Error::new(crate::error::InputError::file(dest, message))
 }
 
 impl OutputDir {
@@ -226,24 +272,9 @@ impl OutputDir {
             None
         };
         let staging = match &existing {
-            Some(_) => dest.join(format!(".{TMP_INFIX}{}", std::process::id())),
-            None => {
-                let name = dest
-                    .file_name()
-                    .ok_or_else(|| refuse(dest, "not a directory name".into()))?
-                    .to_string_lossy()
-                    .into_owned();
-                let parent = parent_of(dest);
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-                clean_stale(parent, &format!(".{name}."));
-                parent.join(tmp_name(&name))
-            }
+            Some(_) => Staging::at(dest.join(format!(".{TMP_INFIX}{}", std::process::id())))?,
+            None => Staging::beside(dest)?,
         };
-        if staging.exists() {
-            remove_path(&staging);
-        }
-        std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-        register(&staging);
         Ok(OutputDir {
             dest: dest.to_path_buf(),
             staging,
@@ -282,7 +313,7 @@ impl OutputDir {
     /// # Errors
     /// When a parent directory cannot be created.
     pub fn path(&self, rel: &str) -> Result<PathBuf> {
-        let p = self.staging.join(rel);
+        let p = self.staging.path.join(rel);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
@@ -301,14 +332,14 @@ impl OutputDir {
     /// Staged files, relative and `/`-separated, sorted.
     fn staged_files(&self) -> Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();
-        let mut stack = vec![self.staging.clone()];
+        let mut stack = vec![self.staging.path.clone()];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
                 let p = e?.path();
                 if p.is_dir() {
                     stack.push(p);
                 } else {
-                    let rel = p.strip_prefix(&self.staging).expect("under staging");
+                    let rel = p.strip_prefix(&self.staging.path).expect("under staging");
                     out.insert(
                         rel.components()
                             .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -342,10 +373,9 @@ impl OutputDir {
         };
         match &self.existing {
             None => {
-                std::fs::write(self.staging.join(MANIFEST), manifest(files.clone())?)?;
-                std::fs::rename(&self.staging, &self.dest)
+                std::fs::write(self.staging.path.join(MANIFEST), manifest(files.clone())?)?;
+                std::fs::rename(&self.staging.path, &self.dest)
                     .with_context(|| format!("moving results into {}", self.dest.display()))?;
-                unregister(&self.staging);
             }
             Some(old) => {
                 // Check every target first: nothing moves if one would replace a foreign file.
@@ -369,7 +399,7 @@ impl OutputDir {
                     if let Some(parent) = target.parent() {
                         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
                     }
-                    std::fs::rename(self.staging.join(rel), &target)
+                    std::fs::rename(self.staging.path.join(rel), &target)
                         .with_context(|| format!("moving {} into place", target.display()))?;
                 }
                 let mut kept = files.clone();
@@ -388,27 +418,21 @@ impl OutputDir {
                         }
                     }
                 }
-                write_file_unchecked(&self.dest.join(MANIFEST), &manifest(kept)?)?;
-                remove_path(&self.staging);
-                unregister(&self.staging);
+                write_atomic(&self.dest.join(MANIFEST), &manifest(kept)?)?;
             }
         }
+        // The staging directory (empty now, or renamed into place) goes when `self` drops.
         Ok(files.len())
     }
 }
 
-impl Drop for OutputDir {
-    fn drop(&mut self) {
-        // Reached with the staging directory present only on error paths.
-        if self.staging.exists() {
-            remove_path(&self.staging);
-        }
-        unregister(&self.staging);
-    }
-}
-
-/// Writes `bytes` to `path` through a registered temporary file and a rename (no checks).
-fn write_file_unchecked(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through a registered temporary file and a rename, so `path` is
+/// never half-written. It checks nothing: callers decide first whether `path` may be replaced
+/// ([`check_replaceable`], [`refuse_input_as_output`]).
+///
+/// # Errors
+/// `path` has no file name; I/O errors.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = parent_of(path);
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let name = path
@@ -445,16 +469,6 @@ pub fn check_replaceable(path: &Path, force: bool, what: &str, is_ours: &dyn Fn(
         ));
     }
     Ok(())
-}
-
-/// Writes `bytes` to `path` atomically (temporary file + rename), replacing an existing file only
-/// as [`check_replaceable`] allows.
-///
-/// # Errors
-/// See [`check_replaceable`]; I/O errors.
-pub fn write_file(path: &Path, bytes: &[u8], force: bool, what: &str, is_ours: &dyn Fn(&Path) -> bool) -> Result<()> {
-    check_replaceable(path, force, what, is_ours)?;
-    write_file_unchecked(path, bytes)
 }
 
 /// True when the existing file at `path` starts with the same first line as `bytes` (a CSV with
@@ -499,7 +513,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// Refuses an output that is one of the command's inputs.
 ///
 /// # Errors
-/// `output` (or one of `extra_outputs`) is the same file as one of `inputs`.
+/// One of `outputs` is the same file as one of `inputs`.
 pub fn refuse_input_as_output(outputs: &[&Path], inputs: &[PathBuf]) -> Result<()> {
     for o in outputs {
         if let Some(i) = inputs.iter().find(|i| same_file(o, i)) {

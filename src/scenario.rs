@@ -832,17 +832,14 @@ impl LoadedScenario {
                 format!("the serialized shares of the PD handoff ({hp} ms at P + {hd} ms at D) exceed overheads.pd_handoff_ms ({h} ms) they are part of; lower them or raise pd_handoff_ms"),
             ));
         }
-        let bw = sc.kv_link.bandwidth_gbps.expect("resolved above");
-        if !(bw.is_finite() && bw >= MIN_BANDWIDTH_GBPS) {
-            return Err(InputError::key(
-                path,
-                "kv_link.bandwidth_gbps",
-                format!(
-                    "{} is out of range: use a finite bandwidth in Gbit/s, >= {MIN_BANDWIDTH_GBPS} (NVLink 4: 7200)",
-                    fmt_num(bw)
-                ),
-            ));
-        }
+        in_range(
+            "kv_link.bandwidth_gbps",
+            sc.kv_link.bandwidth_gbps.expect("resolved above"),
+            MIN_BANDWIDTH_GBPS,
+            false,
+            f64::MAX,
+            &format!("use a finite bandwidth in Gbit/s, >= {MIN_BANDWIDTH_GBPS} (NVLink 4: 7200)"),
+        )?;
         Ok(LoadedScenario {
             resolved: sc,
             trace,

@@ -168,7 +168,8 @@ impl LoadedSweep {
     /// # Errors
     /// As [`LoadedSweep::load`].
     pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedSweep> {
-        let mut spec: SweepSpec = crate::input::read_toml_with(path, "sweep", overrides)?;
+        let text = crate::input::read_toml_text(path, "sweep", overrides)?;
+        let mut spec: SweepSpec = crate::input::parse_toml(path, "sweep", &text, overrides)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let scenario_path = base.join(&spec.scenario);
         if !scenario_path.is_file() {
@@ -197,8 +198,9 @@ impl LoadedSweep {
             ));
         }
         // An explicitly empty list is a mistake, not a request for the default.
-        let raw: toml::Table = crate::input::read_toml_with(path, "sweep", overrides)?;
-        for key in ["seeds", "metrics", "rates_per_s"] {
+        // (An empty `rates_per_s` is refused above.)
+        let raw: toml::Table = crate::input::parse_toml(path, "sweep", &text, overrides)?;
+        for key in ["seeds", "metrics"] {
             if raw.get(key).and_then(|v| v.as_array()).is_some_and(|a| a.is_empty()) {
                 return Err(InputError::key(
                     path,
@@ -1106,12 +1108,6 @@ pub struct ShardDir {
     pub rows: Vec<SweepRow>,
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl LoadedSweep {
     /// The grid's points `(rate, seed)` in grid order (rate, then seed).
     pub fn grid(&self) -> Vec<(f64, u64)> {
@@ -1144,7 +1140,7 @@ impl LoadedSweep {
         sc.calibration = PathBuf::new();
         sc.workload.trace = sc.workload.trace.as_ref().map(|_| PathBuf::new());
         let text = format!("{}\n{}", toml::to_string(&spec)?, toml::to_string(&sc)?);
-        Ok(format!("{:016x}", fnv1a(text.as_bytes())))
+        Ok(format!("{:016x}", crate::sim::fnv1a(text.as_bytes())))
     }
 }
 

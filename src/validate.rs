@@ -160,6 +160,7 @@ pub fn mode_policy(mode: &str) -> Option<PolicyConfig> {
 pub fn vllm_ppd_config(policy: PolicyConfig, cal: &CalibrationFile) -> Option<SimConfig> {
     let model = hardware::model(&cal.model)?;
     let gpu = hardware::gpu(&cal.gpu)?;
+    let (handoff_p_ms, handoff_d_ms) = cal.pd_handoff_services_ms();
     Some(SimConfig {
         policy,
         limits: EngineSpec::default().limits(model, gpu),
@@ -169,8 +170,8 @@ pub fn vllm_ppd_config(policy: PolicyConfig, cal: &CalibrationFile) -> Option<Si
         transfer: TransferMode::Full,
         request_overhead_ms: cal.overheads.request_overhead_ms.value,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
-        pd_handoff_p_service_ms: cal.pd_handoff_services_ms().0,
-        pd_handoff_d_service_ms: cal.pd_handoff_services_ms().1,
+        pd_handoff_p_service_ms: handoff_p_ms,
+        pd_handoff_d_service_ms: handoff_d_ms,
         pd_handoff_queue: crate::sim::HandoffQueue::PerPrefill,
         request_service_ms: cal.request_service_ms(),
         prompt_ms_per_token: cal.prompt_ms_per_token(),
@@ -348,20 +349,46 @@ pub const VLLM_PPD_CONFIGURATIONS: [&str; 17] = [
     "2R_1P_1pD",
 ];
 
-/// The cluster a vllm-ppd config name describes (`1P_3D`, `1P_3pD`, `1P_2D_1pD`, `4R`, …).
-pub fn policy_for_config(name: &str) -> Option<PolicyConfig> {
-    let (mut p, mut d, mut pd, mut r) = (0u32, 0u32, 0u32, 0u32);
+/// The pools of a vllm-ppd config name: instances of each kind \[count\].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConfigPools {
+    /// `P`: prefill.
+    pub prefill: u32,
+    /// `D`: decode (every turn via P).
+    pub decode: u32,
+    /// `pD`: direct decode (turns ≥ 2 prefilled there).
+    pub direct_decode: u32,
+    /// `R`: replica (prefill and decode).
+    pub replica: u32,
+}
+
+/// Parses a vllm-ppd config name, counts of pools joined by `_` (`1P_2D_1pD`, `2R_1P_1pD`);
+/// `None` for any other part.
+pub fn config_pools(name: &str) -> Option<ConfigPools> {
+    let mut n = ConfigPools::default();
     for part in name.split('_') {
         let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let n: u32 = digits.parse().ok()?;
-        match &part[digits.len()..] {
-            "P" => p += n,
-            "D" => d += n,
-            "pD" => pd += n,
-            "R" => r += n,
+        let k: u32 = digits.parse().ok()?;
+        let pool = match &part[digits.len()..] {
+            "P" => &mut n.prefill,
+            "D" => &mut n.decode,
+            "pD" => &mut n.direct_decode,
+            "R" => &mut n.replica,
             _ => return None,
-        }
+        };
+        *pool += k;
     }
+    Some(n)
+}
+
+/// The cluster a vllm-ppd config name describes (`1P_3D`, `1P_3pD`, `1P_2D_1pD`, `4R`, …).
+pub fn policy_for_config(name: &str) -> Option<PolicyConfig> {
+    let ConfigPools {
+        prefill: p,
+        decode: d,
+        direct_decode: pd,
+        replica: r,
+    } = config_pools(name)?;
     let label = Some(name.to_string());
     if r > 0 && p > 0 && d + pd > 0 {
         // Hybrids: replicas beside a disaggregated group (`1R_1P_2D`, `2R_1P_1pD`, …).
@@ -539,11 +566,7 @@ pub fn simulate_comprehensive_replays(
     // Points are independent runs: their draws depend on the config and workload too.
     let point_seed = seed
         ^ crate::sim::splitmix64((qps * 1000.0) as u64)
-        ^ format!("{config}/{workload}")
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-            });
+        ^ crate::sim::fnv1a(format!("{config}/{workload}").as_bytes());
     // Per replica, the statistics the benchmark computes from its one run: success rate [%], p50
     // and p99 TTFT and mean TPOT [ms] of the successful requests of each turn.
     struct ReplicaStats {
@@ -679,25 +702,16 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
     // R counts, same number of decode-side instances): which of the two has the lower turn-2 p50
     // TTFT at each (workload, QPS) both measured with every request successful.
     let key = |r: &ComprehensiveRow| (r.workload.clone(), (r.qps * 10.0) as i64);
-    let pools = |c: &str| {
-        let mut n = [0u32; 4]; // P, D, pD, R
-        for part in c.split('_') {
-            let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
-            let k: u32 = digits.parse().unwrap_or(0);
-            match &part[digits.len()..] {
-                "P" => n[0] += k,
-                "D" => n[1] += k,
-                "pD" => n[2] += k,
-                "R" => n[3] += k,
-                _ => {}
-            }
-        }
-        n
-    };
     for (i, a) in configs.iter().enumerate() {
         for b in &configs[i + 1..] {
-            let (x, y) = (pools(a), pools(b));
-            if x[0] != y[0] || x[3] != y[3] || x[1] + x[2] != y[1] + y[2] || x[1] == y[1] {
+            let (Some(x), Some(y)) = (config_pools(a), config_pools(b)) else {
+                continue;
+            };
+            if x.prefill != y.prefill
+                || x.replica != y.replica
+                || x.decode + x.direct_decode != y.decode + y.direct_decode
+                || x.decode == y.decode
+            {
                 continue;
             }
             let side = |c: &str| -> BTreeMap<_, &ComprehensiveRow> {

@@ -259,14 +259,16 @@ fn informed_columns(samples: &[&IterationSample]) -> Vec<usize> {
     cols
 }
 
-fn prefill_1k() -> BatchShape {
+/// One 1,024-token prefill without cache: the reference batch of the physics checks.
+pub(crate) fn prefill_1k() -> BatchShape {
     readers::prefill_batch(vec![PrefillPart {
         num_new_tokens: 1024,
         num_cached_tokens: 0,
     }])
 }
 
-fn decode_64x1k() -> BatchShape {
+/// A decode step of 64 sequences × 1,024 context tokens: the reference batch of the checks.
+pub(crate) fn decode_64x1k() -> BatchShape {
     readers::decode_batch(64, 64 * 1024)
 }
 
@@ -546,23 +548,17 @@ pub fn engine_label<'a>(readers: impl IntoIterator<Item = &'a str>) -> String {
 /// Unreadable or unknown files; no usable iteration samples for the requested model and GPU;
 /// unknown model or GPU names.
 pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Calibration> {
-    let model = hardware::find_model(&opts.model).map_err(|message| InputError {
-        location: "--model".into(),
-        message,
-    })?;
-    let gpu = hardware::find_gpu(&opts.gpu).map_err(|message| InputError {
-        location: "--gpu".into(),
-        message,
-    })?;
+    let model = hardware::find_model(&opts.model).map_err(|m| InputError::option("--model", m))?;
+    let gpu = hardware::find_gpu(&opts.gpu).map_err(|m| InputError::option("--gpu", m))?;
     let bw = opts.declared_bandwidth_gbps;
     if !(bw.is_finite() && bw >= crate::scenario::limits::MIN_BANDWIDTH_GBPS) {
-        return Err(InputError {
-            location: "--declared-bandwidth-gbps".into(),
-            message: format!(
+        return Err(InputError::option(
+            "--declared-bandwidth-gbps",
+            format!(
                 "{bw} is not a bandwidth: give Gbit/s, finite and >= {} (NVLink 4: 7200)",
                 crate::scenario::limits::MIN_BANDWIDTH_GBPS
             ),
-        });
+        ));
     }
     let ropts = ReadOptions {
         model: model.clone(),
@@ -571,28 +567,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         block_size: opts.block_size,
     };
     // Directories are searched (sorted, recursively) for measurement files.
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            let mut found = Vec::new();
-            while let Some(d) = stack.pop() {
-                let entries = std::fs::read_dir(&d).map_err(|e| InputError::file(&d, format!("cannot list: {e}")))?;
-                for e in entries.flatten() {
-                    let q = e.path();
-                    if q.is_dir() {
-                        stack.push(q);
-                    } else if !e.file_name().to_string_lossy().starts_with('.') {
-                        found.push(q);
-                    }
-                }
-            }
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let files = crate::input::expand_dirs(paths, |_| true)?;
     let mut loaded = Vec::new();
     for p in &files {
         for samples in readers::read(p, opts.format, &ropts)? {
@@ -636,30 +611,12 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         }
         loaded[idx[0]].samples.iterations.extend(composed);
     }
-    // Loaded points (one file each) are listed as one source per reader.
-    let mut sources: Vec<SourceUse> = Vec::new();
-    for l in loaded
+    // Loaded points (one file each, replayed below) are not fitted samples.
+    let (point_files, sample_files): (Vec<&Loaded>, Vec<&Loaded>) = loaded
         .iter()
-        .filter(|l| !l.samples.loaded_points.is_empty() || l.samples.reader == "vllm-ppd-comprehensive")
-    {
-        match sources.iter_mut().find(|s| s.reader == l.samples.reader) {
-            Some(s) => {
-                s.num_dropped += l.samples.num_dropped;
-                s.num_samples += l.samples.loaded_points.len();
-            }
-            None => sources.push(SourceUse {
-                file: "(comprehensive sweep points)".into(),
-                reader: l.samples.reader.into(),
-                num_samples: l.samples.loaded_points.len(),
-                num_dropped: l.samples.num_dropped,
-                used_for: l.samples.used_for.clone(),
-            }),
-        }
-    }
-    let point_sources = std::mem::take(&mut sources);
-    let mut sources: Vec<SourceUse> = loaded
+        .partition(|l| l.samples.reader == readers::vllm_ppd::COMPREHENSIVE_READER);
+    let mut sources: Vec<SourceUse> = sample_files
         .iter()
-        .filter(|l| l.samples.reader != "vllm-ppd-comprehensive")
         .map(|l| SourceUse {
             file: l.file.clone(),
             reader: l.samples.reader.into(),
@@ -675,11 +632,20 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             },
         })
         .collect();
-    sources.extend(point_sources);
+    // ... and are listed as one source.
+    if let Some(first) = point_files.first() {
+        sources.push(SourceUse {
+            file: "(comprehensive sweep points)".into(),
+            reader: first.samples.reader.into(),
+            num_samples: point_files.iter().map(|l| l.samples.loaded_points.len()).sum(),
+            num_dropped: point_files.iter().map(|l| l.samples.num_dropped).sum(),
+            used_for: first.samples.used_for.clone(),
+        });
+    }
 
-    // Per-group fits (loaded points are not fitted samples: the replay below uses them).
+    // Per-group fits.
     let mut by_group: BTreeMap<String, Vec<&Loaded>> = BTreeMap::new();
-    for l in loaded.iter().filter(|l| l.samples.reader != "vllm-ppd-comprehensive") {
+    for &l in &sample_files {
         by_group.entry(l.samples.group.clone()).or_default().push(l);
     }
     let mut groups = Vec::new();
@@ -1026,9 +992,7 @@ fn replay_fit(file: &mut CalibrationFile, points: &[replay::Point], loco: bool) 
     let (split, objective) = replay::fit(points, file, 0).map_err(fail)?;
     *file = split.apply(file);
     let rows = replay::simulate(points, file, 0, crate::validate::COMPREHENSIVE_REPLICAS);
-    let mut configs: Vec<String> = points.iter().map(|p| p.0.clone()).collect();
-    configs.sort();
-    configs.dedup();
+    let configs = replay::configs(points);
     let by_config = configs
         .iter()
         .map(|c| ConfigError {

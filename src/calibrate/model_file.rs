@@ -322,12 +322,7 @@ impl CalibrationFile {
         // Coefficients that break physics (all zero, a decode faster than reading the weights)
         // would simulate nonsense: refused with the check's message.
         if let (Some(model), Some(gpu)) = (crate::hardware::model(&f.model), crate::hardware::gpu(&f.gpu)) {
-            let t1k = c.predict_ms(&crate::calibrate::readers::prefill_batch(vec![
-                crate::cost_model::PrefillPart {
-                    num_new_tokens: 1024,
-                    num_cached_tokens: 0,
-                },
-            ]));
+            let t1k = c.predict_ms(&crate::calibrate::prefill_1k());
             let checks = crate::calibrate::physics_checks(
                 Some((t1k, t1k, c.beta1_ms_per_token)),
                 Some(&c),

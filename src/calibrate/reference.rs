@@ -15,7 +15,7 @@
 //!   context-attention table (eager attention, which materialises the score matrix, is 10–20×).
 
 use super::model_file::PhysicsCheck;
-use super::readers::{self, aiconfigurator, Format, KernelTable, Phase};
+use super::readers::{aiconfigurator, Format, KernelTable, Phase};
 use crate::cost_model::IterationCoefficients;
 use crate::hardware::{GpuSpec, ModelSpec};
 use std::path::Path;
@@ -90,7 +90,7 @@ pub fn kernel_checks(c: &IterationCoefficients, model: &ModelSpec, gpu: &GpuSpec
         ));
         out.push(check(
             "decode step, 64 sequences × 1,024 context",
-            c.predict_ms(&readers::decode_batch(64, 64 * 1024)),
+            c.predict_ms(&super::decode_64x1k()),
             t64,
             "the decode model does not describe the kernels the engine runs",
         ));

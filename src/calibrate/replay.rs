@@ -86,6 +86,12 @@ impl HandoffSplit {
     }
 }
 
+/// The configurations of `points`, sorted, each once.
+pub fn configs(points: &[Point]) -> Vec<String> {
+    let set: std::collections::BTreeSet<&str> = points.iter().map(|p| p.0.as_str()).collect();
+    set.into_iter().map(String::from).collect()
+}
+
 /// Simulates `points` with `cal` (`replays` each, in parallel); rows in input order.
 pub fn simulate(points: &[Point], cal: &CalibrationFile, seed: u64, replays: u64) -> Vec<ComprehensiveRow> {
     points
@@ -197,11 +203,8 @@ pub struct Fold {
 /// # Errors
 /// As [`fit`].
 pub fn leave_one_config_out(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<Vec<Fold>> {
-    let mut configs: Vec<String> = points.iter().map(|p| p.0.clone()).collect();
-    configs.sort();
-    configs.dedup();
     let mut out = Vec::new();
-    for c in &configs {
+    for c in &configs(points) {
         let train: Vec<Point> = points.iter().filter(|p| &p.0 != c).cloned().collect();
         let test: Vec<Point> = points.iter().filter(|p| &p.0 == c).cloned().collect();
         let (split, _) = fit(&train, cal, seed)?;

@@ -254,6 +254,28 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// 64-bit FNV-1a of `bytes` (Fowler–Noll–Vo, offset basis 0xcbf29ce484222325, prime
+/// 0x100000001b3): a fixed, portable hash of names and texts (seeds of validation points,
+/// fingerprints of sweeps).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// When `service_ms` of work arriving at `now` is done: behind the work already queued at a FIFO
+/// server that is free at `*free` (then advanced), or at once without a server (a pure delay).
+fn fifo_done(free: Option<&mut SimTime>, now: SimTime, service_ms: f64) -> SimTime {
+    let d = SimDuration::from_ms_f64(service_ms);
+    match free {
+        Some(free) => {
+            *free = (*free).max(now) + d;
+            *free
+        }
+        None => now + d,
+    }
+}
+
 /// `x` salted with a router hash seed (identity for seed 0): the seed times the 64-bit golden
 /// ratio, so small seeds give far-apart keys (a plain `x ^ seed` would only permute small `x`).
 fn salted(x: u64, seed: u64) -> u64 {
@@ -605,26 +627,25 @@ impl<'a> Simulation<'a> {
             HandoffQueue::PerPrefill => p,
             HandoffQueue::Cluster => 0,
         };
-        let done = if self.cfg.serialized_overheads {
-            let free = &mut self.handoff_free_at[queue];
-            *free = (*free).max(self.now) + SimDuration::from_ms_f64(service);
-            *free
-        } else {
-            self.now + SimDuration::from_ms_f64(service)
-        };
-        done + latency
+        fifo_done(
+            self.cfg
+                .serialized_overheads
+                .then_some(&mut self.handoff_free_at[queue]),
+            self.now,
+            service,
+        ) + latency
     }
 
     /// When `service_ms` of work arriving now at instance `inst`'s API server is done (FIFO when
     /// overheads are serialized, a pure delay otherwise).
     fn serve_at(&mut self, inst: usize, service_ms: f64) -> SimTime {
-        let d = SimDuration::from_ms_f64(service_ms);
-        if !self.cfg.serialized_overheads {
-            return self.now + d;
-        }
-        let free = &mut self.frontend_free_at[inst];
-        *free = (*free).max(self.now) + d;
-        *free
+        fifo_done(
+            self.cfg
+                .serialized_overheads
+                .then_some(&mut self.frontend_free_at[inst]),
+            self.now,
+            service_ms,
+        )
     }
 
     /// The client sends a turn: it waits for a pooled connection first.

@@ -63,6 +63,10 @@ pub fn detect(v: &Value) -> Option<Format> {
     None
 }
 
+/// Reader name (and group) of comprehensive-sweep points: loaded runs the overheads' replay
+/// fit simulates, not iteration samples.
+pub const COMPREHENSIVE_READER: &str = "vllm-ppd-comprehensive";
+
 fn base(reader: &'static str, group: &str, used_for: &str) -> FileSamples {
     FileSamples {
         reader,
@@ -363,8 +367,8 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
         }
         Format::VllmPpdComprehensive => {
             let mut out = base(
-                "vllm-ppd-comprehensive",
-                "vllm-ppd-comprehensive",
+                COMPREHENSIVE_READER,
+                COMPREHENSIVE_READER,
                 "loaded point: replayed to fit where the PD handoff's work is serialized",
             );
             if v.get("success_rate").and_then(|s| s.as_f64()).unwrap_or(0.0) <= 0.0 {
