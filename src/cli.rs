@@ -89,12 +89,25 @@ pub enum Command {
     /// The (L, m) routing map from the cost model alone: for each context L and append m, the
     /// cost (TTFT + running decodes × their stall) of prefilling on the decode instance (local)
     /// vs on a prefill instance with a KV transfer (remote), and the m from which remote wins.
-    /// Writes routing_map.csv, boundary.csv, routing_map.resolved.toml and
-    /// plots/routing_map.{png,svg}.
+    /// Writes routing_map.csv, boundary.csv, routing_map.resolved.toml (which `--config` runs
+    /// again as it is) and plots/routing_map.{png,svg}.
     RoutingMap {
         /// Calibrated model (coefficients, PD handoff, KV link).
         #[arg(short, long, default_value = "calibration/h100-llama3.1-8b.json")]
         calibration: PathBuf,
+        /// Take every parameter from a TOML file instead of the options (the keys of
+        /// `routing_map.resolved.toml`; its relative paths start at the file's directory).
+        #[arg(long, value_name = "FILE", conflicts_with_all = [
+            "calibration", "bandwidth_gbps", "latency_ms", "transfer", "decode_batch",
+            "decode_context_tokens", "token_budget", "p_recomputes_context", "context_tokens",
+            "append_tokens",
+        ])]
+        config: Option<PathBuf>,
+        /// Override a parameter, validated exactly as if written in the file: a key of
+        /// `routing_map.resolved.toml` (`decode_batch=64`, `context_tokens=[1024, 8192]`,
+        /// `transfer=incremental`), repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Link, load and transfer options.
         #[command(flatten)]
         options: MapOptions,
@@ -641,76 +654,77 @@ fn draw_sweep_plots(
     Ok(())
 }
 
-/// What `routing-map` ran with, written as `routing_map.resolved.toml` (`ppdsim plot` reads the
-/// title back).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct MapRecord {
-    /// The plot title (every parameter that shaped the map).
-    title: String,
-    /// Calibration file name (no directories: outputs hold no absolute paths).
-    calibration: String,
-    /// KV link bandwidth [Gbit/s].
-    bandwidth_gbps: f64,
-    /// KV link latency \[ms\].
-    latency_ms: f64,
-    /// Decodes running on D.
-    decode_batch: u32,
-    /// Context of each running decode \[tokens\].
-    decode_context_tokens: u32,
-    /// Chunked-prefill token budget \[tokens\].
-    token_budget: u32,
-    /// Context lengths L \[tokens\].
+/// The map's parameters from the command-line options, with `--set` overrides applied (checked
+/// exactly as in a `--config` file).
+fn map_config_from_options(
+    calibration: PathBuf,
+    o: MapOptions,
     context_tokens: Vec<u32>,
-    /// Append lengths m \[tokens\].
     append_tokens: Vec<u32>,
+    set: &[String],
+) -> Result<crate::routing_map::MapConfig> {
+    let cfg = crate::routing_map::MapConfig {
+        calibration,
+        bandwidth_gbps: o.bandwidth_gbps,
+        latency_ms: o.latency_ms,
+        transfer: o.transfer,
+        decode_batch: o.decode_batch,
+        decode_context_tokens: o.decode_context_tokens,
+        token_budget: o.token_budget,
+        p_recomputes_context: o.p_recomputes_context,
+        context_tokens,
+        append_tokens,
+    };
+    if set.is_empty() {
+        return check_map_config(cfg, None);
+    }
+    let origin = Path::new("routing-map options");
+    let text = crate::input::apply_overrides(origin, &toml::to_string(&cfg)?, set)?;
+    let cfg = crate::input::parse_toml(origin, "routing-map parameters", &text, set)?;
+    check_map_config(cfg, None)
 }
 
-fn exec_routing_map(
-    calibration: &Path,
-    o: MapOptions,
-    contexts: &[u32],
-    appends: &[u32],
-    output: Option<PathBuf>,
-    force: bool,
-) -> Result<i32> {
+/// The map's parameters from a TOML file (`routing_map.resolved.toml` or one written by hand),
+/// with `--set` overrides; the calibration path is relative to the file's directory.
+fn map_config_from_file(file: &Path, set: &[String]) -> Result<crate::routing_map::MapConfig> {
+    let what = "routing-map parameters";
+    let text = crate::input::read_toml_text(file, what, set)?;
+    let mut cfg: crate::routing_map::MapConfig = crate::input::parse_toml(file, what, &text, set)?;
+    let dir = file.parent().unwrap_or(Path::new(""));
+    cfg.calibration = dir.join(&cfg.calibration);
+    check_map_config(cfg, Some(file))
+}
+
+/// `cfg` when its values are in their domains; else an error naming the option (or the key of
+/// `file`) and the fix.
+fn check_map_config(cfg: crate::routing_map::MapConfig, file: Option<&Path>) -> Result<crate::routing_map::MapConfig> {
+    match (cfg.check(), file) {
+        (Ok(()), _) => Ok(cfg),
+        (Err((key, m)), Some(f)) => Err(InputError::key(f, key, m).into()),
+        (Err((key, m)), None) => Err(InputError::option(&format!("--{}", key.replace('_', "-")), &m).into()),
+    }
+}
+
+fn exec_routing_map(cfg: &crate::routing_map::MapConfig, output: Option<PathBuf>, force: bool) -> Result<i32> {
     use crate::routing_map::{boundary, map, MapParams, MapRoute};
-    let arg_error = InputError::option;
+    let calibration = cfg.calibration.as_path();
+    let (contexts, appends) = (&cfg.context_tokens[..], &cfg.append_tokens[..]);
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
     let model = crate::hardware::model(&cal.model)
         .ok_or_else(|| InputError::key(calibration, "model", format!("unknown model `{}`", cal.model)))?;
-    let bandwidth_gbps = o.bandwidth_gbps.unwrap_or(cal.kv_transfer.bandwidth_gbps);
-    if !(bandwidth_gbps > 0.0 && bandwidth_gbps.is_finite()) {
-        return Err(arg_error("--bandwidth-gbps", "must be a number > 0").into());
-    }
-    let latency_ms = o.latency_ms.unwrap_or(cal.kv_transfer.latency_ms);
-    if !(latency_ms >= 0.0 && latency_ms.is_finite()) {
-        return Err(arg_error("--latency-ms", "must be a number >= 0").into());
-    }
-    if appends.contains(&0) || appends.is_empty() || contexts.is_empty() {
-        return Err(arg_error(
-            "--append-tokens/--context-tokens",
-            "give non-empty lists; every m must be >= 1",
-        )
-        .into());
-    }
-    if o.token_budget <= o.decode_batch {
-        return Err(arg_error(
-            "--token-budget",
-            "must exceed --decode-batch (decodes take one token each)",
-        )
-        .into());
-    }
+    let bandwidth_gbps = cfg.bandwidth_gbps.unwrap_or(cal.kv_transfer.bandwidth_gbps);
+    let latency_ms = cfg.latency_ms.unwrap_or(cal.kv_transfer.latency_ms);
     let p = MapParams {
         coefficients: cal.coefficients().map_err(|m| InputError::file(calibration, m))?,
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: bandwidth_gbps,
         link_latency_ms: latency_ms,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
-        transfer: o.transfer,
-        token_budget: o.token_budget,
-        decode_batch: o.decode_batch,
-        decode_context_tokens: o.decode_context_tokens,
-        p_holds_context: !o.p_recomputes_context,
+        transfer: cfg.transfer,
+        token_budget: cfg.token_budget,
+        decode_batch: cfg.decode_batch,
+        decode_context_tokens: cfg.decode_context_tokens,
+        p_holds_context: !cfg.p_recomputes_context,
     };
     let cells = map(&p, contexts, appends);
     let edge = boundary(&cells, contexts);
@@ -718,32 +732,16 @@ fn exec_routing_map(
     let staged = OutputDir::create(&dest, force, "routing-map")?;
     staged.write("routing_map.csv", &output::to_csv(&cells)?)?;
     staged.write("boundary.csv", &output::to_csv(&edge)?)?;
-    let title = format!(
-        "local / remote cost — {} decodes of {} tokens on D, link {} Gbit/s, {} transfer{}",
-        p.decode_batch,
-        p.decode_context_tokens,
-        bandwidth_gbps,
-        if matches!(p.transfer, crate::sim::TransferMode::Full) {
-            "full"
-        } else {
-            "incremental"
-        },
-        if p.p_holds_context { "" } else { ", P recomputes L" }
-    );
-    let record = MapRecord {
-        title: title.clone(),
-        calibration: calibration
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        bandwidth_gbps,
-        latency_ms,
-        decode_batch: p.decode_batch,
-        decode_context_tokens: p.decode_context_tokens,
-        token_budget: p.token_budget,
-        context_tokens: contexts.to_vec(),
-        append_tokens: appends.to_vec(),
+    let title = cfg.title(bandwidth_gbps);
+    // Every value filled in; the calibration relative to the results directory, so the file
+    // re-runs from there as it is (outputs hold no absolute paths).
+    let resolved = crate::routing_map::MapConfig {
+        calibration: crate::scenario::relative_path(calibration, &dest),
+        bandwidth_gbps: Some(bandwidth_gbps),
+        latency_ms: Some(latency_ms),
+        ..cfg.clone()
     };
-    staged.write("routing_map.resolved.toml", toml::to_string(&record)?.as_bytes())?;
+    staged.write("routing_map.resolved.toml", toml::to_string(&resolved)?.as_bytes())?;
     crate::plot::routing_map(&staged.path("plots/routing_map")?, &title, contexts, appends, &cells)?;
     staged.commit(Stale::Remove)?;
     println!("{title}");
@@ -1143,12 +1141,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         ),
         Command::RoutingMap {
             calibration,
+            config,
+            set,
             options,
             context_tokens,
             append_tokens,
             output,
             force,
-        } => exec_routing_map(&calibration, options, &context_tokens, &append_tokens, output, force),
+        } => {
+            let cfg = match &config {
+                Some(file) => map_config_from_file(file, &set)?,
+                None => map_config_from_options(calibration, options, context_tokens, append_tokens, &set)?,
+            };
+            exec_routing_map(&cfg, output, force)
+        }
         Command::Calibrate {
             files,
             output,
@@ -1249,7 +1255,8 @@ fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
         }
         let resolved = dir.join("routing_map.resolved.toml");
         let title = if resolved.is_file() {
-            crate::input::read_toml::<MapRecord>(&resolved, "resolved routing map")?.title
+            let cfg = crate::input::read_toml::<crate::routing_map::MapConfig>(&resolved, "resolved routing map")?;
+            cfg.title(cfg.bandwidth_gbps.unwrap_or(f64::NAN))
         } else {
             "local / remote cost".to_string()
         };

@@ -51,6 +51,94 @@ pub struct MapParams {
     pub p_holds_context: bool,
 }
 
+/// Everything a routing map is computed from: what `routing-map` builds from its options and
+/// `--set KEY=VALUE` overrides, and writes (every value filled in) as `routing_map.resolved.toml`,
+/// which `routing-map --config FILE` runs again as it is. Relative paths start at the file's
+/// directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapConfig {
+    /// Calibrated model file (coefficients, PD handoff, KV link).
+    pub calibration: std::path::PathBuf,
+    /// KV link bandwidth \[Gbit/s\] (absent: the calibration's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_gbps: Option<f64>,
+    /// KV link latency per transfer \[ms\] (absent: the calibration's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// What the link carries (`full` or `incremental`).
+    #[serde(default)]
+    pub transfer: TransferMode,
+    /// Decode sequences running on D.
+    pub decode_batch: u32,
+    /// Context of each running decode sequence \[tokens\].
+    pub decode_context_tokens: u32,
+    /// Chunked-prefill token budget per iteration \[tokens\].
+    pub token_budget: u32,
+    /// P does not hold the context and recomputes all `L + m` tokens.
+    #[serde(default)]
+    pub p_recomputes_context: bool,
+    /// Context lengths L \[tokens\].
+    pub context_tokens: Vec<u32>,
+    /// Append lengths m \[tokens\].
+    pub append_tokens: Vec<u32>,
+}
+
+impl MapConfig {
+    /// Checks the domains; the message names the key and the fix.
+    ///
+    /// # Errors
+    /// `(key, message)` of the first value out of its domain.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(b) = self.bandwidth_gbps {
+            if !(b > 0.0 && b.is_finite()) {
+                return Err(("bandwidth_gbps", "must be a number > 0".into()));
+            }
+        }
+        if let Some(l) = self.latency_ms {
+            if !(l >= 0.0 && l.is_finite()) {
+                return Err(("latency_ms", "must be a number >= 0".into()));
+            }
+        }
+        if self.context_tokens.is_empty() {
+            return Err(("context_tokens", "give a non-empty list".into()));
+        }
+        if self.append_tokens.is_empty() || self.append_tokens.contains(&0) {
+            return Err(("append_tokens", "give a non-empty list; every m must be >= 1".into()));
+        }
+        if self.token_budget <= self.decode_batch {
+            return Err((
+                "token_budget",
+                format!(
+                    "must exceed decode_batch = {} (decodes take one token each)",
+                    self.decode_batch
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The plot title: every parameter that shapes the map (bandwidth as resolved).
+    pub fn title(&self, bandwidth_gbps: f64) -> String {
+        format!(
+            "local / remote cost — {} decodes of {} tokens on D, link {} Gbit/s, {} transfer{}",
+            self.decode_batch,
+            self.decode_context_tokens,
+            bandwidth_gbps,
+            if matches!(self.transfer, TransferMode::Full) {
+                "full"
+            } else {
+                "incremental"
+            },
+            if self.p_recomputes_context {
+                ", P recomputes L"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
 /// Where a cell's append-prefill runs best.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

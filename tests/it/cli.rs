@@ -518,13 +518,17 @@ fn routing_map_writes_the_grid_and_boundary() {
         "context_tokens,remote_from_append_tokens\n512,\n4096,\n"
     );
     assert!(out.join("plots/routing_map.png").is_file() && out.join("plots/routing_map.svg").is_file());
-    // The parameters are recorded, the calibration by file name only (no absolute paths).
+    // The parameters are recorded with every value filled in, the calibration relative to the
+    // results directory (no absolute paths).
     let record = std::fs::read_to_string(out.join("routing_map.resolved.toml")).unwrap();
-    assert!(record.contains("calibration = \"h100-llama3.1-8b.json\""), "{record}");
+    let rel = ppdsim::scenario::relative_path(&root().join("calibration/h100-llama3.1-8b.json"), &out);
+    assert!(rel.is_relative());
     assert!(
-        record.contains("title = \"local / remote cost — 0 decodes of 2048 tokens on D"),
+        record.contains(&format!("calibration = \"{}\"", rel.display())),
         "{record}"
     );
+    assert!(record.contains("decode_batch = 0\n"), "{record}");
+    assert!(record.contains("bandwidth_gbps = "), "{record}");
     // A running decode batch makes long appends remote: their stall multiplies by the batch.
     let busy = dir.path().join("busy");
     map("64", "512", "1,2048", &busy);
@@ -542,6 +546,79 @@ fn routing_map_writes_the_grid_and_boundary() {
         .code(2)
         .stderr(predicate::str::contains("--bandwidth-gbps"));
     assert!(!bad.exists());
+}
+
+#[test]
+fn routing_map_set_and_config_rerun_give_identical_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = root().join("calibration/h100-llama3.1-8b.json");
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    ppdsim()
+        .args([
+            "routing-map",
+            "--decode-batch",
+            "64",
+            "--context-tokens",
+            "512,8192",
+            "--append-tokens",
+            "1,256,2048",
+        ])
+        .arg("-c")
+        .arg(&cal)
+        .arg("-o")
+        .arg(&a)
+        .assert()
+        .success();
+    // The same map through --set (TOML values: a list and a number).
+    ppdsim()
+        .args([
+            "routing-map",
+            "--set",
+            "decode_batch=64",
+            "--set",
+            "context_tokens=[512, 8192]",
+        ])
+        .args(["--set", "append_tokens=[1, 256, 2048]"])
+        .arg("-c")
+        .arg(&cal)
+        .arg("-o")
+        .arg(&b)
+        .assert()
+        .success();
+    // And re-run from the resolved file, as it is, from another directory.
+    ppdsim()
+        .current_dir(dir.path())
+        .arg("routing-map")
+        .arg("--config")
+        .arg(a.join("routing_map.resolved.toml"))
+        .arg("-o")
+        .arg(&c)
+        .assert()
+        .success();
+    for f in ["routing_map.csv", "boundary.csv"] {
+        let first = std::fs::read(a.join(f)).unwrap();
+        assert_eq!(first, std::fs::read(b.join(f)).unwrap(), "{f} via --set");
+        assert_eq!(first, std::fs::read(c.join(f)).unwrap(), "{f} via --config");
+    }
+    // With 64 decodes on D, long appends go remote (boundary not empty).
+    let edge = std::fs::read_to_string(a.join("boundary.csv")).unwrap();
+    assert_eq!(edge, "context_tokens,remote_from_append_tokens\n512,256\n8192,256\n");
+    // Bad overrides: a key the file does not have, a value out of its domain (exit 2, named).
+    for (set, needle) in [("decode_bach=3", "decode_bach"), ("token_budget=10", "--token-budget")] {
+        let out = dir.path().join("bad");
+        ppdsim()
+            .args(["routing-map", "--set", set, "-o"])
+            .arg(&out)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(needle));
+        assert!(!out.exists());
+    }
+    // --config excludes the parameter options.
+    ppdsim()
+        .args(["routing-map", "--config", "x.toml", "--decode-batch", "3"])
+        .assert()
+        .code(2);
 }
 
 #[test]
