@@ -348,6 +348,7 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults
                 &sc.resolved.slo,
                 r.instances,
                 r.mode_switches,
+                &sc.resolved.percentiles,
             );
             (s, r.records)
         })
@@ -1206,7 +1207,7 @@ fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
     let mut drawn = Vec::new();
     let summary = dir.join("summary.csv");
     if summary.is_file() {
-        let rows: Vec<output::SummaryRow> = crate::input::read_csv(&summary)?;
+        let rows = output::read_summary_csv(&summary)?;
         if rows.is_empty() {
             return Err(InputError::file(&summary, "holds no rows: nothing to plot; re-run the scenario").into());
         }

@@ -16,7 +16,6 @@
 //!   link and was used / Σ prompt tokens (seed 001 reports both).
 //! * Percentiles interpolate linearly between order statistics (numpy's default, as vllm-ppd).
 
-use crate::trace::Quantiles;
 use serde::{Deserialize, Serialize};
 
 /// `p`-th percentile (0–100) of an ascending sample, linear interpolation.
@@ -106,36 +105,98 @@ pub struct RequestRecord {
     pub num_computed_tokens: u32,
 }
 
-/// Latency statistics of one metric \[ms\].
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+/// The percentiles `summary.csv`, `summary.json` and `sweep.csv` report by default (vLLM's
+/// `bench serve` prints the same set).
+pub const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 90.0, 95.0, 99.0];
+
+/// The percentiles always reported whatever a scenario's `percentiles` says: the printed table,
+/// the sweeps' default metrics and `validate` use them.
+pub const REQUIRED_PERCENTILES: [f64; 2] = [50.0, 99.0];
+
+/// The percentiles to report for a scenario's `percentiles` list: its entries with
+/// [`REQUIRED_PERCENTILES`] added, ascending, without repeats. Entries are in (0, 100) (checked
+/// when the scenario is loaded).
+pub fn reported_percentiles(configured: &[f64]) -> Vec<f64> {
+    let mut v: Vec<f64> = configured.iter().chain(&REQUIRED_PERCENTILES).copied().collect();
+    v.sort_by(f64::total_cmp);
+    v.dedup();
+    v
+}
+
+/// The name part of percentile `p` in column and key names: `p50`, `p99_9` for 99.9.
+pub fn percentile_label(p: f64) -> String {
+    format!("p{p}").replace('.', "_")
+}
+
+/// Latency statistics of one metric \[ms\]: count, mean and the reported percentiles.
+///
+/// Serialises (`summary.json`) as `{"count", "mean_ms", "p50_ms", "p90_ms", …}`, one `pXX_ms` per
+/// percentile (see [`percentile_label`]).
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct LatencyStats {
     /// Samples.
     pub count: usize,
     /// Mean \[ms\].
     pub mean_ms: f64,
-    /// Median \[ms\].
-    pub p50_ms: f64,
-    /// 90th percentile \[ms\].
-    pub p90_ms: f64,
-    /// 99th percentile \[ms\].
-    pub p99_ms: f64,
+    /// (percentile in (0, 100), value \[ms\]), ascending; always holds p50 and p99.
+    pub percentiles_ms: Vec<(f64, f64)>,
 }
 
 impl LatencyStats {
-    /// Statistics of `xs` \[ms\]; all zero when empty.
+    /// Statistics of `xs` \[ms\] at [`DEFAULT_PERCENTILES`].
     pub fn of(xs: impl IntoIterator<Item = f64>) -> Self {
-        let v: Vec<f64> = xs.into_iter().collect();
+        Self::at(xs, &DEFAULT_PERCENTILES)
+    }
+
+    /// Statistics of `xs` \[ms\] at `percentiles` plus [`REQUIRED_PERCENTILES`] (linear
+    /// interpolation, as numpy's default); count 0 and every value 0 when `xs` is empty.
+    pub fn at(xs: impl IntoIterator<Item = f64>, percentiles: &[f64]) -> Self {
+        let mut v: Vec<f64> = xs.into_iter().collect();
+        let ps = reported_percentiles(percentiles);
         if v.is_empty() {
-            return LatencyStats::default();
+            return LatencyStats {
+                count: 0,
+                mean_ms: 0.0,
+                percentiles_ms: ps.iter().map(|&p| (p, 0.0)).collect(),
+            };
         }
-        let q = Quantiles::of(&v);
+        v.sort_by(f64::total_cmp);
         LatencyStats {
             count: v.len(),
-            mean_ms: q.mean,
-            p50_ms: q.p50,
-            p90_ms: q.p90,
-            p99_ms: q.p99,
+            mean_ms: v.iter().sum::<f64>() / v.len() as f64,
+            percentiles_ms: ps.iter().map(|&p| (p, percentile_sorted(&v, p))).collect(),
         }
+    }
+
+    /// The `p`-th percentile \[ms\]; NaN when `p` was not computed.
+    pub fn p(&self, p: f64) -> f64 {
+        self.percentiles_ms
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map_or(f64::NAN, |&(_, v)| v)
+    }
+
+    /// Median \[ms\].
+    pub fn p50_ms(&self) -> f64 {
+        self.p(50.0)
+    }
+
+    /// 99th percentile \[ms\].
+    pub fn p99_ms(&self) -> f64 {
+        self.p(99.0)
+    }
+}
+
+impl Serialize for LatencyStats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2 + self.percentiles_ms.len()))?;
+        m.serialize_entry("count", &self.count)?;
+        m.serialize_entry("mean_ms", &self.mean_ms)?;
+        for (p, v) in &self.percentiles_ms {
+            m.serialize_entry(&format!("{}_ms", percentile_label(*p)), v)?;
+        }
+        m.end()
     }
 }
 
@@ -169,7 +230,7 @@ pub struct Slo {
 }
 
 /// One policy's run summary (a row of `summary.csv`, an element of `summary.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Summary {
     /// Policy name.
     pub policy: String,
@@ -220,7 +281,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Summarises `records` (one policy).
+    /// Summarises `records` (one policy), latencies at `percentiles` (and p50, p99; see
+    /// [`LatencyStats::at`]).
     /// Latency statistics cover successful requests only (as vllm-ppd's client computes them).
     pub fn from_records(
         policy: &str,
@@ -229,7 +291,9 @@ impl Summary {
         slo: &Slo,
         instances: Vec<InstanceUsage>,
         mode_switches: u64,
+        percentiles: &[f64],
     ) -> Summary {
+        let stats = |xs: &mut dyn Iterator<Item = f64>| LatencyStats::at(xs, percentiles);
         let num_failed = records.iter().filter(|r| r.status != RequestStatus::Ok).count();
         let num_rejected = records.iter().filter(|r| r.status == RequestStatus::Rejected).count();
         let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.status == RequestStatus::Ok).collect();
@@ -265,12 +329,12 @@ impl Summary {
             num_failed,
             num_rejected,
             makespan_s,
-            ttft_turn1: LatencyStats::of(records.iter().filter(|r| r.turn == 1).map(|r| r.ttft_ms)),
-            ttft_turn2plus: LatencyStats::of(later.iter().map(|r| r.ttft_ms)),
-            ttft_all: LatencyStats::of(records.iter().map(|r| r.ttft_ms)),
-            tpot_all: LatencyStats::of(records.iter().filter_map(|r| r.tpot_ms)),
-            tpot_turn2plus: LatencyStats::of(later.iter().filter_map(|r| r.tpot_ms)),
-            e2e_all: LatencyStats::of(records.iter().map(|r| r.e2e_ms)),
+            ttft_turn1: stats(&mut records.iter().filter(|r| r.turn == 1).map(|r| r.ttft_ms)),
+            ttft_turn2plus: stats(&mut later.iter().map(|r| r.ttft_ms)),
+            ttft_all: stats(&mut records.iter().map(|r| r.ttft_ms)),
+            tpot_all: stats(&mut records.iter().filter_map(|r| r.tpot_ms)),
+            tpot_turn2plus: stats(&mut later.iter().filter_map(|r| r.tpot_ms)),
+            e2e_all: stats(&mut records.iter().map(|r| r.e2e_ms)),
             throughput_rps: per_s(records.len() as f64),
             output_tokens_per_s: per_s(records.iter().map(|r| r.num_output_tokens as f64).sum()),
             slo_attainment: frac(num_ok as u64, records.len() as u64),

@@ -2,7 +2,7 @@
 //! never over a file ppdsim did not write; see [`crate::outdir`]). Outputs hold no timestamps
 //! and no absolute paths (golden files stay stable).
 
-use crate::metrics::{RequestRecord, Summary};
+use crate::metrics::{percentile_label, LatencyStats, RequestRecord, Summary};
 use crate::outdir::OutputDir;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -42,82 +42,233 @@ pub fn blank_nan_fields(csv: &[u8]) -> Vec<u8> {
     w.into_inner().expect("flushing to memory cannot fail")
 }
 
-/// A flat row of `summary.csv` (one per policy).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// A value of a `summary.csv` column: a count (written as an integer) or a measure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cell {
+    /// A count (requests, bytes, switches).
+    Int(u64),
+    /// A measure in the column's unit (NaN: does not exist, written as an empty field).
+    Num(f64),
+}
+
+impl Cell {
+    /// The value as a float.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Cell::Int(v) => v as f64,
+            Cell::Num(v) => v,
+        }
+    }
+}
+
+impl Serialize for Cell {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Cell::Int(v) => s.serialize_u64(*v),
+            Cell::Num(v) => s.serialize_f64(*v),
+        }
+    }
+}
+
+/// The integer (count) columns of `summary.csv`; every other column but `policy` is a float.
+const INT_COLUMNS: [&str; 4] = ["num_requests", "num_failed", "kv_bytes_moved", "mode_switches"];
+
+/// A flat row of `summary.csv` (one per policy): `policy`, then named columns in a fixed order —
+/// `num_requests`, `num_failed`, `ttft_turn1_pXX_ms`…, `ttft_turn2plus_pXX_ms`…, `ttft_mean_ms`,
+/// `tpot_pXX_ms`…, `e2e_pXX_ms`…, `throughput_rps`, `output_tokens_per_s`, `slo_attainment`,
+/// `goodput_rps`, `kv_bytes_moved` \[B\], `local_cache_hit_rate`, `transferred_rate`,
+/// `local_route_fraction_turn2plus`, `mode_switches`, `makespan_s` — with one `pXX` column per
+/// reported percentile (the scenario's `percentiles`; see [`crate::metrics::percentile_label`]).
+/// Serialises as a CSV record (no header: see [`SummaryRow::header`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SummaryRow {
     /// Policy.
     pub policy: String,
-    /// Requests that succeeded.
-    pub num_requests: usize,
-    /// Requests that failed (timeout, refused).
-    pub num_failed: usize,
-    /// TTFT p50, turn 1 \[ms\].
-    pub ttft_turn1_p50_ms: f64,
-    /// TTFT p99, turn 1 \[ms\].
-    pub ttft_turn1_p99_ms: f64,
-    /// TTFT p50, turns ≥ 2 \[ms\].
-    pub ttft_turn2plus_p50_ms: f64,
-    /// TTFT p99, turns ≥ 2 \[ms\].
-    pub ttft_turn2plus_p99_ms: f64,
-    /// TTFT mean, all \[ms\].
-    pub ttft_mean_ms: f64,
-    /// TPOT p50 \[ms\].
-    pub tpot_p50_ms: f64,
-    /// TPOT p99 \[ms\].
-    pub tpot_p99_ms: f64,
-    /// E2E p50 \[ms\].
-    pub e2e_p50_ms: f64,
-    /// E2E p99 \[ms\].
-    pub e2e_p99_ms: f64,
-    /// Throughput [req/s].
-    pub throughput_rps: f64,
-    /// Output tokens per second [tokens/s].
-    pub output_tokens_per_s: f64,
-    /// SLO attainment (0–1).
-    pub slo_attainment: f64,
-    /// Goodput [req/s].
-    pub goodput_rps: f64,
-    /// KV bytes moved \[B\].
-    pub kv_bytes_moved: u64,
-    /// Local prefix-cache hit rate (0–1).
-    pub local_cache_hit_rate: f64,
-    /// Transferred rate (0–1).
-    pub transferred_rate: f64,
-    /// Turns ≥ 2 served locally (0–1).
-    pub local_route_fraction_turn2plus: f64,
-    /// Mode switches.
-    pub mode_switches: u64,
-    /// Makespan \[s\].
-    pub makespan_s: f64,
+    /// (column name, value), in column order.
+    pub columns: Vec<(String, Cell)>,
+}
+
+impl SummaryRow {
+    /// The value of column `name` as a float (`None`: no such column).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c.as_f64())
+    }
+
+    /// A row of `policy` at `percentiles` with every column 0.
+    pub fn zeros(policy: &str, percentiles: &[f64]) -> SummaryRow {
+        let columns = SummaryRow::column_names(percentiles)
+            .into_iter()
+            .map(|n| {
+                let cell = if INT_COLUMNS.contains(&n.as_str()) {
+                    Cell::Int(0)
+                } else {
+                    Cell::Num(0.0)
+                };
+                (n, cell)
+            })
+            .collect();
+        SummaryRow {
+            policy: policy.to_string(),
+            columns,
+        }
+    }
+
+    /// `self` with column `name` set to `v` (a count column takes `v` rounded).
+    ///
+    /// # Panics
+    /// When there is no column `name` (a caller's bug).
+    pub fn with(mut self, name: &str, v: f64) -> SummaryRow {
+        let (_, cell) = self
+            .columns
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no summary column `{name}`"));
+        *cell = match cell {
+            Cell::Int(_) => Cell::Int(v.round() as u64),
+            Cell::Num(_) => Cell::Num(v),
+        };
+        self
+    }
+
+    /// The CSV header: `policy`, then the column names.
+    pub fn header(&self) -> Vec<String> {
+        std::iter::once("policy".to_string())
+            .chain(self.columns.iter().map(|(n, _)| n.clone()))
+            .collect()
+    }
+
+    /// The numeric column names (all but `policy`) of a summary at `percentiles` (p50 and p99
+    /// are always added; see [`crate::metrics::reported_percentiles`]).
+    pub fn column_names(percentiles: &[f64]) -> Vec<String> {
+        let slo = crate::metrics::Slo {
+            ttft_ms: 1.0,
+            tpot_ms: 1.0,
+        };
+        let empty = Summary::from_records("", 0, &[], &slo, vec![], 0, percentiles);
+        SummaryRow::from(&empty).columns.into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// A row read back from CSV: `header` is `policy` + column names, `fields` the values (an
+    /// empty field is NaN, a value that does not exist).
+    ///
+    /// # Errors
+    /// A field that is not a number (a count column: not a non-negative integer), naming it.
+    pub fn parse(header: &[String], fields: &[&str]) -> std::result::Result<SummaryRow, String> {
+        assert_eq!(header.len(), fields.len(), "CSV records have the header's length");
+        let mut row = SummaryRow {
+            policy: fields.first().map_or(String::new(), |p| p.to_string()),
+            columns: Vec::with_capacity(header.len().saturating_sub(1)),
+        };
+        for (name, f) in header.iter().zip(fields).skip(1) {
+            let cell = if INT_COLUMNS.contains(&name.as_str()) {
+                Cell::Int(f.parse().map_err(|e| format!("{name} `{f}`: {e}"))?)
+            } else if f.is_empty() {
+                Cell::Num(f64::NAN)
+            } else {
+                Cell::Num(f.parse().map_err(|e| format!("{name} `{f}`: {e}"))?)
+            };
+            row.columns.push((name.clone(), cell));
+        }
+        Ok(row)
+    }
+}
+
+impl Serialize for SummaryRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(1 + self.columns.len()))?;
+        seq.serialize_element(&self.policy)?;
+        for (_, c) in &self.columns {
+            seq.serialize_element(c)?;
+        }
+        seq.end()
+    }
 }
 
 impl From<&Summary> for SummaryRow {
     fn from(s: &Summary) -> Self {
+        let mut columns: Vec<(String, Cell)> = vec![
+            ("num_requests".into(), Cell::Int(s.num_requests as u64)),
+            ("num_failed".into(), Cell::Int(s.num_failed as u64)),
+        ];
+        let mut stats = |prefix: &str, l: &LatencyStats| {
+            for &(p, v) in &l.percentiles_ms {
+                columns.push((format!("{prefix}_{}_ms", percentile_label(p)), Cell::Num(v)));
+            }
+        };
+        stats("ttft_turn1", &s.ttft_turn1);
+        stats("ttft_turn2plus", &s.ttft_turn2plus);
+        columns.push(("ttft_mean_ms".into(), Cell::Num(s.ttft_all.mean_ms)));
+        let mut stats = |prefix: &str, l: &LatencyStats| {
+            for &(p, v) in &l.percentiles_ms {
+                columns.push((format!("{prefix}_{}_ms", percentile_label(p)), Cell::Num(v)));
+            }
+        };
+        stats("tpot", &s.tpot_all);
+        stats("e2e", &s.e2e_all);
+        for (name, cell) in [
+            ("throughput_rps", Cell::Num(s.throughput_rps)),
+            ("output_tokens_per_s", Cell::Num(s.output_tokens_per_s)),
+            ("slo_attainment", Cell::Num(s.slo_attainment)),
+            ("goodput_rps", Cell::Num(s.goodput_rps)),
+            ("kv_bytes_moved", Cell::Int(s.kv_bytes_moved)),
+            ("local_cache_hit_rate", Cell::Num(s.local_cache_hit_rate)),
+            ("transferred_rate", Cell::Num(s.transferred_rate)),
+            (
+                "local_route_fraction_turn2plus",
+                Cell::Num(s.local_route_fraction_turn2plus),
+            ),
+            ("mode_switches", Cell::Int(s.mode_switches)),
+            ("makespan_s", Cell::Num(s.makespan_s)),
+        ] {
+            columns.push((name.into(), cell));
+        }
         SummaryRow {
             policy: s.policy.clone(),
-            num_requests: s.num_requests,
-            num_failed: s.num_failed,
-            ttft_turn1_p50_ms: s.ttft_turn1.p50_ms,
-            ttft_turn1_p99_ms: s.ttft_turn1.p99_ms,
-            ttft_turn2plus_p50_ms: s.ttft_turn2plus.p50_ms,
-            ttft_turn2plus_p99_ms: s.ttft_turn2plus.p99_ms,
-            ttft_mean_ms: s.ttft_all.mean_ms,
-            tpot_p50_ms: s.tpot_all.p50_ms,
-            tpot_p99_ms: s.tpot_all.p99_ms,
-            e2e_p50_ms: s.e2e_all.p50_ms,
-            e2e_p99_ms: s.e2e_all.p99_ms,
-            throughput_rps: s.throughput_rps,
-            output_tokens_per_s: s.output_tokens_per_s,
-            slo_attainment: s.slo_attainment,
-            goodput_rps: s.goodput_rps,
-            kv_bytes_moved: s.kv_bytes_moved,
-            local_cache_hit_rate: s.local_cache_hit_rate,
-            transferred_rate: s.transferred_rate,
-            local_route_fraction_turn2plus: s.local_route_fraction_turn2plus,
-            mode_switches: s.mode_switches,
-            makespan_s: s.makespan_s,
+            columns,
         }
     }
+}
+
+/// `summary.csv`: the header of the rows (all alike) and a line per row.
+///
+/// # Errors
+/// Serialisation errors.
+pub fn summary_csv(rows: &[SummaryRow]) -> Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    if let Some(first) = rows.first() {
+        w.write_record(first.header())?;
+    }
+    for r in rows {
+        debug_assert_eq!(r.header(), rows[0].header(), "summary rows share their columns");
+        w.serialize(r)?;
+    }
+    let bytes = w.into_inner().context("flushing CSV")?;
+    Ok(blank_nan_fields(&bytes))
+}
+
+/// Reads a `summary.csv` written by [`summary_csv`] back into rows.
+///
+/// # Errors
+/// Unreadable files, a header without `policy` first, or a field that does not parse (naming
+/// its line).
+pub fn read_summary_csv(path: &std::path::Path) -> crate::error::InputResult<Vec<SummaryRow>> {
+    use crate::error::InputError;
+    let text = crate::input::read_text(path)?;
+    let (header, records) = crate::input::csv_rows(path, &text)?;
+    if header.first().map(String::as_str) != Some("policy") {
+        return Err(InputError::file(
+            path,
+            "is not a summary.csv (its first column is not `policy`); give a file `ppdsim run` wrote",
+        ));
+    }
+    records
+        .iter()
+        .map(|(line, rec)| {
+            let fields: Vec<&str> = rec.iter().collect();
+            SummaryRow::parse(&header, &fields).map_err(|m| InputError::line(path, *line, m))
+        })
+        .collect()
 }
 
 /// Width of a text table's policy column: the longest name, at least 12 characters.
@@ -168,13 +319,13 @@ pub fn summary_table(summaries: &[Summary]) -> String {
             m.policy,
             m.num_requests,
             m.num_failed,
-            ms(&m.ttft_turn1, m.ttft_turn1.p50_ms, 1),
-            ms(&m.ttft_turn1, m.ttft_turn1.p99_ms, 1),
-            ms(&m.ttft_turn2plus, m.ttft_turn2plus.p50_ms, 1),
-            ms(&m.ttft_turn2plus, m.ttft_turn2plus.p99_ms, 1),
-            ms(&m.tpot_all, m.tpot_all.p50_ms, 2),
-            ms(&m.tpot_all, m.tpot_all.p99_ms, 2),
-            m.e2e_all.p50_ms,
+            ms(&m.ttft_turn1, m.ttft_turn1.p50_ms(), 1),
+            ms(&m.ttft_turn1, m.ttft_turn1.p99_ms(), 1),
+            ms(&m.ttft_turn2plus, m.ttft_turn2plus.p50_ms(), 1),
+            ms(&m.ttft_turn2plus, m.ttft_turn2plus.p99_ms(), 1),
+            ms(&m.tpot_all, m.tpot_all.p50_ms(), 2),
+            ms(&m.tpot_all, m.tpot_all.p99_ms(), 2),
+            m.e2e_all.p50_ms(),
             m.throughput_rps,
             m.kv_bytes_moved as f64 / 1e9,
             100.0 * m.local_cache_hit_rate,
@@ -232,7 +383,7 @@ pub fn write_results(
 ) -> Result<Vec<SummaryRow>> {
     dir.write("requests.csv", &to_csv(records)?)?;
     let rows: Vec<SummaryRow> = summaries.iter().map(SummaryRow::from).collect();
-    dir.write("summary.csv", &to_csv(&rows)?)?;
+    dir.write("summary.csv", &summary_csv(&rows)?)?;
     #[derive(Serialize)]
     struct SummaryFile<'a> {
         run: &'a RunInfo,

@@ -97,10 +97,26 @@ impl Figure for TtftByPolicy<'_> {
         let rows = self.rows;
         type Series = (&'static str, fn(&SummaryRow) -> f64, RGBColor);
         let series: [Series; 4] = [
-            ("turn 1 p50", |s| s.ttft_turn1_p50_ms, RGBColor(31, 119, 180)),
-            ("turn 1 p99", |s| s.ttft_turn1_p99_ms, RGBColor(174, 199, 232)),
-            ("turn ≥2 p50", |s| s.ttft_turn2plus_p50_ms, RGBColor(214, 39, 40)),
-            ("turn ≥2 p99", |s| s.ttft_turn2plus_p99_ms, RGBColor(255, 152, 150)),
+            (
+                "turn 1 p50",
+                |s| s.get("ttft_turn1_p50_ms").unwrap_or(f64::NAN),
+                RGBColor(31, 119, 180),
+            ),
+            (
+                "turn 1 p99",
+                |s| s.get("ttft_turn1_p99_ms").unwrap_or(f64::NAN),
+                RGBColor(174, 199, 232),
+            ),
+            (
+                "turn ≥2 p50",
+                |s| s.get("ttft_turn2plus_p50_ms").unwrap_or(f64::NAN),
+                RGBColor(214, 39, 40),
+            ),
+            (
+                "turn ≥2 p99",
+                |s| s.get("ttft_turn2plus_p99_ms").unwrap_or(f64::NAN),
+                RGBColor(255, 152, 150),
+            ),
         ];
         let max = rows
             .iter()

@@ -64,6 +64,11 @@ pub struct Scenario {
     pub router: RouterSpec,
     /// SLO targets.
     pub slo: Slo,
+    /// Latency percentiles to report in `summary.csv`, `summary.json` and `sweep.csv`, each in
+    /// (0, 100) (default p50, p90, p95, p99; p50 and p99 are always added: the printed table and
+    /// `validate` use them). A percentile `p99.9` is named `p99_9` in column names.
+    #[serde(default = "default_percentiles")]
+    pub percentiles: Vec<f64>,
     /// Policies to run, each on its own cluster, on identical requests.
     pub policy: Vec<PolicyConfig>,
 }
@@ -103,6 +108,10 @@ pub struct WorkloadSpec {
 
 fn is_zero(v: &u32) -> bool {
     *v == 0
+}
+
+fn default_percentiles() -> Vec<f64> {
+    crate::metrics::DEFAULT_PERCENTILES.to_vec()
 }
 
 fn default_template() -> u32 {
@@ -416,6 +425,25 @@ impl LoadedScenario {
                 ))
             }
         };
+        if sc.percentiles.is_empty() || sc.percentiles.len() > 16 {
+            return Err(InputError::key(
+                path,
+                "percentiles",
+                "list 1 to 16 percentiles, e.g. [50, 90, 95, 99]",
+            ));
+        }
+        for (i, &p) in sc.percentiles.iter().enumerate() {
+            if !(p > 0.0 && p < 100.0) {
+                return Err(InputError::key(
+                    path,
+                    &format!("percentiles[{i}]"),
+                    format!(
+                        "{} is out of range: use a percentile in (0, 100), e.g. 99.9",
+                        fmt_num(p)
+                    ),
+                ));
+            }
+        }
         match w.arrival {
             ArrivalSpec::Poisson { rate_per_s } => in_range(
                 "workload.arrival.rate_per_s",

@@ -131,25 +131,10 @@ pub struct Crossover {
     pub lower_below: String,
 }
 
-/// The numeric `summary.csv` columns, in order (every column but `policy`).
-pub fn metric_names() -> Vec<String> {
-    let header = csv_header(&SummaryRow::default());
-    header.into_iter().filter(|h| h != "policy").collect()
-}
-
-/// The header a CSV writer derives from `row`'s fields.
-fn csv_header<T: Serialize>(row: &T) -> Vec<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.serialize(row).expect("summary rows serialize");
-    let bytes = w.into_inner().expect("in-memory writer");
-    let mut r = csv::Reader::from_reader(bytes.as_slice());
-    r.headers().expect("header row").iter().map(str::to_string).collect()
-}
-
-/// The value of metric `name` in a summary row serialised to JSON (`None` for an unknown or
-/// non-numeric column).
-pub fn metric_value(row: &serde_json::Value, name: &str) -> Option<f64> {
-    row.get(name)?.as_f64()
+/// The numeric `summary.csv` columns at `percentiles` (a scenario's `percentiles`), in order
+/// (every column but `policy`).
+pub fn metric_names(percentiles: &[f64]) -> Vec<String> {
+    SummaryRow::column_names(percentiles)
 }
 
 impl LoadedSweep {
@@ -234,7 +219,7 @@ impl LoadedSweep {
                 format!("{target} is not a fraction in (0, 1]; DistServe uses 0.9"),
             ));
         }
-        let known = metric_names();
+        let known = metric_names(&scenario.resolved.percentiles);
         for (i, m) in spec.metrics.iter().enumerate() {
             if !known.contains(m) {
                 return Err(InputError::key(
@@ -363,11 +348,6 @@ pub struct MetricCurves {
 
 /// The curves and crossovers of each of `metrics` over the grid `rows` (rates in `rates`).
 pub fn analyse(rows: &[SweepRow], rates: &[f64], metrics: &[String]) -> Vec<MetricCurves> {
-    // Each row's columns by name, built once for every metric.
-    let values: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| serde_json::to_value(&r.summary).expect("summary rows serialize"))
-        .collect();
     let mut policies: Vec<&str> = Vec::new();
     for r in rows {
         if !policies.contains(&r.summary.policy.as_str()) {
@@ -385,9 +365,8 @@ pub fn analyse(rows: &[SweepRow], rates: &[f64], metrics: &[String]) -> Vec<Metr
                         .map(|&rate| {
                             let vals: Vec<f64> = rows
                                 .iter()
-                                .zip(&values)
-                                .filter(|(r, _)| r.rate_per_s == rate && r.summary.policy == policy)
-                                .filter_map(|(_, v)| metric_value(v, metric))
+                                .filter(|r| r.rate_per_s == rate && r.summary.policy == policy)
+                                .filter_map(|r| r.summary.get(metric))
                                 .filter(|v| v.is_finite())
                                 .collect();
                             if vals.is_empty() {
@@ -512,7 +491,7 @@ pub fn crossovers_csv(crossings: &[Crossover]) -> anyhow::Result<Vec<u8>> {
 /// CSV serialisation errors.
 pub fn to_csv(rows: &[SweepRow]) -> anyhow::Result<Vec<u8>> {
     let mut header = vec!["rate_per_s".to_string(), "seed".to_string()];
-    header.extend(csv_header(&SummaryRow::default()));
+    header.extend(rows.first().map(|r| r.summary.header()).unwrap_or_default());
     // Swept parameters get their own columns (`base_policy`, then `swept.KEY` per key, in order
     // of first appearance): the variant `adaptive[max_local_append_tokens=64]` has base policy
     // `adaptive` and `swept.max_local_append_tokens` 64; other rows leave them empty.
@@ -739,13 +718,24 @@ pub fn goodput_table(goodputs: &[Goodput], rates: &[f64]) -> String {
 pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
     let text = crate::input::read_text(path)?;
     let (header, records) = crate::input::csv_rows(path, &text)?;
-    let mut want = vec!["rate_per_s".to_string(), "seed".to_string()];
-    want.extend(csv_header(&SummaryRow::default()));
-    // Swept-parameter columns follow (they repeat what the policy name says): not read back.
-    let extra_ok = header.len() > want.len()
-        && header[want.len()] == "base_policy"
-        && header[want.len() + 1..].iter().all(|h| h.starts_with("swept."));
-    if header[..header.len().min(want.len())] != want[..] || (header.len() != want.len() && !extra_ok) {
+    // The summary columns end where the swept-parameter columns (`base_policy`, `swept.KEY`…,
+    // which repeat what the policy name says, not read back) begin.
+    let end = header.iter().position(|h| h == "base_policy").unwrap_or(header.len());
+    let swept_ok = header[end..].iter().skip(1).all(|h| h.starts_with("swept."));
+    // The percentiles the file reports, from its `ttft_turn1_pXX_ms` columns.
+    let percentiles: Vec<f64> = header
+        .iter()
+        .filter_map(|h| {
+            h.strip_prefix("ttft_turn1_p")?
+                .strip_suffix("_ms")?
+                .replace('_', ".")
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut want = vec!["rate_per_s".to_string(), "seed".to_string(), "policy".to_string()];
+    want.extend(SummaryRow::column_names(&percentiles));
+    if header[..end] != want[..] || !swept_ok {
         return Err(InputError::file(
             path,
             format!(
@@ -755,7 +745,7 @@ pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
             ),
         ));
     }
-    let summary_header = csv::StringRecord::from(want[2..].to_vec());
+    let summary_header = &header[2..end];
     let mut rows = Vec::new();
     for (line, rec) in &records {
         let bad = |what: String| InputError::line(path, *line, what);
@@ -763,17 +753,11 @@ pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
             .parse()
             .map_err(|e| bad(format!("rate_per_s `{}`: {e}", &rec[0])))?;
         let seed: u64 = rec[1].parse().map_err(|e| bad(format!("seed `{}`: {e}", &rec[1])))?;
-        // An empty numeric field is a value that does not exist (written for NaN).
-        let rest: csv::StringRecord = rec
-            .iter()
-            .skip(2)
-            .take(want.len() - 2)
-            .enumerate()
-            .map(|(i, f)| if f.is_empty() && i > 0 { "NaN" } else { f })
-            .collect();
-        let summary: SummaryRow = rest
-            .deserialize(Some(&summary_header))
-            .map_err(|e| bad(e.to_string()))?;
+        let fields: Vec<&str> = rec.iter().skip(2).take(end - 2).collect();
+        if fields.len() != summary_header.len() {
+            return Err(bad(format!("{} fields, the header has {}", rec.len(), header.len())));
+        }
+        let summary = SummaryRow::parse(summary_header, &fields).map_err(bad)?;
         rows.push(SweepRow {
             rate_per_s,
             seed,
@@ -890,18 +874,38 @@ mod tests {
 
     #[test]
     fn metric_columns_are_the_numeric_summary_columns() {
-        let names = metric_names();
+        let names = metric_names(&crate::metrics::DEFAULT_PERCENTILES);
         assert_eq!(names.first().map(String::as_str), Some("num_requests"));
-        assert!(names.contains(&"ttft_turn2plus_p50_ms".to_string()) && !names.contains(&"policy".to_string()));
-        let row = SummaryRow {
-            tpot_p50_ms: 12.5,
-            kv_bytes_moved: 7,
-            ..Default::default()
-        };
-        let row = serde_json::to_value(&row).unwrap();
-        assert_eq!(metric_value(&row, "tpot_p50_ms"), Some(12.5));
-        assert_eq!(metric_value(&row, "kv_bytes_moved"), Some(7.0));
-        assert_eq!(metric_value(&row, "policy"), None);
+        assert!(!names.contains(&"policy".to_string()));
+        // One column per default percentile, in order, for each latency.
+        let ttft2: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("ttft_turn2plus_"))
+            .collect();
+        assert_eq!(
+            ttft2,
+            [
+                "ttft_turn2plus_p50_ms",
+                "ttft_turn2plus_p90_ms",
+                "ttft_turn2plus_p95_ms",
+                "ttft_turn2plus_p99_ms"
+            ]
+        );
+        // p50 and p99 are always there; 99.9 is named p99_9.
+        let odd = metric_names(&[99.9, 75.0]);
+        let tpot: Vec<&str> = odd
+            .iter()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("tpot_"))
+            .collect();
+        assert_eq!(tpot, ["tpot_p50_ms", "tpot_p75_ms", "tpot_p99_ms", "tpot_p99_9_ms"]);
+        let row = SummaryRow::zeros("x", &crate::metrics::DEFAULT_PERCENTILES)
+            .with("tpot_p50_ms", 12.5)
+            .with("kv_bytes_moved", 7.0);
+        assert_eq!(row.get("tpot_p50_ms"), Some(12.5));
+        assert_eq!(row.get("kv_bytes_moved"), Some(7.0));
+        assert_eq!(row.get("policy"), None);
     }
 
     #[test]
@@ -960,15 +964,12 @@ mod tests {
         let row = |rate: f64, seed: u64, policy: &str, ttft: f64| SweepRow {
             rate_per_s: rate,
             seed,
-            summary: SummaryRow {
-                policy: policy.into(),
-                num_requests: 40,
-                ttft_turn2plus_p50_ms: ttft,
-                tpot_p99_ms: f64::NAN,
-                kv_bytes_moved: 123_456_789_012,
-                goodput_rps: 0.1 + 0.2,
-                ..Default::default()
-            },
+            summary: SummaryRow::zeros(policy, &[50.0, 99.9])
+                .with("num_requests", 40.0)
+                .with("ttft_turn2plus_p50_ms", ttft)
+                .with("tpot_p99_ms", f64::NAN)
+                .with("kv_bytes_moved", 123_456_789_012.0)
+                .with("goodput_rps", 0.1 + 0.2),
         };
         let rows = vec![row(0.5, 7, "pd", 111.758), row(0.5, 7, "adaptive[a=1]", 47.03)];
         let dir = tempfile::tempdir().unwrap();
@@ -978,10 +979,10 @@ mod tests {
         assert_eq!(back.len(), 2);
         for (a, b) in rows.iter().zip(&back) {
             assert_eq!((a.rate_per_s, a.seed), (b.rate_per_s, b.seed));
-            assert!(b.summary.tpot_p99_ms.is_nan());
-            let (mut x, mut y) = (a.summary.clone(), b.summary.clone());
-            x.tpot_p99_ms = 0.0;
-            y.tpot_p99_ms = 0.0;
+            assert!(b.summary.get("tpot_p99_ms").unwrap().is_nan());
+            assert_eq!(b.summary.get("kv_bytes_moved"), Some(123_456_789_012.0));
+            let x = a.summary.clone().with("tpot_p99_ms", 0.0);
+            let y = b.summary.clone().with("tpot_p99_ms", 0.0);
             // Floats round-trip exactly (shortest representation), 0.1 + 0.2 included.
             assert_eq!(x, y);
         }
@@ -1012,11 +1013,7 @@ mod tests {
                 rows.push(SweepRow {
                     rate_per_s: *r,
                     seed,
-                    summary: SummaryRow {
-                        policy: policy.into(),
-                        slo_attainment: a,
-                        ..Default::default()
-                    },
+                    summary: SummaryRow::zeros(policy, &crate::metrics::DEFAULT_PERCENTILES).with("slo_attainment", a),
                 });
             }
         }

@@ -194,7 +194,7 @@ fn finite_stats(xs: impl IntoIterator<Item = f64>) -> Option<LatencyStats> {
 
 /// Median of the finite values of `xs` (NaN when none).
 fn median(xs: impl IntoIterator<Item = f64>) -> f64 {
-    finite_stats(xs).map_or(f64::NAN, |s| s.p50_ms)
+    finite_stats(xs).map_or(f64::NAN, |s| s.p50_ms())
 }
 
 /// Mean of the finite values of `xs` (NaN when none).
@@ -612,10 +612,10 @@ pub fn simulate_comprehensive_replays(
             .count();
         stats.push(ReplicaStats {
             success_pct: 100.0 * succeeded as f64 / records.len().max(1) as f64,
-            t1_p50: t1.map_or(f64::NAN, |s| s.p50_ms),
-            t1_p99: t1.map_or(f64::NAN, |s| s.p99_ms),
-            t2_p50: t2.map_or(f64::NAN, |s| s.p50_ms),
-            t2_p99: t2.map_or(f64::NAN, |s| s.p99_ms),
+            t1_p50: t1.as_ref().map_or(f64::NAN, |s| s.p50_ms()),
+            t1_p99: t1.as_ref().map_or(f64::NAN, |s| s.p99_ms()),
+            t2_p50: t2.as_ref().map_or(f64::NAN, |s| s.p50_ms()),
+            t2_p99: t2.as_ref().map_or(f64::NAN, |s| s.p99_ms()),
             t1_tpot: mean(ok(1).filter_map(|x| x.tpot_ms)),
             t2_tpot: mean(ok(2).filter_map(|x| x.tpot_ms)),
         });

@@ -1323,3 +1323,107 @@ fn rust_version_is_what_the_locked_dependencies_need() {
     }
     assert_eq!(ours, Some(needed), "set rust-version in Cargo.toml to {needed:?}");
 }
+
+#[test]
+fn percentiles_are_configurable_and_match_requests_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p");
+    ppdsim()
+        .arg("run")
+        .arg(root().join("tests/data/scenarios/small.toml"))
+        .args(["--set", "percentiles=[75, 99.9]", "-q", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let ttft1: Vec<&str> = header
+        .iter()
+        .copied()
+        .filter(|h| h.starts_with("ttft_turn1_"))
+        .collect();
+    // p50 and p99 are always reported; 99.9 is named p99_9.
+    assert_eq!(
+        ttft1,
+        [
+            "ttft_turn1_p50_ms",
+            "ttft_turn1_p75_ms",
+            "ttft_turn1_p99_ms",
+            "ttft_turn1_p99_9_ms"
+        ]
+    );
+    // Each value is numpy's linear-interpolation percentile of requests.csv's turn-1 TTFTs.
+    let requests = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let rh: Vec<&str> = requests.lines().next().unwrap().split(',').collect();
+    let col = |n: &str| rh.iter().position(|h| *h == n).unwrap();
+    let first_row: Vec<&str> = summary.lines().nth(1).unwrap().split(',').collect();
+    let policy = first_row[0];
+    let mut t1: Vec<f64> = requests
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[col("policy")] == policy && f[col("turn")] == "1" && f[col("status")] == "ok")
+        .map(|f| f[col("ttft_ms")].parse().unwrap())
+        .collect();
+    t1.sort_by(f64::total_cmp);
+    assert!(t1.len() >= 4, "{}", t1.len());
+    let pct = |p: f64| {
+        let r = p / 100.0 * (t1.len() - 1) as f64;
+        let (lo, hi) = (r.floor() as usize, r.ceil() as usize);
+        t1[lo] + (t1[hi] - t1[lo]) * (r - lo as f64)
+    };
+    for (name, p) in [
+        ("ttft_turn1_p75_ms", 75.0),
+        ("ttft_turn1_p99_9_ms", 99.9),
+        ("ttft_turn1_p50_ms", 50.0),
+    ] {
+        let v: f64 = first_row[header.iter().position(|h| *h == name).unwrap()]
+            .parse()
+            .unwrap();
+        assert!((v - pct(p)).abs() < 1e-9, "{name}: {v} vs {}", pct(p));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let stats = &json["policies"][0]["ttft_turn1"];
+    assert!(
+        (stats["p99_9_ms"].as_f64().unwrap() - pct(99.9)).abs() < 1e-9,
+        "{stats}"
+    );
+    assert!(stats.get("p90_ms").is_none(), "{stats}");
+    // A sweep compares any percentile its scenario reports (p95 by default), and names a metric
+    // of a percentile it does not report.
+    let sweep = dir.path().join("sweep.toml");
+    let write_sweep = |metric: &str| {
+        std::fs::write(
+            &sweep,
+            format!(
+                "scenario = {:?}\nrates_per_s = [1.0, 2.0]\nmetrics = [\"{metric}\"]\n",
+                root().join("tests/data/scenarios/small.toml").display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write_sweep("ttft_turn1_p95_ms");
+    let s_out = dir.path().join("s");
+    ppdsim()
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("-q")
+        .arg("-o")
+        .arg(&s_out)
+        .assert()
+        .success();
+    let rows = ppdsim::sweep::read_csv(&s_out.join("sweep.csv")).unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r.summary.get("ttft_turn1_p95_ms").is_some_and(|v| v > 0.0)));
+    write_sweep("ttft_turn1_p75_ms");
+    ppdsim()
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("-o")
+        .arg(dir.path().join("s2"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("unknown metric `ttft_turn1_p75_ms`"));
+}

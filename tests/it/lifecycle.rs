@@ -396,6 +396,7 @@ fn timeouts_fail_the_request_and_end_the_conversation() {
         },
         vec![],
         0,
+        &ppdsim::metrics::DEFAULT_PERCENTILES,
     );
     assert_eq!((s.num_requests, s.num_failed), (0, 1));
 }

@@ -58,6 +58,10 @@ scenario("head_calibration_missing", head=head_with("calibration", '"nowhere.jso
 scenario("head_calibration_directory", head=head_with("calibration", f'"{ROOT}calibration"'))
 scenario("head_unknown_key", head=BASE["head"] + "colour = \"red\"\n")
 scenario("syntax_error", head=BASE["head"] + "this is not toml\n")
+scenario("percentiles_empty", head=BASE["head"] + "percentiles = []\n")
+scenario("percentiles_hundred", head=BASE["head"] + "percentiles = [50, 100]\n")
+scenario("percentiles_negative", head=BASE["head"] + "percentiles = [-1]\n")
+scenario("percentiles_not_numbers", head=BASE["head"] + "percentiles = [\"p99\"]\n")
 for tag, v in {"zero": "0.0", "neg": "-1.0", "nan": "nan", "inf": "inf", "tiny": "1e-300"}.items():
     scenario(f"arrival_rate_{tag}", workload=workload_with("arrival", f'{{ kind = "poisson", rate_per_s = {v} }}'))
 for tag, v in {"zero": "0.0", "neg": "-1.0", "nan": "nan", "inf": "inf", "huge": "1e300"}.items():
