@@ -35,8 +35,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Simulate every policy of a scenario on identical requests; print a table per policy and
-    /// write requests.csv, summary.csv, summary.json, scenario.resolved.toml and
-    /// plots/ttft_by_policy.{png,svg}.
+    /// write requests.csv, summary.csv, summary.json, timeline.csv, scenario.resolved.toml and
+    /// plots/ (latency_by_policy, latency_cdf, ttft_by_turn with its CSV, timeline_POLICY; PNG
+    /// and SVG).
     Run {
         /// Scenario TOML (e.g. scenarios/default.toml).
         scenario: PathBuf,
@@ -175,7 +176,7 @@ pub enum Command {
         no_cross_validation: bool,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
-    /// directory (summary.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
+    /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
     /// in its sweep.resolved.toml) or a `routing-map` directory (routing_map.csv). Every plot is
     /// written as PNG and SVG into RESULTS_DIR/plots, each file replaced whole.
     Plot {
@@ -300,6 +301,8 @@ pub struct RunResults {
     pub summaries: Vec<Summary>,
     /// All records, policy by policy.
     pub records: Vec<crate::metrics::RequestRecord>,
+    /// Per-instance timelines (`run` only; empty in sweeps): (policy, sample), policy by policy.
+    pub timeline: Vec<(String, crate::sim::TimelineSample)>,
 }
 
 /// Simulates every policy of a loaded scenario (in parallel; results in scenario order and
@@ -308,11 +311,13 @@ pub fn simulate(sc: &LoadedScenario) -> RunResults {
     simulate_with(
         sc,
         progress_bar(false, sc.resolved.policy.len() as u64, "policies simulated"),
+        true,
     )
 }
 
-/// [`simulate`], advancing `bar` once per policy.
-fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults {
+/// [`simulate`], advancing `bar` once per policy; with the per-instance timelines when
+/// `timeline` (on the scenario's `timeline_interval_s` grid).
+fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar, timeline: bool) -> RunResults {
     let w = &sc.resolved.workload;
     let mut rng = RngStreams::new(sc.resolved.seed);
     let convs = workload::generate(
@@ -332,7 +337,13 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults
         .policy
         .par_iter()
         .map(|p| {
-            let r = Simulation::new(sc.sim_config(p), &cost, convs.clone()).run();
+            let sim = Simulation::new(sc.sim_config(p), &cost, convs.clone());
+            let sim = if timeline {
+                sim.with_timeline(sc.resolved.timeline_interval_s)
+            } else {
+                sim
+            };
+            let r = sim.run();
             bar.inc(1);
             // Setup-phase turns run but are not measured.
             let setup = w.setup_turns as usize;
@@ -350,15 +361,17 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar) -> RunResults
                 r.mode_switches,
                 &sc.resolved.percentiles,
             );
-            (s, r.records)
+            (s, r.records, r.timeline)
         })
         .collect();
     bar.finish_and_clear();
     let mut out = RunResults {
         summaries: Vec::new(),
         records: Vec::new(),
+        timeline: Vec::new(),
     };
-    for (s, r) in results {
+    for (s, r, t) in results {
+        out.timeline.extend(t.into_iter().map(|x| (s.policy.clone(), x)));
         out.summaries.push(s);
         out.records.extend(r);
     }
@@ -392,8 +405,21 @@ fn exec_run(scenario: &Path, set: &[String], output: Option<PathBuf>, quiet: boo
         num_conversations: res.summaries.first().map_or(0, |s| s.num_conversations),
     };
     let rows = output::write_results(&staged, &run, &res.records, &res.summaries)?;
+    staged.write("timeline.csv", &output::timeline_csv(&res.timeline)?)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
-    crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
+    let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
+    let requests = crate::plot::request_latencies(&res.records, &policies);
+    let plots = staged.path("plots/latency_by_policy")?;
+    crate::plot::run_figures(
+        plots.parent().expect("under plots/"),
+        &crate::plot::RunPlots {
+            summary: &rows,
+            policies: &policies,
+            requests: &requests,
+            timeline: &res.timeline,
+            slo: Some(sc.resolved.slo),
+        },
+    )?;
     staged.commit(Stale::Remove)?;
     if !quiet {
         println!(
@@ -476,7 +502,7 @@ fn exec_sweep(
     let rows: Vec<SweepRow> = points
         .par_iter()
         .map(|&(_, (rate_per_s, seed))| {
-            let res = simulate_with(&sw.point(rate_per_s, seed), indicatif::ProgressBar::hidden());
+            let res = simulate_with(&sw.point(rate_per_s, seed), indicatif::ProgressBar::hidden(), false);
             bar.inc(1);
             res.summaries
                 .iter()
@@ -570,7 +596,7 @@ fn write_sweep_results(
         text.push_str(&m.table(rates));
         all_crossings.extend(m.crossings.iter().cloned());
     }
-    draw_sweep_plots(staged, &sw.spec, &curves)?;
+    draw_sweep_plots(staged, &sw.spec, &curves, Some(sw.scenario.resolved.slo))?;
     let gpus: Vec<(String, u32)> = sw
         .policies
         .iter()
@@ -640,14 +666,41 @@ pub struct MapOptions {
     pub p_recomputes_context: bool,
 }
 
-/// Draws a sweep's metric-vs-load plots and its heatmaps into `plots/` of `dir`.
+/// Draws a sweep's metric-vs-load plots and its heatmaps into `plots/` of `dir`; `slo` (the
+/// scenario's) and the sweep's SLO-attainment target are drawn as reference lines on the metrics
+/// they bound.
 fn draw_sweep_plots(
     dir: &OutputDir,
     spec: &crate::sweep::SweepSpec,
     curves: &[crate::sweep::MetricCurves],
+    slo: Option<crate::metrics::Slo>,
 ) -> Result<()> {
+    use crate::plot::Reference;
     for m in curves {
-        crate::plot::sweep_metric(&dir.path(&format!("plots/{}", m.metric))?, &spec.rates_per_s, m)?;
+        let reference = if m.metric.starts_with("ttft_") {
+            slo.map(|s| Reference {
+                value: s.ttft_ms,
+                label: format!("TTFT SLO {} ms", s.ttft_ms),
+            })
+        } else if m.metric.starts_with("tpot_") {
+            slo.map(|s| Reference {
+                value: s.tpot_ms,
+                label: format!("TPOT SLO {} ms", s.tpot_ms),
+            })
+        } else if m.metric == "slo_attainment" {
+            spec.slo_attainment_target.map(|t| Reference {
+                value: t,
+                label: format!("attainment target {t}"),
+            })
+        } else {
+            None
+        };
+        crate::plot::sweep_metric(
+            &dir.path(&format!("plots/{}", m.metric))?,
+            &spec.rates_per_s,
+            m,
+            reference.as_ref(),
+        )?;
     }
     for h in crate::sweep::heatmaps(spec, curves) {
         crate::plot::sweep_heatmap(&dir.path(&format!("plots/{}", h.file_stem()))?, &h)?;
@@ -1199,6 +1252,14 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The `[slo]` of a scenario file, read as plain TOML (no other key is checked or resolved);
+/// `None` when the file is missing or has no valid `[slo]`.
+fn scenario_slo(path: &Path) -> Option<crate::metrics::Slo> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc: toml::Table = toml::from_str(&text).ok()?;
+    doc.get("slo")?.clone().try_into().ok()
+}
+
 /// Redraws the plots of a results directory (see [`Command::Plot`]). The plots are drawn into a
 /// staging directory inside it and each file is renamed into place, so a failure leaves the old
 /// plots whole; only files the directory's manifest lists (or new ones) are replaced.
@@ -1211,8 +1272,31 @@ fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
         if rows.is_empty() {
             return Err(InputError::file(&summary, "holds no rows: nothing to plot; re-run the scenario").into());
         }
-        crate::plot::ttft_by_policy(&staged.path("plots/ttft_by_policy")?, &rows)?;
-        drawn.push("ttft_by_policy");
+        let policies: Vec<String> = rows.iter().map(|r| r.policy.clone()).collect();
+        let requests_csv = dir.join("requests.csv");
+        let requests = if requests_csv.is_file() {
+            crate::plot::read_request_latencies(&requests_csv, &policies)?
+        } else {
+            Vec::new()
+        };
+        let timeline_csv = dir.join("timeline.csv");
+        let timeline = if timeline_csv.is_file() {
+            output::read_timeline_csv(&timeline_csv)?
+        } else {
+            Vec::new()
+        };
+        let plots = staged.path("plots/latency_by_policy")?;
+        crate::plot::run_figures(
+            plots.parent().expect("under plots/"),
+            &crate::plot::RunPlots {
+                summary: &rows,
+                policies: &policies,
+                requests: &requests,
+                timeline: &timeline,
+                slo: scenario_slo(&dir.join("scenario.resolved.toml")),
+            },
+        )?;
+        drawn.push("run");
     }
     let sweep_csv = dir.join("sweep.csv");
     if sweep_csv.is_file() {
@@ -1238,7 +1322,11 @@ fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
             }
         };
         let curves = crate::sweep::analyse(&rows, &spec.rates_per_s, &spec.metrics);
-        draw_sweep_plots(&staged, &spec, &curves)?;
+        let slo = resolved
+            .is_file()
+            .then(|| scenario_slo(&dir.join(&spec.scenario)))
+            .flatten();
+        draw_sweep_plots(&staged, &spec, &curves, slo)?;
         drawn.push("sweep");
     }
     let map_csv = dir.join("routing_map.csv");

@@ -271,6 +271,62 @@ pub fn read_summary_csv(path: &std::path::Path) -> crate::error::InputResult<Vec
         .collect()
 }
 
+/// `timeline.csv`: `policy,time_s,instance,waiting,running,kv_usage,busy_fraction`, one line
+/// per instance and grid point (see [`crate::sim::TimelineSample`]).
+///
+/// # Errors
+/// Serialisation errors.
+pub fn timeline_csv(rows: &[(String, crate::sim::TimelineSample)]) -> Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    w.write_record(TIMELINE_HEADER)?;
+    for (policy, s) in rows {
+        w.serialize((policy, s))?;
+    }
+    w.into_inner().context("flushing CSV")
+}
+
+const TIMELINE_HEADER: [&str; 7] = [
+    "policy",
+    "time_s",
+    "instance",
+    "waiting",
+    "running",
+    "kv_usage",
+    "busy_fraction",
+];
+
+/// Reads a `timeline.csv` written by [`timeline_csv`].
+///
+/// # Errors
+/// Unreadable files, another header, or a row that does not parse (naming its line).
+pub fn read_timeline_csv(
+    path: &std::path::Path,
+) -> crate::error::InputResult<Vec<(String, crate::sim::TimelineSample)>> {
+    use crate::error::InputError;
+    let text = crate::input::read_text(path)?;
+    let (header, records) = crate::input::csv_rows(path, &text)?;
+    if header != TIMELINE_HEADER {
+        return Err(InputError::file(
+            path,
+            format!(
+                "is not a timeline.csv (expected the header {}); re-run the scenario",
+                TIMELINE_HEADER.join(",")
+            ),
+        ));
+    }
+    let inner = csv::StringRecord::from(TIMELINE_HEADER[1..].to_vec());
+    records
+        .iter()
+        .map(|(line, rec)| {
+            let rest: csv::StringRecord = rec.iter().skip(1).collect();
+            let s: crate::sim::TimelineSample = rest
+                .deserialize(Some(&inner))
+                .map_err(|e| InputError::line(path, *line, e.to_string()))?;
+            Ok((rec[0].to_string(), s))
+        })
+        .collect()
+}
+
 /// Width of a text table's policy column: the longest name, at least 12 characters.
 pub fn policy_column_width<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
     names.into_iter().map(|n| n.chars().count()).max().unwrap_or(0).max(12)

@@ -1,12 +1,20 @@
 //! Plots (plotters): every figure is written twice, as `<stem>.png` and `<stem>.svg`. The PNG is
 //! rendered with an embedded font (DejaVu Sans, `assets/fonts/`), so no system fonts are needed;
 //! the SVG names the `sans-serif` family and leaves the text to the viewer.
+//!
+//! Style shared by every figure: the Okabe–Ito colour-blind-safe palette (Okabe & Ito, *Color
+//! Universal Design*, 2008), a distinct marker and line dash per series on top of its colour,
+//! legends in a panel beside the data, 1–2–5 ticks on log axes, titles and axis labels in words
+//! with units.
 
 use crate::output::SummaryRow;
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, KeyPointWeight, Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
-use plotters::coord::{CoordTranslate, Shift};
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -59,439 +67,1625 @@ fn draw_into<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &impl Figure
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Draws the series legend in the upper-left corner.
-fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<()>
+/// Maps any plotters error into anyhow.
+fn pe<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+// ---- palette, markers, dashes -----------------------------------------------------------
+
+/// Okabe–Ito colours, in the order series take them (with grey for its yellow). With 8 colours,
+/// 5 markers and 4 dashes, series up to 40 apart never share all three.
+pub const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(86, 180, 233),  // sky blue
+    RGBColor(0, 0, 0),       // black
+    RGBColor(140, 140, 140), // grey (in place of Okabe–Ito's yellow, too pale on white)
+];
+
+/// Series `k`'s colour.
+fn color(k: usize) -> RGBColor {
+    PALETTE[k % PALETTE.len()]
+}
+
+/// Series `k`'s marker: circle, triangle, square, diamond, cross, in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Marker {
+    Circle,
+    Triangle,
+    Square,
+    Diamond,
+    Cross,
+}
+
+fn marker(k: usize) -> Marker {
+    [
+        Marker::Circle,
+        Marker::Triangle,
+        Marker::Square,
+        Marker::Diamond,
+        Marker::Cross,
+    ][k % 5]
+}
+
+/// Series `k`'s dash pattern in px (dash, gap): solid, dashed, dotted, long dash, in turn (the
+/// cycle of 4 against the palette's 8 and the markers' 5 keeps neighbours apart).
+fn dash(k: usize) -> Option<(u32, u32)> {
+    [None, Some((9, 5)), Some((2, 4)), Some((16, 6))][k % 4]
+}
+
+/// Draws the line through `pts` in series `k`'s colour and dash, `width` px wide.
+fn draw_line<DB: DrawingBackend, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    pts: &[(f64, f64)],
+    k: usize,
+    width: u32,
+) -> Result<()>
 where
-    DB: DrawingBackend + 'a,
-    CT: CoordTranslate,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
 {
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))
+    let style = color(k).stroke_width(width);
+    draw_styled_line(chart, pts, style, dash(k))
 }
 
-/// Grouped bars of TTFT p50/p99 for turn 1 and turns ≥ 2, one group per policy \[ms\], log scale,
-/// into `<stem>.png` and `<stem>.svg`.
-///
-/// # Errors
-/// Drawing or file errors.
-pub fn ttft_by_policy(stem: &Path, rows: &[SummaryRow]) -> Result<()> {
-    render(stem, &TtftByPolicy { rows })
-}
-
-struct TtftByPolicy<'a> {
-    rows: &'a [SummaryRow],
-}
-
-impl Figure for TtftByPolicy<'_> {
-    fn size(&self) -> (u32, u32) {
-        (960, 560)
+/// Draws a line through `pts` with `style`, solid or with a (dash, gap) pattern in px.
+fn draw_styled_line<DB: DrawingBackend, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    pts: &[(f64, f64)],
+    style: ShapeStyle,
+    pattern: Option<(u32, u32)>,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    if pts.len() < 2 {
+        return Ok(());
     }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let rows = self.rows;
-        type Series = (&'static str, fn(&SummaryRow) -> f64, RGBColor);
-        let series: [Series; 4] = [
-            (
-                "turn 1 p50",
-                |s| s.get("ttft_turn1_p50_ms").unwrap_or(f64::NAN),
-                RGBColor(31, 119, 180),
-            ),
-            (
-                "turn 1 p99",
-                |s| s.get("ttft_turn1_p99_ms").unwrap_or(f64::NAN),
-                RGBColor(174, 199, 232),
-            ),
-            (
-                "turn ≥2 p50",
-                |s| s.get("ttft_turn2plus_p50_ms").unwrap_or(f64::NAN),
-                RGBColor(214, 39, 40),
-            ),
-            (
-                "turn ≥2 p99",
-                |s| s.get("ttft_turn2plus_p99_ms").unwrap_or(f64::NAN),
-                RGBColor(255, 152, 150),
-            ),
-        ];
-        let max = rows
-            .iter()
-            .flat_map(|s| series.iter().map(move |(_, f, _)| f(s)))
-            .filter(|v| v.is_finite())
-            .fold(1.0f64, f64::max);
-        let min = rows
-            .iter()
-            .flat_map(|s| series.iter().map(move |(_, f, _)| f(s)))
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .fold(max, f64::min);
-        let n = rows.len().max(1);
-        let floor = (min / 2.0).max(0.1);
-        let mut chart = ChartBuilder::on(root)
-            .caption("TTFT by policy", ("sans-serif", 24))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, (floor..max * 2.0).log_scale())
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n + 1)
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-9 && i >= 0.0 && (i as usize) < rows.len() {
-                    rows[i as usize].policy.clone()
-                } else {
-                    String::new()
-                }
-            })
-            .y_labels(12)
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("TTFT [ms] (log)")
-            .label_style(("sans-serif", 15))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        let width = 0.8 / series.len() as f64;
-        for (k, (label, f, color)) in series.iter().enumerate() {
-            let bars = rows.iter().enumerate().filter(|(_, s)| f(s).is_finite()).map(|(i, s)| {
-                let x0 = i as f64 - 0.4 + k as f64 * width;
-                Rectangle::new([(x0, floor), (x0 + width * 0.9, f(s).max(floor))], color.filled())
-            });
-            chart
-                .draw_series(bars)
-                .map_err(|e| anyhow!("{e}"))?
-                .label(*label)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
-        }
-        draw_legend(&mut chart)
-    }
+    match pattern {
+        None => chart.draw_series(LineSeries::new(pts.to_vec(), style)).map_err(pe)?,
+        Some((d, g)) => chart
+            .draw_series(DashedLineSeries::new(pts.to_vec(), d, g, style))
+            .map_err(pe)?,
+    };
+    Ok(())
 }
 
-fn fmt_ms(v: f64) -> String {
-    if v >= 10.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
+/// Draws series `k`'s marker at every point of `pts` (`size` px).
+fn draw_markers<DB: DrawingBackend, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    pts: &[(f64, f64)],
+    k: usize,
+    size: i32,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    draw_marker_kind(chart, pts, marker(k), color(k), size)
 }
 
-/// Measured vs predicted time of every fitted sample, log–log, one colour per phase, with the
-/// y = x line, into `<stem>.png` and `<stem>.svg`.
-///
-/// # Errors
-/// Drawing or file errors.
-pub fn calibration_fit(stem: &Path, c: &crate::calibrate::Calibration) -> Result<()> {
-    render(stem, &CalibrationFit { c })
-}
-
-struct CalibrationFit<'a> {
-    c: &'a crate::calibrate::Calibration,
-}
-
-impl Figure for CalibrationFit<'_> {
-    fn size(&self) -> (u32, u32) {
-        (900, 760)
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let c = self.c;
-        let pts: Vec<&crate::calibrate::FitPoint> = c
-            .points
-            .iter()
-            .filter(|p| p.measured_ms > 0.0 && p.predicted_ms > 0.0)
-            .collect();
-        let lo = pts
-            .iter()
-            .flat_map(|p| [p.measured_ms, p.predicted_ms])
-            .fold(f64::INFINITY, f64::min)
-            .max(1e-3)
-            / 1.5;
-        let hi = pts
-            .iter()
-            .flat_map(|p| [p.measured_ms, p.predicted_ms])
-            .fold(1.0f64, f64::max)
-            * 1.5;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("calibration fit: {} on {}", c.file.model, c.file.gpu),
-                ("sans-serif", 22),
+fn draw_marker_kind<DB: DrawingBackend, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    pts: &[(f64, f64)],
+    m: Marker,
+    c: RGBColor,
+    size: i32,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let fill = c.filled();
+    let s = size;
+    match m {
+        Marker::Circle => chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, s, fill)))
+            .map_err(pe)?,
+        Marker::Triangle => chart
+            .draw_series(pts.iter().map(|&p| TriangleMarker::new(p, s + 1, fill)))
+            .map_err(pe)?,
+        Marker::Square => chart
+            .draw_series(
+                pts.iter()
+                    .map(|&p| EmptyElement::at(p) + Rectangle::new([(-s, -s), (s, s)], fill)),
             )
-            .margin(16)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(pe)?,
+        Marker::Diamond => chart
+            .draw_series(pts.iter().map(|&p| {
+                let d = s + 1;
+                EmptyElement::at(p) + Polygon::new(vec![(0, -d), (d, 0), (0, d), (-d, 0)], fill)
+            }))
+            .map_err(pe)?,
+        Marker::Cross => chart
+            .draw_series(pts.iter().map(|&p| Cross::new(p, s + 1, c.stroke_width(2))))
+            .map_err(pe)?,
+    };
+    Ok(())
+}
+
+// ---- legend panel -----------------------------------------------------------------------
+
+/// What a legend entry shows.
+#[derive(Clone, Debug)]
+enum Swatch {
+    /// Series `k`'s line, dash and marker.
+    Series(usize),
+    /// Series `k`'s line and dash, no marker.
+    Line(usize),
+    /// A filled box of a colour.
+    Box(RGBColor),
+    /// A thin line of a colour with an optional dash pattern (reference lines).
+    Reference(RGBColor, Option<(u32, u32)>),
+    /// A marker of a colour.
+    Mark(Marker, RGBColor),
+}
+
+/// Draws a legend (optional title, then one row per entry) in `area`, beside the data.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: Option<&str>,
+    entries: &[(String, Swatch)],
+) -> Result<()> {
+    let font = ("sans-serif", 14).into_font();
+    let text = TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center));
+    let mut y = 40;
+    if let Some(t) = title {
+        area.draw_text(
+            t,
+            &TextStyle::from(("sans-serif", 14).into_font().style(FontStyle::Normal))
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+            (8, y),
+        )
+        .map_err(pe)?;
+        y += 22;
+    }
+    for (label, sw) in entries {
+        let (x0, x1) = (10, 42);
+        match sw {
+            Swatch::Series(k) | Swatch::Line(k) => {
+                let c = color(*k);
+                let style = c.stroke_width(2);
+                match dash(*k) {
+                    None => area
+                        .draw(&PathElement::new(vec![(x0, y), (x1, y)], style))
+                        .map_err(pe)?,
+                    Some((d, g)) => {
+                        let mut x = x0;
+                        while x < x1 {
+                            let e = (x + d as i32).min(x1);
+                            area.draw(&PathElement::new(vec![(x, y), (e, y)], style)).map_err(pe)?;
+                            x = e + g as i32;
+                        }
+                    }
+                }
+                if matches!(sw, Swatch::Series(_)) {
+                    draw_pixel_marker(area, marker(*k), c, ((x0 + x1) / 2, y), 4)?;
+                }
+            }
+            Swatch::Box(c) => area
+                .draw(&Rectangle::new([(x0 + 6, y - 7), (x1 - 6, y + 7)], c.filled()))
+                .map_err(pe)?,
+            Swatch::Reference(c, pattern) => {
+                let style = c.stroke_width(2);
+                match pattern {
+                    None => area
+                        .draw(&PathElement::new(vec![(x0, y), (x1, y)], style))
+                        .map_err(pe)?,
+                    Some((d, g)) => {
+                        let mut x = x0;
+                        while x < x1 {
+                            let e = (x + *d as i32).min(x1);
+                            area.draw(&PathElement::new(vec![(x, y), (e, y)], style)).map_err(pe)?;
+                            x = e + *g as i32;
+                        }
+                    }
+                }
+            }
+            Swatch::Mark(m, c) => draw_pixel_marker(area, *m, *c, ((x0 + x1) / 2, y), 5)?,
+        }
+        area.draw_text(label, &text, (x1 + 8, y)).map_err(pe)?;
+        y += 22;
+    }
+    Ok(())
+}
+
+/// A marker at pixel `p` of `area`.
+fn draw_pixel_marker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    m: Marker,
+    c: RGBColor,
+    p: (i32, i32),
+    s: i32,
+) -> Result<()> {
+    let fill = c.filled();
+    match m {
+        Marker::Circle => area.draw(&Circle::new(p, s, fill)).map_err(pe)?,
+        Marker::Triangle => area.draw(&TriangleMarker::new(p, s + 1, fill)).map_err(pe)?,
+        Marker::Square => area
+            .draw(&Rectangle::new([(p.0 - s, p.1 - s), (p.0 + s, p.1 + s)], fill))
+            .map_err(pe)?,
+        Marker::Diamond => area
+            .draw(&Polygon::new(
+                vec![
+                    (p.0, p.1 - s - 1),
+                    (p.0 + s + 1, p.1),
+                    (p.0, p.1 + s + 1),
+                    (p.0 - s - 1, p.1),
+                ],
+                fill,
+            ))
+            .map_err(pe)?,
+        Marker::Cross => area.draw(&Cross::new(p, s + 1, c.stroke_width(2))).map_err(pe)?,
+    }
+    Ok(())
+}
+
+/// Splits `root` into the data area and a legend panel `legend_px` wide on its right.
+fn with_legend_panel<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    legend_px: u32,
+) -> (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>) {
+    let (w, _) = root.dim_in_pixel();
+    root.split_horizontally(w.saturating_sub(legend_px))
+}
+
+/// The width of a legend panel for these labels \[px\].
+fn legend_width(labels: impl IntoIterator<Item = usize>) -> u32 {
+    let chars = labels.into_iter().max().unwrap_or(8) as u32;
+    (64 + 8 * chars).clamp(140, 640)
+}
+
+/// A legend label for a policy or sweep variant: `adaptive[a.b=1][c=2]` reads `adaptive b=1 c=2`
+/// (each swept key by its last dotted component).
+fn series_label(name: &str) -> String {
+    let (base, settings) = crate::sweep::variant_settings(name);
+    let mut s = base;
+    for (k, v) in settings {
+        s.push_str(&format!(" {}={v}", k.rsplit('.').next().unwrap_or(&k)));
+    }
+    s
+}
+
+// ---- axes ---------------------------------------------------------------------------------
+
+/// A log axis over `[lo, hi]` (lo > 0) whose labelled ticks are 1–2–5 per decade (1–10 when
+/// that is too many, every other decade when still too many), light lines at 1…9 per decade.
+#[derive(Clone, Debug)]
+pub struct LogAxis {
+    lo: f64,
+    hi: f64,
+}
+
+impl LogAxis {
+    /// The axis over `[lo, hi]`, widened to a span of at least 1.5× (positive `lo`).
+    pub fn new(lo: f64, hi: f64) -> LogAxis {
+        let lo = if lo > 0.0 && lo.is_finite() { lo } else { 1e-3 };
+        let hi = if hi > lo * 1.5 && hi.is_finite() { hi } else { lo * 1.5 };
+        LogAxis { lo, hi }
+    }
+
+    /// Padded to the data's `[min, max]` with a margin of `pad` (a factor, e.g. 1.3).
+    pub fn around(min: f64, max: f64, pad: f64) -> LogAxis {
+        LogAxis::new(min / pad, max * pad)
+    }
+}
+
+/// The 1–2–5 ticks in `[lo, hi]` (at most `max`, thinned as [`LogAxis`] says).
+pub fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let within = |v: &f64| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9);
+    let max = max.max(2);
+    for mantissas in [&[1.0, 2.0, 5.0][..], &[1.0][..]] {
+        let t: Vec<f64> = (d0..=d1)
+            .flat_map(|d| mantissas.iter().map(move |m| m * 10f64.powi(d)))
+            .filter(within)
+            .collect();
+        if t.len() <= max {
+            if t.len() >= 2 || mantissas.len() == 1 {
+                return t;
+            }
+            // Under two 1–2–5 ticks (a span within one decade): 1–10.
+            let fine: Vec<f64> = (d0..=d1)
+                .flat_map(|d| (1..10).map(move |m| m as f64 * 10f64.powi(d)))
+                .filter(within)
+                .collect();
+            return if fine.len() <= max { fine } else { t };
+        }
+    }
+    // Every k-th decade.
+    let decades: Vec<f64> = (d0..=d1).map(|d| 10f64.powi(d)).filter(within).collect();
+    let k = decades.len().div_ceil(max);
+    decades.into_iter().step_by(k.max(1)).collect()
+}
+
+impl Ranged for LogAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let (a, b) = (self.lo.log10(), self.hi.log10());
+        let x = v.max(self.lo * 1e-6).log10();
+        let f = (x - a) / (b - a);
+        limit.0 + (f * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        let bold = log_ticks(self.lo, self.hi, hint.max_num_points());
+        if matches!(hint.weight(), KeyPointWeight::Bold) {
+            return bold;
+        }
+        let (d0, d1) = (self.lo.log10().floor() as i32, self.hi.log10().ceil() as i32);
+        let light: Vec<f64> = (d0..=d1)
+            .flat_map(|d| (1..10).map(move |m| m as f64 * 10f64.powi(d)))
+            .filter(|v| *v >= self.lo && *v <= self.hi)
+            .collect();
+        if light.len() <= hint.max_num_points() {
+            light
+        } else {
+            bold
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// A tick label: at most 3 decimals, trailing zeros dropped, thousands as `k` from 10,000.
+pub fn fmt_tick(v: f64) -> String {
+    if v.abs() >= 1e4 && (v / 1e3).fract().abs() < 1e-9 {
+        return format!("{}k", fmt_tick(v / 1e3));
+    }
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// A linear range around `[min, max]` with 6% padding (including 0 when `from_zero`).
+fn linear_range(min: f64, max: f64, from_zero: bool) -> Range<f64> {
+    let (mut lo, mut hi) = if min.is_finite() && max.is_finite() {
+        (min, max)
+    } else {
+        (0.0, 1.0)
+    };
+    if from_zero {
+        lo = lo.min(0.0);
+        hi = hi.max(0.0);
+    }
+    let span = if hi > lo { hi - lo } else { hi.abs().max(1.0) };
+    let pad = span * 0.06;
+    (if from_zero && lo >= 0.0 { lo } else { lo - pad })..hi + pad
+}
+
+/// (min, max) of the finite values (> 0 when `positive`); (∞, −∞) when none.
+fn finite_range(vals: impl IntoIterator<Item = f64>, positive: bool) -> (f64, f64) {
+    vals.into_iter()
+        .filter(|v| v.is_finite() && (!positive || *v > 0.0))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+}
+
+// ---- metric names -------------------------------------------------------------------------
+
+/// How a `summary.csv` column reads on a figure: (title phrase, axis label with unit, whether it
+/// is a latency drawn on a log axis). E.g. `ttft_turn2plus_p50_ms` → ("TTFT p50, turns ≥ 2",
+/// "TTFT, turns ≥ 2 [ms]", true).
+pub fn metric_label(metric: &str) -> (String, String, bool) {
+    if let Some(rest) = metric.strip_suffix("_ms") {
+        // <what>_<pXX> or <what>_mean
+        // The statistic: `_mean` or `_pXX` (XX digits, `_` for a decimal point: `p99_9`).
+        let pct = rest.rfind("_p").filter(|&i| {
+            let tail = &rest[i + 2..];
+            !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit() || c == '_')
+        });
+        let (what, stat) = if let Some(w) = rest.strip_suffix("_mean") {
+            (w, "mean".to_string())
+        } else if let Some(i) = pct {
+            (&rest[..i], rest[i + 1..].replace('_', "."))
+        } else {
+            (rest, String::new())
+        };
+        let name = match what {
+            "ttft_turn1" => "TTFT, turn 1",
+            "ttft_turn2plus" => "TTFT, turns ≥ 2",
+            "ttft" => "TTFT",
+            "tpot" => "TPOT",
+            "e2e" => "E2E latency",
+            other => other,
+        };
+        let (head, tail) = name.split_once(',').map_or((name, ""), |(h, t)| (h, t));
+        let title = format!(
+            "{head} {stat}{}",
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(",{tail}")
+            }
+        );
+        let unit = if what == "tpot" { "ms/token" } else { "ms" };
+        return (title.trim().to_string(), format!("{name} [{unit}]"), true);
+    }
+    let (title, axis) = match metric {
+        "num_requests" => ("Requests completed", "requests"),
+        "num_failed" => ("Requests failed", "requests"),
+        "throughput_rps" => ("Throughput", "requests / s"),
+        "output_tokens_per_s" => ("Output token rate", "tokens / s"),
+        "slo_attainment" => ("SLO attainment", "fraction of requests meeting the SLO"),
+        "goodput_rps" => ("Goodput", "requests meeting the SLO / s"),
+        "kv_bytes_moved" => ("KV bytes moved", "bytes"),
+        "local_cache_hit_rate" => ("Local prefix-cache hit rate", "fraction of prompt tokens"),
+        "transferred_rate" => ("KV-transferred fraction", "fraction of prompt tokens"),
+        "local_route_fraction_turn2plus" => ("Turns ≥ 2 served locally", "fraction of turns ≥ 2"),
+        "mode_switches" => ("Hysteresis remote-mode entries", "entries"),
+        "makespan_s" => ("Makespan", "s"),
+        other => (other, other),
+    };
+    (title.to_string(), axis.to_string(), false)
+}
+
+/// An axis over category indices `0..n` (bars, heatmap cells), ticks at the integers.
+#[derive(Clone, Debug)]
+struct IndexAxis {
+    lo: f64,
+    hi: f64,
+}
+
+impl IndexAxis {
+    /// Cells `0..n`, each centred on its index.
+    fn cells(n: usize) -> IndexAxis {
+        IndexAxis {
+            lo: -0.5,
+            hi: n.max(1) as f64 - 0.5,
+        }
+    }
+
+    /// Integers `first..=last` with half a unit of margin.
+    fn span(first: f64, last: f64) -> IndexAxis {
+        IndexAxis {
+            lo: first - 0.5,
+            hi: last.max(first) + 0.5,
+        }
+    }
+}
+
+impl Ranged for IndexAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let f = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + (f * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        let (a, b) = (self.lo.ceil() as i64, self.hi.floor() as i64);
+        let n = (b - a + 1).max(1) as usize;
+        let step = n.div_ceil(hint.max_num_points().max(1)).max(1);
+        (a..=b).step_by(step).map(|i| i as f64).collect()
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// One request's latencies, as `requests.csv` holds them (what the run figures need).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestLatency {
+    /// Index of its policy in [`RunPlots::policies`].
+    pub policy: usize,
+    /// Turn (1-based).
+    pub turn: u32,
+    /// Whether it succeeded (failed requests have no latency to draw).
+    pub ok: bool,
+    /// TTFT \[ms\].
+    pub ttft_ms: f64,
+    /// TPOT \[ms/token\] (none with a single output token).
+    pub tpot_ms: Option<f64>,
+}
+
+/// What `run`'s figures are drawn from (the run itself, or its files read back by `ppdsim plot`).
+pub struct RunPlots<'a> {
+    /// `summary.csv` rows.
+    pub summary: &'a [SummaryRow],
+    /// Policies, in scenario order.
+    pub policies: &'a [String],
+    /// Every request.
+    pub requests: &'a [RequestLatency],
+    /// `timeline.csv`: (policy, sample), policy by policy.
+    pub timeline: &'a [(String, crate::sim::TimelineSample)],
+    /// SLO targets (drawn as reference lines).
+    pub slo: Option<crate::metrics::Slo>,
+}
+
+/// The latencies of `records` for the run figures (`policies`: names in scenario order).
+pub fn request_latencies(records: &[crate::metrics::RequestRecord], policies: &[String]) -> Vec<RequestLatency> {
+    records
+        .iter()
+        .map(|r| RequestLatency {
+            policy: policies
+                .iter()
+                .position(|p| *p == r.policy)
+                .expect("records of the run's policies"),
+            turn: r.turn as u32,
+            ok: r.status == crate::metrics::RequestStatus::Ok,
+            ttft_ms: r.ttft_ms,
+            tpot_ms: r.tpot_ms,
+        })
+        .collect()
+}
+
+/// The latencies of a `requests.csv` (columns `policy`, `turn`, `status`, `ttft_ms`, `tpot_ms`;
+/// others ignored) for the run figures; rows of a policy not in `policies` are skipped.
+///
+/// # Errors
+/// Unreadable files, a missing column, or a field that does not parse (naming its line).
+pub fn read_request_latencies(path: &Path, policies: &[String]) -> crate::error::InputResult<Vec<RequestLatency>> {
+    use crate::error::InputError;
+    let text = crate::input::read_text(path)?;
+    let (header, records) = crate::input::csv_rows(path, &text)?;
+    let col = |name: &str| {
+        header.iter().position(|h| h == name).ok_or_else(|| {
+            InputError::file(
+                path,
+                format!("has no column `{name}`; give a requests.csv `ppdsim run` wrote"),
+            )
+        })
+    };
+    let (cp, ct, cs, cf, cpot) = (
+        col("policy")?,
+        col("turn")?,
+        col("status")?,
+        col("ttft_ms")?,
+        col("tpot_ms")?,
+    );
+    let mut out = Vec::new();
+    for (line, rec) in &records {
+        let Some(policy) = policies.iter().position(|p| p == &rec[cp]) else {
+            continue;
+        };
+        let bad = |what: &str, v: &str| InputError::line(path, *line, format!("{what} `{v}` is not a number"));
+        let num = |c: usize, what: &str| -> crate::error::InputResult<f64> {
+            rec[c].parse::<f64>().map_err(|_| bad(what, &rec[c]))
+        };
+        out.push(RequestLatency {
+            policy,
+            turn: rec[ct].parse().map_err(|_| bad("turn", &rec[ct]))?,
+            ok: &rec[cs] == "ok",
+            ttft_ms: if rec[cf].is_empty() {
+                f64::NAN
+            } else {
+                num(cf, "ttft_ms")?
+            },
+            tpot_ms: if rec[cpot].is_empty() {
+                None
+            } else {
+                Some(num(cpot, "tpot_ms")?)
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// One row of `plots/ttft_by_turn.csv`: TTFT quartiles of one policy's successful requests of
+/// one turn index.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TurnTtft {
+    /// Policy.
+    pub policy: String,
+    /// Turn (1-based).
+    pub turn: u32,
+    /// Successful requests of that turn.
+    pub num_requests: usize,
+    /// TTFT 25th percentile \[ms\].
+    pub ttft_p25_ms: f64,
+    /// TTFT median \[ms\].
+    pub ttft_p50_ms: f64,
+    /// TTFT 75th percentile \[ms\].
+    pub ttft_p75_ms: f64,
+}
+
+/// Turns drawn by [`ttft_by_turn`]: those with at least this many requests for some policy.
+pub const MIN_REQUESTS_PER_TURN: usize = 10;
+
+/// TTFT quartiles per policy and turn index, for turns up to the last one with at least
+/// [`MIN_REQUESTS_PER_TURN`] successful requests in some policy (at most 50 turns).
+pub fn ttft_by_turn_table(d: &RunPlots) -> Vec<TurnTtft> {
+    let mut by: std::collections::BTreeMap<(usize, u32), Vec<f64>> = Default::default();
+    for r in d.requests.iter().filter(|r| r.ok) {
+        by.entry((r.policy, r.turn)).or_default().push(r.ttft_ms);
+    }
+    let last = by
+        .iter()
+        .filter(|(_, v)| v.len() >= MIN_REQUESTS_PER_TURN)
+        .map(|((_, t), _)| *t)
+        .max()
+        .unwrap_or(1)
+        .min(50);
+    let mut out = Vec::new();
+    for (p, name) in d.policies.iter().enumerate() {
+        for turn in 1..=last {
+            let Some(v) = by.get_mut(&(p, turn)) else { continue };
+            v.sort_by(f64::total_cmp);
+            let q = |x| crate::metrics::percentile_sorted(v, x);
+            out.push(TurnTtft {
+                policy: name.clone(),
+                turn,
+                num_requests: v.len(),
+                ttft_p25_ms: q(25.0),
+                ttft_p50_ms: q(50.0),
+                ttft_p75_ms: q(75.0),
+            });
+        }
+    }
+    out
+}
+
+/// Draws every `run` figure into directory `plots` (which must exist) and returns the files
+/// written: `latency_by_policy` (TTFT turn 1 / turns ≥ 2, TPOT and E2E, p50 and p99 bars per
+/// policy, SLO lines), `latency_cdf` (TTFT and TPOT CDFs per policy), `ttft_by_turn` (median
+/// TTFT per turn index with the interquartile band; its data in `ttft_by_turn.csv`) and
+/// `timeline_<policy>` per policy (per-instance queue, KV usage and busy fraction over time),
+/// each as `.png` and `.svg`.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn run_figures(plots: &Path, d: &RunPlots) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut fig = |stem: &str, f: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
+        let p = plots.join(stem);
+        f(&p)?;
+        files.extend(outputs(&p));
+        Ok(())
+    };
+    fig("latency_by_policy", &|p| render(p, &LatencyByPolicy { d }))?;
+    fig("latency_cdf", &|p| render(p, &LatencyCdf { d }))?;
+    let table = ttft_by_turn_table(d);
+    fig("ttft_by_turn", &|p| render(p, &TtftByTurn { d, table: &table }))?;
+    for policy in d.policies {
+        let samples: Vec<&crate::sim::TimelineSample> =
+            d.timeline.iter().filter(|(p, _)| p == policy).map(|(_, s)| s).collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let stem = format!("timeline_{}", file_safe(policy));
+        fig(&stem, &|p| {
+            render(
+                p,
+                &Timeline {
+                    policy,
+                    samples: &samples,
+                },
+            )
+        })?;
+    }
+    let csv = crate::output::to_csv(&table)?;
+    std::fs::write(plots.join("ttft_by_turn.csv"), csv).context("writing ttft_by_turn.csv")?;
+    files.push(plots.join("ttft_by_turn.csv"));
+    Ok(files)
+}
+
+/// `name` with every character but ASCII letters, digits, `-` and `_` replaced by `_`.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A panel caption style.
+fn caption_font() -> (&'static str, u32) {
+    ("sans-serif", 18)
+}
+
+/// Draws a horizontal reference line at `y` across `[x0, x1]` (dashed, dark grey).
+fn draw_hline<DB: DrawingBackend, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    y: f64,
+    (x0, x1): (f64, f64),
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    draw_styled_line(
+        chart,
+        &[(x0, y), (x1, y)],
+        RGBColor(60, 60, 60).stroke_width(2),
+        Some((8, 5)),
+    )
+}
+
+struct LatencyByPolicy<'a> {
+    d: &'a RunPlots<'a>,
+}
+
+impl Figure for LatencyByPolicy<'_> {
+    fn size(&self) -> (u32, u32) {
+        (1280, 560)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let rows = self.d.summary;
+        let (data, legend) = with_legend_panel(root, 230);
+        let data = data
+            .titled("Latency by policy (bars: p50 dark, p99 light)", ("sans-serif", 22))
+            .map_err(pe)?;
+        let panels = data.split_evenly((1, 3));
+        // (panel title, unit, [(series label, column, palette index)], SLO value)
+        type Panel<'s> = (&'s str, &'s str, Vec<(&'s str, String, usize)>, Option<f64>);
+        let slo = self.d.slo;
+        let specs: [Panel; 3] = [
+            (
+                "TTFT",
+                "TTFT [ms]",
+                vec![
+                    ("turn 1", "ttft_turn1".into(), 0),
+                    ("turns ≥ 2", "ttft_turn2plus".into(), 1),
+                ],
+                slo.map(|s| s.ttft_ms),
+            ),
+            (
+                "TPOT",
+                "TPOT [ms/token]",
+                vec![("TPOT", "tpot".into(), 2)],
+                slo.map(|s| s.tpot_ms),
+            ),
+            ("E2E latency", "E2E [ms]", vec![("E2E", "e2e".into(), 3)], None),
+        ];
+        let n = rows.len();
+        for (area, (title, unit, series, slo_line)) in panels.iter().zip(&specs) {
+            let values: Vec<f64> = rows
+                .iter()
+                .flat_map(|r| {
+                    series
+                        .iter()
+                        .flat_map(move |(_, c, _)| [r.get(&format!("{c}_p50_ms")), r.get(&format!("{c}_p99_ms"))])
+                })
+                .flatten()
+                .chain(*slo_line)
+                .collect();
+            let (lo, hi) = finite_range(values, true);
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
+            let y = LogAxis::around(lo, hi, 1.6);
+            let floor = y.lo;
+            let mut chart = ChartBuilder::on(area)
+                .caption(*title, caption_font())
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(62)
+                .build_cartesian_2d(IndexAxis::cells(n), y)
+                .map_err(pe)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n)
+                .x_label_formatter(&|x| rows.get(x.round() as usize).map_or(String::new(), |r| r.policy.clone()))
+                .y_labels(10)
+                .y_label_formatter(&|v| fmt_tick(*v))
+                .y_desc(*unit)
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(pe)?;
+            let bars = series.len() * 2;
+            let width = 0.8 / bars as f64;
+            for (i, r) in rows.iter().enumerate() {
+                for (s, (_, col, k)) in series.iter().enumerate() {
+                    for (q, light) in [("p50", false), ("p99", true)] {
+                        let Some(v) = r.get(&format!("{col}_{q}_ms")).filter(|v| v.is_finite() && *v > 0.0) else {
+                            continue;
+                        };
+                        let slot = s * 2 + usize::from(light);
+                        let x0 = i as f64 - 0.4 + slot as f64 * width;
+                        let c = if light { color(*k).mix(0.4) } else { color(*k).to_rgba() };
+                        chart
+                            .draw_series(std::iter::once(Rectangle::new(
+                                [(x0, floor), (x0 + width * 0.92, v)],
+                                c.filled(),
+                            )))
+                            .map_err(pe)?;
+                    }
+                }
+            }
+            if let Some(v) = slo_line {
+                draw_hline(&mut chart, *v, (-0.5, n as f64 - 0.5))?;
+            }
+        }
+        let mut entries: Vec<(String, Swatch)> = Vec::new();
+        for (_, _, series, _) in &specs {
+            for (label, _, k) in series {
+                entries.push((format!("{label} p50"), Swatch::Box(color(*k))));
+                let light = color(*k).mix(0.4);
+                let (r, g, b) = light.rgb();
+                // The light shade as drawn over white.
+                let a = light.alpha();
+                let over = |c: u8| (255.0 - (255.0 - c as f64) * a).round() as u8;
+                entries.push((format!("{label} p99"), Swatch::Box(RGBColor(over(r), over(g), over(b)))));
+            }
+        }
+        if slo.is_some() {
+            entries.push((
+                "SLO target".into(),
+                Swatch::Reference(RGBColor(60, 60, 60), Some((8, 5))),
+            ));
+        }
+        draw_legend(&legend, None, &entries)
+    }
+}
+
+/// At most `k` points of the empirical CDF of `v` (ascending): evenly spaced in rank.
+fn cdf_points(v: &[f64], k: usize) -> Vec<(f64, f64)> {
+    let n = v.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let step = n.div_ceil(k).max(1);
+    let mut pts: Vec<(f64, f64)> = (0..n)
+        .step_by(step)
+        .map(|i| (v[i], (i + 1) as f64 / n as f64))
+        .collect();
+    if pts.last().map(|p| p.1) != Some(1.0) {
+        pts.push((v[n - 1], 1.0));
+    }
+    pts
+}
+
+struct LatencyCdf<'a> {
+    d: &'a RunPlots<'a>,
+}
+
+impl Figure for LatencyCdf<'_> {
+    fn size(&self) -> (u32, u32) {
+        (1280, 520)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let d = self.d;
+        let names = d.policies;
+        let (data, legend) = with_legend_panel(root, legend_width(names.iter().map(|n| n.chars().count())));
+        let data = data.titled("Latency CDFs by policy", ("sans-serif", 22)).map_err(pe)?;
+        let panels = data.split_evenly((1, 3));
+        type Pick = fn(&RequestLatency) -> Option<f64>;
+        let specs: [(&str, &str, Pick, Option<f64>); 3] = [
+            (
+                "TTFT, turn 1",
+                "TTFT [ms] (log)",
+                |r| (r.turn == 1).then_some(r.ttft_ms),
+                d.slo.map(|s| s.ttft_ms),
+            ),
+            (
+                "TTFT, turns ≥ 2",
+                "TTFT [ms] (log)",
+                |r| (r.turn >= 2).then_some(r.ttft_ms),
+                d.slo.map(|s| s.ttft_ms),
+            ),
+            ("TPOT", "TPOT [ms/token] (log)", |r| r.tpot_ms, d.slo.map(|s| s.tpot_ms)),
+        ];
+        for (area, (title, xdesc, pick, slo)) in panels.iter().zip(&specs) {
+            let per: Vec<Vec<f64>> = (0..names.len())
+                .map(|p| {
+                    let mut v: Vec<f64> = d
+                        .requests
+                        .iter()
+                        .filter(|r| r.ok && r.policy == p)
+                        .filter_map(pick)
+                        .filter(|v| v.is_finite() && *v > 0.0)
+                        .collect();
+                    v.sort_by(f64::total_cmp);
+                    v
+                })
+                .collect();
+            let (lo, hi) = finite_range(per.iter().flatten().copied().chain(*slo), true);
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
+            let mut chart = ChartBuilder::on(area)
+                .caption(*title, caption_font())
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
+                .build_cartesian_2d(LogAxis::around(lo, hi, 1.15), 0f64..1.0)
+                .map_err(pe)?;
+            chart
+                .configure_mesh()
+                .x_labels(8)
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_labels(6)
+                .y_label_formatter(&|v| fmt_tick(*v))
+                .x_desc(*xdesc)
+                .y_desc("fraction of requests ≤ x")
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(pe)?;
+            for (k, v) in per.iter().enumerate() {
+                let pts = cdf_points(v, 400);
+                draw_line(&mut chart, &pts, k, 2)?;
+            }
+            if let Some(s) = slo {
+                draw_styled_line(
+                    &mut chart,
+                    &[(*s, 0.0), (*s, 1.0)],
+                    RGBColor(60, 60, 60).stroke_width(2),
+                    Some((8, 5)),
+                )?;
+            }
+        }
+        let mut entries: Vec<(String, Swatch)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (n.clone(), Swatch::Line(k)))
+            .collect();
+        if d.slo.is_some() {
+            entries.push((
+                "SLO target".into(),
+                Swatch::Reference(RGBColor(60, 60, 60), Some((8, 5))),
+            ));
+        }
+        draw_legend(&legend, Some("policy"), &entries)
+    }
+}
+
+struct TtftByTurn<'a> {
+    d: &'a RunPlots<'a>,
+    table: &'a [TurnTtft],
+}
+
+impl Figure for TtftByTurn<'_> {
+    fn size(&self) -> (u32, u32) {
+        (1080, 560)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let names = self.d.policies;
+        let (data, legend) = with_legend_panel(root, legend_width(names.iter().map(|n| n.chars().count())));
+        let t = self.table;
+        let last = t.iter().map(|r| r.turn).max().unwrap_or(1) as f64;
+        let slo = self.d.slo.map(|s| s.ttft_ms);
+        let (lo, hi) = finite_range(t.iter().flat_map(|r| [r.ttft_p25_ms, r.ttft_p75_ms]).chain(slo), true);
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
+        let mut chart = ChartBuilder::on(&data)
+            .caption(
+                "TTFT by turn index (median; band: 25th–75th percentile)",
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(IndexAxis::span(1.0, last), LogAxis::around(lo, hi, 1.25))
+            .map_err(pe)?;
         chart
             .configure_mesh()
-            .x_desc("measured [ms]")
-            .y_desc("predicted [ms]")
-            .x_labels(6)
-            .y_labels(6)
-            .max_light_lines(1)
-            .x_label_formatter(&|v| fmt_ms(*v))
-            .y_label_formatter(&|v| fmt_ms(*v))
+            .x_labels(16)
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_labels(10)
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .x_desc("turn of the conversation")
+            .y_desc("TTFT [ms] (log)")
             .label_style(("sans-serif", 14))
             .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5)))
-            .map_err(|e| anyhow!("{e}"))?
-            .label("y = x")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK));
-        let colors = [
-            RGBColor(31, 119, 180),
-            RGBColor(214, 39, 40),
-            RGBColor(44, 160, 44),
-            RGBColor(148, 103, 189),
-        ];
-        let mut phases: Vec<&str> = pts.iter().map(|p| p.phase.as_str()).collect();
-        phases.sort_unstable();
-        phases.dedup();
-        for (k, ph) in phases.iter().enumerate() {
-            let color = colors[k % colors.len()];
-            let n = pts.iter().filter(|p| p.phase == *ph).count();
+            .map_err(pe)?;
+        for (k, name) in names.iter().enumerate() {
+            let rows: Vec<&TurnTtft> = t.iter().filter(|r| &r.policy == name).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut band: Vec<(f64, f64)> = rows.iter().map(|r| (r.turn as f64, r.ttft_p75_ms)).collect();
+            band.extend(rows.iter().rev().map(|r| (r.turn as f64, r.ttft_p25_ms)));
             chart
-                .draw_series(
-                    pts.iter()
-                        .filter(|p| p.phase == *ph)
-                        .map(|p| Circle::new((p.measured_ms, p.predicted_ms), 3, color.mix(0.6).filled())),
-                )
-                .map_err(|e| anyhow!("{e}"))?
-                .label(format!("{ph} (n={n})"))
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+                .draw_series(std::iter::once(Polygon::new(band, color(k).mix(0.14).filled())))
+                .map_err(pe)?;
+            let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.turn as f64, r.ttft_p50_ms)).collect();
+            draw_line(&mut chart, &pts, k, 2)?;
+            draw_markers(&mut chart, &pts, k, 4)?;
         }
-        draw_legend(&mut chart)
+        if let Some(s) = self.d.slo {
+            draw_hline(&mut chart, s.ttft_ms, (0.5, last + 0.5))?;
+        }
+        let mut entries: Vec<(String, Swatch)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (n.clone(), Swatch::Series(k)))
+            .collect();
+        if self.d.slo.is_some() {
+            entries.push((
+                "SLO target".into(),
+                Swatch::Reference(RGBColor(60, 60, 60), Some((8, 5))),
+            ));
+        }
+        draw_legend(&legend, Some("policy"), &entries)
     }
 }
 
-/// One sweep metric against the arrival rate: a line per policy (seed-averaged), crossovers marked
-/// with black crosses, into `<stem>.png` and `<stem>.svg`. Latencies (`*_ms`) are drawn on a log
-/// axis.
+struct Timeline<'a> {
+    policy: &'a str,
+    samples: &'a [&'a crate::sim::TimelineSample],
+}
+
+impl Figure for Timeline<'_> {
+    fn size(&self) -> (u32, u32) {
+        (1180, 860)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let mut instances: Vec<&str> = Vec::new();
+        for s in self.samples {
+            if !instances.contains(&s.instance.as_str()) {
+                instances.push(&s.instance);
+            }
+        }
+        let (data, legend) = with_legend_panel(root, 160);
+        let data = data
+            .titled(&format!("{}: instances over time", self.policy), ("sans-serif", 22))
+            .map_err(pe)?;
+        let panels = data.split_evenly((3, 1));
+        let t_end = self.samples.iter().map(|s| s.time_s).fold(0.0, f64::max).max(1e-3);
+        type Pick = fn(&crate::sim::TimelineSample) -> f64;
+        let specs: [(&str, &str, Pick, Option<f64>); 3] = [
+            (
+                "Waiting sequences (engine queue)",
+                "sequences",
+                |s| s.waiting as f64,
+                None,
+            ),
+            ("KV cache in use", "% of capacity", |s| 100.0 * s.kv_usage, Some(100.0)),
+            (
+                "Busy (running iterations)",
+                "% of interval",
+                |s| 100.0 * s.busy_fraction,
+                Some(100.0),
+            ),
+        ];
+        for (area, (title, unit, pick, top)) in panels.iter().zip(&specs) {
+            let max = self.samples.iter().map(|s| pick(s)).fold(0.0, f64::max);
+            let hi = top.unwrap_or(max.max(1.0) * 1.08);
+            let mut chart = ChartBuilder::on(area)
+                .caption(*title, caption_font())
+                .margin(8)
+                .x_label_area_size(36)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..t_end, 0f64..hi)
+                .map_err(pe)?;
+            chart
+                .configure_mesh()
+                .x_labels(10)
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_labels(5)
+                .y_label_formatter(&|v| fmt_tick(*v))
+                .x_desc("time [s]")
+                .y_desc(*unit)
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(pe)?;
+            for (k, inst) in instances.iter().enumerate() {
+                let pts: Vec<(f64, f64)> = self
+                    .samples
+                    .iter()
+                    .filter(|s| s.instance == *inst)
+                    .map(|s| (s.time_s, pick(s)))
+                    .collect();
+                draw_line(&mut chart, &pts, k, 1)?;
+            }
+        }
+        let entries: Vec<(String, Swatch)> = instances
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (n.to_string(), Swatch::Line(k)))
+            .collect();
+        draw_legend(&legend, Some("instance"), &entries)
+    }
+}
+
+/// A reference level drawn across a sweep figure (an SLO target) with its legend label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reference {
+    /// Level in the metric's unit.
+    pub value: f64,
+    /// Legend label (e.g. `TTFT SLO 500 ms`).
+    pub label: String,
+}
+
+/// One sweep metric against the arrival rate: a line per policy (seed mean; marker, colour and
+/// dash per policy), a band over the seeds' min–max where there are several seeds, an optional
+/// reference level (SLO), and each crossover marked on the curves and labelled with its rate;
+/// latencies on a 1–2–5 log axis; into `<stem>.png` and `<stem>.svg`.
 ///
 /// # Errors
 /// Drawing or file errors.
-pub fn sweep_metric(stem: &Path, rates: &[f64], m: &crate::sweep::MetricCurves) -> Result<()> {
-    render(stem, &SweepMetric { rates, m })
+pub fn sweep_metric(
+    stem: &Path,
+    rates: &[f64],
+    m: &crate::sweep::MetricCurves,
+    reference: Option<&Reference>,
+) -> Result<()> {
+    render(stem, &SweepMetric { rates, m, reference })
 }
 
 struct SweepMetric<'a> {
     rates: &'a [f64],
     m: &'a crate::sweep::MetricCurves,
+    reference: Option<&'a Reference>,
 }
 
 impl Figure for SweepMetric<'_> {
     fn size(&self) -> (u32, u32) {
-        (960, 560)
+        let w = legend_width(self.m.curves.iter().map(|(p, _)| series_label(p).chars().count()));
+        (820 + w, 560)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let (rates, m) = (self.rates, self.m);
-        let (metric, curves) = (m.metric.as_str(), &m.curves);
-        let log = log_axis(metric);
-        let y = |v: f64| axis_value(v, log);
-        let (lo, hi) = axis_range(curves, log);
-        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-        let pad = ((hi - lo) * 0.08).max(if log { 0.05 } else { 1e-9 });
-        let (lo, hi) = (if log { lo - pad } else { lo.min(0.0) }, hi + pad);
+        let (title, axis, log) = metric_label(&self.m.metric);
+        let labels = self.m.curves.iter().map(|(p, _)| series_label(p).chars().count());
+        let (data, legend) = with_legend_panel(root, legend_width(labels));
         let (x0, x1) = (
-            rates.first().copied().unwrap_or(0.0),
-            rates.last().copied().unwrap_or(1.0),
+            self.rates.first().copied().unwrap_or(0.0),
+            self.rates.last().copied().unwrap_or(1.0),
         );
         let xpad = ((x1 - x0) * 0.04).max(0.05);
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("{metric} vs load"), ("sans-serif", 24))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x0 - xpad..x1 + xpad, lo..hi)
-            .map_err(|e| anyhow!("{e}"))?;
+        let x = (x0 - xpad)..(x1 + xpad);
+        let values = self
+            .m
+            .curves
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .chain(self.m.ranges.iter().flatten().flat_map(|&(a, b)| [a, b]))
+            .chain(self.reference.map(|r| r.value));
+        let caption = format!("{title} vs load");
+        if log {
+            let (lo, hi) = finite_range(values, true);
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
+            let chart = ChartBuilder::on(&data)
+                .caption(caption, ("sans-serif", 22))
+                .margin(14)
+                .x_label_area_size(44)
+                .y_label_area_size(70)
+                .build_cartesian_2d(x, LogAxis::around(lo, hi, 1.25))
+                .map_err(pe)?;
+            self.draw_on(chart, &format!("{axis} (log)"), true)?;
+        } else {
+            let (lo, hi) = finite_range(values, false);
+            let y: RangedCoordf64 = linear_range(lo, hi, true).into();
+            let chart = ChartBuilder::on(&data)
+                .caption(caption, ("sans-serif", 22))
+                .margin(14)
+                .x_label_area_size(44)
+                .y_label_area_size(70)
+                .build_cartesian_2d(x, y)
+                .map_err(pe)?;
+            self.draw_on(chart, &axis, false)?;
+        }
+        let mut entries: Vec<(String, Swatch)> = self
+            .m
+            .curves
+            .iter()
+            .enumerate()
+            .map(|(k, (p, _))| (series_label(p), Swatch::Series(k)))
+            .collect();
+        if self.m.ranges.iter().flatten().any(|(a, b)| b > a) {
+            entries.push(("min–max over seeds".into(), Swatch::Box(RGBColor(220, 220, 220))));
+        }
+        if let Some(r) = self.reference {
+            entries.push((r.label.clone(), Swatch::Reference(RGBColor(60, 60, 60), Some((8, 5)))));
+        }
+        if !self.m.crossings.is_empty() {
+            entries.push(("crossover (rate/s)".into(), Swatch::Mark(Marker::Diamond, BLACK)));
+        }
+        draw_legend(&legend, Some("policy"), &entries)
+    }
+}
+
+impl SweepMetric<'_> {
+    /// Draws the curves on `chart`. On a log axis (`log`) each segment is drawn through points
+    /// interpolated linearly in value, as the crossover analysis interpolates, so every
+    /// crossover marker lies on both curves.
+    fn draw_on<DB: DrawingBackend, Y>(
+        &self,
+        mut chart: ChartContext<'_, DB, Cartesian2d<RangedCoordf64, Y>>,
+        ydesc: &str,
+        log: bool,
+    ) -> Result<()>
+    where
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
         chart
             .configure_mesh()
-            .x_desc("new conversations per second")
-            .y_desc(if log {
-                format!("{metric} (log)")
-            } else {
-                metric.to_string()
-            })
-            .y_label_formatter(&|v| if log { fmt_ms(10f64.powf(*v)) } else { format!("{v:.3}") })
-            .label_style(("sans-serif", 15))
+            .x_labels(12)
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_labels(10)
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .x_desc("load [new conversations / s]")
+            .y_desc(ydesc)
+            .label_style(("sans-serif", 14))
             .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        for (i, (policy, curve)) in curves.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            .map_err(pe)?;
+        let rates = self.rates;
+        // Bands first, so lines stay on top.
+        for (k, range) in self.m.ranges.iter().enumerate() {
+            let pts: Vec<(f64, (f64, f64))> = rates
+                .iter()
+                .zip(range)
+                .filter(|(_, (a, b))| a.is_finite() && b.is_finite())
+                .map(|(&r, &ab)| (r, ab))
+                .collect();
+            if pts.len() < 2 || pts.iter().all(|(_, (a, b))| b <= a) {
+                continue;
+            }
+            let mut poly: Vec<(f64, f64)> = pts.iter().map(|&(r, (_, b))| (r, b)).collect();
+            poly.extend(pts.iter().rev().map(|&(r, (a, _))| (r, a)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(poly, color(k).mix(0.15).filled())))
+                .map_err(pe)?;
+        }
+        for (k, (_, curve)) in self.m.curves.iter().enumerate() {
             let pts: Vec<(f64, f64)> = rates
                 .iter()
                 .zip(curve)
                 .filter(|(_, v)| v.is_finite())
-                .map(|(&r, &v)| (r, y(v)))
+                .map(|(&r, &v)| (r, v))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(policy.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| anyhow!("{e}"))?;
+            let line = if log { densify(&pts, 16) } else { pts.clone() };
+            draw_line(&mut chart, &line, k, 2)?;
+            draw_markers(&mut chart, &pts, k, 4)?;
         }
+        if let Some(r) = self.reference {
+            let (a, b) = (
+                rates.first().copied().unwrap_or(0.0),
+                rates.last().copied().unwrap_or(1.0),
+            );
+            draw_hline(&mut chart, r.value, (a, b))?;
+        }
+        // Crossovers: on the curves (the interpolated value), labelled with the rate.
+        let pts: Vec<(f64, f64)> = self.m.crossings.iter().map(|c| (c.rate_per_s, c.value)).collect();
+        draw_marker_kind(&mut chart, &pts, Marker::Diamond, BLACK, 5)?;
+        // Labels: the load of each crossing between two different base policies (variants of
+        // one policy crossing each other are marked but not labelled, to keep the figure legible).
+        let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
+        let base = |p: &str| crate::sweep::variant_settings(p).0;
         chart
             .draw_series(
-                m.crossings
+                self.m
+                    .crossings
                     .iter()
-                    .map(|c| Cross::new((c.rate_per_s, y(c.value)), 7, BLACK.stroke_width(2))),
+                    .filter(|c| base(&c.policy_a) != base(&c.policy_b))
+                    .map(|c| {
+                        let text = format!("{}/s", fmt_tick((c.rate_per_s * 100.0).round() / 100.0));
+                        EmptyElement::at((c.rate_per_s, c.value)) + Text::new(text, (7, -5), style.clone())
+                    }),
             )
-            .map_err(|e| anyhow!("{e}"))?;
-        draw_legend(&mut chart)
-    }
-}
-
-/// A policy's sweep variants (rows, labelled by their swept `[key=value]` settings) against the
-/// arrival rate (columns), each cell coloured by the seed-averaged `metric` on a blue (low) to
-/// yellow (high) scale (log for `*_ms`) and labelled with its value; into `<stem>.png` and
-/// `<stem>.svg`. The threshold and hysteresis heatmaps of DESIGN §5.
-///
-/// # Errors
-/// Drawing or file errors.
-pub fn sweep_heatmap(stem: &Path, h: &crate::sweep::Heatmap) -> Result<()> {
-    render(stem, &SweepHeatmap { h })
-}
-
-struct SweepHeatmap<'a> {
-    h: &'a crate::sweep::Heatmap,
-}
-
-impl Figure for SweepHeatmap<'_> {
-    fn size(&self) -> (u32, u32) {
-        let rows = self.h.rows.len() as u32;
-        (960, (160 + 44 * rows).max(360))
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let h = self.h;
-        let (nx, ny) = (h.rates_per_s.len(), h.rows.len());
-        let log = log_axis(&h.metric);
-        let t = |v: f64| axis_value(v, log);
-        let (lo, hi) = axis_range(&h.rows, log);
-        let span = if hi > lo { hi - lo } else { 1.0 };
-        let label_width = h.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(4) as u32;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("{}: {} by setting and load", h.policy, h.metric),
-                ("sans-serif", 20),
-            )
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size((label_width * 8 + 16).min(420))
-            .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)
-            .map_err(|e| anyhow!("{e}"))?;
-        let xs: Vec<String> = h.rates_per_s.iter().map(|r| format!("{r}")).collect();
-        // First variant on top: row j is drawn at y = ny − 1 − j.
-        let ys: Vec<String> = h.rows.iter().rev().map(|(l, _)| l.clone()).collect();
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(2 * nx + 1)
-            .y_labels(2 * ny + 1)
-            .x_label_formatter(&|v| cell_label(*v, &xs))
-            .y_label_formatter(&|v| cell_label(*v, &ys))
-            .x_desc("new conversations per second")
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        for (j, (_, vals)) in h.rows.iter().enumerate() {
-            for (i, &v) in vals.iter().enumerate() {
-                let (x, y) = (i as f64, (ny - 1 - j) as f64);
-                let fill = if v.is_finite() {
-                    heat_color((t(v) - lo) / span)
-                } else {
-                    RGBColor(220, 220, 220)
-                };
-                let text = if v.is_finite() { fmt_value(v) } else { "–".into() };
-                draw_cell(&mut chart, (x, y), fill, text, 0.3)?;
-            }
-        }
+            .map_err(pe)?;
         Ok(())
     }
 }
 
-/// One cell of a grid chart (axes over cell indices): the unit square with lower-left corner
-/// `(x, y)` filled with `fill`, and `text` in 12-px type `dx` cells from its left edge.
-fn draw_cell<DB: DrawingBackend>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    (x, y): (f64, f64),
-    fill: RGBColor,
-    text: String,
-    dx: f64,
+/// `pts` with `n − 1` points inserted in every segment, linearly in both coordinates.
+fn densify(pts: &[(f64, f64)], n: usize) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(pts.len() * n);
+    for w in pts.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        for i in 0..n {
+            let t = i as f64 / n as f64;
+            out.push((x0 + (x1 - x0) * t, y0 + (y1 - y0) * t));
+        }
+    }
+    out.extend(pts.last());
+    out
+}
+
+/// Viridis (matplotlib's perceptually uniform, colour-blind-safe map) at `f` in \[0, 1\], from
+/// five stops.
+fn viridis(f: f64) -> RGBColor {
+    let stops = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let f = if f.is_finite() { f.clamp(0.0, 1.0) } else { 0.0 } * 4.0;
+    let i = (f.floor() as usize).min(3);
+    let u = f - i as f64;
+    let (a, b) = (stops[i], stops[i + 1]);
+    let mix = |x: f64, y: f64| (x + (y - x) * u).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Black or white, whichever reads on `c`.
+fn text_on(c: RGBColor) -> RGBColor {
+    let l = 0.299 * c.0 as f64 + 0.587 * c.1 as f64 + 0.114 * c.2 as f64;
+    if l > 140.0 {
+        BLACK
+    } else {
+        WHITE
+    }
+}
+
+/// A colour scale: value → position in \[0, 1\] (log for latencies) and back.
+#[derive(Clone, Copy, Debug)]
+struct Scale {
+    lo: f64,
+    hi: f64,
+    log: bool,
+}
+
+impl Scale {
+    fn of(vals: impl IntoIterator<Item = f64>, log: bool) -> Scale {
+        let (lo, hi) = finite_range(vals, log);
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 1.0) };
+        Scale { lo, hi, log }
+    }
+
+    fn at(&self, v: f64) -> f64 {
+        let t = |x: f64| if self.log { x.ln() } else { x };
+        if self.hi > self.lo {
+            (t(v) - t(self.lo)) / (t(self.hi) - t(self.lo))
+        } else {
+            0.5
+        }
+    }
+}
+
+/// A vertical colour bar for `scale` in `area` with `unit` below it and 1–2–5 (log) or linear
+/// ticks; `map` colours a position in \[0, 1\].
+fn draw_colorbar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    scale: Scale,
+    unit: &str,
+    map: fn(f64) -> RGBColor,
 ) -> Result<()> {
+    let area = area.margin(50, 50, 10, 10);
+    // The bar runs over positions f in [0, 1]; ticks sit at f = scale.at(value).
+    let mut chart = ChartBuilder::on(&area)
+        .y_label_area_size(0)
+        .right_y_label_area_size(64)
+        .build_cartesian_2d(0f64..1.0, 0f64..1.0)
+        .map_err(pe)?;
+    let steps = 64;
+    for i in 0..steps {
+        let (a, b) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, a), (1.0, b)],
+                map((a + b) / 2.0).filled(),
+            )))
+            .map_err(pe)?;
+    }
+    let (lo, hi) = (scale.lo, scale.hi);
+    let log_labels = scale.log && log_ticks(lo, hi, 8).len() >= 2;
+    let ticks: Vec<f64> = if hi <= lo {
+        vec![lo]
+    } else if log_labels {
+        log_ticks(lo, hi, 8)
+    } else {
+        // Linear, or a log range too narrow for two 1–2–5 ticks: five evenly spaced values.
+        (0..=4).map(|i| lo + (hi - lo) * i as f64 / 4.0).collect()
+    };
+    let style = TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     chart
-        .draw_series(std::iter::once(Rectangle::new(
-            [(x, y), (x + 1.0, y + 1.0)],
-            fill.filled(),
-        )))
-        .map_err(|e| anyhow!("{e}"))?;
-    chart
-        .draw_series(std::iter::once(Text::new(
-            text,
-            (x + dx, y + 0.62),
-            ("sans-serif", 12).into_font(),
-        )))
-        .map_err(|e| anyhow!("{e}"))?;
+        .draw_series(ticks.into_iter().map(|t| {
+            EmptyElement::at((1.0, scale.at(t)))
+                + PathElement::new(vec![(0, 0), (5, 0)], BLACK)
+                + Text::new(
+                    if log_labels { fmt_tick(t) } else { fmt_value(t) },
+                    (8, 0),
+                    style.clone(),
+                )
+        }))
+        .map_err(pe)?;
+    let (_, h) = area.dim_in_pixel();
+    area.draw_text(
+        unit,
+        &TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Left, VPos::Top)),
+        (0, h as i32 + 8),
+    )
+    .map_err(pe)?;
     Ok(())
 }
 
-/// Whether a sweep metric is drawn on a log axis: latencies (`*_ms`).
-fn log_axis(metric: &str) -> bool {
-    metric.ends_with("_ms")
+/// A policy's sweep variants against the load, coloured by the seed-averaged `metric` (viridis;
+/// log scale for latencies) with a colour bar, each cell labelled with its value. One varied
+/// key: a row per value, a column per rate. Two varied keys with every combination present: one
+/// panel per rate, the first key down and the second across (a real grid). Into `<stem>.png`
+/// and `<stem>.svg`. The threshold and hysteresis heatmaps of DESIGN §5.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn sweep_heatmap(stem: &Path, h: &crate::sweep::Heatmap) -> Result<()> {
+    render(
+        stem,
+        &SweepHeatmap {
+            h,
+            grid: two_key_grid(h),
+        },
+    )
 }
 
-/// A metric value on its axis: log10 (of at least 1 µs) on a log axis, else itself.
-fn axis_value(v: f64, log: bool) -> f64 {
-    if log {
-        v.max(1e-3).log10()
-    } else {
-        v
-    }
-}
+/// Two keys: (key 1, its values, key 2, its values, row index of (i, j)).
+type KeyGrid = (String, Vec<String>, String, Vec<String>, Vec<Vec<usize>>);
 
-/// (min, max) on the axis of the finite values of named series; (∞, −∞) when there are none.
-fn axis_range(series: &[(String, Vec<f64>)], log: bool) -> (f64, f64) {
-    series
+/// The two-key grid of a heatmap whose rows are every combination of two keys' values.
+fn two_key_grid(h: &crate::sweep::Heatmap) -> Option<KeyGrid> {
+    let parsed: Vec<Vec<(String, String)>> = h
+        .rows
         .iter()
-        .flat_map(|(_, vals)| vals.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(axis_value(v, log)), b.max(axis_value(v, log)))
+        .map(|(l, _)| {
+            l.split(", ")
+                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect()
         })
+        .collect();
+    let keys: Vec<&String> = parsed.first()?.iter().map(|(k, _)| k).collect();
+    if keys.len() != 2
+        || parsed
+            .iter()
+            .any(|p| p.len() != 2 || p[0].0 != *keys[0] || p[1].0 != *keys[1])
+    {
+        return None;
+    }
+    let mut a: Vec<String> = Vec::new();
+    let mut b: Vec<String> = Vec::new();
+    for p in &parsed {
+        if !a.contains(&p[0].1) {
+            a.push(p[0].1.clone());
+        }
+        if !b.contains(&p[1].1) {
+            b.push(p[1].1.clone());
+        }
+    }
+    let mut idx = vec![vec![usize::MAX; b.len()]; a.len()];
+    for (r, p) in parsed.iter().enumerate() {
+        let i = a.iter().position(|v| *v == p[0].1)?;
+        let j = b.iter().position(|v| *v == p[1].1)?;
+        idx[i][j] = r;
+    }
+    if idx.iter().flatten().any(|&r| r == usize::MAX) {
+        return None;
+    }
+    Some((keys[0].clone(), a, keys[1].clone(), b, idx))
 }
 
-/// The label of a cell axis at `v`: `axis[i]` at a cell centre `i + 0.5`, nothing elsewhere (the
-/// axes of the heatmaps run over cell indices).
-fn cell_label<T: ToString>(v: f64, axis: &[T]) -> String {
-    let i = v.floor() as usize;
-    if (v - i as f64 - 0.5).abs() < 1e-9 && i < axis.len() {
-        axis[i].to_string()
-    } else {
-        String::new()
+struct SweepHeatmap<'a> {
+    h: &'a crate::sweep::Heatmap,
+    grid: Option<KeyGrid>,
+}
+
+impl Figure for SweepHeatmap<'_> {
+    fn size(&self) -> (u32, u32) {
+        match &self.grid {
+            None => (1040, (170 + 40 * self.h.rows.len() as u32).max(380)),
+            Some((_, a, _, b, _)) => {
+                let n = self.h.rates_per_s.len() as u32;
+                let cols = n.min(3);
+                let rows = n.div_ceil(3);
+                let pw = (110 + 56 * b.len() as u32).max(300);
+                let ph = (110 + 34 * a.len() as u32).max(240);
+                (cols * pw + 150, rows * ph + 60)
+            }
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let h = self.h;
+        let (title, axis, log) = metric_label(&h.metric);
+        let scale = Scale::of(h.rows.iter().flat_map(|(_, v)| v.iter().copied()), log);
+        let (data, bar) = with_legend_panel(root, 150);
+        let data = data
+            .titled(
+                &format!("{}: {title} by setting and load", h.policy),
+                ("sans-serif", 20),
+            )
+            .map_err(pe)?;
+        match &self.grid {
+            None => {
+                let (nx, ny) = (h.rates_per_s.len(), h.rows.len());
+                let label_width = h.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(4) as u32;
+                let mut chart = ChartBuilder::on(&data)
+                    .margin(12)
+                    .x_label_area_size(44)
+                    .y_label_area_size((label_width * 8 + 16).min(420))
+                    .build_cartesian_2d(IndexAxis::cells(nx), IndexAxis::cells(ny))
+                    .map_err(pe)?;
+                // First variant on top: row j is drawn at y = ny − 1 − j.
+                chart
+                    .configure_mesh()
+                    .disable_mesh()
+                    .x_labels(nx)
+                    .y_labels(ny)
+                    .x_label_formatter(&|v| {
+                        h.rates_per_s
+                            .get(v.round() as usize)
+                            .map_or(String::new(), |r| fmt_tick(*r))
+                    })
+                    .y_label_formatter(&|v| {
+                        let j = v.round() as usize;
+                        h.rows
+                            .get(ny.wrapping_sub(1).wrapping_sub(j))
+                            .map_or(String::new(), |(l, _)| l.clone())
+                    })
+                    .x_desc("load [new conversations / s]")
+                    .label_style(("sans-serif", 13))
+                    .draw()
+                    .map_err(pe)?;
+                for (j, (_, vals)) in h.rows.iter().enumerate() {
+                    for (i, &v) in vals.iter().enumerate() {
+                        draw_heat_cell(&mut chart, (i as f64, (ny - 1 - j) as f64), v, scale)?;
+                    }
+                }
+            }
+            Some((k1, a, k2, b, idx)) => {
+                let n = h.rates_per_s.len();
+                let cols = n.min(3);
+                let panels = data.split_evenly((n.div_ceil(3), cols));
+                for (ri, (area, rate)) in panels.iter().zip(&h.rates_per_s).enumerate() {
+                    let mut chart = ChartBuilder::on(area)
+                        .caption(format!("{} new conversations / s", fmt_tick(*rate)), caption_font())
+                        .margin(8)
+                        .x_label_area_size(40)
+                        .y_label_area_size(70)
+                        .build_cartesian_2d(IndexAxis::cells(b.len()), IndexAxis::cells(a.len()))
+                        .map_err(pe)?;
+                    chart
+                        .configure_mesh()
+                        .disable_mesh()
+                        .x_labels(b.len())
+                        .y_labels(a.len())
+                        .x_label_formatter(&|v| b.get(v.round() as usize).cloned().unwrap_or_default())
+                        .y_label_formatter(&|v| a.get(v.round() as usize).cloned().unwrap_or_default())
+                        .x_desc(k2.as_str())
+                        .y_desc(k1.as_str())
+                        .label_style(("sans-serif", 12))
+                        .draw()
+                        .map_err(pe)?;
+                    for (i, row) in idx.iter().enumerate() {
+                        for (j, &r) in row.iter().enumerate() {
+                            draw_heat_cell(&mut chart, (j as f64, i as f64), h.rows[r].1[ri], scale)?;
+                        }
+                    }
+                }
+            }
+        }
+        draw_colorbar(&bar, scale, &axis, viridis)
     }
 }
 
-/// A blue (0) → green → yellow (1) scale, light enough for black labels.
-fn heat_color(f: f64) -> RGBColor {
-    let f = f.clamp(0.0, 1.0);
-    let stops = [(120.0, 160.0, 230.0), (130.0, 210.0, 150.0), (250.0, 230.0, 110.0)];
-    let (a, b, u) = if f < 0.5 {
-        (stops[0], stops[1], f * 2.0)
+/// One heatmap cell centred on `(x, y)`: coloured by `v` on `scale`, labelled with its value
+/// (grey with `–` where there is none).
+fn draw_heat_cell<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<IndexAxis, IndexAxis>>,
+    (x, y): (f64, f64),
+    v: f64,
+    scale: Scale,
+) -> Result<()> {
+    let fill = if v.is_finite() {
+        viridis(scale.at(v))
     } else {
-        (stops[1], stops[2], (f - 0.5) * 2.0)
+        RGBColor(215, 215, 215)
     };
-    let mix = |x: f64, y: f64| (x + (y - x) * u).round() as u8;
-    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+            fill.filled(),
+        )))
+        .map_err(pe)?;
+    let text = if v.is_finite() { fmt_value(v) } else { "–".into() };
+    let ink = text_on(fill);
+    let style = TextStyle::from(("sans-serif", 12).into_font())
+        .color(&ink)
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    chart
+        .draw_series(std::iter::once(Text::new(text, (x, y), style)))
+        .map_err(pe)?;
+    Ok(())
 }
 
 /// A metric value with 3 significant digits (no exponent for the ranges ppdsim prints).
@@ -508,9 +1702,26 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-/// The (L, m) routing map: one cell per (context, append) pair, green where the local route is
-/// cheaper and orange where the remote one is, shaded by how much (|log₂ of the cost ratio|, up
-/// to 2×), with the cost ratio written in each cell; into `<stem>.png` and `<stem>.svg`.
+/// A diverging blue (f = 0) – white (0.5) – red (1) map (ColorBrewer RdBu, colour-blind safe).
+fn diverging(f: f64) -> RGBColor {
+    let f = if f.is_finite() { f.clamp(0.0, 1.0) } else { 0.5 };
+    let (blue, white, red) = ((33.0, 102.0, 172.0), (247.0, 247.0, 247.0), (178.0, 24.0, 43.0));
+    let (a, b, u) = if f < 0.5 {
+        (blue, white, f * 2.0)
+    } else {
+        (white, red, (f - 0.5) * 2.0)
+    };
+    let mix = |x: f64, y: f64| (x + (y - x) * u).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// The cost ratio at which the routing map's colours saturate (8×, either way).
+pub const ROUTING_MAP_SATURATION: f64 = 8.0;
+
+/// The (L, m) routing map: one cell per (context, append) pair coloured on a diverging scale by
+/// local cost ÷ remote cost (blue: local cheaper, red: remote cheaper; log scale saturating at
+/// [`ROUTING_MAP_SATURATION`]×) with a labelled colour bar, the ratio written in each cell and
+/// the boundary from which remote wins drawn as a black line; into `<stem>.png` and `<stem>.svg`.
 ///
 /// # Errors
 /// Drawing or file errors.
@@ -541,31 +1752,43 @@ struct RoutingMap<'a> {
 
 impl Figure for RoutingMap<'_> {
     fn size(&self) -> (u32, u32) {
-        (960, 720)
+        (1120, 760)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let (contexts, appends) = (self.contexts, self.appends);
         let (nx, ny) = (contexts.len(), appends.len());
-        let mut chart = ChartBuilder::on(root)
-            .caption(self.title, ("sans-serif", 20))
-            .margin(16)
+        let (data, side) = with_legend_panel(root, 190);
+        let mut chart = ChartBuilder::on(&data)
+            .caption(self.title, ("sans-serif", 17))
+            .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)
-            .map_err(|e| anyhow!("{e}"))?;
+            .build_cartesian_2d(IndexAxis::cells(nx), IndexAxis::cells(ny))
+            .map_err(pe)?;
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(2 * nx + 1)
-            .y_labels(2 * ny + 1)
-            .x_label_formatter(&|v| cell_label(*v, contexts))
-            .y_label_formatter(&|v| cell_label(*v, appends))
-            .x_desc("context L [tokens]")
+            .x_labels(nx)
+            .y_labels(ny)
+            .x_label_formatter(&|v| {
+                contexts
+                    .get(v.round() as usize)
+                    .map_or(String::new(), |c| c.to_string())
+            })
+            .y_label_formatter(&|v| appends.get(v.round() as usize).map_or(String::new(), |m| m.to_string()))
+            .x_desc("cached context L [tokens]")
             .y_desc("new tokens m")
             .label_style(("sans-serif", 14))
             .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(pe)?;
+        let scale = Scale {
+            lo: 1.0 / ROUTING_MAP_SATURATION,
+            hi: ROUTING_MAP_SATURATION,
+            log: true,
+        };
+        // Per context: the first append index from which remote wins (ny: never).
+        let mut remote_from = vec![ny; nx];
         for c in self.cells {
             let (Some(i), Some(j)) = (
                 contexts.iter().position(|&l| l == c.context_tokens),
@@ -574,16 +1797,362 @@ impl Figure for RoutingMap<'_> {
                 continue;
             };
             let ratio = (c.local_cost_ms / c.remote_cost_ms).max(1e-9);
-            let strength = ratio.log2().abs().min(1.0);
-            let (r, g, b) = if c.route == crate::routing_map::MapRoute::Remote {
-                (230.0, 120.0, 30.0)
-            } else {
-                (40.0, 160.0, 80.0)
-            };
-            let mix = |v: f64| (255.0 - (255.0 - v) * (0.25 + 0.75 * strength)) as u8;
-            let fill = RGBColor(mix(r), mix(g), mix(b));
-            draw_cell(&mut chart, (i as f64, j as f64), fill, format!("{ratio:.2}"), 0.28)?;
+            let fill = diverging(scale.at(ratio.clamp(scale.lo, scale.hi)));
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(i as f64 - 0.5, j as f64 - 0.5), (i as f64 + 0.5, j as f64 + 0.5)],
+                    fill.filled(),
+                )))
+                .map_err(pe)?;
+            let ink = text_on(fill);
+            let style = TextStyle::from(("sans-serif", 12).into_font())
+                .color(&ink)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{ratio:.2}"),
+                    (i as f64, j as f64),
+                    style,
+                )))
+                .map_err(pe)?;
+            if c.route == crate::routing_map::MapRoute::Remote {
+                remote_from[i] = remote_from[i].min(j);
+            }
         }
-        Ok(())
+        // The boundary: a step line under the first remote cell of every column.
+        let mut line: Vec<(f64, f64)> = Vec::new();
+        for (i, &j) in remote_from.iter().enumerate() {
+            let y = j as f64 - 0.5;
+            line.push((i as f64 - 0.5, y));
+            line.push((i as f64 + 0.5, y));
+        }
+        if remote_from.iter().any(|&j| j < ny) {
+            chart
+                .draw_series(std::iter::once(PathElement::new(line, BLACK.stroke_width(3))))
+                .map_err(pe)?;
+        }
+        let (top, bottom) = side.split_vertically(150);
+        draw_legend(
+            &top,
+            None,
+            &[
+                ("local cheaper".into(), Swatch::Box(diverging(0.1))),
+                ("remote cheaper".into(), Swatch::Box(diverging(0.9))),
+                ("boundary".into(), Swatch::Reference(BLACK, None)),
+            ],
+        )?;
+        draw_colorbar(&bottom, scale, "local ÷ remote cost", diverging)
+    }
+}
+
+/// Fit quality of one phase of a calibration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseFit {
+    /// Phase name.
+    pub phase: String,
+    /// Samples.
+    pub n: usize,
+    /// Coefficient of determination of predicted on measured times (1 − SS_res / SS_tot).
+    pub r2: f64,
+    /// Mean absolute percentage error \[%\].
+    pub mape_pct: f64,
+}
+
+/// R² and MAPE of each phase's points (phases in name order; points with a non-positive
+/// measurement are left out).
+pub fn fit_stats(points: &[crate::calibrate::FitPoint]) -> Vec<PhaseFit> {
+    let mut phases: Vec<&str> = points.iter().map(|p| p.phase.as_str()).collect();
+    phases.sort_unstable();
+    phases.dedup();
+    phases
+        .into_iter()
+        .map(|ph| {
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.phase == ph && p.measured_ms > 0.0 && p.predicted_ms.is_finite())
+                .map(|p| (p.measured_ms, p.predicted_ms))
+                .collect();
+            let n = pts.len();
+            let mean = pts.iter().map(|p| p.0).sum::<f64>() / n.max(1) as f64;
+            let ss_tot: f64 = pts.iter().map(|p| (p.0 - mean).powi(2)).sum();
+            let ss_res: f64 = pts.iter().map(|p| (p.1 - p.0).powi(2)).sum();
+            PhaseFit {
+                phase: ph.to_string(),
+                n,
+                r2: if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN },
+                mape_pct: 100.0 * pts.iter().map(|p| ((p.1 - p.0) / p.0).abs()).sum::<f64>() / n.max(1) as f64,
+            }
+        })
+        .collect()
+}
+
+/// Measured vs predicted time of every fitted sample, log–log, one colour and marker per phase
+/// (phases with fewer points drawn on top), the y = x line and ±10% lines, R² and MAPE per phase
+/// on the figure, and a residual panel (predicted ÷ measured − 1, in %) below; into
+/// `<stem>.png` and `<stem>.svg`.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn calibration_fit(stem: &Path, c: &crate::calibrate::Calibration) -> Result<()> {
+    render(stem, &CalibrationFit { c })
+}
+
+struct CalibrationFit<'a> {
+    c: &'a crate::calibrate::Calibration,
+}
+
+impl Figure for CalibrationFit<'_> {
+    fn size(&self) -> (u32, u32) {
+        (1100, 1000)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let c = self.c;
+        let pts: Vec<&crate::calibrate::FitPoint> = c
+            .points
+            .iter()
+            .filter(|p| p.measured_ms > 0.0 && p.predicted_ms > 0.0)
+            .collect();
+        let stats = fit_stats(&c.points);
+        // Phases drawn largest first, so a small phase is not hidden under a large one.
+        let mut order: Vec<usize> = (0..stats.len()).collect();
+        order.sort_by_key(|&k| std::cmp::Reverse(stats[k].n));
+        let (data, legend) = with_legend_panel(root, 300);
+        let data = data
+            .titled(
+                &format!("Calibration fit: {} on {}", c.file.model, c.file.gpu),
+                ("sans-serif", 22),
+            )
+            .map_err(pe)?;
+        let (top, bottom) = data.split_vertically(620);
+        let (lo, hi) = finite_range(pts.iter().flat_map(|p| [p.measured_ms, p.predicted_ms]), true);
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
+        let axis = LogAxis::around(lo, hi, 1.4);
+        let (a, b) = (axis.lo, axis.hi);
+        let mut chart = ChartBuilder::on(&top)
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(axis.clone(), axis)
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .x_labels(12)
+            .y_labels(12)
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .x_desc("measured [ms] (log)")
+            .y_desc("predicted [ms] (log)")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(pe)?;
+        draw_styled_line(&mut chart, &[(a, a), (b, b)], BLACK.stroke_width(1), None)?;
+        for f in [0.9, 1.1] {
+            draw_styled_line(
+                &mut chart,
+                &[(a, a * f), (b, b * f)],
+                RGBColor(90, 90, 90).stroke_width(1),
+                Some((6, 4)),
+            )?;
+        }
+        for &k in &order {
+            let ph = &stats[k].phase;
+            let p: Vec<(f64, f64)> = pts
+                .iter()
+                .filter(|p| &p.phase == ph)
+                .map(|p| (p.measured_ms, p.predicted_ms))
+                .collect();
+            draw_markers(&mut chart, &p, k, 3)?;
+        }
+        let mut residual = ChartBuilder::on(&bottom)
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(LogAxis::new(a, b), -40f64..40.0)
+            .map_err(pe)?;
+        residual
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_labels(12)
+            .y_labels(9)
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .x_desc("measured [ms] (log)")
+            .y_desc("predicted ÷ measured − 1 [%]")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(pe)?;
+        draw_styled_line(&mut residual, &[(a, 0.0), (b, 0.0)], BLACK.stroke_width(1), None)?;
+        for f in [-10.0, 10.0] {
+            draw_styled_line(
+                &mut residual,
+                &[(a, f), (b, f)],
+                RGBColor(90, 90, 90).stroke_width(1),
+                Some((6, 4)),
+            )?;
+        }
+        for &k in &order {
+            let ph = &stats[k].phase;
+            let p: Vec<(f64, f64)> = pts
+                .iter()
+                .filter(|p| &p.phase == ph)
+                .map(|p| {
+                    (
+                        p.measured_ms,
+                        (100.0 * (p.predicted_ms / p.measured_ms - 1.0)).clamp(-39.0, 39.0),
+                    )
+                })
+                .collect();
+            draw_markers(&mut residual, &p, k, 2)?;
+        }
+        let mut entries: Vec<(String, Swatch)> = stats
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (format!("{} (n = {})", s.phase, s.n), Swatch::Mark(marker(k), color(k))))
+            .collect();
+        entries.push(("y = x".into(), Swatch::Reference(BLACK, None)));
+        entries.push(("±10%".into(), Swatch::Reference(RGBColor(90, 90, 90), Some((6, 4)))));
+        entries.push((String::new(), Swatch::Box(WHITE)));
+        for s in &stats {
+            entries.push((
+                format!("{}: R² {:.4}, MAPE {:.1}%", s.phase, s.r2, s.mape_pct),
+                Swatch::Box(WHITE),
+            ));
+        }
+        draw_legend(&legend, Some("phase"), &entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ticks_are_1_2_5_per_decade_and_thin_out() {
+        assert_eq!(log_ticks(30.0, 2000.0, 12), [50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]);
+        // Too many for 1–2–5: decades only.
+        assert_eq!(log_ticks(1.0, 1e6, 5).len(), 4);
+        assert_eq!(log_ticks(1.0, 1e4, 6), [1.0, 10.0, 100.0, 1000.0, 10000.0]);
+        // Within one decade: 1–9.
+        assert_eq!(log_ticks(12.0, 45.0, 12), [20.0, 30.0, 40.0]);
+    }
+
+    #[test]
+    fn tick_labels_drop_trailing_zeros() {
+        assert_eq!(fmt_tick(25.0), "25");
+        assert_eq!(fmt_tick(0.5), "0.5");
+        assert_eq!(fmt_tick(12.125), "12.125");
+        assert_eq!(fmt_tick(20000.0), "20k");
+        assert_eq!(fmt_tick(-0.0), "0");
+    }
+
+    #[test]
+    fn metric_labels_read_as_words_with_units() {
+        assert_eq!(
+            metric_label("ttft_turn2plus_p50_ms"),
+            ("TTFT p50, turns ≥ 2".into(), "TTFT, turns ≥ 2 [ms]".into(), true)
+        );
+        assert_eq!(metric_label("tpot_p99_9_ms").0, "TPOT p99.9");
+        assert_eq!(metric_label("tpot_p99_9_ms").1, "TPOT [ms/token]");
+        assert_eq!(metric_label("slo_attainment").0, "SLO attainment");
+        assert!(!metric_label("slo_attainment").2);
+    }
+
+    #[test]
+    fn fit_stats_by_hand() {
+        let p = |phase: &str, m: f64, pr: f64| crate::calibrate::FitPoint {
+            phase: phase.into(),
+            measured_ms: m,
+            predicted_ms: pr,
+            label: String::new(),
+        };
+        // Measured 1, 2, 3 (mean 2, SS_tot 2); predicted 1.1, 2, 2.7: SS_res 0.01 + 0 + 0.09.
+        let s = fit_stats(&[
+            p("decode", 1.0, 1.1),
+            p("decode", 2.0, 2.0),
+            p("decode", 3.0, 2.7),
+            p("a", 4.0, 5.0),
+        ]);
+        assert_eq!(s[0].phase, "a");
+        assert_eq!((s[1].phase.as_str(), s[1].n), ("decode", 3));
+        assert!((s[1].r2 - (1.0 - 0.1 / 2.0)).abs() < 1e-12);
+        assert!((s[1].mape_pct - 100.0 * (0.1 + 0.0 + 0.1) / 3.0).abs() < 1e-9);
+        assert!((s[0].mape_pct - 25.0).abs() < 1e-12 && s[0].r2.is_nan());
+    }
+
+    /// Width and height of a PNG, from its IHDR chunk.
+    fn png_size(path: &Path) -> (u32, u32) {
+        let b = std::fs::read(path).unwrap();
+        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n");
+        let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        (be(16), be(20))
+    }
+
+    #[test]
+    fn sweep_figure_labels_crossovers_on_the_curves_with_units_and_slo() {
+        let rates = [1.0, 2.0, 4.0];
+        let curves = vec![
+            ("pd".to_string(), vec![10.0, 30.0, 50.0]),
+            ("ppd".to_string(), vec![20.0, 25.0, 30.0]),
+        ];
+        let crossings = crate::sweep::crossovers(&rates, &curves, "ttft_turn2plus_p50_ms");
+        // d = pd − ppd = −10, +5: the crossing is at 1 + 10/15 = 1.667/s, value 10 + 20 × 2/3.
+        assert_eq!(crossings.len(), 1);
+        let m = crate::sweep::MetricCurves {
+            metric: "ttft_turn2plus_p50_ms".into(),
+            ranges: vec![vec![(9.0, 11.0), (28.0, 32.0), (45.0, 55.0)], vec![(20.0, 20.0); 3]],
+            curves,
+            crossings,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("f");
+        let slo = Reference {
+            value: 40.0,
+            label: "TTFT SLO 40 ms".into(),
+        };
+        sweep_metric(&stem, &rates, &m, Some(&slo)).unwrap();
+        let svg = std::fs::read_to_string(with_ext(&stem, "svg")).unwrap();
+        for text in [
+            "TTFT p50, turns ≥ 2 vs load",
+            "TTFT, turns ≥ 2 [ms] (log)",
+            "load [new conversations / s]",
+            "TTFT SLO 40 ms",
+            "1.67/s",
+            "min–max over seeds",
+            "crossover (rate/s)",
+        ] {
+            assert!(svg.contains(&format!(">\n{text}\n</text>")), "no {text:?}");
+        }
+        // 1–2–5 ticks on the log axis: 10, 20, 50 and nothing at half-decades.
+        for tick in ["10", "20", "50"] {
+            assert!(svg.contains(&format!(">\n{tick}\n</text>")), "no tick {tick}");
+        }
+        assert!(!svg.contains(">\n31.6\n</text>") && !svg.contains(">\n32\n</text>"));
+        assert_eq!(png_size(&with_ext(&stem, "png")).1, 560);
+    }
+
+    #[test]
+    fn calibration_figure_prints_r2_and_mape_per_phase() {
+        let points: Vec<crate::calibrate::FitPoint> = [(1.0, 1.1), (2.0, 2.0), (3.0, 2.7)]
+            .iter()
+            .map(|&(m, p)| crate::calibrate::FitPoint {
+                phase: "decode".into(),
+                measured_ms: m,
+                predicted_ms: p,
+                label: String::new(),
+            })
+            .collect();
+        let s = fit_stats(&points);
+        let text = format!("decode: R² {:.4}, MAPE {:.1}%", s[0].r2, s[0].mape_pct);
+        assert_eq!(text, "decode: R² 0.9500, MAPE 6.7%");
+    }
+
+    #[test]
+    fn color_scales_end_where_they_should() {
+        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
+        assert_eq!(viridis(1.0), RGBColor(253, 231, 37));
+        assert_eq!(diverging(0.5), RGBColor(247, 247, 247));
+        assert_eq!(text_on(viridis(0.0)), WHITE);
+        assert_eq!(text_on(viridis(1.0)), BLACK);
     }
 }

@@ -69,6 +69,10 @@ pub struct Scenario {
     /// `validate` use them). A percentile `p99.9` is named `p99_9` in column names.
     #[serde(default = "default_percentiles")]
     pub percentiles: Vec<f64>,
+    /// Interval of `run`'s per-instance timeline (`timeline.csv`, `plots/timeline_*`) \[s\]
+    /// (default 1; it doubles as often as needed to keep at most 4,096 points per instance).
+    #[serde(default = "default_timeline_interval_s")]
+    pub timeline_interval_s: f64,
     /// Policies to run, each on its own cluster, on identical requests.
     pub policy: Vec<PolicyConfig>,
 }
@@ -108,6 +112,10 @@ pub struct WorkloadSpec {
 
 fn is_zero(v: &u32) -> bool {
     *v == 0
+}
+
+fn default_timeline_interval_s() -> f64 {
+    1.0
 }
 
 fn default_percentiles() -> Vec<f64> {
@@ -444,6 +452,14 @@ impl LoadedScenario {
                 ));
             }
         }
+        in_range(
+            "timeline_interval_s",
+            sc.timeline_interval_s,
+            1e-6,
+            false,
+            MAX_DURATION_S,
+            &format!("use an interval in seconds, >= 1e-6 and <= {MAX_DURATION_S:e}"),
+        )?;
         match w.arrival {
             ArrivalSpec::Poisson { rate_per_s } => in_range(
                 "workload.arrival.rate_per_s",

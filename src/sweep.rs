@@ -342,6 +342,9 @@ pub struct MetricCurves {
     /// (policy, seed-averaged value per rate), policies in the order of their first row; NaN
     /// where no seed has a finite value.
     pub curves: Vec<(String, Vec<f64>)>,
+    /// Per curve (same order), the (min, max) over seeds at each rate; NaN where no seed has a
+    /// finite value.
+    pub ranges: Vec<Vec<(f64, f64)>>,
     /// Where the curves cross.
     pub crossings: Vec<Crossover>,
 }
@@ -357,10 +360,11 @@ pub fn analyse(rows: &[SweepRow], rates: &[f64], metrics: &[String]) -> Vec<Metr
     metrics
         .iter()
         .map(|metric| {
-            let curves: Vec<(String, Vec<f64>)> = policies
+            // Per policy and rate: (mean, min, max) over the seeds.
+            let stats: Vec<Vec<(f64, f64, f64)>> = policies
                 .iter()
                 .map(|&policy| {
-                    let curve = rates
+                    rates
                         .iter()
                         .map(|&rate| {
                             let vals: Vec<f64> = rows
@@ -370,19 +374,28 @@ pub fn analyse(rows: &[SweepRow], rates: &[f64], metrics: &[String]) -> Vec<Metr
                                 .filter(|v| v.is_finite())
                                 .collect();
                             if vals.is_empty() {
-                                f64::NAN
+                                (f64::NAN, f64::NAN, f64::NAN)
                             } else {
-                                vals.iter().sum::<f64>() / vals.len() as f64
+                                (
+                                    vals.iter().sum::<f64>() / vals.len() as f64,
+                                    vals.iter().copied().fold(f64::INFINITY, f64::min),
+                                    vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                                )
                             }
                         })
-                        .collect();
-                    (policy.to_string(), curve)
+                        .collect()
                 })
+                .collect();
+            let curves: Vec<(String, Vec<f64>)> = policies
+                .iter()
+                .zip(&stats)
+                .map(|(p, s)| (p.to_string(), s.iter().map(|t| t.0).collect()))
                 .collect();
             let crossings = crossovers(rates, &curves, metric);
             MetricCurves {
                 metric: metric.clone(),
                 curves,
+                ranges: stats.iter().map(|s| s.iter().map(|t| (t.1, t.2)).collect()).collect(),
                 crossings,
             }
         })
@@ -942,6 +955,7 @@ mod tests {
                 curve("adaptive[a=2][hysteresis.high=5]", &[5.0, f64::NAN]),
                 curve("solo[a=1]", &[6.0, 7.0]),
             ],
+            ranges: vec![],
             crossings: vec![],
         };
         let h = heatmaps(&spec, &[m]);

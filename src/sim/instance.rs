@@ -197,6 +197,25 @@ impl Instance {
         !self.is_busy() && self.waiting.is_empty() && self.running.is_empty()
     }
 
+    /// Sequences waiting for admission.
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Sequences admitted (prefilling or decoding).
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Time spent in iterations up to `t` (an iteration in flight counts up to `t`, not to its
+    /// end), for `t` not before the start of the iteration in flight \[µs\].
+    pub fn busy_time_until(&self, t: SimTime) -> SimDuration {
+        match self.busy_until {
+            Some(end) if end > t => SimDuration(self.busy_time.0 - (end.0 - t.0)),
+            _ => self.busy_time,
+        }
+    }
+
     /// Sequences waiting plus running.
     pub fn num_seqs(&self) -> usize {
         self.waiting.len() + self.running.len()

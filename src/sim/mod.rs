@@ -244,6 +244,37 @@ pub struct SimResult {
     pub mode_switches: u64,
     /// Events handled.
     pub num_events: u64,
+    /// Per-instance state on a fixed time grid (empty unless [`Simulation::with_timeline`]).
+    pub timeline: Vec<TimelineSample>,
+}
+
+/// One instance's state at one point of the timeline grid (`run`'s `timeline.csv`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineSample {
+    /// Grid time since the start \[s\].
+    pub time_s: f64,
+    /// Instance name (`P0`, `D1`, `R0`).
+    pub instance: String,
+    /// Sequences waiting for admission (the engine's queue).
+    pub waiting: u32,
+    /// Sequences admitted (prefilling or decoding).
+    pub running: u32,
+    /// Fraction of the KV capacity in use: reservations, prefix cache and shared prefixes (0–1).
+    pub kv_usage: f64,
+    /// Fraction of the grid interval ending here spent running iterations (0–1).
+    pub busy_fraction: f64,
+}
+
+/// The most grid points a timeline keeps per instance: past it the interval doubles and every
+/// other point is dropped, so memory stays bounded however long the run.
+pub const MAX_TIMELINE_POINTS: usize = 4096;
+
+/// The timeline being recorded: raw samples (cumulative busy time), thinned as it grows.
+struct Timeline {
+    interval: SimDuration,
+    next: SimTime,
+    /// (grid time, instance, waiting, running, used blocks, busy time up to then).
+    raw: Vec<(SimTime, usize, u32, u32, u64, SimDuration)>,
 }
 
 /// SplitMix64: a fixed, portable hash for pinning conversations to instances.
@@ -317,6 +348,7 @@ pub struct Simulation<'a> {
     in_flight: u32,
     connection_waiters: std::collections::VecDeque<usize>,
     active_convs: Vec<u32>,
+    timeline: Option<Timeline>,
 }
 
 impl<'a> Simulation<'a> {
@@ -380,6 +412,53 @@ impl<'a> Simulation<'a> {
             in_flight: 0,
             connection_waiters: Default::default(),
             active_convs: vec![0; n],
+            timeline: None,
+        }
+    }
+
+    /// Also records every instance's queue, running batch, KV usage and busy fraction at
+    /// multiples of `interval_s` (the interval doubles, and every other point is dropped, when a
+    /// grid would exceed [`MAX_TIMELINE_POINTS`] points).
+    ///
+    /// # Panics
+    /// If `interval_s` is not > 0 (validated with the scenario).
+    pub fn with_timeline(mut self, interval_s: f64) -> Self {
+        let interval = SimDuration::from_secs_f64(interval_s);
+        assert!(interval.0 > 0, "timeline interval must be > 0");
+        self.timeline = Some(Timeline {
+            interval,
+            next: SimTime::ZERO + interval,
+            raw: Vec::new(),
+        });
+        self
+    }
+
+    /// Samples the timeline at every grid point before `until` (strictly: the state then is the
+    /// state after every event up to the grid point).
+    fn sample_timeline(&mut self, until: SimTime, inclusive: bool) {
+        let Some(tl) = self.timeline.as_mut() else {
+            return;
+        };
+        while tl.next < until || (inclusive && tl.next == until) {
+            let g = tl.next;
+            for (k, i) in self.instances.iter().enumerate() {
+                tl.raw.push((
+                    g,
+                    k,
+                    i.num_waiting() as u32,
+                    i.num_running() as u32,
+                    i.used_blocks(),
+                    i.busy_time_until(g),
+                ));
+            }
+            tl.next = g + tl.interval;
+            if tl.raw.len() > MAX_TIMELINE_POINTS * self.instances.len() {
+                // Keep the points at even multiples of the interval, then double it.
+                let two = SimDuration(tl.interval.0 * 2);
+                tl.raw.retain(|r| r.0 .0 % two.0 == 0);
+                tl.interval = two;
+                tl.next = SimTime((g.0 / two.0 + 1) * two.0);
+            }
         }
     }
 
@@ -398,6 +477,7 @@ impl<'a> Simulation<'a> {
     pub fn step(&mut self) -> Option<(SimTime, Event)> {
         let (at, ev) = self.queue.pop()?;
         assert!(at >= self.now, "time went backwards: {at} < {}", self.now);
+        self.sample_timeline(at, false);
         self.now = at;
         self.num_events += 1;
         self.handle(ev);
@@ -803,7 +883,7 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    fn finish(self) -> SimResult {
+    fn finish(mut self) -> SimResult {
         assert!(
             self.local_backlog_tokens.iter().all(|&b| b == 0),
             "every local request left the prefill backlog with its first token"
@@ -882,6 +962,28 @@ impl<'a> Simulation<'a> {
             "client connections leaked"
         );
         let makespan = self.now.as_ms().max(1e-9);
+        self.sample_timeline(self.now, true);
+        let timeline = self.timeline.take().map_or_else(Vec::new, |tl| {
+            let mut prev_busy = vec![SimDuration::ZERO; self.instances.len()];
+            let mut prev_t = vec![SimTime::ZERO; self.instances.len()];
+            tl.raw
+                .into_iter()
+                .map(|(t, k, waiting, running, blocks, busy)| {
+                    let span = (t.0 - prev_t[k].0) as f64;
+                    let busy_fraction = (busy.0 - prev_busy[k].0) as f64 / span;
+                    (prev_t[k], prev_busy[k]) = (t, busy);
+                    let i = &self.instances[k];
+                    TimelineSample {
+                        time_s: t.as_secs(),
+                        instance: i.name.clone(),
+                        waiting,
+                        running,
+                        kv_usage: blocks as f64 / i.limits.capacity_blocks.max(1) as f64,
+                        busy_fraction,
+                    }
+                })
+                .collect()
+        });
         let modes = self.policy.mode_stats(self.now.as_ms());
         let instances = self
             .instances
@@ -906,6 +1008,7 @@ impl<'a> Simulation<'a> {
             instances,
             mode_switches: modes.iter().map(|m| m.1).sum(),
             num_events: self.num_events,
+            timeline,
         }
     }
 }

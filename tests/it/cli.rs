@@ -55,11 +55,12 @@ fn default_scenario_writes_every_output_and_pd_turn2_ttft_exceeds_ppd() {
         "summary.csv",
         "summary.json",
         "scenario.resolved.toml",
-        "plots/ttft_by_policy.png",
+        "timeline.csv",
+        "plots/latency_by_policy.png",
     ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
-    let png = std::fs::read(out.join("plots/ttft_by_policy.png")).unwrap();
+    let png = std::fs::read(out.join("plots/latency_by_policy.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
@@ -342,9 +343,19 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
     assert!(stem.with_extension("png").is_file());
     // Only the varied policy gets a heatmap.
     assert!(!out.join("plots/heatmap_pd_ttft_turn2plus_p50_ms.png").exists());
-    // The SVG labels each variant's settings and writes each cell's value: the sweep.csv value
-    // (one seed, so the mean is the value) with 3 significant digits.
+    // Two keys varied together: a real grid, one key per axis, one panel per load, with the
+    // colour bar's unit; each cell's value is the sweep.csv value (one seed, so the mean is the
+    // value) with 3 significant digits.
     let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    for text in [
+        ">\ndecode_instances\n</text>",
+        ">\nprefill_instances\n</text>",
+        ">\n1 new conversations / s\n</text>",
+        ">\n2 new conversations / s\n</text>",
+        ">\nTTFT, turns ≥ 2 [ms]\n</text>",
+    ] {
+        assert!(svg.contains(text), "no {text:?}");
+    }
     let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let col = header.iter().position(|h| *h == "ttft_turn2plus_p50_ms").unwrap();
@@ -355,7 +366,6 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
             continue;
         };
         let label = settings.trim_end_matches(']').replace("][", ", ");
-        assert!(svg.contains(&label), "no row label {label}");
         let v: f64 = f[col].parse().unwrap();
         let text = if v >= 100.0 {
             format!("{v:.0}")
@@ -429,11 +439,15 @@ fn plot_redraws_run_and_routing_map_directories_byte_for_byte() {
         .arg(&map)
         .assert()
         .success();
-    for (out, what, stem) in [
-        (&run, "ttft_by_policy", "ttft_by_policy"),
-        (&map, "routing map", "routing_map"),
-    ] {
-        let files = [format!("plots/{stem}.png"), format!("plots/{stem}.svg")];
+    let run_plots: Vec<String> = std::fs::read_dir(run.join("plots"))
+        .unwrap()
+        .map(|e| format!("plots/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    // latency_by_policy, latency_cdf, ttft_by_turn and a timeline per policy (two), each twice,
+    // and ttft_by_turn.csv.
+    assert_eq!(run_plots.len(), 2 * 5 + 1, "{run_plots:?}");
+    let map_plots = vec!["plots/routing_map.png".to_string(), "plots/routing_map.svg".to_string()];
+    for (out, what, files) in [(&run, "run", run_plots), (&map, "routing map", map_plots)] {
         let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
         for f in &files {
             std::fs::remove_file(out.join(f)).unwrap();
@@ -443,7 +457,10 @@ fn plot_redraws_run_and_routing_map_directories_byte_for_byte() {
             .arg(out)
             .assert()
             .success()
-            .stdout(predicate::str::contains(format!("redrew {what} (2 files)")));
+            .stdout(predicate::str::contains(format!(
+                "redrew {what} ({} files)",
+                files.len()
+            )));
         for (f, b) in files.iter().zip(&before) {
             assert_eq!(&std::fs::read(out.join(f)).unwrap(), b, "{f}");
         }
@@ -1426,4 +1443,97 @@ fn percentiles_are_configurable_and_match_requests_csv() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("unknown metric `ttft_turn1_p75_ms`"));
+}
+
+#[test]
+fn run_figures_have_units_slo_lines_and_agree_with_the_data_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    run_scenario(&root().join("tests/data/scenarios/small.toml"), &out, "2");
+    let png_size = |f: &str| {
+        let b = std::fs::read(out.join("plots").join(f)).unwrap();
+        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{f}");
+        let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        (be(16), be(20))
+    };
+    assert_eq!(png_size("latency_by_policy.png"), (1280, 560));
+    assert_eq!(png_size("latency_cdf.png"), (1280, 520));
+    assert_eq!(png_size("ttft_by_turn.png"), (1080, 560));
+    assert_eq!(png_size("timeline_pd.png"), (1180, 860));
+    let svg = |f: &str| std::fs::read_to_string(out.join("plots").join(f)).unwrap();
+    let has = |svg: &str, text: &str| svg.contains(&format!(">\n{text}\n</text>"));
+    let bars = svg("latency_by_policy.svg");
+    for t in [
+        "TTFT [ms]",
+        "TPOT [ms/token]",
+        "E2E [ms]",
+        "SLO target",
+        "pd",
+        "ppd",
+        "turns ≥ 2 p99",
+    ] {
+        assert!(has(&bars, t), "latency_by_policy: no {t:?}");
+    }
+    let cdf = svg("latency_cdf.svg");
+    for t in [
+        "TTFT, turns ≥ 2",
+        "fraction of requests ≤ x",
+        "TPOT [ms/token] (log)",
+        "policy",
+    ] {
+        assert!(has(&cdf, t), "latency_cdf: no {t:?}");
+    }
+    for t in ["P0", "D0", "KV cache in use", "% of capacity", "time [s]"] {
+        assert!(has(&svg("timeline_ppd.svg"), t), "timeline: no {t:?}");
+    }
+    // ttft_by_turn.csv: turn 1's median is summary.csv's turn-1 p50, policy by policy.
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let sh: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let p50 = sh.iter().position(|h| *h == "ttft_turn1_p50_ms").unwrap();
+    let by_turn = std::fs::read_to_string(out.join("plots/ttft_by_turn.csv")).unwrap();
+    assert_eq!(
+        by_turn.lines().next().unwrap(),
+        "policy,turn,num_requests,ttft_p25_ms,ttft_p50_ms,ttft_p75_ms"
+    );
+    for row in summary.lines().skip(1) {
+        let f: Vec<&str> = row.split(',').collect();
+        let turn1 = by_turn
+            .lines()
+            .find(|l| l.starts_with(&format!("{},1,", f[0])))
+            .unwrap();
+        let t: Vec<&str> = turn1.split(',').collect();
+        assert_eq!(t[2], "40", "40 conversations, each with a turn 1");
+        assert_eq!(t[4].parse::<f64>().unwrap(), f[p50].parse::<f64>().unwrap(), "{}", f[0]);
+    }
+    // timeline.csv: a 1 s grid; per instance, Σ busy fraction × 1 s is its busy time up to the
+    // last grid point (summary.json: busy fraction × makespan), within the last partial second.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let timeline = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
+    assert_eq!(
+        timeline.lines().next().unwrap(),
+        "policy,time_s,instance,waiting,running,kv_usage,busy_fraction"
+    );
+    let rows: Vec<Vec<&str>> = timeline.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    for p in json["policies"].as_array().unwrap() {
+        let name = p["policy"].as_str().unwrap();
+        for inst in p["instances"].as_array().unwrap() {
+            let i = inst["instance"].as_str().unwrap();
+            let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == name && r[2] == i).collect();
+            assert!(!mine.is_empty(), "{name}/{i}");
+            for (k, r) in mine.iter().enumerate() {
+                assert_eq!(r[1].parse::<f64>().unwrap(), (k + 1) as f64, "1 s grid");
+                let (kv, busy): (f64, f64) = (r[5].parse().unwrap(), r[6].parse().unwrap());
+                assert!((0.0..=1.0).contains(&kv) && (0.0..=1.0 + 1e-9).contains(&busy), "{r:?}");
+            }
+            let busy_s: f64 = mine.iter().map(|r| r[6].parse::<f64>().unwrap()).sum();
+            // The makespan runs from the first arrival; busy time from 0 (arrivals start at 0).
+            let makespan_s = p["makespan_s"].as_f64().unwrap();
+            let total_s = inst["busy_fraction"].as_f64().unwrap() * makespan_s;
+            assert!(
+                busy_s <= total_s + 1e-6 && busy_s >= total_s - 1.0,
+                "{name}/{i}: {busy_s} vs {total_s}"
+            );
+        }
+    }
 }

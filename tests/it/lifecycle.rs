@@ -694,3 +694,50 @@ fn prompt_overhead_is_paid_at_every_api_server() {
     // PPD's turn 2 is direct: +1.23 ms on the 12 ms of `ppd_two_turns_by_hand`.
     close(ppd_extra[1].ttft_ms, 12.0 + 1.23);
 }
+
+#[test]
+fn timeline_samples_queue_kv_and_busy_fraction_on_a_grid() {
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let res = Simulation::new(one_instance_without_queues(), &cost, conversation())
+        .with_timeline(0.005)
+        .run();
+    let tl = &res.timeline;
+    assert!(tl.iter().all(|s| s.instance == "R0"));
+    // Turn 1 reaches the engine after the 2 ms request overhead; its prefill runs 2 → 12 ms.
+    let at = |t: f64| tl.iter().find(|s| (s.time_s - t).abs() < 1e-12).unwrap();
+    close(at(0.005).busy_fraction, 0.6);
+    assert_eq!((at(0.005).waiting, at(0.005).running), (0, 1));
+    close(at(0.010).busy_fraction, 1.0);
+    // During the 1 s think time nothing runs; the prefix cache holds turn 1's KV (7 blocks of 16).
+    let idle = at(0.500);
+    assert_eq!((idle.waiting, idle.running), (0, 0));
+    close(idle.busy_fraction, 0.0);
+    assert!(
+        idle.kv_usage > 0.0 && idle.kv_usage <= 8.0 / 100_000.0,
+        "{}",
+        idle.kv_usage
+    );
+    // The grid covers the run: Σ busy fraction × 5 ms is the busy time up to the last point.
+    let busy_ms: f64 = tl.iter().map(|s| s.busy_fraction * 5.0).sum();
+    let makespan_ms = res.records.iter().map(|r| r.completed_at_ms).fold(0.0, f64::max);
+    let total_busy_ms = res.instances[0].busy_fraction * makespan_ms;
+    assert!(tl.last().unwrap().time_s * 1e3 > makespan_ms - 5.0);
+    assert!(
+        busy_ms <= total_busy_ms + 1e-9 && busy_ms > total_busy_ms - 10.0,
+        "{busy_ms} vs {total_busy_ms}"
+    );
+    // A 1 µs grid over ≈ 1 s would be a million points: it is thinned to at most 4,096, on an
+    // interval that doubled, and still accounts for the busy time.
+    let fine = Simulation::new(one_instance_without_queues(), &cost, conversation())
+        .with_timeline(1e-6)
+        .run()
+        .timeline;
+    assert!(fine.len() <= ppdsim::sim::MAX_TIMELINE_POINTS, "{}", fine.len());
+    let step = fine[1].time_s - fine[0].time_s;
+    assert!(step >= 1e-6 * 128.0, "{step}");
+    let busy_fine: f64 = fine.iter().map(|s| s.busy_fraction * step * 1e3).sum();
+    assert!(
+        (busy_fine - total_busy_ms).abs() < step * 1e3 + 1e-6,
+        "{busy_fine} vs {total_busy_ms}"
+    );
+}

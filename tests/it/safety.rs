@@ -150,12 +150,22 @@ fn rerun_replaces_only_the_files_its_manifest_lists() {
     assert_eq!(
         files,
         [
-            "plots/ttft_by_policy.png",
-            "plots/ttft_by_policy.svg",
+            "plots/latency_by_policy.png",
+            "plots/latency_by_policy.svg",
+            "plots/latency_cdf.png",
+            "plots/latency_cdf.svg",
+            "plots/timeline_pd.png",
+            "plots/timeline_pd.svg",
+            "plots/timeline_ppd.png",
+            "plots/timeline_ppd.svg",
+            "plots/ttft_by_turn.csv",
+            "plots/ttft_by_turn.png",
+            "plots/ttft_by_turn.svg",
             "requests.csv",
             "scenario.resolved.toml",
             "summary.csv",
-            "summary.json"
+            "summary.json",
+            "timeline.csv"
         ]
     );
     assert_eq!(std::fs::read(out.join("my-analysis.txt")).unwrap(), b"keep me\n");
