@@ -1056,7 +1056,9 @@ fn write_imported(
         buf = gz.finish()?;
     }
     outdir::write_atomic(output, &buf)?;
-    eprintln!("{}", serde_json::to_string_pretty(report)?);
+    // As `trace stats`: the machine-readable report on stdout, the human summary (printed by the
+    // caller) and notes on stderr.
+    println!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
 }
 
@@ -1084,7 +1086,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                 return Err(InputError::file(&file, "no request with at least one prompt and one output token").into());
             }
             write_imported(&output, convs, &report)?;
-            println!(
+            eprintln!(
                 "read {} requests, wrote {} one-turn conversations to {}{}; {} without output and {} without prompt dropped",
                 report.rows_read,
                 report.conversations_written,
@@ -1111,7 +1113,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                 );
             }
             write_imported(&output, convs, &report)?;
-            println!(
+            eprintln!(
                 "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
                 report.requests_read,
                 report.conversations_written,
@@ -1136,7 +1138,7 @@ fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                 return Err(InputError::file(&file, "no usable conversation found").into());
             }
             write_imported(&output, convs, &report)?;
-            println!(
+            eprintln!(
                 "read {} conversations, wrote {} to {}, skipped {} (malformed {}, without turns {}){}",
                 report.elements_read,
                 report.conversations_written,

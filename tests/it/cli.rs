@@ -535,6 +535,26 @@ fn routing_map_writes_the_grid_and_boundary() {
         "context_tokens,remote_from_append_tokens\n512,\n4096,\n"
     );
     assert!(out.join("plots/routing_map.png").is_file() && out.join("plots/routing_map.svg").is_file());
+    // The figure: axes in words and units, a labelled colour bar, the legend, each cell's ratio
+    // (no decodes: local ÷ remote < 1 everywhere, so no boundary line is drawn).
+    let svg = std::fs::read_to_string(out.join("plots/routing_map.svg")).unwrap();
+    for text in [
+        "cached context L [tokens]",
+        "new tokens m",
+        "local ÷ remote cost",
+        "local cheaper",
+        "remote cheaper",
+    ] {
+        assert!(svg.contains(&format!(">\n{text}\n</text>")), "no {text:?}");
+    }
+    for line in cells.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let h: Vec<&str> = cells.lines().next().unwrap().split(',').collect();
+        let v = |n: &str| f[h.iter().position(|x| *x == n).unwrap()].parse::<f64>().unwrap();
+        let ratio = v("local_cost_ms") / v("remote_cost_ms");
+        assert!(ratio < 1.0);
+        assert!(svg.contains(&format!(">\n{ratio:.2}\n</text>")), "no cell {ratio:.2}");
+    }
     // The parameters are recorded with every value filled in, the calibration relative to the
     // results directory (no absolute paths).
     let record = std::fs::read_to_string(out.join("routing_map.resolved.toml")).unwrap();
@@ -669,7 +689,7 @@ fn trace_import_and_stats() {
         .arg(&out)
         .assert()
         .success()
-        .stdout(predicate::str::contains("read 4 conversations, wrote 4"));
+        .stderr(predicate::str::contains("read 4 conversations, wrote 4"));
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         std::fs::read_to_string(root().join("tests/data/sharegpt_fixture.expected.jsonl")).unwrap()
@@ -776,6 +796,15 @@ fn strict_calibration_refuses_physically_impossible_data() {
         .success()
         .stdout(predicate::str::contains("[FAIL] 1,024-token prefill").and(predicate::str::contains("prefix cache")));
     assert!(out.is_file() && dir.path().join("m.fit.png").is_file());
+    // The fit figure: ±10% lines, a residual panel and R²/MAPE per phase.
+    let svg = std::fs::read_to_string(dir.path().join("m.fit.svg")).unwrap();
+    for text in ["±10%", "predicted ÷ measured − 1 [%]", "measured [ms] (log)", "y = x"] {
+        assert!(svg.contains(&format!(">\n{text}\n</text>")), "no {text:?}");
+    }
+    assert!(
+        svg.contains(">\nprefill: R² 0.") && svg.contains(">\ndecode: R² 0."),
+        "no R² per phase"
+    );
     for f in ["m.json", "m.fit.png", "m.fit.svg"] {
         std::fs::remove_file(dir.path().join(f)).unwrap();
     }

@@ -78,11 +78,16 @@ fn mooncake_import_matches_an_independent_reconstruction() {
         .arg(&out)
         .assert()
         .success()
-        .stdout(predicates::str::contains(
+        .stderr(predicates::str::contains(
             "read 300 requests, wrote 281 conversations (18 with ≥ 2 turns, up to 3 turns)",
         ))
-        .stdout(predicates::str::contains(
+        .stderr(predicates::str::contains(
             "19 continuations, 0 branches started anew, 3 turns",
+        ))
+        // The report is machine-readable JSON on stdout, as `trace stats` writes its statistics.
+        .stdout(predicates::prelude::PredicateBooleanExt::and(
+            predicates::str::starts_with("{\n"),
+            predicates::str::contains("\"requests_read\": 300"),
         ));
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
