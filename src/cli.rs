@@ -990,9 +990,19 @@ fn exec_validate(
     if !interference.is_empty() {
         if print_points {
             for r in &interference {
+                let n = output::fmt_number;
                 println!(
-                    "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6.2}/{:>6.2} ms  batch {:>7.0}/{:>7.0} ms  prefill TTFT {:>7.1}/{:>7.1} ms",
-                    r.experiment, r.scenario, r.decode_count, r.prefill_count, r.decode_tpot_measured_ms, r.decode_tpot_predicted_ms, r.batch_time_measured_ms, r.batch_time_predicted_ms, r.prefill_ttft_measured_ms, r.prefill_ttft_predicted_ms
+                    "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6}/{:>6} ms  batch {:>7}/{:>7} ms  prefill TTFT {:>7}/{:>7} ms",
+                    r.experiment,
+                    r.scenario,
+                    r.decode_count,
+                    r.prefill_count,
+                    n(r.decode_tpot_measured_ms, 2),
+                    n(r.decode_tpot_predicted_ms, 2),
+                    n(r.batch_time_measured_ms, 0),
+                    n(r.batch_time_predicted_ms, 0),
+                    n(r.prefill_ttft_measured_ms, 1),
+                    n(r.prefill_ttft_predicted_ms, 1)
                 );
             }
         }

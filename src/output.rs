@@ -327,6 +327,16 @@ pub fn read_timeline_csv(
         .collect()
 }
 
+/// `v` with `prec` decimals for a text table, or `–` when it does not exist (NaN, ±∞): printed
+/// tables, like the CSV files, never show `NaN`.
+pub fn fmt_number(v: f64, prec: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.prec$}")
+    } else {
+        "–".to_string()
+    }
+}
+
 /// Width of a text table's policy column: the longest name, at least 12 characters.
 pub fn policy_column_width<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
     names.into_iter().map(|n| n.chars().count()).max().unwrap_or(0).max(12)

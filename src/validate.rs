@@ -1044,24 +1044,33 @@ pub fn interference_summary(rows: &[InterferenceRow]) -> String {
             }
             let _ = writeln!(
                 s,
-                "  {e:<12} {:<26} n={:<4} decode TPOT {:>5.1}%  batch time {:>5.1}%  prefill TTFT {:>5.1}%",
+                "  {e:<12} {:<26} n={:<4} decode TPOT {:>5}%  batch time {:>5}%  prefill TTFT {:>5}%",
                 if fitted {
                     "decode-only (fitted)"
                 } else {
                     "with inserted prefills"
                 },
                 sel.len(),
-                median(
-                    sel.iter()
-                        .map(|r| err(r.decode_tpot_predicted_ms, r.decode_tpot_measured_ms).abs())
+                crate::output::fmt_number(
+                    median(
+                        sel.iter()
+                            .map(|r| err(r.decode_tpot_predicted_ms, r.decode_tpot_measured_ms).abs())
+                    ),
+                    1
                 ),
-                median(
-                    sel.iter()
-                        .map(|r| err(r.batch_time_predicted_ms, r.batch_time_measured_ms).abs())
+                crate::output::fmt_number(
+                    median(
+                        sel.iter()
+                            .map(|r| err(r.batch_time_predicted_ms, r.batch_time_measured_ms).abs())
+                    ),
+                    1
                 ),
-                median(
-                    sel.iter()
-                        .map(|r| err(r.prefill_ttft_predicted_ms, r.prefill_ttft_measured_ms).abs())
+                crate::output::fmt_number(
+                    median(
+                        sel.iter()
+                            .map(|r| err(r.prefill_ttft_predicted_ms, r.prefill_ttft_measured_ms).abs())
+                    ),
+                    1
                 ),
             );
         }

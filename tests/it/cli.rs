@@ -24,7 +24,17 @@ fn validate_stdout(path: &Path) -> String {
         .get_output()
         .stdout
         .clone();
-    String::from_utf8(out).unwrap()
+    let text = String::from_utf8(out).unwrap();
+    // A value that does not exist prints as `–`, never as `NaN`.
+    assert!(!text.contains("NaN"), "{text}");
+    text
+}
+
+#[test]
+fn validate_prints_no_nan_for_points_without_a_prefill() {
+    // The core experiment's decode-only points have no prefill TTFT: `–`, not `NaN`.
+    let text = validate_stdout(&root().join("tests/data/measurements/vllm-ppd_core_experiment_sample.json"));
+    assert!(text.contains("prefill TTFT       –/      – ms"), "{text}");
 }
 
 fn run_scenario(scenario: &Path, out: &Path, threads: &str) {
