@@ -343,7 +343,7 @@ fn legend_width(labels: impl IntoIterator<Item = usize>) -> u32 {
 
 /// A legend label for a policy or sweep variant: `adaptive[a.b=1][c=2]` reads `adaptive b=1 c=2`
 /// (each swept key by its last dotted component).
-fn series_label(name: &str) -> String {
+pub fn series_label(name: &str) -> String {
     let (base, settings) = crate::sweep::variant_settings(name);
     let mut s = base;
     for (k, v) in settings {

@@ -403,33 +403,44 @@ pub fn analyse(rows: &[SweepRow], rates: &[f64], metrics: &[String]) -> Vec<Metr
 }
 
 impl MetricCurves {
-    /// The curves as a text table (a row per rate, a column per policy) and one line per
+    /// The curves as a text table — a row per policy (variants named by their swept keys' last
+    /// dotted component: `adaptive max_local_append_tokens=64 high_backlog_tokens=1024`), a
+    /// column per rate, so its width grows with the rates, not the names — and one line per
     /// crossover.
     pub fn table(&self, rates: &[f64]) -> String {
         use std::fmt::Write;
-        let w = self
-            .curves
-            .iter()
-            .map(|(p, _)| p.chars().count())
-            .max()
-            .unwrap_or(0)
-            .max(10);
-        let mut s = format!("{} (mean over seeds)\n  {:>10}", self.metric, "rate/s");
-        for (p, _) in &self.curves {
-            let _ = write!(s, " {p:>w$}");
+        let label = crate::plot::series_label;
+        let labels: Vec<String> = self.curves.iter().map(|(p, _)| label(p)).collect();
+        let w = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(10);
+        let (title, _, _) = crate::plot::metric_label(&self.metric);
+        let mut s = format!(
+            "{} — {title}, mean over seeds; columns: new conversations/s\n  {:<w$}",
+            self.metric, "policy"
+        );
+        for r in rates {
+            let _ = write!(s, " {:>9}", crate::plot::fmt_tick(*r));
         }
-        for (k, r) in rates.iter().enumerate() {
-            let _ = write!(s, "\n  {r:>10}");
-            for (_, c) in &self.curves {
-                let _ = write!(s, " {:>w$.3}", c[k]);
+        for (l, (_, c)) in labels.iter().zip(&self.curves) {
+            let _ = write!(s, "\n  {l:<w$}");
+            for v in c {
+                let _ = write!(s, " {:>9}", crate::output::fmt_number(*v, 3));
             }
         }
         s.push('\n');
         for c in &self.crossings {
+            let above = if c.lower_below == c.policy_a {
+                &c.policy_b
+            } else {
+                &c.policy_a
+            };
             let _ = writeln!(
                 s,
-                "  crossover: {} and {} at {:.3}/s ({} = {:.3}; {} lower below)",
-                c.policy_a, c.policy_b, c.rate_per_s, self.metric, c.value, c.lower_below
+                "  crossover at {:.3}/s ({} = {:.3})\n      lower below: {}\n      lower above: {}",
+                c.rate_per_s,
+                self.metric,
+                c.value,
+                label(&c.lower_below),
+                label(above)
             );
         }
         s
@@ -694,16 +705,21 @@ pub fn goodput(rows: &[SweepRow], rates: &[f64], target: f64, gpus: &[(String, u
 /// The goodput table as text: a line per policy, bounds shown as `≥` / `<`.
 pub fn goodput_table(goodputs: &[Goodput], rates: &[f64]) -> String {
     use std::fmt::Write;
-    let w = crate::output::policy_column_width(goodputs.iter().map(|g| g.policy.as_str()));
+    let labels: Vec<String> = goodputs.iter().map(|g| crate::plot::series_label(&g.policy)).collect();
+    let w = crate::output::policy_column_width(labels.iter().map(String::as_str));
     let target = goodputs
         .first()
         .map_or(DEFAULT_SLO_ATTAINMENT_TARGET, |g| g.slo_attainment_target);
     let mut s = format!(
-        "goodput (DistServe): highest new-conversation rate with >= {:.0}% SLO attainment (seed mean), and per GPU\n",
+        "goodput (DistServe): highest load with >= {:.0}% SLO attainment (seed mean), and per GPU\n",
         100.0 * target
     );
-    let _ = writeln!(s, "  {:<w$} {:>5} {:>12} {:>12}", "policy", "GPUs", "conv/s", "per GPU");
-    for g in goodputs {
+    let _ = writeln!(
+        s,
+        "  {:<w$} {:>5} {:>12} {:>12}",
+        "policy", "GPUs", "conv/s", "conv/s/GPU"
+    );
+    for (g, label) in goodputs.iter().zip(&labels) {
         let (a, b) = match g.bound {
             GoodputBound::Interpolated => (
                 format!("{:.2}", g.goodput_conversations_per_s),
@@ -718,7 +734,7 @@ pub fn goodput_table(goodputs: &[Goodput], rates: &[f64]) -> String {
                 (format!("< {lo:.2}"), format!("< {:.3}", lo / g.gpus as f64))
             }
         };
-        let _ = writeln!(s, "  {:<w$} {:>5} {a:>12} {b:>12}", g.policy, g.gpus);
+        let _ = writeln!(s, "  {label:<w$} {:>5} {a:>12} {b:>12}", g.gpus);
     }
     s
 }

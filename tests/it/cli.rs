@@ -348,7 +348,15 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
         .success()
         .stdout(predicate::str::contains(
             "2 rates × 1 seed × 5 policies = 10 runs of small",
-        ));
+        ))
+        // Tables have a row per variant (named by its swept keys) and a column per rate, so they
+        // stay narrow however long the variant names.
+        .stdout(predicate::str::contains(
+            "  ppd decode_instances=2 prefill_instances=1   ",
+        ))
+        .stdout(predicate::function(|s: &str| {
+            s.lines().all(|l| l.chars().count() <= 100)
+        }));
     let stem = out.join("plots/heatmap_ppd_ttft_turn2plus_p50_ms");
     assert!(stem.with_extension("png").is_file());
     // Only the varied policy gets a heatmap.
