@@ -981,7 +981,7 @@ fn exec_validate(
         if print_points {
             print!("{}", crate::validate::comprehensive_table(&rows));
         }
-        print!("{}", crate::validate::comprehensive_summary(&rows));
+        print!("{}", crate::validate::comprehensive_summary(&rows, print_points));
         print!("{}", crate::validate::comprehensive_worst(&rows, 10));
         if let Some(paths) = &csv_paths {
             pending.push((paths[1].clone(), output::to_csv(&rows)?));

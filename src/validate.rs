@@ -659,8 +659,9 @@ pub const KNEE_MIN_SUCCESS_PCT: f64 = 90.0;
 /// The summary of a comprehensive validation: per config, median |error| below saturation of
 /// turn-2 p50 TTFT and turn-2 mean TPOT; PD-vs-PPD winner agreement by turn-2 p50 TTFT; and the
 /// measured vs predicted saturation knee (first QPS whose turn-1 p50 TTFT exceeds 1 s, or where
-/// fewer than [`KNEE_MIN_SUCCESS_PCT`] of the requests succeed) per config and workload.
-pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
+/// fewer than [`KNEE_MIN_SUCCESS_PCT`] of the requests succeed) per config and workload — every
+/// one with `all_knees`, else only those off by more than one QPS step.
+pub fn comprehensive_summary(rows: &[ComprehensiveRow], all_knees: bool) -> String {
     use std::collections::BTreeMap;
     use std::fmt::Write;
     let mut s = String::new();
@@ -783,7 +784,7 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow]) -> String {
         s,
         "saturation knee (first QPS with turn-1 p50 TTFT > 1 s or < {KNEE_MIN_SUCCESS_PCT}% of requests succeeding) within one QPS step: {within}/{counted}"
     );
-    for l in knee_lines {
+    for l in knee_lines.iter().filter(|l| all_knees || l.ends_with('✗')) {
         let _ = writeln!(s, "{l}");
     }
     s

@@ -886,6 +886,20 @@ fn validate_comprehensive_lists_every_point_and_the_worst() {
     let before = brief.split("median |error|").next().unwrap();
     assert!(!before.contains("small_tiny"), "{before}");
     assert!(brief.contains("worst 6 points below saturation"));
+    // Knees: the full report lists every (config, workload); --summary-only only the misses
+    // (none here: both knees agree).
+    let knees = |t: &str| {
+        t.split("within one QPS step")
+            .nth(1)
+            .unwrap()
+            .split("worst")
+            .next()
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(knees(&text), 1 + 2);
+    assert_eq!(knees(&brief), 1);
 }
 
 /// The shipped calibration and one measured comprehensive point (a fixture path from the root).
