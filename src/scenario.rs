@@ -126,6 +126,21 @@ fn default_template() -> u32 {
     5
 }
 
+/// Default of `[engine] answer_mismatch_per_token`: 0, answers reused whole. vllm-ppd's
+/// cache-info runs (`merged_results.json`, Jan 12–13: the serving instance's prefix-cache hits
+/// on turn 2 for ppd and replica, 216 points; answers of 128–1,024 tokens reuse 87% to 63% of
+/// their tokens) fit [`FITTED_ANSWER_MISMATCH_PER_TOKEN`]; it is not the default because it
+/// improves the comprehensive sweep's 1P_3pD turn-2 p50 TTFT (22.1% → 15.5% median error) but
+/// worsens the v3 low-QPS files' ppd and replication (13.1% → 21.4%, 12.9% → 20.8%): something
+/// else on the direct path is too slow there (`docs/validation.md`).
+pub const DEFAULT_ANSWER_MISMATCH_PER_TOKEN: f64 = 0.0;
+
+/// `[engine] answer_mismatch_per_token` fitted to vllm-ppd's cache-info runs (see
+/// [`DEFAULT_ANSWER_MISMATCH_PER_TOKEN`]): of answers of 128 / 256 / 512 / 1,024 tokens the
+/// model reuses 119 / 223 / 391 / 614 tokens, 112 / 216 / 384 / 607 after the prefix cache's
+/// block rounding (7.5 tokens on average); measured 112 / 207 / 353 / 650.
+pub const FITTED_ANSWER_MISMATCH_PER_TOKEN: f64 = 0.0011;
+
 /// Engine limits; defaults follow vLLM V1 as deployed by vllm-ppd.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +159,10 @@ pub struct EngineSpec {
     /// [`EngineLimits::cache_answers`]); `false` models clients that resend answers as text that
     /// re-tokenises differently.
     pub cache_answers: bool,
+    /// Per-token probability that a sampled answer token re-tokenises differently, ending the
+    /// next turn's prefix-cache match there (see [`EngineLimits::answer_mismatch_per_token`]);
+    /// in [0, 1).
+    pub answer_mismatch_per_token: f64,
     /// Allocate KV blocks as tokens are computed and preempt (recompute) when they run out, as
     /// vLLM V1 does (default); `false` reserves each sequence's whole footprint at admission.
     pub incremental_kv: bool,
@@ -172,6 +191,7 @@ impl EngineSpec {
             block_size: self.block_size,
             capacity_blocks: capacity.max(0.0).floor() as u64,
             cache_answers: self.cache_answers,
+            answer_mismatch_per_token: self.answer_mismatch_per_token,
             incremental_kv: self.incremental_kv,
         }
     }
@@ -186,6 +206,7 @@ impl Default for EngineSpec {
             gpu_memory_utilization: 0.85,
             activation_reserve_gib: 2.0,
             cache_answers: true,
+            answer_mismatch_per_token: DEFAULT_ANSWER_MISMATCH_PER_TOKEN,
             incremental_kv: true,
             max_model_len: None,
         }
@@ -553,6 +574,14 @@ impl LoadedScenario {
             false,
             f64::MAX,
             "use the GiB kept for activations, >= 0 (a negative reserve would invent KV memory)",
+        )?;
+        in_range(
+            "engine.answer_mismatch_per_token",
+            sc.engine.answer_mismatch_per_token,
+            0.0,
+            false,
+            0.999,
+            "use a per-token probability in [0, 1) (0: answers reused whole; vllm-ppd's cache-info runs: 0.0011)",
         )?;
         for (key, v) in [("slo.ttft_ms", sc.slo.ttft_ms), ("slo.tpot_ms", sc.slo.tpot_ms)] {
             in_range(key, v, 0.0, true, f64::MAX, "use a latency target in ms, > 0")?;

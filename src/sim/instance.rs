@@ -42,10 +42,45 @@ pub struct EngineLimits {
     /// tokens (sampled token sequences are often not the tokenizer's canonical encoding), so
     /// the prefix-cache hit stops at the end of the previous prompt.
     pub cache_answers: bool,
+    /// Per-token probability that a sampled answer token is not what re-tokenising the answer's
+    /// text gives back, so the next turn's prefix-cache match stops at the first such token:
+    /// of an answer of `n` tokens the next turn reuses the expected first-mismatch position,
+    /// `min(n, (1 − (1 − p)ⁿ) / p)` tokens (all `n` at p = 0), and recomputes the rest. vllm-ppd's
+    /// cache-info runs fit p = 0.0011 (see `scenario::FITTED_ANSWER_MISMATCH_PER_TOKEN`;
+    /// `docs/validation.md`). Ignored when `cache_answers` is false.
+    pub answer_mismatch_per_token: f64,
     /// KV blocks are allocated as tokens are computed and a running sequence is preempted
     /// (recompute mode, vLLM V1's default) when a block cannot be had; when false each sequence
     /// reserves its whole footprint (prompt + output) at admission and is never preempted.
     pub incremental_kv: bool,
+}
+
+/// Of an answer whose KV holds `n` tokens, how many the next turn's prompt reuses when each
+/// sampled token re-tokenises differently with probability `p` (see
+/// [`EngineLimits::answer_mismatch_per_token`]): the expected position of the first mismatch,
+/// `(1 − (1 − p)ⁿ) / p`, rounded down, at most `n`; `n` when `p` is 0.
+pub fn reused_answer_tokens(n: u32, p: f64) -> u32 {
+    if p <= 0.0 || n == 0 {
+        return n;
+    }
+    let expected = (1.0 - (1.0 - p).powi(n as i32)) / p;
+    (expected.floor() as u32).min(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reused_answer_tokens;
+
+    #[test]
+    fn reused_answer_tokens_is_the_expected_first_mismatch() {
+        assert_eq!(reused_answer_tokens(1024, 0.0), 1024);
+        assert_eq!(reused_answer_tokens(0, 0.5), 0);
+        // p = 0.5: (1 − 0.5³) / 0.5 = 1.75 → 1 of 3 tokens.
+        assert_eq!(reused_answer_tokens(3, 0.5), 1);
+        // The cache-info fit: (1 − 0.9989¹⁰²⁴) / 0.0011 = 614.5 → 614; 128 → 119.
+        assert_eq!(reused_answer_tokens(1024, 0.0011), 614);
+        assert_eq!(reused_answer_tokens(128, 0.0011), 119);
+    }
 }
 
 /// Role of an instance.
@@ -508,7 +543,7 @@ impl Instance {
             let keep = if s.prefill_only || !self.limits.cache_answers {
                 s.num_prompt_tokens
             } else {
-                s.num_prompt_tokens + s.num_generated - 1
+                s.num_prompt_tokens + reused_answer_tokens(s.num_generated - 1, self.limits.answer_mismatch_per_token)
             };
             self.cache.insert_sharing(s.conv, keep, s.num_shared_hit_tokens);
         }

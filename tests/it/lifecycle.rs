@@ -26,6 +26,7 @@ pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
             block_size: 16,
             capacity_blocks: 100_000,
             cache_answers: true,
+            answer_mismatch_per_token: 0.0,
             incremental_kv: true,
         },
         kv_bytes_per_token: KV,
@@ -740,4 +741,40 @@ fn timeline_samples_queue_kv_and_busy_fraction_on_a_grid() {
         (busy_fine - total_busy_ms).abs() < step * 1e3 + 1e-6,
         "{busy_fine} vs {total_busy_ms}"
     );
+}
+
+#[test]
+fn answers_are_reused_up_to_the_expected_first_retokenisation_mismatch() {
+    // Turn 1: 160 user tokens → 1,025 answer tokens (the KV holds 1,024 of them); turn 2: 20 more.
+    let conv = || {
+        vec![TimedConversation {
+            id: "c".into(),
+            start_at: SimTime::ZERO,
+            turns: vec![
+                Turn {
+                    user_tokens: 160,
+                    assistant_tokens: 1025,
+                },
+                Turn {
+                    user_tokens: 20,
+                    assistant_tokens: 2,
+                },
+            ],
+            think_after: vec![SimDuration::from_secs_f64(1.0)],
+            not_before: vec![],
+            shared_prefix: None,
+        }]
+    };
+    let cached_turn2 = |p: f64| {
+        let mut cfg = config(replication(1), 8192);
+        cfg.limits.answer_mismatch_per_token = p;
+        let r = run_cfg(cfg, conv());
+        assert_eq!(r[1].num_prompt_tokens, 160 + 1025 + 20);
+        (r[1].num_cached_tokens, r[1].num_computed_tokens)
+    };
+    // p = 0: the whole answer is reused: 160 + 1,024 = 1,184 = 74 blocks of 16.
+    assert_eq!(cached_turn2(0.0), (1184, 1205 - 1184));
+    // p = 0.0011 (vllm-ppd's cache-info fit): (1 − 0.9989¹⁰²⁴) / 0.0011 = 614.5 → 614 answer
+    // tokens; 160 + 614 = 774 → 48 blocks = 768 cached, the other 437 prompt tokens recomputed.
+    assert_eq!(cached_turn2(0.0011), (768, 1205 - 768));
 }

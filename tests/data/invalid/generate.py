@@ -84,7 +84,7 @@ scenario("setup_duration_zero", workload='\n[workload]\nsynthetic = { kind = "fi
 for key, vals in {
     "token_budget": ["0"], "max_num_seqs": ["0"], "block_size": ["0"],
     "gpu_memory_utilization": ["0.0", "1.5", "nan"], "activation_reserve_gib": ["-2.0", "nan", "100.0"],
-    "max_model_len": ["0"], "incremental_kv": ['"yes"'],
+    "max_model_len": ["0"], "incremental_kv": ['"yes"'], "answer_mismatch_per_token": ["1.0", "-0.1"],
 }.items():
     for v in vals:
         tag = v.strip('"').replace(".", "p").replace("-", "neg")
