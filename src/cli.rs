@@ -52,6 +52,10 @@ pub enum Command {
         /// Quiet and force.
         #[command(flatten)]
         flags: WriteFlags,
+        /// Write the CSV and JSON files only, no plots (`ppdsim plot DIR` draws them later):
+        /// for batch runs and benchmarks, where drawing can take longer than simulating.
+        #[arg(long)]
+        no_plots: bool,
     },
     /// Run a scenario over a grid — arrival rates × seeds × policy-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
@@ -378,7 +382,8 @@ fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar, timeline: boo
     out
 }
 
-fn exec_run(scenario: &Path, set: &[String], output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
+fn exec_run(scenario: &Path, set: &[String], output: Option<PathBuf>, flags: WriteFlags, plots: bool) -> Result<i32> {
+    let WriteFlags { quiet, force } = flags;
     let sc = LoadedScenario::load_with(scenario, set)?;
     let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
     // Refuse a bad destination before simulating.
@@ -407,19 +412,21 @@ fn exec_run(scenario: &Path, set: &[String], output: Option<PathBuf>, quiet: boo
     let rows = output::write_results(&staged, &run, &res.records, &res.summaries)?;
     staged.write("timeline.csv", &output::timeline_csv(&res.timeline)?)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
-    let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
-    let requests = crate::plot::request_latencies(&res.records, &policies);
-    let plots = staged.path("plots/latency_by_policy")?;
-    crate::plot::run_figures(
-        plots.parent().expect("under plots/"),
-        &crate::plot::RunPlots {
-            summary: &rows,
-            policies: &policies,
-            requests: &requests,
-            timeline: &res.timeline,
-            slo: Some(sc.resolved.slo),
-        },
-    )?;
+    if plots {
+        let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
+        let requests = crate::plot::request_latencies(&res.records, &policies);
+        let stem = staged.path("plots/latency_by_policy")?;
+        crate::plot::run_figures(
+            stem.parent().expect("under plots/"),
+            &crate::plot::RunPlots {
+                summary: &rows,
+                policies: &policies,
+                requests: &requests,
+                timeline: &res.timeline,
+                slo: Some(sc.resolved.slo),
+            },
+        )?;
+    }
     staged.commit(Stale::Remove)?;
     if !quiet {
         println!(
@@ -1183,7 +1190,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             set,
             output,
             flags,
-        } => exec_run(&scenario, &set, output, flags.quiet, flags.force),
+            no_plots,
+        } => exec_run(&scenario, &set, output, flags, !no_plots),
         Command::Sweep {
             action: Some(SweepAction::Merge { dirs, output, flags }),
             ..

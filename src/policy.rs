@@ -17,6 +17,11 @@
 //!   `high_backlog_tokens`, its later turns are all split until the backlog falls to
 //!   `low_backlog_tokens` — two switching levels, so a backlog hovering near one level does not
 //!   flip the route turn by turn.
+//! * [`PolicyConfig::Predictive`]: turn 1 split; each later turn goes where the calibrated cost
+//!   model predicts the lower cost — its TTFT plus `stall_weight` × the stall it adds to every
+//!   decode already running on D — given the instances' current queues, running batches,
+//!   prefix caches and KV link (the simulator computes both predictions: see
+//!   [`RouteRequest::predicted_costs_ms`]).
 
 use crate::metrics::RouteKind;
 use serde::{Deserialize, Serialize};
@@ -93,6 +98,25 @@ pub enum PolicyConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hysteresis: Option<Hysteresis>,
     },
+    /// Turns ≥ 2 where the cost model predicts the lower cost, TTFT + `stall_weight` × the
+    /// stall added to D's running decodes (request-milliseconds), from the live state.
+    Predictive {
+        /// Display name (default `predictive`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// P instances.
+        prefill_instances: u32,
+        /// D instances that can run append-prefills.
+        decode_instances: u32,
+        /// Weight of the stall a route adds to each running decode, against the turn's own TTFT
+        /// (1: every request-millisecond counts alike; 0: TTFT alone) \[dimensionless\].
+        #[serde(default = "default_stall_weight")]
+        stall_weight: f64,
+    },
+}
+
+fn default_stall_weight() -> f64 {
+    1.0
 }
 
 /// Two switching levels on a D instance's *local prefill backlog*: the prompt tokens not in its
@@ -120,6 +144,7 @@ impl PolicyConfig {
             PolicyConfig::Replication { name, .. } => name.clone().unwrap_or_else(|| "replication".into()),
             PolicyConfig::Mixed { name, .. } => name.clone().unwrap_or_else(|| "mixed".into()),
             PolicyConfig::Adaptive { name, .. } => name.clone().unwrap_or_else(|| "adaptive".into()),
+            PolicyConfig::Predictive { name, .. } => name.clone().unwrap_or_else(|| "predictive".into()),
         }
     }
 
@@ -137,6 +162,11 @@ impl PolicyConfig {
                 ..
             }
             | PolicyConfig::Adaptive {
+                prefill_instances,
+                decode_instances,
+                ..
+            }
+            | PolicyConfig::Predictive {
                 prefill_instances,
                 decode_instances,
                 ..
@@ -177,6 +207,15 @@ impl PolicyConfig {
         }
     }
 
+    /// The weight of the decodes' stall when the policy routes on predicted costs (the
+    /// simulator then fills [`RouteRequest::predicted_costs_ms`]); `None` for the other rules.
+    pub fn stall_weight(&self) -> Option<f64> {
+        match *self {
+            PolicyConfig::Predictive { stall_weight, .. } => Some(stall_weight),
+            _ => None,
+        }
+    }
+
     /// True when the decode-side instances are mixed replicas (named `R*`) rather than `D*`.
     pub fn is_replication(&self) -> bool {
         matches!(self, PolicyConfig::Replication { .. })
@@ -208,6 +247,14 @@ impl PolicyConfig {
                 "policy `{}` needs prefill_instances >= 1 (turn 1 is always prefilled on P)",
                 self.name()
             ));
+        }
+        if let PolicyConfig::Predictive { stall_weight, .. } = self {
+            if !(stall_weight.is_finite() && *stall_weight >= 0.0 && *stall_weight <= 1e6) {
+                return Err(format!(
+                    "policy `{}`: stall_weight must be a number in [0, 1e6] (1 weighs a decode's stall like the turn's TTFT), got {stall_weight}",
+                    self.name()
+                ));
+            }
         }
         if let PolicyConfig::Adaptive {
             min_cache_rate,
@@ -242,6 +289,7 @@ impl PolicyConfig {
             PolicyConfig::Ppd { .. } => Box::new(SplitFirstTurn),
             PolicyConfig::Replication { .. } => Box::new(AlwaysLocal),
             PolicyConfig::Mixed { .. } => Box::new(DirectIfPd),
+            PolicyConfig::Predictive { .. } => Box::new(CheaperPredicted),
             PolicyConfig::Adaptive {
                 max_local_append_tokens,
                 min_cache_rate,
@@ -286,6 +334,11 @@ pub struct RouteRequest {
     pub decode_backlog_tokens: u64,
     /// When the turn arrives \[ms since the simulation start\] (for mode statistics only).
     pub now_ms: f64,
+    /// For a [`PolicyConfig::Predictive`] policy and a turn ≥ 2: the predicted (local, remote)
+    /// cost \[ms\], each the route's TTFT plus `stall_weight` × running decodes × the stall it
+    /// adds to each (request-milliseconds), from the cost model and the instances' live state;
+    /// `None` otherwise.
+    pub predicted_costs_ms: Option<(f64, f64)>,
 }
 
 /// A routing rule.
@@ -322,6 +375,19 @@ impl Policy for DirectIfPd {
             RouteKind::Local
         } else {
             RouteKind::Split
+        }
+    }
+}
+
+/// Turn 1 split; later turns on the route with the lower predicted cost (local on a tie or
+/// without a prediction).
+struct CheaperPredicted;
+impl Policy for CheaperPredicted {
+    fn route(&mut self, req: &RouteRequest) -> RouteKind {
+        match (req.turn, req.predicted_costs_ms) {
+            (1, _) => RouteKind::Split,
+            (_, Some((local, remote))) if remote < local => RouteKind::Split,
+            _ => RouteKind::Local,
         }
     }
 }
@@ -417,6 +483,7 @@ mod tests {
             decode_instance: 1,
             decode_backlog_tokens: 0,
             now_ms: 0.0,
+            predicted_costs_ms: None,
         }
     }
 
@@ -455,6 +522,36 @@ mod tests {
         };
         assert_eq!(mixed.build().route(&on_d), RouteKind::Split);
         assert_eq!(mixed.build().route(&req(1, 100, 0)), RouteKind::Split);
+    }
+
+    #[test]
+    fn predictive_takes_the_cheaper_prediction() {
+        let cfg = PolicyConfig::Predictive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 2,
+            stall_weight: 1.0,
+        };
+        assert_eq!(
+            (cfg.name(), cfg.cluster(), cfg.stall_weight()),
+            ("predictive".into(), (1, 2), Some(1.0))
+        );
+        let mut p = cfg.build();
+        let with = |turn, costs| RouteRequest {
+            predicted_costs_ms: costs,
+            ..req(turn, 1000, 900)
+        };
+        assert_eq!(p.route(&with(1, Some((1.0, 9.0)))), RouteKind::Split);
+        assert_eq!(p.route(&with(2, Some((30.0, 29.9)))), RouteKind::Split);
+        assert_eq!(p.route(&with(2, Some((30.0, 30.0)))), RouteKind::Local);
+        assert_eq!(p.route(&with(2, None)), RouteKind::Local);
+        let bad = PolicyConfig::Predictive {
+            name: None,
+            prefill_instances: 1,
+            decode_instances: 1,
+            stall_weight: -1.0,
+        };
+        assert!(bad.validate().unwrap_err().contains("stall_weight"));
     }
 
     #[test]

@@ -251,6 +251,23 @@ impl Instance {
         }
     }
 
+    /// The running sequences past their prefill (decoding): (count, Σ context tokens).
+    pub fn decoding_shape(&self) -> (u32, u64) {
+        self.running
+            .iter()
+            .filter(|s| !s.prefill_only && s.remaining_prefill() == 0)
+            .fold((0, 0), |(n, c), s| (n + 1, c + s.num_computed_tokens as u64))
+    }
+
+    /// Prompt tokens still to compute, over the waiting and running sequences \[tokens\].
+    pub fn pending_prefill_tokens(&self) -> u64 {
+        self.waiting
+            .iter()
+            .chain(&self.running)
+            .map(|s| s.remaining_prefill() as u64)
+            .sum()
+    }
+
     /// Sequences waiting plus running.
     pub fn num_seqs(&self) -> usize {
         self.waiting.len() + self.running.len()

@@ -46,6 +46,11 @@ impl KvLink {
         SimDuration::from_ms_f64(transfer_ms(self.bandwidth_gbps, self.latency_ms, bytes))
     }
 
+    /// When a transfer submitted at `now` would start (after those already queued).
+    pub fn free_at(&self, now: SimTime) -> SimTime {
+        self.free_at.max(now)
+    }
+
     /// Queues a transfer of `bytes` submitted at `now`; returns when it completes.
     pub fn submit(&mut self, now: SimTime, bytes: u64) -> SimTime {
         let start = self.free_at.max(now);

@@ -35,7 +35,7 @@ pub mod prefix_cache;
 pub mod queue;
 pub mod workload;
 
-use crate::cost_model::CostModel;
+use crate::cost_model::{BatchShape, CostModel, PrefillPart};
 use crate::metrics::{InstanceUsage, RequestRecord, RequestStatus, RouteKind};
 use crate::policy::{Policy, PolicyConfig, RouteRequest};
 use crate::time::{SimDuration, SimTime};
@@ -716,6 +716,104 @@ impl<'a> Simulation<'a> {
         ) + latency
     }
 
+    /// The predicted (local, remote) cost of turn `req` \[ms\]: each route's TTFT plus `weight` ×
+    /// the decodes running on its D × the stall the route adds to each, from the cost model and
+    /// the live state (`None` without a P for the conversation). Local: D computes the tokens it
+    /// does not cache after the prefill backlog already queued on it, in chunks of the token
+    /// budget its decodes leave; each chunk's time over a decode-only step stalls every decode.
+    /// Remote: P computes what it does not cache after its queued prefill work, the KV waits for
+    /// and crosses the link, the handoff waits for P's handoff queue, and D computes the last
+    /// prompt token in one step with its decodes (that step's extra is the stall). The request
+    /// overhead, paid on both routes, is left out. The same closed form as `routing_map::cell`,
+    /// with the queues, batch and caches of the moment.
+    fn predicted_costs_ms(&self, req: usize, weight: f64) -> Option<(f64, f64)> {
+        let r = &self.requests[req];
+        let p = self.conv_state[r.conv].prefill_inst?;
+        let (d, prompt) = (r.decode_inst, r.num_prompt_tokens);
+        let di = &self.instances[d];
+        let (b, ctx) = di.decoding_shape();
+        let step = |decodes: u32, chunk: Option<PrefillPart>| {
+            let shape = BatchShape {
+                prefill: chunk.into_iter().collect(),
+                num_decode_seqs: decodes,
+                decode_context_tokens: if decodes > 0 { ctx } else { 0 },
+            };
+            if shape.is_empty() {
+                0.0
+            } else {
+                self.cost.step_time(&shape).as_ms()
+            }
+        };
+        // (Σ step time, Σ extra over a decode-only step of the last `own` tokens) of computing
+        // `ahead` queued tokens then `own` on `cached`, with `decodes` sharing each step.
+        let chunks = |budget: u32, ahead: u64, own: u32, cached: u32, decodes: u32| {
+            let per = budget.saturating_sub(decodes).max(1) as u64;
+            let base = step(decodes, None);
+            let (mut t, mut extra, mut done) = (0.0, 0.0, 0u64);
+            let total = ahead + own as u64;
+            while done < total {
+                let n = per.min(total - done);
+                let mine = (done + n).saturating_sub(ahead.max(done)).min(n) as u32;
+                let chunk = PrefillPart {
+                    num_new_tokens: n as u32,
+                    num_cached_tokens: if mine > 0 {
+                        cached + (done.saturating_sub(ahead)) as u32
+                    } else {
+                        0
+                    },
+                };
+                let dt = step(decodes, Some(chunk));
+                t += dt;
+                if mine > 0 {
+                    extra += dt - base;
+                }
+                done += n;
+            }
+            (t, extra)
+        };
+        let cached_d = di.cached_tokens(r.conv).min(prompt - 1);
+        let budget_d = di.limits.token_budget;
+        let (local_ttft, local_stall) = chunks(budget_d, self.local_backlog_tokens[d], prompt - cached_d, cached_d, b);
+        let pi = &self.instances[p];
+        let cached_p = pi.cached_tokens(r.conv).min(prompt - 1);
+        let (p_time, _) = chunks(
+            pi.limits.token_budget,
+            pi.pending_prefill_tokens(),
+            prompt - cached_p,
+            cached_p,
+            0,
+        );
+        let c = &self.cfg;
+        let kv_tokens = match c.transfer {
+            TransferMode::Full => prompt,
+            TransferMode::Incremental => prompt - cached_d,
+        } as u64;
+        let link = &self.links[p];
+        let ready = self.now + SimDuration::from_ms_f64(p_time);
+        let link_wait = link.free_at(ready).since(ready).as_ms();
+        let transfer = link.transfer_time(kv_tokens * c.kv_bytes_per_token).as_ms();
+        let queue = match c.pd_handoff_queue {
+            HandoffQueue::PerPrefill => p,
+            HandoffQueue::Cluster => 0,
+        };
+        let handoff_wait = if c.serialized_overheads {
+            self.handoff_free_at[queue].max(self.now).since(self.now).as_ms()
+        } else {
+            0.0
+        };
+        let last = step(
+            b,
+            Some(PrefillPart {
+                num_new_tokens: 1,
+                num_cached_tokens: prompt - 1,
+            }),
+        );
+        let remote_stall = last - step(b, None);
+        let remote_ttft = p_time + link_wait + transfer + handoff_wait + c.pd_handoff_ms + last;
+        let bw = weight * b as f64;
+        Some((local_ttft + bw * local_stall, remote_ttft + bw * remote_stall))
+    }
+
     /// When `service_ms` of work arriving now at instance `inst`'s API server is done (FIFO when
     /// overheads are serialized, a pure delay otherwise).
     fn serve_at(&mut self, inst: usize, service_ms: f64) -> SimTime {
@@ -787,6 +885,10 @@ impl<'a> Simulation<'a> {
             decode_instance: r.decode_inst,
             decode_backlog_tokens: self.local_backlog_tokens[r.decode_inst],
             now_ms: self.now.as_ms(),
+            predicted_costs_ms: match self.cfg.policy.stall_weight() {
+                Some(w) if r.turn >= 2 && !affinity_miss => self.predicted_costs_ms(req, w),
+                _ => None,
+            },
         });
         let conv = r.conv;
         let first = match route {

@@ -107,7 +107,7 @@ fn default_scenario_writes_every_output_and_pd_turn2_ttft_exceeds_ppd() {
     // requests.csv has one row per request per policy, with unit-suffixed columns.
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     assert!(csv.lines().next().unwrap().contains("ttft_ms,tpot_ms,e2e_ms"));
-    assert_eq!(csv.lines().count() as u64, 1 + 4 * n);
+    assert_eq!(csv.lines().count() as u64, 1 + 5 * n);
 }
 
 #[test]
@@ -1597,4 +1597,57 @@ fn run_figures_have_units_slo_lines_and_agree_with_the_data_beside_them() {
             );
         }
     }
+}
+
+#[test]
+fn predictive_router_matches_ppd_on_ttft_alone_and_trades_ttft_for_tpot_when_stalls_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p");
+    ppdsim()
+        .arg("run")
+        .arg(root().join("tests/data/scenarios/predictive.toml"))
+        .args(["--set", "workload.arrival.rate_per_s=8", "-q", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    let requests = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let rows = |policy: &str| -> Vec<String> {
+        requests
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{policy},")).map(String::from))
+            .collect()
+    };
+    // With stall_weight = 0 the predicted costs are TTFTs alone. D caches the context and P
+    // does not hold the previous answer, so the remote route is a longer prefill plus a KV
+    // transfer and the handoff: at this load local wins every time, and every request is PPD's,
+    // field for field.
+    assert_eq!(rows("ttft-only"), rows("ppd"));
+    assert!(!rows("ppd").is_empty());
+    // Weighing the stall imposed on D's running decodes sends some turns >= 2 to P (KV moved on
+    // later turns): TPOT improves, at some cost to those turns' TTFT.
+    let summary = output_rows(&out.join("summary.csv"));
+    let get = |p: &str, c: &str| -> f64 { summary[p][c].parse().unwrap() };
+    let local = get("stall-weighted", "local_route_fraction_turn2plus");
+    assert!(local > 0.5 && local < 1.0, "{local}");
+    assert_eq!(get("ppd", "local_route_fraction_turn2plus"), 1.0);
+    assert!(get("stall-weighted", "tpot_p99_ms") < get("ppd", "tpot_p99_ms"));
+    assert!(get("stall-weighted", "kv_bytes_moved") > get("ppd", "kv_bytes_moved"));
+}
+
+/// `summary.csv` as policy → column → field.
+fn output_rows(path: &Path) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let cols = header
+                .iter()
+                .zip(&f)
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect();
+            (f[0].to_string(), cols)
+        })
+        .collect()
 }
