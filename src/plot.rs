@@ -478,7 +478,7 @@ fn finite_range(vals: impl IntoIterator<Item = f64>, positive: bool) -> (f64, f6
 
 /// How a `summary.csv` column reads on a figure: (title phrase, axis label with unit, whether it
 /// is a latency drawn on a log axis). E.g. `ttft_turn2plus_p50_ms` → ("TTFT p50, turns ≥ 2",
-/// "TTFT, turns ≥ 2 [ms]", true).
+/// "TTFT, turns ≥ 2 \[ms\]", true).
 pub fn metric_label(metric: &str) -> (String, String, bool) {
     if let Some(rest) = metric.strip_suffix("_ms") {
         // <what>_<pXX> or <what>_mean
@@ -694,7 +694,7 @@ pub struct TurnTtft {
     pub ttft_p75_ms: f64,
 }
 
-/// Turns drawn by [`ttft_by_turn`]: those with at least this many requests for some policy.
+/// Turns drawn in `plots/ttft_by_turn`: those with at least this many requests for some policy.
 pub const MIN_REQUESTS_PER_TURN: usize = 10;
 
 /// TTFT quartiles per policy and turn index, for turns up to the last one with at least

@@ -1,0 +1,58 @@
+//! `ppdsim calibrate`: fit the cost model to measurement files and write it with its fit plot.
+
+use crate::calibrate::{self, CalibrateOptions};
+use crate::error::{EXIT_INVALID_INPUT, EXIT_OK};
+use crate::outdir;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub(crate) fn exec_calibrate(
+    files: &[PathBuf],
+    output: &Path,
+    opts: CalibrateOptions,
+    strict: bool,
+    force: bool,
+) -> Result<i32> {
+    // Check every destination before fitting: never an input, never a file ppdsim did not write.
+    let plot = output.with_extension("fit");
+    let plot_files = crate::plot::outputs(&plot);
+    let mut outs: Vec<&Path> = vec![output];
+    outs.extend(plot_files.iter().map(|p| p.as_path()));
+    outdir::refuse_input_as_output(&outs, files)?;
+    let is_model = |p: &Path| crate::calibrate::model_file::looks_like_calibration(p);
+    outdir::check_replaceable(output, force, "calibration model", &is_model)?;
+    // The plots beside a model ppdsim wrote are ppdsim's too.
+    let model_is_ours = is_model(output);
+    for pf in &plot_files {
+        outdir::check_replaceable(pf, force, "calibration plot", &|_| model_is_ours)?;
+    }
+    let c = calibrate::calibrate(files, &opts)?;
+    print!("{}", calibrate::report(&c));
+    let failed = c.file.physics.iter().filter(|p| !p.ok).count()
+        + c.file
+            .groups
+            .iter()
+            .flat_map(|g| g.physics.iter())
+            .filter(|p| !p.ok)
+            .count();
+    if strict && failed > 0 {
+        eprintln!("error: {failed} physics check(s) failed; model not written (--strict)");
+        return Ok(EXIT_INVALID_INPUT);
+    }
+    let mut json = serde_json::to_vec_pretty(&c.file)?;
+    json.push(b'\n');
+    // The plots are drawn into a temporary directory beside them, then renamed into place.
+    let stage = outdir::Staging::beside(&plot)?;
+    let staged_plot = stage.path().join("fit");
+    crate::plot::calibration_fit(&staged_plot, &c)?;
+    outdir::write_atomic(output, &json)?;
+    for (tmp, dest) in crate::plot::outputs(&staged_plot).iter().zip(&plot_files) {
+        std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
+    }
+    println!(
+        "wrote {} and {} (.svg beside it)",
+        output.display(),
+        crate::plot::with_ext(&plot, "png").display()
+    );
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,236 @@
+//! `ppdsim sweep` and `ppdsim sweep merge`: a grid of loads, seeds and policy settings, its curves, crossovers, goodput and plots.
+
+use crate::commands::run::simulate_with;
+use crate::commands::*;
+use crate::error::{InputError, EXIT_OK};
+use crate::outdir::{OutputDir, Stale};
+use crate::output;
+use anyhow::Result;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Most runs (points × policies) a sweep starts without `--yes`.
+pub const MAX_SWEEP_RUNS: usize = 10_000;
+
+pub(crate) fn exec_sweep(
+    path: &Path,
+    set: &[String],
+    output: Option<PathBuf>,
+    quiet: bool,
+    force: bool,
+    yes: bool,
+    shard: Option<&str>,
+) -> Result<i32> {
+    use crate::sweep::{self, SweepRow};
+    let sw = sweep::LoadedSweep::load_with(path, set)?;
+    let shard = shard
+        .map(|s| sweep::Shard::parse(s).map_err(|m| InputError::option("--shard", m)))
+        .transpose()?;
+    let stem = path
+        .file_stem()
+        .map_or("sweep".into(), |s| s.to_string_lossy().into_owned());
+    let dest = output.unwrap_or_else(|| {
+        let base = Path::new("output").join(format!("sweep-{stem}"));
+        match shard {
+            Some(s) => base.join(format!("shard-{}-of-{}", s.index, s.count)),
+            None => base,
+        }
+    });
+    let staged = OutputDir::create(&dest, force, if shard.is_some() { "sweep shard" } else { "sweep" })?;
+    let t0 = std::time::Instant::now();
+    let rates = &sw.spec.rates_per_s;
+    let grid = sw.grid();
+    let points: Vec<(usize, (f64, u64))> = grid
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(k, _)| shard.is_none_or(|s| s.owns(*k)))
+        .collect();
+    let runs = points.len() * sw.policies.len();
+    if !quiet {
+        eprintln!(
+            "sweep {stem}: {} rates × {} seeds × {} policies = {} runs{}",
+            rates.len(),
+            sw.spec.seeds.len(),
+            sw.policies.len(),
+            grid.len() * sw.policies.len(),
+            shard.map_or(String::new(), |s| format!(
+                "; shard {}/{} runs {runs} of them",
+                s.index, s.count
+            ))
+        );
+    }
+    if runs > MAX_SWEEP_RUNS && !yes {
+        return Err(InputError::file(
+            path,
+            format!("the grid has {runs} runs, more than the {MAX_SWEEP_RUNS} a sweep starts without confirmation; shrink it, shard it or pass --yes"),
+        )
+        .into());
+    }
+    let bar = progress_bar(quiet, points.len() as u64, "sweep points");
+    let rows: Vec<SweepRow> = points
+        .par_iter()
+        .map(|&(_, (rate_per_s, seed))| {
+            let res = simulate_with(&sw.point(rate_per_s, seed), indicatif::ProgressBar::hidden(), false);
+            bar.inc(1);
+            res.summaries
+                .iter()
+                .map(|s| SweepRow {
+                    rate_per_s,
+                    seed,
+                    summary: s.into(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect();
+    bar.finish_and_clear();
+    if let Some(s) = shard {
+        staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
+        staged.write("sweep.resolved.toml", sw.resolved_toml_in(&dest)?.as_bytes())?;
+        let info = sweep::ShardInfo {
+            sweep: stem.clone(),
+            shard: s.index,
+            of: s.count,
+            grid_points: grid.len(),
+            points: points.len(),
+            fingerprint: sw.fingerprint()?,
+        };
+        staged.write("shard.json", &serde_json::to_vec_pretty(&info)?)?;
+        staged.commit(Stale::Remove)?;
+        if !quiet {
+            println!(
+                "wrote shard {}/{} ({} of {} points) to {} ({:.2} s); combine the shards with `ppdsim sweep merge`",
+                s.index,
+                s.count,
+                points.len(),
+                grid.len(),
+                dest.display(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(EXIT_OK);
+    }
+    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest)?;
+    staged.commit(Stale::Remove)?;
+    if !quiet {
+        print!("{text}");
+        println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
+    }
+    Ok(EXIT_OK)
+}
+
+/// Analyses a whole sweep's rows (grid order) and writes every result file of an unsharded run
+/// into `staged`; returns the text to print.
+pub(crate) fn write_sweep_results(
+    staged: &OutputDir,
+    sw: &crate::sweep::LoadedSweep,
+    stem: &str,
+    rows: &[crate::sweep::SweepRow],
+    dest: &Path,
+) -> Result<String> {
+    use crate::sweep;
+    let rates = &sw.spec.rates_per_s;
+    let mut all_crossings = Vec::new();
+    let mut text = format!(
+        "sweep {}: {} rates × {} seed{} × {} policies = {} runs of {}\n",
+        stem,
+        rates.len(),
+        sw.spec.seeds.len(),
+        if sw.spec.seeds.len() == 1 { "" } else { "s" },
+        sw.policies.len(),
+        sw.grid().len() * sw.policies.len(),
+        sw.scenario.resolved.name
+    );
+    let curves = sweep::analyse(rows, rates, &sw.spec.metrics);
+    for m in &curves {
+        text.push('\n');
+        text.push_str(&m.table(rates));
+        all_crossings.extend(m.crossings.iter().cloned());
+    }
+    draw_sweep_plots(staged, &sw.spec, &curves, Some(sw.scenario.resolved.slo))?;
+    let gpus: Vec<(String, u32)> = sw
+        .policies
+        .iter()
+        .map(|p| {
+            let (prefill, decode) = p.cluster();
+            (p.name(), prefill + decode)
+        })
+        .collect();
+    let target = sw
+        .spec
+        .slo_attainment_target
+        .unwrap_or(sweep::DEFAULT_SLO_ATTAINMENT_TARGET);
+    let goodputs = sweep::goodput(rows, rates, target, &gpus);
+    text.push('\n');
+    text.push_str(&sweep::goodput_table(&goodputs, rates));
+    staged.write("goodput.csv", &output::to_csv(&goodputs)?)?;
+    staged.write("sweep.csv", &sweep::to_csv(rows)?)?;
+    staged.write("crossovers.csv", &sweep::crossovers_csv(&all_crossings)?)?;
+    staged.write("sweep.resolved.toml", sw.resolved_toml_in(dest)?.as_bytes())?;
+    Ok(text)
+}
+
+/// `ppdsim sweep merge` (see [`SweepAction::Merge`]).
+pub(crate) fn exec_sweep_merge(dirs: &[PathBuf], output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
+    use crate::sweep;
+    let shards = dirs
+        .iter()
+        .map(|d| sweep::read_shard(d))
+        .collect::<crate::error::InputResult<Vec<_>>>()?;
+    let (sw, rows) = sweep::merge_shards(&shards)?;
+    let stem = shards[0].info.sweep.clone();
+    let dest = output.unwrap_or_else(|| Path::new("output").join(format!("sweep-{stem}")));
+    let staged = OutputDir::create(&dest, force, "sweep")?;
+    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest)?;
+    staged.commit(Stale::Remove)?;
+    if !quiet {
+        print!("{text}");
+        println!("merged {} shards into {}", shards.len(), dest.display());
+    }
+    Ok(EXIT_OK)
+}
+
+/// Draws a sweep's metric-vs-load plots and its heatmaps into `plots/` of `dir`; `slo` (the
+/// scenario's) and the sweep's SLO-attainment target are drawn as reference lines on the metrics
+/// they bound.
+pub(crate) fn draw_sweep_plots(
+    dir: &OutputDir,
+    spec: &crate::sweep::SweepSpec,
+    curves: &[crate::sweep::MetricCurves],
+    slo: Option<crate::metrics::Slo>,
+) -> Result<()> {
+    use crate::plot::Reference;
+    for m in curves {
+        let reference = if m.metric.starts_with("ttft_") {
+            slo.map(|s| Reference {
+                value: s.ttft_ms,
+                label: format!("TTFT SLO {} ms", s.ttft_ms),
+            })
+        } else if m.metric.starts_with("tpot_") {
+            slo.map(|s| Reference {
+                value: s.tpot_ms,
+                label: format!("TPOT SLO {} ms", s.tpot_ms),
+            })
+        } else if m.metric == "slo_attainment" {
+            spec.slo_attainment_target.map(|t| Reference {
+                value: t,
+                label: format!("attainment target {t}"),
+            })
+        } else {
+            None
+        };
+        crate::plot::sweep_metric(
+            &dir.path(&format!("plots/{}", m.metric))?,
+            &spec.rates_per_s,
+            m,
+            reference.as_ref(),
+        )?;
+    }
+    for h in crate::sweep::heatmaps(spec, curves) {
+        crate::plot::sweep_heatmap(&dir.path(&format!("plots/{}", h.file_stem()))?, &h)?;
+    }
+    Ok(())
+}

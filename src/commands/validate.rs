@@ -1,0 +1,162 @@
+//! `ppdsim validate`: replay measured points and compare.
+
+use crate::calibrate::readers::Format;
+use crate::commands::*;
+use crate::error::{InputError, EXIT_OK};
+use crate::outdir;
+use crate::output;
+use anyhow::Result;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+pub(crate) fn collect_json(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    Ok(crate::input::expand_dirs(paths, |f| {
+        f.extension().is_some_and(|x| x == "json")
+    })?)
+}
+
+/// An input error about the measured paths as a whole.
+pub(crate) fn no_points(measured: &[PathBuf], message: &str) -> InputError {
+    InputError {
+        location: measured
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        message: message.into(),
+    }
+}
+
+pub(crate) const UNSUPPORTED: &str =
+    "not a supported measured file: expected a vllm-ppd comprehensive point, v3 low-QPS file or interference experiment";
+
+pub(crate) fn exec_validate(
+    measured: &[PathBuf],
+    calibration: &Path,
+    output: Option<PathBuf>,
+    seed: u64,
+    print_points: bool,
+    force: bool,
+) -> Result<i32> {
+    let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
+    let files = collect_json(measured)?;
+    let csv_paths = output.as_ref().map(|out| {
+        [
+            out.clone(),
+            out.with_extension("comprehensive.csv"),
+            out.with_extension("interference.csv"),
+        ]
+    });
+    if let Some(paths) = &csv_paths {
+        let mut inputs = files.clone();
+        inputs.push(calibration.to_path_buf());
+        outdir::refuse_input_as_output(&paths.iter().map(|p| p.as_path()).collect::<Vec<_>>(), &inputs)?;
+    }
+    // CSV tables to write once everything is computed: (path, bytes).
+    let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    if files.is_empty() {
+        return Err(no_points(measured, "no JSON files found").into());
+    }
+    let mut points = Vec::new();
+    let mut comprehensive = Vec::new();
+    let mut skipped_failed = 0usize;
+    let mut skipped_other = 0usize;
+    let mut interference = Vec::new();
+    for f in &files {
+        // Chosen by content; files of other schemas inside a searched directory are skipped.
+        let v = crate::calibrate::readers::read_text(f)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        match v.as_ref().and_then(crate::calibrate::readers::vllm_ppd::detect) {
+            Some(Format::VllmPpdLowqpsV3) => {
+                points.extend(crate::validate::read_lowqps(f, v.as_ref().expect("detected"))?)
+            }
+            Some(Format::VllmPpdInterference) => {
+                interference.extend(crate::validate::interference(f, v.as_ref().expect("detected"), &cal)?)
+            }
+            Some(Format::VllmPpdComprehensive) => match crate::validate::read_comprehensive(f, v.expect("detected"))? {
+                Some(p) => comprehensive.push(p),
+                None => skipped_failed += 1,
+            },
+            _ if measured.iter().any(|m| m == f) => return Err(InputError::file(f, UNSUPPORTED).into()),
+            _ => skipped_other += 1,
+        }
+    }
+    if skipped_other > 0 {
+        eprintln!("note: {skipped_other} JSON files of other schemas skipped");
+    }
+    if !points.is_empty() {
+        let rows: Vec<crate::validate::ValidationRow> = points
+            .par_iter()
+            .filter_map(|p| crate::validate::simulate_point(p, &cal, seed))
+            .flatten()
+            .collect();
+        print!("{}", crate::validate::report(&rows, print_points));
+        if let Some(paths) = &csv_paths {
+            pending.push((paths[0].clone(), output::to_csv(&rows)?));
+        }
+    }
+    if !comprehensive.is_empty() {
+        let bar = progress_bar(false, comprehensive.len() as u64, "comprehensive points");
+        let rows: Vec<crate::validate::ComprehensiveRow> = comprehensive
+            .par_iter()
+            .filter_map(|(c, w, q, v)| {
+                let r = crate::validate::simulate_comprehensive(c, w, *q, v, &cal, seed);
+                bar.inc(1);
+                r
+            })
+            .collect();
+        bar.finish_and_clear();
+        if rows.is_empty() {
+            return Err(no_points(measured, "no comprehensive point could be simulated").into());
+        }
+        println!(
+            "{} comprehensive points simulated, {skipped_failed} skipped (no successful request measured)",
+            rows.len()
+        );
+        if print_points {
+            print!("{}", crate::validate::comprehensive_table(&rows));
+        }
+        print!("{}", crate::validate::comprehensive_summary(&rows, print_points));
+        print!("{}", crate::validate::comprehensive_worst(&rows, 10));
+        if let Some(paths) = &csv_paths {
+            pending.push((paths[1].clone(), output::to_csv(&rows)?));
+        }
+    }
+    if !interference.is_empty() {
+        if print_points {
+            for r in &interference {
+                let n = output::fmt_number;
+                println!(
+                    "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6}/{:>6} ms  batch {:>7}/{:>7} ms  prefill TTFT {:>7}/{:>7} ms",
+                    r.experiment,
+                    r.scenario,
+                    r.decode_count,
+                    r.prefill_count,
+                    n(r.decode_tpot_measured_ms, 2),
+                    n(r.decode_tpot_predicted_ms, 2),
+                    n(r.batch_time_measured_ms, 0),
+                    n(r.batch_time_predicted_ms, 0),
+                    n(r.prefill_ttft_measured_ms, 1),
+                    n(r.prefill_ttft_predicted_ms, 1)
+                );
+            }
+        }
+        print!("{}", crate::validate::interference_summary(&interference));
+        if let Some(paths) = &csv_paths {
+            pending.push((paths[2].clone(), output::to_csv(&interference)?));
+        }
+    }
+    if points.is_empty() && comprehensive.is_empty() && interference.is_empty() {
+        return Err(no_points(measured, UNSUPPORTED).into());
+    }
+    // Every table is checked before any is written: a refusal writes nothing.
+    for (p, bytes) in &pending {
+        outdir::check_replaceable(p, force, "validation table", &|q| outdir::same_first_line(q, bytes))?;
+    }
+    for (p, bytes) in &pending {
+        outdir::write_atomic(p, bytes)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(EXIT_OK)
+}
