@@ -1,0 +1,209 @@
+//! Low-QPS points (`*_v3_*.lowqps.json`, 4 GPUs)
+//! For each point
+//! (workload, target QPS, mode) the simulator replays the benchmark's protocol on the cluster the
+//! mode names — `pd`: 2 P + 2 D, `ppd`: 2 P + 2 pD, `replication`: 4 replicas —
+//!
+//! * 10 conversations establish turn 1 in one concurrent burst at t = 0 (`t1_input → t1_output`);
+//! * each conversation's turn 2 (`t2_input + 1` new tokens: the client joins turns with `"\n"`)
+//!   arrives 40 s after its turn 1 finished plus the running sum of exponential gaps at the target
+//!   QPS, so turn-2 requests arrive one at a time, as in the benchmark;
+//! * outputs have exactly the stated lengths; no chat template.
+//!
+//! and reports, per point, measured vs predicted turn-1 p50 TTFT, turn-1 mean TPOT (measured value
+//! derived from mean E2E and TTFT), turn-2 p50 TTFT and turn-2 mean TPOT, with the error, plus the
+//! median absolute % error per metric and mode. The calibration's own low-QPS fit uses these
+//! files, so on them this is a *held-in* accuracy check.
+
+use super::*;
+use crate::calibrate::model_file::CalibrationFile;
+use crate::cost_model::LinearCostModel;
+use crate::error::{InputError, InputResult};
+use crate::sim::workload::TimedConversation;
+use crate::sim::Simulation;
+use crate::time::{SimDuration, SimTime};
+use crate::trace::Turn;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp};
+use serde::Serialize;
+use std::path::Path;
+
+/// A measured low-QPS point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowQpsPoint {
+    /// Workload (`L_a`, …).
+    pub workload: String,
+    /// `pd`, `ppd` or `replication`.
+    pub mode: String,
+    /// Target turn-2 rate \[requests/s\].
+    pub qps: f64,
+    /// Turn-1 input and output, turn-2 input and output \[tokens\].
+    pub shape: [u32; 4],
+    /// Measured turn-1 p50 TTFT \[ms\].
+    pub t1_p50_ttft_ms: f64,
+    /// Measured turn-1 mean TPOT \[ms\], derived as (mean E2E − mean TTFT) / (t1_output − 1).
+    pub t1_mean_tpot_ms: f64,
+    /// Measured turn-2 p50 TTFT \[ms\].
+    pub t2_p50_ttft_ms: f64,
+    /// Measured turn-2 mean TPOT \[ms\].
+    pub t2_mean_tpot_ms: f64,
+}
+
+/// One row of the validation table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ValidationRow {
+    /// Workload.
+    pub workload: String,
+    /// Mode.
+    pub mode: String,
+    /// Target QPS.
+    pub qps: f64,
+    /// Metric name (`t1_p50_ttft_ms`, …).
+    pub metric: String,
+    /// Measured \[ms\].
+    pub measured_ms: f64,
+    /// Predicted \[ms\].
+    pub predicted_ms: f64,
+    /// (predicted − measured) / measured \[%\].
+    pub error_pct: f64,
+}
+
+/// The points of a v3 low-QPS file (`v`, parsed from `path`, which errors name).
+///
+/// # Errors
+/// A file of another schema, or missing fields.
+pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQpsPoint>> {
+    let results = v.get("results").and_then(|r| r.as_array()).filter(|r| {
+        r.iter()
+            .all(|x| x.get("t1_input").is_some() && x.get("turn2_metrics").is_some())
+    });
+    let results = results.ok_or_else(|| InputError::file(path, "not a vllm-ppd v3 low-QPS file (expected results[] with t1_input and turn2_metrics); other schemas are not validated yet"))?;
+    let mut out = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        let at = format!("results[{i}]");
+        let t1 = &r["turn1_metrics"];
+        let t2 = &r["turn2_metrics"];
+        if r.get("success_count").and_then(|x| x.as_f64()).unwrap_or(0.0) <= 0.0 {
+            continue;
+        }
+        let shape = [
+            f(r, "t1_input", path, &at)? as u32,
+            f(r, "t1_output", path, &at)? as u32,
+            f(r, "t2_input", path, &at)? as u32,
+            f(r, "t2_output", path, &at)? as u32,
+        ];
+        out.push(LowQpsPoint {
+            workload: r["workload"].as_str().unwrap_or("?").to_string(),
+            mode: r["mode"].as_str().unwrap_or("?").to_string(),
+            qps: f(r, "target_qps", path, &at)?,
+            shape,
+            t1_p50_ttft_ms: f(t1, "p50_ttft", path, &format!("{at}.turn1_metrics"))?,
+            t1_mean_tpot_ms: (f(t1, "avg_e2e", path, &format!("{at}.turn1_metrics"))?
+                - f(t1, "avg_ttft", path, &format!("{at}.turn1_metrics"))?)
+                / (shape[1] as f64 - 1.0),
+            t2_p50_ttft_ms: f(t2, "p50_ttft", path, &format!("{at}.turn2_metrics"))?,
+            t2_mean_tpot_ms: f(t2, "avg_tpot", path, &format!("{at}.turn2_metrics"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// Simulates one point; returns the rows of its four metrics.
+pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Option<Vec<ValidationRow>> {
+    let cfg = vllm_ppd_config(mode_policy(&p.mode)?, cal)?;
+    let cost = LinearCostModel {
+        coefficients: cal.coefficients().ok()?,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let gap = Exp::new(p.qps).ok()?;
+    let mut offset = 40.0;
+    let convs: Vec<TimedConversation> = (0..10)
+        .map(|i| {
+            offset += gap.sample(&mut rng);
+            TimedConversation {
+                id: format!("{}-{i}", p.workload),
+                start_at: SimTime::ZERO,
+                turns: vec![
+                    Turn {
+                        user_tokens: p.shape[0],
+                        assistant_tokens: p.shape[1],
+                    },
+                    Turn {
+                        user_tokens: p.shape[2] + 1,
+                        assistant_tokens: p.shape[3],
+                    },
+                ],
+                think_after: vec![SimDuration::from_secs_f64(offset)],
+                not_before: vec![],
+                shared_prefix: None,
+            }
+        })
+        .collect();
+    let r = Simulation::new(cfg, &cost, convs).run();
+    let pick = |turn: usize| r.records.iter().filter(move |x| x.turn == turn);
+    let pred = [
+        ("t1_p50_ttft_ms", p.t1_p50_ttft_ms, median(pick(1).map(|x| x.ttft_ms))),
+        (
+            "t1_mean_tpot_ms",
+            p.t1_mean_tpot_ms,
+            mean(pick(1).filter_map(|x| x.tpot_ms)),
+        ),
+        ("t2_p50_ttft_ms", p.t2_p50_ttft_ms, median(pick(2).map(|x| x.ttft_ms))),
+        (
+            "t2_mean_tpot_ms",
+            p.t2_mean_tpot_ms,
+            mean(pick(2).filter_map(|x| x.tpot_ms)),
+        ),
+    ];
+    Some(
+        pred.iter()
+            .map(|(m, meas, pr)| ValidationRow {
+                workload: p.workload.clone(),
+                mode: p.mode.clone(),
+                qps: p.qps,
+                metric: m.to_string(),
+                measured_ms: *meas,
+                predicted_ms: *pr,
+                error_pct: 100.0 * (pr - meas) / meas,
+            })
+            .collect(),
+    )
+}
+
+/// Median absolute % error of `rows` (NaN when empty).
+pub fn median_abs_error_pct(rows: &[&ValidationRow]) -> f64 {
+    median(rows.iter().map(|r| r.error_pct.abs()))
+}
+
+/// The per-point table (when `with_points`) and the summary, as text.
+pub fn report(rows: &[ValidationRow], with_points: bool) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if with_points {
+        let _ = writeln!(
+            s,
+            "{:<7} {:<12} {:>5} {:<16} {:>11} {:>11} {:>8}",
+            "wkld", "mode", "qps", "metric", "measured", "predicted", "error"
+        );
+        for r in rows {
+            let _ = writeln!(
+                s,
+                "{:<7} {:<12} {:>5} {:<16} {:>8.1} ms {:>8.1} ms {:>+7.1}%",
+                r.workload, r.mode, r.qps, r.metric, r.measured_ms, r.predicted_ms, r.error_pct
+            );
+        }
+    }
+    let _ = writeln!(s, "median |error| by metric and mode:");
+    let mut modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+    modes.sort_unstable();
+    modes.dedup();
+    for metric in ["t1_p50_ttft_ms", "t1_mean_tpot_ms", "t2_p50_ttft_ms", "t2_mean_tpot_ms"] {
+        let mut line = format!("  {metric:<16}");
+        for m in &modes {
+            let sel: Vec<&ValidationRow> = rows.iter().filter(|r| r.metric == metric && r.mode == *m).collect();
+            let _ = write!(line, "  {m}: {:>5.1}% (n={})", median_abs_error_pct(&sel), sel.len());
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    s
+}

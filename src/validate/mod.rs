@@ -1,0 +1,100 @@
+//! `ppdsim validate`: run the simulator on measured points and compare, one module per dataset:
+//! [`comprehensive`] (vllm-ppd's comprehensive sweep), [`low_qps`] (the v3 and 2-GPU low-QPS
+//! files) and [`interference`](mod@interference) (the interference study). Their items are re-exported here.
+
+use crate::calibrate::model_file::CalibrationFile;
+use crate::error::{InputError, InputResult};
+use crate::hardware;
+use crate::metrics::LatencyStats;
+use crate::policy::PolicyConfig;
+use crate::scenario::EngineSpec;
+use crate::sim::{Pinning, SimConfig, TransferMode};
+use std::path::Path;
+
+pub mod comprehensive;
+pub mod interference;
+pub mod low_qps;
+
+pub use comprehensive::*;
+pub use interference::*;
+pub use low_qps::*;
+
+pub(crate) fn f(v: &serde_json::Value, k: &str, path: &Path, at: &str) -> InputResult<f64> {
+    v.get(k)
+        .and_then(|x| x.as_f64())
+        .ok_or_else(|| InputError::key(path, &format!("{at}.{k}"), "missing or not a number"))
+}
+
+/// The cluster of a low-QPS `mode`: `pd` 2 P + 2 D, `ppd` 2 P + 2 pD, `replication` 4 replicas.
+pub fn mode_policy(mode: &str) -> Option<PolicyConfig> {
+    match mode {
+        "pd" => Some(PolicyConfig::Pd {
+            name: None,
+            prefill_instances: 2,
+            decode_instances: 2,
+        }),
+        "ppd" => Some(PolicyConfig::Ppd {
+            name: None,
+            prefill_instances: 2,
+            decode_instances: 2,
+        }),
+        "replication" => Some(PolicyConfig::Replication {
+            name: None,
+            instances: 4,
+        }),
+        _ => None,
+    }
+}
+
+/// The simulator configuration of the vllm-ppd deployment (vLLM V1 defaults,
+/// `gpu_memory_utilization` 0.85, `max_model_len` 8192, the benchmark client's 50 connections and
+/// 120 s timeout, serialized overheads) running `policy`; `None` if the calibration's model or
+/// GPU is unknown.
+pub fn vllm_ppd_config(policy: PolicyConfig, cal: &CalibrationFile) -> Option<SimConfig> {
+    let model = hardware::model(&cal.model)?;
+    let gpu = hardware::gpu(&cal.gpu)?;
+    let (handoff_p_ms, handoff_d_ms) = cal.pd_handoff_services_ms();
+    Some(SimConfig {
+        policy,
+        limits: EngineSpec::default().limits(model, gpu),
+        kv_bytes_per_token: model.kv_bytes_per_token(),
+        link_bandwidth_gbps: cal.kv_transfer.bandwidth_gbps,
+        link_latency_ms: cal.kv_transfer.latency_ms,
+        transfer: TransferMode::Full,
+        request_overhead_ms: cal.overheads.request_overhead_ms.value,
+        pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
+        pd_handoff_p_service_ms: handoff_p_ms,
+        pd_handoff_d_service_ms: handoff_d_ms,
+        pd_handoff_queue: crate::sim::HandoffQueue::PerPrefill,
+        request_service_ms: cal.request_service_ms(),
+        prompt_ms_per_token: cal.prompt_ms_per_token(),
+        template_tokens_per_message: 0,
+        serialized_overheads: true,
+        client_max_connections: Some(50),
+        request_timeout_s: Some(120.0),
+        pinning: Pinning::Hash,
+        max_model_len: Some(8192),
+        affinity_miss_rate: 0.0,
+        routing_seed: 0,
+    })
+}
+
+/// Statistics of the finite values of `xs`; `None` when there are none.
+pub(crate) fn finite_stats(xs: impl IntoIterator<Item = f64>) -> Option<LatencyStats> {
+    let s = LatencyStats::of(xs.into_iter().filter(|x| x.is_finite()));
+    (s.count > 0).then_some(s)
+}
+
+/// Median of the finite values of `xs` (NaN when none).
+pub(crate) fn median(xs: impl IntoIterator<Item = f64>) -> f64 {
+    finite_stats(xs).map_or(f64::NAN, |s| s.p50_ms())
+}
+
+/// Mean of the finite values of `xs` (NaN when none).
+pub(crate) fn mean(xs: impl IntoIterator<Item = f64>) -> f64 {
+    finite_stats(xs).map_or(f64::NAN, |s| s.mean_ms)
+}
+
+pub(crate) fn err(pred: f64, meas: f64) -> f64 {
+    100.0 * (pred - meas) / meas
+}
