@@ -418,377 +418,12 @@ impl LoadedScenario {
         let base = path.parent().unwrap_or(Path::new("."));
         let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
         let gpu = hardware::find_gpu(&sc.gpu).map_err(|m| InputError::key(path, "gpu", m))?;
-        if sc.policy.is_empty() {
-            return Err(InputError::key(
-                path,
-                "policy",
-                "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"mixed\" | \"adaptive\")",
-            ));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, p) in sc.policy.iter().enumerate() {
-            p.validate()
-                .map_err(|m| InputError::key(path, &format!("policy[{i}]"), m))?;
-            if !names.insert(p.name()) {
-                return Err(InputError::key(
-                    path,
-                    &format!("policy[{i}]"),
-                    format!(
-                        "duplicate policy name `{}`; set `name = \"...\"` to tell them apart",
-                        p.name()
-                    ),
-                ));
-            }
-        }
-        let w = &sc.workload;
-        use limits::*;
-        let in_range = |key: &str, v: f64, lo: f64, lo_open: bool, hi: f64, what: &str| {
-            let ok = v.is_finite() && (if lo_open { v > lo } else { v >= lo }) && v <= hi;
-            if ok {
-                Ok(())
-            } else {
-                Err(InputError::key(
-                    path,
-                    key,
-                    format!("{} is out of range: {what}", fmt_num(v)),
-                ))
-            }
-        };
-        if sc.percentiles.is_empty() || sc.percentiles.len() > 16 {
-            return Err(InputError::key(
-                path,
-                "percentiles",
-                "list 1 to 16 percentiles, e.g. [50, 90, 95, 99]",
-            ));
-        }
-        for (i, &p) in sc.percentiles.iter().enumerate() {
-            if !(p > 0.0 && p < 100.0) {
-                return Err(InputError::key(
-                    path,
-                    &format!("percentiles[{i}]"),
-                    format!(
-                        "{} is out of range: use a percentile in (0, 100), e.g. 99.9",
-                        fmt_num(p)
-                    ),
-                ));
-            }
-        }
-        in_range(
-            "timeline_interval_s",
-            sc.timeline_interval_s,
-            1e-6,
-            false,
-            MAX_DURATION_S,
-            &format!("use an interval in seconds, >= 1e-6 and <= {MAX_DURATION_S:e}"),
-        )?;
-        match w.arrival {
-            ArrivalSpec::Poisson { rate_per_s } => in_range(
-                "workload.arrival.rate_per_s",
-                rate_per_s,
-                MIN_RATE_PER_S,
-                false,
-                f64::MAX,
-                &format!("use a rate of new conversations per second >= {MIN_RATE_PER_S}"),
-            )?,
-            ArrivalSpec::Trace { speedup } => in_range(
-                "workload.arrival.speedup",
-                speedup,
-                MIN_RATE_PER_S,
-                false,
-                f64::MAX,
-                &format!("use a speed-up factor >= {MIN_RATE_PER_S} (1 replays the recorded times)"),
-            )?,
-            ArrivalSpec::Setup {
-                rate_per_s,
-                duration_s,
-                setup_s,
-            } => {
-                in_range(
-                    "workload.arrival.rate_per_s",
-                    rate_per_s,
-                    MIN_RATE_PER_S,
-                    false,
-                    f64::MAX,
-                    &format!("use a rate of second-turn arrivals per second >= {MIN_RATE_PER_S}"),
-                )?;
-                in_range(
-                    "workload.arrival.duration_s",
-                    duration_s,
-                    0.0,
-                    true,
-                    MAX_DURATION_S,
-                    &format!("use a window in seconds, > 0 and <= {MAX_DURATION_S:e} (seed 003: 60)"),
-                )?;
-                in_range(
-                    "workload.arrival.setup_s",
-                    setup_s,
-                    0.0,
-                    false,
-                    MAX_DURATION_S,
-                    &format!("use a setup time in seconds, >= 0 and <= {MAX_DURATION_S:e}"),
-                )?;
-                if rate_per_s * duration_s > 1e6 {
-                    return Err(InputError::key(
-                        path,
-                        "workload.arrival.rate_per_s",
-                        format!(
-                            "{rate_per_s}/s over {duration_s} s is more than 10^6 conversations; shorten the window"
-                        ),
-                    ));
-                }
-            }
-            ArrivalSpec::Burst => {}
-        }
-        match w.think_time {
-            ThinkTimeSpec::Exponential { mean_s } => in_range(
-                "workload.think_time.mean_s",
-                mean_s,
-                0.0,
-                true,
-                MAX_DURATION_S,
-                &format!("use a mean think time in seconds, > 0 and <= {MAX_DURATION_S:e}"),
-            )?,
-            ThinkTimeSpec::Constant { value_s } => in_range(
-                "workload.think_time.value_s",
-                value_s,
-                0.0,
-                false,
-                MAX_DURATION_S,
-                &format!("use a think time in seconds, >= 0 and <= {MAX_DURATION_S:e}"),
-            )?,
-        }
-        if let Some(wnd) = w.window_s {
-            in_range(
-                "workload.window_s",
-                wnd,
-                0.0,
-                true,
-                MAX_DURATION_S,
-                &format!("use a window in seconds, > 0 and <= {MAX_DURATION_S:e}"),
-            )?;
-        }
-        in_range(
-            "engine.activation_reserve_gib",
-            sc.engine.activation_reserve_gib,
-            0.0,
-            false,
-            f64::MAX,
-            "use the GiB kept for activations, >= 0 (a negative reserve would invent KV memory)",
-        )?;
-        in_range(
-            "engine.answer_mismatch_per_token",
-            sc.engine.answer_mismatch_per_token,
-            0.0,
-            false,
-            0.999,
-            "use a per-token probability in [0, 1) (0: answers reused whole; vllm-ppd's cache-info runs: 0.0011)",
-        )?;
-        for (key, v) in [("slo.ttft_ms", sc.slo.ttft_ms), ("slo.tpot_ms", sc.slo.tpot_ms)] {
-            in_range(key, v, 0.0, true, f64::MAX, "use a latency target in ms, > 0")?;
-        }
-        if let Some(t) = sc.client.request_timeout_s {
-            in_range(
-                "client.request_timeout_s",
-                t,
-                0.0,
-                true,
-                MAX_DURATION_S,
-                &format!("use a timeout in seconds, > 0 and <= {MAX_DURATION_S:e} (vllm-ppd's client: 120)"),
-            )?;
-        }
+        check_policies(path, &sc)?;
+        check_domains(path, &sc, model, gpu)?;
         let e = &sc.engine;
-        if e.token_budget == 0 || e.max_num_seqs == 0 || e.block_size == 0 {
-            return Err(InputError::key(
-                path,
-                "engine",
-                "token_budget, max_num_seqs and block_size must be >= 1",
-            ));
-        }
-        if !(e.gpu_memory_utilization > 0.0 && e.gpu_memory_utilization <= 1.0) {
-            return Err(InputError::key(
-                path,
-                "engine.gpu_memory_utilization",
-                "must be in (0, 1]",
-            ));
-        }
-        if e.kv_budget_bytes(model, gpu) <= 0.0 {
-            return Err(InputError::key(
-                path,
-                "engine",
-                format!(
-                    "no memory left for KV: {} GiB × {} − weights {:.1} GiB − reserve {} GiB ≤ 0",
-                    gpu.memory_gib,
-                    e.gpu_memory_utilization,
-                    model.weight_bytes() as f64 / (1u64 << 30) as f64,
-                    e.activation_reserve_gib
-                ),
-            ));
-        }
         let kv_capacity_tokens = e.limits(model, gpu).capacity_blocks * e.block_size as u64;
 
-        let mut trace_lines: Vec<usize> = Vec::new();
-        let (trace, trace_path) = match (&w.trace, &w.synthetic) {
-            (Some(t), None) => {
-                let trace_path = base.join(t);
-                if !trace_path.is_file() {
-                    return Err(InputError::key(
-                        path,
-                        "workload.trace",
-                        format!("trace {} not found (paths are relative to the scenario file); create one with `ppdsim trace import`", trace_path.display()),
-                    ));
-                }
-                let (trace, lines) = crate::trace::read_trace_lines(&trace_path)?;
-                trace_lines = lines;
-                if w.num_conversations.is_some_and(|n| n == 0 || n > trace.len()) {
-                    return Err(InputError::key(
-                        path,
-                        "workload.num_conversations",
-                        format!(
-                            "must be in 1..={} (conversations in {})",
-                            trace.len(),
-                            trace_path.display()
-                        ),
-                    ));
-                }
-                (trace, trace_path)
-            }
-            (None, Some(s)) => {
-                let convs = s.conversations();
-                if convs.is_empty()
-                    || convs
-                        .iter()
-                        .any(|c| c.turns.is_empty() || c.turns.iter().any(|t| t.assistant_tokens == 0))
-                {
-                    return Err(InputError::key(
-                        path,
-                        "workload.synthetic",
-                        "needs at least one turn per conversation and answers of >= 1 token",
-                    ));
-                }
-                (convs, path.to_path_buf())
-            }
-            _ => {
-                return Err(InputError::key(
-                    path,
-                    "workload",
-                    "set exactly one of `trace` (a native trace file) and `synthetic` (a protocol)",
-                ))
-            }
-        };
-        let setup = matches!(w.arrival, ArrivalSpec::Setup { .. });
-        match (w.num_conversations, w.window_s) {
-            (Some(0), _) => return Err(InputError::key(path, "workload.num_conversations", "must be >= 1")),
-            (Some(_), _) | (_, Some(_)) if setup => {
-                return Err(InputError::key(
-                    path,
-                    "workload",
-                    "kind = \"setup\" arrivals set the number of conversations (rate_per_s × duration_s); remove `num_conversations` and `window_s`",
-                ))
-            }
-            (None, None) if setup => {}
-            (None, None) => {
-                return Err(InputError::key(
-                    path,
-                    "workload",
-                    "set `num_conversations` or `window_s`",
-                ))
-            }
-            (Some(_), Some(_)) => {
-                return Err(InputError::key(
-                    path,
-                    "workload",
-                    "set only one of `num_conversations` and `window_s`",
-                ))
-            }
-            (None, Some(wnd)) if !(wnd > 0.0 && wnd.is_finite()) => {
-                return Err(InputError::key(path, "workload.window_s", "must be > 0"))
-            }
-            _ => {}
-        }
-        if let ArrivalSpec::Trace { speedup } = w.arrival {
-            if !(speedup > 0.0 && speedup.is_finite()) {
-                return Err(InputError::key(path, "workload.arrival.speedup", "must be > 0"));
-            }
-            if w.trace.is_none() {
-                return Err(InputError::key(
-                    path,
-                    "workload.arrival",
-                    "kind = \"trace\" replays a trace's recorded arrivals; set `workload.trace` or use another kind",
-                ));
-            }
-            if w.order == ConversationOrder::Shuffle {
-                return Err(InputError::key(
-                    path,
-                    "workload.order",
-                    "kind = \"trace\" arrivals replay conversations in trace order; remove `order = \"shuffle\"`",
-                ));
-            }
-            let used = w.num_conversations.unwrap_or(trace.len());
-            let mut last = 0.0f64;
-            for (k, c) in trace.iter().take(used).enumerate() {
-                let Some(t) = c.arrival_s else {
-                    return Err(InputError::key(
-                        path,
-                        "workload.arrival",
-                        format!("kind = \"trace\" needs `arrival_s` on every conversation, but conversation {} (`{}`) of {} has none; import the trace from a source with timestamps (azure, vidur) or use a poisson arrival", k + 1, c.id, trace_path.display()),
-                    ));
-                };
-                if t < last {
-                    return Err(InputError::key(
-                        path,
-                        "workload.arrival",
-                        format!("kind = \"trace\" needs conversations in time order, but conversation {} (`{}`) of {} arrives at {t} s, before the one above it ({last} s); sort the trace by arrival_s", k + 1, c.id, trace_path.display()),
-                    ));
-                }
-                last = t;
-            }
-        }
-        if let ArrivalSpec::Trace { speedup } = w.arrival {
-            let last = trace.iter().filter_map(|c| c.arrival_s).fold(0.0f64, f64::max);
-            if last / speedup > MAX_ARRIVAL_S {
-                return Err(InputError::key(
-                    path,
-                    "workload.arrival.speedup",
-                    format!("the trace's last arrival, {last} s, replayed at speed-up {speedup} lands at {:e} s, past the simulated-time limit of {MAX_ARRIVAL_S:e} s; use a larger speedup", last / speedup),
-                ));
-            }
-        }
-        let tpl = w.template_tokens_per_message as u64;
-        if let Some((k, c)) = trace
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.turns[0].user_tokens as u64 + tpl == 0)
-        {
-            let message = format!("conversation `{}` has a first turn with no prompt token (user_tokens = 0 and template_tokens_per_message = 0): a request needs at least one token to prefill; drop it or set template_tokens_per_message", c.id);
-            return Err(match trace_lines.get(k) {
-                Some(&line) => InputError::line(&trace_path, line, message),
-                None => InputError::key(&trace_path, "workload.synthetic", message),
-            });
-        }
-        if let Some(max) = sc.engine.max_model_len {
-            let smallest = trace
-                .iter()
-                .map(|c| c.turns[0].user_tokens as u64 + tpl + c.turns[0].assistant_tokens as u64)
-                .min()
-                .unwrap_or(0);
-            if (max as u64) < smallest {
-                return Err(InputError::key(
-                    path,
-                    "engine.max_model_len",
-                    format!("{max} tokens is below the smallest request of the workload ({smallest} prompt + output tokens): every request would be refused; raise it (vllm-ppd: 8192) or remove it"),
-                ));
-            }
-        }
-        for c in &trace {
-            let total: u64 = c
-                .turns
-                .iter()
-                .map(|t| t.user_tokens as u64 + t.assistant_tokens as u64 + 2 * tpl)
-                .sum();
-            if total > kv_capacity_tokens {
-                return Err(InputError::file(&trace_path, format!("conversation `{}` needs {total} KV tokens but an instance holds {kv_capacity_tokens}; drop it or use a larger GPU", c.id)));
-            }
-        }
+        let trace = load_workload(path, base, &sc, kv_capacity_tokens)?;
         let cal_path = base.join(&sc.calibration);
         if !cal_path.is_file() {
             return Err(InputError::key(
@@ -830,89 +465,7 @@ impl LoadedScenario {
                 ),
             ));
         }
-        // Fill in calibrated values so the resolved scenario states what was simulated.
-        let link = &mut sc.kv_link;
-        link.bandwidth_gbps
-            .get_or_insert(calibration.kv_transfer.bandwidth_gbps);
-        link.latency_ms.get_or_insert(calibration.kv_transfer.latency_ms);
-        sc.overheads
-            .request_overhead_ms
-            .get_or_insert(calibration.overheads.request_overhead_ms.value);
-        sc.overheads
-            .request_service_ms
-            .get_or_insert(calibration.request_service_ms());
-        let handoff_set = sc.overheads.pd_handoff_ms.is_some();
-        let handoff = *sc
-            .overheads
-            .pd_handoff_ms
-            .get_or_insert(calibration.overheads.pd_handoff_ms.value);
-        // The calibrated split of the handoff, scaled to an overridden total.
-        let (p_cal, d_cal) = calibration.pd_handoff_services_ms();
-        let scale = if handoff_set && calibration.overheads.pd_handoff_ms.value > 0.0 {
-            handoff / calibration.overheads.pd_handoff_ms.value
-        } else {
-            1.0
-        };
-        sc.overheads.pd_handoff_d_service_ms.get_or_insert(d_cal * scale);
-        sc.overheads.pd_handoff_p_service_ms.get_or_insert(p_cal * scale);
-        sc.overheads
-            .prompt_ms_per_token
-            .get_or_insert(calibration.prompt_ms_per_token());
-        // Durations (set here or calibrated) must be finite, non-negative and bounded.
-        let o = &sc.overheads;
-        for (key, v) in [
-            ("kv_link.latency_ms", sc.kv_link.latency_ms),
-            ("overheads.request_overhead_ms", o.request_overhead_ms),
-            ("overheads.request_service_ms", o.request_service_ms),
-            ("overheads.pd_handoff_ms", o.pd_handoff_ms),
-            ("overheads.pd_handoff_p_service_ms", o.pd_handoff_p_service_ms),
-            ("overheads.pd_handoff_d_service_ms", o.pd_handoff_d_service_ms),
-            ("overheads.prompt_ms_per_token", o.prompt_ms_per_token),
-        ] {
-            let v = v.expect("resolved above");
-            if !(0.0..=MAX_DURATION_S * 1e3).contains(&v) {
-                return Err(InputError::key(
-                    path,
-                    key,
-                    format!(
-                        "{} is not a duration: use a value in ms, >= 0 and <= {:e}",
-                        fmt_num(v),
-                        MAX_DURATION_S * 1e3
-                    ),
-                ));
-            }
-        }
-        let (service, overhead) = (
-            o.request_service_ms.unwrap_or(0.0),
-            o.request_overhead_ms.unwrap_or(0.0),
-        );
-        if service > overhead {
-            return Err(InputError::key(
-                path,
-                "overheads.request_service_ms",
-                format!("{service} ms exceeds overheads.request_overhead_ms ({overhead} ms): the serialized share is part of the request overhead; lower it or raise request_overhead_ms"),
-            ));
-        }
-        let (hp, hd, h) = (
-            o.pd_handoff_p_service_ms.unwrap_or(0.0),
-            o.pd_handoff_d_service_ms.unwrap_or(0.0),
-            o.pd_handoff_ms.unwrap_or(0.0),
-        );
-        if hp + hd > h * (1.0 + 1e-12) {
-            return Err(InputError::key(
-                path,
-                "overheads.pd_handoff_p_service_ms",
-                format!("the serialized shares of the PD handoff ({hp} ms at P + {hd} ms at D) exceed overheads.pd_handoff_ms ({h} ms) they are part of; lower them or raise pd_handoff_ms"),
-            ));
-        }
-        in_range(
-            "kv_link.bandwidth_gbps",
-            sc.kv_link.bandwidth_gbps.expect("resolved above"),
-            MIN_BANDWIDTH_GBPS,
-            false,
-            f64::MAX,
-            &format!("use a finite bandwidth in Gbit/s, >= {MIN_BANDWIDTH_GBPS} (NVLink 4: 7200)"),
-        )?;
+        resolve_calibrated(path, &mut sc, &calibration)?;
         Ok(LoadedScenario {
             resolved: sc,
             trace,
@@ -967,4 +520,498 @@ impl LoadedScenario {
         }
         toml::to_string_pretty(&r).expect("scenario serialises")
     }
+}
+
+/// The scenario's conversations — its trace (`workload.trace`, relative to the scenario's
+/// directory `base`) or its synthetic protocol — checked against the workload keys (count or
+/// window, timed arrivals in order, setup turns), the prompt and model-length limits and the KV
+/// capacity of one instance (`kv_capacity_tokens`); errors name the trace line where there is one.
+fn load_workload(
+    path: &Path,
+    base: &Path,
+    sc: &Scenario,
+    kv_capacity_tokens: u64,
+) -> InputResult<Vec<crate::trace::Conversation>> {
+    let w = &sc.workload;
+    use limits::*;
+    let mut trace_lines: Vec<usize> = Vec::new();
+    let (trace, trace_path) = match (&w.trace, &w.synthetic) {
+        (Some(t), None) => {
+            let trace_path = base.join(t);
+            if !trace_path.is_file() {
+                return Err(InputError::key(
+                        path,
+                        "workload.trace",
+                        format!("trace {} not found (paths are relative to the scenario file); create one with `ppdsim trace import`", trace_path.display()),
+                    ));
+            }
+            let (trace, lines) = crate::trace::read_trace_lines(&trace_path)?;
+            trace_lines = lines;
+            if w.num_conversations.is_some_and(|n| n == 0 || n > trace.len()) {
+                return Err(InputError::key(
+                    path,
+                    "workload.num_conversations",
+                    format!(
+                        "must be in 1..={} (conversations in {})",
+                        trace.len(),
+                        trace_path.display()
+                    ),
+                ));
+            }
+            (trace, trace_path)
+        }
+        (None, Some(s)) => {
+            let convs = s.conversations();
+            if convs.is_empty()
+                || convs
+                    .iter()
+                    .any(|c| c.turns.is_empty() || c.turns.iter().any(|t| t.assistant_tokens == 0))
+            {
+                return Err(InputError::key(
+                    path,
+                    "workload.synthetic",
+                    "needs at least one turn per conversation and answers of >= 1 token",
+                ));
+            }
+            (convs, path.to_path_buf())
+        }
+        _ => {
+            return Err(InputError::key(
+                path,
+                "workload",
+                "set exactly one of `trace` (a native trace file) and `synthetic` (a protocol)",
+            ))
+        }
+    };
+    let setup = matches!(w.arrival, ArrivalSpec::Setup { .. });
+    match (w.num_conversations, w.window_s) {
+            (Some(0), _) => return Err(InputError::key(path, "workload.num_conversations", "must be >= 1")),
+            (Some(_), _) | (_, Some(_)) if setup => {
+                return Err(InputError::key(
+                    path,
+                    "workload",
+                    "kind = \"setup\" arrivals set the number of conversations (rate_per_s × duration_s); remove `num_conversations` and `window_s`",
+                ))
+            }
+            (None, None) if setup => {}
+            (None, None) => {
+                return Err(InputError::key(
+                    path,
+                    "workload",
+                    "set `num_conversations` or `window_s`",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(InputError::key(
+                    path,
+                    "workload",
+                    "set only one of `num_conversations` and `window_s`",
+                ))
+            }
+            (None, Some(wnd)) if !(wnd > 0.0 && wnd.is_finite()) => {
+                return Err(InputError::key(path, "workload.window_s", "must be > 0"))
+            }
+            _ => {}
+        }
+    if let ArrivalSpec::Trace { speedup } = w.arrival {
+        if !(speedup > 0.0 && speedup.is_finite()) {
+            return Err(InputError::key(path, "workload.arrival.speedup", "must be > 0"));
+        }
+        if w.trace.is_none() {
+            return Err(InputError::key(
+                path,
+                "workload.arrival",
+                "kind = \"trace\" replays a trace's recorded arrivals; set `workload.trace` or use another kind",
+            ));
+        }
+        if w.order == ConversationOrder::Shuffle {
+            return Err(InputError::key(
+                path,
+                "workload.order",
+                "kind = \"trace\" arrivals replay conversations in trace order; remove `order = \"shuffle\"`",
+            ));
+        }
+        let used = w.num_conversations.unwrap_or(trace.len());
+        let mut last = 0.0f64;
+        for (k, c) in trace.iter().take(used).enumerate() {
+            let Some(t) = c.arrival_s else {
+                return Err(InputError::key(
+                        path,
+                        "workload.arrival",
+                        format!("kind = \"trace\" needs `arrival_s` on every conversation, but conversation {} (`{}`) of {} has none; import the trace from a source with timestamps (azure, vidur) or use a poisson arrival", k + 1, c.id, trace_path.display()),
+                    ));
+            };
+            if t < last {
+                return Err(InputError::key(
+                        path,
+                        "workload.arrival",
+                        format!("kind = \"trace\" needs conversations in time order, but conversation {} (`{}`) of {} arrives at {t} s, before the one above it ({last} s); sort the trace by arrival_s", k + 1, c.id, trace_path.display()),
+                    ));
+            }
+            last = t;
+        }
+    }
+    if let ArrivalSpec::Trace { speedup } = w.arrival {
+        let last = trace.iter().filter_map(|c| c.arrival_s).fold(0.0f64, f64::max);
+        if last / speedup > MAX_ARRIVAL_S {
+            return Err(InputError::key(
+                    path,
+                    "workload.arrival.speedup",
+                    format!("the trace's last arrival, {last} s, replayed at speed-up {speedup} lands at {:e} s, past the simulated-time limit of {MAX_ARRIVAL_S:e} s; use a larger speedup", last / speedup),
+                ));
+        }
+    }
+    let tpl = w.template_tokens_per_message as u64;
+    if let Some((k, c)) = trace
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.turns[0].user_tokens as u64 + tpl == 0)
+    {
+        let message = format!("conversation `{}` has a first turn with no prompt token (user_tokens = 0 and template_tokens_per_message = 0): a request needs at least one token to prefill; drop it or set template_tokens_per_message", c.id);
+        return Err(match trace_lines.get(k) {
+            Some(&line) => InputError::line(&trace_path, line, message),
+            None => InputError::key(&trace_path, "workload.synthetic", message),
+        });
+    }
+    if let Some(max) = sc.engine.max_model_len {
+        let smallest = trace
+            .iter()
+            .map(|c| c.turns[0].user_tokens as u64 + tpl + c.turns[0].assistant_tokens as u64)
+            .min()
+            .unwrap_or(0);
+        if (max as u64) < smallest {
+            return Err(InputError::key(
+                    path,
+                    "engine.max_model_len",
+                    format!("{max} tokens is below the smallest request of the workload ({smallest} prompt + output tokens): every request would be refused; raise it (vllm-ppd: 8192) or remove it"),
+                ));
+        }
+    }
+    for c in &trace {
+        let total: u64 = c
+            .turns
+            .iter()
+            .map(|t| t.user_tokens as u64 + t.assistant_tokens as u64 + 2 * tpl)
+            .sum();
+        if total > kv_capacity_tokens {
+            return Err(InputError::file(&trace_path, format!("conversation `{}` needs {total} KV tokens but an instance holds {kv_capacity_tokens}; drop it or use a larger GPU", c.id)));
+        }
+    }
+    Ok(trace)
+}
+
+/// A value of key `key` in `path` is in its domain: finite, ≥ `lo` (> `lo` when `lo_open`) and ≤
+/// `hi`; else an error naming the key, the value and `what` to use.
+fn in_range_at(path: &Path, key: &str, v: f64, lo: f64, lo_open: bool, hi: f64, what: &str) -> InputResult<()> {
+    let ok = v.is_finite() && (if lo_open { v > lo } else { v >= lo }) && v <= hi;
+    if ok {
+        Ok(())
+    } else {
+        Err(InputError::key(
+            path,
+            key,
+            format!("{} is out of range: {what}", crate::scenario::fmt_num(v)),
+        ))
+    }
+}
+
+/// At least one `[[policy]]`, each valid, their names distinct.
+fn check_policies(path: &Path, sc: &Scenario) -> InputResult<()> {
+    if sc.policy.is_empty() {
+        return Err(InputError::key(
+                path,
+                "policy",
+                "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"mixed\" | \"adaptive\")",
+            ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, p) in sc.policy.iter().enumerate() {
+        p.validate()
+            .map_err(|m| InputError::key(path, &format!("policy[{i}]"), m))?;
+        if !names.insert(p.name()) {
+            return Err(InputError::key(
+                path,
+                &format!("policy[{i}]"),
+                format!(
+                    "duplicate policy name `{}`; set `name = \"...\"` to tell them apart",
+                    p.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every number of the scenario in its domain (rates, durations, percentiles, SLOs, timeouts,
+/// engine limits, and a KV budget left on the GPU after the weights).
+fn check_domains(path: &Path, sc: &Scenario, model: &hardware::ModelSpec, gpu: &hardware::GpuSpec) -> InputResult<()> {
+    let w = &sc.workload;
+    use limits::*;
+    let in_range = |key: &str, v: f64, lo: f64, lo_open: bool, hi: f64, what: &str| {
+        in_range_at(path, key, v, lo, lo_open, hi, what)
+    };
+    if sc.percentiles.is_empty() || sc.percentiles.len() > 16 {
+        return Err(InputError::key(
+            path,
+            "percentiles",
+            "list 1 to 16 percentiles, e.g. [50, 90, 95, 99]",
+        ));
+    }
+    for (i, &p) in sc.percentiles.iter().enumerate() {
+        if !(p > 0.0 && p < 100.0) {
+            return Err(InputError::key(
+                path,
+                &format!("percentiles[{i}]"),
+                format!(
+                    "{} is out of range: use a percentile in (0, 100), e.g. 99.9",
+                    fmt_num(p)
+                ),
+            ));
+        }
+    }
+    in_range(
+        "timeline_interval_s",
+        sc.timeline_interval_s,
+        1e-6,
+        false,
+        MAX_DURATION_S,
+        &format!("use an interval in seconds, >= 1e-6 and <= {MAX_DURATION_S:e}"),
+    )?;
+    match w.arrival {
+        ArrivalSpec::Poisson { rate_per_s } => in_range(
+            "workload.arrival.rate_per_s",
+            rate_per_s,
+            MIN_RATE_PER_S,
+            false,
+            f64::MAX,
+            &format!("use a rate of new conversations per second >= {MIN_RATE_PER_S}"),
+        )?,
+        ArrivalSpec::Trace { speedup } => in_range(
+            "workload.arrival.speedup",
+            speedup,
+            MIN_RATE_PER_S,
+            false,
+            f64::MAX,
+            &format!("use a speed-up factor >= {MIN_RATE_PER_S} (1 replays the recorded times)"),
+        )?,
+        ArrivalSpec::Setup {
+            rate_per_s,
+            duration_s,
+            setup_s,
+        } => {
+            in_range(
+                "workload.arrival.rate_per_s",
+                rate_per_s,
+                MIN_RATE_PER_S,
+                false,
+                f64::MAX,
+                &format!("use a rate of second-turn arrivals per second >= {MIN_RATE_PER_S}"),
+            )?;
+            in_range(
+                "workload.arrival.duration_s",
+                duration_s,
+                0.0,
+                true,
+                MAX_DURATION_S,
+                &format!("use a window in seconds, > 0 and <= {MAX_DURATION_S:e} (seed 003: 60)"),
+            )?;
+            in_range(
+                "workload.arrival.setup_s",
+                setup_s,
+                0.0,
+                false,
+                MAX_DURATION_S,
+                &format!("use a setup time in seconds, >= 0 and <= {MAX_DURATION_S:e}"),
+            )?;
+            if rate_per_s * duration_s > 1e6 {
+                return Err(InputError::key(
+                    path,
+                    "workload.arrival.rate_per_s",
+                    format!("{rate_per_s}/s over {duration_s} s is more than 10^6 conversations; shorten the window"),
+                ));
+            }
+        }
+        ArrivalSpec::Burst => {}
+    }
+    match w.think_time {
+        ThinkTimeSpec::Exponential { mean_s } => in_range(
+            "workload.think_time.mean_s",
+            mean_s,
+            0.0,
+            true,
+            MAX_DURATION_S,
+            &format!("use a mean think time in seconds, > 0 and <= {MAX_DURATION_S:e}"),
+        )?,
+        ThinkTimeSpec::Constant { value_s } => in_range(
+            "workload.think_time.value_s",
+            value_s,
+            0.0,
+            false,
+            MAX_DURATION_S,
+            &format!("use a think time in seconds, >= 0 and <= {MAX_DURATION_S:e}"),
+        )?,
+    }
+    if let Some(wnd) = w.window_s {
+        in_range(
+            "workload.window_s",
+            wnd,
+            0.0,
+            true,
+            MAX_DURATION_S,
+            &format!("use a window in seconds, > 0 and <= {MAX_DURATION_S:e}"),
+        )?;
+    }
+    in_range(
+        "engine.activation_reserve_gib",
+        sc.engine.activation_reserve_gib,
+        0.0,
+        false,
+        f64::MAX,
+        "use the GiB kept for activations, >= 0 (a negative reserve would invent KV memory)",
+    )?;
+    in_range(
+        "engine.answer_mismatch_per_token",
+        sc.engine.answer_mismatch_per_token,
+        0.0,
+        false,
+        0.999,
+        "use a per-token probability in [0, 1) (0: answers reused whole; vllm-ppd's cache-info runs: 0.0011)",
+    )?;
+    for (key, v) in [("slo.ttft_ms", sc.slo.ttft_ms), ("slo.tpot_ms", sc.slo.tpot_ms)] {
+        in_range(key, v, 0.0, true, f64::MAX, "use a latency target in ms, > 0")?;
+    }
+    if let Some(t) = sc.client.request_timeout_s {
+        in_range(
+            "client.request_timeout_s",
+            t,
+            0.0,
+            true,
+            MAX_DURATION_S,
+            &format!("use a timeout in seconds, > 0 and <= {MAX_DURATION_S:e} (vllm-ppd's client: 120)"),
+        )?;
+    }
+    let e = &sc.engine;
+    if e.token_budget == 0 || e.max_num_seqs == 0 || e.block_size == 0 {
+        return Err(InputError::key(
+            path,
+            "engine",
+            "token_budget, max_num_seqs and block_size must be >= 1",
+        ));
+    }
+    if !(e.gpu_memory_utilization > 0.0 && e.gpu_memory_utilization <= 1.0) {
+        return Err(InputError::key(
+            path,
+            "engine.gpu_memory_utilization",
+            "must be in (0, 1]",
+        ));
+    }
+    if e.kv_budget_bytes(model, gpu) <= 0.0 {
+        return Err(InputError::key(
+            path,
+            "engine",
+            format!(
+                "no memory left for KV: {} GiB × {} − weights {:.1} GiB − reserve {} GiB ≤ 0",
+                gpu.memory_gib,
+                e.gpu_memory_utilization,
+                model.weight_bytes() as f64 / (1u64 << 30) as f64,
+                e.activation_reserve_gib
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fills in the link and overheads a scenario leaves to its calibration (so the resolved scenario
+/// states what was simulated; the handoff's serialized shares scaled to an overridden total),
+/// then checks them: durations finite and bounded, serialized shares within their totals, the
+/// bandwidth above its floor.
+fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationFile) -> InputResult<()> {
+    use limits::*;
+    let in_range = |key: &str, v: f64, lo: f64, lo_open: bool, hi: f64, what: &str| {
+        in_range_at(path, key, v, lo, lo_open, hi, what)
+    };
+    // Fill in calibrated values so the resolved scenario states what was simulated.
+    let link = &mut sc.kv_link;
+    link.bandwidth_gbps
+        .get_or_insert(calibration.kv_transfer.bandwidth_gbps);
+    link.latency_ms.get_or_insert(calibration.kv_transfer.latency_ms);
+    sc.overheads
+        .request_overhead_ms
+        .get_or_insert(calibration.overheads.request_overhead_ms.value);
+    sc.overheads
+        .request_service_ms
+        .get_or_insert(calibration.request_service_ms());
+    let handoff_set = sc.overheads.pd_handoff_ms.is_some();
+    let handoff = *sc
+        .overheads
+        .pd_handoff_ms
+        .get_or_insert(calibration.overheads.pd_handoff_ms.value);
+    // The calibrated split of the handoff, scaled to an overridden total.
+    let (p_cal, d_cal) = calibration.pd_handoff_services_ms();
+    let scale = if handoff_set && calibration.overheads.pd_handoff_ms.value > 0.0 {
+        handoff / calibration.overheads.pd_handoff_ms.value
+    } else {
+        1.0
+    };
+    sc.overheads.pd_handoff_d_service_ms.get_or_insert(d_cal * scale);
+    sc.overheads.pd_handoff_p_service_ms.get_or_insert(p_cal * scale);
+    sc.overheads
+        .prompt_ms_per_token
+        .get_or_insert(calibration.prompt_ms_per_token());
+    // Durations (set here or calibrated) must be finite, non-negative and bounded.
+    let o = &sc.overheads;
+    for (key, v) in [
+        ("kv_link.latency_ms", sc.kv_link.latency_ms),
+        ("overheads.request_overhead_ms", o.request_overhead_ms),
+        ("overheads.request_service_ms", o.request_service_ms),
+        ("overheads.pd_handoff_ms", o.pd_handoff_ms),
+        ("overheads.pd_handoff_p_service_ms", o.pd_handoff_p_service_ms),
+        ("overheads.pd_handoff_d_service_ms", o.pd_handoff_d_service_ms),
+        ("overheads.prompt_ms_per_token", o.prompt_ms_per_token),
+    ] {
+        let v = v.expect("resolved above");
+        if !(0.0..=MAX_DURATION_S * 1e3).contains(&v) {
+            return Err(InputError::key(
+                path,
+                key,
+                format!(
+                    "{} is not a duration: use a value in ms, >= 0 and <= {:e}",
+                    fmt_num(v),
+                    MAX_DURATION_S * 1e3
+                ),
+            ));
+        }
+    }
+    let (service, overhead) = (
+        o.request_service_ms.unwrap_or(0.0),
+        o.request_overhead_ms.unwrap_or(0.0),
+    );
+    if service > overhead {
+        return Err(InputError::key(
+                path,
+                "overheads.request_service_ms",
+                format!("{service} ms exceeds overheads.request_overhead_ms ({overhead} ms): the serialized share is part of the request overhead; lower it or raise request_overhead_ms"),
+            ));
+    }
+    let (hp, hd, h) = (
+        o.pd_handoff_p_service_ms.unwrap_or(0.0),
+        o.pd_handoff_d_service_ms.unwrap_or(0.0),
+        o.pd_handoff_ms.unwrap_or(0.0),
+    );
+    if hp + hd > h * (1.0 + 1e-12) {
+        return Err(InputError::key(
+                path,
+                "overheads.pd_handoff_p_service_ms",
+                format!("the serialized shares of the PD handoff ({hp} ms at P + {hd} ms at D) exceed overheads.pd_handoff_ms ({h} ms) they are part of; lower them or raise pd_handoff_ms"),
+            ));
+    }
+    in_range(
+        "kv_link.bandwidth_gbps",
+        sc.kv_link.bandwidth_gbps.expect("resolved above"),
+        MIN_BANDWIDTH_GBPS,
+        false,
+        f64::MAX,
+        &format!("use a finite bandwidth in Gbit/s, >= {MIN_BANDWIDTH_GBPS} (NVLink 4: 7200)"),
+    )?;
+    Ok(())
 }
