@@ -128,8 +128,14 @@ pub enum Command {
         /// Measurement files: LLMServingSim layers CSV(.gz), AIConfigurator kernel tables,
         /// SplitwiseSim perf_model.csv, KV-transfer tables, seed-000 P-PD framework JSON,
         /// vllm-ppd result JSON, native JSON lines (see `--format`).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "roofline_from")]
         files: Vec<PathBuf>,
+        /// Write a model for `--gpu`, which has no measurements, from the calibrated model of the
+        /// same LLM on another GPU, scaled by the roofline of src/specs.toml (memory-bound
+        /// coefficients by HBM bandwidth, compute-bound ones by dense BF16 peak; the reference's
+        /// efficiencies kept). The model is marked uncalibrated and every output using it says so.
+        #[arg(long, value_name = "MODEL_JSON", conflicts_with = "files")]
+        roofline_from: Option<PathBuf>,
         /// Output model file (replaced only when it is a ppdsim calibration, or with --force; never
         /// one of the inputs).
         #[arg(short, long, default_value = "output/calibration/model.json")]
@@ -373,6 +379,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::commands::routing_map::exec_routing_map(&cfg, output, force)
         }
         Command::Calibrate {
+            roofline_from: Some(reference),
+            output,
+            gpu,
+            force,
+            ..
+        } => crate::commands::calibrate::exec_roofline(&reference, &gpu, &output, force),
+        Command::Calibrate {
             files,
             output,
             model,
@@ -385,6 +398,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             force,
             no_replay,
             no_cross_validation,
+            roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
             &output,

@@ -430,6 +430,10 @@ pub struct RunInfo {
     pub gpu: String,
     /// Calibration file (name only).
     pub calibration: String,
+    /// Set when the calibration was not fitted to measurements of its GPU (a roofline estimate):
+    /// what it was derived from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_uncalibrated: Option<String>,
     /// Trace file (name only), or `synthetic`.
     pub trace: String,
     /// Conversations replayed.

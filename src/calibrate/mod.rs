@@ -25,6 +25,7 @@ pub mod model_file;
 pub mod readers;
 pub mod reference;
 pub mod replay;
+pub mod roofline;
 
 use crate::cost_model::{BatchShape, IterationCoefficients, PrefillPart, COEFFICIENT_NAMES, COEFFICIENT_UNITS};
 use crate::error::{InputError, InputResult};
@@ -955,6 +956,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         groups,
         outliers,
         replay: None,
+        uncalibrated: None,
     };
     let mut file = file;
     let replay_points: Vec<replay::Point> = loaded

@@ -182,6 +182,11 @@ pub struct CalibrationFile {
     /// The PD handoff's split fitted by replaying loaded runs, with its cross-validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayFit>,
+    /// Set when the model was not fitted to measurements of its GPU (a roofline transfer, see
+    /// [`crate::calibrate::roofline`]): what it was derived from and how. Every output that uses
+    /// such a model says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncalibrated: Option<String>,
 }
 
 /// The overheads' replay fit ([`crate::calibrate::replay`]).

@@ -56,3 +56,45 @@ pub(crate) fn exec_calibrate(
     );
     Ok(EXIT_OK)
 }
+
+/// `ppdsim calibrate --roofline-from REFERENCE --gpu GPU -o OUTPUT`: the reference model carried
+/// to `gpu` by the roofline ([`crate::calibrate::roofline`]), written atomically (never over the
+/// reference, nor over a file that is not a calibration model without `--force`).
+pub(crate) fn exec_roofline(reference: &Path, gpu: &str, output: &Path, force: bool) -> Result<i32> {
+    use crate::calibrate::model_file::CalibrationFile;
+    use crate::error::InputError;
+    outdir::refuse_input_as_output(&[output], &[reference.to_path_buf()])?;
+    outdir::check_replaceable(
+        output,
+        force,
+        "calibration model",
+        &crate::calibrate::model_file::looks_like_calibration,
+    )?;
+    let target = crate::hardware::find_gpu(gpu).map_err(|m| InputError::option("--gpu", &m))?;
+    let cal = CalibrationFile::load(reference)?;
+    let name = reference
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let model =
+        crate::calibrate::roofline::transfer(&cal, &name, target).map_err(|m| InputError::file(reference, m))?;
+    let mut json = serde_json::to_vec_pretty(&model)?;
+    json.push(b'\n');
+    outdir::write_atomic(output, &json)?;
+    let c = model.coefficients().expect("transferred coefficients are valid");
+    println!(
+        "{} on {}: β0 {:.3} ms, β1 {:.5} ms/token, β2 {:.3e} ms/token², β3 {:.4} ms/seq, β4 {:.3e} ms/context-token",
+        model.model,
+        model.gpu,
+        c.beta0_ms,
+        c.beta1_ms_per_token,
+        c.beta2_ms_per_token2,
+        c.beta3_ms_per_seq,
+        c.beta4_ms_per_context_token
+    );
+    for p in &model.physics {
+        println!("  [{}] {}", if p.ok { " ok " } else { "FAIL" }, p.check);
+    }
+    println!("UNCALIBRATED: {}", model.uncalibrated.as_deref().unwrap_or(""));
+    println!("wrote {}", output.display());
+    Ok(EXIT_OK)
+}

@@ -92,7 +92,11 @@ pub(crate) fn exec_routing_map(
     let staged = OutputDir::create(&dest, force, "routing-map")?;
     staged.write("routing_map.csv", &output::to_csv(&cells)?)?;
     staged.write("boundary.csv", &output::to_csv(&edge)?)?;
-    let title = cfg.title(bandwidth_gbps);
+    let mut title = cfg.title(bandwidth_gbps);
+    if let Some(why) = &cal.uncalibrated {
+        title.push_str(" [UNCALIBRATED model]");
+        eprintln!("warning: {} is UNCALIBRATED — {why}", calibration.display());
+    }
     // Every value filled in; the calibration relative to the results directory, so the file
     // re-runs from there as it is (outputs hold no absolute paths).
     let resolved = crate::routing_map::MapConfig {

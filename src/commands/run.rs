@@ -122,6 +122,7 @@ pub(crate) fn exec_run(
         model: sc.resolved.model.clone(),
         gpu: sc.resolved.gpu.clone(),
         calibration: name_of(&sc.resolved.calibration),
+        calibration_uncalibrated: sc.calibration.uncalibrated.clone(),
         trace: sc
             .resolved
             .workload
@@ -149,6 +150,10 @@ pub(crate) fn exec_run(
         )?;
     }
     staged.commit(Stale::Remove)?;
+    if let Some(why) = &sc.calibration.uncalibrated {
+        // Said even with --quiet: every figure of this run rests on it.
+        eprintln!("warning: {} is UNCALIBRATED — {why}", sc.resolved.calibration.display());
+    }
     if !quiet {
         println!(
             "scenario {}: {} conversations, {} policies, seed {}, KV capacity {} tokens/instance",

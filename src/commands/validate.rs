@@ -39,6 +39,9 @@ pub(crate) fn exec_validate(
     force: bool,
 ) -> Result<i32> {
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
+    if let Some(why) = &cal.uncalibrated {
+        println!("UNCALIBRATED model {} — {why}", calibration.display());
+    }
     let files = collect_json(measured)?;
     let csv_paths = output.as_ref().map(|out| {
         [

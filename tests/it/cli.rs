@@ -1651,3 +1651,70 @@ fn output_rows(path: &Path) -> std::collections::HashMap<String, std::collection
         })
         .collect()
 }
+
+#[test]
+fn roofline_model_for_a_gpu_without_measurements_is_marked_uncalibrated_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let a100 = dir.path().join("a100.json");
+    let h100 = root().join("calibration/h100-llama3.1-8b.json");
+    ppdsim()
+        .args(["calibrate", "--gpu", "a100-sxm-80gb", "--roofline-from"])
+        .arg(&h100)
+        .arg("-o")
+        .arg(&a100)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "UNCALIBRATED: not fitted to measurements of a100-sxm-80gb",
+        ));
+    let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&a100).unwrap()).unwrap();
+    assert_eq!(model["gpu"], "a100-sxm-80gb");
+    assert!(model["uncalibrated"]
+        .as_str()
+        .unwrap()
+        .contains("HBM 3.35 → 2.039 TB/s"));
+    // Never over its reference.
+    ppdsim()
+        .args(["calibrate", "--gpu", "a100-sxm-80gb", "--roofline-from"])
+        .arg(&h100)
+        .arg("-o")
+        .arg(&h100)
+        .assert()
+        .code(3);
+    // A run on it says so (even with -q) and records it in summary.json; its turns are slower
+    // than on the H100 model (lower HBM bandwidth and dense peak).
+    let run = |cal: &Path, gpu: &str, out: &Path| {
+        ppdsim()
+            .arg("run")
+            .arg(root().join("tests/data/scenarios/small.toml"))
+            .args(["--set", &format!("calibration={:?}", cal.display().to_string())])
+            .args(["--set", &format!("gpu={gpu:?}"), "-q", "--no-plots", "-o"])
+            .arg(out)
+            .assert()
+            .success()
+    };
+    let (on_a100, on_h100) = (dir.path().join("a"), dir.path().join("h"));
+    run(&a100, "a100-sxm-80gb", &on_a100).stderr(predicate::str::contains("is UNCALIBRATED"));
+    run(&h100, "h100-sxm", &on_h100).stderr(predicate::str::contains("UNCALIBRATED").not());
+    let summary = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
+    };
+    let (a, h) = (summary(&on_a100), summary(&on_h100));
+    assert!(a["run"]["calibration_uncalibrated"]
+        .as_str()
+        .unwrap()
+        .contains("roofline transfer"));
+    assert!(h["run"].get("calibration_uncalibrated").is_none());
+    let tpot = |s: &serde_json::Value| s["policies"][0]["tpot_all"]["p50_ms"].as_f64().unwrap();
+    assert!(tpot(&a) > tpot(&h) * 1.2, "{} vs {}", tpot(&a), tpot(&h));
+    // The routing map's title says it too.
+    ppdsim()
+        .arg("routing-map")
+        .arg("-c")
+        .arg(&a100)
+        .arg("-o")
+        .arg(dir.path().join("m"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[UNCALIBRATED model]"));
+}
