@@ -62,6 +62,11 @@ pub struct Scenario {
     /// The router: how conversations are pinned to instances.
     #[serde(default)]
     pub router: RouterSpec,
+    /// Instance pools on their own GPU and model file (default: every instance on `gpu` with
+    /// `calibration`): `[pools.prefill]` for the P instances, `[pools.decode]` for the
+    /// decode-side ones (D, pD, R), each `{ gpu, calibration }`.
+    #[serde(default, skip_serializing_if = "Pools::is_empty")]
+    pub pools: Pools,
     /// SLO targets.
     pub slo: Slo,
     /// Latency percentiles to report in `summary.csv`, `summary.json` and `sweep.csv`, each in
@@ -75,6 +80,45 @@ pub struct Scenario {
     pub timeline_interval_s: f64,
     /// Policies to run, each on its own cluster, on identical requests.
     pub policy: Vec<PolicyConfig>,
+}
+
+/// Instance pools with their own GPU (see [`Scenario::pools`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pools {
+    /// The P instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<PoolSpec>,
+    /// The decode-side instances (D, pD, R).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<PoolSpec>,
+}
+
+impl Pools {
+    /// True when no pool is set.
+    pub fn is_empty(&self) -> bool {
+        self.prefill.is_none() && self.decode.is_none()
+    }
+}
+
+/// One pool's GPU and model file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// GPU name from the spec table (e.g. `h20`).
+    pub gpu: String,
+    /// Model file for that GPU (`ppdsim calibrate`, or `--roofline-from` for a GPU without
+    /// measurements), relative to the scenario file.
+    pub calibration: PathBuf,
+}
+
+/// A loaded pool: its model file and the engine limits (KV capacity) on its GPU.
+#[derive(Clone, Debug)]
+pub struct LoadedPool {
+    /// The pool's model file.
+    pub calibration: CalibrationFile,
+    /// Engine limits on the pool's GPU.
+    pub limits: EngineLimits,
 }
 
 /// Workload section.
@@ -322,6 +366,8 @@ pub struct LoadedScenario {
     pub calibration: CalibrationFile,
     /// KV capacity per instance \[tokens\].
     pub kv_capacity_tokens: u64,
+    /// `[pools.prefill]` and `[pools.decode]`, loaded (`None`: the scenario's GPU and model).
+    pub pools: [Option<LoadedPool>; 2],
     /// Directory of the scenario file (its relative paths start there).
     pub source_dir: PathBuf,
 }
@@ -466,11 +512,16 @@ impl LoadedScenario {
             ));
         }
         resolve_calibrated(path, &mut sc, &calibration)?;
+        let pools = [
+            load_pool(path, base, &sc, "prefill", sc.pools.prefill.as_ref())?,
+            load_pool(path, base, &sc, "decode", sc.pools.decode.as_ref())?,
+        ];
         Ok(LoadedScenario {
             resolved: sc,
             trace,
             calibration,
             kv_capacity_tokens,
+            pools,
             source_dir: base.to_path_buf(),
         })
     }
@@ -505,6 +556,25 @@ impl LoadedScenario {
         }
     }
 
+    /// The model files (as reached from the current directory) of this scenario that are not
+    /// fitted to measurements of their GPU, with what they were derived from: the main one and
+    /// the pools'.
+    pub fn uncalibrated(&self) -> Vec<(PathBuf, String)> {
+        let sc = &self.resolved;
+        let mut out = Vec::new();
+        if let Some(why) = &self.calibration.uncalibrated {
+            out.push((self.source_dir.join(&sc.calibration), why.clone()));
+        }
+        for (spec, pool) in [&sc.pools.prefill, &sc.pools.decode].into_iter().zip(&self.pools) {
+            if let (Some(spec), Some(pool)) = (spec, pool) {
+                if let Some(why) = &pool.calibration.uncalibrated {
+                    out.push((self.source_dir.join(&spec.calibration), why.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// The resolved scenario as TOML.
     pub fn resolved_toml(&self) -> String {
         toml::to_string_pretty(&self.resolved).expect("scenario serialises")
@@ -515,6 +585,9 @@ impl LoadedScenario {
     pub fn resolved_toml_in(&self, dir: &Path) -> String {
         let mut r = self.resolved.clone();
         r.calibration = relative_path(&self.source_dir.join(&r.calibration), dir);
+        for pool in [&mut r.pools.prefill, &mut r.pools.decode].into_iter().flatten() {
+            pool.calibration = relative_path(&self.source_dir.join(&pool.calibration), dir);
+        }
         if let Some(t) = &r.workload.trace {
             r.workload.trace = Some(relative_path(&self.source_dir.join(t), dir));
         }
@@ -698,6 +771,61 @@ fn load_workload(
         }
     }
     Ok(trace)
+}
+
+/// Loads pool `role` (`prefill` or `decode`) of a scenario: its GPU from the spec table, its
+/// model file (relative to `base`) fitted for the scenario's model, and KV memory left on its GPU.
+fn load_pool(
+    path: &Path,
+    base: &Path,
+    sc: &Scenario,
+    role: &str,
+    spec: Option<&PoolSpec>,
+) -> InputResult<Option<LoadedPool>> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let key = |k: &str| format!("pools.{role}.{k}");
+    let gpu = hardware::find_gpu(&spec.gpu).map_err(|m| InputError::key(path, &key("gpu"), m))?;
+    let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
+    let cal_path = base.join(&spec.calibration);
+    if !cal_path.is_file() {
+        return Err(InputError::key(
+            path,
+            &key("calibration"),
+            format!(
+                "{} not found (paths are relative to the scenario file); write one with `ppdsim calibrate` (`--roofline-from` for a GPU without measurements)",
+                cal_path.display()
+            ),
+        ));
+    }
+    let calibration = CalibrationFile::load(&cal_path)?;
+    if calibration.model != sc.model {
+        return Err(InputError::key(
+            path,
+            &key("calibration"),
+            format!(
+                "{} was fitted for model `{}`, scenario model is `{}`",
+                cal_path.display(),
+                calibration.model,
+                sc.model
+            ),
+        ));
+    }
+    if sc.engine.kv_budget_bytes(model, gpu) <= 0.0 {
+        return Err(InputError::key(
+            path,
+            &key("gpu"),
+            format!(
+                "{} leaves no memory for KV after the model's weights; use a GPU with more memory",
+                gpu.name
+            ),
+        ));
+    }
+    Ok(Some(LoadedPool {
+        limits: sc.engine.limits(model, gpu),
+        calibration,
+    }))
 }
 
 /// A value of key `key` in `path` is in its domain: finite, ≥ `lo` (> `lo` when `lo_open`) and ≤

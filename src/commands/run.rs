@@ -51,12 +51,26 @@ pub(crate) fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar, ti
     let cost = LinearCostModel {
         coefficients: sc.calibration.coefficients().expect("validated on load"),
     };
+    let pool_costs: Vec<Option<LinearCostModel>> = sc
+        .pools
+        .iter()
+        .map(|p| {
+            p.as_ref().map(|p| LinearCostModel {
+                coefficients: p.calibration.coefficients().expect("validated on load"),
+            })
+        })
+        .collect();
     let results: Vec<_> = sc
         .resolved
         .policy
         .par_iter()
         .map(|p| {
-            let sim = Simulation::new(sc.sim_config(p), &cost, convs.clone());
+            let mut sim = Simulation::new(sc.sim_config(p), &cost, convs.clone());
+            for (decode_side, (pool, cost)) in sc.pools.iter().zip(&pool_costs).enumerate() {
+                if let (Some(pool), Some(cost)) = (pool, cost) {
+                    sim = sim.with_pool(decode_side == 1, cost, pool.limits);
+                }
+            }
             let sim = if timeline {
                 sim.with_timeline(sc.resolved.timeline_interval_s)
             } else {
@@ -122,7 +136,14 @@ pub(crate) fn exec_run(
         model: sc.resolved.model.clone(),
         gpu: sc.resolved.gpu.clone(),
         calibration: name_of(&sc.resolved.calibration),
-        calibration_uncalibrated: sc.calibration.uncalibrated.clone(),
+        calibration_uncalibrated: {
+            let notes: Vec<String> = sc
+                .uncalibrated()
+                .into_iter()
+                .map(|(f, why)| format!("{}: {why}", name_of(&f)))
+                .collect();
+            (!notes.is_empty()).then(|| notes.join("; "))
+        },
         trace: sc
             .resolved
             .workload
@@ -150,9 +171,9 @@ pub(crate) fn exec_run(
         )?;
     }
     staged.commit(Stale::Remove)?;
-    if let Some(why) = &sc.calibration.uncalibrated {
-        // Said even with --quiet: every figure of this run rests on it.
-        eprintln!("warning: {} is UNCALIBRATED — {why}", sc.resolved.calibration.display());
+    // Said even with --quiet: every figure of this run rests on them.
+    for (file, why) in sc.uncalibrated() {
+        eprintln!("warning: {} is UNCALIBRATED — {why}", file.display());
     }
     if !quiet {
         println!(

@@ -325,7 +325,8 @@ fn hash_pin(h: u64, p: u32, d: u32) -> (usize, Option<usize>) {
 /// One simulation.
 pub struct Simulation<'a> {
     cfg: SimConfig,
-    cost: &'a dyn CostModel,
+    /// The iteration-time model of each instance (P first, then D/R).
+    costs: Vec<&'a dyn CostModel>,
     policy_name: String,
     policy: Box<dyn Policy>,
     queue: EventQueue<Event>,
@@ -395,7 +396,7 @@ impl<'a> Simulation<'a> {
             policy_name: cfg.policy.name(),
             policy: cfg.policy.build(),
             cfg,
-            cost,
+            costs: vec![cost; n],
             queue,
             now: SimTime::ZERO,
             instances,
@@ -414,6 +415,23 @@ impl<'a> Simulation<'a> {
             active_convs: vec![0; n],
             timeline: None,
         }
+    }
+
+    /// Runs the prefill instances (P) — or, with `decode_side`, the decode-side ones (D, pD, R) —
+    /// on their own GPU: iteration times from `cost`, engine limits (KV capacity) `limits`.
+    /// Heterogeneous clusters (prefill on one GPU type, decode on another) are built this way.
+    pub fn with_pool(mut self, decode_side: bool, cost: &'a dyn CostModel, limits: EngineLimits) -> Self {
+        let range = if decode_side {
+            self.num_prefill..self.instances.len()
+        } else {
+            0..self.num_prefill
+        };
+        for i in range {
+            assert!(self.instances[i].is_idle_and_empty(), "pools are set before the run");
+            self.costs[i] = cost;
+            self.instances[i].limits = limits;
+        }
+        self
     }
 
     /// Also records every instance's queue, running batch, KV usage and busy fraction at
@@ -506,7 +524,7 @@ impl<'a> Simulation<'a> {
                 continue;
             }
             self.dirty[i] = false;
-            if let Some(end) = self.instances[i].try_start(self.now, self.cost) {
+            if let Some(end) = self.instances[i].try_start(self.now, self.costs[i]) {
                 self.queue.push(end, Event::StepDone { inst: i });
             }
             for a in self.instances[i].take_admissions() {
@@ -732,7 +750,7 @@ impl<'a> Simulation<'a> {
         let (d, prompt) = (r.decode_inst, r.num_prompt_tokens);
         let di = &self.instances[d];
         let (b, ctx) = di.decoding_shape();
-        let step = |decodes: u32, chunk: Option<PrefillPart>| {
+        let step_on = |inst: usize, decodes: u32, chunk: Option<PrefillPart>| {
             let shape = BatchShape {
                 prefill: chunk.into_iter().collect(),
                 num_decode_seqs: decodes,
@@ -741,12 +759,14 @@ impl<'a> Simulation<'a> {
             if shape.is_empty() {
                 0.0
             } else {
-                self.cost.step_time(&shape).as_ms()
+                self.costs[inst].step_time(&shape).as_ms()
             }
         };
         // (Σ step time, Σ extra over a decode-only step of the last `own` tokens) of computing
         // `ahead` queued tokens then `own` on `cached`, with `decodes` sharing each step.
-        let chunks = |budget: u32, ahead: u64, own: u32, cached: u32, decodes: u32| {
+        let chunks = |inst: usize, ahead: u64, own: u32, cached: u32, decodes: u32| {
+            let budget = self.instances[inst].limits.token_budget;
+            let step = |decodes: u32, chunk: Option<PrefillPart>| step_on(inst, decodes, chunk);
             let per = budget.saturating_sub(decodes).max(1) as u64;
             let base = step(decodes, None);
             let (mut t, mut extra, mut done) = (0.0, 0.0, 0u64);
@@ -772,17 +792,10 @@ impl<'a> Simulation<'a> {
             (t, extra)
         };
         let cached_d = di.cached_tokens(r.conv).min(prompt - 1);
-        let budget_d = di.limits.token_budget;
-        let (local_ttft, local_stall) = chunks(budget_d, self.local_backlog_tokens[d], prompt - cached_d, cached_d, b);
+        let (local_ttft, local_stall) = chunks(d, self.local_backlog_tokens[d], prompt - cached_d, cached_d, b);
         let pi = &self.instances[p];
         let cached_p = pi.cached_tokens(r.conv).min(prompt - 1);
-        let (p_time, _) = chunks(
-            pi.limits.token_budget,
-            pi.pending_prefill_tokens(),
-            prompt - cached_p,
-            cached_p,
-            0,
-        );
+        let (p_time, _) = chunks(p, pi.pending_prefill_tokens(), prompt - cached_p, cached_p, 0);
         let c = &self.cfg;
         let kv_tokens = match c.transfer {
             TransferMode::Full => prompt,
@@ -801,6 +814,7 @@ impl<'a> Simulation<'a> {
         } else {
             0.0
         };
+        let step = |decodes: u32, chunk: Option<PrefillPart>| step_on(d, decodes, chunk);
         let last = step(
             b,
             Some(PrefillPart {

@@ -1707,6 +1707,19 @@ fn roofline_model_for_a_gpu_without_measurements_is_marked_uncalibrated_everywhe
     assert!(h["run"].get("calibration_uncalibrated").is_none());
     let tpot = |s: &serde_json::Value| s["policies"][0]["tpot_all"]["p50_ms"].as_f64().unwrap();
     assert!(tpot(&a) > tpot(&h) * 1.2, "{} vs {}", tpot(&a), tpot(&h));
+    // The shipped H20 model (scenarios/hetero-*.toml) is exactly what the command writes.
+    let h20 = dir.path().join("h20.json");
+    ppdsim()
+        .args(["calibrate", "--gpu", "h20", "--roofline-from"])
+        .arg(&h100)
+        .arg("-o")
+        .arg(&h20)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(&h20).unwrap(),
+        std::fs::read(root().join("calibration/h20-llama3.1-8b-roofline.json")).unwrap()
+    );
     // The routing map's title says it too.
     ppdsim()
         .arg("routing-map")
@@ -1717,4 +1730,74 @@ fn roofline_model_for_a_gpu_without_measurements_is_marked_uncalibrated_everywhe
         .assert()
         .success()
         .stdout(predicate::str::contains("[UNCALIBRATED model]"));
+}
+
+#[test]
+fn heterogeneous_pools_run_each_instance_on_its_own_gpu_and_rerun_from_the_resolved_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let het = root().join("scenarios/hetero-h100-prefill-h20-decode.toml");
+    let (a, b, h) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("h"));
+    let run = |scenario: &Path, extra: &[&str], out: &Path| {
+        ppdsim()
+            .arg("run")
+            .arg(scenario)
+            .args(["--set", "workload.num_conversations=60", "-q", "--no-plots"])
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .assert()
+            .success()
+    };
+    run(&het, &[], &a).stderr(predicate::str::contains(
+        "h20-llama3.1-8b-roofline.json is UNCALIBRATED",
+    ));
+    // The same cluster with every instance on H100 (no pool).
+    run(&root().join("scenarios/default.toml"), &[], &h);
+    let summary = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
+    };
+    let (sa, sh) = (summary(&a), summary(&h));
+    assert!(sa["run"]["calibration_uncalibrated"]
+        .as_str()
+        .unwrap()
+        .starts_with("h20-llama3.1-8b-roofline.json: not fitted to measurements of h20"));
+    let tpot = |s: &serde_json::Value, p: &str| {
+        s["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["policy"] == p)
+            .unwrap()["tpot_all"]["p50_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    // Decode on H20 (4.0 TB/s HBM against H100's 3.35): a decode step reads the weights faster,
+    // so PD's TPOT drops below the all-H100 cluster's (β0 × 0.838).
+    assert!(
+        tpot(&sa, "pd") < tpot(&sh, "pd") * 0.95,
+        "{} vs {}",
+        tpot(&sa, "pd"),
+        tpot(&sh, "pd")
+    );
+    // The resolved scenario keeps the pool (its path relative to the results directory) and
+    // re-runs as it is.
+    let resolved = std::fs::read_to_string(a.join("scenario.resolved.toml")).unwrap();
+    assert!(
+        resolved.contains("[pools.decode]") && resolved.contains("gpu = \"h20\""),
+        "{resolved}"
+    );
+    run(&a.join("scenario.resolved.toml"), &[], &b);
+    assert_eq!(
+        std::fs::read(a.join("summary.csv")).unwrap(),
+        std::fs::read(b.join("summary.csv")).unwrap()
+    );
+    // A pool naming an unknown GPU is refused with the key.
+    ppdsim()
+        .arg("run")
+        .arg(&het)
+        .args(["--set", "pools.decode.gpu=\"tpu-v9\"", "-o"])
+        .arg(dir.path().join("bad"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("pools.decode.gpu"));
 }

@@ -90,6 +90,9 @@ for key, vals in {
         tag = v.strip('"').replace(".", "p").replace("-", "neg")
         scenario(f"engine_{key}_{tag}", extra=f"\n[engine]\n{key} = {v}\n")
 scenario("engine_unknown_key", extra="\n[engine]\nmax_batch = 4\n")
+scenario("pools_gpu_unknown", extra=f'\n[pools.decode]\ngpu = "tpu-v9"\ncalibration = "{ROOT}calibration/h20-llama3.1-8b-roofline.json"\n')
+scenario("pools_calibration_missing", extra='\n[pools.prefill]\ngpu = "h20"\ncalibration = "nowhere.json"\n')
+scenario("pools_unknown_role", extra=f'\n[pools.router]\ngpu = "h20"\ncalibration = "{ROOT}calibration/h20-llama3.1-8b-roofline.json"\n')
 for key, vals in {"bandwidth_gbps": ["0.0", "-1.0", "nan", "inf", "1e-300"], "latency_ms": ["-1.0", "nan", "inf"], "transfer": ['"partial"']}.items():
     for v in vals:
         tag = v.strip('"').replace(".", "p").replace("-", "neg")
