@@ -250,20 +250,7 @@ fn draw_legend<DB: DrawingBackend>(
         match sw {
             Swatch::Series(k) | Swatch::Line(k) => {
                 let c = color(*k);
-                let style = c.stroke_width(2);
-                match dash(*k) {
-                    None => area
-                        .draw(&PathElement::new(vec![(x0, y), (x1, y)], style))
-                        .map_err(pe)?,
-                    Some((d, g)) => {
-                        let mut x = x0;
-                        while x < x1 {
-                            let e = (x + d as i32).min(x1);
-                            area.draw(&PathElement::new(vec![(x, y), (e, y)], style)).map_err(pe)?;
-                            x = e + g as i32;
-                        }
-                    }
-                }
+                draw_pixel_segment(area, (x0, x1, y), c.stroke_width(2), dash(*k))?;
                 if matches!(sw, Swatch::Series(_)) {
                     draw_pixel_marker(area, marker(*k), c, ((x0 + x1) / 2, y), 4)?;
                 }
@@ -271,26 +258,29 @@ fn draw_legend<DB: DrawingBackend>(
             Swatch::Box(c) => area
                 .draw(&Rectangle::new([(x0 + 6, y - 7), (x1 - 6, y + 7)], c.filled()))
                 .map_err(pe)?,
-            Swatch::Reference(c, pattern) => {
-                let style = c.stroke_width(2);
-                match pattern {
-                    None => area
-                        .draw(&PathElement::new(vec![(x0, y), (x1, y)], style))
-                        .map_err(pe)?,
-                    Some((d, g)) => {
-                        let mut x = x0;
-                        while x < x1 {
-                            let e = (x + *d as i32).min(x1);
-                            area.draw(&PathElement::new(vec![(x, y), (e, y)], style)).map_err(pe)?;
-                            x = e + *g as i32;
-                        }
-                    }
-                }
-            }
+            Swatch::Reference(c, pattern) => draw_pixel_segment(area, (x0, x1, y), c.stroke_width(2), *pattern)?,
             Swatch::Mark(m, c) => draw_pixel_marker(area, *m, *c, ((x0 + x1) / 2, y), 5)?,
         }
         area.draw_text(label, &text, (x1 + 8, y)).map_err(pe)?;
         y += 22;
+    }
+    Ok(())
+}
+
+/// A horizontal segment from `x0` to `x1` at `y` (pixels of `area`), solid or with a (dash,
+/// gap) pattern in px.
+fn draw_pixel_segment<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x0, x1, y): (i32, i32, i32),
+    style: ShapeStyle,
+    pattern: Option<(u32, u32)>,
+) -> Result<()> {
+    let (d, g) = pattern.map_or((x1 - x0, 0), |(d, g)| (d as i32, g as i32));
+    let mut x = x0;
+    while x < x1 {
+        let e = (x + d.max(1)).min(x1);
+        area.draw(&PathElement::new(vec![(x, y), (e, y)], style)).map_err(pe)?;
+        x = e + g;
     }
     Ok(())
 }
@@ -1589,33 +1579,21 @@ impl Figure for SweepHeatmap<'_> {
             None => {
                 let (nx, ny) = (h.rates_per_s.len(), h.rows.len());
                 let label_width = h.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(4) as u32;
-                let mut chart = ChartBuilder::on(&data)
-                    .margin(12)
-                    .x_label_area_size(44)
-                    .y_label_area_size((label_width * 8 + 16).min(420))
-                    .build_cartesian_2d(IndexAxis::cells(nx), IndexAxis::cells(ny))
-                    .map_err(pe)?;
                 // First variant on top: row j is drawn at y = ny − 1 − j.
-                chart
-                    .configure_mesh()
-                    .disable_mesh()
-                    .x_labels(nx)
-                    .y_labels(ny)
-                    .x_label_formatter(&|v| {
-                        h.rates_per_s
-                            .get(v.round() as usize)
-                            .map_or(String::new(), |r| fmt_tick(*r))
-                    })
-                    .y_label_formatter(&|v| {
-                        let j = v.round() as usize;
-                        h.rows
-                            .get(ny.wrapping_sub(1).wrapping_sub(j))
-                            .map_or(String::new(), |(l, _)| l.clone())
-                    })
-                    .x_desc("load [new conversations / s]")
-                    .label_style(("sans-serif", 13))
-                    .draw()
-                    .map_err(pe)?;
+                let mut chart = grid_chart(
+                    &data,
+                    (nx, ny),
+                    &GridLayout {
+                        caption: None,
+                        margin: 12,
+                        y_label_px: (label_width * 8 + 16).min(420),
+                        x_label: &|i| fmt_tick(h.rates_per_s[i]),
+                        y_label: &|j| h.rows[ny - 1 - j].0.clone(),
+                        x_desc: "load [new conversations / s]",
+                        y_desc: "",
+                        font: 13,
+                    },
+                )?;
                 for (j, (_, vals)) in h.rows.iter().enumerate() {
                     for (i, &v) in vals.iter().enumerate() {
                         draw_heat_cell(&mut chart, (i as f64, (ny - 1 - j) as f64), v, scale)?;
@@ -1627,25 +1605,20 @@ impl Figure for SweepHeatmap<'_> {
                 let cols = n.min(3);
                 let panels = data.split_evenly((n.div_ceil(3), cols));
                 for (ri, (area, rate)) in panels.iter().zip(&h.rates_per_s).enumerate() {
-                    let mut chart = ChartBuilder::on(area)
-                        .caption(format!("{} new conversations / s", fmt_tick(*rate)), caption_font())
-                        .margin(8)
-                        .x_label_area_size(40)
-                        .y_label_area_size(70)
-                        .build_cartesian_2d(IndexAxis::cells(b.len()), IndexAxis::cells(a.len()))
-                        .map_err(pe)?;
-                    chart
-                        .configure_mesh()
-                        .disable_mesh()
-                        .x_labels(b.len())
-                        .y_labels(a.len())
-                        .x_label_formatter(&|v| b.get(v.round() as usize).cloned().unwrap_or_default())
-                        .y_label_formatter(&|v| a.get(v.round() as usize).cloned().unwrap_or_default())
-                        .x_desc(k2.as_str())
-                        .y_desc(k1.as_str())
-                        .label_style(("sans-serif", 12))
-                        .draw()
-                        .map_err(pe)?;
+                    let mut chart = grid_chart(
+                        area,
+                        (b.len(), a.len()),
+                        &GridLayout {
+                            caption: Some((format!("{} new conversations / s", fmt_tick(*rate)), caption_font().1)),
+                            margin: 8,
+                            y_label_px: 70,
+                            x_label: &|i| b[i].clone(),
+                            y_label: &|j| a[j].clone(),
+                            x_desc: k2,
+                            y_desc: k1,
+                            font: 12,
+                        },
+                    )?;
                     for (i, row) in idx.iter().enumerate() {
                         for (j, &r) in row.iter().enumerate() {
                             draw_heat_cell(&mut chart, (j as f64, i as f64), h.rows[r].1[ri], scale)?;
@@ -1656,6 +1629,69 @@ impl Figure for SweepHeatmap<'_> {
         }
         draw_colorbar(&bar, scale, &axis, viridis)
     }
+}
+
+/// The labels and layout of a grid chart (heatmaps, the routing map): a cell per (column, row).
+struct GridLayout<'l> {
+    /// Caption above the grid (text, size in px), if any.
+    caption: Option<(String, u32)>,
+    /// Margin around the chart \[px\].
+    margin: u32,
+    /// Width of the row-label area \[px\].
+    y_label_px: u32,
+    /// Label of column `i` and of row `j` (row 0 at the bottom).
+    x_label: &'l dyn Fn(usize) -> String,
+    y_label: &'l dyn Fn(usize) -> String,
+    /// Axis descriptions (the row one may be empty).
+    x_desc: &'l str,
+    y_desc: &'l str,
+    /// Label font size \[px\].
+    font: u32,
+}
+
+/// A chart of `nx` × `ny` unit cells centred on integer coordinates on `area`, with `layout`'s
+/// labels and no mesh.
+fn grid_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    (nx, ny): (usize, usize),
+    layout: &GridLayout,
+) -> Result<ChartContext<'a, DB, Cartesian2d<IndexAxis, IndexAxis>>> {
+    let mut builder = ChartBuilder::on(area);
+    if let Some((text, size)) = &layout.caption {
+        builder.caption(text, ("sans-serif", *size));
+    }
+    let mut chart = builder
+        .margin(layout.margin)
+        .x_label_area_size(44)
+        .y_label_area_size(layout.y_label_px)
+        .build_cartesian_2d(IndexAxis::cells(nx), IndexAxis::cells(ny))
+        .map_err(pe)?;
+    let index = |v: &f64| v.round().max(0.0) as usize;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(nx)
+        .y_labels(ny)
+        .x_label_formatter(&|v| {
+            if index(v) < nx {
+                (layout.x_label)(index(v))
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| {
+            if index(v) < ny {
+                (layout.y_label)(index(v))
+            } else {
+                String::new()
+            }
+        })
+        .x_desc(layout.x_desc)
+        .y_desc(layout.y_desc)
+        .label_style(("sans-serif", layout.font))
+        .draw()
+        .map_err(pe)?;
+    Ok(chart)
 }
 
 /// One heatmap cell centred on `(x, y)`: coloured by `v` on `scale`, labelled with its value
@@ -1759,29 +1795,20 @@ impl Figure for RoutingMap<'_> {
         let (contexts, appends) = (self.contexts, self.appends);
         let (nx, ny) = (contexts.len(), appends.len());
         let (data, side) = with_legend_panel(root, 190);
-        let mut chart = ChartBuilder::on(&data)
-            .caption(self.title, ("sans-serif", 17))
-            .margin(14)
-            .x_label_area_size(44)
-            .y_label_area_size(70)
-            .build_cartesian_2d(IndexAxis::cells(nx), IndexAxis::cells(ny))
-            .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(nx)
-            .y_labels(ny)
-            .x_label_formatter(&|v| {
-                contexts
-                    .get(v.round() as usize)
-                    .map_or(String::new(), |c| c.to_string())
-            })
-            .y_label_formatter(&|v| appends.get(v.round() as usize).map_or(String::new(), |m| m.to_string()))
-            .x_desc("cached context L [tokens]")
-            .y_desc("new tokens m")
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(pe)?;
+        let mut chart = grid_chart(
+            &data,
+            (nx, ny),
+            &GridLayout {
+                caption: Some((self.title.to_string(), 17)),
+                margin: 14,
+                y_label_px: 70,
+                x_label: &|i| contexts[i].to_string(),
+                y_label: &|j| appends[j].to_string(),
+                x_desc: "cached context L [tokens]",
+                y_desc: "new tokens m",
+                font: 14,
+            },
+        )?;
         let scale = Scale {
             lo: 1.0 / ROUTING_MAP_SATURATION,
             hi: ROUTING_MAP_SATURATION,
