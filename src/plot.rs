@@ -1348,9 +1348,12 @@ impl SweepMetric<'_> {
                     .crossings
                     .iter()
                     .filter(|c| base(&c.policy_a) != base(&c.policy_b))
-                    .map(|c| {
+                    .enumerate()
+                    .map(|(k, c)| {
                         let text = format!("{}/s", fmt_tick((c.rate_per_s * 100.0).round() / 100.0));
-                        EmptyElement::at((c.rate_per_s, c.value)) + Text::new(text, (7, -5), style.clone())
+                        // Labels alternate above and below their marker, so neighbours do not overlap.
+                        let dy = if k % 2 == 0 { -5 } else { 19 };
+                        EmptyElement::at((c.rate_per_s, c.value)) + Text::new(text, (7, dy), style.clone())
                     }),
             )
             .map_err(pe)?;
