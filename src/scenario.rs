@@ -364,9 +364,10 @@ pub struct LoadedScenario {
     pub trace: Vec<crate::trace::Conversation>,
     /// Calibration.
     pub calibration: CalibrationFile,
-    /// KV capacity per instance \[tokens\].
+    /// KV capacity of one instance, the smallest over the scenario's GPU and its pools' \[tokens\].
     pub kv_capacity_tokens: u64,
     /// `[pools.prefill]` and `[pools.decode]`, loaded (`None`: the scenario's GPU and model).
+    /// (`kv_capacity_tokens` is the smallest capacity over the scenario's GPU and the pools'.)
     pub pools: [Option<LoadedPool>; 2],
     /// Directory of the scenario file (its relative paths start there).
     pub source_dir: PathBuf,
@@ -466,9 +467,17 @@ impl LoadedScenario {
         let gpu = hardware::find_gpu(&sc.gpu).map_err(|m| InputError::key(path, "gpu", m))?;
         check_policies(path, &sc)?;
         check_domains(path, &sc, model, gpu)?;
+        let pools = [
+            load_pool(path, base, &sc, "prefill", sc.pools.prefill.as_ref())?,
+            load_pool(path, base, &sc, "decode", sc.pools.decode.as_ref())?,
+        ];
+        // The smallest KV capacity of any instance: every conversation must fit wherever it runs.
         let e = &sc.engine;
-        let kv_capacity_tokens = e.limits(model, gpu).capacity_blocks * e.block_size as u64;
-
+        let kv_capacity_tokens = std::iter::once(e.limits(model, gpu))
+            .chain(pools.iter().flatten().map(|p| p.limits))
+            .map(|l| l.capacity_blocks * l.block_size as u64)
+            .min()
+            .expect("at least the scenario's GPU");
         let trace = load_workload(path, base, &sc, kv_capacity_tokens)?;
         let cal_path = base.join(&sc.calibration);
         if !cal_path.is_file() {
@@ -512,10 +521,6 @@ impl LoadedScenario {
             ));
         }
         resolve_calibrated(path, &mut sc, &calibration)?;
-        let pools = [
-            load_pool(path, base, &sc, "prefill", sc.pools.prefill.as_ref())?,
-            load_pool(path, base, &sc, "decode", sc.pools.decode.as_ref())?,
-        ];
         Ok(LoadedScenario {
             resolved: sc,
             trace,

@@ -1801,3 +1801,49 @@ fn heterogeneous_pools_run_each_instance_on_its_own_gpu_and_rerun_from_the_resol
         .code(3)
         .stderr(predicate::str::contains("pools.decode.gpu"));
 }
+
+#[test]
+fn kv_capacity_is_the_smallest_over_the_pools() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str], out: &str| {
+        ppdsim()
+            .arg("run")
+            .arg(root().join("tests/data/scenarios/small.toml"))
+            .args([
+                "--set",
+                "gpu=\"h200-sxm\"",
+                "--set",
+                "engine.gpu_memory_utilization=0.225",
+                "--no-plots",
+            ])
+            .args(extra)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .assert()
+    };
+    // H200 alone: 141 GiB × 0.225 − 16,060,522,496 B of weights − 2 GiB reserve = 15,856,453,222 B
+    // = 120,975.9 tokens of 131,072 B → 7,560 blocks of 16 = 120,960 tokens. A decode pool on H100
+    // (80 GiB × 0.225 − weights − reserve = 1,119,346,688 B = 8,539.9 tokens → 533 blocks) bounds
+    // every instance's share at 8,528.
+    run(&[], "h200")
+        .success()
+        .stdout(predicate::str::contains("KV capacity 120960 tokens/instance"));
+    let cal = root().join("calibration/h100-llama3.1-8b.json");
+    let pool = format!(
+        "pools.decode={{gpu=\"h100-sxm\", calibration={:?}}}",
+        cal.display().to_string()
+    );
+    run(&["--set", &pool], "mixed")
+        .success()
+        .stdout(predicate::str::contains("KV capacity 8528 tokens/instance"));
+    // A pool whose GPU holds no KV after the weights is refused by key.
+    let none = format!(
+        "pools.decode={{gpu=\"h100-sxm\", calibration={:?}}}",
+        cal.display().to_string()
+    );
+    run(&["--set", &none, "--set", "engine.gpu_memory_utilization=0.2"], "none")
+        .code(3)
+        .stderr(predicate::str::contains(
+            "(key `pools.decode.gpu`): h100-sxm leaves no memory for KV",
+        ));
+}
