@@ -94,7 +94,8 @@ impl SummaryRow {
         self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c.as_f64())
     }
 
-    /// A row of `policy` at `percentiles` with every column 0.
+    /// A row of `policy` at `percentiles` with every column 0 (tests build rows from it).
+    #[cfg(test)]
     pub fn zeros(policy: &str, percentiles: &[f64]) -> SummaryRow {
         let columns = SummaryRow::column_names(percentiles)
             .into_iter()
@@ -117,6 +118,7 @@ impl SummaryRow {
     ///
     /// # Panics
     /// When there is no column `name` (a caller's bug).
+    #[cfg(test)]
     pub fn with(mut self, name: &str, v: f64) -> SummaryRow {
         let (_, cell) = self
             .columns
@@ -335,6 +337,20 @@ pub fn fmt_number(v: f64, prec: usize) -> String {
     } else {
         "–".to_string()
     }
+}
+
+/// `name` with every character but ASCII letters, digits, `-` and `_` replaced by `_` (a file
+/// stem from a policy name).
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Width of a text table's policy column: the longest name, at least 12 characters.

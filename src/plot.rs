@@ -331,17 +331,6 @@ fn legend_width(labels: impl IntoIterator<Item = usize>) -> u32 {
     (64 + 8 * chars).clamp(140, 640)
 }
 
-/// A legend label for a policy or sweep variant: `adaptive[a.b=1][c=2]` reads `adaptive b=1 c=2`
-/// (each swept key by its last dotted component).
-pub fn series_label(name: &str) -> String {
-    let (base, settings) = crate::sweep::variant_settings(name);
-    let mut s = base;
-    for (k, v) in settings {
-        s.push_str(&format!(" {}={v}", k.rsplit('.').next().unwrap_or(&k)));
-    }
-    s
-}
-
 // ---- axes ---------------------------------------------------------------------------------
 
 /// A log axis over `[lo, hi]` (lo > 0) whose labelled ticks are 1–2–5 per decade (1–10 when
@@ -720,61 +709,35 @@ pub fn ttft_by_turn_table(d: &RunPlots) -> Vec<TurnTtft> {
     out
 }
 
-/// Draws every `run` figure into directory `plots` (which must exist) and returns the files
-/// written: `latency_by_policy` (TTFT turn 1 / turns ≥ 2, TPOT and E2E, p50 and p99 bars per
-/// policy, SLO lines), `latency_cdf` (TTFT and TPOT CDFs per policy), `ttft_by_turn` (median
-/// TTFT per turn index with the interquartile band; its data in `ttft_by_turn.csv`) and
-/// `timeline_<policy>` per policy (per-instance queue, KV usage and busy fraction over time),
-/// each as `.png` and `.svg`.
+/// Draws every `run` figure into `plots/` of `dir`: `latency_by_policy` (TTFT turn 1 / turns
+/// ≥ 2, TPOT and E2E, p50 and p99 bars per policy, SLO lines), `latency_cdf` (TTFT and TPOT CDFs
+/// per policy), `ttft_by_turn` (median TTFT per turn index with the interquartile band; its data
+/// in `ttft_by_turn.csv`) and `timeline_<policy>` per policy (per-instance queue, KV usage and
+/// busy fraction over time), each as `.png` and `.svg`.
 ///
 /// # Errors
 /// Drawing or file errors.
-pub fn run_figures(plots: &Path, d: &RunPlots) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let mut fig = |stem: &str, f: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
-        let p = plots.join(stem);
-        f(&p)?;
-        files.extend(outputs(&p));
-        Ok(())
-    };
-    fig("latency_by_policy", &|p| render(p, &LatencyByPolicy { d }))?;
-    fig("latency_cdf", &|p| render(p, &LatencyCdf { d }))?;
+pub fn run_figures(dir: &crate::outdir::OutputDir, d: &RunPlots) -> Result<()> {
+    let stem = |name: &str| dir.path(&format!("plots/{name}"));
+    render(&stem("latency_by_policy")?, &LatencyByPolicy { d })?;
+    render(&stem("latency_cdf")?, &LatencyCdf { d })?;
     let table = ttft_by_turn_table(d);
-    fig("ttft_by_turn", &|p| render(p, &TtftByTurn { d, table: &table }))?;
+    render(&stem("ttft_by_turn")?, &TtftByTurn { d, table: &table })?;
     for policy in d.policies {
         let samples: Vec<&crate::sim::TimelineSample> =
             d.timeline.iter().filter(|(p, _)| p == policy).map(|(_, s)| s).collect();
-        if samples.is_empty() {
-            continue;
-        }
-        let stem = format!("timeline_{}", file_safe(policy));
-        fig(&stem, &|p| {
+        if !samples.is_empty() {
+            let name = format!("timeline_{}", crate::output::file_safe(policy));
             render(
-                p,
+                &stem(&name)?,
                 &Timeline {
                     policy,
                     samples: &samples,
                 },
-            )
-        })?;
+            )?;
+        }
     }
-    let csv = crate::output::to_csv(&table)?;
-    std::fs::write(plots.join("ttft_by_turn.csv"), csv).context("writing ttft_by_turn.csv")?;
-    files.push(plots.join("ttft_by_turn.csv"));
-    Ok(files)
-}
-
-/// `name` with every character but ASCII letters, digits, `-` and `_` replaced by `_`.
-pub fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    dir.write("plots/ttft_by_turn.csv", &crate::output::to_csv(&table)?)
 }
 
 /// A panel caption style.
@@ -1210,13 +1173,22 @@ struct SweepMetric<'a> {
 
 impl Figure for SweepMetric<'_> {
     fn size(&self) -> (u32, u32) {
-        let w = legend_width(self.m.curves.iter().map(|(p, _)| series_label(p).chars().count()));
+        let w = legend_width(
+            self.m
+                .curves
+                .iter()
+                .map(|(p, _)| crate::sweep::variant_label(p).chars().count()),
+        );
         (820 + w, 560)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let (title, axis, log) = metric_label(&self.m.metric);
-        let labels = self.m.curves.iter().map(|(p, _)| series_label(p).chars().count());
+        let labels = self
+            .m
+            .curves
+            .iter()
+            .map(|(p, _)| crate::sweep::variant_label(p).chars().count());
         let (data, legend) = with_legend_panel(root, legend_width(labels));
         let (x0, x1) = (
             self.rates.first().copied().unwrap_or(0.0),
@@ -1260,7 +1232,7 @@ impl Figure for SweepMetric<'_> {
             .curves
             .iter()
             .enumerate()
-            .map(|(k, (p, _))| (series_label(p), Swatch::Series(k)))
+            .map(|(k, (p, _))| (crate::sweep::variant_label(p), Swatch::Series(k)))
             .collect();
         if self.m.ranges.iter().flatten().any(|(a, b)| b > a) {
             entries.push(("min–max over seeds".into(), Swatch::Box(RGBColor(220, 220, 220))));
@@ -1985,14 +1957,14 @@ impl Figure for CalibrationFit<'_> {
                 Some((6, 4)),
             )?;
         }
-        for &k in &order {
-            let ph = &stats[k].phase;
-            let p: Vec<(f64, f64)> = pts
-                .iter()
-                .filter(|p| &p.phase == ph)
-                .map(|p| (p.measured_ms, p.predicted_ms))
-                .collect();
-            draw_markers(&mut chart, &p, k, 3)?;
+        // Each phase's points (with its series index), largest phase first.
+        let by_phase: Vec<(usize, Vec<&crate::calibrate::FitPoint>)> = order
+            .iter()
+            .map(|&k| (k, pts.iter().copied().filter(|p| p.phase == stats[k].phase).collect()))
+            .collect();
+        for (k, ps) in &by_phase {
+            let p: Vec<(f64, f64)> = ps.iter().map(|p| (p.measured_ms, p.predicted_ms)).collect();
+            draw_markers(&mut chart, &p, *k, 3)?;
         }
         let mut residual = ChartBuilder::on(&bottom)
             .margin(12)
@@ -2021,11 +1993,9 @@ impl Figure for CalibrationFit<'_> {
                 Some((6, 4)),
             )?;
         }
-        for &k in &order {
-            let ph = &stats[k].phase;
-            let p: Vec<(f64, f64)> = pts
+        for (k, ps) in &by_phase {
+            let p: Vec<(f64, f64)> = ps
                 .iter()
-                .filter(|p| &p.phase == ph)
                 .map(|p| {
                     (
                         p.measured_ms,
@@ -2033,7 +2003,7 @@ impl Figure for CalibrationFit<'_> {
                     )
                 })
                 .collect();
-            draw_markers(&mut residual, &p, k, 2)?;
+            draw_markers(&mut residual, &p, *k, 2)?;
         }
         let mut entries: Vec<(String, Swatch)> = stats
             .iter()
@@ -2175,6 +2145,20 @@ mod tests {
         let s = fit_stats(&points);
         let text = format!("decode: R² {:.4}, MAPE {:.1}%", s[0].r2, s[0].mape_pct);
         assert_eq!(text, "decode: R² 0.9500, MAPE 6.7%");
+        // The figure carries that line (and the ±10% guides and the residual panel's axis).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-llama3.1-8b.json");
+        let c = crate::calibrate::Calibration {
+            file: crate::calibrate::model_file::CalibrationFile::load(&path).unwrap(),
+            points,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("fit");
+        calibration_fit(&stem, &c).unwrap();
+        let svg = std::fs::read_to_string(with_ext(&stem, "svg")).unwrap();
+        for t in [text.as_str(), "±10%", "predicted ÷ measured − 1 [%]", "decode (n = 3)"] {
+            assert!(svg.contains(&format!(">\n{t}\n</text>")), "no {t:?}");
+        }
+        assert_eq!(png_size(&with_ext(&stem, "png")), (1100, 1000));
     }
 
     #[test]

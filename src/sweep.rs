@@ -409,7 +409,7 @@ impl MetricCurves {
     /// crossover.
     pub fn table(&self, rates: &[f64]) -> String {
         use std::fmt::Write;
-        let label = crate::plot::series_label;
+        let label = variant_label;
         let labels: Vec<String> = self.curves.iter().map(|(p, _)| label(p)).collect();
         let w = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(10);
         let (title, _, _) = crate::plot::metric_label(&self.metric);
@@ -567,6 +567,17 @@ pub fn variant_settings(name: &str) -> (String, Vec<(String, String)>) {
     (name[..open].to_string(), settings)
 }
 
+/// A variant name for people: `adaptive[a.b=1][c=2]` reads `adaptive b=1 c=2` (each swept key
+/// by its last dotted component; used in tables and legends).
+pub fn variant_label(name: &str) -> String {
+    let (base, settings) = variant_settings(name);
+    let mut s = base;
+    for (k, v) in settings {
+        s.push_str(&format!(" {}={v}", k.rsplit('.').next().unwrap_or(&k)));
+    }
+    s
+}
+
 /// One swept policy's variants against the load for one metric (a threshold or hysteresis
 /// heatmap): a row per variant, a column per rate.
 #[derive(Clone, Debug, PartialEq)]
@@ -620,18 +631,7 @@ impl Heatmap {
     /// The plot's file stem under `plots/`: `heatmap_<policy>_<metric>`, with every character
     /// other than ASCII letters, digits, `-` and `_` replaced by `_`.
     pub fn file_stem(&self) -> String {
-        let clean: String = self
-            .policy
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("heatmap_{clean}_{}", self.metric)
+        format!("heatmap_{}_{}", crate::output::file_safe(&self.policy), self.metric)
     }
 }
 
@@ -705,7 +705,7 @@ pub fn goodput(rows: &[SweepRow], rates: &[f64], target: f64, gpus: &[(String, u
 /// The goodput table as text: a line per policy, bounds shown as `≥` / `<`.
 pub fn goodput_table(goodputs: &[Goodput], rates: &[f64]) -> String {
     use std::fmt::Write;
-    let labels: Vec<String> = goodputs.iter().map(|g| crate::plot::series_label(&g.policy)).collect();
+    let labels: Vec<String> = goodputs.iter().map(|g| variant_label(&g.policy)).collect();
     let w = crate::output::policy_column_width(labels.iter().map(String::as_str));
     let target = goodputs
         .first()
@@ -782,10 +782,8 @@ pub fn read_csv(path: &Path) -> InputResult<Vec<SweepRow>> {
             .parse()
             .map_err(|e| bad(format!("rate_per_s `{}`: {e}", &rec[0])))?;
         let seed: u64 = rec[1].parse().map_err(|e| bad(format!("seed `{}`: {e}", &rec[1])))?;
+        // `csv_rows` gives every record the header's length.
         let fields: Vec<&str> = rec.iter().skip(2).take(end - 2).collect();
-        if fields.len() != summary_header.len() {
-            return Err(bad(format!("{} fields, the header has {}", rec.len(), header.len())));
-        }
         let summary = SummaryRow::parse(summary_header, &fields).map_err(bad)?;
         rows.push(SweepRow {
             rate_per_s,

@@ -40,9 +40,8 @@ pub(crate) fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
         } else {
             Vec::new()
         };
-        let plots = staged.path("plots/latency_by_policy")?;
         crate::plot::run_figures(
-            plots.parent().expect("under plots/"),
+            &staged,
             &crate::plot::RunPlots {
                 summary: &rows,
                 policies: &policies,

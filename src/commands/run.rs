@@ -158,9 +158,8 @@ pub(crate) fn exec_run(
     if plots {
         let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
         let requests = crate::plot::request_latencies(&res.records, &policies);
-        let stem = staged.path("plots/latency_by_policy")?;
         crate::plot::run_figures(
-            stem.parent().expect("under plots/"),
+            &staged,
             &crate::plot::RunPlots {
                 summary: &rows,
                 policies: &policies,
