@@ -479,30 +479,13 @@ impl LoadedScenario {
             .min()
             .expect("at least the scenario's GPU");
         let trace = load_workload(path, base, &sc, kv_capacity_tokens)?;
-        let cal_path = base.join(&sc.calibration);
-        if !cal_path.is_file() {
-            return Err(InputError::key(
-                path,
-                "calibration",
-                format!(
-                    "{} not found (paths are relative to the scenario file); create it with `ppdsim calibrate`",
-                    cal_path.display()
-                ),
-            ));
-        }
-        let calibration = CalibrationFile::load(&cal_path)?;
-        if calibration.model != sc.model {
-            return Err(InputError::key(
-                path,
-                "calibration",
-                format!(
-                    "{} was fitted for model `{}`, scenario model is `{}`",
-                    cal_path.display(),
-                    calibration.model,
-                    sc.model
-                ),
-            ));
-        }
+        let calibration = load_calibration(
+            path,
+            "calibration",
+            &base.join(&sc.calibration),
+            &sc.model,
+            "create it with `ppdsim calibrate`",
+        )?;
         if sc.client.preset == Some(ClientPreset::VllmPpd) {
             sc.client.max_connections.get_or_insert(50);
             sc.client.request_timeout_s.get_or_insert(120.0);
@@ -778,6 +761,43 @@ fn load_workload(
     Ok(trace)
 }
 
+/// The model file `cal_path`, named by key `key` of scenario `path`, fitted for `model`.
+///
+/// # Errors
+/// A missing file (the message ends with `make_one`, how to make it), an unreadable one, or one
+/// fitted for another model.
+fn load_calibration(
+    path: &Path,
+    key: &str,
+    cal_path: &Path,
+    model: &str,
+    make_one: &str,
+) -> InputResult<CalibrationFile> {
+    if !cal_path.is_file() {
+        return Err(InputError::key(
+            path,
+            key,
+            format!(
+                "{} not found (paths are relative to the scenario file); {make_one}",
+                cal_path.display()
+            ),
+        ));
+    }
+    let calibration = CalibrationFile::load(cal_path)?;
+    if calibration.model != model {
+        return Err(InputError::key(
+            path,
+            key,
+            format!(
+                "{} was fitted for model `{}`, scenario model is `{model}`",
+                cal_path.display(),
+                calibration.model
+            ),
+        ));
+    }
+    Ok(calibration)
+}
+
 /// Loads pool `role` (`prefill` or `decode`) of a scenario: its GPU from the spec table, its
 /// model file (relative to `base`) fitted for the scenario's model, and KV memory left on its GPU.
 fn load_pool(
@@ -793,30 +813,13 @@ fn load_pool(
     let key = |k: &str| format!("pools.{role}.{k}");
     let gpu = hardware::find_gpu(&spec.gpu).map_err(|m| InputError::key(path, &key("gpu"), m))?;
     let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
-    let cal_path = base.join(&spec.calibration);
-    if !cal_path.is_file() {
-        return Err(InputError::key(
-            path,
-            &key("calibration"),
-            format!(
-                "{} not found (paths are relative to the scenario file); write one with `ppdsim calibrate` (`--roofline-from` for a GPU without measurements)",
-                cal_path.display()
-            ),
-        ));
-    }
-    let calibration = CalibrationFile::load(&cal_path)?;
-    if calibration.model != sc.model {
-        return Err(InputError::key(
-            path,
-            &key("calibration"),
-            format!(
-                "{} was fitted for model `{}`, scenario model is `{}`",
-                cal_path.display(),
-                calibration.model,
-                sc.model
-            ),
-        ));
-    }
+    let calibration = load_calibration(
+        path,
+        &key("calibration"),
+        &base.join(&spec.calibration),
+        &sc.model,
+        "write one with `ppdsim calibrate` (`--roofline-from` for a GPU without measurements)",
+    )?;
     if sc.engine.kv_budget_bytes(model, gpu) <= 0.0 {
         return Err(InputError::key(
             path,
