@@ -24,7 +24,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Simulate every policy of a scenario on identical requests; print a table per policy and
+    /// Simulate every router of a scenario on each of its clusters, on identical requests; print
+    /// a table per run and
     /// write requests.csv, summary.csv, summary.json, timeline.csv, scenario.resolved.toml and
     /// plots/ (latency_by_policy, latency_cdf, ttft_by_turn with its CSV, timeline_POLICY; PNG
     /// and SVG).
@@ -32,8 +33,8 @@ pub enum Command {
         /// Scenario TOML (e.g. scenarios/default.toml).
         scenario: PathBuf,
         /// Override a key of the file, validated exactly as if written there: dotted
-        /// (`workload.arrival.rate_per_s=8`, `policy.1.max_local_append_tokens=64` for the second
-        /// policy), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
+        /// (`workload.arrival.rate_per_s=8`, `router.1.max_local_append_tokens=64` for the second
+        /// router), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Output directory [default: output/NAME, NAME from the scenario].
@@ -47,12 +48,12 @@ pub enum Command {
         #[arg(long)]
         no_plots: bool,
     },
-    /// Run a scenario over a grid — arrival rates × seeds × policy-parameter values (a sweep
+    /// Run a scenario over a grid — arrival rates × seeds × router-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
     /// print the seed-averaged curves and where policies cross; write sweep.csv,
     /// crossovers.csv, goodput.csv (DistServe's goodput: the highest rate meeting the SLO
     /// attainment target, and per GPU), sweep.resolved.toml, plots/METRIC.{png,svg} and, for each
-    /// varied policy, plots/heatmap_POLICY_METRIC.{png,svg} (its settings × load).
+    /// varied router, plots/heatmap_ROUTER_METRIC.{png,svg} (its settings × load).
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Sweep {
         /// `merge`: combine the shards of a sharded sweep.
@@ -67,8 +68,8 @@ pub enum Command {
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
         /// Override a key of the file, validated exactly as if written there: dotted
-        /// (`workload.arrival.rate_per_s=8`, `policy.1.max_local_append_tokens=64` for the second
-        /// policy), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
+        /// (`workload.arrival.rate_per_s=8`, `router.1.max_local_append_tokens=64` for the second
+        /// router), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Run a grid larger than the ceiling of 10,000 runs (the size is printed before starting).

@@ -214,7 +214,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 }
 
 /// `text` (TOML) with each `KEY=VALUE` of `overrides` set: `KEY` is dotted (`workload.arrival.rate_per_s`,
-/// `policy.1.max_local_append_tokens` for the second `[[policy]]`), missing tables are created,
+/// `router.1.max_local_append_tokens` for the second `[[router]]`), missing tables are created,
 /// `VALUE` is a TOML value (`4.0`, `[1, 2]`, `{ kind = "burst" }`, `"text"`) or else a string.
 ///
 /// # Errors

@@ -33,6 +33,7 @@
 
 pub mod calibrate;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod cost_model;
 pub mod error;

@@ -1,113 +1,97 @@
-//! Routing policies: where each turn's prefill runs.
+//! Routers: where each turn's prefill runs.
 //!
-//! The router asks the policy one question per arriving turn: **split** (prefill on a P instance,
-//! KV transfer, decode on the conversation's D instance) or **local** (append-prefill and decode
-//! on the conversation's D/R instance, reusing its prefix cache). Which instances serve a
-//! conversation is decided by the simulator's pinning (a hash of the conversation, as vllm-ppd's
-//! proxy does), so policies stay small and testable on a hand-built [`RouteRequest`].
+//! A router (the routing policy) is declared apart from the clusters it runs on (see
+//! [`crate::cluster`]). The simulator pins each conversation to an R, D or pD instance (a hash of
+//! the conversation, as vllm-ppd's proxy does) and the pinned instance's role fixes what a turn
+//! may do: on an R it is served whole, on a D it is always **split** (prefill on P, KV transfer,
+//! decode on D). Only on a pD does the router choose, per turn: **split**, or **local**
+//! (append-prefill and decode on the pD, reusing its prefix cache). So routers stay small and
+//! testable on a hand-built [`RouteRequest`].
 //!
-//! * [`PolicyConfig::Pd`]: always split.
-//! * [`PolicyConfig::Ppd`]: turn 1 split, later turns local (vllm-ppd's `pD` path).
-//! * [`PolicyConfig::Replication`]: always local on mixed instances (no P instances).
-//! * [`PolicyConfig::Adaptive`]: turn 1 split; later turns local iff the tokens D must compute
-//!   `m < max_local_append_tokens` and the cache rate `r = L/(L+m) > min_cache_rate` (the static
-//!   rules of Dynamo — m < 2048, r > 0.3 — and vllm-ppd — new input < 512 — are instances of it).
-//!   With [`Hysteresis`], each D also has a load mode: when the uncached prompt tokens routed
-//!   local to it whose first token is not out yet (its *local prefill backlog*) reach
-//!   `high_backlog_tokens`, its later turns are all split until the backlog falls to
-//!   `low_backlog_tokens` — two switching levels, so a backlog hovering near one level does not
-//!   flip the route turn by turn.
-//! * [`PolicyConfig::Predictive`]: turn 1 split; each later turn goes where the calibrated cost
+//! * [`RouterConfig::Pd`]: always split.
+//! * [`RouterConfig::Ppd`]: turn 1 split, later turns local — vllm-ppd's proxy (on a cluster
+//!   with D and pD pools, its "mixed" configurations).
+//! * [`RouterConfig::Replication`]: always local, turn 1 included (a pD then prefills turn 1
+//!   itself); on a cluster of R pools, replication.
+//! * [`RouterConfig::Adaptive`]: turn 1 split; later turns local iff the tokens the pD must
+//!   compute `m < max_local_append_tokens` and the cache rate `r = L/(L+m) > min_cache_rate`
+//!   (the static rules of Dynamo — m < 2048, r > 0.3 — and vllm-ppd — new input < 512 — are
+//!   instances of it). With [`Hysteresis`], each pD also has a load mode: when the uncached
+//!   prompt tokens routed local to it whose first token is not out yet (its *local prefill
+//!   backlog*) reach `high_backlog_tokens`, its later turns are all split until the backlog falls
+//!   to `low_backlog_tokens` — two switching levels, so a backlog hovering near one level does
+//!   not flip the route turn by turn.
+//! * [`RouterConfig::Predictive`]: turn 1 split; each later turn goes where the calibrated cost
 //!   model predicts the lower cost — its TTFT plus `stall_weight` × the stall it adds to every
-//!   decode already running on D — given the instances' current queues, running batches,
+//!   decode already running on the pD — given the instances' current queues, running batches,
 //!   prefix caches and KV link (the simulator computes both predictions: see
 //!   [`RouteRequest::predicted_costs_ms`]).
 
+use crate::cluster::Shape;
 use crate::metrics::RouteKind;
 use serde::{Deserialize, Serialize};
 
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
-
-/// A policy and its cluster, as written in a scenario's `[[policy]]` table.
+/// A router as written in a scenario's `[[router]]` table. Every kind also takes `name`
+/// (display name, default the kind) and `clusters` (names of the `[[cluster]]`s it runs on,
+/// default all).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum PolicyConfig {
+pub enum RouterConfig {
     /// PD disaggregation: every turn prefilled on P.
     Pd {
         /// Display name (default `pd`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        /// P instances.
-        prefill_instances: u32,
-        /// D instances.
-        decode_instances: u32,
+        /// Clusters it runs on (default all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clusters: Vec<String>,
     },
-    /// PPD: turn 1 on P, turns ≥ 2 appended on the D that holds the conversation.
+    /// PPD (vllm-ppd's proxy): turn 1 on P, turns ≥ 2 appended on the pD that holds the
+    /// conversation.
     Ppd {
         /// Display name (default `ppd`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        /// P instances.
-        prefill_instances: u32,
-        /// D instances that also run append-prefills (vllm-ppd's `pD`).
-        decode_instances: u32,
+        /// Clusters it runs on (default all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clusters: Vec<String>,
     },
-    /// Replication: mixed instances, each conversation sticky to one.
+    /// Every turn where the conversation is pinned: replication on R pools.
     Replication {
         /// Display name (default `replication`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        /// Mixed (prefill + decode) instances.
-        instances: u32,
-    },
-    /// Mixed pools (vllm-ppd's `1P_2D_1pD`, `1P_1D_2pD`, and with replicas the hybrids `1R_1P_2D`,
-    /// `2R_1P_1pD`, …): conversations are pinned over the R, D and pD slots alike, as vllm-ppd's
-    /// proxy hashes them; a conversation pinned to an R is served whole there, on a D every turn
-    /// takes the PD path, on a pD turns ≥ 2 go direct.
-    Mixed {
-        /// Display name (default `mixed`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-        /// Replica instances (R: prefill and decode, no P involved) beside the PD pools.
-        #[serde(default, skip_serializing_if = "is_zero")]
-        replica_instances: u32,
-        /// P instances.
-        prefill_instances: u32,
-        /// D instances (every turn via P).
-        decode_instances: u32,
-        /// pD instances (turns ≥ 2 direct).
-        direct_decode_instances: u32,
+        /// Clusters it runs on (default all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clusters: Vec<String>,
     },
     /// Static threshold rule on `m` and `r` for turns ≥ 2.
     Adaptive {
         /// Display name (default `adaptive`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        /// P instances.
-        prefill_instances: u32,
-        /// D instances that can run append-prefills.
-        decode_instances: u32,
-        /// Serve locally only if the tokens to compute on D are fewer than this \[tokens\].
+        /// Clusters it runs on (default all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clusters: Vec<String>,
+        /// Serve locally only if the tokens to compute on the pD are fewer than this \[tokens\].
         max_local_append_tokens: u32,
         /// Serve locally only if the cache rate `L/(L+m)` exceeds this (0–1).
         #[serde(default)]
         min_cache_rate: f64,
-        /// Load-adaptive switching levels on D's local prefill backlog (none: the static rule).
+        /// Load-adaptive switching levels on the pD's local prefill backlog (none: the static
+        /// rule).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hysteresis: Option<Hysteresis>,
     },
     /// Turns ≥ 2 where the cost model predicts the lower cost, TTFT + `stall_weight` × the
-    /// stall added to D's running decodes (request-milliseconds), from the live state.
+    /// stall added to the pD's running decodes (request-milliseconds), from the live state.
     Predictive {
         /// Display name (default `predictive`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        /// P instances.
-        prefill_instances: u32,
-        /// D instances that can run append-prefills.
-        decode_instances: u32,
+        /// Clusters it runs on (default all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clusters: Vec<String>,
         /// Weight of the stall a route adds to each running decode, against the turn's own TTFT
         /// (1: every request-millisecond counts alike; 0: TTFT alone) \[dimensionless\].
         #[serde(default = "default_stall_weight")]
@@ -119,9 +103,9 @@ fn default_stall_weight() -> f64 {
     1.0
 }
 
-/// Two switching levels on a D instance's *local prefill backlog*: the prompt tokens not in its
+/// Two switching levels on a pD instance's *local prefill backlog*: the prompt tokens not in its
 /// prefix cache of the turns routed local to it whose first token is not out yet \[tokens\].
-/// A D enters *remote mode* (turns ≥ 2 split, whatever the static rule says) when a turn arrives
+/// A pD enters *remote mode* (turns ≥ 2 split, whatever the static rule says) when a turn arrives
 /// with the backlog ≥ `high_backlog_tokens`, and leaves it when a turn arrives with the backlog ≤
 /// `low_backlog_tokens`. The gap between the levels is the hysteresis: none of Dynamo's, llm-d's
 /// or vllm-ppd's static rules has one, so a backlog near their threshold flips the route turn by
@@ -135,128 +119,96 @@ pub struct Hysteresis {
     pub low_backlog_tokens: u64,
 }
 
-impl PolicyConfig {
-    /// Display name used in outputs.
-    pub fn name(&self) -> String {
+impl RouterConfig {
+    /// The kind as written (`pd`, `ppd`, …).
+    pub fn kind(&self) -> &'static str {
         match self {
-            PolicyConfig::Pd { name, .. } => name.clone().unwrap_or_else(|| "pd".into()),
-            PolicyConfig::Ppd { name, .. } => name.clone().unwrap_or_else(|| "ppd".into()),
-            PolicyConfig::Replication { name, .. } => name.clone().unwrap_or_else(|| "replication".into()),
-            PolicyConfig::Mixed { name, .. } => name.clone().unwrap_or_else(|| "mixed".into()),
-            PolicyConfig::Adaptive { name, .. } => name.clone().unwrap_or_else(|| "adaptive".into()),
-            PolicyConfig::Predictive { name, .. } => name.clone().unwrap_or_else(|| "predictive".into()),
+            RouterConfig::Pd { .. } => "pd",
+            RouterConfig::Ppd { .. } => "ppd",
+            RouterConfig::Replication { .. } => "replication",
+            RouterConfig::Adaptive { .. } => "adaptive",
+            RouterConfig::Predictive { .. } => "predictive",
         }
     }
 
-    /// `(prefill instances, decode-or-mixed instances)`.
-    pub fn cluster(&self) -> (u32, u32) {
-        match *self {
-            PolicyConfig::Pd {
-                prefill_instances,
-                decode_instances,
-                ..
-            }
-            | PolicyConfig::Ppd {
-                prefill_instances,
-                decode_instances,
-                ..
-            }
-            | PolicyConfig::Adaptive {
-                prefill_instances,
-                decode_instances,
-                ..
-            }
-            | PolicyConfig::Predictive {
-                prefill_instances,
-                decode_instances,
-                ..
-            } => (prefill_instances, decode_instances),
-            PolicyConfig::Replication { instances, .. } => (0, instances),
-            PolicyConfig::Mixed {
-                prefill_instances,
-                replica_instances,
-                decode_instances,
-                direct_decode_instances,
-                ..
-            } => (
-                prefill_instances,
-                replica_instances + decode_instances + direct_decode_instances,
-            ),
+    /// Display name used in outputs: `name`, else the kind.
+    pub fn name(&self) -> String {
+        self.name_field().clone().unwrap_or_else(|| self.kind().into())
+    }
+
+    fn name_field(&self) -> &Option<String> {
+        match self {
+            RouterConfig::Pd { name, .. }
+            | RouterConfig::Ppd { name, .. }
+            | RouterConfig::Replication { name, .. }
+            | RouterConfig::Adaptive { name, .. }
+            | RouterConfig::Predictive { name, .. } => name,
         }
     }
 
-    /// How many of the decode-side instances (the first ones) are replicas (`R`): all of them for
-    /// [`PolicyConfig::Replication`], the `replica_instances` of [`PolicyConfig::Mixed`].
-    pub fn replica_instances(&self) -> u32 {
-        match *self {
-            PolicyConfig::Replication { instances, .. } => instances,
-            PolicyConfig::Mixed { replica_instances, .. } => replica_instances,
-            _ => 0,
+    /// Sets the display name.
+    pub fn set_name(&mut self, new: String) {
+        match self {
+            RouterConfig::Pd { name, .. }
+            | RouterConfig::Ppd { name, .. }
+            | RouterConfig::Replication { name, .. }
+            | RouterConfig::Adaptive { name, .. }
+            | RouterConfig::Predictive { name, .. } => *name = Some(new),
         }
     }
 
-    /// How many of the decode-side instances (the last ones) take direct turns ≥ 2 (`pD`).
-    /// Only [`PolicyConfig::Mixed`] distinguishes; other policies treat all alike.
-    pub fn direct_decode_instances(&self) -> u32 {
-        match *self {
-            PolicyConfig::Mixed {
-                direct_decode_instances,
-                ..
-            } => direct_decode_instances,
-            _ => self.cluster().1,
+    /// The clusters it runs on (empty: all).
+    pub fn clusters(&self) -> &[String] {
+        match self {
+            RouterConfig::Pd { clusters, .. }
+            | RouterConfig::Ppd { clusters, .. }
+            | RouterConfig::Replication { clusters, .. }
+            | RouterConfig::Adaptive { clusters, .. }
+            | RouterConfig::Predictive { clusters, .. } => clusters,
         }
     }
 
-    /// The weight of the decodes' stall when the policy routes on predicted costs (the
+    /// The same router restricted to the clusters `only`.
+    pub fn on_clusters(mut self, only: Vec<String>) -> RouterConfig {
+        match &mut self {
+            RouterConfig::Pd { clusters, .. }
+            | RouterConfig::Ppd { clusters, .. }
+            | RouterConfig::Replication { clusters, .. }
+            | RouterConfig::Adaptive { clusters, .. }
+            | RouterConfig::Predictive { clusters, .. } => *clusters = only,
+        }
+        self
+    }
+
+    /// False for a router that never splits on a pD (replication): it needs no P pool there.
+    pub fn may_split(&self) -> bool {
+        !matches!(self, RouterConfig::Replication { .. })
+    }
+
+    /// The weight of the decodes' stall when the router routes on predicted costs (the
     /// simulator then fills [`RouteRequest::predicted_costs_ms`]); `None` for the other rules.
     pub fn stall_weight(&self) -> Option<f64> {
         match *self {
-            PolicyConfig::Predictive { stall_weight, .. } => Some(stall_weight),
+            RouterConfig::Predictive { stall_weight, .. } => Some(stall_weight),
             _ => None,
         }
     }
 
-    /// True when the decode-side instances are mixed replicas (named `R*`) rather than `D*`.
-    pub fn is_replication(&self) -> bool {
-        matches!(self, PolicyConfig::Replication { .. })
-    }
-
-    /// Checks the configuration; the message names the offending key and the fix.
+    /// Checks the router's own keys; the message names the offending key and the fix.
     ///
     /// # Errors
-    /// A message for zero instance counts, missing P instances on split policies, an
-    /// out-of-range `min_cache_rate`, or hysteresis levels not ordered low < high.
+    /// A message for an out-of-range `min_cache_rate` or `stall_weight`, or hysteresis levels
+    /// not ordered low < high.
     pub fn validate(&self) -> Result<(), String> {
-        let (p, d) = self.cluster();
-        let max = crate::scenario::limits::MAX_INSTANCES;
-        if p.saturating_add(d) > max {
-            return Err(format!(
-                "policy `{}` has {} instances; at most {max} per cluster are supported",
-                self.name(),
-                p as u64 + d as u64
-            ));
-        }
-        if d == 0 {
-            return Err(format!(
-                "policy `{}` needs at least one decode/replica instance",
-                self.name()
-            ));
-        }
-        if !self.is_replication() && p == 0 && d > self.replica_instances() {
-            return Err(format!(
-                "policy `{}` needs prefill_instances >= 1 (turn 1 is always prefilled on P)",
-                self.name()
-            ));
-        }
-        if let PolicyConfig::Predictive { stall_weight, .. } = self {
+        if let RouterConfig::Predictive { stall_weight, .. } = self {
             if !(stall_weight.is_finite() && *stall_weight >= 0.0 && *stall_weight <= 1e6) {
                 return Err(format!(
-                    "policy `{}`: stall_weight must be a number in [0, 1e6] (1 weighs a decode's stall like the turn's TTFT), got {stall_weight}",
+                    "router `{}`: stall_weight must be a number in [0, 1e6] (1 weighs a decode's stall like the turn's TTFT), got {stall_weight}",
                     self.name()
                 ));
             }
         }
-        if let PolicyConfig::Adaptive {
+        if let RouterConfig::Adaptive {
             min_cache_rate,
             hysteresis,
             ..
@@ -264,14 +216,14 @@ impl PolicyConfig {
         {
             if !(0.0..1.0).contains(min_cache_rate) {
                 return Err(format!(
-                    "policy `{}`: min_cache_rate must be in [0, 1), got {min_cache_rate}",
+                    "router `{}`: min_cache_rate must be in [0, 1), got {min_cache_rate}",
                     self.name()
                 ));
             }
             if let Some(h) = hysteresis {
                 if h.low_backlog_tokens >= h.high_backlog_tokens {
                     return Err(format!(
-                        "policy `{}`: hysteresis.low_backlog_tokens ({}) must be below hysteresis.high_backlog_tokens ({}); equal levels are the static rule without hysteresis",
+                        "router `{}`: hysteresis.low_backlog_tokens ({}) must be below hysteresis.high_backlog_tokens ({}); equal levels are the static rule without hysteresis",
                         self.name(),
                         h.low_backlog_tokens,
                         h.high_backlog_tokens
@@ -282,15 +234,32 @@ impl PolicyConfig {
         Ok(())
     }
 
+    /// Checks that the router has a route on every instance of a cluster of `shape` (the
+    /// cluster's own check, [`Shape::check`], included).
+    ///
+    /// # Errors
+    /// A message naming what is missing: a pD pool needs a P pool unless the router never
+    /// splits (turn 1 goes via P).
+    pub fn check_on(&self, shape: &Shape) -> Result<(), String> {
+        shape.check()?;
+        if shape.direct_decode > 0 && shape.prefill == 0 && self.may_split() {
+            return Err(format!(
+                "router `{}` sends turns via P but the cluster `{}` has no prefill pool: add one, or run kind = \"replication\" there",
+                self.name(),
+                shape.name()
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds the routing rule.
     pub fn build(&self) -> Box<dyn Policy> {
         match *self {
-            PolicyConfig::Pd { .. } => Box::new(AlwaysSplit),
-            PolicyConfig::Ppd { .. } => Box::new(SplitFirstTurn),
-            PolicyConfig::Replication { .. } => Box::new(AlwaysLocal),
-            PolicyConfig::Mixed { .. } => Box::new(DirectIfPd),
-            PolicyConfig::Predictive { .. } => Box::new(CheaperPredicted),
-            PolicyConfig::Adaptive {
+            RouterConfig::Pd { .. } => Box::new(AlwaysSplit),
+            RouterConfig::Ppd { .. } => Box::new(SplitFirstTurn),
+            RouterConfig::Replication { .. } => Box::new(AlwaysLocal),
+            RouterConfig::Predictive { .. } => Box::new(CheaperPredicted),
+            RouterConfig::Adaptive {
                 max_local_append_tokens,
                 min_cache_rate,
                 hysteresis,
@@ -323,10 +292,6 @@ pub struct RouteRequest {
     pub num_prompt_tokens: u32,
     /// Prompt tokens cached on the conversation's D/R instance right now \[tokens\].
     pub num_cached_on_decode: u32,
-    /// True when the conversation's decode instance accepts direct turns (a `pD`).
-    pub decode_is_direct: bool,
-    /// True when the conversation's instance is a replica (`R`): it serves every turn whole.
-    pub decode_is_replica: bool,
     /// Index of the conversation's decode instance (the simulator numbers P instances first).
     pub decode_instance: usize,
     /// Local prefill backlog of that instance: uncached prompt tokens of the turns routed local
@@ -365,17 +330,6 @@ struct AlwaysLocal;
 impl Policy for AlwaysLocal {
     fn route(&mut self, _: &RouteRequest) -> RouteKind {
         RouteKind::Local
-    }
-}
-
-struct DirectIfPd;
-impl Policy for DirectIfPd {
-    fn route(&mut self, req: &RouteRequest) -> RouteKind {
-        if req.decode_is_replica || req.turn >= 2 && req.decode_is_direct {
-            RouteKind::Local
-        } else {
-            RouteKind::Split
-        }
     }
 }
 
@@ -478,8 +432,6 @@ mod tests {
             turn,
             num_prompt_tokens: prompt,
             num_cached_on_decode: cached,
-            decode_is_direct: true,
-            decode_is_replica: false,
             decode_instance: 1,
             decode_backlog_tokens: 0,
             now_ms: 0.0,
@@ -487,55 +439,41 @@ mod tests {
         }
     }
 
+    fn router(text: &str) -> RouterConfig {
+        toml::from_str(text).expect("router parses")
+    }
+
     #[test]
-    fn fixed_policies_route_as_documented() {
-        let pd = PolicyConfig::Pd {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
-        };
-        let ppd = PolicyConfig::Ppd {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
-        };
-        let rep = PolicyConfig::Replication {
-            name: None,
-            instances: 2,
-        };
+    fn fixed_routers_route_as_documented() {
+        let pd = router(r#"kind = "pd""#);
+        let ppd = router(r#"kind = "ppd""#);
+        let rep = router(r#"kind = "replication""#);
         assert_eq!(pd.build().route(&req(2, 1000, 900)), RouteKind::Split);
         assert_eq!(ppd.build().route(&req(1, 100, 0)), RouteKind::Split);
         assert_eq!(ppd.build().route(&req(2, 1000, 0)), RouteKind::Local);
         assert_eq!(rep.build().route(&req(1, 100, 0)), RouteKind::Local);
-        let mixed = PolicyConfig::Mixed {
-            name: None,
-            replica_instances: 0,
-            prefill_instances: 1,
-            decode_instances: 1,
-            direct_decode_instances: 1,
-        };
-        assert_eq!(mixed.cluster(), (1, 2));
-        assert_eq!(mixed.build().route(&req(2, 100, 90)), RouteKind::Local);
-        let on_d = RouteRequest {
-            decode_is_direct: false,
-            ..req(2, 100, 90)
-        };
-        assert_eq!(mixed.build().route(&on_d), RouteKind::Split);
-        assert_eq!(mixed.build().route(&req(1, 100, 0)), RouteKind::Split);
+        assert_eq!(
+            (pd.name(), rep.may_split(), ppd.may_split()),
+            ("pd".into(), false, true)
+        );
+        // A pD pool needs P unless the router never splits; a D pool always needs P.
+        let pd_only = Shape::parse("2pD").unwrap();
+        assert!(rep.check_on(&pd_only).is_ok());
+        let e = ppd.check_on(&pd_only).unwrap_err();
+        assert!(e.contains("no prefill pool"), "{e}");
+        assert!(rep.check_on(&Shape::parse("1R_2D").unwrap()).is_err());
+        let named = router("kind = \"pd\"\nname = \"x\"\nclusters = [\"2P_2D\"]");
+        assert_eq!(
+            (named.name(), named.clusters()),
+            ("x".into(), &["2P_2D".to_string()][..])
+        );
+        assert!(toml::from_str::<RouterConfig>("kind = \"pd\"\nprefill_instances = 2").is_err());
     }
 
     #[test]
     fn predictive_takes_the_cheaper_prediction() {
-        let cfg = PolicyConfig::Predictive {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 2,
-            stall_weight: 1.0,
-        };
-        assert_eq!(
-            (cfg.name(), cfg.cluster(), cfg.stall_weight()),
-            ("predictive".into(), (1, 2), Some(1.0))
-        );
+        let cfg = router(r#"kind = "predictive""#);
+        assert_eq!((cfg.name(), cfg.stall_weight()), ("predictive".into(), Some(1.0)));
         let mut p = cfg.build();
         let with = |turn, costs| RouteRequest {
             predicted_costs_ms: costs,
@@ -545,21 +483,15 @@ mod tests {
         assert_eq!(p.route(&with(2, Some((30.0, 29.9)))), RouteKind::Split);
         assert_eq!(p.route(&with(2, Some((30.0, 30.0)))), RouteKind::Local);
         assert_eq!(p.route(&with(2, None)), RouteKind::Local);
-        let bad = PolicyConfig::Predictive {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
-            stall_weight: -1.0,
-        };
+        let bad = router("kind = \"predictive\"\nstall_weight = -1.0");
         assert!(bad.validate().unwrap_err().contains("stall_weight"));
     }
 
     #[test]
     fn static_threshold_uses_m_and_r() {
-        let mut p = PolicyConfig::Adaptive {
+        let mut p = RouterConfig::Adaptive {
             name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
+            clusters: vec![],
             max_local_append_tokens: 512,
             min_cache_rate: 0.3,
             hysteresis: None,
@@ -576,34 +508,19 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_bad_clusters() {
-        assert!(PolicyConfig::Pd {
+    fn validate_rejects_bad_keys() {
+        assert!(RouterConfig::Adaptive {
             name: None,
-            prefill_instances: 0,
-            decode_instances: 1
-        }
-        .validate()
-        .is_err());
-        assert!(PolicyConfig::Replication {
-            name: None,
-            instances: 0
-        }
-        .validate()
-        .is_err());
-        assert!(PolicyConfig::Adaptive {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
+            clusters: vec![],
             max_local_append_tokens: 1,
             min_cache_rate: 1.5,
             hysteresis: None,
         }
         .validate()
         .is_err());
-        let levels = |low, high| PolicyConfig::Adaptive {
+        let levels = |low, high| RouterConfig::Adaptive {
             name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
+            clusters: vec![],
             max_local_append_tokens: 1,
             min_cache_rate: 0.0,
             hysteresis: Some(Hysteresis {
@@ -619,10 +536,9 @@ mod tests {
 
     #[test]
     fn hysteresis_switches_at_high_and_back_at_low_per_instance() {
-        let mut p = PolicyConfig::Adaptive {
+        let mut p = RouterConfig::Adaptive {
             name: None,
-            prefill_instances: 1,
-            decode_instances: 2,
+            clusters: vec![],
             max_local_append_tokens: 512,
             min_cache_rate: 0.3,
             hysteresis: Some(Hysteresis {

@@ -6,10 +6,11 @@
 //! results as `scenario.resolved.toml`.
 
 use crate::calibrate::model_file::CalibrationFile;
+use crate::cluster::{ClusterSpec, PoolSpec, Shape};
 use crate::error::{InputError, InputResult};
 use crate::hardware;
 use crate::metrics::Slo;
-use crate::policy::PolicyConfig;
+use crate::policy::RouterConfig;
 use crate::sim::instance::EngineLimits;
 use crate::sim::workload::{ArrivalSpec, ConversationOrder, ThinkTimeSpec};
 use crate::sim::{SimConfig, TransferMode};
@@ -59,14 +60,9 @@ pub struct Scenario {
     /// The benchmark client: connection pool and timeout.
     #[serde(default)]
     pub client: ClientSpec,
-    /// The router: how conversations are pinned to instances.
+    /// The proxy in front of every cluster: how conversations are pinned to instances.
     #[serde(default)]
-    pub router: RouterSpec,
-    /// Instance pools on their own GPU and model file (default: every instance on `gpu` with
-    /// `calibration`): `[pools.prefill]` for the P instances, `[pools.decode]` for the
-    /// decode-side ones (D, pD, R), each `{ gpu, calibration }`.
-    #[serde(default, skip_serializing_if = "Pools::is_empty")]
-    pub pools: Pools,
+    pub proxy: ProxySpec,
     /// SLO targets.
     pub slo: Slo,
     /// Latency percentiles to report in `summary.csv`, `summary.json` and `sweep.csv`, each in
@@ -78,47 +74,54 @@ pub struct Scenario {
     /// (default 1; it doubles as often as needed to keep at most 4,096 points per instance).
     #[serde(default = "default_timeline_interval_s")]
     pub timeline_interval_s: f64,
-    /// Policies to run, each on its own cluster, on identical requests.
-    pub policy: Vec<PolicyConfig>,
+    /// Clusters (`[[cluster]]`, at least one): each a `shape` or a list of pools with their own
+    /// GPU, TP and model file (see [`crate::cluster`]).
+    #[serde(default)]
+    pub cluster: Vec<ClusterSpec>,
+    /// Routers (`[[router]]`, at least one): each runs on its `clusters` (default all), every
+    /// run on identical requests (see [`crate::policy`]).
+    #[serde(default)]
+    pub router: Vec<RouterConfig>,
 }
 
-/// Instance pools with their own GPU (see [`Scenario::pools`]).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pools {
-    /// The P instances.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefill: Option<PoolSpec>,
-    /// The decode-side instances (D, pD, R).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decode: Option<PoolSpec>,
-}
-
-impl Pools {
-    /// True when no pool is set.
-    pub fn is_empty(&self) -> bool {
-        self.prefill.is_none() && self.decode.is_none()
-    }
-}
-
-/// One pool's GPU and model file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolSpec {
-    /// GPU name from the spec table (e.g. `h20`).
-    pub gpu: String,
-    /// Model file for that GPU (`ppdsim calibrate`, or `--roofline-from` for a GPU without
-    /// measurements), relative to the scenario file.
-    pub calibration: PathBuf,
-}
-
-/// A loaded pool: its model file and the engine limits (KV capacity) on its GPU.
+/// A loaded pool: its model file and the engine limits (KV capacity) on its GPU and TP degree.
 #[derive(Clone, Debug)]
 pub struct LoadedPool {
     /// The pool's model file.
     pub calibration: CalibrationFile,
     /// Engine limits on the pool's GPU.
     pub limits: EngineLimits,
+}
+
+/// A loaded cluster: its name, shape and pools in instance order (P, R, D, pD).
+#[derive(Clone, Debug)]
+pub struct LoadedCluster {
+    /// Display name (`name`, or the shape's name).
+    pub name: String,
+    /// Counts per role.
+    pub shape: Shape,
+    /// Each pool with its instance range and, when it is not on the scenario's GPU and model
+    /// file, its own model and limits.
+    pub pools: Vec<(PoolSpec, std::ops::Range<usize>, Option<LoadedPool>)>,
+}
+
+impl LoadedCluster {
+    /// GPUs of the cluster: Σ count × `tp` over its pools.
+    pub fn gpus(&self) -> u32 {
+        self.pools.iter().map(|(p, _, _)| p.count * p.tp.unwrap_or(1)).sum()
+    }
+}
+
+/// One run of a scenario: a router on a cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deployment {
+    /// Name in outputs: `router@cluster`, shortened to the router's name when it runs on one
+    /// cluster, or to the cluster's name when the scenario has one router.
+    pub name: String,
+    /// The routing rule.
+    pub router: RouterConfig,
+    /// Index into [`LoadedScenario::clusters`].
+    pub cluster: usize,
 }
 
 /// Workload section.
@@ -217,18 +220,20 @@ pub struct EngineSpec {
 }
 
 impl EngineSpec {
-    /// Bytes left for KV on one GPU \[B\]: memory × `gpu_memory_utilization` − weights −
-    /// activation reserve (≤ 0 when nothing is left).
-    pub fn kv_budget_bytes(&self, model: &hardware::ModelSpec, gpu: &hardware::GpuSpec) -> f64 {
+    /// Bytes left for KV on an instance of `tp` GPUs \[B\]: `tp` × (memory ×
+    /// `gpu_memory_utilization` − activation reserve) − weights (tensor parallelism shards the
+    /// weights and the KV heads over the GPUs; ≤ 0 when nothing is left).
+    pub fn kv_budget_bytes(&self, model: &hardware::ModelSpec, gpu: &hardware::GpuSpec, tp: u32) -> f64 {
         let gib = (1u64 << 30) as f64;
-        gpu.memory_gib * gib * self.gpu_memory_utilization
+        tp as f64 * (gpu.memory_gib * gib * self.gpu_memory_utilization - self.activation_reserve_gib * gib)
             - model.weight_bytes() as f64
-            - self.activation_reserve_gib * gib
     }
 
-    /// The engine limits of one instance, KV capacity included \[blocks\] (0 when no memory is left).
-    pub fn limits(&self, model: &hardware::ModelSpec, gpu: &hardware::GpuSpec) -> EngineLimits {
-        let capacity = self.kv_budget_bytes(model, gpu) / model.kv_bytes_per_token() as f64 / self.block_size as f64;
+    /// The engine limits of one instance of `tp` GPUs, KV capacity included \[blocks\] (0 when no
+    /// memory is left).
+    pub fn limits(&self, model: &hardware::ModelSpec, gpu: &hardware::GpuSpec, tp: u32) -> EngineLimits {
+        let capacity =
+            self.kv_budget_bytes(model, gpu, tp) / model.kv_bytes_per_token() as f64 / self.block_size as f64;
         EngineLimits {
             token_budget: self.token_budget,
             max_num_seqs: self.max_num_seqs,
@@ -296,10 +301,10 @@ pub enum ClientPreset {
     VllmPpd,
 }
 
-/// Router settings.
+/// Proxy settings (`[proxy]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct RouterSpec {
+pub struct ProxySpec {
     /// `hash` (vllm-ppd's proxy) or `least-loaded`.
     pub pinning: crate::sim::Pinning,
     /// Fraction (0–1) of turn-2+ requests the router fails to match to their conversation and
@@ -366,9 +371,8 @@ pub struct LoadedScenario {
     pub calibration: CalibrationFile,
     /// KV capacity of one instance, the smallest over the scenario's GPU and its pools' \[tokens\].
     pub kv_capacity_tokens: u64,
-    /// `[pools.prefill]` and `[pools.decode]`, loaded (`None`: the scenario's GPU and model).
-    /// (`kv_capacity_tokens` is the smallest capacity over the scenario's GPU and the pools'.)
-    pub pools: [Option<LoadedPool>; 2],
+    /// The clusters, loaded, in scenario order.
+    pub clusters: Vec<LoadedCluster>,
     /// Directory of the scenario file (its relative paths start there).
     pub source_dir: PathBuf,
 }
@@ -410,7 +414,103 @@ pub fn relative_path(target: &Path, base: &Path) -> PathBuf {
 /// # Errors
 /// Syntax errors, unknown keys and wrong types, with the line and key.
 pub fn parse(path: &Path, text: &str) -> InputResult<Scenario> {
-    toml::from_str(text).map_err(|e| InputError::file(path, format!("invalid scenario: {}", e.to_string().trim_end())))
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        refuse_old_form(path, &table)?;
+    }
+    toml::from_str(text).map_err(|e| {
+        // A `[router]` table beside `[[router]]` is a TOML error before any key is read.
+        let hint = if text.lines().any(|l| l.trim() == "[router]") {
+            "\nthe `[router]` table is now `[proxy]` (keys `pinning`, `affinity_miss_rate`); `[[router]]` tables declare routing rules"
+        } else {
+            ""
+        };
+        InputError::file(path, format!("invalid scenario: {}{hint}", e.to_string().trim_end()))
+    })
+}
+
+/// Refuses the scenario form before clusters and routers were declared apart (`[[policy]]`,
+/// `[router]`, `[pools.*]`), naming the keys that replace them and, for each `[[policy]]`, its
+/// translation.
+fn refuse_old_form(path: &Path, t: &toml::Table) -> InputResult<()> {
+    if let Some(policies) = t.get("policy") {
+        let mut lines = Vec::new();
+        for (i, p) in policies.as_array().map(|a| &a[..]).unwrap_or(&[]).iter().enumerate() {
+            let n = |k: &str| p.get(k).and_then(|v| v.as_integer()).unwrap_or(0) as u32;
+            let kind = p.get("kind").and_then(|v| v.as_str()).unwrap_or("?");
+            let (shape, router) = match kind {
+                "pd" => (
+                    Shape {
+                        prefill: n("prefill_instances"),
+                        decode: n("decode_instances"),
+                        ..Shape::default()
+                    },
+                    "pd",
+                ),
+                "replication" => (
+                    Shape {
+                        replica: n("instances"),
+                        ..Shape::default()
+                    },
+                    "replication",
+                ),
+                "mixed" => (
+                    Shape {
+                        replica: n("replica_instances"),
+                        prefill: n("prefill_instances"),
+                        decode: n("decode_instances"),
+                        direct_decode: n("direct_decode_instances"),
+                    },
+                    "ppd",
+                ),
+                other => (
+                    Shape {
+                        prefill: n("prefill_instances"),
+                        direct_decode: n("decode_instances"),
+                        ..Shape::default()
+                    },
+                    other,
+                ),
+            };
+            lines.push(format!(
+                "  policy[{i}] (kind = \"{kind}\") → [[cluster]] shape = \"{}\" and [[router]] kind = \"{router}\"{}",
+                shape.name(),
+                if matches!(kind, "adaptive" | "predictive") {
+                    " (its other keys unchanged)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if t.get("router").is_some_and(|r| r.is_table()) {
+            lines.push("  [router] → [proxy] (keys `pinning`, `affinity_miss_rate`)".into());
+        }
+        if t.contains_key("pools") {
+            lines.push("  [pools.*] → `gpu`, `tp`, `calibration` on each [[cluster.pool]]".into());
+        }
+        return Err(InputError::key(
+            path,
+            "policy",
+            format!(
+                "`[[policy]]` tables are replaced by `[[cluster]]` (the instances: `shape = \"2P_2pD\"`, or `[[cluster.pool]]` tables with `role`, `count`, `gpu`, `tp`, `calibration`) and `[[router]]` (the rule: kind = \"pd\" | \"ppd\" | \"replication\" | \"adaptive\" | \"predictive\", on `clusters = [...]`, default all); rewrite:\n{}",
+                lines.join("\n")
+            ),
+        ));
+    }
+    if t.get("router").is_some_and(|r| r.is_table()) {
+        return Err(InputError::key(
+            path,
+            "router",
+            "the `[router]` table is now `[proxy]` (keys `pinning`, `affinity_miss_rate`); `[[router]]` tables declare routing rules",
+        ));
+    }
+    if t.contains_key("pools") {
+        return Err(InputError::key(
+            path,
+            "pools",
+            "`[pools.prefill]` and `[pools.decode]` are replaced by `gpu`, `tp` and `calibration` keys on each `[[cluster.pool]]` (role = \"prefill\" | \"decode\" | \"direct-decode\" | \"replica\", count = N)",
+        ));
+    }
+    Ok(())
 }
 
 /// `v` for a message: plain for everyday magnitudes, scientific for tiny or huge ones (`1e-300`).
@@ -465,16 +565,16 @@ impl LoadedScenario {
         let base = path.parent().unwrap_or(Path::new("."));
         let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
         let gpu = hardware::find_gpu(&sc.gpu).map_err(|m| InputError::key(path, "gpu", m))?;
-        check_policies(path, &sc)?;
         check_domains(path, &sc, model, gpu)?;
-        let pools = [
-            load_pool(path, base, &sc, "prefill", sc.pools.prefill.as_ref())?,
-            load_pool(path, base, &sc, "decode", sc.pools.decode.as_ref())?,
-        ];
+        let clusters = load_clusters(path, base, &sc)?;
         // The smallest KV capacity of any instance: every conversation must fit wherever it runs.
         let e = &sc.engine;
-        let kv_capacity_tokens = std::iter::once(e.limits(model, gpu))
-            .chain(pools.iter().flatten().map(|p| p.limits))
+        let kv_capacity_tokens = std::iter::once(e.limits(model, gpu, 1))
+            .chain(
+                clusters
+                    .iter()
+                    .flat_map(|c| c.pools.iter().filter_map(|p| p.2.as_ref().map(|p| p.limits))),
+            )
             .map(|l| l.capacity_blocks * l.block_size as u64)
             .min()
             .expect("at least the scenario's GPU");
@@ -493,11 +593,11 @@ impl LoadedScenario {
         if sc.client.max_connections == Some(0) {
             return Err(InputError::key(path, "client.max_connections", "must be >= 1"));
         }
-        let miss = sc.router.affinity_miss_rate;
+        let miss = sc.proxy.affinity_miss_rate;
         if !(0.0..=1.0).contains(&miss) {
             return Err(InputError::key(
                 path,
-                "router.affinity_miss_rate",
+                "proxy.affinity_miss_rate",
                 format!(
                     "{miss} is not a fraction: use a value from 0 to 1 (vllm-ppd's comprehensive benchmark: 0.2222)"
                 ),
@@ -509,19 +609,27 @@ impl LoadedScenario {
             trace,
             calibration,
             kv_capacity_tokens,
-            pools,
+            clusters,
             source_dir: base.to_path_buf(),
         })
     }
 
-    /// The simulator configuration for `policy`.
-    pub fn sim_config(&self, policy: &PolicyConfig) -> SimConfig {
+    /// The runs of the scenario, in order: each router on each of its clusters.
+    pub fn deployments(&self) -> Vec<Deployment> {
+        let names: Vec<String> = self.clusters.iter().map(|c| c.name.clone()).collect();
+        deployments(&self.resolved.router, &names)
+    }
+
+    /// The simulator configuration of a run.
+    pub fn sim_config(&self, d: &Deployment) -> SimConfig {
         let sc = &self.resolved;
         let model = hardware::model(&sc.model).expect("validated");
         let gpu = hardware::gpu(&sc.gpu).expect("validated");
         SimConfig {
-            policy: policy.clone(),
-            limits: sc.engine.limits(model, gpu),
+            name: d.name.clone(),
+            router: d.router.clone(),
+            shape: self.clusters[d.cluster].shape,
+            limits: sc.engine.limits(model, gpu, 1),
             kv_bytes_per_token: model.kv_bytes_per_token(),
             link_bandwidth_gbps: sc.kv_link.bandwidth_gbps.expect("resolved"),
             link_latency_ms: sc.kv_link.latency_ms.expect("resolved"),
@@ -537,9 +645,9 @@ impl LoadedScenario {
             serialized_overheads: sc.overheads.serialized,
             client_max_connections: sc.client.max_connections,
             request_timeout_s: sc.client.request_timeout_s,
-            pinning: sc.router.pinning,
+            pinning: sc.proxy.pinning,
             max_model_len: sc.engine.max_model_len,
-            affinity_miss_rate: sc.router.affinity_miss_rate,
+            affinity_miss_rate: sc.proxy.affinity_miss_rate,
             routing_seed: 0,
         }
     }
@@ -553,10 +661,13 @@ impl LoadedScenario {
         if let Some(why) = &self.calibration.uncalibrated {
             out.push((self.source_dir.join(&sc.calibration), why.clone()));
         }
-        for (spec, pool) in [&sc.pools.prefill, &sc.pools.decode].into_iter().zip(&self.pools) {
-            if let (Some(spec), Some(pool)) = (spec, pool) {
+        for (spec, _, pool) in self.clusters.iter().flat_map(|c| &c.pools) {
+            if let (Some(file), Some(pool)) = (&spec.calibration, pool) {
                 if let Some(why) = &pool.calibration.uncalibrated {
-                    out.push((self.source_dir.join(&spec.calibration), why.clone()));
+                    let file = self.source_dir.join(file);
+                    if !out.iter().any(|(f, _)| *f == file) {
+                        out.push((file, why.clone()));
+                    }
                 }
             }
         }
@@ -573,8 +684,13 @@ impl LoadedScenario {
     pub fn resolved_toml_in(&self, dir: &Path) -> String {
         let mut r = self.resolved.clone();
         r.calibration = relative_path(&self.source_dir.join(&r.calibration), dir);
-        for pool in [&mut r.pools.prefill, &mut r.pools.decode].into_iter().flatten() {
-            pool.calibration = relative_path(&self.source_dir.join(&pool.calibration), dir);
+        for file in r
+            .cluster
+            .iter_mut()
+            .flat_map(|c| &mut c.pool)
+            .filter_map(|p| p.calibration.as_mut())
+        {
+            *file = relative_path(&self.source_dir.join(&*file), dir);
         }
         if let Some(t) = &r.workload.trace {
             r.workload.trace = Some(relative_path(&self.source_dir.join(t), dir));
@@ -798,42 +914,198 @@ fn load_calibration(
     Ok(calibration)
 }
 
-/// Loads pool `role` (`prefill` or `decode`) of a scenario: its GPU from the spec table, its
-/// model file (relative to `base`) fitted for the scenario's model, and KV memory left on its GPU.
-fn load_pool(
-    path: &Path,
-    base: &Path,
-    sc: &Scenario,
-    role: &str,
-    spec: Option<&PoolSpec>,
-) -> InputResult<Option<LoadedPool>> {
-    let Some(spec) = spec else {
-        return Ok(None);
-    };
-    let key = |k: &str| format!("pools.{role}.{k}");
-    let gpu = hardware::find_gpu(&spec.gpu).map_err(|m| InputError::key(path, &key("gpu"), m))?;
+/// The runs of `routers` on clusters named `clusters`: each router on each cluster its
+/// `clusters` list names (all when empty), named `router@cluster`, shortened to the router's
+/// name when it runs on one cluster, or to the cluster's when there is one router.
+pub fn deployments(routers: &[RouterConfig], clusters: &[String]) -> Vec<Deployment> {
+    let mut out = Vec::new();
+    for r in routers {
+        let on: Vec<usize> = (0..clusters.len())
+            .filter(|&c| r.clusters().is_empty() || r.clusters().contains(&clusters[c]))
+            .collect();
+        for &c in &on {
+            let name = if on.len() == 1 {
+                r.name()
+            } else if routers.len() == 1 {
+                clusters[c].clone()
+            } else {
+                format!("{}@{}", r.name(), clusters[c])
+            };
+            out.push(Deployment {
+                name,
+                router: r.clone(),
+                cluster: c,
+            });
+        }
+    }
+    out
+}
+
+/// The scenario's clusters, checked and loaded (each pool off the scenario's GPU, TP 1 and model
+/// file with its own model and limits), and its routers checked on them: at least one of each,
+/// distinct cluster names, every router's `clusters` known, a route on every cluster it runs on,
+/// distinct run names.
+fn load_clusters(path: &Path, base: &Path, sc: &Scenario) -> InputResult<Vec<LoadedCluster>> {
+    if sc.cluster.is_empty() {
+        return Err(InputError::key(
+            path,
+            "cluster",
+            "no [[cluster]] table; add at least one, e.g. `shape = \"2P_2pD\"` (counts of P, D, pD, R joined by `_`)",
+        ));
+    }
+    if sc.router.is_empty() {
+        return Err(InputError::key(
+            path,
+            "router",
+            "no [[router]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"adaptive\" | \"predictive\")",
+        ));
+    }
+    let mut clusters: Vec<LoadedCluster> = Vec::new();
+    for (i, c) in sc.cluster.iter().enumerate() {
+        let at = |k: &str| format!("cluster[{i}]{k}");
+        let (name, pools, shape) = c
+            .display_name()
+            .and_then(|n| Ok((n, c.pools()?, c.shape()?)))
+            .map_err(|m| InputError::key(path, &at(""), m))?;
+        check_name(&name).map_err(|m| InputError::key(path, &at(".name"), m))?;
+        if clusters.iter().any(|x| x.name == name) {
+            return Err(InputError::key(
+                path,
+                &at(".name"),
+                format!("duplicate cluster name `{name}`; set `name = \"...\"` to tell them apart"),
+            ));
+        }
+        shape
+            .check()
+            .map_err(|m| InputError::key(path, &at(""), format!("cluster `{name}`: {m}")))?;
+        let mut first = 0usize;
+        let mut loaded = Vec::new();
+        for (k, pool) in pools.into_iter().enumerate() {
+            let range = first..first + pool.count as usize;
+            first = range.end;
+            let plain = pool.calibration.is_none()
+                && pool.gpu.as_ref().is_none_or(|g| *g == sc.gpu)
+                && pool.tp.unwrap_or(1) == 1;
+            let model = if plain {
+                None
+            } else {
+                // `k` indexes the pools in instance order; name the pool as written.
+                let written = c.pool.iter().position(|p| *p == pool).unwrap_or(k);
+                Some(load_pool(path, base, sc, &at(&format!(".pool[{written}]")), &pool)?)
+            };
+            loaded.push((pool, range, model));
+        }
+        clusters.push(LoadedCluster {
+            name,
+            shape,
+            pools: loaded,
+        });
+    }
+    let names: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
+    for (i, r) in sc.router.iter().enumerate() {
+        let at = format!("router[{i}]");
+        r.validate().map_err(|m| InputError::key(path, &at, m))?;
+        if let Some(unknown) = r.clusters().iter().find(|c| !names.contains(c)) {
+            return Err(InputError::key(
+                path,
+                &format!("{at}.clusters"),
+                format!(
+                    "no cluster `{unknown}`; the scenario's clusters are {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in deployments(&sc.router, &names) {
+        let i = sc
+            .router
+            .iter()
+            .position(|r| *r == d.router)
+            .expect("a router of the scenario");
+        d.router.check_on(&clusters[d.cluster].shape).map_err(|m| {
+            InputError::key(
+                path,
+                &format!("router[{i}]"),
+                format!("on cluster `{}`: {m}", names[d.cluster]),
+            )
+        })?;
+        if !seen.insert(d.name.clone()) {
+            return Err(InputError::key(
+                path,
+                &format!("router[{i}]"),
+                format!(
+                    "two runs are named `{}`; set the routers' `name = \"...\"` (or their `clusters`) to tell them apart",
+                    d.name
+                ),
+            ));
+        }
+    }
+    Ok(clusters)
+}
+
+/// Loads a pool off the scenario's defaults (table `key`): its GPU from the spec table, its model
+/// file (relative to `base`; default the scenario's) fitted for the scenario's model at the
+/// pool's TP degree, and the KV memory left on its GPUs.
+fn load_pool(path: &Path, base: &Path, sc: &Scenario, key: &str, spec: &PoolSpec) -> InputResult<LoadedPool> {
+    let key = |k: &str| format!("{key}.{k}");
+    let gpu_name = spec.gpu.as_deref().unwrap_or(&sc.gpu);
+    let gpu = hardware::find_gpu(gpu_name).map_err(|m| InputError::key(path, &key("gpu"), m))?;
     let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
+    let tp = spec.tp.unwrap_or(1);
+    if !(1..=64).contains(&tp) {
+        return Err(InputError::key(
+            path,
+            &key("tp"),
+            format!("{tp} is not a tensor-parallel degree: use 1 to 64"),
+        ));
+    }
+    let Some(file) = &spec.calibration else {
+        return Err(InputError::key(
+            path,
+            &key("calibration"),
+            format!(
+                "a pool on {gpu_name} at TP {tp} needs its own model file: fit one with `ppdsim calibrate`, or derive one with `ppdsim calibrate --roofline-from {} --gpu {gpu_name} --tp {tp} -o FILE`",
+                sc.calibration.display()
+            ),
+        ));
+    };
     let calibration = load_calibration(
         path,
         &key("calibration"),
-        &base.join(&spec.calibration),
+        &base.join(file),
         &sc.model,
         "write one with `ppdsim calibrate` (`--roofline-from` for a GPU without measurements)",
     )?;
-    if sc.engine.kv_budget_bytes(model, gpu) <= 0.0 {
+    if calibration.gpu != gpu.name || calibration.tp != tp {
         return Err(InputError::key(
             path,
-            &key("gpu"),
+            &key("calibration"),
             format!(
-                "{} leaves no memory for KV after the model's weights; use a GPU with more memory",
+                "{} is a model of {} at TP {}, the pool runs {} at TP {tp}; give a file for the pool's GPU and TP degree (`ppdsim calibrate --roofline-from {} --gpu {} --tp {tp}`)",
+                file.display(),
+                calibration.gpu,
+                calibration.tp,
+                gpu.name,
+                file.display(),
                 gpu.name
             ),
         ));
     }
-    Ok(Some(LoadedPool {
-        limits: sc.engine.limits(model, gpu),
+    if sc.engine.kv_budget_bytes(model, gpu, tp) <= 0.0 {
+        return Err(InputError::key(
+            path,
+            &key("gpu"),
+            format!(
+                "{} × {tp} leaves no memory for KV after the model's weights; use a GPU with more memory or a higher `tp`",
+                gpu.name
+            ),
+        ));
+    }
+    Ok(LoadedPool {
+        limits: sc.engine.limits(model, gpu, tp),
         calibration,
-    }))
+    })
 }
 
 /// A value of key `key` in `path` is in its domain: finite, ≥ `lo` (> `lo` when `lo_open`) and ≤
@@ -849,33 +1121,6 @@ fn in_range_at(path: &Path, key: &str, v: f64, lo: f64, lo_open: bool, hi: f64, 
             format!("{} is out of range: {what}", crate::scenario::fmt_num(v)),
         ))
     }
-}
-
-/// At least one `[[policy]]`, each valid, their names distinct.
-fn check_policies(path: &Path, sc: &Scenario) -> InputResult<()> {
-    if sc.policy.is_empty() {
-        return Err(InputError::key(
-                path,
-                "policy",
-                "no [[policy]] table; add at least one (kind = \"pd\" | \"ppd\" | \"replication\" | \"mixed\" | \"adaptive\")",
-            ));
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for (i, p) in sc.policy.iter().enumerate() {
-        p.validate()
-            .map_err(|m| InputError::key(path, &format!("policy[{i}]"), m))?;
-        if !names.insert(p.name()) {
-            return Err(InputError::key(
-                path,
-                &format!("policy[{i}]"),
-                format!(
-                    "duplicate policy name `{}`; set `name = \"...\"` to tell them apart",
-                    p.name()
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Every number of the scenario in its domain (rates, durations, percentiles, SLOs, timeouts,
@@ -1041,7 +1286,7 @@ fn check_domains(path: &Path, sc: &Scenario, model: &hardware::ModelSpec, gpu: &
             "must be in (0, 1]",
         ));
     }
-    if e.kv_budget_bytes(model, gpu) <= 0.0 {
+    if e.kv_budget_bytes(model, gpu, 1) <= 0.0 {
         return Err(InputError::key(
             path,
             "engine",

@@ -10,17 +10,18 @@
 //! metrics = ["ttft_turn2plus_p50_ms"]     # summary.csv columns to compare (default: five)
 //! slo_attainment_target = 0.9             # for the goodput (default 0.9)
 //!
-//! [[vary]]                                # any policy key, e.g. a threshold or hysteresis level
-//! policy = "adaptive"
+//! [[vary]]                                # any router key, e.g. a threshold or hysteresis level
+//! router = "adaptive"
 //! key = "max_local_append_tokens"         # dotted for nested keys: "hysteresis.high_backlog_tokens"
 //! values = [128, 512, 2048]
 //! ```
 //!
-//! Each `[[vary]]` replaces the named policy by one variant per value, named
-//! `NAME[KEY=VALUE]`; several `[[vary]]` on one policy multiply. Every (rate, seed) point runs
-//! every policy variant on identical requests, exactly as `ppdsim run` would on the scenario with
-//! that rate and seed. Points run in parallel; rows come out in grid order (rate, then seed, then
-//! policy) whatever the thread count.
+//! Each `[[vary]]` replaces the named router by one variant per value, named
+//! `NAME[KEY=VALUE]`; several `[[vary]]` on one router multiply. Every (rate, seed) point runs
+//! every router variant on each of its clusters on identical requests, exactly as `ppdsim run`
+//! would on the scenario with that rate and seed (a variant of a router on several clusters is
+//! named `NAME[KEY=VALUE]@CLUSTER`). Points run in parallel; rows come out in grid order (rate,
+//! then seed, then run) whatever the thread count.
 //!
 //! A **crossover** of two policies on a metric is a load where the difference of their
 //! seed-averaged curves changes sign: inside a segment it is interpolated linearly; a difference
@@ -34,7 +35,8 @@
 
 use crate::error::{InputError, InputResult};
 use crate::output::SummaryRow;
-use crate::policy::PolicyConfig;
+use crate::policy::RouterConfig;
+use crate::scenario::Deployment;
 use crate::scenario::LoadedScenario;
 use crate::sim::workload::ArrivalSpec;
 use serde::{Deserialize, Serialize};
@@ -66,13 +68,13 @@ pub struct SweepSpec {
 /// SLO attainment target of the goodput when the sweep file names none (DistServe's 90%).
 pub const DEFAULT_SLO_ATTAINMENT_TARGET: f64 = 0.9;
 
-/// One policy key swept over values.
+/// One router key swept over values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vary {
-    /// Name of a policy of the scenario (as in its output rows).
-    pub policy: String,
-    /// Key of that policy's table; dotted for nested tables (`hysteresis.low_backlog_tokens`).
+    /// Name of a router of the scenario (its `name`, else its kind).
+    pub router: String,
+    /// Key of that router's table; dotted for nested tables (`hysteresis.low_backlog_tokens`).
     pub key: String,
     /// Values, in order.
     pub values: Vec<toml::Value>,
@@ -97,8 +99,8 @@ pub struct LoadedSweep {
     pub spec: SweepSpec,
     /// The base scenario.
     pub scenario: LoadedScenario,
-    /// Policies of every point: the scenario's, with `[[vary]]` expansions in place.
-    pub policies: Vec<PolicyConfig>,
+    /// Routers of every point: the scenario's, with `[[vary]]` expansions in place.
+    pub routers: Vec<RouterConfig>,
     /// The base scenario's file, as reached from the current directory.
     pub scenario_path: PathBuf,
 }
@@ -229,25 +231,25 @@ impl LoadedSweep {
                 ));
             }
         }
-        // (base name, policy) pairs; each [[vary]] replaces the policies whose base name matches.
-        let mut policies: Vec<(String, PolicyConfig)> =
-            scenario.resolved.policy.iter().map(|p| (p.name(), p.clone())).collect();
+        // (base name, router) pairs; each [[vary]] replaces the routers whose base name matches.
+        let mut routers: Vec<(String, RouterConfig)> =
+            scenario.resolved.router.iter().map(|p| (p.name(), p.clone())).collect();
         for (i, v) in spec.vary.iter().enumerate() {
             let at = |k: &str| format!("vary[{i}].{k}");
-            if !policies.iter().any(|(b, _)| *b == v.policy) {
-                let names: Vec<&str> = policies.iter().map(|(b, _)| b.as_str()).collect();
+            if !routers.iter().any(|(b, _)| *b == v.router) {
+                let names: Vec<&str> = routers.iter().map(|(b, _)| b.as_str()).collect();
                 return Err(InputError::key(
                     path,
-                    &at("policy"),
-                    format!("no policy `{}` in the scenario; one of: {}", v.policy, names.join(", ")),
+                    &at("router"),
+                    format!("no router `{}` in the scenario; one of: {}", v.router, names.join(", ")),
                 ));
             }
             if v.values.is_empty() {
                 return Err(InputError::key(path, &at("values"), "empty; list at least one value"));
             }
             let mut next = Vec::new();
-            for (b, p) in policies {
-                if b != v.policy {
+            for (b, p) in routers {
+                if b != v.router {
                     next.push((b, p));
                     continue;
                 }
@@ -259,25 +261,32 @@ impl LoadedSweep {
                     next.push((b.clone(), variant));
                 }
             }
-            policies = next;
+            routers = next;
         }
-        let policies: Vec<PolicyConfig> = policies.into_iter().map(|(_, p)| p).collect();
+        let routers: Vec<RouterConfig> = routers.into_iter().map(|(_, p)| p).collect();
         let mut names = std::collections::BTreeSet::new();
-        for p in &policies {
-            if !names.insert(p.name()) {
+        let clusters: Vec<String> = scenario.clusters.iter().map(|c| c.name.clone()).collect();
+        for d in crate::scenario::deployments(&routers, &clusters) {
+            if !names.insert(d.name.clone()) {
                 return Err(InputError::key(
                     path,
                     "vary",
-                    format!("two variants are both named `{}`; list each value once", p.name()),
+                    format!("two variants are both named `{}`; list each value once", d.name),
                 ));
             }
         }
         Ok(LoadedSweep {
             spec,
             scenario,
-            policies,
+            routers,
             scenario_path,
         })
+    }
+
+    /// The runs of every point: each router variant on each of its clusters.
+    pub fn deployments(&self) -> Vec<Deployment> {
+        let clusters: Vec<String> = self.scenario.clusters.iter().map(|c| c.name.clone()).collect();
+        crate::scenario::deployments(&self.routers, &clusters)
     }
 
     /// The scenario of one grid point: the base scenario with this rate, seed and policy list.
@@ -295,22 +304,22 @@ impl LoadedSweep {
             _ => ArrivalSpec::Poisson { rate_per_s },
         };
         sc.resolved.seed = seed;
-        sc.resolved.policy = self.policies.clone();
+        sc.resolved.router = self.routers.clone();
         sc
     }
 }
 
-/// `policy` with `key` (dotted for nested tables) set to `value` and `[key=value]` appended to
+/// `router` with `key` (dotted for nested tables) set to `value` and `[key=value]` appended to
 /// its name.
 ///
 /// # Errors
-/// A message when the policy has no such key or refuses the value.
-fn with_key(policy: &PolicyConfig, key: &str, value: &toml::Value) -> Result<PolicyConfig, String> {
+/// A message when the router has no such key or refuses the value.
+fn with_key(policy: &RouterConfig, key: &str, value: &toml::Value) -> Result<RouterConfig, String> {
     let mut table = toml::Value::try_from(policy).map_err(|e| e.to_string())?;
     let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) || matches!(parts[0], "kind" | "name") {
+    if parts.iter().any(|p| p.is_empty()) || matches!(parts[0], "kind" | "name" | "clusters") {
         return Err(format!(
-            "`{key}` cannot be swept; name a numeric or table key of the policy"
+            "`{key}` cannot be swept; name a numeric or table key of the router"
         ));
     }
     let (last, parents) = parts.split_last().expect("split yields at least one part");
@@ -319,7 +328,7 @@ fn with_key(policy: &PolicyConfig, key: &str, value: &toml::Value) -> Result<Pol
         cur = cur
             .get_mut(*part)
             .filter(|v| v.is_table())
-            .ok_or_else(|| format!("policy has no table `{}` to set `{key}` in", parts[..=i].join(".")))?;
+            .ok_or_else(|| format!("router has no table `{}` to set `{key}` in", parts[..=i].join(".")))?;
     }
     cur.as_table_mut()
         .expect("checked to be a table")
@@ -327,7 +336,7 @@ fn with_key(policy: &PolicyConfig, key: &str, value: &toml::Value) -> Result<Pol
     let name = format!("{}[{key}={value}]", policy.name());
     table
         .as_table_mut()
-        .expect("policies serialize to tables")
+        .expect("routers serialize to tables")
         .insert("name".into(), toml::Value::String(name));
     table
         .try_into()
@@ -555,16 +564,17 @@ pub fn to_csv(rows: &[SweepRow]) -> anyhow::Result<Vec<u8>> {
 /// A variant name `BASE[K1=V1][K2=V2]` split into `BASE` and its `(K, V)` settings (a name
 /// without settings is its own base).
 pub fn variant_settings(name: &str) -> (String, Vec<(String, String)>) {
-    let Some(open) = name.find('[') else {
+    let (Some(open), Some(close)) = (name.find('['), name.rfind(']')) else {
         return (name.to_string(), Vec::new());
     };
     let mut settings = Vec::new();
-    for group in name[open..].split(']').filter(|g| !g.is_empty()) {
+    for group in name[open..=close].split(']').filter(|g| !g.is_empty()) {
         if let Some((k, v)) = group.trim_start_matches('[').split_once('=') {
             settings.push((k.to_string(), v.to_string()));
         }
     }
-    (name[..open].to_string(), settings)
+    // A variant on one of several clusters keeps its `@CLUSTER` in the base name.
+    (format!("{}{}", &name[..open], &name[close + 1..]), settings)
 }
 
 /// A variant name for people: `adaptive[a.b=1][c=2]` reads `adaptive b=1 c=2` (each swept key
@@ -598,8 +608,8 @@ pub struct Heatmap {
 pub fn heatmaps(spec: &SweepSpec, curves: &[MetricCurves]) -> Vec<Heatmap> {
     let mut bases: Vec<&str> = Vec::new();
     for v in &spec.vary {
-        if !bases.contains(&v.policy.as_str()) {
-            bases.push(&v.policy);
+        if !bases.contains(&v.router.as_str()) {
+            bases.push(&v.router);
         }
     }
     let mut out = Vec::new();
@@ -853,10 +863,9 @@ mod tests {
 
     #[test]
     fn with_key_sets_plain_and_nested_keys_and_names_the_variant() {
-        let p = PolicyConfig::Adaptive {
+        let p = RouterConfig::Adaptive {
             name: None,
-            prefill_instances: 2,
-            decode_instances: 2,
+            clusters: vec![],
             max_local_append_tokens: 512,
             min_cache_rate: 0.0,
             hysteresis: Some(crate::policy::Hysteresis {
@@ -868,7 +877,7 @@ mod tests {
         assert_eq!(v.name(), "adaptive[max_local_append_tokens=64]");
         assert!(matches!(
             v,
-            PolicyConfig::Adaptive {
+            RouterConfig::Adaptive {
                 max_local_append_tokens: 64,
                 ..
             }
@@ -876,7 +885,7 @@ mod tests {
         let v = with_key(&p, "hysteresis.low_backlog_tokens", &toml::Value::Integer(2048)).unwrap();
         assert!(matches!(
             v,
-            PolicyConfig::Adaptive {
+            RouterConfig::Adaptive {
                 hysteresis: Some(crate::policy::Hysteresis {
                     low_backlog_tokens: 2048,
                     high_backlog_tokens: 4096
@@ -889,14 +898,31 @@ mod tests {
         let e = with_key(&p, "max_local_append_tokens", &toml::Value::String("many".into())).unwrap_err();
         assert!(e.contains("max_local_append_tokens"), "{e}");
         assert!(with_key(&p, "kind", &toml::Value::String("pd".into())).is_err());
-        let pd = PolicyConfig::Pd {
+        let pd = RouterConfig::Pd {
             name: None,
-            prefill_instances: 1,
-            decode_instances: 1,
+            clusters: vec![],
         };
+        assert!(with_key(&pd, "clusters", &toml::Value::Integer(1))
+            .unwrap_err()
+            .contains("cannot be swept"));
         assert!(with_key(&pd, "hysteresis.low_backlog_tokens", &toml::Value::Integer(1))
             .unwrap_err()
             .contains("no table `hysteresis`"));
+    }
+
+    #[test]
+    fn variant_names_parse_with_and_without_a_cluster() {
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(variant_settings("pd"), ("pd".into(), vec![]));
+        assert_eq!(
+            variant_settings("adaptive[a.b=1][c=2]"),
+            ("adaptive".into(), vec![kv("a.b", "1"), kv("c", "2")])
+        );
+        assert_eq!(
+            variant_settings("adaptive[c=2]@2P_2pD"),
+            ("adaptive@2P_2pD".into(), vec![kv("c", "2")])
+        );
+        assert_eq!(variant_label("adaptive[a.b=1]@4R"), "adaptive@4R b=1");
     }
 
     #[test]
@@ -945,17 +971,17 @@ mod tests {
             slo_attainment_target: None,
             vary: vec![
                 Vary {
-                    policy: "adaptive".into(),
+                    router: "adaptive".into(),
                     key: "a".into(),
                     values: vec![toml::Value::Integer(1), toml::Value::Integer(2)],
                 },
                 Vary {
-                    policy: "adaptive".into(),
+                    router: "adaptive".into(),
                     key: "hysteresis.high".into(),
                     values: vec![toml::Value::Integer(5)],
                 },
                 Vary {
-                    policy: "solo".into(),
+                    router: "solo".into(),
                     key: "a".into(),
                     values: vec![toml::Value::Integer(1)],
                 },
@@ -1259,7 +1285,7 @@ pub fn merge_shards(shards: &[ShardDir]) -> InputResult<(LoadedSweep, Vec<SweepR
         ));
     }
     let grid = sw.grid();
-    let per_point = sw.policies.len();
+    let per_point = sw.deployments().len();
     let mut cursors: Vec<std::slice::Iter<SweepRow>> = by_index.iter().map(|v| v[0].rows.iter()).collect();
     let mut rows = Vec::with_capacity(grid.len() * per_point);
     for (k, &(rate, seed)) in grid.iter().enumerate() {

@@ -937,6 +937,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         schema_version: SCHEMA_VERSION,
         model: model.name.clone(),
         gpu: gpu.name.clone(),
+        tp: opts.tp,
         engine: if opts.engine.is_empty() {
             engine_label(loaded.iter().map(|l| l.samples.reader))
         } else {
@@ -976,7 +977,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
 /// of the requests that failed).
 fn validate_point(v: &serde_json::Value) -> Option<replay::Point> {
     let (c, w, q) = (v["config"].as_str()?, v["workload"].as_str()?, v["qps"].as_f64()?);
-    crate::validate::policy_for_config(c)?;
+    crate::validate::deployment_for_config(c)?;
     if v["success_rate"].as_f64()? < crate::validate::KNEE_MIN_SUCCESS_PCT {
         return None;
     }

@@ -161,6 +161,9 @@ pub struct CalibrationFile {
     pub model: String,
     /// GPU name in the spec table.
     pub gpu: String,
+    /// Tensor-parallel degree of the instances modelled: GPUs per instance (default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub tp: u32,
     /// Serving engine the measurements came from.
     pub engine: String,
     /// Iteration model.
@@ -187,6 +190,14 @@ pub struct CalibrationFile {
     /// such a model says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncalibrated: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
 }
 
 /// The overheads' replay fit ([`crate::calibrate::replay`]).

@@ -29,7 +29,7 @@ pub struct RunResults {
 pub fn simulate(sc: &LoadedScenario) -> RunResults {
     simulate_with(
         sc,
-        progress_bar(false, sc.resolved.policy.len() as u64, "policies simulated"),
+        progress_bar(false, sc.deployments().len() as u64, "runs simulated"),
         true,
     )
 }
@@ -51,24 +51,29 @@ pub(crate) fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar, ti
     let cost = LinearCostModel {
         coefficients: sc.calibration.coefficients().expect("validated on load"),
     };
-    let pool_costs: Vec<Option<LinearCostModel>> = sc
-        .pools
+    // Per cluster, per pool: its own cost model when it is off the scenario's GPU and model file.
+    let pool_costs: Vec<Vec<Option<LinearCostModel>>> = sc
+        .clusters
         .iter()
-        .map(|p| {
-            p.as_ref().map(|p| LinearCostModel {
-                coefficients: p.calibration.coefficients().expect("validated on load"),
-            })
+        .map(|c| {
+            c.pools
+                .iter()
+                .map(|(_, _, p)| {
+                    p.as_ref().map(|p| LinearCostModel {
+                        coefficients: p.calibration.coefficients().expect("validated on load"),
+                    })
+                })
+                .collect()
         })
         .collect();
     let results: Vec<_> = sc
-        .resolved
-        .policy
+        .deployments()
         .par_iter()
-        .map(|p| {
-            let mut sim = Simulation::new(sc.sim_config(p), &cost, convs.clone());
-            for (decode_side, (pool, cost)) in sc.pools.iter().zip(&pool_costs).enumerate() {
+        .map(|d| {
+            let mut sim = Simulation::new(sc.sim_config(d), &cost, convs.clone());
+            for ((_, range, pool), cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
                 if let (Some(pool), Some(cost)) = (pool, cost) {
-                    sim = sim.with_pool(decode_side == 1, cost, pool.limits);
+                    sim = sim.with_pool(range.clone(), cost, pool.limits);
                 }
             }
             let sim = if timeline {
@@ -86,7 +91,7 @@ pub(crate) fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar, ti
                 r.records.iter().filter(|x| x.turn > setup).cloned().collect()
             };
             let s = Summary::from_records(
-                &p.name(),
+                &d.name,
                 convs.len(),
                 &measured,
                 &sc.resolved.slo,
@@ -176,10 +181,10 @@ pub(crate) fn exec_run(
     }
     if !quiet {
         println!(
-            "scenario {}: {} conversations, {} policies, seed {}, KV capacity {} tokens/instance",
+            "scenario {}: {} conversations, {} runs (routers × clusters), seed {}, KV capacity {} tokens/instance",
             sc.resolved.name,
             res.summaries.first().map_or(0, |s| s.num_conversations),
-            sc.resolved.policy.len(),
+            res.summaries.len(),
             sc.resolved.seed,
             sc.kv_capacity_tokens
         );

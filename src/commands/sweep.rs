@@ -46,14 +46,14 @@ pub(crate) fn exec_sweep(
         .enumerate()
         .filter(|(k, _)| shard.is_none_or(|s| s.owns(*k)))
         .collect();
-    let runs = points.len() * sw.policies.len();
+    let runs = points.len() * sw.deployments().len();
     if !quiet {
         eprintln!(
             "sweep {stem}: {} rates × {} seeds × {} policies = {} runs{}",
             rates.len(),
             sw.spec.seeds.len(),
-            sw.policies.len(),
-            grid.len() * sw.policies.len(),
+            sw.deployments().len(),
+            grid.len() * sw.deployments().len(),
             shard.map_or(String::new(), |s| format!(
                 "; shard {}/{} runs {runs} of them",
                 s.index, s.count
@@ -140,8 +140,8 @@ pub(crate) fn write_sweep_results(
         rates.len(),
         sw.spec.seeds.len(),
         if sw.spec.seeds.len() == 1 { "" } else { "s" },
-        sw.policies.len(),
-        sw.grid().len() * sw.policies.len(),
+        sw.deployments().len(),
+        sw.grid().len() * sw.deployments().len(),
         sw.scenario.resolved.name
     );
     let curves = sweep::analyse(rows, rates, &sw.spec.metrics);
@@ -152,12 +152,9 @@ pub(crate) fn write_sweep_results(
     }
     draw_sweep_plots(staged, &sw.spec, &curves, Some(sw.scenario.resolved.slo))?;
     let gpus: Vec<(String, u32)> = sw
-        .policies
+        .deployments()
         .iter()
-        .map(|p| {
-            let (prefill, decode) = p.cluster();
-            (p.name(), prefill + decode)
-        })
+        .map(|d| (d.name.clone(), sw.scenario.clusters[d.cluster].gpus()))
         .collect();
     let target = sw
         .spec

@@ -35,9 +35,10 @@ pub mod prefix_cache;
 pub mod queue;
 pub mod workload;
 
+use crate::cluster::{PoolRole, Shape};
 use crate::cost_model::{BatchShape, CostModel, PrefillPart};
 use crate::metrics::{InstanceUsage, RequestRecord, RequestStatus, RouteKind};
-use crate::policy::{Policy, PolicyConfig, RouteRequest};
+use crate::policy::{Policy, RouteRequest, RouterConfig};
 use crate::time::{SimDuration, SimTime};
 use instance::{Admission, EngineLimits, Instance, Role, Seq, SeqEvent};
 use link::KvLink;
@@ -84,8 +85,12 @@ pub enum HandoffQueue {
 /// Everything the simulator needs besides the workload and the cost model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
-    /// Policy and cluster shape.
-    pub policy: PolicyConfig,
+    /// Name of the run in outputs (the router's, the cluster's, or `router@cluster`).
+    pub name: String,
+    /// The routing rule.
+    pub router: RouterConfig,
+    /// The cluster's instance counts per role (instances numbered P, R, D, pD).
+    pub shape: Shape,
     /// Per-instance engine limits.
     pub limits: EngineLimits,
     /// KV bytes per token \[B\].
@@ -358,14 +363,17 @@ impl<'a> Simulation<'a> {
     /// # Panics
     /// If the policy configuration is invalid (validated with the scenario first).
     pub fn new(cfg: SimConfig, cost: &'a dyn CostModel, convs: Vec<TimedConversation>) -> Self {
-        cfg.policy.validate().expect("policy validated with the scenario");
-        let (p, d) = cfg.policy.cluster();
+        cfg.router.validate().expect("router validated with the scenario");
+        cfg.router
+            .check_on(&cfg.shape)
+            .expect("router and cluster validated with the scenario");
+        let (p, d) = (cfg.shape.prefill, cfg.shape.decode_side());
         let mut instances = Vec::new();
         for i in 0..p {
             instances.push(Instance::new(format!("P{i}"), Role::Prefill, cfg.limits));
         }
         // Decode-side instances: the replicas first (R0, R1, …), then D and pD (D0, D1, …).
-        let r = cfg.policy.replica_instances();
+        let r = cfg.shape.replica;
         for i in 0..r {
             instances.push(Instance::new(format!("R{i}"), Role::Mixed, cfg.limits));
         }
@@ -393,8 +401,8 @@ impl<'a> Simulation<'a> {
             .collect();
         let n = instances.len();
         Simulation {
-            policy_name: cfg.policy.name(),
-            policy: cfg.policy.build(),
+            policy_name: cfg.name.clone(),
+            policy: cfg.router.build(),
             cfg,
             costs: vec![cost; n],
             queue,
@@ -417,15 +425,14 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    /// Runs the prefill instances (P) — or, with `decode_side`, the decode-side ones (D, pD, R) —
-    /// on their own GPU: iteration times from `cost`, engine limits (KV capacity) `limits`.
-    /// Heterogeneous clusters (prefill on one GPU type, decode on another) are built this way.
-    pub fn with_pool(mut self, decode_side: bool, cost: &'a dyn CostModel, limits: EngineLimits) -> Self {
-        let range = if decode_side {
-            self.num_prefill..self.instances.len()
-        } else {
-            0..self.num_prefill
-        };
+    /// Runs instances `range` (numbered P, R, D, pD: one pool of the cluster) on their own GPU:
+    /// iteration times from `cost`, engine limits (KV capacity) `limits`. Heterogeneous clusters
+    /// (prefill on one GPU type, decode on another) are built this way.
+    ///
+    /// # Panics
+    /// If `range` is not within the cluster, or the run has started.
+    pub fn with_pool(mut self, range: std::ops::Range<usize>, cost: &'a dyn CostModel, limits: EngineLimits) -> Self {
+        assert!(range.end <= self.instances.len(), "pool {range:?} outside the cluster");
         for i in range {
             assert!(self.instances[i].is_idle_and_empty(), "pools are set before the run");
             self.costs[i] = cost;
@@ -569,7 +576,7 @@ impl<'a> Simulation<'a> {
             let r = &self.requests[req];
             (r.conv, r.turn, r.decode_inst)
         };
-        let (p, d) = self.cfg.policy.cluster();
+        let (p, d) = (self.cfg.shape.prefill, self.cfg.shape.decode_side());
         self.active_convs[old] -= 1;
         let (mut decode_inst, prefill_inst) = hash_pin(
             splitmix64(splitmix64(salted(conv as u64, self.cfg.routing_seed)) ^ ((turn as u64) << 40)),
@@ -888,22 +895,25 @@ impl<'a> Simulation<'a> {
         }
         let r = &self.requests[req];
         let cached = self.instances[r.decode_inst].cached_tokens(r.conv);
-        let (p, d) = self.cfg.policy.cluster();
-        let first_direct = p as usize + (d - self.cfg.policy.direct_decode_instances()) as usize;
-        let route = self.policy.route(&RouteRequest {
-            turn: if affinity_miss { 1 } else { r.turn },
-            num_prompt_tokens: r.num_prompt_tokens,
-            num_cached_on_decode: cached,
-            decode_is_direct: r.decode_inst >= first_direct,
-            decode_is_replica: r.decode_inst < p as usize + self.cfg.policy.replica_instances() as usize,
-            decode_instance: r.decode_inst,
-            decode_backlog_tokens: self.local_backlog_tokens[r.decode_inst],
-            now_ms: self.now.as_ms(),
-            predicted_costs_ms: match self.cfg.policy.stall_weight() {
-                Some(w) if r.turn >= 2 && !affinity_miss => self.predicted_costs_ms(req, w),
-                _ => None,
-            },
-        });
+        // The pinned instance's role fixes the route on R (whole) and D (via P); the router
+        // decides on a pD.
+        let route = match self.cfg.shape.role_of(r.decode_inst) {
+            PoolRole::Replica => RouteKind::Local,
+            PoolRole::Decode => RouteKind::Split,
+            PoolRole::DirectDecode => self.policy.route(&RouteRequest {
+                turn: if affinity_miss { 1 } else { r.turn },
+                num_prompt_tokens: r.num_prompt_tokens,
+                num_cached_on_decode: cached,
+                decode_instance: r.decode_inst,
+                decode_backlog_tokens: self.local_backlog_tokens[r.decode_inst],
+                now_ms: self.now.as_ms(),
+                predicted_costs_ms: match self.cfg.router.stall_weight() {
+                    Some(w) if r.turn >= 2 && !affinity_miss => self.predicted_costs_ms(req, w),
+                    _ => None,
+                },
+            }),
+            PoolRole::Prefill => unreachable!("conversations are pinned to R, D or pD instances"),
+        };
         let conv = r.conv;
         let first = match route {
             RouteKind::Split if self.cfg.pinning == Pinning::LeastLoaded => (0..self.num_prefill)

@@ -13,9 +13,10 @@
 
 use super::*;
 use crate::calibrate::model_file::CalibrationFile;
+use crate::cluster::Shape;
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, InputResult};
-use crate::policy::PolicyConfig;
+use crate::policy::RouterConfig;
 use crate::sim::workload::TimedConversation;
 use crate::sim::Simulation;
 use crate::time::{SimDuration, SimTime};
@@ -73,81 +74,18 @@ pub const VLLM_PPD_CONFIGURATIONS: [&str; 17] = [
     "2R_1P_1pD",
 ];
 
-/// The pools of a vllm-ppd config name: instances of each kind \[count\].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConfigPools {
-    /// `P`: prefill.
-    pub prefill: u32,
-    /// `D`: decode (every turn via P).
-    pub decode: u32,
-    /// `pD`: direct decode (turns ≥ 2 prefilled there).
-    pub direct_decode: u32,
-    /// `R`: replica (prefill and decode).
-    pub replica: u32,
-}
-
-/// Parses a vllm-ppd config name, counts of pools joined by `_` (`1P_2D_1pD`, `2R_1P_1pD`);
-/// `None` for any other part.
-pub fn config_pools(name: &str) -> Option<ConfigPools> {
-    let mut n = ConfigPools::default();
-    for part in name.split('_') {
-        let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let k: u32 = digits.parse().ok()?;
-        let pool = match &part[digits.len()..] {
-            "P" => &mut n.prefill,
-            "D" => &mut n.decode,
-            "pD" => &mut n.direct_decode,
-            "R" => &mut n.replica,
-            _ => return None,
-        };
-        *pool += k;
-    }
-    Some(n)
-}
-
-/// The cluster a vllm-ppd config name describes (`1P_3D`, `1P_3pD`, `1P_2D_1pD`, `4R`, …).
-pub fn policy_for_config(name: &str) -> Option<PolicyConfig> {
-    let ConfigPools {
-        prefill: p,
-        decode: d,
-        direct_decode: pd,
-        replica: r,
-    } = config_pools(name)?;
-    let label = Some(name.to_string());
-    if r > 0 && p > 0 && d + pd > 0 {
-        // Hybrids: replicas beside a disaggregated group (`1R_1P_2D`, `2R_1P_1pD`, …).
-        return Some(PolicyConfig::Mixed {
-            name: label,
-            replica_instances: r,
-            prefill_instances: p,
-            decode_instances: d,
-            direct_decode_instances: pd,
-        });
-    }
-    match (p, d, pd, r) {
-        (0, 0, 0, r) if r > 0 => Some(PolicyConfig::Replication {
-            name: label,
-            instances: r,
-        }),
-        (p, d, 0, 0) if p > 0 && d > 0 => Some(PolicyConfig::Pd {
-            name: label,
-            prefill_instances: p,
-            decode_instances: d,
-        }),
-        (p, 0, pd, 0) if p > 0 && pd > 0 => Some(PolicyConfig::Ppd {
-            name: label,
-            prefill_instances: p,
-            decode_instances: pd,
-        }),
-        (p, d, pd, 0) if p > 0 && d > 0 && pd > 0 => Some(PolicyConfig::Mixed {
-            name: label,
-            replica_instances: 0,
-            prefill_instances: p,
-            decode_instances: d,
-            direct_decode_instances: pd,
-        }),
-        _ => None,
-    }
+/// The cluster a vllm-ppd configuration name describes (`1P_3D`, `1P_3pD`, `1P_2D_1pD`, `4R`,
+/// `2R_1P_1pD`, …; see [`Shape::parse`]) and the router its proxy runs there (`ppd`: R whole, D
+/// via P, pD turn 1 via P and later turns direct); `None` for a name that is not a cluster with a
+/// route.
+pub fn deployment_for_config(name: &str) -> Option<(RouterConfig, Shape)> {
+    let shape = Shape::parse(name)?;
+    let router = RouterConfig::Ppd {
+        name: Some(name.to_string()),
+        clusters: Vec::new(),
+    };
+    router.check_on(&shape).ok()?;
+    Some((router, shape))
 }
 
 /// One comprehensive point: measured and predicted.
@@ -206,7 +144,7 @@ pub fn read_comprehensive(
             "not a vllm-ppd comprehensive point (expected config, workload, qps, turn1, turn2)",
         ));
     };
-    if policy_for_config(cfg).is_none() {
+    if deployment_for_config(cfg).is_none() {
         return Err(InputError::key(
             path,
             "config",
@@ -259,11 +197,11 @@ pub fn simulate_comprehensive_replays(
     seed: u64,
     replicas: u64,
 ) -> Option<ComprehensiveRow> {
-    let policy = policy_for_config(config)?;
+    let (router, shape) = deployment_for_config(config)?;
     let (ctx, kind) = workload.split_once('_')?;
     let (t1_in, t1_out) = comprehensive_turn1(ctx)?;
     let (t2_in, t2_out) = comprehensive_turn2(kind)?;
-    let mut cfg = vllm_ppd_config(policy, cal)?;
+    let mut cfg = vllm_ppd_config(config, router, shape, cal)?;
     cfg.affinity_miss_rate = crate::sim::COMPREHENSIVE_AFFINITY_MISS_RATE;
     let cost = LinearCostModel {
         coefficients: cal.coefficients().ok()?,
@@ -425,7 +363,7 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow], all_knees: bool) -> Stri
     let key = |r: &ComprehensiveRow| (r.workload.clone(), (r.qps * 10.0) as i64);
     for (i, a) in configs.iter().enumerate() {
         for b in &configs[i + 1..] {
-            let (Some(x), Some(y)) = (config_pools(a), config_pools(b)) else {
+            let (Some(x), Some(y)) = (Shape::parse(a), Shape::parse(b)) else {
                 continue;
             };
             if x.prefill != y.prefill

@@ -7,7 +7,6 @@ use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, InputResult};
 use crate::hardware;
 use crate::metrics::RequestRecord;
-use crate::policy::PolicyConfig;
 use crate::scenario::EngineSpec;
 use crate::sim::workload::TimedConversation;
 use crate::sim::Simulation;
@@ -99,11 +98,11 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
     let cost = LinearCostModel {
         coefficients: cal.coefficients().map_err(|m| InputError::file(path, m))?,
     };
+    let (router, _) = crate::validate::mode_deployment("replication").expect("a mode");
     let mut cfg = vllm_ppd_config(
-        PolicyConfig::Replication {
-            name: None,
-            instances: 1,
-        },
+        "replication",
+        router,
+        crate::cluster::Shape::parse("1R").expect("a shape"),
         cal,
     )
     .ok_or_else(|| InputError::file(path, "calibration model or GPU unknown"))?;
@@ -117,6 +116,7 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
     cfg.limits = spec.limits(
         hardware::model(&cal.model).expect("checked"),
         hardware::gpu(&cal.gpu).expect("checked"),
+        1,
     );
     let mut out = Vec::new();
     for ((scenario, n, k, ty, len), trials) in groups {

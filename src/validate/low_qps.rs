@@ -110,7 +110,8 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
 
 /// Simulates one point; returns the rows of its four metrics.
 pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Option<Vec<ValidationRow>> {
-    let cfg = vllm_ppd_config(mode_policy(&p.mode)?, cal)?;
+    let (router, shape) = mode_deployment(&p.mode)?;
+    let cfg = vllm_ppd_config(&p.mode, router, shape, cal)?;
     let cost = LinearCostModel {
         coefficients: cal.coefficients().ok()?,
     };

@@ -3,10 +3,11 @@
 //! files) and [`interference`](mod@interference) (the interference study). Their items are re-exported here.
 
 use crate::calibrate::model_file::CalibrationFile;
+use crate::cluster::Shape;
 use crate::error::{InputError, InputResult};
 use crate::hardware;
 use crate::metrics::LatencyStats;
-use crate::policy::PolicyConfig;
+use crate::policy::RouterConfig;
 use crate::scenario::EngineSpec;
 use crate::sim::{Pinning, SimConfig, TransferMode};
 use std::path::Path;
@@ -25,38 +26,32 @@ pub(crate) fn f(v: &serde_json::Value, k: &str, path: &Path, at: &str) -> InputR
         .ok_or_else(|| InputError::key(path, &format!("{at}.{k}"), "missing or not a number"))
 }
 
-/// The cluster of a low-QPS `mode`: `pd` 2 P + 2 D, `ppd` 2 P + 2 pD, `replication` 4 replicas.
-pub fn mode_policy(mode: &str) -> Option<PolicyConfig> {
-    match mode {
-        "pd" => Some(PolicyConfig::Pd {
-            name: None,
-            prefill_instances: 2,
-            decode_instances: 2,
-        }),
-        "ppd" => Some(PolicyConfig::Ppd {
-            name: None,
-            prefill_instances: 2,
-            decode_instances: 2,
-        }),
-        "replication" => Some(PolicyConfig::Replication {
-            name: None,
-            instances: 4,
-        }),
-        _ => None,
-    }
+/// The router and cluster of a low-QPS `mode`: `pd` on 2 P + 2 D, `ppd` on 2 P + 2 pD,
+/// `replication` on 4 replicas.
+pub fn mode_deployment(mode: &str) -> Option<(RouterConfig, Shape)> {
+    let (name, shape) = match mode {
+        "pd" => ("pd", "2P_2D"),
+        "ppd" => ("ppd", "2P_2pD"),
+        "replication" => ("replication", "4R"),
+        _ => return None,
+    };
+    let router = toml::from_str(&format!("kind = \"{name}\"")).expect("a router kind");
+    Some((router, Shape::parse(shape).expect("a shape")))
 }
 
 /// The simulator configuration of the vllm-ppd deployment (vLLM V1 defaults,
 /// `gpu_memory_utilization` 0.85, `max_model_len` 8192, the benchmark client's 50 connections and
-/// 120 s timeout, serialized overheads) running `policy`; `None` if the calibration's model or
-/// GPU is unknown.
-pub fn vllm_ppd_config(policy: PolicyConfig, cal: &CalibrationFile) -> Option<SimConfig> {
+/// 120 s timeout, serialized overheads) running `router` on a cluster of `shape`, named `name`
+/// in outputs; `None` if the calibration's model or GPU is unknown.
+pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &CalibrationFile) -> Option<SimConfig> {
     let model = hardware::model(&cal.model)?;
     let gpu = hardware::gpu(&cal.gpu)?;
     let (handoff_p_ms, handoff_d_ms) = cal.pd_handoff_services_ms();
     Some(SimConfig {
-        policy,
-        limits: EngineSpec::default().limits(model, gpu),
+        name: name.to_string(),
+        router,
+        shape,
+        limits: EngineSpec::default().limits(model, gpu, 1),
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: cal.kv_transfer.bandwidth_gbps,
         link_latency_ms: cal.kv_transfer.latency_ms,

@@ -176,14 +176,14 @@ fn trace_arrivals_replay_the_recorded_times() {
 #[test]
 fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
     let cases = [
-        ("unknown_policy_key.toml", "threshold"),
-        ("unknown_policy_kind.toml", "magic"),
-        ("zero_prefill.toml", "prefill_instances >= 1"),
+        ("unknown_router_key.toml", "threshold"),
+        ("unknown_router_kind.toml", "magic"),
+        ("zero_prefill.toml", "has no prefill pool"),
         ("missing_trace.toml", "missing.jsonl"),
         ("unknown_gpu.toml", "unknown GPU `tpu-v9`"),
         ("misspelled_link_key.toml", "bandwith_gbps"),
         ("trace_and_synthetic.toml", "exactly one of `trace`"),
-        ("affinity_miss_not_a_fraction.toml", "router.affinity_miss_rate"),
+        ("affinity_miss_not_a_fraction.toml", "proxy.affinity_miss_rate"),
         ("negative_overhead.toml", "overheads.request_overhead_ms"),
         (
             "hysteresis_levels_reversed.toml",
@@ -347,27 +347,27 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "2 rates × 1 seed × 5 policies = 10 runs of small",
+            "2 rates × 1 seed × 5 policies = 10 runs of small-adaptive",
         ))
         // Tables have a row per variant (named by its swept keys) and a column per rate, so they
         // stay narrow however long the variant names.
         .stdout(predicate::str::contains(
-            "  ppd decode_instances=2 prefill_instances=1   ",
+            "  adaptive max_local_append_tokens=4096 min_cache_rate=0.0   ",
         ))
         .stdout(predicate::function(|s: &str| {
             s.lines().all(|l| l.chars().count() <= 100)
         }));
-    let stem = out.join("plots/heatmap_ppd_ttft_turn2plus_p50_ms");
+    let stem = out.join("plots/heatmap_adaptive_ttft_turn2plus_p50_ms");
     assert!(stem.with_extension("png").is_file());
-    // Only the varied policy gets a heatmap.
+    // Only the varied router gets a heatmap.
     assert!(!out.join("plots/heatmap_pd_ttft_turn2plus_p50_ms.png").exists());
     // Two keys varied together: a real grid, one key per axis, one panel per load, with the
     // colour bar's unit; each cell's value is the sweep.csv value (one seed, so the mean is the
     // value) with 3 significant digits.
     let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
     for text in [
-        ">\ndecode_instances\n</text>",
-        ">\nprefill_instances\n</text>",
+        ">\nmax_local_append_tokens\n</text>",
+        ">\nmin_cache_rate\n</text>",
         ">\n1 new conversations / s\n</text>",
         ">\n2 new conversations / s\n</text>",
         ">\nTTFT, turns ≥ 2 [ms]\n</text>",
@@ -380,7 +380,7 @@ fn sweep_heatmaps_show_each_variant_and_plot_redraws_identical_files() {
     let mut cells = 0;
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
-        let Some(settings) = f[2].strip_prefix("ppd[") else {
+        let Some(settings) = f[2].strip_prefix("adaptive[") else {
             continue;
         };
         let label = settings.trim_end_matches(']').replace("][", ", ");
@@ -999,55 +999,37 @@ fn worst_points_rank_by_absolute_turn2_error_below_saturation_only() {
 
 #[test]
 fn comprehensive_configs_map_to_clusters() {
-    use ppdsim::policy::PolicyConfig;
-    use ppdsim::validate::policy_for_config;
-    assert!(matches!(
-        policy_for_config("1P_3D"),
-        Some(PolicyConfig::Pd {
-            prefill_instances: 1,
-            decode_instances: 3,
-            ..
-        })
-    ));
-    assert!(matches!(
-        policy_for_config("1P_3pD"),
-        Some(PolicyConfig::Ppd {
-            prefill_instances: 1,
-            decode_instances: 3,
-            ..
-        })
-    ));
-    assert!(matches!(
-        policy_for_config("1P_2D_1pD"),
-        Some(PolicyConfig::Mixed {
-            prefill_instances: 1,
-            decode_instances: 2,
-            direct_decode_instances: 1,
-            ..
-        })
-    ));
-    assert!(matches!(
-        policy_for_config("4R"),
-        Some(PolicyConfig::Replication { instances: 4, .. })
-    ));
-    assert!(policy_for_config("2X").is_none());
+    use ppdsim::cluster::Shape;
+    use ppdsim::validate::deployment_for_config;
+    let shape = |name: &str| deployment_for_config(name).map(|(r, s)| (r.kind(), r.name(), s));
+    let counts = |p, r, d, pd| Shape {
+        prefill: p,
+        replica: r,
+        decode: d,
+        direct_decode: pd,
+    };
+    // The proxy (the ppd router) on each configuration's pools, named by the configuration.
+    assert_eq!(shape("1P_3D"), Some(("ppd", "1P_3D".into(), counts(1, 0, 3, 0))));
+    assert_eq!(shape("1P_3pD"), Some(("ppd", "1P_3pD".into(), counts(1, 0, 0, 3))));
+    assert_eq!(
+        shape("1P_2D_1pD"),
+        Some(("ppd", "1P_2D_1pD".into(), counts(1, 0, 2, 1)))
+    );
+    assert_eq!(shape("4R"), Some(("ppd", "4R".into(), counts(0, 4, 0, 0))));
+    assert_eq!(
+        shape("2R_1P_1pD"),
+        Some(("ppd", "2R_1P_1pD".into(), counts(1, 2, 0, 1)))
+    );
+    assert!(shape("2X").is_none());
+    // No route: D or pD without P.
+    assert!(shape("2D").is_none() && shape("1R_1pD").is_none());
     // Every one of vllm-ppd's 17 configurations parses into its pools (4 GPUs each).
     for name in ppdsim::validate::VLLM_PPD_CONFIGURATIONS {
-        let p = policy_for_config(name).unwrap_or_else(|| panic!("{name}"));
-        let (prefill, decode_side) = p.cluster();
-        assert_eq!(prefill + decode_side, 4, "{name}");
-        assert!(p.validate().is_ok(), "{name}");
+        let (router, s) = deployment_for_config(name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(s.total(), 4, "{name}");
+        assert_eq!(s.name(), name);
+        assert!(router.check_on(&s).is_ok(), "{name}");
     }
-    assert!(matches!(
-        policy_for_config("2R_1P_1pD"),
-        Some(PolicyConfig::Mixed {
-            replica_instances: 2,
-            prefill_instances: 1,
-            decode_instances: 0,
-            direct_decode_instances: 1,
-            ..
-        })
-    ));
 }
 
 #[test]
@@ -1198,7 +1180,7 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
             "--set",
             "workload.arrival.rate_per_s=8",
             "--set",
-            "policy.1.decode_instances=2",
+            "cluster.0.shape=\"1P_2pD\"",
         ])
         .arg("-o")
         .arg(&out)
@@ -1209,10 +1191,10 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
         toml::from_str(&std::fs::read_to_string(out.join("scenario.resolved.toml")).unwrap()).unwrap();
     assert_eq!(resolved["workload"]["arrival"]["rate_per_s"].as_float(), Some(8.0));
     assert_eq!(
-        resolved["policy"].as_array().unwrap()[1]["decode_instances"].as_integer(),
-        Some(2)
+        resolved["cluster"].as_array().unwrap()[0]["shape"].as_str(),
+        Some("1P_2pD")
     );
-    // The ppd policy's second D shows up in the records.
+    // The ppd router's second pD shows up in the records.
     let requests = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     assert!(requests.lines().any(|l| l.starts_with("ppd,") && l.contains(",D1,")));
     // A value the file refuses is an invalid input (3); an override that cannot apply, a usage
@@ -1220,7 +1202,7 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
     for (set, needle, code) in [
         ("workload.arrival.rate_per_s=-8", "workload.arrival.rate_per_s", 3),
         ("colour=3", "unknown field `colour`", 3),
-        ("policy.7.decode_instances=2", "index 7 is outside the array of 2", 2),
+        ("router.7.kind=\"pd\"", "index 7 is outside the array of 2", 2),
         ("seed", "expected KEY=VALUE", 2),
     ] {
         ppdsim()
@@ -1773,17 +1755,36 @@ fn heterogeneous_pools_run_each_instance_on_its_own_gpu_and_rerun_from_the_resol
     };
     // Decode on H20 (4.0 TB/s HBM against H100's 3.35): a decode step reads the weights faster,
     // so PD's TPOT drops below the all-H100 cluster's (β0 × 0.838).
-    assert!(
-        tpot(&sa, "pd") < tpot(&sh, "pd") * 0.95,
-        "{} vs {}",
-        tpot(&sa, "pd"),
-        tpot(&sh, "pd")
-    );
-    // The resolved scenario keeps the pool (its path relative to the results directory) and
+    let pd_h20 = tpot(&sa, "pd@h100-P_h20-pD");
+    assert!(pd_h20 < tpot(&sh, "pd") * 0.95, "{pd_h20} vs {}", tpot(&sh, "pd"));
+    // The hybrid cluster (R and P on H100, D and pD on H20) runs every router end to end: a
+    // conversation pinned to R0 is served whole there, on D0 every turn goes via P, on D1 (the
+    // pD) PD splits every turn and PPD splits only turn 1.
+    let requests = std::fs::read_to_string(a.join("requests.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(requests.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    let col = |k: &str| header.iter().position(|h| h == k).unwrap();
+    let (policy, inst, route, turn) = (col("policy"), col("decode_instance"), col("route"), col("turn"));
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows.records().map(Result::unwrap) {
+        if !r[policy].ends_with("@hybrid") {
+            continue;
+        }
+        seen.insert((r[policy].to_string(), r[inst].to_string()));
+        let expect = match (&r[policy], &r[inst], &r[turn]) {
+            (_, "R0", _) => "local",
+            (_, "D0", _) | ("pd@hybrid", "D1", _) | ("ppd@hybrid", "D1", "1") => "split",
+            ("ppd@hybrid", "D1", _) => "local",
+            _ => continue,
+        };
+        assert_eq!(&r[route], expect, "{:?}", r);
+    }
+    assert_eq!(seen.len(), 9, "every router reached R0, D0 and D1: {seen:?}");
+    // The resolved scenario keeps the pools (their paths relative to the results directory) and
     // re-runs as it is.
     let resolved = std::fs::read_to_string(a.join("scenario.resolved.toml")).unwrap();
     assert!(
-        resolved.contains("[pools.decode]") && resolved.contains("gpu = \"h20\""),
+        resolved.contains("[[cluster.pool]]") && resolved.contains("gpu = \"h20\""),
         "{resolved}"
     );
     run(&a.join("scenario.resolved.toml"), &[], &b);
@@ -1795,11 +1796,11 @@ fn heterogeneous_pools_run_each_instance_on_its_own_gpu_and_rerun_from_the_resol
     ppdsim()
         .arg("run")
         .arg(&het)
-        .args(["--set", "pools.decode.gpu=\"tpu-v9\"", "-o"])
+        .args(["--set", "cluster.0.pool.1.gpu=\"tpu-v9\"", "-o"])
         .arg(dir.path().join("bad"))
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("pools.decode.gpu"));
+        .stderr(predicate::str::contains("cluster[0].pool[1].gpu"));
 }
 
 #[test]
@@ -1830,20 +1831,16 @@ fn kv_capacity_is_the_smallest_over_the_pools() {
         .stdout(predicate::str::contains("KV capacity 120960 tokens/instance"));
     let cal = root().join("calibration/h100-llama3.1-8b.json");
     let pool = format!(
-        "pools.decode={{gpu=\"h100-sxm\", calibration={:?}}}",
+        "cluster.0={{pool=[{{role=\"prefill\", count=1}}, {{role=\"direct-decode\", count=1, gpu=\"h100-sxm\", calibration={:?}}}]}}",
         cal.display().to_string()
     );
     run(&["--set", &pool], "mixed")
         .success()
         .stdout(predicate::str::contains("KV capacity 8528 tokens/instance"));
     // A pool whose GPU holds no KV after the weights is refused by key.
-    let none = format!(
-        "pools.decode={{gpu=\"h100-sxm\", calibration={:?}}}",
-        cal.display().to_string()
-    );
-    run(&["--set", &none, "--set", "engine.gpu_memory_utilization=0.2"], "none")
+    run(&["--set", &pool, "--set", "engine.gpu_memory_utilization=0.2"], "none")
         .code(3)
         .stderr(predicate::str::contains(
-            "(key `pools.decode.gpu`): h100-sxm leaves no memory for KV",
+            "(key `cluster[0].pool[1].gpu`): h100-sxm × 1 leaves no memory for KV",
         ));
 }

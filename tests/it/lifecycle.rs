@@ -6,9 +6,10 @@
 //! * one conversation starting at 0: turn 1 = 100 user → 3 answer tokens, think 1 s,
 //!   turn 2 = 20 user → 2 answer tokens; no template tokens; block size 16.
 
+use ppdsim::cluster::Shape;
 use ppdsim::cost_model::ConstantCostModel;
 use ppdsim::metrics::{RequestRecord, RouteKind};
-use ppdsim::policy::PolicyConfig;
+use ppdsim::policy::RouterConfig;
 use ppdsim::sim::instance::EngineLimits;
 use ppdsim::sim::workload::TimedConversation;
 use ppdsim::sim::{Event, SimConfig, Simulation, TransferMode};
@@ -17,9 +18,22 @@ use ppdsim::trace::Turn;
 
 const KV: u64 = 131_072;
 
-pub fn config(policy: PolicyConfig, token_budget: u32) -> SimConfig {
+/// A router and the shape of the cluster it runs on.
+pub type Deploy = (RouterConfig, Shape);
+
+/// The router written as TOML (`kind = "pd"`) on a cluster of vllm-ppd shape `shape` (`1P_1pD`).
+pub fn on(router: &str, shape: &str) -> Deploy {
+    (
+        toml::from_str(router).expect("a router table"),
+        Shape::parse(shape).expect("a cluster shape"),
+    )
+}
+
+pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
     SimConfig {
-        policy,
+        name: router.name(),
+        router,
+        shape,
         limits: EngineLimits {
             token_budget,
             max_num_seqs: 64,
@@ -71,27 +85,19 @@ fn conversation() -> Vec<TimedConversation> {
     }]
 }
 
-fn run(policy: PolicyConfig, budget: u32) -> Vec<RequestRecord> {
+fn run(policy: Deploy, budget: u32) -> Vec<RequestRecord> {
     run_cfg(config(policy, budget), conversation())
 }
 
-fn pd() -> PolicyConfig {
-    PolicyConfig::Pd {
-        name: None,
-        prefill_instances: 1,
-        decode_instances: 1,
-    }
+fn pd() -> Deploy {
+    on(r#"kind = "pd""#, "1P_1pD")
 }
-fn ppd() -> PolicyConfig {
-    PolicyConfig::Ppd {
-        name: None,
-        prefill_instances: 1,
-        decode_instances: 1,
-    }
+fn ppd() -> Deploy {
+    on(r#"kind = "ppd""#, "1P_1pD")
 }
 
-fn replication(instances: u32) -> PolicyConfig {
-    PolicyConfig::Replication { name: None, instances }
+fn replication(instances: u32) -> Deploy {
+    on(r#"kind = "replication""#, &format!("{instances}R"))
 }
 
 fn close(a: f64, b: f64) {
@@ -173,13 +179,15 @@ fn replication_two_turns_by_hand() {
 #[test]
 fn adaptive_threshold_picks_local_or_split() {
     // D holds 102 tokens of the 123-token prompt: m = 21.
-    let adaptive = |max_local_append_tokens| PolicyConfig::Adaptive {
-        name: None,
-        prefill_instances: 1,
-        decode_instances: 1,
-        max_local_append_tokens,
-        min_cache_rate: 0.3,
-        hysteresis: None,
+    let adaptive = |max_local_append_tokens| {
+        let router = RouterConfig::Adaptive {
+            name: None,
+            clusters: vec![],
+            max_local_append_tokens,
+            min_cache_rate: 0.3,
+            hysteresis: None,
+        };
+        (router, Shape::parse("1P_1pD").unwrap())
     };
     let local = run(adaptive(22), 8192);
     close(local[1].ttft_ms, 12.0);
@@ -197,13 +205,15 @@ fn hysteresis_sends_turns_remote_while_the_backlog_is_high() {
     // of 123), and none has its first token yet when the next is routed: the backlog each sees is
     // 0, 21, 42, 63. Levels high 42 / low 21: local, local, then remote (42 ≥ 42) and remote (63
     // is above low). A fifth conversation, 0.5 s later, finds the backlog drained (0 ≤ 21): local.
-    let adaptive = |hysteresis| PolicyConfig::Adaptive {
-        name: None,
-        prefill_instances: 1,
-        decode_instances: 1,
-        max_local_append_tokens: 1000,
-        min_cache_rate: 0.0,
-        hysteresis,
+    let adaptive = |hysteresis| {
+        let router = RouterConfig::Adaptive {
+            name: None,
+            clusters: vec![],
+            max_local_append_tokens: 1000,
+            min_cache_rate: 0.0,
+            hysteresis,
+        };
+        (router, Shape::parse("1P_1pD").unwrap())
     };
     let convs = || -> Vec<TimedConversation> {
         (0..5)
@@ -335,11 +345,7 @@ fn pd_handoff_serializes_per_p_instance_only() {
     // Two conversations at once on 2 P + 2 D, each turn 100 → 3 tokens; P's API server takes 2 ms
     // per request (serialized per instance), prefill 10 ms, KV link 1 ms + 13.107 ms, handoff 3 ms
     // of P-side work, D's 1-token step 10 ms.
-    let pd = PolicyConfig::Pd {
-        name: None,
-        prefill_instances: 2,
-        decode_instances: 2,
-    };
+    let pd = on(r#"kind = "pd""#, "2P_2pD");
     let (mut apart, mut together) = (None, None);
     for seed in 0..64 {
         let mut cfg = config(pd.clone(), 8192);
@@ -420,19 +426,7 @@ fn mixed_pool_routes_turn2_by_the_pinned_instance_kind() {
             ..conversation().remove(0)
         })
         .collect();
-    let r = run_cfg(
-        config(
-            PolicyConfig::Mixed {
-                name: None,
-                replica_instances: 0,
-                prefill_instances: 1,
-                decode_instances: 1,
-                direct_decode_instances: 1,
-            },
-            8192,
-        ),
-        convs,
-    );
+    let r = run_cfg(config(on(r#"kind = "ppd""#, "1P_1D_1pD"), 8192), convs);
     for x in r.iter().filter(|x| x.turn == 2) {
         let expect = if x.decode_instance == "D1" {
             RouteKind::Local
@@ -604,14 +598,7 @@ fn affinity_miss_rate_is_the_fraction_of_rerouted_turns() {
     // 3,000 two-turn conversations on PPD 1P+3pD: the share of turn-2 requests on the split route
     // is the miss rate (2/9, vllm-ppd's comprehensive benchmark) within sampling error
     // (σ = √(p(1−p)/n) = 0.0076 → ±4σ = 0.03).
-    let mut cfg = config(
-        PolicyConfig::Ppd {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 3,
-        },
-        8192,
-    );
+    let mut cfg = config(on(r#"kind = "ppd""#, "1P_3pD"), 8192);
     cfg.affinity_miss_rate = ppdsim::sim::COMPREHENSIVE_AFFINITY_MISS_RATE;
     let convs: Vec<TimedConversation> = (0..3000)
         .map(|i| {
@@ -651,11 +638,7 @@ fn routing_seed_draws_another_placement_with_the_same_shares() {
             })
             .collect()
     };
-    let pd3 = || PolicyConfig::Pd {
-        name: None,
-        prefill_instances: 1,
-        decode_instances: 3,
-    };
+    let pd3 = || on(r#"kind = "pd""#, "1P_3pD");
     let place = |seed: u64| -> Vec<String> {
         let mut cfg = config(pd3(), 8192);
         cfg.routing_seed = seed;
@@ -681,7 +664,7 @@ fn routing_seed_draws_another_placement_with_the_same_shares() {
 fn prompt_overhead_is_paid_at_every_api_server() {
     // 0.01 ms per prompt token: a direct turn pays it once, a split turn at P and again at D.
     let per_token = 0.01;
-    let with = |policy: PolicyConfig| {
+    let with = |policy: Deploy| {
         let mut cfg = config(policy, 8192);
         cfg.prompt_ms_per_token = per_token;
         run_cfg(cfg, conversation())
@@ -786,7 +769,7 @@ fn prefill_pool_on_another_gpu_runs_at_its_own_speed() {
     let cfg = config(pd(), 8192);
     let limits = cfg.limits;
     let r = Simulation::new(cfg, &fast, conversation())
-        .with_pool(false, &slow, limits)
+        .with_pool(0..1, &slow, limits)
         .run()
         .records;
     // Turn 1 as in pd_two_turns_by_hand, but P's step takes 2→32 ms: transfer → 46.107, handoff →
@@ -798,7 +781,7 @@ fn prefill_pool_on_another_gpu_runs_at_its_own_speed() {
     // step → 59.107 (first token), decode steps of 30 ms → 119.107.
     let cfg = config(pd(), 8192);
     let r = Simulation::new(cfg, &fast, conversation())
-        .with_pool(true, &slow, limits)
+        .with_pool(1..2, &slow, limits)
         .run()
         .records;
     close(r[0].ttft_ms, 59.107);

@@ -2,48 +2,31 @@
 
 use ppdsim::cost_model::{IterationCoefficients, LinearCostModel};
 use ppdsim::metrics::RouteKind;
-use ppdsim::policy::PolicyConfig;
 use ppdsim::sim::workload::TimedConversation;
 use ppdsim::sim::Simulation;
 use ppdsim::time::{SimDuration, SimTime};
 use ppdsim::trace::Turn;
 use proptest::prelude::*;
 
-fn policies() -> Vec<PolicyConfig> {
+/// Every router, on clusters with every role: D and pD pools side by side, replicas beside a
+/// PD group, replicas alone.
+fn policies() -> Vec<super::lifecycle::Deploy> {
+    use super::lifecycle::on;
     vec![
-        PolicyConfig::Pd {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 2,
-        },
-        PolicyConfig::Ppd {
-            name: None,
-            prefill_instances: 2,
-            decode_instances: 1,
-        },
-        PolicyConfig::Replication {
-            name: None,
-            instances: 2,
-        },
-        PolicyConfig::Adaptive {
-            name: None,
-            prefill_instances: 1,
-            decode_instances: 2,
-            max_local_append_tokens: 64,
-            min_cache_rate: 0.2,
-            hysteresis: None,
-        },
-        PolicyConfig::Adaptive {
-            name: Some("adaptive-hysteresis".into()),
-            prefill_instances: 1,
-            decode_instances: 2,
-            max_local_append_tokens: 256,
-            min_cache_rate: 0.0,
-            hysteresis: Some(ppdsim::policy::Hysteresis {
-                high_backlog_tokens: 200,
-                low_backlog_tokens: 50,
-            }),
-        },
+        on(r#"kind = "pd""#, "1P_2pD"),
+        on(r#"kind = "ppd""#, "2P_1pD"),
+        on(r#"kind = "ppd""#, "1R_1P_1D_1pD"),
+        on(r#"kind = "replication""#, "2R"),
+        on(r#"kind = "replication""#, "1P_1D_1pD"),
+        on(
+            "kind = \"adaptive\"\nmax_local_append_tokens = 64\nmin_cache_rate = 0.2",
+            "1P_2pD",
+        ),
+        on(
+            "kind = \"adaptive\"\nname = \"adaptive-hysteresis\"\nmax_local_append_tokens = 256\nhysteresis = { high_backlog_tokens = 200, low_backlog_tokens = 50 }",
+            "1P_2pD",
+        ),
+        on(r#"kind = "predictive""#, "1R_1P_2pD"),
     ]
 }
 
@@ -77,6 +60,7 @@ proptest! {
         let cost = LinearCostModel { coefficients: IterationCoefficients::from_array([5.0, 0.02, 1e-5, 0.01, 7e-5]) };
         let total_turns: usize = convs.iter().map(|c| c.turns.len()).sum();
         for (k, p) in policies().into_iter().enumerate() {
+            let (kind, shape) = (p.0.kind(), p.1);
             let mut cfg = super::lifecycle::config(p, budget);
             // Alternate the client pool and the pinning rule across policies.
             cfg.client_max_connections = if k % 2 == 0 { Some(3) } else { None };
@@ -115,6 +99,22 @@ proptest! {
                 }
                 if let Some(t) = rec.tpot_ms {
                     prop_assert!(t > 0.0 && rec.num_output_tokens > 1);
+                }
+                // The pinned instance's role fixes the route on R (whole) and D (via P); on a pD
+                // the pd router always splits and the replication router never does.
+                let d: usize = rec.decode_instance[1..].parse().unwrap();
+                let role = if rec.decode_instance.starts_with('R') {
+                    ppdsim::cluster::PoolRole::Replica
+                } else {
+                    shape.role_of(shape.prefill as usize + shape.replica as usize + d)
+                };
+                let expect = match (role, kind) {
+                    (ppdsim::cluster::PoolRole::Replica, _) | (_, "replication") if role != ppdsim::cluster::PoolRole::Decode => Some(RouteKind::Local),
+                    (ppdsim::cluster::PoolRole::Decode, _) | (_, "pd") => Some(RouteKind::Split),
+                    _ => None,
+                };
+                if let Some(e) = expect {
+                    prop_assert_eq!(rec.route, e, "{} on {}", kind, rec.decode_instance);
                 }
             }
         }

@@ -20,7 +20,7 @@ BASE = {
     "workload": f'\n[workload]\ntrace = "{ROOT}traces/sharegpt-3000.jsonl"\nnum_conversations = 5\narrival = {{ kind = "poisson", rate_per_s = 1.0 }}\nthink_time = {{ kind = "constant", value_s = 0.0 }}\n',
     "extra": "",
     "slo": "\n[slo]\nttft_ms = 500.0\ntpot_ms = 50.0\n",
-    "policy": '\n[[policy]]\nkind = "pd"\nprefill_instances = 1\ndecode_instances = 1\n',
+    "policy": '\n[[cluster]]\nshape = "1P_1pD"\n\n[[router]]\nkind = "pd"\n',
 }
 
 def scenario(name, **parts):
@@ -90,9 +90,18 @@ for key, vals in {
         tag = v.strip('"').replace(".", "p").replace("-", "neg")
         scenario(f"engine_{key}_{tag}", extra=f"\n[engine]\n{key} = {v}\n")
 scenario("engine_unknown_key", extra="\n[engine]\nmax_batch = 4\n")
-scenario("pools_gpu_unknown", extra=f'\n[pools.decode]\ngpu = "tpu-v9"\ncalibration = "{ROOT}calibration/h20-llama3.1-8b-roofline.json"\n')
-scenario("pools_calibration_missing", extra='\n[pools.prefill]\ngpu = "h20"\ncalibration = "nowhere.json"\n')
-scenario("pools_unknown_role", extra=f'\n[pools.router]\ngpu = "h20"\ncalibration = "{ROOT}calibration/h20-llama3.1-8b-roofline.json"\n')
+H20 = f'calibration = "{ROOT}calibration/h20-llama3.1-8b-roofline.json"'
+def pool_cluster(pool):
+    return f'\n[[cluster]]\n[[cluster.pool]]\nrole = "prefill"\ncount = 1\n[[cluster.pool]]\n{pool}\n\n[[router]]\nkind = "pd"\n'
+scenario("pool_gpu_unknown", policy=pool_cluster(f'role = "decode"\ncount = 1\ngpu = "tpu-v9"\n{H20}'))
+scenario("pool_calibration_missing", policy=pool_cluster('role = "decode"\ncount = 1\ngpu = "h20"\ncalibration = "nowhere.json"'))
+scenario("pool_calibration_needed", policy=pool_cluster('role = "decode"\ncount = 1\ngpu = "h20"'))
+scenario("pool_calibration_wrong_gpu", policy=pool_cluster(f'role = "decode"\ncount = 1\ngpu = "a100-sxm-80gb"\n{H20}'))
+scenario("pool_calibration_wrong_tp", policy=pool_cluster(f'role = "decode"\ncount = 1\ngpu = "h20"\ntp = 2\n{H20}'))
+scenario("pool_tp_zero", policy=pool_cluster(f'role = "decode"\ncount = 1\ngpu = "h20"\ntp = 0\n{H20}'))
+scenario("pool_role_unknown", policy=pool_cluster('role = "router"\ncount = 1'))
+scenario("pool_count_zero", policy=pool_cluster('role = "decode"\ncount = 0'))
+scenario("pool_unknown_key", policy=pool_cluster('role = "decode"\ncount = 1\nmemory_gib = 80'))
 for key, vals in {"bandwidth_gbps": ["0.0", "-1.0", "nan", "inf", "1e-300"], "latency_ms": ["-1.0", "nan", "inf"], "transfer": ['"partial"']}.items():
     for v in vals:
         tag = v.strip('"').replace(".", "p").replace("-", "neg")
@@ -107,24 +116,37 @@ for key, vals in {"max_connections": ["0"], "request_timeout_s": ["0.0", "-1.0",
         tag = v.strip('"').replace(".", "p").replace("-", "neg")
         scenario(f"client_{key}_{tag}", extra=f"\n[client]\n{key} = {v}\n")
 for v in ["-0.1", "1.5", "nan"]:
-    scenario(f"router_affinity_miss_rate_{v.replace('.', 'p').replace('-', 'neg')}", extra=f"\n[router]\naffinity_miss_rate = {v}\n")
-scenario("router_pinning_unknown", extra='\n[router]\npinning = "random"\n')
+    scenario(f"proxy_affinity_miss_rate_{v.replace('.', 'p').replace('-', 'neg')}", extra=f"\n[proxy]\naffinity_miss_rate = {v}\n")
+scenario("proxy_pinning_unknown", extra='\n[proxy]\npinning = "random"\n')
 for key in ["ttft_ms", "tpot_ms"]:
     for tag, v in {"zero": "0.0", "neg": "-1.0", "nan": "nan", "inf": "inf"}.items():
         slo = BASE["slo"].replace(f"{key} = ", f"{key} = {v} #")
         scenario(f"slo_{key}_{tag}", slo=slo)
 scenario("slo_missing", slo="")
-scenario("policy_none", policy="")
-scenario("policy_kind_unknown", policy='\n[[policy]]\nkind = "magic"\n')
-scenario("policy_pd_zero_prefill", policy='\n[[policy]]\nkind = "pd"\nprefill_instances = 0\ndecode_instances = 1\n')
-scenario("policy_pd_zero_decode", policy='\n[[policy]]\nkind = "pd"\nprefill_instances = 1\ndecode_instances = 0\n')
-scenario("policy_replication_zero", policy='\n[[policy]]\nkind = "replication"\ninstances = 0\n')
-scenario("policy_replication_huge", policy='\n[[policy]]\nkind = "replication"\ninstances = 100000000\n')
-scenario("policy_unknown_key", policy='\n[[policy]]\nkind = "ppd"\nprefill_instances = 1\ndecode_instances = 1\nthreshold = 3\n')
-scenario("policy_duplicate_names", policy='\n[[policy]]\nkind = "pd"\nprefill_instances = 1\ndecode_instances = 1\n\n[[policy]]\nkind = "pd"\nprefill_instances = 2\ndecode_instances = 2\n')
-scenario("policy_adaptive_cache_rate", policy='\n[[policy]]\nkind = "adaptive"\nprefill_instances = 1\ndecode_instances = 1\nmax_local_append_tokens = 512\nmin_cache_rate = 1.5\n')
-scenario("policy_adaptive_hysteresis_reversed", policy='\n[[policy]]\nkind = "adaptive"\nprefill_instances = 1\ndecode_instances = 1\nmax_local_append_tokens = 512\nhysteresis = { high_backlog_tokens = 100, low_backlog_tokens = 4096 }\n')
-scenario("policy_mixed_no_prefill", policy='\n[[policy]]\nkind = "mixed"\nprefill_instances = 0\ndecode_instances = 1\ndirect_decode_instances = 1\n')
+C = '\n[[cluster]]\nshape = "1P_1pD"\n'
+scenario("cluster_none", policy='\n[[router]]\nkind = "pd"\n')
+scenario("router_none", policy=C)
+scenario("router_kind_unknown", policy=C + '\n[[router]]\nkind = "magic"\n')
+scenario("cluster_shape_unknown", policy='\n[[cluster]]\nshape = "2X_1D"\n\n[[router]]\nkind = "pd"\n')
+scenario("cluster_shape_and_pools", policy='\n[[cluster]]\nshape = "1P_1D"\n[[cluster.pool]]\nrole = "replica"\ncount = 1\n\n[[router]]\nkind = "pd"\n')
+scenario("cluster_empty", policy='\n[[cluster]]\nname = "nothing"\n\n[[router]]\nkind = "pd"\n')
+scenario("cluster_decode_without_prefill", policy='\n[[cluster]]\nshape = "2D"\n\n[[router]]\nkind = "pd"\n')
+scenario("cluster_prefill_only", policy='\n[[cluster]]\nshape = "2P"\n\n[[router]]\nkind = "pd"\n')
+scenario("cluster_huge", policy='\n[[cluster]]\nshape = "100000000R"\n\n[[router]]\nkind = "replication"\n')
+scenario("cluster_duplicate_names", policy=C + C + '\n[[router]]\nkind = "pd"\n')
+scenario("cluster_name_dotdot", policy='\n[[cluster]]\nname = ".."\nshape = "1P_1pD"\n\n[[router]]\nkind = "pd"\n')
+scenario("router_direct_decode_without_prefill", policy='\n[[cluster]]\nshape = "2pD"\n\n[[router]]\nkind = "ppd"\n')
+scenario("router_unknown_key", policy=C + '\n[[router]]\nkind = "ppd"\nthreshold = 3\n')
+scenario("router_unknown_cluster", policy=C + '\n[[router]]\nkind = "ppd"\nclusters = ["4R"]\n')
+scenario("router_duplicate_names", policy=C + '\n[[router]]\nkind = "pd"\n\n[[router]]\nkind = "pd"\n')
+scenario("router_adaptive_cache_rate", policy=C + '\n[[router]]\nkind = "adaptive"\nmax_local_append_tokens = 512\nmin_cache_rate = 1.5\n')
+scenario("router_adaptive_hysteresis_reversed", policy=C + '\n[[router]]\nkind = "adaptive"\nmax_local_append_tokens = 512\nhysteresis = { high_backlog_tokens = 100, low_backlog_tokens = 4096 }\n')
+scenario("router_predictive_weight_negative", policy=C + '\n[[router]]\nkind = "predictive"\nstall_weight = -1.0\n')
+# The form before clusters and routers were declared apart: refused, naming the new keys.
+scenario("old_form_policy", policy='\n[[policy]]\nkind = "pd"\nprefill_instances = 2\ndecode_instances = 2\n\n[[policy]]\nkind = "mixed"\nreplica_instances = 1\nprefill_instances = 1\ndecode_instances = 1\ndirect_decode_instances = 1\n')
+scenario("old_form_router_table", extra='\n[router]\npinning = "hash"\n', policy='\n[[policy]]\nkind = "replication"\ninstances = 4\n')
+scenario("old_form_router_table_beside_routers", extra='\n[router]\npinning = "hash"\n')
+scenario("old_form_pools", extra=f'\n[pools.decode]\ngpu = "h20"\n{H20}\n')
 
 write("scenarios", "empty_prompt_trace.jsonl", '{"id":"ok","turns":[{"user_tokens":5,"assistant_tokens":3}]}\n\n{"id":"silent","turns":[{"user_tokens":0,"assistant_tokens":3}]}\n')
 scenario("trace_empty_prompt", workload='\n[workload]\ntrace = "empty_prompt_trace.jsonl"\nnum_conversations = 2\narrival = { kind = "burst" }\nthink_time = { kind = "constant", value_s = 0.0 }\ntemplate_tokens_per_message = 0\n')
@@ -144,9 +166,11 @@ sweep("metrics_empty", "rates_per_s = [1.0]\nmetrics = []\n")
 sweep("metrics_unknown", 'rates_per_s = [1.0]\nmetrics = ["latency"]\n')
 sweep("target_zero", "rates_per_s = [1.0]\nslo_attainment_target = 0.0\n")
 sweep("target_above_one", "rates_per_s = [1.0]\nslo_attainment_target = 1.5\n")
-sweep("vary_unknown_policy", 'rates_per_s = [1.0]\n[[vary]]\npolicy = "nope"\nkey = "prefill_instances"\nvalues = [1]\n')
-sweep("vary_unknown_key", 'rates_per_s = [1.0]\n[[vary]]\npolicy = "pd"\nkey = "threshold"\nvalues = [1]\n')
-sweep("vary_bad_value", 'rates_per_s = [1.0]\n[[vary]]\npolicy = "pd"\nkey = "prefill_instances"\nvalues = [0]\n')
+sweep("vary_unknown_router", 'rates_per_s = [1.0]\n[[vary]]\nrouter = "nope"\nkey = "stall_weight"\nvalues = [1]\n')
+sweep("vary_unknown_key", 'rates_per_s = [1.0]\n[[vary]]\nrouter = "pd"\nkey = "threshold"\nvalues = [1]\n')
+sweep("vary_unsweepable_key", 'rates_per_s = [1.0]\n[[vary]]\nrouter = "ppd"\nkey = "clusters"\nvalues = [0]\n')
+write("sweeps", "vary_bad_value.toml", f'scenario = "{ROOT}tests/data/scenarios/predictive.toml"\nrates_per_s = [1.0]\n[[vary]]\nrouter = "stall-weighted"\nkey = "stall_weight"\nvalues = [-1.0]\n')
+sweep("vary_old_form_policy", 'rates_per_s = [1.0]\n[[vary]]\npolicy = "pd"\nkey = "threshold"\nvalues = [1]\n')
 sweep("grid_too_large", "rates_per_s = [" + ", ".join(str(1.0 + i) for i in range(100)) + "]\nseeds = [" + ", ".join(str(i) for i in range(60)) + "]\n")
 write("sweeps", "scenario_missing.toml", 'scenario = "nowhere.toml"\nrates_per_s = [1.0]\n')
 write("sweeps", "not_toml.toml", "rates_per_s = [1.0\n")
