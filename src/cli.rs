@@ -134,7 +134,8 @@ pub enum Command {
         /// Write a model for `--gpu`, which has no measurements, from the calibrated model of the
         /// same LLM on another GPU, scaled by the roofline of src/specs.toml (memory-bound
         /// coefficients by HBM bandwidth, compute-bound ones by dense BF16 peak; the reference's
-        /// efficiencies kept). The model is marked uncalibrated and every output using it says so.
+        /// efficiencies kept; with `--tp`, sharded over that many GPUs plus the all-reduces over
+        /// their interconnect). The model is marked uncalibrated and every output using it says so.
         #[arg(long, value_name = "MODEL_JSON", conflicts_with = "files")]
         roofline_from: Option<PathBuf>,
         /// Output model file (replaced only when it is a ppdsim calibration, or with --force; never
@@ -383,9 +384,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             roofline_from: Some(reference),
             output,
             gpu,
+            tp,
             force,
             ..
-        } => crate::commands::calibrate::exec_roofline(&reference, &gpu, &output, force),
+        } => crate::commands::calibrate::exec_roofline(&reference, &gpu, tp, &output, force),
         Command::Calibrate {
             files,
             output,

@@ -67,6 +67,9 @@ pub struct GpuSpec {
     pub hbm_bandwidth_tbps: f64,
     /// Dense BF16 tensor-core peak [TFLOP/s].
     pub peak_bf16_dense_tflops: f64,
+    /// GPU-to-GPU bandwidth per direction within a tensor-parallel group [GB/s, 10^9 B/s]
+    /// (NVLink, or PCIe where the card has none).
+    pub interconnect_gbps: f64,
     /// Datasheet reference.
     pub source: String,
 }

@@ -346,7 +346,7 @@ impl CalibrationFile {
                 &[],
                 model,
                 gpu,
-                1,
+                f.tp,
             );
             if let Some(bad) = checks.iter().find(|p| !p.ok) {
                 return Err(InputError::key(

@@ -60,7 +60,7 @@ pub(crate) fn exec_calibrate(
 /// `ppdsim calibrate --roofline-from REFERENCE --gpu GPU -o OUTPUT`: the reference model carried
 /// to `gpu` by the roofline ([`crate::calibrate::roofline`]), written atomically (never over the
 /// reference, nor over a file that is not a calibration model without `--force`).
-pub(crate) fn exec_roofline(reference: &Path, gpu: &str, output: &Path, force: bool) -> Result<i32> {
+pub(crate) fn exec_roofline(reference: &Path, gpu: &str, tp: u32, output: &Path, force: bool) -> Result<i32> {
     use crate::calibrate::model_file::CalibrationFile;
     use crate::error::InputError;
     outdir::refuse_input_as_output(&[output], &[reference.to_path_buf()])?;
@@ -76,7 +76,7 @@ pub(crate) fn exec_roofline(reference: &Path, gpu: &str, output: &Path, force: b
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let model =
-        crate::calibrate::roofline::transfer(&cal, &name, target).map_err(|m| InputError::file(reference, m))?;
+        crate::calibrate::roofline::transfer(&cal, &name, target, tp).map_err(|m| InputError::file(reference, m))?;
     let mut json = serde_json::to_vec_pretty(&model)?;
     json.push(b'\n');
     outdir::write_atomic(output, &json)?;

@@ -1844,3 +1844,54 @@ fn kv_capacity_is_the_smallest_over_the_pools() {
             "(key `cluster[0].pool[1].gpu`): h100-sxm × 1 leaves no memory for KV",
         ));
 }
+
+#[test]
+fn a_tensor_parallel_pool_runs_on_its_derived_model_and_memory() {
+    // An H100 model at TP 2 from the TP 1 fit (weights, GEMMs, attention and KV read halved, plus
+    // NVLink all-reduces), run as the pD pool of small.toml's cluster: its decode steps are about
+    // half as long, so PD's TPOT drops; a TP 1 model file for a TP 2 pool is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let tp2 = dir.path().join("h100-tp2.json");
+    ppdsim()
+        .args(["calibrate", "--roofline-from"])
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .args(["--gpu", "h100-sxm", "--tp", "2", "-o"])
+        .arg(&tp2)
+        .assert()
+        .success();
+    let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tp2).unwrap()).unwrap();
+    assert_eq!(model["tp"], 2);
+    let run = |cal: &Path, out: &str| {
+        let pool = format!(
+            "cluster.0={{pool=[{{role=\"prefill\", count=1}}, {{role=\"direct-decode\", count=1, tp=2, calibration={:?}}}]}}",
+            cal.display().to_string()
+        );
+        ppdsim()
+            .arg("run")
+            .arg(root().join("tests/data/scenarios/small.toml"))
+            .args(["--set", &pool, "--no-plots", "-q", "-o"])
+            .arg(dir.path().join(out))
+            .assert()
+    };
+    run(&tp2, "tp2").success();
+    let plain = dir.path().join("plain");
+    ppdsim()
+        .arg("run")
+        .arg(root().join("tests/data/scenarios/small.toml"))
+        .args(["--no-plots", "-q", "-o"])
+        .arg(&plain)
+        .assert()
+        .success();
+    let tpot = |d: &Path| -> f64 {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap();
+        s["policies"][0]["tpot_all"]["p50_ms"].as_f64().unwrap()
+    };
+    let (t2, t1) = (tpot(&dir.path().join("tp2")), tpot(&plain));
+    assert!(t2 < 0.65 * t1 && t2 > 0.4 * t1, "TP 2 {t2} ms vs TP 1 {t1} ms");
+    run(&root().join("calibration/h100-llama3.1-8b.json"), "wrong")
+        .code(3)
+        .stderr(predicate::str::contains(
+            "is a model of h100-sxm at TP 1, the pool runs h100-sxm at TP 2",
+        ));
+}
