@@ -47,6 +47,10 @@ pub enum Command {
         /// for batch runs and benchmarks, where drawing can take longer than simulating.
         #[arg(long)]
         no_plots: bool,
+        /// Simulate every decode iteration as its own event instead of planning decode-only runs
+        /// of iterations at once: identical results, slower (for checking and profiling).
+        #[arg(long)]
+        step_path: bool,
     },
     /// Run a scenario over a grid — arrival rates × seeds × router-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
@@ -336,7 +340,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             flags,
             no_plots,
-        } => crate::commands::run::exec_run(&scenario, &set, output, flags, !no_plots),
+            step_path,
+        } => crate::commands::run::exec_run(&scenario, &set, output, flags, !no_plots, !step_path),
         Command::Sweep {
             action: Some(SweepAction::Merge { dirs, output, flags }),
             ..

@@ -373,6 +373,8 @@ pub struct LoadedScenario {
     pub kv_capacity_tokens: u64,
     /// The clusters, loaded, in scenario order.
     pub clusters: Vec<LoadedCluster>,
+    /// Plan decode-only runs of iterations at once ([`SimConfig::decode_runs`]; default true).
+    pub decode_runs: bool,
     /// Directory of the scenario file (its relative paths start there).
     pub source_dir: PathBuf,
 }
@@ -610,6 +612,7 @@ impl LoadedScenario {
             calibration,
             kv_capacity_tokens,
             clusters,
+            decode_runs: true,
             source_dir: base.to_path_buf(),
         })
     }
@@ -649,6 +652,7 @@ impl LoadedScenario {
             max_model_len: sc.engine.max_model_len,
             affinity_miss_rate: sc.proxy.affinity_miss_rate,
             routing_seed: 0,
+            decode_runs: self.decode_runs,
         }
     }
 

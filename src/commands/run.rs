@@ -122,9 +122,11 @@ pub(crate) fn exec_run(
     output: Option<PathBuf>,
     flags: WriteFlags,
     plots: bool,
+    decode_runs: bool,
 ) -> Result<i32> {
     let WriteFlags { quiet, force } = flags;
-    let sc = LoadedScenario::load_with(scenario, set)?;
+    let mut sc = LoadedScenario::load_with(scenario, set)?;
+    sc.decode_runs = decode_runs;
     let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
     // Refuse a bad destination before simulating.
     let staged = OutputDir::create(&dest, force, "run")?;

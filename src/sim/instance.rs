@@ -198,6 +198,59 @@ pub struct Instance {
     /// Sequences preempted (their KV freed, recomputed later).
     pub num_preemptions: u64,
     admitted: Vec<Admission>,
+    /// The decode run in flight, if the iteration in flight is the first of one.
+    run: Option<DecodeRun>,
+}
+
+/// Consecutive decode-only iterations of one batch, planned at once: every running sequence
+/// decodes one token per step, nothing is admitted, no sequence finishes before the last step and
+/// every step's KV blocks are free without evicting or preempting. Each step's time is the cost
+/// model's for that step's batch (its contexts grow by one token per sequence per step), so the
+/// run's step ends are those the step-by-step path would compute; the simulator applies them to
+/// the sequences only when something looks or changes ([`Instance::advance_run`],
+/// [`Instance::end_run`]), and only the last is an event: the event count grows with requests,
+/// not with tokens.
+#[derive(Clone, Debug)]
+pub struct DecodeRun {
+    /// When its first step started.
+    pub start: SimTime,
+    /// End of each step; the last is the run's event.
+    pub ends: Vec<SimTime>,
+    /// Step ends applied to the sequences (< `ends.len()`: the last is applied by the event).
+    pub finished: usize,
+    /// Steps started (KV blocks reserved, busy time and iteration counted): `finished` or
+    /// `finished + 1`.
+    pub started: usize,
+}
+
+impl DecodeRun {
+    /// When the scheduling pass that started step `k` (1-based) ran: the run's start for the
+    /// first, the previous step's end after it.
+    pub fn step_start(&self, k: usize) -> SimTime {
+        if k <= 1 {
+            self.start
+        } else {
+            self.ends[k - 2]
+        }
+    }
+}
+
+/// What ending a decode run early leaves ([`Instance::end_run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The step in flight is the run's last: its event stands.
+    Unchanged,
+    /// The step in flight ends at `at` (started by the scheduling pass at `pushed_at`): schedule
+    /// its end; the run's event is stale.
+    StepInFlight {
+        /// End of the step in flight.
+        at: SimTime,
+        /// When it started.
+        pushed_at: SimTime,
+    },
+    /// Between steps (a step ended now and the next has not started): the instance is idle and
+    /// the run's event is stale.
+    Idle,
 }
 
 impl Instance {
@@ -219,6 +272,175 @@ impl Instance {
             num_iterations: 0,
             num_preemptions: 0,
             admitted: Vec::new(),
+            run: None,
+        }
+    }
+
+    /// The decode run in flight.
+    pub fn run(&self) -> Option<&DecodeRun> {
+        self.run.as_ref()
+    }
+
+    /// Plans a decode run from the iteration [`Instance::try_start`] just started at `now`, when
+    /// it qualifies ([`DecodeRun`]: a decode-only batch of every running sequence, an empty
+    /// waiting queue), of at most `max_steps` steps; returns the run's end (its event's time), or
+    /// `None` (the iteration stays a single step) when fewer than two steps qualify.
+    pub fn plan_decode_run(&mut self, now: SimTime, cost: &dyn CostModel, max_steps: usize) -> Option<SimTime> {
+        assert!(self.run.is_none(), "{}: a decode run is already in flight", self.name);
+        let first_end = self.busy_until?;
+        let n = self.running.len();
+        if max_steps < 2
+            || !self.waiting.is_empty()
+            || n == 0
+            || self.batch.len() != n
+            || self
+                .batch
+                .iter()
+                .enumerate()
+                .any(|(k, &(i, chunk))| i != k || chunk != 0)
+        {
+            return None;
+        }
+        // Step k completes a sequence that had generated g of its `out` tokens when k = out − g.
+        let mut steps = self
+            .running
+            .iter()
+            .map(|s| (s.num_output_tokens - s.num_generated) as usize)
+            .min()
+            .expect("n ≥ 1")
+            .min(max_steps);
+        if self.limits.incremental_kv {
+            // Step k needs blocks for c + k tokens; all of them must be free now (no eviction).
+            let free = self.limits.capacity_blocks - self.used_blocks();
+            let extra = |k: usize| -> u64 {
+                self.running
+                    .iter()
+                    .map(|s| {
+                        self.private_blocks(s.num_computed_tokens + k as u32, s.num_shared_hit_tokens)
+                            .saturating_sub(s.reserved_blocks)
+                    })
+                    .sum()
+            };
+            if extra(steps) > free {
+                // The longest run whose blocks fit: extra(k) grows with k.
+                let (mut lo, mut hi) = (1, steps);
+                while lo < hi {
+                    let mid = (lo + hi).div_ceil(2);
+                    if extra(mid) <= free {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                steps = lo;
+            }
+        }
+        if steps < 2 {
+            return None;
+        }
+        let ctx0: u64 = self.running.iter().map(|s| s.num_computed_tokens as u64).sum();
+        let mut ends = Vec::with_capacity(steps);
+        ends.push(first_end);
+        for k in 2..=steps {
+            let shape = BatchShape {
+                num_decode_seqs: n as u32,
+                decode_context_tokens: ctx0 + (k as u64 - 1) * n as u64,
+                ..BatchShape::default()
+            };
+            let dt = cost.step_time(&shape);
+            assert!(dt.0 > 0, "{}: a decode step of zero time", self.name);
+            ends.push(*ends.last().expect("first end") + dt);
+        }
+        let end = *ends.last().expect("≥ 2 steps");
+        self.run = Some(DecodeRun {
+            start: now,
+            ends,
+            finished: 0,
+            started: 1,
+        });
+        Some(end)
+    }
+
+    /// Applies the run's first `finish` step ends to the sequences (each decodes one more token)
+    /// and starts its steps up to `start` (their KV blocks, busy time and iteration count), as the
+    /// step-by-step path would have by then.
+    ///
+    /// # Panics
+    /// Without a run, or if `finish` reaches the run's last step (its event applies it), or
+    /// `start` is not `finish` or `finish + 1`, or either goes backwards.
+    pub fn advance_run(&mut self, finish: usize, start: usize) {
+        let run = self.run.as_mut().expect("advance_run without a decode run");
+        assert!(
+            finish < run.ends.len() && finish >= run.finished,
+            "{}: run step {finish} out of order",
+            self.name
+        );
+        assert!(
+            start == finish || start == finish + 1,
+            "{}: run steps started {start}, finished {finish}",
+            self.name
+        );
+        let start = start.max(run.started);
+        let done = (finish - run.finished) as u32;
+        let (from, to) = (run.started, start);
+        if to > from {
+            self.busy_time = self.busy_time + (run.ends[to - 1].since(run.ends[from - 1]));
+            self.num_iterations += (to - from) as u64;
+        }
+        let first_unfinished = finish;
+        run.finished = finish;
+        run.started = start;
+        self.busy_until = (start > finish).then(|| run.ends[start - 1]);
+        let incremental = self.limits.incremental_kv;
+        let mut added = 0;
+        for k in 0..self.running.len() {
+            let s = &mut self.running[k];
+            s.num_computed_tokens += done;
+            s.num_generated += done;
+            assert!(
+                s.num_generated < s.num_output_tokens,
+                "{}: request {} finished inside a decode run",
+                self.name,
+                s.req
+            );
+            if incremental && to > from {
+                // Step `start` computes with c + start − 1 tokens: blocks for c + start.
+                let base = s.num_computed_tokens - first_unfinished as u32;
+                let need = self.cache.blocks_for(base + start as u32)
+                    - (s.num_shared_hit_tokens / self.limits.block_size) as u64;
+                let s = &mut self.running[k];
+                if need > s.reserved_blocks {
+                    added += need - s.reserved_blocks;
+                    s.reserved_blocks = need;
+                }
+            }
+        }
+        self.reserved_blocks += added;
+        assert!(
+            self.used_blocks() <= self.limits.capacity_blocks,
+            "{}: a decode run overran the KV capacity",
+            self.name
+        );
+    }
+
+    /// Ends the decode run after what has been applied ([`Instance::advance_run`]): the
+    /// instance continues step by step.
+    ///
+    /// # Panics
+    /// Without a run.
+    pub fn end_run(&mut self) -> RunEnd {
+        let run = self.run.take().expect("end_run without a decode run");
+        if run.started == run.finished {
+            self.batch.clear();
+            self.busy_until = None;
+            RunEnd::Idle
+        } else if run.started == run.ends.len() {
+            RunEnd::Unchanged
+        } else {
+            RunEnd::StepInFlight {
+                at: run.ends[run.started - 1],
+                pushed_at: run.step_start(run.started),
+            }
         }
     }
 
@@ -510,6 +732,14 @@ impl Instance {
             self.name
         );
         self.busy_until = None;
+        if let Some(run) = self.run.take() {
+            assert_eq!(
+                (run.finished + 1, run.started),
+                (run.ends.len(), run.ends.len()),
+                "{}: a decode run ends with its earlier steps applied",
+                self.name
+            );
+        }
         let mut events = Vec::new();
         let mut done = Vec::new();
         for &(i, chunk) in &self.batch {

@@ -40,9 +40,9 @@ use crate::cost_model::{BatchShape, CostModel, PrefillPart};
 use crate::metrics::{InstanceUsage, RequestRecord, RequestStatus, RouteKind};
 use crate::policy::{Policy, RouteRequest, RouterConfig};
 use crate::time::{SimDuration, SimTime};
-use instance::{Admission, EngineLimits, Instance, Role, Seq, SeqEvent};
+use instance::{Admission, EngineLimits, Instance, Role, RunEnd, Seq, SeqEvent};
 use link::KvLink;
-use queue::EventQueue;
+use queue::{EventKey, EventQueue};
 use serde::{Deserialize, Serialize};
 use workload::TimedConversation;
 
@@ -152,7 +152,20 @@ pub struct SimConfig {
     /// conversation content, so two runs of one workload place conversations differently; a
     /// replay with another salt draws another placement. 0 is the default placement.
     pub routing_seed: u64,
+    /// Plan runs of decode-only iterations at once ([`instance::DecodeRun`]: one event per run,
+    /// not per iteration) instead of one event per iteration. Results are identical either way
+    /// (tests check it on every shipped scenario and the property-test workloads); `false` is the
+    /// step-by-step path (`ppdsim run --step-path`).
+    pub decode_runs: bool,
 }
+
+/// The first decode run an instance plans is at most this many steps; each that ends
+/// uninterrupted doubles the next one's limit (to [`MAX_DECODE_RUN_STEPS`]), each interrupted
+/// resets it, so a run interrupted early wastes few planned steps.
+pub const MIN_DECODE_RUN_STEPS: usize = 16;
+
+/// Longest decode run planned at once \[steps\].
+pub const MAX_DECODE_RUN_STEPS: usize = 4096;
 
 /// Affinity-miss rate of the vllm-ppd comprehensive benchmark, derived from its code (not fitted):
 /// the client draws each prompt's template from three (`User: … Assistant:`, `Question: …
@@ -355,6 +368,10 @@ pub struct Simulation<'a> {
     connection_waiters: std::collections::VecDeque<usize>,
     active_convs: Vec<u32>,
     timeline: Option<Timeline>,
+    /// Per instance: the longest decode run to plan next \[steps\].
+    run_limit: Vec<usize>,
+    /// Per instance: keys of the ends of decode runs cut short (their events are skipped).
+    stale_steps: Vec<Vec<EventKey>>,
 }
 
 impl<'a> Simulation<'a> {
@@ -422,6 +439,8 @@ impl<'a> Simulation<'a> {
             connection_waiters: Default::default(),
             active_convs: vec![0; n],
             timeline: None,
+            run_limit: vec![MIN_DECODE_RUN_STEPS; n],
+            stale_steps: vec![Vec::new(); n],
         }
     }
 
@@ -461,11 +480,17 @@ impl<'a> Simulation<'a> {
     /// Samples the timeline at every grid point before `until` (strictly: the state then is the
     /// state after every event up to the grid point).
     fn sample_timeline(&mut self, until: SimTime, inclusive: bool) {
-        let Some(tl) = self.timeline.as_mut() else {
-            return;
-        };
-        while tl.next < until || (inclusive && tl.next == until) {
+        loop {
+            let Some(tl) = self.timeline.as_ref() else {
+                return;
+            };
+            if !(tl.next < until || (inclusive && tl.next == until)) {
+                return;
+            }
             let g = tl.next;
+            // The state after every event up to g, and the scheduling passes at those times.
+            self.advance_runs(|end: EventKey| end.at <= g, |step_end| step_end <= g);
+            let tl = self.timeline.as_mut().expect("checked");
             for (k, i) in self.instances.iter().enumerate() {
                 tl.raw.push((
                     g,
@@ -500,11 +525,24 @@ impl<'a> Simulation<'a> {
     /// Handles the next event (and, if it was the last of its time, the scheduling pass).
     /// Returns the event, or `None` when the simulation is over.
     pub fn step(&mut self) -> Option<(SimTime, Event)> {
-        let (at, ev) = self.queue.pop()?;
+        let (key, ev) = self.queue.pop_keyed()?;
+        let at = key.at;
         assert!(at >= self.now, "time went backwards: {at} < {}", self.now);
         self.sample_timeline(at, false);
         self.now = at;
         self.num_events += 1;
+        // Decode runs catch up with every step end that comes before this event.
+        self.advance_runs(|end: EventKey| end < key, |step_end| step_end < at);
+        if let Event::StepDone { inst } = ev {
+            if let Some(k) = self.stale_steps[inst].iter().position(|s| *s == key) {
+                // The end of a decode run cut short: its steps were rescheduled.
+                self.stale_steps[inst].swap_remove(k);
+                if self.queue.peek_time() != Some(self.now) {
+                    self.schedule_pass();
+                }
+                return Some((at, ev));
+            }
+        }
         self.handle(ev);
         if self.queue.peek_time() != Some(self.now) {
             self.schedule_pass();
@@ -525,6 +563,55 @@ impl<'a> Simulation<'a> {
         self.dirty[inst] = true;
     }
 
+    /// Applies to every instance's decode run the step ends that `before` (given the key the
+    /// step-by-step path would have given that end's event) says come first, and starts the steps
+    /// after the ends that `started` (given the end's time) says the scheduling pass has reached.
+    fn advance_runs(&mut self, before: impl Fn(EventKey) -> bool, started: impl Fn(SimTime) -> bool) {
+        for (i, inst) in self.instances.iter_mut().enumerate() {
+            let Some(run) = inst.run() else {
+                continue;
+            };
+            let last = run.ends.len() - 1;
+            let mut finish = run.finished;
+            while finish < last && before(EventKey::step_end(run.ends[finish], run.step_start(finish + 1), i)) {
+                finish += 1;
+            }
+            let start = if finish > 0 && !started(run.ends[finish - 1]) {
+                finish
+            } else {
+                finish + 1
+            };
+            if (finish, start) != (run.finished, run.started) {
+                inst.advance_run(finish, start);
+            }
+        }
+    }
+
+    /// Ends instance `inst`'s decode run before something changes it (a request enqueued, a
+    /// shared prefix made resident): from the step in flight on it continues step by step.
+    fn interrupt_run(&mut self, inst: usize) {
+        let Some(run) = self.instances[inst].run() else {
+            return;
+        };
+        let run_end = EventKey::step_end(
+            *run.ends.last().expect("a run has steps"),
+            run.step_start(run.ends.len()),
+            inst,
+        );
+        self.run_limit[inst] = MIN_DECODE_RUN_STEPS;
+        match self.instances[inst].end_run() {
+            RunEnd::Unchanged => {}
+            RunEnd::StepInFlight { at, pushed_at } => {
+                self.stale_steps[inst].push(run_end);
+                self.queue.push_scheduled(at, pushed_at, inst, Event::StepDone { inst });
+            }
+            RunEnd::Idle => {
+                self.stale_steps[inst].push(run_end);
+                self.mark(inst);
+            }
+        }
+    }
+
     fn schedule_pass(&mut self) {
         for i in 0..self.instances.len() {
             if !self.dirty[i] {
@@ -532,7 +619,21 @@ impl<'a> Simulation<'a> {
             }
             self.dirty[i] = false;
             if let Some(end) = self.instances[i].try_start(self.now, self.costs[i]) {
-                self.queue.push(end, Event::StepDone { inst: i });
+                assert!(end > self.now, "{}: an iteration of zero time", self.instances[i].name);
+                let run_end = if self.cfg.decode_runs {
+                    self.instances[i].plan_decode_run(self.now, self.costs[i], self.run_limit[i])
+                } else {
+                    None
+                };
+                match run_end {
+                    Some(run_end) => {
+                        let run = self.instances[i].run().expect("just planned");
+                        let pushed_at = run.step_start(run.ends.len());
+                        self.queue
+                            .push_scheduled(run_end, pushed_at, i, Event::StepDone { inst: i });
+                    }
+                    None => self.queue.push_scheduled(end, self.now, i, Event::StepDone { inst: i }),
+                }
             }
             for a in self.instances[i].take_admissions() {
                 let Admission {
@@ -656,8 +757,10 @@ impl<'a> Simulation<'a> {
                 let d = self.conv_state[conv].decode_inst;
                 self.active_convs[d] += 1;
                 if let Some((key, tokens)) = self.convs[conv].shared_prefix {
+                    self.interrupt_run(d);
                     self.instances[d].warm_shared(key, tokens);
                     if let Some(p) = self.conv_state[conv].prefill_inst {
+                        self.interrupt_run(p);
                         self.instances[p].warm_shared(key, tokens);
                     }
                 }
@@ -674,10 +777,14 @@ impl<'a> Simulation<'a> {
                     0
                 };
                 let seq = self.seq_for(req, on_prefill, external);
+                self.interrupt_run(inst);
                 self.instances[inst].enqueue(seq);
                 self.mark(inst);
             }
             Event::StepDone { inst } => {
+                if self.instances[inst].run().is_some() {
+                    self.run_limit[inst] = (self.run_limit[inst] * 2).min(MAX_DECODE_RUN_STEPS);
+                }
                 let events = self.instances[inst].finish_step(self.now);
                 self.mark(inst);
                 for e in events {

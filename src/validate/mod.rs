@@ -71,6 +71,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         max_model_len: Some(8192),
         affinity_miss_rate: 0.0,
         routing_seed: 0,
+        decode_runs: true,
     })
 }
 

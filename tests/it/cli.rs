@@ -1033,7 +1033,7 @@ fn comprehensive_configs_map_to_clusters() {
 }
 
 #[test]
-fn every_shipped_scenario_runs() {
+fn every_shipped_scenario_runs_identically_with_decode_runs_and_step_by_step() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("scenarios"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -1059,6 +1059,22 @@ fn every_shipped_scenario_runs() {
                 "{}: {}",
                 f.display(),
                 p["policy"]
+            );
+        }
+        // Every decode iteration as its own event gives the same files, byte for byte.
+        let steps = dir.path().join("steps");
+        ppdsim()
+            .arg("run")
+            .arg(&f)
+            .args(["--step-path", "--no-plots", "-q", "-o"])
+            .arg(&steps)
+            .assert()
+            .success();
+        for file in ["requests.csv", "summary.csv", "summary.json", "timeline.csv"] {
+            assert!(
+                std::fs::read(out.join(file)).unwrap() == std::fs::read(steps.join(file)).unwrap(),
+                "{}: {file} differs between decode runs and the step path",
+                f.display()
             );
         }
     }

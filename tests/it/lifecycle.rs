@@ -62,6 +62,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
         max_model_len: None,
         affinity_miss_rate: 0.0,
         routing_seed: 0,
+        decode_runs: false,
     }
 }
 
@@ -787,4 +788,63 @@ fn prefill_pool_on_another_gpu_runs_at_its_own_speed() {
     close(r[0].ttft_ms, 59.107);
     close(r[0].tpot_ms.unwrap(), 30.0);
     close(r[0].e2e_ms, 119.107);
+}
+
+#[test]
+fn decode_runs_cut_events_and_keep_every_time() {
+    // One replica, 10 ms per iteration, request overhead 2 ms (serialized). A: 100 → 50 tokens
+    // at 0; its prefill 2→12 samples token 1, then 49 decode steps end at 502 ms: decode runs of
+    // 16 and 32 steps (the limit doubles after an uninterrupted run), then one step — 3 events
+    // for 49 iterations. Then B (100 → 3 tokens) mid-run, and B exactly at a step end.
+    let turn = |out| Turn {
+        user_tokens: 100,
+        assistant_tokens: out,
+    };
+    let conv = |id: &str, at_s: f64, out| TimedConversation {
+        id: id.into(),
+        start_at: SimTime::ZERO + SimDuration::from_secs_f64(at_s),
+        turns: vec![turn(out)],
+        think_after: vec![],
+        not_before: vec![],
+        shared_prefix: None,
+    };
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let sim = |convs: Vec<TimedConversation>, runs: bool| {
+        let mut cfg = config(replication(1), 8192);
+        cfg.decode_runs = runs;
+        Simulation::new(cfg, &cost, convs).with_timeline(0.05).run()
+    };
+    let alone = || vec![conv("a", 0.0, 50)];
+    let (fast, steps) = (sim(alone(), true), sim(alone(), false));
+    assert_eq!(fast.records, steps.records);
+    assert_eq!(fast.timeline, steps.timeline);
+    close(fast.records[0].ttft_ms, 12.0);
+    close(fast.records[0].e2e_ms, 502.0);
+    close(fast.records[0].tpot_ms.unwrap(), 10.0);
+    // Start, enqueue and 50 iteration ends step by step; start, enqueue, prefill end and 3 run
+    // ends with decode runs.
+    assert_eq!((steps.num_events, fast.num_events), (52, 6));
+    assert_eq!(fast.instances, steps.instances);
+    assert_eq!(fast.instances[0].num_iterations, 50);
+    // B lands inside A's run (its enqueue at 202.5 ms, mid-step 202→212): A's run is cut after
+    // that step and B's prefill joins the iteration 212→222 with A's decode.
+    let both = || vec![conv("a", 0.0, 50), conv("b", 0.2005, 3)];
+    let (fast, steps) = (sim(both(), true), sim(both(), false));
+    assert_eq!(fast.records, steps.records);
+    assert_eq!(fast.timeline, steps.timeline);
+    assert_eq!(fast.instances, steps.instances);
+    close(fast.records[1].ttft_ms, 222.0 - 200.5);
+    // A's decode steps are one token each throughout: its TPOT stays 10 ms.
+    close(fast.records[0].tpot_ms.unwrap(), 10.0);
+    assert!(
+        fast.num_events < steps.num_events / 4,
+        "{} vs {}",
+        fast.num_events,
+        steps.num_events
+    );
+    // B enqueued exactly at a step end of A's run (202 ms): both paths order it the same way.
+    let tie = || vec![conv("a", 0.0, 50), conv("b", 0.2, 3)];
+    let (fast, steps) = (sim(tie(), true), sim(tie(), false));
+    assert_eq!(fast.records, steps.records);
+    assert_eq!(fast.timeline, steps.timeline);
 }

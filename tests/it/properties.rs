@@ -74,7 +74,15 @@ proptest! {
             cfg.limits.capacity_blocks = cap;
             cfg.limits.max_num_seqs = 4;
             let cfg_max_len = cfg.max_model_len;
-            let r = Simulation::new(cfg, &cost, convs.clone()).run();
+            // Decode runs and the step-by-step path: the same records, usage and timeline.
+            let runs = ppdsim::sim::SimConfig { decode_runs: true, ..cfg.clone() };
+            let fast = Simulation::new(runs, &cost, convs.clone()).with_timeline(0.05).run();
+            let r = Simulation::new(cfg, &cost, convs.clone()).with_timeline(0.05).run();
+            prop_assert_eq!(&fast.records, &r.records, "{}", kind);
+            prop_assert_eq!(&fast.instances, &r.instances);
+            prop_assert_eq!(&fast.timeline, &r.timeline);
+            prop_assert_eq!(fast.mode_switches, r.mode_switches);
+            prop_assert!(fast.num_events <= r.num_events);
             if cfg_max_len.is_none() {
                 prop_assert_eq!(r.records.len(), total_turns);
             } else {
