@@ -281,9 +281,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Summarises `records` (one policy), latencies at `percentiles` (and p50, p99; see
-    /// [`LatencyStats::at`]).
-    /// Latency statistics cover successful requests only (as vllm-ppd's client computes them).
+    /// Summarises `records` (one policy, in any order), latencies at `percentiles` (and p50,
+    /// p99; see [`LatencyStats::at`]). Latency statistics cover successful requests only (as
+    /// vllm-ppd's client computes them); see [`SummaryBuilder`].
     pub fn from_records(
         policy: &str,
         num_conversations: usize,
@@ -293,20 +293,109 @@ impl Summary {
         mode_switches: u64,
         percentiles: &[f64],
     ) -> Summary {
-        let stats = |xs: &mut dyn Iterator<Item = f64>| LatencyStats::at(xs, percentiles);
-        let num_failed = records.iter().filter(|r| r.status != RequestStatus::Ok).count();
-        let num_rejected = records.iter().filter(|r| r.status == RequestStatus::Rejected).count();
-        let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.status == RequestStatus::Ok).collect();
-        let records = &ok[..];
-        let start = records.iter().map(|r| r.arrived_at_ms).fold(f64::INFINITY, f64::min);
-        let end = records
-            .iter()
-            .map(|r| r.completed_at_ms)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let makespan_s = if records.is_empty() {
+        let mut b = SummaryBuilder::new(*slo);
+        for r in records {
+            b.push(r);
+        }
+        b.finish(policy, num_conversations, instances, mode_switches, percentiles)
+    }
+}
+
+/// A [`Summary`] built one record at a time, keeping only the latencies its percentiles need
+/// (`8 B` × about six values per successful request) and running sums: a run streams its
+/// records to disk and through this instead of holding them.
+#[derive(Clone, Debug)]
+pub struct SummaryBuilder {
+    slo: Slo,
+    num_failed: usize,
+    num_rejected: usize,
+    num_ok: usize,
+    num_meeting_slo: usize,
+    start_ms: f64,
+    end_ms: f64,
+    prompt_tokens: u64,
+    cached_tokens: u64,
+    transferred_tokens: u64,
+    output_tokens: u64,
+    kv_bytes: u64,
+    num_later: usize,
+    num_later_local: usize,
+    ttft_turn1: Vec<f64>,
+    ttft_turn2plus: Vec<f64>,
+    tpot_all: Vec<f64>,
+    tpot_turn2plus: Vec<f64>,
+    e2e_all: Vec<f64>,
+}
+
+impl SummaryBuilder {
+    /// An empty summary against `slo`.
+    pub fn new(slo: Slo) -> Self {
+        SummaryBuilder {
+            slo,
+            num_failed: 0,
+            num_rejected: 0,
+            num_ok: 0,
+            num_meeting_slo: 0,
+            start_ms: f64::INFINITY,
+            end_ms: f64::NEG_INFINITY,
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            transferred_tokens: 0,
+            output_tokens: 0,
+            kv_bytes: 0,
+            num_later: 0,
+            num_later_local: 0,
+            ttft_turn1: Vec::new(),
+            ttft_turn2plus: Vec::new(),
+            tpot_all: Vec::new(),
+            tpot_turn2plus: Vec::new(),
+            e2e_all: Vec::new(),
+        }
+    }
+
+    /// Adds one request.
+    pub fn push(&mut self, r: &RequestRecord) {
+        if r.status != RequestStatus::Ok {
+            self.num_failed += 1;
+            self.num_rejected += (r.status == RequestStatus::Rejected) as usize;
+            return;
+        }
+        self.num_ok += 1;
+        self.start_ms = self.start_ms.min(r.arrived_at_ms);
+        self.end_ms = self.end_ms.max(r.completed_at_ms);
+        let meets = r.ttft_ms <= self.slo.ttft_ms && r.tpot_ms.is_none_or(|t| t <= self.slo.tpot_ms);
+        self.num_meeting_slo += meets as usize;
+        self.prompt_tokens += r.num_prompt_tokens as u64;
+        self.cached_tokens += r.num_cached_tokens as u64;
+        self.transferred_tokens += r.num_transferred_tokens as u64;
+        self.output_tokens += r.num_output_tokens as u64;
+        self.kv_bytes += r.kv_transfer_bytes;
+        self.e2e_all.push(r.e2e_ms);
+        self.tpot_all.extend(r.tpot_ms);
+        if r.turn == 1 {
+            self.ttft_turn1.push(r.ttft_ms);
+        } else {
+            self.ttft_turn2plus.push(r.ttft_ms);
+            self.tpot_turn2plus.extend(r.tpot_ms);
+            self.num_later += 1;
+            self.num_later_local += (r.route == RouteKind::Local) as usize;
+        }
+    }
+
+    /// The summary of the requests pushed.
+    pub fn finish(
+        self,
+        policy: &str,
+        num_conversations: usize,
+        instances: Vec<InstanceUsage>,
+        mode_switches: u64,
+        percentiles: &[f64],
+    ) -> Summary {
+        let stats = |xs: &[f64]| LatencyStats::at(xs.iter().copied(), percentiles);
+        let makespan_s = if self.num_ok == 0 {
             0.0
         } else {
-            (end - start) / 1000.0
+            (self.end_ms - self.start_ms) / 1000.0
         };
         let per_s = |x: f64| {
             if makespan_s > 0.0 {
@@ -315,37 +404,30 @@ impl Summary {
                 0.0
             }
         };
-        let meets = |r: &RequestRecord| r.ttft_ms <= slo.ttft_ms && r.tpot_ms.is_none_or(|t| t <= slo.tpot_ms);
-        let num_ok = records.iter().filter(|r| meets(r)).count();
-        let prompt: u64 = records.iter().map(|r| r.num_prompt_tokens as u64).sum();
-        let cached: u64 = records.iter().map(|r| r.num_cached_tokens as u64).sum();
-        let transferred: u64 = records.iter().map(|r| r.num_transferred_tokens as u64).sum();
-        let later: Vec<&RequestRecord> = records.iter().copied().filter(|r| r.turn >= 2).collect();
         let frac = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        // TTFT over all requests: the statistics sort their values, so the order does not matter.
+        let ttft_all: Vec<f64> = self.ttft_turn1.iter().chain(&self.ttft_turn2plus).copied().collect();
         Summary {
             policy: policy.to_string(),
             num_conversations,
-            num_requests: records.len(),
-            num_failed,
-            num_rejected,
+            num_requests: self.num_ok,
+            num_failed: self.num_failed,
+            num_rejected: self.num_rejected,
             makespan_s,
-            ttft_turn1: stats(&mut records.iter().filter(|r| r.turn == 1).map(|r| r.ttft_ms)),
-            ttft_turn2plus: stats(&mut later.iter().map(|r| r.ttft_ms)),
-            ttft_all: stats(&mut records.iter().map(|r| r.ttft_ms)),
-            tpot_all: stats(&mut records.iter().filter_map(|r| r.tpot_ms)),
-            tpot_turn2plus: stats(&mut later.iter().filter_map(|r| r.tpot_ms)),
-            e2e_all: stats(&mut records.iter().map(|r| r.e2e_ms)),
-            throughput_rps: per_s(records.len() as f64),
-            output_tokens_per_s: per_s(records.iter().map(|r| r.num_output_tokens as f64).sum()),
-            slo_attainment: frac(num_ok as u64, records.len() as u64),
-            goodput_rps: per_s(num_ok as f64),
-            kv_bytes_moved: records.iter().map(|r| r.kv_transfer_bytes).sum(),
-            local_cache_hit_rate: frac(cached, prompt),
-            transferred_rate: frac(transferred, prompt),
-            local_route_fraction_turn2plus: frac(
-                later.iter().filter(|r| r.route == RouteKind::Local).count() as u64,
-                later.len() as u64,
-            ),
+            ttft_turn1: stats(&self.ttft_turn1),
+            ttft_turn2plus: stats(&self.ttft_turn2plus),
+            ttft_all: stats(&ttft_all),
+            tpot_all: stats(&self.tpot_all),
+            tpot_turn2plus: stats(&self.tpot_turn2plus),
+            e2e_all: stats(&self.e2e_all),
+            throughput_rps: per_s(self.num_ok as f64),
+            output_tokens_per_s: per_s(self.output_tokens as f64),
+            slo_attainment: frac(self.num_meeting_slo as u64, self.num_ok as u64),
+            goodput_rps: per_s(self.num_meeting_slo as f64),
+            kv_bytes_moved: self.kv_bytes,
+            local_cache_hit_rate: frac(self.cached_tokens, self.prompt_tokens),
+            transferred_rate: frac(self.transferred_tokens, self.prompt_tokens),
+            local_route_fraction_turn2plus: frac(self.num_later_local as u64, self.num_later as u64),
             mode_switches,
             instances,
         }

@@ -468,6 +468,15 @@ pub fn write_results(
     summaries: &[Summary],
 ) -> Result<Vec<SummaryRow>> {
     dir.write("requests.csv", &to_csv(records)?)?;
+    write_summaries(dir, run, summaries)
+}
+
+/// Writes `summary.csv` and `summary.json` into `dir` (`requests.csv` is the caller's); returns
+/// the summary rows.
+///
+/// # Errors
+/// I/O and serialization errors.
+pub fn write_summaries(dir: &OutputDir, run: &RunInfo, summaries: &[Summary]) -> Result<Vec<SummaryRow>> {
     let rows: Vec<SummaryRow> = summaries.iter().map(SummaryRow::from).collect();
     dir.write("summary.csv", &summary_csv(&rows)?)?;
     #[derive(Serialize)]

@@ -18,10 +18,14 @@ use std::path::{Path, PathBuf};
 pub struct RunResults {
     /// One summary per policy, in scenario order.
     pub summaries: Vec<Summary>,
-    /// All records, policy by policy.
-    pub records: Vec<crate::metrics::RequestRecord>,
+    /// Every request's latencies for the run figures (policy = index in `summaries`), policy by
+    /// policy, when asked for.
+    pub latencies: Vec<crate::plot::RequestLatency>,
     /// Per-instance timelines (`run` only; empty in sweeps): (policy, sample), policy by policy.
     pub timeline: Vec<(String, crate::sim::TimelineSample)>,
+    /// Events the simulations handled, summed over the runs (with decode runs, far fewer than
+    /// iterations; not part of any output file, so both paths write identical files).
+    pub num_events: u64,
 }
 
 /// Simulates every policy of a loaded scenario (in parallel; results in scenario order and
@@ -31,12 +35,78 @@ pub fn simulate(sc: &LoadedScenario) -> RunResults {
         sc,
         progress_bar(false, sc.deployments().len() as u64, "runs simulated"),
         true,
+        None,
+        true,
     )
+    .expect("no file is written")
+}
+
+/// `requests.csv` rows of one run, streamed to a file as the simulator emits them (serialized
+/// in chunks, `NaN` fields emptied as [`output::to_csv`] does).
+struct RequestRows {
+    out: std::io::BufWriter<std::fs::File>,
+    chunk: Vec<crate::metrics::RequestRecord>,
+    header: bool,
+    error: Option<anyhow::Error>,
+}
+
+impl RequestRows {
+    const CHUNK: usize = 4096;
+
+    fn push(&mut self, r: crate::metrics::RequestRecord) {
+        self.chunk.push(r);
+        if self.chunk.len() == Self::CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::io::Write;
+        if self.error.is_some() || self.chunk.is_empty() {
+            return;
+        }
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(self.header)
+            .from_writer(Vec::new());
+        self.header = false;
+        let bytes = self
+            .chunk
+            .drain(..)
+            .try_for_each(|r| w.serialize(r))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| w.into_inner().map_err(|e| anyhow::anyhow!("flushing CSV: {e}")))
+            .and_then(|b| Ok(self.out.write_all(&output::blank_nan_fields(&b))?));
+        if let Err(e) = bytes {
+            self.error = Some(e);
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        use std::io::Write;
+        self.flush();
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.out.flush()?;
+        Ok(())
+    }
 }
 
 /// [`simulate`], advancing `bar` once per policy; with the per-instance timelines when
-/// `timeline` (on the scenario's `timeline_interval_s` grid).
-pub(crate) fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar, timeline: bool) -> RunResults {
+/// `timeline` (on the scenario's `timeline_interval_s` grid); streaming `requests.csv` into
+/// `requests` when given (the records are never all held: each run keeps the requests in flight
+/// and the latencies its summary needs) and keeping every request's latencies for the figures
+/// when `latencies`.
+///
+/// # Errors
+/// Writing `requests.csv`.
+pub(crate) fn simulate_with(
+    sc: &LoadedScenario,
+    bar: indicatif::ProgressBar,
+    timeline: bool,
+    requests: Option<&OutputDir>,
+    latencies: bool,
+) -> Result<RunResults> {
     let w = &sc.resolved.workload;
     let mut rng = RngStreams::new(sc.resolved.seed);
     let convs = workload::generate(
@@ -66,54 +136,94 @@ pub(crate) fn simulate_with(sc: &LoadedScenario, bar: indicatif::ProgressBar, ti
                 .collect()
         })
         .collect();
-    let results: Vec<_> = sc
-        .deployments()
+    let deployments = sc.deployments();
+    let part = |k: usize| format!(".requests.part-{k}.csv");
+    let results: Vec<Result<_>> = deployments
         .par_iter()
-        .map(|d| {
-            let mut sim = Simulation::new(sc.sim_config(d), &cost, convs.clone());
-            for ((_, range, pool), cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
-                if let (Some(pool), Some(cost)) = (pool, cost) {
-                    sim = sim.with_pool(range.clone(), cost, pool.limits);
-                }
-            }
-            let sim = if timeline {
-                sim.with_timeline(sc.resolved.timeline_interval_s)
-            } else {
-                sim
+        .enumerate()
+        .map(|(k, d)| {
+            let mut rows = match requests {
+                Some(dir) => Some(RequestRows {
+                    out: std::io::BufWriter::new(std::fs::File::create(dir.path(&part(k))?)?),
+                    chunk: Vec::new(),
+                    header: k == 0,
+                    error: None,
+                }),
+                None => None,
             };
-            let r = sim.run();
-            bar.inc(1);
+            let mut summary = crate::metrics::SummaryBuilder::new(sc.resolved.slo);
+            let mut lat = Vec::new();
             // Setup-phase turns run but are not measured.
             let setup = w.setup_turns as usize;
-            let measured: std::borrow::Cow<[_]> = if setup == 0 {
-                (&r.records[..]).into()
-            } else {
-                r.records.iter().filter(|x| x.turn > setup).cloned().collect()
+            let r = {
+                let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
+                    if r.turn > setup {
+                        summary.push(&r);
+                    }
+                    if latencies {
+                        lat.push(crate::plot::RequestLatency {
+                            policy: k,
+                            turn: r.turn as u32,
+                            ok: r.status == crate::metrics::RequestStatus::Ok,
+                            ttft_ms: r.ttft_ms,
+                            tpot_ms: r.tpot_ms,
+                        });
+                    }
+                    if let Some(rows) = rows.as_mut() {
+                        rows.push(r);
+                    }
+                });
+                for ((_, range, pool), cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
+                    if let (Some(pool), Some(cost)) = (pool, cost) {
+                        sim = sim.with_pool(range.clone(), cost, pool.limits);
+                    }
+                }
+                let sim = if timeline {
+                    sim.with_timeline(sc.resolved.timeline_interval_s)
+                } else {
+                    sim
+                };
+                sim.run()
             };
-            let s = Summary::from_records(
+            if let Some(rows) = rows {
+                rows.finish()?;
+            }
+            bar.inc(1);
+            let s = summary.finish(
                 &d.name,
                 convs.len(),
-                &measured,
-                &sc.resolved.slo,
                 r.instances,
                 r.mode_switches,
                 &sc.resolved.percentiles,
             );
-            (s, r.records, r.timeline)
+            Ok((s, lat, r.timeline, r.num_events))
         })
         .collect();
     bar.finish_and_clear();
     let mut out = RunResults {
         summaries: Vec::new(),
-        records: Vec::new(),
+        latencies: Vec::new(),
         timeline: Vec::new(),
+        num_events: 0,
     };
-    for (s, r, t) in results {
+    for res in results {
+        let (s, l, t, e) = res?;
+        out.num_events += e;
         out.timeline.extend(t.into_iter().map(|x| (s.policy.clone(), x)));
         out.summaries.push(s);
-        out.records.extend(r);
+        out.latencies.extend(l);
     }
-    out
+    if let Some(dir) = requests {
+        // The runs' rows, run by run, into requests.csv; the parts go.
+        let mut csv = std::io::BufWriter::new(std::fs::File::create(dir.path("requests.csv")?)?);
+        for k in 0..deployments.len() {
+            let p = dir.path(&part(k))?;
+            std::io::copy(&mut std::fs::File::open(&p)?, &mut csv)?;
+            std::fs::remove_file(&p)?;
+        }
+        std::io::Write::flush(&mut csv)?;
+    }
+    Ok(out)
 }
 
 pub(crate) fn exec_run(
@@ -131,7 +241,13 @@ pub(crate) fn exec_run(
     // Refuse a bad destination before simulating.
     let staged = OutputDir::create(&dest, force, "run")?;
     let t0 = std::time::Instant::now();
-    let res = simulate(&sc);
+    let res = simulate_with(
+        &sc,
+        progress_bar(quiet, sc.deployments().len() as u64, "runs simulated"),
+        true,
+        Some(&staged),
+        plots,
+    )?;
     let name_of = |p: &Path| {
         p.file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned())
@@ -159,18 +275,18 @@ pub(crate) fn exec_run(
             .map_or("synthetic".into(), name_of),
         num_conversations: res.summaries.first().map_or(0, |s| s.num_conversations),
     };
-    let rows = output::write_results(&staged, &run, &res.records, &res.summaries)?;
+    let rows = output::write_summaries(&staged, &run, &res.summaries)?;
     staged.write("timeline.csv", &output::timeline_csv(&res.timeline)?)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
     if plots {
         let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
-        let requests = crate::plot::request_latencies(&res.records, &policies);
+        let requests = &res.latencies;
         crate::plot::run_figures(
             &staged,
             &crate::plot::RunPlots {
                 summary: &rows,
                 policies: &policies,
-                requests: &requests,
+                requests,
                 timeline: &res.timeline,
                 slo: Some(sc.resolved.slo),
             },
@@ -195,7 +311,12 @@ pub(crate) fn exec_run(
             "{}",
             output::rejection_warnings(&res.summaries, sc.resolved.engine.max_model_len)
         );
-        println!("wrote {} ({:.2} s)", dest.display(), t0.elapsed().as_secs_f64());
+        println!(
+            "wrote {} ({:.2} s, {} events)",
+            dest.display(),
+            t0.elapsed().as_secs_f64(),
+            res.num_events
+        );
     }
     Ok(EXIT_OK)
 }

@@ -71,7 +71,14 @@ pub(crate) fn exec_sweep(
     let rows: Vec<SweepRow> = points
         .par_iter()
         .map(|&(_, (rate_per_s, seed))| {
-            let res = simulate_with(&sw.point(rate_per_s, seed), indicatif::ProgressBar::hidden(), false);
+            let res = simulate_with(
+                &sw.point(rate_per_s, seed),
+                indicatif::ProgressBar::hidden(),
+                false,
+                None,
+                false,
+            )
+            .expect("a sweep point writes no file");
             bar.inc(1);
             res.summaries
                 .iter()

@@ -352,7 +352,7 @@ pub struct Simulation<'a> {
     instances: Vec<Instance>,
     links: Vec<KvLink>,
     num_prefill: usize,
-    convs: Vec<TimedConversation>,
+    convs: std::borrow::Cow<'a, [TimedConversation]>,
     conv_state: Vec<ConvState>,
     requests: Vec<Request>,
     dirty: Vec<bool>,
@@ -372,6 +372,23 @@ pub struct Simulation<'a> {
     run_limit: Vec<usize>,
     /// Per instance: keys of the ends of decode runs cut short (their events are skipped).
     stale_steps: Vec<Vec<EventKey>>,
+    /// Conversations in start order, and how many of them have been queued.
+    start_order: Vec<u32>,
+    starts_queued: usize,
+    /// Request slots free for reuse (their records were emitted).
+    free_requests: Vec<usize>,
+    /// Per conversation: its requests' slots, until its records are emitted.
+    conv_requests: Vec<Vec<u32>>,
+    /// Per conversation: finished (no turn in flight, none to come).
+    conv_done: Vec<bool>,
+    /// Conversations whose records were emitted: `0..next_record_conv`.
+    next_record_conv: usize,
+    /// Records emitted, when no sink takes them.
+    records: Vec<RequestRecord>,
+    /// Where records go as they are emitted, in (conversation, turn) order.
+    record_sink: Option<Box<dyn FnMut(RequestRecord) + 'a>>,
+    /// Instance names (for records).
+    names: Vec<String>,
 }
 
 impl<'a> Simulation<'a> {
@@ -379,7 +396,13 @@ impl<'a> Simulation<'a> {
     ///
     /// # Panics
     /// If the policy configuration is invalid (validated with the scenario first).
-    pub fn new(cfg: SimConfig, cost: &'a dyn CostModel, convs: Vec<TimedConversation>) -> Self {
+    /// `convs` may be owned (a `Vec`) or borrowed (a slice shared by several simulations).
+    pub fn new(
+        cfg: SimConfig,
+        cost: &'a dyn CostModel,
+        convs: impl Into<std::borrow::Cow<'a, [TimedConversation]>>,
+    ) -> Self {
+        let convs = convs.into();
         cfg.router.validate().expect("router validated with the scenario");
         cfg.router
             .check_on(&cfg.shape)
@@ -400,12 +423,25 @@ impl<'a> Simulation<'a> {
         let links = (0..p)
             .map(|_| KvLink::new(cfg.link_bandwidth_gbps, cfg.link_latency_ms))
             .collect();
+        // Conversation starts are fed one at a time in (time, index) order, each with the key it
+        // would have had pushed at time zero: the queue holds the events in flight, not the
+        // whole workload.
         let mut queue = EventQueue::new();
+        queue.reserve_initial(convs.len() as u64);
+        assert!(convs.len() <= u32::MAX as usize, "at most 2^32 conversations");
+        let mut start_order: Vec<u32> = (0..convs.len() as u32).collect();
+        start_order.sort_by_key(|&c| (convs[c as usize].start_at, c));
+        if let Some(&c) = start_order.first() {
+            queue.push_initial(
+                convs[c as usize].start_at,
+                c as u64,
+                Event::ConversationStart { conv: c as usize },
+            );
+        }
         let conv_state = convs
             .iter()
             .enumerate()
-            .map(|(c, conv)| {
-                queue.push(conv.start_at, Event::ConversationStart { conv: c });
+            .map(|(c, _)| {
                 let (decode_inst, prefill_inst) = hash_pin(splitmix64(salted(c as u64, cfg.routing_seed)), p, d);
                 ConvState {
                     next_turn: 0,
@@ -417,6 +453,8 @@ impl<'a> Simulation<'a> {
             })
             .collect();
         let n = instances.len();
+        let n_convs = convs.len();
+        let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
         Simulation {
             policy_name: cfg.name.clone(),
             policy: cfg.router.build(),
@@ -441,6 +479,15 @@ impl<'a> Simulation<'a> {
             timeline: None,
             run_limit: vec![MIN_DECODE_RUN_STEPS; n],
             stale_steps: vec![Vec::new(); n],
+            starts_queued: start_order.len().min(1),
+            start_order,
+            free_requests: Vec::new(),
+            conv_requests: vec![Vec::new(); n_convs],
+            conv_done: vec![false; n_convs],
+            next_record_conv: 0,
+            records: Vec::new(),
+            record_sink: None,
+            names,
         }
     }
 
@@ -724,8 +771,45 @@ impl<'a> Simulation<'a> {
         };
         st.context_tokens += user + turn.assistant_tokens + tpl;
         st.next_turn += 1;
-        self.requests.push(req);
-        self.requests.len() - 1
+        let id = match self.free_requests.pop() {
+            Some(id) => {
+                self.requests[id] = req;
+                id
+            }
+            None => {
+                self.requests.push(req);
+                self.requests.len() - 1
+            }
+        };
+        self.conv_requests[conv].push(id as u32);
+        id
+    }
+
+    /// Conversation `conv` has finished: emits the records of every finished conversation up to
+    /// the first unfinished one, in (conversation, turn) order, and frees their request slots.
+    fn conversation_done(&mut self, conv: usize) {
+        assert!(!self.conv_done[conv], "conversation {conv} finished twice");
+        self.conv_done[conv] = true;
+        while self.next_record_conv < self.conv_done.len() && self.conv_done[self.next_record_conv] {
+            let c = self.next_record_conv;
+            for id in std::mem::take(&mut self.conv_requests[c]) {
+                let record = self.record_of(id as usize);
+                match self.record_sink.as_mut() {
+                    Some(sink) => sink(record),
+                    None => self.records.push(record),
+                }
+                self.free_requests.push(id as usize);
+            }
+            self.next_record_conv += 1;
+        }
+    }
+
+    /// Sends each request's record to `sink` as soon as its conversation and every earlier one
+    /// have finished, in (conversation, turn) order, instead of returning them in
+    /// [`SimResult::records`] (left empty): memory holds the requests in flight, not the run.
+    pub fn with_record_sink(mut self, sink: impl FnMut(RequestRecord) + 'a) -> Self {
+        self.record_sink = Some(Box::new(sink));
+        self
     }
 
     fn seq_for(&self, req: usize, prefill_only: bool, external: u32) -> Seq {
@@ -751,6 +835,12 @@ impl<'a> Simulation<'a> {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::ConversationStart { conv } => {
+                if let Some(&next) = self.start_order.get(self.starts_queued) {
+                    let at = self.convs[next as usize].start_at;
+                    self.queue
+                        .push_initial(at, next as u64, Event::ConversationStart { conv: next as usize });
+                    self.starts_queued += 1;
+                }
                 if self.cfg.pinning == Pinning::LeastLoaded {
                     self.conv_state[conv].decode_inst = self.least_loaded_decode();
                 }
@@ -992,6 +1082,7 @@ impl<'a> Simulation<'a> {
             self.conv_state[conv].stopped = true;
             self.active_convs[inst] -= 1;
             self.release_connection();
+            self.conversation_done(conv);
             return;
         }
         // The router may not recognise a later turn: it pins the conversation anew and routes
@@ -1090,6 +1181,7 @@ impl<'a> Simulation<'a> {
                     self.conv_state[conv].stopped = timed_out;
                     self.active_convs[inst] -= 1;
                     self.release_connection();
+                    self.conversation_done(conv);
                 } else {
                     let think = self.convs[conv].think_after[k - 1];
                     let not_before = self.convs[conv].not_before.get(k - 1).copied().unwrap_or(SimTime::ZERO);
@@ -1116,74 +1208,84 @@ impl<'a> Simulation<'a> {
         }
     }
 
+    /// The record of request slot `id`, which has completed.
+    ///
+    /// # Panics
+    /// If it never produced a token or never completed (broken invariants).
+    fn record_of(&self, id: usize) -> RequestRecord {
+        let names = &self.names;
+        let r = &self.requests[id];
+        let first = r.first_token_at.unwrap_or_else(|| {
+            panic!(
+                "request {id} (conversation {}, turn {}) never produced a token",
+                r.conv, r.turn
+            )
+        });
+        let done = r.completed_at.unwrap_or_else(|| panic!("request {id} never completed"));
+        assert!(
+            r.arrived_at <= first && first <= done,
+            "request {id}: arrived {} first {} done {}",
+            r.arrived_at,
+            first,
+            done
+        );
+        let cached = r.num_cached_tokens.expect("admitted requests record their cache hit");
+        // Prompt tokens computed on the first instance (on a split route D's 1-token step is
+        // an engine detail, not recompute).
+        let computed = match (r.rejected, r.route) {
+            (true, _) => 0,
+            (false, RouteKind::Split) => r.num_prompt_tokens - cached,
+            (false, RouteKind::Local) => r.num_prompt_tokens - cached - r.num_transferred_tokens,
+        };
+        RequestRecord {
+            policy: self.policy_name.clone(),
+            conversation: r.conv,
+            conversation_id: self.convs[r.conv].id.clone(),
+            turn: r.turn,
+            route: r.route,
+            status: if r.rejected {
+                RequestStatus::Rejected
+            } else if r.timed_out {
+                RequestStatus::Timeout
+            } else {
+                RequestStatus::Ok
+            },
+            prefill_instance: r.prefill_inst.map(|p| names[p].clone()),
+            decode_instance: names[r.decode_inst].clone(),
+            arrived_at_ms: r.arrived_at.as_ms(),
+            first_token_at_ms: first.as_ms(),
+            completed_at_ms: done.as_ms(),
+            ttft_ms: first.since(r.arrived_at).as_ms(),
+            tpot_ms: (r.num_output_tokens > 1).then(|| done.since(first).as_ms() / (r.num_output_tokens - 1) as f64),
+            e2e_ms: done.since(r.arrived_at).as_ms(),
+            queue_delay_ms: r.queue_delay.as_ms(),
+            kv_transfer_ms: match (r.prefill_done_at, r.kv_ready_at) {
+                (Some(a), Some(b)) => b.since(a).as_ms(),
+                _ => 0.0,
+            },
+            kv_transfer_bytes: r.kv_bytes,
+            num_context_tokens: r.num_context_tokens,
+            num_user_tokens: r.num_user_tokens,
+            num_prompt_tokens: r.num_prompt_tokens,
+            num_output_tokens: r.num_output_tokens,
+            num_cached_tokens: cached,
+            num_transferred_tokens: r.num_transferred_tokens,
+            num_computed_tokens: computed,
+        }
+    }
+
     fn finish(mut self) -> SimResult {
         assert!(
             self.local_backlog_tokens.iter().all(|&b| b == 0),
             "every local request left the prefill backlog with its first token"
         );
-        let names: Vec<String> = self.instances.iter().map(|i| i.name.clone()).collect();
-        let mut records = Vec::with_capacity(self.requests.len());
-        for (id, r) in self.requests.iter().enumerate() {
-            let first = r.first_token_at.unwrap_or_else(|| {
-                panic!(
-                    "request {id} (conversation {}, turn {}) never produced a token",
-                    r.conv, r.turn
-                )
-            });
-            let done = r.completed_at.unwrap_or_else(|| panic!("request {id} never completed"));
-            assert!(
-                r.arrived_at <= first && first <= done,
-                "request {id}: arrived {} first {} done {}",
-                r.arrived_at,
-                first,
-                done
-            );
-            let cached = r.num_cached_tokens.expect("admitted requests record their cache hit");
-            // Prompt tokens computed on the first instance (on a split route D's 1-token step is
-            // an engine detail, not recompute).
-            let computed = match (r.rejected, r.route) {
-                (true, _) => 0,
-                (false, RouteKind::Split) => r.num_prompt_tokens - cached,
-                (false, RouteKind::Local) => r.num_prompt_tokens - cached - r.num_transferred_tokens,
-            };
-            records.push(RequestRecord {
-                policy: self.policy_name.clone(),
-                conversation: r.conv,
-                conversation_id: self.convs[r.conv].id.clone(),
-                turn: r.turn,
-                route: r.route,
-                status: if r.rejected {
-                    RequestStatus::Rejected
-                } else if r.timed_out {
-                    RequestStatus::Timeout
-                } else {
-                    RequestStatus::Ok
-                },
-                prefill_instance: r.prefill_inst.map(|p| names[p].clone()),
-                decode_instance: names[r.decode_inst].clone(),
-                arrived_at_ms: r.arrived_at.as_ms(),
-                first_token_at_ms: first.as_ms(),
-                completed_at_ms: done.as_ms(),
-                ttft_ms: first.since(r.arrived_at).as_ms(),
-                tpot_ms: (r.num_output_tokens > 1)
-                    .then(|| done.since(first).as_ms() / (r.num_output_tokens - 1) as f64),
-                e2e_ms: done.since(r.arrived_at).as_ms(),
-                queue_delay_ms: r.queue_delay.as_ms(),
-                kv_transfer_ms: match (r.prefill_done_at, r.kv_ready_at) {
-                    (Some(a), Some(b)) => b.since(a).as_ms(),
-                    _ => 0.0,
-                },
-                kv_transfer_bytes: r.kv_bytes,
-                num_context_tokens: r.num_context_tokens,
-                num_user_tokens: r.num_user_tokens,
-                num_prompt_tokens: r.num_prompt_tokens,
-                num_output_tokens: r.num_output_tokens,
-                num_cached_tokens: cached,
-                num_transferred_tokens: r.num_transferred_tokens,
-                num_computed_tokens: computed,
-            });
-        }
-        records.sort_by_key(|r| (r.conversation, r.turn));
+        assert_eq!(
+            self.next_record_conv,
+            self.convs.len(),
+            "every conversation finished and emitted its records"
+        );
+        let records = std::mem::take(&mut self.records);
+
         for (c, st) in self.conv_state.iter().enumerate() {
             assert!(
                 st.stopped || st.next_turn == self.convs[c].turns.len(),

@@ -73,6 +73,8 @@ impl<E> Ord for Entry<E> {
 pub struct EventQueue<E> {
     heap: BinaryHeap<Reverse<Entry<E>>>,
     next_seq: u64,
+    /// Push indices reserved for [`EventQueue::push_initial`].
+    reserved: u64,
     now: SimTime,
 }
 
@@ -82,8 +84,20 @@ impl<E: std::fmt::Debug> EventQueue<E> {
         EventQueue {
             heap: BinaryHeap::new(),
             next_seq: 0,
+            reserved: 0,
             now: SimTime::ZERO,
         }
+    }
+
+    /// Reserves push indices `0..n` for [`EventQueue::push_initial`]: the first `n` pushes at
+    /// time zero, made lazily.
+    ///
+    /// # Panics
+    /// If anything was pushed already.
+    pub fn reserve_initial(&mut self, n: u64) {
+        assert_eq!(self.next_seq, 0, "initial pushes are reserved before any other");
+        self.reserved = n;
+        self.next_seq = n;
     }
 
     /// Schedules `event` at `at`.
@@ -108,6 +122,23 @@ impl<E: std::fmt::Debug> EventQueue<E> {
     pub fn push_scheduled(&mut self, at: SimTime, pushed_at: SimTime, inst: usize, event: E) {
         assert!(pushed_at <= at, "event {event:?} at {at} pushed later, at {pushed_at}");
         self.push_keyed(EventKey::step_end(at, pushed_at, inst), event);
+    }
+
+    /// Schedules `event` with the key a push at time zero, as the `index`-th push, would have had
+    /// (sources that feed events lazily, in time order, keep the order of pushing them all at the
+    /// start).
+    ///
+    /// # Panics
+    /// If `at` is before the time of the last popped event.
+    pub fn push_initial(&mut self, at: SimTime, index: u64, event: E) {
+        assert!(index < self.reserved, "initial push {index} not reserved");
+        let key = EventKey {
+            at,
+            pushed_at: SimTime::ZERO,
+            phase: 0,
+            index,
+        };
+        self.push_keyed(key, event);
     }
 
     fn push_keyed(&mut self, key: EventKey, event: E) {
