@@ -262,6 +262,9 @@ pub struct SimResult {
     pub mode_switches: u64,
     /// Events handled.
     pub num_events: u64,
+    /// Request slots the run needed: the most requests held at once (each finished
+    /// conversation's are freed once its records are emitted) \[requests\].
+    pub request_slots: usize,
     /// Per-instance state on a fixed time grid (empty unless [`Simulation::with_timeline`]).
     pub timeline: Vec<TimelineSample>,
 }
@@ -1343,6 +1346,7 @@ impl<'a> Simulation<'a> {
             instances,
             mode_switches: modes.iter().map(|m| m.1).sum(),
             num_events: self.num_events,
+            request_slots: self.requests.len(),
             timeline,
         }
     }

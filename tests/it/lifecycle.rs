@@ -848,3 +848,34 @@ fn decode_runs_cut_events_and_keep_every_time() {
     assert_eq!(fast.records, steps.records);
     assert_eq!(fast.timeline, steps.timeline);
 }
+
+#[test]
+fn records_stream_in_order_and_memory_holds_the_requests_in_flight() {
+    // 3,000 two-turn conversations, one every 50 ms, each over in ≈ 1.05 s (two 3- and 2-token
+    // turns 1 s apart): about 21 are in flight at once, so the run needs a few dozen request
+    // slots, not 6,000. A sink receives exactly the records `run` returns, in (conversation, turn)
+    // order.
+    let convs: Vec<TimedConversation> = (0..3000)
+        .map(|i| {
+            let mut c = conversation().remove(0);
+            c.id = format!("c{i}");
+            c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * 0.05);
+            c
+        })
+        .collect();
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let cfg = config(replication(2), 8192);
+    let held = Simulation::new(cfg.clone(), &cost, &convs[..]).run();
+    assert_eq!(held.records.len(), 6000);
+    assert!(held
+        .records
+        .windows(2)
+        .all(|w| (w[0].conversation, w[0].turn) < (w[1].conversation, w[1].turn)));
+    assert!(held.request_slots <= 48, "{} slots", held.request_slots);
+    let mut streamed = Vec::new();
+    let r = Simulation::new(cfg, &cost, &convs[..])
+        .with_record_sink(|rec| streamed.push(rec))
+        .run();
+    assert!(r.records.is_empty());
+    assert_eq!(streamed, held.records);
+}
