@@ -299,7 +299,7 @@ pub struct RouteRequest {
     pub decode_backlog_tokens: u64,
     /// When the turn arrives \[ms since the simulation start\] (for mode statistics only).
     pub now_ms: f64,
-    /// For a [`PolicyConfig::Predictive`] policy and a turn ≥ 2: the predicted (local, remote)
+    /// For a [`RouterConfig::Predictive`] router and a turn ≥ 2: the predicted (local, remote)
     /// cost \[ms\], each the route's TTFT plus `stall_weight` × running decodes × the stall it
     /// adds to each (request-milliseconds), from the cost model and the instances' live state;
     /// `None` otherwise.
