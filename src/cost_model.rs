@@ -59,6 +59,17 @@ pub trait CostModel: Send + Sync {
     /// # Panics
     /// Implementations may panic on an empty batch (the simulator never runs one).
     fn step_time(&self, batch: &BatchShape) -> SimDuration;
+
+    /// Duration of a decode-only iteration of `num_decode_seqs` sequences holding
+    /// `decode_context_tokens` tokens of context: exactly [`CostModel::step_time`] of that batch
+    /// (models may compute it without building the batch; decode runs call it once per step).
+    fn decode_step_time(&self, num_decode_seqs: u32, decode_context_tokens: u64) -> SimDuration {
+        self.step_time(&BatchShape {
+            num_decode_seqs,
+            decode_context_tokens,
+            ..BatchShape::default()
+        })
+    }
 }
 
 /// The five coefficients of the linear iteration model (see the module docs for units).
@@ -150,6 +161,17 @@ impl CostModel for LinearCostModel {
         assert!(!batch.is_empty(), "cost model asked for the time of an empty batch");
         SimDuration::from_ms_f64(self.coefficients.predict_ms(batch).max(0.0))
     }
+
+    fn decode_step_time(&self, num_decode_seqs: u32, decode_context_tokens: u64) -> SimDuration {
+        assert!(num_decode_seqs > 0, "cost model asked for the time of an empty batch");
+        let c = &self.coefficients;
+        // `predict_ms`'s sum with the prefill features at zero, term by term in its order (adding
+        // 0 × β is exact), so the result is bit-identical.
+        let ms = c.beta0_ms
+            + num_decode_seqs as f64 * c.beta3_ms_per_seq
+            + decode_context_tokens as f64 * c.beta4_ms_per_context_token;
+        SimDuration::from_ms_f64(ms.max(0.0))
+    }
 }
 
 /// Every non-empty iteration takes the same time. For tests whose timings are computed by hand
@@ -170,6 +192,25 @@ impl CostModel for ConstantCostModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_step_time_is_step_time_of_the_decode_batch_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(-8..2)));
+            let m = LinearCostModel {
+                coefficients: IterationCoefficients::from_array(c),
+            };
+            let (n, ctx) = (rng.gen_range(1..512u32), rng.gen_range(0..4_000_000u64));
+            let shape = BatchShape {
+                num_decode_seqs: n,
+                decode_context_tokens: ctx,
+                ..BatchShape::default()
+            };
+            assert_eq!(m.decode_step_time(n, ctx), m.step_time(&shape), "{c:?} {n} {ctx}");
+        }
+    }
 
     #[test]
     fn linear_model_evaluates_each_term() {

@@ -342,12 +342,7 @@ impl Instance {
         let mut ends = Vec::with_capacity(steps);
         ends.push(first_end);
         for k in 2..=steps {
-            let shape = BatchShape {
-                num_decode_seqs: n as u32,
-                decode_context_tokens: ctx0 + (k as u64 - 1) * n as u64,
-                ..BatchShape::default()
-            };
-            let dt = cost.step_time(&shape);
+            let dt = cost.decode_step_time(n as u32, ctx0 + (k as u64 - 1) * n as u64);
             assert!(dt.0 > 0, "{}: a decode step of zero time", self.name);
             ends.push(*ends.last().expect("first end") + dt);
         }
