@@ -375,6 +375,8 @@ pub struct Simulation<'a> {
     run_limit: Vec<usize>,
     /// Per instance: keys of the ends of decode runs cut short (their events are skipped).
     stale_steps: Vec<Vec<EventKey>>,
+    /// Instances that may have a decode run (checked before each event; stale entries drop).
+    with_runs: Vec<usize>,
     /// Conversations in start order, and how many of them have been queued.
     start_order: Vec<u32>,
     starts_queued: usize,
@@ -482,6 +484,7 @@ impl<'a> Simulation<'a> {
             timeline: None,
             run_limit: vec![MIN_DECODE_RUN_STEPS; n],
             stale_steps: vec![Vec::new(); n],
+            with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
             start_order,
             free_requests: Vec::new(),
@@ -617,10 +620,16 @@ impl<'a> Simulation<'a> {
     /// step-by-step path would have given that end's event) says come first, and starts the steps
     /// after the ends that `started` (given the end's time) says the scheduling pass has reached.
     fn advance_runs(&mut self, before: impl Fn(EventKey) -> bool, started: impl Fn(SimTime) -> bool) {
-        for (i, inst) in self.instances.iter_mut().enumerate() {
+        let mut k = 0;
+        while k < self.with_runs.len() {
+            let i = self.with_runs[k];
+            let inst = &mut self.instances[i];
             let Some(run) = inst.run() else {
+                // Its run ended (or was cut short) since.
+                self.with_runs.swap_remove(k);
                 continue;
             };
+            k += 1;
             let last = run.ends.len() - 1;
             let mut finish = run.finished;
             while finish < last && before(EventKey::step_end(run.ends[finish], run.step_start(finish + 1), i)) {
@@ -677,6 +686,9 @@ impl<'a> Simulation<'a> {
                 };
                 match run_end {
                     Some(run_end) => {
+                        if !self.with_runs.contains(&i) {
+                            self.with_runs.push(i);
+                        }
                         let run = self.instances[i].run().expect("just planned");
                         let pushed_at = run.step_start(run.ends.len());
                         self.queue
