@@ -982,6 +982,8 @@ fn load_clusters(path: &Path, base: &Path, sc: &Scenario) -> InputResult<Vec<Loa
         shape
             .check()
             .map_err(|m| InputError::key(path, &at(""), format!("cluster `{name}`: {m}")))?;
+        let mut written_order: Vec<usize> = (0..c.pool.len()).collect();
+        written_order.sort_by_key(|&k| c.pool[k].role);
         let mut first = 0usize;
         let mut loaded = Vec::new();
         for (k, pool) in pools.into_iter().enumerate() {
@@ -993,8 +995,9 @@ fn load_clusters(path: &Path, base: &Path, sc: &Scenario) -> InputResult<Vec<Loa
             let model = if plain {
                 None
             } else {
-                // `k` indexes the pools in instance order; name the pool as written.
-                let written = c.pool.iter().position(|p| *p == pool).unwrap_or(k);
+                // `k` indexes the pools in instance order (a stable sort by role of the pools as
+                // written); name the pool as written.
+                let written = written_order.get(k).copied().unwrap_or(k);
                 Some(load_pool(path, base, sc, &at(&format!(".pool[{written}]")), &pool)?)
             };
             loaded.push((pool, range, model));

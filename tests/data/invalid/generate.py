@@ -99,6 +99,7 @@ scenario("pool_calibration_needed", policy=pool_cluster('role = "decode"\ncount 
 scenario("pool_calibration_wrong_gpu", policy=pool_cluster(f'role = "decode"\ncount = 1\ngpu = "a100-sxm-80gb"\n{H20}'))
 scenario("pool_calibration_wrong_tp", policy=pool_cluster(f'role = "decode"\ncount = 1\ngpu = "h20"\ntp = 2\n{H20}'))
 scenario("pool_tp_zero", policy=pool_cluster(f'role = "decode"\ncount = 1\ngpu = "h20"\ntp = 0\n{H20}'))
+scenario("pool_written_first_gpu_unknown", policy=f'\n[[cluster]]\n[[cluster.pool]]\nrole = "direct-decode"\ncount = 1\ngpu = "tpu-v9"\n{H20}\n[[cluster.pool]]\nrole = "prefill"\ncount = 1\n\n[[router]]\nkind = "pd"\n')
 scenario("pool_role_unknown", policy=pool_cluster('role = "router"\ncount = 1'))
 scenario("pool_count_zero", policy=pool_cluster('role = "decode"\ncount = 0'))
 scenario("pool_unknown_key", policy=pool_cluster('role = "decode"\ncount = 1\nmemory_gib = 80'))
