@@ -221,6 +221,12 @@ pub struct DecodeRun {
     /// Steps started (KV blocks reserved, busy time and iteration counted): `finished` or
     /// `finished + 1`.
     pub started: usize,
+    /// Σ context tokens of the batch when the run started \[tokens\].
+    ctx0: u64,
+    /// Step ends applied to the sequences' token counts (≤ `finished`: applied lazily).
+    synced: usize,
+    /// Steps whose KV blocks are reserved on the sequences (≤ `started`).
+    blocks_synced: usize,
 }
 
 impl DecodeRun {
@@ -352,6 +358,9 @@ impl Instance {
             ends,
             finished: 0,
             started: 1,
+            ctx0,
+            synced: 0,
+            blocks_synced: 1,
         });
         Some(end)
     }
@@ -376,41 +385,67 @@ impl Instance {
             self.name
         );
         let start = start.max(run.started);
-        let done = (finish - run.finished) as u32;
         let (from, to) = (run.started, start);
         if to > from {
             self.busy_time = self.busy_time + (run.ends[to - 1].since(run.ends[from - 1]));
             self.num_iterations += (to - from) as u64;
         }
-        let first_unfinished = finish;
         run.finished = finish;
         run.started = start;
         self.busy_until = (start > finish).then(|| run.ends[start - 1]);
+        // The sequences catch up lazily ([`Instance::sync_run`]); what is read meanwhile
+        // (`decoding_shape`, `used_blocks`) is computed from the run.
+        debug_assert!(self.used_blocks() <= self.limits.capacity_blocks);
+    }
+
+    /// KV blocks the run's started steps need beyond what the sequences have reserved.
+    fn run_pending_blocks(&self) -> u64 {
+        let Some(run) = &self.run else {
+            return 0;
+        };
+        if !self.limits.incremental_kv || run.started <= run.blocks_synced {
+            return 0;
+        }
+        self.running
+            .iter()
+            .map(|s| {
+                // Step `started` computes with c + started − 1 tokens: blocks for c + started.
+                let base = s.num_computed_tokens - run.synced as u32;
+                self.private_blocks(base + run.started as u32, s.num_shared_hit_tokens)
+                    .saturating_sub(s.reserved_blocks)
+            })
+            .sum()
+    }
+
+    /// Applies the run's finished steps to the sequences (one token each per step) and reserves
+    /// its started steps' KV blocks on them.
+    fn sync_run(&mut self) {
+        let extra = self.run_pending_blocks();
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        let done = (run.finished - run.synced) as u32;
+        let (finished, started, blocks) = (run.finished, run.started, run.started > run.blocks_synced);
+        run.synced = finished;
+        run.blocks_synced = run.blocks_synced.max(started);
         let incremental = self.limits.incremental_kv;
-        let mut added = 0;
-        for k in 0..self.running.len() {
-            let s = &mut self.running[k];
+        let (bs, name) = (self.limits.block_size, &self.name);
+        for s in &mut self.running {
             s.num_computed_tokens += done;
             s.num_generated += done;
             assert!(
                 s.num_generated < s.num_output_tokens,
-                "{}: request {} finished inside a decode run",
-                self.name,
+                "{name}: request {} finished inside a decode run",
                 s.req
             );
-            if incremental && to > from {
-                // Step `start` computes with c + start − 1 tokens: blocks for c + start.
-                let base = s.num_computed_tokens - first_unfinished as u32;
-                let need = self.cache.blocks_for(base + start as u32)
-                    - (s.num_shared_hit_tokens / self.limits.block_size) as u64;
-                let s = &mut self.running[k];
-                if need > s.reserved_blocks {
-                    added += need - s.reserved_blocks;
-                    s.reserved_blocks = need;
-                }
+            if incremental && blocks {
+                let base = s.num_computed_tokens - finished as u32;
+                let tokens = base + started as u32;
+                let need = tokens.div_ceil(bs) as u64 - (s.num_shared_hit_tokens / bs) as u64;
+                s.reserved_blocks = s.reserved_blocks.max(need);
             }
         }
-        self.reserved_blocks += added;
+        self.reserved_blocks += extra;
         assert!(
             self.used_blocks() <= self.limits.capacity_blocks,
             "{}: a decode run overran the KV capacity",
@@ -424,6 +459,7 @@ impl Instance {
     /// # Panics
     /// Without a run.
     pub fn end_run(&mut self) -> RunEnd {
+        self.sync_run();
         let run = self.run.take().expect("end_run without a decode run");
         if run.started == run.finished {
             self.batch.clear();
@@ -470,6 +506,11 @@ impl Instance {
 
     /// The running sequences past their prefill (decoding): (count, Σ context tokens).
     pub fn decoding_shape(&self) -> (u32, u64) {
+        if let Some(run) = &self.run {
+            // Every running sequence decodes in a run; each finished step added a token to each.
+            let n = self.running.len() as u64;
+            return (n as u32, run.ctx0 + run.finished as u64 * n);
+        }
         self.running
             .iter()
             .filter(|s| !s.prefill_only && s.remaining_prefill() == 0)
@@ -492,7 +533,7 @@ impl Instance {
 
     /// KV blocks in use: reservations, cache entries and shared prefixes. Invariant: ≤ capacity.
     pub fn used_blocks(&self) -> u64 {
-        self.reserved_blocks + self.cache.blocks() + self.shared_blocks
+        self.reserved_blocks + self.cache.blocks() + self.shared_blocks + self.run_pending_blocks()
     }
 
     /// Makes the shared prefix `key` of `tokens` tokens resident (pinned), as a warm-up request
@@ -727,6 +768,7 @@ impl Instance {
             self.name
         );
         self.busy_until = None;
+        self.sync_run();
         if let Some(run) = self.run.take() {
             assert_eq!(
                 (run.finished + 1, run.started),
