@@ -100,15 +100,25 @@ pub struct LoadedCluster {
     pub name: String,
     /// Counts per role.
     pub shape: Shape,
-    /// Each pool with its instance range and, when it is not on the scenario's GPU and model
-    /// file, its own model and limits.
-    pub pools: Vec<(PoolSpec, std::ops::Range<usize>, Option<LoadedPool>)>,
+    /// The pools in instance order.
+    pub pools: Vec<ClusterPool>,
+}
+
+/// One pool of a loaded cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterPool {
+    /// The pool as written (or expanded from the cluster's shape).
+    pub spec: PoolSpec,
+    /// Its instances' indices (P, R, D, pD order).
+    pub instances: std::ops::Range<usize>,
+    /// Its own model and limits when it is off the scenario's GPU, TP 1 and model file.
+    pub model: Option<LoadedPool>,
 }
 
 impl LoadedCluster {
     /// GPUs of the cluster: Σ count × `tp` over its pools.
     pub fn gpus(&self) -> u32 {
-        self.pools.iter().map(|(p, _, _)| p.count * p.tp.unwrap_or(1)).sum()
+        self.pools.iter().map(|p| p.spec.count * p.spec.tp.unwrap_or(1)).sum()
     }
 }
 
@@ -575,7 +585,7 @@ impl LoadedScenario {
             .chain(
                 clusters
                     .iter()
-                    .flat_map(|c| c.pools.iter().filter_map(|p| p.2.as_ref().map(|p| p.limits))),
+                    .flat_map(|c| c.pools.iter().filter_map(|p| p.model.as_ref().map(|m| m.limits))),
             )
             .map(|l| l.capacity_blocks * l.block_size as u64)
             .min()
@@ -665,8 +675,8 @@ impl LoadedScenario {
         if let Some(why) = &self.calibration.uncalibrated {
             out.push((self.source_dir.join(&sc.calibration), why.clone()));
         }
-        for (spec, _, pool) in self.clusters.iter().flat_map(|c| &c.pools) {
-            if let (Some(file), Some(pool)) = (&spec.calibration, pool) {
+        for p in self.clusters.iter().flat_map(|c| &c.pools) {
+            if let (Some(file), Some(pool)) = (&p.spec.calibration, &p.model) {
                 if let Some(why) = &pool.calibration.uncalibrated {
                     let file = self.source_dir.join(file);
                     if !out.iter().any(|(f, _)| *f == file) {
@@ -1000,7 +1010,11 @@ fn load_clusters(path: &Path, base: &Path, sc: &Scenario) -> InputResult<Vec<Loa
                 let written = written_order.get(k).copied().unwrap_or(k);
                 Some(load_pool(path, base, sc, &at(&format!(".pool[{written}]")), &pool)?)
             };
-            loaded.push((pool, range, model));
+            loaded.push(ClusterPool {
+                spec: pool,
+                instances: range,
+                model,
+            });
         }
         clusters.push(LoadedCluster {
             name,

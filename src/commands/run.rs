@@ -146,8 +146,8 @@ pub(crate) fn simulate_with(
         .map(|c| {
             c.pools
                 .iter()
-                .map(|(_, _, p)| {
-                    p.as_ref().map(|p| LinearCostModel {
+                .map(|p| {
+                    p.model.as_ref().map(|p| LinearCostModel {
                         coefficients: p.calibration.coefficients().expect("validated on load"),
                     })
                 })
@@ -191,9 +191,9 @@ pub(crate) fn simulate_with(
                         rows.push(r);
                     }
                 });
-                for ((_, range, pool), cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
-                    if let (Some(pool), Some(cost)) = (pool, cost) {
-                        sim = sim.with_pool(range.clone(), cost, pool.limits);
+                for (pool, cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
+                    if let (Some(model), Some(cost)) = (&pool.model, cost) {
+                        sim = sim.with_pool(pool.instances.clone(), cost, model.limits);
                     }
                 }
                 let sim = if timeline {
