@@ -71,6 +71,10 @@ pub enum Command {
         /// combines the N directories into exactly what one unsharded run writes.
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
+        /// Simulate every decode iteration as its own event (as `run --step-path`): identical
+        /// results, slower.
+        #[arg(long)]
+        step_path: bool,
         /// Override a key of the file, validated exactly as if written there: dotted
         /// (`workload.arrival.rate_per_s=8`, `router.1.max_local_append_tokens=64` for the second
         /// router), repeatable; the value is TOML (`[1, 2]`, `{ kind = "burst" }`) or a string.
@@ -354,6 +358,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             flags,
             yes,
             shard,
+            step_path,
         } => crate::commands::sweep::exec_sweep(
             &sweep.expect("clap requires the sweep file"),
             &set,
@@ -362,6 +367,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             flags.force,
             yes,
             shard.as_deref(),
+            !step_path,
         ),
         Command::RoutingMap {
             calibration,

@@ -20,9 +20,11 @@ pub(crate) fn exec_sweep(
     force: bool,
     yes: bool,
     shard: Option<&str>,
+    decode_runs: bool,
 ) -> Result<i32> {
     use crate::sweep::{self, SweepRow};
-    let sw = sweep::LoadedSweep::load_with(path, set)?;
+    let mut sw = sweep::LoadedSweep::load_with(path, set)?;
+    sw.scenario.decode_runs = decode_runs;
     let shard = shard
         .map(|s| sweep::Shard::parse(s).map_err(|m| InputError::option("--shard", m)))
         .transpose()?;

@@ -279,6 +279,16 @@ fn sweep_rows_match_single_runs_and_do_not_depend_on_threads() {
     sweep(&b, "3");
     let csv = std::fs::read_to_string(a.join("sweep.csv")).unwrap();
     assert_eq!(csv, std::fs::read_to_string(b.join("sweep.csv")).unwrap());
+    // Every decode iteration as its own event: the same rows.
+    let steps = dir.path().join("steps");
+    ppdsim()
+        .arg("sweep")
+        .arg(root().join("tests/data/sweeps/small.toml"))
+        .args(["--step-path", "-q", "-o"])
+        .arg(&steps)
+        .assert()
+        .success();
+    assert_eq!(csv, std::fs::read_to_string(steps.join("sweep.csv")).unwrap());
     assert_eq!(
         std::fs::read(a.join("crossovers.csv")).unwrap(),
         std::fs::read(b.join("crossovers.csv")).unwrap()
