@@ -16,13 +16,13 @@ pub(crate) fn exec_sweep(
     path: &Path,
     set: &[String],
     output: Option<PathBuf>,
-    quiet: bool,
-    force: bool,
+    flags: crate::cli::WriteFlags,
     yes: bool,
     shard: Option<&str>,
     decode_runs: bool,
 ) -> Result<i32> {
     use crate::sweep::{self, SweepRow};
+    let crate::cli::WriteFlags { quiet, force } = flags;
     let mut sw = sweep::LoadedSweep::load_with(path, set)?;
     sw.scenario.decode_runs = decode_runs;
     let shard = shard
