@@ -46,16 +46,6 @@ impl PoolRole {
             PoolRole::DirectDecode => "pD",
         }
     }
-
-    /// The key as written in a scenario (`prefill`, `replica`, `decode`, `direct-decode`).
-    pub fn key(self) -> &'static str {
-        match self {
-            PoolRole::Prefill => "prefill",
-            PoolRole::Replica => "replica",
-            PoolRole::Decode => "decode",
-            PoolRole::DirectDecode => "direct-decode",
-        }
-    }
 }
 
 /// A cluster's instance counts per role \[instances\].
@@ -228,15 +218,6 @@ pub struct ClusterSpec {
 }
 
 impl ClusterSpec {
-    /// A cluster of `shape` on the scenario's GPU (`name` by default the shape's).
-    pub fn of_shape(shape: Shape) -> ClusterSpec {
-        ClusterSpec {
-            name: None,
-            shape: Some(shape.name()),
-            pool: Vec::new(),
-        }
-    }
-
     /// The pools in instance order (P, R, D, pD; pools of one role in the order written).
     ///
     /// # Errors

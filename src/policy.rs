@@ -146,17 +146,6 @@ impl RouterConfig {
         }
     }
 
-    /// Sets the display name.
-    pub fn set_name(&mut self, new: String) {
-        match self {
-            RouterConfig::Pd { name, .. }
-            | RouterConfig::Ppd { name, .. }
-            | RouterConfig::Replication { name, .. }
-            | RouterConfig::Adaptive { name, .. }
-            | RouterConfig::Predictive { name, .. } => *name = Some(new),
-        }
-    }
-
     /// The clusters it runs on (empty: all).
     pub fn clusters(&self) -> &[String] {
         match self {
@@ -166,18 +155,6 @@ impl RouterConfig {
             | RouterConfig::Adaptive { clusters, .. }
             | RouterConfig::Predictive { clusters, .. } => clusters,
         }
-    }
-
-    /// The same router restricted to the clusters `only`.
-    pub fn on_clusters(mut self, only: Vec<String>) -> RouterConfig {
-        match &mut self {
-            RouterConfig::Pd { clusters, .. }
-            | RouterConfig::Ppd { clusters, .. }
-            | RouterConfig::Replication { clusters, .. }
-            | RouterConfig::Adaptive { clusters, .. }
-            | RouterConfig::Predictive { clusters, .. } => *clusters = only,
-        }
-        self
     }
 
     /// False for a router that never splits on a pD (replication): it needs no P pool there.
