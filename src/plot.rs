@@ -586,23 +586,6 @@ pub struct RunPlots<'a> {
     pub slo: Option<crate::metrics::Slo>,
 }
 
-/// The latencies of `records` for the run figures (`policies`: names in scenario order).
-pub fn request_latencies(records: &[crate::metrics::RequestRecord], policies: &[String]) -> Vec<RequestLatency> {
-    records
-        .iter()
-        .map(|r| RequestLatency {
-            policy: policies
-                .iter()
-                .position(|p| *p == r.policy)
-                .expect("records of the run's policies"),
-            turn: r.turn as u32,
-            ok: r.status == crate::metrics::RequestStatus::Ok,
-            ttft_ms: r.ttft_ms,
-            tpot_ms: r.tpot_ms,
-        })
-        .collect()
-}
-
 /// The latencies of a `requests.csv` (columns `policy`, `turn`, `status`, `ttft_ms`, `tpot_ms`;
 /// others ignored) for the run figures; rows of a policy not in `policies` are skipped.
 ///

@@ -69,31 +69,13 @@ impl RequestRows {
             .has_headers(self.header)
             .from_writer(Vec::new());
         self.header = false;
-        // Simulated times give no NaN field; a chunk with one is re-written with it emptied.
-        let nan = self.chunk.iter().any(|r| {
-            [
-                r.arrived_at_ms,
-                r.first_token_at_ms,
-                r.completed_at_ms,
-                r.ttft_ms,
-                r.tpot_ms.unwrap_or(0.0),
-                r.e2e_ms,
-                r.queue_delay_ms,
-                r.kv_transfer_ms,
-            ]
-            .iter()
-            .any(|x| x.is_nan())
-        });
         let bytes = self
             .chunk
             .drain(..)
             .try_for_each(|r| w.serialize(r))
             .map_err(anyhow::Error::from)
             .and_then(|()| w.into_inner().map_err(|e| anyhow::anyhow!("flushing CSV: {e}")))
-            .and_then(|b| {
-                let b = if nan { output::blank_nan_fields(&b) } else { b };
-                Ok(self.out.write_all(&b)?)
-            });
+            .and_then(|b| Ok(self.out.write_all(&output::blank_nan_fields(&b))?));
         if let Err(e) = bytes {
             self.error = Some(e);
         }
