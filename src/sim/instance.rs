@@ -202,6 +202,12 @@ pub struct Instance {
     run: Option<DecodeRun>,
 }
 
+/// Blocks of `block_size` tokens a sequence needs for `tokens` tokens of KV, of which the first
+/// `shared_hit` (whole blocks) live in a resident shared prefix \[blocks\].
+fn private_blocks(block_size: u32, tokens: u32, shared_hit: u32) -> u64 {
+    (tokens as u64).div_ceil(block_size as u64) - (shared_hit / block_size) as u64
+}
+
 /// Consecutive decode-only iterations of one batch, planned at once: every running sequence
 /// decodes one token per step, nothing is admitted, no sequence finishes before the last step and
 /// every step's KV blocks are free without evicting or preempting. Each step's time is the cost
@@ -420,7 +426,6 @@ impl Instance {
     /// Applies the run's finished steps to the sequences (one token each per step) and reserves
     /// its started steps' KV blocks on them.
     fn sync_run(&mut self) {
-        let extra = self.run_pending_blocks();
         let Some(run) = self.run.as_mut() else {
             return;
         };
@@ -430,6 +435,7 @@ impl Instance {
         run.blocks_synced = run.blocks_synced.max(started);
         let incremental = self.limits.incremental_kv;
         let (bs, name) = (self.limits.block_size, &self.name);
+        let mut extra = 0;
         for s in &mut self.running {
             s.num_computed_tokens += done;
             s.num_generated += done;
@@ -439,9 +445,10 @@ impl Instance {
                 s.req
             );
             if incremental && blocks {
+                // Step `started` computes with c + started − 1 tokens: blocks for c + started.
                 let base = s.num_computed_tokens - finished as u32;
-                let tokens = base + started as u32;
-                let need = tokens.div_ceil(bs) as u64 - (s.num_shared_hit_tokens / bs) as u64;
+                let need = private_blocks(bs, base + started as u32, s.num_shared_hit_tokens);
+                extra += need.saturating_sub(s.reserved_blocks);
                 s.reserved_blocks = s.reserved_blocks.max(need);
             }
         }
@@ -574,7 +581,7 @@ impl Instance {
     /// Blocks a sequence needs for `tokens` tokens of KV, of which the first `shared_hit` (whole
     /// blocks) live in a resident shared prefix.
     fn private_blocks(&self, tokens: u32, shared_hit: u32) -> u64 {
-        self.blocks_for(tokens) - (shared_hit / self.limits.block_size) as u64
+        private_blocks(self.limits.block_size, tokens, shared_hit)
     }
 
     /// Blocks sequence `s` must add to hold `tokens` more computed tokens.

@@ -586,17 +586,18 @@ impl<'a> Simulation<'a> {
         self.num_events += 1;
         // Decode runs catch up with every step end that comes before this event.
         self.advance_runs(|end: EventKey| end < key, |step_end| step_end < at);
-        if let Event::StepDone { inst } = ev {
-            if let Some(k) = self.stale_steps[inst].iter().position(|s| *s == key) {
-                // The end of a decode run cut short: its steps were rescheduled.
-                self.stale_steps[inst].swap_remove(k);
-                if self.queue.peek_time() != Some(self.now) {
-                    self.schedule_pass();
-                }
-                return Some((at, ev));
-            }
+        // The end of a decode run cut short is skipped: its steps were rescheduled.
+        let stale = match ev {
+            Event::StepDone { inst } => self.stale_steps[inst]
+                .iter()
+                .position(|s| *s == key)
+                .map(|k| self.stale_steps[inst].swap_remove(k))
+                .is_some(),
+            _ => false,
+        };
+        if !stale {
+            self.handle(ev);
         }
-        self.handle(ev);
         if self.queue.peek_time() != Some(self.now) {
             self.schedule_pass();
         }
