@@ -130,6 +130,8 @@ pub struct Deployment {
     pub name: String,
     /// The routing rule.
     pub router: RouterConfig,
+    /// Its index among the scenario's routers (`router[i]` in messages).
+    pub router_index: usize,
     /// Index into [`LoadedScenario::clusters`].
     pub cluster: usize,
 }
@@ -933,7 +935,7 @@ fn load_calibration(
 /// name when it runs on one cluster, or to the cluster's when there is one router.
 pub fn deployments(routers: &[RouterConfig], clusters: &[String]) -> Vec<Deployment> {
     let mut out = Vec::new();
-    for r in routers {
+    for (i, r) in routers.iter().enumerate() {
         let on: Vec<usize> = (0..clusters.len())
             .filter(|&c| r.clusters().is_empty() || r.clusters().contains(&clusters[c]))
             .collect();
@@ -948,6 +950,7 @@ pub fn deployments(routers: &[RouterConfig], clusters: &[String]) -> Vec<Deploym
             out.push(Deployment {
                 name,
                 router: r.clone(),
+                router_index: i,
                 cluster: c,
             });
         }
@@ -1039,11 +1042,7 @@ fn load_clusters(path: &Path, base: &Path, sc: &Scenario) -> InputResult<Vec<Loa
     }
     let mut seen = std::collections::BTreeSet::new();
     for d in deployments(&sc.router, &names) {
-        let i = sc
-            .router
-            .iter()
-            .position(|r| *r == d.router)
-            .expect("a router of the scenario");
+        let i = d.router_index;
         d.router.check_on(&clusters[d.cluster].shape).map_err(|m| {
             InputError::key(
                 path,
