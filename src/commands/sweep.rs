@@ -48,14 +48,15 @@ pub(crate) fn exec_sweep(
         .enumerate()
         .filter(|(k, _)| shard.is_none_or(|s| s.owns(*k)))
         .collect();
-    let runs = points.len() * sw.deployments().len();
+    let per_point = sw.deployments().len();
+    let runs = points.len() * per_point;
     if !quiet {
         eprintln!(
             "sweep {stem}: {} rates × {} seeds × {} policies = {} runs{}",
             rates.len(),
             sw.spec.seeds.len(),
-            sw.deployments().len(),
-            grid.len() * sw.deployments().len(),
+            per_point,
+            grid.len() * per_point,
             shard.map_or(String::new(), |s| format!(
                 "; shard {}/{} runs {runs} of them",
                 s.index, s.count
@@ -143,14 +144,15 @@ pub(crate) fn write_sweep_results(
     use crate::sweep;
     let rates = &sw.spec.rates_per_s;
     let mut all_crossings = Vec::new();
+    let deployments = sw.deployments();
     let mut text = format!(
         "sweep {}: {} rates × {} seed{} × {} policies = {} runs of {}\n",
         stem,
         rates.len(),
         sw.spec.seeds.len(),
         if sw.spec.seeds.len() == 1 { "" } else { "s" },
-        sw.deployments().len(),
-        sw.grid().len() * sw.deployments().len(),
+        deployments.len(),
+        sw.grid().len() * deployments.len(),
         sw.scenario.resolved.name
     );
     let curves = sweep::analyse(rows, rates, &sw.spec.metrics);
@@ -160,8 +162,7 @@ pub(crate) fn write_sweep_results(
         all_crossings.extend(m.crossings.iter().cloned());
     }
     draw_sweep_plots(staged, &sw.spec, &curves, Some(sw.scenario.resolved.slo))?;
-    let gpus: Vec<(String, u32)> = sw
-        .deployments()
+    let gpus: Vec<(String, u32)> = deployments
         .iter()
         .map(|d| (d.name.clone(), sw.scenario.clusters[d.cluster].gpus()))
         .collect();

@@ -767,12 +767,16 @@ fn answers_are_reused_up_to_the_expected_first_retokenisation_mismatch() {
 fn prefill_pool_on_another_gpu_runs_at_its_own_speed() {
     // P on a GPU three times slower (30 ms steps), D as before (10 ms).
     let (fast, slow) = (ConstantCostModel { step_ms: 10.0 }, ConstantCostModel { step_ms: 30.0 });
-    let cfg = config(pd(), 8192);
-    let limits = cfg.limits;
-    let r = Simulation::new(cfg, &fast, conversation())
-        .with_pool(0..1, &slow, limits)
-        .run()
-        .records;
+    // Instances: P0 = 0, D0 = 1; `slow_pool` runs on the slow GPU.
+    let run = |slow_pool: std::ops::Range<usize>| {
+        let cfg = config(pd(), 8192);
+        let limits = cfg.limits;
+        Simulation::new(cfg, &fast, conversation())
+            .with_pool(slow_pool, &slow, limits)
+            .run()
+            .records
+    };
+    let r = run(0..1);
     // Turn 1 as in pd_two_turns_by_hand, but P's step takes 2→32 ms: transfer → 46.107, handoff →
     // 49.107, D's step → 59.107 (first token), two 10 ms decode steps → 79.107.
     close(r[0].ttft_ms, 59.107);
@@ -780,11 +784,7 @@ fn prefill_pool_on_another_gpu_runs_at_its_own_speed() {
     close(r[0].e2e_ms, 79.107);
     // The decode side on the slow GPU instead: P 2→12, transfer → 26.107, handoff → 29.107, D's
     // step → 59.107 (first token), decode steps of 30 ms → 119.107.
-    let cfg = config(pd(), 8192);
-    let r = Simulation::new(cfg, &fast, conversation())
-        .with_pool(1..2, &slow, limits)
-        .run()
-        .records;
+    let r = run(1..2);
     close(r[0].ttft_ms, 59.107);
     close(r[0].tpot_ms.unwrap(), 30.0);
     close(r[0].e2e_ms, 119.107);
