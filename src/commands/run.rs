@@ -28,19 +28,6 @@ pub struct RunResults {
     pub num_events: u64,
 }
 
-/// Simulates every policy of a loaded scenario (in parallel; results in scenario order and
-/// independent of the thread count), with a progress bar over the policies.
-pub fn simulate(sc: &LoadedScenario) -> RunResults {
-    simulate_with(
-        sc,
-        progress_bar(false, sc.deployments().len() as u64, "runs simulated"),
-        true,
-        None,
-        true,
-    )
-    .expect("no file is written")
-}
-
 /// `requests.csv` rows of one run, streamed to a file as the simulator emits them (serialized
 /// in chunks, `NaN` fields emptied as [`output::to_csv`] does).
 struct RequestRows {
@@ -92,7 +79,8 @@ impl RequestRows {
     }
 }
 
-/// [`simulate`], advancing `bar` once per policy; with the per-instance timelines when
+/// Simulates every run of a loaded scenario (in parallel; results in scenario order and
+/// independent of the thread count), advancing `bar` once per run; with the per-instance timelines when
 /// `timeline` (on the scenario's `timeline_interval_s` grid); streaming `requests.csv` into
 /// `requests` when given (the records are never all held: each run keeps the requests in flight
 /// and the latencies its summary needs) and keeping every request's latencies for the figures
