@@ -184,6 +184,18 @@ pub enum Command {
         /// Replay fit without its leave-one-configuration-out cross-validation (5× faster).
         #[arg(long)]
         no_cross_validation: bool,
+        /// Per-token chance that an answer the client resends as text re-tokenises differently,
+        /// which ends the next turn's prefix-cache hit there (the rest of the answer is
+        /// recomputed): direct turn-2 request samples and the replays recompute the answer's
+        /// unmatched tail. 0 (the default) reuses answers whole; vllm-ppd's cache-info runs fit
+        /// 0.0011 (docs/validation.md). Recorded in the model file when > 0; `validate` uses it.
+        #[arg(long, value_name = "P", default_value_t = 0.0)]
+        answer_mismatch_per_token: f64,
+        /// Which overheads the replay of loaded points and low-QPS files fits: `handoff-and-request`
+        /// (the PD handoff's whole and serialized shares, the request overhead and its
+        /// per-prompt-token part) or `handoff` (the handoff's three only).
+        #[arg(long, value_enum, default_value = "handoff-and-request")]
+        replay_params: crate::calibrate::replay::ReplayParams,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -411,6 +423,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             force,
             no_replay,
             no_cross_validation,
+            answer_mismatch_per_token,
+            replay_params,
             roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
@@ -424,6 +438,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 attention,
                 replay: !no_replay,
                 loco: !no_cross_validation,
+                answer_mismatch_per_token,
+                replay_params,
                 ..Default::default()
             },
             strict,

@@ -349,7 +349,7 @@ pub struct OverheadSpec {
     /// Where the P-side share queues: `per-prefill` (one queue per P instance, default) or
     /// `cluster` (one queue for all).
     pub pd_handoff_queue: crate::sim::HandoffQueue,
-    /// Latency per prompt token at each API server on a request's path \[ms/token\].
+    /// Latency per prompt token, once per request at its entry \[ms/token\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_ms_per_token: Option<f64>,
     /// The overheads are work of one FIFO server per instance (default, what the vllm-ppd bursts

@@ -58,6 +58,13 @@ pub struct CalibrateOptions {
     pub replay: bool,
     /// With `replay`: also run the leave-one-configuration-out cross-validation.
     pub loco: bool,
+    /// Per-token chance that a resent answer re-tokenises differently (ends the next turn's
+    /// prefix-cache hit there): used for the request samples and the replays, and recorded in the
+    /// model file when > 0. Default 0 (answers reused whole; vllm-ppd's cache-info runs fit
+    /// [`crate::scenario::FITTED_ANSWER_MISMATCH_PER_TOKEN`]).
+    pub answer_mismatch_per_token: f64,
+    /// Which overheads the replay fits.
+    pub replay_params: replay::ReplayParams,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -93,6 +100,8 @@ impl Default for CalibrateOptions {
             format: Format::Auto,
             replay: true,
             loco: true,
+            answer_mismatch_per_token: 0.0,
+            replay_params: replay::ReplayParams::HandoffAndRequest,
         }
     }
 }
@@ -561,11 +570,19 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             ),
         ));
     }
+    let p = opts.answer_mismatch_per_token;
+    if !(0.0..1.0).contains(&p) {
+        return Err(InputError::option(
+            "--answer-mismatch-per-token",
+            format!("{p} is not a per-token probability: give a value in [0, 1) (vllm-ppd's cache-info runs: 0.0011)"),
+        ));
+    }
     let ropts = ReadOptions {
         model: model.clone(),
         gpu: gpu.name.clone(),
         tp: opts.tp,
         block_size: opts.block_size,
+        answer_mismatch_per_token: opts.answer_mismatch_per_token,
     };
     // Directories are searched (sorted, recursively) for measurement files.
     let files = crate::input::expand_dirs(paths, |_| true)?;
@@ -832,8 +849,8 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             let compute = path_compute(&coeffs, s);
             let split = if s.route == RequestRoute::Split { 1.0 } else { 0.0 };
             let gb = split * s.kv_tokens as f64 * kvb / 1e9;
-            // Every API server on the path (P and D on a split route) handles the whole prompt.
-            let prompt_hops = (1.0 + split) * prompt_tokens(s) as f64;
+            // Paid once per request, at its entry (see `SimConfig::prompt_ms_per_token`).
+            let prompt_hops = prompt_tokens(s) as f64;
             rx.push(if direct_link.is_some() {
                 vec![1.0, split, prompt_hops]
             } else {
@@ -951,6 +968,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         },
         overheads,
         kv_transfer,
+        answer_mismatch_per_token: (opts.answer_mismatch_per_token > 0.0).then_some(opts.answer_mismatch_per_token),
         phases,
         sources,
         physics,
@@ -965,8 +983,18 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         .flat_map(|l| l.samples.loaded_points.iter())
         .filter_map(validate_point)
         .collect();
+    let lowqps_points: Vec<crate::validate::LowQpsPoint> = loaded
+        .iter()
+        .flat_map(|l| l.samples.lowqps_points.iter().cloned())
+        .collect();
     if !replay_points.is_empty() && opts.replay {
-        file.replay = Some(replay_fit(&mut file, &replay_points, opts.loco)?);
+        file.replay = Some(replay_fit(
+            &mut file,
+            &replay_points,
+            &lowqps_points,
+            opts.loco,
+            opts.replay_params,
+        )?);
     }
     Ok(Calibration { file, points })
 }
@@ -986,13 +1014,23 @@ fn validate_point(v: &serde_json::Value) -> Option<replay::Point> {
 
 /// Fits the PD handoff's split by replaying `points` (see [`replay`]), writes it into `file`'s
 /// overheads, and returns the report (with leave-one-configuration-out folds when `loco`).
-fn replay_fit(file: &mut CalibrationFile, points: &[replay::Point], loco: bool) -> InputResult<ReplayFit> {
+fn replay_fit(
+    file: &mut CalibrationFile,
+    points: &[replay::Point],
+    lowqps: &[crate::validate::LowQpsPoint],
+    loco: bool,
+    params: replay::ReplayParams,
+) -> InputResult<ReplayFit> {
+    let request_fitted = params == replay::ReplayParams::HandoffAndRequest;
     let fail = |e: anyhow::Error| InputError {
         location: "comprehensive points".into(),
         message: format!("replay fit failed: {e}"),
     };
-    let before = replay::objective(&replay::simulate(points, file, 0, replay::REPLAYS));
-    let (split, objective) = replay::fit(points, file, 0).map_err(fail)?;
+    let before = replay::combined_objective(
+        &replay::simulate(points, file, 0, replay::REPLAYS),
+        &replay::simulate_lowqps(lowqps, file, 0),
+    );
+    let (split, objective) = replay::fit(points, lowqps, file, 0, params).map_err(fail)?;
     *file = split.apply(file);
     let rows = replay::simulate(points, file, 0, crate::validate::COMPREHENSIVE_REPLICAS);
     let configs = replay::configs(points);
@@ -1006,11 +1044,13 @@ fn replay_fit(file: &mut CalibrationFile, points: &[replay::Point], loco: bool) 
         })
         .collect();
     let folds = if loco && configs.len() > 1 {
-        replay::leave_one_config_out(points, file, 0)
+        replay::leave_one_config_out(points, lowqps, file, 0, params)
             .map_err(fail)?
             .into_iter()
             .map(|f| LocoFold {
                 held_out: f.config,
+                request_overhead_ms: request_fitted.then_some(f.split.request_overhead_ms),
+                prompt_ms_per_token: request_fitted.then_some(f.split.prompt_ms_per_token),
                 pd_handoff_ms: f.split.total_ms,
                 pd_handoff_p_service_ms: f.split.p_service_ms,
                 pd_handoff_d_service_ms: f.split.d_service_ms,
@@ -1025,6 +1065,8 @@ fn replay_fit(file: &mut CalibrationFile, points: &[replay::Point], loco: bool) 
         replays_per_point: replay::REPLAYS,
         objective_before: before,
         objective_after: objective,
+        request_overhead_ms: request_fitted.then_some(split.request_overhead_ms),
+        prompt_ms_per_token: request_fitted.then_some(split.prompt_ms_per_token),
         pd_handoff_ms: split.total_ms,
         pd_handoff_p_service_ms: split.p_service_ms,
         pd_handoff_d_service_ms: split.d_service_ms,
@@ -1144,9 +1186,15 @@ pub fn report(c: &Calibration) -> String {
     if let Some(r) = &f.replay {
         let _ = writeln!(
             s,
-            "PD handoff split by replaying {} loaded points ({} replays each; objective mean |ln(pred/meas)| of T1 p50, T2 p50, T2 p99 TTFT {:.3} → {:.3}):",
+            "overheads fitted by replaying {} loaded points ({} replays each) and the low-QPS files (objective: mean over the campaigns of mean |ln(pred/meas)|, loaded points' T1 p50, T2 p50, T2 p99 TTFT, low-QPS T2 p50 TTFT; {:.3} → {:.3}):",
             r.num_points, r.replays_per_point, r.objective_before, r.objective_after
         );
+        if let (Some(req), Some(tok)) = (r.request_overhead_ms, r.prompt_ms_per_token) {
+            let _ = writeln!(
+                s,
+                "  request_overhead_ms {req:.1}, prompt_ms_per_token {tok:.5} (once per request)"
+            );
+        }
         let _ = writeln!(
             s,
             "  pd_handoff_ms {:.1} = {:.1} serialized per P instance + {:.1} serialized at D's API server + {:.1} latency",
@@ -1168,9 +1216,13 @@ pub fn report(c: &Calibration) -> String {
                 "leave-one-configuration-out cross-validation (fit on the others, predict the one held out):"
             );
             for fold in &r.leave_one_config_out {
+                let request = match (fold.request_overhead_ms, fold.prompt_ms_per_token) {
+                    (Some(req), Some(tok)) => format!("request {req:.1} ms, {:.2} µs/prompt token, ", tok * 1000.0),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     s,
-                    "  held out {:<12} fitted handoff {:.1} ms (P {:.1}, D {:.1}) → turn-2 p50 TTFT median |error| {:>5.1}%",
+                    "  held out {:<12} fitted {request}handoff {:.1} ms (P {:.1}, D {:.1}) → turn-2 p50 TTFT median |error| {:>5.1}%",
                     fold.held_out,
                     fold.pd_handoff_ms,
                     fold.pd_handoff_p_service_ms,

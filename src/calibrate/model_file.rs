@@ -78,9 +78,9 @@ pub struct Overheads {
     /// loaded runs. Absent (older files): 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pd_handoff_d_service_ms: Option<Coefficient>,
-    /// Per prompt token, at every API server the request passes (P's and D's on a split route):
-    /// tokenisation, prefix-block hashing, request building \[ms/token\]. Fitted with the other
-    /// overheads from request TTFTs. Absent (older files): 0.
+    /// Per prompt token, once per request at its entry (client, proxy and the first API server
+    /// handling the prompt text; D's hop on a split route adds none) \[ms/token\]. Fitted with the
+    /// other overheads from request TTFTs, then by the replay. Absent (older files): 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_ms_per_token: Option<Coefficient>,
 }
@@ -172,6 +172,12 @@ pub struct CalibrationFile {
     pub overheads: Overheads,
     /// KV transfer.
     pub kv_transfer: KvTransfer,
+    /// Per-token chance that an answer the client resends as text re-tokenises differently,
+    /// ending the next turn's prefix-cache hit there (see
+    /// [`crate::sim::EngineLimits::answer_mismatch_per_token`]): the value the overheads were
+    /// fitted with, and the default of runs using this file (absent: 0, answers reused whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_mismatch_per_token: Option<f64>,
     /// Fit quality per phase.
     pub phases: Vec<PhaseFit>,
     /// Inputs.
@@ -212,6 +218,13 @@ pub struct ReplayFit {
     pub objective_before: f64,
     /// Objective after the fit.
     pub objective_after: f64,
+    /// Fitted request overhead \[ms\] (`--replay-params handoff-and-request`; absent: the
+    /// low-load fit's value was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_overhead_ms: Option<f64>,
+    /// Fitted per-prompt-token cost, once per request \[ms/token\] (as `request_overhead_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ms_per_token: Option<f64>,
     /// Fitted whole PD handoff \[ms\].
     pub pd_handoff_ms: f64,
     /// Fitted serialized share at P \[ms\].
@@ -240,6 +253,12 @@ pub struct ConfigError {
 pub struct LocoFold {
     /// The configuration held out.
     pub held_out: String,
+    /// Request overhead fitted on the others \[ms\] (when the replay fits it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_overhead_ms: Option<f64>,
+    /// Per-prompt-token cost fitted on the others \[ms/token\] (when the replay fits it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ms_per_token: Option<f64>,
     /// Whole handoff fitted on the others \[ms\].
     pub pd_handoff_ms: f64,
     /// P share fitted on the others \[ms\].
@@ -332,6 +351,13 @@ impl CalibrationFile {
                 ),
             ));
         }
+        if let Some(p) = f.answer_mismatch_per_token.filter(|p| !(0.0..1.0).contains(p)) {
+            return Err(InputError::key(
+                path,
+                "answer_mismatch_per_token",
+                format!("{p} is not a per-token probability: give a value in [0, 1), or re-run `ppdsim calibrate`"),
+            ));
+        }
         let c = f
             .coefficients()
             .map_err(|m| InputError::key(path, "iteration.coefficients", m))?;
@@ -365,7 +391,13 @@ impl CalibrationFile {
         Ok(f)
     }
 
-    /// Per-prompt-token overhead at each API-server hop \[ms/token\]; 0 when the file has none.
+    /// [`CalibrationFile::answer_mismatch_per_token`], 0 when the file has none.
+    pub fn answer_mismatch_per_token(&self) -> f64 {
+        self.answer_mismatch_per_token.unwrap_or(0.0)
+    }
+
+    /// Per-prompt-token overhead, once per request at its entry \[ms/token\]; 0 when the file
+    /// has none.
     pub fn prompt_ms_per_token(&self) -> f64 {
         self.overheads.prompt_ms_per_token.as_ref().map_or(0.0, |c| c.value)
     }

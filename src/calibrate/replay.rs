@@ -1,29 +1,34 @@
 //! Overheads identified by **replaying** loaded runs (simulation in the loop).
 //!
-//! Low-load request samples fix the *total* of each fixed overhead, but not where its work is
-//! serialized: at low load a queue is always empty. The vllm-ppd comprehensive sweep (training
-//! set: its `1P_*` configurations, 2 turns, Poisson starts in a 10 s window, 0.5–20 new
-//! conversations/s) loads the PD handoff up to saturation, so its turn-1 and turn-2 TTFTs under
-//! load identify how the handoff splits into
+//! Low-load request samples fix the *total* of the fixed overheads, but neither where their work
+//! is serialized (at low load a queue is always empty) nor how the request overhead splits
+//! into a fixed and a per-prompt-token part (the low-load campaigns disagree). The vllm-ppd
+//! comprehensive sweep (training set: its `1P_*` configurations, 2 turns, Poisson starts in a 10 s
+//! window, 0.5–20 new conversations/s) loads the PD handoff up to saturation, and the low-QPS
+//! files (v3 on 4 GPUs, seed 003's 2-GPU re-run) time single turn-2 requests of 300–5,400-token
+//! prompts; together they identify
 //!
+//! * `request_overhead_ms` and `prompt_ms_per_token` — the request overhead, once per request,
 //! * `pd_handoff_p_service_ms` — serialized work at the P instance (one queue per P),
 //! * `pd_handoff_d_service_ms` — serialized work at D's API server (one queue per D/pD, shared
 //!   with the requests D receives directly),
 //! * the rest of `pd_handoff_ms` — latency (no queue),
 //!
-//! with the iteration model held fixed. The three parameters are fitted by Nelder–Mead (argmin)
-//! on the mean of `|ln(predicted / measured)|` over turn-1 p50, turn-2 p50 and turn-2 p99 TTFT
-//! of every point whose measured success rate is at least the knee criterion
-//! ([`crate::validate::KNEE_MIN_SUCCESS_PCT`]), each point replayed [`REPLAYS`] times (common random
-//! numbers: the same arrivals and placements at every evaluation, so the objective is a
-//! deterministic function of the parameters). Each term is clamped at `ln 10` so a point far past
-//! its knee cannot dominate.
+//! with the iteration model held fixed ([`ReplayParams::Handoff`] fits the handoff's three only).
+//! The parameters are fitted by Nelder–Mead (argmin) on [`combined_objective`]: the mean over the
+//! three campaigns of each one's mean `|ln(predicted / measured)|` — turn-1 p50, turn-2 p50 and
+//! turn-2 p99 TTFT of every comprehensive point whose measured success rate is at least the knee
+//! criterion ([`crate::validate::KNEE_MIN_SUCCESS_PCT`]), each replayed [`REPLAYS`] times, and
+//! turn-2 p50 TTFT of each low-QPS point (common random numbers: the same arrivals and placements
+//! at every evaluation, so the objective is a deterministic function of the parameters). Each term
+//! is clamped at `ln 10` so a point far past its knee cannot dominate.
 //!
-//! **Leave-one-configuration-out** cross-validation refits on all configurations but one and
-//! reports the median |error| of turn-2 p50 TTFT below saturation on the one left out.
+//! **Leave-one-configuration-out** cross-validation refits on all comprehensive configurations but
+//! one (the low-QPS files always in) and reports the median |error| of turn-2 p50 TTFT below
+//! saturation on the one left out.
 
 use crate::calibrate::model_file::{CalibrationFile, Coefficient};
-use crate::validate::{self, ComprehensiveRow};
+use crate::validate::{self, ComprehensiveRow, LowQpsPoint, ValidationRow};
 use argmin::core::{CostFunction, Executor};
 use argmin::solver::neldermead::NelderMead;
 use rayon::prelude::*;
@@ -37,9 +42,14 @@ pub const MAX_ITERS: u64 = 40;
 /// One measured comprehensive point: config, workload, QPS and the measured JSON.
 pub type Point = (String, String, f64, serde_json::Value);
 
-/// The three handoff parameters \[ms\].
+/// The replay-fitted overheads: the request overhead every path pays, its per-prompt-token part
+/// (once per request, at its entry), and the PD handoff with its serialized shares.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HandoffSplit {
+pub struct ReplayedOverheads {
+    /// Request overhead: client → proxy → API server → engine and back, once per request \[ms\].
+    pub request_overhead_ms: f64,
+    /// Per prompt token, once per request \[ms/token\].
+    pub prompt_ms_per_token: f64,
     /// Whole handoff \[ms\].
     pub total_ms: f64,
     /// Serialized at P \[ms\].
@@ -48,16 +58,75 @@ pub struct HandoffSplit {
     pub d_service_ms: f64,
 }
 
-impl HandoffSplit {
-    /// From an unconstrained optimiser vector: total ≥ 0, the shares clamped into `[0, total]`
-    /// with `p + d ≤ total`; returns the split and how far `x` lay outside (a penalty).
-    fn from_x(x: &[f64]) -> (Self, f64) {
+/// Which overheads the replay fits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayParams {
+    /// The PD handoff: its whole, its serialized share per P and at D's API server (3
+    /// parameters); the request overhead and its per-prompt-token part keep the low-load fit's
+    /// values.
+    Handoff,
+    /// The handoff's three, the request overhead and its per-prompt-token part (5 parameters):
+    /// the low-load fit alone cannot tell the request overhead's fixed part from its per-token
+    /// part (docs/validation.md).
+    #[default]
+    HandoffAndRequest,
+}
+
+impl ReplayParams {
+    /// Nelder–Mead iterations.
+    fn max_iters(self) -> u64 {
+        match self {
+            ReplayParams::Handoff => MAX_ITERS,
+            ReplayParams::HandoffAndRequest => 150,
+        }
+    }
+}
+
+/// The optimiser works in µs per prompt token, so every coordinate is of order 1–100.
+const PROMPT_SCALE: f64 = 1000.0;
+
+impl ReplayedOverheads {
+    /// `cal`'s current values.
+    pub fn of(cal: &CalibrationFile) -> Self {
+        let (p, d) = cal.pd_handoff_services_ms();
+        ReplayedOverheads {
+            request_overhead_ms: cal.overheads.request_overhead_ms.value,
+            prompt_ms_per_token: cal.prompt_ms_per_token(),
+            total_ms: cal.overheads.pd_handoff_ms.value,
+            p_service_ms: p,
+            d_service_ms: d,
+        }
+    }
+
+    fn to_x(self, params: ReplayParams) -> Vec<f64> {
+        let mut x = vec![self.total_ms, self.p_service_ms, self.d_service_ms];
+        if params == ReplayParams::HandoffAndRequest {
+            x.extend([self.request_overhead_ms, self.prompt_ms_per_token * PROMPT_SCALE]);
+        }
+        x
+    }
+
+    /// From an unconstrained optimiser vector (3 coordinates: the handoff's, the request
+    /// overhead's taken from `base`; 5: all): every value ≥ 0, the handoff's shares clamped into
+    /// `[0, total]` with `p + d ≤ total`; returns the parameters and how far `x` lay outside (a
+    /// penalty).
+    fn from_x(x: &[f64], base: &Self) -> (Self, f64) {
         let total = x[0].max(0.0);
         let p = x[1].clamp(0.0, total);
         let d = x[2].clamp(0.0, total - p);
-        let outside = (x[0] - total).abs() + (x[1] - p).abs() + (x[2] - d).abs();
+        let (request, prompt, outside_request) = match x.get(3..5) {
+            Some(r) => (
+                r[0].max(0.0),
+                r[1].max(0.0) / PROMPT_SCALE,
+                (r[0] - r[0].max(0.0)).abs() + (r[1] - r[1].max(0.0)).abs(),
+            ),
+            None => (base.request_overhead_ms, base.prompt_ms_per_token, 0.0),
+        };
+        let outside = (x[0] - total).abs() + (x[1] - p).abs() + (x[2] - d).abs() + outside_request;
         (
-            HandoffSplit {
+            ReplayedOverheads {
+                request_overhead_ms: request,
+                prompt_ms_per_token: prompt,
                 total_ms: total,
                 p_service_ms: p,
                 d_service_ms: d,
@@ -66,22 +135,29 @@ impl HandoffSplit {
         )
     }
 
-    /// `cal` with this split as its overheads.
+    /// `cal` with these overheads.
     pub fn apply(&self, cal: &CalibrationFile) -> CalibrationFile {
         let mut c = cal.clone();
-        let coef = |name: &str, v: f64| Coefficient {
+        let coef = |name: &str, unit: &str, v: f64| Coefficient {
             name: name.into(),
             value: v,
-            unit: "ms".into(),
+            unit: unit.into(),
             ci95_low: v,
             ci95_high: v,
             at_bound: false,
         };
-        // Fitted by the replay: its value replaces the low-load fit's (whose interval no longer
-        // applies; the leave-one-configuration-out folds show its spread instead).
-        c.overheads.pd_handoff_ms = coef("pd_handoff_ms", self.total_ms);
-        c.overheads.pd_handoff_p_service_ms = Some(coef("pd_handoff_p_service_ms", self.p_service_ms));
-        c.overheads.pd_handoff_d_service_ms = Some(coef("pd_handoff_d_service_ms", self.d_service_ms));
+        // Fitted by the replay: its values replace the low-load fit's (whose intervals no longer
+        // apply; the leave-one-configuration-out folds show their spread instead).
+        // The request overhead's are replaced only when the replay moved them (`ReplayParams`).
+        if self.request_overhead_ms != cal.overheads.request_overhead_ms.value {
+            c.overheads.request_overhead_ms = coef("request_overhead_ms", "ms", self.request_overhead_ms);
+        }
+        if self.prompt_ms_per_token != cal.prompt_ms_per_token() {
+            c.overheads.prompt_ms_per_token = Some(coef("prompt_ms_per_token", "ms/token", self.prompt_ms_per_token));
+        }
+        c.overheads.pd_handoff_ms = coef("pd_handoff_ms", "ms", self.total_ms);
+        c.overheads.pd_handoff_p_service_ms = Some(coef("pd_handoff_p_service_ms", "ms", self.p_service_ms));
+        c.overheads.pd_handoff_d_service_ms = Some(coef("pd_handoff_d_service_ms", "ms", self.d_service_ms));
         c
     }
 }
@@ -128,6 +204,53 @@ pub fn objective(rows: &[ComprehensiveRow]) -> f64 {
     }
 }
 
+/// Simulates the low-QPS points with `cal` (in parallel); their turn-2 p50 TTFT rows, in input
+/// order.
+pub fn simulate_lowqps(points: &[LowQpsPoint], cal: &CalibrationFile, seed: u64) -> Vec<ValidationRow> {
+    points
+        .par_iter()
+        .filter_map(|p| validate::simulate_point(p, cal, seed))
+        .flatten()
+        .filter(|r| r.metric == "t2_p50_ttft_ms")
+        .collect()
+}
+
+/// Mean clamped |ln(pred/meas)| of the low-QPS rows on `gpus` GPUs; `None` without rows.
+fn lowqps_objective(rows: &[ValidationRow], gpus: u32) -> Option<f64> {
+    let cap = 10f64.ln();
+    let terms: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.gpus == gpus && r.measured_ms > 0.0 && r.predicted_ms.is_finite())
+        .map(|r| {
+            if r.predicted_ms > 0.0 {
+                (r.predicted_ms / r.measured_ms).ln().abs().min(cap)
+            } else {
+                cap
+            }
+        })
+        .collect();
+    (!terms.is_empty()).then(|| terms.iter().sum::<f64>() / terms.len() as f64)
+}
+
+/// The fit's objective: the mean, over the datasets present, of each dataset's mean clamped
+/// |ln(pred/meas)| — the loaded points' [`objective`], the 4-GPU low-QPS points' and the 2-GPU
+/// low-QPS points' turn-2 p50 TTFT — so each campaign weighs the same whatever its size.
+pub fn combined_objective(rows: &[ComprehensiveRow], low: &[ValidationRow]) -> f64 {
+    let parts: Vec<f64> = [
+        (!rows.is_empty()).then(|| objective(rows)),
+        lowqps_objective(low, 4),
+        lowqps_objective(low, 2),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        f64::INFINITY
+    } else {
+        parts.iter().sum::<f64>() / parts.len() as f64
+    }
+}
+
 /// Median |error| \[%\] of turn-2 p50 TTFT over rows below the measured saturation knee.
 pub fn t2_p50_error_pct(rows: &[ComprehensiveRow]) -> f64 {
     let mut e: Vec<f64> = rows
@@ -144,7 +267,9 @@ pub fn t2_p50_error_pct(rows: &[ComprehensiveRow]) -> f64 {
 
 struct Problem<'a> {
     points: &'a [Point],
+    lowqps: &'a [LowQpsPoint],
     cal: &'a CalibrationFile,
+    base: ReplayedOverheads,
     seed: u64,
 }
 
@@ -153,38 +278,66 @@ impl CostFunction for Problem<'_> {
     type Output = f64;
 
     fn cost(&self, x: &Vec<f64>) -> Result<f64, argmin::core::Error> {
-        let (split, outside) = HandoffSplit::from_x(x);
-        let rows = simulate(self.points, &split.apply(self.cal), self.seed, REPLAYS);
-        Ok(objective(&rows) + outside * 0.01)
+        let (split, outside) = ReplayedOverheads::from_x(x, &self.base);
+        let cal = split.apply(self.cal);
+        let rows = simulate(self.points, &cal, self.seed, REPLAYS);
+        let low = simulate_lowqps(self.lowqps, &cal, self.seed);
+        Ok(combined_objective(&rows, &low) + outside * 0.01)
     }
 }
 
-/// Fits the handoff split to `points`, starting from `cal`'s values; returns the split and its
+/// Fits the replayed overheads to `points`, starting from `cal`'s values; returns them and the
 /// objective.
 ///
 /// # Errors
 /// When the optimiser fails (a non-finite objective everywhere).
-pub fn fit(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<(HandoffSplit, f64)> {
-    let total = cal.overheads.pd_handoff_ms.value.max(1.0);
-    let (p0, d0) = cal.pd_handoff_services_ms();
-    let start = vec![total, p0.min(0.9 * total), d0.max(0.05 * total)];
-    // Initial simplex: the start and one step of 25% of the total along each axis.
+pub fn fit(
+    points: &[Point],
+    lowqps: &[LowQpsPoint],
+    cal: &CalibrationFile,
+    seed: u64,
+    params: ReplayParams,
+) -> anyhow::Result<(ReplayedOverheads, f64)> {
+    let base = ReplayedOverheads::of(cal);
+    let mut start = base;
+    start.total_ms = start.total_ms.max(1.0);
+    start.p_service_ms = start.p_service_ms.min(0.9 * start.total_ms);
+    start.d_service_ms = start.d_service_ms.max(0.05 * start.total_ms);
+    let start = start.to_x(params);
+    // Initial simplex: the start and one step along each axis (25% of the handoff for its three
+    // coordinates, −10 ms of request overhead, +5 µs per prompt token: the low-load fit's
+    // uncertainty in each).
+    let total = start[0];
     let mut simplex = vec![start.clone()];
-    for k in 0..3 {
+    for k in 0..start.len() {
         let mut v = start.clone();
-        v[k] += if k == 0 { 0.25 * total } else { -0.25 * total };
+        v[k] += match k {
+            0 => 0.25 * total,
+            1 | 2 => -0.25 * total,
+            3 => -10.0,
+            _ => 5.0,
+        };
         simplex.push(v);
     }
     let solver = NelderMead::new(simplex).with_sd_tolerance(1e-4)?;
-    let res = Executor::new(Problem { points, cal, seed }, solver)
-        .configure(|s| s.max_iters(MAX_ITERS))
-        .run()?;
+    let res = Executor::new(
+        Problem {
+            points,
+            lowqps,
+            cal,
+            base,
+            seed,
+        },
+        solver,
+    )
+    .configure(|s| s.max_iters(params.max_iters()))
+    .run()?;
     let state = res.state();
     let best = state
         .best_param
         .clone()
         .ok_or_else(|| anyhow::anyhow!("replay fit found no parameters"))?;
-    Ok((HandoffSplit::from_x(&best).0, state.best_cost))
+    Ok((ReplayedOverheads::from_x(&best, &base).0, state.best_cost))
 }
 
 /// One held-out configuration of the cross-validation.
@@ -193,7 +346,7 @@ pub struct Fold {
     /// The configuration left out.
     pub config: String,
     /// The split fitted on the others.
-    pub split: HandoffSplit,
+    pub split: ReplayedOverheads,
     /// Median |turn-2 p50 TTFT error| below saturation on the held-out config \[%\].
     pub held_out_t2_p50_pct: f64,
 }
@@ -202,12 +355,18 @@ pub struct Fold {
 ///
 /// # Errors
 /// As [`fit`].
-pub fn leave_one_config_out(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<Vec<Fold>> {
+pub fn leave_one_config_out(
+    points: &[Point],
+    lowqps: &[LowQpsPoint],
+    cal: &CalibrationFile,
+    seed: u64,
+    params: ReplayParams,
+) -> anyhow::Result<Vec<Fold>> {
     let mut out = Vec::new();
     for c in &configs(points) {
         let train: Vec<Point> = points.iter().filter(|p| &p.0 != c).cloned().collect();
         let test: Vec<Point> = points.iter().filter(|p| &p.0 == c).cloned().collect();
-        let (split, _) = fit(&train, cal, seed)?;
+        let (split, _) = fit(&train, lowqps, cal, seed, params)?;
         let rows = simulate(&test, &split.apply(cal), seed, validate::COMPREHENSIVE_REPLICAS);
         out.push(Fold {
             config: c.clone(),

@@ -71,7 +71,7 @@ pub(crate) fn exec_validate(
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         match v.as_ref().and_then(crate::calibrate::readers::vllm_ppd::detect) {
-            Some(Format::VllmPpdLowqpsV3) => {
+            Some(Format::VllmPpdLowqpsV3 | Format::VllmPpdLowqps2gpu) => {
                 points.extend(crate::validate::read_lowqps(f, v.as_ref().expect("detected"))?)
             }
             Some(Format::VllmPpdInterference) => {

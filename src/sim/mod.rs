@@ -118,8 +118,9 @@ pub struct SimConfig {
     pub pd_handoff_d_service_ms: f64,
     /// The serialized part of `request_overhead_ms` (≤ it) \[ms\]; the rest is latency.
     pub request_service_ms: f64,
-    /// Latency per prompt token at every API server a request passes — the first instance's, and
-    /// D's after a KV transfer (tokenisation, prefix-block hashing, request building) \[ms/token\].
+    /// Latency per prompt token, once per request at its entry (client, proxy and the first
+    /// instance's API server handling the prompt text; D's hop after a KV transfer adds none)
+    /// \[ms/token\].
     pub prompt_ms_per_token: f64,
     /// Chat-template tokens added per message \[tokens\].
     pub template_tokens_per_message: u32,
@@ -907,7 +908,10 @@ impl<'a> Simulation<'a> {
             Event::HandoffAtDecode { req } => {
                 let inst = self.requests[req].decode_inst;
                 let service = self.cfg.pd_handoff_d_service_ms;
-                let at = self.serve_at(inst, service) + self.prompt_handling(req);
+                // The per-prompt-token latency was paid once, at the request's entry: the 2-GPU
+                // re-run's PD − direct turn-2 TTFT gap stays 41–50 ms from 198- to 5,347-token
+                // prompts (docs/validation.md), so D's hop adds none.
+                let at = self.serve_at(inst, service);
                 self.queue.push(at, Event::Enqueue { inst, req });
             }
         }
@@ -927,7 +931,7 @@ impl<'a> Simulation<'a> {
         served + SimDuration::from_ms_f64(total - service) + per_prompt
     }
 
-    /// One API server's per-prompt-token latency for `req`.
+    /// The request's per-prompt-token latency at its entry.
     fn prompt_handling(&self, req: usize) -> SimDuration {
         SimDuration::from_ms_f64(self.cfg.prompt_ms_per_token * self.requests[req].num_prompt_tokens as f64)
     }

@@ -1,9 +1,13 @@
-//! Low-QPS points (`*_v3_*.lowqps.json`, 4 GPUs)
-//! For each point
+//! Low-QPS points: the v3 files (`*_v3_*.lowqps.json`, 4 GPUs) and the 2-GPU re-run of seed 003
+//! (`qps_benchmark_20260102_*.lowqps.json`, `replication_benchmark_20260102_*`). For each point
 //! (workload, target QPS, mode) the simulator replays the benchmark's protocol on the cluster the
-//! mode names — `pd`: 2 P + 2 D, `ppd`: 2 P + 2 pD, `replication`: 4 replicas —
+//! mode names — 4 GPUs: `pd` 2 P + 2 D, `ppd` 2 P + 2 pD, `replication` 4 replicas; 2 GPUs:
+//! 1 P + 1 D, 1 P + 1 pD, 2 replicas —
 //!
-//! * 10 conversations establish turn 1 in one concurrent burst at t = 0 (`t1_input → t1_output`);
+//! * the conversations (10 for v3; the turn-1 sample count for the 2-GPU files) establish turn 1
+//!   in one concurrent burst at t = 0 (`t1_input → t1_output`; the 2-GPU files' greeting is
+//!   27 → 20 tokens and their turn-2 prompts have the real token lengths of
+//!   [`crate::calibrate::readers::vllm_ppd::seed003_real_tokens`]);
 //! * each conversation's turn 2 (`t2_input + 1` new tokens: the client joins turns with `"\n"`)
 //!   arrives 40 s after its turn 1 finished plus the running sum of exponential gaps at the target
 //!   QPS, so turn-2 requests arrive one at a time, as in the benchmark;
@@ -31,6 +35,10 @@ use std::path::Path;
 /// A measured low-QPS point.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LowQpsPoint {
+    /// GPUs of the deployment: 4 (v3) or 2 (the 2-GPU re-run).
+    pub gpus: u32,
+    /// Conversations established before the turn-2 arrivals.
+    pub conversations: u32,
     /// Workload (`L_a`, …).
     pub workload: String,
     /// `pd`, `ppd` or `replication`.
@@ -39,9 +47,11 @@ pub struct LowQpsPoint {
     pub qps: f64,
     /// Turn-1 input and output, turn-2 input and output \[tokens\].
     pub shape: [u32; 4],
-    /// Measured turn-1 p50 TTFT \[ms\].
+    /// Measured turn-1 p50 TTFT \[ms\] (NaN for the 2-GPU files, whose turn 1 is a non-streamed
+    /// setup greeting).
     pub t1_p50_ttft_ms: f64,
-    /// Measured turn-1 mean TPOT \[ms\], derived as (mean E2E − mean TTFT) / (t1_output − 1).
+    /// Measured turn-1 mean TPOT \[ms\], derived as (mean E2E − mean TTFT) / (t1_output − 1)
+    /// (NaN for the 2-GPU files).
     pub t1_mean_tpot_ms: f64,
     /// Measured turn-2 p50 TTFT \[ms\].
     pub t2_p50_ttft_ms: f64,
@@ -66,18 +76,22 @@ pub struct ValidationRow {
     pub predicted_ms: f64,
     /// (predicted − measured) / measured \[%\].
     pub error_pct: f64,
+    /// GPUs of the deployment (4: v3 files, 2: the 2-GPU re-run).
+    pub gpus: u32,
 }
 
-/// The points of a v3 low-QPS file (`v`, parsed from `path`, which errors name).
+/// The points of a v3 or 2-GPU low-QPS file (`v`, parsed from `path`, which errors name).
 ///
 /// # Errors
-/// A file of another schema, or missing fields.
+/// A file of another schema, missing fields, or a 2-GPU workload whose real token lengths are
+/// unknown.
 pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQpsPoint>> {
     let results = v.get("results").and_then(|r| r.as_array()).filter(|r| {
-        r.iter()
-            .all(|x| x.get("t1_input").is_some() && x.get("turn2_metrics").is_some())
+        r.iter().all(|x| {
+            (x.get("t1_input").is_some() || x.get("input_tokens").is_some()) && x.get("turn2_metrics").is_some()
+        })
     });
-    let results = results.ok_or_else(|| InputError::file(path, "not a vllm-ppd v3 low-QPS file (expected results[] with t1_input and turn2_metrics); other schemas are not validated yet"))?;
+    let results = results.ok_or_else(|| InputError::file(path, "not a vllm-ppd low-QPS file (expected results[] with t1_input or input_tokens, and turn2_metrics); other schemas are not validated yet"))?;
     let mut out = Vec::new();
     for (i, r) in results.iter().enumerate() {
         let at = format!("results[{i}]");
@@ -86,21 +100,53 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
         if r.get("success_count").and_then(|x| x.as_f64()).unwrap_or(0.0) <= 0.0 {
             continue;
         }
-        let shape = [
-            f(r, "t1_input", path, &at)? as u32,
-            f(r, "t1_output", path, &at)? as u32,
-            f(r, "t2_input", path, &at)? as u32,
-            f(r, "t2_output", path, &at)? as u32,
-        ];
+        let workload = r["workload"].as_str().unwrap_or("?").to_string();
+        let (gpus, conversations, shape) = if r.get("t1_input").is_some() {
+            (
+                4,
+                10,
+                [
+                    f(r, "t1_input", path, &at)? as u32,
+                    f(r, "t1_output", path, &at)? as u32,
+                    f(r, "t2_input", path, &at)? as u32,
+                    f(r, "t2_output", path, &at)? as u32,
+                ],
+            )
+        } else {
+            let (greeting, answer, real) = crate::calibrate::readers::vllm_ppd::seed003_real_tokens(&workload)
+                .ok_or_else(|| {
+                    InputError::key(
+                        path,
+                        &format!("{at}.workload"),
+                        format!("`{workload}` is not one of seed 003's W1–W4 (their real token lengths are needed)"),
+                    )
+                })?;
+            let n = t1.get("sample_count").and_then(|x| x.as_f64()).unwrap_or(10.0).max(1.0) as u32;
+            (2, n, [greeting, answer, real, f(r, "output_tokens", path, &at)? as u32])
+        };
+        // The 2-GPU files' turn 1 is a setup greeting sent without streaming (its TTFT is its
+        // E2E): not compared.
+        let t1_p50 = if gpus == 4 {
+            f(t1, "p50_ttft", path, &format!("{at}.turn1_metrics"))?
+        } else {
+            f64::NAN
+        };
+        let t1_tpot = if gpus == 4 && shape[1] > 1 {
+            (f(t1, "avg_e2e", path, &format!("{at}.turn1_metrics"))?
+                - f(t1, "avg_ttft", path, &format!("{at}.turn1_metrics"))?)
+                / (shape[1] as f64 - 1.0)
+        } else {
+            f64::NAN
+        };
         out.push(LowQpsPoint {
-            workload: r["workload"].as_str().unwrap_or("?").to_string(),
+            gpus,
+            conversations,
+            workload,
             mode: r["mode"].as_str().unwrap_or("?").to_string(),
             qps: f(r, "target_qps", path, &at)?,
             shape,
-            t1_p50_ttft_ms: f(t1, "p50_ttft", path, &format!("{at}.turn1_metrics"))?,
-            t1_mean_tpot_ms: (f(t1, "avg_e2e", path, &format!("{at}.turn1_metrics"))?
-                - f(t1, "avg_ttft", path, &format!("{at}.turn1_metrics"))?)
-                / (shape[1] as f64 - 1.0),
+            t1_p50_ttft_ms: t1_p50,
+            t1_mean_tpot_ms: t1_tpot,
             t2_p50_ttft_ms: f(t2, "p50_ttft", path, &format!("{at}.turn2_metrics"))?,
             t2_mean_tpot_ms: f(t2, "avg_tpot", path, &format!("{at}.turn2_metrics"))?,
         });
@@ -110,7 +156,7 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
 
 /// Simulates one point; returns the rows of its four metrics.
 pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Option<Vec<ValidationRow>> {
-    let (router, shape) = mode_deployment(&p.mode)?;
+    let (router, shape) = mode_deployment(&p.mode, p.gpus)?;
     let cfg = vllm_ppd_config(&p.mode, router, shape, cal)?;
     let cost = LinearCostModel {
         coefficients: cal.coefficients().ok()?,
@@ -118,7 +164,7 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let gap = Exp::new(p.qps).ok()?;
     let mut offset = 40.0;
-    let convs: Vec<TimedConversation> = (0..10)
+    let convs: Vec<TimedConversation> = (0..p.conversations)
         .map(|i| {
             offset += gap.sample(&mut rng);
             TimedConversation {
@@ -158,7 +204,9 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
     ];
     Some(
         pred.iter()
+            .filter(|(_, meas, _)| meas.is_finite())
             .map(|(m, meas, pr)| ValidationRow {
+                gpus: p.gpus,
                 workload: p.workload.clone(),
                 mode: p.mode.clone(),
                 qps: p.qps,
@@ -183,28 +231,39 @@ pub fn report(rows: &[ValidationRow], with_points: bool) -> String {
     if with_points {
         let _ = writeln!(
             s,
-            "{:<7} {:<12} {:>5} {:<16} {:>11} {:>11} {:>8}",
+            "{:<20} {:<12} {:>5} {:<16} {:>11} {:>11} {:>8}",
             "wkld", "mode", "qps", "metric", "measured", "predicted", "error"
         );
         for r in rows {
             let _ = writeln!(
                 s,
-                "{:<7} {:<12} {:>5} {:<16} {:>8.1} ms {:>8.1} ms {:>+7.1}%",
+                "{:<20} {:<12} {:>5} {:<16} {:>8.1} ms {:>8.1} ms {:>+7.1}%",
                 r.workload, r.mode, r.qps, r.metric, r.measured_ms, r.predicted_ms, r.error_pct
             );
         }
     }
-    let _ = writeln!(s, "median |error| by metric and mode:");
-    let mut modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
-    modes.sort_unstable();
-    modes.dedup();
-    for metric in ["t1_p50_ttft_ms", "t1_mean_tpot_ms", "t2_p50_ttft_ms", "t2_mean_tpot_ms"] {
-        let mut line = format!("  {metric:<16}");
-        for m in &modes {
-            let sel: Vec<&ValidationRow> = rows.iter().filter(|r| r.metric == metric && r.mode == *m).collect();
-            let _ = write!(line, "  {m}: {:>5.1}% (n={})", median_abs_error_pct(&sel), sel.len());
+    let mut groups: Vec<(u32, &str)> = rows.iter().map(|r| (r.gpus, r.mode.as_str())).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for gpus in [4, 2] {
+        if !groups.iter().any(|g| g.0 == gpus) {
+            continue;
         }
-        let _ = writeln!(s, "{line}");
+        let _ = writeln!(s, "median |error| by metric and mode ({gpus} GPUs):");
+        for metric in ["t1_p50_ttft_ms", "t1_mean_tpot_ms", "t2_p50_ttft_ms", "t2_mean_tpot_ms"] {
+            if !rows.iter().any(|r| r.gpus == gpus && r.metric == metric) {
+                continue;
+            }
+            let mut line = format!("  {metric:<16}");
+            for (_, m) in groups.iter().filter(|g| g.0 == gpus) {
+                let sel: Vec<&ValidationRow> = rows
+                    .iter()
+                    .filter(|r| r.gpus == gpus && r.metric == metric && r.mode == *m)
+                    .collect();
+                let _ = write!(line, "  {m}: {:>5.1}% (n={})", median_abs_error_pct(&sel), sel.len());
+            }
+            let _ = writeln!(s, "{line}");
+        }
     }
     s
 }

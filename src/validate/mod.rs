@@ -26,13 +26,16 @@ pub(crate) fn f(v: &serde_json::Value, k: &str, path: &Path, at: &str) -> InputR
         .ok_or_else(|| InputError::key(path, &format!("{at}.{k}"), "missing or not a number"))
 }
 
-/// The router and cluster of a low-QPS `mode`: `pd` on 2 P + 2 D, `ppd` on 2 P + 2 pD,
-/// `replication` on 4 replicas.
-pub fn mode_deployment(mode: &str) -> Option<(RouterConfig, Shape)> {
-    let (name, shape) = match mode {
-        "pd" => ("pd", "2P_2D"),
-        "ppd" => ("ppd", "2P_2pD"),
-        "replication" => ("replication", "4R"),
+/// The router and cluster of a low-QPS `mode` on `gpus` GPUs: on 4, `pd` on 2 P + 2 D, `ppd` on
+/// 2 P + 2 pD, `replication` on 4 replicas; on 2, 1 P + 1 D, 1 P + 1 pD, 2 replicas.
+pub fn mode_deployment(mode: &str, gpus: u32) -> Option<(RouterConfig, Shape)> {
+    let (name, shape) = match (mode, gpus) {
+        ("pd", 4) => ("pd", "2P_2D"),
+        ("ppd", 4) => ("ppd", "2P_2pD"),
+        ("replication", 4) => ("replication", "4R"),
+        ("pd", 2) => ("pd", "1P_1D"),
+        ("ppd", 2) => ("ppd", "1P_1pD"),
+        ("replication", 2) => ("replication", "2R"),
         _ => return None,
     };
     let router = toml::from_str(&format!("kind = \"{name}\"")).expect("a router kind");
@@ -51,7 +54,11 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         name: name.to_string(),
         router,
         shape,
-        limits: EngineSpec::default().limits(model, gpu, 1),
+        limits: EngineSpec {
+            answer_mismatch_per_token: cal.answer_mismatch_per_token(),
+            ..EngineSpec::default()
+        }
+        .limits(model, gpu, 1),
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: cal.kv_transfer.bandwidth_gbps,
         link_latency_ms: cal.kv_transfer.latency_ms,

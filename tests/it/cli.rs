@@ -805,6 +805,47 @@ fn validate_low_qps_points_reports_errors_per_point() {
 }
 
 #[test]
+fn validate_replays_the_2gpu_low_qps_runs_on_two_gpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("v.csv");
+    ppdsim()
+        .arg("validate")
+        .arg(root().join("tests/data/measurements/vllm-ppd_qps_benchmark_2gpu.lowqps_sample.json"))
+        .arg("-c")
+        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .arg("-o")
+        .arg(&csv)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("median |error| by metric and mode (2 GPUs):"));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    assert_eq!(header.last(), Some(&"gpus"));
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    // 4 workloads × 2 modes × the two turn-2 metrics (the greeting turn is a non-streamed setup
+    // turn, not compared), all on 2 GPUs.
+    assert_eq!(rows.len(), 16);
+    assert!(rows.iter().all(|r| r.last().unwrap() == "2" && r[3].starts_with("t2_")));
+    let pred = |w: &str, mode: &str| -> f64 {
+        rows.iter()
+            .find(|r| r[0].starts_with(w) && r[1] == mode && r[3] == "t2_p50_ttft_ms")
+            .unwrap()[5]
+            .parse()
+            .unwrap()
+    };
+    // The real prompt lengths: W4's 5,347-token append-prefill alone costs β1 × 5,347 ≈ 89 ms of
+    // GEMMs on the pD, W3's 198 tokens ≈ 3 ms; PD adds P's hop and the handoff to each.
+    assert!(pred("W4", "ppd") - pred("W3", "ppd") > 85.0);
+    for w in ["W1", "W2", "W3", "W4"] {
+        assert!(pred(w, "pd") > pred(w, "ppd") + 30.0, "{w}");
+    }
+}
+
+#[test]
 fn strict_calibration_refuses_physically_impossible_data() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.json");
@@ -863,14 +904,14 @@ fn validate_comprehensive_points_reports_winner_and_knee() {
 fn validate_comprehensive_lists_every_point_and_the_worst() {
     let text = validate_stdout(&root().join("tests/data/comprehensive"));
     // All six fixture points are below saturation; the largest |turn-2 p50 error| comes first:
-    // 1P_3pD small_tiny at 0.5 QPS, measured 28.8 ms (the file's p50_ttft_ms).
+    // 1P_3D small_tiny at 4 QPS, measured 86.1 ms (the file's p50_ttft_ms).
     let worst = text
         .split("worst 6 points below saturation")
         .nth(1)
         .expect("worst list");
     let first = worst.lines().nth(2).expect("first worst line");
     assert!(
-        first.contains("1P_3pD") && first.contains("0.5") && first.contains("28.8/"),
+        first.contains("1P_3D") && first.split_whitespace().nth(2) == Some("4") && first.contains("86.1/"),
         "{worst}"
     );
     // The per-point table precedes the summary: a header and one line per point, by config,
@@ -923,7 +964,7 @@ fn calibration_and_point(fixture: &str) -> (ppdsim::calibrate::model_file::Calib
 #[test]
 fn mixed_pool_turn2_p50_is_stable_across_seeds() {
     // 1P_1D_2pD: 1/3 of conversations pinned to the D plus the affinity misses (2/9) put ≈ 48%
-    // of turn-2 requests on the PD path (≈ 100 ms) and the rest on the direct path (≈ 43 ms),
+    // of turn-2 requests on the PD path (≈ 100 ms) and the rest on the direct path (≈ 35 ms),
     // so one replay's p50 flips between the two with the placement draw. The prediction, the
     // median over independent replays, lands on one of the two paths, and on the direct side
     // (where the measurement is) for most seeds.
@@ -938,10 +979,10 @@ fn mixed_pool_turn2_p50_is_stable_across_seeds() {
         );
         let p = r.t2_p50_ttft_predicted_ms;
         assert!(
-            (38.0..55.0).contains(&p) || (60.0..110.0).contains(&p),
+            (30.0..45.0).contains(&p) || (55.0..110.0).contains(&p),
             "seed {seed}: predicted turn-2 p50 {p} ms is on neither path"
         );
-        direct += (p < 55.0) as usize;
+        direct += (p < 45.0) as usize;
     }
     assert!(direct >= 4, "only {direct} of 6 seeds predict the direct-path p50");
 }

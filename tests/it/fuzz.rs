@@ -116,6 +116,7 @@ fn read_opts() -> ReadOptions {
         gpu: "h100-sxm".into(),
         tp: 1,
         block_size: 16,
+        answer_mismatch_per_token: 0.0,
     }
 }
 

@@ -662,8 +662,9 @@ fn routing_seed_draws_another_placement_with_the_same_shares() {
 }
 
 #[test]
-fn prompt_overhead_is_paid_at_every_api_server() {
-    // 0.01 ms per prompt token: a direct turn pays it once, a split turn at P and again at D.
+fn prompt_overhead_is_paid_once_per_request() {
+    // 0.01 ms per prompt token, paid once at the request's entry: a direct turn and a split turn
+    // alike (D's hop after the KV transfer adds none).
     let per_token = 0.01;
     let with = |policy: Deploy| {
         let mut cfg = config(policy, 8192);
@@ -672,9 +673,9 @@ fn prompt_overhead_is_paid_at_every_api_server() {
     };
     let pd_base = run(pd(), 8192);
     let pd_extra = with(pd());
-    // Turn 1: 100 prompt tokens at P and at D = +2 ms; turn 2: 123 tokens twice = +2.46 ms.
-    close(pd_extra[0].ttft_ms, pd_base[0].ttft_ms + 2.0);
-    close(pd_extra[1].ttft_ms, pd_base[1].ttft_ms + 2.46);
+    // Turn 1: 100 prompt tokens = +1 ms; turn 2: 100 + 3 + 20 = 123 tokens = +1.23 ms.
+    close(pd_extra[0].ttft_ms, pd_base[0].ttft_ms + 1.0);
+    close(pd_extra[1].ttft_ms, pd_base[1].ttft_ms + 1.23);
     let ppd_extra = with(ppd());
     // PPD's turn 2 is direct: +1.23 ms on the 12 ms of `ppd_two_turns_by_hand`.
     close(ppd_extra[1].ttft_ms, 12.0 + 1.23);

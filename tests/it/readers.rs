@@ -18,6 +18,7 @@ fn opts() -> ReadOptions {
         gpu: "h100-sxm".into(),
         tp: 1,
         block_size: 16,
+        answer_mismatch_per_token: 0.0,
     }
 }
 
@@ -93,6 +94,7 @@ fn splitwise_rows_are_filtered_by_model_gpu_and_tp() {
         gpu: "h100-sxm".into(),
         tp: 4,
         block_size: 16,
+        answer_mismatch_per_token: 0.0,
     };
     let f = readers::read(&data("splitwise_perf_model_sample.csv"), Format::Auto, &o)
         .unwrap()
@@ -165,10 +167,35 @@ fn vllm_ppd_schemas_are_read_for_what_they_measure() {
             .len(),
         4
     );
+    let two = read1("vllm-ppd_qps_benchmark_2gpu.lowqps_sample.json");
+    assert_eq!(two.reader, "vllm-ppd-lowqps-2gpu");
+    // Seed 003's W2 as sent: a 27 → 20-token greeting, then 4,096 nominal tokens that are 2,690
+    // real ones: prompt 27 + 20 + 1 + 2,690 = 2,738. The pD holds the greeting and its answer
+    // but the last token (46 → 32 in whole blocks) and computes 2,706; P holds the greeting's
+    // 27 → 16 and computes 2,722.
+    let w2 = |mode: &str| {
+        two.requests
+            .iter()
+            .find(|r| r.label.starts_with(&format!("W2_RAG_ReadHeavy {mode} ")))
+            .unwrap()
+    };
     assert_eq!(
-        read1("vllm-ppd_qps_benchmark_2gpu.lowqps_sample.json").reader,
-        "vllm-ppd-lowqps-2gpu"
+        (w2("ppd").steps[0].num_cached_tokens, w2("ppd").steps[0].num_new_tokens),
+        (32, 2706)
     );
+    assert_eq!(
+        (
+            w2("pd").steps[0].num_cached_tokens,
+            w2("pd").steps[0].num_new_tokens,
+            w2("pd").kv_tokens
+        ),
+        (16, 2722, 2738)
+    );
+    // Its points are kept for the replay, on 2 GPUs with the real lengths.
+    assert_eq!(two.lowqps_points.len(), two.requests.len());
+    let p = two.lowqps_points.iter().find(|p| p.workload.starts_with("W4")).unwrap();
+    assert_eq!((p.gpus, p.shape), (2, [27, 20, 5347, 64]));
+    assert!(p.t1_p50_ttft_ms.is_nan(), "the greeting is a non-streamed setup turn");
     let bw = read1("vllm-ppd_bandwidth_results.json");
     assert_eq!(bw.requests.len(), 9);
     assert!(bw.kv_statements.iter().all(|k| k.bytes == k.tokens * 131_072));

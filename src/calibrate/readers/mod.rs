@@ -165,6 +165,9 @@ pub struct FileSamples {
     /// Loaded measured points (vllm-ppd comprehensive sweep JSON) that the overheads' replay fit
     /// simulates ([`crate::calibrate::replay`]).
     pub loaded_points: Vec<Value>,
+    /// Low-QPS points (vllm-ppd v3 and 2-GPU files) that the overheads' replay fit simulates next
+    /// to the loaded points.
+    pub lowqps_points: Vec<crate::validate::LowQpsPoint>,
     /// Points kept as validation data (not fitted).
     pub num_validation: usize,
     /// Dropped entries (failures).
@@ -191,6 +194,10 @@ pub struct ReadOptions {
     pub tp: u32,
     /// KV block size of the engine that produced request samples \[tokens\].
     pub block_size: u32,
+    /// Per-token chance that a resent answer re-tokenises differently, which ends the next turn's
+    /// prefix-cache hit there (see [`crate::sim::EngineLimits::answer_mismatch_per_token`]): a
+    /// direct turn-2 request sample recomputes the answer's unmatched tail.
+    pub answer_mismatch_per_token: f64,
 }
 
 /// Formats `--format` can force.

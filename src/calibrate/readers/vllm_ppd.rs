@@ -110,13 +110,35 @@ pub fn effective_batch(n: u32, d: f64, s: f64) -> f64 {
     total / nf
 }
 
-/// A turn-2 request sample of a two-turn conversation measured alone.
+/// Seed 003's 2-GPU workloads as the client sent them: `(greeting prompt, greeting answer,
+/// turn-2 prompt)` in real Llama-3 tokens for a workload name (`W1_Chat_Balanced`, or its `W1`
+/// prefix). The greeting `User: Hello, I am user <id>. Please acknowledge.\nAssistant:` is 27
+/// tokens answered with 20; the turn-2 prompt asks for `input_tokens` "tokens" as `4 ×
+/// input_tokens` characters of English, which Llama 3's BPE (it extends cl100k_base) encodes as
+/// 0.65–0.78× the nominal count: W1 512 → 366, W2 4096 → 2690, W3 256 → 198, W4 8192 → 5347
+/// (the same figures as `scenarios/seed003-w*.toml`). `None` for other names.
+pub fn seed003_real_tokens(workload: &str) -> Option<(u32, u32, u32)> {
+    let real = match workload.split('_').next()? {
+        "W1" => 366,
+        "W2" => 2690,
+        "W3" => 198,
+        "W4" => 5347,
+        _ => return None,
+    };
+    Some((27, 20, real))
+}
+
+/// A turn-2 request sample of a two-turn conversation measured alone. On a direct route the
+/// instance's prefix cache holds turn 1's prompt and the part of its answer that re-tokenises the
+/// same (`answer_mismatch_per_token`, see [`crate::sim::instance::reused_answer_tokens`]).
+#[allow(clippy::too_many_arguments)]
 pub fn two_turn_sample(
     route: RequestRoute,
     t1_prompt: u32,
     t1_answer: u32,
     t2_input: u32,
     block: u32,
+    answer_mismatch_per_token: f64,
     ttft_ms: f64,
     label: String,
 ) -> RequestSample {
@@ -124,8 +146,11 @@ pub fn two_turn_sample(
     let prompt = t1_prompt + t1_answer + 1 + t2_input;
     match route {
         RequestRoute::Direct => {
-            // The instance holds turn 1's prompt and answer (minus the last sampled token).
-            let hit = floor_block((t1_prompt + t1_answer).saturating_sub(1).min(prompt - 1));
+            // The instance holds turn 1's prompt and answer (minus the last sampled token, which
+            // has no KV), up to the answer's first token that re-tokenises differently.
+            let reused =
+                crate::sim::instance::reused_answer_tokens(t1_answer.saturating_sub(1), answer_mismatch_per_token);
+            let hit = floor_block((t1_prompt + reused).min(prompt - 1));
             RequestSample {
                 route,
                 steps: vec![PrefillPart {
@@ -309,7 +334,14 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
                         get_f64(path, r, "t2_input", &at)? as u32,
                     )
                 } else {
-                    (12, 20, get_f64(path, r, "input_tokens", &at)? as u32)
+                    let w = r.get("workload").and_then(|w| w.as_str()).unwrap_or("?");
+                    seed003_real_tokens(w).ok_or_else(|| {
+                        InputError::key(
+                            path,
+                            &format!("{at}.workload"),
+                            format!("`{w}` is not one of seed 003's W1–W4 (their real token lengths are needed)"),
+                        )
+                    })?
                 };
                 let label = format!(
                     "{} {} qps={}",
@@ -317,9 +349,18 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
                     mode,
                     r.get("target_qps").and_then(|q| q.as_f64()).unwrap_or(0.0)
                 );
-                out.requests
-                    .push(two_turn_sample(route, t1_in, t1_out, t2_in, bs, ttft, label));
+                out.requests.push(two_turn_sample(
+                    route,
+                    t1_in,
+                    t1_out,
+                    t2_in,
+                    bs,
+                    opts.answer_mismatch_per_token,
+                    ttft,
+                    label,
+                ));
             }
+            out.lowqps_points = crate::validate::read_lowqps(path, v)?;
             Ok(out)
         }
         Format::VllmPpdBandwidth => {
