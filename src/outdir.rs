@@ -69,11 +69,20 @@ fn remove_path(p: &Path) {
     }
 }
 
-/// Removes every registered temporary file and directory (what the signal handler calls).
+/// Removes every registered temporary file and directory (what the signal handler calls). The
+/// other threads keep running meanwhile and may add a file under a directory being removed, so
+/// each removal is retried (up to 50 × 2 ms) until the path is gone; they cannot recreate a
+/// removed staging directory ([`OutputDir::path`] creates only its subdirectories).
 pub fn remove_all_temps() {
     let list = std::mem::take(&mut *TEMPS.lock().unwrap_or_else(|e| e.into_inner()));
     for p in list {
-        remove_path(&p);
+        for _ in 0..50 {
+            remove_path(&p);
+            if std::fs::symlink_metadata(&p).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }
 
@@ -308,14 +317,26 @@ impl OutputDir {
         &self.dest
     }
 
-    /// Path of `rel` inside the staging directory (parents created).
+    /// Path of `rel` inside the staging directory (its parent directories inside the staging
+    /// directory created; never the staging directory itself, so a run interrupted while the
+    /// signal handler removes it cannot bring it back).
     ///
     /// # Errors
-    /// When a parent directory cannot be created.
+    /// When a parent directory cannot be created (or the staging directory is gone).
     pub fn path(&self, rel: &str) -> Result<PathBuf> {
         let p = self.staging.path.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let mut dir = self.staging.path.clone();
+        let parents: Vec<_> = Path::new(rel)
+            .parent()
+            .map(|d| d.components().collect())
+            .unwrap_or_default();
+        for c in parents {
+            dir.push(c);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+            }
         }
         Ok(p)
     }
