@@ -174,7 +174,7 @@ pub struct CalibrationFile {
     pub kv_transfer: KvTransfer,
     /// Per-token chance that an answer the client resends as text re-tokenises differently,
     /// ending the next turn's prefix-cache hit there (see
-    /// [`crate::sim::EngineLimits::answer_mismatch_per_token`]): the value the overheads were
+    /// [`crate::sim::instance::EngineLimits::answer_mismatch_per_token`]): the value the overheads were
     /// fitted with, and the default of runs using this file (absent: 0, answers reused whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_mismatch_per_token: Option<f64>,

@@ -195,7 +195,7 @@ pub struct ReadOptions {
     /// KV block size of the engine that produced request samples \[tokens\].
     pub block_size: u32,
     /// Per-token chance that a resent answer re-tokenises differently, which ends the next turn's
-    /// prefix-cache hit there (see [`crate::sim::EngineLimits::answer_mismatch_per_token`]): a
+    /// prefix-cache hit there (see [`crate::sim::instance::EngineLimits::answer_mismatch_per_token`]): a
     /// direct turn-2 request sample recomputes the answer's unmatched tail.
     pub answer_mismatch_per_token: f64,
 }
