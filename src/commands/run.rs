@@ -9,6 +9,7 @@ use crate::outdir::{OutputDir, Stale};
 use crate::output;
 use crate::rng::RngStreams;
 use crate::scenario::LoadedScenario;
+use crate::sim::workload::ArrivalSpec;
 use crate::sim::{workload, Simulation};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -26,6 +27,11 @@ pub struct RunResults {
     /// Events the simulations handled, summed over the runs (with decode runs, far fewer than
     /// iterations; not part of any output file, so both paths write identical files).
     pub num_events: u64,
+    /// Runs whose setup phase (`arrival.kind = "setup"`) was still running when the measured
+    /// window opened at `setup_s`: (policy, when its last setup turn completed \[s\]). Their setup
+    /// work delays the measured turns, which the benchmark's protocol (setup, then the window)
+    /// does not do.
+    pub setup_overruns: Vec<(String, f64)>,
 }
 
 /// `requests.csv` rows of one run, streamed to a file as the simulator emits them (serialized
@@ -143,10 +149,13 @@ pub(crate) fn simulate_with(
             let mut lat = Vec::new();
             // Setup-phase turns run but are not measured.
             let setup = w.setup_turns as usize;
+            let mut setup_end_ms = 0.0f64;
             let r = {
                 let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
                     if r.turn > setup {
                         summary.push(&r);
+                    } else {
+                        setup_end_ms = setup_end_ms.max(r.completed_at_ms);
                     }
                     if latencies {
                         lat.push(crate::plot::RequestLatency {
@@ -184,7 +193,13 @@ pub(crate) fn simulate_with(
                 r.mode_switches,
                 &sc.resolved.percentiles,
             );
-            Ok((s, lat, r.timeline, r.num_events))
+            let overrun = match w.arrival {
+                ArrivalSpec::Setup { setup_s, .. } if setup > 0 && setup_end_ms > setup_s * 1000.0 => {
+                    Some((d.name.clone(), setup_end_ms / 1000.0))
+                }
+                _ => None,
+            };
+            Ok((s, lat, r.timeline, r.num_events, overrun))
         })
         .collect();
     bar.finish_and_clear();
@@ -193,10 +208,12 @@ pub(crate) fn simulate_with(
         latencies: Vec::new(),
         timeline: Vec::new(),
         num_events: 0,
+        setup_overruns: Vec::new(),
     };
     for res in results {
-        let (s, l, t, e) = res?;
+        let (s, l, t, e, overrun) = res?;
         out.num_events += e;
+        out.setup_overruns.extend(overrun);
         out.timeline.extend(t.into_iter().map(|x| (s.policy.clone(), x)));
         out.summaries.push(s);
         out.latencies.extend(l);
@@ -212,6 +229,17 @@ pub(crate) fn simulate_with(
         std::io::Write::flush(&mut csv)?;
     }
     Ok(out)
+}
+
+/// Warns (stderr, even with `-q`) about runs whose setup phase overran the window's opening.
+pub(crate) fn warn_setup_overruns(sc: &LoadedScenario, overruns: &[(String, f64)]) {
+    if let (ArrivalSpec::Setup { setup_s, .. }, false) = (&sc.resolved.workload.arrival, overruns.is_empty()) {
+        let list: Vec<String> = overruns.iter().map(|(p, t)| format!("{p} until {t:.1} s")).collect();
+        eprintln!(
+            "warning: the setup phase was still running when the measured window opened at setup_s = {setup_s} s ({}): its work delays the measured turns; raise `arrival.setup_s` above those times",
+            list.join(", ")
+        );
+    }
 }
 
 pub(crate) fn exec_run(
@@ -236,6 +264,7 @@ pub(crate) fn exec_run(
         Some(&staged),
         plots,
     )?;
+    warn_setup_overruns(&sc, &res.setup_overruns);
     let name_of = |p: &Path| {
         p.file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned())

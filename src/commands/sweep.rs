@@ -71,7 +71,7 @@ pub(crate) fn exec_sweep(
         .into());
     }
     let bar = progress_bar(quiet, points.len() as u64, "sweep points");
-    let rows: Vec<SweepRow> = points
+    let per_point: Vec<(Vec<SweepRow>, Vec<String>)> = points
         .par_iter()
         .map(|&(_, (rate_per_s, seed))| {
             let res = simulate_with(
@@ -83,20 +83,34 @@ pub(crate) fn exec_sweep(
             )
             .expect("a sweep point writes no file");
             bar.inc(1);
-            res.summaries
+            let overruns = res
+                .setup_overruns
+                .iter()
+                .map(|(p, t)| format!("{p} at {rate_per_s}/s seed {seed} (until {t:.1} s)"))
+                .collect();
+            let rows = res
+                .summaries
                 .iter()
                 .map(|s| SweepRow {
                     rate_per_s,
                     seed,
                     summary: s.into(),
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (rows, overruns)
         })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .flatten()
         .collect();
     bar.finish_and_clear();
+    let overruns: Vec<String> = per_point.iter().flat_map(|p| p.1.iter().cloned()).collect();
+    if let (Some(first), crate::sim::workload::ArrivalSpec::Setup { setup_s, .. }) =
+        (overruns.first(), &sw.scenario.resolved.workload.arrival)
+    {
+        eprintln!(
+            "warning: in {} runs the setup phase was still running when the measured window opened at setup_s = {setup_s} s (first: {first}): its work delays the measured turns; raise `arrival.setup_s` in the scenario",
+            overruns.len()
+        );
+    }
+    let rows: Vec<SweepRow> = per_point.into_iter().flat_map(|p| p.0).collect();
     if let Some(s) = shard {
         staged.write("sweep.csv", &sweep::to_csv(&rows)?)?;
         staged.write("sweep.resolved.toml", sw.resolved_toml_in(&dest)?.as_bytes())?;

@@ -805,6 +805,44 @@ fn validate_low_qps_points_reports_errors_per_point() {
 }
 
 #[test]
+fn a_setup_phase_that_overruns_the_window_is_warned_about() {
+    // Seed 003's W1 at 16/s: ≈ 960 greetings, each through P's handoff queue on the PD and PPD
+    // routes (50.3 ms of serialized work each: ≈ 48 s in all), so a window opening at 5 s meets
+    // a setup still running there; the replicas' greetings are done within a second.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |setup_s: f64| {
+        let out = ppdsim()
+            .arg("run")
+            .arg(root().join("scenarios/seed003-w1-chat-balanced.toml"))
+            .args(["--set", "workload.arrival.rate_per_s=16"])
+            .args(["--set", &format!("workload.arrival.setup_s={setup_s}")])
+            .arg("-o")
+            .arg(dir.path().join(format!("o{setup_s}")))
+            .args(["-q", "--no-plots"])
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run(5.0);
+    assert!(
+        err.contains("setup phase was still running") && err.contains("setup_s = 5 s"),
+        "{err}"
+    );
+    let until = |policy: &str| -> f64 {
+        let at = err.find(&format!("{policy} until ")).unwrap_or_else(|| panic!("{err}")) + policy.len() + 7;
+        err[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    for p in ["pd", "ppd"] {
+        assert!((40.0..49.0).contains(&until(p)), "{p}: {err}");
+    }
+    assert!(!err.contains("replication until"), "{err}");
+    // The shipped 120 s leaves room: no warning.
+    assert!(!run(120.0).contains("setup phase"));
+}
+
+#[test]
 fn validate_replays_the_2gpu_low_qps_runs_on_two_gpus() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("v.csv");
