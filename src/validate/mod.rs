@@ -55,7 +55,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         router,
         shape,
         limits: EngineSpec {
-            answer_mismatch_per_token: cal.answer_mismatch_per_token(),
+            answer_mismatch_per_token: Some(cal.answer_mismatch_per_token()),
             ..EngineSpec::default()
         }
         .limits(model, gpu, 1),

@@ -381,3 +381,43 @@ fn vidur_profiles_calibrate_llama_2_7b_and_reproduce_the_shipped_file() {
     assert!(e.contains("mlp.csv.gz") || e.contains("attention-llama-2-7b"), "{e}");
     assert!(e.contains("n_kv_head = 32, but llama-3.1-8b has 8"), "{e}");
 }
+
+#[test]
+fn a_scenario_inherits_the_answer_mismatch_its_calibration_was_fitted_with() {
+    // A model file fitted with p = 0.0011 records it; a scenario that does not set
+    // `[engine] answer_mismatch_per_token` runs with it, one that sets it keeps its own.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("calibration/h100-llama3.1-8b.json")).unwrap())
+            .unwrap();
+    assert!(
+        cal.get("answer_mismatch_per_token").is_none(),
+        "the shipped model is fitted at p = 0"
+    );
+    cal["answer_mismatch_per_token"] = serde_json::json!(0.0011);
+    std::fs::write(dir.path().join("cal.json"), serde_json::to_string(&cal).unwrap()).unwrap();
+    let scenario = std::fs::read_to_string(root.join("tests/data/scenarios/small.toml"))
+        .unwrap()
+        .replace("../../../calibration/h100-llama3.1-8b.json", "cal.json")
+        .replace("../../../traces/", &format!("{}/traces/", root.display()));
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, scenario).unwrap();
+    let p = |set: &[String]| {
+        ppdsim::scenario::LoadedScenario::load_with(&path, set)
+            .unwrap()
+            .resolved
+            .engine
+            .answer_mismatch_per_token
+    };
+    assert_eq!(p(&[]), Some(0.0011));
+    assert_eq!(p(&["engine.answer_mismatch_per_token=0".into()]), Some(0.0));
+    // A file outside [0, 1) is refused on load, naming the key.
+    cal["answer_mismatch_per_token"] = serde_json::json!(1.5);
+    std::fs::write(dir.path().join("cal.json"), serde_json::to_string(&cal).unwrap()).unwrap();
+    let e = match ppdsim::scenario::LoadedScenario::load_with(&path, &[]) {
+        Ok(_) => panic!("a model file with p = 1.5 was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("answer_mismatch_per_token") && e.contains("[0, 1)"), "{e}");
+}
