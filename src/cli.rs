@@ -213,8 +213,9 @@ pub enum Command {
     /// error, point by point, then summaries. Supported (detected from content; directories are
     /// searched): vllm-ppd comprehensive sweep points (turn-1 and turn-2 p50/p99 TTFT and mean
     /// TPOT per point; median error below saturation per config, PD-vs-PPD winner agreement,
-    /// saturation knees, the 10 worst points), v3 low-QPS files and interference experiments
-    /// (decode TPOT, batch time and inserted-prefill TTFT per setting).
+    /// saturation knees, the 10 worst points), low-QPS files (v3 on 4 GPUs, seed 003's 2-GPU
+    /// re-run) and interference experiments (decode TPOT, batch time and inserted-prefill TTFT per
+    /// setting).
     Validate {
         /// Measured files or directories.
         #[arg(required = true)]

@@ -28,7 +28,7 @@ pub(crate) fn no_points(measured: &[PathBuf], message: &str) -> InputError {
 }
 
 pub(crate) const UNSUPPORTED: &str =
-    "not a supported measured file: expected a vllm-ppd comprehensive point, v3 low-QPS file or interference experiment";
+    "not a supported measured file: expected a vllm-ppd comprehensive point, low-QPS file (v3 or 2-GPU) or interference experiment";
 
 pub(crate) fn exec_validate(
     measured: &[PathBuf],
