@@ -148,7 +148,8 @@ impl ReplayedOverheads {
         };
         // Fitted by the replay: its values replace the low-load fit's (whose intervals no longer
         // apply; the leave-one-configuration-out folds show their spread instead).
-        // The request overhead's are replaced only when the replay moved them (`ReplayParams`).
+        // The request overhead's two values are replaced only when the replay moved them
+        // (`ReplayParams::HandoffAndRequest`).
         if self.request_overhead_ms != cal.overheads.request_overhead_ms.value {
             c.overheads.request_overhead_ms = coef("request_overhead_ms", "ms", self.request_overhead_ms);
         }
@@ -375,4 +376,65 @@ pub fn leave_one_config_out(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(gpus: u32, measured_ms: f64, predicted_ms: f64) -> ValidationRow {
+        ValidationRow {
+            workload: "w".into(),
+            mode: "ppd".into(),
+            qps: 0.1,
+            metric: "t2_p50_ttft_ms".into(),
+            measured_ms,
+            predicted_ms,
+            error_pct: 100.0 * (predicted_ms - measured_ms) / measured_ms,
+            gpus,
+        }
+    }
+
+    #[test]
+    fn each_campaign_weighs_the_same_in_the_objective() {
+        let e = std::f64::consts::E;
+        // One 4-GPU point off by a factor e (|ln| = 1), three exact 2-GPU points: the campaigns'
+        // means are 1 and 0, so the objective is 0.5 (pooled it would be 0.25).
+        let low = [
+            row(4, 10.0, 10.0 * e),
+            row(2, 5.0, 5.0),
+            row(2, 7.0, 7.0),
+            row(2, 9.0, 9.0),
+        ];
+        assert!((combined_objective(&[], &low) - 0.5).abs() < 1e-12);
+        // A prediction 100× off is clamped at ln 10; no rows at all is no objective.
+        let far = [row(2, 1.0, 100.0)];
+        assert!((combined_objective(&[], &far) - 10f64.ln()).abs() < 1e-12);
+        assert_eq!(combined_objective(&[], &[]), f64::INFINITY);
+    }
+
+    #[test]
+    fn the_handoff_only_fit_keeps_the_request_overhead() {
+        let base = ReplayedOverheads {
+            request_overhead_ms: 30.0,
+            prompt_ms_per_token: 0.004,
+            total_ms: 50.0,
+            p_service_ms: 40.0,
+            d_service_ms: 5.0,
+        };
+        // 3 coordinates: the request overhead is the base's; shares clamped into the total.
+        let (o, outside) = ReplayedOverheads::from_x(&[60.0, 70.0, 10.0], &base);
+        assert_eq!((o.request_overhead_ms, o.prompt_ms_per_token), (30.0, 0.004));
+        assert_eq!((o.total_ms, o.p_service_ms, o.d_service_ms), (60.0, 60.0, 0.0));
+        assert_eq!(outside, 10.0 + 10.0);
+        // 5 coordinates: the per-token cost is read in µs.
+        let (o, outside) = ReplayedOverheads::from_x(&[60.0, 40.0, 5.0, 16.0, 9.5], &base);
+        assert_eq!((o.request_overhead_ms, o.prompt_ms_per_token), (16.0, 0.0095));
+        assert_eq!(outside, 0.0);
+        assert_eq!(
+            base.to_x(ReplayParams::HandoffAndRequest),
+            vec![50.0, 40.0, 5.0, 30.0, 4.0]
+        );
+        assert_eq!(base.to_x(ReplayParams::Handoff).len(), 3);
+    }
 }
