@@ -178,6 +178,18 @@ pub const MAX_DECODE_RUN_STEPS: usize = 4096;
 /// it; the measured turn-2 mean TTFTs imply 0.2–0.3.)
 pub const COMPREHENSIVE_AFFINITY_MISS_RATE: f64 = 2.0 / 9.0;
 
+/// Whether the vllm-ppd comprehensive benchmark's turn-2 prompts reuse the cached KV of the
+/// turn-1 answer ([`crate::sim::instance::EngineLimits::cache_answers`]): no. Its direct turns
+/// time as if the whole answer were recomputed — 1P_3pD's 16-token appends on ≈ 2,300-token
+/// contexts (1,024-token answers) take 58–66 ms where a reused answer predicts ≈ 50 ms; with the
+/// answer recomputed the 1P_3pD turn-2 p50 TTFT median error falls from 19.4% to 7.4% and every
+/// `large_*` workload lies within ±7% (`docs/validation.md`). The client resends the answer as
+/// text; with `ignore_eos = true` an answer that ran past the model's end-of-sequence holds tokens
+/// its text drops, so the re-tokenised prompt diverges there (the cache-info runs of another
+/// benchmark version kept 63–87% of their answers). Fitted by comparison, a binary mechanism
+/// choice, not a tuned value.
+pub const COMPREHENSIVE_CACHE_ANSWERS: bool = false;
+
 /// An event (closed enum: the domain is fixed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {

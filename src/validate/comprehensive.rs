@@ -203,6 +203,7 @@ pub fn simulate_comprehensive_replays(
     let (t2_in, t2_out) = comprehensive_turn2(kind)?;
     let mut cfg = vllm_ppd_config(config, router, shape, cal)?;
     cfg.affinity_miss_rate = crate::sim::COMPREHENSIVE_AFFINITY_MISS_RATE;
+    cfg.limits.cache_answers = crate::sim::COMPREHENSIVE_CACHE_ANSWERS;
     let cost = LinearCostModel {
         coefficients: cal.coefficients().ok()?,
     };

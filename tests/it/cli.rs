@@ -942,14 +942,14 @@ fn validate_comprehensive_points_reports_winner_and_knee() {
 fn validate_comprehensive_lists_every_point_and_the_worst() {
     let text = validate_stdout(&root().join("tests/data/comprehensive"));
     // All six fixture points are below saturation; the largest |turn-2 p50 error| comes first:
-    // 1P_3D small_tiny at 4 QPS, measured 86.1 ms (the file's p50_ttft_ms).
+    // 1P_3D small_tiny at 12 QPS, measured 1002.9 ms (the file's p50_ttft_ms).
     let worst = text
         .split("worst 6 points below saturation")
         .nth(1)
         .expect("worst list");
     let first = worst.lines().nth(2).expect("first worst line");
     assert!(
-        first.contains("1P_3D") && first.split_whitespace().nth(2) == Some("4") && first.contains("86.1/"),
+        first.contains("1P_3D") && first.split_whitespace().nth(2) == Some("12") && first.contains("1002.9/"),
         "{worst}"
     );
     // The per-point table precedes the summary: a header and one line per point, by config,
@@ -1026,22 +1026,32 @@ fn mixed_pool_turn2_p50_is_stable_across_seeds() {
 }
 
 #[test]
-fn clean_direct_path_on_a_large_context_is_costed_within_ten_percent() {
-    // 1P_3pD large_mid_bal at 1 QPS: every turn-2 request went direct to the pD that holds the
-    // 1,024 + 1,024-token context (measured p99 66 ms, far below the ≈ 140 ms PD path), so its
-    // p50 isolates the direct append-prefill of 128 tokens plus the request overhead.
-    let (cal, v) = calibration_and_point("tests/data/comprehensive_direct/1P_3pD_large_mid_bal_1.json");
-    for seed in 0..4 {
-        let r = ppdsim::validate::simulate_comprehensive("1P_3pD", "large_mid_bal", 1.0, &v, &cal, seed).unwrap();
-        assert!((r.t2_p50_ttft_measured_ms - 48.248).abs() < 1e-3);
-        let err = r.t2_p50_ttft_predicted_ms / r.t2_p50_ttft_measured_ms - 1.0;
-        assert!(
-            err.abs() < 0.10,
-            "seed {seed}: predicted turn-2 p50 {} ms ({:+.1}%)",
-            r.t2_p50_ttft_predicted_ms,
-            100.0 * err
-        );
+fn large_context_direct_turns_are_costed_with_the_answer_recomputed() {
+    // 1P_3pD large_mid_bal at 0.5, 1 and 2 QPS: the turn-2 requests that go direct append 129
+    // tokens to a 1,024 + 1,024-token context. The benchmark recomputes the answer
+    // (`COMPREHENSIVE_CACHE_ANSWERS`), so the pD computes 1,153 tokens: the median error over the
+    // three points is within 10% (reusing the answer, the model predicted ≈ 50 ms against
+    // 48–75 ms measured, −18% at the median). The points are noisy (48.2 ms at 1 QPS, 74.7 at 0.5).
+    let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
+        .unwrap();
+    let mut errs = Vec::new();
+    for q in ["0.5", "1", "2"] {
+        let f = root().join(format!(
+            "calibration/measurements/vllm-ppd-comprehensive/1P_3pD/1P_3pD_large_mid_bal_{q}.json"
+        ));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let r = ppdsim::validate::simulate_comprehensive("1P_3pD", "large_mid_bal", q.parse().unwrap(), &v, &cal, 0)
+            .unwrap();
+        errs.push(r.t2_p50_ttft_predicted_ms / r.t2_p50_ttft_measured_ms - 1.0);
     }
+    let mut sorted = errs.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(
+        sorted[1].abs() < 0.10,
+        "median error {:+.1}% ({errs:?})",
+        100.0 * sorted[1]
+    );
+    assert!(errs.iter().all(|e| e.abs() < 0.5), "{errs:?}");
 }
 
 #[test]
@@ -1212,6 +1222,17 @@ fn comprehensive_protocol_scenario_generates_the_benchmark_workload() {
         .filter(|r| r.route == ppdsim::metrics::RouteKind::Split)
         .count();
     assert!(split > 0 && 2 * split < ppd_t2.len(), "{split} of {}", ppd_t2.len());
+    // `cache_answers = false` (the benchmark's turn-2 prefill recomputes the answer): a direct
+    // turn 2 finds the turn-1 prompt in its pD's cache (1,024 tokens, 64 whole blocks) and
+    // computes the answer and the new input, 2,177 − 1,024 = 1,153 tokens.
+    let direct: Vec<_> = ppd_t2
+        .iter()
+        .filter(|r| r.route == ppdsim::metrics::RouteKind::Local)
+        .collect();
+    assert!(!direct.is_empty());
+    for r in direct {
+        assert_eq!((r.num_cached_tokens, r.num_computed_tokens), (1024, 1153), "{r:?}");
+    }
 }
 
 #[test]
