@@ -1012,8 +1012,9 @@ fn validate_point(v: &serde_json::Value) -> Option<replay::Point> {
     Some((c.to_string(), w.to_string(), q, v.clone()))
 }
 
-/// Fits the PD handoff's split by replaying `points` (see [`replay`]), writes it into `file`'s
-/// overheads, and returns the report (with leave-one-configuration-out folds when `loco`).
+/// Fits the overheads by replaying `points` and the low-QPS points (see [`replay`]), writes them
+/// into `file`'s overheads, and returns the report (with leave-one-configuration-out folds when
+/// `loco`).
 fn replay_fit(
     file: &mut CalibrationFile,
     points: &[replay::Point],
@@ -1030,8 +1031,8 @@ fn replay_fit(
         &replay::simulate(points, file, 0, replay::REPLAYS),
         &replay::simulate_lowqps(lowqps, file, 0),
     );
-    let (split, objective) = replay::fit(points, lowqps, file, 0, params).map_err(fail)?;
-    *file = split.apply(file);
+    let (fitted, objective) = replay::fit(points, lowqps, file, 0, params).map_err(fail)?;
+    *file = fitted.apply(file);
     let rows = replay::simulate(points, file, 0, crate::validate::COMPREHENSIVE_REPLICAS);
     let configs = replay::configs(points);
     let by_config = configs
@@ -1049,11 +1050,11 @@ fn replay_fit(
             .into_iter()
             .map(|f| LocoFold {
                 held_out: f.config,
-                request_overhead_ms: request_fitted.then_some(f.split.request_overhead_ms),
-                prompt_ms_per_token: request_fitted.then_some(f.split.prompt_ms_per_token),
-                pd_handoff_ms: f.split.total_ms,
-                pd_handoff_p_service_ms: f.split.p_service_ms,
-                pd_handoff_d_service_ms: f.split.d_service_ms,
+                request_overhead_ms: request_fitted.then_some(f.fitted.request_overhead_ms),
+                prompt_ms_per_token: request_fitted.then_some(f.fitted.prompt_ms_per_token),
+                pd_handoff_ms: f.fitted.total_ms,
+                pd_handoff_p_service_ms: f.fitted.p_service_ms,
+                pd_handoff_d_service_ms: f.fitted.d_service_ms,
                 held_out_t2_p50_error_pct: f.held_out_t2_p50_pct,
             })
             .collect()
@@ -1065,11 +1066,11 @@ fn replay_fit(
         replays_per_point: replay::REPLAYS,
         objective_before: before,
         objective_after: objective,
-        request_overhead_ms: request_fitted.then_some(split.request_overhead_ms),
-        prompt_ms_per_token: request_fitted.then_some(split.prompt_ms_per_token),
-        pd_handoff_ms: split.total_ms,
-        pd_handoff_p_service_ms: split.p_service_ms,
-        pd_handoff_d_service_ms: split.d_service_ms,
+        request_overhead_ms: request_fitted.then_some(fitted.request_overhead_ms),
+        prompt_ms_per_token: request_fitted.then_some(fitted.prompt_ms_per_token),
+        pd_handoff_ms: fitted.total_ms,
+        pd_handoff_p_service_ms: fitted.p_service_ms,
+        pd_handoff_d_service_ms: fitted.d_service_ms,
         t2_p50_error_pct_by_config: by_config,
         leave_one_config_out: folds,
     })

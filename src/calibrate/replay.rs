@@ -279,8 +279,8 @@ impl CostFunction for Problem<'_> {
     type Output = f64;
 
     fn cost(&self, x: &Vec<f64>) -> Result<f64, argmin::core::Error> {
-        let (split, outside) = ReplayedOverheads::from_x(x, &self.base);
-        let cal = split.apply(self.cal);
+        let (params, outside) = ReplayedOverheads::from_x(x, &self.base);
+        let cal = params.apply(self.cal);
         let rows = simulate(self.points, &cal, self.seed, REPLAYS);
         let low = simulate_lowqps(self.lowqps, &cal, self.seed);
         Ok(combined_objective(&rows, &low) + outside * 0.01)
@@ -346,8 +346,8 @@ pub fn fit(
 pub struct Fold {
     /// The configuration left out.
     pub config: String,
-    /// The split fitted on the others.
-    pub split: ReplayedOverheads,
+    /// The overheads fitted on the others.
+    pub fitted: ReplayedOverheads,
     /// Median |turn-2 p50 TTFT error| below saturation on the held-out config \[%\].
     pub held_out_t2_p50_pct: f64,
 }
@@ -367,11 +367,11 @@ pub fn leave_one_config_out(
     for c in &configs(points) {
         let train: Vec<Point> = points.iter().filter(|p| &p.0 != c).cloned().collect();
         let test: Vec<Point> = points.iter().filter(|p| &p.0 == c).cloned().collect();
-        let (split, _) = fit(&train, lowqps, cal, seed, params)?;
-        let rows = simulate(&test, &split.apply(cal), seed, validate::COMPREHENSIVE_REPLICAS);
+        let (fitted, _) = fit(&train, lowqps, cal, seed, params)?;
+        let rows = simulate(&test, &fitted.apply(cal), seed, validate::COMPREHENSIVE_REPLICAS);
         out.push(Fold {
             config: c.clone(),
-            split,
+            fitted,
             held_out_t2_p50_pct: t2_p50_error_pct(&rows),
         });
     }
