@@ -20,6 +20,7 @@
 
 use super::*;
 use crate::calibrate::model_file::CalibrationFile;
+use crate::calibrate::readers::get_f64;
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, InputResult};
 use crate::sim::workload::TimedConversation;
@@ -101,39 +102,24 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
             continue;
         }
         let workload = r["workload"].as_str().unwrap_or("?").to_string();
-        let (gpus, conversations, shape) = if r.get("t1_input").is_some() {
-            (
-                4,
-                10,
-                [
-                    f(r, "t1_input", path, &at)? as u32,
-                    f(r, "t1_output", path, &at)? as u32,
-                    f(r, "t2_input", path, &at)? as u32,
-                    f(r, "t2_output", path, &at)? as u32,
-                ],
-            )
+        let [t1_in, t1_out, t2_in] = crate::calibrate::readers::vllm_ppd::lowqps_turn_tokens(path, r, &at)?;
+        let (gpus, conversations, t2_out) = if r.get("t1_input").is_some() {
+            (4, 10, get_f64(path, r, "t2_output", &at)?)
         } else {
-            let (greeting, answer, real) = crate::calibrate::readers::vllm_ppd::seed003_real_tokens(&workload)
-                .ok_or_else(|| {
-                    InputError::key(
-                        path,
-                        &format!("{at}.workload"),
-                        format!("`{workload}` is not one of seed 003's W1–W4 (their real token lengths are needed)"),
-                    )
-                })?;
             let n = t1.get("sample_count").and_then(|x| x.as_f64()).unwrap_or(10.0).max(1.0) as u32;
-            (2, n, [greeting, answer, real, f(r, "output_tokens", path, &at)? as u32])
+            (2, n, get_f64(path, r, "output_tokens", &at)?)
         };
+        let shape = [t1_in, t1_out, t2_in, t2_out as u32];
         // The 2-GPU files' turn 1 is a setup greeting sent without streaming (its TTFT is its
         // E2E): not compared.
         let t1_p50 = if gpus == 4 {
-            f(t1, "p50_ttft", path, &format!("{at}.turn1_metrics"))?
+            get_f64(path, t1, "p50_ttft", &format!("{at}.turn1_metrics"))?
         } else {
             f64::NAN
         };
         let t1_tpot = if gpus == 4 && shape[1] > 1 {
-            (f(t1, "avg_e2e", path, &format!("{at}.turn1_metrics"))?
-                - f(t1, "avg_ttft", path, &format!("{at}.turn1_metrics"))?)
+            (get_f64(path, t1, "avg_e2e", &format!("{at}.turn1_metrics"))?
+                - get_f64(path, t1, "avg_ttft", &format!("{at}.turn1_metrics"))?)
                 / (shape[1] as f64 - 1.0)
         } else {
             f64::NAN
@@ -143,12 +129,12 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
             conversations,
             workload,
             mode: r["mode"].as_str().unwrap_or("?").to_string(),
-            qps: f(r, "target_qps", path, &at)?,
+            qps: get_f64(path, r, "target_qps", &at)?,
             shape,
             t1_p50_ttft_ms: t1_p50,
             t1_mean_tpot_ms: t1_tpot,
-            t2_p50_ttft_ms: f(t2, "p50_ttft", path, &format!("{at}.turn2_metrics"))?,
-            t2_mean_tpot_ms: f(t2, "avg_tpot", path, &format!("{at}.turn2_metrics"))?,
+            t2_p50_ttft_ms: get_f64(path, t2, "p50_ttft", &format!("{at}.turn2_metrics"))?,
+            t2_mean_tpot_ms: get_f64(path, t2, "avg_tpot", &format!("{at}.turn2_metrics"))?,
         });
     }
     Ok(out)

@@ -4,13 +4,12 @@
 
 use crate::calibrate::model_file::CalibrationFile;
 use crate::cluster::Shape;
-use crate::error::{InputError, InputResult};
+
 use crate::hardware;
 use crate::metrics::LatencyStats;
 use crate::policy::RouterConfig;
 use crate::scenario::EngineSpec;
 use crate::sim::{Pinning, SimConfig, TransferMode};
-use std::path::Path;
 
 pub mod comprehensive;
 pub mod interference;
@@ -19,12 +18,6 @@ pub mod low_qps;
 pub use comprehensive::*;
 pub use interference::*;
 pub use low_qps::*;
-
-pub(crate) fn f(v: &serde_json::Value, k: &str, path: &Path, at: &str) -> InputResult<f64> {
-    v.get(k)
-        .and_then(|x| x.as_f64())
-        .ok_or_else(|| InputError::key(path, &format!("{at}.{k}"), "missing or not a number"))
-}
 
 /// The router and cluster of a low-QPS `mode` on `gpus` GPUs: on 4, `pd` on 2 P + 2 D, `ppd` on
 /// 2 P + 2 pD, `replication` on 4 replicas; on 2, 1 P + 1 D, 1 P + 1 pD, 2 replicas.

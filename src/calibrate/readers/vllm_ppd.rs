@@ -128,6 +128,32 @@ pub fn seed003_real_tokens(workload: &str) -> Option<(u32, u32, u32)> {
     Some((27, 20, real))
 }
 
+/// The prompt and answer lengths of one low-QPS result `r` (at `at` in `path`): `[turn-1 prompt,
+/// turn-1 answer, turn-2 input]` \[tokens\] — the v3 files' `t1_input`, `t1_output`, `t2_input`,
+/// or for the 2-GPU files (no `t1_input`) the greeting and the workload's real turn-2 length
+/// ([`seed003_real_tokens`]).
+///
+/// # Errors
+/// A missing or non-numeric length, or a 2-GPU workload that is not one of W1–W4.
+pub fn lowqps_turn_tokens(path: &Path, r: &Value, at: &str) -> InputResult<[u32; 3]> {
+    if r.get("t1_input").is_some() {
+        return Ok([
+            get_f64(path, r, "t1_input", at)? as u32,
+            get_f64(path, r, "t1_output", at)? as u32,
+            get_f64(path, r, "t2_input", at)? as u32,
+        ]);
+    }
+    let w = r.get("workload").and_then(|w| w.as_str()).unwrap_or("?");
+    let (greeting, answer, real) = seed003_real_tokens(w).ok_or_else(|| {
+        InputError::key(
+            path,
+            &format!("{at}.workload"),
+            format!("`{w}` is not one of seed 003's W1–W4 (their real token lengths are needed)"),
+        )
+    })?;
+    Ok([greeting, answer, real])
+}
+
 /// A turn-2 request sample of a two-turn conversation measured alone. On a direct route the
 /// instance's prefix cache holds turn 1's prompt and the part of its answer that re-tokenises the
 /// same (`answer_mismatch_per_token`, see [`crate::sim::instance::reused_answer_tokens`]).
@@ -327,22 +353,7 @@ pub fn read(path: &Path, v: &Value, fmt: Format, opts: &ReadOptions) -> InputRes
                     out.num_dropped += 1;
                     continue;
                 }
-                let (t1_in, t1_out, t2_in) = if v3 {
-                    (
-                        get_f64(path, r, "t1_input", &at)? as u32,
-                        get_f64(path, r, "t1_output", &at)? as u32,
-                        get_f64(path, r, "t2_input", &at)? as u32,
-                    )
-                } else {
-                    let w = r.get("workload").and_then(|w| w.as_str()).unwrap_or("?");
-                    seed003_real_tokens(w).ok_or_else(|| {
-                        InputError::key(
-                            path,
-                            &format!("{at}.workload"),
-                            format!("`{w}` is not one of seed 003's W1–W4 (their real token lengths are needed)"),
-                        )
-                    })?
-                };
+                let [t1_in, t1_out, t2_in] = lowqps_turn_tokens(path, r, &at)?;
                 let label = format!(
                     "{} {} qps={}",
                     r.get("workload").and_then(|w| w.as_str()).unwrap_or("?"),
