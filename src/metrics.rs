@@ -309,7 +309,6 @@ pub struct SummaryBuilder {
     slo: Slo,
     num_failed: usize,
     num_rejected: usize,
-    num_ok: usize,
     num_meeting_slo: usize,
     start_ms: f64,
     end_ms: f64,
@@ -318,7 +317,6 @@ pub struct SummaryBuilder {
     transferred_tokens: u64,
     output_tokens: u64,
     kv_bytes: u64,
-    num_later: usize,
     num_later_local: usize,
     ttft_turn1: Vec<f64>,
     ttft_turn2plus: Vec<f64>,
@@ -334,7 +332,6 @@ impl SummaryBuilder {
             slo,
             num_failed: 0,
             num_rejected: 0,
-            num_ok: 0,
             num_meeting_slo: 0,
             start_ms: f64::INFINITY,
             end_ms: f64::NEG_INFINITY,
@@ -343,7 +340,6 @@ impl SummaryBuilder {
             transferred_tokens: 0,
             output_tokens: 0,
             kv_bytes: 0,
-            num_later: 0,
             num_later_local: 0,
             ttft_turn1: Vec::new(),
             ttft_turn2plus: Vec::new(),
@@ -360,7 +356,6 @@ impl SummaryBuilder {
             self.num_rejected += (r.status == RequestStatus::Rejected) as usize;
             return;
         }
-        self.num_ok += 1;
         self.start_ms = self.start_ms.min(r.arrived_at_ms);
         self.end_ms = self.end_ms.max(r.completed_at_ms);
         let meets = r.ttft_ms <= self.slo.ttft_ms && r.tpot_ms.is_none_or(|t| t <= self.slo.tpot_ms);
@@ -377,7 +372,6 @@ impl SummaryBuilder {
         } else {
             self.ttft_turn2plus.push(r.ttft_ms);
             self.tpot_turn2plus.extend(r.tpot_ms);
-            self.num_later += 1;
             self.num_later_local += (r.route == RouteKind::Local) as usize;
         }
     }
@@ -393,7 +387,9 @@ impl SummaryBuilder {
     ) -> Summary {
         // Each column is handed over whole: the statistics sort it in place, without a copy.
         let stats = |xs: Vec<f64>| LatencyStats::at(xs, percentiles);
-        let makespan_s = if self.num_ok == 0 {
+        // One E2E per successful request, one turn-2+ TTFT per later one.
+        let (num_ok, num_later) = (self.e2e_all.len(), self.ttft_turn2plus.len());
+        let makespan_s = if num_ok == 0 {
             0.0
         } else {
             (self.end_ms - self.start_ms) / 1000.0
@@ -411,7 +407,7 @@ impl SummaryBuilder {
         Summary {
             policy: policy.to_string(),
             num_conversations,
-            num_requests: self.num_ok,
+            num_requests: num_ok,
             num_failed: self.num_failed,
             num_rejected: self.num_rejected,
             makespan_s,
@@ -421,14 +417,14 @@ impl SummaryBuilder {
             tpot_all: stats(self.tpot_all),
             tpot_turn2plus: stats(self.tpot_turn2plus),
             e2e_all: stats(self.e2e_all),
-            throughput_rps: per_s(self.num_ok as f64),
+            throughput_rps: per_s(num_ok as f64),
             output_tokens_per_s: per_s(self.output_tokens as f64),
-            slo_attainment: frac(self.num_meeting_slo as u64, self.num_ok as u64),
+            slo_attainment: frac(self.num_meeting_slo as u64, num_ok as u64),
             goodput_rps: per_s(self.num_meeting_slo as f64),
             kv_bytes_moved: self.kv_bytes,
             local_cache_hit_rate: frac(self.cached_tokens, self.prompt_tokens),
             transferred_rate: frac(self.transferred_tokens, self.prompt_tokens),
-            local_route_fraction_turn2plus: frac(self.num_later_local as u64, self.num_later as u64),
+            local_route_fraction_turn2plus: frac(self.num_later_local as u64, num_later as u64),
             mode_switches,
             instances,
         }

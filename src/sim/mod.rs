@@ -405,8 +405,6 @@ pub struct Simulation<'a> {
     records: Vec<RequestRecord>,
     /// Where records go as they are emitted, in (conversation, turn) order.
     record_sink: Option<Box<dyn FnMut(RequestRecord) + 'a>>,
-    /// Instance names (for records).
-    names: Vec<String>,
 }
 
 impl<'a> Simulation<'a> {
@@ -472,7 +470,6 @@ impl<'a> Simulation<'a> {
             .collect();
         let n = instances.len();
         let n_convs = convs.len();
-        let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
         Simulation {
             policy_name: cfg.name.clone(),
             policy: cfg.router.build(),
@@ -506,7 +503,6 @@ impl<'a> Simulation<'a> {
             next_record_conv: 0,
             records: Vec::new(),
             record_sink: None,
-            names,
         }
     }
 
@@ -1245,7 +1241,7 @@ impl<'a> Simulation<'a> {
     /// # Panics
     /// If it never produced a token or never completed (broken invariants).
     fn record_of(&self, id: usize) -> RequestRecord {
-        let names = &self.names;
+        let name = |i: usize| self.instances[i].name.clone();
         let r = &self.requests[id];
         let first = r.first_token_at.unwrap_or_else(|| {
             panic!(
@@ -1282,8 +1278,8 @@ impl<'a> Simulation<'a> {
             } else {
                 RequestStatus::Ok
             },
-            prefill_instance: r.prefill_inst.map(|p| names[p].clone()),
-            decode_instance: names[r.decode_inst].clone(),
+            prefill_instance: r.prefill_inst.map(name),
+            decode_instance: name(r.decode_inst),
             arrived_at_ms: r.arrived_at.as_ms(),
             first_token_at_ms: first.as_ms(),
             completed_at_ms: done.as_ms(),
