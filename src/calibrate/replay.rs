@@ -36,8 +36,12 @@ use rayon::prelude::*;
 /// Replays per point during the fit.
 pub const REPLAYS: u64 = 3;
 
-/// Nelder–Mead iterations per fit.
+/// Nelder–Mead iterations per fit of the handoff's three parameters.
 pub const MAX_ITERS: u64 = 40;
+
+/// Nelder–Mead iterations per fit of all five parameters (the simplex has two more vertices to
+/// move than the handoff-only fit's).
+pub const MAX_ITERS_WITH_REQUEST: u64 = 150;
 
 /// One measured comprehensive point: config, workload, QPS and the measured JSON.
 pub type Point = (String, String, f64, serde_json::Value);
@@ -77,7 +81,7 @@ impl ReplayParams {
     fn max_iters(self) -> u64 {
         match self {
             ReplayParams::Handoff => MAX_ITERS,
-            ReplayParams::HandoffAndRequest => 150,
+            ReplayParams::HandoffAndRequest => MAX_ITERS_WITH_REQUEST,
         }
     }
 }

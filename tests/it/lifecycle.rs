@@ -86,6 +86,18 @@ fn conversation() -> Vec<TimedConversation> {
     }]
 }
 
+/// `n` copies of [`conversation`], named `c0`, `c1`, …, starting `gap_s` seconds apart.
+fn staggered(n: usize, gap_s: f64) -> Vec<TimedConversation> {
+    (0..n)
+        .map(|i| {
+            let mut c = conversation().remove(0);
+            c.id = format!("c{i}");
+            c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * gap_s);
+            c
+        })
+        .collect()
+}
+
 fn run(policy: Deploy, budget: u32) -> Vec<RequestRecord> {
     run_cfg(config(policy, budget), conversation())
 }
@@ -601,14 +613,7 @@ fn affinity_miss_rate_is_the_fraction_of_rerouted_turns() {
     // (σ = √(p(1−p)/n) = 0.0076 → ±4σ = 0.03).
     let mut cfg = config(on(r#"kind = "ppd""#, "1P_3pD"), 8192);
     cfg.affinity_miss_rate = ppdsim::sim::COMPREHENSIVE_AFFINITY_MISS_RATE;
-    let convs: Vec<TimedConversation> = (0..3000)
-        .map(|i| {
-            let mut c = conversation().remove(0);
-            c.id = format!("c{i}");
-            c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * 0.05);
-            c
-        })
-        .collect();
+    let convs = staggered(3000, 0.05);
     let r = run_cfg(cfg, convs);
     let turn2: Vec<&RequestRecord> = r.iter().filter(|x| x.turn == 2).collect();
     assert_eq!(turn2.len(), 3000);
@@ -856,14 +861,7 @@ fn records_stream_in_order_and_memory_holds_the_requests_in_flight() {
     // turns 1 s apart): about 21 are in flight at once, so the run needs a few dozen request
     // slots, not 6,000. A sink receives exactly the records `run` returns, in (conversation, turn)
     // order.
-    let convs: Vec<TimedConversation> = (0..3000)
-        .map(|i| {
-            let mut c = conversation().remove(0);
-            c.id = format!("c{i}");
-            c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * 0.05);
-            c
-        })
-        .collect();
+    let convs = staggered(3000, 0.05);
     let cost = ConstantCostModel { step_ms: 10.0 };
     let cfg = config(replication(2), 8192);
     let held = Simulation::new(cfg.clone(), &cost, &convs[..]).run();
