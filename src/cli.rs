@@ -234,6 +234,11 @@ pub enum Command {
         /// Seed of the replays: arrival gaps and, for comprehensive points, router placements.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Replay with this coefficient of variation of the serialized overhead services
+        /// (lognormal, mean as calibrated) instead of the calibration's (absent: 0,
+        /// deterministic): the sensitivity of the tails to service-time variability.
+        #[arg(long, value_name = "CV", value_parser = parse_service_cv)]
+        overhead_service_cv: Option<f64>,
         /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
         summary_only: bool,
@@ -451,10 +456,33 @@ pub fn run(cli: Cli) -> Result<i32> {
             calibration,
             output,
             seed,
+            overhead_service_cv,
             summary_only,
             force,
-        } => crate::commands::validate::exec_validate(&measured, &calibration, output, seed, !summary_only, force),
+        } => crate::commands::validate::exec_validate(
+            &measured,
+            &calibration,
+            output,
+            seed,
+            overhead_service_cv,
+            !summary_only,
+            force,
+        ),
         Command::Plot { results_dir, force } => crate::commands::plot::exec_plot(&results_dir, force),
         Command::Trace { command } => crate::commands::trace::exec_trace(command),
+    }
+}
+
+/// `--overhead-service-cv`: a coefficient of variation in [0, 10].
+fn parse_service_cv(s: &str) -> Result<f64, String> {
+    let cv: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number: give a coefficient of variation such as 0.5"))?;
+    if (0.0..=crate::scenario::MAX_SERVICE_CV).contains(&cv) {
+        Ok(cv)
+    } else {
+        Err(format!(
+            "{s} is out of range: give a coefficient of variation in [0, 10] (0: deterministic services)"
+        ))
     }
 }

@@ -359,6 +359,12 @@ pub struct OverheadSpec {
     /// The overheads are work of one FIFO server per instance (default, what the vllm-ppd bursts
     /// and saturation knees show) rather than pure delays.
     pub serialized: bool,
+    /// Coefficient of variation of each serialized service (lognormal with the configured
+    /// mean; see [`SimConfig::overhead_service_cv`]). Default 0: deterministic services, as
+    /// fitted. A candidate mechanism for the turn-2 p99 TTFT tail (`docs/validation.md`).
+    /// Unset: the calibration's (`overheads.service_cv`, absent = 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_cv: Option<f64>,
 }
 
 impl Default for OverheadSpec {
@@ -372,9 +378,13 @@ impl Default for OverheadSpec {
             pd_handoff_queue: crate::sim::HandoffQueue::PerPrefill,
             prompt_ms_per_token: None,
             serialized: true,
+            service_cv: None,
         }
     }
 }
+
+/// Largest `[overheads] service_cv` accepted (a lognormal of CV 10 already has σ ≈ 2.1).
+pub const MAX_SERVICE_CV: f64 = 10.0;
 
 /// A loaded, checked scenario with its files read.
 #[derive(Clone)]
@@ -668,6 +678,7 @@ impl LoadedScenario {
             max_model_len: sc.engine.max_model_len,
             affinity_miss_rate: sc.proxy.affinity_miss_rate,
             routing_seed: 0,
+            overhead_service_cv: sc.overheads.service_cv.expect("resolved"),
             decode_runs: self.decode_runs,
         }
     }
@@ -1175,6 +1186,14 @@ fn check_domains(path: &Path, sc: &Scenario, model: &hardware::ModelSpec, gpu: &
         }
     }
     in_range(
+        "overheads.service_cv",
+        sc.overheads.service_cv.unwrap_or(0.0),
+        0.0,
+        false,
+        MAX_SERVICE_CV,
+        "a coefficient of variation: use a value >= 0 and <= 10 (0: deterministic services)",
+    )?;
+    in_range(
         "timeline_interval_s",
         sc.timeline_interval_s,
         1e-6,
@@ -1369,6 +1388,7 @@ fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationF
     sc.engine
         .answer_mismatch_per_token
         .get_or_insert(calibration.answer_mismatch_per_token());
+    sc.overheads.service_cv.get_or_insert(calibration.overhead_service_cv());
     // Durations (set here or calibrated) must be finite, non-negative and bounded.
     let o = &sc.overheads;
     for (key, v) in [

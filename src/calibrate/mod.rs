@@ -833,6 +833,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 pd_handoff_d_service_ms: None,
                 request_service_ms: None,
                 prompt_ms_per_token: None,
+                service_cv: None,
             },
             fitted_link.unwrap_or_else(|| KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
@@ -905,6 +906,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 pd_handoff_p_service_ms: None,
                 pd_handoff_d_service_ms: None,
                 request_service_ms: None,
+                service_cv: None,
                 prompt_ms_per_token: Some(coefficient(
                     "prompt_ms_per_token",
                     "ms/token",

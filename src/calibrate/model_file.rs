@@ -83,6 +83,11 @@ pub struct Overheads {
     /// other overheads from request TTFTs, then by the replay. Absent (older files): 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_ms_per_token: Option<Coefficient>,
+    /// Coefficient of variation of each serialized service (lognormal, see
+    /// [`crate::sim::SimConfig::overhead_service_cv`]). Absent: 0, deterministic services (what
+    /// `ppdsim calibrate` fits with; set it by hand or with `validate --overhead-service-cv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cv: Option<f64>,
 }
 
 /// KV-transfer parameters.
@@ -351,6 +356,17 @@ impl CalibrationFile {
                 ),
             ));
         }
+        if let Some(cv) = f
+            .overheads
+            .service_cv
+            .filter(|cv| !(0.0..=crate::scenario::MAX_SERVICE_CV).contains(cv))
+        {
+            return Err(InputError::key(
+                path,
+                "overheads.service_cv",
+                format!("{cv} is not a coefficient of variation: give a value in [0, 10], or remove the key (0)"),
+            ));
+        }
         if let Some(p) = f.answer_mismatch_per_token.filter(|p| !(0.0..1.0).contains(p)) {
             return Err(InputError::key(
                 path,
@@ -394,6 +410,11 @@ impl CalibrationFile {
     /// [`CalibrationFile::answer_mismatch_per_token`], 0 when the file has none.
     pub fn answer_mismatch_per_token(&self) -> f64 {
         self.answer_mismatch_per_token.unwrap_or(0.0)
+    }
+
+    /// Coefficient of variation of the serialized overhead services; 0 when the file has none.
+    pub fn overhead_service_cv(&self) -> f64 {
+        self.overheads.service_cv.unwrap_or(0.0)
     }
 
     /// Per-prompt-token overhead, once per request at its entry \[ms/token\]; 0 when the file

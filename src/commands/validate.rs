@@ -35,10 +35,14 @@ pub(crate) fn exec_validate(
     calibration: &Path,
     output: Option<PathBuf>,
     seed: u64,
+    overhead_service_cv: Option<f64>,
     print_points: bool,
     force: bool,
 ) -> Result<i32> {
-    let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
+    let mut cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
+    if let Some(cv) = overhead_service_cv {
+        cal.overheads.service_cv = Some(cv);
+    }
     if let Some(why) = &cal.uncalibrated {
         println!("UNCALIBRATED model {} — {why}", calibration.display());
     }

@@ -118,6 +118,14 @@ pub struct SimConfig {
     pub pd_handoff_d_service_ms: f64,
     /// The serialized part of `request_overhead_ms` (≤ it) \[ms\]; the rest is latency.
     pub request_service_ms: f64,
+    /// Coefficient of variation of each serialized overhead service (`request_service_ms`,
+    /// `pd_handoff_p_service_ms`, `pd_handoff_d_service_ms`): each service time is lognormal with
+    /// the configured mean and this CV, drawn per (conversation, turn, component) from
+    /// `routing_seed` (so every policy sees the same draws). 0: deterministic services. The
+    /// servers are Python processes (proxy, API servers) whose per-request work varies with
+    /// garbage collection, event-loop contention and response sizes; M/G/1 queues wait
+    /// (1 + CV²)/2 times longer than M/D/1 ones at the same load.
+    pub overhead_service_cv: f64,
     /// Latency per prompt token, once per request at its entry (client, proxy and the first
     /// instance's API server handling the prompt text; D's hop after a KV transfer adds none)
     /// \[ms/token\].
@@ -339,6 +347,27 @@ fn fifo_done(free: Option<&mut SimTime>, now: SimTime, service_ms: f64) -> SimTi
         }
         None => now + d,
     }
+}
+
+/// Factor (mean 1, coefficient of variation `cv`) of turn `turn` (1-based) of conversation `conv`'s
+/// serialized overhead `component` (0 request handling, 1 P's handoff share, 2 D's handoff
+/// share): lognormal with σ² = ln(1 + cv²) and μ = −σ²/2, drawn from a ChaCha8 stream keyed by
+/// (`seed`, conversation, turn, component), so a draw depends neither on event order nor on the
+/// policy (every policy of a run sees the same services). Exactly 1 when `cv` is 0.
+pub fn service_jitter(cv: f64, seed: u64, conv: usize, turn: usize, component: u64) -> f64 {
+    assert!(cv.is_finite() && cv >= 0.0, "service CV {cv} is not ≥ 0");
+    assert!(component < 4, "service component {component} is not 0–3");
+    if cv == 0.0 {
+        return 1.0;
+    }
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(salted(conv as u64, seed));
+    rng.set_stream(((turn as u64) << 2) | component);
+    let sigma2 = (1.0 + cv * cv).ln();
+    rand_distr::LogNormal::new(-sigma2 / 2.0, sigma2.sqrt())
+        .expect("a finite σ ≥ 0")
+        .sample(&mut rng)
 }
 
 /// `x` salted with a router hash seed (identity for seed 0): the seed times the 64-bit golden
@@ -910,12 +939,12 @@ impl<'a> Simulation<'a> {
                 let r = &mut self.requests[req];
                 r.kv_ready_at = Some(self.now);
                 let p = r.prefill_inst.expect("KV transfers start on P");
-                let at = self.p_handoff(p);
+                let at = self.p_handoff(p, req);
                 self.queue.push(at, Event::HandoffAtDecode { req });
             }
             Event::HandoffAtDecode { req } => {
                 let inst = self.requests[req].decode_inst;
-                let service = self.cfg.pd_handoff_d_service_ms;
+                let service = self.cfg.pd_handoff_d_service_ms * self.service_jitter(req, 2);
                 // The per-prompt-token latency was paid once, at the request's entry: the 2-GPU
                 // re-run's PD − direct turn-2 TTFT gap stays 41–50 ms from 198- to 5,347-token
                 // prompts (docs/validation.md), so D's hop adds none.
@@ -935,8 +964,21 @@ impl<'a> Simulation<'a> {
             return self.now + SimDuration::from_ms_f64(total) + per_prompt;
         }
         let service = self.cfg.request_service_ms.clamp(0.0, total);
-        let served = self.serve_at(inst, service);
+        let drawn = service * self.service_jitter(req, 0);
+        let served = self.serve_at(inst, drawn);
         served + SimDuration::from_ms_f64(total - service) + per_prompt
+    }
+
+    /// Factor of request `req`'s serialized overhead `component` ([`service_jitter`]).
+    fn service_jitter(&self, req: usize, component: u64) -> f64 {
+        let r = &self.requests[req];
+        service_jitter(
+            self.cfg.overhead_service_cv,
+            self.cfg.routing_seed,
+            r.conv,
+            r.turn,
+            component,
+        )
     }
 
     /// The request's per-prompt-token latency at its entry.
@@ -947,12 +989,12 @@ impl<'a> Simulation<'a> {
     /// When a split request whose KV arrived now (from P instance `p`) reaches D's API server:
     /// P's serialized share (one handoff at a time per P when overheads are serialized), then
     /// the handoff's latency (`pd_handoff_ms` less both serialized shares).
-    fn p_handoff(&mut self, p: usize) -> SimTime {
+    fn p_handoff(&mut self, p: usize, req: usize) -> SimTime {
         let c = &self.cfg;
         let latency = SimDuration::from_ms_f64(
             (c.pd_handoff_ms - c.pd_handoff_p_service_ms - c.pd_handoff_d_service_ms).max(0.0),
         );
-        let service = self.cfg.pd_handoff_p_service_ms;
+        let service = self.cfg.pd_handoff_p_service_ms * self.service_jitter(req, 1);
         let queue = match self.cfg.pd_handoff_queue {
             HandoffQueue::PerPrefill => p,
             HandoffQueue::Cluster => 0,

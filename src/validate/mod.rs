@@ -62,6 +62,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         pd_handoff_d_service_ms: handoff_d_ms,
         pd_handoff_queue: crate::sim::HandoffQueue::PerPrefill,
         request_service_ms: cal.request_service_ms(),
+        overhead_service_cv: cal.overhead_service_cv(),
         prompt_ms_per_token: cal.prompt_ms_per_token(),
         template_tokens_per_message: 0,
         serialized_overheads: true,

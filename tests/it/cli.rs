@@ -601,7 +601,12 @@ fn routing_map_writes_the_grid_and_boundary() {
         std::fs::read_to_string(busy.join("boundary.csv")).unwrap(),
         "context_tokens,remote_from_append_tokens\n512,2048\n"
     );
-    // Bad options: exit 3 naming the option, nothing written.
+    // Bad options: exit 2 naming the option, nothing written.
+    ppdsim()
+        .args(["validate", "tests/data/comprehensive", "--overhead-service-cv", "11"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--overhead-service-cv").and(predicate::str::contains("[0, 10]")));
     let bad = dir.path().join("bad");
     ppdsim()
         .args(["routing-map", "--bandwidth-gbps=0"])

@@ -62,6 +62,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
         max_model_len: None,
         affinity_miss_rate: 0.0,
         routing_seed: 0,
+        overhead_service_cv: 0.0,
         decode_runs: false,
     }
 }
@@ -500,6 +501,50 @@ fn only_the_service_part_of_the_overhead_is_serialized() {
     cfg.request_service_ms = 20.0;
     let r = run_cfg(cfg, one_turn(2));
     close(r[1].ttft_ms, 50.0);
+}
+
+#[test]
+fn service_cv_scales_each_service_by_its_own_lognormal_draw() {
+    use ppdsim::sim::service_jitter;
+    let mut cfg = config(replication(1), 8192);
+    cfg.request_overhead_ms = 20.0;
+    cfg.request_service_ms = 20.0;
+    // CV 0: exactly the configured 20 ms, then the 10 ms prefill.
+    close(run_cfg(cfg.clone(), one_turn(1))[0].ttft_ms, 30.0);
+    // CV 0.5: 20 ms × the draw of (seed, conversation 0, turn 1, request handling), to the µs.
+    cfg.overhead_service_cv = 0.5;
+    for seed in [0, 7] {
+        cfg.routing_seed = seed;
+        let f = service_jitter(0.5, seed, 0, 1, 0);
+        let ttft = run_cfg(cfg.clone(), one_turn(1))[0].ttft_ms;
+        assert!(
+            (ttft - (20.0 * f + 10.0)).abs() <= 0.0005 + 1e-9,
+            "seed {seed}: {ttft} vs 20 × {f} + 10"
+        );
+    }
+    assert_ne!(service_jitter(0.5, 0, 0, 1, 0), service_jitter(0.5, 7, 0, 1, 0));
+}
+
+#[test]
+fn service_jitter_has_mean_one_and_the_asked_cv() {
+    use ppdsim::sim::service_jitter;
+    assert_eq!(service_jitter(0.0, 3, 5, 1, 2), 1.0);
+    // The same key gives the same draw; another component or turn another.
+    assert_eq!(service_jitter(0.5, 3, 5, 1, 2), service_jitter(0.5, 3, 5, 1, 2));
+    assert_ne!(service_jitter(0.5, 3, 5, 1, 2), service_jitter(0.5, 3, 5, 1, 1));
+    assert_ne!(service_jitter(0.5, 3, 5, 1, 2), service_jitter(0.5, 3, 5, 2, 2));
+    for cv in [0.25, 0.5, 1.0] {
+        let n = 40_000;
+        let xs: Vec<f64> = (0..n)
+            .map(|c| service_jitter(cv, 11, c, c % 3, (c % 3) as u64))
+            .collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        // Standard errors at n = 40,000: mean cv/200; the sd's a few % for a lognormal of CV 1.
+        assert!((mean - 1.0).abs() < 4.0 * cv / 200.0, "cv {cv}: mean {mean}");
+        assert!((sd / mean / cv - 1.0).abs() < 0.06, "cv {cv}: sd/mean {}", sd / mean);
+        assert!(xs.iter().all(|&x| x > 0.0));
+    }
 }
 
 #[test]

@@ -110,6 +110,8 @@ for key, vals in {"bandwidth_gbps": ["0.0", "-1.0", "nan", "inf", "1e-300"], "la
 for key in ["request_overhead_ms", "pd_handoff_ms", "request_service_ms", "prompt_ms_per_token", "pd_handoff_p_service_ms"]:
     for tag, v in {"neg": "-1.0", "nan": "nan", "inf": "inf"}.items():
         scenario(f"overheads_{key}_{tag}", extra=f"\n[overheads]\n{key} = {v}\n")
+for tag, v in {"neg": "-0.5", "nan": "nan", "huge": "11.0"}.items():
+    scenario(f"overheads_service_cv_{tag}", extra=f"\n[overheads]\nservice_cv = {v}\n")
 scenario("overheads_service_above_total", extra="\n[overheads]\nrequest_overhead_ms = 10.0\nrequest_service_ms = 20.0\n")
 scenario("overheads_handoff_shares_above_total", extra="\n[overheads]\npd_handoff_ms = 10.0\npd_handoff_p_service_ms = 8.0\npd_handoff_d_service_ms = 8.0\n")
 for key, vals in {"max_connections": ["0"], "request_timeout_s": ["0.0", "-1.0", "nan", "inf"], "preset": ['"locust"']}.items():
@@ -243,6 +245,9 @@ def old_schema(m):
 def decode_too_fast(m):
     m["iteration"]["coefficients"][0]["value"] = 1.0
     m["iteration"]["coefficients"][3]["value"] = 0.0
+def service_cv_negative(m):
+    m["overheads"]["service_cv"] = -0.5
+model("service_cv_negative", service_cv_negative)
 model("all_beta_zero", all_zero)
 model("negative_beta1", negative_beta1)
 model("missing_beta4", missing_beta4)
