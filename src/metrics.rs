@@ -105,6 +105,132 @@ pub struct RequestRecord {
     pub num_computed_tokens: u32,
 }
 
+/// Header of `requests.csv`: [`RequestRecord`]'s field names in order.
+pub const REQUEST_CSV_HEADER: &str = "policy,conversation,conversation_id,turn,route,status,prefill_instance,decode_instance,arrived_at_ms,first_token_at_ms,completed_at_ms,ttft_ms,tpot_ms,e2e_ms,queue_delay_ms,kv_transfer_ms,kv_transfer_bytes,num_context_tokens,num_user_tokens,num_prompt_tokens,num_output_tokens,num_cached_tokens,num_transferred_tokens,num_computed_tokens\n";
+
+impl RequestRecord {
+    /// Appends the record as one `requests.csv` row (newline-terminated): the bytes `csv`'s
+    /// serde writer gives, with a NaN written as an empty field (as [`crate::output::to_csv`]
+    /// does), without serde or a second pass. Text fields are quoted only when they hold a comma,
+    /// a quote or a line break (quotes doubled), as `csv` does; millisecond values on the
+    /// simulator's microsecond grid skip the float printer ([`push_ms`]). Tests check byte
+    /// identity with the serde path on random records and on shipped runs.
+    pub fn write_csv_row(&self, out: &mut Vec<u8>) {
+        let mut ints = itoa::Buffer::new();
+        push_text(out, &self.policy);
+        out.push(b',');
+        out.extend_from_slice(ints.format(self.conversation).as_bytes());
+        out.push(b',');
+        push_text(out, &self.conversation_id);
+        out.push(b',');
+        out.extend_from_slice(ints.format(self.turn).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(match self.route {
+            RouteKind::Split => b"split",
+            RouteKind::Local => b"local",
+        });
+        out.push(b',');
+        out.extend_from_slice(match self.status {
+            RequestStatus::Ok => &b"ok"[..],
+            RequestStatus::Timeout => b"timeout",
+            RequestStatus::Rejected => b"rejected",
+        });
+        out.push(b',');
+        if let Some(p) = &self.prefill_instance {
+            push_text(out, p);
+        }
+        out.push(b',');
+        push_text(out, &self.decode_instance);
+        for v in [
+            self.arrived_at_ms,
+            self.first_token_at_ms,
+            self.completed_at_ms,
+            self.ttft_ms,
+        ] {
+            out.push(b',');
+            push_ms(out, v);
+        }
+        out.push(b',');
+        if let Some(v) = self.tpot_ms {
+            push_ms(out, v);
+        }
+        for v in [self.e2e_ms, self.queue_delay_ms, self.kv_transfer_ms] {
+            out.push(b',');
+            push_ms(out, v);
+        }
+        out.push(b',');
+        out.extend_from_slice(ints.format(self.kv_transfer_bytes).as_bytes());
+        for v in [
+            self.num_context_tokens,
+            self.num_user_tokens,
+            self.num_prompt_tokens,
+            self.num_output_tokens,
+            self.num_cached_tokens,
+            self.num_transferred_tokens,
+            self.num_computed_tokens,
+        ] {
+            out.push(b',');
+            out.extend_from_slice(ints.format(v).as_bytes());
+        }
+        out.push(b'\n');
+    }
+}
+
+/// A text field as `csv` writes it by default: quoted (quotes doubled) only when it holds a
+/// comma, a quote, `\n` or `\r`.
+fn push_text(out: &mut Vec<u8>, s: &str) {
+    if !s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for b in s.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// `v` as `ryu` prints it (the shortest decimal that reads back as `v`), NaN as nothing. A value
+/// `n / 1000` with |n| < 10¹⁵ (a millisecond value on the microsecond grid) is printed from the
+/// integer `n`: its decimal has at most 15 significant digits, and two such decimals never read
+/// back as the same double (`DBL_DIG` = 15), so the shortest decimal is `n / 1000` itself with
+/// trailing zeros dropped — what `ryu` prints.
+pub fn push_ms(out: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        return;
+    }
+    let n = (v * 1000.0).round();
+    if n.abs() < 1e15 && n / 1000.0 == v && !(v == 0.0 && v.is_sign_negative()) {
+        let n = n as i64;
+        if n < 0 {
+            out.push(b'-');
+        }
+        let n = n.unsigned_abs();
+        let mut ints = itoa::Buffer::new();
+        out.extend_from_slice(ints.format(n / 1000).as_bytes());
+        out.push(b'.');
+        let frac = n % 1000;
+        let digits = [
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        let keep = if frac.is_multiple_of(100) {
+            1
+        } else if frac.is_multiple_of(10) {
+            2
+        } else {
+            3
+        };
+        out.extend_from_slice(&digits[..keep]);
+        return;
+    }
+    out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+}
+
 /// The percentiles `summary.csv`, `summary.json` and `sweep.csv` report by default (vLLM's
 /// `bench serve` prints the same set).
 pub const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 90.0, 95.0, 99.0];
@@ -160,7 +286,8 @@ impl LatencyStats {
                 percentiles_ms: ps.iter().map(|&p| (p, 0.0)).collect(),
             };
         }
-        v.sort_by(f64::total_cmp);
+        // Unstable is identical here: values equal under `total_cmp` are the same bits.
+        v.sort_unstable_by(f64::total_cmp);
         LatencyStats {
             count: v.len(),
             mean_ms: v.iter().sum::<f64>() / v.len() as f64,
@@ -433,6 +560,80 @@ impl SummaryBuilder {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    fn serde_row(r: &RequestRecord) -> Vec<u8> {
+        crate::output::to_csv(std::slice::from_ref(r)).unwrap()
+    }
+
+    fn ms() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (0u64..2_000_000_000_000).prop_map(|us| us as f64 / 1000.0),
+            (0u64..1_000_000_000_000_000).prop_map(|us| us as f64 / 1000.0),
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(-0.0),
+            (-1e6f64..1e6),
+            (0u64..1000).prop_map(|n| n as f64 * 1e-7),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-zA-Z0-9_ -]{1,12}", ".{0,8}", "[a,\"\r\n]{1,6}"]
+    }
+
+    prop_compose! {
+        fn record()(
+            policy in text(), conversation in any::<usize>(), conversation_id in text(),
+            turn in any::<usize>(), split in any::<bool>(), status in 0u8..3,
+            prefill in proptest::option::of(text()), decode in text(),
+            t in proptest::collection::vec(ms(), 8), tpot in proptest::option::of(ms()),
+            bytes in any::<u64>(), n in proptest::collection::vec(any::<u32>(), 7),
+        ) -> RequestRecord {
+            RequestRecord {
+                policy, conversation, conversation_id, turn,
+                route: if split { RouteKind::Split } else { RouteKind::Local },
+                status: [RequestStatus::Ok, RequestStatus::Timeout, RequestStatus::Rejected][status as usize],
+                prefill_instance: prefill, decode_instance: decode,
+                arrived_at_ms: t[0], first_token_at_ms: t[1], completed_at_ms: t[2], ttft_ms: t[3],
+                tpot_ms: tpot, e2e_ms: t[4], queue_delay_ms: t[5], kv_transfer_ms: t[6],
+                kv_transfer_bytes: bytes,
+                num_context_tokens: n[0], num_user_tokens: n[1], num_prompt_tokens: n[2],
+                num_output_tokens: n[3], num_cached_tokens: n[4], num_transferred_tokens: n[5],
+                num_computed_tokens: n[6],
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn csv_row_writer_matches_the_serde_writer(r in record()) {
+            let serde = serde_row(&r);
+            let mut fast = REQUEST_CSV_HEADER.as_bytes().to_vec();
+            r.write_csv_row(&mut fast);
+            prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&serde));
+        }
+    }
+
+    #[test]
+    fn ms_values_print_as_ryu_does() {
+        for (v, s) in [
+            (0.0, "0.0"),
+            (65.704, "65.704"),
+            (12.5, "12.5"),
+            (0.001, "0.001"),
+            (1e12, "1000000000000.0"),
+            (-3.25, "-3.25"),
+            (-0.0, "-0.0"),
+            (1e-7, "1e-7"),
+        ] {
+            let mut out = Vec::new();
+            push_ms(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), s);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -38,40 +38,36 @@ pub struct RunResults {
 /// in chunks, `NaN` fields emptied as [`output::to_csv`] does).
 struct RequestRows {
     out: std::io::BufWriter<std::fs::File>,
-    chunk: Vec<crate::metrics::RequestRecord>,
+    /// Rows formatted since the last write.
+    chunk: Vec<u8>,
     header: bool,
     error: Option<anyhow::Error>,
 }
 
 impl RequestRows {
-    const CHUNK: usize = 4096;
+    /// Bytes formatted before a write.
+    const CHUNK: usize = 1 << 20;
 
     fn push(&mut self, r: crate::metrics::RequestRecord) {
-        self.chunk.push(r);
-        if self.chunk.len() == Self::CHUNK {
+        if self.header {
+            self.chunk
+                .extend_from_slice(crate::metrics::REQUEST_CSV_HEADER.as_bytes());
+            self.header = false;
+        }
+        r.write_csv_row(&mut self.chunk);
+        if self.chunk.len() >= Self::CHUNK {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
         use std::io::Write;
-        if self.error.is_some() || self.chunk.is_empty() {
-            return;
+        if self.error.is_none() && !self.chunk.is_empty() {
+            if let Err(e) = self.out.write_all(&self.chunk) {
+                self.error = Some(e.into());
+            }
         }
-        let mut w = csv::WriterBuilder::new()
-            .has_headers(self.header)
-            .from_writer(Vec::new());
-        self.header = false;
-        let bytes = self
-            .chunk
-            .drain(..)
-            .try_for_each(|r| w.serialize(r))
-            .map_err(anyhow::Error::from)
-            .and_then(|()| w.into_inner().map_err(|e| anyhow::anyhow!("flushing CSV: {e}")))
-            .and_then(|b| Ok(self.out.write_all(&output::blank_nan_fields(&b))?));
-        if let Err(e) = bytes {
-            self.error = Some(e);
-        }
+        self.chunk.clear();
     }
 
     fn finish(mut self) -> Result<()> {
