@@ -701,15 +701,23 @@ pub fn ttft_by_turn_table(d: &RunPlots) -> Vec<TurnTtft> {
 /// # Errors
 /// Drawing or file errors.
 pub fn run_figures(dir: &crate::outdir::OutputDir, d: &RunPlots) -> Result<()> {
+    use rayon::prelude::*;
     let stem = |name: &str| dir.path(&format!("plots/{name}"));
-    render(&stem("latency_by_policy")?, &LatencyByPolicy { d })?;
-    render(&stem("latency_cdf")?, &LatencyCdf { d })?;
     let table = ttft_by_turn_table(d);
-    render(&stem("ttft_by_turn")?, &TtftByTurn { d, table: &table })?;
+    // Each figure is its own file: drawn in parallel.
+    type Job<'j> = Box<dyn Fn() -> Result<()> + Send + Sync + 'j>;
+    let mut jobs: Vec<Job> = vec![
+        Box::new(|| render(&stem("latency_by_policy")?, &LatencyByPolicy { d })),
+        Box::new(|| render(&stem("latency_cdf")?, &LatencyCdf { d })),
+        Box::new(|| render(&stem("ttft_by_turn")?, &TtftByTurn { d, table: &table })),
+    ];
     for policy in d.policies {
-        let samples: Vec<&crate::sim::TimelineSample> =
-            d.timeline.iter().filter(|(p, _)| p == policy).map(|(_, s)| s).collect();
-        if !samples.is_empty() {
+        jobs.push(Box::new(move || {
+            let samples: Vec<&crate::sim::TimelineSample> =
+                d.timeline.iter().filter(|(p, _)| p == policy).map(|(_, s)| s).collect();
+            if samples.is_empty() {
+                return Ok(());
+            }
             let name = format!("timeline_{}", crate::output::file_safe(policy));
             render(
                 &stem(&name)?,
@@ -717,9 +725,10 @@ pub fn run_figures(dir: &crate::outdir::OutputDir, d: &RunPlots) -> Result<()> {
                     policy,
                     samples: &samples,
                 },
-            )?;
-        }
+            )
+        }));
     }
+    jobs.par_iter().try_for_each(|job| job())?;
     dir.write("plots/ttft_by_turn.csv", &crate::output::to_csv(&table)?)
 }
 

@@ -224,7 +224,9 @@ pub(crate) fn draw_sweep_plots(
     slo: Option<crate::metrics::Slo>,
 ) -> Result<()> {
     use crate::plot::Reference;
-    for m in curves {
+    use rayon::prelude::*;
+    // Figures are independent files: drawn in parallel (the sweep's serial tail otherwise).
+    curves.par_iter().try_for_each(|m| -> Result<()> {
         let reference = if m.metric.starts_with("ttft_") {
             slo.map(|s| Reference {
                 value: s.ttft_ms,
@@ -248,10 +250,10 @@ pub(crate) fn draw_sweep_plots(
             &spec.rates_per_s,
             m,
             reference.as_ref(),
-        )?;
-    }
-    for h in crate::sweep::heatmaps(spec, curves) {
-        crate::plot::sweep_heatmap(&dir.path(&format!("plots/{}", h.file_stem()))?, &h)?;
-    }
+        )
+    })?;
+    crate::sweep::heatmaps(spec, curves)
+        .par_iter()
+        .try_for_each(|h| crate::plot::sweep_heatmap(&dir.path(&format!("plots/{}", h.file_stem()))?, h))?;
     Ok(())
 }
