@@ -43,6 +43,23 @@ impl SimTime {
     }
 }
 
+/// `x.round() as u64` for a finite `x ≥ 0` (half away from zero, saturating), without the libm
+/// call `f64::round` compiles to on baseline x86-64: below 2⁵², `x − trunc(x)` is exact, so
+/// comparing it with 0.5 decides as `round` does; from 2⁵² on every double is an integer.
+fn round_nonneg(x: f64) -> u64 {
+    const EXACT: f64 = 4_503_599_627_370_496.0; // 2^52
+    if x < EXACT {
+        let t = x as u64;
+        if x - t as f64 >= 0.5 {
+            t + 1
+        } else {
+            t
+        }
+    } else {
+        x as u64
+    }
+}
+
 impl SimDuration {
     /// The empty span.
     pub const ZERO: SimDuration = SimDuration(0);
@@ -56,7 +73,7 @@ impl SimDuration {
             ms.is_finite() && ms >= 0.0,
             "duration must be finite and >= 0 ms, got {ms}"
         );
-        SimDuration((ms * 1000.0).round() as u64)
+        SimDuration(round_nonneg(ms * 1000.0))
     }
 
     /// A span from seconds \[s\], rounded to the nearest microsecond.
@@ -117,6 +134,23 @@ mod tests {
         assert_eq!(SimDuration::from_secs_f64(2.5), SimDuration(2_500_000));
         assert_eq!((SimTime(10) + SimDuration(5)).0, 15);
         assert_eq!(SimTime(15).since(SimTime(10)), SimDuration(5));
+    }
+
+    #[test]
+    fn round_nonneg_is_f64_round() {
+        use rand::{Rng, SeedableRng};
+        let two52 = 4_503_599_627_370_496.0f64;
+        let edges = [0.0, 0.49999999999999994, 0.5, 1.5, 2.5, 1e-300, two52 - 0.5, two52 - 1.5, two52, two52 + 2.0, 1e19, 1e30];
+        for x in edges {
+            assert_eq!(round_nonneg(x), x.round() as u64, "{x}");
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..200_000 {
+            let x = rng.gen::<f64>() * 10f64.powi(rng.gen_range(-3..20));
+            assert_eq!(round_nonneg(x), x.round() as u64, "{x}");
+            let half = (rng.gen_range(0..1u64 << 40) as f64) + 0.5;
+            assert_eq!(round_nonneg(half), half.round() as u64, "{half}");
+        }
     }
 
     #[test]
