@@ -184,6 +184,10 @@ pub enum Command {
         /// Replay fit without its leave-one-configuration-out cross-validation (5× faster).
         #[arg(long)]
         no_cross_validation: bool,
+        /// Keep the regression's per-sequence decode cost β3 instead of refitting it (β0 + β3
+        /// held) to the loaded points' turn-1 and turn-2 mean TPOT before the overheads.
+        #[arg(long)]
+        no_decode_refit: bool,
         /// Per-token chance that an answer the client resends as text re-tokenises differently,
         /// which ends the next turn's prefix-cache hit there (the rest of the answer is
         /// recomputed): direct turn-2 request samples and the replays recompute the answer's
@@ -429,6 +433,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             force,
             no_replay,
             no_cross_validation,
+            no_decode_refit,
             answer_mismatch_per_token,
             replay_params,
             roofline_from: None,
@@ -444,6 +449,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 attention,
                 replay: !no_replay,
                 loco: !no_cross_validation,
+                decode_refit: !no_decode_refit,
                 answer_mismatch_per_token,
                 replay_params,
                 ..Default::default()

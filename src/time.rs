@@ -140,7 +140,20 @@ mod tests {
     fn round_nonneg_is_f64_round() {
         use rand::{Rng, SeedableRng};
         let two52 = 4_503_599_627_370_496.0f64;
-        let edges = [0.0, 0.49999999999999994, 0.5, 1.5, 2.5, 1e-300, two52 - 0.5, two52 - 1.5, two52, two52 + 2.0, 1e19, 1e30];
+        let edges = [
+            0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            1e-300,
+            two52 - 0.5,
+            two52 - 1.5,
+            two52,
+            two52 + 2.0,
+            1e19,
+            1e30,
+        ];
         for x in edges {
             assert_eq!(round_nonneg(x), x.round() as u64, "{x}");
         }

@@ -65,6 +65,8 @@ pub struct CalibrateOptions {
     pub answer_mismatch_per_token: f64,
     /// Which overheads the replay fits.
     pub replay_params: replay::ReplayParams,
+    /// With `replay`: first refit β3 to the loaded points' TPOTs ([`replay::fit_beta3`]).
+    pub decode_refit: bool,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -102,6 +104,7 @@ impl Default for CalibrateOptions {
             loco: true,
             answer_mismatch_per_token: 0.0,
             replay_params: replay::ReplayParams::HandoffAndRequest,
+            decode_refit: true,
         }
     }
 }
@@ -996,7 +999,23 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             &lowqps_points,
             opts.loco,
             opts.replay_params,
+            opts.decode_refit,
         )?);
+        // The refit moved β0 and β3: the physics and kernel-table checks are of the final model.
+        let coeffs = file.coefficients().expect("fitted coefficients");
+        let mut physics = physics_checks(
+            Some((t1k, t1k_slow, coeffs.beta1_ms_per_token)),
+            Some(&coeffs),
+            Some((file.kv_transfer.bandwidth_gbps, file.kv_transfer.source.as_str())),
+            &kv_all,
+            model,
+            gpu,
+            opts.tp,
+        );
+        if opts.tp == 1 {
+            physics.extend(reference::kernel_checks(&coeffs, model, gpu));
+        }
+        file.physics = physics;
     }
     Ok(Calibration { file, points })
 }
@@ -1023,11 +1042,19 @@ fn replay_fit(
     lowqps: &[crate::validate::LowQpsPoint],
     loco: bool,
     params: replay::ReplayParams,
+    decode_refit: bool,
 ) -> InputResult<ReplayFit> {
     let request_fitted = params == replay::ReplayParams::HandoffAndRequest;
     let fail = |e: anyhow::Error| InputError {
         location: "comprehensive points".into(),
         message: format!("replay fit failed: {e}"),
+    };
+    let decode = if decode_refit {
+        let r = replay::fit_beta3(points, file, 0).map_err(fail)?;
+        *file = replay::with_beta3(file, r.beta3);
+        Some(r)
+    } else {
+        None
     };
     let before = replay::combined_objective(
         &replay::simulate(points, file, 0, replay::REPLAYS),
@@ -1047,7 +1074,7 @@ fn replay_fit(
         })
         .collect();
     let folds = if loco && configs.len() > 1 {
-        replay::leave_one_config_out(points, lowqps, file, 0, params)
+        replay::leave_one_config_out(points, lowqps, file, 0, params, decode.map(|d| d.beta3_regression))
             .map_err(fail)?
             .into_iter()
             .map(|f| LocoFold {
@@ -1057,6 +1084,7 @@ fn replay_fit(
                 pd_handoff_ms: f.fitted.total_ms,
                 pd_handoff_p_service_ms: f.fitted.p_service_ms,
                 pd_handoff_d_service_ms: f.fitted.d_service_ms,
+                beta3_ms_per_seq: f.beta3,
                 held_out_t2_p50_error_pct: f.held_out_t2_p50_pct,
             })
             .collect()
@@ -1073,6 +1101,13 @@ fn replay_fit(
         pd_handoff_ms: fitted.total_ms,
         pd_handoff_p_service_ms: fitted.p_service_ms,
         pd_handoff_d_service_ms: fitted.d_service_ms,
+        decode_refit: decode.map(|d| crate::calibrate::model_file::DecodeRefitReport {
+            beta3_regression_ms_per_seq: d.beta3_regression,
+            beta3_ms_per_seq: d.beta3,
+            beta0_ms: file.iteration.coefficients[0].value,
+            tpot_objective_before: d.objective_before,
+            tpot_objective_after: d.objective_after,
+        }),
         t2_p50_error_pct_by_config: by_config,
         leave_one_config_out: folds,
     })
@@ -1187,6 +1222,18 @@ pub fn report(c: &Calibration) -> String {
         }
     }
     if let Some(r) = &f.replay {
+        if let Some(d) = &r.decode_refit {
+            let _ = writeln!(
+                s,
+                "per-sequence decode cost refitted to the {} loaded points' turn-1 and turn-2 mean TPOT (decodes without a shared prefix; β0 + β3 held): beta3 {:.4} → {:.4} ms/decode-seq, beta0 → {:.3} ms; TPOT mean |ln(pred/meas)| {:.4} → {:.4} (the decode fit quality above is the regression's, on the interference study's shared-prefix bursts)",
+                r.num_points,
+                d.beta3_regression_ms_per_seq,
+                d.beta3_ms_per_seq,
+                d.beta0_ms,
+                d.tpot_objective_before,
+                d.tpot_objective_after
+            );
+        }
         let _ = writeln!(
             s,
             "overheads fitted by replaying {} loaded points ({} replays each) and the low-QPS files (objective: mean over the campaigns of mean |ln(pred/meas)|, loaded points' T1 p50, T2 p50, T2 p99 TTFT, low-QPS T2 p50 TTFT; {:.3} → {:.3}):",
@@ -1222,6 +1269,10 @@ pub fn report(c: &Calibration) -> String {
                 let request = match (fold.request_overhead_ms, fold.prompt_ms_per_token) {
                     (Some(req), Some(tok)) => format!("request {req:.1} ms, {:.2} µs/prompt token, ", tok * 1000.0),
                     _ => String::new(),
+                };
+                let request = match fold.beta3_ms_per_seq {
+                    Some(b3) => format!("beta3 {b3:.4} ms, {request}"),
+                    None => request,
                 };
                 let _ = writeln!(
                     s,

@@ -236,10 +236,30 @@ pub struct ReplayFit {
     pub pd_handoff_p_service_ms: f64,
     /// Fitted serialized share at D's API server \[ms\].
     pub pd_handoff_d_service_ms: f64,
+    /// The per-sequence decode cost refitted to the loaded points' TPOTs before the overheads
+    /// (absent: `--no-decode-refit`, or an older file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_refit: Option<DecodeRefitReport>,
     /// Median |turn-2 p50 TTFT error| below saturation per configuration, after the fit \[%\].
     pub t2_p50_error_pct_by_config: Vec<ConfigError>,
     /// Leave-one-configuration-out folds.
     pub leave_one_config_out: Vec<LocoFold>,
+}
+
+/// β3 refitted by replaying the loaded points' turn-1 and turn-2 mean TPOT (β0 + β3 held).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeRefitReport {
+    /// β3 of the regression on the decode samples \[ms per sequence\].
+    pub beta3_regression_ms_per_seq: f64,
+    /// β3 after the refit \[ms per sequence\] (the file's coefficient).
+    pub beta3_ms_per_seq: f64,
+    /// β0 after the refit \[ms\] (the file's coefficient).
+    pub beta0_ms: f64,
+    /// Mean |ln(pred/meas)| of the TPOTs with the regression's β3.
+    pub tpot_objective_before: f64,
+    /// The same after the refit.
+    pub tpot_objective_after: f64,
 }
 
 /// One configuration's error.
@@ -270,6 +290,9 @@ pub struct LocoFold {
     pub pd_handoff_p_service_ms: f64,
     /// D share fitted on the others \[ms\].
     pub pd_handoff_d_service_ms: f64,
+    /// β3 refitted on the others \[ms per sequence\] (with the decode refit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta3_ms_per_seq: Option<f64>,
     /// Median |turn-2 p50 TTFT error| below saturation on the held-out configuration \[%\].
     pub held_out_t2_p50_error_pct: f64,
 }

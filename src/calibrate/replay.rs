@@ -43,6 +43,9 @@ pub const MAX_ITERS: u64 = 40;
 /// move than the handoff-only fit's).
 pub const MAX_ITERS_WITH_REQUEST: u64 = 150;
 
+/// Golden-section iterations of the per-sequence decode cost's refit ([`fit_beta3`]).
+pub const MAX_ITERS_BETA3: u64 = 20;
+
 /// One measured comprehensive point: config, workload, QPS and the measured JSON.
 pub type Point = (String, String, f64, serde_json::Value);
 
@@ -345,6 +348,108 @@ pub fn fit(
     Ok((ReplayedOverheads::from_x(&best, &base).0, state.best_cost))
 }
 
+/// Mean |ln(predicted / measured)| of turn-1 and turn-2 mean TPOT over the rows measured at ≥ the
+/// knee's success rate: the decode refit's objective.
+pub fn tpot_objective(rows: &[ComprehensiveRow]) -> f64 {
+    let terms: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.measured_success_pct >= validate::KNEE_MIN_SUCCESS_PCT)
+        .flat_map(|r| {
+            [
+                (r.t1_mean_tpot_predicted_ms, r.t1_mean_tpot_measured_ms),
+                (r.t2_mean_tpot_predicted_ms, r.t2_mean_tpot_measured_ms),
+            ]
+        })
+        .filter(|&(p, m)| p > 0.0 && m > 0.0 && p.is_finite())
+        .map(|(p, m)| (p / m).ln().abs())
+        .collect();
+    if terms.is_empty() {
+        f64::INFINITY
+    } else {
+        terms.iter().sum::<f64>() / terms.len() as f64
+    }
+}
+
+/// `cal` with the per-sequence decode cost β3 set to `beta3` and β0 moved by the difference, so a
+/// batch-1 decode step (β0 + β3 + context × β4) is unchanged.
+pub fn with_beta3(cal: &CalibrationFile, beta3: f64) -> CalibrationFile {
+    let mut c = cal.clone();
+    let b = &mut c.iteration.coefficients;
+    let shift = b[3].value - beta3;
+    b[0].value += shift;
+    b[0].ci95_low += shift;
+    b[0].ci95_high += shift;
+    b[3] = Coefficient {
+        name: b[3].name.clone(),
+        value: beta3,
+        unit: b[3].unit.clone(),
+        ci95_low: beta3,
+        ci95_high: beta3,
+        at_bound: beta3 <= 0.0,
+    };
+    c
+}
+
+/// The per-sequence decode cost refitted by replaying the loaded points' TPOTs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecodeRefit {
+    /// β3 of the regression (the interference study's decode-only bursts) \[ms per sequence\].
+    pub beta3_regression: f64,
+    /// β3 after the refit \[ms per sequence\].
+    pub beta3: f64,
+    /// [`tpot_objective`] with the regression's β3.
+    pub objective_before: f64,
+    /// [`tpot_objective`] after the refit.
+    pub objective_after: f64,
+}
+
+struct DecodeProblem<'a> {
+    points: &'a [Point],
+    cal: &'a CalibrationFile,
+    seed: u64,
+}
+
+impl CostFunction for DecodeProblem<'_> {
+    type Param = f64;
+    type Output = f64;
+
+    fn cost(&self, beta3: &f64) -> Result<f64, argmin::core::Error> {
+        let cal = with_beta3(self.cal, *beta3);
+        Ok(tpot_objective(&simulate(self.points, &cal, self.seed, REPLAYS)))
+    }
+}
+
+/// Refits β3 (β0 + β3 held, see [`with_beta3`]) to the turn-1 and turn-2 mean TPOT of `points`
+/// by golden-section search (argmin) over [0, 2 × the regression's β3]. The regression's β3 comes
+/// from the interference study's decode-only bursts, whose requests share a cached 2,048-token
+/// prefix (cascade attention, every output streamed by one API server); the loaded sweep's
+/// decodes share nothing, which is what simulated clusters run. Keeps the regression's value
+/// when the search does not improve on it.
+///
+/// # Errors
+/// When the optimiser fails.
+pub fn fit_beta3(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<DecodeRefit> {
+    let regression = cal.iteration.coefficients[3].value;
+    let problem = DecodeProblem { points, cal, seed };
+    let before = problem.cost(&regression)?;
+    let hi = (2.0 * regression).max(1e-3);
+    let solver = argmin::solver::goldensectionsearch::GoldenSectionSearch::new(0.0, hi)?.with_tolerance(0.01)?;
+    let res = Executor::new(problem, solver)
+        .configure(|s| s.param(regression.clamp(0.0, hi)).max_iters(MAX_ITERS_BETA3))
+        .run()?;
+    let state = res.state();
+    let (beta3, after) = match state.best_param {
+        Some(b) if state.best_cost < before => (b, state.best_cost),
+        _ => (regression, before),
+    };
+    Ok(DecodeRefit {
+        beta3_regression: regression,
+        beta3,
+        objective_before: before,
+        objective_after: after,
+    })
+}
+
 /// One held-out configuration of the cross-validation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fold {
@@ -352,11 +457,14 @@ pub struct Fold {
     pub config: String,
     /// The overheads fitted on the others.
     pub fitted: ReplayedOverheads,
+    /// β3 refitted on the others (with the decode refit).
+    pub beta3: Option<f64>,
     /// Median |turn-2 p50 TTFT error| below saturation on the held-out config \[%\].
     pub held_out_t2_p50_pct: f64,
 }
 
-/// Leave-one-configuration-out cross-validation of [`fit`].
+/// Leave-one-configuration-out cross-validation of [`fit`] (and of [`fit_beta3`] first, from
+/// `beta3_regression`, when given).
 ///
 /// # Errors
 /// As [`fit`].
@@ -366,16 +474,25 @@ pub fn leave_one_config_out(
     cal: &CalibrationFile,
     seed: u64,
     params: ReplayParams,
+    beta3_regression: Option<f64>,
 ) -> anyhow::Result<Vec<Fold>> {
     let mut out = Vec::new();
     for c in &configs(points) {
         let train: Vec<Point> = points.iter().filter(|p| &p.0 != c).cloned().collect();
         let test: Vec<Point> = points.iter().filter(|p| &p.0 == c).cloned().collect();
-        let (fitted, _) = fit(&train, lowqps, cal, seed, params)?;
-        let rows = simulate(&test, &fitted.apply(cal), seed, validate::COMPREHENSIVE_REPLICAS);
+        let (fold_cal, beta3) = match beta3_regression {
+            Some(b) => {
+                let refit = fit_beta3(&train, &with_beta3(cal, b), seed)?;
+                (with_beta3(cal, refit.beta3), Some(refit.beta3))
+            }
+            None => (cal.clone(), None),
+        };
+        let (fitted, _) = fit(&train, lowqps, &fold_cal, seed, params)?;
+        let rows = simulate(&test, &fitted.apply(&fold_cal), seed, validate::COMPREHENSIVE_REPLICAS);
         out.push(Fold {
             config: c.clone(),
             fitted,
+            beta3,
             held_out_t2_p50_pct: t2_p50_error_pct(&rows),
         });
     }
@@ -440,5 +557,75 @@ mod tests {
             vec![50.0, 40.0, 5.0, 30.0, 4.0]
         );
         assert_eq!(base.to_x(ReplayParams::Handoff).len(), 3);
+    }
+
+    fn tpot_row(success_pct: f64, t1: (f64, f64), t2: (f64, f64)) -> ComprehensiveRow {
+        ComprehensiveRow {
+            config: "1P_3D".into(),
+            workload: "w".into(),
+            qps: 1.0,
+            measured_success_pct: success_pct,
+            predicted_success_pct: 100.0,
+            t1_p50_ttft_measured_ms: 100.0,
+            t1_p50_ttft_predicted_ms: 100.0,
+            t1_p99_ttft_measured_ms: 100.0,
+            t1_p99_ttft_predicted_ms: 100.0,
+            t2_p50_ttft_measured_ms: 100.0,
+            t2_p50_ttft_predicted_ms: 100.0,
+            t2_p99_ttft_measured_ms: 100.0,
+            t2_p99_ttft_predicted_ms: 100.0,
+            t1_mean_tpot_measured_ms: t1.0,
+            t1_mean_tpot_predicted_ms: t1.1,
+            t2_mean_tpot_measured_ms: t2.0,
+            t2_mean_tpot_predicted_ms: t2.1,
+            below_saturation: true,
+        }
+    }
+
+    #[test]
+    fn tpot_objective_averages_both_turns_of_the_points_below_the_knee() {
+        let e = std::f64::consts::E;
+        // Turn 1 off by e (|ln| 1), turn 2 exact: mean 0.5; a point measured at 50% success and a
+        // missing prediction are left out.
+        let rows = [
+            tpot_row(100.0, (8.0, 8.0 * e), (9.0, 9.0)),
+            tpot_row(50.0, (8.0, 80.0), (9.0, 90.0)),
+            tpot_row(100.0, (8.0, f64::NAN), (9.0, 9.0)),
+        ];
+        assert!(
+            (tpot_objective(&rows) - 1.0 / 3.0).abs() < 1e-12,
+            "{}",
+            tpot_objective(&rows)
+        );
+        assert!((tpot_objective(&rows[..1]) - 0.5).abs() < 1e-12);
+        assert_eq!(tpot_objective(&rows[1..2]), f64::INFINITY);
+    }
+
+    #[test]
+    fn with_beta3_keeps_the_batch_1_decode_step() {
+        let cal = crate::calibrate::model_file::CalibrationFile::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/calibration/h100-llama3.1-8b-eager.json"
+        )))
+        .unwrap();
+        let b = cal.coefficients().unwrap();
+        let moved = with_beta3(&cal, 0.05);
+        let m = moved.coefficients().unwrap();
+        assert_eq!(m.beta3_ms_per_seq, 0.05);
+        assert!((m.beta0_ms + m.beta3_ms_per_seq - (b.beta0_ms + b.beta3_ms_per_seq)).abs() < 1e-12);
+        // Nothing else moves.
+        assert_eq!(
+            (
+                m.beta1_ms_per_token,
+                m.beta2_ms_per_token2,
+                m.beta4_ms_per_context_token
+            ),
+            (
+                b.beta1_ms_per_token,
+                b.beta2_ms_per_token2,
+                b.beta4_ms_per_context_token
+            )
+        );
+        assert_eq!(moved.overheads, cal.overheads);
     }
 }

@@ -199,8 +199,27 @@ fn shipped_model_file_is_what_calibrate_produces() {
     assert_eq!(overheads["request_overhead_ms"]["value"], replay["request_overhead_ms"]);
     assert_eq!(overheads["prompt_ms_per_token"]["value"], replay["prompt_ms_per_token"]);
     assert_eq!(replay["leave_one_config_out"].as_array().unwrap().len(), 4);
+    // β3 is refitted to the loaded TPOTs with β0 + β3 held: the regression's β3 is ours, the
+    // file's β0 and β3 are the refit's, and the batch-1 step is the regression's.
+    let decode = &replay["decode_refit"];
+    let coef = |v: &serde_json::Value, k: usize| v["iteration"]["coefficients"][k]["value"].as_f64().unwrap();
+    let ours_b = c.file.coefficients().unwrap();
+    assert!((decode["beta3_regression_ms_per_seq"].as_f64().unwrap() - ours_b.beta3_ms_per_seq).abs() < 1e-12);
+    assert_eq!(coef(&shipped, 3), decode["beta3_ms_per_seq"].as_f64().unwrap());
+    assert_eq!(coef(&shipped, 0), decode["beta0_ms"].as_f64().unwrap());
+    assert!((coef(&shipped, 0) + coef(&shipped, 3) - ours_b.beta0_ms - ours_b.beta3_ms_per_seq).abs() < 1e-9);
+    // The physics and kernel-table checks are of the refitted model.
+    assert!(
+        shipped["physics"].as_array().unwrap().iter().all(|p| p["ok"] == true),
+        "{}",
+        shipped["physics"]
+    );
     let mut ours = serde_json::to_value(&c.file).unwrap();
     for v in [&mut shipped, &mut ours] {
+        let o = v["iteration"]["coefficients"].as_array_mut().unwrap();
+        o.remove(3);
+        o.remove(0);
+        v.as_object_mut().unwrap().remove("physics");
         let o = v["overheads"].as_object_mut().unwrap();
         for k in [
             "pd_handoff_ms",
@@ -264,6 +283,7 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
         &CalibrateOptions {
             replay_params: calibrate::replay::ReplayParams::Handoff,
             loco: false,
+            decode_refit: false,
             ..Default::default()
         },
     )
@@ -275,6 +295,17 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
         h.file.overheads.request_overhead_ms,
         low_load.file.overheads.request_overhead_ms
     );
+    // β3 refitted to the six points' TPOTs (never worse than the regression's), β0 + β3 held.
+    let d = r.decode_refit.as_ref().expect("decode refit ran");
+    assert!(d.tpot_objective_after <= d.tpot_objective_before, "{d:?}");
+    let (b, b0) = (c.file.coefficients().unwrap(), low_load.file.coefficients().unwrap());
+    assert_eq!((b.beta3_ms_per_seq, b.beta0_ms), (d.beta3_ms_per_seq, d.beta0_ms));
+    assert_eq!(d.beta3_regression_ms_per_seq, b0.beta3_ms_per_seq);
+    assert!((b.beta0_ms + b.beta3_ms_per_seq - b0.beta0_ms - b0.beta3_ms_per_seq).abs() < 1e-9);
+    assert!(r.leave_one_config_out.iter().all(|f| f.beta3_ms_per_seq.is_some()));
+    // Without the refit (`--no-decode-refit`) the regression's β3 stays.
+    assert_eq!(h.file.coefficients().unwrap().beta3_ms_per_seq, b0.beta3_ms_per_seq);
+    assert!(hr.decode_refit.is_none());
     let held: Vec<&str> = r.leave_one_config_out.iter().map(|f| f.held_out.as_str()).collect();
     assert_eq!(held, ["1P_3D", "1P_3pD"]);
     assert!(r
