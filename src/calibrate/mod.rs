@@ -87,6 +87,12 @@ pub enum AttentionModel {
     /// β2, 1.02e-5 ms, is 19× this 5.44e-7 ms on the shipped data) but the engine being modelled
     /// (vLLM) uses FlashAttention.
     Flash,
+    /// FlashAttention 3's measured cost: the quadratic term of AIConfigurator's H100
+    /// context-attention table (vLLM 0.24, compiled in; [`reference::flash_attention_beta2`]),
+    /// 6.94e-7 ms per pair for Llama-3.1-8B — the kernel runs below the GEMMs' throughput, so
+    /// 1.28× [`AttentionModel::Flash`]'s FLOP count. Only for the tables' model and GPU; `auto`
+    /// picks it there when the profiles ran eager attention.
+    KernelTable,
 }
 
 impl Default for CalibrateOptions {
@@ -563,6 +569,15 @@ pub fn engine_label<'a>(readers: impl IntoIterator<Item = &'a str>) -> String {
 pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Calibration> {
     let model = hardware::find_model(&opts.model).map_err(|m| InputError::option("--model", m))?;
     let gpu = hardware::find_gpu(&opts.gpu).map_err(|m| InputError::option("--gpu", m))?;
+    if opts.attention == AttentionModel::KernelTable && reference::flash_attention_beta2(model, gpu).is_none() {
+        return Err(InputError::option(
+            "--attention",
+            format!(
+                "kernel-table: no FlashAttention kernel table for {} on {}: the compiled-in tables are Llama-3.1-8B on H100 SXM; use --attention flash",
+                model.name, gpu.name
+            ),
+        ));
+    }
     let bw = opts.declared_bandwidth_gbps;
     if !(bw.is_finite() && bw >= crate::scenario::limits::MIN_BANDWIDTH_GBPS) {
         return Err(InputError::option(
@@ -747,12 +762,24 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     let b = [f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]];
     let mut coeffs = IterationCoefficients::from_array(b);
     let eager_profiles = loaded.iter().any(|l| l.samples.reader.starts_with("llmservingsim"));
-    let flash = match opts.attention {
-        AttentionModel::Flash => true,
-        AttentionModel::Fitted => false,
-        AttentionModel::Auto => eager_profiles,
+    let table_beta2 = reference::flash_attention_beta2(model, gpu);
+    let (flash, from_table) = match opts.attention {
+        AttentionModel::Flash => (true, false),
+        AttentionModel::Fitted => (false, false),
+        AttentionModel::KernelTable => (true, true),
+        AttentionModel::Auto => (eager_profiles, eager_profiles && table_beta2.is_some()),
     };
     let attention_note = flash.then(|| {
+        if let (true, Some((beta2, linear, rows))) = (from_table, table_beta2) {
+            let fitted = coeffs.beta2_ms_per_token2;
+            let flops = 4.0 * model.num_layers as f64 * model.num_attention_heads as f64 * model.head_dim as f64
+                * (coeffs.beta1_ms_per_token / model.flop_per_token());
+            coeffs.beta2_ms_per_token2 = beta2;
+            return format!(
+                "beta2 set to FlashAttention 3's measured cost (--attention kernel-table): AIConfigurator's H100 context-attention table (vLLM 0.24), batch 1, {rows} lengths from 1,024 to 16,384 tokens, fitted as a*m + beta2*m^2/2 = {linear:.3e} ms/token + {beta2:.4e} ms per pair ({:.2}x the FLOP count at beta1's rate, {flops:.4e}); the profiles' fitted value {fitted:.4e} describes their eager attention",
+                beta2 / flops
+            );
+        }
         // Per instance; tensor parallelism divides both FLOP counts alike, so it cancels.
         let flop_per_pair = 4.0 * model.num_layers as f64 * model.num_attention_heads as f64 * model.head_dim as f64;
         let ms_per_flop = coeffs.beta1_ms_per_token / model.flop_per_token();

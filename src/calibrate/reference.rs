@@ -62,6 +62,35 @@ fn check(name: &str, model_ms: f64, kernel_ms: f64, cause: &str) -> PhysicsCheck
     }
 }
 
+/// FlashAttention's measured prefill-attention cost per query–key pair for `model` on `gpu`
+/// \[ms\] — `Some` only for the compiled-in tables' pair (Llama-3.1-8B on H100 SXM): `layers ×` the
+/// FA3 context-attention table's batch-1 latencies from 1,024 to 16,384 tokens, fitted as
+/// `a·m + β2·m²/2` by weighted least squares (relative errors; `fit::fit_weighted_floor`, both
+/// terms ≥ 0); returns `(β2, a [ms/token], rows fitted)`. The linear part is the kernel's
+/// per-token work, which the prefill's dense cost β1 already carries.
+pub fn flash_attention_beta2(model: &ModelSpec, gpu: &GpuSpec) -> Option<(f64, f64, usize)> {
+    if model.name != "llama-3.1-8b" || gpu.name != "h100-sxm" {
+        return None;
+    }
+    let t = tables();
+    let refs: Vec<&KernelTable> = t.iter().collect();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for m in [
+        1024.0, 1536.0, 2048.0, 3072.0, 4096.0, 6144.0, 8192.0, 10240.0, 12288.0, 16384.0,
+    ] {
+        if let Some(ms) = aiconfigurator::context_attention_ms(&refs, model, m) {
+            x.push(vec![m, m * m / 2.0]);
+            y.push(ms);
+        }
+    }
+    if x.len() < 3 {
+        return None;
+    }
+    let w: Vec<f64> = y.iter().map(|v: &f64| 1.0 / v).collect();
+    let f = crate::calibrate::fit::fit_weighted_floor(&x, &y, &w, &[0.0, 0.0]);
+    Some((f.beta[1], f.beta[0], x.len()))
+}
+
 /// The kernel-table checks of `c` (empty for another model or GPU than the tables').
 pub fn kernel_checks(c: &IterationCoefficients, model: &ModelSpec, gpu: &GpuSpec) -> Vec<PhysicsCheck> {
     if model.name != "llama-3.1-8b" || gpu.name != "h100-sxm" {

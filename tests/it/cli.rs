@@ -603,6 +603,17 @@ fn routing_map_writes_the_grid_and_boundary() {
     );
     // Bad options: exit 2 naming the option, nothing written.
     ppdsim()
+        .args([
+            "calibrate",
+            "calibration/measurements/vllm-ppd_interference_core_experiment.json",
+        ])
+        .args(["--gpu", "h100-pcie", "--attention", "kernel-table", "-o"])
+        .arg(dir.path().join("kt.json"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--attention").and(predicate::str::contains("H100 SXM")));
+    assert!(!dir.path().join("kt.json").exists());
+    ppdsim()
         .args(["validate", "tests/data/comprehensive", "--overhead-service-cv", "11"])
         .assert()
         .code(2)
