@@ -168,10 +168,12 @@ pub enum Command {
         /// Force one reader for every file instead of detecting it from content.
         #[arg(long, value_enum, default_value = "auto")]
         format: crate::calibrate::readers::Format,
-        /// Where β2 (prefill attention over context) comes from: `flash` — FlashAttention's FLOP
-        /// cost at the throughput β1 implies (vLLM runs FlashAttention), `fitted` — the profiles'
-        /// own (eager attention for LLMServingSim's), or `auto` — flash when a source's profiles
-        /// ran eager attention, fitted otherwise.
+        /// Where β2 (prefill attention over context) comes from: `kernel-table` — FlashAttention
+        /// 3's measured cost (AIConfigurator's H100 table; Llama-3.1-8B on H100 SXM only), `flash`
+        /// — FlashAttention's FLOP cost at the throughput β1 implies (vLLM runs FlashAttention),
+        /// `fitted` — the profiles' own (eager attention for LLMServingSim's), or `auto` —
+        /// kernel-table (else flash) when a source's profiles ran eager attention, fitted
+        /// otherwise.
         #[arg(long, value_enum, default_value = "auto")]
         attention: crate::calibrate::AttentionModel,
         /// Exit with code 3 when a physics check fails (the model file is not written).

@@ -72,9 +72,10 @@ pub struct CalibrateOptions {
 /// Source of β2, the cost per query–key pair of prefill attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AttentionModel {
-    /// `flash` when a source's prefill profiles ran eager attention (LLMServingSim's HF profiler),
-    /// `fitted` otherwise (kernel tables of FlashAttention, engine timings): the engine being
-    /// modelled (vLLM) runs FlashAttention.
+    /// When a source's prefill profiles ran eager attention (LLMServingSim's HF profiler):
+    /// `kernel-table` for the tables' model and GPU, `flash` elsewhere; `fitted` otherwise (kernel
+    /// tables of FlashAttention, engine timings): the engine being modelled (vLLM) runs
+    /// FlashAttention.
     #[default]
     Auto,
     /// The fitted value (right when the profiles ran the serving engine's attention kernels;
@@ -88,10 +89,10 @@ pub enum AttentionModel {
     /// (vLLM) uses FlashAttention.
     Flash,
     /// FlashAttention 3's measured cost: the quadratic term of AIConfigurator's H100
-    /// context-attention table (vLLM 0.24, compiled in; [`reference::flash_attention_beta2`]),
-    /// 6.94e-7 ms per pair for Llama-3.1-8B — the kernel runs below the GEMMs' throughput, so
-    /// 1.28× [`AttentionModel::Flash`]'s FLOP count. Only for the tables' model and GPU; `auto`
-    /// picks it there when the profiles ran eager attention.
+    /// context-attention table (vLLM 0.24, compiled in), 6.94e-7 ms per pair for Llama-3.1-8B —
+    /// the kernel runs below the GEMMs' throughput, so 1.28× `flash`'s FLOP count. Only for the
+    /// tables' model and GPU (Llama-3.1-8B on H100 SXM); `auto` picks it there when the profiles
+    /// ran eager attention.
     KernelTable,
 }
 
