@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# ppdsim's performance benchmark: builds the release binary, runs each benchmark command of the
+# README's Performance section and prints its wall time and peak memory next to the target.
+#
+#   bash benches/run.sh           # everything (≈ 2 minutes on 2 cores)
+#   bash benches/run.sh --quick   # without the 1,000,000-conversation run
+#
+# Outputs go to output/bench-* (ppdsim's own directories; --force replaces only what ppdsim
+# wrote). Wall time and peak RSS come from GNU time (`/usr/bin/time`); without it only the wall
+# time is printed. Each command but the 1M run is timed twice and the faster run printed: on
+# shared machines the same work varies by tens of percent from minute to minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=false
+[[ "${1:-}" == "--quick" ]] && quick=true
+
+cargo build --release -q
+bin=target/release/ppdsim
+tmp=$(mktemp)
+trap 'rm -f "$tmp" "$tmp.wall"' EXIT
+
+# measure LABEL TARGET COMMAND...: runs COMMAND $REPEAT times (default 2), prints the fastest
+# run's "LABEL  wall  peak RSS  target" and leaves its wall time in $tmp.wall.
+measure() {
+    local label=$1 target=$2
+    shift 2
+    local best="" best_rss="-" wall rss
+    for _ in $(seq "${REPEAT:-2}"); do
+        if [[ -x /usr/bin/time ]]; then
+            /usr/bin/time -f "%e %M" -o "$tmp" "$@" >/dev/null
+            read -r wall rss <"$tmp"
+            rss="$((rss / 1024)) MB"
+        else
+            local start end
+            start=$(date +%s.%N)
+            "$@" >/dev/null
+            end=$(date +%s.%N)
+            wall=$(echo "$end - $start" | bc)
+            rss="-"
+        fi
+        if [[ -z "$best" ]] || (($(echo "$wall < $best" | bc))); then
+            best=$wall
+            best_rss=$rss
+        fi
+    done
+    printf "%-58s %8s s %10s   target %s\n" "$label" "$best" "$best_rss" "$target"
+    echo "$best" >"$tmp.wall"
+}
+
+echo "ppdsim benchmark, $(date -u +%Y-%m-%d), $(nproc) cores"
+measure "Vidur's 10,000-request run (scenarios/vidur-arxiv-qps2.toml)" "<= 0.015 s, <= 30 MB (Vidur: 150 s, 616 MB)" \
+    "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur --force
+measure "3,000 ShareGPT conversations x 4 policies, no figures" "-" \
+    "$bin" run benches/sharegpt-3000-rate10.toml -q --no-plots -o output/bench --force
+measure "the same with its 10 figures" "-" \
+    "$bin" run benches/sharegpt-3000-rate10.toml -q -o output/bench --force
+RAYON_NUM_THREADS=1 measure "default sweep (192 runs + 12 figures), 1 thread" "-" \
+    "$bin" sweep sweeps/default-load.toml -q -o output/bench-sweep-1 --force
+one=$(cat "$tmp.wall")
+RAYON_NUM_THREADS=2 measure "default sweep, 2 threads" ">= 1.8x faster than 1 thread" \
+    "$bin" sweep sweeps/default-load.toml -q -o output/bench-sweep-2 --force
+two=$(cat "$tmp.wall")
+if cmp -s output/bench-sweep-1/sweep.csv output/bench-sweep-2/sweep.csv; then same="identical sweep.csv"; else same="sweep.csv DIFFERS"; fi
+printf "%-58s %8s x   (%s)\n" "  speed-up on 2 threads" "$(echo "scale=2; $one / $two" | bc)" "$same"
+if ! $quick; then
+    REPEAT=1 measure "1,000,000 3-turn conversations x 4 policies" "<= 20 s, <= 1 GB" \
+        "$bin" run benches/synthetic-1m-3turn.toml -q --no-plots -o output/bench-1m --force
+fi
