@@ -15,6 +15,9 @@
 //! * the rest of `pd_handoff_ms` — latency (no queue),
 //!
 //! with the iteration model held fixed ([`ReplayParams::Handoff`] fits the handoff's three only).
+//! Before them, [`fit_beta3`] refits the iteration model's per-sequence decode cost β3 (β0 + β3
+//! held) to the comprehensive points' turn-1 and turn-2 mean TPOT, whose decodes share no prefix,
+//! unlike the interference bursts the regression takes it from.
 //! The parameters are fitted by Nelder–Mead (argmin) on [`combined_objective`]: the mean over the
 //! three campaigns of each one's mean `|ln(predicted / measured)|` — turn-1 p50, turn-2 p50 and
 //! turn-2 p99 TTFT of every comprehensive point whose measured success rate is at least the knee
