@@ -131,6 +131,10 @@ pub struct Crossover {
     pub value: f64,
     /// The policy whose metric is lower below the crossing.
     pub lower_below: String,
+    /// Both policies' seed-averaged SLO attainment is below the sweep's target at the first grid
+    /// rate at or above the crossing: both are saturated there, so the crossing is a tie in
+    /// saturation rather than one policy overtaking the other ([`mark_saturated`]).
+    pub both_saturated: bool,
 }
 
 /// The numeric `summary.csv` columns at `percentiles` (a scenario's `percentiles`), in order
@@ -451,6 +455,18 @@ impl MetricCurves {
                 label(&c.lower_below),
                 label(above)
             );
+            if c.both_saturated {
+                let next = rates
+                    .iter()
+                    .copied()
+                    .find(|&r| r >= c.rate_per_s)
+                    .unwrap_or(c.rate_per_s);
+                let _ = writeln!(
+                    s,
+                    "      both miss the SLO-attainment target at {}/s, the next grid rate: they cross where both saturate, not a ranking",
+                    crate::plot::fmt_tick(next)
+                );
+            }
         }
         s
     }
@@ -494,6 +510,7 @@ pub fn crossovers(rates: &[f64], curves: &[(String, Vec<f64>)], metric: &str) ->
                             rate_per_s: rate,
                             value,
                             lower_below: if dj < 0.0 { a.clone() } else { b.clone() },
+                            both_saturated: false,
                         });
                     }
                 }
@@ -505,13 +522,38 @@ pub fn crossovers(rates: &[f64], curves: &[(String, Vec<f64>)], metric: &str) ->
     out
 }
 
+/// Sets [`Crossover::both_saturated`] on every crossing of `curves`: both policies' seed-averaged
+/// SLO attainment over `rows` (a rate without a value counts as missing) is below `target` at
+/// the first grid rate at or above the crossing.
+pub fn mark_saturated(curves: &mut [MetricCurves], rows: &[SweepRow], rates: &[f64], target: f64) {
+    let attainment = analyse(rows, rates, &["slo_attainment".to_string()]).remove(0).curves;
+    let misses = |policy: &str, k: usize| {
+        attainment
+            .iter()
+            .find(|(p, _)| p == policy)
+            .is_none_or(|(_, a)| !(a[k].is_finite() && a[k] >= target))
+    };
+    for c in curves.iter_mut().flat_map(|m| m.crossings.iter_mut()) {
+        let k = rates.iter().position(|&r| r >= c.rate_per_s).unwrap_or(rates.len() - 1);
+        c.both_saturated = misses(&c.policy_a, k) && misses(&c.policy_b, k);
+    }
+}
+
 /// `crossovers.csv`: one line per crossover, the header even when there is none.
 ///
 /// # Errors
 /// CSV serialisation errors.
 pub fn crossovers_csv(crossings: &[Crossover]) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-    w.write_record(["metric", "policy_a", "policy_b", "rate_per_s", "value", "lower_below"])?;
+    w.write_record([
+        "metric",
+        "policy_a",
+        "policy_b",
+        "rate_per_s",
+        "value",
+        "lower_below",
+        "both_saturated",
+    ])?;
     for c in crossings {
         w.serialize(c)?;
     }
@@ -1049,6 +1091,48 @@ mod tests {
         let e = read_csv(&path).unwrap_err().to_string();
         // The file, line 2 (`path:2:`) and the bad field.
         assert!(e.contains("sweep.csv:2: rate_per_s `fast`"), "{e}");
+    }
+
+    #[test]
+    fn crossings_where_both_policies_miss_the_attainment_target_are_marked() {
+        // TTFT p50: a below b at 1 and 2/s, above from 4/s. Attainment at 4/s: a 0.5, b 0.2 in
+        // the first sweep (both saturated), b 0.95 in the second (a ranking).
+        let rates = [1.0, 2.0, 4.0];
+        let rows_with = |b_at_4: f64| {
+            let mut rows = Vec::new();
+            for (policy, ttft, att) in [
+                ("a", [10.0, 20.0, 900.0], [1.0, 1.0, 0.5]),
+                ("b", [30.0, 40.0, 800.0], [1.0, 1.0, b_at_4]),
+            ] {
+                for k in 0..3 {
+                    rows.push(SweepRow {
+                        rate_per_s: rates[k],
+                        seed: 1,
+                        summary: SummaryRow::zeros(policy, &crate::metrics::DEFAULT_PERCENTILES)
+                            .with("slo_attainment", att[k])
+                            .with("ttft_turn2plus_p50_ms", ttft[k]),
+                    });
+                }
+            }
+            rows
+        };
+        let metric = ["ttft_turn2plus_p50_ms".to_string()];
+        for (b_at_4, saturated) in [(0.2, true), (0.95, false)] {
+            let rows = rows_with(b_at_4);
+            let mut curves = analyse(&rows, &rates, &metric);
+            assert_eq!(curves[0].crossings.len(), 1);
+            mark_saturated(&mut curves, &rows, &rates, 0.9);
+            assert_eq!(curves[0].crossings[0].both_saturated, saturated, "b at 4/s: {b_at_4}");
+            assert_eq!(
+                curves[0]
+                    .table(&rates)
+                    .contains("both miss the SLO-attainment target at 4/s"),
+                saturated
+            );
+            let csv = String::from_utf8(crossovers_csv(&curves[0].crossings).unwrap()).unwrap();
+            assert!(csv.lines().next().unwrap().ends_with(",both_saturated"), "{csv}");
+            assert!(csv.lines().nth(1).unwrap().ends_with(&format!(",{saturated}")), "{csv}");
+        }
     }
 
     #[test]

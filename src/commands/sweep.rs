@@ -169,7 +169,12 @@ pub(crate) fn write_sweep_results(
         sw.grid().len() * deployments.len(),
         sw.scenario.resolved.name
     );
-    let curves = sweep::analyse(rows, rates, &sw.spec.metrics);
+    let target = sw
+        .spec
+        .slo_attainment_target
+        .unwrap_or(sweep::DEFAULT_SLO_ATTAINMENT_TARGET);
+    let mut curves = sweep::analyse(rows, rates, &sw.spec.metrics);
+    sweep::mark_saturated(&mut curves, rows, rates, target);
     for m in &curves {
         text.push('\n');
         text.push_str(&m.table(rates));
@@ -180,10 +185,6 @@ pub(crate) fn write_sweep_results(
         .iter()
         .map(|d| (d.name.clone(), sw.scenario.clusters[d.cluster].gpus()))
         .collect();
-    let target = sw
-        .spec
-        .slo_attainment_target
-        .unwrap_or(sweep::DEFAULT_SLO_ATTAINMENT_TARGET);
     let goodputs = sweep::goodput(rows, rates, target, &gpus);
     text.push('\n');
     text.push_str(&sweep::goodput_table(&goodputs, rates));
