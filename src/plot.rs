@@ -1232,8 +1232,14 @@ impl Figure for SweepMetric<'_> {
         if let Some(r) = self.reference {
             entries.push((r.label.clone(), Swatch::Reference(RGBColor(60, 60, 60), Some((8, 5)))));
         }
-        if !self.m.crossings.is_empty() {
+        if self.m.crossings.iter().any(|c| !c.both_saturated) {
             entries.push(("crossover (rate/s)".into(), Swatch::Mark(Marker::Diamond, BLACK)));
+        }
+        if self.m.crossings.iter().any(|c| c.both_saturated) {
+            entries.push((
+                "crossing where both saturate".into(),
+                Swatch::Mark(Marker::Diamond, SATURATED_CROSSING),
+            ));
         }
         draw_legend(&legend, Some("policy"), &entries)
     }
@@ -1299,11 +1305,21 @@ impl SweepMetric<'_> {
             );
             draw_hline(&mut chart, r.value, (a, b))?;
         }
-        // Crossovers: on the curves (the interpolated value), labelled with the rate.
-        let pts: Vec<(f64, f64)> = self.m.crossings.iter().map(|c| (c.rate_per_s, c.value)).collect();
-        draw_marker_kind(&mut chart, &pts, Marker::Diamond, BLACK, 5)?;
-        // Labels: the load of each crossing between two different base policies (variants of
-        // one policy crossing each other are marked but not labelled, to keep the figure legible).
+        // Crossovers: on the curves (the interpolated value), labelled with the rate; grey where
+        // both policies miss the SLO-attainment target at the next rate (not a ranking).
+        for (saturated, colour) in [(true, SATURATED_CROSSING), (false, BLACK)] {
+            let pts: Vec<(f64, f64)> = self
+                .m
+                .crossings
+                .iter()
+                .filter(|c| c.both_saturated == saturated)
+                .map(|c| (c.rate_per_s, c.value))
+                .collect();
+            draw_marker_kind(&mut chart, &pts, Marker::Diamond, colour, 5)?;
+        }
+        // Labels: the load of each crossing between two different base policies that is not a
+        // crossing where both saturate (variants of one policy crossing each other, and
+        // crossings in saturation, are marked but not labelled, to keep the figure legible).
         let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
         let base = |p: &str| crate::sweep::variant_settings(p).0;
         chart
@@ -1311,7 +1327,7 @@ impl SweepMetric<'_> {
                 self.m
                     .crossings
                     .iter()
-                    .filter(|c| base(&c.policy_a) != base(&c.policy_b))
+                    .filter(|c| !c.both_saturated && base(&c.policy_a) != base(&c.policy_b))
                     .enumerate()
                     .map(|(k, c)| {
                         let text = format!("{}/s", fmt_tick((c.rate_per_s * 100.0).round() / 100.0));
@@ -1324,6 +1340,9 @@ impl SweepMetric<'_> {
         Ok(())
     }
 }
+
+/// Colour of a crossover where both policies saturate ([`crate::sweep::Crossover::both_saturated`]).
+const SATURATED_CROSSING: RGBColor = RGBColor(150, 150, 150);
 
 /// `pts` with `n − 1` points inserted in every segment, linearly in both coordinates.
 fn densify(pts: &[(f64, f64)], n: usize) -> Vec<(f64, f64)> {
