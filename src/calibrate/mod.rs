@@ -570,7 +570,9 @@ pub fn engine_label<'a>(readers: impl IntoIterator<Item = &'a str>) -> String {
 pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Calibration> {
     let model = hardware::find_model(&opts.model).map_err(|m| InputError::option("--model", m))?;
     let gpu = hardware::find_gpu(&opts.gpu).map_err(|m| InputError::option("--gpu", m))?;
-    if opts.attention == AttentionModel::KernelTable && reference::flash_attention_beta2(model, gpu).is_none() {
+    // FlashAttention 3's measured β2 (compiled-in tables), for `--attention kernel-table` or `auto`.
+    let table_beta2 = reference::flash_attention_beta2(model, gpu);
+    if opts.attention == AttentionModel::KernelTable && table_beta2.is_none() {
         return Err(InputError::option(
             "--attention",
             format!(
@@ -763,7 +765,6 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     let b = [f.beta[0], f.beta[1], f.beta[2], f.beta[3], f.beta[4]];
     let mut coeffs = IterationCoefficients::from_array(b);
     let eager_profiles = loaded.iter().any(|l| l.samples.reader.starts_with("llmservingsim"));
-    let table_beta2 = reference::flash_attention_beta2(model, gpu);
     let (flash, from_table) = match opts.attention {
         AttentionModel::Flash => (true, false),
         AttentionModel::Fitted => (false, false),
@@ -971,19 +972,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         .collect();
     let t1k = coeffs.predict_ms(&prefill_1k());
     let t1k_slow = t1k + f.ci95_half_width[1] * 1024.0 + f.ci95_half_width[2] * 1024.0 * 512.0;
-    let mut physics = physics_checks(
-        Some((t1k, t1k_slow, coeffs.beta1_ms_per_token)),
-        Some(&coeffs),
-        Some((kv_transfer.bandwidth_gbps, kv_transfer.source.as_str())),
-        &kv_all,
-        model,
-        gpu,
-        opts.tp,
-    );
-    if opts.tp == 1 {
-        physics.extend(reference::kernel_checks(&coeffs, model, gpu));
-    }
-    let file = CalibrationFile {
+    let mut file = CalibrationFile {
         schema_version: SCHEMA_VERSION,
         model: model.name.clone(),
         gpu: gpu.name.clone(),
@@ -1004,13 +993,12 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         answer_mismatch_per_token: (opts.answer_mismatch_per_token > 0.0).then_some(opts.answer_mismatch_per_token),
         phases,
         sources,
-        physics,
+        physics: Vec::new(),
         groups,
         outliers,
         replay: None,
         uncalibrated: None,
     };
-    let mut file = file;
     let replay_points: Vec<replay::Point> = loaded
         .iter()
         .flat_map(|l| l.samples.loaded_points.iter())
@@ -1029,21 +1017,20 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             opts.replay_params,
             opts.decode_refit,
         )?);
-        // The refit moved β0 and β3: the physics and kernel-table checks are of the final model.
-        let coeffs = file.coefficients().expect("fitted coefficients");
-        let mut physics = physics_checks(
-            Some((t1k, t1k_slow, coeffs.beta1_ms_per_token)),
-            Some(&coeffs),
-            Some((file.kv_transfer.bandwidth_gbps, file.kv_transfer.source.as_str())),
-            &kv_all,
-            model,
-            gpu,
-            opts.tp,
-        );
-        if opts.tp == 1 {
-            physics.extend(reference::kernel_checks(&coeffs, model, gpu));
-        }
-        file.physics = physics;
+    }
+    // Checked once, on the final model (the replay's decode refit moves β0 and β3).
+    let coeffs = file.coefficients().expect("fitted coefficients");
+    file.physics = physics_checks(
+        Some((t1k, t1k_slow, coeffs.beta1_ms_per_token)),
+        Some(&coeffs),
+        Some((file.kv_transfer.bandwidth_gbps, file.kv_transfer.source.as_str())),
+        &kv_all,
+        model,
+        gpu,
+        opts.tp,
+    );
+    if opts.tp == 1 {
+        file.physics.extend(reference::kernel_checks(&coeffs, model, gpu));
     }
     Ok(Calibration { file, points })
 }
