@@ -410,6 +410,8 @@ struct DecodeProblem<'a> {
     points: &'a [Point],
     cal: &'a CalibrationFile,
     seed: u64,
+    /// (β3, objective) already simulated: the regression's, where the search starts.
+    known: Option<(f64, f64)>,
 }
 
 impl CostFunction for DecodeProblem<'_> {
@@ -417,6 +419,9 @@ impl CostFunction for DecodeProblem<'_> {
     type Output = f64;
 
     fn cost(&self, beta3: &f64) -> Result<f64, argmin::core::Error> {
+        if let Some((_, cost)) = self.known.filter(|&(b, _)| b == *beta3) {
+            return Ok(cost);
+        }
         let cal = with_beta3(self.cal, *beta3);
         Ok(tpot_objective(&simulate(self.points, &cal, self.seed, REPLAYS)))
     }
@@ -433,12 +438,19 @@ impl CostFunction for DecodeProblem<'_> {
 /// When the optimiser fails.
 pub fn fit_beta3(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<DecodeRefit> {
     let regression = cal.iteration.coefficients[3].value;
-    let problem = DecodeProblem { points, cal, seed };
+    let mut problem = DecodeProblem {
+        points,
+        cal,
+        seed,
+        known: None,
+    };
     let before = problem.cost(&regression)?;
     let hi = (2.0 * regression).max(1e-3);
+    // The search starts at the regression's value: its objective is not simulated again.
+    problem.known = Some((regression, before));
     let solver = argmin::solver::goldensectionsearch::GoldenSectionSearch::new(0.0, hi)?.with_tolerance(0.01)?;
     let res = Executor::new(problem, solver)
-        .configure(|s| s.param(regression.clamp(0.0, hi)).max_iters(MAX_ITERS_BETA3))
+        .configure(|s| s.param(regression).max_iters(MAX_ITERS_BETA3))
         .run()?;
     let state = res.state();
     let (beta3, after) = match state.best_param {
