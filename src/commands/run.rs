@@ -37,8 +37,8 @@ pub struct RunResults {
 /// `requests.csv` rows of one run, streamed to a file as the simulator emits them (serialized
 /// in chunks, `NaN` fields emptied as [`output::to_csv`] does).
 struct RequestRows {
-    out: std::io::BufWriter<std::fs::File>,
-    /// Rows formatted since the last write.
+    out: std::fs::File,
+    /// Rows formatted since the last write (the only buffer: written whole).
     chunk: Vec<u8>,
     header: bool,
     error: Option<anyhow::Error>,
@@ -71,13 +71,8 @@ impl RequestRows {
     }
 
     fn finish(mut self) -> Result<()> {
-        use std::io::Write;
         self.flush();
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        self.out.flush()?;
-        Ok(())
+        self.error.map_or(Ok(()), Err)
     }
 }
 
@@ -134,7 +129,7 @@ pub(crate) fn simulate_with(
         .map(|(k, d)| {
             let mut rows = match requests {
                 Some(dir) => Some(RequestRows {
-                    out: std::io::BufWriter::new(std::fs::File::create(dir.path(&part(k))?)?),
+                    out: std::fs::File::create(dir.path(&part(k))?)?,
                     chunk: Vec::new(),
                     header: k == 0,
                     error: None,
