@@ -522,11 +522,16 @@ pub fn crossovers(rates: &[f64], curves: &[(String, Vec<f64>)], metric: &str) ->
     out
 }
 
+/// Each policy's seed-averaged SLO attainment per rate (fraction 0–1; NaN where no seed has one).
+fn attainment_curves(rows: &[SweepRow], rates: &[f64]) -> Vec<(String, Vec<f64>)> {
+    analyse(rows, rates, &["slo_attainment".to_string()]).remove(0).curves
+}
+
 /// Sets [`Crossover::both_saturated`] on every crossing of `curves`: both policies' seed-averaged
 /// SLO attainment over `rows` (a rate without a value counts as missing) is below `target` at
 /// the first grid rate at or above the crossing.
 pub fn mark_saturated(curves: &mut [MetricCurves], rows: &[SweepRow], rates: &[f64], target: f64) {
-    let attainment = analyse(rows, rates, &["slo_attainment".to_string()]).remove(0).curves;
+    let attainment = attainment_curves(rows, rates);
     let misses = |policy: &str, k: usize| {
         attainment
             .iter()
@@ -722,8 +727,7 @@ pub struct Goodput {
 /// `target` (linear interpolation inside that segment; a rate without a value counts as missing
 /// the target). `gpus` gives each policy's GPU count (a policy it omits counts 1).
 pub fn goodput(rows: &[SweepRow], rates: &[f64], target: f64, gpus: &[(String, u32)]) -> Vec<Goodput> {
-    let metric = ["slo_attainment".to_string()];
-    let curves = analyse(rows, rates, &metric).remove(0).curves;
+    let curves = attainment_curves(rows, rates);
     curves
         .into_iter()
         .map(|(policy, att)| {
