@@ -62,13 +62,169 @@ pub trait CostModel: Send + Sync {
 
     /// Duration of a decode-only iteration of `num_decode_seqs` sequences holding
     /// `decode_context_tokens` tokens of context: exactly [`CostModel::step_time`] of that batch
-    /// (models may compute it without building the batch; decode runs call it once per step).
+    /// (models may compute it without building the batch).
     fn decode_step_time(&self, num_decode_seqs: u32, decode_context_tokens: u64) -> SimDuration {
-        self.step_time(&BatchShape {
-            num_decode_seqs,
-            decode_context_tokens,
-            ..BatchShape::default()
-        })
+        match self.decode_step_cost(num_decode_seqs) {
+            Some(cost) => cost.time(decode_context_tokens),
+            None => self.step_time(&BatchShape {
+                num_decode_seqs,
+                decode_context_tokens,
+                ..BatchShape::default()
+            }),
+        }
+    }
+
+    /// The decode-only iteration time of `num_decode_seqs` sequences as an exact affine function
+    /// of their context, when the model has one: [`AffineDecodeCost::time`] must equal
+    /// [`CostModel::step_time`] of every decode-only batch of that many sequences. Decode runs
+    /// need it (their end is a closed-form sum, [`AffineDecodeCost::sum`]); `None` (the default)
+    /// makes the simulator step such batches one iteration at a time.
+    fn decode_step_cost(&self, _num_decode_seqs: u32) -> Option<AffineDecodeCost> {
+        None
+    }
+}
+
+/// Fractional bits of [`AffineDecodeCost`]'s fixed point: 2^-32 µs (2.3e-10 µs) resolution.
+pub const DECODE_COST_FRAC_BITS: u32 = 32;
+
+/// A decode-only iteration's time as an exact function of its batch's Σ context tokens `c`, in
+/// integer fixed point: `time(c) = max(0, ⌊(offset + c·per_context_token) / 2^32⌋)` µs, where
+/// `offset` holds the fixed cost plus ½ µs (so the floor rounds to the nearest µs, halves up, as
+/// [`SimDuration::from_ms_f64`] does). Integer arithmetic makes the time of a run of decode steps
+/// — contexts growing by one token per sequence per step — a closed-form sum
+/// ([`AffineDecodeCost::sum`]) that equals the step-by-step sum bit for bit.
+///
+/// Source: the linear iteration model's decode terms (module docs) with each coefficient rounded
+/// to 2^-32 µs: a step time differs from the `f64` evaluation by less than 10^-3 µs before the
+/// µs rounding for contexts up to 10^7 tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AffineDecodeCost {
+    /// Fixed part plus ½ µs \[2^-32 µs\].
+    pub offset: i128,
+    /// Per context token \[2^-32 µs per token\].
+    pub per_context_token: i128,
+}
+
+impl AffineDecodeCost {
+    const ONE_US: i128 = 1 << DECODE_COST_FRAC_BITS;
+    /// Runs up to this many steps are summed term by term (≈ 1 ns a term against a few hundred
+    /// for the reduction's 128-bit divisions).
+    const LOOP_STEPS: u64 = 256;
+
+    /// Fixed point of `ms` milliseconds \[2^-32 µs\], rounded to nearest (halves away from
+    /// zero, as `f64::round`, without its libm call: below 2^52 the fraction `y − trunc(y)` is
+    /// exact; from there on every `f64` is an integer).
+    fn fixed(ms: f64) -> i128 {
+        assert!(ms.is_finite(), "cost model coefficient {ms} ms is not finite");
+        let y = ms * 1000.0 * Self::ONE_US as f64;
+        if y.abs() >= 4.0e18 {
+            // Beyond i64 (coefficients of 10^6 ms and more): already an integer.
+            return y as i128;
+        }
+        // i64 conversions are single instructions; i128 ones are library calls.
+        let t = y as i64;
+        let frac = y - t as f64;
+        let t = t as i128;
+        if frac >= 0.5 {
+            t + 1
+        } else if frac <= -0.5 {
+            t - 1
+        } else {
+            t
+        }
+    }
+
+    /// From the fixed part \[ms\] and the cost per context token \[ms/token\].
+    ///
+    /// # Panics
+    /// If either is not finite.
+    pub fn from_ms(fixed_ms: f64, per_context_token_ms: f64) -> Self {
+        AffineDecodeCost {
+            offset: Self::fixed(fixed_ms) + Self::ONE_US / 2,
+            per_context_token: Self::fixed(per_context_token_ms),
+        }
+    }
+
+    /// Every step takes exactly `step`.
+    pub fn constant(step: SimDuration) -> Self {
+        AffineDecodeCost {
+            offset: step.0 as i128 * Self::ONE_US + Self::ONE_US / 2,
+            per_context_token: 0,
+        }
+    }
+
+    /// Numerator of `time(ctx)` \[2^-32 µs\].
+    fn numerator(&self, ctx: u64) -> i128 {
+        self.offset + ctx as i128 * self.per_context_token
+    }
+
+    /// Duration of a decode step whose batch holds `ctx` context tokens (≥ 0: clamped).
+    pub fn time(&self, ctx: u64) -> SimDuration {
+        SimDuration(self.numerator(ctx).max(0).div_euclid(Self::ONE_US) as u64)
+    }
+
+    /// `Σ_{j<k} time(ctx0 + j·step)`: the total time of `k` consecutive decode steps of a batch
+    /// whose context starts at `ctx0` tokens and grows by `step` tokens per step (one per
+    /// sequence), in O(log) integer operations; equal to the step-by-step sum.
+    ///
+    /// # Panics
+    /// If a step of the `k` would be clamped at zero (its numerator negative): decode runs
+    /// never plan such steps.
+    pub fn sum(&self, ctx0: u64, step: u64, k: u64) -> SimDuration {
+        if k == 0 {
+            return SimDuration::ZERO;
+        }
+        let first = self.numerator(ctx0);
+        let d = step as i128 * self.per_context_token;
+        let last = first + (k as i128 - 1) * d;
+        assert!(
+            first >= 0 && last >= 0,
+            "a decode run's step time would be negative (numerators {first}, {last})"
+        );
+        if k <= Self::LOOP_STEPS {
+            // Short runs: the terms one by one (a shift each) beat the O(log) reduction's divisions.
+            let mut total = 0i128;
+            let mut num = first;
+            for _ in 0..k {
+                total += num >> DECODE_COST_FRAC_BITS;
+                num += d;
+            }
+            return SimDuration(total as u64);
+        }
+        // Summed from the smaller end when the cost falls with context (a negative β4).
+        let (b, a) = if d >= 0 { (first, d) } else { (last, -d) };
+        SimDuration(floor_sum(k as u128, Self::ONE_US as u128, a as u128, b as u128) as u64)
+    }
+}
+
+/// `Σ_{i=0}^{n-1} ⌊(a·i + b) / m⌋` for `m > 0`, in O(log m) steps: the Euclid-like reduction
+/// of the lattice-point count under a line (Graham, Knuth & Patashnik, *Concrete Mathematics*,
+/// §3.5): whole multiples of `m` in `a` and `b` are summed directly, then the count of points
+/// under the remaining line is the same sum with the roles of `a` and `m` swapped.
+fn floor_sum(mut n: u128, mut m: u128, mut a: u128, mut b: u128) -> u128 {
+    assert!(m > 0, "floor_sum modulus 0");
+    if n == 0 {
+        return 0;
+    }
+    let mut total = 0u128;
+    loop {
+        if a >= m {
+            total += n * (n - 1) / 2 * (a / m);
+            a %= m;
+        }
+        if b >= m {
+            total += n * (b / m);
+            b %= m;
+        }
+        // Now a, b < m: the largest term's numerator decides whether any floor is ≥ 1.
+        let y_max = a * n + b;
+        if y_max < m {
+            return total;
+        }
+        // Count lattice points by columns of the transposed line.
+        n = y_max / m;
+        b = y_max % m;
+        std::mem::swap(&mut m, &mut a);
     }
 }
 
@@ -157,20 +313,31 @@ pub struct LinearCostModel {
 }
 
 impl CostModel for LinearCostModel {
+    /// Batches with prefill: [`IterationCoefficients::predict_ms`] rounded to the µs.
+    /// Decode-only batches: [`LinearCostModel::decode_step_cost`]'s exact fixed point (within
+    /// 1 µs of the former; equal but at a rounding tie).
     fn step_time(&self, batch: &BatchShape) -> SimDuration {
         assert!(!batch.is_empty(), "cost model asked for the time of an empty batch");
+        if batch.prefill.is_empty() {
+            return self.decode_step_time(batch.num_decode_seqs, batch.decode_context_tokens);
+        }
         SimDuration::from_ms_f64(self.coefficients.predict_ms(batch).max(0.0))
     }
 
     fn decode_step_time(&self, num_decode_seqs: u32, decode_context_tokens: u64) -> SimDuration {
         assert!(num_decode_seqs > 0, "cost model asked for the time of an empty batch");
+        self.decode_step_cost(num_decode_seqs)
+            .expect("the linear model has one")
+            .time(decode_context_tokens)
+    }
+
+    /// `β0 + n·β3` fixed, `β4` per context token.
+    fn decode_step_cost(&self, num_decode_seqs: u32) -> Option<AffineDecodeCost> {
         let c = &self.coefficients;
-        // `predict_ms`'s sum with the prefill features at zero, term by term in its order (adding
-        // 0 × β is exact), so the result is bit-identical.
-        let ms = c.beta0_ms
-            + num_decode_seqs as f64 * c.beta3_ms_per_seq
-            + decode_context_tokens as f64 * c.beta4_ms_per_context_token;
-        SimDuration::from_ms_f64(ms.max(0.0))
+        Some(AffineDecodeCost::from_ms(
+            c.beta0_ms + num_decode_seqs as f64 * c.beta3_ms_per_seq,
+            c.beta4_ms_per_context_token,
+        ))
     }
 }
 
@@ -187,6 +354,10 @@ impl CostModel for ConstantCostModel {
         assert!(!batch.is_empty(), "cost model asked for the time of an empty batch");
         SimDuration::from_ms_f64(self.step_ms)
     }
+
+    fn decode_step_cost(&self, _num_decode_seqs: u32) -> Option<AffineDecodeCost> {
+        Some(AffineDecodeCost::constant(SimDuration::from_ms_f64(self.step_ms)))
+    }
 }
 
 #[cfg(test)]
@@ -194,7 +365,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decode_step_time_is_step_time_of_the_decode_batch_bit_for_bit() {
+    fn decode_step_time_is_the_float_model_within_a_rounding_tie() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..20_000 {
@@ -208,8 +379,96 @@ mod tests {
                 decode_context_tokens: ctx,
                 ..BatchShape::default()
             };
-            assert_eq!(m.decode_step_time(n, ctx), m.step_time(&shape), "{c:?} {n} {ctx}");
+            let t = m.decode_step_time(n, ctx);
+            assert_eq!(t, m.step_time(&shape), "{c:?} {n} {ctx}");
+            // The fixed point is the f64 model's value to < 1e-3 µs: the same µs but where the
+            // value lies that close to a half.
+            let us = m.coefficients.predict_ms(&shape) * 1000.0;
+            if (us - us.floor() - 0.5).abs() > 1e-3 {
+                assert_eq!(t, SimDuration::from_ms_f64(us / 1000.0), "{c:?} {n} {ctx}");
+            } else {
+                assert!((t.0 as f64 - us).abs() <= 0.501, "{c:?} {n} {ctx}: {} vs {us}", t.0);
+            }
         }
+    }
+
+    #[test]
+    fn decode_step_time_rounds_half_microseconds_up() {
+        // 1,000 µs fixed (+ the half) and 0.25 µs per context token, exactly in fixed point.
+        let one = 1i128 << DECODE_COST_FRAC_BITS;
+        let cost = AffineDecodeCost {
+            offset: 1000 * one + one / 2,
+            per_context_token: one / 4,
+        };
+        assert_eq!(cost.time(0), SimDuration(1000));
+        assert_eq!(cost.time(1), SimDuration(1000)); // 1,000.25
+        assert_eq!(cost.time(2), SimDuration(1001)); // 1,000.5: half up
+        assert_eq!(cost.time(3), SimDuration(1001)); // 1,000.75
+        assert_eq!(cost.sum(0, 1, 4), SimDuration(4002));
+        // ms in, the same: 1 ms and 2^-12 ms = 0.244140625 µs are exact binary fractions.
+        let from_ms = AffineDecodeCost::from_ms(1.0, 1.0 / 4096.0);
+        assert_eq!(from_ms.time(2), SimDuration(1000)); // 1,000.488…
+        assert_eq!(from_ms.time(3), SimDuration(1001)); // 1,000.732…
+        assert_eq!(AffineDecodeCost::constant(SimDuration(7)).time(123_456), SimDuration(7));
+    }
+
+    #[test]
+    fn fixed_point_rounds_like_f64_round() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        let scale = 1000.0 * (1u64 << DECODE_COST_FRAC_BITS) as f64;
+        let halves = [0.5, -0.5, 2.5, -2.5, 1.0 - f64::EPSILON / 2.0];
+        for ms in halves
+            .iter()
+            .map(|u| u / scale)
+            .chain((0..20_000).map(|_| (rng.gen::<f64>() - 0.5) * 10f64.powi(rng.gen_range(-12..7))))
+        {
+            assert_eq!(AffineDecodeCost::fixed(ms), (ms * scale).round() as i128, "{ms}");
+        }
+    }
+
+    #[test]
+    fn floor_sum_counts_like_the_loop() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..5_000 {
+            let n = rng.gen_range(0..300u128);
+            let m = rng.gen_range(1..5_000u128);
+            let (a, b) = (rng.gen_range(0..20_000u128), rng.gen_range(0..20_000u128));
+            let brute: u128 = (0..n).map(|i| (a * i + b) / m).sum();
+            assert_eq!(floor_sum(n, m, a, b), brute, "n {n} m {m} a {a} b {b}");
+        }
+        // By hand: ⌊0/3⌋ + ⌊2/3⌋ + ⌊4/3⌋ + ⌊6/3⌋ + ⌊8/3⌋ = 0 + 0 + 1 + 2 + 2.
+        assert_eq!(floor_sum(5, 3, 2, 0), 5);
+    }
+
+    #[test]
+    fn a_run_sum_is_the_step_by_step_sum() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        for _ in 0..2_000 {
+            let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(-7..2)));
+            let m = LinearCostModel {
+                coefficients: IterationCoefficients::from_array(c),
+            };
+            let n = rng.gen_range(1..256u32);
+            let ctx0 = rng.gen_range(0..2_000_000u64);
+            // Both ways of summing: term by term (≤ 256 steps) and the O(log) reduction.
+            let k = if rng.gen() {
+                rng.gen_range(0..=AffineDecodeCost::LOOP_STEPS)
+            } else {
+                rng.gen_range(AffineDecodeCost::LOOP_STEPS + 1..3_000)
+            };
+            let cost = m.decode_step_cost(n).expect("linear");
+            let steps: u64 = (0..k).map(|j| m.decode_step_time(n, ctx0 + j * n as u64).0).sum();
+            assert_eq!(cost.sum(ctx0, n as u64, k), SimDuration(steps), "{c:?} {n} {ctx0} {k}");
+        }
+        // A cost falling with context (β4 < 0) sums from the other end.
+        let falling = AffineDecodeCost::from_ms(10.0, -0.001);
+        let steps: u64 = (0..100).map(|j| falling.time(1000 + 3 * j).0).sum();
+        assert_eq!(falling.sum(1000, 3, 100), SimDuration(steps));
+        // By hand: 10 ms − 1 µs × (1,000 + 3j) over j < 100 = 100 × 9,000 − 3 × 4,950 µs.
+        assert_eq!(steps, 900_000 - 14_850);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! the prefix cache.
 
 use super::prefix_cache::PrefixCache;
-use crate::cost_model::{BatchShape, CostModel, PrefillPart};
+use crate::cost_model::{AffineDecodeCost, BatchShape, CostModel, PrefillPart};
 use crate::time::{SimDuration, SimTime};
 
 /// The engine limits of one instance.
@@ -211,20 +211,31 @@ fn private_blocks(block_size: u32, tokens: u32, shared_hit: u32) -> u64 {
 /// Consecutive decode-only iterations of one batch, planned at once: every running sequence
 /// decodes one token per step, nothing is admitted, no sequence finishes before the last step and
 /// every step's KV blocks are free without evicting or preempting. Each step's time is the cost
-/// model's for that step's batch (its contexts grow by one token per sequence per step), so the
-/// run's step ends are those the step-by-step path would compute; the simulator applies them to
-/// the sequences only when something looks or changes ([`Instance::advance_run`],
-/// [`Instance::end_run`]), and only the last is an event: the event count grows with requests,
-/// not with tokens.
+/// model's for that step's batch (its contexts grow by one token per sequence per step), an exact
+/// affine function of the context ([`AffineDecodeCost`]); so the run's end is a closed-form sum,
+/// any step's end is O(1) from a neighbour's and O(log) from scratch, and both equal what the
+/// step-by-step path computes. The simulator applies the steps to the sequences only when
+/// something looks or changes ([`Instance::advance_run`], [`Instance::end_run`]), and only the
+/// last is an event: the event count and the work grow with requests, not with tokens.
 #[derive(Clone, Debug)]
 pub struct DecodeRun {
     /// When its first step started.
     pub start: SimTime,
-    /// End of each step; the last is the run's event.
-    pub ends: Vec<SimTime>,
-    /// Step ends applied to the sequences (< `ends.len()`: the last is applied by the event).
+    /// Steps planned; the last one's end is the run's event.
+    pub len: usize,
+    /// End of the first step (the iteration [`Instance::try_start`] started).
+    first_end: SimTime,
+    /// End of the last step.
+    last_end: SimTime,
+    /// Step time as a function of the batch's context.
+    cost: AffineDecodeCost,
+    /// Running sequences (context growth per step) \[tokens\].
+    n: u64,
+    /// Step ends applied to the sequences (< `len`: the last is applied by the event).
     pub finished: usize,
-    /// Steps started (KV blocks reserved, busy time and iteration counted): `finished` or
+    /// End of step `finished` (`start` when none).
+    finished_end: SimTime,
+    /// Steps started (KV blocks reserved, busy time and iteration count): `finished` or
     /// `finished + 1`.
     pub started: usize,
     /// Σ context tokens of the batch when the run started \[tokens\].
@@ -236,14 +247,87 @@ pub struct DecodeRun {
 }
 
 impl DecodeRun {
+    /// Steps walked one by one (an integer add and shift each) before
+    /// [`DecodeRun::last_finished_before`] switches to a search over closed-form ends (a few
+    /// hundred ns each): it pays from about a thousand steps on.
+    const WALK_STEPS: usize = 1024;
+
+    /// Duration of step `k` (1-based; its batch holds `ctx0 + (k − 1)·n` context tokens).
+    fn step_time(&self, k: usize) -> SimDuration {
+        self.cost.time(self.ctx0 + (k as u64 - 1) * self.n)
+    }
+
+    /// End of step `k` (`start` for 0): O(1) next to the applied steps and at the run's end,
+    /// O(log) elsewhere.
+    ///
+    /// # Panics
+    /// If `k` exceeds the run's length.
+    pub fn end(&self, k: usize) -> SimTime {
+        assert!(k <= self.len, "decode run step {k} of {}", self.len);
+        match k {
+            0 => self.start,
+            1 => self.first_end,
+            _ if k == self.finished => self.finished_end,
+            _ if k == self.finished + 1 => self.finished_end + self.step_time(k),
+            _ if k == self.len => self.last_end,
+            _ if k + 1 == self.len => SimTime(self.last_end.0 - self.step_time(self.len).0),
+            _ => self.first_end + self.cost.sum(self.ctx0 + self.n, self.n, k as u64 - 1),
+        }
+    }
+
     /// When the scheduling pass that started step `k` (1-based) ran: the run's start for the
     /// first, the previous step's end after it.
     pub fn step_start(&self, k: usize) -> SimTime {
-        if k <= 1 {
-            self.start
-        } else {
-            self.ends[k - 2]
+        self.end(k.saturating_sub(1))
+    }
+
+    /// The last step `f` (≥ `finished`, < `len`) such that `before(end of step j, its start)`
+    /// holds for every step `j` in `finished + 1 ..= f` (`before` must be monotone: once false,
+    /// false for every later step), with its end. Walks a few steps, then gallops and bisects
+    /// over closed-form ends: O(log) whatever the distance.
+    pub fn last_finished_before(&self, before: impl Fn(SimTime, SimTime) -> bool) -> (usize, SimTime) {
+        let last = self.len - 1;
+        let (mut f, mut end_f) = (self.finished, self.finished_end);
+        for _ in 0..Self::WALK_STEPS {
+            if f >= last {
+                return (f, end_f);
+            }
+            let next = if f == 0 {
+                self.first_end
+            } else {
+                end_f + self.step_time(f + 1)
+            };
+            if !before(next, end_f) {
+                return (f, end_f);
+            }
+            (f, end_f) = (f + 1, next);
         }
+        // Gallop: find hi with step hi failing (or past the last), then bisect (f, hi).
+        let holds = |j: usize| {
+            let end = self.end(j);
+            before(end, SimTime(end.0 - self.step_time(j).0))
+        };
+        let mut width = 1;
+        let mut hi = loop {
+            let probe = f + width;
+            if probe > last {
+                break last + 1;
+            }
+            if !holds(probe) {
+                break probe;
+            }
+            f = probe;
+            width *= 2;
+        };
+        while hi - f > 1 {
+            let mid = f + (hi - f) / 2;
+            if holds(mid) {
+                f = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (f, self.end(f))
     }
 }
 
@@ -301,6 +385,7 @@ impl Instance {
         assert!(self.run.is_none(), "{}: a decode run is already in flight", self.name);
         let first_end = self.busy_until?;
         let n = self.running.len();
+        let cost = cost.decode_step_cost(n as u32)?;
         if max_steps < 2
             || !self.waiting.is_empty()
             || n == 0
@@ -351,37 +436,47 @@ impl Instance {
             return None;
         }
         let ctx0: u64 = self.running.iter().map(|s| s.num_computed_tokens as u64).sum();
-        let mut ends = Vec::with_capacity(steps);
-        ends.push(first_end);
-        for k in 2..=steps {
-            let dt = cost.decode_step_time(n as u32, ctx0 + (k as u64 - 1) * n as u64);
-            assert!(dt.0 > 0, "{}: a decode step of zero time", self.name);
-            ends.push(*ends.last().expect("first end") + dt);
+        let n64 = n as u64;
+        // Steps 2..=steps hold ctx0 + n … ctx0 + (steps − 1)·n context tokens; the time is affine
+        // in it, so the extremes bound every step.
+        for ctx in [ctx0 + n64, ctx0 + (steps as u64 - 1) * n64] {
+            assert!(
+                cost.time(ctx).0 > 0,
+                "{}: a decode step of zero time ({n} sequences, {ctx} context tokens)",
+                self.name
+            );
         }
-        let end = *ends.last().expect("≥ 2 steps");
+        debug_assert_eq!(first_end, now + cost.time(ctx0), "{}: the run's first step", self.name);
+        let last_end = first_end + cost.sum(ctx0 + n64, n64, steps as u64 - 1);
         self.run = Some(DecodeRun {
             start: now,
-            ends,
+            len: steps,
+            first_end,
+            last_end,
+            cost,
+            n: n64,
             finished: 0,
+            finished_end: now,
             started: 1,
             ctx0,
             synced: 0,
             blocks_synced: 1,
         });
-        Some(end)
+        Some(last_end)
     }
 
     /// Applies the run's first `finish` step ends to the sequences (each decodes one more token)
     /// and starts its steps up to `start` (their KV blocks, busy time and iteration count), as the
-    /// step-by-step path would have by then.
+    /// step-by-step path would have by then. `finish_end` is step `finish`'s end (the run's start
+    /// for 0), as [`DecodeRun::last_finished_before`] returns it.
     ///
     /// # Panics
     /// Without a run, or if `finish` reaches the run's last step (its event applies it), or
     /// `start` is not `finish` or `finish + 1`, or either goes backwards.
-    pub fn advance_run(&mut self, finish: usize, start: usize) {
+    pub fn advance_run(&mut self, finish: usize, finish_end: SimTime, start: usize) {
         let run = self.run.as_mut().expect("advance_run without a decode run");
         assert!(
-            finish < run.ends.len() && finish >= run.finished,
+            finish < run.len && finish >= run.finished,
             "{}: run step {finish} out of order",
             self.name
         );
@@ -390,15 +485,18 @@ impl Instance {
             "{}: run steps started {start}, finished {finish}",
             self.name
         );
+        debug_assert_eq!(finish_end, run.end(finish), "{}: step {finish}'s end", self.name);
         let start = start.max(run.started);
         let (from, to) = (run.started, start);
+        let from_end = run.end(from);
+        run.finished = finish;
+        run.finished_end = finish_end;
+        run.started = start;
         if to > from {
-            self.busy_time = self.busy_time + (run.ends[to - 1].since(run.ends[from - 1]));
+            self.busy_time = self.busy_time + run.end(to).since(from_end);
             self.num_iterations += (to - from) as u64;
         }
-        run.finished = finish;
-        run.started = start;
-        self.busy_until = (start > finish).then(|| run.ends[start - 1]);
+        self.busy_until = (start > finish).then(|| run.end(start));
         // The sequences catch up lazily ([`Instance::sync_run`]); what is read meanwhile
         // (`decoding_shape`, `used_blocks`) is computed from the run.
         debug_assert!(self.used_blocks() <= self.limits.capacity_blocks);
@@ -472,11 +570,11 @@ impl Instance {
             self.batch.clear();
             self.busy_until = None;
             RunEnd::Idle
-        } else if run.started == run.ends.len() {
+        } else if run.started == run.len {
             RunEnd::Unchanged
         } else {
             RunEnd::StepInFlight {
-                at: run.ends[run.started - 1],
+                at: run.end(run.started),
                 pushed_at: run.step_start(run.started),
             }
         }
@@ -779,7 +877,7 @@ impl Instance {
         if let Some(run) = self.run.take() {
             assert_eq!(
                 (run.finished + 1, run.started),
-                (run.ends.len(), run.ends.len()),
+                (run.len, run.len),
                 "{}: a decode run ends with its earlier steps applied",
                 self.name
             );

@@ -669,18 +669,15 @@ impl<'a> Simulation<'a> {
                 continue;
             };
             k += 1;
-            let last = run.ends.len() - 1;
-            let mut finish = run.finished;
-            while finish < last && before(EventKey::step_end(run.ends[finish], run.step_start(finish + 1), i)) {
-                finish += 1;
-            }
-            let start = if finish > 0 && !started(run.ends[finish - 1]) {
+            let (finish, finish_end) =
+                run.last_finished_before(|end, step_start| before(EventKey::step_end(end, step_start, i)));
+            let start = if finish > 0 && !started(finish_end) {
                 finish
             } else {
                 finish + 1
             };
             if (finish, start) != (run.finished, run.started) {
-                inst.advance_run(finish, start);
+                inst.advance_run(finish, finish_end, start);
             }
         }
     }
@@ -691,11 +688,7 @@ impl<'a> Simulation<'a> {
         let Some(run) = self.instances[inst].run() else {
             return;
         };
-        let run_end = EventKey::step_end(
-            *run.ends.last().expect("a run has steps"),
-            run.step_start(run.ends.len()),
-            inst,
-        );
+        let run_end = EventKey::step_end(run.end(run.len), run.step_start(run.len), inst);
         self.run_limit[inst] = MIN_DECODE_RUN_STEPS;
         match self.instances[inst].end_run() {
             RunEnd::Unchanged => {}
@@ -729,7 +722,7 @@ impl<'a> Simulation<'a> {
                             self.with_runs.push(i);
                         }
                         let run = self.instances[i].run().expect("just planned");
-                        let pushed_at = run.step_start(run.ends.len());
+                        let pushed_at = run.step_start(run.len);
                         self.queue
                             .push_scheduled(run_end, pushed_at, i, Event::StepDone { inst: i });
                     }

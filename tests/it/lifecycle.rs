@@ -901,6 +901,48 @@ fn decode_runs_cut_events_and_keep_every_time() {
 }
 
 #[test]
+fn long_decode_runs_jump_to_an_event_in_closed_form() {
+    // One 100 → 8,000-token request on a linear model whose step time grows with the context
+    // (5.05 ms + 0.1 µs per context token: 5.06 → 5.85 ms, fractional µs rounded per step). Its
+    // runs double from 16 to 2,048 steps: the 2,048-step run spans ≈ 11.1 → 22.8 s. B arrives at
+    // 20 s, ≈ 1,500 steps into it, so the run is advanced past more steps than it walks one by
+    // one (the closed-form search); every time must still be the step path's.
+    use ppdsim::cost_model::{IterationCoefficients, LinearCostModel};
+    let cost = LinearCostModel {
+        coefficients: IterationCoefficients::from_array([5.0, 0.0, 0.0, 0.05, 1e-4]),
+    };
+    let conv = |id: &str, at_s: f64, out| TimedConversation {
+        id: id.into(),
+        start_at: SimTime::ZERO + SimDuration::from_secs_f64(at_s),
+        turns: vec![Turn {
+            user_tokens: 100,
+            assistant_tokens: out,
+        }],
+        think_after: vec![],
+        not_before: vec![],
+        shared_prefix: None,
+    };
+    let sim = |runs: bool| {
+        let mut cfg = config(replication(1), 8192);
+        cfg.decode_runs = runs;
+        Simulation::new(cfg, &cost, vec![conv("a", 0.0, 8000), conv("b", 20.0, 5)]).run()
+    };
+    let (fast, steps) = (sim(true), sim(false));
+    assert_eq!(fast.records, steps.records);
+    assert_eq!(fast.instances, steps.instances);
+    assert!(
+        fast.num_events * 100 < steps.num_events,
+        "{} vs {}",
+        fast.num_events,
+        steps.num_events
+    );
+    // A alone would decode 7,999 steps of 5.05 + 1e-4·c ms, c = 101 … 8,099: the mean step is
+    // 5.05 + 1e-4 × 4,100 = 5.46 ms; B's prefill and decodes lengthen five of them slightly.
+    let tpot = fast.records[0].tpot_ms.expect("decodes");
+    assert!((tpot - 5.46).abs() < 0.01, "{tpot}");
+}
+
+#[test]
 fn records_stream_in_order_and_memory_holds_the_requests_in_flight() {
     // 3,000 two-turn conversations, one every 50 ms, each over in ≈ 1.05 s (two 3- and 2-token
     // turns 1 s apart): about 21 are in flight at once, so the run needs a few dozen request
