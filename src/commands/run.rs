@@ -210,14 +210,16 @@ pub(crate) fn simulate_with(
         out.latencies.extend(l);
     }
     if let Some(dir) = requests {
-        // The runs' rows, run by run, into requests.csv; the parts go.
-        let mut csv = std::io::BufWriter::new(std::fs::File::create(dir.path("requests.csv")?)?);
-        for k in 0..deployments.len() {
+        // The runs' rows, run by run, into requests.csv: the first part (with the header) becomes
+        // it, the others are appended (a kernel copy) and go.
+        let csv_path = dir.path("requests.csv")?;
+        std::fs::rename(dir.path(&part(0))?, &csv_path)?;
+        let mut csv = std::fs::OpenOptions::new().append(true).open(&csv_path)?;
+        for k in 1..deployments.len() {
             let p = dir.path(&part(k))?;
             std::io::copy(&mut std::fs::File::open(&p)?, &mut csv)?;
             std::fs::remove_file(&p)?;
         }
-        std::io::Write::flush(&mut csv)?;
     }
     Ok(out)
 }
