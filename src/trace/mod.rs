@@ -23,7 +23,7 @@ pub mod sharegpt;
 
 use crate::error::{InputError, InputResult};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// One turn: the user's new input and the assistant's answer.
@@ -69,13 +69,16 @@ pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usiz
     crate::input::check_line_lengths(path, &bytes)?;
     let mut out = Vec::new();
     let mut lines = Vec::new();
-    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (i, line) in BufReader::new(&bytes[..]).lines().enumerate() {
-        let line = line.map_err(|e| InputError::line(path, i + 1, format!("cannot read: {e}")))?;
+    // Lines parsed in place (no copy per line); a final newline ends the last line.
+    let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = std::str::from_utf8(line)
+            .map_err(|_| InputError::line(path, i + 1, "cannot read: stream did not contain valid UTF-8"))?;
         if line.trim().is_empty() {
             continue;
         }
-        let conv: Conversation = serde_json::from_str(&line).map_err(|e| {
+        let conv: Conversation = serde_json::from_str(line).map_err(|e| {
             InputError::line(
                 path,
                 i + 1,
@@ -103,21 +106,25 @@ pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usiz
                 "arrival_s must be a number of seconds >= 0 (from the trace's first arrival)",
             ));
         }
-        if let Some(first) = seen.insert(conv.id.clone(), i + 1) {
+        out.push(conv);
+        lines.push(i + 1);
+    }
+    if out.is_empty() {
+        return Err(InputError::file(path, "trace holds no conversations"));
+    }
+    // Ids are checked once all lines parse (a line's syntax error comes first, as it is read).
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(out.len());
+    for (conv, &line) in out.iter().zip(&lines) {
+        if let Some(first) = seen.insert(&conv.id, line) {
             return Err(InputError::line(
                 path,
-                i + 1,
+                line,
                 format!(
                     "conversation id `{}` is already used on line {first}; ids must be unique (they name the conversations in requests.csv)",
                     conv.id
                 ),
             ));
         }
-        out.push(conv);
-        lines.push(i + 1);
-    }
-    if out.is_empty() {
-        return Err(InputError::file(path, "trace holds no conversations"));
     }
     Ok((out, lines))
 }
@@ -278,5 +285,53 @@ pub fn stats(convs: &[Conversation]) -> TraceStats {
         context_tokens_turn2plus: Quantiles::of(&ctx),
         cache_rate_turn2plus: Quantiles::of(&rate),
         arrivals,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(bytes).expect("write");
+        f
+    }
+
+    #[test]
+    fn reads_lines_in_place_with_their_numbers() {
+        // CRLF endings, a blank line (line 2) and no final newline.
+        let f = write(
+            b"{\"id\":\"a\",\"turns\":[{\"user_tokens\":3,\"assistant_tokens\":4}]}\r\n\r\n{\"id\":\"b\",\"turns\":[{\"user_tokens\":5,\"assistant_tokens\":6}],\"arrival_s\":1.5}",
+        );
+        let (convs, lines) = read_trace_lines(f.path()).expect("valid");
+        assert_eq!(lines, vec![1, 3]);
+        assert_eq!((convs[0].id.as_str(), convs[1].id.as_str()), ("a", "b"));
+        assert_eq!(
+            convs[1].turns,
+            vec![Turn {
+                user_tokens: 5,
+                assistant_tokens: 6
+            }]
+        );
+        assert_eq!(convs[1].arrival_s, Some(1.5));
+    }
+
+    #[test]
+    fn names_the_line_of_bad_utf8_and_of_a_repeated_id() {
+        let line = b"{\"id\":\"a\",\"turns\":[{\"user_tokens\":3,\"assistant_tokens\":4}]}\n";
+        let mut bytes = line.to_vec();
+        bytes.extend_from_slice(b"{\"id\":\"\xff\"}\n");
+        let err = read_trace_lines(write(&bytes).path())
+            .expect_err("bad UTF-8")
+            .to_string();
+        assert!(err.contains(":2: ") && err.contains("UTF-8"), "{err}");
+        let mut bytes = line.to_vec();
+        bytes.extend_from_slice(b"\n");
+        bytes.extend_from_slice(line);
+        let err = read_trace_lines(write(&bytes).path())
+            .expect_err("repeated id")
+            .to_string();
+        assert!(err.contains(":3: ") && err.contains("already used on line 1"), "{err}");
     }
 }
