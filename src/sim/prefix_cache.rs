@@ -8,7 +8,8 @@
 //!
 //! Memory is counted in blocks of `block_size` tokens; an entry of `t` tokens holds `⌈t/b⌉` blocks.
 
-use std::collections::{BTreeSet, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
 
 /// A cache entry: (tokens, LRU stamp, blocks held).
 pub type CacheEntry = (u32, u64, u64);
@@ -16,8 +17,9 @@ pub type CacheEntry = (u32, u64, u64);
 /// LRU prefix cache of one instance (memory accounting only; no token contents).
 #[derive(Debug, Default)]
 pub struct PrefixCache {
-    /// conversation → (tokens, LRU stamp, blocks held).
-    entries: HashMap<usize, CacheEntry>,
+    /// conversation → (tokens, LRU stamp, blocks held). Fx hashing (rustc's: a multiply per
+    /// key, deterministic); the map is never iterated, so its order cannot reach an output.
+    entries: FxHashMap<usize, CacheEntry>,
     /// (stamp, conversation), oldest first: the eviction order (deterministic).
     lru: BTreeSet<(u64, usize)>,
     clock: u64,
