@@ -200,6 +200,10 @@ pub struct Instance {
     admitted: Vec<Admission>,
     /// The decode run in flight, if the iteration in flight is the first of one.
     run: Option<DecodeRun>,
+    /// Buffers reused by every iteration (no allocation per event): the batch shape
+    /// [`Instance::try_start`] prices and the sequences [`Instance::finish_step`] retires.
+    shape_scratch: BatchShape,
+    done_scratch: Vec<usize>,
 }
 
 /// Blocks of `block_size` tokens a sequence needs for `tokens` tokens of KV, of which the first
@@ -369,6 +373,8 @@ impl Instance {
             num_preemptions: 0,
             admitted: Vec::new(),
             run: None,
+            shape_scratch: BatchShape::default(),
+            done_scratch: Vec::new(),
         }
     }
 
@@ -780,7 +786,10 @@ impl Instance {
             return None;
         }
         let mut budget = self.limits.token_budget;
-        let mut shape = BatchShape::default();
+        let mut shape = std::mem::take(&mut self.shape_scratch);
+        shape.prefill.clear();
+        shape.num_decode_seqs = 0;
+        shape.decode_context_tokens = 0;
         self.batch.clear();
         // Running sequences in admission order; preemption victims come from the back, so the
         // ones already scheduled (before `i`) keep their place.
@@ -845,10 +854,10 @@ impl Instance {
             self.used_blocks(),
             self.limits.capacity_blocks
         );
-        if shape.is_empty() {
-            return None;
-        }
-        let dt = cost.step_time(&shape);
+        let empty = shape.is_empty();
+        let dt = (!empty).then(|| cost.step_time(&shape));
+        self.shape_scratch = shape;
+        let dt = dt?;
         let end = now + dt;
         self.busy_until = Some(end);
         self.busy_time = self.busy_time + dt;
@@ -856,16 +865,17 @@ impl Instance {
         Some(end)
     }
 
-    /// Admissions made by the last [`Instance::try_start`] (drained).
-    pub fn take_admissions(&mut self) -> Vec<Admission> {
-        std::mem::take(&mut self.admitted)
+    /// Admissions made by the last [`Instance::try_start`] (drained; the buffer is kept).
+    pub fn drain_admissions(&mut self) -> std::vec::Drain<'_, Admission> {
+        self.admitted.drain(..)
     }
 
-    /// Ends the iteration in flight at `now`, returning what happened to its sequences in batch order.
+    /// Ends the iteration in flight at `now`, appending to `events` what happened to its
+    /// sequences in batch order.
     ///
     /// # Panics
     /// If no iteration is in flight or `now` is not its end.
-    pub fn finish_step(&mut self, now: SimTime) -> Vec<SeqEvent> {
+    pub fn finish_step(&mut self, now: SimTime, events: &mut Vec<SeqEvent>) {
         assert_eq!(
             self.busy_until,
             Some(now),
@@ -882,8 +892,8 @@ impl Instance {
                 self.name
             );
         }
-        let mut events = Vec::new();
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.done_scratch);
+        done.clear();
         for &(i, chunk) in &self.batch {
             let s = &mut self.running[i];
             if chunk > 0 {
@@ -936,7 +946,7 @@ impl Instance {
             };
             self.cache.insert_sharing(s.conv, keep, s.num_shared_hit_tokens);
         }
+        self.done_scratch = done;
         assert!(self.used_blocks() <= self.limits.capacity_blocks);
-        events
     }
 }

@@ -417,6 +417,8 @@ pub struct Simulation<'a> {
     run_limit: Vec<usize>,
     /// Per instance: keys of the ends of decode runs cut short (their events are skipped).
     stale_steps: Vec<Vec<EventKey>>,
+    /// What the last finished iteration did to its sequences (a buffer kept between events).
+    seq_events: Vec<SeqEvent>,
     /// Instances that may have a decode run (checked before each event; stale entries drop).
     with_runs: Vec<usize>,
     /// Conversations in start order, and how many of them have been queued.
@@ -523,6 +525,7 @@ impl<'a> Simulation<'a> {
             timeline: None,
             run_limit: vec![MIN_DECODE_RUN_STEPS; n],
             stale_steps: vec![Vec::new(); n],
+            seq_events: Vec::new(),
             with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
             start_order,
@@ -729,7 +732,7 @@ impl<'a> Simulation<'a> {
                     None => self.queue.push_scheduled(end, self.now, i, Event::StepDone { inst: i }),
                 }
             }
-            for a in self.instances[i].take_admissions() {
+            for a in self.instances[i].drain_admissions() {
                 let Admission {
                     req,
                     queue_delay,
@@ -922,11 +925,14 @@ impl<'a> Simulation<'a> {
                 if self.instances[inst].run().is_some() {
                     self.run_limit[inst] = (self.run_limit[inst] * 2).min(MAX_DECODE_RUN_STEPS);
                 }
-                let events = self.instances[inst].finish_step(self.now);
+                let mut events = std::mem::take(&mut self.seq_events);
+                events.clear();
+                self.instances[inst].finish_step(self.now, &mut events);
                 self.mark(inst);
-                for e in events {
+                for e in events.drain(..) {
                     self.on_seq_event(e);
                 }
+                self.seq_events = events;
             }
             Event::KvTransferDone { req } => {
                 let r = &mut self.requests[req];
