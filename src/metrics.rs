@@ -202,33 +202,43 @@ pub fn push_ms(out: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         return;
     }
-    let n = (v * 1000.0).round();
-    if n.abs() < 1e15 && n / 1000.0 == v && !(v == 0.0 && v.is_sign_negative()) {
-        let n = n as i64;
-        if n < 0 {
-            out.push(b'-');
+    let x = v * 1000.0;
+    if x.abs() < 1e15 {
+        // `x.round()` without its libm call: below 2^52 the fraction `x − trunc(x)` is exact.
+        let t = x as i64;
+        let frac = x - t as f64;
+        let n = t + (frac >= 0.5) as i64 - (frac <= -0.5) as i64;
+        if n as f64 / 1000.0 == v && !(v == 0.0 && v.is_sign_negative()) {
+            push_thousandths(out, n);
+            return;
         }
-        let n = n.unsigned_abs();
-        let mut ints = itoa::Buffer::new();
-        out.extend_from_slice(ints.format(n / 1000).as_bytes());
-        out.push(b'.');
-        let frac = n % 1000;
-        let digits = [
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ];
-        let keep = if frac.is_multiple_of(100) {
-            1
-        } else if frac.is_multiple_of(10) {
-            2
-        } else {
-            3
-        };
-        out.extend_from_slice(&digits[..keep]);
-        return;
     }
     out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+}
+
+/// `n / 1000` in decimal with trailing zeros of the fraction dropped (at least one digit).
+fn push_thousandths(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    let n = n.unsigned_abs();
+    let mut ints = itoa::Buffer::new();
+    out.extend_from_slice(ints.format(n / 1000).as_bytes());
+    out.push(b'.');
+    let frac = n % 1000;
+    let digits = [
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let keep = if frac.is_multiple_of(100) {
+        1
+    } else if frac.is_multiple_of(10) {
+        2
+    } else {
+        3
+    };
+    out.extend_from_slice(&digits[..keep]);
 }
 
 /// The percentiles `summary.csv`, `summary.json` and `sweep.csv` report by default (vLLM's
@@ -627,6 +637,12 @@ mod tests {
             (-3.25, "-3.25"),
             (-0.0, "-0.0"),
             (1e-7, "1e-7"),
+            // Half-thousandths round away from the grid and go to ryu; negatives round down.
+            (0.0005, "0.0005"),
+            (-0.0015, "-0.0015"),
+            (-1.2345, "-1.2345"),
+            (999_999_999_999.9996, "999999999999.9996"),
+            (f64::INFINITY, "inf"),
         ] {
             let mut out = Vec::new();
             push_ms(&mut out, v);
