@@ -391,7 +391,6 @@ impl Instance {
         assert!(self.run.is_none(), "{}: a decode run is already in flight", self.name);
         let first_end = self.busy_until?;
         let n = self.running.len();
-        let cost = cost.decode_step_cost(n as u32)?;
         if max_steps < 2
             || !self.waiting.is_empty()
             || n == 0
@@ -404,6 +403,7 @@ impl Instance {
         {
             return None;
         }
+        let cost = cost.decode_step_cost(n as u32)?;
         // Step k completes a sequence that had generated g of its `out` tokens when k = out − g.
         let mut steps = self
             .running
