@@ -2,8 +2,9 @@
 # ppdsim's performance benchmark: builds the release binary, runs each benchmark command of the
 # README's Performance section and prints its wall time and peak memory next to the target.
 #
-#   bash benches/run.sh           # everything (≈ 2 minutes on 2 cores)
-#   bash benches/run.sh --quick   # without the 1,000,000-conversation run
+#   bash benches/run.sh                 # everything (≈ 2 minutes on 2 cores)
+#   bash benches/run.sh --quick         # without the 1,000,000-conversation run
+#   bash benches/run.sh --instructions  # instruction counts instead (valgrind; ≈ 1 minute)
 #
 # Outputs go to output/bench-* (ppdsim's own directories; --force replaces only what ppdsim
 # wrote). Wall time and peak RSS come from GNU time (`/usr/bin/time`); without it only the wall
@@ -14,6 +15,29 @@ cd "$(dirname "$0")/.."
 
 quick=false
 [[ "${1:-}" == "--quick" ]] && quick=true
+
+# --instructions: counts the instructions of Vidur's run and of the 1M benchmark's workload at
+# 5,000 conversations on one thread with valgrind's callgrind. Unlike wall time these counts do
+# not move with the machine's load, so they compare two builds exactly (the README quotes both).
+if [[ "${1:-}" == "--instructions" ]]; then
+    command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+    cargo build --release -q
+    count() {
+        local label=$1
+        shift
+        local out
+        out=$(RAYON_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null \
+            | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+        printf "%-58s %15s instructions\n" "$label" "$(echo "$out" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')"
+    }
+    echo "ppdsim instruction counts, $(date -u +%Y-%m-%d) (valgrind --tool=callgrind, 1 thread)"
+    count "Vidur's 10,000-request run" \
+        target/release/ppdsim run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur --force
+    count "1M benchmark's workload at 5,000 conversations x 4 policies" \
+        target/release/ppdsim run benches/synthetic-1m-3turn.toml --set workload.num_conversations=5000 \
+        -q --no-plots -o output/bench-5k --force
+    exit 0
+fi
 
 cargo build --release -q
 bin=target/release/ppdsim

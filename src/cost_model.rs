@@ -106,7 +106,7 @@ pub struct AffineDecodeCost {
 }
 
 impl AffineDecodeCost {
-    const ONE_US: i128 = 1 << DECODE_COST_FRAC_BITS;
+    pub(crate) const ONE_US: i128 = 1 << DECODE_COST_FRAC_BITS;
     /// Runs up to this many steps are summed term by term (≈ 1 ns a term against a few hundred
     /// for the reduction's 128-bit divisions).
     const LOOP_STEPS: u64 = 256;
@@ -114,7 +114,7 @@ impl AffineDecodeCost {
     /// Fixed point of `ms` milliseconds \[2^-32 µs\], rounded to nearest (halves away from
     /// zero, as `f64::round`, without its libm call: below 2^52 the fraction `y − trunc(y)` is
     /// exact; from there on every `f64` is an integer).
-    fn fixed(ms: f64) -> i128 {
+    pub(crate) fn fixed(ms: f64) -> i128 {
         assert!(ms.is_finite(), "cost model coefficient {ms} ms is not finite");
         let y = ms * 1000.0 * Self::ONE_US as f64;
         if y.abs() >= 4.0e18 {
@@ -309,7 +309,33 @@ impl IterationCoefficients {
 #[derive(Clone, Debug)]
 pub struct LinearCostModel {
     /// Coefficients, all ≥ 0.
-    pub coefficients: IterationCoefficients,
+    coefficients: IterationCoefficients,
+    /// β0, β3 and β4 in [`AffineDecodeCost`]'s fixed point \[2^-32 µs, per sequence, per
+    /// context token\], converted once.
+    decode_fixed: [i128; 3],
+}
+
+impl LinearCostModel {
+    /// The model of `coefficients`.
+    ///
+    /// # Panics
+    /// If β0, β3 or β4 is not finite (model files are validated on load).
+    pub fn new(coefficients: IterationCoefficients) -> Self {
+        let c = &coefficients;
+        LinearCostModel {
+            decode_fixed: [
+                AffineDecodeCost::fixed(c.beta0_ms),
+                AffineDecodeCost::fixed(c.beta3_ms_per_seq),
+                AffineDecodeCost::fixed(c.beta4_ms_per_context_token),
+            ],
+            coefficients,
+        }
+    }
+
+    /// Its coefficients.
+    pub fn coefficients(&self) -> &IterationCoefficients {
+        &self.coefficients
+    }
 }
 
 impl CostModel for LinearCostModel {
@@ -331,13 +357,13 @@ impl CostModel for LinearCostModel {
             .time(decode_context_tokens)
     }
 
-    /// `β0 + n·β3` fixed, `β4` per context token.
+    /// `β0 + n·β3` fixed, `β4` per context token, each coefficient rounded to 2^-32 µs once.
     fn decode_step_cost(&self, num_decode_seqs: u32) -> Option<AffineDecodeCost> {
-        let c = &self.coefficients;
-        Some(AffineDecodeCost::from_ms(
-            c.beta0_ms + num_decode_seqs as f64 * c.beta3_ms_per_seq,
-            c.beta4_ms_per_context_token,
-        ))
+        let [b0, b3, b4] = self.decode_fixed;
+        Some(AffineDecodeCost {
+            offset: b0 + num_decode_seqs as i128 * b3 + AffineDecodeCost::ONE_US / 2,
+            per_context_token: b4,
+        })
     }
 }
 
@@ -370,9 +396,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..20_000 {
             let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(-8..2)));
-            let m = LinearCostModel {
-                coefficients: IterationCoefficients::from_array(c),
-            };
+            let m = LinearCostModel::new(IterationCoefficients::from_array(c));
             let (n, ctx) = (rng.gen_range(1..512u32), rng.gen_range(0..4_000_000u64));
             let shape = BatchShape {
                 num_decode_seqs: n,
@@ -383,7 +407,7 @@ mod tests {
             assert_eq!(t, m.step_time(&shape), "{c:?} {n} {ctx}");
             // The fixed point is the f64 model's value to < 1e-3 µs: the same µs but where the
             // value lies that close to a half.
-            let us = m.coefficients.predict_ms(&shape) * 1000.0;
+            let us = m.coefficients().predict_ms(&shape) * 1000.0;
             if (us - us.floor() - 0.5).abs() > 1e-3 {
                 assert_eq!(t, SimDuration::from_ms_f64(us / 1000.0), "{c:?} {n} {ctx}");
             } else {
@@ -448,9 +472,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
         for _ in 0..2_000 {
             let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(-7..2)));
-            let m = LinearCostModel {
-                coefficients: IterationCoefficients::from_array(c),
-            };
+            let m = LinearCostModel::new(IterationCoefficients::from_array(c));
             let n = rng.gen_range(1..256u32);
             let ctx0 = rng.gen_range(0..2_000_000u64);
             // Both ways of summing: term by term (≤ 256 steps) and the O(log) reduction.
@@ -484,7 +506,7 @@ mod tests {
         };
         // 5 + 0.02*100 + 1e-6*100*(1000+50) + 0.01*10 + 7e-5*20000 = 5 + 2 + 0.105 + 0.1 + 1.4
         assert!((c.predict_ms(&batch) - 8.605).abs() < 1e-12);
-        let m = LinearCostModel { coefficients: c };
+        let m = LinearCostModel::new(c);
         assert_eq!(m.step_time(&batch), SimDuration(8605));
     }
 }

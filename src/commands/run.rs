@@ -103,9 +103,7 @@ pub(crate) fn simulate_with(
         &w.think_time,
         &mut rng,
     );
-    let cost = LinearCostModel {
-        coefficients: sc.calibration.coefficients().expect("validated on load"),
-    };
+    let cost = LinearCostModel::new(sc.calibration.coefficients().expect("validated on load"));
     // Per cluster, per pool: its own cost model when it is off the scenario's GPU and model file.
     let pool_costs: Vec<Vec<Option<LinearCostModel>>> = sc
         .clusters
@@ -114,9 +112,9 @@ pub(crate) fn simulate_with(
             c.pools
                 .iter()
                 .map(|p| {
-                    p.model.as_ref().map(|p| LinearCostModel {
-                        coefficients: p.calibration.coefficients().expect("validated on load"),
-                    })
+                    p.model
+                        .as_ref()
+                        .map(|p| LinearCostModel::new(p.calibration.coefficients().expect("validated on load")))
                 })
                 .collect()
         })

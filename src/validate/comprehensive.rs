@@ -204,9 +204,7 @@ pub fn simulate_comprehensive_replays(
     let mut cfg = vllm_ppd_config(config, router, shape, cal)?;
     cfg.affinity_miss_rate = crate::sim::COMPREHENSIVE_AFFINITY_MISS_RATE;
     cfg.limits.cache_answers = crate::sim::COMPREHENSIVE_CACHE_ANSWERS;
-    let cost = LinearCostModel {
-        coefficients: cal.coefficients().ok()?,
-    };
+    let cost = LinearCostModel::new(cal.coefficients().ok()?);
     // Each replica: Poisson conversation starts at `qps` within a 10 s window (the benchmark's
     // generator) and its own router placement.
     let conv = |n: usize, start: f64| TimedConversation {

@@ -95,9 +95,7 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
             .or_default()
             .push(r);
     }
-    let cost = LinearCostModel {
-        coefficients: cal.coefficients().map_err(|m| InputError::file(path, m))?,
-    };
+    let cost = LinearCostModel::new(cal.coefficients().map_err(|m| InputError::file(path, m))?);
     let (router, _) = crate::validate::mode_deployment("replication", 4).expect("a mode");
     let mut cfg = vllm_ppd_config(
         "replication",

@@ -144,9 +144,7 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
 pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Option<Vec<ValidationRow>> {
     let (router, shape) = mode_deployment(&p.mode, p.gpus)?;
     let cfg = vllm_ppd_config(&p.mode, router, shape, cal)?;
-    let cost = LinearCostModel {
-        coefficients: cal.coefficients().ok()?,
-    };
+    let cost = LinearCostModel::new(cal.coefficients().ok()?);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let gap = Exp::new(p.qps).ok()?;
     let mut offset = 40.0;

@@ -908,9 +908,7 @@ fn long_decode_runs_jump_to_an_event_in_closed_form() {
     // 20 s, ≈ 1,500 steps into it, so the run is advanced past more steps than it walks one by
     // one (the closed-form search); every time must still be the step path's.
     use ppdsim::cost_model::{IterationCoefficients, LinearCostModel};
-    let cost = LinearCostModel {
-        coefficients: IterationCoefficients::from_array([5.0, 0.0, 0.0, 0.05, 1e-4]),
-    };
+    let cost = LinearCostModel::new(IterationCoefficients::from_array([5.0, 0.0, 0.0, 0.05, 1e-4]));
     let conv = |id: &str, at_s: f64, out| TimedConversation {
         id: id.into(),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(at_s),

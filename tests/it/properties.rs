@@ -57,7 +57,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn every_request_completes_once_and_tokens_are_conserved(convs in prop::collection::vec(conv_strategy(), 1..12), budget in 16u32..512, cap in 150u64..400) {
-        let cost = LinearCostModel { coefficients: IterationCoefficients::from_array([5.0, 0.02, 1e-5, 0.01, 7e-5]) };
+        let cost = LinearCostModel::new(IterationCoefficients::from_array([5.0, 0.02, 1e-5, 0.01, 7e-5]));
         let total_turns: usize = convs.iter().map(|c| c.turns.len()).sum();
         for (k, p) in policies().into_iter().enumerate() {
             let (kind, shape) = (p.0.kind(), p.1);
