@@ -81,6 +81,60 @@ mod tests {
         assert_eq!(reused_answer_tokens(1024, 0.0011), 614);
         assert_eq!(reused_answer_tokens(128, 0.0011), 119);
     }
+
+    #[test]
+    fn run_ends_and_the_search_for_an_event_agree_with_stepping() {
+        use super::{AffineDecodeCost, DecodeRun, SimTime};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+        for _ in 0..300 {
+            let cost = AffineDecodeCost::from_ms(rng.gen_range(3.0..12.0), rng.gen_range(0.0..2e-4));
+            let (n, ctx0) = (rng.gen_range(1..200u64), rng.gen_range(0..500_000u64));
+            let len = rng.gen_range(2..4_000usize);
+            let start = SimTime(rng.gen_range(0..1_000_000));
+            // Step ends one by one, as the step-by-step path computes them.
+            let mut ends = vec![start];
+            for k in 1..=len {
+                let t = *ends.last().expect("start") + cost.time(ctx0 + (k as u64 - 1) * n);
+                ends.push(t);
+            }
+            let finished = rng.gen_range(0..len);
+            let run = DecodeRun {
+                start,
+                len,
+                first_end: ends[1],
+                last_end: ends[len],
+                cost,
+                n,
+                finished,
+                finished_end: ends[finished],
+                started: finished,
+                ctx0,
+                synced: finished,
+                blocks_synced: finished,
+            };
+            for k in [0, 1, finished, finished + 1, len - 1, len, rng.gen_range(0..=len)] {
+                assert_eq!(run.end(k.min(len)), ends[k.min(len)], "step {k} of {len}");
+            }
+            // An event at `at`: the steps ending before it are applied (never the run's last).
+            for _ in 0..5 {
+                let at = SimTime(rng.gen_range(start.0..ends[len].0 + 10_000));
+                let (f, end_f) = run.last_finished_before(|end, step_start| {
+                    assert!(step_start < end);
+                    end < at
+                });
+                let want = (finished..len)
+                    .take_while(|&j| j == finished || ends[j] < at)
+                    .last()
+                    .expect("finished");
+                assert_eq!(
+                    (f, end_f),
+                    (want, ends[want]),
+                    "event at {at:?}, len {len}, from {finished}"
+                );
+            }
+        }
+    }
 }
 
 /// Role of an instance.
