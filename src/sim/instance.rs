@@ -395,7 +395,7 @@ pub enum RunEnd {
     /// The step in flight is the run's last: its event stands.
     Unchanged,
     /// The step in flight ends at `at` (started by the scheduling pass at `pushed_at`): schedule
-    /// its end; the run's event is stale.
+    /// its end; the run's event is cancelled.
     StepInFlight {
         /// End of the step in flight.
         at: SimTime,
@@ -403,7 +403,7 @@ pub enum RunEnd {
         pushed_at: SimTime,
     },
     /// Between steps (a step ended now and the next has not started): the instance is idle and
-    /// the run's event is stale.
+    /// the run's event is cancelled.
     Idle,
 }
 

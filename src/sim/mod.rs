@@ -415,8 +415,6 @@ pub struct Simulation<'a> {
     timeline: Option<Timeline>,
     /// Per instance: the longest decode run to plan next \[steps\].
     run_limit: Vec<usize>,
-    /// Per instance: keys of the ends of decode runs cut short (their events are skipped).
-    stale_steps: Vec<Vec<EventKey>>,
     /// What the last finished iteration did to its sequences (a buffer kept between events).
     seq_events: Vec<SeqEvent>,
     /// Instances that may have a decode run (checked before each event; stale entries drop).
@@ -524,7 +522,6 @@ impl<'a> Simulation<'a> {
             active_convs: vec![0; n],
             timeline: None,
             run_limit: vec![MIN_DECODE_RUN_STEPS; n],
-            stale_steps: vec![Vec::new(); n],
             seq_events: Vec::new(),
             with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
@@ -627,18 +624,7 @@ impl<'a> Simulation<'a> {
         self.num_events += 1;
         // Decode runs catch up with every step end that comes before this event.
         self.advance_runs(|end: EventKey| end < key, |step_end| step_end < at);
-        // The end of a decode run cut short is skipped: its steps were rescheduled.
-        let stale = match ev {
-            Event::StepDone { inst } => self.stale_steps[inst]
-                .iter()
-                .position(|s| *s == key)
-                .map(|k| self.stale_steps[inst].swap_remove(k))
-                .is_some(),
-            _ => false,
-        };
-        if !stale {
-            self.handle(ev);
-        }
+        self.handle(ev);
         if self.queue.peek_time() != Some(self.now) {
             self.schedule_pass();
         }
@@ -695,13 +681,23 @@ impl<'a> Simulation<'a> {
         self.run_limit[inst] = MIN_DECODE_RUN_STEPS;
         match self.instances[inst].end_run() {
             RunEnd::Unchanged => {}
-            RunEnd::StepInFlight { at, pushed_at } => {
-                self.stale_steps[inst].push(run_end);
-                self.queue.push_scheduled(at, pushed_at, inst, Event::StepDone { inst });
-            }
-            RunEnd::Idle => {
-                self.stale_steps[inst].push(run_end);
-                self.mark(inst);
+            end => {
+                // The run's end event goes (its steps are rescheduled one by one).
+                let (key, _) = self
+                    .queue
+                    .cancel_scheduled(inst)
+                    .expect("a decode run's end is pending");
+                assert_eq!(
+                    key, run_end,
+                    "{}: the pending end is the run's",
+                    self.instances[inst].name
+                );
+                match end {
+                    RunEnd::StepInFlight { at, pushed_at } => {
+                        self.queue.push_scheduled(at, pushed_at, inst, Event::StepDone { inst });
+                    }
+                    _ => self.mark(inst),
+                }
             }
         }
     }

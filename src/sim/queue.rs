@@ -70,23 +70,95 @@ impl<E> Ord for Entry<E> {
 }
 
 /// A min-queue of events ordered by `(time, sequence number)`.
+///
+/// Iteration ends ([`EventQueue::push_scheduled`]) do not enter the heap: each instance has at
+/// most one iteration in flight, so its end sits in that instance's slot, and a tournament tree
+/// over the slots keeps the earliest at its root. Replacing or cancelling an instance's end (a
+/// decode run cut short) is then O(log instances) and leaves nothing stale behind, and the heap
+/// holds only the other events (arrivals, handoffs, transfers). The pop order is that of one heap
+/// holding every event.
 pub struct EventQueue<E> {
     heap: BinaryHeap<Reverse<Entry<E>>>,
+    /// Per instance: its pending iteration end.
+    slots: Vec<Option<Entry<E>>>,
+    /// Tournament tree over `slots` (leaves from `tree.len() / 2`): each node holds the slot with
+    /// the earliest entry below it, or [`NO_SLOT`].
+    tree: Vec<u32>,
     next_seq: u64,
     /// Push indices reserved for [`EventQueue::push_initial`].
     reserved: u64,
     now: SimTime,
 }
 
+/// An empty subtree of [`EventQueue::tree`].
+const NO_SLOT: u32 = u32::MAX;
+
 impl<E: std::fmt::Debug> EventQueue<E> {
     /// An empty queue at time zero.
     pub fn new() -> Self {
         EventQueue {
             heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            tree: Vec::new(),
             next_seq: 0,
             reserved: 0,
             now: SimTime::ZERO,
         }
+    }
+
+    /// The slot with the earlier entry of `a` and `b` (either may be [`NO_SLOT`]).
+    fn earlier(&self, a: u32, b: u32) -> u32 {
+        match (self.slot(a), self.slot(b)) {
+            (Some(x), Some(y)) => {
+                if y < x {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(_), None) => a,
+            (None, Some(_)) => b,
+            (None, None) => NO_SLOT,
+        }
+    }
+
+    fn slot(&self, i: u32) -> Option<&Entry<E>> {
+        if i == NO_SLOT {
+            return None;
+        }
+        self.slots[i as usize].as_ref()
+    }
+
+    /// Sets instance `inst`'s slot and updates the tree above it.
+    fn set_slot(&mut self, inst: usize, entry: Option<Entry<E>>) {
+        if inst >= self.slots.len() {
+            let n = (inst + 1).next_power_of_two();
+            self.slots.resize_with(n, || None);
+            // Rebuild: leaves n..2n, then every internal node.
+            self.tree = vec![NO_SLOT; 2 * n];
+            for (i, s) in self.slots.iter().enumerate() {
+                if s.is_some() {
+                    self.tree[n + i] = i as u32;
+                }
+            }
+            for node in (1..n).rev() {
+                self.tree[node] = self.earlier(self.tree[2 * node], self.tree[2 * node + 1]);
+            }
+        }
+        let n = self.slots.len();
+        self.tree[n + inst] = if entry.is_some() { inst as u32 } else { NO_SLOT };
+        self.slots[inst] = entry;
+        let mut node = (n + inst) / 2;
+        while node >= 1 {
+            self.tree[node] = self.earlier(self.tree[2 * node], self.tree[2 * node + 1]);
+            node /= 2;
+        }
+    }
+
+    /// The earliest pending iteration end's slot, if any.
+    fn first_slot(&self) -> Option<usize> {
+        let root = *self.tree.get(1)?;
+        (root != NO_SLOT).then_some(root as usize)
     }
 
     /// Reserves push indices `0..n` for [`EventQueue::push_initial`]: the first `n` pushes at
@@ -119,9 +191,32 @@ impl<E: std::fmt::Debug> EventQueue<E> {
     ///
     /// # Panics
     /// If `at` is before the time of the last popped event or `pushed_at` after `at`.
+    ///
+    /// # Panics
+    /// Also if instance `inst` has an iteration end pending ([`EventQueue::cancel_scheduled`]
+    /// it first).
     pub fn push_scheduled(&mut self, at: SimTime, pushed_at: SimTime, inst: usize, event: E) {
         assert!(pushed_at <= at, "event {event:?} at {at} pushed later, at {pushed_at}");
-        self.push_keyed(EventKey::step_end(at, pushed_at, inst), event);
+        let key = EventKey::step_end(at, pushed_at, inst);
+        self.check_not_past(key, &event);
+        assert!(
+            self.slots.get(inst).is_none_or(|s| s.is_none()),
+            "instance {inst} already has an iteration end pending; {event:?} at {at}"
+        );
+        let entry = Entry {
+            key,
+            seq: self.next_seq,
+            event,
+        };
+        self.next_seq += 1;
+        self.set_slot(inst, Some(entry));
+    }
+
+    /// Removes instance `inst`'s pending iteration end (a decode run cut short), returning it.
+    pub fn cancel_scheduled(&mut self, inst: usize) -> Option<(EventKey, E)> {
+        let e = self.slots.get_mut(inst)?.take()?;
+        self.set_slot(inst, None);
+        Some((e.key, e.event))
     }
 
     /// Schedules `event` with the key a push at time zero, as the `index`-th push, would have had
@@ -141,13 +236,17 @@ impl<E: std::fmt::Debug> EventQueue<E> {
         self.push_keyed(key, event);
     }
 
-    fn push_keyed(&mut self, key: EventKey, event: E) {
+    fn check_not_past(&self, key: EventKey, event: &E) {
         assert!(
             key.at >= self.now,
             "event {event:?} scheduled at {} before now {}",
             key.at,
             self.now
         );
+    }
+
+    fn push_keyed(&mut self, key: EventKey, event: E) {
+        self.check_not_past(key, &event);
         self.heap.push(Reverse(Entry {
             key,
             seq: self.next_seq,
@@ -163,7 +262,19 @@ impl<E: std::fmt::Debug> EventQueue<E> {
 
     /// Removes the earliest event, with its key.
     pub fn pop_keyed(&mut self) -> Option<(EventKey, E)> {
-        let Reverse(e) = self.heap.pop()?;
+        let from_slot = match (self.heap.peek(), self.first_slot()) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(Reverse(h)), Some(i)) => self.slots[i].as_ref().expect("tree root is set") < h,
+        };
+        let e = if from_slot {
+            let i = self.first_slot().expect("checked");
+            let e = self.slots[i].take().expect("tree root is set");
+            self.set_slot(i, None);
+            e
+        } else {
+            self.heap.pop()?.0
+        };
         debug_assert!(e.key.at >= self.now);
         self.now = e.key.at;
         Some((e.key, e.event))
@@ -171,17 +282,24 @@ impl<E: std::fmt::Debug> EventQueue<E> {
 
     /// Time of the earliest event.
     pub fn peek_time(&self) -> Option<SimTime> {
-        self.heap.peek().map(|Reverse(e)| e.key.at)
+        let heap = self.heap.peek().map(|Reverse(e)| e.key.at);
+        let slot = self
+            .first_slot()
+            .map(|i| self.slots[i].as_ref().expect("tree root is set").key.at);
+        match (heap, slot) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Number of pending events.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.slots.iter().filter(|s| s.is_some()).count()
     }
 
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.heap.is_empty() && self.first_slot().is_none()
     }
 }
 
@@ -229,6 +347,78 @@ mod tests {
         q.push_scheduled(SimTime(9), SimTime(0), 5, "early");
         let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|x| x.1)).collect();
         assert_eq!(order, ["early", "h1", "h2", "s0", "s2"]);
+    }
+
+    #[test]
+    fn iteration_ends_pop_as_one_heap_would_pop_them() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+        for _ in 0..200 {
+            // The same random pushes, pops and cancels on the queue and on a reference: a sorted
+            // list of (key, seq, event) over every pending event.
+            let mut q = EventQueue::new();
+            let mut reference: Vec<(EventKey, u64, u32)> = Vec::new();
+            let (mut seq, mut now, mut label) = (0u64, SimTime::ZERO, 0u32);
+            for _ in 0..300 {
+                match rng.gen_range(0..10) {
+                    0..=3 => {
+                        let at = SimTime(now.0 + rng.gen_range(0..50));
+                        q.push(at, label);
+                        let key = EventKey {
+                            at,
+                            pushed_at: now,
+                            phase: 0,
+                            index: seq,
+                        };
+                        reference.push((key, seq, label));
+                    }
+                    4..=5 => {
+                        let inst = rng.gen_range(0..9usize);
+                        let pending = reference
+                            .iter()
+                            .position(|r| r.0.phase == 1 && r.0.index == inst as u64);
+                        if rng.gen() {
+                            // Cancel (a run cut short) when pending; else schedule one.
+                            if let Some(k) = pending {
+                                let (key, ev) = q.cancel_scheduled(inst).expect("pending");
+                                let r = reference.remove(k);
+                                assert_eq!((key, ev), (r.0, r.2));
+                            }
+                            continue;
+                        }
+                        if pending.is_some() {
+                            continue;
+                        }
+                        let at = SimTime(now.0 + rng.gen_range(0..50));
+                        let pushed_at = SimTime(rng.gen_range(0..=now.0));
+                        q.push_scheduled(at, pushed_at, inst, label);
+                        reference.push((EventKey::step_end(at, pushed_at, inst), seq, label));
+                    }
+                    _ => {
+                        reference.sort_by_key(|r| (r.0, r.1));
+                        let want = (!reference.is_empty()).then(|| reference.remove(0));
+                        assert_eq!(q.peek_time(), want.map(|w| w.0.at));
+                        let got = q.pop_keyed();
+                        assert_eq!(got, want.map(|w| (w.0, w.2)));
+                        if let Some((k, _)) = got {
+                            now = k.at;
+                        }
+                        continue;
+                    }
+                }
+                seq += 1;
+                label += 1;
+                assert_eq!(q.len(), reference.len());
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "already has an iteration end pending")]
+    fn a_second_iteration_end_for_an_instance_panics() {
+        let mut q = EventQueue::new();
+        q.push_scheduled(SimTime(5), SimTime(0), 3, "a");
+        q.push_scheduled(SimTime(6), SimTime(0), 3, "b");
     }
 
     #[test]
