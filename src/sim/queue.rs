@@ -107,6 +107,7 @@ impl<E: std::fmt::Debug> EventQueue<E> {
     }
 
     /// The slot with the earlier entry of `a` and `b` (either may be [`NO_SLOT`]).
+    #[inline]
     fn earlier(&self, a: u32, b: u32) -> u32 {
         match (self.slot(a), self.slot(b)) {
             (Some(x), Some(y)) => {
@@ -122,6 +123,7 @@ impl<E: std::fmt::Debug> EventQueue<E> {
         }
     }
 
+    #[inline]
     fn slot(&self, i: u32) -> Option<&Entry<E>> {
         if i == NO_SLOT {
             return None;
