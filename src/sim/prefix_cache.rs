@@ -9,7 +9,8 @@
 //! Memory is counted in blocks of `block_size` tokens; an entry of `t` tokens holds `⌈t/b⌉` blocks.
 
 use rustc_hash::FxHashMap;
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// A cache entry: (tokens, LRU stamp, blocks held).
 pub type CacheEntry = (u32, u64, u64);
@@ -20,8 +21,11 @@ pub struct PrefixCache {
     /// conversation → (tokens, LRU stamp, blocks held). Fx hashing (rustc's: a multiply per
     /// key, deterministic); the map is never iterated, so its order cannot reach an output.
     entries: FxHashMap<usize, CacheEntry>,
-    /// (stamp, conversation), oldest first: the eviction order (deterministic).
-    lru: BTreeSet<(u64, usize)>,
+    /// (stamp, conversation), oldest on top: the eviction order (deterministic; stamps are
+    /// unique). Entries taken out stay until they reach the top (lazy deletion: a pair whose
+    /// conversation no longer holds that stamp is skipped), so an insert is a push — O(1) in
+    /// practice, new stamps being the largest — and a take O(1).
+    lru: BinaryHeap<Reverse<(u64, usize)>>,
     clock: u64,
     blocks: u64,
     block_size: u32,
@@ -57,8 +61,8 @@ impl PrefixCache {
     /// Removes and returns `conv`'s entry.
     pub fn take(&mut self, conv: usize) -> Option<CacheEntry> {
         let e = self.entries.remove(&conv)?;
-        self.lru.remove(&(e.1, conv));
         self.blocks -= e.2;
+        self.compact();
         Some(e)
     }
 
@@ -69,7 +73,7 @@ impl PrefixCache {
             "restoring conversation {conv} over a live entry"
         );
         self.blocks += entry.2;
-        self.lru.insert((entry.1, conv));
+        self.lru.push(Reverse((entry.1, conv)));
         self.entries.insert(conv, entry);
     }
 
@@ -89,16 +93,33 @@ impl PrefixCache {
         // Shared hits are whole blocks, so the shared part is exactly `shared_tokens / block_size` blocks.
         let blocks = self.blocks_for(tokens) - (shared_tokens.min(tokens) / self.block_size) as u64;
         self.blocks += blocks;
-        self.lru.insert((self.clock, conv));
+        self.lru.push(Reverse((self.clock, conv)));
         self.entries.insert(conv, (tokens, self.clock, blocks));
     }
 
     /// Evicts the least recently used entry; returns its blocks, or `None` when empty.
     pub fn evict_lru(&mut self) -> Option<u64> {
-        let &(_, conv) = self.lru.iter().next()?;
-        let (tokens, _, blocks) = self.take(conv).expect("LRU index and entries agree");
-        self.num_evicted_tokens += tokens as u64;
-        Some(blocks)
+        loop {
+            let Reverse((stamp, conv)) = self.lru.pop()?;
+            if self.entries.get(&conv).is_some_and(|e| e.1 == stamp) {
+                let (tokens, _, blocks) = self.take(conv).expect("checked");
+                self.num_evicted_tokens += tokens as u64;
+                return Some(blocks);
+            }
+        }
+    }
+
+    /// Drops the taken-out pairs (and the copies [`PrefixCache::restore`] adds) from the LRU
+    /// heap once they outnumber the live ones, so it holds at most about twice the entries.
+    fn compact(&mut self) {
+        if self.lru.len() > 2 * self.entries.len() + 16 {
+            let entries = &self.entries;
+            let mut live = std::mem::take(&mut self.lru).into_vec();
+            live.retain(|Reverse((stamp, conv))| entries.get(conv).is_some_and(|e| e.1 == *stamp));
+            live.sort_unstable();
+            live.dedup();
+            self.lru = BinaryHeap::from(live);
+        }
     }
 }
 
@@ -126,5 +147,33 @@ mod tests {
         assert_eq!(c.blocks(), 2);
         assert_eq!(c.evict_lru(), Some(2));
         assert_eq!(c.evict_lru(), None);
+    }
+
+    #[test]
+    fn taking_and_restoring_keeps_the_order_and_the_index_small() {
+        let mut c = PrefixCache::new(16);
+        for conv in 0..100 {
+            c.insert(conv, 16 * (conv as u32 % 3 + 1));
+        }
+        // 10,000 take/restore cycles of conversation 50 and re-inserts of 0–49: the index stays
+        // bounded, and eviction still goes by last use.
+        for k in 0..10_000 {
+            let e = c.take(50).expect("present");
+            c.restore(50, e);
+            c.insert(k % 50, 16);
+        }
+        assert!(c.lru.len() <= 2 * 100 + 17, "{} pairs for 100 entries", c.lru.len());
+        // Oldest now: 50–99 (never re-inserted; 50 keeps its stamp), then 0–49 from k = 9,950 on.
+        for conv in 50..100usize {
+            let tokens = c.cached_tokens(conv);
+            assert_eq!(c.evict_lru(), Some(c.blocks_for(tokens)), "conversation {conv}");
+            assert_eq!(c.cached_tokens(conv), 0);
+        }
+        for conv in 0..50usize {
+            assert_eq!(c.evict_lru(), Some(1), "conversation {conv}");
+            assert_eq!(c.cached_tokens(conv), 0);
+        }
+        assert_eq!(c.evict_lru(), None);
+        assert_eq!(c.blocks(), 0);
     }
 }
