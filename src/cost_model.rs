@@ -112,26 +112,10 @@ impl AffineDecodeCost {
     const LOOP_STEPS: u64 = 256;
 
     /// Fixed point of `ms` milliseconds \[2^-32 µs\], rounded to nearest (halves away from
-    /// zero, as `f64::round`, without its libm call: below 2^52 the fraction `y − trunc(y)` is
-    /// exact; from there on every `f64` is an integer).
+    /// zero, [`crate::time::round_half_away`]).
     pub(crate) fn fixed(ms: f64) -> i128 {
         assert!(ms.is_finite(), "cost model coefficient {ms} ms is not finite");
-        let y = ms * 1000.0 * Self::ONE_US as f64;
-        if y.abs() >= 4.0e18 {
-            // Beyond i64 (coefficients of 10^6 ms and more): already an integer.
-            return y as i128;
-        }
-        // i64 conversions are single instructions; i128 ones are library calls.
-        let t = y as i64;
-        let frac = y - t as f64;
-        let t = t as i128;
-        if frac >= 0.5 {
-            t + 1
-        } else if frac <= -0.5 {
-            t - 1
-        } else {
-            t
-        }
+        crate::time::round_half_away(ms * 1000.0 * Self::ONE_US as f64) as i128
     }
 
     /// From the fixed part \[ms\] and the cost per context token \[ms/token\].

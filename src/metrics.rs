@@ -202,16 +202,10 @@ pub fn push_ms(out: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         return;
     }
-    let x = v * 1000.0;
-    if x.abs() < 1e15 {
-        // `x.round()` without its libm call: below 2^52 the fraction `x − trunc(x)` is exact.
-        let t = x as i64;
-        let frac = x - t as f64;
-        let n = t + (frac >= 0.5) as i64 - (frac <= -0.5) as i64;
-        if n as f64 / 1000.0 == v && !(v == 0.0 && v.is_sign_negative()) {
-            push_thousandths(out, n);
-            return;
-        }
+    let n = crate::time::round_half_away(v * 1000.0);
+    if n.abs() < 1e15 && n / 1000.0 == v && !(v == 0.0 && v.is_sign_negative()) {
+        push_thousandths(out, n as i64);
+        return;
     }
     out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
 }
@@ -637,7 +631,7 @@ mod tests {
             (-3.25, "-3.25"),
             (-0.0, "-0.0"),
             (1e-7, "1e-7"),
-            // Half-thousandths round away from the grid and go to ryu; negatives round down.
+            // Half-thousandths are off the grid and go to ryu, negative ones too.
             (0.0005, "0.0005"),
             (-0.0015, "-0.0015"),
             (-1.2345, "-1.2345"),

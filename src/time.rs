@@ -43,21 +43,24 @@ impl SimTime {
     }
 }
 
-/// `x.round() as u64` for a finite `x ≥ 0` (half away from zero, saturating), without the libm
-/// call `f64::round` compiles to on baseline x86-64: below 2⁵², `x − trunc(x)` is exact, so
-/// comparing it with 0.5 decides as `round` does; from 2⁵² on every double is an integer.
-fn round_nonneg(x: f64) -> u64 {
+/// `x.round()` (halves away from zero) without the libm call `f64::round` compiles to on
+/// baseline x86-64: below 2⁵², `x − trunc(x)` is exact, so comparing it with ±0.5 decides as
+/// `round` does; from 2⁵² on every double is an integer (returned as is, as are NaN and ±∞).
+/// Shared by every hot-path rounding (durations, the decode cost's fixed point, CSV values).
+pub fn round_half_away(x: f64) -> f64 {
     const EXACT: f64 = 4_503_599_627_370_496.0; // 2^52
-    if x < EXACT {
-        let t = x as u64;
-        if x - t as f64 >= 0.5 {
-            t + 1
-        } else {
-            t
-        }
-    } else {
-        x as u64
+    if x.abs() >= EXACT || x.is_nan() {
+        return x;
     }
+    let t = x as i64;
+    let frac = x - t as f64;
+    // The sign as `round` gives it: −0.0 for (−0.5, −0.0].
+    ((t + (frac >= 0.5) as i64 - (frac <= -0.5) as i64) as f64).copysign(x)
+}
+
+/// `x.round() as u64` for a finite `x ≥ 0` (saturating).
+fn round_nonneg(x: f64) -> u64 {
+    round_half_away(x) as u64
 }
 
 impl SimDuration {
@@ -156,6 +159,7 @@ mod tests {
         ];
         for x in edges {
             assert_eq!(round_nonneg(x), x.round() as u64, "{x}");
+            assert_eq!(round_half_away(-x).to_bits(), (-x).round().to_bits(), "{}", -x);
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         for _ in 0..200_000 {
@@ -163,6 +167,8 @@ mod tests {
             assert_eq!(round_nonneg(x), x.round() as u64, "{x}");
             let half = (rng.gen_range(0..1u64 << 40) as f64) + 0.5;
             assert_eq!(round_nonneg(half), half.round() as u64, "{half}");
+            assert_eq!(round_half_away(-half), (-half).round(), "{}", -half);
+            assert_eq!(round_half_away(-x), (-x).round(), "{}", -x);
         }
     }
 
