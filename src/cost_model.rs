@@ -63,7 +63,11 @@ pub trait CostModel: Send + Sync {
     /// Duration of a decode-only iteration of `num_decode_seqs` sequences holding
     /// `decode_context_tokens` tokens of context: exactly [`CostModel::step_time`] of that batch
     /// (models may compute it without building the batch).
+    ///
+    /// # Panics
+    /// If `num_decode_seqs` is 0 (an empty batch).
     fn decode_step_time(&self, num_decode_seqs: u32, decode_context_tokens: u64) -> SimDuration {
+        assert!(num_decode_seqs > 0, "cost model asked for the time of an empty batch");
         match self.decode_step_cost(num_decode_seqs) {
             Some(cost) => cost.time(decode_context_tokens),
             None => self.step_time(&BatchShape {
@@ -94,9 +98,9 @@ pub const DECODE_COST_FRAC_BITS: u32 = 32;
 /// — contexts growing by one token per sequence per step — a closed-form sum
 /// ([`AffineDecodeCost::sum`]) that equals the step-by-step sum bit for bit.
 ///
-/// Source: the linear iteration model's decode terms (module docs) with each coefficient rounded
-/// to 2^-32 µs: a step time differs from the `f64` evaluation by less than 10^-3 µs before the
-/// µs rounding for contexts up to 10^7 tokens.
+/// Source: the linear iteration model's decode terms (module docs) with β0, β3 and β4 each rounded
+/// to 2^-32 µs: before the µs rounding a step time differs from the exact value by at most
+/// (1 + n + c) × 2^-33 µs for n sequences and c context tokens (1.2 × 10^-3 µs at 10^7 tokens).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AffineDecodeCost {
     /// Fixed part plus ½ µs \[2^-32 µs\].
@@ -106,7 +110,7 @@ pub struct AffineDecodeCost {
 }
 
 impl AffineDecodeCost {
-    pub(crate) const ONE_US: i128 = 1 << DECODE_COST_FRAC_BITS;
+    const ONE_US: i128 = 1 << DECODE_COST_FRAC_BITS;
     /// Runs up to this many steps are summed term by term (≈ 1 ns a term against a few hundred
     /// for the reduction's 128-bit divisions).
     const LOOP_STEPS: u64 = 256;
@@ -118,23 +122,26 @@ impl AffineDecodeCost {
         crate::time::round_half_away(ms * 1000.0 * Self::ONE_US as f64) as i128
     }
 
+    /// From the fixed part and the cost per context token, both in fixed point \[2^-32 µs,
+    /// 2^-32 µs per token\]; adds the ½ µs that makes [`AffineDecodeCost::time`] round.
+    pub fn from_fixed(fixed: i128, per_context_token: i128) -> Self {
+        AffineDecodeCost {
+            offset: fixed + Self::ONE_US / 2,
+            per_context_token,
+        }
+    }
+
     /// From the fixed part \[ms\] and the cost per context token \[ms/token\].
     ///
     /// # Panics
     /// If either is not finite.
     pub fn from_ms(fixed_ms: f64, per_context_token_ms: f64) -> Self {
-        AffineDecodeCost {
-            offset: Self::fixed(fixed_ms) + Self::ONE_US / 2,
-            per_context_token: Self::fixed(per_context_token_ms),
-        }
+        Self::from_fixed(Self::fixed(fixed_ms), Self::fixed(per_context_token_ms))
     }
 
     /// Every step takes exactly `step`.
     pub fn constant(step: SimDuration) -> Self {
-        AffineDecodeCost {
-            offset: step.0 as i128 * Self::ONE_US + Self::ONE_US / 2,
-            per_context_token: 0,
-        }
+        Self::from_fixed(step.0 as i128 * Self::ONE_US, 0)
     }
 
     /// Numerator of `time(ctx)` \[2^-32 µs\].
@@ -334,20 +341,10 @@ impl CostModel for LinearCostModel {
         SimDuration::from_ms_f64(self.coefficients.predict_ms(batch).max(0.0))
     }
 
-    fn decode_step_time(&self, num_decode_seqs: u32, decode_context_tokens: u64) -> SimDuration {
-        assert!(num_decode_seqs > 0, "cost model asked for the time of an empty batch");
-        self.decode_step_cost(num_decode_seqs)
-            .expect("the linear model has one")
-            .time(decode_context_tokens)
-    }
-
     /// `β0 + n·β3` fixed, `β4` per context token, each coefficient rounded to 2^-32 µs once.
     fn decode_step_cost(&self, num_decode_seqs: u32) -> Option<AffineDecodeCost> {
         let [b0, b3, b4] = self.decode_fixed;
-        Some(AffineDecodeCost {
-            offset: b0 + num_decode_seqs as i128 * b3 + AffineDecodeCost::ONE_US / 2,
-            per_context_token: b4,
-        })
+        Some(AffineDecodeCost::from_fixed(b0 + num_decode_seqs as i128 * b3, b4))
     }
 }
 
@@ -374,13 +371,19 @@ impl CostModel for ConstantCostModel {
 mod tests {
     use super::*;
 
+    use rand::{Rng, SeedableRng};
+
+    /// A linear model with each coefficient uniform in [0, 10^e) for a random e in `exponents`.
+    fn random_model(rng: &mut impl Rng, exponents: std::ops::Range<i32>) -> (LinearCostModel, [f64; 5]) {
+        let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(exponents.clone())));
+        (LinearCostModel::new(IterationCoefficients::from_array(c)), c)
+    }
+
     #[test]
     fn decode_step_time_is_the_float_model_within_a_rounding_tie() {
-        use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..20_000 {
-            let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(-8..2)));
-            let m = LinearCostModel::new(IterationCoefficients::from_array(c));
+            let (m, c) = random_model(&mut rng, -8..2);
             let (n, ctx) = (rng.gen_range(1..512u32), rng.gen_range(0..4_000_000u64));
             let shape = BatchShape {
                 num_decode_seqs: n,
@@ -422,7 +425,6 @@ mod tests {
 
     #[test]
     fn fixed_point_rounds_like_f64_round() {
-        use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
         let scale = 1000.0 * (1u64 << DECODE_COST_FRAC_BITS) as f64;
         let halves = [0.5, -0.5, 2.5, -2.5, 1.0 - f64::EPSILON / 2.0];
@@ -437,7 +439,6 @@ mod tests {
 
     #[test]
     fn floor_sum_counts_like_the_loop() {
-        use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for _ in 0..5_000 {
             let n = rng.gen_range(0..300u128);
@@ -452,11 +453,9 @@ mod tests {
 
     #[test]
     fn a_run_sum_is_the_step_by_step_sum() {
-        use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
         for _ in 0..2_000 {
-            let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(-7..2)));
-            let m = LinearCostModel::new(IterationCoefficients::from_array(c));
+            let (m, c) = random_model(&mut rng, -7..2);
             let n = rng.gen_range(1..256u32);
             let ctx0 = rng.gen_range(0..2_000_000u64);
             // Both ways of summing: term by term (≤ 256 steps) and the O(log) reduction.
