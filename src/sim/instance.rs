@@ -102,7 +102,6 @@ mod tests {
             let run = DecodeRun {
                 start,
                 len,
-                first_end: ends[1],
                 last_end: ends[len],
                 cost,
                 n,
@@ -281,8 +280,6 @@ pub struct DecodeRun {
     pub start: SimTime,
     /// Steps planned; the last one's end is the run's event.
     pub len: usize,
-    /// End of the first step (the iteration [`Instance::try_start`] started).
-    first_end: SimTime,
     /// End of the last step.
     last_end: SimTime,
     /// Step time as a function of the batch's context.
@@ -323,13 +320,11 @@ impl DecodeRun {
     pub fn end(&self, k: usize) -> SimTime {
         assert!(k <= self.len, "decode run step {k} of {}", self.len);
         match k {
-            0 => self.start,
-            1 => self.first_end,
             _ if k == self.finished => self.finished_end,
             _ if k == self.finished + 1 => self.finished_end + self.step_time(k),
             _ if k == self.len => self.last_end,
             _ if k + 1 == self.len => SimTime(self.last_end.0 - self.step_time(self.len).0),
-            _ => self.first_end + self.cost.sum(self.ctx0 + self.n, self.n, k as u64 - 1),
+            _ => self.start + self.cost.sum(self.ctx0, self.n, k as u64),
         }
     }
 
@@ -350,11 +345,7 @@ impl DecodeRun {
             if f >= last {
                 return (f, end_f);
             }
-            let next = if f == 0 {
-                self.first_end
-            } else {
-                end_f + self.step_time(f + 1)
-            };
+            let next = end_f + self.step_time(f + 1);
             if !before(next, end_f) {
                 return (f, end_f);
             }
@@ -506,12 +497,12 @@ impl Instance {
                 self.name
             );
         }
+        // Step 1 is the iteration `try_start` just priced: the same cost for the same batch.
         debug_assert_eq!(first_end, now + cost.time(ctx0), "{}: the run's first step", self.name);
-        let last_end = first_end + cost.sum(ctx0 + n64, n64, steps as u64 - 1);
+        let last_end = now + cost.sum(ctx0, n64, steps as u64);
         self.run = Some(DecodeRun {
             start: now,
             len: steps,
-            first_end,
             last_end,
             cost,
             n: n64,
@@ -908,8 +899,7 @@ impl Instance {
             self.used_blocks(),
             self.limits.capacity_blocks
         );
-        let empty = shape.is_empty();
-        let dt = (!empty).then(|| cost.step_time(&shape));
+        let dt = (!shape.is_empty()).then(|| cost.step_time(&shape));
         self.shape_scratch = shape;
         let dt = dt?;
         let end = now + dt;
