@@ -772,26 +772,28 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         AttentionModel::Auto => (eager_profiles, eager_profiles && table_beta2.is_some()),
     };
     let attention_note = flash.then(|| {
-        if let (true, Some((beta2, linear, rows))) = (from_table, table_beta2) {
-            let fitted = coeffs.beta2_ms_per_token2;
-            let flops = 4.0 * model.num_layers as f64 * model.num_attention_heads as f64 * model.head_dim as f64
-                * (coeffs.beta1_ms_per_token / model.flop_per_token());
-            coeffs.beta2_ms_per_token2 = beta2;
-            return format!(
-                "beta2 set to FlashAttention 3's measured cost (--attention kernel-table): AIConfigurator's H100 context-attention table (vLLM 0.24), batch 1, {rows} lengths from 1,024 to 16,384 tokens, fitted as a*m + beta2*m^2/2 = {linear:.3e} ms/token + {beta2:.4e} ms per pair ({:.2}x the FLOP count at beta1's rate, {flops:.4e}); the profiles' fitted value {fitted:.4e} describes their eager attention",
-                beta2 / flops
-            );
-        }
-        // Per instance; tensor parallelism divides both FLOP counts alike, so it cancels.
+        // FlashAttention's FLOP count at β1's rate, per instance (tensor parallelism divides
+        // both FLOP counts alike, so it cancels).
         let flop_per_pair = 4.0 * model.num_layers as f64 * model.num_attention_heads as f64 * model.head_dim as f64;
         let ms_per_flop = coeffs.beta1_ms_per_token / model.flop_per_token();
+        let flash_beta2 = flop_per_pair * ms_per_flop;
         let fitted = coeffs.beta2_ms_per_token2;
-        coeffs.beta2_ms_per_token2 = flop_per_pair * ms_per_flop;
-        format!(
-            "beta2 set to FlashAttention's cost (--attention flash): {flop_per_pair:.0} FLOP per query-key pair at the {:.0} TFLOP/s beta1 implies = {:.4e} ms; the profiles' fitted value {fitted:.4e} describes their eager attention",
-            1.0 / ms_per_flop / 1e9,
-            coeffs.beta2_ms_per_token2
-        )
+        match table_beta2.filter(|_| from_table) {
+            Some((beta2, linear, rows)) => {
+                coeffs.beta2_ms_per_token2 = beta2;
+                format!(
+                    "beta2 set to FlashAttention 3's measured cost (--attention kernel-table): AIConfigurator's H100 context-attention table (vLLM 0.24), batch 1, {rows} lengths from 1,024 to 16,384 tokens, fitted as a*m + beta2*m^2/2 = {linear:.3e} ms/token + {beta2:.4e} ms per pair ({:.2}x the FLOP count at beta1's rate, {flash_beta2:.4e}); the profiles' fitted value {fitted:.4e} describes their eager attention",
+                    beta2 / flash_beta2
+                )
+            }
+            None => {
+                coeffs.beta2_ms_per_token2 = flash_beta2;
+                format!(
+                    "beta2 set to FlashAttention's cost (--attention flash): {flop_per_pair:.0} FLOP per query-key pair at the {:.0} TFLOP/s beta1 implies = {flash_beta2:.4e} ms; the profiles' fitted value {fitted:.4e} describes their eager attention",
+                    1.0 / ms_per_flop / 1e9,
+                )
+            }
+        }
     });
     let pred: Vec<f64> = x.iter().map(|xi| fit::predict(xi, &f.beta)).collect();
     let cv = cross_validated(&x, &y, &w, 5, &floors);
