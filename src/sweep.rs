@@ -68,6 +68,14 @@ pub struct SweepSpec {
 /// SLO attainment target of the goodput when the sweep file names none (DistServe's 90%).
 pub const DEFAULT_SLO_ATTAINMENT_TARGET: f64 = 0.9;
 
+impl SweepSpec {
+    /// The SLO attainment target (fraction, (0, 1]): the file's, else
+    /// [`DEFAULT_SLO_ATTAINMENT_TARGET`].
+    pub fn attainment_target(&self) -> f64 {
+        self.slo_attainment_target.unwrap_or(DEFAULT_SLO_ATTAINMENT_TARGET)
+    }
+}
+
 /// One router key swept over values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -456,11 +464,7 @@ impl MetricCurves {
                 label(above)
             );
             if c.both_saturated {
-                let next = rates
-                    .iter()
-                    .copied()
-                    .find(|&r| r >= c.rate_per_s)
-                    .unwrap_or(c.rate_per_s);
+                let next = rates[next_rate_index(rates, c.rate_per_s)];
                 let _ = writeln!(
                     s,
                     "      both miss the SLO-attainment target at {}/s, the next grid rate: they cross where both saturate, not a ranking",
@@ -527,6 +531,12 @@ fn attainment_curves(rows: &[SweepRow], rates: &[f64]) -> Vec<(String, Vec<f64>)
     analyse(rows, rates, &["slo_attainment".to_string()]).remove(0).curves
 }
 
+/// Index of the first grid rate at or above `rate` (the last when none is): where a crossing's
+/// saturation is judged.
+fn next_rate_index(rates: &[f64], rate: f64) -> usize {
+    rates.iter().position(|&r| r >= rate).unwrap_or(rates.len() - 1)
+}
+
 /// Sets [`Crossover::both_saturated`] on every crossing of `curves`: both policies' seed-averaged
 /// SLO attainment over `rows` (a rate without a value counts as missing) is below `target` at
 /// the first grid rate at or above the crossing.
@@ -539,9 +549,17 @@ pub fn mark_saturated(curves: &mut [MetricCurves], rows: &[SweepRow], rates: &[f
             .is_none_or(|(_, a)| !(a[k].is_finite() && a[k] >= target))
     };
     for c in curves.iter_mut().flat_map(|m| m.crossings.iter_mut()) {
-        let k = rates.iter().position(|&r| r >= c.rate_per_s).unwrap_or(rates.len() - 1);
+        let k = next_rate_index(rates, c.rate_per_s);
         c.both_saturated = misses(&c.policy_a, k) && misses(&c.policy_b, k);
     }
+}
+
+/// [`analyse`] of `spec`'s rates and metrics, with the crossings where both policies saturate
+/// marked ([`mark_saturated`] at `spec`'s attainment target): what `sweep` prints and plots.
+pub fn analyse_marked(rows: &[SweepRow], spec: &SweepSpec) -> Vec<MetricCurves> {
+    let mut curves = analyse(rows, &spec.rates_per_s, &spec.metrics);
+    mark_saturated(&mut curves, rows, &spec.rates_per_s, spec.attainment_target());
+    curves
 }
 
 /// `crossovers.csv`: one line per crossover, the header even when there is none.

@@ -75,14 +75,7 @@ pub(crate) fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
                 vary: Vec::new(),
             }
         };
-        let mut curves = crate::sweep::analyse(&rows, &spec.rates_per_s, &spec.metrics);
-        crate::sweep::mark_saturated(
-            &mut curves,
-            &rows,
-            &spec.rates_per_s,
-            spec.slo_attainment_target
-                .unwrap_or(crate::sweep::DEFAULT_SLO_ATTAINMENT_TARGET),
-        );
+        let curves = crate::sweep::analyse_marked(&rows, &spec);
         let slo = resolved
             .is_file()
             .then(|| scenario_slo(&dir.join(&spec.scenario)))

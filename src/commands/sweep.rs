@@ -169,12 +169,8 @@ pub(crate) fn write_sweep_results(
         sw.grid().len() * deployments.len(),
         sw.scenario.resolved.name
     );
-    let target = sw
-        .spec
-        .slo_attainment_target
-        .unwrap_or(sweep::DEFAULT_SLO_ATTAINMENT_TARGET);
-    let mut curves = sweep::analyse(rows, rates, &sw.spec.metrics);
-    sweep::mark_saturated(&mut curves, rows, rates, target);
+    let target = sw.spec.attainment_target();
+    let curves = sweep::analyse_marked(rows, &sw.spec);
     for m in &curves {
         text.push('\n');
         text.push_str(&m.table(rates));
