@@ -34,13 +34,13 @@ pub struct RunResults {
     pub setup_overruns: Vec<(String, f64)>,
 }
 
-/// `requests.csv` rows of one run, streamed to a file as the simulator emits them (serialized
-/// in chunks, `NaN` fields emptied as [`output::to_csv`] does).
+/// `requests.csv` rows of one run, streamed to a file as the simulator emits them (formatted in
+/// chunks, `NaN` fields emptied as [`output::to_csv`] does).
 struct RequestRows {
     out: std::fs::File,
-    /// Rows formatted since the last write (the only buffer: written whole).
+    /// Rows formatted since the last write (the only buffer: written whole); the first run's
+    /// starts with the header.
     chunk: Vec<u8>,
-    header: bool,
     error: Option<anyhow::Error>,
 }
 
@@ -49,11 +49,6 @@ impl RequestRows {
     const CHUNK: usize = 1 << 20;
 
     fn push(&mut self, r: crate::metrics::RequestRecord) {
-        if self.header {
-            self.chunk
-                .extend_from_slice(crate::metrics::REQUEST_CSV_HEADER.as_bytes());
-            self.header = false;
-        }
         r.write_csv_row(&mut self.chunk);
         if self.chunk.len() >= Self::CHUNK {
             self.flush();
@@ -128,8 +123,11 @@ pub(crate) fn simulate_with(
             let mut rows = match requests {
                 Some(dir) => Some(RequestRows {
                     out: std::fs::File::create(dir.path(&part(k))?)?,
-                    chunk: Vec::new(),
-                    header: k == 0,
+                    chunk: if k == 0 {
+                        crate::metrics::REQUEST_CSV_HEADER.as_bytes().to_vec()
+                    } else {
+                        Vec::new()
+                    },
                     error: None,
                 }),
                 None => None,
