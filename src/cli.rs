@@ -490,7 +490,8 @@ fn parse_service_cv(s: &str) -> Result<f64, String> {
         Ok(cv)
     } else {
         Err(format!(
-            "{s} is out of range: give a coefficient of variation in [0, 10] (0: deterministic services)"
+            "{s} is out of range: give a coefficient of variation in [0, {}] (0: deterministic services)",
+            crate::scenario::MAX_SERVICE_CV
         ))
     }
 }

@@ -1191,7 +1191,7 @@ fn check_domains(path: &Path, sc: &Scenario, model: &hardware::ModelSpec, gpu: &
         0.0,
         false,
         MAX_SERVICE_CV,
-        "a coefficient of variation: use a value >= 0 and <= 10 (0: deterministic services)",
+        &format!("a coefficient of variation: use a value >= 0 and <= {MAX_SERVICE_CV} (0: deterministic services)"),
     )?;
     in_range(
         "timeline_interval_s",

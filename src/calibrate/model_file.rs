@@ -387,7 +387,10 @@ impl CalibrationFile {
             return Err(InputError::key(
                 path,
                 "overheads.service_cv",
-                format!("{cv} is not a coefficient of variation: give a value in [0, 10], or remove the key (0)"),
+                format!(
+                    "{cv} is not a coefficient of variation: give a value in [0, {}], or remove the key (0)",
+                    crate::scenario::MAX_SERVICE_CV
+                ),
             ));
         }
         if let Some(p) = f.answer_mismatch_per_token.filter(|p| !(0.0..1.0).contains(p)) {

@@ -349,21 +349,31 @@ fn fifo_done(free: Option<&mut SimTime>, now: SimTime, service_ms: f64) -> SimTi
     }
 }
 
+/// A serialized overhead service whose time [`service_jitter`] draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceComponent {
+    /// The request's handling at its first instance's API server (`request_service_ms`).
+    RequestHandling = 0,
+    /// P's share of a split request's handoff (`pd_handoff_p_service_ms`).
+    PrefillHandoff = 1,
+    /// D's share of it (`pd_handoff_d_service_ms`).
+    DecodeHandoff = 2,
+}
+
 /// Factor (mean 1, coefficient of variation `cv`) of turn `turn` (1-based) of conversation `conv`'s
-/// serialized overhead `component` (0 request handling, 1 P's handoff share, 2 D's handoff
-/// share): lognormal with σ² = ln(1 + cv²) and μ = −σ²/2, drawn from a ChaCha8 stream keyed by
-/// (`seed`, conversation, turn, component), so a draw depends neither on event order nor on the
-/// policy (every policy of a run sees the same services). Exactly 1 when `cv` is 0.
-pub fn service_jitter(cv: f64, seed: u64, conv: usize, turn: usize, component: u64) -> f64 {
+/// serialized overhead `component`: lognormal with σ² = ln(1 + cv²) and μ = −σ²/2, drawn from a
+/// ChaCha8 stream keyed by (`seed`, conversation, turn, component), so a draw depends neither on
+/// event order nor on the policy (every policy of a run sees the same services). Exactly 1 when
+/// `cv` is 0.
+pub fn service_jitter(cv: f64, seed: u64, conv: usize, turn: usize, component: ServiceComponent) -> f64 {
     assert!(cv.is_finite() && cv >= 0.0, "service CV {cv} is not ≥ 0");
-    assert!(component < 4, "service component {component} is not 0–3");
     if cv == 0.0 {
         return 1.0;
     }
     use rand::SeedableRng;
     use rand_distr::Distribution;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(salted(conv as u64, seed));
-    rng.set_stream(((turn as u64) << 2) | component);
+    rng.set_stream(((turn as u64) << 2) | component as u64);
     let sigma2 = (1.0 + cv * cv).ln();
     rand_distr::LogNormal::new(-sigma2 / 2.0, sigma2.sqrt())
         .expect("a finite σ ≥ 0")
@@ -939,7 +949,8 @@ impl<'a> Simulation<'a> {
             }
             Event::HandoffAtDecode { req } => {
                 let inst = self.requests[req].decode_inst;
-                let service = self.cfg.pd_handoff_d_service_ms * self.service_jitter(req, 2);
+                let service =
+                    self.cfg.pd_handoff_d_service_ms * self.service_jitter(req, ServiceComponent::DecodeHandoff);
                 // The per-prompt-token latency was paid once, at the request's entry: the 2-GPU
                 // re-run's PD − direct turn-2 TTFT gap stays 41–50 ms from 198- to 5,347-token
                 // prompts (docs/validation.md), so D's hop adds none.
@@ -959,13 +970,13 @@ impl<'a> Simulation<'a> {
             return self.now + SimDuration::from_ms_f64(total) + per_prompt;
         }
         let service = self.cfg.request_service_ms.clamp(0.0, total);
-        let drawn = service * self.service_jitter(req, 0);
+        let drawn = service * self.service_jitter(req, ServiceComponent::RequestHandling);
         let served = self.serve_at(inst, drawn);
         served + SimDuration::from_ms_f64(total - service) + per_prompt
     }
 
     /// Factor of request `req`'s serialized overhead `component` ([`service_jitter`]).
-    fn service_jitter(&self, req: usize, component: u64) -> f64 {
+    fn service_jitter(&self, req: usize, component: ServiceComponent) -> f64 {
         let r = &self.requests[req];
         service_jitter(
             self.cfg.overhead_service_cv,
@@ -989,7 +1000,7 @@ impl<'a> Simulation<'a> {
         let latency = SimDuration::from_ms_f64(
             (c.pd_handoff_ms - c.pd_handoff_p_service_ms - c.pd_handoff_d_service_ms).max(0.0),
         );
-        let service = self.cfg.pd_handoff_p_service_ms * self.service_jitter(req, 1);
+        let service = self.cfg.pd_handoff_p_service_ms * self.service_jitter(req, ServiceComponent::PrefillHandoff);
         let queue = match self.cfg.pd_handoff_queue {
             HandoffQueue::PerPrefill => p,
             HandoffQueue::Cluster => 0,

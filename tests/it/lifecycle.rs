@@ -506,6 +506,7 @@ fn only_the_service_part_of_the_overhead_is_serialized() {
 #[test]
 fn service_cv_scales_each_service_by_its_own_lognormal_draw() {
     use ppdsim::sim::service_jitter;
+    use ppdsim::sim::ServiceComponent::RequestHandling;
     let mut cfg = config(replication(1), 8192);
     cfg.request_overhead_ms = 20.0;
     cfg.request_service_ms = 20.0;
@@ -515,28 +516,49 @@ fn service_cv_scales_each_service_by_its_own_lognormal_draw() {
     cfg.overhead_service_cv = 0.5;
     for seed in [0, 7] {
         cfg.routing_seed = seed;
-        let f = service_jitter(0.5, seed, 0, 1, 0);
+        let f = service_jitter(0.5, seed, 0, 1, RequestHandling);
         let ttft = run_cfg(cfg.clone(), one_turn(1))[0].ttft_ms;
         assert!(
             (ttft - (20.0 * f + 10.0)).abs() <= 0.0005 + 1e-9,
             "seed {seed}: {ttft} vs 20 × {f} + 10"
         );
     }
-    assert_ne!(service_jitter(0.5, 0, 0, 1, 0), service_jitter(0.5, 7, 0, 1, 0));
+    assert_ne!(
+        service_jitter(0.5, 0, 0, 1, RequestHandling),
+        service_jitter(0.5, 7, 0, 1, RequestHandling)
+    );
 }
 
 #[test]
 fn service_jitter_has_mean_one_and_the_asked_cv() {
     use ppdsim::sim::service_jitter;
-    assert_eq!(service_jitter(0.0, 3, 5, 1, 2), 1.0);
+    use ppdsim::sim::ServiceComponent::{DecodeHandoff, PrefillHandoff, RequestHandling};
+    assert_eq!(service_jitter(0.0, 3, 5, 1, DecodeHandoff), 1.0);
     // The same key gives the same draw; another component or turn another.
-    assert_eq!(service_jitter(0.5, 3, 5, 1, 2), service_jitter(0.5, 3, 5, 1, 2));
-    assert_ne!(service_jitter(0.5, 3, 5, 1, 2), service_jitter(0.5, 3, 5, 1, 1));
-    assert_ne!(service_jitter(0.5, 3, 5, 1, 2), service_jitter(0.5, 3, 5, 2, 2));
+    assert_eq!(
+        service_jitter(0.5, 3, 5, 1, DecodeHandoff),
+        service_jitter(0.5, 3, 5, 1, DecodeHandoff)
+    );
+    assert_ne!(
+        service_jitter(0.5, 3, 5, 1, DecodeHandoff),
+        service_jitter(0.5, 3, 5, 1, PrefillHandoff)
+    );
+    assert_ne!(
+        service_jitter(0.5, 3, 5, 1, DecodeHandoff),
+        service_jitter(0.5, 3, 5, 2, DecodeHandoff)
+    );
     for cv in [0.25, 0.5, 1.0] {
         let n = 40_000;
         let xs: Vec<f64> = (0..n)
-            .map(|c| service_jitter(cv, 11, c, c % 3, (c % 3) as u64))
+            .map(|c| {
+                service_jitter(
+                    cv,
+                    11,
+                    c,
+                    c % 3,
+                    [RequestHandling, PrefillHandoff, DecodeHandoff][c % 3],
+                )
+            })
             .collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
