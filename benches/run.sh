@@ -16,12 +16,14 @@ cd "$(dirname "$0")/.."
 quick=false
 [[ "${1:-}" == "--quick" ]] && quick=true
 
+cargo build --release -q
+bin=target/release/ppdsim
+
 # --instructions: counts the instructions of Vidur's run and of the 1M benchmark's workload at
 # 5,000 conversations on one thread with valgrind's callgrind. Unlike wall time these counts do
 # not move with the machine's load, so they compare two builds exactly (the README quotes both).
 if [[ "${1:-}" == "--instructions" ]]; then
     command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
-    cargo build --release -q
     count() {
         local label=$1
         shift
@@ -32,15 +34,13 @@ if [[ "${1:-}" == "--instructions" ]]; then
     }
     echo "ppdsim instruction counts, $(date -u +%Y-%m-%d) (valgrind --tool=callgrind, 1 thread)"
     count "Vidur's 10,000-request run" \
-        target/release/ppdsim run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur --force
+        "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur --force
     count "1M benchmark's workload at 5,000 conversations x 4 policies" \
-        target/release/ppdsim run benches/synthetic-1m-3turn.toml --set workload.num_conversations=5000 \
+        "$bin" run benches/synthetic-1m-3turn.toml --set workload.num_conversations=5000 \
         -q --no-plots -o output/bench-5k --force
     exit 0
 fi
 
-cargo build --release -q
-bin=target/release/ppdsim
 tmp=$(mktemp)
 trap 'rm -f "$tmp" "$tmp.wall"' EXIT
 
