@@ -71,7 +71,7 @@ pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usiz
     let mut lines = Vec::new();
     // Lines parsed in place (no copy per line); a final newline ends the last line.
     let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+    for (i, line) in crate::input::split_lines(text).enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line = std::str::from_utf8(line)
             .map_err(|_| InputError::line(path, i + 1, "cannot read: stream did not contain valid UTF-8"))?;
