@@ -55,12 +55,12 @@ pub enum RequestStatus {
 /// One row of `requests.csv`: a turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
-    /// Policy name.
-    pub policy: String,
+    /// Policy name (shared by the run's records: a reference count, not a copy per row).
+    pub policy: std::sync::Arc<str>,
     /// Conversation index in the run (0-based, arrival order).
     pub conversation: usize,
-    /// Conversation id in the trace.
-    pub conversation_id: String,
+    /// Conversation id in the trace (shared with the workload).
+    pub conversation_id: std::sync::Arc<str>,
     /// Turn number (1-based).
     pub turn: usize,
     /// Route taken.
@@ -68,9 +68,9 @@ pub struct RequestRecord {
     /// Outcome.
     pub status: RequestStatus,
     /// Prefill instance (`P0`, …) for split routes.
-    pub prefill_instance: Option<String>,
+    pub prefill_instance: Option<std::sync::Arc<str>>,
     /// Instance that produced the tokens (`D0`, `R1`, …).
-    pub decode_instance: String,
+    pub decode_instance: std::sync::Arc<str>,
     /// Arrival at the router \[ms\].
     pub arrived_at_ms: f64,
     /// First output token \[ms\].
@@ -595,10 +595,10 @@ mod tests {
             bytes in any::<u64>(), n in proptest::collection::vec(any::<u32>(), 7),
         ) -> RequestRecord {
             RequestRecord {
-                policy, conversation, conversation_id, turn,
+                policy: policy.into(), conversation, conversation_id: conversation_id.into(), turn,
                 route: if split { RouteKind::Split } else { RouteKind::Local },
                 status: [RequestStatus::Ok, RequestStatus::Timeout, RequestStatus::Rejected][status as usize],
-                prefill_instance: prefill, decode_instance: decode,
+                prefill_instance: prefill.map(Into::into), decode_instance: decode.into(),
                 arrived_at_ms: t[0], first_token_at_ms: t[1], completed_at_ms: t[2], ttft_ms: t[3],
                 tpot_ms: tpot, e2e_ms: t[4], queue_delay_ms: t[5], kv_transfer_ms: t[6],
                 kv_transfer_bytes: bytes,

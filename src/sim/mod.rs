@@ -400,7 +400,9 @@ pub struct Simulation<'a> {
     cfg: SimConfig,
     /// The iteration-time model of each instance (P first, then D/R).
     costs: Vec<&'a dyn CostModel>,
-    policy_name: String,
+    /// Names shared by every record of the run (reference counts, not copies per row).
+    policy_name: std::sync::Arc<str>,
+    instance_names: Vec<std::sync::Arc<str>>,
     policy: Box<dyn Policy>,
     queue: EventQueue<Event>,
     now: SimTime,
@@ -510,7 +512,8 @@ impl<'a> Simulation<'a> {
         let n = instances.len();
         let n_convs = convs.len();
         Simulation {
-            policy_name: cfg.name.clone(),
+            policy_name: cfg.name.as_str().into(),
+            instance_names: instances.iter().map(|i| i.name.as_str().into()).collect(),
             policy: cfg.router.build(),
             cfg,
             costs: vec![cost; n],
@@ -1289,7 +1292,7 @@ impl<'a> Simulation<'a> {
     /// # Panics
     /// If it never produced a token or never completed (broken invariants).
     fn record_of(&self, id: usize) -> RequestRecord {
-        let name = |i: usize| self.instances[i].name.clone();
+        let name = |i: usize| self.instance_names[i].clone();
         let r = &self.requests[id];
         let first = r.first_token_at.unwrap_or_else(|| {
             panic!(

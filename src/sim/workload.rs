@@ -81,8 +81,8 @@ pub enum ConversationOrder {
 /// One conversation ready to simulate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimedConversation {
-    /// Trace id.
-    pub id: String,
+    /// Trace id (shared by every run's records of the conversation).
+    pub id: std::sync::Arc<str>,
     /// When turn 1 arrives.
     pub start_at: SimTime,
     /// Turns.
@@ -126,6 +126,7 @@ pub fn generate(
     {
         return setup_protocol(source, &idx, *rate_per_s, *duration_s, *setup_s, think, rng);
     }
+    let ids = shared_ids(source);
     assert!(!source.is_empty() && (count.is_some() || window_s.is_some()));
     let gap = match arrival {
         ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
@@ -139,7 +140,8 @@ pub fn generate(
     let mut t = 0.0f64;
     let mut out = Vec::new();
     for n in 0.. {
-        let c = &source[idx[n % idx.len()]];
+        let k = idx[n % idx.len()];
+        let c = &source[k];
         // Conversation n's start.
         match (arrival, &gap) {
             // With a window the first start is a draw too (the benchmark's generator); otherwise it is at 0.
@@ -170,7 +172,7 @@ pub fn generate(
             })
             .collect();
         out.push(TimedConversation {
-            id: c.id.clone(),
+            id: ids[k].clone(),
             start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
             turns: c.turns.clone(),
             think_after,
@@ -198,6 +200,11 @@ fn think_times(c: &Conversation, think: &ThinkTimeSpec, rng: &mut RngStreams) ->
         .collect()
 }
 
+/// One shared id per source conversation, however often a workload cycles through it.
+fn shared_ids(source: &[Conversation]) -> Vec<std::sync::Arc<str>> {
+    source.iter().map(|c| c.id.as_str().into()).collect()
+}
+
 /// The setup-phase protocol of [`ArrivalSpec::Setup`].
 fn setup_protocol(
     source: &[Conversation],
@@ -209,6 +216,7 @@ fn setup_protocol(
     rng: &mut RngStreams,
 ) -> Vec<TimedConversation> {
     let gap = Exp::new(rate_per_s).expect("rate validated > 0");
+    let ids = shared_ids(source);
     let cap = ((rate_per_s * duration_s) as usize).max(1);
     let mut arrivals = Vec::new();
     let mut t = 0.0f64;
@@ -227,13 +235,14 @@ fn setup_protocol(
         .iter()
         .enumerate()
         .map(|(n, &a)| {
-            let c = &source[idx[n % idx.len()]];
+            let k = idx[n % idx.len()];
+            let c = &source[k];
             let mut not_before = vec![SimTime::ZERO; c.turns.len().saturating_sub(1)];
             if let Some(first) = not_before.first_mut() {
                 *first = SimTime::ZERO + SimDuration::from_secs_f64(setup_s + a);
             }
             TimedConversation {
-                id: c.id.clone(),
+                id: ids[k].clone(),
                 start_at: SimTime::ZERO,
                 turns: c.turns.clone(),
                 think_after: think_times(c, think, rng),
@@ -346,7 +355,7 @@ mod tests {
                 &mut rng,
             )
             .into_iter()
-            .map(|c| (c.id, c.start_at))
+            .map(|c| (c.id.to_string(), c.start_at))
             .collect()
         };
         let at = |s: f64| SimTime::ZERO + SimDuration::from_secs_f64(s);

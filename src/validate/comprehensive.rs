@@ -208,7 +208,7 @@ pub fn simulate_comprehensive_replays(
     // Each replica: Poisson conversation starts at `qps` within a 10 s window (the benchmark's
     // generator) and its own router placement.
     let conv = |n: usize, start: f64| TimedConversation {
-        id: format!("{workload}-{n}"),
+        id: format!("{workload}-{n}").into(),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(start),
         turns: vec![
             Turn {

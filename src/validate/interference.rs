@@ -121,7 +121,7 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
         let m = |key: &str| mean(trials.iter().filter_map(|t| t[key].as_f64()).filter(|x| *x > 0.0));
         let mut convs = Vec::new();
         let conv = |id: String, user: u32, out: u32, shared: bool| TimedConversation {
-            id,
+            id: id.into(),
             start_at: SimTime::ZERO,
             turns: vec![Turn {
                 user_tokens: user,

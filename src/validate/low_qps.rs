@@ -152,7 +152,7 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
         .map(|i| {
             offset += gap.sample(&mut rng);
             TimedConversation {
-                id: format!("{}-{i}", p.workload),
+                id: format!("{}-{i}", p.workload).into(),
                 start_at: SimTime::ZERO,
                 turns: vec![
                     Turn {

@@ -1221,7 +1221,7 @@ fn comprehensive_protocol_scenario_generates_the_benchmark_workload() {
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     let mut rdr = csv::Reader::from_reader(csv.as_bytes());
     let rows: Vec<ppdsim::metrics::RequestRecord> = rdr.deserialize().map(|r| r.unwrap()).collect();
-    let pd: Vec<_> = rows.iter().filter(|r| r.policy == "1P_3D").collect();
+    let pd: Vec<_> = rows.iter().filter(|r| &*r.policy == "1P_3D").collect();
     // Two turns per conversation: 1024 → 1024, then 1024 + 1024 + 129 prompt tokens → 128.
     assert!(pd
         .iter()
@@ -1243,7 +1243,7 @@ fn comprehensive_protocol_scenario_generates_the_benchmark_workload() {
     }
     // The scenario's `affinity_miss_rate = 0.2222`: some of PPD's turn-2 requests are routed as new
     // conversations (through P); the rest go straight to their pD. (Expected 2/9 of them.)
-    let ppd_t2: Vec<_> = rows.iter().filter(|r| r.policy == "1P_3pD" && r.turn == 2).collect();
+    let ppd_t2: Vec<_> = rows.iter().filter(|r| &*r.policy == "1P_3pD" && r.turn == 2).collect();
     let split = ppd_t2
         .iter()
         .filter(|r| r.route == ppdsim::metrics::RouteKind::Split)

@@ -92,7 +92,7 @@ fn staggered(n: usize, gap_s: f64) -> Vec<TimedConversation> {
     (0..n)
         .map(|i| {
             let mut c = conversation().remove(0);
-            c.id = format!("c{i}");
+            c.id = format!("c{i}").into();
             c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * gap_s);
             c
         })
@@ -233,7 +233,7 @@ fn hysteresis_sends_turns_remote_while_the_backlog_is_high() {
         (0..5)
             .map(|i| {
                 let mut c = conversation().remove(0);
-                c.id = format!("c{i}");
+                c.id = format!("c{i}").into();
                 c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(if i == 4 { 0.5 } else { 0.0 });
                 c
             })
@@ -249,7 +249,8 @@ fn hysteresis_sends_turns_remote_while_the_backlog_is_high() {
         // Lockstep check: the four simultaneous turn-2s arrive at one instant.
         assert!(t2[..4].iter().all(|x| x.arrived_at_ms == t2[0].arrived_at_ms));
         assert!(t2.iter().all(|x| x.num_prompt_tokens == 123));
-        let mut by_conv: Vec<(String, RouteKind)> = t2.iter().map(|x| (x.conversation_id.clone(), x.route)).collect();
+        let mut by_conv: Vec<(String, RouteKind)> =
+            t2.iter().map(|x| (x.conversation_id.to_string(), x.route)).collect();
         by_conv.sort_by(|a, b| a.0.cmp(&b.0));
         by_conv.into_iter().map(|(_, k)| k).collect()
     };
@@ -313,7 +314,7 @@ fn pd_turn1_event_sequence_step_by_step() {
 fn one_turn(n: usize) -> Vec<TimedConversation> {
     (0..n)
         .map(|i| TimedConversation {
-            id: format!("c{i}"),
+            id: format!("c{i}").into(),
             start_at: SimTime::ZERO,
             turns: vec![Turn {
                 user_tokens: 100,
@@ -427,7 +428,7 @@ fn least_loaded_pinning_spreads_conversations() {
     let mut cfg = config(replication(2), 8192);
     cfg.pinning = ppdsim::sim::Pinning::LeastLoaded;
     let r = run_cfg(cfg, one_turn(4));
-    let on_r0 = r.iter().filter(|x| x.decode_instance == "R0").count();
+    let on_r0 = r.iter().filter(|x| &*x.decode_instance == "R0").count();
     assert_eq!(on_r0, 2);
 }
 
@@ -436,13 +437,13 @@ fn mixed_pool_routes_turn2_by_the_pinned_instance_kind() {
     // 1 P + 1 D + 1 pD: conversations pinned to the pD go direct on turn 2, the others via P.
     let convs: Vec<TimedConversation> = (0..8)
         .map(|i| TimedConversation {
-            id: format!("c{i}"),
+            id: format!("c{i}").into(),
             ..conversation().remove(0)
         })
         .collect();
     let r = run_cfg(config(on(r#"kind = "ppd""#, "1P_1D_1pD"), 8192), convs);
     for x in r.iter().filter(|x| x.turn == 2) {
-        let expect = if x.decode_instance == "D1" {
+        let expect = if &*x.decode_instance == "D1" {
             RouteKind::Local
         } else {
             RouteKind::Split
@@ -704,7 +705,7 @@ fn routing_seed_draws_another_placement_with_the_same_shares() {
         (0..600)
             .map(|i| {
                 let mut c = conversation().remove(0);
-                c.id = format!("c{i}");
+                c.id = format!("c{i}").into();
                 c.turns.truncate(1);
                 c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * 0.1);
                 c
@@ -715,10 +716,16 @@ fn routing_seed_draws_another_placement_with_the_same_shares() {
     let place = |seed: u64| -> Vec<String> {
         let mut cfg = config(pd3(), 8192);
         cfg.routing_seed = seed;
-        run_cfg(cfg, convs()).into_iter().map(|r| r.decode_instance).collect()
+        run_cfg(cfg, convs())
+            .into_iter()
+            .map(|r| r.decode_instance.to_string())
+            .collect()
     };
     let (default, zero, other) = (run_cfg(config(pd3(), 8192), convs()), place(0), place(1));
-    assert!(default.iter().map(|r| &r.decode_instance).eq(zero.iter()));
+    assert!(default
+        .iter()
+        .map(|r| &*r.decode_instance)
+        .eq(zero.iter().map(String::as_str)));
     let moved = zero.iter().zip(&other).filter(|(a, b)| a != b).count();
     assert!(moved > 300, "only {moved} of 600 conversations moved");
     for d in ["D0", "D1", "D2"] {
