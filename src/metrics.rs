@@ -30,6 +30,36 @@ pub fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
 }
 
+/// `xs` sorted in [`f64::total_cmp`] order. Sorted as integers: the map from a double's bits to
+/// the signed integer whose order is `total_cmp`'s (flip the magnitude bits of negatives) is its
+/// own inverse, and a primitive sort runs about twice as fast as a comparator. Values equal under
+/// `total_cmp` have the same bits, so the result is the one order there is.
+pub fn sorted_total(xs: Vec<f64>) -> Vec<f64> {
+    let key = |b: i64| b ^ ((((b >> 63) as u64) >> 1) as i64);
+    let mut keys: Vec<i64> = xs.into_iter().map(|x| key(x.to_bits() as i64)).collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|k| f64::from_bits(key(k) as u64)).collect()
+}
+
+/// The sorted union of two samples each sorted in [`f64::total_cmp`] order: what
+/// [`sorted_total`] gives for their concatenation, in linear time.
+pub fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if b[j].total_cmp(&a[i]).is_lt() {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 /// How a turn was served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -281,21 +311,28 @@ impl LatencyStats {
     /// Statistics of `xs` \[ms\] at `percentiles` plus [`REQUIRED_PERCENTILES`] (linear
     /// interpolation, as numpy's default); count 0 and every value 0 when `xs` is empty.
     pub fn at(xs: impl IntoIterator<Item = f64>, percentiles: &[f64]) -> Self {
-        let mut v: Vec<f64> = xs.into_iter().collect();
+        Self::of_sorted(&sorted_total(xs.into_iter().collect()), percentiles)
+    }
+
+    /// [`LatencyStats::at`] of a sample already sorted in [`f64::total_cmp`] order (the mean is
+    /// summed in that order, so both give the same bits).
+    ///
+    /// # Panics
+    /// If `sorted` is not sorted (debug builds).
+    pub fn of_sorted(sorted: &[f64], percentiles: &[f64]) -> Self {
+        debug_assert!(sorted.is_sorted_by(|a, b| a.total_cmp(b).is_le()));
         let ps = reported_percentiles(percentiles);
-        if v.is_empty() {
+        if sorted.is_empty() {
             return LatencyStats {
                 count: 0,
                 mean_ms: 0.0,
                 percentiles_ms: ps.iter().map(|&p| (p, 0.0)).collect(),
             };
         }
-        // Unstable is identical here: values equal under `total_cmp` are the same bits.
-        v.sort_unstable_by(f64::total_cmp);
         LatencyStats {
-            count: v.len(),
-            mean_ms: v.iter().sum::<f64>() / v.len() as f64,
-            percentiles_ms: ps.iter().map(|&p| (p, percentile_sorted(&v, p))).collect(),
+            count: sorted.len(),
+            mean_ms: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            percentiles_ms: ps.iter().map(|&p| (p, percentile_sorted(sorted, p))).collect(),
         }
     }
 
@@ -451,7 +488,7 @@ pub struct SummaryBuilder {
     num_later_local: usize,
     ttft_turn1: Vec<f64>,
     ttft_turn2plus: Vec<f64>,
-    tpot_all: Vec<f64>,
+    tpot_turn1: Vec<f64>,
     tpot_turn2plus: Vec<f64>,
     e2e_all: Vec<f64>,
 }
@@ -474,7 +511,7 @@ impl SummaryBuilder {
             num_later_local: 0,
             ttft_turn1: Vec::new(),
             ttft_turn2plus: Vec::new(),
-            tpot_all: Vec::new(),
+            tpot_turn1: Vec::new(),
             tpot_turn2plus: Vec::new(),
             e2e_all: Vec::new(),
         }
@@ -497,9 +534,9 @@ impl SummaryBuilder {
         self.output_tokens += r.num_output_tokens as u64;
         self.kv_bytes += r.kv_transfer_bytes;
         self.e2e_all.push(r.e2e_ms);
-        self.tpot_all.extend(r.tpot_ms);
         if r.turn == 1 {
             self.ttft_turn1.push(r.ttft_ms);
+            self.tpot_turn1.extend(r.tpot_ms);
         } else {
             self.ttft_turn2plus.push(r.ttft_ms);
             self.tpot_turn2plus.extend(r.tpot_ms);
@@ -516,10 +553,12 @@ impl SummaryBuilder {
         mode_switches: u64,
         percentiles: &[f64],
     ) -> Summary {
-        // Each column is handed over whole: the statistics sort it in place, without a copy.
-        let stats = |xs: Vec<f64>| LatencyStats::at(xs, percentiles);
+        // Each column is sorted once; the all-turn columns are merged from the per-turn ones.
+        let stats = |xs: &[f64]| LatencyStats::of_sorted(xs, percentiles);
+        let (ttft_turn1, ttft_turn2plus) = (sorted_total(self.ttft_turn1), sorted_total(self.ttft_turn2plus));
+        let (tpot_turn1, tpot_turn2plus) = (sorted_total(self.tpot_turn1), sorted_total(self.tpot_turn2plus));
         // One E2E per successful request, one turn-2+ TTFT per later one.
-        let (num_ok, num_later) = (self.e2e_all.len(), self.ttft_turn2plus.len());
+        let (num_ok, num_later) = (self.e2e_all.len(), ttft_turn2plus.len());
         let makespan_s = if num_ok == 0 {
             0.0
         } else {
@@ -533,8 +572,6 @@ impl SummaryBuilder {
             }
         };
         let frac = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
-        // TTFT over all requests: the statistics sort their values, so the order does not matter.
-        let ttft_all: Vec<f64> = self.ttft_turn1.iter().chain(&self.ttft_turn2plus).copied().collect();
         Summary {
             policy: policy.to_string(),
             num_conversations,
@@ -542,12 +579,12 @@ impl SummaryBuilder {
             num_failed: self.num_failed,
             num_rejected: self.num_rejected,
             makespan_s,
-            ttft_turn1: stats(self.ttft_turn1),
-            ttft_turn2plus: stats(self.ttft_turn2plus),
-            ttft_all: stats(ttft_all),
-            tpot_all: stats(self.tpot_all),
-            tpot_turn2plus: stats(self.tpot_turn2plus),
-            e2e_all: stats(self.e2e_all),
+            ttft_turn1: stats(&ttft_turn1),
+            ttft_turn2plus: stats(&ttft_turn2plus),
+            ttft_all: stats(&merge_sorted(&ttft_turn1, &ttft_turn2plus)),
+            tpot_all: stats(&merge_sorted(&tpot_turn1, &tpot_turn2plus)),
+            tpot_turn2plus: stats(&tpot_turn2plus),
+            e2e_all: stats(&sorted_total(self.e2e_all)),
             throughput_rps: per_s(num_ok as f64),
             output_tokens_per_s: per_s(self.output_tokens as f64),
             slo_attainment: frac(self.num_meeting_slo as u64, num_ok as u64),
@@ -618,6 +655,33 @@ mod tests {
             r.write_csv_row(&mut fast);
             prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&serde));
         }
+
+        #[test]
+        fn integer_sort_and_merge_give_total_cmp_order(
+            a in proptest::collection::vec(prop_oneof![any::<f64>(), Just(-0.0), Just(0.0), Just(f64::NAN), -5.0f64..5.0], 0..60),
+            b in proptest::collection::vec(prop_oneof![any::<f64>(), Just(-0.0), -5.0f64..5.0], 0..60),
+        ) {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let mut want = a.clone();
+            want.sort_by(f64::total_cmp);
+            let sa = super::sorted_total(a.clone());
+            prop_assert_eq!(bits(&sa), bits(&want));
+            let sb = super::sorted_total(b.clone());
+            let mut both: Vec<f64> = a.iter().chain(&b).copied().collect();
+            both.sort_by(f64::total_cmp);
+            prop_assert_eq!(bits(&super::merge_sorted(&sa, &sb)), bits(&both));
+        }
+    }
+
+    #[test]
+    fn latency_stats_of_a_hand_computed_sample() {
+        // Sorted: -0.0, 1, 2, 4, 10. Mean 17 / 5; p50 = 2; p90 at rank 3.6 = 4 + 0.6 × 6 = 7.6.
+        let s = super::LatencyStats::at([10.0, 2.0, -0.0, 4.0, 1.0], &[90.0]);
+        assert_eq!((s.count, s.mean_ms, s.p50_ms()), (5, 3.4, 2.0));
+        assert!((s.p(90.0) - 7.6).abs() < 1e-12, "{}", s.p(90.0));
+        // p99 at rank 3.96 = 4 + 0.96 × 6.
+        assert!((s.p99_ms() - 9.76).abs() < 1e-12);
+        assert_eq!(super::LatencyStats::at([], &[]).count, 0);
     }
 
     #[test]

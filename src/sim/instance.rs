@@ -733,12 +733,6 @@ impl Instance {
         private_blocks(self.limits.block_size, tokens, shared_hit)
     }
 
-    /// Blocks sequence `s` must add to hold `tokens` more computed tokens.
-    fn blocks_to_add(&self, s: &Seq, tokens: u32) -> u64 {
-        self.private_blocks(s.num_computed_tokens + tokens, s.num_shared_hit_tokens)
-            .saturating_sub(s.reserved_blocks)
-    }
-
     /// Frees `v`'s KV (its computed tokens stay findable in the prefix cache until evicted) and
     /// puts it back at the head of the waiting queue to be recomputed.
     fn preempt(&mut self, mut v: Seq) {
@@ -838,30 +832,48 @@ impl Instance {
         self.batch.clear();
         // Running sequences in admission order; preemption victims come from the back, so the
         // ones already scheduled (before `i`) keep their place.
+        assert!(
+            self.run.is_none(),
+            "{}: a scheduling pass inside a decode run",
+            self.name
+        );
+        let (cap, bs, incremental) = (
+            self.limits.capacity_blocks,
+            self.limits.block_size,
+            self.limits.incremental_kv,
+        );
+        // Blocks held outside the running sequences' reservations (cache entries, shared
+        // prefixes): `used_blocks()` is `self.reserved_blocks + outside` while no run is in flight.
+        let mut outside = self.cache.blocks() + self.shared_blocks;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
-            let rem = self.running[i].remaining_prefill();
+            let s = &self.running[i];
+            let rem = s.remaining_prefill();
             let tokens = if rem > 0 { rem.min(budget) } else { 1 };
-            if self.limits.incremental_kv {
-                let need = self.blocks_to_add(&self.running[i], tokens);
-                let mut self_preempted = false;
-                while self.used_blocks() + need > self.limits.capacity_blocks {
-                    if self.cache.evict_lru().is_some() {
-                        continue;
+            if incremental {
+                let need = private_blocks(bs, s.num_computed_tokens + tokens, s.num_shared_hit_tokens)
+                    .saturating_sub(s.reserved_blocks);
+                if self.reserved_blocks + outside + need > cap {
+                    // Evict cached prefixes, then preempt from the back.
+                    let mut self_preempted = false;
+                    while self.used_blocks() + need > cap {
+                        if self.cache.evict_lru().is_some() {
+                            continue;
+                        }
+                        // The last running sequence goes — `i` itself when it is the last.
+                        let victim = self.running.pop().expect("i < len");
+                        self.preempt(victim);
+                        if i == self.running.len() {
+                            self_preempted = true;
+                            break;
+                        }
                     }
-                    // The last running sequence goes — `i` itself when it is the last.
-                    let victim = self.running.pop().expect("i < len");
-                    self.preempt(victim);
-                    if i == self.running.len() {
-                        self_preempted = true;
+                    outside = self.cache.blocks() + self.shared_blocks;
+                    if self_preempted {
                         break;
                     }
                 }
-                if self_preempted {
-                    break;
-                }
-                let s = &mut self.running[i];
-                s.reserved_blocks += need;
+                self.running[i].reserved_blocks += need;
                 self.reserved_blocks += need;
             }
             let s = &self.running[i];
