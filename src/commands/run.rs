@@ -12,7 +12,6 @@ use crate::scenario::LoadedScenario;
 use crate::sim::workload::ArrivalSpec;
 use crate::sim::{workload, Simulation};
 use anyhow::Result;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// Results of one scenario run.
@@ -32,6 +31,60 @@ pub struct RunResults {
     /// work delays the measured turns, which the benchmark's protocol (setup, then the window)
     /// does not do.
     pub setup_overruns: Vec<(String, f64)>,
+}
+
+/// Concatenates the runs' `requests.csv` parts in run order as the runs finish: the first part
+/// (it starts with the header) becomes `requests.csv`, each next one is appended once every earlier
+/// one is, and goes. Appended with `std::io::copy` (Linux's in-kernel `copy_file_range`), not
+/// through a file opened in append mode, which that call refuses.
+struct PartMerge {
+    /// Runs finished (their parts complete).
+    finished: Vec<bool>,
+    /// Parts merged: `0..next`.
+    next: usize,
+    csv: Option<std::fs::File>,
+    error: Option<anyhow::Error>,
+}
+
+impl PartMerge {
+    fn new(runs: usize) -> Self {
+        PartMerge {
+            finished: vec![false; runs],
+            next: 0,
+            csv: None,
+            error: None,
+        }
+    }
+
+    /// Run `k` finished: merges every part now next in line.
+    fn finished(&mut self, k: usize, dir: &OutputDir, part: &dyn Fn(usize) -> String) {
+        self.finished[k] = true;
+        while self.error.is_none() && self.next < self.finished.len() && self.finished[self.next] {
+            if let Err(e) = self.append(self.next, dir, part) {
+                self.error = Some(e);
+                return;
+            }
+            self.next += 1;
+        }
+    }
+
+    fn append(&mut self, k: usize, dir: &OutputDir, part: &dyn Fn(usize) -> String) -> Result<()> {
+        let p = dir.path(&part(k))?;
+        match self.csv.as_mut() {
+            None => {
+                let csv_path = dir.path("requests.csv")?;
+                std::fs::rename(&p, &csv_path)?;
+                let mut csv = std::fs::OpenOptions::new().write(true).open(&csv_path)?;
+                std::io::Seek::seek(&mut csv, std::io::SeekFrom::End(0))?;
+                self.csv = Some(csv);
+            }
+            Some(csv) => {
+                std::io::copy(&mut std::fs::File::open(&p)?, csv)?;
+                std::fs::remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `requests.csv` rows of one run, streamed to a file as the simulator emits them (formatted in
@@ -116,79 +169,97 @@ pub(crate) fn simulate_with(
         .collect();
     let deployments = sc.deployments();
     let part = |k: usize| format!(".requests.part-{k}.csv");
-    let results: Vec<Result<_>> = deployments
-        .par_iter()
-        .enumerate()
-        .map(|(k, d)| {
-            let mut rows = match requests {
-                Some(dir) => Some(RequestRows {
-                    out: std::fs::File::create(dir.path(&part(k))?)?,
-                    chunk: if k == 0 {
-                        crate::metrics::REQUEST_CSV_HEADER.as_bytes().to_vec()
-                    } else {
-                        Vec::new()
-                    },
-                    error: None,
-                }),
-                None => None,
-            };
-            let mut summary = crate::metrics::SummaryBuilder::new(sc.resolved.slo);
-            let mut lat = Vec::new();
-            // Setup-phase turns run but are not measured.
-            let setup = w.setup_turns as usize;
-            let mut setup_end_ms = 0.0f64;
-            let r = {
-                let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
-                    if r.turn > setup {
-                        summary.push(&r);
-                    } else {
-                        setup_end_ms = setup_end_ms.max(r.completed_at_ms);
-                    }
-                    if latencies {
-                        lat.push(crate::plot::RequestLatency {
-                            policy: k,
-                            turn: r.turn as u32,
-                            ok: r.status == crate::metrics::RequestStatus::Ok,
-                            ttft_ms: r.ttft_ms,
-                            tpot_ms: r.tpot_ms,
-                        });
-                    }
-                    if let Some(rows) = rows.as_mut() {
-                        rows.push(r);
-                    }
-                });
-                for (pool, cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
-                    if let (Some(model), Some(cost)) = (&pool.model, cost) {
-                        sim = sim.with_pool(pool.instances.clone(), cost, model.limits);
-                    }
-                }
-                let sim = if timeline {
-                    sim.with_timeline(sc.resolved.timeline_interval_s)
+    let run_one = |k: usize, d: &crate::scenario::Deployment| -> Result<_> {
+        let mut rows = match requests {
+            Some(dir) => Some(RequestRows {
+                out: std::fs::File::create(dir.path(&part(k))?)?,
+                chunk: if k == 0 {
+                    crate::metrics::REQUEST_CSV_HEADER.as_bytes().to_vec()
                 } else {
-                    sim
-                };
-                sim.run()
-            };
-            if let Some(rows) = rows {
-                rows.finish()?;
-            }
-            bar.inc(1);
-            let s = summary.finish(
-                &d.name,
-                convs.len(),
-                r.instances,
-                r.mode_switches,
-                &sc.resolved.percentiles,
-            );
-            let overrun = match w.arrival {
-                ArrivalSpec::Setup { setup_s, .. } if setup > 0 && setup_end_ms > setup_s * 1000.0 => {
-                    Some((d.name.clone(), setup_end_ms / 1000.0))
+                    Vec::new()
+                },
+                error: None,
+            }),
+            None => None,
+        };
+        let mut summary = crate::metrics::SummaryBuilder::new(sc.resolved.slo);
+        let mut lat = Vec::new();
+        // Setup-phase turns run but are not measured.
+        let setup = w.setup_turns as usize;
+        let mut setup_end_ms = 0.0f64;
+        let r = {
+            let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
+                if r.turn > setup {
+                    summary.push(&r);
+                } else {
+                    setup_end_ms = setup_end_ms.max(r.completed_at_ms);
                 }
-                _ => None,
+                if latencies {
+                    lat.push(crate::plot::RequestLatency {
+                        policy: k,
+                        turn: r.turn as u32,
+                        ok: r.status == crate::metrics::RequestStatus::Ok,
+                        ttft_ms: r.ttft_ms,
+                        tpot_ms: r.tpot_ms,
+                    });
+                }
+                if let Some(rows) = rows.as_mut() {
+                    rows.push(r);
+                }
+            });
+            for (pool, cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
+                if let (Some(model), Some(cost)) = (&pool.model, cost) {
+                    sim = sim.with_pool(pool.instances.clone(), cost, model.limits);
+                }
+            }
+            let sim = if timeline {
+                sim.with_timeline(sc.resolved.timeline_interval_s)
+            } else {
+                sim
             };
-            Ok((s, lat, r.timeline, r.num_events, overrun))
-        })
-        .collect();
+            sim.run()
+        };
+        if let Some(rows) = rows {
+            rows.finish()?;
+        }
+        bar.inc(1);
+        let s = summary.finish(
+            &d.name,
+            convs.len(),
+            r.instances,
+            r.mode_switches,
+            &sc.resolved.percentiles,
+        );
+        let overrun = match w.arrival {
+            ArrivalSpec::Setup { setup_s, .. } if setup > 0 && setup_end_ms > setup_s * 1000.0 => {
+                Some((d.name.clone(), setup_end_ms / 1000.0))
+            }
+            _ => None,
+        };
+        Ok((s, lat, r.timeline, r.num_events, overrun))
+    };
+    // Runs in scenario order, each taken by the first free thread (a FIFO scope; rayon's halving
+    // split of a parallel iterator would pair runs 0–1 and 2–3 on two threads whatever they
+    // cost). A finished run's rows are appended to requests.csv as soon as every earlier run's
+    // are, while the other runs simulate.
+    let slots: Vec<std::sync::Mutex<Option<Result<_>>>> = deployments.iter().map(|_| Default::default()).collect();
+    let merge = std::sync::Mutex::new(PartMerge::new(deployments.len()));
+    rayon::scope_fifo(|scope| {
+        for (k, d) in deployments.iter().enumerate() {
+            let (slots, merge, run_one) = (&slots, &merge, &run_one);
+            scope.spawn_fifo(move |_| {
+                let r = run_one(k, d);
+                let ok = r.is_ok();
+                *slots[k].lock().expect("a run panicked") = Some(r);
+                if let (true, Some(dir)) = (ok, requests) {
+                    merge.lock().expect("a run panicked").finished(k, dir, &part);
+                }
+            });
+        }
+    });
+    let results = slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("a run panicked").expect("every run ran"));
     bar.finish_and_clear();
     let mut out = RunResults {
         summaries: Vec::new(),
@@ -205,20 +276,12 @@ pub(crate) fn simulate_with(
         out.summaries.push(s);
         out.latencies.extend(l);
     }
-    if let Some(dir) = requests {
-        // The runs' rows, run by run, into requests.csv: the first part (with the header) becomes
-        // it, the others are appended and go. Written at the end, not opened in append mode:
-        // Linux's in-kernel copy (`copy_file_range`) refuses an O_APPEND destination, and the
-        // userspace fallback is several times slower.
-        let csv_path = dir.path("requests.csv")?;
-        std::fs::rename(dir.path(&part(0))?, &csv_path)?;
-        let mut csv = std::fs::OpenOptions::new().write(true).open(&csv_path)?;
-        std::io::Seek::seek(&mut csv, std::io::SeekFrom::End(0))?;
-        for k in 1..deployments.len() {
-            let p = dir.path(&part(k))?;
-            std::io::copy(&mut std::fs::File::open(&p)?, &mut csv)?;
-            std::fs::remove_file(&p)?;
+    if requests.is_some() {
+        let merge = merge.into_inner().expect("a run panicked");
+        if let Some(e) = merge.error {
+            return Err(e);
         }
+        assert_eq!(merge.next, deployments.len(), "every run's rows are in requests.csv");
     }
     Ok(out)
 }
