@@ -107,11 +107,29 @@ mod tests {
                 n,
                 finished,
                 finished_end: ends[finished],
+                next_end: ends[finished + 1],
                 started: finished,
                 ctx0,
                 synced: finished,
                 blocks_synced: finished,
             };
+            // With its next step started (and not the run's last, which only its event applies),
+            // the run is settled exactly for events the search would not move it for.
+            let started_run = DecodeRun {
+                started: finished + 1,
+                ..run.clone()
+            };
+            for at in [
+                ends[finished + 1],
+                SimTime(ends[finished + 1].0 - 1),
+                SimTime(ends[finished + 1].0 + 1),
+            ] {
+                if finished + 1 == len {
+                    break;
+                }
+                let moved = started_run.last_finished_before(|end, _| end <= at).0 > finished;
+                assert_eq!(started_run.settled_before(at), !moved, "event at {at:?}");
+            }
             for k in [0, 1, finished, finished + 1, len - 1, len, rng.gen_range(0..=len)] {
                 assert_eq!(run.end(k.min(len)), ends[k.min(len)], "step {k} of {len}");
             }
@@ -290,6 +308,9 @@ pub struct DecodeRun {
     pub finished: usize,
     /// End of step `finished` (`start` when none).
     finished_end: SimTime,
+    /// End of step `finished + 1`, the next to finish (kept so that an event before it, the
+    /// common case, costs one comparison: [`DecodeRun::settled_before`]).
+    next_end: SimTime,
     /// Steps started (KV blocks reserved, busy time and iteration count): `finished` or
     /// `finished + 1`.
     pub started: usize,
@@ -302,6 +323,12 @@ pub struct DecodeRun {
 }
 
 impl DecodeRun {
+    /// True when nothing about the run changes for an event at or before `t`: its next step
+    /// has started and ends after `t`.
+    pub fn settled_before(&self, t: SimTime) -> bool {
+        self.started == self.finished + 1 && self.next_end > t
+    }
+
     /// Steps walked one by one (an integer add and shift each) before
     /// [`DecodeRun::last_finished_before`] switches to a search over closed-form ends (a few
     /// hundred ns each): it pays from about a thousand steps on.
@@ -508,6 +535,7 @@ impl Instance {
             n: n64,
             finished: 0,
             finished_end: now,
+            next_end: first_end,
             started: 1,
             ctx0,
             synced: 0,
@@ -542,6 +570,7 @@ impl Instance {
         let from_end = run.end(from);
         run.finished = finish;
         run.finished_end = finish_end;
+        run.next_end = run.end(finish + 1);
         run.started = start;
         if to > from {
             self.busy_time = self.busy_time + run.end(to).since(from_end);
