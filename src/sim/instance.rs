@@ -197,6 +197,9 @@ pub struct Seq {
     pub enqueued_at: SimTime,
     /// When it was admitted (first scheduled).
     pub admitted_at: Option<SimTime>,
+    /// Prompt tokens the iteration in flight computes for it, 0 for a decode token (meaningful
+    /// for the first [`Instance`] `batch_len` running sequences).
+    pub chunk: u32,
 }
 
 impl Seq {
@@ -255,8 +258,9 @@ pub struct Instance {
     pub cache: PrefixCache,
     waiting: std::collections::VecDeque<Seq>,
     running: Vec<Seq>,
-    /// (index into `running`, prefill tokens or 0 for a decode token) of the iteration in flight.
-    batch: Vec<(usize, u32)>,
+    /// The iteration in flight runs `running[..batch_len]` (always a prefix: running sequences
+    /// in admission order, then the ones it admitted), each with its [`Seq::chunk`].
+    batch_len: usize,
     busy_until: Option<SimTime>,
     reserved_blocks: u64,
     /// Shared prefixes resident on this instance (key → tokens), pinned: never evicted.
@@ -435,7 +439,7 @@ impl Instance {
             cache: PrefixCache::new(limits.block_size),
             waiting: Default::default(),
             running: Vec::new(),
-            batch: Vec::new(),
+            batch_len: 0,
             busy_until: None,
             reserved_blocks: 0,
             shared: Default::default(),
@@ -466,12 +470,8 @@ impl Instance {
         if max_steps < 2
             || !self.waiting.is_empty()
             || n == 0
-            || self.batch.len() != n
-            || self
-                .batch
-                .iter()
-                .enumerate()
-                .any(|(k, &(i, chunk))| i != k || chunk != 0)
+            || self.batch_len != n
+            || !self.shape_scratch.prefill.is_empty()
         {
             return None;
         }
@@ -647,7 +647,7 @@ impl Instance {
         self.sync_run();
         let run = self.run.take().expect("end_run without a decode run");
         if run.started == run.finished {
-            self.batch.clear();
+            self.batch_len = 0;
             self.busy_until = None;
             RunEnd::Idle
         } else if run.started == run.len {
@@ -858,7 +858,6 @@ impl Instance {
         shape.prefill.clear();
         shape.num_decode_seqs = 0;
         shape.decode_context_tokens = 0;
-        self.batch.clear();
         // Running sequences in admission order; preemption victims come from the back, so the
         // ones already scheduled (before `i`) keep their place.
         assert!(
@@ -905,34 +904,45 @@ impl Instance {
                 self.running[i].reserved_blocks += need;
                 self.reserved_blocks += need;
             }
-            let s = &self.running[i];
+            let s = &mut self.running[i];
             if rem > 0 {
                 shape.prefill.push(PrefillPart {
                     num_new_tokens: tokens,
                     num_cached_tokens: s.num_computed_tokens,
                 });
-                self.batch.push((i, tokens));
+                s.chunk = tokens;
             } else {
                 shape.num_decode_seqs += 1;
                 shape.decode_context_tokens += s.num_computed_tokens as u64;
-                self.batch.push((i, 0));
+                s.chunk = 0;
             }
             budget -= tokens;
             i += 1;
         }
+        let mut admitted = 0;
         while budget > 0 && !self.waiting.is_empty() && (self.running.len() as u32) < self.limits.max_num_seqs {
+            assert_eq!(
+                self.running.len(),
+                i + admitted,
+                "{}: admissions follow every running sequence",
+                self.name
+            );
             let Some(chunk) = self.admit_head(now, budget) else {
                 break;
             };
-            let i = self.running.len() - 1;
+            let s = self.running.last_mut().expect("just admitted");
             debug_assert!(chunk > 0, "an admitted sequence always has a prompt token to compute");
             shape.prefill.push(PrefillPart {
                 num_new_tokens: chunk,
-                num_cached_tokens: self.running[i].num_computed_tokens,
+                num_cached_tokens: s.num_computed_tokens,
             });
-            self.batch.push((i, chunk));
+            s.chunk = chunk;
             budget -= chunk;
+            admitted += 1;
         }
+        // The running sequences the first loop reached, then every one admitted after them (the
+        // queue is admitted from only with budget left, so after every running sequence).
+        self.batch_len = i + admitted;
         assert!(
             self.used_blocks() <= self.limits.capacity_blocks,
             "{}: KV blocks {} exceed capacity {}",
@@ -979,8 +989,8 @@ impl Instance {
         }
         let mut done = std::mem::take(&mut self.done_scratch);
         done.clear();
-        for &(i, chunk) in &self.batch {
-            let s = &mut self.running[i];
+        for (i, s) in self.running[..self.batch_len].iter_mut().enumerate() {
+            let chunk = s.chunk;
             if chunk > 0 {
                 s.num_computed_tokens += chunk;
                 assert!(s.num_computed_tokens <= s.prefill_target());
@@ -1010,7 +1020,7 @@ impl Instance {
                 }
             }
         }
-        self.batch.clear();
+        self.batch_len = 0;
         done.sort_unstable();
         for &i in done.iter().rev() {
             let s = self.running.remove(i);

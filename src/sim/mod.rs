@@ -894,6 +894,7 @@ impl<'a> Simulation<'a> {
             reserved_blocks: 0,
             enqueued_at: self.now,
             admitted_at: None,
+            chunk: 0,
         }
     }
 
