@@ -392,3 +392,39 @@ pub(crate) fn exec_run(
     }
     Ok(EXIT_OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PartMerge;
+    use crate::outdir::OutputDir;
+
+    #[test]
+    fn parts_merge_in_run_order_whatever_order_the_runs_finish() {
+        let dest = std::env::temp_dir().join(format!("ppdsim-part-merge-{}", std::process::id()));
+        let dir = OutputDir::create(&dest, false, "run").expect("staging");
+        let part = |k: usize| format!(".requests.part-{k}.csv");
+        for (k, text) in ["header\na\n", "b\n", "c\nd\n", "e\n"].iter().enumerate() {
+            dir.write(&part(k), text.as_bytes()).expect("part");
+        }
+        let mut merge = PartMerge::new(4);
+        // Run 2 first: nothing can be merged before run 0.
+        merge.finished(2, &dir, &part);
+        assert_eq!(merge.next, 0);
+        merge.finished(0, &dir, &part);
+        assert_eq!(merge.next, 1);
+        merge.finished(3, &dir, &part);
+        assert_eq!(merge.next, 1);
+        // Run 1 releases 2 and 3 behind it.
+        merge.finished(1, &dir, &part);
+        assert_eq!(merge.next, 4);
+        assert!(merge.error.is_none());
+        drop(merge);
+        let csv = std::fs::read_to_string(dir.path("requests.csv").unwrap()).unwrap();
+        assert_eq!(csv, "header\na\nb\nc\nd\ne\n");
+        for k in 0..4 {
+            assert!(!dir.path(&part(k)).unwrap().exists(), "part {k} left behind");
+        }
+        drop(dir);
+        let _ = std::fs::remove_dir_all(&dest);
+    }
+}
