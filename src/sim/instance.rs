@@ -496,7 +496,16 @@ impl Instance {
                     })
                     .sum()
             };
-            if extra(steps) > free {
+            // Step 1 reserved every sequence's blocks for c + 1 tokens (try_start), so step k
+            // adds at most ⌈(k − 1) / block⌉ blocks per sequence: when even that fits, the exact
+            // sum (a division per sequence) is not needed.
+            let bound = |k: usize| n as u64 * ((k as u64).saturating_sub(1)).div_ceil(self.limits.block_size as u64);
+            debug_assert!(
+                extra(steps) <= bound(steps),
+                "{}: a decode run's blocks exceed their bound",
+                self.name
+            );
+            if bound(steps) > free && extra(steps) > free {
                 // The longest run whose blocks fit: extra(k) grows with k.
                 let (mut lo, mut hi) = (1, steps);
                 while lo < hi {
