@@ -126,7 +126,7 @@ pub fn generate(
     {
         return setup_protocol(source, &idx, *rate_per_s, *duration_s, *setup_s, think, rng);
     }
-    let ids = shared_ids(source);
+    let mut ids = shared_ids(source);
     assert!(!source.is_empty() && (count.is_some() || window_s.is_some()));
     let gap = match arrival {
         ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
@@ -172,7 +172,7 @@ pub fn generate(
             })
             .collect();
         out.push(TimedConversation {
-            id: ids[k].clone(),
+            id: ids.get(k),
             start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
             turns: c.turns.clone(),
             think_after,
@@ -200,9 +200,26 @@ fn think_times(c: &Conversation, think: &ThinkTimeSpec, rng: &mut RngStreams) ->
         .collect()
 }
 
-/// One shared id per source conversation, however often a workload cycles through it.
-fn shared_ids(source: &[Conversation]) -> Vec<std::sync::Arc<str>> {
-    source.iter().map(|c| c.id.as_str().into()).collect()
+/// One shared id per source conversation, however often a workload cycles through it, made
+/// when first used (a workload may take 10 of a trace's 10,000 conversations).
+struct SharedIds<'a> {
+    source: &'a [Conversation],
+    ids: Vec<Option<std::sync::Arc<str>>>,
+}
+
+impl SharedIds<'_> {
+    /// Conversation `k`'s id.
+    fn get(&mut self, k: usize) -> std::sync::Arc<str> {
+        let source = self.source;
+        self.ids[k].get_or_insert_with(|| source[k].id.as_str().into()).clone()
+    }
+}
+
+fn shared_ids(source: &[Conversation]) -> SharedIds<'_> {
+    SharedIds {
+        source,
+        ids: vec![None; source.len()],
+    }
 }
 
 /// The setup-phase protocol of [`ArrivalSpec::Setup`].
@@ -216,7 +233,7 @@ fn setup_protocol(
     rng: &mut RngStreams,
 ) -> Vec<TimedConversation> {
     let gap = Exp::new(rate_per_s).expect("rate validated > 0");
-    let ids = shared_ids(source);
+    let mut ids = shared_ids(source);
     let cap = ((rate_per_s * duration_s) as usize).max(1);
     let mut arrivals = Vec::new();
     let mut t = 0.0f64;
@@ -242,7 +259,7 @@ fn setup_protocol(
                 *first = SimTime::ZERO + SimDuration::from_secs_f64(setup_s + a);
             }
             TimedConversation {
-                id: ids[k].clone(),
+                id: ids.get(k),
                 start_at: SimTime::ZERO,
                 turns: c.turns.clone(),
                 think_after: think_times(c, think, rng),

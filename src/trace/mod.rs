@@ -113,7 +113,8 @@ pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usiz
         return Err(InputError::file(path, "trace holds no conversations"));
     }
     // Ids are checked once all lines parse (a line's syntax error comes first, as it is read).
-    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(out.len());
+    let mut seen: rustc_hash::FxHashMap<&str, usize> = Default::default();
+    seen.reserve(out.len());
     for (conv, &line) in out.iter().zip(&lines) {
         if let Some(first) = seen.insert(&conv.id, line) {
             return Err(InputError::line(
