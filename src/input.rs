@@ -114,7 +114,14 @@ pub fn read_bytes(path: &Path, truncation: OnTruncation) -> InputResult<Vec<u8>>
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
-    let mut out = Vec::new();
+    // The gzip trailer's ISIZE (the last member's size mod 2³²; RFC 1952) as a capacity hint,
+    // bounded so a corrupt or crafted trailer cannot reserve much: no copies as the output grows.
+    let hint = raw
+        .last_chunk::<4>()
+        .map_or(0, |b| u32::from_le_bytes(*b) as usize)
+        .min(raw.len().saturating_mul(64))
+        .min(1 << 30);
+    let mut out = Vec::with_capacity(hint);
     match flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out) {
         Ok(_) => Ok(out),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && truncation == OnTruncation::KeepPrefix => Ok(out),

@@ -173,10 +173,13 @@ pub(crate) fn simulate_with(
         let mut rows = match requests {
             Some(dir) => Some(RequestRows {
                 out: std::fs::File::create(dir.path(&part(k))?)?,
-                chunk: if k == 0 {
-                    crate::metrics::REQUEST_CSV_HEADER.as_bytes().to_vec()
-                } else {
-                    Vec::new()
+                chunk: {
+                    // Room for a whole chunk and the row that crosses it: no copies as it fills.
+                    let mut chunk = Vec::with_capacity(RequestRows::CHUNK + (64 << 10));
+                    if k == 0 {
+                        chunk.extend_from_slice(crate::metrics::REQUEST_CSV_HEADER.as_bytes());
+                    }
+                    chunk
                 },
                 error: None,
             }),
