@@ -119,16 +119,13 @@ mod tests {
                 started: finished + 1,
                 ..run.clone()
             };
-            for at in [
-                ends[finished + 1],
-                SimTime(ends[finished + 1].0 - 1),
-                SimTime(ends[finished + 1].0 + 1),
-            ] {
-                if finished + 1 == len {
-                    break;
-                }
+            let next = ends[finished + 1];
+            for at in [next, SimTime(next.0 - 1), SimTime(next.0 + 1)]
+                .into_iter()
+                .filter(|_| finished + 1 < len)
+            {
                 let moved = started_run.last_finished_before(|end, _| end <= at).0 > finished;
-                assert_eq!(started_run.settled_before(at), !moved, "event at {at:?}");
+                assert_eq!(started_run.settled(|end, _| end <= at), !moved, "event at {at:?}");
             }
             for k in [0, 1, finished, finished + 1, len - 1, len, rng.gen_range(0..=len)] {
                 assert_eq!(run.end(k.min(len)), ends[k.min(len)], "step {k} of {len}");
@@ -313,7 +310,7 @@ pub struct DecodeRun {
     /// End of step `finished` (`start` when none).
     finished_end: SimTime,
     /// End of step `finished + 1`, the next to finish (kept so that an event before it, the
-    /// common case, costs one comparison: [`DecodeRun::settled_before`]).
+    /// common case, costs one comparison: [`DecodeRun::settled`]).
     next_end: SimTime,
     /// Steps started (KV blocks reserved, busy time and iteration count): `finished` or
     /// `finished + 1`.
@@ -327,10 +324,11 @@ pub struct DecodeRun {
 }
 
 impl DecodeRun {
-    /// True when nothing about the run changes for an event at or before `t`: its next step
-    /// has started and ends after `t`.
-    pub fn settled_before(&self, t: SimTime) -> bool {
-        self.started == self.finished + 1 && self.next_end > t
+    /// True when an event leaves the run as it is: its next step has started and `before` (as
+    /// [`DecodeRun::last_finished_before`] takes it) fails for that step's end — the search's first
+    /// test, answered from the kept end.
+    pub fn settled(&self, before: impl Fn(SimTime, SimTime) -> bool) -> bool {
+        self.started == self.finished + 1 && !before(self.next_end, self.finished_end)
     }
 
     /// Steps walked one by one (an integer add and shift each) before
@@ -471,6 +469,7 @@ impl Instance {
             || !self.waiting.is_empty()
             || n == 0
             || self.batch_len != n
+            // The shape try_start just priced: no prefill chunk in the batch.
             || !self.shape_scratch.prefill.is_empty()
         {
             return None;
@@ -879,9 +878,6 @@ impl Instance {
             self.limits.block_size,
             self.limits.incremental_kv,
         );
-        // Blocks held outside the running sequences' reservations (cache entries, shared
-        // prefixes): `used_blocks()` is `self.reserved_blocks + outside` while no run is in flight.
-        let mut outside = self.cache.blocks() + self.shared_blocks;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let s = &self.running[i];
@@ -890,7 +886,8 @@ impl Instance {
             if incremental {
                 let need = private_blocks(bs, s.num_computed_tokens + tokens, s.num_shared_hit_tokens)
                     .saturating_sub(s.reserved_blocks);
-                if self.reserved_blocks + outside + need > cap {
+                // `used_blocks()` without its decode-run term (no run is in flight).
+                if self.reserved_blocks + self.cache.blocks() + self.shared_blocks + need > cap {
                     // Evict cached prefixes, then preempt from the back.
                     let mut self_preempted = false;
                     while self.used_blocks() + need > cap {
@@ -905,7 +902,6 @@ impl Instance {
                             break;
                         }
                     }
-                    outside = self.cache.blocks() + self.shared_blocks;
                     if self_preempted {
                         break;
                     }
@@ -1030,7 +1026,7 @@ impl Instance {
             }
         }
         self.batch_len = 0;
-        done.sort_unstable();
+        // `done` is ascending (the batch is walked in order); removed from the back.
         for &i in done.iter().rev() {
             let s = self.running.remove(i);
             assert!(
