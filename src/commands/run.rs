@@ -57,7 +57,7 @@ impl PartMerge {
     }
 
     /// Run `k` finished: merges every part now next in line.
-    fn finished(&mut self, k: usize, dir: &OutputDir, part: &dyn Fn(usize) -> String) {
+    fn run_finished(&mut self, k: usize, dir: &OutputDir, part: &dyn Fn(usize) -> String) {
         self.finished[k] = true;
         while self.error.is_none() && self.next < self.finished.len() && self.finished[self.next] {
             if let Err(e) = self.append(self.next, dir, part) {
@@ -255,7 +255,7 @@ pub(crate) fn simulate_with(
                 let ok = r.is_ok();
                 *slots[k].lock().expect("a run panicked") = Some(r);
                 if let (true, Some(dir)) = (ok, requests) {
-                    merge.lock().expect("a run panicked").finished(k, dir, &part);
+                    merge.lock().expect("a run panicked").run_finished(k, dir, &part);
                 }
             });
         }
@@ -411,14 +411,14 @@ mod tests {
         }
         let mut merge = PartMerge::new(4);
         // Run 2 first: nothing can be merged before run 0.
-        merge.finished(2, &dir, &part);
+        merge.run_finished(2, &dir, &part);
         assert_eq!(merge.next, 0);
-        merge.finished(0, &dir, &part);
+        merge.run_finished(0, &dir, &part);
         assert_eq!(merge.next, 1);
-        merge.finished(3, &dir, &part);
+        merge.run_finished(3, &dir, &part);
         assert_eq!(merge.next, 1);
         // Run 1 releases 2 and 3 behind it.
-        merge.finished(1, &dir, &part);
+        merge.run_finished(1, &dir, &part);
         assert_eq!(merge.next, 4);
         assert!(merge.error.is_none());
         drop(merge);

@@ -126,7 +126,7 @@ pub fn generate(
     {
         return setup_protocol(source, &idx, *rate_per_s, *duration_s, *setup_s, think, rng);
     }
-    let mut ids = shared_ids(source);
+    let mut ids = SharedIds::new(source);
     assert!(!source.is_empty() && (count.is_some() || window_s.is_some()));
     let gap = match arrival {
         ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
@@ -207,18 +207,18 @@ struct SharedIds<'a> {
     ids: Vec<Option<std::sync::Arc<str>>>,
 }
 
-impl SharedIds<'_> {
+impl<'a> SharedIds<'a> {
+    fn new(source: &'a [Conversation]) -> Self {
+        SharedIds {
+            source,
+            ids: vec![None; source.len()],
+        }
+    }
+
     /// Conversation `k`'s id.
     fn get(&mut self, k: usize) -> std::sync::Arc<str> {
         let source = self.source;
         self.ids[k].get_or_insert_with(|| source[k].id.as_str().into()).clone()
-    }
-}
-
-fn shared_ids(source: &[Conversation]) -> SharedIds<'_> {
-    SharedIds {
-        source,
-        ids: vec![None; source.len()],
     }
 }
 
@@ -233,7 +233,7 @@ fn setup_protocol(
     rng: &mut RngStreams,
 ) -> Vec<TimedConversation> {
     let gap = Exp::new(rate_per_s).expect("rate validated > 0");
-    let mut ids = shared_ids(source);
+    let mut ids = SharedIds::new(source);
     let cap = ((rate_per_s * duration_s) as usize).max(1);
     let mut arrivals = Vec::new();
     let mut t = 0.0f64;
