@@ -202,6 +202,12 @@ pub enum Command {
         /// per-prompt-token part) or `handoff` (the handoff's three only).
         #[arg(long, value_enum, default_value = "handoff-and-request")]
         replay_params: crate::calibrate::replay::ReplayParams,
+        /// Coefficient of variation of the serialized overhead services (lognormal, keyed draws;
+        /// `validate --overhead-service-cv`) with which the replays fit the overheads' means;
+        /// recorded in the model file when > 0, where `run` and `validate` use it. Default 0:
+        /// deterministic services.
+        #[arg(long, value_name = "CV", value_parser = parse_service_cv, default_value_t = 0.0)]
+        overhead_service_cv: f64,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -438,6 +444,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             no_decode_refit,
             answer_mismatch_per_token,
             replay_params,
+            overhead_service_cv,
             roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
@@ -454,6 +461,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 decode_refit: !no_decode_refit,
                 answer_mismatch_per_token,
                 replay_params,
+                overhead_service_cv,
                 ..Default::default()
             },
             strict,

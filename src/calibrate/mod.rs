@@ -67,6 +67,10 @@ pub struct CalibrateOptions {
     pub replay_params: replay::ReplayParams,
     /// With `replay`: first refit β3 to the loaded points' TPOTs ([`replay::fit_beta3`]).
     pub decode_refit: bool,
+    /// Coefficient of variation of the serialized overhead services the replays draw
+    /// ([`crate::sim::SimConfig::overhead_service_cv`]), recorded in the model file when > 0:
+    /// the overheads' means are then fitted with variable services. Default 0 (deterministic).
+    pub overhead_service_cv: f64,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -112,6 +116,7 @@ impl Default for CalibrateOptions {
             answer_mismatch_per_token: 0.0,
             replay_params: replay::ReplayParams::HandoffAndRequest,
             decode_refit: true,
+            overhead_service_cv: 0.0,
         }
     }
 }
@@ -1001,6 +1006,9 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         replay: None,
         uncalibrated: None,
     };
+    if opts.overhead_service_cv > 0.0 {
+        file.overheads.service_cv = Some(opts.overhead_service_cv);
+    }
     let replay_points: Vec<replay::Point> = loaded
         .iter()
         .flat_map(|l| l.samples.loaded_points.iter())

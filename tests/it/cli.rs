@@ -2076,3 +2076,49 @@ fn noise_floor_is_large_for_a_bimodal_mix_and_small_for_one_path() {
         "only {bimodal} of 6 seeds give the mixed pool a floor above 20%"
     );
 }
+
+#[test]
+fn calibrate_records_the_overhead_service_cv_it_fits_with() {
+    // `--overhead-service-cv` is recorded in the model file (where `run` and `validate` read it);
+    // out of range it is refused before anything is read or written, naming the flag.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.json");
+    let m = root().join("tests/data/measurements");
+    let base = [
+        m.join("llmservingsim_layers_tp1_sample.csv"),
+        m.join("vllm-ppd_core_experiment_sample.json"),
+    ];
+    ppdsim()
+        .arg("calibrate")
+        .args(&base)
+        .args(["--overhead-service-cv", "0.3", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["overheads"]["service_cv"].as_f64(), Some(0.3));
+    let bad = dir.path().join("bad.json");
+    ppdsim()
+        .arg("calibrate")
+        .args(&base)
+        .args(["--overhead-service-cv", "11", "-o"])
+        .arg(&bad)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--overhead-service-cv").and(predicate::str::contains("out of range")));
+    assert!(!bad.exists());
+    // Without the flag the field is absent (deterministic services).
+    ppdsim()
+        .arg("calibrate")
+        .args(&base)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        v["overheads"].get("service_cv").is_none_or(|x| x.is_null()),
+        "{}",
+        v["overheads"]
+    );
+}
