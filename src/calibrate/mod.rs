@@ -1091,11 +1091,13 @@ fn replay_fit(
     let configs = replay::configs(points);
     let by_config = configs
         .iter()
-        .map(|c| ConfigError {
-            config: c.clone(),
-            t2_p50_error_pct: replay::t2_p50_error_pct(
-                &rows.iter().filter(|r| &r.config == c).cloned().collect::<Vec<_>>(),
-            ),
+        .map(|c| {
+            let mine: Vec<_> = rows.iter().filter(|r| &r.config == c).cloned().collect();
+            ConfigError {
+                config: c.clone(),
+                t2_p50_error_pct: replay::t2_p50_error_pct(&mine),
+                t2_p50_floor_pct: Some(replay::t2_p50_floor_pct(&mine)).filter(|x| x.is_finite()),
+            }
         })
         .collect();
     let folds = if loco && configs.len() > 1 {
@@ -1279,9 +1281,12 @@ pub fn report(c: &Calibration) -> String {
             r.pd_handoff_ms - r.pd_handoff_p_service_ms - r.pd_handoff_d_service_ms
         );
         for c in &r.t2_p50_error_pct_by_config {
+            let floor = c
+                .t2_p50_floor_pct
+                .map_or(String::new(), |f| format!(" (run-to-run floor {f:.1}%)"));
             let _ = writeln!(
                 s,
-                "  {:<12} turn-2 p50 TTFT median |error| below saturation {:>5.1}%",
+                "  {:<12} turn-2 p50 TTFT median |error| below saturation {:>5.1}%{floor}",
                 c.config, c.t2_p50_error_pct
             );
         }

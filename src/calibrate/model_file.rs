@@ -270,6 +270,11 @@ pub struct ConfigError {
     pub config: String,
     /// Median |turn-2 p50 TTFT error| below saturation \[%\].
     pub t2_p50_error_pct: f64,
+    /// The same points' run-to-run floor of turn-2 p50 TTFT \[%\]: the median over them of
+    /// [`crate::validate::ComprehensiveRow::t2_p50_ttft_floor_pct`], the error of the simulator
+    /// predicting its own independent runs (absent in files written before it was reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t2_p50_floor_pct: Option<f64>,
 }
 
 /// One fold of the leave-one-configuration-out cross-validation.

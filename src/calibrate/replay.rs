@@ -276,6 +276,22 @@ pub fn t2_p50_error_pct(rows: &[ComprehensiveRow]) -> f64 {
     crate::metrics::percentile_sorted(&e, 50.0)
 }
 
+/// Median run-to-run floor \[%\] of turn-2 p50 TTFT over the same rows as
+/// [`t2_p50_error_pct`] (NaN when none has one).
+pub fn t2_p50_floor_pct(rows: &[ComprehensiveRow]) -> f64 {
+    let mut e: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.below_saturation && r.t2_p50_ttft_measured_ms > 0.0 && r.t2_p50_ttft_predicted_ms.is_finite())
+        .map(|r| r.t2_p50_ttft_floor_pct)
+        .filter(|x| x.is_finite())
+        .collect();
+    if e.is_empty() {
+        return f64::NAN;
+    }
+    e.sort_by(f64::total_cmp);
+    crate::metrics::percentile_sorted(&e, 50.0)
+}
+
 struct Problem<'a> {
     points: &'a [Point],
     lowqps: &'a [LowQpsPoint],

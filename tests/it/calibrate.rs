@@ -309,6 +309,17 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
     assert!(hr.decode_refit.is_none());
     let held: Vec<&str> = r.leave_one_config_out.iter().map(|f| f.held_out.as_str()).collect();
     assert_eq!(held, ["1P_3D", "1P_3pD"]);
+    // Each configuration's error comes with its run-to-run floor: one path per configuration
+    // here (all PD, all direct), so redrawing arrivals and placement moves the p50 little.
+    for c in &r.t2_p50_error_pct_by_config {
+        let f = c.t2_p50_floor_pct.expect("9 replays give a floor");
+        assert!((0.0..5.0).contains(&f), "{}: floor {f}%", c.config);
+    }
+    assert!(
+        calibrate::report(&c).contains("(run-to-run floor "),
+        "{}",
+        calibrate::report(&c)
+    );
     assert!(r
         .leave_one_config_out
         .iter()
