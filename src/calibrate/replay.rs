@@ -607,6 +607,7 @@ mod tests {
             t2_p99_ttft_predicted_ms: 100.0,
             t2_p50_ttft_floor_pct: f64::NAN,
             t2_p99_ttft_floor_pct: f64::NAN,
+            replay_past_knee: Vec::new(),
             t1_mean_tpot_measured_ms: t1.0,
             t1_mean_tpot_predicted_ms: t1.1,
             t2_mean_tpot_measured_ms: t2.0,

@@ -952,6 +952,22 @@ fn validate_comprehensive_points_reports_winner_and_knee() {
     assert!(text.contains("winner by turn-2 p50 TTFT: 3/3 points agree"), "{text}");
     // PD saturates first: its proxy handoff queue serves every turn.
     assert!(text.contains("median |error| below saturation"), "{text}");
+    // The knees' run-to-run floor: each of the 9 replays as the measurement, against the two
+    // groups with three or more points (small_tiny on 1P_3D and 1P_3pD).
+    let floor = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("run-to-run floor: each of the 9 replays taken as the measurement puts ")
+        })
+        .unwrap_or_else(|| panic!("no knee floor line in {text}"));
+    let (range, rest) = floor
+        .split_once("/2 within one step (median ")
+        .expect("a range over 2 groups");
+    let (lo, hi) = range.split_once('–').expect("lo–hi");
+    let (lo, hi): (usize, usize) = (lo.parse().unwrap(), hi.parse().unwrap());
+    let median: usize = rest.trim_end_matches(')').parse().unwrap();
+    assert!(lo <= median && median <= hi && hi <= 2, "{floor}");
 }
 
 #[test]
@@ -1100,6 +1116,7 @@ fn worst_points_rank_by_absolute_turn2_error_below_saturation_only() {
         t2_p99_ttft_predicted_ms: 100.0,
         t2_p50_ttft_floor_pct: f64::NAN,
         t2_p99_ttft_floor_pct: f64::NAN,
+        replay_past_knee: Vec::new(),
         t1_mean_tpot_measured_ms: 10.0,
         t1_mean_tpot_predicted_ms: 10.0,
         t2_mean_tpot_measured_ms: 10.0,
