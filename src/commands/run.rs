@@ -124,6 +124,9 @@ impl RequestRows {
     }
 }
 
+/// Records per batch sent to a run's `requests.csv` formatting thread.
+const ROW_BATCH: usize = 4096;
+
 /// Simulates every run of a loaded scenario (in parallel; results in scenario order and
 /// independent of the thread count), advancing `bar` once per run; with the per-instance timelines when
 /// `timeline` (on the scenario's `timeline_interval_s` grid); streaming `requests.csv` into
@@ -169,8 +172,11 @@ pub(crate) fn simulate_with(
         .collect();
     let deployments = sc.deployments();
     let part = |k: usize| format!(".requests.part-{k}.csv");
+    // Fewer runs than threads: a core would idle, so each run's rows are formatted on a thread
+    // of their own (with every core simulating, formatting inline costs nothing extra).
+    let offload = deployments.len() < rayon::current_num_threads();
     let run_one = |k: usize, d: &crate::scenario::Deployment| -> Result<_> {
-        let mut rows = match requests {
+        let rows = match requests {
             Some(dir) => Some(RequestRows {
                 out: std::fs::File::create(dir.path(&part(k))?)?,
                 chunk: {
@@ -190,7 +196,8 @@ pub(crate) fn simulate_with(
         // Setup-phase turns run but are not measured.
         let setup = w.setup_turns as usize;
         let mut setup_end_ms = 0.0f64;
-        let r = {
+        // The run, each record passed to `emit` after the summary and latencies take theirs.
+        let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
             let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
                 if r.turn > setup {
                     summary.push(&r);
@@ -206,9 +213,7 @@ pub(crate) fn simulate_with(
                         tpot_ms: r.tpot_ms,
                     });
                 }
-                if let Some(rows) = rows.as_mut() {
-                    rows.push(r);
-                }
+                emit(r);
             });
             for (pool, cost) in sc.clusters[d.cluster].pools.iter().zip(&pool_costs[d.cluster]) {
                 if let (Some(model), Some(cost)) = (&pool.model, cost) {
@@ -222,9 +227,41 @@ pub(crate) fn simulate_with(
             };
             sim.run()
         };
-        if let Some(rows) = rows {
-            rows.finish()?;
-        }
+        let r = match rows {
+            None => simulate(&mut |_| {}),
+            Some(mut rows) if !offload => {
+                let r = simulate(&mut |r| rows.push(r));
+                rows.finish()?;
+                r
+            }
+            // A core would idle: the rows go, in batches and in emission order, to a thread that
+            // formats and writes them while the simulation goes on (the same bytes).
+            Some(mut rows) => std::thread::scope(|ts| -> Result<_> {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::metrics::RequestRecord>>(4);
+                let writer = ts.spawn(move || {
+                    for batch in rx {
+                        for r in batch {
+                            rows.push(r);
+                        }
+                    }
+                    rows.finish()
+                });
+                let mut batch = Vec::with_capacity(ROW_BATCH);
+                let r = simulate(&mut |r| {
+                    batch.push(r);
+                    if batch.len() == ROW_BATCH {
+                        // The receiver only goes away by panicking, which the join reports.
+                        let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH)));
+                    }
+                });
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
+                }
+                drop(tx);
+                writer.join().expect("the requests.csv writer panicked")?;
+                Ok(r)
+            })?,
+        };
         bar.inc(1);
         let s = summary.finish(
             &d.name,
