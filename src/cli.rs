@@ -224,8 +224,9 @@ pub enum Command {
     /// Run the simulator on measured points and print measured vs predicted latency with the
     /// error, point by point, then summaries. Supported (detected from content; directories are
     /// searched): vllm-ppd comprehensive sweep points (turn-1 and turn-2 p50/p99 TTFT and mean
-    /// TPOT per point; median error below saturation per config, PD-vs-PPD winner agreement,
-    /// saturation knees, the 10 worst points), low-QPS files (v3 on 4 GPUs, seed 003's 2-GPU
+    /// TPOT per point; median error below saturation per config with the run-to-run floor of
+    /// the p50 and p99 (the simulator predicting its own replays), PD-vs-PPD winner agreement,
+    /// saturation knees and their floor, the 10 worst points), low-QPS files (v3 on 4 GPUs, seed 003's 2-GPU
     /// re-run) and interference experiments (decode TPOT, batch time and inserted-prefill TTFT per
     /// setting).
     Validate {

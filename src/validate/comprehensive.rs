@@ -8,8 +8,10 @@
 //! instance, one proxy queue for PD handoffs). Points with no successful request measured are
 //! skipped. Each point is replayed [`COMPREHENSIVE_REPLICAS`] times with independent arrivals and
 //! router placements; each predicted statistic is its median over the replays. The summary gives,
-//! per config, the median |error| below the measured saturation knee, PD-vs-PPD winner agreement
-//! by turn-2 p50 TTFT, measured vs predicted knees, and the worst points.
+//! per config, the median |error| below the measured saturation knee (with the run-to-run floor of
+//! turn-2 p50 and p99 TTFT: each replay predicted by the median of the others), PD-vs-PPD winner
+//! agreement by turn-2 p50 TTFT, measured vs predicted knees (with their floor: each replay's own
+//! knee against the prediction), and the worst points.
 
 use super::*;
 use crate::calibrate::model_file::CalibrationFile;
@@ -344,10 +346,13 @@ pub fn simulate_comprehensive_replays(
 pub const KNEE_MIN_SUCCESS_PCT: f64 = 90.0;
 
 /// The summary of a comprehensive validation: per config, median |error| below saturation of
-/// turn-2 p50 TTFT and turn-2 mean TPOT; PD-vs-PPD winner agreement by turn-2 p50 TTFT; and the
+/// turn-2 p50 and p99 TTFT (each with its run-to-run floor), turn-2 mean TPOT, turn-1 p50 TTFT
+/// and turn-1 mean TPOT; PD-vs-PPD winner agreement by turn-2 p50 TTFT; and the
 /// measured vs predicted saturation knee (first QPS whose turn-1 p50 TTFT exceeds 1 s, or where
 /// fewer than [`KNEE_MIN_SUCCESS_PCT`] of the requests succeed) per config and workload — every
-/// one with `all_knees`, else only those off by more than one QPS step.
+/// one with `all_knees`, else only those off by more than one QPS step, after the knees' floor
+/// (the range and median, over the replays, of the knees within one step when that replay is
+/// taken as the measurement).
 pub fn comprehensive_summary(rows: &[ComprehensiveRow], all_knees: bool) -> String {
     use std::collections::BTreeMap;
     use std::fmt::Write;
