@@ -2170,3 +2170,43 @@ fn requests_csv_is_the_same_formatted_inline_or_on_its_own_thread() {
         "requests.csv differs between the inline and the threaded writer"
     );
 }
+
+#[test]
+fn validate_replaces_its_own_tables_even_from_before_the_floor_columns() {
+    // The comprehensive table gained two columns (the run-to-run floors). A table an earlier
+    // ppdsim wrote (its header without them) is still ppdsim's and is replaced; a CSV with any
+    // other header is refused without --force and left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.csv");
+    let table = dir.path().join("v.comprehensive.csv");
+    let validate = || {
+        let mut c = ppdsim();
+        c.arg("validate")
+            .arg(root().join("tests/data/comprehensive"))
+            .args(["--summary-only", "-o"])
+            .arg(&out);
+        c
+    };
+    let old_header = "config,workload,qps,measured_success_pct,predicted_success_pct,t1_p50_ttft_measured_ms,t1_p50_ttft_predicted_ms,t1_p99_ttft_measured_ms,t1_p99_ttft_predicted_ms,t2_p50_ttft_measured_ms,t2_p50_ttft_predicted_ms,t2_p99_ttft_measured_ms,t2_p99_ttft_predicted_ms,t1_mean_tpot_measured_ms,t1_mean_tpot_predicted_ms,t2_mean_tpot_measured_ms,t2_mean_tpot_predicted_ms,below_saturation";
+    std::fs::write(
+        &table,
+        format!("{old_header}\n1P_3D,small_tiny,4,100,100,1,1,1,1,1,1,1,1,1,1,1,1,true\n"),
+    )
+    .unwrap();
+    validate().assert().success();
+    let text = std::fs::read_to_string(&table).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(header.ends_with("below_saturation"), "{header}");
+    assert!(
+        header.contains(",t2_p50_ttft_floor_pct,t2_p99_ttft_floor_pct,"),
+        "{header}"
+    );
+    assert_eq!(text.lines().count(), 1 + 6);
+    let foreign = "name,value\nx,1\n";
+    std::fs::write(&table, foreign).unwrap();
+    validate()
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--force"));
+    assert_eq!(std::fs::read_to_string(&table).unwrap(), foreign);
+}
