@@ -1304,9 +1304,16 @@ pub fn report(c: &Calibration) -> String {
                     Some(b3) => format!("beta3 {b3:.4} ms, {request}"),
                     None => request,
                 };
+                // The held-out configuration's run-to-run floor (of the full fit's replays).
+                let floor = r
+                    .t2_p50_error_pct_by_config
+                    .iter()
+                    .find(|c| c.config == fold.held_out)
+                    .and_then(|c| c.t2_p50_floor_pct)
+                    .map_or(String::new(), |f| format!(" (floor {f:.1}%)"));
                 let _ = writeln!(
                     s,
-                    "  held out {:<12} fitted {request}handoff {:.1} ms (P {:.1}, D {:.1}) → turn-2 p50 TTFT median |error| {:>5.1}%",
+                    "  held out {:<12} fitted {request}handoff {:.1} ms (P {:.1}, D {:.1}) → turn-2 p50 TTFT median |error| {:>5.1}%{floor}",
                     fold.held_out,
                     fold.pd_handoff_ms,
                     fold.pd_handoff_p_service_ms,

@@ -315,10 +315,16 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
         let f = c.t2_p50_floor_pct.expect("9 replays give a floor");
         assert!((0.0..5.0).contains(&f), "{}: floor {f}%", c.config);
     }
-    assert!(
-        calibrate::report(&c).contains("(run-to-run floor "),
-        "{}",
-        calibrate::report(&c)
+    let report = calibrate::report(&c);
+    assert!(report.contains("(run-to-run floor "), "{report}");
+    // The folds' lines carry the held-out configuration's floor too.
+    assert_eq!(
+        report
+            .lines()
+            .filter(|l| l.contains("held out") && l.contains("% (floor "))
+            .count(),
+        2,
+        "{report}"
     );
     assert!(r
         .leave_one_config_out
