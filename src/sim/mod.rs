@@ -1277,8 +1277,13 @@ impl<'a> Simulation<'a> {
                     // The next turn is created now (its context is known) and arrives after the think time.
                     let next = self.new_request(conv);
                     if think == SimDuration::ZERO {
-                        // Sent at once, it reuses the connection its previous turn just released
-                        // (before pool waiters wake up, as aiohttp's connector behaves).
+                        // Sent at once, it keeps the connection its previous turn just released.
+                        // aiohttp's connector code would queue it behind the pool's waiters
+                        // (`connect` waits while any waiter is queued), but the comprehensive
+                        // sweep's turn-2 TTFTs stay at tens of ms at loads where turn 1 waits
+                        // seconds for a connection; replayed with that FIFO wait, PD-vs-PPD
+                        // winner agreement falls from 144/144 to 130/144 and the knees from 66
+                        // to 64 of 70 (docs/validation.md).
                         self.on_arrival(next);
                     } else {
                         self.release_connection();
