@@ -3,7 +3,8 @@
 //! mixed pool, `4R` → replication); conversations start as the benchmark generates them —
 //! `int(qps × 10)` exponential gaps at the point's QPS, keeping the arrivals inside a 10 s
 //! window; two turns (context class small 128→128 / large 1024→1024, then the turn-2 type's
-//! in→out, joined with `"\n"`), no think time, exact output lengths; the client's 50-connection
+//! in→out, joined with `"\n"`; prompts at the token counts the engine sees,
+//! [`comprehensive_real_tokens`]), no think time, exact output lengths; the client's 50-connection
 //! pool and 120 s timeout; the calibrated overheads as FIFO work (one API-server queue per
 //! instance, one proxy queue for PD handoffs). Points with no successful request measured are
 //! skipped. Each point is replayed [`COMPREHENSIVE_REPLICAS`] times with independent arrivals and
@@ -35,6 +36,27 @@ pub fn comprehensive_turn1(context: &str) -> Option<(u32, u32)> {
         "small" => Some((128, 128)),
         "large" => Some((1024, 1024)),
         _ => None,
+    }
+}
+
+/// Tokens per nominal token of the comprehensive client's prompt text: it asks for a nominal
+/// count and writes ≈ 0.75 words per token, which its seeded generator, re-run and counted with
+/// cl100k_base (Llama 3's vocabulary extends it, so counts agree within a few %), turns into
+/// ≈ 1.19 tokens per nominal one (docs/validation.md, "Real prompt lengths").
+pub const COMPREHENSIVE_TOKENS_PER_NOMINAL: f64 = 1.19;
+
+/// Tokens of the comprehensive client's prompt template around a turn-1 prompt (the same
+/// re-generation; the turn-2 input is appended as bare text after the answer and `"\n"`).
+pub const COMPREHENSIVE_TEMPLATE_TOKENS: u32 = 8;
+
+/// The tokens the engine sees for a comprehensive prompt of `nominal` requested tokens: the
+/// turn-1 prompt (`first`) with its template, or a turn-2 input.
+pub fn comprehensive_real_tokens(nominal: u32, first: bool) -> u32 {
+    let text = (COMPREHENSIVE_TOKENS_PER_NOMINAL * nominal as f64).round() as u32;
+    if first {
+        text + COMPREHENSIVE_TEMPLATE_TOKENS
+    } else {
+        text
     }
 }
 
@@ -222,6 +244,10 @@ pub fn simulate_comprehensive_replays(
     let cost = LinearCostModel::new(cal.coefficients().ok()?);
     // Each replica: Poisson conversation starts at `qps` within a 10 s window (the benchmark's
     // generator) and its own router placement.
+    let (t1_in, t2_in) = (
+        comprehensive_real_tokens(t1_in, true),
+        comprehensive_real_tokens(t2_in, false),
+    );
     let conv = |n: usize, start: f64| TimedConversation {
         id: format!("{workload}-{n}").into(),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(start),
