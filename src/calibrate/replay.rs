@@ -262,34 +262,27 @@ pub fn combined_objective(rows: &[ComprehensiveRow], low: &[ValidationRow]) -> f
     }
 }
 
-/// Median |error| \[%\] of turn-2 p50 TTFT over rows below the measured saturation knee.
-pub fn t2_p50_error_pct(rows: &[ComprehensiveRow]) -> f64 {
-    let mut e: Vec<f64> = rows
-        .iter()
+/// The rows whose turn-2 p50 TTFT is scored: below the measured saturation knee, measured, and
+/// predicted.
+fn scored(rows: &[ComprehensiveRow]) -> impl Iterator<Item = &ComprehensiveRow> {
+    rows.iter()
         .filter(|r| r.below_saturation && r.t2_p50_ttft_measured_ms > 0.0 && r.t2_p50_ttft_predicted_ms.is_finite())
-        .map(|r| 100.0 * ((r.t2_p50_ttft_predicted_ms - r.t2_p50_ttft_measured_ms) / r.t2_p50_ttft_measured_ms).abs())
-        .collect();
-    if e.is_empty() {
-        return f64::NAN;
-    }
-    e.sort_by(f64::total_cmp);
-    crate::metrics::percentile_sorted(&e, 50.0)
+}
+
+/// Median |error| \[%\] of turn-2 p50 TTFT over rows below the measured saturation knee (NaN
+/// when none is scored).
+pub fn t2_p50_error_pct(rows: &[ComprehensiveRow]) -> f64 {
+    crate::validate::median(
+        scored(rows).map(|r| {
+            100.0 * ((r.t2_p50_ttft_predicted_ms - r.t2_p50_ttft_measured_ms) / r.t2_p50_ttft_measured_ms).abs()
+        }),
+    )
 }
 
 /// Median run-to-run floor \[%\] of turn-2 p50 TTFT over the same rows as
 /// [`t2_p50_error_pct`] (NaN when none has one).
 pub fn t2_p50_floor_pct(rows: &[ComprehensiveRow]) -> f64 {
-    let mut e: Vec<f64> = rows
-        .iter()
-        .filter(|r| r.below_saturation && r.t2_p50_ttft_measured_ms > 0.0 && r.t2_p50_ttft_predicted_ms.is_finite())
-        .map(|r| r.t2_p50_ttft_floor_pct)
-        .filter(|x| x.is_finite())
-        .collect();
-    if e.is_empty() {
-        return f64::NAN;
-    }
-    e.sort_by(f64::total_cmp);
-    crate::metrics::percentile_sorted(&e, 50.0)
+    crate::validate::median(scored(rows).map(|r| r.t2_p50_ttft_floor_pct))
 }
 
 struct Problem<'a> {

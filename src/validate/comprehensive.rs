@@ -522,8 +522,8 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow], all_knees: bool) -> Stri
         "saturation knee (first QPS with turn-1 p50 TTFT > 1 s or < {KNEE_MIN_SUCCESS_PCT}% of requests succeeding) within one QPS step: {within}/{counted}"
     );
     if replays > 0 && counted > 0 {
-        let mut r = replay_within.clone();
-        r.sort_unstable();
+        replay_within.sort_unstable();
+        let r = &replay_within;
         let _ = writeln!(
             s,
             "  run-to-run floor: each of the {replays} replays taken as the measurement puts {}–{}/{counted} within one step (median {})",
