@@ -904,10 +904,7 @@ fn strict_calibration_refuses_physically_impossible_data() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.json");
     let m = root().join("tests/data/measurements");
-    let base = [
-        m.join("llmservingsim_layers_tp1_sample.csv"),
-        m.join("vllm-ppd_core_experiment_sample.json"),
-    ];
+    let base = small_calibration_set();
     // Without --strict the impossible source is reported and left out of the fit.
     ppdsim()
         .arg("calibrate")
@@ -1033,6 +1030,16 @@ fn validate_comprehensive_lists_every_point_and_the_worst() {
     };
     assert_eq!(knees(&text), 1 + 2);
     assert_eq!(knees(&brief), 1);
+}
+
+/// The smallest measurement set `calibrate` fits a whole model from: LLMServingSim's prefill
+/// layers and vllm-ppd's interference trials (samples in `tests/data/measurements`).
+fn small_calibration_set() -> [std::path::PathBuf; 2] {
+    let m = root().join("tests/data/measurements");
+    [
+        m.join("llmservingsim_layers_tp1_sample.csv"),
+        m.join("vllm-ppd_core_experiment_sample.json"),
+    ]
 }
 
 /// The shipped calibration and one measured comprehensive point (a fixture path from the root).
@@ -2110,38 +2117,26 @@ fn calibrate_records_the_overhead_service_cv_it_fits_with() {
     // out of range it is refused before anything is read or written, naming the flag.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.json");
-    let m = root().join("tests/data/measurements");
-    let base = [
-        m.join("llmservingsim_layers_tp1_sample.csv"),
-        m.join("vllm-ppd_core_experiment_sample.json"),
-    ];
-    ppdsim()
-        .arg("calibrate")
-        .args(&base)
-        .args(["--overhead-service-cv", "0.3", "-o"])
-        .arg(&out)
-        .assert()
-        .success();
+    let calibrate = |extra: &[&str], out: &Path| {
+        let mut c = ppdsim();
+        c.arg("calibrate")
+            .args(small_calibration_set())
+            .args(extra)
+            .arg("-o")
+            .arg(out);
+        c
+    };
+    calibrate(&["--overhead-service-cv", "0.3"], &out).assert().success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(v["overheads"]["service_cv"].as_f64(), Some(0.3));
     let bad = dir.path().join("bad.json");
-    ppdsim()
-        .arg("calibrate")
-        .args(&base)
-        .args(["--overhead-service-cv", "11", "-o"])
-        .arg(&bad)
+    calibrate(&["--overhead-service-cv", "11"], &bad)
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--overhead-service-cv").and(predicate::str::contains("out of range")));
     assert!(!bad.exists());
     // Without the flag the field is absent (deterministic services).
-    ppdsim()
-        .arg("calibrate")
-        .args(&base)
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .success();
+    calibrate(&[], &out).assert().success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert!(
         v["overheads"].get("service_cv").is_none_or(|x| x.is_null()),
