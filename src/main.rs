@@ -16,13 +16,16 @@ fn main() {
     if let Err(e) = ppdsim::outdir::install_signal_cleanup() {
         eprintln!("warning: {e:#}");
     }
-    match ppdsim::cli::run(cli) {
-        Ok(code) => std::process::exit(code),
+    let code = match ppdsim::cli::run(cli) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // After a signal the error is the interruption's (the handler says so and exits 130).
+            if !ppdsim::outdir::interrupted() {
+                eprintln!("error: {e:#}");
+            }
             // A bad option value is a usage error (2), a bad file an invalid input (3).
-            let code = e.downcast_ref::<InputError>().map_or(EXIT_ERROR, InputError::exit_code);
-            std::process::exit(code);
+            e.downcast_ref::<InputError>().map_or(EXIT_ERROR, InputError::exit_code)
         }
-    }
+    };
+    ppdsim::outdir::exit(code);
 }

@@ -86,13 +86,37 @@ pub fn remove_all_temps() {
     }
 }
 
+/// Set by the signal handler before it removes anything.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once a SIGINT/SIGTERM/SIGHUP arrived: the handler is removing the temporary files and
+/// will exit with 130.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Ends the process with `code` — unless a signal arrived, in which case the handler's exit (130)
+/// wins: an error this thread met meanwhile (a file it was writing vanished with the staging
+/// directory) is the interruption's, and a run interrupted must not report 1. The wait is bounded
+/// (5 s), then exits with 130 itself.
+pub fn exit(code: i32) -> ! {
+    if interrupted() {
+        for _ in 0..50 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::process::exit(130);
+    }
+    std::process::exit(code)
+}
+
 /// Installs a SIGINT/SIGTERM/SIGHUP handler that removes ppdsim's temporary files and exits with
-/// code 130. Call once, at startup.
+/// code 130. Call once, at startup; end the process with [`exit`], which defers to it.
 ///
 /// # Errors
 /// When a handler is already installed.
 pub fn install_signal_cleanup() -> Result<()> {
     ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         remove_all_temps();
         eprintln!("interrupted: temporary files removed, nothing written");
         std::process::exit(130);
