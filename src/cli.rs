@@ -208,6 +208,12 @@ pub enum Command {
         /// deterministic services.
         #[arg(long, value_name = "CV", value_parser = parse_service_cv, default_value_t = 0.0)]
         overhead_service_cv: f64,
+        /// Fraction (0–1) of the vllm-ppd client's turns, sent the moment their previous turn
+        /// ends, that lose its connection to a waiting request and queue behind the waiting ones,
+        /// with which the replays fit the overheads; recorded in the model file when > 0, where
+        /// `validate` uses it. Default 0 (docs/validation.md: the turn-2 p99 candidate).
+        #[arg(long, value_name = "R", value_parser = parse_fraction, default_value_t = 0.0)]
+        client_requeue_rate: f64,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -252,6 +258,11 @@ pub enum Command {
         /// deterministic): the sensitivity of the tails to service-time variability.
         #[arg(long, value_name = "CV", value_parser = parse_service_cv)]
         overhead_service_cv: Option<f64>,
+        /// Replay with this fraction (0–1) of the client's zero-think turns losing their
+        /// connection to a waiting request (queued behind the waiting ones) instead of the
+        /// calibration's (absent: 0): the sensitivity of turn-2 tails to the client's pool.
+        #[arg(long, value_name = "R", value_parser = parse_fraction)]
+        client_requeue_rate: Option<f64>,
         /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
         summary_only: bool,
@@ -446,6 +457,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             answer_mismatch_per_token,
             replay_params,
             overhead_service_cv,
+            client_requeue_rate,
             roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
@@ -463,6 +475,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 answer_mismatch_per_token,
                 replay_params,
                 overhead_service_cv,
+                client_requeue_rate,
                 ..Default::default()
             },
             strict,
@@ -474,6 +487,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             seed,
             overhead_service_cv,
+            client_requeue_rate,
             summary_only,
             force,
         } => crate::commands::validate::exec_validate(
@@ -481,12 +495,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             &calibration,
             output,
             seed,
-            overhead_service_cv,
+            crate::commands::validate::ReplayOverrides {
+                overhead_service_cv,
+                client_requeue_rate,
+            },
             !summary_only,
             force,
         ),
         Command::Plot { results_dir, force } => crate::commands::plot::exec_plot(&results_dir, force),
         Command::Trace { command } => crate::commands::trace::exec_trace(command),
+    }
+}
+
+/// `--client-requeue-rate`: a fraction in [0, 1].
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Ok(_) => Err(format!("{s} is out of range: give a fraction from 0 to 1")),
+        Err(_) => Err(format!("`{s}` is not a number: give a fraction such as 0.02")),
     }
 }
 

@@ -307,6 +307,11 @@ pub struct ClientSpec {
     /// A request slower than this (E2E) fails and ends its conversation \[s\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_s: Option<f64>,
+    /// Fraction (0–1) of the turns sent the moment their previous turn ends that lose its
+    /// connection to the oldest waiting request and queue behind the waiting ones
+    /// ([`SimConfig::client_requeue_rate`]). Default 0: each keeps its connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeue_rate: Option<f64>,
 }
 
 /// Named client configurations.
@@ -621,6 +626,15 @@ impl LoadedScenario {
         if sc.client.max_connections == Some(0) {
             return Err(InputError::key(path, "client.max_connections", "must be >= 1"));
         }
+        if let Some(r) = sc.client.requeue_rate.filter(|r| !(0.0..=1.0).contains(r)) {
+            return Err(InputError::key(
+                path,
+                "client.requeue_rate",
+                format!(
+                    "{r} is not a fraction: use a value from 0 to 1 (0: every turn sent at once keeps its connection)"
+                ),
+            ));
+        }
         let miss = sc.proxy.affinity_miss_rate;
         if !(0.0..=1.0).contains(&miss) {
             return Err(InputError::key(
@@ -673,6 +687,7 @@ impl LoadedScenario {
             template_tokens_per_message: sc.workload.template_tokens_per_message,
             serialized_overheads: sc.overheads.serialized,
             client_max_connections: sc.client.max_connections,
+            client_requeue_rate: sc.client.requeue_rate.unwrap_or(0.0),
             request_timeout_s: sc.client.request_timeout_s,
             pinning: sc.proxy.pinning,
             max_model_len: sc.engine.max_model_len,

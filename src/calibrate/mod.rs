@@ -71,6 +71,10 @@ pub struct CalibrateOptions {
     /// ([`crate::sim::SimConfig::overhead_service_cv`]), recorded in the model file when > 0:
     /// the overheads' means are then fitted with variable services. Default 0 (deterministic).
     pub overhead_service_cv: f64,
+    /// Fraction of the benchmark client's zero-think turns that requeue for a connection in the
+    /// replays ([`crate::sim::SimConfig::client_requeue_rate`]), recorded in the model file when
+    /// > 0. Default 0.
+    pub client_requeue_rate: f64,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -117,6 +121,7 @@ impl Default for CalibrateOptions {
             replay_params: replay::ReplayParams::HandoffAndRequest,
             decode_refit: true,
             overhead_service_cv: 0.0,
+            client_requeue_rate: 0.0,
         }
     }
 }
@@ -873,6 +878,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 request_service_ms: None,
                 prompt_ms_per_token: None,
                 service_cv: None,
+                client_requeue_rate: None,
             },
             fitted_link.unwrap_or_else(|| KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
@@ -946,6 +952,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 pd_handoff_d_service_ms: None,
                 request_service_ms: None,
                 service_cv: None,
+                client_requeue_rate: None,
                 prompt_ms_per_token: Some(coefficient(
                     "prompt_ms_per_token",
                     "ms/token",
@@ -1008,6 +1015,9 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     };
     if opts.overhead_service_cv > 0.0 {
         file.overheads.service_cv = Some(opts.overhead_service_cv);
+    }
+    if opts.client_requeue_rate > 0.0 {
+        file.overheads.client_requeue_rate = Some(opts.client_requeue_rate);
     }
     let replay_points: Vec<replay::Point> = loaded
         .iter()

@@ -88,6 +88,12 @@ pub struct Overheads {
     /// `ppdsim calibrate` fits with; set it by hand or with `validate --overhead-service-cv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_cv: Option<f64>,
+    /// Fraction of the benchmark client's turns, sent the moment their previous turn ends, that
+    /// lose its connection to a waiting request and queue ([`crate::sim::SimConfig::client_requeue_rate`]);
+    /// the replays of vllm-ppd's measurements use it. Absent: 0 (set it with `calibrate
+    /// --client-requeue-rate` or `validate --client-requeue-rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_requeue_rate: Option<f64>,
 }
 
 /// KV-transfer parameters.
@@ -384,6 +390,13 @@ impl CalibrationFile {
                 ),
             ));
         }
+        if let Some(r) = f.overheads.client_requeue_rate.filter(|r| !(0.0..=1.0).contains(r)) {
+            return Err(InputError::key(
+                path,
+                "overheads.client_requeue_rate",
+                format!("{r} is not a fraction: give a value from 0 to 1, or remove the key (0)"),
+            ));
+        }
         if let Some(cv) = f
             .overheads
             .service_cv
@@ -441,6 +454,12 @@ impl CalibrationFile {
     /// [`CalibrationFile::answer_mismatch_per_token`], 0 when the file has none.
     pub fn answer_mismatch_per_token(&self) -> f64 {
         self.answer_mismatch_per_token.unwrap_or(0.0)
+    }
+
+    /// Fraction of zero-think turns that requeue for a client connection in replays of vllm-ppd's
+    /// measurements; 0 when the file has none.
+    pub fn client_requeue_rate(&self) -> f64 {
+        self.overheads.client_requeue_rate.unwrap_or(0.0)
     }
 
     /// Coefficient of variation of the serialized overhead services; 0 when the file has none.

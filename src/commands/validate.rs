@@ -30,18 +30,30 @@ pub(crate) fn no_points(measured: &[PathBuf], message: &str) -> InputError {
 pub(crate) const UNSUPPORTED: &str =
     "not a supported measured file: expected a vllm-ppd comprehensive point, low-QPS file (v3 or 2-GPU) or interference experiment";
 
+/// Replay settings `validate` takes from its flags instead of the calibration file.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReplayOverrides {
+    /// `--overhead-service-cv`.
+    pub overhead_service_cv: Option<f64>,
+    /// `--client-requeue-rate`.
+    pub client_requeue_rate: Option<f64>,
+}
+
 pub(crate) fn exec_validate(
     measured: &[PathBuf],
     calibration: &Path,
     output: Option<PathBuf>,
     seed: u64,
-    overhead_service_cv: Option<f64>,
+    overrides: ReplayOverrides,
     print_points: bool,
     force: bool,
 ) -> Result<i32> {
     let mut cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
-    if let Some(cv) = overhead_service_cv {
+    if let Some(cv) = overrides.overhead_service_cv {
         cal.overheads.service_cv = Some(cv);
+    }
+    if let Some(r) = overrides.client_requeue_rate {
+        cal.overheads.client_requeue_rate = Some(r);
     }
     if let Some(why) = &cal.uncalibrated {
         println!("UNCALIBRATED model {} — {why}", calibration.display());

@@ -142,6 +142,16 @@ pub struct SimConfig {
     /// many requests in flight; TTFT includes the wait for a connection. A turn sent the moment
     /// its previous turn ends (no think time) reuses that turn's connection. `None`: unlimited.
     pub client_max_connections: Option<u32>,
+    /// Fraction of the turns sent the moment their previous turn ends that do not keep its
+    /// connection: they lose it to the pool's oldest waiting request and queue behind every
+    /// waiting one (FIFO), their TTFT holding that wait. Which turns is a fixed hash of
+    /// (conversation, turn, `routing_seed`), so every policy sees the same ones. 0 (the default):
+    /// every such turn keeps its connection. The candidate mechanism for vllm-ppd's
+    /// comprehensive sweep, whose turn-2 p99 TTFT reaches the turn-1 pool waits (seconds) once
+    /// the 50-connection pool is full while its turn-2 p50 stays at tens of ms: an aiohttp
+    /// client whose woken waiter sometimes runs before the conversation sends its next turn
+    /// (docs/validation.md). Only acts with `client_max_connections` and waiting requests.
+    pub client_requeue_rate: f64,
     /// Client timeout: a request whose E2E exceeds it counts as failed and its conversation
     /// stops (vllm-ppd: 120 s). `None`: no timeout.
     pub request_timeout_s: Option<f64>,
@@ -772,6 +782,19 @@ impl<'a> Simulation<'a> {
         u < self.cfg.affinity_miss_rate
     }
 
+    /// Whether turn `turn` (≥ 2) of `conv`, sent the moment its previous turn ended, loses that
+    /// turn's connection to a waiting request ([`SimConfig::client_requeue_rate`]): a fixed hash
+    /// of the pair, and only while some request waits for a connection.
+    fn requeues(&self, conv: usize, turn: usize) -> bool {
+        if self.cfg.client_requeue_rate <= 0.0 || self.connection_waiters.is_empty() {
+            return false;
+        }
+        let h =
+            splitmix64(splitmix64(salted(conv as u64 ^ 0x5EC0_0000_0000_0000, self.cfg.routing_seed)) ^ turn as u64);
+        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        u < self.cfg.client_requeue_rate
+    }
+
     /// The decode-side instance with the fewest active conversations (lowest index on ties).
     fn least_loaded_decode(&self) -> usize {
         (self.num_prefill..self.instances.len())
@@ -1277,14 +1300,20 @@ impl<'a> Simulation<'a> {
                     // The next turn is created now (its context is known) and arrives after the think time.
                     let next = self.new_request(conv);
                     if think == SimDuration::ZERO {
-                        // Sent at once, it keeps the connection its previous turn just released.
-                        // aiohttp's connector code would queue it behind the pool's waiters
-                        // (`connect` waits while any waiter is queued), but the comprehensive
-                        // sweep's turn-2 TTFTs stay at tens of ms at loads where turn 1 waits
-                        // seconds for a connection; replayed with that FIFO wait, PD-vs-PPD
-                        // winner agreement falls from 144/144 to 130/144 and the knees from 66
-                        // to 64 of 70 (docs/validation.md).
-                        self.on_arrival(next);
+                        if self.requeues(conv, k + 1) {
+                            // It loses the connection to the oldest waiting request and queues.
+                            self.release_connection();
+                            self.on_client_send(next);
+                        } else {
+                            // Sent at once, it keeps the connection its previous turn just
+                            // released. aiohttp's connector code would queue it behind the pool's
+                            // waiters (`connect` waits while any waiter is queued), but the
+                            // comprehensive sweep's turn-2 TTFTs stay at tens of ms at loads where
+                            // turn 1 waits seconds for a connection; replayed with that FIFO wait
+                            // for every turn, PD-vs-PPD winner agreement falls from 144/144 to
+                            // 130/144 and the knees from 66 to 64 of 70 (docs/validation.md).
+                            self.on_arrival(next);
+                        }
                     } else {
                         self.release_connection();
                         let at = self.now + think;

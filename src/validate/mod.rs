@@ -67,6 +67,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         template_tokens_per_message: 0,
         serialized_overheads: true,
         client_max_connections: Some(50),
+        client_requeue_rate: cal.client_requeue_rate(),
         request_timeout_s: Some(120.0),
         pinning: Pinning::Hash,
         max_model_len: Some(8192),

@@ -200,6 +200,7 @@ fn invalid_scenarios_fail_with_exit_3_naming_the_problem() {
         ("bandwidth_tiny.toml", "kv_link.bandwidth_gbps"),
         ("bandwidth_inf.toml", "kv_link.bandwidth_gbps"),
         ("timeout_negative.toml", "client.request_timeout_s"),
+        ("requeue_rate_not_a_fraction.toml", "client.requeue_rate"),
         ("timeout_nan.toml", "client.request_timeout_s"),
         ("timeout_zero.toml", "client.request_timeout_s"),
         ("max_model_len_tiny.toml", "every request would be refused"),
@@ -2112,9 +2113,10 @@ fn noise_floor_is_large_for_a_bimodal_mix_and_small_for_one_path() {
 }
 
 #[test]
-fn calibrate_records_the_overhead_service_cv_it_fits_with() {
-    // `--overhead-service-cv` is recorded in the model file (where `run` and `validate` read it);
-    // out of range it is refused before anything is read or written, naming the flag.
+fn calibrate_records_the_service_cv_and_client_requeue_rate_it_fits_with() {
+    // `--overhead-service-cv` and `--client-requeue-rate` are recorded in the model file (where
+    // `validate`, and `run` for the CV, read them); out of range each is refused before anything
+    // is read or written, naming the flag; without them the fields are absent.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.json");
     let calibrate = |extra: &[&str], out: &Path| {
@@ -2126,23 +2128,29 @@ fn calibrate_records_the_overhead_service_cv_it_fits_with() {
             .arg(out);
         c
     };
-    calibrate(&["--overhead-service-cv", "0.3"], &out).assert().success();
+    calibrate(&["--overhead-service-cv", "0.3", "--client-requeue-rate", "0.02"], &out)
+        .assert()
+        .success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(v["overheads"]["service_cv"].as_f64(), Some(0.3));
+    assert_eq!(v["overheads"]["client_requeue_rate"].as_f64(), Some(0.02));
     let bad = dir.path().join("bad.json");
-    calibrate(&["--overhead-service-cv", "11"], &bad)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--overhead-service-cv").and(predicate::str::contains("out of range")));
-    assert!(!bad.exists());
-    // Without the flag the field is absent (deterministic services).
+    for (flag, value) in [("--overhead-service-cv", "11"), ("--client-requeue-rate", "1.5")] {
+        calibrate(&[flag, value], &bad)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(flag).and(predicate::str::contains("out of range")));
+        assert!(!bad.exists());
+    }
     calibrate(&[], &out).assert().success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert!(
-        v["overheads"].get("service_cv").is_none_or(|x| x.is_null()),
-        "{}",
-        v["overheads"]
-    );
+    for key in ["service_cv", "client_requeue_rate"] {
+        assert!(
+            v["overheads"].get(key).is_none_or(|x| x.is_null()),
+            "{key}: {}",
+            v["overheads"]
+        );
+    }
 }
 
 #[test]

@@ -57,6 +57,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
         template_tokens_per_message: 0,
         serialized_overheads: true,
         client_max_connections: None,
+        client_requeue_rate: 0.0,
         request_timeout_s: None,
         pinning: ppdsim::sim::Pinning::Hash,
         max_model_len: None,
@@ -654,6 +655,56 @@ fn a_turn_sent_at_once_reuses_its_connection() {
     close(r[1].arrived_at_ms, 32.0);
     close(r[1].completed_at_ms, 54.0);
     close(r[2].ttft_ms, 66.0);
+}
+
+#[test]
+fn a_requeued_turn_waits_behind_the_pool_s_waiters() {
+    // The same pool of 1, with every turn sent at once requeued: when A's turn 1 ends (32 ms) B,
+    // waiting since 0, takes the connection: enqueue 34, first token 44, done 64 (two decode
+    // steps). A's turn 2, sent at 32, gets it only then: enqueue 66, first token 76 (TTFT 44 ms,
+    // the wait included), done 86.
+    let mut a = conversation().remove(0);
+    a.think_after = vec![SimDuration::ZERO];
+    let b = one_turn(1).remove(0);
+    let mut cfg = config(replication(1), 8192);
+    cfg.client_max_connections = Some(1);
+    cfg.client_requeue_rate = 1.0;
+    let r = run_cfg(cfg.clone(), vec![a.clone(), b]);
+    close(r[2].ttft_ms, 44.0);
+    close(r[2].completed_at_ms, 64.0);
+    close(r[1].arrived_at_ms, 32.0);
+    close(r[1].ttft_ms, 44.0);
+    close(r[1].completed_at_ms, 86.0);
+    // Nobody waiting: the turn keeps its connection whatever the rate (enqueue 34, done 54).
+    let alone = run_cfg(cfg, vec![a]);
+    close(alone[1].ttft_ms, 12.0);
+    close(alone[1].completed_at_ms, 54.0);
+}
+
+#[test]
+fn client_requeue_rate_is_the_fraction_of_requeued_turns() {
+    // 2,000 two-turn conversations, no think time, arriving faster than one instance serves them
+    // through a pool of 4, so a connection always has waiters: at rate 0.25 the share of turn-2
+    // requests that waited for a connection (TTFT beyond their service) is 0.25 within sampling
+    // error (σ = √(p(1−p)/n) ≈ 0.0097 → ±4σ ≈ 0.04); at rate 0 none waits.
+    let mut convs = staggered(2000, 0.001);
+    for c in &mut convs {
+        c.think_after = vec![SimDuration::ZERO];
+    }
+    let mut cfg = config(replication(1), 8192);
+    cfg.client_max_connections = Some(4);
+    let waited = |cfg: SimConfig| {
+        let r = run_cfg(cfg, convs.clone());
+        // Turn 2 sent at once starts being served 2 ms (request overhead) after it is sent; a
+        // requeued one waits for another request to finish first (≥ 10 ms).
+        let turn2: Vec<&RequestRecord> = r.iter().filter(|x| x.turn == 2).collect();
+        assert_eq!(turn2.len(), 2000);
+        turn2.iter().filter(|x| x.ttft_ms > 60.0).count() as f64 / 2000.0
+    };
+    assert_eq!(waited(cfg.clone()), 0.0);
+    cfg.client_requeue_rate = 0.25;
+    let share = waited(cfg);
+    assert!((share - 0.25).abs() < 0.04, "requeued share {share}");
 }
 
 #[test]
