@@ -65,49 +65,35 @@ pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
 /// # Errors
 /// As [`read_trace`], and a conversation id that an earlier line already used.
 pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usize>)> {
+    use rayon::prelude::*;
     let bytes = crate::input::read_bytes(path, crate::input::OnTruncation::Error)?;
     crate::input::check_line_lengths(path, &bytes)?;
-    let mut out = Vec::new();
-    let mut lines = Vec::new();
     // Lines parsed in place (no copy per line); a final newline ends the last line.
     let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    for (i, line) in crate::input::split_lines(text).enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = std::str::from_utf8(line)
-            .map_err(|_| InputError::line(path, i + 1, "cannot read: stream did not contain valid UTF-8"))?;
-        if line.trim().is_empty() {
-            continue;
+    let numbered: Vec<(usize, &[u8])> = crate::input::split_lines(text).enumerate().collect();
+    // Parsed in chunks on every thread; each chunk stops at its first bad line, and the chunks'
+    // results are taken in file order, so the error reported is the first bad line's whatever
+    // the thread count.
+    const CHUNK_LINES: usize = 2048;
+    let chunks: Vec<InputResult<Vec<(Conversation, usize)>>> = numbered
+        .par_chunks(CHUNK_LINES)
+        .map(|chunk| {
+            let mut out = Vec::with_capacity(chunk.len());
+            for &(i, line) in chunk {
+                if let Some(conv) = parse_trace_line(path, i + 1, line)? {
+                    out.push((conv, i + 1));
+                }
+            }
+            Ok(out)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(numbered.len());
+    let mut lines = Vec::with_capacity(numbered.len());
+    for chunk in chunks {
+        for (conv, line) in chunk? {
+            out.push(conv);
+            lines.push(line);
         }
-        let conv: Conversation = serde_json::from_str(line).map_err(|e| {
-            InputError::line(
-                path,
-                i + 1,
-                format!("not a native trace line ({e}); expected {{\"id\":\"..\",\"turns\":[{{\"user_tokens\":N,\"assistant_tokens\":N}},..]}}"),
-            )
-        })?;
-        if conv.turns.is_empty() {
-            return Err(InputError::line(
-                path,
-                i + 1,
-                "conversation has no turns; remove the line or add turns",
-            ));
-        }
-        if let Some(k) = conv.turns.iter().position(|t| t.assistant_tokens == 0) {
-            return Err(InputError::line(
-                path,
-                i + 1,
-                format!("turn {} has assistant_tokens = 0; every answer needs ≥ 1 token", k + 1),
-            ));
-        }
-        if conv.arrival_s.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
-            return Err(InputError::line(
-                path,
-                i + 1,
-                "arrival_s must be a number of seconds >= 0 (from the trace's first arrival)",
-            ));
-        }
-        out.push(conv);
-        lines.push(i + 1);
     }
     if out.is_empty() {
         return Err(InputError::file(path, "trace holds no conversations"));
@@ -128,6 +114,49 @@ pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usiz
         }
     }
     Ok((out, lines))
+}
+
+/// One line of a native trace (1-based `line_no`): its conversation, or `None` for a blank line.
+///
+/// # Errors
+/// Invalid UTF-8 or JSON, an empty `turns`, a zero `assistant_tokens` or a bad `arrival_s`,
+/// naming the file and line.
+fn parse_trace_line(path: &Path, line_no: usize, line: &[u8]) -> InputResult<Option<Conversation>> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = std::str::from_utf8(line)
+        .map_err(|_| InputError::line(path, line_no, "cannot read: stream did not contain valid UTF-8"))?;
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let conv: Conversation = serde_json::from_str(line).map_err(|e| {
+        InputError::line(
+            path,
+            line_no,
+            format!("not a native trace line ({e}); expected {{\"id\":\"..\",\"turns\":[{{\"user_tokens\":N,\"assistant_tokens\":N}},..]}}"),
+        )
+    })?;
+    if conv.turns.is_empty() {
+        return Err(InputError::line(
+            path,
+            line_no,
+            "conversation has no turns; remove the line or add turns",
+        ));
+    }
+    if let Some(k) = conv.turns.iter().position(|t| t.assistant_tokens == 0) {
+        return Err(InputError::line(
+            path,
+            line_no,
+            format!("turn {} has assistant_tokens = 0; every answer needs ≥ 1 token", k + 1),
+        ));
+    }
+    if conv.arrival_s.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
+        return Err(InputError::line(
+            path,
+            line_no,
+            "arrival_s must be a number of seconds >= 0 (from the trace's first arrival)",
+        ));
+    }
+    Ok(Some(conv))
 }
 
 /// True when the file at `path` starts like a native trace (plain or gzip): its first non-blank
@@ -334,5 +363,37 @@ mod tests {
             .expect_err("repeated id")
             .to_string();
         assert!(err.contains(":3: ") && err.contains("already used on line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_long_trace_parsed_in_chunks_keeps_its_order_and_reports_its_first_bad_line() {
+        // 10,000 lines: several parse chunks, taken by any thread in any order.
+        let line =
+            |i: usize| format!("{{\"id\":\"c{i}\",\"turns\":[{{\"user_tokens\":{i},\"assistant_tokens\":1}}]}}\n");
+        let good: Vec<String> = (0..10_000).map(line).collect();
+        let (convs, lines) = read_trace_lines(write(good.concat().as_bytes()).path()).expect("valid");
+        assert_eq!(convs.len(), 10_000);
+        for (k, (c, &l)) in convs.iter().zip(&lines).enumerate() {
+            assert_eq!(
+                (c.id.as_str(), c.turns[0].user_tokens, l),
+                (format!("c{k}").as_str(), k as u32, k + 1)
+            );
+        }
+        // Bad lines in two chunks (7,001 in the fourth, 3,001 in the second): the earlier is named.
+        let mut bad = good.clone();
+        bad[7_000] = "{\"id\":\"x\",\"turns\":[]}\n".into();
+        bad[3_000] = "{\"id\":\"y\"\n".into();
+        let err = read_trace_lines(write(bad.concat().as_bytes()).path())
+            .expect_err("bad lines")
+            .to_string();
+        assert!(
+            err.contains(":3001: ") && err.contains("not a native trace line"),
+            "{err}"
+        );
+        bad[3_000] = good[3_000].clone();
+        let err = read_trace_lines(write(bad.concat().as_bytes()).path())
+            .expect_err("bad line")
+            .to_string();
+        assert!(err.contains(":7001: ") && err.contains("has no turns"), "{err}");
     }
 }
