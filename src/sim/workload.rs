@@ -138,7 +138,9 @@ pub fn generate(
         ThinkTimeSpec::Constant { .. } => None,
     };
     let mut t = 0.0f64;
-    let mut out = Vec::new();
+    // Sized once when the count decides (no copies as it grows; a window's count is a draw),
+    // bounded so that a huge count cut short by a window reserves little.
+    let mut out = Vec::with_capacity(count.filter(|_| window_s.is_none()).unwrap_or(0).min(1 << 22));
     for n in 0.. {
         let k = idx[n % idx.len()];
         let c = &source[k];
