@@ -428,6 +428,7 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow], all_knees: bool) -> Stri
             e(&|r| (r.t1_mean_tpot_predicted_ms, r.t1_mean_tpot_measured_ms)),
         );
     }
+    s.push_str(&p99_bias_table(rows, &configs));
     // Winner agreement for every pair of configurations that differ only in D vs pD (same P and
     // R counts, same number of decode-side instances): which of the two has the lower turn-2 p50
     // TTFT at each (workload, QPS) both measured with every request successful.
@@ -538,6 +539,53 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow], all_knees: bool) -> Stri
     s
 }
 
+/// Load bands of [`p99_bias_table`]: (label, lowest, highest new conversations per second).
+const LOAD_BANDS: [(&str, f64, f64); 3] = [("0.5–2/s", 0.5, 2.0), ("4–6/s", 4.0, 6.0), ("8–10/s", 8.0, 10.0)];
+
+/// Where the turn-2 p99 TTFT misses lie: per configuration, the signed median error below
+/// saturation by context class (the workload's `small_`/`large_` prefix: 128- or 1,024-token
+/// turn-1 answers) and load band, with the points in each cell in brackets.
+fn p99_bias_table(rows: &[ComprehensiveRow], configs: &[&str]) -> String {
+    use std::fmt::Write;
+    let mut s = String::from(
+        "turn-2 p99 TTFT signed median error below saturation, by context and new conversations/s (points):\n",
+    );
+    let _ = write!(s, "  {:<12}", "config");
+    for ctx in ["small", "large"] {
+        for (band, _, _) in LOAD_BANDS {
+            let _ = write!(s, " {:>14}", format!("{ctx} {band}"));
+        }
+    }
+    s.push('\n');
+    for c in configs {
+        let _ = write!(s, "  {c:<12}");
+        for ctx in ["small", "large"] {
+            for (_, lo, hi) in LOAD_BANDS {
+                let errs: Vec<f64> = rows
+                    .iter()
+                    .filter(|r| {
+                        r.config == *c
+                            && r.below_saturation
+                            && r.workload.starts_with(ctx)
+                            && (lo..=hi).contains(&r.qps)
+                            && r.t2_p99_ttft_measured_ms > 0.0
+                            && r.t2_p99_ttft_predicted_ms.is_finite()
+                    })
+                    .map(|r| err(r.t2_p99_ttft_predicted_ms, r.t2_p99_ttft_measured_ms))
+                    .collect();
+                let cell = if errs.is_empty() {
+                    "–".to_string()
+                } else {
+                    format!("{:+.0}% ({})", median(errs.iter().copied()), errs.len())
+                };
+                let _ = write!(s, " {cell:>14}");
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// One comprehensive point as a table line: turn-1 and turn-2 p50 and p99 TTFT and mean TPOT,
 /// each measured / predicted \[ms\] with the signed error \[%\].
 fn comprehensive_line(r: &ComprehensiveRow) -> String {
@@ -613,4 +661,62 @@ pub fn comprehensive_worst(rows: &[ComprehensiveRow], n: usize) -> String {
         sel.len(),
         comprehensive_lines(&sel)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workload: &str, qps: f64, p99_measured_ms: f64, p99_predicted_ms: f64, below: bool) -> ComprehensiveRow {
+        ComprehensiveRow {
+            config: "1P_3D".into(),
+            workload: workload.into(),
+            qps,
+            measured_success_pct: 100.0,
+            predicted_success_pct: 100.0,
+            t1_p50_ttft_measured_ms: 100.0,
+            t1_p50_ttft_predicted_ms: 100.0,
+            t1_p99_ttft_measured_ms: 100.0,
+            t1_p99_ttft_predicted_ms: 100.0,
+            t2_p50_ttft_measured_ms: 100.0,
+            t2_p50_ttft_predicted_ms: 100.0,
+            t2_p99_ttft_measured_ms: p99_measured_ms,
+            t2_p99_ttft_predicted_ms: p99_predicted_ms,
+            t1_mean_tpot_measured_ms: 10.0,
+            t1_mean_tpot_predicted_ms: 10.0,
+            t2_mean_tpot_measured_ms: 10.0,
+            t2_mean_tpot_predicted_ms: 10.0,
+            t2_p50_ttft_floor_pct: 0.0,
+            t2_p99_ttft_floor_pct: 0.0,
+            below_saturation: below,
+            replay_past_knee: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn p99_bias_table_takes_signed_medians_by_context_and_load_below_saturation() {
+        let rows = [
+            row("small_tiny", 0.5, 100.0, 90.0, true),     // −10%
+            row("small_mid_bal", 2.0, 100.0, 120.0, true), // +20%
+            row("small_tiny", 6.0, 200.0, 150.0, true),    // −25%
+            row("large_tiny", 8.0, 400.0, 200.0, true),    // −50%
+            row("large_tiny", 10.0, 100.0, 10.0, false),   // saturated: left out
+            row("large_tiny", 12.0, 100.0, 10.0, true),    // outside every band
+        ];
+        let text = p99_bias_table(&rows, &["1P_3D"]);
+        let cells: Vec<String> = text
+            .lines()
+            .nth(2)
+            .expect("one config line")
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            cells,
+            ["1P_3D", "+5% (2)", "-25% (1)", "–", "–", "–", "-50% (1)"],
+            "{text}"
+        );
+    }
 }
