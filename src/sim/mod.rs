@@ -150,7 +150,8 @@ pub struct SimConfig {
     /// comprehensive sweep, whose turn-2 p99 TTFT reaches the turn-1 pool waits (seconds) once
     /// the 50-connection pool is full while its turn-2 p50 stays at tens of ms: an aiohttp
     /// client whose woken waiter sometimes runs before the conversation sends its next turn
-    /// (docs/validation.md). Only acts with `client_max_connections` and waiting requests.
+    /// (docs/validation.md; the replay fit does not ask for it). Only acts with
+    /// `client_max_connections` and waiting requests.
     pub client_requeue_rate: f64,
     /// Client timeout: a request whose E2E exceeds it counts as failed and its conversation
     /// stops (vllm-ppd: 120 s). `None`: no timeout.
@@ -394,6 +395,13 @@ pub fn service_jitter(cv: f64, seed: u64, conv: usize, turn: usize, component: S
 /// ratio, so small seeds give far-apart keys (a plain `x ^ seed` would only permute small `x`).
 fn salted(x: u64, seed: u64) -> u64 {
     x ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// A uniform draw in [0, 1) fixed by (`salt`, `seed`, conversation, turn): the same turn gets the
+/// same draw in every policy's run (53 bits of a splitmix64 hash).
+fn keyed_uniform(salt: u64, seed: u64, conv: usize, turn: usize) -> f64 {
+    let h = splitmix64(splitmix64(salted(conv as u64 ^ salt, seed)) ^ turn as u64);
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The (D/R instance, P instance) a hash `h` pins a conversation to on a cluster of `p` P and
@@ -776,10 +784,7 @@ impl<'a> Simulation<'a> {
         if self.cfg.affinity_miss_rate <= 0.0 {
             return false;
         }
-        let h =
-            splitmix64(splitmix64(salted(conv as u64 ^ 0xAFF1_0000_0000_0000, self.cfg.routing_seed)) ^ turn as u64);
-        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
-        u < self.cfg.affinity_miss_rate
+        keyed_uniform(0xAFF1_0000_0000_0000, self.cfg.routing_seed, conv, turn) < self.cfg.affinity_miss_rate
     }
 
     /// Whether turn `turn` (≥ 2) of `conv`, sent the moment its previous turn ended, loses that
@@ -789,10 +794,7 @@ impl<'a> Simulation<'a> {
         if self.cfg.client_requeue_rate <= 0.0 || self.connection_waiters.is_empty() {
             return false;
         }
-        let h =
-            splitmix64(splitmix64(salted(conv as u64 ^ 0x5EC0_0000_0000_0000, self.cfg.routing_seed)) ^ turn as u64);
-        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
-        u < self.cfg.client_requeue_rate
+        keyed_uniform(0x5EC0_0000_0000_0000, self.cfg.routing_seed, conv, turn) < self.cfg.client_requeue_rate
     }
 
     /// The decode-side instance with the fewest active conversations (lowest index on ties).
