@@ -214,6 +214,13 @@ pub enum Command {
         /// `validate` uses it. Default 0 (docs/validation.md: the turn-2 p99 candidate).
         #[arg(long, value_name = "R", value_parser = parse_fraction, default_value_t = 0.0)]
         client_requeue_rate: f64,
+        /// Per output chunk each API server streams (a step's tokens reach the client once the
+        /// server has sent them) \[ms\], with which the replays fit β3 and the overheads;
+        /// recorded in the model file when > 0, where `run` and `validate` use it. Default: 0.3
+        /// when the measurements include vllm-ppd's (vLLM's API server, identified from its
+        /// interference bursts; docs/validation.md), 0 otherwise; 0 turns it off.
+        #[arg(long, value_name = "MS", value_parser = parse_stream_ms)]
+        stream_ms_per_chunk: Option<f64>,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -263,6 +270,12 @@ pub enum Command {
         /// calibration's (absent: 0): the sensitivity of turn-2 tails to the client's pool.
         #[arg(long, value_name = "R", value_parser = parse_fraction)]
         client_requeue_rate: Option<f64>,
+        /// Replay with each API server streaming its output chunks at this many ms each (a
+        /// step's tokens reach the client once the server has sent them) instead of the
+        /// calibration's (absent: 0, tokens arrive as their step ends): the sensitivity of the
+        /// interference bursts' TPOT to the server's streaming.
+        #[arg(long, value_name = "MS", value_parser = parse_stream_ms)]
+        stream_ms_per_chunk: Option<f64>,
         /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
         summary_only: bool,
@@ -458,6 +471,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             replay_params,
             overhead_service_cv,
             client_requeue_rate,
+            stream_ms_per_chunk,
             roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
@@ -476,6 +490,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 replay_params,
                 overhead_service_cv,
                 client_requeue_rate,
+                stream_ms_per_chunk,
                 ..Default::default()
             },
             strict,
@@ -488,6 +503,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             seed,
             overhead_service_cv,
             client_requeue_rate,
+            stream_ms_per_chunk,
             summary_only,
             force,
         } => crate::commands::validate::exec_validate(
@@ -498,12 +514,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::commands::validate::ReplayOverrides {
                 overhead_service_cv,
                 client_requeue_rate,
+                stream_ms_per_chunk,
             },
             !summary_only,
             force,
         ),
         Command::Plot { results_dir, force } => crate::commands::plot::exec_plot(&results_dir, force),
         Command::Trace { command } => crate::commands::trace::exec_trace(command),
+    }
+}
+
+/// `--stream-ms-per-chunk`: ms in [0, 100].
+fn parse_stream_ms(s: &str) -> Result<f64, String> {
+    let max = crate::scenario::MAX_STREAM_MS_PER_CHUNK;
+    match s.parse::<f64>() {
+        Ok(c) if (0.0..=max).contains(&c) => Ok(c),
+        Ok(_) => Err(format!("{s} is out of range: give ms per streamed token in [0, {max}]")),
+        Err(_) => Err(format!(
+            "`{s}` is not a number: give ms per streamed token such as 0.19"
+        )),
     }
 }
 

@@ -370,6 +370,11 @@ pub struct OverheadSpec {
     /// Unset: the calibration's (`overheads.service_cv`, absent = 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_cv: Option<f64>,
+    /// Per output chunk an instance's API server streams \[ms\] ([`SimConfig::stream_ms_per_chunk`]):
+    /// with N streams a client sees at most one token per N × this. Unset: the calibration's
+    /// (`overheads.stream_ms_per_chunk`, absent = 0: tokens reach the client as their step ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_ms_per_chunk: Option<f64>,
 }
 
 impl Default for OverheadSpec {
@@ -384,12 +389,17 @@ impl Default for OverheadSpec {
             prompt_ms_per_token: None,
             serialized: true,
             service_cv: None,
+            stream_ms_per_chunk: None,
         }
     }
 }
 
 /// Largest `[overheads] service_cv` accepted (a lognormal of CV 10 already has σ ≈ 2.1).
 pub const MAX_SERVICE_CV: f64 = 10.0;
+
+/// Largest `[overheads] stream_ms_per_chunk` accepted \[ms\] (100 ms per token per stream is
+/// already a client that sees ten tokens a second).
+pub const MAX_STREAM_MS_PER_CHUNK: f64 = 100.0;
 
 /// A loaded, checked scenario with its files read.
 #[derive(Clone)]
@@ -694,6 +704,7 @@ impl LoadedScenario {
             affinity_miss_rate: sc.proxy.affinity_miss_rate,
             routing_seed: 0,
             overhead_service_cv: sc.overheads.service_cv.expect("resolved"),
+            stream_ms_per_chunk: sc.overheads.stream_ms_per_chunk.expect("resolved"),
             decode_runs: self.decode_runs,
         }
     }
@@ -1201,6 +1212,14 @@ fn check_domains(path: &Path, sc: &Scenario, model: &hardware::ModelSpec, gpu: &
         }
     }
     in_range(
+        "overheads.stream_ms_per_chunk",
+        sc.overheads.stream_ms_per_chunk.unwrap_or(0.0),
+        0.0,
+        false,
+        MAX_STREAM_MS_PER_CHUNK,
+        &format!("use a time per streamed token in ms, >= 0 and <= {MAX_STREAM_MS_PER_CHUNK} (0: tokens reach the client as their step ends)"),
+    )?;
+    in_range(
         "overheads.service_cv",
         sc.overheads.service_cv.unwrap_or(0.0),
         0.0,
@@ -1404,6 +1423,9 @@ fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationF
         .answer_mismatch_per_token
         .get_or_insert(calibration.answer_mismatch_per_token());
     sc.overheads.service_cv.get_or_insert(calibration.overhead_service_cv());
+    sc.overheads
+        .stream_ms_per_chunk
+        .get_or_insert(calibration.stream_ms_per_chunk());
     // Durations (set here or calibrated) must be finite, non-negative and bounded.
     let o = &sc.overheads;
     for (key, v) in [

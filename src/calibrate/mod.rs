@@ -73,9 +73,24 @@ pub struct CalibrateOptions {
     pub overhead_service_cv: f64,
     /// Fraction of the benchmark client's zero-think turns that requeue for a connection in the
     /// replays ([`crate::sim::SimConfig::client_requeue_rate`]), recorded in the model file when
-    /// > 0. Default 0.
+    /// above 0. Default 0.
     pub client_requeue_rate: f64,
+    /// Per output chunk an API server streams in the replays
+    /// ([`crate::sim::SimConfig::stream_ms_per_chunk`]) \[ms\], recorded in the model file when
+    /// above 0. `None` (the default): [`VLLM_STREAM_MS_PER_CHUNK`] when the measurements include
+    /// vllm-ppd's (their overheads are vLLM's API server's), 0 otherwise.
+    pub stream_ms_per_chunk: Option<f64>,
 }
+
+/// What vLLM's API server spends streaming one output chunk (one token of one request) \[ms\]:
+/// with N concurrent streams a client sees at most one token per N × 0.3 ms. Identified from
+/// vllm-ppd's interference bursts (one H100, N requests sent at once), whose decode TPOT grows
+/// 0.15 ms per request where the engine's step grows 0.08: scanned over 0.1–0.5 ms with the
+/// shipped model, the decode-only bursts' TPOT and batch-time median |errors| sum to their least at
+/// 0.28–0.30 (14.1 + 3.4 and 10.6 + 6.9%; 22.4 + 6.7% without streaming), and the held-out
+/// trials with inserted prefills go from 38.4 to 22.4% (docs/validation.md). Comparable to the
+/// per-request cost of a Python event loop detokenising and writing an SSE chunk.
+pub const VLLM_STREAM_MS_PER_CHUNK: f64 = 0.3;
 
 /// Source of β2, the cost per query–key pair of prefill attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -122,6 +137,7 @@ impl Default for CalibrateOptions {
             decode_refit: true,
             overhead_service_cv: 0.0,
             client_requeue_rate: 0.0,
+            stream_ms_per_chunk: None,
         }
     }
 }
@@ -879,6 +895,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 prompt_ms_per_token: None,
                 service_cv: None,
                 client_requeue_rate: None,
+                stream_ms_per_chunk: None,
             },
             fitted_link.unwrap_or_else(|| KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
@@ -953,6 +970,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 request_service_ms: None,
                 service_cv: None,
                 client_requeue_rate: None,
+                stream_ms_per_chunk: None,
                 prompt_ms_per_token: Some(coefficient(
                     "prompt_ms_per_token",
                     "ms/token",
@@ -1018,6 +1036,16 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     }
     if opts.client_requeue_rate > 0.0 {
         file.overheads.client_requeue_rate = Some(opts.client_requeue_rate);
+    }
+    let stream = opts.stream_ms_per_chunk.unwrap_or_else(|| {
+        if loaded.iter().any(|l| l.samples.reader.starts_with("vllm-ppd")) {
+            VLLM_STREAM_MS_PER_CHUNK
+        } else {
+            0.0
+        }
+    });
+    if stream > 0.0 {
+        file.overheads.stream_ms_per_chunk = Some(stream);
     }
     let replay_points: Vec<replay::Point> = loaded
         .iter()
@@ -1276,6 +1304,13 @@ pub fn report(c: &Calibration) -> String {
             "overheads fitted by replaying {} loaded points ({} replays each) and the low-QPS files (objective: mean over the campaigns of mean |ln(pred/meas)|, loaded points' T1 p50, T2 p50, T2 p99 TTFT, low-QPS T2 p50 TTFT; {:.3} → {:.3}):",
             r.num_points, r.replays_per_point, r.objective_before, r.objective_after
         );
+        if f.stream_ms_per_chunk() > 0.0 {
+            let _ = writeln!(
+                s,
+                "  with each API server streaming an output chunk in {:.2} ms (--stream-ms-per-chunk; recorded in the model file)",
+                f.stream_ms_per_chunk()
+            );
+        }
         if let (Some(req), Some(tok)) = (r.request_overhead_ms, r.prompt_ms_per_token) {
             let _ = writeln!(
                 s,

@@ -94,6 +94,11 @@ pub struct Overheads {
     /// --client-requeue-rate` or `validate --client-requeue-rate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_requeue_rate: Option<f64>,
+    /// Per output chunk an instance's API server streams \[ms\]
+    /// ([`crate::sim::SimConfig::stream_ms_per_chunk`]). Absent: 0 (set it by hand or with
+    /// `validate --stream-ms-per-chunk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_ms_per_chunk: Option<f64>,
 }
 
 /// KV-transfer parameters.
@@ -390,6 +395,20 @@ impl CalibrationFile {
                 ),
             ));
         }
+        if let Some(c) = f
+            .overheads
+            .stream_ms_per_chunk
+            .filter(|c| !(0.0..=crate::scenario::MAX_STREAM_MS_PER_CHUNK).contains(c))
+        {
+            return Err(InputError::key(
+                path,
+                "overheads.stream_ms_per_chunk",
+                format!(
+                    "{c} is not a time per streamed token: give ms in [0, {}], or remove the key (0)",
+                    crate::scenario::MAX_STREAM_MS_PER_CHUNK
+                ),
+            ));
+        }
         if let Some(r) = f.overheads.client_requeue_rate.filter(|r| !(0.0..=1.0).contains(r)) {
             return Err(InputError::key(
                 path,
@@ -460,6 +479,11 @@ impl CalibrationFile {
     /// measurements; 0 when the file has none.
     pub fn client_requeue_rate(&self) -> f64 {
         self.overheads.client_requeue_rate.unwrap_or(0.0)
+    }
+
+    /// Per output chunk an API server streams \[ms\]; 0 when the file has none.
+    pub fn stream_ms_per_chunk(&self) -> f64 {
+        self.overheads.stream_ms_per_chunk.unwrap_or(0.0)
     }
 
     /// Coefficient of variation of the serialized overhead services; 0 when the file has none.

@@ -37,6 +37,8 @@ pub(crate) struct ReplayOverrides {
     pub overhead_service_cv: Option<f64>,
     /// `--client-requeue-rate`.
     pub client_requeue_rate: Option<f64>,
+    /// `--stream-ms-per-chunk`.
+    pub stream_ms_per_chunk: Option<f64>,
 }
 
 pub(crate) fn exec_validate(
@@ -54,6 +56,9 @@ pub(crate) fn exec_validate(
     }
     if let Some(r) = overrides.client_requeue_rate {
         cal.overheads.client_requeue_rate = Some(r);
+    }
+    if let Some(c) = overrides.stream_ms_per_chunk {
+        cal.overheads.stream_ms_per_chunk = Some(c);
     }
     if let Some(why) = &cal.uncalibrated {
         println!("UNCALIBRATED model {} — {why}", calibration.display());

@@ -363,6 +363,23 @@ impl DecodeRun {
         self.end(k.saturating_sub(1))
     }
 
+    /// When an API server that streams each step's `n` output chunks one after another, at
+    /// `chunk_us` µs each, is free after this run's first `k` steps, given that it was free at
+    /// `base` before step 1: the recursion F_j = max(F_{j−1}, end(j)) + n·chunk_us in closed form,
+    /// max(max(base, end(1)) + k·n·chunk_us, end(k) + n·chunk_us) — exact, because the step
+    /// times never shrink (contexts only grow), so end(j) − j·n·chunk_us is convex in j and its
+    /// maximum over 1..=k is at an end.
+    ///
+    /// # Panics
+    /// If `k` is 0 or exceeds the run's length.
+    pub fn stream_free_after(&self, base: SimTime, k: usize, chunk_us: u64) -> SimTime {
+        assert!(k >= 1 && k <= self.len, "decode run step {k} of {}", self.len);
+        debug_assert!(self.step_time(1) <= self.step_time(self.len), "decode steps shrink");
+        let per_step = self.n * chunk_us;
+        let from_first = base.max(self.end(1)).0 + k as u64 * per_step;
+        SimTime(from_first.max(self.end(k).0 + per_step))
+    }
+
     /// The last step `f` (≥ `finished`, < `len`) such that `before(end of step j, its start)`
     /// holds for every step `j` in `finished + 1 ..= f` (`before` must be monotone: once false,
     /// false for every later step), with its end. Walks a few steps, then gallops and bisects
@@ -971,11 +988,13 @@ impl Instance {
     }
 
     /// Ends the iteration in flight at `now`, appending to `events` what happened to its
-    /// sequences in batch order.
+    /// sequences in batch order; returns how many of them sampled a token for a client (every
+    /// sequence that decoded or finished its prompt, prefill-only ones excepted): the chunks the
+    /// API server streams for this step.
     ///
     /// # Panics
     /// If no iteration is in flight or `now` is not its end.
-    pub fn finish_step(&mut self, now: SimTime, events: &mut Vec<SeqEvent>) {
+    pub fn finish_step(&mut self, now: SimTime, events: &mut Vec<SeqEvent>) -> u64 {
         assert_eq!(
             self.busy_until,
             Some(now),
@@ -994,6 +1013,7 @@ impl Instance {
         }
         let mut done = std::mem::take(&mut self.done_scratch);
         done.clear();
+        let mut chunks = 0;
         for (i, s) in self.running[..self.batch_len].iter_mut().enumerate() {
             let chunk = s.chunk;
             if chunk > 0 {
@@ -1006,6 +1026,7 @@ impl Instance {
                     } else {
                         // The step that completes the prompt (or a recompute) samples a token.
                         s.num_generated += 1;
+                        chunks += 1;
                         if s.num_generated == 1 {
                             events.push(SeqEvent::FirstToken { req: s.req });
                         }
@@ -1018,6 +1039,7 @@ impl Instance {
             } else {
                 s.num_computed_tokens += 1;
                 s.num_generated += 1;
+                chunks += 1;
                 assert!(s.num_generated <= s.num_output_tokens);
                 if s.num_generated == s.num_output_tokens {
                     events.push(SeqEvent::Completed { req: s.req });
@@ -1048,5 +1070,6 @@ impl Instance {
         }
         self.done_scratch = done;
         assert!(self.used_blocks() <= self.limits.capacity_blocks);
+        chunks
     }
 }

@@ -153,6 +153,15 @@ pub struct SimConfig {
     /// (docs/validation.md; the replay fit does not ask for it). Only acts with
     /// `client_max_connections` and waiting requests.
     pub client_requeue_rate: f64,
+    /// Per output chunk an instance's API server streams (detokenising and writing one token of
+    /// one request) \[ms\]: the chunks of each engine step are handled one after another once the
+    /// step ends and the server is free, and a token reaches the client when its step's chunks
+    /// are done — so with N streams the client sees at most one token per N × this per request,
+    /// whatever the GPU does (vLLM's API server is one Python process; its engine core runs on).
+    /// TTFT and E2E are these delivery times; the next turn is sent at the delivered end. 0 (the
+    /// default): tokens reach the client when their step ends. The candidate for the
+    /// interference study's decode TPOT above ≈ 150 concurrent requests (docs/validation.md).
+    pub stream_ms_per_chunk: f64,
     /// Client timeout: a request whose E2E exceeds it counts as failed and its conversation
     /// stops (vllm-ppd: 120 s). `None`: no timeout.
     pub request_timeout_s: Option<f64>,
@@ -241,6 +250,12 @@ pub enum Event {
     },
     /// A split request's handoff reaches D's API server (P's share and the latency are done).
     HandoffAtDecode {
+        /// Request id.
+        req: usize,
+    },
+    /// A completed request's last token reaches the client, after its API server streamed the
+    /// chunks queued before it ([`SimConfig::stream_ms_per_chunk`] > 0 only).
+    StreamEnd {
         /// Request id.
         req: usize,
     },
@@ -443,6 +458,13 @@ pub struct Simulation<'a> {
     connection_waiters: std::collections::VecDeque<usize>,
     active_convs: Vec<u32>,
     timeline: Option<Timeline>,
+    /// Per instance: when its API server has streamed every chunk so far
+    /// ([`SimConfig::stream_ms_per_chunk`]).
+    stream_free_at: Vec<SimTime>,
+    /// Per instance: `stream_free_at` when its decode run in flight was planned.
+    run_stream_base: Vec<SimTime>,
+    /// `stream_ms_per_chunk` in whole µs.
+    stream_chunk_us: u64,
     /// Per instance: the longest decode run to plan next \[steps\].
     run_limit: Vec<usize>,
     /// What the last finished iteration did to its sequences (a buffer kept between events).
@@ -529,6 +551,7 @@ impl<'a> Simulation<'a> {
             .collect();
         let n = instances.len();
         let n_convs = convs.len();
+        let stream_chunk_us = SimDuration::from_ms_f64(cfg.stream_ms_per_chunk).0;
         Simulation {
             policy_name: cfg.name.as_str().into(),
             instance_names: instances.iter().map(|i| i.name.as_str().into()).collect(),
@@ -553,6 +576,9 @@ impl<'a> Simulation<'a> {
             active_convs: vec![0; n],
             timeline: None,
             run_limit: vec![MIN_DECODE_RUN_STEPS; n],
+            stream_free_at: vec![SimTime::ZERO; n],
+            run_stream_base: vec![SimTime::ZERO; n],
+            stream_chunk_us,
             seq_events: Vec::new(),
             with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
@@ -712,6 +738,10 @@ impl<'a> Simulation<'a> {
             return;
         };
         let run_end = EventKey::step_end(run.end(run.len), run.step_start(run.len), inst);
+        if self.stream_chunk_us > 0 && run.finished > 0 {
+            self.stream_free_at[inst] =
+                run.stream_free_after(self.run_stream_base[inst], run.finished, self.stream_chunk_us);
+        }
         self.run_limit[inst] = MIN_DECODE_RUN_STEPS;
         match self.instances[inst].end_run() {
             RunEnd::Unchanged => {}
@@ -754,6 +784,7 @@ impl<'a> Simulation<'a> {
                         if !self.with_runs.contains(&i) {
                             self.with_runs.push(i);
                         }
+                        self.run_stream_base[i] = self.stream_free_at[i];
                         let run = self.instances[i].run().expect("just planned");
                         let pushed_at = run.step_start(run.len);
                         self.queue
@@ -960,18 +991,32 @@ impl<'a> Simulation<'a> {
                 self.mark(inst);
             }
             Event::StepDone { inst } => {
-                if self.instances[inst].run().is_some() {
+                if let Some(run) = self.instances[inst].run() {
                     self.run_limit[inst] = (self.run_limit[inst] * 2).min(MAX_DECODE_RUN_STEPS);
+                    // The run's earlier steps streamed their chunks; the last is this event's.
+                    if self.stream_chunk_us > 0 {
+                        self.stream_free_at[inst] =
+                            run.stream_free_after(self.run_stream_base[inst], run.len - 1, self.stream_chunk_us);
+                    }
                 }
                 let mut events = std::mem::take(&mut self.seq_events);
                 events.clear();
-                self.instances[inst].finish_step(self.now, &mut events);
+                let chunks = self.instances[inst].finish_step(self.now, &mut events);
+                // When the client sees this step's tokens.
+                let delivered = if self.stream_chunk_us > 0 {
+                    let free = &mut self.stream_free_at[inst];
+                    *free = SimTime((*free).max(self.now).0 + chunks * self.stream_chunk_us);
+                    *free
+                } else {
+                    self.now
+                };
                 self.mark(inst);
                 for e in events.drain(..) {
-                    self.on_seq_event(e);
+                    self.on_seq_event(e, delivered);
                 }
                 self.seq_events = events;
             }
+            Event::StreamEnd { req } => self.turn_done(req),
             Event::KvTransferDone { req } => {
                 let r = &mut self.requests[req];
                 r.kv_ready_at = Some(self.now);
@@ -1243,7 +1288,9 @@ impl<'a> Simulation<'a> {
         self.queue.push(at, Event::Enqueue { inst: first, req });
     }
 
-    fn on_seq_event(&mut self, e: SeqEvent) {
+    /// What a sequence event of the step that ended now does; its tokens reach the client at
+    /// `delivered` (≥ now: [`SimConfig::stream_ms_per_chunk`]).
+    fn on_seq_event(&mut self, e: SeqEvent, delivered: SimTime) {
         match e {
             SeqEvent::PrefillDone { req } => {
                 let r = &self.requests[req];
@@ -1267,7 +1314,7 @@ impl<'a> Simulation<'a> {
             SeqEvent::FirstToken { req } => {
                 let r = &mut self.requests[req];
                 assert!(r.first_token_at.is_none(), "request {req} got two first tokens");
-                r.first_token_at = Some(self.now);
+                r.first_token_at = Some(delivered);
                 if r.route == RouteKind::Local {
                     let backlog = &mut self.local_backlog_tokens[r.decode_inst];
                     *backlog = backlog
@@ -1278,51 +1325,62 @@ impl<'a> Simulation<'a> {
             SeqEvent::Completed { req } => {
                 let r = &mut self.requests[req];
                 assert!(r.completed_at.is_none(), "request {req} completed twice");
-                r.completed_at = Some(self.now);
-                if let Some(t) = self.cfg.request_timeout_s {
-                    r.timed_out = self.now.since(r.arrived_at) > SimDuration::from_secs_f64(t);
-                }
-                let (conv, timed_out, inst) = (r.conv, r.timed_out, r.decode_inst);
-                let k = self.conv_state[conv].next_turn;
-                if timed_out || k == self.convs[conv].turns.len() {
-                    // A failed turn ends its conversation (the client does not send the next one).
-                    self.conv_state[conv].stopped = timed_out;
-                    self.active_convs[inst] -= 1;
-                    self.release_connection();
-                    self.conversation_done(conv);
+                r.completed_at = Some(delivered);
+                if delivered > self.now {
+                    self.queue.push(delivered, Event::StreamEnd { req });
                 } else {
-                    let think = self.convs[conv].think_after[k - 1];
-                    let not_before = self.convs[conv].not_before.get(k - 1).copied().unwrap_or(SimTime::ZERO);
-                    // A scheduled send later than the think time waits for it.
-                    let think = if self.now + think < not_before {
-                        not_before.since(self.now)
-                    } else {
-                        think
-                    };
-                    // The next turn is created now (its context is known) and arrives after the think time.
-                    let next = self.new_request(conv);
-                    if think == SimDuration::ZERO {
-                        if self.requeues(conv, k + 1) {
-                            // It loses the connection to the oldest waiting request and queues.
-                            self.release_connection();
-                            self.on_client_send(next);
-                        } else {
-                            // Sent at once, it keeps the connection its previous turn just
-                            // released. aiohttp's connector code would queue it behind the pool's
-                            // waiters (`connect` waits while any waiter is queued), but the
-                            // comprehensive sweep's turn-2 TTFTs stay at tens of ms at loads where
-                            // turn 1 waits seconds for a connection; replayed with that FIFO wait
-                            // for every turn, PD-vs-PPD winner agreement falls from 144/144 to
-                            // 130/144 and the knees from 66 to 64 of 70 (docs/validation.md).
-                            self.on_arrival(next);
-                        }
-                    } else {
-                        self.release_connection();
-                        let at = self.now + think;
-                        self.requests[next].arrived_at = at;
-                        self.queue.push(at, Event::Arrival { req: next });
-                    }
+                    self.turn_done(req);
                 }
+            }
+        }
+    }
+
+    /// The client has a turn's last token (now): it fails if it took too long, and the
+    /// conversation ends or sends its next turn.
+    fn turn_done(&mut self, req: usize) {
+        let r = &mut self.requests[req];
+        if let Some(t) = self.cfg.request_timeout_s {
+            r.timed_out = self.now.since(r.arrived_at) > SimDuration::from_secs_f64(t);
+        }
+        let (conv, timed_out, inst) = (r.conv, r.timed_out, r.decode_inst);
+        let k = self.conv_state[conv].next_turn;
+        if timed_out || k == self.convs[conv].turns.len() {
+            // A failed turn ends its conversation (the client does not send the next one).
+            self.conv_state[conv].stopped = timed_out;
+            self.active_convs[inst] -= 1;
+            self.release_connection();
+            self.conversation_done(conv);
+        } else {
+            let think = self.convs[conv].think_after[k - 1];
+            let not_before = self.convs[conv].not_before.get(k - 1).copied().unwrap_or(SimTime::ZERO);
+            // A scheduled send later than the think time waits for it.
+            let think = if self.now + think < not_before {
+                not_before.since(self.now)
+            } else {
+                think
+            };
+            // The next turn is created now (its context is known) and arrives after the think time.
+            let next = self.new_request(conv);
+            if think == SimDuration::ZERO {
+                if self.requeues(conv, k + 1) {
+                    // It loses the connection to the oldest waiting request and queues.
+                    self.release_connection();
+                    self.on_client_send(next);
+                } else {
+                    // Sent at once, it keeps the connection its previous turn just
+                    // released. aiohttp's connector code would queue it behind the pool's
+                    // waiters (`connect` waits while any waiter is queued), but the
+                    // comprehensive sweep's turn-2 TTFTs stay at tens of ms at loads where
+                    // turn 1 waits seconds for a connection; replayed with that FIFO wait
+                    // for every turn, PD-vs-PPD winner agreement falls from 144/144 to
+                    // 130/144 and the knees from 66 to 64 of 70 (docs/validation.md).
+                    self.on_arrival(next);
+                }
+            } else {
+                self.release_connection();
+                let at = self.now + think;
+                self.requests[next].arrived_at = at;
+                self.queue.push(at, Event::Arrival { req: next });
             }
         }
     }

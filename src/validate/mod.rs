@@ -68,6 +68,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         serialized_overheads: true,
         client_max_connections: Some(50),
         client_requeue_rate: cal.client_requeue_rate(),
+        stream_ms_per_chunk: cal.stream_ms_per_chunk(),
         request_timeout_s: Some(120.0),
         pinning: Pinning::Hash,
         max_model_len: Some(8192),

@@ -58,6 +58,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
         serialized_overheads: true,
         client_max_connections: None,
         client_requeue_rate: 0.0,
+        stream_ms_per_chunk: 0.0,
         request_timeout_s: None,
         pinning: ppdsim::sim::Pinning::Hash,
         max_model_len: None,
@@ -705,6 +706,52 @@ fn client_requeue_rate_is_the_fraction_of_requeued_turns() {
     cfg.client_requeue_rate = 0.25;
     let share = waited(cfg);
     assert!((share - 0.25).abs() < 0.04, "requeued share {share}");
+}
+
+#[test]
+fn streamed_tokens_reach_the_client_when_the_api_server_has_sent_their_step() {
+    // One instance, constant 10 ms steps, request handling 2 ms serialized; A and B (100 tokens
+    // in, 3 out) sent at 0. Engine: A's prefill 2→12, B's 12→22 with A's decode, then 22→32
+    // (A done) and 32→42 (B done). The API server sends each step's chunks one after another
+    // once the step has ended and it is free.
+    let mut cfg = config(replication(1), 8192);
+    let engine = run_cfg(cfg.clone(), one_turn(2));
+    close(engine[0].ttft_ms, 12.0);
+    close(engine[1].completed_at_ms, 42.0);
+    // 3 ms a chunk: steps ending 12 (1 chunk), 22 (2), 32 (2), 42 (1) are sent by 15, 28, 38, 45.
+    cfg.stream_ms_per_chunk = 3.0;
+    let r = run_cfg(cfg.clone(), one_turn(2));
+    close(r[0].ttft_ms, 15.0);
+    close(r[1].ttft_ms, 28.0);
+    close(r[0].completed_at_ms, 38.0);
+    close(r[1].completed_at_ms, 45.0);
+    // 8 ms a chunk, slower than the engine: a backlog — 20, max(20, 22) + 16 = 38,
+    // max(38, 32) + 16 = 54, max(54, 42) + 8 = 62.
+    cfg.stream_ms_per_chunk = 8.0;
+    let r = run_cfg(cfg, one_turn(2));
+    close(r[0].ttft_ms, 20.0);
+    close(r[1].ttft_ms, 38.0);
+    close(r[0].completed_at_ms, 54.0);
+    close(r[1].completed_at_ms, 62.0);
+}
+
+#[test]
+fn a_stream_slower_than_its_decode_steps_sets_the_client_s_tpot_on_both_paths() {
+    // One request, 50 output tokens, 10 ms steps, 15 ms a chunk: the first token leaves at
+    // 12 + 15 = 27 ms and each later one 15 ms after the previous (the server is the bottleneck),
+    // so the client sees TPOT 15 ms and E2E 27 + 49 × 15 = 762 ms — whether the decode steps run
+    // one by one or as one closed-form run.
+    let mut c = one_turn(1);
+    c[0].turns[0].assistant_tokens = 50;
+    let mut cfg = config(replication(1), 8192);
+    cfg.stream_ms_per_chunk = 15.0;
+    for decode_runs in [false, true] {
+        cfg.decode_runs = decode_runs;
+        let r = run_cfg(cfg.clone(), c.clone());
+        close(r[0].ttft_ms, 27.0);
+        close(r[0].e2e_ms, 762.0);
+        close(r[0].tpot_ms.unwrap(), 15.0);
+    }
 }
 
 #[test]

@@ -75,6 +75,10 @@ proptest! {
             cfg.limits.max_num_seqs = 4;
             // Some policies time slow requests out: their conversations end early.
             cfg.request_timeout_s = (k % 4 == 3).then_some(0.3);
+            // Some policies stream their tokens through a slow API server (4 ms per chunk, about a
+            // decode step): tokens reach the client late, and the step path and the closed-form
+            // decode runs must agree on when.
+            cfg.stream_ms_per_chunk = if k % 2 == 1 { 4.0 } else { 0.0 };
             let cfg_max_len = cfg.max_model_len;
             let timeout = cfg.request_timeout_s;
             // Decode runs and the step-by-step path: the same records, usage and timeline.
