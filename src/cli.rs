@@ -216,11 +216,10 @@ pub enum Command {
         client_requeue_rate: f64,
         /// Per output chunk each API server streams (a step's tokens reach the client once the
         /// server has sent them) \[ms\], with which the replays fit β3 and the overheads;
-        /// recorded in the model file when > 0, where `run` and `validate` use it. Default: 0.3
-        /// when the measurements include vllm-ppd's (vLLM's API server, identified from its
-        /// interference bursts; docs/validation.md), 0 otherwise; 0 turns it off.
-        #[arg(long, value_name = "MS", value_parser = parse_stream_ms)]
-        stream_ms_per_chunk: Option<f64>,
+        /// recorded in the model file when > 0, where `run` and `validate` use it. Default 0
+        /// (docs/validation.md: 0.3 ms fits the interference bursts, seed 003's W1 rules it out).
+        #[arg(long, value_name = "MS", value_parser = parse_stream_ms, default_value_t = 0.0)]
+        stream_ms_per_chunk: f64,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed

@@ -77,20 +77,9 @@ pub struct CalibrateOptions {
     pub client_requeue_rate: f64,
     /// Per output chunk an API server streams in the replays
     /// ([`crate::sim::SimConfig::stream_ms_per_chunk`]) \[ms\], recorded in the model file when
-    /// above 0. `None` (the default): [`VLLM_STREAM_MS_PER_CHUNK`] when the measurements include
-    /// vllm-ppd's (their overheads are vLLM's API server's), 0 otherwise.
-    pub stream_ms_per_chunk: Option<f64>,
+    /// above 0. Default 0 (tokens reach the client as their step ends).
+    pub stream_ms_per_chunk: f64,
 }
-
-/// What vLLM's API server spends streaming one output chunk (one token of one request) \[ms\]:
-/// with N concurrent streams a client sees at most one token per N × 0.3 ms. Identified from
-/// vllm-ppd's interference bursts (one H100, N requests sent at once), whose decode TPOT grows
-/// 0.15 ms per request where the engine's step grows 0.08: scanned over 0.1–0.5 ms with the
-/// shipped model, the decode-only bursts' TPOT and batch-time median |errors| sum to their least at
-/// 0.28–0.30 (14.1 + 3.4 and 10.6 + 6.9%; 22.4 + 6.7% without streaming), and the held-out
-/// trials with inserted prefills go from 38.4 to 22.4% (docs/validation.md). Comparable to the
-/// per-request cost of a Python event loop detokenising and writing an SSE chunk.
-pub const VLLM_STREAM_MS_PER_CHUNK: f64 = 0.3;
 
 /// Source of β2, the cost per query–key pair of prefill attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -137,7 +126,7 @@ impl Default for CalibrateOptions {
             decode_refit: true,
             overhead_service_cv: 0.0,
             client_requeue_rate: 0.0,
-            stream_ms_per_chunk: None,
+            stream_ms_per_chunk: 0.0,
         }
     }
 }
@@ -1037,15 +1026,8 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     if opts.client_requeue_rate > 0.0 {
         file.overheads.client_requeue_rate = Some(opts.client_requeue_rate);
     }
-    let stream = opts.stream_ms_per_chunk.unwrap_or_else(|| {
-        if loaded.iter().any(|l| l.samples.reader.starts_with("vllm-ppd")) {
-            VLLM_STREAM_MS_PER_CHUNK
-        } else {
-            0.0
-        }
-    });
-    if stream > 0.0 {
-        file.overheads.stream_ms_per_chunk = Some(stream);
+    if opts.stream_ms_per_chunk > 0.0 {
+        file.overheads.stream_ms_per_chunk = Some(opts.stream_ms_per_chunk);
     }
     let replay_points: Vec<replay::Point> = loaded
         .iter()
