@@ -159,8 +159,10 @@ pub struct SimConfig {
     /// are done — so with N streams the client sees at most one token per N × this per request,
     /// whatever the GPU does (vLLM's API server is one Python process; its engine core runs on).
     /// TTFT and E2E are these delivery times; the next turn is sent at the delivered end. 0 (the
-    /// default): tokens reach the client when their step ends. The candidate for the
-    /// interference study's decode TPOT above ≈ 150 concurrent requests (docs/validation.md).
+    /// default): tokens reach the client when their step ends. A candidate for the interference
+    /// study's decode TPOT above ≈ 150 concurrent requests (0.3 ms fits it), not the default:
+    /// seed 003's W1, ≈ 12 ms TPOT with ≈ 50–60 streams on one instance, bounds it at ≈ 0.2 ms
+    /// (docs/validation.md).
     pub stream_ms_per_chunk: f64,
     /// Client timeout: a request whose E2E exceeds it counts as failed and its conversation
     /// stops (vllm-ppd: 120 s). `None`: no timeout.
