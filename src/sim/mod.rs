@@ -733,6 +733,30 @@ impl<'a> Simulation<'a> {
         }
     }
 
+    /// Advances instance `inst`'s API server over the chunks of the steps its decode run has
+    /// finished ([`SimConfig::stream_ms_per_chunk`]; nothing when it is 0 or no step has ended).
+    fn stream_run_steps(&mut self, inst: usize) {
+        if self.stream_chunk_us == 0 {
+            return;
+        }
+        if let Some(run) = self.instances[inst].run().filter(|r| r.finished > 0) {
+            self.stream_free_at[inst] =
+                run.stream_free_after(self.run_stream_base[inst], run.finished, self.stream_chunk_us);
+        }
+    }
+
+    /// When the client sees the tokens of the step of instance `inst` that ended now, whose
+    /// `chunks` outputs its API server sends after those queued before them (now when streaming
+    /// costs nothing).
+    fn stream_step(&mut self, inst: usize, chunks: u64) -> SimTime {
+        if self.stream_chunk_us == 0 {
+            return self.now;
+        }
+        let free = &mut self.stream_free_at[inst];
+        *free = SimTime((*free).max(self.now).0 + chunks * self.stream_chunk_us);
+        *free
+    }
+
     /// Ends instance `inst`'s decode run before something changes it (a request enqueued, a
     /// shared prefix made resident): from the step in flight on it continues step by step.
     fn interrupt_run(&mut self, inst: usize) {
@@ -740,10 +764,7 @@ impl<'a> Simulation<'a> {
             return;
         };
         let run_end = EventKey::step_end(run.end(run.len), run.step_start(run.len), inst);
-        if self.stream_chunk_us > 0 && run.finished > 0 {
-            self.stream_free_at[inst] =
-                run.stream_free_after(self.run_stream_base[inst], run.finished, self.stream_chunk_us);
-        }
+        self.stream_run_steps(inst);
         self.run_limit[inst] = MIN_DECODE_RUN_STEPS;
         match self.instances[inst].end_run() {
             RunEnd::Unchanged => {}
@@ -993,25 +1014,15 @@ impl<'a> Simulation<'a> {
                 self.mark(inst);
             }
             Event::StepDone { inst } => {
-                if let Some(run) = self.instances[inst].run() {
+                if self.instances[inst].run().is_some() {
                     self.run_limit[inst] = (self.run_limit[inst] * 2).min(MAX_DECODE_RUN_STEPS);
                     // The run's earlier steps streamed their chunks; the last is this event's.
-                    if self.stream_chunk_us > 0 {
-                        self.stream_free_at[inst] =
-                            run.stream_free_after(self.run_stream_base[inst], run.len - 1, self.stream_chunk_us);
-                    }
+                    self.stream_run_steps(inst);
                 }
                 let mut events = std::mem::take(&mut self.seq_events);
                 events.clear();
                 let chunks = self.instances[inst].finish_step(self.now, &mut events);
-                // When the client sees this step's tokens.
-                let delivered = if self.stream_chunk_us > 0 {
-                    let free = &mut self.stream_free_at[inst];
-                    *free = SimTime((*free).max(self.now).0 + chunks * self.stream_chunk_us);
-                    *free
-                } else {
-                    self.now
-                };
+                let delivered = self.stream_step(inst, chunks);
                 self.mark(inst);
                 for e in events.drain(..) {
                     self.on_seq_event(e, delivered);
