@@ -395,40 +395,29 @@ impl CalibrationFile {
                 ),
             ));
         }
-        if let Some(c) = f
-            .overheads
-            .stream_ms_per_chunk
-            .filter(|c| !(0.0..=crate::scenario::MAX_STREAM_MS_PER_CHUNK).contains(c))
-        {
-            return Err(InputError::key(
-                path,
+        // The optional overhead settings, each in its closed range (absent: 0).
+        for (key, value, max, what) in [
+            (
                 "overheads.stream_ms_per_chunk",
-                format!(
-                    "{c} is not a time per streamed token: give ms in [0, {}], or remove the key (0)",
-                    crate::scenario::MAX_STREAM_MS_PER_CHUNK
-                ),
-            ));
-        }
-        if let Some(r) = f.overheads.client_requeue_rate.filter(|r| !(0.0..=1.0).contains(r)) {
-            return Err(InputError::key(
-                path,
-                "overheads.client_requeue_rate",
-                format!("{r} is not a fraction: give a value from 0 to 1, or remove the key (0)"),
-            ));
-        }
-        if let Some(cv) = f
-            .overheads
-            .service_cv
-            .filter(|cv| !(0.0..=crate::scenario::MAX_SERVICE_CV).contains(cv))
-        {
-            return Err(InputError::key(
-                path,
+                f.overheads.stream_ms_per_chunk,
+                crate::scenario::MAX_STREAM_MS_PER_CHUNK,
+                "a time per streamed token in ms",
+            ),
+            ("overheads.client_requeue_rate", f.overheads.client_requeue_rate, 1.0, "a fraction"),
+            (
                 "overheads.service_cv",
-                format!(
-                    "{cv} is not a coefficient of variation: give a value in [0, {}], or remove the key (0)",
-                    crate::scenario::MAX_SERVICE_CV
-                ),
-            ));
+                f.overheads.service_cv,
+                crate::scenario::MAX_SERVICE_CV,
+                "a coefficient of variation",
+            ),
+        ] {
+            if let Some(v) = value.filter(|v| !(0.0..=max).contains(v)) {
+                return Err(InputError::key(
+                    path,
+                    key,
+                    format!("{v} is not {what}: give a value in [0, {max}], or remove the key (0)"),
+                ));
+            }
         }
         if let Some(p) = f.answer_mismatch_per_token.filter(|p| !(0.0..1.0).contains(p)) {
             return Err(InputError::key(

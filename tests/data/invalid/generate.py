@@ -252,6 +252,12 @@ def decode_too_fast(m):
 def service_cv_negative(m):
     m["overheads"]["service_cv"] = -0.5
 model("service_cv_negative", service_cv_negative)
+def client_requeue_rate_above_one(m):
+    m["overheads"]["client_requeue_rate"] = 1.5
+model("client_requeue_rate_above_one", client_requeue_rate_above_one)
+def stream_ms_per_chunk_negative(m):
+    m["overheads"]["stream_ms_per_chunk"] = -0.3
+model("stream_ms_per_chunk_negative", stream_ms_per_chunk_negative)
 model("all_beta_zero", all_zero)
 model("negative_beta1", negative_beta1)
 model("missing_beta4", missing_beta4)
