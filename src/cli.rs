@@ -523,38 +523,31 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// A number in [0, `max`] (`what` and `example` word the errors).
+fn parse_in_range(s: &str, max: f64, what: &str, example: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=max).contains(&v) => Ok(v),
+        Ok(_) => Err(format!("{s} is out of range: give {what} in [0, {max}]")),
+        Err(_) => Err(format!("`{s}` is not a number: give {what} such as {example}")),
+    }
+}
+
 /// `--stream-ms-per-chunk`: ms in [0, 100].
 fn parse_stream_ms(s: &str) -> Result<f64, String> {
-    let max = crate::scenario::MAX_STREAM_MS_PER_CHUNK;
-    match s.parse::<f64>() {
-        Ok(c) if (0.0..=max).contains(&c) => Ok(c),
-        Ok(_) => Err(format!("{s} is out of range: give ms per streamed token in [0, {max}]")),
-        Err(_) => Err(format!(
-            "`{s}` is not a number: give ms per streamed token such as 0.19"
-        )),
-    }
+    parse_in_range(
+        s,
+        crate::scenario::MAX_STREAM_MS_PER_CHUNK,
+        "ms per streamed token",
+        "0.19",
+    )
 }
 
 /// `--client-requeue-rate`: a fraction in [0, 1].
 fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        Ok(_) => Err(format!("{s} is out of range: give a fraction from 0 to 1")),
-        Err(_) => Err(format!("`{s}` is not a number: give a fraction such as 0.02")),
-    }
+    parse_in_range(s, 1.0, "a fraction", "0.02")
 }
 
-/// `--overhead-service-cv`: a coefficient of variation in [0, 10].
+/// `--overhead-service-cv`: a coefficient of variation in [0, 10] (0: deterministic services).
 fn parse_service_cv(s: &str) -> Result<f64, String> {
-    let cv: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number: give a coefficient of variation such as 0.5"))?;
-    if (0.0..=crate::scenario::MAX_SERVICE_CV).contains(&cv) {
-        Ok(cv)
-    } else {
-        Err(format!(
-            "{s} is out of range: give a coefficient of variation in [0, {}] (0: deterministic services)",
-            crate::scenario::MAX_SERVICE_CV
-        ))
-    }
+    parse_in_range(s, crate::scenario::MAX_SERVICE_CV, "a coefficient of variation", "0.5")
 }

@@ -1020,15 +1020,11 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         replay: None,
         uncalibrated: None,
     };
-    if opts.overhead_service_cv > 0.0 {
-        file.overheads.service_cv = Some(opts.overhead_service_cv);
-    }
-    if opts.client_requeue_rate > 0.0 {
-        file.overheads.client_requeue_rate = Some(opts.client_requeue_rate);
-    }
-    if opts.stream_ms_per_chunk > 0.0 {
-        file.overheads.stream_ms_per_chunk = Some(opts.stream_ms_per_chunk);
-    }
+    // Replay settings other than the defaults (0) are recorded: runs and validations use them.
+    let recorded = |v: f64| (v > 0.0).then_some(v);
+    file.overheads.service_cv = recorded(opts.overhead_service_cv);
+    file.overheads.client_requeue_rate = recorded(opts.client_requeue_rate);
+    file.overheads.stream_ms_per_chunk = recorded(opts.stream_ms_per_chunk);
     let replay_points: Vec<replay::Point> = loaded
         .iter()
         .flat_map(|l| l.samples.loaded_points.iter())

@@ -403,7 +403,12 @@ impl CalibrationFile {
                 crate::scenario::MAX_STREAM_MS_PER_CHUNK,
                 "a time per streamed token in ms",
             ),
-            ("overheads.client_requeue_rate", f.overheads.client_requeue_rate, 1.0, "a fraction"),
+            (
+                "overheads.client_requeue_rate",
+                f.overheads.client_requeue_rate,
+                1.0,
+                "a fraction",
+            ),
             (
                 "overheads.service_cv",
                 f.overheads.service_cv,

@@ -2112,10 +2112,11 @@ fn noise_floor_is_large_for_a_bimodal_mix_and_small_for_one_path() {
 }
 
 #[test]
-fn calibrate_records_the_service_cv_and_client_requeue_rate_it_fits_with() {
-    // `--overhead-service-cv` and `--client-requeue-rate` are recorded in the model file (where
-    // `validate`, and `run` for the CV, read them); out of range each is refused before anything
-    // is read or written, naming the flag; without them the fields are absent.
+fn calibrate_records_the_replay_settings_it_fits_with() {
+    // `--overhead-service-cv`, `--client-requeue-rate` and `--stream-ms-per-chunk` are recorded in
+    // the model file (where `validate`, and `run` for the CV and the streaming, read them); out of
+    // range each is refused before anything is read or written, naming the flag; without them the
+    // fields are absent.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.json");
     let calibrate = |extra: &[&str], out: &Path| {
@@ -2127,14 +2128,29 @@ fn calibrate_records_the_service_cv_and_client_requeue_rate_it_fits_with() {
             .arg(out);
         c
     };
-    calibrate(&["--overhead-service-cv", "0.3", "--client-requeue-rate", "0.02"], &out)
-        .assert()
-        .success();
+    calibrate(
+        &[
+            "--overhead-service-cv",
+            "0.3",
+            "--client-requeue-rate",
+            "0.02",
+            "--stream-ms-per-chunk",
+            "0.25",
+        ],
+        &out,
+    )
+    .assert()
+    .success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(v["overheads"]["service_cv"].as_f64(), Some(0.3));
     assert_eq!(v["overheads"]["client_requeue_rate"].as_f64(), Some(0.02));
+    assert_eq!(v["overheads"]["stream_ms_per_chunk"].as_f64(), Some(0.25));
     let bad = dir.path().join("bad.json");
-    for (flag, value) in [("--overhead-service-cv", "11"), ("--client-requeue-rate", "1.5")] {
+    for (flag, value) in [
+        ("--overhead-service-cv", "11"),
+        ("--client-requeue-rate", "1.5"),
+        ("--stream-ms-per-chunk", "101"),
+    ] {
         calibrate(&[flag, value], &bad)
             .assert()
             .code(2)
@@ -2143,7 +2159,7 @@ fn calibrate_records_the_service_cv_and_client_requeue_rate_it_fits_with() {
     }
     calibrate(&[], &out).assert().success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    for key in ["service_cv", "client_requeue_rate"] {
+    for key in ["service_cv", "client_requeue_rate", "stream_ms_per_chunk"] {
         assert!(
             v["overheads"].get(key).is_none_or(|x| x.is_null()),
             "{key}: {}",
