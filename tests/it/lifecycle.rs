@@ -642,14 +642,19 @@ fn requests_longer_than_max_model_len_are_refused() {
     assert_eq!((r[1].ttft_ms, r[1].num_computed_tokens), (0.0, 0));
 }
 
-#[test]
-fn a_turn_sent_at_once_reuses_its_connection() {
-    // Pool of 1. A: two turns with no think time; B: one turn, sent at 0 after A.
+/// One replica behind a client pool of 1 connection; A: two turns with no think time, B: one
+/// turn, both sent at 0 (A first).
+fn pool_of_one() -> (SimConfig, TimedConversation, TimedConversation) {
     let mut a = conversation().remove(0);
     a.think_after = vec![SimDuration::ZERO];
-    let b = one_turn(1).remove(0);
     let mut cfg = config(replication(1), 8192);
     cfg.client_max_connections = Some(1);
+    (cfg, a, one_turn(1).remove(0))
+}
+
+#[test]
+fn a_turn_sent_at_once_reuses_its_connection() {
+    let (cfg, a, b) = pool_of_one();
     let r = run_cfg(cfg, vec![a, b]);
     // A turn 1: enqueue 2, done 32. Its turn 2 takes the connection at once: enqueue 34, first
     // token 44, done 54. Only then does B get it: enqueue 56, first token 66.
@@ -664,11 +669,7 @@ fn a_requeued_turn_waits_behind_the_pool_s_waiters() {
     // waiting since 0, takes the connection: enqueue 34, first token 44, done 64 (two decode
     // steps). A's turn 2, sent at 32, gets it only then: enqueue 66, first token 76 (TTFT 44 ms,
     // the wait included), done 86.
-    let mut a = conversation().remove(0);
-    a.think_after = vec![SimDuration::ZERO];
-    let b = one_turn(1).remove(0);
-    let mut cfg = config(replication(1), 8192);
-    cfg.client_max_connections = Some(1);
+    let (mut cfg, a, b) = pool_of_one();
     cfg.client_requeue_rate = 1.0;
     let r = run_cfg(cfg.clone(), vec![a.clone(), b]);
     close(r[2].ttft_ms, 44.0);
@@ -696,8 +697,9 @@ fn client_requeue_rate_is_the_fraction_of_requeued_turns() {
     cfg.client_max_connections = Some(4);
     let waited = |cfg: SimConfig| {
         let r = run_cfg(cfg, convs.clone());
-        // Turn 2 sent at once starts being served 2 ms (request overhead) after it is sent; a
-        // requeued one waits for another request to finish first (≥ 10 ms).
+        // A turn 2 that keeps its connection has its first token within two iterations (20–22
+        // ms here); a requeued one waits behind the pool's waiting first turns (0.59 s and more
+        // here: the conversations arrive at 1,000/s, far faster than the pool of 4 serves them).
         let turn2: Vec<&RequestRecord> = r.iter().filter(|x| x.turn == 2).collect();
         assert_eq!(turn2.len(), 2000);
         turn2.iter().filter(|x| x.ttft_ms > 60.0).count() as f64 / 2000.0
