@@ -35,9 +35,9 @@ pub(crate) const UNSUPPORTED: &str =
 pub(crate) struct ReplayOverrides {
     /// `--overhead-service-cv`.
     pub overhead_service_cv: Option<f64>,
-    /// `--client-requeue-rate`.
+    /// `--client-requeue-rate` (a fraction).
     pub client_requeue_rate: Option<f64>,
-    /// `--stream-ms-per-chunk`.
+    /// `--stream-ms-per-chunk` \[ms\].
     pub stream_ms_per_chunk: Option<f64>,
 }
 

@@ -70,25 +70,27 @@ pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usiz
     crate::input::check_line_lengths(path, &bytes)?;
     // Lines parsed in place (no copy per line); a final newline ends the last line.
     let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    let numbered: Vec<(usize, &[u8])> = crate::input::split_lines(text).enumerate().collect();
+    let all_lines: Vec<&[u8]> = crate::input::split_lines(text).collect();
     // Parsed in chunks on every thread; each chunk stops at its first bad line, and the chunks'
     // results are taken in file order, so the error reported is the first bad line's whatever
     // the thread count.
     const CHUNK_LINES: usize = 2048;
-    let chunks: Vec<InputResult<Vec<(Conversation, usize)>>> = numbered
+    let chunks: Vec<InputResult<Vec<(Conversation, usize)>>> = all_lines
         .par_chunks(CHUNK_LINES)
-        .map(|chunk| {
+        .enumerate()
+        .map(|(c, chunk)| {
             let mut out = Vec::with_capacity(chunk.len());
-            for &(i, line) in chunk {
-                if let Some(conv) = parse_trace_line(path, i + 1, line)? {
-                    out.push((conv, i + 1));
+            for (j, line) in chunk.iter().enumerate() {
+                let line_no = c * CHUNK_LINES + j + 1;
+                if let Some(conv) = parse_trace_line(path, line_no, line)? {
+                    out.push((conv, line_no));
                 }
             }
             Ok(out)
         })
         .collect();
-    let mut out = Vec::with_capacity(numbered.len());
-    let mut lines = Vec::with_capacity(numbered.len());
+    let mut out = Vec::with_capacity(all_lines.len());
+    let mut lines = Vec::with_capacity(all_lines.len());
     for chunk in chunks {
         for (conv, line) in chunk? {
             out.push(conv);

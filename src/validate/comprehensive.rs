@@ -112,8 +112,9 @@ pub fn deployment_for_config(name: &str) -> Option<(RouterConfig, Shape)> {
     Some((router, shape))
 }
 
-/// One comprehensive point: measured and predicted.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One comprehensive point: measured and predicted. `Default` is all zeros (for building rows in
+/// tests).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ComprehensiveRow {
     /// Configuration (`1P_3D`, …).
     pub config: String,
@@ -672,24 +673,10 @@ mod tests {
             config: "1P_3D".into(),
             workload: workload.into(),
             qps,
-            measured_success_pct: 100.0,
-            predicted_success_pct: 100.0,
-            t1_p50_ttft_measured_ms: 100.0,
-            t1_p50_ttft_predicted_ms: 100.0,
-            t1_p99_ttft_measured_ms: 100.0,
-            t1_p99_ttft_predicted_ms: 100.0,
-            t2_p50_ttft_measured_ms: 100.0,
-            t2_p50_ttft_predicted_ms: 100.0,
             t2_p99_ttft_measured_ms: p99_measured_ms,
             t2_p99_ttft_predicted_ms: p99_predicted_ms,
-            t1_mean_tpot_measured_ms: 10.0,
-            t1_mean_tpot_predicted_ms: 10.0,
-            t2_mean_tpot_measured_ms: 10.0,
-            t2_mean_tpot_predicted_ms: 10.0,
-            t2_p50_ttft_floor_pct: 0.0,
-            t2_p99_ttft_floor_pct: 0.0,
             below_saturation: below,
-            replay_past_knee: Vec::new(),
+            ..Default::default()
         }
     }
 
