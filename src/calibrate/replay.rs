@@ -273,9 +273,7 @@ fn scored(rows: &[ComprehensiveRow]) -> impl Iterator<Item = &ComprehensiveRow> 
 /// when none is scored).
 pub fn t2_p50_error_pct(rows: &[ComprehensiveRow]) -> f64 {
     crate::validate::median(
-        scored(rows).map(|r| {
-            100.0 * ((r.t2_p50_ttft_predicted_ms - r.t2_p50_ttft_measured_ms) / r.t2_p50_ttft_measured_ms).abs()
-        }),
+        scored(rows).map(|r| crate::validate::err(r.t2_p50_ttft_predicted_ms, r.t2_p50_ttft_measured_ms).abs()),
     )
 }
 

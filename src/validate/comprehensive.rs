@@ -359,10 +359,7 @@ pub fn simulate_comprehensive_replays(
         t2_p50_ttft_floor_pct: floor(|s| s.t2_p50),
         t2_p99_ttft_floor_pct: floor(|s| s.t2_p99),
         below_saturation: success >= 100.0 && m("turn1", "p50_ttft_ms") <= 1000.0,
-        replay_past_knee: stats
-            .iter()
-            .map(|s| s.t1_p50 > 1000.0 || s.success_pct < KNEE_MIN_SUCCESS_PCT)
-            .collect(),
+        replay_past_knee: stats.iter().map(|s| past_knee(s.t1_p50, s.success_pct)).collect(),
     })
 }
 
@@ -371,6 +368,12 @@ pub fn simulate_comprehensive_replays(
 /// overload ("Cannot connect to host", truncated responses) at 12–20 QPS. A single dropped
 /// request ("Server disconnected", 99.2% success at 6 QPS) is not a knee.
 pub const KNEE_MIN_SUCCESS_PCT: f64 = 90.0;
+
+/// The saturation criterion of the knees: turn-1 p50 TTFT above 1 s (`t1_p50_ms` \[ms\]) or
+/// fewer than [`KNEE_MIN_SUCCESS_PCT`] of the requests succeeding (`success_pct` \[%\]).
+fn past_knee(t1_p50_ms: f64, success_pct: f64) -> bool {
+    t1_p50_ms > 1000.0 || success_pct < KNEE_MIN_SUCCESS_PCT
+}
 
 /// The summary of a comprehensive validation: per config, median |error| below saturation of
 /// turn-2 p50 and p99 TTFT (each with its run-to-run floor), turn-2 mean TPOT, turn-1 p50 TTFT
@@ -500,11 +503,11 @@ pub fn comprehensive_summary(rows: &[ComprehensiveRow], all_knees: bool) -> Stri
         }
         let mk = v
             .iter()
-            .find(|r| r.t1_p50_ttft_measured_ms > 1000.0 || r.measured_success_pct < KNEE_MIN_SUCCESS_PCT)
+            .find(|r| past_knee(r.t1_p50_ttft_measured_ms, r.measured_success_pct))
             .map(|r| r.qps);
         let pk = v
             .iter()
-            .find(|r| r.t1_p50_ttft_predicted_ms > 1000.0 || r.predicted_success_pct < KNEE_MIN_SUCCESS_PCT)
+            .find(|r| past_knee(r.t1_p50_ttft_predicted_ms, r.predicted_success_pct))
             .map(|r| r.qps);
         counted += 1;
         let ok = near(mk, pk);
