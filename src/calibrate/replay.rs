@@ -273,7 +273,11 @@ fn scored(rows: &[ComprehensiveRow]) -> impl Iterator<Item = &ComprehensiveRow> 
 /// when none is scored).
 pub fn t2_p50_error_pct(rows: &[ComprehensiveRow]) -> f64 {
     crate::validate::median(
-        scored(rows).map(|r| crate::validate::err(r.t2_p50_ttft_predicted_ms, r.t2_p50_ttft_measured_ms).abs()),
+        // |p − m| / m × 100 in this order (not `validate::err`'s 100 · (p − m) / m): the shipped
+        // model file records these medians to the last bit.
+        scored(rows).map(|r| {
+            100.0 * ((r.t2_p50_ttft_predicted_ms - r.t2_p50_ttft_measured_ms) / r.t2_p50_ttft_measured_ms).abs()
+        }),
     )
 }
 
