@@ -355,8 +355,9 @@ pub struct OverheadSpec {
     /// The part of `pd_handoff_ms` D's API server does one request at a time \[ms\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pd_handoff_d_service_ms: Option<f64>,
-    /// Where the P-side share queues: `per-prefill` (one queue per P instance, default) or
-    /// `cluster` (one queue for all).
+    /// Where the P-side share is done: `prefill-engine` (by the P instance's engine, adding to
+    /// the step that finishes each split prompt; default), `per-prefill` (one queue per P
+    /// instance beside its engine) or `cluster` (one queue for all).
     pub pd_handoff_queue: crate::sim::HandoffQueue,
     /// Latency per prompt token, once per request at its entry \[ms/token\].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -385,7 +386,7 @@ impl Default for OverheadSpec {
             request_service_ms: None,
             pd_handoff_p_service_ms: None,
             pd_handoff_d_service_ms: None,
-            pd_handoff_queue: crate::sim::HandoffQueue::PerPrefill,
+            pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
             prompt_ms_per_token: None,
             serialized: true,
             service_cv: None,

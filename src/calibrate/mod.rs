@@ -1297,7 +1297,7 @@ pub fn report(c: &Calibration) -> String {
         }
         let _ = writeln!(
             s,
-            "  pd_handoff_ms {:.1} = {:.1} serialized per P instance + {:.1} serialized at D's API server + {:.1} latency",
+            "  pd_handoff_ms {:.1} = {:.1} in P's engine per split prompt + {:.1} serialized at D's API server + {:.1} latency",
             r.pd_handoff_ms,
             r.pd_handoff_p_service_ms,
             r.pd_handoff_d_service_ms,

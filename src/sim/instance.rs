@@ -197,6 +197,10 @@ pub struct Seq {
     /// Prompt tokens the iteration in flight computes for it, 0 for a decode token (meaningful
     /// for the first [`Instance`] `batch_len` running sequences).
     pub chunk: u32,
+    /// Engine time the step that computes this prompt's last token takes on top of its cost
+    /// model time: P's share of the PD handoff when P's engine does it
+    /// ([`crate::sim::HandoffQueue::PrefillEngine`]); 0 otherwise \[µs\].
+    pub handoff_us: u64,
 }
 
 impl Seq {
@@ -736,6 +740,17 @@ impl Instance {
             .sum()
     }
 
+    /// Handoff engine time of the prompts still to compute, over the waiting and running
+    /// sequences ([`Seq::handoff_us`]) \[µs\].
+    pub fn pending_handoff_us(&self) -> u64 {
+        self.waiting
+            .iter()
+            .chain(&self.running)
+            .filter(|s| s.remaining_prefill() > 0)
+            .map(|s| s.handoff_us)
+            .sum()
+    }
+
     /// Sequences waiting plus running.
     pub fn num_seqs(&self) -> usize {
         self.waiting.len() + self.running.len()
@@ -896,6 +911,8 @@ impl Instance {
             self.limits.incremental_kv,
         );
         let mut i = 0;
+        // Engine time of the handoffs of the prompts this step completes [µs].
+        let mut handoff_us = 0;
         while i < self.running.len() && budget > 0 {
             let s = &self.running[i];
             let rem = s.remaining_prefill();
@@ -928,6 +945,9 @@ impl Instance {
             }
             let s = &mut self.running[i];
             if rem > 0 {
+                if tokens == rem {
+                    handoff_us += s.handoff_us;
+                }
                 shape.prefill.push(PrefillPart {
                     num_new_tokens: tokens,
                     num_cached_tokens: s.num_computed_tokens,
@@ -953,6 +973,9 @@ impl Instance {
                 break;
             };
             let s = self.running.last_mut().expect("just admitted");
+            if chunk == s.remaining_prefill() {
+                handoff_us += s.handoff_us;
+            }
             debug_assert!(chunk > 0, "an admitted sequence always has a prompt token to compute");
             shape.prefill.push(PrefillPart {
                 num_new_tokens: chunk,
@@ -974,7 +997,7 @@ impl Instance {
         );
         let dt = (!shape.is_empty()).then(|| cost.step_time(&shape));
         self.shape_scratch = shape;
-        let dt = dt?;
+        let dt = dt? + SimDuration(handoff_us);
         let end = now + dt;
         self.busy_until = Some(end);
         self.busy_time = self.busy_time + dt;

@@ -20,7 +20,9 @@
 //!   `request_service_ms` is serialized work of that instance's API server. On a split route, D
 //!   receives the request `pd_handoff_ms` after the KV transfer completes (the proxy waits for
 //!   P's `max_tokens = 1` response before sending the request to D): serialized work at the P
-//!   instance (`pd_handoff_p_service_ms`, one queue per P), serialized work at D's API server
+//!   instance (`pd_handoff_p_service_ms`, done by P's engine in the step that finishes the
+//!   prompt — before the transfer — or in a queue beside it: [`HandoffQueue`]), serialized work
+//!   at D's API server
 //!   (`pd_handoff_d_service_ms`), and latency for the rest. Each component queues only the
 //!   requests that pass through it, so a cluster with more P instances hands off more requests
 //!   per second.
@@ -73,9 +75,16 @@ pub enum Pinning {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandoffQueue {
-    /// One queue per P instance (the default: a cluster with more P instances hands off more
-    /// requests per second, as vllm-ppd's 2–3-P clusters do).
+    /// P's engine does it (the default): the step that computes a split prompt's last token
+    /// takes `pd_handoff_p_service_ms` longer per such prompt, so P's handoffs and prefills
+    /// share one server. What vllm-ppd's 1P_3D sweep shows: its one P saturates at 20–23
+    /// requests/s with 272-token turn-2 prompts but at 11.6–12.1 with 1,280-token ones, a gap
+    /// the prefill compute closes only if it adds to the handoff work rather than overlapping
+    /// it (`docs/validation.md`, "P's handoff holds its engine").
     #[default]
+    PrefillEngine,
+    /// One queue per P instance beside its engine (a cluster with more P instances hands off
+    /// more requests per second, and a P's handoffs overlap its prefills).
     PerPrefill,
     /// One queue for the whole cluster (a single proxy doing the work; what the v3 benchmark's
     /// 10-request bursts on 2 P + 2 D fit best).
@@ -108,10 +117,13 @@ pub struct SimConfig {
     /// of which `pd_handoff_p_service_ms` and `pd_handoff_d_service_ms` are serialized work and
     /// the rest latency.
     pub pd_handoff_ms: f64,
-    /// Serialized share of the handoff done at the P instance, one request at a time per P (its
-    /// API server returning the response, its KV connector finishing the send) \[ms\].
+    /// Serialized share of the handoff done at the P instance (its API server returning the
+    /// response, its KV connector finishing the send): by P's engine, in the step that computes
+    /// the prompt's last token ([`HandoffQueue::PrefillEngine`]), or one request at a time in a
+    /// queue beside it \[ms\].
     pub pd_handoff_p_service_ms: f64,
-    /// Where `pd_handoff_p_service_ms` queues: per P instance or one queue for the cluster.
+    /// Where `pd_handoff_p_service_ms` is done: in P's engine, in a queue per P instance, or in
+    /// one queue for the cluster.
     pub pd_handoff_queue: HandoffQueue,
     /// Serialized share of the handoff done by D's API server (tokenising and admitting the
     /// request to D), in the same per-instance queue as requests arriving at D directly \[ms\].
@@ -134,9 +146,9 @@ pub struct SimConfig {
     pub template_tokens_per_message: u32,
     /// When true, the serialized shares of the fixed overheads are work of FIFO servers — one API
     /// server per instance (`request_service_ms` of each request arriving there,
-    /// `pd_handoff_d_service_ms` of each handoff to a D) and one handoff server per P instance
-    /// (`pd_handoff_p_service_ms`) — so bursts queue behind each other; when false every
-    /// overhead is a pure delay.
+    /// `pd_handoff_d_service_ms` of each handoff to a D) and P's engine or a handoff server
+    /// (`pd_handoff_p_service_ms`, [`HandoffQueue`]) — so bursts queue behind each other; when
+    /// false every overhead is a pure delay.
     pub serialized_overheads: bool,
     /// The benchmark client's connection pool (vllm-ppd: `TCPConnector(limit=50)`): at most this
     /// many requests in flight; TTFT includes the wait for a connection. A turn sent the moment
@@ -955,7 +967,16 @@ impl<'a> Simulation<'a> {
 
     fn seq_for(&self, req: usize, prefill_only: bool, external: u32) -> Seq {
         let r = &self.requests[req];
+        let handoff_us = if prefill_only && self.handoff_in_engine() {
+            SimDuration::from_ms_f64(
+                self.cfg.pd_handoff_p_service_ms * self.service_jitter(req, ServiceComponent::PrefillHandoff),
+            )
+            .0
+        } else {
+            0
+        };
         Seq {
+            handoff_us,
             req,
             conv: r.conv,
             prefill_only,
@@ -1082,17 +1103,26 @@ impl<'a> Simulation<'a> {
         SimDuration::from_ms_f64(self.cfg.prompt_ms_per_token * self.requests[req].num_prompt_tokens as f64)
     }
 
+    /// Whether P's share of the handoff is engine time on P (its prompts' [`Seq::handoff_us`]).
+    fn handoff_in_engine(&self) -> bool {
+        self.cfg.serialized_overheads && self.cfg.pd_handoff_queue == HandoffQueue::PrefillEngine
+    }
+
     /// When a split request whose KV arrived now (from P instance `p`) reaches D's API server:
-    /// P's serialized share (one handoff at a time per P when overheads are serialized), then
-    /// the handoff's latency (`pd_handoff_ms` less both serialized shares).
+    /// P's serialized share (one handoff at a time per P or per cluster when overheads are
+    /// serialized; already spent in P's step when P's engine does it), then the handoff's
+    /// latency (`pd_handoff_ms` less both serialized shares).
     fn p_handoff(&mut self, p: usize, req: usize) -> SimTime {
         let c = &self.cfg;
         let latency = SimDuration::from_ms_f64(
             (c.pd_handoff_ms - c.pd_handoff_p_service_ms - c.pd_handoff_d_service_ms).max(0.0),
         );
+        if self.handoff_in_engine() {
+            return self.now + latency;
+        }
         let service = self.cfg.pd_handoff_p_service_ms * self.service_jitter(req, ServiceComponent::PrefillHandoff);
         let queue = match self.cfg.pd_handoff_queue {
-            HandoffQueue::PerPrefill => p,
+            HandoffQueue::PerPrefill | HandoffQueue::PrefillEngine => p,
             HandoffQueue::Cluster => 0,
         };
         fifo_done(
@@ -1166,6 +1196,14 @@ impl<'a> Simulation<'a> {
         let pi = &self.instances[p];
         let cached_p = pi.cached_tokens(r.conv).min(prompt - 1);
         let (p_time, _) = chunks(p, pi.pending_prefill_tokens(), prompt - cached_p, cached_p, 0);
+        // When P's engine does the handoffs, the queued prompts' come before this one's prefill.
+        let in_engine = self.handoff_in_engine();
+        let p_time = p_time
+            + if in_engine {
+                SimDuration(pi.pending_handoff_us()).as_ms()
+            } else {
+                0.0
+            };
         let c = &self.cfg;
         let kv_tokens = match c.transfer {
             TransferMode::Full => prompt,
@@ -1175,14 +1213,14 @@ impl<'a> Simulation<'a> {
         let ready = self.now + SimDuration::from_ms_f64(p_time);
         let link_wait = link.free_at(ready).since(ready).as_ms();
         let transfer = link.transfer_time(kv_tokens * c.kv_bytes_per_token).as_ms();
-        let queue = match c.pd_handoff_queue {
-            HandoffQueue::PerPrefill => p,
-            HandoffQueue::Cluster => 0,
-        };
-        let handoff_wait = if c.serialized_overheads {
-            self.handoff_free_at[queue].max(self.now).since(self.now).as_ms()
-        } else {
+        let handoff_wait = if !c.serialized_overheads || in_engine {
             0.0
+        } else {
+            let queue = match c.pd_handoff_queue {
+                HandoffQueue::PerPrefill | HandoffQueue::PrefillEngine => p,
+                HandoffQueue::Cluster => 0,
+            };
+            self.handoff_free_at[queue].max(self.now).since(self.now).as_ms()
         };
         let step = |decodes: u32, chunk: Option<PrefillPart>| step_on(d, decodes, chunk);
         let last = step(

@@ -390,6 +390,31 @@ fn pd_handoff_serializes_per_p_instance_only() {
 }
 
 #[test]
+fn pd_handoff_in_p_s_engine_delays_its_next_prefill() {
+    // Two conversations at once on 1 P + 1 D (each turn 100 → 3 tokens), a link of 1 ms and no
+    // bandwidth cost, a 3 ms handoff that is all P-side work. P's API server enqueues A at 2 ms
+    // and B at 4 ms; every step takes 10 ms.
+    let both = |queue| {
+        let mut cfg = config(pd(), 8192);
+        cfg.pd_handoff_queue = queue;
+        cfg.link_bandwidth_gbps = 1e6;
+        let r = run_cfg(cfg, one_turn(2));
+        (r[0].ttft_ms, r[1].ttft_ms)
+    };
+    // P's engine does the handoff: A's step 2→15 (10 + 3), B's 15→28; transfers 15→16 and
+    // 28→29. D: A's last prompt token 16→26, its decodes 26→36→46; B joins the step after it
+    // arrives, 36→46.
+    let (a, b) = both(ppdsim::sim::HandoffQueue::PrefillEngine);
+    close(a, 26.0);
+    close(b, 46.0);
+    // A queue beside the engine: P's steps 2→12 and 12→22, transfers 12→13 and 22→23, handoffs
+    // 13→16 and 23→26; B joins D's step 26→36.
+    let (a, b) = both(ppdsim::sim::HandoffQueue::PerPrefill);
+    close(a, 26.0);
+    close(b, 36.0);
+}
+
+#[test]
 fn client_connection_pool_delays_sends_inside_ttft() {
     let mut cfg = config(replication(1), 8192);
     cfg.client_max_connections = Some(1);

@@ -79,6 +79,12 @@ proptest! {
             // decode step): tokens reach the client late, and the step path and the closed-form
             // decode runs must agree on when.
             cfg.stream_ms_per_chunk = if k % 2 == 1 { 4.0 } else { 0.0 };
+            // Some policies' P engines do the handoffs (longer P steps), the others queue them.
+            cfg.pd_handoff_queue = if k % 3 != 1 {
+                ppdsim::sim::HandoffQueue::PrefillEngine
+            } else {
+                ppdsim::sim::HandoffQueue::PerPrefill
+            };
             let cfg_max_len = cfg.max_model_len;
             let timeout = cfg.request_timeout_s;
             // Decode runs and the step-by-step path: the same records, usage and timeline.
