@@ -1108,6 +1108,15 @@ impl<'a> Simulation<'a> {
         self.cfg.serialized_overheads && self.cfg.pd_handoff_queue == HandoffQueue::PrefillEngine
     }
 
+    /// The handoff queue P instance `p`'s share waits in when it is not engine time: its own,
+    /// or the cluster's one.
+    fn handoff_queue(&self, p: usize) -> usize {
+        match self.cfg.pd_handoff_queue {
+            HandoffQueue::PerPrefill | HandoffQueue::PrefillEngine => p,
+            HandoffQueue::Cluster => 0,
+        }
+    }
+
     /// When a split request whose KV arrived now (from P instance `p`) reaches D's API server:
     /// P's serialized share (one handoff at a time per P or per cluster when overheads are
     /// serialized; already spent in P's step when P's engine does it), then the handoff's
@@ -1121,10 +1130,7 @@ impl<'a> Simulation<'a> {
             return self.now + latency;
         }
         let service = self.cfg.pd_handoff_p_service_ms * self.service_jitter(req, ServiceComponent::PrefillHandoff);
-        let queue = match self.cfg.pd_handoff_queue {
-            HandoffQueue::PerPrefill | HandoffQueue::PrefillEngine => p,
-            HandoffQueue::Cluster => 0,
-        };
+        let queue = self.handoff_queue(p);
         fifo_done(
             self.cfg
                 .serialized_overheads
@@ -1216,11 +1222,10 @@ impl<'a> Simulation<'a> {
         let handoff_wait = if !c.serialized_overheads || in_engine {
             0.0
         } else {
-            let queue = match c.pd_handoff_queue {
-                HandoffQueue::PerPrefill | HandoffQueue::PrefillEngine => p,
-                HandoffQueue::Cluster => 0,
-            };
-            self.handoff_free_at[queue].max(self.now).since(self.now).as_ms()
+            self.handoff_free_at[self.handoff_queue(p)]
+                .max(self.now)
+                .since(self.now)
+                .as_ms()
         };
         let step = |decodes: u32, chunk: Option<PrefillPart>| step_on(d, decodes, chunk);
         let last = step(
