@@ -116,6 +116,7 @@ for tag, v in {"neg": "-1.0", "nan": "nan", "huge": "101.0"}.items():
     scenario(f"overheads_stream_ms_per_chunk_{tag}", extra=f"\n[overheads]\nstream_ms_per_chunk = {v}\n")
 for tag, v in {"neg": "-0.1", "above_one": "1.5", "nan": "nan"}.items():
     scenario(f"client_requeue_rate_{tag}", extra=f"\n[client]\nrequeue_rate = {v}\n")
+scenario("overheads_pd_handoff_queue_unknown", extra='\n[overheads]\npd_handoff_queue = "per-p"\n')
 scenario("overheads_service_above_total", extra="\n[overheads]\nrequest_overhead_ms = 10.0\nrequest_service_ms = 20.0\n")
 scenario("overheads_handoff_shares_above_total", extra="\n[overheads]\npd_handoff_ms = 10.0\npd_handoff_p_service_ms = 8.0\npd_handoff_d_service_ms = 8.0\n")
 for key, vals in {"max_connections": ["0"], "request_timeout_s": ["0.0", "-1.0", "nan", "inf"], "preset": ['"locust"']}.items():
