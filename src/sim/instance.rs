@@ -83,6 +83,55 @@ mod tests {
     }
 
     #[test]
+    fn a_p_step_takes_the_handoffs_of_the_prompts_it_finishes() {
+        use super::{EngineLimits, Instance, Role, Seq, SimDuration, SimTime};
+        let limits = EngineLimits {
+            token_budget: 100,
+            max_num_seqs: 8,
+            block_size: 16,
+            capacity_blocks: 1_000,
+            cache_answers: true,
+            answer_mismatch_per_token: 0.0,
+            incremental_kv: true,
+        };
+        let seq = |req: usize, prompt: u32, handoff_us: u64| Seq {
+            req,
+            conv: req,
+            prefill_only: true,
+            num_prompt_tokens: prompt,
+            num_output_tokens: 0,
+            num_external_tokens: 0,
+            shared_prefix: None,
+            num_shared_hit_tokens: 0,
+            num_recompute_tokens: 0,
+            num_computed_tokens: 0,
+            num_generated: 0,
+            reserved_blocks: 0,
+            enqueued_at: SimTime::ZERO,
+            admitted_at: None,
+            chunk: 0,
+            handoff_us,
+        };
+        let mut p = Instance::new("P0".into(), Role::Prefill, limits);
+        // A: 60 tokens (3 ms of handoff), B: 80 tokens (5 ms), C: 30 tokens (none).
+        p.enqueue(seq(0, 60, 3_000));
+        p.enqueue(seq(1, 80, 5_000));
+        p.enqueue(seq(2, 30, 0));
+        assert_eq!(p.pending_handoff_us(), 8_000);
+        let cost = crate::cost_model::ConstantCostModel { step_ms: 10.0 };
+        // Step 1 (budget 100): A whole and 40 of B's 80 tokens — only A's prompt ends: 10 + 3 ms.
+        let end = p.try_start(SimTime::ZERO, &cost).expect("a step");
+        assert_eq!(end, SimTime::ZERO + SimDuration(13_000));
+        p.finish_step(end, &mut Vec::new());
+        assert_eq!(p.pending_handoff_us(), 5_000);
+        // Step 2: B's last 40 tokens and C's 30 — B's handoff only: 10 + 5 ms.
+        let end2 = p.try_start(end, &cost).expect("a step");
+        assert_eq!(end2, end + SimDuration(15_000));
+        p.finish_step(end2, &mut Vec::new());
+        assert_eq!(p.pending_handoff_us(), 0);
+    }
+
+    #[test]
     fn run_ends_and_the_search_for_an_event_agree_with_stepping() {
         use super::{AffineDecodeCost, DecodeRun, SimTime};
         use rand::{Rng, SeedableRng};

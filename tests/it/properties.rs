@@ -79,8 +79,9 @@ proptest! {
             // decode step): tokens reach the client late, and the step path and the closed-form
             // decode runs must agree on when.
             cfg.stream_ms_per_chunk = if k % 2 == 1 { 4.0 } else { 0.0 };
-            // Some policies' P engines do the handoffs (longer P steps), the others queue them.
-            cfg.pd_handoff_queue = if k % 3 != 1 {
+            // Most policies' P engines do the handoffs (longer P steps; the predictive router
+            // counts the queued ones in its remote cost), the others queue them.
+            cfg.pd_handoff_queue = if k % 4 != 1 {
                 ppdsim::sim::HandoffQueue::PrefillEngine
             } else {
                 ppdsim::sim::HandoffQueue::PerPrefill
