@@ -220,6 +220,12 @@ pub enum Command {
         /// (docs/validation.md: 0.3 ms fits the interference bursts, seed 003's W1 rules it out).
         #[arg(long, value_name = "MS", value_parser = parse_stream_ms, default_value_t = 0.0)]
         stream_ms_per_chunk: f64,
+        /// Where P's share of the PD handoff is done in the replays that fit the overheads:
+        /// `prefill-engine` (P's engine, in the step that finishes each split prompt),
+        /// `per-prefill` (a queue beside each P's engine) or `cluster` (one queue for all);
+        /// recorded in the model file, where `run` and `validate` use it.
+        #[arg(long, value_name = "MODE", value_enum, default_value_t = crate::sim::HandoffQueue::PrefillEngine)]
+        pd_handoff_queue: crate::sim::HandoffQueue,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -275,6 +281,11 @@ pub enum Command {
         /// interference bursts' TPOT to the server's streaming.
         #[arg(long, value_name = "MS", value_parser = parse_stream_ms)]
         stream_ms_per_chunk: Option<f64>,
+        /// Replay with P's share of the PD handoff done here instead of where the calibration's
+        /// replay fit put it: `prefill-engine`, `per-prefill` or `cluster` (the sensitivity of the
+        /// PD path's saturation to the mechanism).
+        #[arg(long, value_name = "MODE", value_enum)]
+        pd_handoff_queue: Option<crate::sim::HandoffQueue>,
         /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
         summary_only: bool,
@@ -471,6 +482,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             overhead_service_cv,
             client_requeue_rate,
             stream_ms_per_chunk,
+            pd_handoff_queue,
             roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
@@ -490,6 +502,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 overhead_service_cv,
                 client_requeue_rate,
                 stream_ms_per_chunk,
+                pd_handoff_queue,
                 ..Default::default()
             },
             strict,
@@ -503,6 +516,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             overhead_service_cv,
             client_requeue_rate,
             stream_ms_per_chunk,
+            pd_handoff_queue,
             summary_only,
             force,
         } => crate::commands::validate::exec_validate(
@@ -514,6 +528,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 overhead_service_cv,
                 client_requeue_rate,
                 stream_ms_per_chunk,
+                pd_handoff_queue,
             },
             !summary_only,
             force,

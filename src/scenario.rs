@@ -356,9 +356,12 @@ pub struct OverheadSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pd_handoff_d_service_ms: Option<f64>,
     /// Where the P-side share is done: `prefill-engine` (by the P instance's engine, adding to
-    /// the step that finishes each split prompt; default), `per-prefill` (one queue per P
-    /// instance beside its engine) or `cluster` (one queue for all).
-    pub pd_handoff_queue: crate::sim::HandoffQueue,
+    /// the step that finishes each split prompt), `per-prefill` (one queue per P instance beside
+    /// its engine) or `cluster` (one queue for all). Unset: the calibration's
+    /// (`overheads.pd_handoff_queue`: the mechanism its overheads were fitted with;
+    /// `prefill-engine` for the shipped model, `per-prefill` for files that do not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pd_handoff_queue: Option<crate::sim::HandoffQueue>,
     /// Latency per prompt token, once per request at its entry \[ms/token\].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_ms_per_token: Option<f64>,
@@ -386,7 +389,7 @@ impl Default for OverheadSpec {
             request_service_ms: None,
             pd_handoff_p_service_ms: None,
             pd_handoff_d_service_ms: None,
-            pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
+            pd_handoff_queue: None,
             prompt_ms_per_token: None,
             serialized: true,
             service_cv: None,
@@ -692,7 +695,7 @@ impl LoadedScenario {
             pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
             pd_handoff_p_service_ms: sc.overheads.pd_handoff_p_service_ms.expect("resolved"),
             pd_handoff_d_service_ms: sc.overheads.pd_handoff_d_service_ms.expect("resolved"),
-            pd_handoff_queue: sc.overheads.pd_handoff_queue,
+            pd_handoff_queue: sc.overheads.pd_handoff_queue.expect("resolved"),
             request_service_ms: sc.overheads.request_service_ms.expect("resolved"),
             prompt_ms_per_token: sc.overheads.prompt_ms_per_token.expect("resolved"),
             template_tokens_per_message: sc.workload.template_tokens_per_message,
@@ -1427,6 +1430,9 @@ fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationF
     sc.overheads
         .stream_ms_per_chunk
         .get_or_insert(calibration.stream_ms_per_chunk());
+    sc.overheads
+        .pd_handoff_queue
+        .get_or_insert(calibration.pd_handoff_queue());
     // Durations (set here or calibrated) must be finite, non-negative and bounded.
     let o = &sc.overheads;
     for (key, v) in [

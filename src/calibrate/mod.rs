@@ -79,6 +79,9 @@ pub struct CalibrateOptions {
     /// ([`crate::sim::SimConfig::stream_ms_per_chunk`]) \[ms\], recorded in the model file when
     /// above 0. Default 0 (tokens reach the client as their step ends).
     pub stream_ms_per_chunk: f64,
+    /// Where P's share of the handoff is done in the replays ([`crate::sim::HandoffQueue`]),
+    /// recorded in the model file when the replay fits the overheads. Default: P's engine.
+    pub pd_handoff_queue: crate::sim::HandoffQueue,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -127,6 +130,7 @@ impl Default for CalibrateOptions {
             overhead_service_cv: 0.0,
             client_requeue_rate: 0.0,
             stream_ms_per_chunk: 0.0,
+            pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
         }
     }
 }
@@ -885,6 +889,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 service_cv: None,
                 client_requeue_rate: None,
                 stream_ms_per_chunk: None,
+                pd_handoff_queue: None,
             },
             fitted_link.unwrap_or_else(|| KvTransfer {
                 bandwidth_gbps: opts.declared_bandwidth_gbps,
@@ -960,6 +965,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 service_cv: None,
                 client_requeue_rate: None,
                 stream_ms_per_chunk: None,
+                pd_handoff_queue: None,
                 prompt_ms_per_token: Some(coefficient(
                     "prompt_ms_per_token",
                     "ms/token",
@@ -1035,6 +1041,8 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         .flat_map(|l| l.samples.lowqps_points.iter().cloned())
         .collect();
     if !replay_points.is_empty() && opts.replay {
+        // The mechanism the fitted shares mean something with: recorded for runs and validations.
+        file.overheads.pd_handoff_queue = Some(opts.pd_handoff_queue);
         file.replay = Some(replay_fit(
             &mut file,
             &replay_points,
@@ -1295,9 +1303,14 @@ pub fn report(c: &Calibration) -> String {
                 "  request_overhead_ms {req:.1}, prompt_ms_per_token {tok:.5} (once per request)"
             );
         }
+        let p_share = match f.pd_handoff_queue() {
+            crate::sim::HandoffQueue::PrefillEngine => "in P's engine per split prompt",
+            crate::sim::HandoffQueue::PerPrefill => "serialized per P instance",
+            crate::sim::HandoffQueue::Cluster => "serialized in one queue for all P instances",
+        };
         let _ = writeln!(
             s,
-            "  pd_handoff_ms {:.1} = {:.1} in P's engine per split prompt + {:.1} serialized at D's API server + {:.1} latency",
+            "  pd_handoff_ms {:.1} = {:.1} {p_share} + {:.1} serialized at D's API server + {:.1} latency",
             r.pd_handoff_ms,
             r.pd_handoff_p_service_ms,
             r.pd_handoff_d_service_ms,

@@ -99,6 +99,12 @@ pub struct Overheads {
     /// `validate --stream-ms-per-chunk`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_ms_per_chunk: Option<f64>,
+    /// Where `pd_handoff_p_service_ms` is done, as the replay that fitted it assumed
+    /// ([`crate::sim::HandoffQueue`]): `prefill-engine`, `per-prefill` or `cluster`. Runs and
+    /// validations use it unless a scenario or flag says otherwise. Absent (files without a
+    /// replay fit, and those written before P's engine did it): `per-prefill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pd_handoff_queue: Option<crate::sim::HandoffQueue>,
 }
 
 /// KV-transfer parameters.
@@ -478,6 +484,14 @@ impl CalibrationFile {
     /// Per output chunk an API server streams \[ms\]; 0 when the file has none.
     pub fn stream_ms_per_chunk(&self) -> f64 {
         self.overheads.stream_ms_per_chunk.unwrap_or(0.0)
+    }
+
+    /// Where P's share of the handoff is done ([`Overheads::pd_handoff_queue`]); `per-prefill`
+    /// when the file does not say.
+    pub fn pd_handoff_queue(&self) -> crate::sim::HandoffQueue {
+        self.overheads
+            .pd_handoff_queue
+            .unwrap_or(crate::sim::HandoffQueue::PerPrefill)
     }
 
     /// Coefficient of variation of the serialized overhead services; 0 when the file has none.

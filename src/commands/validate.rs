@@ -39,6 +39,8 @@ pub(crate) struct ReplayOverrides {
     pub client_requeue_rate: Option<f64>,
     /// `--stream-ms-per-chunk` \[ms\].
     pub stream_ms_per_chunk: Option<f64>,
+    /// `--pd-handoff-queue`.
+    pub pd_handoff_queue: Option<crate::sim::HandoffQueue>,
 }
 
 pub(crate) fn exec_validate(
@@ -59,6 +61,9 @@ pub(crate) fn exec_validate(
     }
     if let Some(c) = overrides.stream_ms_per_chunk {
         cal.overheads.stream_ms_per_chunk = Some(c);
+    }
+    if let Some(q) = overrides.pd_handoff_queue {
+        cal.overheads.pd_handoff_queue = Some(q);
     }
     if let Some(why) = &cal.uncalibrated {
         println!("UNCALIBRATED model {} — {why}", calibration.display());

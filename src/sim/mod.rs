@@ -72,7 +72,7 @@ pub enum Pinning {
 }
 
 /// Where the serialized share of the PD handoff (`pd_handoff_p_service_ms`) queues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandoffQueue {
     /// P's engine does it (the default): the step that computes a split prompt's last token

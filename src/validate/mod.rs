@@ -60,7 +60,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
         pd_handoff_p_service_ms: handoff_p_ms,
         pd_handoff_d_service_ms: handoff_d_ms,
-        pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
+        pd_handoff_queue: cal.pd_handoff_queue(),
         request_service_ms: cal.request_service_ms(),
         overhead_service_cv: cal.overhead_service_cv(),
         prompt_ms_per_token: cal.prompt_ms_per_token(),

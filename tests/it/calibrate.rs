@@ -199,6 +199,9 @@ fn shipped_model_file_is_what_calibrate_produces() {
     );
     assert_eq!(overheads["request_overhead_ms"]["value"], replay["request_overhead_ms"]);
     assert_eq!(overheads["prompt_ms_per_token"]["value"], replay["prompt_ms_per_token"]);
+    // ... and the handoff mechanism the replay fitted them with (none without a replay).
+    assert_eq!(overheads["pd_handoff_queue"], "prefill-engine");
+    assert!(c.file.overheads.pd_handoff_queue.is_none());
     assert_eq!(replay["leave_one_config_out"].as_array().unwrap().len(), 4);
     // β3 is refitted to the loaded TPOTs with β0 + β3 held: the regression's β3 is ours, the
     // file's β0 and β3 are the refit's, and the batch-1 step is the regression's.
@@ -228,6 +231,7 @@ fn shipped_model_file_is_what_calibrate_produces() {
             "pd_handoff_d_service_ms",
             "request_overhead_ms",
             "prompt_ms_per_token",
+            "pd_handoff_queue",
         ] {
             o.remove(k);
         }
@@ -504,4 +508,55 @@ fn a_scenario_inherits_the_answer_mismatch_its_calibration_was_fitted_with() {
         Err(e) => e.to_string(),
     };
     assert!(e.contains("answer_mismatch_per_token") && e.contains("[0, 1)"), "{e}");
+}
+
+#[test]
+fn the_handoff_mechanism_a_model_was_fitted_with_is_the_one_its_runs_use() {
+    use ppdsim::sim::HandoffQueue;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let load = |f: &str| ppdsim::calibrate::model_file::CalibrationFile::load(&root.join(f)).unwrap();
+    // The shipped model's replay fitted P's share as P engine time; the eager file has no replay
+    // fit, and files that do not say keep the queue beside P's engine of the fits before it.
+    assert_eq!(
+        load("calibration/h100-llama3.1-8b.json").pd_handoff_queue(),
+        HandoffQueue::PrefillEngine
+    );
+    assert_eq!(
+        load("calibration/h20-llama3.1-8b-roofline.json").pd_handoff_queue(),
+        HandoffQueue::PrefillEngine
+    );
+    assert_eq!(
+        load("calibration/h100-llama3.1-8b-eager.json").pd_handoff_queue(),
+        HandoffQueue::PerPrefill
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("calibration/h100-llama3.1-8b.json")).unwrap())
+            .unwrap();
+    let scenario = std::fs::read_to_string(root.join("tests/data/scenarios/small.toml"))
+        .unwrap()
+        .replace("../../../calibration/h100-llama3.1-8b.json", "cal.json")
+        .replace("../../../traces/", &format!("{}/traces/", root.display()));
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, scenario).unwrap();
+    let queue = |cal: &serde_json::Value, set: &[String]| {
+        std::fs::write(dir.path().join("cal.json"), serde_json::to_string(cal).unwrap()).unwrap();
+        let sc = ppdsim::scenario::LoadedScenario::load_with(&path, set).unwrap();
+        let d = &sc.deployments()[0];
+        (
+            sc.resolved.overheads.pd_handoff_queue,
+            sc.sim_config(d).pd_handoff_queue,
+        )
+    };
+    let engine = Some(HandoffQueue::PrefillEngine);
+    assert_eq!(queue(&cal, &[]), (engine, HandoffQueue::PrefillEngine));
+    // A scenario's own setting wins.
+    let set = ["overheads.pd_handoff_queue=\"cluster\"".to_string()];
+    assert_eq!(queue(&cal, &set), (Some(HandoffQueue::Cluster), HandoffQueue::Cluster));
+    // A model file that does not say: the queue beside P's engine.
+    cal["overheads"].as_object_mut().unwrap().remove("pd_handoff_queue");
+    assert_eq!(
+        queue(&cal, &[]),
+        (Some(HandoffQueue::PerPrefill), HandoffQueue::PerPrefill)
+    );
 }

@@ -259,6 +259,9 @@ model("client_requeue_rate_above_one", client_requeue_rate_above_one)
 def stream_ms_per_chunk_negative(m):
     m["overheads"]["stream_ms_per_chunk"] = -0.3
 model("stream_ms_per_chunk_negative", stream_ms_per_chunk_negative)
+def pd_handoff_queue_unknown(m):
+    m["overheads"]["pd_handoff_queue"] = "engine"
+model("pd_handoff_queue_unknown", pd_handoff_queue_unknown)
 model("all_beta_zero", all_zero)
 model("negative_beta1", negative_beta1)
 model("missing_beta4", missing_beta4)
