@@ -87,7 +87,7 @@ pub enum HandoffQueue {
     /// more requests per second, and a P's handoffs overlap its prefills).
     PerPrefill,
     /// One queue for the whole cluster (a single proxy doing the work; what the v3 benchmark's
-    /// 10-request bursts on 2 P + 2 D fit best).
+    /// 10-request turn-1 bursts on 2 P + 2 D fit about as well as P's engine).
     Cluster,
 }
 
