@@ -470,27 +470,38 @@ fn vidur_profiles_calibrate_llama_2_7b_and_reproduce_the_shipped_file() {
     assert!(e.contains("n_kv_head = 32, but llama-3.1-8b has 8"), "{e}");
 }
 
+/// The shipped model file as JSON, and a copy of `tests/data/scenarios/small.toml` in `dir` that
+/// runs on `dir/cal.json` (written by [`write_model`]) with the repository's traces.
+fn shipped_model_and_small_scenario(dir: &std::path::Path) -> (serde_json::Value, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cal = serde_json::from_str(&std::fs::read_to_string(root.join("calibration/h100-llama3.1-8b.json")).unwrap())
+        .unwrap();
+    let scenario = std::fs::read_to_string(root.join("tests/data/scenarios/small.toml"))
+        .unwrap()
+        .replace("../../../calibration/h100-llama3.1-8b.json", "cal.json")
+        .replace("../../../traces/", &format!("{}/traces/", root.display()));
+    let path = dir.join("s.toml");
+    std::fs::write(&path, scenario).unwrap();
+    (cal, path)
+}
+
+/// Writes `cal` as the model file of [`shipped_model_and_small_scenario`]'s scenario.
+fn write_model(dir: &std::path::Path, cal: &serde_json::Value) {
+    std::fs::write(dir.join("cal.json"), serde_json::to_string(cal).unwrap()).unwrap();
+}
+
 #[test]
 fn a_scenario_inherits_the_answer_mismatch_its_calibration_was_fitted_with() {
     // A model file fitted with p = 0.0011 records it; a scenario that does not set
     // `[engine] answer_mismatch_per_token` runs with it, one that sets it keeps its own.
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    let mut cal: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("calibration/h100-llama3.1-8b.json")).unwrap())
-            .unwrap();
+    let (mut cal, path) = shipped_model_and_small_scenario(dir.path());
     assert!(
         cal.get("answer_mismatch_per_token").is_none(),
         "the shipped model is fitted at p = 0"
     );
     cal["answer_mismatch_per_token"] = serde_json::json!(0.0011);
-    std::fs::write(dir.path().join("cal.json"), serde_json::to_string(&cal).unwrap()).unwrap();
-    let scenario = std::fs::read_to_string(root.join("tests/data/scenarios/small.toml"))
-        .unwrap()
-        .replace("../../../calibration/h100-llama3.1-8b.json", "cal.json")
-        .replace("../../../traces/", &format!("{}/traces/", root.display()));
-    let path = dir.path().join("s.toml");
-    std::fs::write(&path, scenario).unwrap();
+    write_model(dir.path(), &cal);
     let p = |set: &[String]| {
         ppdsim::scenario::LoadedScenario::load_with(&path, set)
             .unwrap()
@@ -502,7 +513,7 @@ fn a_scenario_inherits_the_answer_mismatch_its_calibration_was_fitted_with() {
     assert_eq!(p(&["engine.answer_mismatch_per_token=0".into()]), Some(0.0));
     // A file outside [0, 1) is refused on load, naming the key.
     cal["answer_mismatch_per_token"] = serde_json::json!(1.5);
-    std::fs::write(dir.path().join("cal.json"), serde_json::to_string(&cal).unwrap()).unwrap();
+    write_model(dir.path(), &cal);
     let e = match ppdsim::scenario::LoadedScenario::load_with(&path, &[]) {
         Ok(_) => panic!("a model file with p = 1.5 was accepted"),
         Err(e) => e.to_string(),
@@ -530,17 +541,9 @@ fn the_handoff_mechanism_a_model_was_fitted_with_is_the_one_its_runs_use() {
         HandoffQueue::PerPrefill
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut cal: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("calibration/h100-llama3.1-8b.json")).unwrap())
-            .unwrap();
-    let scenario = std::fs::read_to_string(root.join("tests/data/scenarios/small.toml"))
-        .unwrap()
-        .replace("../../../calibration/h100-llama3.1-8b.json", "cal.json")
-        .replace("../../../traces/", &format!("{}/traces/", root.display()));
-    let path = dir.path().join("s.toml");
-    std::fs::write(&path, scenario).unwrap();
+    let (mut cal, path) = shipped_model_and_small_scenario(dir.path());
     let queue = |cal: &serde_json::Value, set: &[String]| {
-        std::fs::write(dir.path().join("cal.json"), serde_json::to_string(cal).unwrap()).unwrap();
+        write_model(dir.path(), cal);
         let sc = ppdsim::scenario::LoadedScenario::load_with(&path, set).unwrap();
         let d = &sc.deployments()[0];
         (
