@@ -71,17 +71,18 @@ pub enum Pinning {
     LeastLoaded,
 }
 
-/// Where the serialized share of the PD handoff (`pd_handoff_p_service_ms`) queues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+/// Where the serialized share of the PD handoff (`pd_handoff_p_service_ms`) queues. No default
+/// here: a model file records the one its overheads were fitted with (`per-prefill` when it does
+/// not say), and `calibrate` fits with `prefill-engine` unless told otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandoffQueue {
-    /// P's engine does it (the default): the step that computes a split prompt's last token
+    /// P's engine does it (what the shipped model is fitted with): the step that computes a split prompt's last token
     /// takes `pd_handoff_p_service_ms` longer per such prompt, so P's handoffs and prefills
     /// share one server. What vllm-ppd's 1P_3D sweep shows: its one P saturates at 20–23
     /// requests/s with 272-token turn-2 prompts but at 11.6–12.1 with 1,280-token ones, a gap
     /// the prefill compute closes only if it adds to the handoff work rather than overlapping
     /// it (`docs/validation.md`, "P's handoff holds its engine").
-    #[default]
     PrefillEngine,
     /// One queue per P instance beside its engine (a cluster with more P instances hands off
     /// more requests per second, and a P's handoffs overlap its prefills).
