@@ -226,6 +226,12 @@ pub enum Command {
         /// recorded in the model file, where `run` and `validate` use it.
         #[arg(long, value_name = "MODE", value_enum, default_value_t = crate::sim::HandoffQueue::PrefillEngine)]
         pd_handoff_queue: crate::sim::HandoffQueue,
+        /// Replay with P's engine waiting for the KV sends of the prompts each step completes
+        /// (vLLM's P2pNcclConnector with PUT_ASYNC blocks in `wait_for_save`): each split
+        /// prompt's transfer at the KV link's bandwidth lengthens P's step. Recorded in the model
+        /// file, where `run` and `validate` use it. Default: the transfer runs beside P's engine.
+        #[arg(long)]
+        prefill_waits_for_send: bool,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -286,6 +292,15 @@ pub enum Command {
         /// PD path's saturation to the mechanism).
         #[arg(long, value_name = "MODE", value_enum)]
         pd_handoff_queue: Option<crate::sim::HandoffQueue>,
+        /// Replay with P's engine waiting (`true`) or not (`false`) for the KV sends of the
+        /// prompts each step completes, instead of what the calibration's replay fit assumed
+        /// (absent: false): the sensitivity of the PD path's saturation to the send.
+        #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+        prefill_waits_for_send: Option<bool>,
+        /// Replay with this KV link bandwidth instead of the calibration's [Gbit/s] (≥ 0.001;
+        /// NVLink 4: 7200): with `--prefill-waits-for-send true`, the rate P's engine sends at.
+        #[arg(long, value_name = "GBPS", value_parser = parse_bandwidth)]
+        kv_bandwidth_gbps: Option<f64>,
         /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
         summary_only: bool,
@@ -483,6 +498,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             client_requeue_rate,
             stream_ms_per_chunk,
             pd_handoff_queue,
+            prefill_waits_for_send,
             roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
@@ -503,6 +519,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 client_requeue_rate,
                 stream_ms_per_chunk,
                 pd_handoff_queue,
+                prefill_waits_for_send,
                 ..Default::default()
             },
             strict,
@@ -517,6 +534,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             client_requeue_rate,
             stream_ms_per_chunk,
             pd_handoff_queue,
+            prefill_waits_for_send,
+            kv_bandwidth_gbps,
             summary_only,
             force,
         } => crate::commands::validate::exec_validate(
@@ -529,6 +548,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 client_requeue_rate,
                 stream_ms_per_chunk,
                 pd_handoff_queue,
+                prefill_waits_for_send,
+                kv_bandwidth_gbps,
             },
             !summary_only,
             force,
@@ -555,6 +576,18 @@ fn parse_stream_ms(s: &str) -> Result<f64, String> {
         "ms per streamed token",
         "0.19",
     )
+}
+
+/// `--kv-bandwidth-gbps`: Gbit/s, finite and at least the scenarios' floor.
+fn parse_bandwidth(s: &str) -> Result<f64, String> {
+    let min = crate::scenario::limits::MIN_BANDWIDTH_GBPS;
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= min => Ok(v),
+        Ok(_) => Err(format!(
+            "{s} is out of range: give Gbit/s, finite and >= {min} (NVLink 4: 7200)"
+        )),
+        Err(_) => Err(format!("`{s}` is not a number: give Gbit/s such as 400")),
+    }
 }
 
 /// `--client-requeue-rate`: a fraction in [0, 1].

@@ -115,7 +115,9 @@ pub struct RequestRecord {
     pub e2e_ms: f64,
     /// Time spent waiting in instance queues before first being scheduled, summed over stages \[ms\].
     pub queue_delay_ms: f64,
-    /// P prefill done → KV available at D (link queueing + transfer) \[ms\]; 0 for local routes.
+    /// P prefill done → KV available at D (link queueing + transfer) \[ms\]; when P's engine
+    /// waits for its sends ([`crate::sim::SimConfig::prefill_waits_for_send`]), the send's
+    /// duration inside P's step; 0 for local routes.
     pub kv_transfer_ms: f64,
     /// Bytes sent over the KV link \[B\].
     pub kv_transfer_bytes: u64,

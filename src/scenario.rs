@@ -290,6 +290,12 @@ pub struct KvLinkSpec {
     pub latency_ms: Option<f64>,
     /// `full` (whole prompt) or `incremental` (only what D lacks).
     pub transfer: TransferMode,
+    /// P's engine waits until the KV of the prompts its step completes has been sent (vLLM's
+    /// `P2pNcclConnector` with `PUT_ASYNC`: `wait_for_save`), so each split prompt's transfer
+    /// lengthens P's step; unset: the calibration's (`kv_transfer.prefill_waits_for_send`,
+    /// absent: false, the transfer runs beside the engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_waits_for_send: Option<bool>,
 }
 
 /// The benchmark client. Defaults: unlimited connections, no timeout; vllm-ppd's client used
@@ -691,6 +697,7 @@ impl LoadedScenario {
             link_bandwidth_gbps: sc.kv_link.bandwidth_gbps.expect("resolved"),
             link_latency_ms: sc.kv_link.latency_ms.expect("resolved"),
             transfer: sc.kv_link.transfer,
+            prefill_waits_for_send: sc.kv_link.prefill_waits_for_send.expect("resolved"),
             request_overhead_ms: sc.overheads.request_overhead_ms.expect("resolved"),
             pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
             pd_handoff_p_service_ms: sc.overheads.pd_handoff_p_service_ms.expect("resolved"),
@@ -1399,6 +1406,8 @@ fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationF
     link.bandwidth_gbps
         .get_or_insert(calibration.kv_transfer.bandwidth_gbps);
     link.latency_ms.get_or_insert(calibration.kv_transfer.latency_ms);
+    link.prefill_waits_for_send
+        .get_or_insert(calibration.prefill_waits_for_send());
     sc.overheads
         .request_overhead_ms
         .get_or_insert(calibration.overheads.request_overhead_ms.value);

@@ -82,6 +82,10 @@ pub struct CalibrateOptions {
     /// Where P's share of the handoff is done in the replays ([`crate::sim::HandoffQueue`]),
     /// recorded in the model file when the replay fits the overheads. Default: P's engine.
     pub pd_handoff_queue: crate::sim::HandoffQueue,
+    /// Whether P's engine waits for its KV sends in the replays
+    /// ([`crate::sim::SimConfig::prefill_waits_for_send`]), recorded in the model file when on
+    /// and the replay fits the overheads. Default off.
+    pub prefill_waits_for_send: bool,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -131,6 +135,7 @@ impl Default for CalibrateOptions {
             client_requeue_rate: 0.0,
             stream_ms_per_chunk: 0.0,
             pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
+            prefill_waits_for_send: false,
         }
     }
 }
@@ -875,6 +880,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         latency_ms: lat,
         source: "fitted".into(),
         note: format!("fitted from {} transfer samples", transfers.len()),
+        prefill_waits_for_send: None,
     });
     let zero = |n: &str| coefficient(n, "ms", 0.0, 0.0, true);
     let (mut overheads, kv_transfer) = if reqs.is_empty() {
@@ -896,6 +902,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 latency_ms: 0.0,
                 source: "declared".into(),
                 note: "no request samples: overheads set to 0".into(),
+                prefill_waits_for_send: None,
             }),
         )
     } else {
@@ -939,13 +946,14 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             let ms_per_gb = g.beta[3];
             let identifiable = has_split && !g.at_bound[3] && ms_per_gb - g.ci95_half_width[3] > 0.0;
             if identifiable {
-                KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from split-route TTFTs; fixed latency folded into pd_handoff_ms", g.ci95_half_width[3]) }
+                KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from split-route TTFTs; fixed latency folded into pd_handoff_ms", g.ci95_half_width[3]), prefill_waits_for_send: None }
             } else {
                 KvTransfer {
                     bandwidth_gbps: opts.declared_bandwidth_gbps,
                     latency_ms: 0.0,
                     source: "declared".into(),
                     note: format!("not identifiable from these files (fitted {ms_per_gb:.3} ms/GB, 95% CI ±{:.3} includes 0: transfer time is hidden by fixed overheads); declared value used", g.ci95_half_width[3]),
+                    prefill_waits_for_send: None,
                 }
             }
         };
@@ -1043,6 +1051,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     if !replay_points.is_empty() && opts.replay {
         // The mechanism the fitted shares mean something with: recorded for runs and validations.
         file.overheads.pd_handoff_queue = Some(opts.pd_handoff_queue);
+        file.kv_transfer.prefill_waits_for_send = opts.prefill_waits_for_send.then_some(true);
         file.replay = Some(replay_fit(
             &mut file,
             &replay_points,

@@ -119,6 +119,11 @@ pub struct KvTransfer {
     pub source: String,
     /// How the value was obtained.
     pub note: String,
+    /// Whether P's engine waits for its KV sends ([`crate::sim::SimConfig::prefill_waits_for_send`]),
+    /// as the replay that fitted the overheads assumed; runs and validations use it unless a
+    /// scenario or flag says otherwise. Absent: `false` (the transfer runs beside the engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_waits_for_send: Option<bool>,
 }
 
 /// Fit quality of one phase.
@@ -492,6 +497,12 @@ impl CalibrationFile {
         self.overheads
             .pd_handoff_queue
             .unwrap_or(crate::sim::HandoffQueue::PerPrefill)
+    }
+
+    /// Whether P's engine waits for its KV sends ([`KvTransfer::prefill_waits_for_send`]);
+    /// `false` when the file does not say.
+    pub fn prefill_waits_for_send(&self) -> bool {
+        self.kv_transfer.prefill_waits_for_send.unwrap_or(false)
     }
 
     /// Coefficient of variation of the serialized overhead services; 0 when the file has none.

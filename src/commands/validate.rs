@@ -41,6 +41,10 @@ pub(crate) struct ReplayOverrides {
     pub stream_ms_per_chunk: Option<f64>,
     /// `--pd-handoff-queue`.
     pub pd_handoff_queue: Option<crate::sim::HandoffQueue>,
+    /// `--prefill-waits-for-send`.
+    pub prefill_waits_for_send: Option<bool>,
+    /// `--kv-bandwidth-gbps` \[Gbit/s\].
+    pub kv_bandwidth_gbps: Option<f64>,
 }
 
 pub(crate) fn exec_validate(
@@ -64,6 +68,12 @@ pub(crate) fn exec_validate(
     }
     if let Some(q) = overrides.pd_handoff_queue {
         cal.overheads.pd_handoff_queue = Some(q);
+    }
+    if let Some(w) = overrides.prefill_waits_for_send {
+        cal.kv_transfer.prefill_waits_for_send = Some(w);
+    }
+    if let Some(bw) = overrides.kv_bandwidth_gbps {
+        cal.kv_transfer.bandwidth_gbps = bw;
     }
     if let Some(why) = &cal.uncalibrated {
         println!("UNCALIBRATED model {} — {why}", calibration.display());

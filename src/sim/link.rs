@@ -51,6 +51,13 @@ impl KvLink {
         self.free_at.max(now)
     }
 
+    /// Counts `bytes` sent by a P engine that waited for them in its step
+    /// ([`crate::sim::SimConfig::prefill_waits_for_send`]): the link was free (every earlier
+    /// send ended inside an earlier step), so nothing queues behind them.
+    pub fn sent_by_engine(&mut self, bytes: u64) {
+        self.bytes_moved += bytes;
+    }
+
     /// Queues a transfer of `bytes` submitted at `now`; returns when it completes.
     pub fn submit(&mut self, now: SimTime, bytes: u64) -> SimTime {
         let start = self.free_at.max(now);

@@ -111,6 +111,16 @@ pub struct SimConfig {
     pub link_latency_ms: f64,
     /// Full or incremental KV transfer.
     pub transfer: TransferMode,
+    /// P's engine waits until the KV of the prompts its step completes has been sent: the step
+    /// lasts each such prompt's transfer longer (latency + bytes / bandwidth on P's link, one
+    /// after another), and the KV is at D when the step ends. vLLM's `P2pNcclConnector` with
+    /// `send_type = PUT_ASYNC` (what vllm-ppd ran) queues each layer's KV for a sender thread
+    /// during the forward pass and, in `wait_for_save`, blocks the worker in
+    /// `P2pNcclEngine::wait_for_sent` until that queue is empty. `false`: the transfer runs on
+    /// P's link beside the engine, from the step's end. A candidate mechanism, off unless a
+    /// model file or scenario turns it on (`docs/validation.md`, "P's engine waits for its KV
+    /// sends").
+    pub prefill_waits_for_send: bool,
     /// Arrival → first instance \[ms\].
     pub request_overhead_ms: f64,
     /// KV transfer done → D's engine receives the request \[ms\]: the whole PD handoff (P's
@@ -968,7 +978,7 @@ impl<'a> Simulation<'a> {
 
     fn seq_for(&self, req: usize, prefill_only: bool, external: u32) -> Seq {
         let r = &self.requests[req];
-        let handoff_us = if prefill_only && self.handoff_in_engine() {
+        let mut handoff_us = if prefill_only && self.handoff_in_engine() {
             SimDuration::from_ms_f64(
                 self.cfg.pd_handoff_p_service_ms * self.service_jitter(req, ServiceComponent::PrefillHandoff),
             )
@@ -976,6 +986,10 @@ impl<'a> Simulation<'a> {
         } else {
             0
         };
+        if prefill_only && self.cfg.prefill_waits_for_send {
+            let p = r.prefill_inst.expect("prefill-only sequence on a split route");
+            handoff_us += self.links[p].transfer_time(self.split_kv_bytes(req)).0;
+        }
         Seq {
             handoff_us,
             req,
@@ -1031,6 +1045,10 @@ impl<'a> Simulation<'a> {
                     0
                 };
                 let seq = self.seq_for(req, on_prefill, external);
+                if on_prefill && self.cfg.prefill_waits_for_send {
+                    // What P's step waits to send (Seq::handoff_us).
+                    self.requests[req].kv_bytes = self.split_kv_bytes(req);
+                }
                 self.interrupt_run(inst);
                 self.instances[inst].enqueue(seq);
                 self.mark(inst);
@@ -1097,6 +1115,22 @@ impl<'a> Simulation<'a> {
             r.turn,
             component,
         )
+    }
+
+    /// KV bytes a split request sends from P to its D: the whole prompt's, or (incremental
+    /// transfer) what D's prefix cache lacks now \[B\].
+    fn split_kv_bytes(&self, req: usize) -> u64 {
+        let r = &self.requests[req];
+        let tokens = match self.cfg.transfer {
+            TransferMode::Full => r.num_prompt_tokens,
+            TransferMode::Incremental => {
+                r.num_prompt_tokens
+                    - self.instances[r.decode_inst]
+                        .cached_tokens(r.conv)
+                        .min(r.num_prompt_tokens)
+            }
+        };
+        tokens as u64 * self.cfg.kv_bytes_per_token
     }
 
     /// The request's per-prompt-token latency at its entry.
@@ -1350,21 +1384,23 @@ impl<'a> Simulation<'a> {
     fn on_seq_event(&mut self, e: SeqEvent, delivered: SimTime) {
         match e {
             SeqEvent::PrefillDone { req } => {
-                let r = &self.requests[req];
-                let p = r.prefill_inst.expect("prefill-only sequence on a split route");
-                let tokens = match self.cfg.transfer {
-                    TransferMode::Full => r.num_prompt_tokens,
-                    TransferMode::Incremental => {
-                        r.num_prompt_tokens
-                            - self.instances[r.decode_inst]
-                                .cached_tokens(r.conv)
-                                .min(r.num_prompt_tokens)
-                    }
+                let p = self.requests[req]
+                    .prefill_inst
+                    .expect("prefill-only sequence on a split route");
+                let (bytes, sent_from, done) = if self.cfg.prefill_waits_for_send {
+                    // The step that ended now waited for the send (its Seq::handoff_us), of the
+                    // bytes priced when P enqueued the prompt: the record's transfer is the
+                    // send's duration, inside the step.
+                    let bytes = self.requests[req].kv_bytes;
+                    self.links[p].sent_by_engine(bytes);
+                    let send = self.links[p].transfer_time(bytes);
+                    (bytes, SimTime(self.now.0.saturating_sub(send.0)), self.now)
+                } else {
+                    let bytes = self.split_kv_bytes(req);
+                    (bytes, self.now, self.links[p].submit(self.now, bytes))
                 };
-                let bytes = tokens as u64 * self.cfg.kv_bytes_per_token;
-                let done = self.links[p].submit(self.now, bytes);
                 let r = &mut self.requests[req];
-                r.prefill_done_at = Some(self.now);
+                r.prefill_done_at = Some(sent_from);
                 r.kv_bytes = bytes;
                 self.queue.push(done, Event::KvTransferDone { req });
             }

@@ -563,3 +563,32 @@ fn the_handoff_mechanism_a_model_was_fitted_with_is_the_one_its_runs_use() {
         (Some(HandoffQueue::PerPrefill), HandoffQueue::PerPrefill)
     );
 }
+
+#[test]
+fn whether_p_waits_for_its_kv_sends_comes_from_the_model_file_unless_the_scenario_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cal, path) = shipped_model_and_small_scenario(dir.path());
+    // The shipped model's replay fit ran with the transfer beside P's engine, and says nothing.
+    assert!(cal["kv_transfer"].get("prefill_waits_for_send").is_none());
+    let waits = |cal: &serde_json::Value, set: &[String]| {
+        write_model(dir.path(), cal);
+        let sc = ppdsim::scenario::LoadedScenario::load_with(&path, set).unwrap();
+        let d = &sc.deployments()[0];
+        (
+            sc.resolved.kv_link.prefill_waits_for_send,
+            sc.sim_config(d).prefill_waits_for_send,
+        )
+    };
+    assert_eq!(waits(&cal, &[]), (Some(false), false));
+    cal["kv_transfer"]["prefill_waits_for_send"] = serde_json::json!(true);
+    assert_eq!(waits(&cal, &[]), (Some(true), true));
+    // A scenario's own setting wins.
+    let set = ["kv_link.prefill_waits_for_send=false".to_string()];
+    assert_eq!(waits(&cal, &set), (Some(false), false));
+    // And the validation replays use the file's.
+    write_model(dir.path(), &cal);
+    let file = ppdsim::calibrate::model_file::CalibrationFile::load(&dir.path().join("cal.json")).unwrap();
+    let (router, shape) = super::lifecycle::on(r#"kind = "pd""#, "1P_3D");
+    let cfg = ppdsim::validate::vllm_ppd_config("pd", router, shape, &file).unwrap();
+    assert!(cfg.prefill_waits_for_send);
+}

@@ -2241,3 +2241,52 @@ fn validate_replaces_its_own_tables_even_from_before_the_floor_columns() {
         .stderr(predicate::str::contains("--force"));
     assert_eq!(std::fs::read_to_string(&table).unwrap(), foreign);
 }
+
+#[test]
+fn validate_replays_p_waiting_for_its_kv_sends_at_the_bandwidth_given() {
+    // One 1P_3D point at 0.5 new conversations/s (no queueing): a large-context turn 1 is
+    // round(1.19 × 1,024) + 8 = 1,227 tokens, 160,825,344 B of KV. Sent beside P's engine at the
+    // shipped 1,200 Gbit/s it takes 1.072 ms after P's step; with P's engine waiting for it at
+    // 50 Gbit/s, 25.732 ms inside the step: turn-1 TTFT grows by 24.660 ms. Out-of-range
+    // bandwidths are refused, naming the flag.
+    let dir = tempfile::tempdir().unwrap();
+    let point = root().join("tests/data/measurements/vllm-ppd_comprehensive_ok.json");
+    let t1_p50 = |name: &str, extra: &[&str]| -> f64 {
+        let out = dir.path().join(format!("{name}.csv"));
+        ppdsim()
+            .arg("validate")
+            .arg(&point)
+            .args(extra)
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        let mut r = csv::Reader::from_path(out.with_extension("comprehensive.csv")).unwrap();
+        let col = r
+            .headers()
+            .unwrap()
+            .iter()
+            .position(|h| h == "t1_p50_ttft_predicted_ms")
+            .unwrap();
+        let row = r.records().next().unwrap().unwrap();
+        row[col].parse().unwrap()
+    };
+    let beside = t1_p50("beside", &[]);
+    let waits = t1_p50(
+        "waits",
+        &["--prefill-waits-for-send", "true", "--kv-bandwidth-gbps", "50"],
+    );
+    assert!((waits - beside - 24.660).abs() < 1e-6, "{beside} → {waits}");
+    // Waiting at the shipped bandwidth moves the send into the step: nothing changes here.
+    let waits_fast = t1_p50("waits-fast", &["--prefill-waits-for-send", "true"]);
+    assert!((waits_fast - beside).abs() < 1e-6, "{beside} → {waits_fast}");
+    for (flag, value) in [("--kv-bandwidth-gbps", "0"), ("--prefill-waits-for-send", "yes")] {
+        ppdsim()
+            .arg("validate")
+            .arg(&point)
+            .args([flag, value])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(flag));
+    }
+}

@@ -47,6 +47,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
         link_bandwidth_gbps: 8.0,
         link_latency_ms: 1.0,
         transfer: TransferMode::Full,
+        prefill_waits_for_send: false,
         request_overhead_ms: 2.0,
         pd_handoff_ms: 3.0,
         pd_handoff_p_service_ms: 3.0,
@@ -412,6 +413,38 @@ fn pd_handoff_in_p_s_engine_delays_its_next_prefill() {
     let (a, b) = both(ppdsim::sim::HandoffQueue::PerPrefill);
     close(a, 26.0);
     close(b, 36.0);
+}
+
+#[test]
+fn p_s_engine_waiting_for_its_kv_sends_delays_its_next_prefill() {
+    // Two conversations at once on 1 P + 1 D (each turn 100 → 3 tokens; 13,107,200 B of KV), the
+    // link's 8 Gbit/s (1,000,000 B/ms) + 1 ms: 14.107 ms per transfer (µs clock). A 3 ms handoff, all P-side
+    // work in a queue beside P's engine. P's API server enqueues A at 2 ms and B at 4 ms; every
+    // step takes 10 ms.
+    let both = |waits| {
+        let mut cfg = config(pd(), 8192);
+        cfg.prefill_waits_for_send = waits;
+        let r = run_cfg(cfg, one_turn(2));
+        assert_eq!(r[0].kv_transfer_bytes, 13_107_200);
+        (r[0].ttft_ms, r[1].ttft_ms, r[0].kv_transfer_ms, r[1].kv_transfer_ms)
+    };
+    // Transfers beside the engine: P's steps 2→12 and 12→22; A's transfer 12→26.107, B's waits
+    // for the link, 26.107→40.214; handoffs 26.107→29.107 and 40.214→43.214. D: A's last
+    // prompt token 29.107→39.107, its decodes →49.107→59.107; B joins the step after it
+    // arrives, 49.107→59.107.
+    let (a, b, ta, tb) = both(false);
+    close(a, 39.107);
+    close(b, 59.107);
+    close(ta, 14.107);
+    close(tb, 40.214 - 22.0);
+    // P's engine waits for each send: A's step 2→26.107 (10 + 14.107), B's 26.107→50.214;
+    // handoffs 26.107→29.107 and 50.214→53.214. A is unchanged; B reaches D during A's last
+    // decode and runs 59.107→69.107.
+    let (a, b, ta, tb) = both(true);
+    close(a, 39.107);
+    close(b, 69.107);
+    close(ta, 14.107);
+    close(tb, 14.107);
 }
 
 #[test]

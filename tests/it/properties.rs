@@ -86,6 +86,8 @@ proptest! {
             } else {
                 ppdsim::sim::HandoffQueue::PerPrefill
             };
+            // Some policies' P engines also wait for their KV sends (longer P steps again).
+            cfg.prefill_waits_for_send = k % 3 != 2;
             let cfg_max_len = cfg.max_model_len;
             let timeout = cfg.request_timeout_s;
             // Decode runs and the step-by-step path: the same records, usage and timeline.
