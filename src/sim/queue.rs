@@ -46,26 +46,50 @@ impl EventKey {
     }
 }
 
+/// A pending iteration end (an instance's slot). Keys are unique among pending events (see
+/// [`EventQueue`]), so they alone order them.
 struct Entry<E> {
     key: EventKey,
-    seq: u64,
     event: E,
 }
 
-impl<E> PartialEq for Entry<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.key, self.seq) == (other.key, other.seq)
+/// A heap event (pushed while handling, or an initial push): phase 0, so its key is
+/// (at, pushed_at, 0, index), and for these the order of (at, index) is the order of that key —
+/// an index is the push count, which grows with the push time (`pushed_at`), and the initial
+/// pushes' reserved indices precede every other. The heap compares one `u128` (at, index) and
+/// moves 40 bytes per entry.
+struct HeapEntry<E> {
+    /// `at << 64 | index`.
+    order: u128,
+    pushed_at: SimTime,
+    event: E,
+}
+
+impl<E> HeapEntry<E> {
+    fn key(&self) -> EventKey {
+        EventKey {
+            at: SimTime((self.order >> 64) as u64),
+            pushed_at: self.pushed_at,
+            phase: 0,
+            index: self.order as u64,
+        }
     }
 }
-impl<E> Eq for Entry<E> {}
-impl<E> PartialOrd for Entry<E> {
+
+impl<E> PartialEq for HeapEntry<E> {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order
+    }
+}
+impl<E> Eq for HeapEntry<E> {}
+impl<E> PartialOrd for HeapEntry<E> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<E> Ord for Entry<E> {
+impl<E> Ord for HeapEntry<E> {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.key, self.seq).cmp(&(other.key, other.seq))
+        self.order.cmp(&other.order)
     }
 }
 
@@ -76,9 +100,10 @@ impl<E> Ord for Entry<E> {
 /// over the slots keeps the earliest at its root. Replacing or cancelling an instance's end (a
 /// decode run cut short) is then O(log instances) and leaves nothing stale behind, and the heap
 /// holds only the other events (arrivals, handoffs, transfers). The pop order is that of one heap
-/// holding every event.
+/// holding every event. Every pending key is unique: a heap event's index is its push count
+/// (or a reserved initial index), a slot's is its instance, and the phases tell the two apart.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Reverse<Entry<E>>>,
+    heap: BinaryHeap<Reverse<HeapEntry<E>>>,
     /// Per instance: its pending iteration end.
     slots: Vec<Option<Entry<E>>>,
     /// Tournament tree over `slots` (leaves from `tree.len() / 2`): each node holds the slot with
@@ -111,7 +136,7 @@ impl<E: std::fmt::Debug> EventQueue<E> {
     fn earlier(&self, a: u32, b: u32) -> u32 {
         match (self.slot(a), self.slot(b)) {
             (Some(x), Some(y)) => {
-                if y < x {
+                if y.key < x.key {
                     b
                 } else {
                     a
@@ -205,13 +230,8 @@ impl<E: std::fmt::Debug> EventQueue<E> {
             self.slots.get(inst).is_none_or(|s| s.is_none()),
             "instance {inst} already has an iteration end pending; {event:?} at {at}"
         );
-        let entry = Entry {
-            key,
-            seq: self.next_seq,
-            event,
-        };
         self.next_seq += 1;
-        self.set_slot(inst, Some(entry));
+        self.set_slot(inst, Some(Entry { key, event }));
     }
 
     /// Removes instance `inst`'s pending iteration end (a decode run cut short), returning it.
@@ -247,11 +267,17 @@ impl<E: std::fmt::Debug> EventQueue<E> {
         );
     }
 
+    /// Pushes a phase-0 event (see [`HeapEntry`] for why (at, index) orders these).
     fn push_keyed(&mut self, key: EventKey, event: E) {
         self.check_not_past(key, &event);
-        self.heap.push(Reverse(Entry {
-            key,
-            seq: self.next_seq,
+        debug_assert_eq!(key.phase, 0, "heap events are pushed while handling");
+        debug_assert!(
+            key.index < self.reserved || (key.index == self.next_seq && key.pushed_at == self.now),
+            "a heap event's index is its push count or a reserved initial index"
+        );
+        self.heap.push(Reverse(HeapEntry {
+            order: (key.at.0 as u128) << 64 | key.index as u128,
+            pushed_at: key.pushed_at,
             event,
         }));
         self.next_seq += 1;
@@ -267,24 +293,25 @@ impl<E: std::fmt::Debug> EventQueue<E> {
         let from_slot = match (self.heap.peek(), self.first_slot()) {
             (_, None) => false,
             (None, Some(_)) => true,
-            (Some(Reverse(h)), Some(i)) => self.slots[i].as_ref().expect("tree root is set") < h,
+            (Some(Reverse(h)), Some(i)) => self.slots[i].as_ref().expect("tree root is set").key < h.key(),
         };
-        let e = if from_slot {
+        let (key, event) = if from_slot {
             let i = self.first_slot().expect("checked");
             let e = self.slots[i].take().expect("tree root is set");
             self.set_slot(i, None);
-            e
+            (e.key, e.event)
         } else {
-            self.heap.pop()?.0
+            let e = self.heap.pop()?.0;
+            (e.key(), e.event)
         };
-        debug_assert!(e.key.at >= self.now);
-        self.now = e.key.at;
-        Some((e.key, e.event))
+        debug_assert!(key.at >= self.now);
+        self.now = key.at;
+        Some((key, event))
     }
 
     /// Time of the earliest event.
     pub fn peek_time(&self) -> Option<SimTime> {
-        let heap = self.heap.peek().map(|Reverse(e)| e.key.at);
+        let heap = self.heap.peek().map(|Reverse(e)| e.key().at);
         let slot = self
             .first_slot()
             .map(|i| self.slots[i].as_ref().expect("tree root is set").key.at);
@@ -360,9 +387,31 @@ mod tests {
             // list of (key, seq, event) over every pending event.
             let mut q = EventQueue::new();
             let mut reference: Vec<(EventKey, u64, u32)> = Vec::new();
-            let (mut seq, mut now, mut label) = (0u64, SimTime::ZERO, 0u32);
+            // 40 initial pushes fed lazily, in any order (indices 0..40 reserved; the others
+            // number from 40).
+            q.reserve_initial(40);
+            let mut initial: Vec<u64> = (0..40).collect();
+            rand::seq::SliceRandom::shuffle(&mut initial[..], &mut rng);
+            let (mut seq, mut now, mut label) = (40u64, SimTime::ZERO, 0u32);
             for _ in 0..300 {
-                match rng.gen_range(0..10) {
+                match rng.gen_range(0..12) {
+                    10..=11 => {
+                        let Some(index) = initial.pop() else { continue };
+                        let at = SimTime(now.0 + rng.gen_range(0..50));
+                        q.push_initial(at, index, label);
+                        let key = EventKey {
+                            at,
+                            pushed_at: SimTime::ZERO,
+                            phase: 0,
+                            index,
+                        };
+                        reference.push((key, index, label));
+                        // The queue counts it among its pushes.
+                        seq += 1;
+                        label += 1;
+                        assert_eq!(q.len(), reference.len());
+                        continue;
+                    }
                     0..=3 => {
                         let at = SimTime(now.0 + rng.gen_range(0..50));
                         q.push(at, label);
