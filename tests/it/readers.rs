@@ -322,3 +322,22 @@ fn each_h100_source_alone_predicts_prefill_and_decode() {
     // Kernel profiles get their own intercept; the engine's β0 comes from the vLLM TPOTs.
     assert_eq!(c.file.iteration.kernel_group_intercepts.len(), 2);
 }
+
+#[test]
+fn v3_turn1_tpot_comes_from_the_median_request_not_the_means() {
+    // S_a replication: p50 E2E 2,162.867 ms, p50 TTFT 91.036 ms over 255 decode steps (256
+    // outputs): 8.1248 ms. The means (2,026.603 and 92.329 ms) would give 7.5854 ms: some
+    // answers stop at end-of-sequence before max_tokens and pull the mean E2E down.
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/measurements/vllm-ppd_replication_benchmark_v3.lowqps_sample.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let points = ppdsim::validate::low_qps::read_lowqps(&path, &v).unwrap();
+    let s = points
+        .iter()
+        .find(|p| p.workload == "S_a" && p.mode == "replication")
+        .unwrap();
+    assert_eq!(s.shape[1], 256);
+    let want = (2162.866953139504 - 91.03551506996155) / 255.0;
+    assert!((s.t1_tpot_ms - want).abs() < 1e-9, "{}", s.t1_tpot_ms);
+    assert!((want - 8.1248).abs() < 1e-4);
+}
