@@ -1306,6 +1306,13 @@ pub fn report(c: &Calibration) -> String {
                 f.stream_ms_per_chunk()
             );
         }
+        if f.prefill_waits_for_send() {
+            let _ = writeln!(
+                s,
+                "  with P's engine waiting for each split prompt's KV send at {:.0} Gbit/s (--prefill-waits-for-send; recorded in the model file)",
+                f.kv_transfer.bandwidth_gbps
+            );
+        }
         if let (Some(req), Some(tok)) = (r.request_overhead_ms, r.prompt_ms_per_token) {
             let _ = writeln!(
                 s,
