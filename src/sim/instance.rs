@@ -248,7 +248,8 @@ pub struct Seq {
     pub chunk: u32,
     /// Engine time the step that computes this prompt's last token takes on top of its cost
     /// model time: P's share of the PD handoff when P's engine does it
-    /// ([`crate::sim::HandoffQueue::PrefillEngine`]); 0 otherwise \[µs\].
+    /// ([`crate::sim::HandoffQueue::PrefillEngine`]), plus the prompt's KV send when P's engine
+    /// waits for it ([`crate::sim::SimConfig::prefill_waits_for_send`]); 0 otherwise \[µs\].
     pub handoff_us: u64,
 }
 

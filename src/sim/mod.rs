@@ -306,6 +306,8 @@ struct Request {
     completed_at: Option<SimTime>,
     prefill_done_at: Option<SimTime>,
     kv_ready_at: Option<SimTime>,
+    /// KV bytes sent from P to D: priced when P enqueues the prompt if P's engine waits for the
+    /// send, when P's step ends otherwise \[B\].
     kv_bytes: u64,
     queue_delay: SimDuration,
     num_cached_tokens: Option<u32>,
@@ -987,8 +989,9 @@ impl<'a> Simulation<'a> {
             0
         };
         if prefill_only && self.cfg.prefill_waits_for_send {
+            // The send of the bytes the caller priced (`Request::kv_bytes`).
             let p = r.prefill_inst.expect("prefill-only sequence on a split route");
-            handoff_us += self.links[p].transfer_time(self.split_kv_bytes(req)).0;
+            handoff_us += self.links[p].transfer_time(r.kv_bytes).0;
         }
         Seq {
             handoff_us,
@@ -1044,11 +1047,11 @@ impl<'a> Simulation<'a> {
                 } else {
                     0
                 };
-                let seq = self.seq_for(req, on_prefill, external);
                 if on_prefill && self.cfg.prefill_waits_for_send {
-                    // What P's step waits to send (Seq::handoff_us).
+                    // What P's step will wait to send (its Seq::handoff_us), priced now.
                     self.requests[req].kv_bytes = self.split_kv_bytes(req);
                 }
+                let seq = self.seq_for(req, on_prefill, external);
                 self.interrupt_run(inst);
                 self.instances[inst].enqueue(seq);
                 self.mark(inst);
