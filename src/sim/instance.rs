@@ -330,6 +330,10 @@ pub struct Instance {
     /// [`Instance::try_start`] prices and the sequences [`Instance::finish_step`] retires.
     shape_scratch: BatchShape,
     done_scratch: Vec<usize>,
+    /// Fewest outputs any decode sequence of the last [`Instance::try_start`]'s batch has left to
+    /// produce (`u32::MAX` without decodes): with the shape's Σ context, what
+    /// [`Instance::plan_decode_run`] needs, gathered in the scheduling pass's own walk.
+    batch_min_outputs_left: u32,
 }
 
 /// Blocks of `block_size` tokens a sequence needs for `tokens` tokens of KV, of which the first
@@ -520,6 +524,7 @@ impl Instance {
             run: None,
             shape_scratch: BatchShape::default(),
             done_scratch: Vec::new(),
+            batch_min_outputs_left: u32::MAX,
         }
     }
 
@@ -546,14 +551,15 @@ impl Instance {
             return None;
         }
         let cost = cost.decode_step_cost(n as u32)?;
-        // Step k completes a sequence that had generated g of its `out` tokens when k = out − g.
-        let mut steps = self
-            .running
-            .iter()
-            .map(|s| (s.num_output_tokens - s.num_generated) as usize)
-            .min()
-            .expect("n ≥ 1")
-            .min(max_steps);
+        // Step k completes a sequence that had generated g of its `out` tokens when k = out − g;
+        // the batch is every running sequence, each a decode, so try_start's walk saw them all.
+        debug_assert_eq!(
+            Some(self.batch_min_outputs_left),
+            self.running.iter().map(|s| s.num_output_tokens - s.num_generated).min(),
+            "{}: the batch's fewest outputs left",
+            self.name
+        );
+        let mut steps = (self.batch_min_outputs_left as usize).min(max_steps);
         if self.limits.incremental_kv {
             // Step k needs blocks for c + k tokens; all of them must be free now (no eviction).
             let free = self.limits.capacity_blocks - self.used_blocks();
@@ -592,7 +598,14 @@ impl Instance {
         if steps < 2 {
             return None;
         }
-        let ctx0: u64 = self.running.iter().map(|s| s.num_computed_tokens as u64).sum();
+        // The decode-only shape try_start priced holds every running sequence's context.
+        let ctx0 = self.shape_scratch.decode_context_tokens;
+        debug_assert_eq!(
+            ctx0,
+            self.running.iter().map(|s| s.num_computed_tokens as u64).sum::<u64>(),
+            "{}: the batch's context",
+            self.name
+        );
         let n64 = n as u64;
         // Steps 2..=steps hold ctx0 + n … ctx0 + (steps − 1)·n context tokens; the time is affine
         // in it, so the extremes bound every step.
@@ -963,6 +976,7 @@ impl Instance {
         let mut i = 0;
         // Engine time of the handoffs of the prompts this step completes [µs].
         let mut handoff_us = 0;
+        let mut min_outputs_left = u32::MAX;
         while i < self.running.len() && budget > 0 {
             let s = &self.running[i];
             let rem = s.remaining_prefill();
@@ -1006,6 +1020,7 @@ impl Instance {
             } else {
                 shape.num_decode_seqs += 1;
                 shape.decode_context_tokens += s.num_computed_tokens as u64;
+                min_outputs_left = min_outputs_left.min(s.num_output_tokens - s.num_generated);
                 s.chunk = 0;
             }
             budget -= tokens;
@@ -1038,6 +1053,7 @@ impl Instance {
         // The running sequences the first loop reached, then every one admitted after them (the
         // queue is admitted from only with budget left, so after every running sequence).
         self.batch_len = i + admitted;
+        self.batch_min_outputs_left = min_outputs_left;
         assert!(
             self.used_blocks() <= self.limits.capacity_blocks,
             "{}: KV blocks {} exceed capacity {}",
