@@ -490,6 +490,21 @@ fn write_model(dir: &std::path::Path, cal: &serde_json::Value) {
     std::fs::write(dir.join("cal.json"), serde_json::to_string(cal).unwrap()).unwrap();
 }
 
+/// Writes `cal` as the model file of the scenario at `path` (in `dir`), loads the scenario with
+/// `set` overrides and returns `pick` of its resolved form and of its first run's configuration.
+fn resolved_with_model<T>(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    cal: &serde_json::Value,
+    set: &[String],
+    pick: impl Fn(&ppdsim::scenario::Scenario, &ppdsim::sim::SimConfig) -> T,
+) -> T {
+    write_model(dir, cal);
+    let sc = ppdsim::scenario::LoadedScenario::load_with(path, set).unwrap();
+    let cfg = sc.sim_config(&sc.deployments()[0]);
+    pick(&sc.resolved, &cfg)
+}
+
 #[test]
 fn a_scenario_inherits_the_answer_mismatch_its_calibration_was_fitted_with() {
     // A model file fitted with p = 0.0011 records it; a scenario that does not set
@@ -501,13 +516,10 @@ fn a_scenario_inherits_the_answer_mismatch_its_calibration_was_fitted_with() {
         "the shipped model is fitted at p = 0"
     );
     cal["answer_mismatch_per_token"] = serde_json::json!(0.0011);
-    write_model(dir.path(), &cal);
     let p = |set: &[String]| {
-        ppdsim::scenario::LoadedScenario::load_with(&path, set)
-            .unwrap()
-            .resolved
-            .engine
-            .answer_mismatch_per_token
+        resolved_with_model(dir.path(), &path, &cal, set, |sc, _| {
+            sc.engine.answer_mismatch_per_token
+        })
     };
     assert_eq!(p(&[]), Some(0.0011));
     assert_eq!(p(&["engine.answer_mismatch_per_token=0".into()]), Some(0.0));
@@ -543,13 +555,9 @@ fn the_handoff_mechanism_a_model_was_fitted_with_is_the_one_its_runs_use() {
     let dir = tempfile::tempdir().unwrap();
     let (mut cal, path) = shipped_model_and_small_scenario(dir.path());
     let queue = |cal: &serde_json::Value, set: &[String]| {
-        write_model(dir.path(), cal);
-        let sc = ppdsim::scenario::LoadedScenario::load_with(&path, set).unwrap();
-        let d = &sc.deployments()[0];
-        (
-            sc.resolved.overheads.pd_handoff_queue,
-            sc.sim_config(d).pd_handoff_queue,
-        )
+        resolved_with_model(dir.path(), &path, cal, set, |sc, cfg| {
+            (sc.overheads.pd_handoff_queue, cfg.pd_handoff_queue)
+        })
     };
     let engine = Some(HandoffQueue::PrefillEngine);
     assert_eq!(queue(&cal, &[]), (engine, HandoffQueue::PrefillEngine));
@@ -571,13 +579,9 @@ fn whether_p_waits_for_its_kv_sends_comes_from_the_model_file_unless_the_scenari
     // The shipped model's replay fit ran with the transfer beside P's engine, and says nothing.
     assert!(cal["kv_transfer"].get("prefill_waits_for_send").is_none());
     let waits = |cal: &serde_json::Value, set: &[String]| {
-        write_model(dir.path(), cal);
-        let sc = ppdsim::scenario::LoadedScenario::load_with(&path, set).unwrap();
-        let d = &sc.deployments()[0];
-        (
-            sc.resolved.kv_link.prefill_waits_for_send,
-            sc.sim_config(d).prefill_waits_for_send,
-        )
+        resolved_with_model(dir.path(), &path, cal, set, |sc, cfg| {
+            (sc.kv_link.prefill_waits_for_send, cfg.prefill_waits_for_send)
+        })
     };
     assert_eq!(waits(&cal, &[]), (Some(false), false));
     cal["kv_transfer"]["prefill_waits_for_send"] = serde_json::json!(true);
