@@ -1240,14 +1240,10 @@ impl<'a> Simulation<'a> {
         let pi = &self.instances[p];
         let cached_p = pi.cached_tokens(r.conv).min(prompt - 1);
         let (p_time, _) = chunks(p, pi.pending_prefill_tokens(), prompt - cached_p, cached_p, 0);
-        // When P's engine does the handoffs, the queued prompts' come before this one's prefill.
+        // The engine time the queued prompts hold P beyond their prefill (their handoffs when P's
+        // engine does them, their KV sends when it waits for them; 0 otherwise) comes first too.
+        let p_time = p_time + SimDuration(pi.pending_handoff_us()).as_ms();
         let in_engine = self.handoff_in_engine();
-        let p_time = p_time
-            + if in_engine {
-                SimDuration(pi.pending_handoff_us()).as_ms()
-            } else {
-                0.0
-            };
         let c = &self.cfg;
         let kv_tokens = match c.transfer {
             TransferMode::Full => prompt,
@@ -1619,5 +1615,63 @@ impl<'a> Simulation<'a> {
             request_slots: self.requests.len(),
             timeline,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost_model::ConstantCostModel;
+    use crate::trace::Turn;
+
+    #[test]
+    fn the_predictive_router_counts_the_kv_sends_p_will_wait_for_ahead_of_a_turn() {
+        // Predictive routing on 1 P + 1 pD with every step 10 ms, P's handoff share in a queue
+        // beside its engine and P's engine waiting for its sends. A prompt of 10 tokens queued on
+        // P whose send holds P 5 ms more: the turn's remote cost grows by those 5 ms (its 100
+        // tokens and the 10 share one step, so P's prefill time does not move).
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let cal = crate::calibrate::model_file::CalibrationFile::load(&root.join("calibration/h100-llama3.1-8b.json"))
+            .expect("the shipped model");
+        let router = toml::from_str(r#"kind = "predictive""#).expect("a router");
+        let shape = crate::cluster::Shape::parse("1P_1pD").expect("a shape");
+        let mut cfg = crate::validate::vllm_ppd_config("predictive", router, shape, &cal).expect("known model");
+        cfg.pd_handoff_queue = HandoffQueue::PerPrefill;
+        cfg.prefill_waits_for_send = true;
+        let conv = TimedConversation {
+            id: "c0".into(),
+            start_at: SimTime::ZERO,
+            turns: vec![Turn {
+                user_tokens: 100,
+                assistant_tokens: 3,
+            }],
+            think_after: vec![],
+            not_before: vec![],
+            shared_prefix: None,
+        };
+        let cost = ConstantCostModel { step_ms: 10.0 };
+        let mut sim = Simulation::new(cfg, &cost, vec![conv]);
+        let req = sim.new_request(0);
+        let (_, before) = sim.predicted_costs_ms(req, 0.0).expect("a P for the conversation");
+        sim.instances[0].enqueue(Seq {
+            req: usize::MAX,
+            conv: usize::MAX,
+            prefill_only: true,
+            num_prompt_tokens: 10,
+            num_output_tokens: 0,
+            num_external_tokens: 0,
+            shared_prefix: None,
+            num_shared_hit_tokens: 0,
+            num_recompute_tokens: 0,
+            num_computed_tokens: 0,
+            num_generated: 0,
+            reserved_blocks: 0,
+            enqueued_at: SimTime::ZERO,
+            admitted_at: None,
+            chunk: 0,
+            handoff_us: 5_000,
+        });
+        let (_, after) = sim.predicted_costs_ms(req, 0.0).expect("a P for the conversation");
+        assert!((after - before - 5.0).abs() < 1e-9, "{before} → {after}");
     }
 }
