@@ -331,7 +331,7 @@ pub struct Instance {
     shape_scratch: BatchShape,
     done_scratch: Vec<usize>,
     /// Fewest outputs any decode sequence of the last [`Instance::try_start`]'s batch has left to
-    /// produce (`u32::MAX` without decodes): with the shape's Σ context, what
+    /// produce (`u32::MAX` without decodes) \[tokens\]: with the shape's Σ context, what
     /// [`Instance::plan_decode_run`] needs, gathered in the scheduling pass's own walk.
     batch_min_outputs_left: u32,
 }

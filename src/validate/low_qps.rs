@@ -51,13 +51,8 @@ pub struct LowQpsPoint {
     /// Measured turn-1 p50 TTFT \[ms\] (NaN for the 2-GPU files, whose turn 1 is a non-streamed
     /// setup greeting).
     pub t1_p50_ttft_ms: f64,
-    /// Measured turn-1 TPOT \[ms\], derived as (p50 E2E − p50 TTFT) / (t1_output − 1), and
-    /// predicted the same way from the simulated turn 1. Not from the means: the base model
-    /// stops some answers at end-of-sequence before `max_tokens`, so the files' mean turn-1 E2E
-    /// sits 6–17% below their p50 (L_a: 6,958 against 8,461 ms) and the means would put the
-    /// TPOT at 6.6 ms, below the 7.9 ms the same deployment's single turn-2 decodes take; the p50
-    /// request ran to the end (8.1 ms)
-    /// (NaN for the 2-GPU files).
+    /// Measured turn-1 TPOT \[ms\] ([`tpot_of_p50s_ms`], predicted the same way from the
+    /// simulated turn 1); NaN for the 2-GPU files.
     pub t1_tpot_ms: f64,
     /// Measured turn-2 p50 TTFT \[ms\].
     pub t2_p50_ttft_ms: f64,
@@ -123,9 +118,11 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
             f64::NAN
         };
         let t1_tpot = if gpus == 4 && shape[1] > 1 {
-            (get_f64(path, t1, "p50_e2e", &format!("{at}.turn1_metrics"))?
-                - get_f64(path, t1, "p50_ttft", &format!("{at}.turn1_metrics"))?)
-                / (shape[1] as f64 - 1.0)
+            tpot_of_p50s_ms(
+                get_f64(path, t1, "p50_e2e", &format!("{at}.turn1_metrics"))?,
+                get_f64(path, t1, "p50_ttft", &format!("{at}.turn1_metrics"))?,
+                shape[1],
+            )
         } else {
             f64::NAN
         };
@@ -143,6 +140,15 @@ pub fn read_lowqps(path: &Path, v: &serde_json::Value) -> InputResult<Vec<LowQps
         });
     }
     Ok(out)
+}
+
+/// The TPOT of the median request \[ms\]: (p50 E2E − p50 TTFT) / (outputs − 1), both in ms.
+/// Not from the means: the base model stops some turn-1 answers at end-of-sequence before
+/// `max_tokens`, so the v3 files' mean turn-1 E2E sits 6–17% below their p50 (L_a replication:
+/// 6,958 against 8,461 ms) and the means would put the TPOT at 6.6 ms, below the 7.9 ms the same
+/// deployment's single turn-2 decodes take; the p50 request ran to the end (8.1 ms).
+pub fn tpot_of_p50s_ms(p50_e2e_ms: f64, p50_ttft_ms: f64, outputs: u32) -> f64 {
+    (p50_e2e_ms - p50_ttft_ms) / (outputs as f64 - 1.0)
 }
 
 /// Simulates one point; returns the rows of its four metrics.
@@ -182,7 +188,11 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
         (
             "t1_tpot_ms",
             p.t1_tpot_ms,
-            (median(pick(1).map(|x| x.e2e_ms)) - median(pick(1).map(|x| x.ttft_ms))) / (p.shape[1] as f64 - 1.0),
+            tpot_of_p50s_ms(
+                median(pick(1).map(|x| x.e2e_ms)),
+                median(pick(1).map(|x| x.ttft_ms)),
+                p.shape[1],
+            ),
         ),
         ("t2_p50_ttft_ms", p.t2_p50_ttft_ms, median(pick(2).map(|x| x.ttft_ms))),
         (
