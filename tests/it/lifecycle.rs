@@ -418,9 +418,9 @@ fn pd_handoff_in_p_s_engine_delays_its_next_prefill() {
 #[test]
 fn p_s_engine_waiting_for_its_kv_sends_delays_its_next_prefill() {
     // Two conversations at once on 1 P + 1 D (each turn 100 → 3 tokens; 13,107,200 B of KV), the
-    // link's 8 Gbit/s (1,000,000 B/ms) + 1 ms: 14.107 ms per transfer (µs clock). A 3 ms handoff, all P-side
-    // work in a queue beside P's engine. P's API server enqueues A at 2 ms and B at 4 ms; every
-    // step takes 10 ms.
+    // link's 8 Gbit/s (1,000,000 B/ms) + 1 ms: 14.107 ms per transfer (µs clock). A 3 ms
+    // handoff, all P-side work in a queue beside P's engine. P's API server enqueues A at 2 ms
+    // and B at 4 ms; every step takes 10 ms.
     let both = |waits| {
         let mut cfg = config(pd(), 8192);
         cfg.prefill_waits_for_send = waits;
