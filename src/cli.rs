@@ -232,6 +232,13 @@ pub enum Command {
         /// file, where `run` and `validate` use it. Default: the transfer runs beside P's engine.
         #[arg(long)]
         prefill_waits_for_send: bool,
+        /// Hold D's engine time to load each received request's KV into its paged cache (in the
+        /// step that first schedules it: vLLM's P2pNcclConnector `start_load_kv`) at this many
+        /// ms in the replays, instead of fitting it with β3 to the loaded points' TPOTs (the
+        /// default; 0 without the decode refit). Recorded in the model file when > 0, where `run`
+        /// and `validate` use it.
+        #[arg(long, value_name = "MS", value_parser = parse_kv_load_ms)]
+        kv_load_ms: Option<f64>,
     },
     /// Redraw the plots of a results directory from its CSV files, without simulating: a `run`
     /// directory (summary.csv, requests.csv, timeline.csv), a `sweep` directory (sweep.csv; metrics and heatmaps as listed
@@ -301,6 +308,11 @@ pub enum Command {
         /// NVLink 4: 7200): with `--prefill-waits-for-send true`, the rate P's engine sends at.
         #[arg(long, value_name = "GBPS", value_parser = parse_bandwidth)]
         kv_bandwidth_gbps: Option<f64>,
+        /// Replay with D's engine spending this long loading each received request's KV, in the
+        /// step that first schedules it, instead of the calibration's \[ms\] (absent: 0): the
+        /// sensitivity of the PD path's TPOT under load to the load.
+        #[arg(long, value_name = "MS", value_parser = parse_kv_load_ms)]
+        kv_load_ms: Option<f64>,
         /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
         summary_only: bool,
@@ -499,6 +511,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             stream_ms_per_chunk,
             pd_handoff_queue,
             prefill_waits_for_send,
+            kv_load_ms,
             roofline_from: None,
         } => crate::commands::calibrate::exec_calibrate(
             &files,
@@ -520,6 +533,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 stream_ms_per_chunk,
                 pd_handoff_queue,
                 prefill_waits_for_send,
+                kv_load_ms,
                 ..Default::default()
             },
             strict,
@@ -536,6 +550,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             pd_handoff_queue,
             prefill_waits_for_send,
             kv_bandwidth_gbps,
+            kv_load_ms,
             summary_only,
             force,
         } => crate::commands::validate::exec_validate(
@@ -550,6 +565,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 pd_handoff_queue,
                 prefill_waits_for_send,
                 kv_bandwidth_gbps,
+                kv_load_ms,
             },
             !summary_only,
             force,
@@ -566,6 +582,11 @@ fn parse_in_range(s: &str, max: f64, what: &str, example: &str) -> Result<f64, S
         Ok(_) => Err(format!("{s} is out of range: give {what} in [0, {max}]")),
         Err(_) => Err(format!("`{s}` is not a number: give {what} such as {example}")),
     }
+}
+
+/// `--kv-load-ms`: ms in [0, 1000].
+fn parse_kv_load_ms(s: &str) -> Result<f64, String> {
+    parse_in_range(s, crate::scenario::MAX_KV_LOAD_MS, "ms per loaded request", "2.5")
 }
 
 /// `--stream-ms-per-chunk`: ms in [0, 100].

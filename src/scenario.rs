@@ -296,6 +296,11 @@ pub struct KvLinkSpec {
     /// absent: false, the transfer runs beside the engine).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefill_waits_for_send: Option<bool>,
+    /// D's engine time to load a received request's KV into its paged cache, added to the step
+    /// that first schedules the request \[ms\] (vLLM's `P2pNcclConnector.start_load_kv`); unset:
+    /// the calibration's (`kv_transfer.load_ms`, absent: 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<f64>,
 }
 
 /// The benchmark client. Defaults: unlimited connections, no timeout; vllm-ppd's client used
@@ -410,6 +415,10 @@ pub const MAX_SERVICE_CV: f64 = 10.0;
 /// Largest `[overheads] stream_ms_per_chunk` accepted \[ms\] (100 ms per token per stream is
 /// already a client that sees ten tokens a second).
 pub const MAX_STREAM_MS_PER_CHUNK: f64 = 100.0;
+
+/// Largest `[kv_link] load_ms` accepted \[ms\] (a second per request is already an engine that
+/// loads nothing else).
+pub const MAX_KV_LOAD_MS: f64 = 1000.0;
 
 /// A loaded, checked scenario with its files read.
 #[derive(Clone)]
@@ -698,6 +707,7 @@ impl LoadedScenario {
             link_latency_ms: sc.kv_link.latency_ms.expect("resolved"),
             transfer: sc.kv_link.transfer,
             prefill_waits_for_send: sc.kv_link.prefill_waits_for_send.expect("resolved"),
+            kv_load_ms: sc.kv_link.load_ms.expect("resolved"),
             request_overhead_ms: sc.overheads.request_overhead_ms.expect("resolved"),
             pd_handoff_ms: sc.overheads.pd_handoff_ms.expect("resolved"),
             pd_handoff_p_service_ms: sc.overheads.pd_handoff_p_service_ms.expect("resolved"),
@@ -1408,6 +1418,7 @@ fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationF
     link.latency_ms.get_or_insert(calibration.kv_transfer.latency_ms);
     link.prefill_waits_for_send
         .get_or_insert(calibration.prefill_waits_for_send());
+    link.load_ms.get_or_insert(calibration.kv_load_ms());
     sc.overheads
         .request_overhead_ms
         .get_or_insert(calibration.overheads.request_overhead_ms.value);
@@ -1489,6 +1500,14 @@ fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationF
                 format!("the serialized shares of the PD handoff ({hp} ms at P + {hd} ms at D) exceed overheads.pd_handoff_ms ({h} ms) they are part of; lower them or raise pd_handoff_ms"),
             ));
     }
+    in_range(
+        "kv_link.load_ms",
+        sc.kv_link.load_ms.expect("resolved above"),
+        0.0,
+        false,
+        MAX_KV_LOAD_MS,
+        &format!("use a time per loaded request in ms, >= 0 and <= {MAX_KV_LOAD_MS} (0: loading received KV is free)"),
+    )?;
     in_range(
         "kv_link.bandwidth_gbps",
         sc.kv_link.bandwidth_gbps.expect("resolved above"),

@@ -86,6 +86,11 @@ pub struct CalibrateOptions {
     /// ([`crate::sim::SimConfig::prefill_waits_for_send`]), recorded in the model file when on
     /// and the replay fits the overheads. Default off.
     pub prefill_waits_for_send: bool,
+    /// D's engine time to load each received request's KV in the replays
+    /// ([`crate::sim::SimConfig::kv_load_ms`]) \[ms\], recorded in the model file when above 0.
+    /// `None` (the default): fitted with β3 by the decode refit
+    /// ([`replay::fit_beta3_and_kv_load`]) when it runs, else 0.
+    pub kv_load_ms: Option<f64>,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -136,6 +141,7 @@ impl Default for CalibrateOptions {
             stream_ms_per_chunk: 0.0,
             pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
             prefill_waits_for_send: false,
+            kv_load_ms: None,
         }
     }
 }
@@ -881,6 +887,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         source: "fitted".into(),
         note: format!("fitted from {} transfer samples", transfers.len()),
         prefill_waits_for_send: None,
+        load_ms: None,
     });
     let zero = |n: &str| coefficient(n, "ms", 0.0, 0.0, true);
     let (mut overheads, kv_transfer) = if reqs.is_empty() {
@@ -903,6 +910,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 source: "declared".into(),
                 note: "no request samples: overheads set to 0".into(),
                 prefill_waits_for_send: None,
+                load_ms: None,
             }),
         )
     } else {
@@ -946,7 +954,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             let ms_per_gb = g.beta[3];
             let identifiable = has_split && !g.at_bound[3] && ms_per_gb - g.ci95_half_width[3] > 0.0;
             if identifiable {
-                KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from split-route TTFTs; fixed latency folded into pd_handoff_ms", g.ci95_half_width[3]), prefill_waits_for_send: None }
+                KvTransfer { bandwidth_gbps: 8.0 * 1000.0 / ms_per_gb, latency_ms: 0.0, source: "fitted".into(), note: format!("{ms_per_gb:.3} ms/GB (95% CI ±{:.3}) from split-route TTFTs; fixed latency folded into pd_handoff_ms", g.ci95_half_width[3]), prefill_waits_for_send: None, load_ms: None }
             } else {
                 KvTransfer {
                     bandwidth_gbps: opts.declared_bandwidth_gbps,
@@ -954,6 +962,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                     source: "declared".into(),
                     note: format!("not identifiable from these files (fitted {ms_per_gb:.3} ms/GB, 95% CI ±{:.3} includes 0: transfer time is hidden by fixed overheads); declared value used", g.ci95_half_width[3]),
                     prefill_waits_for_send: None,
+                    load_ms: None,
                 }
             }
         };
@@ -1039,6 +1048,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     file.overheads.service_cv = recorded(opts.overhead_service_cv);
     file.overheads.client_requeue_rate = recorded(opts.client_requeue_rate);
     file.overheads.stream_ms_per_chunk = recorded(opts.stream_ms_per_chunk);
+    file.kv_transfer.load_ms = recorded(opts.kv_load_ms.unwrap_or(0.0));
     let replay_points: Vec<replay::Point> = loaded
         .iter()
         .flat_map(|l| l.samples.loaded_points.iter())
@@ -1059,6 +1069,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
             opts.loco,
             opts.replay_params,
             opts.decode_refit,
+            opts.kv_load_ms.is_none(),
         )?);
     }
     // Checked once, on the final model (the replay's decode refit moves β0 and β3).
@@ -1101,15 +1112,25 @@ fn replay_fit(
     loco: bool,
     params: replay::ReplayParams,
     decode_refit: bool,
+    fit_kv_load: bool,
 ) -> InputResult<ReplayFit> {
     let request_fitted = params == replay::ReplayParams::HandoffAndRequest;
     let fail = |e: anyhow::Error| InputError {
         location: "comprehensive points".into(),
         message: format!("replay fit failed: {e}"),
     };
+    let kv_load_start = file.kv_load_ms();
     let decode = if decode_refit {
-        let r = replay::fit_beta3(points, file, 0).map_err(fail)?;
+        let r = if fit_kv_load {
+            replay::fit_beta3_and_kv_load(points, file, 0)
+        } else {
+            replay::fit_beta3(points, file, 0)
+        }
+        .map_err(fail)?;
         *file = replay::with_beta3(file, r.beta3);
+        if let Some(l) = r.kv_load_ms {
+            file.kv_transfer.load_ms = (l > 0.0).then_some(l);
+        }
         Some(r)
     } else {
         None
@@ -1134,20 +1155,31 @@ fn replay_fit(
         })
         .collect();
     let folds = if loco && configs.len() > 1 {
-        replay::leave_one_config_out(points, lowqps, file, 0, params, decode.map(|d| d.beta3_regression))
-            .map_err(fail)?
-            .into_iter()
-            .map(|f| LocoFold {
-                held_out: f.config,
-                request_overhead_ms: request_fitted.then_some(f.fitted.request_overhead_ms),
-                prompt_ms_per_token: request_fitted.then_some(f.fitted.prompt_ms_per_token),
-                pd_handoff_ms: f.fitted.total_ms,
-                pd_handoff_p_service_ms: f.fitted.p_service_ms,
-                pd_handoff_d_service_ms: f.fitted.d_service_ms,
-                beta3_ms_per_seq: f.beta3,
-                held_out_t2_p50_error_pct: f.held_out_t2_p50_pct,
-            })
-            .collect()
+        replay::leave_one_config_out(
+            points,
+            lowqps,
+            file,
+            0,
+            params,
+            decode.map(|d| replay::DecodeStart {
+                beta3_regression: d.beta3_regression,
+                kv_load_ms: d.kv_load_ms.map(|_| kv_load_start),
+            }),
+        )
+        .map_err(fail)?
+        .into_iter()
+        .map(|f| LocoFold {
+            held_out: f.config,
+            request_overhead_ms: request_fitted.then_some(f.fitted.request_overhead_ms),
+            prompt_ms_per_token: request_fitted.then_some(f.fitted.prompt_ms_per_token),
+            pd_handoff_ms: f.fitted.total_ms,
+            pd_handoff_p_service_ms: f.fitted.p_service_ms,
+            pd_handoff_d_service_ms: f.fitted.d_service_ms,
+            beta3_ms_per_seq: f.beta3,
+            kv_load_ms: f.kv_load_ms,
+            held_out_t2_p50_error_pct: f.held_out_t2_p50_pct,
+        })
+        .collect()
     } else {
         Vec::new()
     };
@@ -1165,6 +1197,7 @@ fn replay_fit(
             beta3_regression_ms_per_seq: d.beta3_regression,
             beta3_ms_per_seq: d.beta3,
             beta0_ms: file.iteration.coefficients[0].value,
+            kv_load_ms: d.kv_load_ms,
             tpot_objective_before: d.objective_before,
             tpot_objective_after: d.objective_after,
         }),
@@ -1293,6 +1326,13 @@ pub fn report(c: &Calibration) -> String {
                 d.tpot_objective_before,
                 d.tpot_objective_after
             );
+            if let Some(l) = d.kv_load_ms {
+                let _ = writeln!(
+                    s,
+                    "  fitted with it: D's engine loads each received request's KV in {l:.2} ms ({:.0} µs per attention layer; vLLM's P2pNcclConnector start_load_kv receives and copies each layer in the worker before the step's forward pass; --kv-load-ms MS holds it)",
+                    1000.0 * l / crate::hardware::model(&f.model).map_or(1, |m| m.num_layers) as f64
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -1304,6 +1344,13 @@ pub fn report(c: &Calibration) -> String {
                 s,
                 "  with each API server streaming an output chunk in {:.2} ms (--stream-ms-per-chunk; recorded in the model file)",
                 f.stream_ms_per_chunk()
+            );
+        }
+        if f.kv_load_ms() > 0.0 {
+            let _ = writeln!(
+                s,
+                "  with D's engine loading each received request's KV in {:.2} ms (recorded in the model file)",
+                f.kv_load_ms()
             );
         }
         if f.prefill_waits_for_send() {
@@ -1351,6 +1398,10 @@ pub fn report(c: &Calibration) -> String {
                 let request = match (fold.request_overhead_ms, fold.prompt_ms_per_token) {
                     (Some(req), Some(tok)) => format!("request {req:.1} ms, {:.2} µs/prompt token, ", tok * 1000.0),
                     _ => String::new(),
+                };
+                let request = match fold.kv_load_ms {
+                    Some(l) => format!("D's KV load {l:.2} ms, {request}"),
+                    None => request,
                 };
                 let request = match fold.beta3_ms_per_seq {
                     Some(b3) => format!("beta3 {b3:.4} ms, {request}"),

@@ -124,6 +124,11 @@ pub struct KvTransfer {
     /// scenario or flag says otherwise. Absent: `false` (the transfer runs beside the engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefill_waits_for_send: Option<bool>,
+    /// D's engine time to load a received request's KV \[ms\]
+    /// ([`crate::sim::SimConfig::kv_load_ms`]), as the replay that fitted the overheads assumed;
+    /// runs and validations use it unless a scenario or flag says otherwise. Absent: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<f64>,
 }
 
 /// Fit quality of one phase.
@@ -278,6 +283,10 @@ pub struct DecodeRefitReport {
     pub beta3_ms_per_seq: f64,
     /// β0 after the refit \[ms\] (the file's coefficient).
     pub beta0_ms: f64,
+    /// D's engine time to load a received request's KV, fitted with β3 \[ms\] (the file's
+    /// `kv_transfer.load_ms`); absent when it was held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_load_ms: Option<f64>,
     /// Mean |ln(pred/meas)| of the TPOTs with the regression's β3.
     pub tpot_objective_before: f64,
     /// The same after the refit.
@@ -320,6 +329,9 @@ pub struct LocoFold {
     /// β3 refitted on the others \[ms per sequence\] (with the decode refit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta3_ms_per_seq: Option<f64>,
+    /// D's KV load refitted on the others \[ms\] (with the joint decode refit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_load_ms: Option<f64>,
     /// Median |turn-2 p50 TTFT error| below saturation on the held-out configuration \[%\].
     pub held_out_t2_p50_error_pct: f64,
 }
@@ -426,6 +438,12 @@ impl CalibrationFile {
                 crate::scenario::MAX_SERVICE_CV,
                 "a coefficient of variation",
             ),
+            (
+                "kv_transfer.load_ms",
+                f.kv_transfer.load_ms,
+                crate::scenario::MAX_KV_LOAD_MS,
+                "a time per loaded request in ms",
+            ),
         ] {
             if let Some(v) = value.filter(|v| !(0.0..=max).contains(v)) {
                 return Err(InputError::key(
@@ -503,6 +521,12 @@ impl CalibrationFile {
     /// `false` when the file does not say.
     pub fn prefill_waits_for_send(&self) -> bool {
         self.kv_transfer.prefill_waits_for_send.unwrap_or(false)
+    }
+
+    /// D's engine time to load a received request's KV ([`KvTransfer::load_ms`]) \[ms\]; 0
+    /// when the file does not say.
+    pub fn kv_load_ms(&self) -> f64 {
+        self.kv_transfer.load_ms.unwrap_or(0.0)
     }
 
     /// Coefficient of variation of the serialized overhead services; 0 when the file has none.

@@ -49,6 +49,13 @@ pub const MAX_ITERS_WITH_REQUEST: u64 = 150;
 /// Golden-section iterations of the per-sequence decode cost's refit ([`fit_beta3`]).
 pub const MAX_ITERS_BETA3: u64 = 20;
 
+/// Nelder–Mead iterations of the joint refit of β3 and D's KV load ([`fit_beta3_and_kv_load`]).
+pub const MAX_ITERS_DECODE_LOAD: u64 = 30;
+
+/// The initial simplex's step in D's KV load \[ms\] (a few ms: the order of 32 attention layers'
+/// Python-side receive and indexed copy).
+pub const KV_LOAD_SIMPLEX_STEP_MS: f64 = 4.0;
+
 /// One measured comprehensive point: config, workload, QPS and the measured JSON.
 pub type Point = (String, String, f64, serde_json::Value);
 
@@ -411,10 +418,21 @@ pub struct DecodeRefit {
     pub beta3_regression: f64,
     /// β3 after the refit \[ms per sequence\].
     pub beta3: f64,
-    /// [`tpot_objective`] with the regression's β3.
+    /// D's engine time to load a received request's KV
+    /// ([`crate::sim::SimConfig::kv_load_ms`]) fitted with β3 \[ms\]; `None` when it was held
+    /// at the calibration's value.
+    pub kv_load_ms: Option<f64>,
+    /// [`tpot_objective`] with the regression's β3 (and the calibration's load).
     pub objective_before: f64,
     /// [`tpot_objective`] after the refit.
     pub objective_after: f64,
+}
+
+/// `cal` with D's engine time to load a received request's KV set to `ms`.
+pub fn with_kv_load(cal: &CalibrationFile, ms: f64) -> CalibrationFile {
+    let mut c = cal.clone();
+    c.kv_transfer.load_ms = Some(ms);
+    c
 }
 
 struct DecodeProblem<'a> {
@@ -438,12 +456,35 @@ impl CostFunction for DecodeProblem<'_> {
     }
 }
 
+/// (β3, D's KV load) against the TPOT objective; outside [0, `beta3_max`] × [0,
+/// [`crate::scenario::MAX_KV_LOAD_MS`]] the cost is infinite.
+struct DecodeLoadProblem<'a> {
+    points: &'a [Point],
+    cal: &'a CalibrationFile,
+    seed: u64,
+    beta3_max: f64,
+}
+
+impl CostFunction for DecodeLoadProblem<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, x: &Vec<f64>) -> Result<f64, argmin::core::Error> {
+        let (beta3, load) = (x[0], x[1]);
+        if !(0.0..=self.beta3_max).contains(&beta3) || !(0.0..=crate::scenario::MAX_KV_LOAD_MS).contains(&load) {
+            return Ok(f64::INFINITY);
+        }
+        let cal = with_kv_load(&with_beta3(self.cal, beta3), load);
+        Ok(tpot_objective(&simulate(self.points, &cal, self.seed, REPLAYS)))
+    }
+}
+
 /// Refits β3 (β0 + β3 held, see [`with_beta3`]) to the turn-1 and turn-2 mean TPOT of `points`
 /// by golden-section search (argmin) over [0, 2 × the regression's β3]. The regression's β3 comes
 /// from the interference study's decode-only bursts, whose requests share a cached 2,048-token
 /// prefix (cascade attention, every output streamed by one API server); the loaded sweep's
 /// decodes share nothing, which is what simulated clusters run. Keeps the regression's value
-/// when the search does not improve on it.
+/// when the search does not improve on it. D's KV load stays at `cal`'s.
 ///
 /// # Errors
 /// When the optimiser fails.
@@ -471,6 +512,51 @@ pub fn fit_beta3(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::
     Ok(DecodeRefit {
         beta3_regression: regression,
         beta3,
+        kv_load_ms: None,
+        objective_before: before,
+        objective_after: after,
+    })
+}
+
+/// Refits β3 (as [`fit_beta3`]) together with D's engine time to load a received request's KV
+/// ([`crate::sim::SimConfig::kv_load_ms`]) to the same TPOTs, by Nelder–Mead (argmin) from the
+/// regression's β3 and `cal`'s load. What separates the two: β3 raises every decode step with
+/// the batch's size, the load only the steps a split request joins — as many per second as
+/// PD-path requests reach that D, so TPOT grows with the PD arrival rate per D (1P_3D's turns
+/// all split; 1P_3pD's turn-2 requests stay on their pD). Keeps the start when the search does
+/// not improve on it.
+///
+/// # Errors
+/// When the optimiser fails.
+pub fn fit_beta3_and_kv_load(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<DecodeRefit> {
+    let regression = cal.iteration.coefficients[3].value;
+    let load0 = cal.kv_load_ms();
+    let problem = DecodeLoadProblem {
+        points,
+        cal,
+        seed,
+        beta3_max: (2.0 * regression).max(1e-3),
+    };
+    let start = vec![regression, load0];
+    let before = problem.cost(&start)?;
+    let simplex = vec![
+        start.clone(),
+        vec![0.6 * regression, load0],
+        vec![regression, load0 + KV_LOAD_SIMPLEX_STEP_MS],
+    ];
+    let solver = NelderMead::new(simplex).with_sd_tolerance(1e-4)?;
+    let res = Executor::new(problem, solver)
+        .configure(|s| s.max_iters(MAX_ITERS_DECODE_LOAD))
+        .run()?;
+    let state = res.state();
+    let (beta3, load, after) = match &state.best_param {
+        Some(b) if state.best_cost < before => (b[0], b[1], state.best_cost),
+        _ => (regression, load0, before),
+    };
+    Ok(DecodeRefit {
+        beta3_regression: regression,
+        beta3,
+        kv_load_ms: Some(load),
         objective_before: before,
         objective_after: after,
     })
@@ -485,12 +571,24 @@ pub struct Fold {
     pub fitted: ReplayedOverheads,
     /// β3 refitted on the others (with the decode refit).
     pub beta3: Option<f64>,
+    /// D's KV load refitted on the others (with the joint decode refit) \[ms\].
+    pub kv_load_ms: Option<f64>,
     /// Median |turn-2 p50 TTFT error| below saturation on the held-out config \[%\].
     pub held_out_t2_p50_pct: f64,
 }
 
-/// Leave-one-configuration-out cross-validation of [`fit`] (and of [`fit_beta3`] first, from
-/// `beta3_regression`, when given).
+/// Where a fold's decode refit starts: the regression's β3 and, when the load is refitted with
+/// it ([`fit_beta3_and_kv_load`]), D's KV load \[ms\].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecodeStart {
+    /// β3 of the regression \[ms per sequence\].
+    pub beta3_regression: f64,
+    /// D's KV load the joint refit starts from; `None`: β3 alone is refitted.
+    pub kv_load_ms: Option<f64>,
+}
+
+/// Leave-one-configuration-out cross-validation of [`fit`] (and of the decode refit first, from
+/// `decode`, when given).
 ///
 /// # Errors
 /// As [`fit`].
@@ -500,18 +598,26 @@ pub fn leave_one_config_out(
     cal: &CalibrationFile,
     seed: u64,
     params: ReplayParams,
-    beta3_regression: Option<f64>,
+    decode: Option<DecodeStart>,
 ) -> anyhow::Result<Vec<Fold>> {
     let mut out = Vec::new();
     for c in &configs(points) {
         let train: Vec<Point> = points.iter().filter(|p| &p.0 != c).cloned().collect();
         let test: Vec<Point> = points.iter().filter(|p| &p.0 == c).cloned().collect();
-        let (fold_cal, beta3) = match beta3_regression {
-            Some(b) => {
-                let refit = fit_beta3(&train, &with_beta3(cal, b), seed)?;
-                (with_beta3(cal, refit.beta3), Some(refit.beta3))
+        let (fold_cal, beta3, kv_load_ms) = match decode {
+            Some(d) => {
+                let start = with_beta3(cal, d.beta3_regression);
+                let refit = match d.kv_load_ms {
+                    Some(l) => fit_beta3_and_kv_load(&train, &with_kv_load(&start, l), seed)?,
+                    None => fit_beta3(&train, &start, seed)?,
+                };
+                let mut fold_cal = with_beta3(cal, refit.beta3);
+                if let Some(l) = refit.kv_load_ms {
+                    fold_cal = with_kv_load(&fold_cal, l);
+                }
+                (fold_cal, Some(refit.beta3), refit.kv_load_ms)
             }
-            None => (cal.clone(), None),
+            None => (cal.clone(), None, None),
         };
         let (fitted, _) = fit(&train, lowqps, &fold_cal, seed, params)?;
         let rows = simulate(&test, &fitted.apply(&fold_cal), seed, validate::COMPREHENSIVE_REPLICAS);
@@ -519,6 +625,7 @@ pub fn leave_one_config_out(
             config: c.clone(),
             fitted,
             beta3,
+            kv_load_ms,
             held_out_t2_p50_pct: t2_p50_error_pct(&rows),
         });
     }

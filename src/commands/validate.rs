@@ -45,6 +45,8 @@ pub(crate) struct ReplayOverrides {
     pub prefill_waits_for_send: Option<bool>,
     /// `--kv-bandwidth-gbps` \[Gbit/s\].
     pub kv_bandwidth_gbps: Option<f64>,
+    /// `--kv-load-ms` \[ms\].
+    pub kv_load_ms: Option<f64>,
 }
 
 pub(crate) fn exec_validate(
@@ -71,6 +73,9 @@ pub(crate) fn exec_validate(
     }
     if let Some(w) = overrides.prefill_waits_for_send {
         cal.kv_transfer.prefill_waits_for_send = Some(w);
+    }
+    if let Some(l) = overrides.kv_load_ms {
+        cal.kv_transfer.load_ms = Some(l);
     }
     if let Some(bw) = overrides.kv_bandwidth_gbps {
         cal.kv_transfer.bandwidth_gbps = bw;

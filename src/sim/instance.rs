@@ -111,6 +111,7 @@ mod tests {
             admitted_at: None,
             chunk: 0,
             handoff_us,
+            kv_load_us: 0,
         };
         let mut p = Instance::new("P0".into(), Role::Prefill, limits);
         // A: 60 tokens (3 ms of handoff), B: 80 tokens (5 ms), C: 30 tokens (none).
@@ -251,6 +252,11 @@ pub struct Seq {
     /// ([`crate::sim::HandoffQueue::PrefillEngine`]), plus the prompt's KV send when P's engine
     /// waits for it ([`crate::sim::SimConfig::prefill_waits_for_send`]); 0 otherwise \[µs\].
     pub handoff_us: u64,
+    /// Engine time the step that first schedules this sequence takes on top of its cost model
+    /// time when the sequence uses KV received from P: D's worker loading it from the
+    /// connector's buffer into the paged KV cache ([`crate::sim::SimConfig::kv_load_ms`]); 0
+    /// otherwise or once charged \[µs\].
+    pub kv_load_us: u64,
 }
 
 impl Seq {
@@ -884,8 +890,10 @@ impl Instance {
     }
 
     /// Tries to admit the head of the waiting queue with at most `budget` tokens this iteration;
-    /// returns the tokens scheduled for it, or `None` when it does not fit.
-    fn admit_head(&mut self, now: SimTime, budget: u32) -> Option<u32> {
+    /// returns the tokens scheduled for it and the engine time of loading its received KV
+    /// ([`Seq::kv_load_us`], charged at the first admission that uses transferred tokens), or
+    /// `None` when it does not fit.
+    fn admit_head(&mut self, now: SimTime, budget: u32) -> Option<(u32, u64)> {
         let seq = self.waiting.front().expect("admit_head on an empty queue");
         let (conv, target, output, external) = (
             seq.conv,
@@ -929,6 +937,13 @@ impl Instance {
             return None;
         }
         let mut seq = self.waiting.pop_front().unwrap();
+        // vLLM's connector loads received KV in the worker before the forward pass of the step
+        // that first schedules the request (`start_load_kv`); a re-admission recomputes instead.
+        let kv_load_us = if computed > hit {
+            std::mem::take(&mut seq.kv_load_us)
+        } else {
+            0
+        };
         if seq.admitted_at.is_none() {
             // Statistics of the first admission only (a preempted sequence is re-admitted).
             self.admitted.push(Admission {
@@ -944,7 +959,7 @@ impl Instance {
         seq.admitted_at.get_or_insert(now);
         self.reserved_blocks += need;
         self.running.push(seq);
-        Some(chunk)
+        Some((chunk, kv_load_us))
     }
 
     /// Starts an iteration if idle and there is work. Returns its end time.
@@ -1034,9 +1049,10 @@ impl Instance {
                 "{}: admissions follow every running sequence",
                 self.name
             );
-            let Some(chunk) = self.admit_head(now, budget) else {
+            let Some((chunk, kv_load_us)) = self.admit_head(now, budget) else {
                 break;
             };
+            handoff_us += kv_load_us;
             let s = self.running.last_mut().expect("just admitted");
             if chunk == s.remaining_prefill() {
                 handoff_us += s.handoff_us;

@@ -121,6 +121,13 @@ pub struct SimConfig {
     /// model file or scenario turns it on (`docs/validation.md`, "P's engine waits for its KV
     /// sends").
     pub prefill_waits_for_send: bool,
+    /// D's engine time to load a request's received KV into its paged KV cache, added to the
+    /// step that first schedules the request (one request after another) \[ms\]. vLLM's
+    /// `P2pNcclConnector` does it in the worker before the forward pass (`start_load_kv`: per
+    /// request and attention layer, `P2pNcclEngine::recv_tensor` and an indexed copy into the
+    /// request's blocks), so it holds every decode running on D. 0 (the default): the load is
+    /// free. A candidate mechanism (`docs/validation.md`, "D's engine loads the received KV").
+    pub kv_load_ms: f64,
     /// Arrival → first instance \[ms\].
     pub request_overhead_ms: f64,
     /// KV transfer done → D's engine receives the request \[ms\]: the whole PD handoff (P's
@@ -993,8 +1000,14 @@ impl<'a> Simulation<'a> {
             let p = r.prefill_inst.expect("prefill-only sequence on a split route");
             handoff_us += self.links[p].transfer_time(r.kv_bytes).0;
         }
+        let kv_load_us = if !prefill_only && external > 0 {
+            SimDuration::from_ms_f64(self.cfg.kv_load_ms).0
+        } else {
+            0
+        };
         Seq {
             handoff_us,
+            kv_load_us,
             req,
             conv: r.conv,
             prefill_only,
@@ -1262,13 +1275,15 @@ impl<'a> Simulation<'a> {
                 .as_ms()
         };
         let step = |decodes: u32, chunk: Option<PrefillPart>| step_on(d, decodes, chunk);
+        // D's step that computes the last prompt token also loads the received KV, holding its
+        // running decodes as long.
         let last = step(
             b,
             Some(PrefillPart {
                 num_new_tokens: 1,
                 num_cached_tokens: prompt - 1,
             }),
-        );
+        ) + SimDuration::from_ms_f64(c.kv_load_ms).as_ms();
         let remote_stall = last - step(b, None);
         let remote_ttft = p_time + link_wait + transfer + handoff_wait + c.pd_handoff_ms + last;
         let bw = weight * b as f64;
@@ -1670,8 +1685,59 @@ mod tests {
             admitted_at: None,
             chunk: 0,
             handoff_us: 5_000,
+            kv_load_us: 0,
         });
         let (_, after) = sim.predicted_costs_ms(req, 0.0).expect("a P for the conversation");
         assert!((after - before - 5.0).abs() < 1e-9, "{before} → {after}");
+    }
+
+    #[test]
+    fn the_predictive_router_counts_d_s_kv_load_in_the_remote_ttft_and_stall() {
+        // D loads a received request's KV in 7 ms, in the step that computes its last prompt
+        // token: the remote route's TTFT grows by 7 ms and, with 2 decodes running on D and a
+        // stall weight of 0.5, its cost by 7 × (1 + 0.5 × 2) = 14 ms. The local route is unchanged.
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let cal = crate::calibrate::model_file::CalibrationFile::load(&root.join("calibration/h100-llama3.1-8b.json"))
+            .expect("the shipped model");
+        let router: RouterConfig = toml::from_str(r#"kind = "predictive""#).expect("a router");
+        let shape = crate::cluster::Shape::parse("1P_1pD").expect("a shape");
+        let costs = |load_ms: f64, weight: f64| {
+            let mut cfg =
+                crate::validate::vllm_ppd_config("predictive", router.clone(), shape, &cal).expect("known model");
+            cfg.kv_load_ms = load_ms;
+            let turn = Turn {
+                user_tokens: 100,
+                assistant_tokens: 50,
+            };
+            let conv = |i: usize| TimedConversation {
+                id: format!("c{i}").into(),
+                start_at: SimTime::ZERO,
+                turns: vec![turn],
+                think_after: vec![],
+                not_before: vec![],
+                shared_prefix: None,
+            };
+            let cost = ConstantCostModel { step_ms: 10.0 };
+            let mut sim = Simulation::new(cfg, &cost, vec![conv(0), conv(1), conv(2)]);
+            // Two sequences decoding on the pD (instance 1).
+            for req in 0..2 {
+                let r = sim.new_request(req + 1);
+                let mut seq = sim.seq_for(r, false, 0);
+                seq.num_computed_tokens = 100;
+                sim.instances[1].enqueue(seq);
+            }
+            let end = sim.instances[1].try_start(SimTime::ZERO, &cost).expect("a step");
+            sim.instances[1].finish_step(end, &mut Vec::new());
+            assert_eq!(sim.instances[1].decoding_shape().0, 2, "two decodes on D");
+            let req = sim.new_request(0);
+            sim.predicted_costs_ms(req, weight).expect("a P for the conversation")
+        };
+        let (local0, remote0) = costs(0.0, 0.5);
+        let (local7, remote7) = costs(7.0, 0.5);
+        assert_eq!(local0, local7);
+        assert!((remote7 - remote0 - 14.0).abs() < 1e-9, "{remote0} → {remote7}");
+        let (_, ttft0) = costs(0.0, 0.0);
+        let (_, ttft7) = costs(7.0, 0.0);
+        assert!((ttft7 - ttft0 - 7.0).abs() < 1e-9, "{ttft0} → {ttft7}");
     }
 }

@@ -57,6 +57,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         link_latency_ms: cal.kv_transfer.latency_ms,
         transfer: TransferMode::Full,
         prefill_waits_for_send: cal.prefill_waits_for_send(),
+        kv_load_ms: cal.kv_load_ms(),
         request_overhead_ms: cal.overheads.request_overhead_ms.value,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
         pd_handoff_p_service_ms: handoff_p_ms,

@@ -212,6 +212,9 @@ fn shipped_model_file_is_what_calibrate_produces() {
     assert_eq!(coef(&shipped, 3), decode["beta3_ms_per_seq"].as_f64().unwrap());
     assert_eq!(coef(&shipped, 0), decode["beta0_ms"].as_f64().unwrap());
     assert!((coef(&shipped, 0) + coef(&shipped, 3) - ours_b.beta0_ms - ours_b.beta3_ms_per_seq).abs() < 1e-9);
+    // D's KV load is the one fitted with β3 (none without a replay).
+    assert_eq!(shipped["kv_transfer"]["load_ms"], decode["kv_load_ms"]);
+    assert!(c.file.kv_transfer.load_ms.is_none());
     // The physics and kernel-table checks are of the refitted model.
     assert!(
         shipped["physics"].as_array().unwrap().iter().all(|p| p["ok"] == true),
@@ -236,6 +239,7 @@ fn shipped_model_file_is_what_calibrate_produces() {
             o.remove(k);
         }
         v.as_object_mut().unwrap().remove("replay");
+        v["kv_transfer"].as_object_mut().unwrap().remove("load_ms");
     }
     // If this fails, calibration/h100-llama3.1-8b.json is stale: regenerate it with the command in calibration/README.md.
     json_close(&ours, &shipped, "model");
@@ -308,9 +312,30 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
     assert_eq!(d.beta3_regression_ms_per_seq, b0.beta3_ms_per_seq);
     assert!((b.beta0_ms + b.beta3_ms_per_seq - b0.beta0_ms - b0.beta3_ms_per_seq).abs() < 1e-9);
     assert!(r.leave_one_config_out.iter().all(|f| f.beta3_ms_per_seq.is_some()));
+    // D's KV load is fitted with β3 (from 0) and recorded where runs read it, fold by fold too.
+    let load = d.kv_load_ms.expect("the load is fitted with β3 by default");
+    assert!((0.0..=ppdsim::scenario::MAX_KV_LOAD_MS).contains(&load), "{load}");
+    assert_eq!(c.file.kv_load_ms(), load);
+    assert!(r.leave_one_config_out.iter().all(|f| f.kv_load_ms.is_some()));
+    assert!(calibrate::report(&c).contains("loads each received request's KV in"));
+    // `--kv-load-ms 2.5` holds it: recorded, β3 refitted alone.
+    let fixed = calibrate::calibrate(
+        &files,
+        &CalibrateOptions {
+            kv_load_ms: Some(2.5),
+            loco: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(fixed.file.kv_transfer.load_ms, Some(2.5));
+    let fd = fixed.file.replay.as_ref().unwrap().decode_refit.as_ref().unwrap();
+    assert_eq!(fd.kv_load_ms, None);
     // Without the refit (`--no-decode-refit`) the regression's β3 stays.
     assert_eq!(h.file.coefficients().unwrap().beta3_ms_per_seq, b0.beta3_ms_per_seq);
     assert!(hr.decode_refit.is_none());
+    // ... and D's KV load stays free (nothing fitted it).
+    assert_eq!(h.file.kv_transfer.load_ms, None);
     let held: Vec<&str> = r.leave_one_config_out.iter().map(|f| f.held_out.as_str()).collect();
     assert_eq!(held, ["1P_3D", "1P_3pD"]);
     // Each configuration's error comes with its run-to-run floor: one path per configuration
@@ -595,4 +620,46 @@ fn whether_p_waits_for_its_kv_sends_comes_from_the_model_file_unless_the_scenari
     let (router, shape) = super::lifecycle::on(r#"kind = "pd""#, "1P_3D");
     let cfg = ppdsim::validate::vllm_ppd_config("pd", router, shape, &file).unwrap();
     assert!(cfg.prefill_waits_for_send);
+}
+
+#[test]
+fn d_s_kv_load_comes_from_the_model_file_unless_the_scenario_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cal, path) = shipped_model_and_small_scenario(dir.path());
+    let shipped = cal["kv_transfer"]["load_ms"]
+        .as_f64()
+        .expect("the shipped model fits D's KV load");
+    let load = |cal: &serde_json::Value, set: &[String]| {
+        resolved_with_model(dir.path(), &path, cal, set, |sc, cfg| {
+            (sc.kv_link.load_ms, cfg.kv_load_ms)
+        })
+    };
+    assert_eq!(load(&cal, &[]), (Some(shipped), shipped));
+    // A scenario's own setting wins.
+    assert_eq!(load(&cal, &["kv_link.load_ms=0".to_string()]), (Some(0.0), 0.0));
+    // A file that does not say: free.
+    cal["kv_transfer"].as_object_mut().unwrap().remove("load_ms");
+    assert_eq!(load(&cal, &[]), (Some(0.0), 0.0));
+    // And the validation replays use the file's.
+    cal["kv_transfer"]["load_ms"] = serde_json::json!(6.25);
+    write_model(dir.path(), &cal);
+    let file = ppdsim::calibrate::model_file::CalibrationFile::load(&dir.path().join("cal.json")).unwrap();
+    let (router, shape) = super::lifecycle::on(r#"kind = "pd""#, "1P_3D");
+    let cfg = ppdsim::validate::vllm_ppd_config("pd", router, shape, &file).unwrap();
+    assert_eq!(cfg.kv_load_ms, 6.25);
+    // A file or scenario out of range is refused on load, naming the key.
+    cal["kv_transfer"]["load_ms"] = serde_json::json!(-2.0);
+    write_model(dir.path(), &cal);
+    let e = match ppdsim::scenario::LoadedScenario::load_with(&path, &[]) {
+        Ok(_) => panic!("a model file with a negative KV load was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("kv_transfer.load_ms"), "{e}");
+    cal["kv_transfer"]["load_ms"] = serde_json::json!(1.0);
+    write_model(dir.path(), &cal);
+    let e = match ppdsim::scenario::LoadedScenario::load_with(&path, &["kv_link.load_ms=5000".to_string()]) {
+        Ok(_) => panic!("a scenario with a 5 s KV load was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("kv_link.load_ms") && e.contains("<= 1000"), "{e}");
 }

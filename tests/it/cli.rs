@@ -1066,14 +1066,15 @@ fn mixed_pool_turn2_p50_is_stable_across_seeds() {
             "{}",
             r.t2_p50_ttft_measured_ms
         );
-        // Direct 36–48 ms (the top when the p50 falls among the direct turns that queued at
-        // the pD's API server), PD 65–105 ms (P's engine queues its handoffs).
+        // Direct 36–53 ms (the top when the p50 falls among the direct turns that queued at
+        // the pD's API server, or behind a pD step that loads a turn 1's received KV), PD
+        // 60–105 ms (P's engine queues its handoffs).
         let p = r.t2_p50_ttft_predicted_ms;
         assert!(
-            (30.0..50.0).contains(&p) || (55.0..110.0).contains(&p),
+            (30.0..55.0).contains(&p) || (58.0..110.0).contains(&p),
             "seed {seed}: predicted turn-2 p50 {p} ms is on neither path"
         );
-        direct += (p < 50.0) as usize;
+        direct += (p < 55.0) as usize;
     }
     assert!(direct >= 4, "only {direct} of 6 seeds predict the direct-path p50");
 }
@@ -2240,6 +2241,47 @@ fn validate_replaces_its_own_tables_even_from_before_the_floor_columns() {
         .failure()
         .stderr(predicate::str::contains("--force"));
     assert_eq!(std::fs::read_to_string(&table).unwrap(), foreign);
+}
+
+#[test]
+fn validate_replays_d_loading_the_received_kv_for_the_time_given() {
+    // The same 1P_3D point: every turn 1 goes through P, so D loads its KV in the step that
+    // computes its last prompt token and samples its first output token. At 0.5 new
+    // conversations/s each such step holds one received request: turn-1 TTFT grows by exactly
+    // the load. Out-of-range loads are refused, naming the flag.
+    let dir = tempfile::tempdir().unwrap();
+    let point = root().join("tests/data/measurements/vllm-ppd_comprehensive_ok.json");
+    let t1_p50 = |name: &str, load: &str| -> f64 {
+        let out = dir.path().join(format!("{name}.csv"));
+        ppdsim()
+            .arg("validate")
+            .arg(&point)
+            .args(["--kv-load-ms", load, "-o"])
+            .arg(&out)
+            .assert()
+            .success();
+        let mut r = csv::Reader::from_path(out.with_extension("comprehensive.csv")).unwrap();
+        let col = r
+            .headers()
+            .unwrap()
+            .iter()
+            .position(|h| h == "t1_p50_ttft_predicted_ms")
+            .unwrap();
+        let row = r.records().next().unwrap().unwrap();
+        row[col].parse().unwrap()
+    };
+    let free = t1_p50("free", "0");
+    let held = t1_p50("held", "7.5");
+    assert!((held - free - 7.5).abs() < 1e-6, "{free} → {held}");
+    for value in ["-1", "1001", "fast"] {
+        ppdsim()
+            .arg("validate")
+            .arg(&point)
+            .arg(format!("--kv-load-ms={value}"))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--kv-load-ms"));
+    }
 }
 
 #[test]

@@ -48,6 +48,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
         link_latency_ms: 1.0,
         transfer: TransferMode::Full,
         prefill_waits_for_send: false,
+        kv_load_ms: 0.0,
         request_overhead_ms: 2.0,
         pd_handoff_ms: 3.0,
         pd_handoff_p_service_ms: 3.0,
@@ -445,6 +446,43 @@ fn p_s_engine_waiting_for_its_kv_sends_delays_its_next_prefill() {
     close(b, 69.107);
     close(ta, 14.107);
     close(tb, 14.107);
+}
+
+#[test]
+fn d_s_engine_loading_received_kv_holds_its_decodes() {
+    // Two conversations at once on 1 P + 1 D (each turn 100 → 3 tokens), transfers beside P's
+    // engine, every step 10 ms: A reaches D at 29.107 ms and B at 43.214 (the previous test's
+    // timeline). D loads each received request's KV in 4 ms, in the step that first schedules it.
+    let with_load = |load_ms, decode_runs| {
+        let mut cfg = config(pd(), 8192);
+        cfg.kv_load_ms = load_ms;
+        cfg.decode_runs = decode_runs;
+        let r = run_cfg(cfg, one_turn(2));
+        [r[0].ttft_ms, r[0].e2e_ms, r[1].ttft_ms, r[1].e2e_ms]
+    };
+    // Free load: A's last prompt token 29.107→39.107, decodes →49.107→59.107; B joins the step
+    // 49.107→59.107 and decodes →69.107→79.107.
+    let free = with_load(0.0, false);
+    for (got, want) in free.into_iter().zip([39.107, 59.107, 59.107, 79.107]) {
+        close(got, want);
+    }
+    // 4 ms: A's first step 29.107→43.107 (10 + 4); its decode 43.107→53.107; B arrives during it
+    // and joins 53.107→67.107 (10 + B's 4), which also holds A's last decode: A's TPOT is
+    // (67.107 − 43.107) / 2 = 12 ms. B decodes →77.107→87.107. The closed-form decode runs agree.
+    for runs in [false, true] {
+        let held = with_load(4.0, runs);
+        for (got, want) in held.into_iter().zip([43.107, 67.107, 67.107, 87.107]) {
+            close(got, want);
+        }
+    }
+    // PPD's turn 2 stays on its pD (no KV received): it pays no load; turn 1 (through P) does.
+    let mut cfg = config(ppd(), 8192);
+    cfg.kv_load_ms = 4.0;
+    let cost = ConstantCostModel { step_ms: 10.0 };
+    let r = Simulation::new(cfg, &cost, conversation()).run().records;
+    close(r[0].ttft_ms, 43.107);
+    assert_eq!(r[1].route, RouteKind::Local);
+    close(r[1].ttft_ms, 12.0);
 }
 
 #[test]

@@ -88,6 +88,9 @@ proptest! {
             };
             // Some policies' P engines also wait for their KV sends (longer P steps again).
             cfg.prefill_waits_for_send = k % 3 != 2;
+            // Some policies' D engines load each received request's KV for 3 ms (longer steps
+            // where a split request joins a batch of decodes).
+            cfg.kv_load_ms = if k % 2 == 0 { 3.0 } else { 0.0 };
             let cfg_max_len = cfg.max_model_len;
             let timeout = cfg.request_timeout_s;
             // Decode runs and the step-by-step path: the same records, usage and timeline.

@@ -118,6 +118,8 @@ for tag, v in {"neg": "-0.1", "above_one": "1.5", "nan": "nan"}.items():
     scenario(f"client_requeue_rate_{tag}", extra=f"\n[client]\nrequeue_rate = {v}\n")
 scenario("overheads_pd_handoff_queue_unknown", extra='\n[overheads]\npd_handoff_queue = "per-p"\n')
 scenario("kv_link_prefill_waits_for_send_not_bool", extra='\n[kv_link]\nprefill_waits_for_send = "yes"\n')
+for tag, v in {"neg": "-2.0", "nan": "nan", "huge": "1001.0"}.items():
+    scenario(f"kv_link_load_ms_{tag}", extra=f"\n[kv_link]\nload_ms = {v}\n")
 scenario("overheads_service_above_total", extra="\n[overheads]\nrequest_overhead_ms = 10.0\nrequest_service_ms = 20.0\n")
 scenario("overheads_handoff_shares_above_total", extra="\n[overheads]\npd_handoff_ms = 10.0\npd_handoff_p_service_ms = 8.0\npd_handoff_d_service_ms = 8.0\n")
 for key, vals in {"max_connections": ["0"], "request_timeout_s": ["0.0", "-1.0", "nan", "inf"], "preset": ['"locust"']}.items():
@@ -266,6 +268,9 @@ model("pd_handoff_queue_unknown", pd_handoff_queue_unknown)
 def prefill_waits_for_send_not_bool(m):
     m["kv_transfer"]["prefill_waits_for_send"] = 1
 model("prefill_waits_for_send_not_bool", prefill_waits_for_send_not_bool)
+def kv_load_ms_negative(m):
+    m["kv_transfer"]["load_ms"] = -8.9
+model("kv_load_ms_negative", kv_load_ms_negative)
 model("all_beta_zero", all_zero)
 model("negative_beta1", negative_beta1)
 model("missing_beta4", missing_beta4)
