@@ -406,6 +406,10 @@ pub struct MapOptions {
     /// KV link latency per transfer, in ms (default: the calibration's).
     #[arg(long)]
     pub latency_ms: Option<f64>,
+    /// D's engine time to load the received KV, in ms, added to its step that computes the last
+    /// prompt token (default: the calibration's `kv_transfer.load_ms`).
+    #[arg(long)]
+    pub kv_load_ms: Option<f64>,
     /// What the link carries: the whole prompt (vLLM's P2P NCCL connector) or only the new
     /// tokens.
     #[arg(long, value_enum, default_value = "full")]

@@ -15,7 +15,9 @@
 //!   the context), the KV of `L + m` tokens (full transfer, what vLLM's P2P NCCL connector sends)
 //!   or of `m` (incremental) crosses the link at `latency + bytes / bandwidth`, the proxy hands
 //!   off (`pd_handoff_ms`), and D computes the last prompt token within one iteration with its
-//!   `B` decodes. TTFT = the sum; stall = that iteration's extra time over a decode-only one.
+//!   `B` decodes, which also loads the received KV (`kv_load_ms`,
+//!   [`crate::sim::SimConfig::kv_load_ms`]). TTFT = the sum; stall = that iteration's extra time
+//!   over a decode-only one.
 //!
 //! The **cost** of a route is TTFT + B × stall: the delay it adds to the arriving turn plus the
 //! delay it adds to every decode sharing D (request-milliseconds). The cheaper route wins; with
@@ -39,6 +41,9 @@ pub struct MapParams {
     pub link_latency_ms: f64,
     /// Proxy handoff on the PD path \[ms\].
     pub pd_handoff_ms: f64,
+    /// D's engine time to load the received KV, added to its step that computes the last prompt
+    /// token \[ms\] ([`crate::sim::SimConfig::kv_load_ms`]).
+    pub kv_load_ms: f64,
     /// What the link carries.
     pub transfer: TransferMode,
     /// Chunked-prefill token budget per iteration \[tokens\].
@@ -66,6 +71,10 @@ pub struct MapConfig {
     /// KV link latency per transfer \[ms\] (absent: the calibration's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// D's engine time to load the received KV \[ms\] (absent: the calibration's
+    /// `kv_transfer.load_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_load_ms: Option<f64>,
     /// What the link carries (`full` or `incremental`).
     #[serde(default)]
     pub transfer: TransferMode,
@@ -98,6 +107,14 @@ impl MapConfig {
         if let Some(l) = self.latency_ms {
             if !(l >= 0.0 && l.is_finite()) {
                 return Err(("latency_ms", "must be a number >= 0".into()));
+            }
+        }
+        if let Some(l) = self.kv_load_ms {
+            if !(0.0..=crate::scenario::MAX_KV_LOAD_MS).contains(&l) {
+                return Err((
+                    "kv_load_ms",
+                    format!("must be a time in ms, >= 0 and <= {}", crate::scenario::MAX_KV_LOAD_MS),
+                ));
             }
         }
         if self.context_tokens.is_empty() {
@@ -230,8 +247,9 @@ pub fn cell(p: &MapParams, l: u32, m: u32) -> MapCell {
         p.link_latency_ms,
         tokens as u64 * p.kv_bytes_per_token,
     );
-    // D computes the last prompt token alongside its decodes.
+    // D computes the last prompt token alongside its decodes, in the step that loads the KV.
     let (d_step, remote_stall) = prefill_ms(p, l + m - 1, 1, p.decode_batch);
+    let (d_step, remote_stall) = (d_step + p.kv_load_ms, remote_stall + p.kv_load_ms);
     let remote_ttft = p_time + transfer_ms + p.pd_handoff_ms + d_step;
     let (local_cost, remote_cost) = (local_ttft + b * local_stall, remote_ttft + b * remote_stall);
     MapCell {
@@ -300,6 +318,7 @@ mod tests {
             link_bandwidth_gbps: 1_048_576.0 / 1_000.0 * 1.0,
             link_latency_ms: 1.0,
             pd_handoff_ms: 5.0,
+            kv_load_ms: 0.0,
             transfer: TransferMode::Full,
             token_budget: 8192,
             decode_batch,
@@ -324,6 +343,27 @@ mod tests {
         assert!((c.remote_cost_ms - 35.12).abs() < 1e-9);
         assert_eq!(c.route, MapRoute::Remote);
         assert!((c.cache_rate - 1000.0 / 1100.0).abs() < 1e-12);
+        // D loading the KV for 1.5 ms lengthens its step: TTFT 35.62, stall 1.52, cost
+        // 35.62 + 50·1.52 = 111.62, still below local's 117; at 1.7 ms 35.82 + 50·1.72 = 121.82
+        // → local.
+        let held = |load| {
+            cell(
+                &MapParams {
+                    kv_load_ms: load,
+                    ..params(50)
+                },
+                1000,
+                100,
+            )
+        };
+        let c = held(1.5);
+        assert!((c.remote_ttft_ms - 35.62).abs() < 1e-9, "{c:?}");
+        assert!((c.remote_decode_stall_ms - 1.52).abs() < 1e-9);
+        assert!((c.remote_cost_ms - 111.62).abs() < 1e-9);
+        assert_eq!(c.route, MapRoute::Remote);
+        let c = held(1.7);
+        assert!((c.remote_cost_ms - 121.82).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.route, MapRoute::Local);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub(crate) fn map_config_from_options(
         calibration,
         bandwidth_gbps: o.bandwidth_gbps,
         latency_ms: o.latency_ms,
+        kv_load_ms: o.kv_load_ms,
         transfer: o.transfer,
         decode_batch: o.decode_batch,
         decode_context_tokens: o.decode_context_tokens,
@@ -74,12 +75,14 @@ pub(crate) fn exec_routing_map(
         .ok_or_else(|| InputError::key(calibration, "model", format!("unknown model `{}`", cal.model)))?;
     let bandwidth_gbps = cfg.bandwidth_gbps.unwrap_or(cal.kv_transfer.bandwidth_gbps);
     let latency_ms = cfg.latency_ms.unwrap_or(cal.kv_transfer.latency_ms);
+    let kv_load_ms = cfg.kv_load_ms.unwrap_or(cal.kv_load_ms());
     let p = MapParams {
         coefficients: cal.coefficients().map_err(|m| InputError::file(calibration, m))?,
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: bandwidth_gbps,
         link_latency_ms: latency_ms,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
+        kv_load_ms,
         transfer: cfg.transfer,
         token_budget: cfg.token_budget,
         decode_batch: cfg.decode_batch,
@@ -103,6 +106,7 @@ pub(crate) fn exec_routing_map(
         calibration: crate::scenario::relative_path(calibration, &dest),
         bandwidth_gbps: Some(bandwidth_gbps),
         latency_ms: Some(latency_ms),
+        kv_load_ms: Some(kv_load_ms),
         ..cfg.clone()
     };
     staged.write("routing_map.resolved.toml", toml::to_string(&resolved)?.as_bytes())?;

@@ -681,11 +681,26 @@ fn routing_map_set_and_config_rerun_give_identical_maps() {
         assert_eq!(first, std::fs::read(b.join(f)).unwrap(), "{f} via --set");
         assert_eq!(first, std::fs::read(c.join(f)).unwrap(), "{f} via --config");
     }
-    // With 64 decodes on D, long appends go remote (boundary not empty).
+    // With 64 decodes on D, long appends go remote (boundary not empty): from m = 2,048 with the
+    // shipped model's KV load at D (8.93 ms, which stalls all 64 decodes), from m = 256 without it.
     let edge = std::fs::read_to_string(a.join("boundary.csv")).unwrap();
+    assert_eq!(edge, "context_tokens,remote_from_append_tokens\n512,2048\n8192,2048\n");
+    let free = dir.path().join("free");
+    ppdsim()
+        .args(["routing-map", "--config"])
+        .arg(a.join("routing_map.resolved.toml"))
+        .args(["--set", "kv_load_ms=0", "-o"])
+        .arg(&free)
+        .assert()
+        .success();
+    let edge = std::fs::read_to_string(free.join("boundary.csv")).unwrap();
     assert_eq!(edge, "context_tokens,remote_from_append_tokens\n512,256\n8192,256\n");
     // Bad overrides: a key the file does not have, a value out of its domain (exit 2, named).
-    for (set, needle) in [("decode_bach=3", "decode_bach"), ("token_budget=10", "--token-budget")] {
+    for (set, needle) in [
+        ("decode_bach=3", "decode_bach"),
+        ("token_budget=10", "--token-budget"),
+        ("kv_load_ms=-1.0", "--kv-load-ms"),
+    ] {
         let out = dir.path().join("bad");
         ppdsim()
             .args(["routing-map", "--set", set, "-o"])
