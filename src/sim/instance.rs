@@ -94,25 +94,7 @@ mod tests {
             answer_mismatch_per_token: 0.0,
             incremental_kv: true,
         };
-        let seq = |req: usize, prompt: u32, handoff_us: u64| Seq {
-            req,
-            conv: req,
-            prefill_only: true,
-            num_prompt_tokens: prompt,
-            num_output_tokens: 0,
-            num_external_tokens: 0,
-            shared_prefix: None,
-            num_shared_hit_tokens: 0,
-            num_recompute_tokens: 0,
-            num_computed_tokens: 0,
-            num_generated: 0,
-            reserved_blocks: 0,
-            enqueued_at: SimTime::ZERO,
-            admitted_at: None,
-            chunk: 0,
-            handoff_us,
-            kv_load_us: 0,
-        };
+        let seq = Seq::prefill_only_for_test;
         let mut p = Instance::new("P0".into(), Role::Prefill, limits);
         // A: 60 tokens (3 ms of handoff), B: 80 tokens (5 ms), C: 30 tokens (none).
         p.enqueue(seq(0, 60, 3_000));
@@ -260,6 +242,31 @@ pub struct Seq {
 }
 
 impl Seq {
+    /// A prefill-only sequence of `prompt` tokens (request and conversation `req`), enqueued at 0,
+    /// whose last prompt step takes `handoff_us` more \[µs\]: what unit tests queue on a P.
+    #[cfg(test)]
+    pub(crate) fn prefill_only_for_test(req: usize, prompt: u32, handoff_us: u64) -> Seq {
+        Seq {
+            req,
+            conv: req,
+            prefill_only: true,
+            num_prompt_tokens: prompt,
+            num_output_tokens: 0,
+            num_external_tokens: 0,
+            shared_prefix: None,
+            num_shared_hit_tokens: 0,
+            num_recompute_tokens: 0,
+            num_computed_tokens: 0,
+            num_generated: 0,
+            reserved_blocks: 0,
+            enqueued_at: SimTime::ZERO,
+            admitted_at: None,
+            chunk: 0,
+            handoff_us,
+            kv_load_us: 0,
+        }
+    }
+
     /// Tokens to compute before decoding: the prompt plus any recomputed outputs.
     fn prefill_target(&self) -> u32 {
         self.num_prompt_tokens + self.num_recompute_tokens

@@ -499,6 +499,8 @@ pub struct Simulation<'a> {
     run_stream_base: Vec<SimTime>,
     /// `stream_ms_per_chunk` in whole µs.
     stream_chunk_us: u64,
+    /// [`SimConfig::kv_load_ms`] in whole µs.
+    kv_load_us: u64,
     /// Per instance: the longest decode run to plan next \[steps\].
     run_limit: Vec<usize>,
     /// What the last finished iteration did to its sequences (a buffer kept between events).
@@ -586,6 +588,7 @@ impl<'a> Simulation<'a> {
         let n = instances.len();
         let n_convs = convs.len();
         let stream_chunk_us = SimDuration::from_ms_f64(cfg.stream_ms_per_chunk).0;
+        let kv_load_us = SimDuration::from_ms_f64(cfg.kv_load_ms).0;
         Simulation {
             policy_name: cfg.name.as_str().into(),
             instance_names: instances.iter().map(|i| i.name.as_str().into()).collect(),
@@ -613,6 +616,7 @@ impl<'a> Simulation<'a> {
             stream_free_at: vec![SimTime::ZERO; n],
             run_stream_base: vec![SimTime::ZERO; n],
             stream_chunk_us,
+            kv_load_us,
             seq_events: Vec::new(),
             with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
@@ -1001,7 +1005,7 @@ impl<'a> Simulation<'a> {
             handoff_us += self.links[p].transfer_time(r.kv_bytes).0;
         }
         let kv_load_us = if !prefill_only && external > 0 {
-            SimDuration::from_ms_f64(self.cfg.kv_load_ms).0
+            self.kv_load_us
         } else {
             0
         };
@@ -1283,7 +1287,7 @@ impl<'a> Simulation<'a> {
                 num_new_tokens: 1,
                 num_cached_tokens: prompt - 1,
             }),
-        ) + SimDuration::from_ms_f64(c.kv_load_ms).as_ms();
+        ) + SimDuration(self.kv_load_us).as_ms();
         let remote_stall = last - step(b, None);
         let remote_ttft = p_time + link_wait + transfer + handoff_wait + c.pd_handoff_ms + last;
         let bw = weight * b as f64;
@@ -1639,54 +1643,49 @@ mod tests {
     use crate::cost_model::ConstantCostModel;
     use crate::trace::Turn;
 
-    #[test]
-    fn the_predictive_router_counts_the_kv_sends_p_will_wait_for_ahead_of_a_turn() {
-        // Predictive routing on 1 P + 1 pD with every step 10 ms, P's handoff share in a queue
-        // beside its engine and P's engine waiting for its sends. A prompt of 10 tokens queued on
-        // P whose send holds P 5 ms more: the turn's remote cost grows by those 5 ms (its 100
-        // tokens and the 10 share one step, so P's prefill time does not move).
+    /// The predictive router's configuration for vllm-ppd's 1 P + 1 pD with the shipped model,
+    /// `edit` applied.
+    fn predictive_1p_1pd(edit: impl FnOnce(&mut SimConfig)) -> SimConfig {
         let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let cal = crate::calibrate::model_file::CalibrationFile::load(&root.join("calibration/h100-llama3.1-8b.json"))
             .expect("the shipped model");
         let router = toml::from_str(r#"kind = "predictive""#).expect("a router");
         let shape = crate::cluster::Shape::parse("1P_1pD").expect("a shape");
         let mut cfg = crate::validate::vllm_ppd_config("predictive", router, shape, &cal).expect("known model");
-        cfg.pd_handoff_queue = HandoffQueue::PerPrefill;
-        cfg.prefill_waits_for_send = true;
-        let conv = TimedConversation {
-            id: "c0".into(),
+        edit(&mut cfg);
+        cfg
+    }
+
+    /// A one-turn conversation of `user` → `assistant` tokens starting at 0.
+    fn one_turn(id: usize, user: u32, assistant: u32) -> TimedConversation {
+        TimedConversation {
+            id: format!("c{id}").into(),
             start_at: SimTime::ZERO,
             turns: vec![Turn {
-                user_tokens: 100,
-                assistant_tokens: 3,
+                user_tokens: user,
+                assistant_tokens: assistant,
             }],
             think_after: vec![],
             not_before: vec![],
             shared_prefix: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_predictive_router_counts_the_kv_sends_p_will_wait_for_ahead_of_a_turn() {
+        // Predictive routing on 1 P + 1 pD with every step 10 ms, P's handoff share in a queue
+        // beside its engine and P's engine waiting for its sends. A prompt of 10 tokens queued on
+        // P whose send holds P 5 ms more: the turn's remote cost grows by those 5 ms (its 100
+        // tokens and the 10 share one step, so P's prefill time does not move).
+        let cfg = predictive_1p_1pd(|c| {
+            c.pd_handoff_queue = HandoffQueue::PerPrefill;
+            c.prefill_waits_for_send = true;
+        });
         let cost = ConstantCostModel { step_ms: 10.0 };
-        let mut sim = Simulation::new(cfg, &cost, vec![conv]);
+        let mut sim = Simulation::new(cfg, &cost, vec![one_turn(0, 100, 3)]);
         let req = sim.new_request(0);
         let (_, before) = sim.predicted_costs_ms(req, 0.0).expect("a P for the conversation");
-        sim.instances[0].enqueue(Seq {
-            req: usize::MAX,
-            conv: usize::MAX,
-            prefill_only: true,
-            num_prompt_tokens: 10,
-            num_output_tokens: 0,
-            num_external_tokens: 0,
-            shared_prefix: None,
-            num_shared_hit_tokens: 0,
-            num_recompute_tokens: 0,
-            num_computed_tokens: 0,
-            num_generated: 0,
-            reserved_blocks: 0,
-            enqueued_at: SimTime::ZERO,
-            admitted_at: None,
-            chunk: 0,
-            handoff_us: 5_000,
-            kv_load_us: 0,
-        });
+        sim.instances[0].enqueue(Seq::prefill_only_for_test(usize::MAX, 10, 5_000));
         let (_, after) = sim.predicted_costs_ms(req, 0.0).expect("a P for the conversation");
         assert!((after - before - 5.0).abs() < 1e-9, "{before} → {after}");
     }
@@ -1696,34 +1695,15 @@ mod tests {
         // D loads a received request's KV in 7 ms, in the step that computes its last prompt
         // token: the remote route's TTFT grows by 7 ms and, with 2 decodes running on D and a
         // stall weight of 0.5, its cost by 7 × (1 + 0.5 × 2) = 14 ms. The local route is unchanged.
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let cal = crate::calibrate::model_file::CalibrationFile::load(&root.join("calibration/h100-llama3.1-8b.json"))
-            .expect("the shipped model");
-        let router: RouterConfig = toml::from_str(r#"kind = "predictive""#).expect("a router");
-        let shape = crate::cluster::Shape::parse("1P_1pD").expect("a shape");
         let costs = |load_ms: f64, weight: f64| {
-            let mut cfg =
-                crate::validate::vllm_ppd_config("predictive", router.clone(), shape, &cal).expect("known model");
-            cfg.kv_load_ms = load_ms;
-            let turn = Turn {
-                user_tokens: 100,
-                assistant_tokens: 50,
-            };
-            let conv = |i: usize| TimedConversation {
-                id: format!("c{i}").into(),
-                start_at: SimTime::ZERO,
-                turns: vec![turn],
-                think_after: vec![],
-                not_before: vec![],
-                shared_prefix: None,
-            };
+            let cfg = predictive_1p_1pd(|c| c.kv_load_ms = load_ms);
             let cost = ConstantCostModel { step_ms: 10.0 };
-            let mut sim = Simulation::new(cfg, &cost, vec![conv(0), conv(1), conv(2)]);
+            let convs: Vec<_> = (0..3).map(|i| one_turn(i, 100, 50)).collect();
+            let mut sim = Simulation::new(cfg, &cost, convs);
             // Two sequences decoding on the pD (instance 1).
-            for req in 0..2 {
-                let r = sim.new_request(req + 1);
-                let mut seq = sim.seq_for(r, false, 0);
-                seq.num_computed_tokens = 100;
+            for conv in 1..3 {
+                let r = sim.new_request(conv);
+                let seq = sim.seq_for(r, false, 0);
                 sim.instances[1].enqueue(seq);
             }
             let end = sim.instances[1].try_start(SimTime::ZERO, &cost).expect("a step");
