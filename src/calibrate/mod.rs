@@ -1163,7 +1163,7 @@ fn replay_fit(
             params,
             decode.map(|d| replay::DecodeStart {
                 beta3_regression: d.beta3_regression,
-                kv_load_ms: d.kv_load_ms.map(|_| kv_load_start),
+                kv_load_ms: fit_kv_load.then_some(kv_load_start),
             }),
         )
         .map_err(fail)?
@@ -1346,10 +1346,12 @@ pub fn report(c: &Calibration) -> String {
                 f.stream_ms_per_chunk()
             );
         }
-        if f.kv_load_ms() > 0.0 {
+        // A load the decode refit fitted has its line above; a held one (--kv-load-ms) here.
+        let load_fitted = r.decode_refit.as_ref().is_some_and(|d| d.kv_load_ms.is_some());
+        if f.kv_load_ms() > 0.0 && !load_fitted {
             let _ = writeln!(
                 s,
-                "  with D's engine loading each received request's KV in {:.2} ms (recorded in the model file)",
+                "  with D's engine loading each received request's KV in {:.2} ms (--kv-load-ms; recorded in the model file)",
                 f.kv_load_ms()
             );
         }

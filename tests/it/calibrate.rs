@@ -317,7 +317,10 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
     assert!((0.0..=ppdsim::scenario::MAX_KV_LOAD_MS).contains(&load), "{load}");
     assert_eq!(c.file.kv_load_ms(), load);
     assert!(r.leave_one_config_out.iter().all(|f| f.kv_load_ms.is_some()));
-    assert!(calibrate::report(&c).contains("loads each received request's KV in"));
+    // The report says it once: as fitted, not again as a held setting.
+    let report = calibrate::report(&c);
+    assert!(report.contains("loads each received request's KV in"), "{report}");
+    assert!(!report.contains("with D's engine loading"), "{report}");
     // `--kv-load-ms 2.5` holds it: recorded, β3 refitted alone.
     let fixed = calibrate::calibrate(
         &files,
@@ -331,6 +334,12 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
     assert_eq!(fixed.file.kv_transfer.load_ms, Some(2.5));
     let fd = fixed.file.replay.as_ref().unwrap().decode_refit.as_ref().unwrap();
     assert_eq!(fd.kv_load_ms, None);
+    let report = calibrate::report(&fixed);
+    assert!(
+        report.contains("with D's engine loading each received request's KV in 2.50 ms (--kv-load-ms"),
+        "{report}"
+    );
+    assert!(!report.contains("fitted with it: D's engine"), "{report}");
     // Without the refit (`--no-decode-refit`) the regression's β3 stays.
     assert_eq!(h.file.coefficients().unwrap().beta3_ms_per_seq, b0.beta3_ms_per_seq);
     assert!(hr.decode_refit.is_none());
