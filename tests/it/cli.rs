@@ -2258,6 +2258,29 @@ fn validate_replaces_its_own_tables_even_from_before_the_floor_columns() {
     assert_eq!(std::fs::read_to_string(&table).unwrap(), foreign);
 }
 
+/// `validate POINT EXTRA… -o DIR/NAME.csv` on one comprehensive point: its predicted turn-1 p50
+/// TTFT \[ms\] from the comprehensive table.
+fn predicted_t1_p50_ms(dir: &Path, point: &Path, name: &str, extra: &[&str]) -> f64 {
+    let out = dir.join(format!("{name}.csv"));
+    ppdsim()
+        .arg("validate")
+        .arg(point)
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let mut r = csv::Reader::from_path(out.with_extension("comprehensive.csv")).unwrap();
+    let col = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "t1_p50_ttft_predicted_ms")
+        .unwrap();
+    let row = r.records().next().unwrap().unwrap();
+    row[col].parse().unwrap()
+}
+
 #[test]
 fn validate_replays_d_loading_the_received_kv_for_the_time_given() {
     // The same 1P_3D point: every turn 1 goes through P, so D loads its KV in the step that
@@ -2266,25 +2289,7 @@ fn validate_replays_d_loading_the_received_kv_for_the_time_given() {
     // the load. Out-of-range loads are refused, naming the flag.
     let dir = tempfile::tempdir().unwrap();
     let point = root().join("tests/data/measurements/vllm-ppd_comprehensive_ok.json");
-    let t1_p50 = |name: &str, load: &str| -> f64 {
-        let out = dir.path().join(format!("{name}.csv"));
-        ppdsim()
-            .arg("validate")
-            .arg(&point)
-            .args(["--kv-load-ms", load, "-o"])
-            .arg(&out)
-            .assert()
-            .success();
-        let mut r = csv::Reader::from_path(out.with_extension("comprehensive.csv")).unwrap();
-        let col = r
-            .headers()
-            .unwrap()
-            .iter()
-            .position(|h| h == "t1_p50_ttft_predicted_ms")
-            .unwrap();
-        let row = r.records().next().unwrap().unwrap();
-        row[col].parse().unwrap()
-    };
+    let t1_p50 = |name: &str, load: &str| predicted_t1_p50_ms(dir.path(), &point, name, &["--kv-load-ms", load]);
     let free = t1_p50("free", "0");
     let held = t1_p50("held", "7.5");
     assert!((held - free - 7.5).abs() < 1e-6, "{free} → {held}");
@@ -2308,26 +2313,7 @@ fn validate_replays_p_waiting_for_its_kv_sends_at_the_bandwidth_given() {
     // bandwidths are refused, naming the flag.
     let dir = tempfile::tempdir().unwrap();
     let point = root().join("tests/data/measurements/vllm-ppd_comprehensive_ok.json");
-    let t1_p50 = |name: &str, extra: &[&str]| -> f64 {
-        let out = dir.path().join(format!("{name}.csv"));
-        ppdsim()
-            .arg("validate")
-            .arg(&point)
-            .args(extra)
-            .arg("-o")
-            .arg(&out)
-            .assert()
-            .success();
-        let mut r = csv::Reader::from_path(out.with_extension("comprehensive.csv")).unwrap();
-        let col = r
-            .headers()
-            .unwrap()
-            .iter()
-            .position(|h| h == "t1_p50_ttft_predicted_ms")
-            .unwrap();
-        let row = r.records().next().unwrap().unwrap();
-        row[col].parse().unwrap()
-    };
+    let t1_p50 = |name: &str, extra: &[&str]| predicted_t1_p50_ms(dir.path(), &point, name, extra);
     let beside = t1_p50("beside", &[]);
     let waits = t1_p50(
         "waits",
