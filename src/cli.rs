@@ -92,7 +92,8 @@ pub enum Command {
     },
     /// The (L, m) routing map from the cost model alone: for each context L and append m, the
     /// cost (TTFT + running decodes × their stall) of prefilling on the decode instance (local)
-    /// vs on a prefill instance with a KV transfer (remote), and the m from which remote wins.
+    /// vs on a prefill instance with a KV transfer (remote), and the m from which remote wins
+    /// (on the grid, and the exact crossover token by token inside the grid step below it).
     /// Writes routing_map.csv, boundary.csv, routing_map.resolved.toml (which `--config` runs
     /// again as it is) and plots/routing_map.{png,svg}.
     RoutingMap {

@@ -278,17 +278,23 @@ pub fn map(p: &MapParams, contexts: &[u32], appends: &[u32]) -> Vec<MapCell> {
         .collect()
 }
 
-/// For one context: the smallest `m` of the grid from which every larger `m` goes remote.
+/// For one context: the smallest `m` of the grid from which every larger `m` goes remote, and
+/// the exact crossover inside the grid step below it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Boundary {
     /// Context `L` \[tokens\].
     pub context_tokens: u32,
     /// First `m` of the all-remote tail \[tokens\]; `None` when the largest `m` stays local.
     pub remote_from_append_tokens: Option<u32>,
+    /// The exact crossover \[tokens\]: the smallest whole `m` above the grid's next smaller `m`
+    /// (0 when there is none) from which every whole `m` up to `remote_from_append_tokens` goes
+    /// remote ([`crossover`]); `None` with it.
+    pub crossover_append_tokens: Option<u32>,
 }
 
-/// The boundary per context, from `cells` as [`map`] returns them.
-pub fn boundary(cells: &[MapCell], contexts: &[u32]) -> Vec<Boundary> {
+/// The boundary per context, from `cells` as [`map`] returns them for `p`, with the exact
+/// crossover of each ([`crossover`]).
+pub fn boundary(p: &MapParams, cells: &[MapCell], contexts: &[u32]) -> Vec<Boundary> {
     contexts
         .iter()
         .map(|&l| {
@@ -297,12 +303,48 @@ pub fn boundary(cells: &[MapCell], contexts: &[u32]) -> Vec<Boundary> {
                 None => row.first().map(|c| c.append_tokens),
                 Some(i) => row.get(i + 1).map(|c| c.append_tokens),
             };
+            let crossover_append_tokens = remote_from_append_tokens.map(|m| {
+                // The grid step below the boundary: the largest grid m under it.
+                let below = row
+                    .iter()
+                    .map(|c| c.append_tokens)
+                    .filter(|&x| x < m)
+                    .max()
+                    .unwrap_or(0);
+                crossover(p, l, below, m)
+            });
             Boundary {
                 context_tokens: l,
                 remote_from_append_tokens,
+                crossover_append_tokens,
             }
         })
         .collect()
+}
+
+/// The smallest whole `m` in `(below, remote_from]` from which every whole `m` up to
+/// `remote_from` goes remote on context `l` (`remote_from` itself must go remote): the
+/// crossover a power-of-two grid only brackets. Walks down from `remote_from`, one cell per
+/// token, so it is exact even where chunking makes the costs step (O(`remote_from − below`)
+/// cells).
+///
+/// # Panics
+/// If `remote_from` is not above `below` or does not go remote.
+pub fn crossover(p: &MapParams, l: u32, below: u32, remote_from: u32) -> u32 {
+    assert!(
+        remote_from > below,
+        "crossover search ({below}, {remote_from}] is empty"
+    );
+    assert_eq!(
+        cell(p, l, remote_from).route,
+        MapRoute::Remote,
+        "the crossover search starts from a remote cell (L = {l}, m = {remote_from})"
+    );
+    let mut m = remote_from;
+    while m - 1 > below && m > 1 && cell(p, l, m - 1).route == MapRoute::Remote {
+        m -= 1;
+    }
+    m
 }
 
 #[cfg(test)]
@@ -373,10 +415,11 @@ mod tests {
         let cells = map(&p, &[512, 4096, 16384], &[1, 64, 1024, 8192]);
         assert!(cells.iter().all(|c| c.route == MapRoute::Local));
         assert_eq!(
-            boundary(&cells, &[512]),
+            boundary(&p, &cells, &[512]),
             [Boundary {
                 context_tokens: 512,
-                remote_from_append_tokens: None
+                remote_from_append_tokens: None,
+                crossover_append_tokens: None
             }]
         );
     }
@@ -398,12 +441,31 @@ mod tests {
             routes[first_remote..].iter().all(|r| *r == MapRoute::Remote),
             "{routes:?}"
         );
+        // The exact crossover, by hand (one chunk, B = 50, L = 1000):
+        //   local  = TTFT 10 + 0.02·m + 0.1·50 plus 50 × stall 0.02·m     = 15 + 1.02·m;
+        //   remote = P 10 + 0.02·m, link 1 + (1000 + m)·0.001, handoff 5, D step 15.02, plus
+        //            50 × stall 0.02                                        = 33.02 + 0.021·m.
+        // Remote is cheaper once 0.999·m > 18.02, m > 18.04: from m = 19 (m = 18: local 33.36 <
+        // remote 33.398; m = 19: 34.38 > 33.419). The grid brackets it in (16, 32].
+        assert_eq!(cells[first_remote].append_tokens, 32);
         assert_eq!(
-            boundary(&cells, &[1000]),
+            boundary(&params(50), &cells, &[1000]),
             [Boundary {
                 context_tokens: 1000,
-                remote_from_append_tokens: Some(cells[first_remote].append_tokens)
+                remote_from_append_tokens: Some(32),
+                crossover_append_tokens: Some(19)
             }]
         );
+        assert_eq!(cell(&params(50), 1000, 18).route, MapRoute::Local);
+        assert_eq!(crossover(&params(50), 1000, 0, 19), 19);
+        // A grid whose first m is already remote searches down to m = 1; a crossover on the
+        // grid point itself stays there.
+        let cells = map(&params(50), &[1000], &[64, 128]);
+        assert_eq!(
+            boundary(&params(50), &cells, &[1000])[0].crossover_append_tokens,
+            Some(19)
+        );
+        assert_eq!(crossover(&params(50), 1000, 18, 64), 19);
+        assert_eq!(crossover(&params(50), 1000, 19, 64), 20);
     }
 }

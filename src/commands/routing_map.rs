@@ -90,7 +90,7 @@ pub(crate) fn exec_routing_map(
         p_holds_context: !cfg.p_recomputes_context,
     };
     let cells = map(&p, contexts, appends);
-    let edge = boundary(&cells, contexts);
+    let edge = boundary(&p, &cells, contexts);
     let dest = output.unwrap_or_else(|| Path::new("output").join("routing-map"));
     let staged = OutputDir::create(&dest, force, "routing-map")?;
     staged.write("routing_map.csv", &output::to_csv(&cells)?)?;
@@ -129,9 +129,13 @@ pub(crate) fn exec_routing_map(
         println!();
     }
     for b in &edge {
-        match b.remote_from_append_tokens {
-            Some(m) => println!("  L = {}: remote from m = {m}", b.context_tokens),
-            None => println!(
+        match (b.remote_from_append_tokens, b.crossover_append_tokens) {
+            (Some(m), Some(x)) if x < m => println!(
+                "  L = {}: remote from m = {x} (on the grid: from m = {m})",
+                b.context_tokens
+            ),
+            (Some(m), _) => println!("  L = {}: remote from m = {m}", b.context_tokens),
+            (None, _) => println!(
                 "  L = {}: local for every m up to {}",
                 b.context_tokens,
                 appends.iter().max().expect("non-empty")

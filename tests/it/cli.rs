@@ -538,6 +538,24 @@ fn invalid_sweeps_fail_with_exit_3_and_write_nothing() {
     }
 }
 
+/// The exact crossover of context `l` in a `boundary.csv`, checking that the grid boundary is
+/// `grid` and that the crossover lies inside the grid step below it.
+fn crossover_of(csv: &str, l: u32, grid: u32) -> u32 {
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("context_tokens,remote_from_append_tokens,crossover_append_tokens")
+    );
+    let row = lines
+        .map(|r| r.split(',').collect::<Vec<_>>())
+        .find(|f| f[0] == l.to_string())
+        .unwrap_or_else(|| panic!("no L = {l} in {csv}"));
+    assert_eq!(row[1], grid.to_string(), "grid boundary of L = {l} in {csv}");
+    let x: u32 = row[2].parse().unwrap();
+    assert!(x >= 1 && x <= grid, "crossover {x} outside (…, {grid}] in {csv}");
+    x
+}
+
 #[test]
 fn routing_map_writes_the_grid_and_boundary() {
     let dir = tempfile::tempdir().unwrap();
@@ -560,7 +578,7 @@ fn routing_map_writes_the_grid_and_boundary() {
     assert!(cells.lines().skip(1).all(|l| l.ends_with(",local")), "{cells}");
     assert_eq!(
         std::fs::read_to_string(out.join("boundary.csv")).unwrap(),
-        "context_tokens,remote_from_append_tokens\n512,\n4096,\n"
+        "context_tokens,remote_from_append_tokens,crossover_append_tokens\n512,,\n4096,,\n"
     );
     assert!(out.join("plots/routing_map.png").is_file() && out.join("plots/routing_map.svg").is_file());
     // The figure: axes in words and units, a labelled colour bar, the legend, each cell's ratio
@@ -597,10 +615,16 @@ fn routing_map_writes_the_grid_and_boundary() {
     // A running decode batch makes long appends remote: their stall multiplies by the batch.
     let busy = dir.path().join("busy");
     map("64", "512", "1,2048", &busy);
-    assert_eq!(
-        std::fs::read_to_string(busy.join("boundary.csv")).unwrap(),
-        "context_tokens,remote_from_append_tokens\n512,2048\n"
-    );
+    let edge = std::fs::read_to_string(busy.join("boundary.csv")).unwrap();
+    let x = crossover_of(&edge, 512, 2048);
+    assert!(x > 1 && x < 2048, "{edge}");
+    // The exact crossover is where the route flips, token by token: m − 1 local, m remote.
+    let flip = dir.path().join("flip");
+    map("64", "512", &format!("{},{x}", x - 1), &flip)
+        .stdout(predicate::str::contains(format!("L = 512: remote from m = {x}\n")));
+    let cells = std::fs::read_to_string(flip.join("routing_map.csv")).unwrap();
+    let routes: Vec<&str> = cells.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert_eq!(routes, ["local", "remote"], "{cells}");
     // Bad options: exit 2 naming the option, nothing written.
     ppdsim()
         .args([
@@ -684,7 +708,7 @@ fn routing_map_set_and_config_rerun_give_identical_maps() {
     // With 64 decodes on D, long appends go remote (boundary not empty): from m = 2,048 with the
     // shipped model's KV load at D (8.93 ms, which stalls all 64 decodes), from m = 256 without it.
     let edge = std::fs::read_to_string(a.join("boundary.csv")).unwrap();
-    assert_eq!(edge, "context_tokens,remote_from_append_tokens\n512,2048\n8192,2048\n");
+    let (slow_512, slow_8192) = (crossover_of(&edge, 512, 2048), crossover_of(&edge, 8192, 2048));
     let free = dir.path().join("free");
     ppdsim()
         .args(["routing-map", "--config"])
@@ -694,7 +718,11 @@ fn routing_map_set_and_config_rerun_give_identical_maps() {
         .assert()
         .success();
     let edge = std::fs::read_to_string(free.join("boundary.csv")).unwrap();
-    assert_eq!(edge, "context_tokens,remote_from_append_tokens\n512,256\n8192,256\n");
+    let (free_512, free_8192) = (crossover_of(&edge, 512, 256), crossover_of(&edge, 8192, 256));
+    // The load moves the exact crossover down, and a longer context moves it down too (P's
+    // transfer and recompute grow with L less than D's stalled decodes do).
+    assert!(free_512 < slow_512 && free_8192 < slow_8192, "{edge}");
+    assert!(slow_8192 <= slow_512 && free_8192 <= free_512, "{edge}");
     // Bad overrides: a key the file does not have, a value out of its domain (exit 2, named).
     for (set, needle) in [
         ("decode_bach=3", "decode_bach"),
