@@ -186,6 +186,13 @@ pub struct PoolSpec {
     /// scenario's `calibration`; required when `gpu` or `tp` differ from the scenario's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<PathBuf>,
+    /// Engine time of the pool's instances to load a request's received KV, added to the step that
+    /// first schedules it \[ms\] ([`crate::sim::SimConfig::kv_load_ms`]; only D and pD instances
+    /// receive KV). Default: the scenario's `[kv_link] load_ms` when it sets one, else the pool's
+    /// model file's `kv_transfer.load_ms` (the load is work of the pool's own GPU and host), else
+    /// the scenario calibration's. Filled in by resolution, so `scenario.resolved.toml` states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_load_ms: Option<f64>,
 }
 
 impl PoolSpec {
@@ -197,6 +204,7 @@ impl PoolSpec {
             gpu: None,
             tp: None,
             calibration: None,
+            kv_load_ms: None,
         }
     }
 }

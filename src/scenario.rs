@@ -674,7 +674,10 @@ impl LoadedScenario {
                 ),
             ));
         }
+        let scenario_load = sc.kv_link.load_ms;
         resolve_calibrated(path, &mut sc, &calibration)?;
+        let mut clusters = clusters;
+        resolve_pool_kv_loads(&mut sc, &mut clusters, scenario_load);
         Ok(LoadedScenario {
             resolved: sc,
             trace,
@@ -1067,12 +1070,23 @@ fn load_clusters(path: &Path, base: &Path, sc: &Scenario) -> InputResult<Vec<Loa
             let plain = pool.calibration.is_none()
                 && pool.gpu.as_ref().is_none_or(|g| *g == sc.gpu)
                 && pool.tp.unwrap_or(1) == 1;
+            // `k` indexes the pools in instance order (a stable sort by role of the pools as
+            // written); name the pool as written.
+            let written = written_order.get(k).copied().unwrap_or(k);
+            if let Some(load) = pool.kv_load_ms {
+                in_range_at(
+                    path,
+                    &at(&format!(".pool[{written}].kv_load_ms")),
+                    load,
+                    0.0,
+                    false,
+                    MAX_KV_LOAD_MS,
+                    &format!("use a time per loaded request in ms, >= 0 and <= {MAX_KV_LOAD_MS} (0: loading received KV is free)"),
+                )?;
+            }
             let model = if plain {
                 None
             } else {
-                // `k` indexes the pools in instance order (a stable sort by role of the pools as
-                // written); name the pool as written.
-                let written = written_order.get(k).copied().unwrap_or(k);
                 Some(load_pool(path, base, sc, &at(&format!(".pool[{written}]")), &pool)?)
             };
             loaded.push(ClusterPool {
@@ -1400,6 +1414,31 @@ fn check_domains(path: &Path, sc: &Scenario, model: &hardware::ModelSpec, gpu: &
         ));
     }
     Ok(())
+}
+
+/// Fills in each pool's `kv_load_ms` ([`PoolSpec::kv_load_ms`]): its own when written, else the
+/// scenario's `[kv_link] load_ms` when the scenario set one (`scenario_load`, before resolution),
+/// else its own model file's, else the resolved `[kv_link] load_ms` (the scenario calibration's);
+/// and writes them into the `[[cluster.pool]]` tables, so the resolved scenario states every
+/// pool's load and runs again as it is.
+fn resolve_pool_kv_loads(sc: &mut Scenario, clusters: &mut [LoadedCluster], scenario_load: Option<f64>) {
+    let default = sc.kv_link.load_ms.expect("resolved");
+    for (spec, loaded) in sc.cluster.iter_mut().zip(clusters.iter_mut()) {
+        for p in &mut loaded.pools {
+            let own = p.model.as_ref().map(|m| m.calibration.kv_load_ms());
+            p.spec.kv_load_ms = Some(p.spec.kv_load_ms.or(scenario_load).or(own).unwrap_or(default));
+        }
+        if spec.pool.is_empty() {
+            // A `shape`: plain pools, each at the resolved `[kv_link] load_ms`.
+            continue;
+        }
+        // The loaded pools are the written ones in a stable sort by role.
+        let mut written_order: Vec<usize> = (0..spec.pool.len()).collect();
+        written_order.sort_by_key(|&k| spec.pool[k].role);
+        for (p, &w) in loaded.pools.iter().zip(&written_order) {
+            spec.pool[w].kv_load_ms = p.spec.kv_load_ms;
+        }
+    }
 }
 
 /// Fills in the link and overheads a scenario leaves to its calibration (so the resolved scenario

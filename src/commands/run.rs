@@ -221,6 +221,10 @@ pub(crate) fn simulate_with(
                 if let (Some(model), Some(cost)) = (&pool.model, cost) {
                     sim = sim.with_pool(pool.instances.clone(), cost, model.limits);
                 }
+                sim = sim.with_kv_load(
+                    pool.instances.clone(),
+                    pool.spec.kv_load_ms.expect("resolved with the scenario"),
+                );
             }
             let sim = if timeline {
                 sim.with_timeline(sc.resolved.timeline_interval_s)

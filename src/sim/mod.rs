@@ -499,8 +499,9 @@ pub struct Simulation<'a> {
     run_stream_base: Vec<SimTime>,
     /// `stream_ms_per_chunk` in whole µs.
     stream_chunk_us: u64,
-    /// [`SimConfig::kv_load_ms`] in whole µs.
-    kv_load_us: u64,
+    /// Per instance: [`SimConfig::kv_load_ms`] (or its pool's, [`Simulation::with_kv_load`]) in
+    /// whole µs.
+    kv_load_us: Vec<u64>,
     /// Per instance: the longest decode run to plan next \[steps\].
     run_limit: Vec<usize>,
     /// What the last finished iteration did to its sequences (a buffer kept between events).
@@ -616,7 +617,7 @@ impl<'a> Simulation<'a> {
             stream_free_at: vec![SimTime::ZERO; n],
             run_stream_base: vec![SimTime::ZERO; n],
             stream_chunk_us,
-            kv_load_us,
+            kv_load_us: vec![kv_load_us; n],
             seq_events: Vec::new(),
             with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
@@ -642,6 +643,26 @@ impl<'a> Simulation<'a> {
             assert!(self.instances[i].is_idle_and_empty(), "pools are set before the run");
             self.costs[i] = cost;
             self.instances[i].limits = limits;
+        }
+        self
+    }
+
+    /// Instances `range` (a pool) load each received request's KV in `kv_load_ms` instead of
+    /// [`SimConfig::kv_load_ms`] \[ms\] ([`crate::cluster::PoolSpec::kv_load_ms`]).
+    ///
+    /// # Panics
+    /// If `range` leaves the cluster, an instance has started, or the time is not finite and ≥ 0
+    /// (validated with the scenario).
+    pub fn with_kv_load(mut self, range: std::ops::Range<usize>, kv_load_ms: f64) -> Self {
+        assert!(range.end <= self.instances.len(), "pool {range:?} outside the cluster");
+        assert!(
+            kv_load_ms.is_finite() && kv_load_ms >= 0.0,
+            "KV load {kv_load_ms} ms is not a time"
+        );
+        let us = SimDuration::from_ms_f64(kv_load_ms).0;
+        for i in range {
+            assert!(self.instances[i].is_idle_and_empty(), "pools are set before the run");
+            self.kv_load_us[i] = us;
         }
         self
     }
@@ -1005,7 +1026,7 @@ impl<'a> Simulation<'a> {
             handoff_us += self.links[p].transfer_time(r.kv_bytes).0;
         }
         let kv_load_us = if !prefill_only && external > 0 {
-            self.kv_load_us
+            self.kv_load_us[r.decode_inst]
         } else {
             0
         };
@@ -1287,7 +1308,7 @@ impl<'a> Simulation<'a> {
                 num_new_tokens: 1,
                 num_cached_tokens: prompt - 1,
             }),
-        ) + SimDuration(self.kv_load_us).as_ms();
+        ) + SimDuration(self.kv_load_us[d]).as_ms();
         let remote_stall = last - step(b, None);
         let remote_ttft = p_time + link_wait + transfer + handoff_wait + c.pd_handoff_ms + last;
         let bw = weight * b as f64;

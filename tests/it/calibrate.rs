@@ -632,6 +632,71 @@ fn whether_p_waits_for_its_kv_sends_comes_from_the_model_file_unless_the_scenari
 }
 
 #[test]
+fn a_pool_s_kv_load_comes_from_its_own_model_file_unless_the_scenario_or_the_pool_says() {
+    // 1 P (plain) + 1 D on its own model file (the shipped one with a 3 ms load) + 1 pD (plain),
+    // written in the order D, pD, P: instance order is P, D, pD.
+    let dir = tempfile::tempdir().unwrap();
+    let (cal, path) = shipped_model_and_small_scenario(dir.path());
+    let shipped = cal["kv_transfer"]["load_ms"].as_f64().unwrap();
+    let mut own = cal.clone();
+    own["kv_transfer"]["load_ms"] = serde_json::json!(3.0);
+    std::fs::write(dir.path().join("pool.json"), serde_json::to_string(&own).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[[cluster]]\nshape = \"1P_1pD\"\n",
+        "[[cluster]]\nname = \"mixed\"\n\
+         [[cluster.pool]]\nrole = \"decode\"\ncount = 1\ncalibration = \"pool.json\"\n\
+         [[cluster.pool]]\nrole = \"direct-decode\"\ncount = 1\n\
+         [[cluster.pool]]\nrole = \"prefill\"\ncount = 1\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    write_model(dir.path(), &cal);
+    // (instance-order loads, written-order loads of the resolved scenario)
+    let loads = |set: &[&str]| {
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        let sc = ppdsim::scenario::LoadedScenario::load_with(&path, &set).unwrap();
+        let by_instance: Vec<f64> = sc.clusters[0]
+            .pools
+            .iter()
+            .map(|p| p.spec.kv_load_ms.unwrap())
+            .collect();
+        let written: Vec<Option<f64>> = sc.resolved.cluster[0].pool.iter().map(|p| p.kv_load_ms).collect();
+        (by_instance, written)
+    };
+    // Each pool its model file's: the D's own 3 ms, the plain P and pD the scenario calibration's;
+    // the resolved scenario states each in its table as written.
+    assert_eq!(
+        loads(&[]),
+        (
+            vec![shipped, 3.0, shipped],
+            vec![Some(3.0), Some(shipped), Some(shipped)]
+        )
+    );
+    // A scenario's `[kv_link] load_ms` applies to every pool; a pool's own key wins over it.
+    assert_eq!(loads(&["kv_link.load_ms=0"]).0, [0.0, 0.0, 0.0]);
+    assert_eq!(
+        loads(&["kv_link.load_ms=0", "cluster.0.pool.1.kv_load_ms=1.5"]).0,
+        [0.0, 0.0, 1.5]
+    );
+    // The resolved scenario runs again with the same loads.
+    let sc = ppdsim::scenario::LoadedScenario::load_with(&path, &[]).unwrap();
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, sc.resolved_toml_in(dir.path())).unwrap();
+    let sc = ppdsim::scenario::LoadedScenario::load_with(&again, &[]).unwrap();
+    let by_instance: Vec<f64> = sc.clusters[0]
+        .pools
+        .iter()
+        .map(|p| p.spec.kv_load_ms.unwrap())
+        .collect();
+    assert_eq!(by_instance, [shipped, 3.0, shipped]);
+    // Out of range: refused on load, naming the pool's key as written.
+    let e = match ppdsim::scenario::LoadedScenario::load_with(&path, &["cluster.0.pool.2.kv_load_ms=-1".to_string()]) {
+        Ok(_) => panic!("a negative pool KV load was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("cluster[0].pool[2].kv_load_ms") && e.contains(">= 0"), "{e}");
+}
+
+#[test]
 fn d_s_kv_load_comes_from_the_model_file_unless_the_scenario_says() {
     let dir = tempfile::tempdir().unwrap();
     let (mut cal, path) = shipped_model_and_small_scenario(dir.path());

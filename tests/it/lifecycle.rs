@@ -475,6 +475,22 @@ fn d_s_engine_loading_received_kv_holds_its_decodes() {
             close(got, want);
         }
     }
+    // The same 4 ms set on the D instance alone (a pool's own load, `with_kv_load`) gives the
+    // same timeline; set on P alone, which receives no KV, it changes nothing.
+    let per_pool = |range: std::ops::Range<usize>| {
+        let cost = ConstantCostModel { step_ms: 10.0 };
+        let r = Simulation::new(config(pd(), 8192), &cost, one_turn(2))
+            .with_kv_load(range, 4.0)
+            .run()
+            .records;
+        [r[0].ttft_ms, r[0].e2e_ms, r[1].ttft_ms, r[1].e2e_ms]
+    };
+    for (got, want) in per_pool(1..2).into_iter().zip([43.107, 67.107, 67.107, 87.107]) {
+        close(got, want);
+    }
+    for (got, want) in per_pool(0..1).into_iter().zip(free) {
+        close(got, want);
+    }
     // PPD's turn 2 stays on its pD (no KV received): it pays no load; turn 1 (through P) does.
     let mut cfg = config(ppd(), 8192);
     cfg.kv_load_ms = 4.0;

@@ -103,6 +103,7 @@ scenario("pool_written_first_gpu_unknown", policy=f'\n[[cluster]]\n[[cluster.poo
 scenario("pool_role_unknown", policy=pool_cluster('role = "router"\ncount = 1'))
 scenario("pool_count_zero", policy=pool_cluster('role = "decode"\ncount = 0'))
 scenario("pool_unknown_key", policy=pool_cluster('role = "decode"\ncount = 1\nmemory_gib = 80'))
+scenario("pool_kv_load_ms_negative", policy=pool_cluster('role = "decode"\ncount = 1\nkv_load_ms = -2.5'))
 for key, vals in {"bandwidth_gbps": ["0.0", "-1.0", "nan", "inf", "1e-300"], "latency_ms": ["-1.0", "nan", "inf"], "transfer": ['"partial"']}.items():
     for v in vals:
         tag = v.strip('"').replace(".", "p").replace("-", "neg")
