@@ -289,19 +289,40 @@ pub(crate) fn simulate_with(
     // cost). A finished run's rows are appended to requests.csv as soon as every earlier run's
     // are, while the other runs simulate.
     let slots: Vec<std::sync::Mutex<Option<Result<_>>>> = deployments.iter().map(|_| Default::default()).collect();
-    let merge = std::sync::Mutex::new(PartMerge::new(deployments.len()));
-    rayon::scope_fifo(|scope| {
-        for (k, d) in deployments.iter().enumerate() {
-            let (slots, merge, run_one) = (&slots, &merge, &run_one);
-            scope.spawn_fifo(move |_| {
-                let r = run_one(k, d);
-                let ok = r.is_ok();
-                *slots[k].lock().expect("a run panicked") = Some(r);
-                if let (true, Some(dir)) = (ok, requests) {
-                    merge.lock().expect("a run panicked").run_finished(k, dir, &part);
-                }
-            });
-        }
+    let merge = std::thread::scope(|ts| {
+        // The parts are appended to requests.csv by a thread of their own, in run order, so a
+        // core that finishes a run starts the next instead of copying an earlier run's rows.
+        let (tx, merger) = match requests {
+            Some(dir) => {
+                let (tx, rx) = std::sync::mpsc::channel::<usize>();
+                let (part, runs) = (&part, deployments.len());
+                let merger = ts.spawn(move || {
+                    let mut merge = PartMerge::new(runs);
+                    for k in rx {
+                        merge.run_finished(k, dir, part);
+                    }
+                    merge
+                });
+                (Some(tx), Some(merger))
+            }
+            None => (None, None),
+        };
+        rayon::scope_fifo(|scope| {
+            for (k, d) in deployments.iter().enumerate() {
+                let (slots, run_one, tx) = (&slots, &run_one, tx.clone());
+                scope.spawn_fifo(move |_| {
+                    let r = run_one(k, d);
+                    let ok = r.is_ok();
+                    *slots[k].lock().expect("a run panicked") = Some(r);
+                    if let (true, Some(tx)) = (ok, tx) {
+                        // The merger only goes away by panicking, which its join reports.
+                        let _ = tx.send(k);
+                    }
+                });
+            }
+        });
+        drop(tx);
+        merger.map(|m| m.join().expect("the requests.csv merger panicked"))
     });
     let results = slots
         .into_iter()
@@ -322,8 +343,7 @@ pub(crate) fn simulate_with(
         out.summaries.push(s);
         out.latencies.extend(l);
     }
-    if requests.is_some() {
-        let merge = merge.into_inner().expect("a run panicked");
+    if let Some(merge) = merge {
         if let Some(e) = merge.error {
             return Err(e);
         }
