@@ -1753,6 +1753,7 @@ pub fn routing_map(
     contexts: &[u32],
     appends: &[u32],
     cells: &[crate::routing_map::MapCell],
+    crossovers: &[(u32, u32)],
 ) -> Result<()> {
     render(
         stem,
@@ -1761,6 +1762,7 @@ pub fn routing_map(
             contexts,
             appends,
             cells,
+            crossovers,
         },
     )
 }
@@ -1770,6 +1772,9 @@ struct RoutingMap<'a> {
     contexts: &'a [u32],
     appends: &'a [u32],
     cells: &'a [crate::routing_map::MapCell],
+    /// (context L, exact crossover m) of the contexts with a boundary
+    /// ([`crate::routing_map::Boundary::crossover_append_tokens`]): labelled on the line.
+    crossovers: &'a [(u32, u32)],
 }
 
 impl Figure for RoutingMap<'_> {
@@ -1844,6 +1849,29 @@ impl Figure for RoutingMap<'_> {
                 .draw_series(std::iter::once(PathElement::new(line, BLACK.stroke_width(3))))
                 .map_err(pe)?;
         }
+        // Each column's exact crossover, on its boundary step (black on white, left of centre so
+        // the cells' ratios stay readable).
+        for &(l, x) in self.crossovers {
+            let Some(i) = contexts.iter().position(|&c| c == l) else {
+                continue;
+            };
+            if remote_from[i] >= ny {
+                continue;
+            }
+            let (cx, cy) = (i as f64 - 0.25, remote_from[i] as f64 - 0.5);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(cx - 0.2, cy - 0.17), (cx + 0.2, cy + 0.17)],
+                    WHITE.filled(),
+                )))
+                .map_err(pe)?;
+            let style = TextStyle::from(("sans-serif", 12).into_font())
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart
+                .draw_series(std::iter::once(Text::new(format!("m = {x}"), (cx, cy), style)))
+                .map_err(pe)?;
+        }
         let (top, bottom) = side.split_vertically(150);
         draw_legend(
             &top,
@@ -1851,7 +1879,7 @@ impl Figure for RoutingMap<'_> {
             &[
                 ("local cheaper".into(), Swatch::Box(diverging(0.1))),
                 ("remote cheaper".into(), Swatch::Box(diverging(0.9))),
-                ("boundary".into(), Swatch::Reference(BLACK, None)),
+                ("boundary (exact m)".into(), Swatch::Reference(BLACK, None)),
             ],
         )?;
         draw_colorbar(&bottom, scale, "local ÷ remote cost", diverging)

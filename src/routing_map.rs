@@ -280,7 +280,7 @@ pub fn map(p: &MapParams, contexts: &[u32], appends: &[u32]) -> Vec<MapCell> {
 
 /// For one context: the smallest `m` of the grid from which every larger `m` goes remote, and
 /// the exact crossover inside the grid step below it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Boundary {
     /// Context `L` \[tokens\].
     pub context_tokens: u32,
@@ -288,7 +288,8 @@ pub struct Boundary {
     pub remote_from_append_tokens: Option<u32>,
     /// The exact crossover \[tokens\]: the smallest whole `m` above the grid's next smaller `m`
     /// (0 when there is none) from which every whole `m` up to `remote_from_append_tokens` goes
-    /// remote ([`crossover`]); `None` with it.
+    /// remote ([`crossover`]); `None` with it (and in a `boundary.csv` of a version before it).
+    #[serde(default)]
     pub crossover_append_tokens: Option<u32>,
 }
 

@@ -103,7 +103,24 @@ pub(crate) fn exec_plot(dir: &Path, force: bool) -> Result<i32> {
         } else {
             "local / remote cost".to_string()
         };
-        crate::plot::routing_map(&staged.path("plots/routing_map")?, &title, &contexts, &appends, &cells)?;
+        // The exact crossovers from boundary.csv (a directory of an older version has none).
+        let boundary = dir.join("boundary.csv");
+        let crossovers: Vec<(u32, u32)> = if boundary.is_file() {
+            crate::input::read_csv::<crate::routing_map::Boundary>(&boundary)?
+                .into_iter()
+                .filter_map(|b| b.crossover_append_tokens.map(|x| (b.context_tokens, x)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        crate::plot::routing_map(
+            &staged.path("plots/routing_map")?,
+            &title,
+            &contexts,
+            &appends,
+            &cells,
+            &crossovers,
+        )?;
         drawn.push("routing map");
     }
     if drawn.is_empty() {

@@ -110,7 +110,18 @@ pub(crate) fn exec_routing_map(
         ..cfg.clone()
     };
     staged.write("routing_map.resolved.toml", toml::to_string(&resolved)?.as_bytes())?;
-    crate::plot::routing_map(&staged.path("plots/routing_map")?, &title, contexts, appends, &cells)?;
+    let crossovers: Vec<(u32, u32)> = edge
+        .iter()
+        .filter_map(|b| b.crossover_append_tokens.map(|x| (b.context_tokens, x)))
+        .collect();
+    crate::plot::routing_map(
+        &staged.path("plots/routing_map")?,
+        &title,
+        contexts,
+        appends,
+        &cells,
+        &crossovers,
+    )?;
     staged.commit(Stale::Remove)?;
     println!("{title}");
     println!("route per (m, L): L = local (append-prefill on D), R = remote (P prefill + KV transfer)");

@@ -462,7 +462,13 @@ fn plot_redraws_run_and_routing_map_directories_byte_for_byte() {
     run_scenario(&root().join("tests/data/scenarios/small.toml"), &run, "2");
     let map = dir.path().join("map");
     ppdsim()
-        .args(["routing-map", "--context-tokens", "512,4096", "--append-tokens", "1,64"])
+        .args([
+            "routing-map",
+            "--context-tokens",
+            "512,4096",
+            "--append-tokens",
+            "1,64,2048",
+        ])
         .arg("-o")
         .arg(&map)
         .assert()
@@ -618,6 +624,10 @@ fn routing_map_writes_the_grid_and_boundary() {
     let edge = std::fs::read_to_string(busy.join("boundary.csv")).unwrap();
     let x = crossover_of(&edge, 512, 2048);
     assert!(x > 1 && x < 2048, "{edge}");
+    // The figure labels the boundary with it.
+    let svg = std::fs::read_to_string(busy.join("plots/routing_map.svg")).unwrap();
+    assert!(svg.contains(&format!(">\nm = {x}\n</text>")), "no label m = {x}");
+    assert!(svg.contains(">\nboundary (exact m)\n</text>"));
     // The exact crossover is where the route flips, token by token: m − 1 local, m remote.
     let flip = dir.path().join("flip");
     map("64", "512", &format!("{},{x}", x - 1), &flip)
