@@ -33,53 +33,77 @@ pub struct RunResults {
     pub setup_overruns: Vec<(String, f64)>,
 }
 
-/// Concatenates the runs' `requests.csv` parts in run order as the runs finish: the first part
-/// (it starts with the header) becomes `requests.csv`, each next one is appended once every earlier
-/// one is, and goes. Appended with `std::io::copy` (Linux's in-kernel `copy_file_range`), not
-/// through a file opened in append mode, which that call refuses.
+/// Puts the runs' `requests.csv` rows in run order with as little copying as it can. Each run
+/// writes through its own sink ([`RowSink`]): a part file at first; once every earlier run's rows
+/// are in `requests.csv`, the merger hands the run over — it copies what the part holds so far
+/// to the end of `requests.csv` and points the sink at `requests.csv`, where the run's later
+/// rows go directly. Run 0 is handed over at once (its part is renamed `requests.csv`), so only
+/// the rows a run wrote while an earlier one was still running are written twice. Copied with
+/// `std::io::copy` (Linux's in-kernel `copy_file_range`), not through a file opened in append
+/// mode, which that call refuses; every handle on `requests.csv` is a clone of one open file, so
+/// they share its end.
 struct PartMerge {
-    /// Runs finished (their parts complete).
+    /// Runs finished (their rows all written to their sinks).
     finished: Vec<bool>,
-    /// Parts merged: `0..next`.
+    /// Runs whose rows are all in `requests.csv`: `0..next`.
     next: usize,
+    /// Run `next` writes to `requests.csv` already.
+    handed_over: bool,
     csv: Option<std::fs::File>,
     error: Option<anyhow::Error>,
 }
+
+/// Where one run's `requests.csv` rows are written: its part file, then `requests.csv` (see
+/// [`PartMerge`]). Locked for each write and for the hand-over.
+type RowSink = std::sync::Mutex<std::fs::File>;
 
 impl PartMerge {
     fn new(runs: usize) -> Self {
         PartMerge {
             finished: vec![false; runs],
             next: 0,
+            handed_over: false,
             csv: None,
             error: None,
         }
     }
 
-    /// Run `k` finished: merges every part now next in line.
-    fn run_finished(&mut self, k: usize, dir: &OutputDir, part: &dyn Fn(usize) -> String) {
-        self.finished[k] = true;
-        while self.error.is_none() && self.next < self.finished.len() && self.finished[self.next] {
-            if let Err(e) = self.append(self.next, dir, part) {
-                self.error = Some(e);
+    /// Run `k` finished (`None`: no run yet, as the merger starts): merges every run now next in
+    /// line and hands the first unfinished one over.
+    fn run_finished(&mut self, k: Option<usize>, sinks: &[RowSink], dir: &OutputDir, part: &dyn Fn(usize) -> String) {
+        if let Some(k) = k {
+            self.finished[k] = true;
+        }
+        while self.error.is_none() && self.next < self.finished.len() {
+            if !self.handed_over {
+                if let Err(e) = self.hand_over(self.next, &sinks[self.next], dir, part) {
+                    self.error = Some(e);
+                    return;
+                }
+                self.handed_over = true;
+            }
+            if !self.finished[self.next] {
                 return;
             }
             self.next += 1;
+            self.handed_over = false;
         }
     }
 
-    fn append(&mut self, k: usize, dir: &OutputDir, part: &dyn Fn(usize) -> String) -> Result<()> {
+    fn hand_over(&mut self, k: usize, sink: &RowSink, dir: &OutputDir, part: &dyn Fn(usize) -> String) -> Result<()> {
         let p = dir.path(&part(k))?;
+        // A run only panics with its sink locked through a bug, which the run's join reports.
+        let mut file = sink
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a run panicked writing its rows"))?;
         match self.csv.as_mut() {
             None => {
-                let csv_path = dir.path("requests.csv")?;
-                std::fs::rename(&p, &csv_path)?;
-                let mut csv = std::fs::OpenOptions::new().write(true).open(&csv_path)?;
-                std::io::Seek::seek(&mut csv, std::io::SeekFrom::End(0))?;
-                self.csv = Some(csv);
+                std::fs::rename(&p, dir.path("requests.csv")?)?;
+                self.csv = Some(file.try_clone()?);
             }
             Some(csv) => {
                 std::io::copy(&mut std::fs::File::open(&p)?, csv)?;
+                *file = csv.try_clone()?;
                 std::fs::remove_file(&p)?;
             }
         }
@@ -87,17 +111,17 @@ impl PartMerge {
     }
 }
 
-/// `requests.csv` rows of one run, streamed to a file as the simulator emits them (formatted in
+/// `requests.csv` rows of one run, streamed to its sink as the simulator emits them (formatted in
 /// chunks, `NaN` fields emptied as [`output::to_csv`] does).
-struct RequestRows {
-    out: std::fs::File,
+struct RequestRows<'a> {
+    out: &'a RowSink,
     /// Rows formatted since the last write (the only buffer: written whole); the first run's
     /// starts with the header.
     chunk: Vec<u8>,
     error: Option<anyhow::Error>,
 }
 
-impl RequestRows {
+impl RequestRows<'_> {
     /// Bytes formatted before a write.
     const CHUNK: usize = 1 << 20;
 
@@ -111,8 +135,12 @@ impl RequestRows {
     fn flush(&mut self) {
         use std::io::Write;
         if self.error.is_none() && !self.chunk.is_empty() {
-            if let Err(e) = self.out.write_all(&self.chunk) {
-                self.error = Some(e.into());
+            let written = match self.out.lock() {
+                Ok(mut file) => file.write_all(&self.chunk).map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("the requests.csv merger panicked")),
+            };
+            if let Err(e) = written {
+                self.error = Some(e);
             }
         }
         self.chunk.clear();
@@ -177,22 +205,26 @@ pub(crate) fn simulate_with(
     // Fewer runs than threads: a core would idle, so each run's rows are formatted on a thread
     // of their own (with every core simulating, formatting inline costs nothing extra).
     let offload = deployments.len() < rayon::current_num_threads();
+    // Each run's rows go to its part file until the merger hands it over to requests.csv.
+    let sinks: Vec<RowSink> = match requests {
+        Some(dir) => (0..deployments.len())
+            .map(|k| Ok(RowSink::new(std::fs::File::create(dir.path(&part(k))?)?)))
+            .collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
     let run_one = |k: usize, d: &crate::scenario::Deployment| -> Result<_> {
-        let rows = match requests {
-            Some(dir) => Some(RequestRows {
-                out: std::fs::File::create(dir.path(&part(k))?)?,
-                chunk: {
-                    // Room for a whole chunk and the row that crosses it: no copies as it fills.
-                    let mut chunk = Vec::with_capacity(RequestRows::CHUNK + (64 << 10));
-                    if k == 0 {
-                        chunk.extend_from_slice(crate::metrics::REQUEST_CSV_HEADER.as_bytes());
-                    }
-                    chunk
-                },
-                error: None,
-            }),
-            None => None,
-        };
+        let rows = sinks.get(k).map(|out| RequestRows {
+            out,
+            chunk: {
+                // Room for a whole chunk and the row that crosses it: no copies as it fills.
+                let mut chunk = Vec::with_capacity(RequestRows::CHUNK + (64 << 10));
+                if k == 0 {
+                    chunk.extend_from_slice(crate::metrics::REQUEST_CSV_HEADER.as_bytes());
+                }
+                chunk
+            },
+            error: None,
+        });
         let mut summary = crate::metrics::SummaryBuilder::new(sc.resolved.slo);
         let mut lat = Vec::new();
         // Setup-phase turns run but are not measured.
@@ -286,20 +318,21 @@ pub(crate) fn simulate_with(
     };
     // Runs in scenario order, each taken by the first free thread (a FIFO scope; rayon's halving
     // split of a parallel iterator would pair runs 0–1 and 2–3 on two threads whatever they
-    // cost). A finished run's rows are appended to requests.csv as soon as every earlier run's
-    // are, while the other runs simulate.
+    // cost). A run writes its rows into requests.csv itself once every earlier run's are there;
+    // what it wrote before is copied in then, while the other runs simulate.
     let slots: Vec<std::sync::Mutex<Option<Result<_>>>> = deployments.iter().map(|_| Default::default()).collect();
     let merge = std::thread::scope(|ts| {
-        // The parts are appended to requests.csv by a thread of their own, in run order, so a
-        // core that finishes a run starts the next instead of copying an earlier run's rows.
+        // The hand-overs and copies are done by a thread of their own, in run order, so a core
+        // that finishes a run starts the next instead of copying an earlier run's rows.
         let (tx, merger) = match requests {
             Some(dir) => {
                 let (tx, rx) = std::sync::mpsc::channel::<usize>();
-                let (part, runs) = (&part, deployments.len());
+                let (part, runs, sinks) = (&part, deployments.len(), &sinks);
                 let merger = ts.spawn(move || {
                     let mut merge = PartMerge::new(runs);
+                    merge.run_finished(None, sinks, dir, part);
                     for k in rx {
-                        merge.run_finished(k, dir, part);
+                        merge.run_finished(Some(k), sinks, dir, part);
                     }
                     merge
                 });
@@ -461,35 +494,51 @@ pub(crate) fn exec_run(
 
 #[cfg(test)]
 mod tests {
-    use super::PartMerge;
+    use super::{PartMerge, RowSink};
     use crate::outdir::OutputDir;
 
     #[test]
-    fn parts_merge_in_run_order_whatever_order_the_runs_finish() {
+    fn rows_merge_in_run_order_whatever_order_the_runs_finish() {
+        use std::io::Write;
         let dest = std::env::temp_dir().join(format!("ppdsim-part-merge-{}", std::process::id()));
         let dir = OutputDir::create(&dest, false, "run").expect("staging");
         let part = |k: usize| format!(".requests.part-{k}.csv");
-        for (k, text) in ["header\na\n", "b\n", "c\nd\n", "e\n"].iter().enumerate() {
-            dir.write(&part(k), text.as_bytes()).expect("part");
-        }
+        let sinks: Vec<RowSink> = (0..4)
+            .map(|k| RowSink::new(std::fs::File::create(dir.path(&part(k)).unwrap()).unwrap()))
+            .collect();
+        let write = |k: usize, text: &str| sinks[k].lock().unwrap().write_all(text.as_bytes()).unwrap();
+        let is_part = |k: usize| dir.path(&part(k)).unwrap().exists();
         let mut merge = PartMerge::new(4);
+        // The merger starts: run 0 writes to requests.csv from its first row.
+        merge.run_finished(None, &sinks, &dir, &part);
+        assert_eq!((merge.next, merge.handed_over), (0, true));
+        assert!(!is_part(0) && is_part(1));
+        write(0, "header\n");
+        write(1, "b1\n");
+        write(2, "c\n");
+        write(3, "e1\n");
         // Run 2 first: nothing can be merged before run 0.
-        merge.run_finished(2, &dir, &part);
+        merge.run_finished(Some(2), &sinks, &dir, &part);
         assert_eq!(merge.next, 0);
-        merge.run_finished(0, &dir, &part);
-        assert_eq!(merge.next, 1);
-        merge.run_finished(3, &dir, &part);
-        assert_eq!(merge.next, 1);
-        // Run 1 releases 2 and 3 behind it.
-        merge.run_finished(1, &dir, &part);
+        write(0, "a\n");
+        // Run 0 done: run 1's rows so far are copied, its next rows go to requests.csv.
+        merge.run_finished(Some(0), &sinks, &dir, &part);
+        assert_eq!((merge.next, merge.handed_over), (1, true));
+        assert!(!is_part(1) && is_part(2) && is_part(3));
+        write(1, "b2\n");
+        write(3, "e2\n");
+        // Run 1 releases finished run 2 and hands running run 3 over.
+        merge.run_finished(Some(1), &sinks, &dir, &part);
+        assert_eq!((merge.next, merge.handed_over), (3, true));
+        assert!(!is_part(2) && !is_part(3));
+        write(3, "e3\n");
+        merge.run_finished(Some(3), &sinks, &dir, &part);
         assert_eq!(merge.next, 4);
         assert!(merge.error.is_none());
         drop(merge);
+        drop(sinks);
         let csv = std::fs::read_to_string(dir.path("requests.csv").unwrap()).unwrap();
-        assert_eq!(csv, "header\na\nb\nc\nd\ne\n");
-        for k in 0..4 {
-            assert!(!dir.path(&part(k)).unwrap().exists(), "part {k} left behind");
-        }
+        assert_eq!(csv, "header\na\nb1\nb2\nc\ne1\ne2\ne3\n");
         drop(dir);
         let _ = std::fs::remove_dir_all(&dest);
     }
