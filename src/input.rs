@@ -200,37 +200,75 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Inp
 /// # Errors
 /// As [`read_toml`], and an override naming no table, indexing outside an array or without `=`.
 pub fn read_toml_with<T: serde::de::DeserializeOwned>(path: &Path, what: &str, overrides: &[String]) -> InputResult<T> {
-    parse_toml(path, what, &read_toml_text(path, what, overrides)?, overrides)
+    let original = read_file_text(path, what)?;
+    parse_toml(
+        path,
+        what,
+        &original,
+        &apply_overrides(path, &original, overrides)?,
+        overrides,
+    )
 }
 
-/// The text of the TOML file `path` with `overrides` applied (see [`apply_overrides`]).
+/// The text of the file `path` (a `what` in messages).
 ///
 /// # Errors
-/// Not a regular file, unreadable, or a bad override.
-pub fn read_toml_text(path: &Path, what: &str, overrides: &[String]) -> InputResult<String> {
+/// Not a regular file, unreadable, not UTF-8.
+pub fn read_file_text(path: &Path, what: &str) -> InputResult<String> {
     check_regular(path)?;
-    let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read {what}: {e}")))?;
-    apply_overrides(path, &text, overrides)
+    std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read {what}: {e}")))
 }
 
-/// Deserialises `text`, read from `path` with `overrides` by [`read_toml_text`] (both used in
-/// messages only).
+/// Deserialises `text`: the TOML `original` read from `path` with `overrides` applied by
+/// [`apply_overrides`] (`original` and `overrides` are used in messages only).
 ///
 /// # Errors
-/// TOML that does not deserialize into `T`, naming the file (and the overrides).
+/// TOML that does not deserialize into `T`, naming the file (and the overrides). When
+/// `original` deserializes and an override alone makes it fail, the error names that `--set`
+/// and gives the deserializer's message without a location: a line of the document rewritten
+/// with the overrides would point at no line of the user's file.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     what: &str,
+    original: &str,
     text: &str,
     overrides: &[String],
 ) -> InputResult<T> {
     toml::from_str(text).map_err(|e| {
+        if let Some(blamed) = blame_override::<T>(path, what, original, overrides) {
+            return blamed;
+        }
         let via = if overrides.is_empty() {
             String::new()
         } else {
             format!(" (with --set {})", overrides.join(" --set "))
         };
         InputError::file(path, format!("invalid {what}{via}: {}", e.to_string().trim_end()))
+    })
+}
+
+/// The first of `overrides` that alone makes `original` (which deserializes as `T`) fail to,
+/// as an error naming that `--set` with the deserializer's message; `None` when `original`
+/// itself fails or no single override does.
+pub fn blame_override<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    original: &str,
+    overrides: &[String],
+) -> Option<InputError> {
+    if overrides.is_empty() || toml::from_str::<T>(original).is_err() {
+        return None;
+    }
+    overrides.iter().find_map(|o| {
+        let one = apply_overrides(path, original, std::slice::from_ref(o)).ok()?;
+        let e = toml::from_str::<T>(&one).err()?;
+        Some(InputError::file(
+            path,
+            format!(
+                "invalid {what} with --set {o}: {} (valid without it)",
+                e.message().trim_end()
+            ),
+        ))
     })
 }
 

@@ -621,8 +621,9 @@ impl LoadedScenario {
         crate::input::check_regular(path)?;
         let text =
             std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
-        let text = crate::input::apply_overrides(path, &text, overrides)?;
-        let mut sc = parse(path, &text)?;
+        let with = crate::input::apply_overrides(path, &text, overrides)?;
+        let mut sc = parse(path, &with)
+            .map_err(|e| crate::input::blame_override::<Scenario>(path, "scenario", &text, overrides).unwrap_or(e))?;
         check_name(&sc.name).map_err(|m| InputError::key(path, "name", m))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;

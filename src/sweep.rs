@@ -167,8 +167,9 @@ impl LoadedSweep {
     /// # Errors
     /// As [`LoadedSweep::load`].
     pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedSweep> {
-        let text = crate::input::read_toml_text(path, "sweep", overrides)?;
-        let mut spec: SweepSpec = crate::input::parse_toml(path, "sweep", &text, overrides)?;
+        let original = crate::input::read_file_text(path, "sweep")?;
+        let text = crate::input::apply_overrides(path, &original, overrides)?;
+        let mut spec: SweepSpec = crate::input::parse_toml(path, "sweep", &original, &text, overrides)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let scenario_path = base.join(&spec.scenario);
         if !scenario_path.is_file() {
@@ -198,7 +199,7 @@ impl LoadedSweep {
         }
         // An explicitly empty list is a mistake, not a request for the default.
         // (An empty `rates_per_s` is refused above.)
-        let raw: toml::Table = crate::input::parse_toml(path, "sweep", &text, overrides)?;
+        let raw: toml::Table = crate::input::parse_toml(path, "sweep", &original, &text, overrides)?;
         for key in ["seeds", "metrics"] {
             if raw.get(key).and_then(|v| v.as_array()).is_some_and(|a| a.is_empty()) {
                 return Err(InputError::key(

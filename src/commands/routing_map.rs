@@ -33,8 +33,9 @@ pub(crate) fn map_config_from_options(
         return check_map_config(cfg, None);
     }
     let origin = Path::new("routing-map options");
-    let text = crate::input::apply_overrides(origin, &toml::to_string(&cfg)?, set)?;
-    let cfg = crate::input::parse_toml(origin, "routing-map parameters", &text, set)?;
+    let original = toml::to_string(&cfg)?;
+    let text = crate::input::apply_overrides(origin, &original, set)?;
+    let cfg = crate::input::parse_toml(origin, "routing-map parameters", &original, &text, set)?;
     check_map_config(cfg, None)
 }
 
@@ -42,8 +43,9 @@ pub(crate) fn map_config_from_options(
 /// with `--set` overrides; the calibration path is relative to the file's directory.
 pub(crate) fn map_config_from_file(file: &Path, set: &[String]) -> Result<crate::routing_map::MapConfig> {
     let what = "routing-map parameters";
-    let text = crate::input::read_toml_text(file, what, set)?;
-    let mut cfg: crate::routing_map::MapConfig = crate::input::parse_toml(file, what, &text, set)?;
+    let original = crate::input::read_file_text(file, what)?;
+    let text = crate::input::apply_overrides(file, &original, set)?;
+    let mut cfg: crate::routing_map::MapConfig = crate::input::parse_toml(file, what, &original, &text, set)?;
     let dir = file.parent().unwrap_or(Path::new(""));
     cfg.calibration = dir.join(&cfg.calibration);
     check_map_config(cfg, Some(file))

@@ -1461,6 +1461,27 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
             .stderr(predicate::str::contains(needle));
         assert!(!dir.path().join("bad").exists());
     }
+    // A value of the wrong type is blamed on its --set, without a line of the rewritten document
+    // (which is not the user's file); so is an unknown key.
+    for (set, needle) in [
+        (
+            "engine.block_size=abc",
+            "small.toml: invalid scenario with --set engine.block_size=abc: invalid type: string \"abc\", expected u32 (valid without it)",
+        ),
+        ("colour=3", "invalid scenario with --set colour=3: unknown field `colour`"),
+    ] {
+        ppdsim()
+            .arg("run")
+            .arg(root().join("tests/data/scenarios/small.toml"))
+            .args(["--set", "seed=7", "--set", set])
+            .arg("-o")
+            .arg(dir.path().join("bad"))
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(needle))
+            .stderr(predicate::str::contains("at line").not());
+        assert!(!dir.path().join("bad").exists());
+    }
 }
 
 #[test]
