@@ -93,17 +93,25 @@ impl PartMerge {
     fn hand_over(&mut self, k: usize, sink: &RowSink, dir: &OutputDir, part: &dyn Fn(usize) -> String) -> Result<()> {
         let p = dir.path(&part(k))?;
         // A run only panics with its sink locked through a bug, which the run's join reports.
-        let mut file = sink
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a run panicked writing its rows"))?;
+        let lock = || {
+            sink.lock()
+                .map_err(|_| anyhow::anyhow!("a run panicked writing its rows"))
+        };
         match self.csv.as_mut() {
             None => {
+                let file = lock()?;
                 std::fs::rename(&p, dir.path("requests.csv")?)?;
                 self.csv = Some(file.try_clone()?);
             }
             Some(csv) => {
-                std::io::copy(&mut std::fs::File::open(&p)?, csv)?;
+                // The part as it stands is copied without the lock, so the run goes on writing;
+                // what it wrote meanwhile follows with the lock held, then the sink switches.
+                let mut rows = std::fs::File::open(&p)?;
+                std::io::copy(&mut rows, csv)?;
+                let mut file = lock()?;
+                std::io::copy(&mut rows, csv)?;
                 *file = csv.try_clone()?;
+                drop(file);
                 std::fs::remove_file(&p)?;
             }
         }
