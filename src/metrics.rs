@@ -710,6 +710,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn values_on_the_microsecond_grid_print_as_ryu_does() {
+        // Every fraction 0..1000 with integer parts from 0 to 10¹⁴, both signs (ryu is the
+        // reference the fast path must reproduce byte for byte).
+        let mut ints = vec![0i64, 1, 9, 10, 99, 100, 12_345, 999_999];
+        ints.extend(
+            (0..15)
+                .map(|e| 10i64.pow(e) - 1)
+                .chain((0..15).map(|e| 7 * 10i64.pow(e))),
+        );
+        for int in ints {
+            for frac in 0..1000 {
+                for sign in [1, -1] {
+                    let n = sign * (int * 1000 + frac);
+                    let v = n as f64 / 1000.0;
+                    if v == 0.0 && sign < 0 {
+                        continue;
+                    }
+                    let mut out = Vec::new();
+                    push_ms(&mut out, v);
+                    assert_eq!(String::from_utf8(out).unwrap(), ryu::Buffer::new().format(v), "n = {n}");
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
