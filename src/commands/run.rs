@@ -34,28 +34,90 @@ pub struct RunResults {
 }
 
 /// Puts the runs' `requests.csv` rows in run order with as little copying as it can. Each run
-/// writes through its own sink ([`RowSink`]): a part file at first; once every earlier run's rows
-/// are in `requests.csv`, the merger hands the run over — it copies what the part holds so far
-/// to the end of `requests.csv` and points the sink at `requests.csv`, where the run's later
-/// rows go directly. Run 0 is handed over at once (its part is renamed `requests.csv`), so only
-/// the rows a run wrote while an earlier one was still running are written twice. Copied with
-/// `std::io::copy` (Linux's in-kernel `copy_file_range`), not through a file opened in append
-/// mode, which that call refuses; every handle on `requests.csv` is a clone of one open file, so
-/// they share its end.
+/// writes through its own sink ([`RowSink`]). Once every earlier run's rows are in
+/// `requests.csv`, the merger hands the run over: it copies what the run's part file holds (if
+/// the run has written any) to the end of `requests.csv` and points the sink at `requests.csv`,
+/// where the run's later rows go directly. A run handed over before its first row (run 0, and
+/// every run that starts after its predecessor ends) never has a part, so only the rows a run
+/// writes while an earlier one is still running are written twice. Copied with `std::io::copy`
+/// (Linux's in-kernel `copy_file_range`), not through a file opened in append mode, which that
+/// call refuses; every handle on `requests.csv` is a clone of one open file, so they share its
+/// end.
 struct PartMerge {
-    /// Runs finished (their rows all written to their sinks).
+    /// Runs finished (their rows all written to their sinks, which are closed).
     finished: Vec<bool>,
     /// Runs whose rows are all in `requests.csv`: `0..next`.
     next: usize,
-    /// Run `next` writes to `requests.csv` already.
+    /// Run `next` is handed over already.
     handed_over: bool,
     csv: Option<std::fs::File>,
     error: Option<anyhow::Error>,
 }
 
-/// Where one run's `requests.csv` rows are written: its part file, then `requests.csv` (see
-/// [`PartMerge`]). Locked for each write and for the hand-over.
-type RowSink = std::sync::Mutex<std::fs::File>;
+/// Where one run's `requests.csv` rows are written (see [`PartMerge`]). Its state is locked
+/// for each write and for the hand-over; a file is open only while its run writes, so at most
+/// one per running run and one for the merger, however many runs a scenario has.
+struct RowSink {
+    /// The run's part file, created at its first write unless it is handed over before.
+    part: PathBuf,
+    state: std::sync::Mutex<SinkState>,
+}
+
+enum SinkState {
+    /// No row written yet and no file open.
+    Idle,
+    /// Writing to the run's part file.
+    Part(std::fs::File),
+    /// Handed over: writing to `requests.csv`.
+    Csv(std::fs::File),
+    /// The run finished and closed its file; `in_part`: its rows wait in its part file.
+    Closed { in_part: bool },
+}
+
+impl RowSink {
+    fn new(part: PathBuf) -> Self {
+        RowSink {
+            part,
+            state: std::sync::Mutex::new(SinkState::Idle),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, SinkState>> {
+        // Only a bug panics with the lock held (writes and copies return errors); the panicking
+        // thread's join reports it.
+        self.state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a thread panicked writing requests.csv"))
+    }
+
+    /// Appends `bytes` to the run's file: `requests.csv` once handed over, else its part
+    /// (created now if this is the first write).
+    fn write(&self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut state = self.lock()?;
+        if let SinkState::Idle = *state {
+            *state = SinkState::Part(std::fs::File::create(&self.part)?);
+        }
+        match &mut *state {
+            SinkState::Part(f) | SinkState::Csv(f) => f.write_all(bytes)?,
+            SinkState::Idle | SinkState::Closed { .. } => {
+                panic!("{}: a row written after its run closed", self.part.display())
+            }
+        }
+        Ok(())
+    }
+
+    /// The run wrote its last row: its file closes.
+    fn close(&self) -> Result<()> {
+        let mut state = self.lock()?;
+        *state = match std::mem::replace(&mut *state, SinkState::Idle) {
+            SinkState::Idle | SinkState::Csv(_) => SinkState::Closed { in_part: false },
+            SinkState::Part(_) => SinkState::Closed { in_part: true },
+            SinkState::Closed { .. } => panic!("{}: a run closed twice", self.part.display()),
+        };
+        Ok(())
+    }
+}
 
 impl PartMerge {
     fn new(runs: usize) -> Self {
@@ -70,13 +132,13 @@ impl PartMerge {
 
     /// Run `k` finished (`None`: no run yet, as the merger starts): merges every run now next in
     /// line and hands the first unfinished one over.
-    fn run_finished(&mut self, k: Option<usize>, sinks: &[RowSink], dir: &OutputDir, part: &dyn Fn(usize) -> String) {
+    fn run_finished(&mut self, k: Option<usize>, sinks: &[RowSink], dir: &OutputDir) {
         if let Some(k) = k {
             self.finished[k] = true;
         }
         while self.error.is_none() && self.next < self.finished.len() {
             if !self.handed_over {
-                if let Err(e) = self.hand_over(self.next, &sinks[self.next], dir, part) {
+                if let Err(e) = self.hand_over(&sinks[self.next], dir) {
                     self.error = Some(e);
                     return;
                 }
@@ -90,31 +152,63 @@ impl PartMerge {
         }
     }
 
-    fn hand_over(&mut self, k: usize, sink: &RowSink, dir: &OutputDir, part: &dyn Fn(usize) -> String) -> Result<()> {
-        let p = dir.path(&part(k))?;
-        // A run only panics with its sink locked through a bug, which the run's join reports.
-        let lock = || {
-            sink.lock()
-                .map_err(|_| anyhow::anyhow!("a run panicked writing its rows"))
-        };
-        match self.csv.as_mut() {
-            None => {
-                let file = lock()?;
-                std::fs::rename(&p, dir.path("requests.csv")?)?;
-                self.csv = Some(file.try_clone()?);
+    /// Puts what `sink`'s run has written at the end of `requests.csv` (creating it, or making
+    /// the first part it) and, if the run still writes, points it at `requests.csv`.
+    fn hand_over(&mut self, sink: &RowSink, dir: &OutputDir) -> Result<()> {
+        let csv_path = dir.path("requests.csv")?;
+        let mut state = sink.lock()?;
+        let first = self.csv.is_none();
+        match std::mem::replace(&mut *state, SinkState::Idle) {
+            SinkState::Idle => {
+                let csv = match self.csv.as_ref() {
+                    Some(csv) => csv.try_clone()?,
+                    None => self.csv.insert(std::fs::File::create(&csv_path)?).try_clone()?,
+                };
+                *state = SinkState::Csv(csv);
+                return Ok(());
             }
-            Some(csv) => {
-                // The part as it stands is copied without the lock, so the run goes on writing;
-                // what it wrote meanwhile follows with the lock held, then the sink switches.
-                let mut rows = std::fs::File::open(&p)?;
-                std::io::copy(&mut rows, csv)?;
-                let mut file = lock()?;
-                std::io::copy(&mut rows, csv)?;
-                *file = csv.try_clone()?;
-                drop(file);
-                std::fs::remove_file(&p)?;
+            SinkState::Csv(_) => panic!("{}: a run handed over twice", sink.part.display()),
+            SinkState::Closed { in_part: false } => {
+                *state = SinkState::Closed { in_part: false };
+                if first {
+                    self.csv = Some(std::fs::File::create(&csv_path)?);
+                }
+                return Ok(());
             }
+            // The first rows with a part: the part becomes requests.csv.
+            SinkState::Part(f) if first => {
+                std::fs::rename(&sink.part, &csv_path)?;
+                self.csv = Some(f.try_clone()?);
+                *state = SinkState::Csv(f);
+                return Ok(());
+            }
+            SinkState::Closed { in_part: true } if first => {
+                *state = SinkState::Closed { in_part: true };
+                std::fs::rename(&sink.part, &csv_path)?;
+                let mut csv = std::fs::OpenOptions::new().write(true).open(&csv_path)?;
+                std::io::Seek::seek(&mut csv, std::io::SeekFrom::End(0))?;
+                self.csv = Some(csv);
+                return Ok(());
+            }
+            // A part to append: put the state back and copy below.
+            s @ (SinkState::Part(_) | SinkState::Closed { in_part: true }) => *state = s,
         }
+        drop(state);
+        let csv = self
+            .csv
+            .as_mut()
+            .expect("requests.csv exists once the first run is handed over");
+        // The part as it stands is copied without the lock, so a running run goes on writing;
+        // what it wrote meanwhile follows with the lock held, then its sink switches.
+        let mut rows = std::fs::File::open(&sink.part)?;
+        std::io::copy(&mut rows, csv)?;
+        let mut state = sink.lock()?;
+        std::io::copy(&mut rows, csv)?;
+        if let SinkState::Part(_) = *state {
+            *state = SinkState::Csv(csv.try_clone()?);
+        }
+        drop(state);
+        std::fs::remove_file(&sink.part)?;
         Ok(())
     }
 }
@@ -141,22 +235,19 @@ impl RequestRows<'_> {
     }
 
     fn flush(&mut self) {
-        use std::io::Write;
         if self.error.is_none() && !self.chunk.is_empty() {
-            let written = match self.out.lock() {
-                Ok(mut file) => file.write_all(&self.chunk).map_err(anyhow::Error::from),
-                Err(_) => Err(anyhow::anyhow!("the requests.csv merger panicked")),
-            };
-            if let Err(e) = written {
+            if let Err(e) = self.out.write(&self.chunk) {
                 self.error = Some(e);
             }
         }
         self.chunk.clear();
     }
 
+    /// Writes the last rows and closes the run's file.
     fn finish(mut self) -> Result<()> {
         self.flush();
-        self.error.map_or(Ok(()), Err)
+        let closed = self.out.close();
+        self.error.map_or(closed, Err)
     }
 }
 
@@ -216,7 +307,7 @@ pub(crate) fn simulate_with(
     // Each run's rows go to its part file until the merger hands it over to requests.csv.
     let sinks: Vec<RowSink> = match requests {
         Some(dir) => (0..deployments.len())
-            .map(|k| Ok(RowSink::new(std::fs::File::create(dir.path(&part(k))?)?)))
+            .map(|k| Ok(RowSink::new(dir.path(&part(k))?)))
             .collect::<Result<_>>()?,
         None => Vec::new(),
     };
@@ -335,12 +426,12 @@ pub(crate) fn simulate_with(
         let (tx, merger) = match requests {
             Some(dir) => {
                 let (tx, rx) = std::sync::mpsc::channel::<usize>();
-                let (part, runs, sinks) = (&part, deployments.len(), &sinks);
+                let (runs, sinks) = (deployments.len(), &sinks);
                 let merger = ts.spawn(move || {
                     let mut merge = PartMerge::new(runs);
-                    merge.run_finished(None, sinks, dir, part);
+                    merge.run_finished(None, sinks, dir);
                     for k in rx {
-                        merge.run_finished(Some(k), sinks, dir, part);
+                        merge.run_finished(Some(k), sinks, dir);
                     }
                     merge
                 });
@@ -507,46 +598,78 @@ mod tests {
 
     #[test]
     fn rows_merge_in_run_order_whatever_order_the_runs_finish() {
-        use std::io::Write;
         let dest = std::env::temp_dir().join(format!("ppdsim-part-merge-{}", std::process::id()));
         let dir = OutputDir::create(&dest, false, "run").expect("staging");
-        let part = |k: usize| format!(".requests.part-{k}.csv");
-        let sinks: Vec<RowSink> = (0..4)
-            .map(|k| RowSink::new(std::fs::File::create(dir.path(&part(k)).unwrap()).unwrap()))
-            .collect();
-        let write = |k: usize, text: &str| sinks[k].lock().unwrap().write_all(text.as_bytes()).unwrap();
-        let is_part = |k: usize| dir.path(&part(k)).unwrap().exists();
-        let mut merge = PartMerge::new(4);
-        // The merger starts: run 0 writes to requests.csv from its first row.
-        merge.run_finished(None, &sinks, &dir, &part);
+        let part = |k: usize| dir.path(&format!(".requests.part-{k}.csv")).unwrap();
+        let sinks: Vec<RowSink> = (0..5).map(|k| RowSink::new(part(k))).collect();
+        let write = |k: usize, text: &str| sinks[k].write(text.as_bytes()).unwrap();
+        let close = |k: usize| sinks[k].close().unwrap();
+        let is_part = |k: usize| part(k).exists();
+        let mut merge = PartMerge::new(5);
+        // The merger starts: run 0 writes to requests.csv from its first row, with no part.
+        merge.run_finished(None, &sinks, &dir);
         assert_eq!((merge.next, merge.handed_over), (0, true));
-        assert!(!is_part(0) && is_part(1));
         write(0, "header\n");
+        assert!(!is_part(0) && dir.path("requests.csv").unwrap().exists());
+        // Runs 1–3 run beside it: each gets a part at its first row (run 4 has not started).
         write(1, "b1\n");
         write(2, "c\n");
-        write(3, "e1\n");
-        // Run 2 first: nothing can be merged before run 0.
-        merge.run_finished(Some(2), &sinks, &dir, &part);
+        write(3, "d1\n");
+        assert!(is_part(1) && is_part(2) && is_part(3) && !is_part(4));
+        // Run 2 finishes first: nothing can be merged before run 0.
+        close(2);
+        merge.run_finished(Some(2), &sinks, &dir);
         assert_eq!(merge.next, 0);
         write(0, "a\n");
+        close(0);
         // Run 0 done: run 1's rows so far are copied, its next rows go to requests.csv.
-        merge.run_finished(Some(0), &sinks, &dir, &part);
+        merge.run_finished(Some(0), &sinks, &dir);
         assert_eq!((merge.next, merge.handed_over), (1, true));
         assert!(!is_part(1) && is_part(2) && is_part(3));
         write(1, "b2\n");
-        write(3, "e2\n");
-        // Run 1 releases finished run 2 and hands running run 3 over.
-        merge.run_finished(Some(1), &sinks, &dir, &part);
+        write(3, "d2\n");
+        close(1);
+        // Run 1 releases finished run 2 (its whole part copied) and hands running run 3 over.
+        merge.run_finished(Some(1), &sinks, &dir);
         assert_eq!((merge.next, merge.handed_over), (3, true));
         assert!(!is_part(2) && !is_part(3));
-        write(3, "e3\n");
-        merge.run_finished(Some(3), &sinks, &dir, &part);
-        assert_eq!(merge.next, 4);
+        write(3, "d3\n");
+        close(3);
+        // Run 3 done: run 4, not started, is handed over before its first row and never has a part.
+        merge.run_finished(Some(3), &sinks, &dir);
+        assert_eq!((merge.next, merge.handed_over), (4, true));
+        write(4, "e\n");
+        assert!(!is_part(4));
+        close(4);
+        merge.run_finished(Some(4), &sinks, &dir);
+        assert_eq!(merge.next, 5);
         assert!(merge.error.is_none());
         drop(merge);
-        drop(sinks);
         let csv = std::fs::read_to_string(dir.path("requests.csv").unwrap()).unwrap();
-        assert_eq!(csv, "header\na\nb1\nb2\nc\ne1\ne2\ne3\n");
+        assert_eq!(csv, "header\na\nb1\nb2\nc\nd1\nd2\nd3\ne\n");
+        drop(dir);
+        let _ = std::fs::remove_dir_all(&dest);
+    }
+
+    #[test]
+    fn a_first_run_that_finished_before_the_merger_started_becomes_requests_csv() {
+        let dest = std::env::temp_dir().join(format!("ppdsim-part-merge-first-{}", std::process::id()));
+        let dir = OutputDir::create(&dest, false, "run").expect("staging");
+        let part = |k: usize| dir.path(&format!(".requests.part-{k}.csv")).unwrap();
+        let sinks: Vec<RowSink> = (0..2).map(|k| RowSink::new(part(k))).collect();
+        for (k, text) in ["header\na\n", "b\n"].iter().enumerate() {
+            sinks[k].write(text.as_bytes()).unwrap();
+            sinks[k].close().unwrap();
+        }
+        let mut merge = PartMerge::new(2);
+        merge.run_finished(Some(1), &sinks, &dir);
+        merge.run_finished(Some(0), &sinks, &dir);
+        assert_eq!(merge.next, 2);
+        assert!(merge.error.is_none());
+        drop(merge);
+        let csv = std::fs::read_to_string(dir.path("requests.csv").unwrap()).unwrap();
+        assert_eq!(csv, "header\na\nb\n");
+        assert!(!part(0).exists() && !part(1).exists());
         drop(dir);
         let _ = std::fs::remove_dir_all(&dest);
     }

@@ -111,6 +111,52 @@ fn default_scenario_writes_every_output_and_pd_turn2_ttft_exceeds_ppd() {
 }
 
 #[test]
+fn a_run_of_many_policies_keeps_few_files_open() {
+    // 10 clusters × 6 routers = 60 runs under a limit of 40 open files: a run's rows may hold a
+    // file only while it writes them (one part file per run, all open at once, fails here).
+    let dir = tempfile::tempdir().unwrap();
+    let small = std::fs::read_to_string(root().join("tests/data/scenarios/small.toml"))
+        .unwrap()
+        .replace("\"../../../", &format!("\"{}/", root().display()))
+        .replace("num_conversations = 40", "num_conversations = 10");
+    let mut text = small.split("[[cluster]]").next().unwrap().to_string();
+    for c in 0..10 {
+        text += &format!("[[cluster]]\nname = \"c{c}\"\nshape = \"1P_1pD\"\n\n");
+    }
+    for r in 0..6 {
+        text += &format!(
+            "[[router]]\nname = \"a{r}\"\nkind = \"adaptive\"\nmax_local_append_tokens = {}\n\n",
+            64 * (r + 1)
+        );
+    }
+    let sc = dir.path().join("many.toml");
+    std::fs::write(&sc, text).unwrap();
+    let out = |name: &str, threads: &str, limit: &str| {
+        let o = dir.path().join(name);
+        let bin = assert_cmd::cargo::cargo_bin("ppdsim");
+        Command::new("sh")
+            .env("RAYON_NUM_THREADS", threads)
+            .args(["-c", &format!("{limit}exec \"$0\" \"$@\"")])
+            .arg(&bin)
+            .arg("run")
+            .arg(&sc)
+            .args(["-q", "--no-plots", "-o"])
+            .arg(&o)
+            .assert()
+            .success();
+        std::fs::read_to_string(o.join("requests.csv")).unwrap()
+    };
+    let limited = out("limited", "2", "ulimit -n 40 && ");
+    // Every run's rows, in run order, as with one thread and no limit.
+    assert_eq!(limited, out("free", "1", ""));
+    let policies: Vec<&str> = limited.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let mut order = policies.clone();
+    order.dedup();
+    assert_eq!(order.len(), 60, "each run's rows together, once");
+    assert_eq!((order[0], order[59]), ("a0@c0", "a5@c9"));
+}
+
+#[test]
 fn same_seed_gives_byte_identical_outputs_whatever_the_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     let sc = root().join("tests/data/scenarios/small.toml");
