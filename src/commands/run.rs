@@ -37,9 +37,9 @@ pub struct RunResults {
 /// writes through its own sink ([`RowSink`]). Once every earlier run's rows are in
 /// `requests.csv`, the merger hands the run over: it copies what the run's part file holds (if
 /// the run has written any) to the end of `requests.csv` and points the sink at `requests.csv`,
-/// where the run's later rows go directly. A run handed over before its first row (run 0, and
-/// every run that starts after its predecessor ends) never has a part, so only the rows a run
-/// writes while an earlier one is still running are written twice. Copied with `std::io::copy`
+/// where the run's later rows go directly. A run handed over before its first row (run 0, handed
+/// over as the merger starts, and every run that starts after its predecessor ends) never has a
+/// part, so only the rows a run writes while an earlier one is still running are written twice. Copied with `std::io::copy`
 /// (Linux's in-kernel `copy_file_range`), not through a file opened in append mode, which that
 /// call refuses; every handle on `requests.csv` is a clone of one open file, so they share its
 /// end.
@@ -52,6 +52,11 @@ struct PartMerge {
     handed_over: bool,
     csv: Option<std::fs::File>,
     error: Option<anyhow::Error>,
+}
+
+/// The staging-directory name of run `k`'s part of `requests.csv`.
+fn part_name(k: usize) -> String {
+    format!(".requests.part-{k}.csv")
 }
 
 /// Where one run's `requests.csv` rows are written (see [`PartMerge`]). Its state is locked
@@ -152,52 +157,24 @@ impl PartMerge {
         }
     }
 
-    /// Puts what `sink`'s run has written at the end of `requests.csv` (creating it, or making
-    /// the first part it) and, if the run still writes, points it at `requests.csv`.
+    /// Puts what `sink`'s run has written at the end of `requests.csv` (created at the first
+    /// hand-over) and, if the run still writes, points it at `requests.csv`.
     fn hand_over(&mut self, sink: &RowSink, dir: &OutputDir) -> Result<()> {
-        let csv_path = dir.path("requests.csv")?;
+        if self.csv.is_none() {
+            self.csv = Some(std::fs::File::create(dir.path("requests.csv")?)?);
+        }
+        let csv = self.csv.as_mut().expect("just created");
         let mut state = sink.lock()?;
-        let first = self.csv.is_none();
-        match std::mem::replace(&mut *state, SinkState::Idle) {
+        match *state {
             SinkState::Idle => {
-                let csv = match self.csv.as_ref() {
-                    Some(csv) => csv.try_clone()?,
-                    None => self.csv.insert(std::fs::File::create(&csv_path)?).try_clone()?,
-                };
-                *state = SinkState::Csv(csv);
+                *state = SinkState::Csv(csv.try_clone()?);
                 return Ok(());
             }
+            SinkState::Closed { in_part: false } => return Ok(()),
             SinkState::Csv(_) => panic!("{}: a run handed over twice", sink.part.display()),
-            SinkState::Closed { in_part: false } => {
-                *state = SinkState::Closed { in_part: false };
-                if first {
-                    self.csv = Some(std::fs::File::create(&csv_path)?);
-                }
-                return Ok(());
-            }
-            // The first rows with a part: the part becomes requests.csv.
-            SinkState::Part(f) if first => {
-                std::fs::rename(&sink.part, &csv_path)?;
-                self.csv = Some(f.try_clone()?);
-                *state = SinkState::Csv(f);
-                return Ok(());
-            }
-            SinkState::Closed { in_part: true } if first => {
-                *state = SinkState::Closed { in_part: true };
-                std::fs::rename(&sink.part, &csv_path)?;
-                let mut csv = std::fs::OpenOptions::new().write(true).open(&csv_path)?;
-                std::io::Seek::seek(&mut csv, std::io::SeekFrom::End(0))?;
-                self.csv = Some(csv);
-                return Ok(());
-            }
-            // A part to append: put the state back and copy below.
-            s @ (SinkState::Part(_) | SinkState::Closed { in_part: true }) => *state = s,
+            SinkState::Part(_) | SinkState::Closed { in_part: true } => {}
         }
         drop(state);
-        let csv = self
-            .csv
-            .as_mut()
-            .expect("requests.csv exists once the first run is handed over");
         // The part as it stands is copied without the lock, so a running run goes on writing;
         // what it wrote meanwhile follows with the lock held, then its sink switches.
         let mut rows = std::fs::File::open(&sink.part)?;
@@ -300,14 +277,13 @@ pub(crate) fn simulate_with(
         })
         .collect();
     let deployments = sc.deployments();
-    let part = |k: usize| format!(".requests.part-{k}.csv");
     // Fewer runs than threads: a core would idle, so each run's rows are formatted on a thread
     // of their own (with every core simulating, formatting inline costs nothing extra).
     let offload = deployments.len() < rayon::current_num_threads();
     // Each run's rows go to its part file until the merger hands it over to requests.csv.
     let sinks: Vec<RowSink> = match requests {
         Some(dir) => (0..deployments.len())
-            .map(|k| Ok(RowSink::new(dir.path(&part(k))?)))
+            .map(|k| Ok(RowSink::new(dir.path(&part_name(k))?)))
             .collect::<Result<_>>()?,
         None => Vec::new(),
     };
@@ -593,15 +569,25 @@ pub(crate) fn exec_run(
 
 #[cfg(test)]
 mod tests {
-    use super::{PartMerge, RowSink};
+    use super::{part_name, PartMerge, RowSink};
     use crate::outdir::OutputDir;
+    use std::path::PathBuf;
+
+    /// A staging directory `ppdsim-part-merge-NAME-PID` under the temporary directory and a sink
+    /// for each of `runs` runs; the caller removes the directory.
+    fn staging(name: &str, runs: usize) -> (PathBuf, OutputDir, Vec<RowSink>) {
+        let dest = std::env::temp_dir().join(format!("ppdsim-part-merge-{name}-{}", std::process::id()));
+        let dir = OutputDir::create(&dest, false, "run").expect("staging");
+        let sinks = (0..runs)
+            .map(|k| RowSink::new(dir.path(&part_name(k)).unwrap()))
+            .collect();
+        (dest, dir, sinks)
+    }
 
     #[test]
     fn rows_merge_in_run_order_whatever_order_the_runs_finish() {
-        let dest = std::env::temp_dir().join(format!("ppdsim-part-merge-{}", std::process::id()));
-        let dir = OutputDir::create(&dest, false, "run").expect("staging");
-        let part = |k: usize| dir.path(&format!(".requests.part-{k}.csv")).unwrap();
-        let sinks: Vec<RowSink> = (0..5).map(|k| RowSink::new(part(k))).collect();
+        let (dest, dir, sinks) = staging("order", 5);
+        let part = |k: usize| &sinks[k].part;
         let write = |k: usize, text: &str| sinks[k].write(text.as_bytes()).unwrap();
         let close = |k: usize| sinks[k].close().unwrap();
         let is_part = |k: usize| part(k).exists();
@@ -652,11 +638,9 @@ mod tests {
     }
 
     #[test]
-    fn a_first_run_that_finished_before_the_merger_started_becomes_requests_csv() {
-        let dest = std::env::temp_dir().join(format!("ppdsim-part-merge-first-{}", std::process::id()));
-        let dir = OutputDir::create(&dest, false, "run").expect("staging");
-        let part = |k: usize| dir.path(&format!(".requests.part-{k}.csv")).unwrap();
-        let sinks: Vec<RowSink> = (0..2).map(|k| RowSink::new(part(k))).collect();
+    fn runs_that_finished_before_the_merger_started_are_merged_whole() {
+        let (dest, dir, sinks) = staging("finished", 2);
+        let part = |k: usize| &sinks[k].part;
         for (k, text) in ["header\na\n", "b\n"].iter().enumerate() {
             sinks[k].write(text.as_bytes()).unwrap();
             sinks[k].close().unwrap();
