@@ -618,9 +618,7 @@ impl LoadedScenario {
     /// # Errors
     /// As [`LoadedScenario::load`]; a bad override names itself.
     pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedScenario> {
-        crate::input::check_regular(path)?;
-        let text =
-            std::fs::read_to_string(path).map_err(|e| InputError::file(path, format!("cannot read scenario: {e}")))?;
+        let text = crate::input::read_file_text(path, "scenario")?;
         let with = crate::input::apply_overrides(path, &text, overrides)?;
         let mut sc = parse(path, &with)
             .map_err(|e| crate::input::blame_override::<Scenario>(path, "scenario", &text, overrides).unwrap_or(e))?;

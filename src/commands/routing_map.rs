@@ -42,10 +42,7 @@ pub(crate) fn map_config_from_options(
 /// The map's parameters from a TOML file (`routing_map.resolved.toml` or one written by hand),
 /// with `--set` overrides; the calibration path is relative to the file's directory.
 pub(crate) fn map_config_from_file(file: &Path, set: &[String]) -> Result<crate::routing_map::MapConfig> {
-    let what = "routing-map parameters";
-    let original = crate::input::read_file_text(file, what)?;
-    let text = crate::input::apply_overrides(file, &original, set)?;
-    let mut cfg: crate::routing_map::MapConfig = crate::input::parse_toml(file, what, &original, &text, set)?;
+    let mut cfg: crate::routing_map::MapConfig = crate::input::read_toml_with(file, "routing-map parameters", set)?;
     let dir = file.parent().unwrap_or(Path::new(""));
     cfg.calibration = dir.join(&cfg.calibration);
     check_map_config(cfg, Some(file))
