@@ -149,8 +149,7 @@ fn a_run_of_many_policies_keeps_few_files_open() {
     let limited = out("limited", "2", "ulimit -n 40 && ");
     // Every run's rows, in run order, as with one thread and no limit.
     assert_eq!(limited, out("free", "1", ""));
-    let policies: Vec<&str> = limited.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
-    let mut order = policies.clone();
+    let mut order: Vec<&str> = limited.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     order.dedup();
     assert_eq!(order.len(), 60, "each run's rows together, once");
     assert_eq!((order[0], order[59]), ("a0@c0", "a5@c9"));
