@@ -129,6 +129,9 @@ pub enum Command {
         /// never replaced or deleted; see README → Outputs).
         #[arg(long)]
         force: bool,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
     /// detected from content), fit each source group alone and compare them, check everything
@@ -154,6 +157,9 @@ pub enum Command {
         /// Replace the output files even when they are not ppdsim's.
         #[arg(long)]
         force: bool,
+        /// Print nothing but errors (no report, no progress).
+        #[arg(short, long)]
+        quiet: bool,
         /// Model name in the spec table.
         #[arg(long, default_value = "llama-3.1-8b")]
         model: String,
@@ -252,6 +258,9 @@ pub enum Command {
         /// replaced).
         #[arg(long)]
         force: bool,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Run the simulator on measured points and print measured vs predicted latency with the
     /// error, point by point, then summaries. Supported (detected from content; directories are
@@ -376,6 +385,9 @@ pub enum TraceCommand {
         /// Replace the output even when it is not a native trace.
         #[arg(long)]
         force: bool,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Print statistics of a native trace (JSON).
     Stats {
@@ -476,6 +488,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             append_tokens,
             output,
             force,
+            quiet,
         } => {
             let cfg = match &config {
                 Some(file) => crate::commands::routing_map::map_config_from_file(file, &set)?,
@@ -487,7 +500,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     &set,
                 )?,
             };
-            crate::commands::routing_map::exec_routing_map(&cfg, output, force)
+            crate::commands::routing_map::exec_routing_map(&cfg, output, force, quiet)
         }
         Command::Calibrate {
             roofline_from: Some(reference),
@@ -495,8 +508,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             gpu,
             tp,
             force,
+            quiet,
             ..
-        } => crate::commands::calibrate::exec_roofline(&reference, &gpu, tp, &output, force),
+        } => crate::commands::calibrate::exec_roofline(&reference, &gpu, tp, &output, force, quiet),
         Command::Calibrate {
             files,
             output,
@@ -508,6 +522,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             attention,
             strict,
             force,
+            quiet,
             no_replay,
             no_cross_validation,
             no_decode_refit,
@@ -545,6 +560,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             },
             strict,
             force,
+            quiet,
         ),
         Command::Validate {
             measured,
@@ -577,7 +593,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             !summary_only,
             force,
         ),
-        Command::Plot { results_dir, force } => crate::commands::plot::exec_plot(&results_dir, force),
+        Command::Plot {
+            results_dir,
+            force,
+            quiet,
+        } => crate::commands::plot::exec_plot(&results_dir, force, quiet),
         Command::Trace { command } => crate::commands::trace::exec_trace(command),
     }
 }

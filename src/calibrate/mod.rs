@@ -91,6 +91,10 @@ pub struct CalibrateOptions {
     /// `None` (the default): fitted with β3 by the decode refit
     /// ([`replay::fit_beta3_and_kv_load`]) when it runs, else 0.
     pub kv_load_ms: Option<f64>,
+    /// Where the replay fit reports what it does: its message names the stage, its position
+    /// counts the replays of every loaded point (each of the fits' objective evaluations is one).
+    /// Hidden by default; `ppdsim calibrate` shows a spinner on stderr unless `--quiet`.
+    pub progress: indicatif::ProgressBar,
 }
 
 /// Source of β2, the cost per query–key pair of prefill attention.
@@ -142,6 +146,7 @@ impl Default for CalibrateOptions {
             pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
             prefill_waits_for_send: false,
             kv_load_ms: None,
+            progress: indicatif::ProgressBar::hidden(),
         }
     }
 }
@@ -1062,15 +1067,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         // The mechanism the fitted shares mean something with: recorded for runs and validations.
         file.overheads.pd_handoff_queue = Some(opts.pd_handoff_queue);
         file.kv_transfer.prefill_waits_for_send = opts.prefill_waits_for_send.then_some(true);
-        file.replay = Some(replay_fit(
-            &mut file,
-            &replay_points,
-            &lowqps_points,
-            opts.loco,
-            opts.replay_params,
-            opts.decode_refit,
-            opts.kv_load_ms.is_none(),
-        )?);
+        file.replay = Some(replay_fit(&mut file, &replay_points, &lowqps_points, opts)?);
     }
     // Checked once, on the final model (the replay's decode refit moves β0 and β3).
     let coeffs = file.coefficients().expect("fitted coefficients");
@@ -1104,16 +1101,16 @@ fn validate_point(v: &serde_json::Value) -> Option<replay::Point> {
 
 /// Fits the overheads by replaying `points` and the low-QPS points (see [`replay`]), writes them
 /// into `file`'s overheads, and returns the report (with leave-one-configuration-out folds when
-/// `loco`).
+/// `opts.loco`). From `opts`: the parameters the replay fits, whether β3 is refitted first (with
+/// D's KV load when `opts.kv_load_ms` does not hold it) and where progress goes.
 fn replay_fit(
     file: &mut CalibrationFile,
     points: &[replay::Point],
     lowqps: &[crate::validate::LowQpsPoint],
-    loco: bool,
-    params: replay::ReplayParams,
-    decode_refit: bool,
-    fit_kv_load: bool,
+    opts: &CalibrateOptions,
 ) -> InputResult<ReplayFit> {
+    let (loco, params, decode_refit) = (opts.loco, opts.replay_params, opts.decode_refit);
+    let (fit_kv_load, progress) = (opts.kv_load_ms.is_none(), &opts.progress);
     let request_fitted = params == replay::ReplayParams::HandoffAndRequest;
     let fail = |e: anyhow::Error| InputError {
         location: "comprehensive points".into(),
@@ -1121,10 +1118,15 @@ fn replay_fit(
     };
     let kv_load_start = file.kv_load_ms();
     let decode = if decode_refit {
-        let r = if fit_kv_load {
-            replay::fit_beta3_and_kv_load(points, file, 0)
+        progress.set_message(if fit_kv_load {
+            "β3 and KV load from TPOTs"
         } else {
-            replay::fit_beta3(points, file, 0)
+            "β3 from TPOTs"
+        });
+        let r = if fit_kv_load {
+            replay::fit_beta3_and_kv_load(points, file, 0, progress)
+        } else {
+            replay::fit_beta3(points, file, 0, progress)
         }
         .map_err(fail)?;
         *file = replay::with_beta3(file, r.beta3);
@@ -1139,7 +1141,8 @@ fn replay_fit(
         &replay::simulate(points, file, 0, replay::REPLAYS),
         &replay::simulate_lowqps(lowqps, file, 0),
     );
-    let (fitted, objective) = replay::fit(points, lowqps, file, 0, params).map_err(fail)?;
+    progress.set_message("overheads by replay");
+    let (fitted, objective) = replay::fit(points, lowqps, file, 0, params, progress).map_err(fail)?;
     *file = fitted.apply(file);
     let rows = replay::simulate(points, file, 0, crate::validate::COMPREHENSIVE_REPLICAS);
     let configs = replay::configs(points);
@@ -1165,6 +1168,7 @@ fn replay_fit(
                 beta3_regression: d.beta3_regression,
                 kv_load_ms: fit_kv_load.then_some(kv_load_start),
             }),
+            progress,
         )
         .map_err(fail)?
         .into_iter()

@@ -34,6 +34,7 @@ use crate::calibrate::model_file::{CalibrationFile, Coefficient};
 use crate::validate::{self, ComprehensiveRow, LowQpsPoint, ValidationRow};
 use argmin::core::{CostFunction, Executor};
 use argmin::solver::neldermead::NelderMead;
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 /// Replays per point during the fit.
@@ -300,6 +301,7 @@ struct Problem<'a> {
     cal: &'a CalibrationFile,
     base: ReplayedOverheads,
     seed: u64,
+    progress: &'a ProgressBar,
 }
 
 impl CostFunction for Problem<'_> {
@@ -311,12 +313,13 @@ impl CostFunction for Problem<'_> {
         let cal = params.apply(self.cal);
         let rows = simulate(self.points, &cal, self.seed, REPLAYS);
         let low = simulate_lowqps(self.lowqps, &cal, self.seed);
+        self.progress.inc(1);
         Ok(combined_objective(&rows, &low) + outside * 0.01)
     }
 }
 
 /// Fits the replayed overheads to `points`, starting from `cal`'s values; returns them and the
-/// objective.
+/// objective. `progress` counts the objective's evaluations (one replay of every point each).
 ///
 /// # Errors
 /// When the optimiser fails (a non-finite objective everywhere).
@@ -326,6 +329,7 @@ pub fn fit(
     cal: &CalibrationFile,
     seed: u64,
     params: ReplayParams,
+    progress: &ProgressBar,
 ) -> anyhow::Result<(ReplayedOverheads, f64)> {
     let base = ReplayedOverheads::of(cal);
     let mut start = base;
@@ -356,6 +360,7 @@ pub fn fit(
             cal,
             base,
             seed,
+            progress,
         },
         solver,
     )
@@ -441,6 +446,7 @@ struct DecodeProblem<'a> {
     seed: u64,
     /// (β3, objective) already simulated: the regression's, where the search starts.
     known: Option<(f64, f64)>,
+    progress: &'a ProgressBar,
 }
 
 impl CostFunction for DecodeProblem<'_> {
@@ -452,6 +458,7 @@ impl CostFunction for DecodeProblem<'_> {
             return Ok(cost);
         }
         let cal = with_beta3(self.cal, *beta3);
+        self.progress.inc(1);
         Ok(tpot_objective(&simulate(self.points, &cal, self.seed, REPLAYS)))
     }
 }
@@ -463,6 +470,7 @@ struct DecodeLoadProblem<'a> {
     cal: &'a CalibrationFile,
     seed: u64,
     beta3_max: f64,
+    progress: &'a ProgressBar,
 }
 
 impl CostFunction for DecodeLoadProblem<'_> {
@@ -475,6 +483,7 @@ impl CostFunction for DecodeLoadProblem<'_> {
             return Ok(f64::INFINITY);
         }
         let cal = with_kv_load(&with_beta3(self.cal, beta3), load);
+        self.progress.inc(1);
         Ok(tpot_objective(&simulate(self.points, &cal, self.seed, REPLAYS)))
     }
 }
@@ -488,13 +497,19 @@ impl CostFunction for DecodeLoadProblem<'_> {
 ///
 /// # Errors
 /// When the optimiser fails.
-pub fn fit_beta3(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<DecodeRefit> {
+pub fn fit_beta3(
+    points: &[Point],
+    cal: &CalibrationFile,
+    seed: u64,
+    progress: &ProgressBar,
+) -> anyhow::Result<DecodeRefit> {
     let regression = cal.iteration.coefficients[3].value;
     let mut problem = DecodeProblem {
         points,
         cal,
         seed,
         known: None,
+        progress,
     };
     let before = problem.cost(&regression)?;
     let hi = (2.0 * regression).max(1e-3);
@@ -528,7 +543,12 @@ pub fn fit_beta3(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::
 ///
 /// # Errors
 /// When the optimiser fails.
-pub fn fit_beta3_and_kv_load(points: &[Point], cal: &CalibrationFile, seed: u64) -> anyhow::Result<DecodeRefit> {
+pub fn fit_beta3_and_kv_load(
+    points: &[Point],
+    cal: &CalibrationFile,
+    seed: u64,
+    progress: &ProgressBar,
+) -> anyhow::Result<DecodeRefit> {
     let regression = cal.iteration.coefficients[3].value;
     let load0 = cal.kv_load_ms();
     let problem = DecodeLoadProblem {
@@ -536,6 +556,7 @@ pub fn fit_beta3_and_kv_load(points: &[Point], cal: &CalibrationFile, seed: u64)
         cal,
         seed,
         beta3_max: (2.0 * regression).max(1e-3),
+        progress,
     };
     let start = vec![regression, load0];
     let before = problem.cost(&start)?;
@@ -588,7 +609,7 @@ pub struct DecodeStart {
 }
 
 /// Leave-one-configuration-out cross-validation of [`fit`] (and of the decode refit first, from
-/// `decode`, when given).
+/// `decode`, when given); `progress` counts the replays and names the fold in its message.
 ///
 /// # Errors
 /// As [`fit`].
@@ -599,17 +620,20 @@ pub fn leave_one_config_out(
     seed: u64,
     params: ReplayParams,
     decode: Option<DecodeStart>,
+    progress: &ProgressBar,
 ) -> anyhow::Result<Vec<Fold>> {
     let mut out = Vec::new();
-    for c in &configs(points) {
+    let held_out = configs(points);
+    for (k, c) in held_out.iter().enumerate() {
+        progress.set_message(format!("cross-validation {}/{} (without {c})", k + 1, held_out.len()));
         let train: Vec<Point> = points.iter().filter(|p| &p.0 != c).cloned().collect();
         let test: Vec<Point> = points.iter().filter(|p| &p.0 == c).cloned().collect();
         let (fold_cal, beta3, kv_load_ms) = match decode {
             Some(d) => {
                 let start = with_beta3(cal, d.beta3_regression);
                 let refit = match d.kv_load_ms {
-                    Some(l) => fit_beta3_and_kv_load(&train, &with_kv_load(&start, l), seed)?,
-                    None => fit_beta3(&train, &start, seed)?,
+                    Some(l) => fit_beta3_and_kv_load(&train, &with_kv_load(&start, l), seed, progress)?,
+                    None => fit_beta3(&train, &start, seed, progress)?,
                 };
                 let mut fold_cal = with_beta3(cal, refit.beta3);
                 if let Some(l) = refit.kv_load_ms {
@@ -619,7 +643,7 @@ pub fn leave_one_config_out(
             }
             None => (cal.clone(), None, None),
         };
-        let (fitted, _) = fit(&train, lowqps, &fold_cal, seed, params)?;
+        let (fitted, _) = fit(&train, lowqps, &fold_cal, seed, params, progress)?;
         let rows = simulate(&test, &fitted.apply(&fold_cal), seed, validate::COMPREHENSIVE_REPLICAS);
         out.push(Fold {
             config: c.clone(),

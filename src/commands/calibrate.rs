@@ -12,6 +12,7 @@ pub(crate) fn exec_calibrate(
     opts: CalibrateOptions,
     strict: bool,
     force: bool,
+    quiet: bool,
 ) -> Result<i32> {
     // Check every destination before fitting: never an input, never a file ppdsim did not write.
     let plot = output.with_extension("fit");
@@ -26,8 +27,25 @@ pub(crate) fn exec_calibrate(
     for pf in &plot_files {
         outdir::check_replaceable(pf, force, "calibration plot", &|_| model_is_ours)?;
     }
-    let c = calibrate::calibrate(files, &opts)?;
-    print!("{}", calibrate::report(&c));
+    // The replay fit takes minutes: a spinner names its stage and counts the replays.
+    let mut opts = opts;
+    if !quiet {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} calibrate: {msg}, {pos} replays ({elapsed})")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message("reading the measurements");
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        opts.progress = bar;
+    }
+    let c = calibrate::calibrate(files, &opts);
+    opts.progress.finish_and_clear();
+    let c = c?;
+    if !quiet {
+        print!("{}", calibrate::report(&c));
+    }
     let failed = c.file.physics.iter().filter(|p| !p.ok).count()
         + c.file
             .groups
@@ -49,6 +67,9 @@ pub(crate) fn exec_calibrate(
     for (tmp, dest) in crate::plot::outputs(&staged_plot).iter().zip(&plot_files) {
         std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
     }
+    if quiet {
+        return Ok(EXIT_OK);
+    }
     println!(
         "wrote {} and {} (.svg beside it)",
         output.display(),
@@ -60,7 +81,14 @@ pub(crate) fn exec_calibrate(
 /// `ppdsim calibrate --roofline-from REFERENCE --gpu GPU -o OUTPUT`: the reference model carried
 /// to `gpu` by the roofline ([`crate::calibrate::roofline`]), written atomically (never over the
 /// reference, nor over a file that is not a calibration model without `--force`).
-pub(crate) fn exec_roofline(reference: &Path, gpu: &str, tp: u32, output: &Path, force: bool) -> Result<i32> {
+pub(crate) fn exec_roofline(
+    reference: &Path,
+    gpu: &str,
+    tp: u32,
+    output: &Path,
+    force: bool,
+    quiet: bool,
+) -> Result<i32> {
     use crate::calibrate::model_file::CalibrationFile;
     use crate::error::InputError;
     outdir::refuse_input_as_output(&[output], &[reference.to_path_buf()])?;
@@ -80,6 +108,9 @@ pub(crate) fn exec_roofline(reference: &Path, gpu: &str, tp: u32, output: &Path,
     let mut json = serde_json::to_vec_pretty(&model)?;
     json.push(b'\n');
     outdir::write_atomic(output, &json)?;
+    if quiet {
+        return Ok(EXIT_OK);
+    }
     let c = model.coefficients().expect("transferred coefficients are valid");
     println!(
         "{} on {}: β0 {:.3} ms, β1 {:.5} ms/token, β2 {:.3e} ms/token², β3 {:.4} ms/seq, β4 {:.3e} ms/context-token",

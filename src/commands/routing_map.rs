@@ -65,6 +65,7 @@ pub(crate) fn exec_routing_map(
     cfg: &crate::routing_map::MapConfig,
     output: Option<PathBuf>,
     force: bool,
+    quiet: bool,
 ) -> Result<i32> {
     use crate::routing_map::{boundary, map, MapParams, MapRoute};
     let calibration = cfg.calibration.as_path();
@@ -122,6 +123,9 @@ pub(crate) fn exec_routing_map(
         &crossovers,
     )?;
     staged.commit(Stale::Remove)?;
+    if quiet {
+        return Ok(EXIT_OK);
+    }
     println!("{title}");
     println!("route per (m, L): L = local (append-prefill on D), R = remote (P prefill + KV transfer)");
     print!("  {:>6} |", "m \\ L");

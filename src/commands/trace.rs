@@ -28,14 +28,16 @@ pub(crate) fn make_ids_unique(convs: &mut [crate::trace::Conversation]) -> usize
     renamed
 }
 
-/// Writes an imported trace to `output` atomically and its import report (JSON) to stderr.
+/// Writes an imported trace to `output` atomically and its import report (JSON) to stdout
+/// (nothing printed when `quiet`).
 pub(crate) fn write_imported(
     output: &Path,
     mut convs: Vec<crate::trace::Conversation>,
     report: &impl serde::Serialize,
+    quiet: bool,
 ) -> Result<()> {
     let renamed = make_ids_unique(&mut convs);
-    if renamed > 0 {
+    if renamed > 0 && !quiet {
         eprintln!("note: {renamed} conversations had an id used before; renamed `id~N`");
     }
     let mut buf = Vec::new();
@@ -49,7 +51,9 @@ pub(crate) fn write_imported(
     outdir::write_atomic(output, &buf)?;
     // As `trace stats`: the machine-readable report on stdout, the human summary (printed by the
     // caller) and notes on stderr.
-    println!("{}", serde_json::to_string_pretty(report)?);
+    if !quiet {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    }
     Ok(())
 }
 
@@ -67,6 +71,7 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             format: format @ (ImportFormat::Azure | ImportFormat::Vidur),
             file,
             output,
+            quiet,
             ..
         } => {
             let (convs, report) = match format {
@@ -76,7 +81,10 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             if convs.is_empty() {
                 return Err(InputError::file(&file, "no request with at least one prompt and one output token").into());
             }
-            write_imported(&output, convs, &report)?;
+            write_imported(&output, convs, &report, quiet)?;
+            if quiet {
+                return Ok(EXIT_OK);
+            }
             eprintln!(
                 "read {} requests, wrote {} one-turn conversations to {}{}; {} without output and {} without prompt dropped",
                 report.rows_read,
@@ -95,6 +103,7 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             format: ImportFormat::Mooncake,
             file,
             output,
+            quiet,
             ..
         } => {
             let (convs, report) = crate::trace::mooncake::import(&file)?;
@@ -103,7 +112,10 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                     InputError::file(&file, "no request with at least one output token: nothing to write").into(),
                 );
             }
-            write_imported(&output, convs, &report)?;
+            write_imported(&output, convs, &report, quiet)?;
+            if quiet {
+                return Ok(EXIT_OK);
+            }
             eprintln!(
                 "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
                 report.requests_read,
@@ -122,13 +134,17 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             format: ImportFormat::Sharegpt,
             file,
             output,
+            quiet,
             ..
         } => {
             let (convs, report) = crate::trace::sharegpt::import(&file)?;
             if convs.is_empty() {
                 return Err(InputError::file(&file, "no usable conversation found").into());
             }
-            write_imported(&output, convs, &report)?;
+            write_imported(&output, convs, &report, quiet)?;
+            if quiet {
+                return Ok(EXIT_OK);
+            }
             eprintln!(
                 "read {} conversations, wrote {} to {}, skipped {} (malformed {}, without turns {}){}",
                 report.elements_read,

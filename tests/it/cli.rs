@@ -2437,3 +2437,90 @@ fn validate_replays_p_waiting_for_its_kv_sends_at_the_bandwidth_given() {
             .stderr(predicate::str::contains(flag));
     }
 }
+
+#[test]
+fn every_command_that_writes_files_takes_quiet_and_then_prints_nothing() {
+    // Each command once without and once with -q, into two directories: the same files (the
+    // CSV and JSONL ones byte for byte), and with -q nothing on stdout or stderr.
+    fn args(name: &str, out: &Path) -> Vec<std::ffi::OsString> {
+        let s = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let mut a = match name {
+            "calibrate" => {
+                let mut a = s(&["calibrate", "--no-replay"]);
+                for f in [
+                    "llmservingsim_h100_llama31_8b_layers_tp1.csv.gz",
+                    "vllm-ppd_interference_core_experiment.json",
+                ] {
+                    a.push(root().join("calibration/measurements").join(f).into());
+                }
+                a.extend(s(&["-o"]));
+                a.push(out.join("model.json").into());
+                return a;
+            }
+            "routing-map" => s(&["routing-map", "--context-tokens", "1024,4096", "-o"]),
+            "trace import" => {
+                let mut a = s(&["trace", "import", "sharegpt"]);
+                a.push(root().join("tests/data/sharegpt_fixture.json").into());
+                a.extend(s(&["-o"]));
+                a.push(out.join("t.jsonl").into());
+                return a;
+            }
+            other => unreachable!("{other}"),
+        };
+        a.push(out.into());
+        a
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["calibrate", "routing-map", "trace import"] {
+        let (loud, quiet) = (
+            dir.path().join(format!("{name}-loud")),
+            dir.path().join(format!("{name}-quiet")),
+        );
+        for out in [&loud, &quiet] {
+            std::fs::create_dir_all(out).unwrap();
+        }
+        let said = ppdsim().args(args(name, &loud)).assert().success().get_output().clone();
+        assert!(!said.stdout.is_empty(), "{name} prints its report without -q");
+        let q = ppdsim()
+            .args(args(name, &quiet))
+            .arg("-q")
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        assert!(
+            q.stdout.is_empty() && q.stderr.is_empty(),
+            "{name} -q printed: {}{}",
+            String::from_utf8_lossy(&q.stdout),
+            String::from_utf8_lossy(&q.stderr)
+        );
+        let (a, b) = (crate::util::tree(&loud), crate::util::tree(&quiet));
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{name}: the same files"
+        );
+        assert!(!a.is_empty(), "{name} wrote nothing");
+        for (k, v) in &a {
+            if k.extension().is_some_and(|e| e == "csv" || e == "jsonl") {
+                assert_eq!(v, &b[k], "{name}: {} differs", k.display());
+            }
+        }
+    }
+    // `plot` redraws the quiet routing map quietly, and says so without -q.
+    let map = dir.path().join("routing-map-quiet");
+    let q = ppdsim()
+        .args(["plot", "-q"])
+        .arg(&map)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(q.stdout.is_empty() && q.stderr.is_empty());
+    ppdsim()
+        .arg("plot")
+        .arg(&map)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("redrew routing map"));
+}
