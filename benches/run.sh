@@ -2,7 +2,7 @@
 # ppdsim's performance benchmark: builds the release binary, runs each benchmark command of the
 # README's Performance section and prints its wall time and peak memory next to the target.
 #
-#   bash benches/run.sh                 # everything (≈ 2 minutes on 2 cores)
+#   bash benches/run.sh                 # everything (≈ 3 minutes on 2 cores)
 #   bash benches/run.sh --quick         # without the 1,000,000-conversation run
 #   bash benches/run.sh --instructions  # instruction counts instead (valgrind; ≈ 1 minute)
 #
@@ -109,4 +109,7 @@ printf "%-58s %8s x   (%s)\n" "  speed-up on 2 threads" "$(echo "scale=2; $one /
 if ! $quick; then
     REPEAT=1 measure "1,000,000 3-turn conversations x 4 policies" "<= 20 s, <= 1 GB" \
         "$bin" run benches/synthetic-1m-3turn.toml -q --no-plots -o output/bench-1m --force
+    # The same without the 1.8 GB requests.csv (summaries identical).
+    REPEAT=1 measure "the same with --no-requests" "-" \
+        "$bin" run benches/synthetic-1m-3turn.toml -q --no-plots --no-requests -o output/bench-1m-summaries --force
 fi

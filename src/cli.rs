@@ -47,6 +47,11 @@ pub enum Command {
         /// for batch runs and benchmarks, where drawing can take longer than simulating.
         #[arg(long)]
         no_plots: bool,
+        /// Write no requests.csv (a row per request: 1.8 GB for a million 3-turn conversations ×
+        /// 4 policies); the summaries, timeline and figures are the same. `ppdsim plot DIR`
+        /// redraws such a directory's latency CDFs and TTFT-by-turn figures empty.
+        #[arg(long)]
+        no_requests: bool,
         /// Simulate every decode iteration as its own event instead of planning decode-only runs
         /// of iterations at once: identical results, slower (for checking and profiling).
         #[arg(long)]
@@ -455,8 +460,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             flags,
             no_plots,
+            no_requests,
             step_path,
-        } => crate::commands::run::exec_run(&scenario, &set, output, flags, !no_plots, !step_path),
+        } => crate::commands::run::exec_run(
+            &scenario,
+            &set,
+            output,
+            flags,
+            crate::commands::run::RunOutputs {
+                plots: !no_plots,
+                requests: !no_requests,
+            },
+            !step_path,
+        ),
         Command::Sweep {
             action: Some(SweepAction::Merge { dirs, output, flags }),
             ..

@@ -471,15 +471,25 @@ pub(crate) fn warn_setup_overruns(sc: &LoadedScenario, overruns: &[(String, f64)
     }
 }
 
+/// Which optional files `run` writes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunOutputs {
+    /// The figures in `plots/`.
+    pub plots: bool,
+    /// `requests.csv`.
+    pub requests: bool,
+}
+
 pub(crate) fn exec_run(
     scenario: &Path,
     set: &[String],
     output: Option<PathBuf>,
     flags: WriteFlags,
-    plots: bool,
+    outputs: RunOutputs,
     decode_runs: bool,
 ) -> Result<i32> {
     let WriteFlags { quiet, force } = flags;
+    let RunOutputs { plots, requests } = outputs;
     let mut sc = LoadedScenario::load_with(scenario, set)?;
     sc.decode_runs = decode_runs;
     let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
@@ -490,7 +500,7 @@ pub(crate) fn exec_run(
         &sc,
         progress_bar(quiet, sc.deployments().len() as u64, "runs simulated"),
         true,
-        Some(&staged),
+        requests.then_some(&staged),
         plots,
     )?;
     warn_setup_overruns(&sc, &res.setup_overruns);

@@ -2524,3 +2524,37 @@ fn every_command_that_writes_files_takes_quiet_and_then_prints_nothing() {
         .success()
         .stdout(predicate::str::contains("redrew routing map"));
 }
+
+#[test]
+fn no_requests_writes_every_file_but_requests_csv_and_removes_a_stale_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (with, without) = (dir.path().join("with"), dir.path().join("without"));
+    let run = |out: &Path, extra: &[&str]| {
+        ppdsim()
+            .arg("run")
+            .arg(root().join("scenarios/default.toml"))
+            .args(["--set", "workload.num_conversations=80", "-q", "-o"])
+            .arg(out)
+            .args(extra)
+            .assert()
+            .success();
+    };
+    run(&with, &[]);
+    run(&without, &["--no-requests"]);
+    let (mut a, b) = (crate::util::tree(&with), crate::util::tree(&without));
+    let rows = a
+        .remove(Path::new("requests.csv"))
+        .expect("requests.csv without the flag");
+    // A header and a row per request: 80 conversations of at least one turn, × 5 policies.
+    assert!(String::from_utf8(rows).unwrap().lines().count() > 5 * 80);
+    let manifest = Path::new(".ppdsim-manifest.json");
+    assert_ne!(a.remove(manifest), None);
+    let mut b = b;
+    assert_ne!(b.remove(manifest), None);
+    assert_eq!(a, b, "every other file is the same, byte for byte");
+    // Over a directory that holds an earlier run's requests.csv: that file goes (it would not
+    // match the new summary), everything else is rewritten.
+    run(&with, &["--no-requests"]);
+    assert!(!with.join("requests.csv").exists());
+    assert!(with.join("summary.csv").is_file());
+}
