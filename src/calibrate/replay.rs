@@ -493,7 +493,8 @@ impl CostFunction for DecodeLoadProblem<'_> {
 /// from the interference study's decode-only bursts, whose requests share a cached 2,048-token
 /// prefix (cascade attention, every output streamed by one API server); the loaded sweep's
 /// decodes share nothing, which is what simulated clusters run. Keeps the regression's value
-/// when the search does not improve on it. D's KV load stays at `cal`'s.
+/// when the search does not improve on it. D's KV load stays at `cal`'s. `progress` counts the
+/// objective's evaluations (one replay of every point each).
 ///
 /// # Errors
 /// When the optimiser fails.
@@ -539,7 +540,7 @@ pub fn fit_beta3(
 /// the batch's size, the load only the steps a split request joins — as many per second as
 /// PD-path requests reach that D, so TPOT grows with the PD arrival rate per D (1P_3D's turns
 /// all split; 1P_3pD's turn-2 requests stay on their pD). Keeps the start when the search does
-/// not improve on it.
+/// not improve on it. `progress` counts the objective's evaluations.
 ///
 /// # Errors
 /// When the optimiser fails.
