@@ -48,8 +48,8 @@ pub enum Command {
         #[arg(long)]
         no_plots: bool,
         /// Write no requests.csv (a row per request: 1.8 GB for a million 3-turn conversations ×
-        /// 4 policies); the summaries, timeline and figures are the same. `ppdsim plot DIR`
-        /// redraws such a directory's latency CDFs and TTFT-by-turn figures empty.
+        /// 4 policies); the summaries, timeline and figures are the same. `ppdsim plot DIR` then
+        /// leaves the latency CDFs and TTFT-by-turn figures as the run drew them.
         #[arg(long)]
         no_requests: bool,
         /// Simulate every decode iteration as its own event instead of planning decode-only runs

@@ -578,8 +578,9 @@ pub struct RunPlots<'a> {
     pub summary: &'a [SummaryRow],
     /// Policies, in scenario order.
     pub policies: &'a [String],
-    /// Every request.
-    pub requests: &'a [RequestLatency],
+    /// Every request; `None` when there is no `requests.csv` to read them from: the figures that
+    /// need them (`latency_cdf`, `ttft_by_turn` and its CSV) are then not drawn.
+    pub requests: Option<&'a [RequestLatency]>,
     /// `timeline.csv`: (policy, sample), policy by policy.
     pub timeline: &'a [(String, crate::sim::TimelineSample)],
     /// SLO targets (drawn as reference lines).
@@ -663,7 +664,7 @@ pub const MIN_REQUESTS_PER_TURN: usize = 10;
 /// [`MIN_REQUESTS_PER_TURN`] successful requests in some policy (at most 50 turns).
 pub fn ttft_by_turn_table(d: &RunPlots) -> Vec<TurnTtft> {
     let mut by: std::collections::BTreeMap<(usize, u32), Vec<f64>> = Default::default();
-    for r in d.requests.iter().filter(|r| r.ok) {
+    for r in d.requests.unwrap_or_default().iter().filter(|r| r.ok) {
         by.entry((r.policy, r.turn)).or_default().push(r.ttft_ms);
     }
     let last = by
@@ -706,11 +707,13 @@ pub fn run_figures(dir: &crate::outdir::OutputDir, d: &RunPlots) -> Result<()> {
     let table = ttft_by_turn_table(d);
     // Each figure is its own file: drawn in parallel.
     type Job<'j> = Box<dyn Fn() -> Result<()> + Send + Sync + 'j>;
-    let mut jobs: Vec<Job> = vec![
-        Box::new(|| render(&stem("latency_by_policy")?, &LatencyByPolicy { d })),
-        Box::new(|| render(&stem("latency_cdf")?, &LatencyCdf { d })),
-        Box::new(|| render(&stem("ttft_by_turn")?, &TtftByTurn { d, table: &table })),
-    ];
+    let mut jobs: Vec<Job> = vec![Box::new(|| render(&stem("latency_by_policy")?, &LatencyByPolicy { d }))];
+    if d.requests.is_some() {
+        jobs.push(Box::new(|| render(&stem("latency_cdf")?, &LatencyCdf { d })));
+        jobs.push(Box::new(|| {
+            render(&stem("ttft_by_turn")?, &TtftByTurn { d, table: &table })
+        }));
+    }
     for policy in d.policies {
         jobs.push(Box::new(move || {
             let samples: Vec<&crate::sim::TimelineSample> =
@@ -729,6 +732,9 @@ pub fn run_figures(dir: &crate::outdir::OutputDir, d: &RunPlots) -> Result<()> {
         }));
     }
     jobs.par_iter().try_for_each(|job| job())?;
+    if d.requests.is_none() {
+        return Ok(());
+    }
     dir.write("plots/ttft_by_turn.csv", &crate::output::to_csv(&table)?)
 }
 
@@ -925,6 +931,7 @@ impl Figure for LatencyCdf<'_> {
                 .map(|p| {
                     let mut v: Vec<f64> = d
                         .requests
+                        .unwrap_or_default()
                         .iter()
                         .filter(|r| r.ok && r.policy == p)
                         .filter_map(pick)

@@ -30,9 +30,15 @@ pub(crate) fn exec_plot(dir: &Path, force: bool, quiet: bool) -> Result<i32> {
         let policies: Vec<String> = rows.iter().map(|r| r.policy.clone()).collect();
         let requests_csv = dir.join("requests.csv");
         let requests = if requests_csv.is_file() {
-            crate::plot::read_request_latencies(&requests_csv, &policies)?
+            Some(crate::plot::read_request_latencies(&requests_csv, &policies)?)
         } else {
-            Vec::new()
+            if !quiet {
+                eprintln!(
+                    "note: {} has no requests.csv (`run --no-requests`): latency_cdf and ttft_by_turn need a row per request and are left as they are",
+                    dir.display()
+                );
+            }
+            None
         };
         let timeline_csv = dir.join("timeline.csv");
         let timeline = if timeline_csv.is_file() {
@@ -45,7 +51,7 @@ pub(crate) fn exec_plot(dir: &Path, force: bool, quiet: bool) -> Result<i32> {
             &crate::plot::RunPlots {
                 summary: &rows,
                 policies: &policies,
-                requests: &requests,
+                requests: requests.as_deref(),
                 timeline: &timeline,
                 slo: scenario_slo(&dir.join("scenario.resolved.toml")),
             },

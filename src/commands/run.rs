@@ -536,13 +536,13 @@ pub(crate) fn exec_run(
     staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
     if plots {
         let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
-        let requests = &res.latencies;
         crate::plot::run_figures(
             &staged,
             &crate::plot::RunPlots {
                 summary: &rows,
                 policies: &policies,
-                requests,
+                // Drawn from the run's own latencies, with or without requests.csv.
+                requests: Some(&res.latencies),
                 timeline: &res.timeline,
                 slo: Some(sc.resolved.slo),
             },

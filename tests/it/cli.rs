@@ -2552,6 +2552,27 @@ fn no_requests_writes_every_file_but_requests_csv_and_removes_a_stale_one() {
     let mut b = b;
     assert_ne!(b.remove(manifest), None);
     assert_eq!(a, b, "every other file is the same, byte for byte");
+    // `plot` redraws what it can without a row per request and leaves the rest as the run drew it.
+    let files = |d: &Path| {
+        let mut t = crate::util::tree(d);
+        t.remove(manifest).expect("a manifest");
+        t
+    };
+    let before = files(&without);
+    ppdsim()
+        .arg("plot")
+        .arg(&without)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("no requests.csv"));
+    let after = files(&without);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(k, v)| before[*k] != **v)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(changed.is_empty(), "redrawn differently: {changed:?}");
     // Over a directory that holds an earlier run's requests.csv: that file goes (it would not
     // match the new summary), everything else is rewritten.
     run(&with, &["--no-requests"]);
