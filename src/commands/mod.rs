@@ -14,12 +14,13 @@ pub(crate) fn progress_bar(quiet: bool, len: u64, label: &str) -> indicatif::Pro
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(len);
+    // `with_message`, not `set_message`: nothing is drawn before the first advance (a bar whose
+    // length is set later would show 0/0).
+    let bar = indicatif::ProgressBar::new(len).with_message(label.to_string());
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed} elapsed, ETA {eta})")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_message(label.to_string());
     bar
 }

@@ -228,13 +228,17 @@ impl RequestRows<'_> {
     }
 }
 
+/// Requests a run simulates between two advances of the progress bar (an atomic update each).
+const PROGRESS_EVERY: u64 = 4096;
+
 /// Records per batch sent to a run's `requests.csv` formatting thread: small, so that the rows
 /// left to format when the simulation ends are few (Vidur's run waited 0.76 ms for its last batch
 /// with 4,096-record batches, 0.22 ms with 256), with up to 16 batches in flight.
 const ROW_BATCH: usize = 256;
 
 /// Simulates every run of a loaded scenario (in parallel; results in scenario order and
-/// independent of the thread count), advancing `bar` once per run; with the per-instance timelines when
+/// independent of the thread count), advancing `bar` by the requests simulated (its length set
+/// to every run's requests, [`PROGRESS_EVERY`] at a time); with the per-instance timelines when
 /// `timeline` (on the scenario's `timeline_interval_s` grid); streaming `requests.csv` into
 /// `requests` when given (the records are never all held: each run keeps the requests in flight
 /// and the latencies its summary needs) and keeping every request's latencies for the figures
@@ -277,6 +281,9 @@ pub(crate) fn simulate_with(
         })
         .collect();
     let deployments = sc.deployments();
+    // Every turn of every conversation is one request of each run (a failed turn included).
+    let requests_per_run: u64 = convs.iter().map(|c| c.turns.len() as u64).sum();
+    bar.set_length(requests_per_run * deployments.len() as u64);
     // Fewer runs than threads: a core would idle, so each run's rows are formatted on a thread
     // of their own (with every core simulating, formatting inline costs nothing extra).
     let offload = deployments.len() < rayon::current_num_threads();
@@ -305,9 +312,16 @@ pub(crate) fn simulate_with(
         // Setup-phase turns run but are not measured.
         let setup = w.setup_turns as usize;
         let mut setup_end_ms = 0.0f64;
+        // Requests reported to the progress bar, and simulated since.
+        let (mut reported, mut unreported) = (0u64, 0u64);
         // The run, each record passed to `emit` after the summary and latencies take theirs.
         let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
             let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
+                unreported += 1;
+                if unreported == PROGRESS_EVERY {
+                    bar.inc(PROGRESS_EVERY);
+                    (reported, unreported) = (reported + PROGRESS_EVERY, 0);
+                }
                 if r.turn > setup {
                     summary.push(&r);
                 } else {
@@ -375,7 +389,8 @@ pub(crate) fn simulate_with(
                 Ok(r)
             })?,
         };
-        bar.inc(1);
+        // The rest of the run's requests, turns its conversations did not reach included.
+        bar.inc(requests_per_run.saturating_sub(reported));
         let s = summary.finish(
             &d.name,
             convs.len(),
@@ -498,7 +513,7 @@ pub(crate) fn exec_run(
     let t0 = std::time::Instant::now();
     let res = simulate_with(
         &sc,
-        progress_bar(quiet, sc.deployments().len() as u64, "runs simulated"),
+        progress_bar(quiet, 0, "requests simulated"),
         true,
         requests.then_some(&staged),
         plots,
@@ -666,5 +681,29 @@ mod tests {
         assert!(!part(0).exists() && !part(1).exists());
         drop(dir);
         let _ = std::fs::remove_dir_all(&dest);
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::simulate_with;
+    use crate::scenario::LoadedScenario;
+
+    #[test]
+    fn the_progress_bar_counts_every_request_of_every_run() {
+        // The default scenario's 5 runs of 30 ShareGPT conversations: every turn is a request of
+        // each run, counted 4,096 at a time and the rest at each run's end.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/default.toml");
+        let sc = LoadedScenario::load_with(&path, &["workload.num_conversations=30".into()]).expect("loads");
+        let turns: u64 = sc.trace.iter().take(30).map(|c| c.turns.len() as u64).sum();
+        let bar = indicatif::ProgressBar::hidden();
+        let res = simulate_with(&sc, bar.clone(), false, None, false).expect("simulates");
+        let runs = res.summaries.len() as u64;
+        assert_eq!(runs, 5);
+        assert_eq!(bar.length(), Some(runs * turns));
+        assert_eq!(bar.position(), runs * turns);
+        // Every request was simulated to an end, succeeded or failed: the bar counted them all.
+        let ended: usize = res.summaries.iter().map(|s| s.num_requests + s.num_failed).sum();
+        assert_eq!(ended as u64, runs * turns);
     }
 }
