@@ -28,12 +28,13 @@ pub(crate) fn make_ids_unique(convs: &mut [crate::trace::Conversation]) -> usize
     renamed
 }
 
-/// Writes an imported trace to `output` atomically and its import report (JSON) to stdout
-/// (nothing printed when `quiet`).
+/// Writes an imported trace to `output` atomically, then (unless `quiet`) its import report as
+/// JSON on stdout and `summary`, the caller's one line for people, on stderr.
 pub(crate) fn write_imported(
     output: &Path,
     mut convs: Vec<crate::trace::Conversation>,
     report: &impl serde::Serialize,
+    summary: impl FnOnce() -> String,
     quiet: bool,
 ) -> Result<()> {
     let renamed = make_ids_unique(&mut convs);
@@ -49,10 +50,11 @@ pub(crate) fn write_imported(
         buf = gz.finish()?;
     }
     outdir::write_atomic(output, &buf)?;
-    // As `trace stats`: the machine-readable report on stdout, the human summary (printed by the
-    // caller) and notes on stderr.
+    // As `trace stats`: the machine-readable report on stdout, the human summary and notes on
+    // stderr.
     if !quiet {
         println!("{}", serde_json::to_string_pretty(report)?);
+        eprintln!("{}", summary());
     }
     Ok(())
 }
@@ -81,22 +83,21 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             if convs.is_empty() {
                 return Err(InputError::file(&file, "no request with at least one prompt and one output token").into());
             }
-            write_imported(&output, convs, &report, quiet)?;
-            if quiet {
-                return Ok(EXIT_OK);
-            }
-            eprintln!(
-                "read {} requests, wrote {} one-turn conversations to {}{}; {} without output and {} without prompt dropped",
-                report.rows_read,
-                report.conversations_written,
-                output.display(),
-                match report.span_s {
-                    Some(s) => format!(" with arrival times over {s:.1} s"),
-                    None => " without arrival times".into(),
-                },
-                report.rows_without_output,
-                report.rows_without_prompt
-            );
+            let summary = || {
+                format!(
+                    "read {} requests, wrote {} one-turn conversations to {}{}; {} without output and {} without prompt dropped",
+                    report.rows_read,
+                    report.conversations_written,
+                    output.display(),
+                    match report.span_s {
+                        Some(s) => format!(" with arrival times over {s:.1} s"),
+                        None => " without arrival times".into(),
+                    },
+                    report.rows_without_output,
+                    report.rows_without_prompt
+                )
+            };
+            write_imported(&output, convs, &report, summary, quiet)?;
             Ok(EXIT_OK)
         }
         TraceCommand::Import {
@@ -112,22 +113,21 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
                     InputError::file(&file, "no request with at least one output token: nothing to write").into(),
                 );
             }
-            write_imported(&output, convs, &report, quiet)?;
-            if quiet {
-                return Ok(EXIT_OK);
-            }
-            eprintln!(
-                "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
-                report.requests_read,
-                report.conversations_written,
-                report.multi_turn_conversations,
-                report.max_turns,
-                output.display(),
-                report.continuations,
-                report.branches,
-                report.clamped_turns,
-                report.max_clamped_tokens
-            );
+            let summary = || {
+                format!(
+                    "read {} requests, wrote {} conversations ({} with ≥ 2 turns, up to {} turns) to {}; {} continuations, {} branches started anew, {} turns with negative new input taken as 0 (up to {} tokens)",
+                    report.requests_read,
+                    report.conversations_written,
+                    report.multi_turn_conversations,
+                    report.max_turns,
+                    output.display(),
+                    report.continuations,
+                    report.branches,
+                    report.clamped_turns,
+                    report.max_clamped_tokens
+                )
+            };
+            write_imported(&output, convs, &report, summary, quiet)?;
             Ok(EXIT_OK)
         }
         TraceCommand::Import {
@@ -141,24 +141,23 @@ pub(crate) fn exec_trace(cmd: TraceCommand) -> Result<i32> {
             if convs.is_empty() {
                 return Err(InputError::file(&file, "no usable conversation found").into());
             }
-            write_imported(&output, convs, &report, quiet)?;
-            if quiet {
-                return Ok(EXIT_OK);
-            }
-            eprintln!(
-                "read {} conversations, wrote {} to {}, skipped {} (malformed {}, without turns {}){}",
-                report.elements_read,
-                report.conversations_written,
-                output.display(),
-                report.elements_malformed + report.conversations_without_turns,
-                report.elements_malformed,
-                report.conversations_without_turns,
-                if report.truncated_tail {
-                    "; the file is truncated: its last, partial conversation was dropped"
-                } else {
-                    ""
-                }
-            );
+            let summary = || {
+                format!(
+                    "read {} conversations, wrote {} to {}, skipped {} (malformed {}, without turns {}){}",
+                    report.elements_read,
+                    report.conversations_written,
+                    output.display(),
+                    report.elements_malformed + report.conversations_without_turns,
+                    report.elements_malformed,
+                    report.conversations_without_turns,
+                    if report.truncated_tail {
+                        "; the file is truncated: its last, partial conversation was dropped"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            write_imported(&output, convs, &report, summary, quiet)?;
             Ok(EXIT_OK)
         }
         TraceCommand::Stats { trace } => {
