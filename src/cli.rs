@@ -130,13 +130,9 @@ pub enum Command {
         /// Output directory [default: output/routing-map].
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Write into an existing directory that holds files ppdsim did not write (they are
-        /// never replaced or deleted; see README → Outputs).
-        #[arg(long)]
-        force: bool,
-        /// Print nothing but errors.
-        #[arg(short, long)]
-        quiet: bool,
+        /// Quiet and force.
+        #[command(flatten)]
+        flags: WriteFlags,
     },
     /// Fit the iteration-time model, fixed overheads and KV link to measurement files (format
     /// detected from content), fit each source group alone and compare them, check everything
@@ -259,13 +255,9 @@ pub enum Command {
     Plot {
         /// A directory written by `ppdsim run`, `sweep` or `routing-map`.
         results_dir: PathBuf,
-        /// Draw into a directory without a ppdsim manifest (files ppdsim did not write are never
-        /// replaced).
-        #[arg(long)]
-        force: bool,
-        /// Print nothing but errors.
-        #[arg(short, long)]
-        quiet: bool,
+        /// Quiet and force (`--force` draws into a directory without a ppdsim manifest).
+        #[command(flatten)]
+        flags: WriteFlags,
     },
     /// Run the simulator on measured points and print measured vs predicted latency with the
     /// error, point by point, then summaries. Supported (detected from content; directories are
@@ -503,8 +495,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             context_tokens,
             append_tokens,
             output,
-            force,
-            quiet,
+            flags,
         } => {
             let cfg = match &config {
                 Some(file) => crate::commands::routing_map::map_config_from_file(file, &set)?,
@@ -516,7 +507,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     &set,
                 )?,
             };
-            crate::commands::routing_map::exec_routing_map(&cfg, output, force, quiet)
+            crate::commands::routing_map::exec_routing_map(&cfg, output, flags)
         }
         Command::Calibrate {
             roofline_from: Some(reference),
@@ -609,11 +600,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             !summary_only,
             force,
         ),
-        Command::Plot {
-            results_dir,
-            force,
-            quiet,
-        } => crate::commands::plot::exec_plot(&results_dir, force, quiet),
+        Command::Plot { results_dir, flags } => crate::commands::plot::exec_plot(&results_dir, flags),
         Command::Trace { command } => crate::commands::trace::exec_trace(command),
     }
 }

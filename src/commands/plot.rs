@@ -18,7 +18,8 @@ pub(crate) fn scenario_slo(path: &Path) -> Option<crate::metrics::Slo> {
 /// Redraws the plots of a results directory (see [`Command::Plot`]). The plots are drawn into a
 /// staging directory inside it and each file is renamed into place, so a failure leaves the old
 /// plots whole; only files the directory's manifest lists (or new ones) are replaced.
-pub(crate) fn exec_plot(dir: &Path, force: bool, quiet: bool) -> Result<i32> {
+pub(crate) fn exec_plot(dir: &Path, flags: crate::cli::WriteFlags) -> Result<i32> {
+    let crate::cli::WriteFlags { quiet, force } = flags;
     let staged = OutputDir::open_existing(dir, force, "plot")?;
     let mut drawn = Vec::new();
     let summary = dir.join("summary.csv");

@@ -64,10 +64,10 @@ pub(crate) fn check_map_config(
 pub(crate) fn exec_routing_map(
     cfg: &crate::routing_map::MapConfig,
     output: Option<PathBuf>,
-    force: bool,
-    quiet: bool,
+    flags: crate::cli::WriteFlags,
 ) -> Result<i32> {
     use crate::routing_map::{boundary, map, MapParams, MapRoute};
+    let crate::cli::WriteFlags { quiet, force } = flags;
     let calibration = cfg.calibration.as_path();
     let (contexts, appends) = (&cfg.context_tokens[..], &cfg.append_tokens[..]);
     let cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
