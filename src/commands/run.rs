@@ -312,15 +312,14 @@ pub(crate) fn simulate_with(
         // Setup-phase turns run but are not measured.
         let setup = w.setup_turns as usize;
         let mut setup_end_ms = 0.0f64;
-        // Requests reported to the progress bar, and simulated since.
-        let (mut reported, mut unreported) = (0u64, 0u64);
+        // Requests this run has simulated (the bar hears of them PROGRESS_EVERY at a time).
+        let mut simulated = 0u64;
         // The run, each record passed to `emit` after the summary and latencies take theirs.
         let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
             let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
-                unreported += 1;
-                if unreported == PROGRESS_EVERY {
+                simulated += 1;
+                if simulated.is_multiple_of(PROGRESS_EVERY) {
                     bar.inc(PROGRESS_EVERY);
-                    (reported, unreported) = (reported + PROGRESS_EVERY, 0);
                 }
                 if r.turn > setup {
                     summary.push(&r);
@@ -390,7 +389,12 @@ pub(crate) fn simulate_with(
             })?,
         };
         // The rest of the run's requests, turns its conversations did not reach included.
-        bar.inc(requests_per_run.saturating_sub(reported));
+        assert!(
+            simulated <= requests_per_run,
+            "{}: {simulated} requests of {requests_per_run} turns",
+            d.name
+        );
+        bar.inc(requests_per_run - simulated / PROGRESS_EVERY * PROGRESS_EVERY);
         let s = summary.finish(
             &d.name,
             convs.len(),
@@ -682,22 +686,20 @@ mod tests {
         drop(dir);
         let _ = std::fs::remove_dir_all(&dest);
     }
-}
-
-#[cfg(test)]
-mod progress_tests {
-    use super::simulate_with;
-    use crate::scenario::LoadedScenario;
 
     #[test]
     fn the_progress_bar_counts_every_request_of_every_run() {
-        // The default scenario's 5 runs of 30 ShareGPT conversations: every turn is a request of
-        // each run, counted 4,096 at a time and the rest at each run's end.
+        // The default scenario's 5 runs of 1,000 ShareGPT conversations (4,118 turns): every turn
+        // is a request of each run, counted 4,096 at a time and the rest at each run's end.
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/default.toml");
-        let sc = LoadedScenario::load_with(&path, &["workload.num_conversations=30".into()]).expect("loads");
-        let turns: u64 = sc.trace.iter().take(30).map(|c| c.turns.len() as u64).sum();
+        let sc = crate::scenario::LoadedScenario::load(&path).expect("loads");
+        let turns: u64 = sc.trace.iter().take(1000).map(|c| c.turns.len() as u64).sum();
+        assert!(
+            turns > super::PROGRESS_EVERY,
+            "both ways of advancing the bar are taken"
+        );
         let bar = indicatif::ProgressBar::hidden();
-        let res = simulate_with(&sc, bar.clone(), false, None, false).expect("simulates");
+        let res = super::simulate_with(&sc, bar.clone(), false, None, false).expect("simulates");
         let runs = res.summaries.len() as u64;
         assert_eq!(runs, 5);
         assert_eq!(bar.length(), Some(runs * turns));
