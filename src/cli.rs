@@ -91,6 +91,10 @@ pub enum Command {
         /// Output directory [default: output/sweep-STEM, STEM from the sweep file name].
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write the CSV files only, no plots (`ppdsim plot DIR` draws them later). A shard
+        /// draws none either way.
+        #[arg(long)]
+        no_plots: bool,
         /// Quiet and force.
         #[command(flatten)]
         flags: WriteFlags,
@@ -360,6 +364,9 @@ pub enum SweepAction {
         /// Output directory [default: output/sweep-STEM, STEM from the shards' sweep name].
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write the CSV files only, no plots (`ppdsim plot DIR` draws them later).
+        #[arg(long)]
+        no_plots: bool,
         /// Quiet and force.
         #[command(flatten)]
         flags: WriteFlags,
@@ -466,9 +473,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             !step_path,
         ),
         Command::Sweep {
-            action: Some(SweepAction::Merge { dirs, output, flags }),
+            action:
+                Some(SweepAction::Merge {
+                    dirs,
+                    output,
+                    no_plots,
+                    flags,
+                }),
             ..
-        } => crate::commands::sweep::exec_sweep_merge(&dirs, output, flags.quiet, flags.force),
+        } => crate::commands::sweep::exec_sweep_merge(&dirs, output, flags, !no_plots),
         Command::Sweep {
             action: None,
             sweep,
@@ -478,14 +491,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             yes,
             shard,
             step_path,
+            no_plots,
         } => crate::commands::sweep::exec_sweep(
             &sweep.expect("clap requires the sweep file"),
             &set,
             output,
             flags,
-            yes,
-            shard.as_deref(),
-            !step_path,
+            crate::commands::sweep::SweepOptions {
+                yes,
+                shard: shard.as_deref(),
+                decode_runs: !step_path,
+                plots: !no_plots,
+            },
         ),
         Command::RoutingMap {
             calibration,

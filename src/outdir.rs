@@ -448,12 +448,21 @@ impl OutputDir {
                         .with_context(|| format!("moving {} into place", target.display()))?;
                 }
                 let mut kept = files.clone();
+                // Folders that held a removed file, deepest first.
+                let mut emptied = BTreeSet::new();
                 for rel in old.difference(&files) {
                     let p = self.dest.join(rel);
                     match stale {
                         Stale::Remove => {
                             if p.is_file() {
                                 std::fs::remove_file(&p).with_context(|| format!("removing old {}", p.display()))?;
+                                emptied.extend(
+                                    Path::new(rel)
+                                        .ancestors()
+                                        .skip(1)
+                                        .filter(|a| !a.as_os_str().is_empty())
+                                        .map(Path::to_path_buf),
+                                );
                             }
                         }
                         Stale::Keep => {
@@ -462,6 +471,11 @@ impl OutputDir {
                             }
                         }
                     }
+                }
+                // A folder left empty goes too (`plots/` after a run with `--no-plots`); one that
+                // still holds anything, the user's files included, stays: `remove_dir` refuses it.
+                for dir in emptied.iter().rev() {
+                    let _ = std::fs::remove_dir(self.dest.join(dir));
                 }
                 write_atomic(&self.dest.join(MANIFEST), &manifest(kept)?)?;
             }

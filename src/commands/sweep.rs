@@ -12,17 +12,33 @@ use std::path::{Path, PathBuf};
 /// Most runs (points × policies) a sweep starts without `--yes`.
 pub const MAX_SWEEP_RUNS: usize = 10_000;
 
+/// What `ppdsim sweep` does besides its grid: the command line's switches.
+pub(crate) struct SweepOptions<'a> {
+    /// Run a grid larger than [`MAX_SWEEP_RUNS`].
+    pub yes: bool,
+    /// `--shard I/N`, unparsed.
+    pub shard: Option<&'a str>,
+    /// Plan decode-only stretches as one event (false: `--step-path`).
+    pub decode_runs: bool,
+    /// Draw the plots (an unsharded run only; false: `--no-plots`).
+    pub plots: bool,
+}
+
 pub(crate) fn exec_sweep(
     path: &Path,
     set: &[String],
     output: Option<PathBuf>,
     flags: crate::cli::WriteFlags,
-    yes: bool,
-    shard: Option<&str>,
-    decode_runs: bool,
+    opts: SweepOptions<'_>,
 ) -> Result<i32> {
     use crate::sweep::{self, SweepRow};
     let crate::cli::WriteFlags { quiet, force } = flags;
+    let SweepOptions {
+        yes,
+        shard,
+        decode_runs,
+        plots,
+    } = opts;
     let mut sw = sweep::LoadedSweep::load_with(path, set)?;
     sw.scenario.decode_runs = decode_runs;
     let shard = shard
@@ -137,7 +153,7 @@ pub(crate) fn exec_sweep(
         }
         return Ok(EXIT_OK);
     }
-    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest)?;
+    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest, plots)?;
     staged.commit(Stale::Remove)?;
     if !quiet {
         print!("{text}");
@@ -147,13 +163,14 @@ pub(crate) fn exec_sweep(
 }
 
 /// Analyses a whole sweep's rows (grid order) and writes every result file of an unsharded run
-/// into `staged`; returns the text to print.
+/// into `staged` (the plots only with `plots`); returns the text to print.
 pub(crate) fn write_sweep_results(
     staged: &OutputDir,
     sw: &crate::sweep::LoadedSweep,
     stem: &str,
     rows: &[crate::sweep::SweepRow],
     dest: &Path,
+    plots: bool,
 ) -> Result<String> {
     use crate::sweep;
     let rates = &sw.spec.rates_per_s;
@@ -176,7 +193,9 @@ pub(crate) fn write_sweep_results(
         text.push_str(&m.table(rates));
         all_crossings.extend(m.crossings.iter().cloned());
     }
-    draw_sweep_plots(staged, &sw.spec, &curves, Some(sw.scenario.resolved.slo))?;
+    if plots {
+        draw_sweep_plots(staged, &sw.spec, &curves, Some(sw.scenario.resolved.slo))?;
+    }
     let gpus: Vec<(String, u32)> = deployments
         .iter()
         .map(|d| (d.name.clone(), sw.scenario.clusters[d.cluster].gpus()))
@@ -192,7 +211,13 @@ pub(crate) fn write_sweep_results(
 }
 
 /// `ppdsim sweep merge` (see [`SweepAction::Merge`]).
-pub(crate) fn exec_sweep_merge(dirs: &[PathBuf], output: Option<PathBuf>, quiet: bool, force: bool) -> Result<i32> {
+pub(crate) fn exec_sweep_merge(
+    dirs: &[PathBuf],
+    output: Option<PathBuf>,
+    flags: crate::cli::WriteFlags,
+    plots: bool,
+) -> Result<i32> {
+    let crate::cli::WriteFlags { quiet, force } = flags;
     use crate::sweep;
     let shards = dirs
         .iter()
@@ -202,7 +227,7 @@ pub(crate) fn exec_sweep_merge(dirs: &[PathBuf], output: Option<PathBuf>, quiet:
     let stem = shards[0].info.sweep.clone();
     let dest = output.unwrap_or_else(|| Path::new("output").join(format!("sweep-{stem}")));
     let staged = OutputDir::create(&dest, force, "sweep")?;
-    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest)?;
+    let text = write_sweep_results(&staged, &sw, &stem, &rows, &dest, plots)?;
     staged.commit(Stale::Remove)?;
     if !quiet {
         print!("{text}");

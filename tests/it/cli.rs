@@ -1595,6 +1595,69 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
 }
 
 #[test]
+fn sweep_and_merge_with_no_plots_write_every_csv_and_no_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = root().join("tests/data/sweeps/small.toml");
+    let run = |args: &[&str], out: &Path| {
+        ppdsim()
+            .arg("sweep")
+            .arg(&sweep)
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .arg("-q")
+            .assert()
+            .success();
+    };
+    // What a run with plots writes, but the plots and the manifest (which lists the plots).
+    let without_plots = |d: &Path| {
+        let mut t = crate::util::tree(d);
+        t.remove(Path::new(".ppdsim-manifest.json")).expect("a manifest");
+        t.retain(|p, _| !p.starts_with("plots"));
+        t
+    };
+    let full = dir.path().join("full");
+    run(&[], &full);
+    let want = without_plots(&full);
+    assert!(crate::util::tree(&full).keys().any(|p| p.starts_with("plots")));
+    for f in ["sweep.csv", "crossovers.csv", "goodput.csv", "sweep.resolved.toml"] {
+        assert!(want.contains_key(Path::new(f)), "{f}");
+    }
+    // Unsharded: the same CSV files, byte for byte, and no plots/.
+    let bare = dir.path().join("bare");
+    run(&["--no-plots"], &bare);
+    assert!(!bare.join("plots").exists());
+    assert_eq!(without_plots(&bare), want);
+    // Over the earlier run's directory: its plots go with the rest of that run's files, and so
+    // does the folder they leave empty.
+    let other = dir.path().join("other");
+    run(&[], &other);
+    run(&["--no-plots"], &full);
+    assert!(!full.join("plots").exists());
+    assert_eq!(without_plots(&full), want);
+    // A folder that still holds a file ppdsim did not write stays, with that file.
+    std::fs::write(other.join("plots/notes.txt"), "mine").unwrap();
+    run(&["--no-plots"], &other);
+    assert_eq!(std::fs::read_dir(other.join("plots")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_to_string(other.join("plots/notes.txt")).unwrap(), "mine");
+    // Merged from two shards.
+    let shards: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("s{i}"))).collect();
+    for (i, s) in shards.iter().enumerate() {
+        run(&["--shard", &format!("{i}/2")], s);
+    }
+    let merged = dir.path().join("merged");
+    ppdsim()
+        .args(["sweep", "merge", "--no-plots", "-q", "-o"])
+        .arg(&merged)
+        .args(&shards)
+        .assert()
+        .success()
+        .stdout("");
+    assert!(!merged.join("plots").exists());
+    assert_eq!(without_plots(&merged), want);
+}
+
+#[test]
 fn validate_simulates_every_vllm_ppd_configuration_and_refuses_unknown_names() {
     // The shared data holds four configurations; the other thirteen are written here in the same
     // schema (the measured values of a 1P_3D point, renamed: what matters is that each is parsed
