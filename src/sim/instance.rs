@@ -1007,6 +1007,13 @@ impl Instance {
             self.limits.block_size,
             self.limits.incremental_kv,
         );
+        // What lets the loop below skip the capacity check of a sequence that needs no new block.
+        assert!(
+            self.used_blocks() <= cap,
+            "{}: a scheduling pass starts with KV blocks {} over capacity {cap}",
+            self.name,
+            self.used_blocks()
+        );
         let mut i = 0;
         // Engine time of the handoffs of the prompts this step completes [µs].
         let mut handoff_us = 0;
@@ -1015,8 +1022,15 @@ impl Instance {
             let s = &self.running[i];
             let rem = s.remaining_prefill();
             let tokens = if rem > 0 { rem.min(budget) } else { 1 };
-            if incremental {
-                let need = extra_blocks(bs, s, s.num_computed_tokens + tokens);
+            // Most passes need no new block (a decode fills its last block 15 times in 16), and
+            // then nothing below changes: the blocks in use are within capacity (asserted at the
+            // end of every pass).
+            let need = if incremental {
+                extra_blocks(bs, s, s.num_computed_tokens + tokens)
+            } else {
+                0
+            };
+            if need > 0 {
                 // `used_blocks()` without its decode-run term (no run is in flight).
                 if self.reserved_blocks + self.cache.blocks() + self.shared_blocks + need > cap {
                     // Evict cached prefixes, then preempt from the back.
