@@ -254,7 +254,8 @@ pub struct OutputDir {
 /// How [`OutputDir::commit`] treats files of the old manifest that this run did not write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stale {
-    /// Remove them (a new run's results replace the old run's).
+    /// Remove them, and the folders they leave empty (a new run's results replace the old
+    /// run's).
     Remove,
     /// Keep them (`plot` redraws some files of a directory).
     Keep,

@@ -217,8 +217,8 @@ pub(crate) fn exec_sweep_merge(
     flags: crate::cli::WriteFlags,
     plots: bool,
 ) -> Result<i32> {
-    let crate::cli::WriteFlags { quiet, force } = flags;
     use crate::sweep;
+    let crate::cli::WriteFlags { quiet, force } = flags;
     let shards = dirs
         .iter()
         .map(|d| sweep::read_shard(d))

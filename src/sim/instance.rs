@@ -1023,8 +1023,8 @@ impl Instance {
             let rem = s.remaining_prefill();
             let tokens = if rem > 0 { rem.min(budget) } else { 1 };
             // Most passes need no new block (a decode fills its last block 15 times in 16), and
-            // then nothing below changes: the blocks in use are within capacity (asserted at the
-            // end of every pass).
+            // then nothing below changes: the blocks in use are within capacity (asserted above,
+            // and only eviction, preemption or a new block below changes them).
             let need = if incremental {
                 extra_blocks(bs, s, s.num_computed_tokens + tokens)
             } else {

@@ -1529,29 +1529,38 @@ fn set_overrides_a_key_and_is_validated_like_the_file() {
     }
 }
 
+/// `ppdsim sweep` of the small test sweep with `args`, quietly into `out`; asserts success.
+fn sweep_small(args: &[&str], out: &Path) {
+    ppdsim()
+        .arg("sweep")
+        .arg(root().join("tests/data/sweeps/small.toml"))
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .arg("-q")
+        .assert()
+        .success();
+}
+
+/// A results directory's files but its plots and its manifest (which lists the plots).
+fn tree_without_plots(d: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut t = crate::util::tree(d);
+    t.remove(Path::new(".ppdsim-manifest.json")).expect("a manifest");
+    t.retain(|p, _| !p.starts_with("plots"));
+    t
+}
+
 #[test]
 fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
     let dir = tempfile::tempdir().unwrap();
-    let sweep = root().join("tests/data/sweeps/small.toml");
-    let run = |args: &[&str], out: &Path| {
-        ppdsim()
-            .arg("sweep")
-            .arg(&sweep)
-            .args(args)
-            .arg("-o")
-            .arg(out)
-            .arg("-q")
-            .assert()
-            .success();
-    };
     let full = dir.path().join("full");
-    run(&[], &full);
+    sweep_small(&[], &full);
     let want = crate::util::tree(&full);
     assert!(want.keys().any(|p| p.ends_with("sweep.csv")) && want.len() > 5);
     for n in 1..=3 {
         let shards: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("n{n}-s{i}"))).collect();
         for (i, s) in shards.iter().enumerate() {
-            run(&["--shard", &format!("{i}/{n}")], s);
+            sweep_small(&["--shard", &format!("{i}/{n}")], s);
             assert!(s.join("shard.json").is_file());
         }
         // Any order of the shard directories gives the same result.
@@ -1566,6 +1575,17 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
             .success();
         assert_eq!(crate::util::tree(&merged), want, "N = {n}");
     }
+    // `--no-plots`: the same files but the plots, and no plots/.
+    let bare = dir.path().join("merged-no-plots");
+    ppdsim()
+        .args(["sweep", "merge", "--no-plots", "-q", "-o"])
+        .arg(&bare)
+        .args([dir.path().join("n2-s0"), dir.path().join("n2-s1")])
+        .assert()
+        .success()
+        .stdout("");
+    assert!(!bare.join("plots").exists());
+    assert_eq!(tree_without_plots(&bare), tree_without_plots(&full));
     let s = |i: usize| dir.path().join(format!("n3-s{i}"));
     let merge = |dirs: &[PathBuf], needle: &str| {
         ppdsim()
@@ -1585,7 +1605,7 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
     // A bad --shard is refused.
     ppdsim()
         .arg("sweep")
-        .arg(&sweep)
+        .arg(root().join("tests/data/sweeps/small.toml"))
         .args(["--shard", "3/3"])
         .arg("-o")
         .arg(dir.path().join("x"))
@@ -1595,66 +1615,33 @@ fn sharded_sweeps_merge_into_exactly_the_unsharded_files() {
 }
 
 #[test]
-fn sweep_and_merge_with_no_plots_write_every_csv_and_no_plot() {
+fn sweep_with_no_plots_writes_every_csv_and_no_plot() {
     let dir = tempfile::tempdir().unwrap();
-    let sweep = root().join("tests/data/sweeps/small.toml");
-    let run = |args: &[&str], out: &Path| {
-        ppdsim()
-            .arg("sweep")
-            .arg(&sweep)
-            .args(args)
-            .arg("-o")
-            .arg(out)
-            .arg("-q")
-            .assert()
-            .success();
-    };
-    // What a run with plots writes, but the plots and the manifest (which lists the plots).
-    let without_plots = |d: &Path| {
-        let mut t = crate::util::tree(d);
-        t.remove(Path::new(".ppdsim-manifest.json")).expect("a manifest");
-        t.retain(|p, _| !p.starts_with("plots"));
-        t
-    };
     let full = dir.path().join("full");
-    run(&[], &full);
-    let want = without_plots(&full);
+    sweep_small(&[], &full);
+    let want = tree_without_plots(&full);
     assert!(crate::util::tree(&full).keys().any(|p| p.starts_with("plots")));
     for f in ["sweep.csv", "crossovers.csv", "goodput.csv", "sweep.resolved.toml"] {
         assert!(want.contains_key(Path::new(f)), "{f}");
     }
-    // Unsharded: the same CSV files, byte for byte, and no plots/.
+    // The same CSV files, byte for byte, and no plots/ (`sweep merge --no-plots`: the sharded
+    // sweep test).
     let bare = dir.path().join("bare");
-    run(&["--no-plots"], &bare);
+    sweep_small(&["--no-plots"], &bare);
     assert!(!bare.join("plots").exists());
-    assert_eq!(without_plots(&bare), want);
+    assert_eq!(tree_without_plots(&bare), want);
     // Over the earlier run's directory: its plots go with the rest of that run's files, and so
     // does the folder they leave empty.
     let other = dir.path().join("other");
-    run(&[], &other);
-    run(&["--no-plots"], &full);
+    sweep_small(&[], &other);
+    sweep_small(&["--no-plots"], &full);
     assert!(!full.join("plots").exists());
-    assert_eq!(without_plots(&full), want);
+    assert_eq!(tree_without_plots(&full), want);
     // A folder that still holds a file ppdsim did not write stays, with that file.
     std::fs::write(other.join("plots/notes.txt"), "mine").unwrap();
-    run(&["--no-plots"], &other);
+    sweep_small(&["--no-plots"], &other);
     assert_eq!(std::fs::read_dir(other.join("plots")).unwrap().count(), 1);
     assert_eq!(std::fs::read_to_string(other.join("plots/notes.txt")).unwrap(), "mine");
-    // Merged from two shards.
-    let shards: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("s{i}"))).collect();
-    for (i, s) in shards.iter().enumerate() {
-        run(&["--shard", &format!("{i}/2")], s);
-    }
-    let merged = dir.path().join("merged");
-    ppdsim()
-        .args(["sweep", "merge", "--no-plots", "-q", "-o"])
-        .arg(&merged)
-        .args(&shards)
-        .assert()
-        .success()
-        .stdout("");
-    assert!(!merged.join("plots").exists());
-    assert_eq!(without_plots(&merged), want);
 }
 
 #[test]
