@@ -75,8 +75,8 @@ measure() {
 echo "ppdsim benchmark, $(date -u +%Y-%m-%d), $(nproc) cores"
 # Vidur's run takes tens of ms, below GNU time's 10 ms resolution: it is timed 21 times with
 # bash's microsecond clock and the median printed (peak RSS from one more run under GNU time). Each run
-# writes a fresh folder, as a first run does: replacing a previous run's files (--force) adds
-# ≈ 4 ms on ext4, which flushes a file renamed over another (auto_da_alloc).
+# writes a fresh folder, as a first run does (replacing a previous run's files with --force
+# costs the same within the noise: old files are moved aside, not renamed over).
 walls=()
 for _ in $(seq 21); do
     rm -rf output/bench-vidur
