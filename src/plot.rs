@@ -2069,9 +2069,208 @@ impl Figure for CalibrationFit<'_> {
     }
 }
 
+/// One configuration's points on the validation figure ([`validation_comprehensive`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidationSeries {
+    /// Configuration (`1P_3D`, …).
+    pub config: String,
+    /// (measured, predicted) turn-2 p50 TTFT of its points below the measured knee \[ms\].
+    pub t2_p50_ms: Vec<(f64, f64)>,
+    /// The same for turn-2 p99 TTFT \[ms\].
+    pub t2_p99_ms: Vec<(f64, f64)>,
+}
+
+impl ValidationSeries {
+    /// Median |predicted ÷ measured − 1| of `pts` \[%\] (NaN when empty).
+    pub fn median_abs_error_pct(pts: &[(f64, f64)]) -> f64 {
+        let mut e: Vec<f64> = pts.iter().map(|&(m, p)| 100.0 * (p / m - 1.0).abs()).collect();
+        e.sort_by(f64::total_cmp);
+        crate::metrics::percentile_sorted(&e, 50.0)
+    }
+}
+
+/// The comprehensive validation rows as the figure draws them: per configuration (name order),
+/// the points below the measured saturation knee whose measured and predicted values are both
+/// positive and finite.
+pub fn validation_series(rows: &[crate::validate::ComprehensiveRow]) -> Vec<ValidationSeries> {
+    let mut configs: Vec<&str> = rows.iter().map(|r| r.config.as_str()).collect();
+    configs.sort_unstable();
+    configs.dedup();
+    let ok = |m: f64, p: f64| m > 0.0 && p > 0.0 && m.is_finite() && p.is_finite();
+    configs
+        .into_iter()
+        .map(|c| {
+            let below: Vec<&crate::validate::ComprehensiveRow> =
+                rows.iter().filter(|r| r.config == c && r.below_saturation).collect();
+            let pick = |f: fn(&crate::validate::ComprehensiveRow) -> (f64, f64)| {
+                below.iter().map(|r| f(r)).filter(|&(m, p)| ok(m, p)).collect()
+            };
+            ValidationSeries {
+                config: c.to_string(),
+                t2_p50_ms: pick(|r| (r.t2_p50_ttft_measured_ms, r.t2_p50_ttft_predicted_ms)),
+                t2_p99_ms: pick(|r| (r.t2_p99_ttft_measured_ms, r.t2_p99_ttft_predicted_ms)),
+            }
+        })
+        .collect()
+}
+
+/// Measured vs predicted turn-2 p50 (left) and p99 (right) TTFT of the comprehensive sweep's
+/// points below the measured saturation knee, log–log, one colour and marker per configuration,
+/// the y = x line and ±10% lines; the legend gives each configuration's points and median
+/// |error| per panel (the figures `validate` prints as its medians below saturation). Into
+/// `<stem>.png` and `<stem>.svg`.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn validation_comprehensive(stem: &Path, rows: &[crate::validate::ComprehensiveRow]) -> Result<()> {
+    render(
+        stem,
+        &ValidationFigure {
+            series: validation_series(rows),
+        },
+    )
+}
+
+struct ValidationFigure {
+    series: Vec<ValidationSeries>,
+}
+
+impl Figure for ValidationFigure {
+    fn size(&self) -> (u32, u32) {
+        (1500, 720)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let (data, legend) = with_legend_panel(root, 330);
+        let data = data
+            .titled(
+                "Validation: vllm-ppd comprehensive sweep, turn-2 TTFT below the measured knee",
+                ("sans-serif", 22),
+            )
+            .map_err(pe)?;
+        let (w, _) = data.dim_in_pixel();
+        let (left, right) = data.split_horizontally(w / 2);
+        type Pick = fn(&ValidationSeries) -> &Vec<(f64, f64)>;
+        let panels: [(&DrawingArea<DB, Shift>, &str, Pick); 2] = [
+            (&left, "turn-2 p50 TTFT", |s| &s.t2_p50_ms),
+            (&right, "turn-2 p99 TTFT", |s| &s.t2_p99_ms),
+        ];
+        for (area, what, pick) in panels {
+            let (lo, hi) = finite_range(
+                self.series
+                    .iter()
+                    .flat_map(|s| pick(s).iter().flat_map(|&(m, p)| [m, p])),
+                true,
+            );
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
+            let axis = LogAxis::around(lo, hi, 1.3);
+            let (a, b) = (axis.lo, axis.hi);
+            let mut chart = ChartBuilder::on(area)
+                .caption(what, ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(44)
+                .y_label_area_size(64)
+                .build_cartesian_2d(axis.clone(), axis)
+                .map_err(pe)?;
+            chart
+                .configure_mesh()
+                .x_labels(12)
+                .y_labels(12)
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_label_formatter(&|v| fmt_tick(*v))
+                .x_desc(format!("measured {what} [ms] (log)"))
+                .y_desc(format!("predicted {what} [ms] (log)"))
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(pe)?;
+            draw_styled_line(&mut chart, &[(a, a), (b, b)], BLACK.stroke_width(1), None)?;
+            for f in [0.9, 1.1] {
+                draw_styled_line(
+                    &mut chart,
+                    &[(a, a * f), (b, b * f)],
+                    RGBColor(90, 90, 90).stroke_width(1),
+                    Some((6, 4)),
+                )?;
+            }
+            for (k, s) in self.series.iter().enumerate() {
+                draw_markers(&mut chart, pick(s), k, 3)?;
+            }
+        }
+        let mut entries: Vec<(String, Swatch)> = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let med = ValidationSeries::median_abs_error_pct;
+                (
+                    format!(
+                        "{} (n = {}): {}% / {}%",
+                        s.config,
+                        s.t2_p50_ms.len(),
+                        crate::output::fmt_number(med(&s.t2_p50_ms), 1),
+                        crate::output::fmt_number(med(&s.t2_p99_ms), 1)
+                    ),
+                    Swatch::Mark(marker(k), color(k)),
+                )
+            })
+            .collect();
+        entries.push(("y = x".into(), Swatch::Reference(BLACK, None)));
+        entries.push(("±10%".into(), Swatch::Reference(RGBColor(90, 90, 90), Some((6, 4)))));
+        draw_legend(&legend, Some("config: median |error| p50 / p99"), &entries)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_series_keep_points_below_the_knee_and_give_their_median_error() {
+        let row = |config: &str, p50: (f64, f64), p99: (f64, f64), below: bool| crate::validate::ComprehensiveRow {
+            config: config.into(),
+            workload: "small_tiny".into(),
+            qps: 1.0,
+            measured_success_pct: 100.0,
+            predicted_success_pct: 100.0,
+            t1_p50_ttft_measured_ms: 1.0,
+            t1_p50_ttft_predicted_ms: 1.0,
+            t1_p99_ttft_measured_ms: 1.0,
+            t1_p99_ttft_predicted_ms: 1.0,
+            t2_p50_ttft_measured_ms: p50.0,
+            t2_p50_ttft_predicted_ms: p50.1,
+            t2_p99_ttft_measured_ms: p99.0,
+            t2_p99_ttft_predicted_ms: p99.1,
+            t1_mean_tpot_measured_ms: 8.0,
+            t1_mean_tpot_predicted_ms: 8.0,
+            t2_mean_tpot_measured_ms: 8.0,
+            t2_mean_tpot_predicted_ms: 8.0,
+            t2_p50_ttft_floor_pct: f64::NAN,
+            t2_p99_ttft_floor_pct: f64::NAN,
+            below_saturation: below,
+            replay_past_knee: Vec::new(),
+        };
+        let rows = [
+            row("1P_3pD", (100.0, 110.0), (200.0, 150.0), true),
+            row("1P_3D", (100.0, 90.0), (200.0, 260.0), true),
+            row("1P_3D", (50.0, 70.0), (80.0, 80.0), true),
+            // Past the knee, and a point the replay could not predict: both left out.
+            row("1P_3D", (900.0, 100.0), (2000.0, 100.0), false),
+            row("1P_3D", (40.0, f64::NAN), (60.0, 60.0), true),
+        ];
+        let s = validation_series(&rows);
+        assert_eq!(
+            s.iter().map(|x| x.config.as_str()).collect::<Vec<_>>(),
+            ["1P_3D", "1P_3pD"]
+        );
+        assert_eq!(s[0].t2_p50_ms, [(100.0, 90.0), (50.0, 70.0)]);
+        assert_eq!(s[0].t2_p99_ms, [(200.0, 260.0), (80.0, 80.0), (60.0, 60.0)]);
+        // |errors| 10% and 40% → median 25%; 30%, 0%, 0% → 0%; one point of 10% / 25%.
+        let med = ValidationSeries::median_abs_error_pct;
+        assert!((med(&s[0].t2_p50_ms) - 25.0).abs() < 1e-9);
+        assert_eq!(med(&s[0].t2_p99_ms), 0.0);
+        assert!((med(&s[1].t2_p50_ms) - 10.0).abs() < 1e-9);
+        assert!((med(&s[1].t2_p99_ms) - 25.0).abs() < 1e-9);
+    }
 
     #[test]
     fn log_ticks_are_1_2_5_per_decade_and_thin_out() {

@@ -5,7 +5,7 @@ use crate::commands::*;
 use crate::error::{InputError, EXIT_OK};
 use crate::outdir;
 use crate::output;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -91,10 +91,15 @@ pub(crate) fn exec_validate(
             out.with_extension("interference.csv"),
         ]
     });
+    // The comprehensive points' figure goes beside their table: FILE.comprehensive.{png,svg}.
+    let figure_stem = output.as_ref().map(|out| out.with_extension("comprehensive"));
+    let figure_files = figure_stem.as_deref().map(crate::plot::outputs);
     if let Some(paths) = &csv_paths {
         let mut inputs = files.clone();
         inputs.push(calibration.to_path_buf());
-        outdir::refuse_input_as_output(&paths.iter().map(|p| p.as_path()).collect::<Vec<_>>(), &inputs)?;
+        let mut outs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        outs.extend(figure_files.iter().flatten().map(|p| p.as_path()));
+        outdir::refuse_input_as_output(&outs, &inputs)?;
     }
     // CSV tables to write once everything is computed: (path, bytes).
     let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
@@ -106,6 +111,7 @@ pub(crate) fn exec_validate(
     let mut skipped_failed = 0usize;
     let mut skipped_other = 0usize;
     let mut interference = Vec::new();
+    let mut comprehensive_rows = Vec::new();
     for f in &files {
         // Chosen by content; files of other schemas inside a searched directory are skipped.
         let v = crate::calibrate::readers::read_text(f)
@@ -166,6 +172,7 @@ pub(crate) fn exec_validate(
         if let Some(paths) = &csv_paths {
             pending.push((paths[1].clone(), output::to_csv(&rows)?));
         }
+        comprehensive_rows = rows;
     }
     if !interference.is_empty() {
         if print_points {
@@ -194,15 +201,38 @@ pub(crate) fn exec_validate(
     if points.is_empty() && comprehensive.is_empty() && interference.is_empty() {
         return Err(no_points(measured, UNSUPPORTED).into());
     }
-    // Every table is checked before any is written: a refusal writes nothing.
+    // Every table and figure is checked before any is written: a refusal writes nothing.
+    let ours = |p: &Path, bytes: &[u8]| {
+        outdir::same_first_line(p, bytes) || outdir::same_first_line(p, &header_before_floors(bytes))
+    };
     for (p, bytes) in &pending {
-        outdir::check_replaceable(p, force, "validation table", &|q| {
-            outdir::same_first_line(q, bytes) || outdir::same_first_line(q, &header_before_floors(bytes))
-        })?;
+        outdir::check_replaceable(p, force, "validation table", &|q| ours(q, bytes))?;
     }
+    // The figure beside a comprehensive table ppdsim wrote is ppdsim's too.
+    let figure = match (&figure_stem, &figure_files, &csv_paths) {
+        (Some(stem), Some(files), Some(paths)) if !comprehensive_rows.is_empty() => {
+            let table = pending.iter().find(|(p, _)| p == &paths[1]).expect("queued above");
+            let table_is_ours = ours(&table.0, &table.1);
+            for f in files {
+                outdir::check_replaceable(f, force, "validation figure", &|_| table_is_ours)?;
+            }
+            Some((stem, files))
+        }
+        _ => None,
+    };
     for (p, bytes) in &pending {
         outdir::write_atomic(p, bytes)?;
         println!("wrote {}", p.display());
+    }
+    if let Some((stem, files)) = figure {
+        // Drawn into a temporary directory beside it, then renamed into place.
+        let stage = outdir::Staging::beside(stem)?;
+        let staged = stage.path().join("figure");
+        crate::plot::validation_comprehensive(&staged, &comprehensive_rows)?;
+        for (tmp, dest) in crate::plot::outputs(&staged).iter().zip(files) {
+            std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
+        }
+        println!("wrote {} (.svg beside it)", files[0].display());
     }
     Ok(EXIT_OK)
 }

@@ -2412,6 +2412,76 @@ fn validate_replaces_its_own_tables_even_from_before_the_floor_columns() {
     assert_eq!(std::fs::read_to_string(&table).unwrap(), foreign);
 }
 
+#[test]
+fn validate_draws_the_comprehensive_points_beside_their_table_and_never_over_a_foreign_file() {
+    let validate = |out: &Path, extra: &[&str]| {
+        let mut c = ppdsim();
+        c.arg("validate")
+            .arg(root().join("tests/data/comprehensive"))
+            .args(["--summary-only", "-o"])
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.csv");
+    validate(&out, &[])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("v.comprehensive.png (.svg beside it)"));
+    let png = std::fs::read(dir.path().join("v.comprehensive.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(dir.path().join("v.comprehensive.svg")).unwrap();
+    // One legend entry per configuration of the six points, with its count below the knee.
+    let table = std::fs::read_to_string(dir.path().join("v.comprehensive.csv")).unwrap();
+    let mut r = csv::Reader::from_reader(table.as_bytes());
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+    let mut below = std::collections::BTreeMap::<String, usize>::new();
+    for row in r.records() {
+        let row = row.unwrap();
+        if &row[col("below_saturation")] == "true" {
+            *below.entry(row[col("config")].to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(below.len(), 2, "{below:?}");
+    for (config, n) in &below {
+        assert!(
+            svg.contains(&format!("{config} (n = {n})")),
+            "{config} (n = {n}) not in the legend"
+        );
+    }
+    // Re-run: the figure beside ppdsim's table is replaced.
+    std::fs::write(dir.path().join("v.comprehensive.svg"), "old").unwrap();
+    validate(&out, &[]).assert().success();
+    assert!(std::fs::read_to_string(dir.path().join("v.comprehensive.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+    // A first run where the figure's path holds someone else's file: refused, nothing written;
+    // --force replaces it.
+    let other = tempfile::tempdir().unwrap();
+    let out = other.path().join("v.csv");
+    std::fs::write(other.path().join("v.comprehensive.png"), "my picture").unwrap();
+    validate(&out, &[])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("v.comprehensive.png").and(predicate::str::contains("--force")));
+    assert_eq!(
+        std::fs::read(other.path().join("v.comprehensive.png")).unwrap(),
+        b"my picture"
+    );
+    let left: Vec<_> = std::fs::read_dir(other.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["v.comprehensive.png"]);
+    validate(&out, &["--force"]).assert().success();
+    assert_eq!(
+        &std::fs::read(other.path().join("v.comprehensive.png")).unwrap()[..4],
+        b"\x89PNG"
+    );
+}
+
 /// `validate POINT EXTRA… -o DIR/NAME.csv` on one comprehensive point: its predicted turn-1 p50
 /// TTFT \[ms\] from the comprehensive table.
 fn predicted_t1_p50_ms(dir: &Path, point: &Path, name: &str, extra: &[&str]) -> f64 {
