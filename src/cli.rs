@@ -270,8 +270,9 @@ pub enum Command {
     /// the p50 and p99 (the simulator predicting its own replays), PD-vs-PPD winner agreement,
     /// saturation knees and their floor, the 10 worst points), low-QPS files (v3 on 4 GPUs, seed 003's 2-GPU
     /// re-run) and interference experiments (decode TPOT, batch time and inserted-prefill TTFT per
-    /// setting). With `-o FILE`: the tables as CSV and the comprehensive points' measured vs
-    /// predicted turn-2 TTFT as a figure (PNG and SVG).
+    /// setting). With `-o FILE`: the tables as CSV, and figures of the comprehensive points'
+    /// measured vs predicted turn-2 TTFT and of the interference bursts' decode TPOT (PNG and
+    /// SVG).
     Validate {
         /// Measured files or directories.
         #[arg(required = true)]
@@ -281,9 +282,10 @@ pub enum Command {
         calibration: PathBuf,
         /// Also write the tables as CSV: the low-QPS table to FILE, the comprehensive one to
         /// FILE.comprehensive.csv (extension replaced), the interference one to
-        /// FILE.interference.csv; and the comprehensive points' measured-vs-predicted turn-2
-        /// p50 and p99 TTFT below the knee, per configuration, to FILE.comprehensive.png and
-        /// .svg.
+        /// FILE.interference.csv; and as figures (PNG and SVG) beside them, the comprehensive
+        /// points' measured-vs-predicted turn-2 p50 and p99 TTFT below the knee per
+        /// configuration (FILE.comprehensive.png) and the interference study's decode TPOT
+        /// against the burst's size per setting kind (FILE.interference.png).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Replace the CSV files and figures even when they are not ppdsim's validation tables

@@ -2220,6 +2220,133 @@ impl Figure for ValidationFigure {
     }
 }
 
+/// One setting kind of the interference study's core experiment on its figure
+/// ([`validation_interference`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InterferenceSeries {
+    /// `decode only`, `+ 2 append-prefills`, `+ 1 full prefill`, ….
+    pub label: String,
+    /// (N decode requests, measured, predicted decode TPOT \[ms\]), by N.
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// The core experiment's settings with decode requests, one series per scenario: decode-only
+/// first, then the append-prefill ones and the full-prefill ones by the number inserted; points
+/// without a finite measured and predicted TPOT are left out.
+pub fn interference_series(rows: &[crate::validate::InterferenceRow]) -> Vec<InterferenceSeries> {
+    let mut kinds: Vec<(u8, u32, &str)> = rows
+        .iter()
+        .filter(|r| r.experiment == "core" && r.decode_count > 0)
+        .map(|r| {
+            let rank = match r.prefill_type.as_str() {
+                "" => 0,
+                "append" => 1,
+                _ => 2,
+            };
+            (rank, r.prefill_count, r.prefill_type.as_str())
+        })
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+        .into_iter()
+        .map(|(_, k, ty)| {
+            let mut points: Vec<(f64, f64, f64)> = rows
+                .iter()
+                .filter(|r| {
+                    r.experiment == "core" && r.decode_count > 0 && r.prefill_count == k && r.prefill_type == ty
+                })
+                .map(|r| {
+                    (
+                        r.decode_count as f64,
+                        r.decode_tpot_measured_ms,
+                        r.decode_tpot_predicted_ms,
+                    )
+                })
+                .filter(|p| p.1.is_finite() && p.2.is_finite())
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let label = match (ty, k) {
+                ("", _) => "decode only".to_string(),
+                ("append", 1) => "+ 1 append-prefill".to_string(),
+                ("append", k) => format!("+ {k} append-prefills"),
+                (_, 1) => "+ 1 full prefill".to_string(),
+                (_, k) => format!("+ {k} full prefills"),
+            };
+            InterferenceSeries { label, points }
+        })
+        .collect()
+}
+
+/// The interference study's core experiment: decode TPOT against the number N of decode
+/// requests, measured (markers) and predicted (lines), one colour per setting kind (decode-only,
+/// with 1, 2 or 4 append-prefills or full prefills inserted); into `<stem>.png` and
+/// `<stem>.svg`.
+///
+/// # Errors
+/// Drawing or file errors.
+pub fn validation_interference(stem: &Path, rows: &[crate::validate::InterferenceRow]) -> Result<()> {
+    render(
+        stem,
+        &InterferenceFigure {
+            series: interference_series(rows),
+        },
+    )
+}
+
+struct InterferenceFigure {
+    series: Vec<InterferenceSeries>,
+}
+
+impl Figure for InterferenceFigure {
+    fn size(&self) -> (u32, u32) {
+        (1100, 650)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let (data, legend) = with_legend_panel(root, 280);
+        let data = data
+            .titled(
+                "Validation: interference bursts on one H100 (shared 2,048-token prefix)",
+                ("sans-serif", 20),
+            )
+            .map_err(pe)?;
+        let pts = || self.series.iter().flat_map(|s| s.points.iter());
+        let n_max = pts().map(|p| p.0).fold(10.0, f64::max);
+        let y_max = pts().flat_map(|p| [p.1, p.2]).fold(10.0, f64::max);
+        let mut chart = ChartBuilder::on(&data)
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..n_max * 1.04, 0f64..y_max * 1.08)
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .x_labels(12)
+            .y_labels(10)
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .x_desc("decode requests N (sent at once)")
+            .y_desc("decode TPOT [ms]")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(pe)?;
+        for (k, s) in self.series.iter().enumerate() {
+            let predicted: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.2)).collect();
+            draw_line(&mut chart, &predicted, k, 2)?;
+            let measured: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).collect();
+            draw_markers(&mut chart, &measured, k, 3)?;
+        }
+        let entries: Vec<(String, Swatch)> = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (s.label.clone(), Swatch::Series(k)))
+            .collect();
+        draw_legend(&legend, Some("markers measured, lines predicted"), &entries)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2270,6 +2397,40 @@ mod tests {
         assert_eq!(med(&s[0].t2_p99_ms), 0.0);
         assert!((med(&s[1].t2_p50_ms) - 10.0).abs() < 1e-9);
         assert!((med(&s[1].t2_p99_ms) - 25.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn interference_series_group_the_core_settings_by_kind_in_order_of_n() {
+        let row = |experiment: &str, n: u32, k: u32, ty: &str, meas: f64, pred: f64| crate::validate::InterferenceRow {
+            experiment: experiment.into(),
+            scenario: String::new(),
+            decode_count: n,
+            prefill_count: k,
+            prefill_type: ty.into(),
+            append_tokens: 128,
+            fitted: k == 0,
+            decode_tpot_measured_ms: meas,
+            decode_tpot_predicted_ms: pred,
+            batch_time_measured_ms: 1.0,
+            batch_time_predicted_ms: 1.0,
+            prefill_ttft_measured_ms: f64::NAN,
+            prefill_ttft_predicted_ms: f64::NAN,
+        };
+        let rows = [
+            row("core", 20, 2, "full", 14.0, 11.0),
+            row("core", 10, 2, "full", 12.0, 10.0),
+            row("core", 10, 0, "", 11.0, 9.4),
+            row("core", 10, 1, "append", 11.9, 9.6),
+            // Left out: no decode requests, the sensitivity experiment, no prediction.
+            row("core", 0, 1, "full", f64::NAN, f64::NAN),
+            row("sensitivity", 64, 1, "append", 16.0, 15.0),
+            row("core", 30, 0, "", 13.0, f64::NAN),
+        ];
+        let s = interference_series(&rows);
+        let labels: Vec<&str> = s.iter().map(|x| x.label.as_str()).collect();
+        assert_eq!(labels, ["decode only", "+ 1 append-prefill", "+ 2 full prefills"]);
+        assert_eq!(s[0].points, [(10.0, 11.0, 9.4)]);
+        assert_eq!(s[2].points, [(10.0, 12.0, 10.0), (20.0, 14.0, 11.0)]);
     }
 
     #[test]

@@ -91,14 +91,21 @@ pub(crate) fn exec_validate(
             out.with_extension("interference.csv"),
         ]
     });
-    // The comprehensive points' figure goes beside their table: FILE.comprehensive.{png,svg}.
-    let figure_stem = output.as_ref().map(|out| out.with_extension("comprehensive"));
-    let figure_files = figure_stem.as_deref().map(crate::plot::outputs);
+    // Each dataset's figure goes beside its table: FILE.comprehensive.{png,svg} and
+    // FILE.interference.{png,svg} (stems; `[1]` and `[2]` of the tables).
+    let figure_stems = output
+        .as_ref()
+        .map(|out| [out.with_extension("comprehensive"), out.with_extension("interference")]);
     if let Some(paths) = &csv_paths {
         let mut inputs = files.clone();
         inputs.push(calibration.to_path_buf());
+        let figures: Vec<PathBuf> = figure_stems
+            .iter()
+            .flatten()
+            .flat_map(|s| crate::plot::outputs(s))
+            .collect();
         let mut outs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
-        outs.extend(figure_files.iter().flatten().map(|p| p.as_path()));
+        outs.extend(figures.iter().map(|p| p.as_path()));
         outdir::refuse_input_as_output(&outs, &inputs)?;
     }
     // CSV tables to write once everything is computed: (path, bytes).
@@ -208,28 +215,37 @@ pub(crate) fn exec_validate(
     for (p, bytes) in &pending {
         outdir::check_replaceable(p, force, "validation table", &|q| ours(q, bytes))?;
     }
-    // The figure beside a comprehensive table ppdsim wrote is ppdsim's too.
-    let figure = match (&figure_stem, &figure_files, &csv_paths) {
-        (Some(stem), Some(files), Some(paths)) if !comprehensive_rows.is_empty() => {
-            let table = pending.iter().find(|(p, _)| p == &paths[1]).expect("queued above");
-            let table_is_ours = ours(&table.0, &table.1);
-            for f in files {
-                outdir::check_replaceable(f, force, "validation figure", &|_| table_is_ours)?;
+    // A figure beside a table ppdsim wrote is ppdsim's too. (stem, its table, which figure)
+    let mut figures: Vec<(&Path, usize)> = Vec::new();
+    if let (Some(stems), Some(paths)) = (&figure_stems, &csv_paths) {
+        let has_core = interference.iter().any(|r| r.experiment == "core");
+        for (k, drawn) in [(1, !comprehensive_rows.is_empty()), (2, has_core)] {
+            if !drawn {
+                continue;
             }
-            Some((stem, files))
+            let table = pending.iter().find(|(p, _)| p == &paths[k]).expect("queued above");
+            let table_is_ours = ours(&table.0, &table.1);
+            for f in crate::plot::outputs(&stems[k - 1]) {
+                outdir::check_replaceable(&f, force, "validation figure", &|_| table_is_ours)?;
+            }
+            figures.push((&stems[k - 1], k));
         }
-        _ => None,
-    };
+    }
     for (p, bytes) in &pending {
         outdir::write_atomic(p, bytes)?;
         println!("wrote {}", p.display());
     }
-    if let Some((stem, files)) = figure {
+    for (stem, k) in figures {
         // Drawn into a temporary directory beside it, then renamed into place.
         let stage = outdir::Staging::beside(stem)?;
         let staged = stage.path().join("figure");
-        crate::plot::validation_comprehensive(&staged, &comprehensive_rows)?;
-        for (tmp, dest) in crate::plot::outputs(&staged).iter().zip(files) {
+        if k == 1 {
+            crate::plot::validation_comprehensive(&staged, &comprehensive_rows)?;
+        } else {
+            crate::plot::validation_interference(&staged, &interference)?;
+        }
+        let files = crate::plot::outputs(stem);
+        for (tmp, dest) in crate::plot::outputs(&staged).iter().zip(&files) {
             std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
         }
         println!("wrote {} (.svg beside it)", files[0].display());

@@ -2482,6 +2482,43 @@ fn validate_draws_the_comprehensive_points_beside_their_table_and_never_over_a_f
     );
 }
 
+#[test]
+fn validate_draws_the_interference_bursts_beside_their_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("i.csv");
+    ppdsim()
+        .arg("validate")
+        .arg(root().join("calibration/measurements/vllm-ppd_interference_core_experiment.json"))
+        .args(["--summary-only", "-o"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("i.interference.png (.svg beside it)"));
+    let png = std::fs::read(dir.path().join("i.interference.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(dir.path().join("i.interference.svg")).unwrap();
+    // The core experiment's seven setting kinds, in the legend in this order.
+    let labels = [
+        "decode only",
+        "+ 1 append-prefill",
+        "+ 2 append-prefills",
+        "+ 4 append-prefills",
+        "+ 1 full prefill",
+        "+ 2 full prefills",
+        "+ 4 full prefills",
+    ];
+    let at: Vec<usize> = labels
+        .iter()
+        .map(|l| {
+            svg.find(&format!("\n{l}\n"))
+                .unwrap_or_else(|| panic!("{l} not in the legend"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+    // No comprehensive points: no comprehensive figure.
+    assert!(!dir.path().join("i.comprehensive.png").exists());
+}
+
 /// `validate POINT EXTRA… -o DIR/NAME.csv` on one comprehensive point: its predicted turn-1 p50
 /// TTFT \[ms\] from the comprehensive table.
 fn predicted_t1_p50_ms(dir: &Path, point: &Path, name: &str, extra: &[&str]) -> f64 {
