@@ -660,15 +660,27 @@ mod tests {
         out
     }
 
+    /// `dest` as a first `run` leaves it with `files` (relative path, contents).
+    fn first_run(dest: &Path, files: &[(&str, &[u8])]) {
+        let first = OutputDir::create(dest, false, "run").unwrap();
+        for (rel, bytes) in files {
+            first.write(rel, bytes).unwrap();
+        }
+        first.commit(Stale::Remove).unwrap();
+    }
+
     #[test]
     fn a_commit_over_a_previous_run_replaces_its_files_and_leaves_no_old_version_behind() {
         let root = tempfile::tempdir().unwrap();
         let dest = root.path().join("out");
-        let first = OutputDir::create(&dest, false, "run").unwrap();
-        first.write("requests.csv", b"old rows\n").unwrap();
-        first.write("plots/a.svg", b"old plot").unwrap();
-        first.write("gone.csv", b"not written again").unwrap();
-        first.commit(Stale::Remove).unwrap();
+        first_run(
+            &dest,
+            &[
+                ("requests.csv", b"old rows\n"),
+                ("plots/a.svg", b"old plot"),
+                ("gone.csv", b"not written again"),
+            ],
+        );
         std::fs::write(dest.join("notes.txt"), b"mine").unwrap();
 
         let second = OutputDir::create(&dest, false, "run").unwrap();
@@ -697,15 +709,14 @@ mod tests {
     fn a_rename_that_fails_after_the_old_file_went_aside_puts_it_back() {
         let root = tempfile::tempdir().unwrap();
         let dest = root.path().join("out");
-        let first = OutputDir::create(&dest, false, "run").unwrap();
-        first.write("requests.csv", b"old rows\n").unwrap();
-        first.commit(Stale::Remove).unwrap();
+        first_run(&dest, &[("requests.csv", b"old rows\n")]);
         let second = OutputDir::create(&dest, false, "run").unwrap();
         // Listed but never staged: its rename fails once the old file is aside.
         let err = second
             .move_into_place(&["requests.csv".to_string()].into_iter().collect())
             .unwrap_err();
-        assert!(format!("{err:#}").contains("moving"), "{err:#}");
+        // The old file went aside; the new one could not follow: its rename's error.
+        assert!(format!("{err:#}").contains("into place"), "{err:#}");
         assert_eq!(std::fs::read(dest.join("requests.csv")).unwrap(), b"old rows\n");
     }
 }

@@ -50,6 +50,45 @@ pub fn outputs(stem: &Path) -> [PathBuf; 2] {
     [with_ext(stem, "png"), with_ext(stem, "svg")]
 }
 
+/// A figure drawn into a temporary directory beside its destination, put in place by
+/// [`StagedFigure::commit`] (dropped uncommitted, it is removed and the destination untouched).
+pub struct StagedFigure {
+    _stage: crate::outdir::Staging,
+    staged: PathBuf,
+    dest: PathBuf,
+}
+
+impl StagedFigure {
+    /// Draws a figure for `<dest>.png` and `<dest>.svg`: `draw` is given the temporary stem to
+    /// draw at (it calls one of this module's figure functions).
+    ///
+    /// # Errors
+    /// Creating the temporary directory; drawing errors.
+    pub fn draw(dest: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
+        let stage = crate::outdir::Staging::beside(dest)?;
+        let staged = stage.path().join("figure");
+        draw(&staged)?;
+        Ok(StagedFigure {
+            _stage: stage,
+            staged,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// Renames the PNG and the SVG into place; returns the PNG's path.
+    ///
+    /// # Errors
+    /// Renaming errors.
+    pub fn commit(self) -> Result<PathBuf> {
+        let dest = outputs(&self.dest);
+        for (tmp, to) in outputs(&self.staged).iter().zip(&dest) {
+            std::fs::rename(tmp, to).with_context(|| format!("renaming onto {}", to.display()))?;
+        }
+        let [png, _] = dest;
+        Ok(png)
+    }
+}
+
 /// Draws `fig` into `<stem>.png` and `<stem>.svg` (see [`outputs`]).
 fn render(stem: &Path, fig: &impl Figure) -> Result<()> {
     register_font();
@@ -1934,6 +1973,68 @@ pub fn fit_stats(points: &[crate::calibrate::FitPoint]) -> Vec<PhaseFit> {
         .collect()
 }
 
+/// A log–log chart on `area` for measured (x) against predicted (y) values spanning `values`
+/// (padded by `pad`×; 1–10 when none is positive and finite), with its mesh, the optional
+/// `caption`, the axis descriptions, the y = x line and dashed ±10% lines; returns the chart for
+/// the caller's markers. [`identity_legend`] gives the lines' legend entries.
+///
+/// # Errors
+/// Drawing errors.
+fn measured_vs_predicted_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    values: impl IntoIterator<Item = f64>,
+    pad: f64,
+    caption: Option<&str>,
+    (x_desc, y_desc): (&str, &str),
+) -> Result<ChartContext<'a, DB, Cartesian2d<LogAxis, LogAxis>>> {
+    let (lo, hi) = finite_range(values, true);
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
+    let axis = LogAxis::around(lo, hi, pad);
+    let (a, b) = (axis.lo, axis.hi);
+    let mut builder = ChartBuilder::on(area);
+    if let Some(c) = caption {
+        builder.caption(c, ("sans-serif", 16));
+    }
+    let mut chart = builder
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(axis.clone(), axis)
+        .map_err(pe)?;
+    chart
+        .configure_mesh()
+        .x_labels(12)
+        .y_labels(12)
+        .x_label_formatter(&|v| fmt_tick(*v))
+        .y_label_formatter(&|v| fmt_tick(*v))
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(pe)?;
+    draw_styled_line(&mut chart, &[(a, a), (b, b)], BLACK.stroke_width(1), None)?;
+    for f in [0.9, 1.1] {
+        draw_styled_line(
+            &mut chart,
+            &[(a, a * f), (b, b * f)],
+            IDENTITY_BAND.stroke_width(1),
+            Some((6, 4)),
+        )?;
+    }
+    Ok(chart)
+}
+
+/// Colour of the ±10% lines of [`measured_vs_predicted_chart`].
+const IDENTITY_BAND: RGBColor = RGBColor(90, 90, 90);
+
+/// Legend entries of the y = x and ±10% lines [`measured_vs_predicted_chart`] draws.
+fn identity_legend() -> [(String, Swatch); 2] {
+    [
+        ("y = x".into(), Swatch::Reference(BLACK, None)),
+        ("±10%".into(), Swatch::Reference(IDENTITY_BAND, Some((6, 4)))),
+    ]
+}
+
 /// Measured vs predicted time of every fitted sample, log–log, one colour and marker per phase
 /// (phases with fewer points drawn on top), the y = x line and ±10% lines, R² and MAPE per phase
 /// on the figure, and a residual panel (predicted ÷ measured − 1, in %) below; into
@@ -1973,36 +2074,17 @@ impl Figure for CalibrationFit<'_> {
             )
             .map_err(pe)?;
         let (top, bottom) = data.split_vertically(620);
-        let (lo, hi) = finite_range(pts.iter().flat_map(|p| [p.measured_ms, p.predicted_ms]), true);
-        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
-        let axis = LogAxis::around(lo, hi, 1.4);
-        let (a, b) = (axis.lo, axis.hi);
-        let mut chart = ChartBuilder::on(&top)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(axis.clone(), axis)
-            .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .x_labels(12)
-            .y_labels(12)
-            .x_label_formatter(&|v| fmt_tick(*v))
-            .y_label_formatter(&|v| fmt_tick(*v))
-            .x_desc("measured [ms] (log)")
-            .y_desc("predicted [ms] (log)")
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(pe)?;
-        draw_styled_line(&mut chart, &[(a, a), (b, b)], BLACK.stroke_width(1), None)?;
-        for f in [0.9, 1.1] {
-            draw_styled_line(
-                &mut chart,
-                &[(a, a * f), (b, b * f)],
-                RGBColor(90, 90, 90).stroke_width(1),
-                Some((6, 4)),
-            )?;
-        }
+        let mut chart = measured_vs_predicted_chart(
+            &top,
+            pts.iter().flat_map(|p| [p.measured_ms, p.predicted_ms]),
+            1.4,
+            None,
+            ("measured [ms] (log)", "predicted [ms] (log)"),
+        )?;
+        let (a, b) = {
+            let r = chart.x_range();
+            (r.start, r.end)
+        };
         // Each phase's points (with its series index), largest phase first.
         let by_phase: Vec<(usize, Vec<&crate::calibrate::FitPoint>)> = order
             .iter()
@@ -2035,7 +2117,7 @@ impl Figure for CalibrationFit<'_> {
             draw_styled_line(
                 &mut residual,
                 &[(a, f), (b, f)],
-                RGBColor(90, 90, 90).stroke_width(1),
+                IDENTITY_BAND.stroke_width(1),
                 Some((6, 4)),
             )?;
         }
@@ -2056,8 +2138,7 @@ impl Figure for CalibrationFit<'_> {
             .enumerate()
             .map(|(k, s)| (format!("{} (n = {})", s.phase, s.n), Swatch::Mark(marker(k), color(k))))
             .collect();
-        entries.push(("y = x".into(), Swatch::Reference(BLACK, None)));
-        entries.push(("±10%".into(), Swatch::Reference(RGBColor(90, 90, 90), Some((6, 4)))));
+        entries.extend(identity_legend());
         entries.push((String::new(), Swatch::Box(WHITE)));
         for s in &stats {
             entries.push((
@@ -2080,13 +2161,10 @@ pub struct ValidationSeries {
     pub t2_p99_ms: Vec<(f64, f64)>,
 }
 
-impl ValidationSeries {
-    /// Median |predicted ÷ measured − 1| of `pts` \[%\] (NaN when empty).
-    pub fn median_abs_error_pct(pts: &[(f64, f64)]) -> f64 {
-        let mut e: Vec<f64> = pts.iter().map(|&(m, p)| 100.0 * (p / m - 1.0).abs()).collect();
-        e.sort_by(f64::total_cmp);
-        crate::metrics::percentile_sorted(&e, 50.0)
-    }
+/// Median |error| of (measured, predicted) pairs \[%\], as `validate` computes its medians
+/// (NaN when empty).
+pub fn median_abs_error_pct(pts: &[(f64, f64)]) -> f64 {
+    crate::validate::median(pts.iter().map(|&(m, p)| crate::validate::err(p, m).abs()))
 }
 
 /// The comprehensive validation rows as the figure draws them: per configuration (name order),
@@ -2156,42 +2234,18 @@ impl Figure for ValidationFigure {
             (&right, "turn-2 p99 TTFT", |s| &s.t2_p99_ms),
         ];
         for (area, what, pick) in panels {
-            let (lo, hi) = finite_range(
+            let mut chart = measured_vs_predicted_chart(
+                area,
                 self.series
                     .iter()
                     .flat_map(|s| pick(s).iter().flat_map(|&(m, p)| [m, p])),
-                true,
-            );
-            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 10.0) };
-            let axis = LogAxis::around(lo, hi, 1.3);
-            let (a, b) = (axis.lo, axis.hi);
-            let mut chart = ChartBuilder::on(area)
-                .caption(what, ("sans-serif", 16))
-                .margin(12)
-                .x_label_area_size(44)
-                .y_label_area_size(64)
-                .build_cartesian_2d(axis.clone(), axis)
-                .map_err(pe)?;
-            chart
-                .configure_mesh()
-                .x_labels(12)
-                .y_labels(12)
-                .x_label_formatter(&|v| fmt_tick(*v))
-                .y_label_formatter(&|v| fmt_tick(*v))
-                .x_desc(format!("measured {what} [ms] (log)"))
-                .y_desc(format!("predicted {what} [ms] (log)"))
-                .label_style(("sans-serif", 13))
-                .draw()
-                .map_err(pe)?;
-            draw_styled_line(&mut chart, &[(a, a), (b, b)], BLACK.stroke_width(1), None)?;
-            for f in [0.9, 1.1] {
-                draw_styled_line(
-                    &mut chart,
-                    &[(a, a * f), (b, b * f)],
-                    RGBColor(90, 90, 90).stroke_width(1),
-                    Some((6, 4)),
-                )?;
-            }
+                1.3,
+                Some(what),
+                (
+                    &format!("measured {what} [ms] (log)"),
+                    &format!("predicted {what} [ms] (log)"),
+                ),
+            )?;
             for (k, s) in self.series.iter().enumerate() {
                 draw_markers(&mut chart, pick(s), k, 3)?;
             }
@@ -2201,21 +2255,19 @@ impl Figure for ValidationFigure {
             .iter()
             .enumerate()
             .map(|(k, s)| {
-                let med = ValidationSeries::median_abs_error_pct;
                 (
                     format!(
                         "{} (n = {}): {}% / {}%",
                         s.config,
                         s.t2_p50_ms.len(),
-                        crate::output::fmt_number(med(&s.t2_p50_ms), 1),
-                        crate::output::fmt_number(med(&s.t2_p99_ms), 1)
+                        crate::output::fmt_number(median_abs_error_pct(&s.t2_p50_ms), 1),
+                        crate::output::fmt_number(median_abs_error_pct(&s.t2_p99_ms), 1)
                     ),
                     Swatch::Mark(marker(k), color(k)),
                 )
             })
             .collect();
-        entries.push(("y = x".into(), Swatch::Reference(BLACK, None)));
-        entries.push(("±10%".into(), Swatch::Reference(RGBColor(90, 90, 90), Some((6, 4)))));
+        entries.extend(identity_legend());
         draw_legend(&legend, Some("config: median |error| p50 / p99"), &entries)
     }
 }
@@ -2392,7 +2444,7 @@ mod tests {
         assert_eq!(s[0].t2_p50_ms, [(100.0, 90.0), (50.0, 70.0)]);
         assert_eq!(s[0].t2_p99_ms, [(200.0, 260.0), (80.0, 80.0), (60.0, 60.0)]);
         // |errors| 10% and 40% → median 25%; 30%, 0%, 0% → 0%; one point of 10% / 25%.
-        let med = ValidationSeries::median_abs_error_pct;
+        let med = median_abs_error_pct;
         assert!((med(&s[0].t2_p50_ms) - 25.0).abs() < 1e-9);
         assert_eq!(med(&s[0].t2_p99_ms), 0.0);
         assert!((med(&s[1].t2_p50_ms) - 10.0).abs() < 1e-9);

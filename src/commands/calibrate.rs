@@ -3,7 +3,7 @@
 use crate::calibrate::{self, CalibrateOptions};
 use crate::error::{EXIT_INVALID_INPUT, EXIT_OK};
 use crate::outdir;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 pub(crate) fn exec_calibrate(
@@ -59,14 +59,10 @@ pub(crate) fn exec_calibrate(
     }
     let mut json = serde_json::to_vec_pretty(&c.file)?;
     json.push(b'\n');
-    // The plots are drawn into a temporary directory beside them, then renamed into place.
-    let stage = outdir::Staging::beside(&plot)?;
-    let staged_plot = stage.path().join("fit");
-    crate::plot::calibration_fit(&staged_plot, &c)?;
+    // The plots are drawn beside their place first: a drawing error writes nothing.
+    let figure = crate::plot::StagedFigure::draw(&plot, |stem| crate::plot::calibration_fit(stem, &c))?;
     outdir::write_atomic(output, &json)?;
-    for (tmp, dest) in crate::plot::outputs(&staged_plot).iter().zip(&plot_files) {
-        std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
-    }
+    figure.commit()?;
     if quiet {
         return Ok(EXIT_OK);
     }

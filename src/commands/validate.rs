@@ -5,7 +5,7 @@ use crate::commands::*;
 use crate::error::{InputError, EXIT_OK};
 use crate::outdir;
 use crate::output;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -91,8 +91,8 @@ pub(crate) fn exec_validate(
             out.with_extension("interference.csv"),
         ]
     });
-    // Each dataset's figure goes beside its table: FILE.comprehensive.{png,svg} and
-    // FILE.interference.{png,svg} (stems; `[1]` and `[2]` of the tables).
+    // Each dataset's figure goes beside its table (stems): FILE.comprehensive.{png,svg} and
+    // FILE.interference.{png,svg}.
     let figure_stems = output
         .as_ref()
         .map(|out| [out.with_extension("comprehensive"), out.with_extension("interference")]);
@@ -208,47 +208,43 @@ pub(crate) fn exec_validate(
     if points.is_empty() && comprehensive.is_empty() && interference.is_empty() {
         return Err(no_points(measured, UNSUPPORTED).into());
     }
-    // Every table and figure is checked before any is written: a refusal writes nothing.
+    // Every table and figure is checked, and every figure drawn, before anything is written: a
+    // refusal or a drawing error writes nothing.
     let ours = |p: &Path, bytes: &[u8]| {
         outdir::same_first_line(p, bytes) || outdir::same_first_line(p, &header_before_floors(bytes))
     };
     for (p, bytes) in &pending {
         outdir::check_replaceable(p, force, "validation table", &|q| ours(q, bytes))?;
     }
-    // A figure beside a table ppdsim wrote is ppdsim's too. (stem, its table, which figure)
-    let mut figures: Vec<(&Path, usize)> = Vec::new();
-    if let (Some(stems), Some(paths)) = (&figure_stems, &csv_paths) {
-        let has_core = interference.iter().any(|r| r.experiment == "core");
-        for (k, drawn) in [(1, !comprehensive_rows.is_empty()), (2, has_core)] {
-            if !drawn {
-                continue;
-            }
-            let table = pending.iter().find(|(p, _)| p == &paths[k]).expect("queued above");
-            let table_is_ours = ours(&table.0, &table.1);
-            for f in crate::plot::outputs(&stems[k - 1]) {
+    let mut figures = Vec::new();
+    if let (Some([comprehensive_stem, interference_stem]), Some(paths)) = (&figure_stems, &csv_paths) {
+        type Draw<'a> = Box<dyn FnOnce(&Path) -> Result<()> + 'a>;
+        let comprehensive_figure: Option<Draw> = (!comprehensive_rows.is_empty())
+            .then(|| Box::new(|s: &Path| crate::plot::validation_comprehensive(s, &comprehensive_rows)) as Draw);
+        let interference_figure: Option<Draw> = interference
+            .iter()
+            .any(|r| r.experiment == "core")
+            .then(|| Box::new(|s: &Path| crate::plot::validation_interference(s, &interference)) as Draw);
+        for (stem, table, draw) in [
+            (comprehensive_stem, &paths[1], comprehensive_figure),
+            (interference_stem, &paths[2], interference_figure),
+        ] {
+            let Some(draw) = draw else { continue };
+            // A figure beside a table ppdsim wrote is ppdsim's too.
+            let (_, bytes) = pending.iter().find(|(p, _)| p == table).expect("its table is queued");
+            let table_is_ours = ours(table, bytes);
+            for f in crate::plot::outputs(stem) {
                 outdir::check_replaceable(&f, force, "validation figure", &|_| table_is_ours)?;
             }
-            figures.push((&stems[k - 1], k));
+            figures.push(crate::plot::StagedFigure::draw(stem, draw)?);
         }
     }
     for (p, bytes) in &pending {
         outdir::write_atomic(p, bytes)?;
         println!("wrote {}", p.display());
     }
-    for (stem, k) in figures {
-        // Drawn into a temporary directory beside it, then renamed into place.
-        let stage = outdir::Staging::beside(stem)?;
-        let staged = stage.path().join("figure");
-        if k == 1 {
-            crate::plot::validation_comprehensive(&staged, &comprehensive_rows)?;
-        } else {
-            crate::plot::validation_interference(&staged, &interference)?;
-        }
-        let files = crate::plot::outputs(stem);
-        for (tmp, dest) in crate::plot::outputs(&staged).iter().zip(&files) {
-            std::fs::rename(tmp, dest).with_context(|| format!("renaming onto {}", dest.display()))?;
-        }
-        println!("wrote {} (.svg beside it)", files[0].display());
+    for f in figures {
+        println!("wrote {} (.svg beside it)", f.commit()?.display());
     }
     Ok(EXIT_OK)
 }

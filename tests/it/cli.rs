@@ -2380,14 +2380,7 @@ fn validate_replaces_its_own_tables_even_from_before_the_floor_columns() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("v.csv");
     let table = dir.path().join("v.comprehensive.csv");
-    let validate = || {
-        let mut c = ppdsim();
-        c.arg("validate")
-            .arg(root().join("tests/data/comprehensive"))
-            .args(["--summary-only", "-o"])
-            .arg(&out);
-        c
-    };
+    let validate = || validate_into("tests/data/comprehensive", &out, &[]);
     let old_header = "config,workload,qps,measured_success_pct,predicted_success_pct,t1_p50_ttft_measured_ms,t1_p50_ttft_predicted_ms,t1_p99_ttft_measured_ms,t1_p99_ttft_predicted_ms,t2_p50_ttft_measured_ms,t2_p50_ttft_predicted_ms,t2_p99_ttft_measured_ms,t2_p99_ttft_predicted_ms,t1_mean_tpot_measured_ms,t1_mean_tpot_predicted_ms,t2_mean_tpot_measured_ms,t2_mean_tpot_predicted_ms,below_saturation";
     std::fs::write(
         &table,
@@ -2412,26 +2405,39 @@ fn validate_replaces_its_own_tables_even_from_before_the_floor_columns() {
     assert_eq!(std::fs::read_to_string(&table).unwrap(), foreign);
 }
 
-#[test]
-fn validate_draws_the_comprehensive_points_beside_their_table_and_never_over_a_foreign_file() {
-    let validate = |out: &Path, extra: &[&str]| {
-        let mut c = ppdsim();
-        c.arg("validate")
-            .arg(root().join("tests/data/comprehensive"))
-            .args(["--summary-only", "-o"])
-            .arg(out)
-            .args(extra);
-        c
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("v.csv");
-    validate(&out, &[])
+/// `ppdsim validate MEASURED --summary-only -o OUT EXTRA…` (`MEASURED` relative to the
+/// repository).
+fn validate_into(measured: &str, out: &Path, extra: &[&str]) -> Command {
+    let mut c = ppdsim();
+    c.arg("validate")
+        .arg(root().join(measured))
+        .args(["--summary-only", "-o"])
+        .arg(out)
+        .args(extra);
+    c
+}
+
+/// Runs [`validate_into`] and checks it says it drew `STEM.png`, that the file is a PNG; returns
+/// `STEM.svg`'s text (`stem` the figure's path without extension).
+fn validate_figure_svg(measured: &str, out: &Path, stem: &Path) -> String {
+    let name = stem.file_name().unwrap().to_string_lossy().into_owned();
+    validate_into(measured, out, &[])
         .assert()
         .success()
-        .stdout(predicate::str::contains("v.comprehensive.png (.svg beside it)"));
-    let png = std::fs::read(dir.path().join("v.comprehensive.png")).unwrap();
+        .stdout(predicate::str::contains(format!("{name}.png (.svg beside it)")));
+    let beside = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
+    let png = std::fs::read(beside("png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let svg = std::fs::read_to_string(dir.path().join("v.comprehensive.svg")).unwrap();
+    std::fs::read_to_string(beside("svg")).unwrap()
+}
+
+#[test]
+fn validate_draws_the_comprehensive_points_beside_their_table_and_never_over_a_foreign_file() {
+    const POINTS: &str = "tests/data/comprehensive";
+    let validate = |out: &Path, extra: &[&str]| validate_into(POINTS, out, extra);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.csv");
+    let svg = validate_figure_svg(POINTS, &out, &dir.path().join("v.comprehensive"));
     // One legend entry per configuration of the six points, with its count below the knee.
     let table = std::fs::read_to_string(dir.path().join("v.comprehensive.csv")).unwrap();
     let mut r = csv::Reader::from_reader(table.as_bytes());
@@ -2485,18 +2491,11 @@ fn validate_draws_the_comprehensive_points_beside_their_table_and_never_over_a_f
 #[test]
 fn validate_draws_the_interference_bursts_beside_their_table() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("i.csv");
-    ppdsim()
-        .arg("validate")
-        .arg(root().join("calibration/measurements/vllm-ppd_interference_core_experiment.json"))
-        .args(["--summary-only", "-o"])
-        .arg(&out)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("i.interference.png (.svg beside it)"));
-    let png = std::fs::read(dir.path().join("i.interference.png")).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let svg = std::fs::read_to_string(dir.path().join("i.interference.svg")).unwrap();
+    let svg = validate_figure_svg(
+        "calibration/measurements/vllm-ppd_interference_core_experiment.json",
+        &dir.path().join("i.csv"),
+        &dir.path().join("i.interference"),
+    );
     // The core experiment's seven setting kinds, in the legend in this order.
     let labels = [
         "decode only",
