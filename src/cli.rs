@@ -232,6 +232,13 @@ pub enum Command {
         /// (docs/validation.md: 0.3 ms fits the interference bursts, seed 003's W1 rules it out).
         #[arg(long, value_name = "MS", value_parser = parse_stream_ms, default_value_t = 0.0)]
         stream_ms_per_chunk: f64,
+        /// Engine time of each request's first admission on an instance (added to the step that
+        /// first schedules it, holding the sequences running there) \[ms\], with which the
+        /// replays fit β3, D's KV load and the overheads; recorded in the model file when > 0,
+        /// where `run` and `validate` use it. Default 0 (docs/validation.md, "The engine's
+        /// admission work": ≈ 4 ms fits the interference bursts).
+        #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms, default_value_t = 0.0)]
+        engine_admit_ms: f64,
         /// Where P's share of the PD handoff is done in the replays that fit the overheads:
         /// `prefill-engine` (P's engine, in the step that finishes each split prompt),
         /// `per-prefill` (a queue beside each P's engine) or `cluster` (one queue for all);
@@ -311,6 +318,12 @@ pub enum Command {
         /// interference bursts' TPOT to the server's streaming.
         #[arg(long, value_name = "MS", value_parser = parse_stream_ms)]
         stream_ms_per_chunk: Option<f64>,
+        /// Replay with each engine spending this long on each request's first admission, in the
+        /// step that first schedules it, instead of the calibration's \[ms\]
+        /// (`overheads.engine_admit_ms`, absent: 0): the sensitivity of the interference bursts'
+        /// TPOT and of loaded TTFTs to the engine's per-request work.
+        #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms)]
+        engine_admit_ms: Option<f64>,
         /// Replay with P's share of the PD handoff done here instead of where the calibration's
         /// replay fit put it: `prefill-engine`, `per-prefill` or `cluster` (the sensitivity of the
         /// PD path's saturation to the mechanism).
@@ -328,7 +341,7 @@ pub enum Command {
         kv_bandwidth_gbps: Option<f64>,
         /// Replay with D's engine spending this long loading each received request's KV, in the
         /// step that first schedules it, instead of the calibration's \[ms\]
-        /// (`kv_transfer.load_ms`: 8.93 for the shipped model, 0 for files without it): the
+        /// (`kv_transfer.load_ms`: 2.27 for the shipped model, 0 for files without it): the
         /// sensitivity of the PD path's TTFT and TPOT to the load.
         #[arg(long, value_name = "MS", value_parser = parse_kv_load_ms)]
         kv_load_ms: Option<f64>,
@@ -561,6 +574,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             overhead_service_cv,
             client_requeue_rate,
             stream_ms_per_chunk,
+            engine_admit_ms,
             pd_handoff_queue,
             prefill_waits_for_send,
             kv_load_ms,
@@ -583,6 +597,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 overhead_service_cv,
                 client_requeue_rate,
                 stream_ms_per_chunk,
+                engine_admit_ms,
                 pd_handoff_queue,
                 prefill_waits_for_send,
                 kv_load_ms,
@@ -600,6 +615,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             overhead_service_cv,
             client_requeue_rate,
             stream_ms_per_chunk,
+            engine_admit_ms,
             pd_handoff_queue,
             prefill_waits_for_send,
             kv_bandwidth_gbps,
@@ -615,6 +631,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 overhead_service_cv,
                 client_requeue_rate,
                 stream_ms_per_chunk,
+                engine_admit_ms,
                 pd_handoff_queue,
                 prefill_waits_for_send,
                 kv_bandwidth_gbps,
@@ -640,6 +657,11 @@ fn parse_in_range(s: &str, max: f64, what: &str, example: &str) -> Result<f64, S
 /// `--kv-load-ms`: ms in [0, 1000].
 fn parse_kv_load_ms(s: &str) -> Result<f64, String> {
     parse_in_range(s, crate::scenario::MAX_KV_LOAD_MS, "ms per loaded request", "2.5")
+}
+
+/// `--engine-admit-ms`: ms in [0, 1000].
+fn parse_engine_admit_ms(s: &str) -> Result<f64, String> {
+    parse_in_range(s, crate::scenario::MAX_ENGINE_ADMIT_MS, "ms per admitted request", "4")
 }
 
 /// `--stream-ms-per-chunk`: ms in [0, 100].

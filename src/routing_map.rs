@@ -18,6 +18,9 @@
 //!   `B` decodes, which also loads the received KV (`kv_load_ms`,
 //!   [`crate::sim::SimConfig::kv_load_ms`]). TTFT = the sum; stall = that iteration's extra time
 //!   over a decode-only one.
+//! * Each engine that takes the request spends `engine_admit_ms` admitting it, in the step that
+//!   first schedules it ([`crate::sim::SimConfig::engine_admit_ms`]): D's on both routes (TTFT and
+//!   stall), P's on the remote one (TTFT).
 //!
 //! The **cost** of a route is TTFT + B × stall: the delay it adds to the arriving turn plus the
 //! delay it adds to every decode sharing D (request-milliseconds). The cheaper route wins; with
@@ -44,6 +47,10 @@ pub struct MapParams {
     /// D's engine time to load the received KV, added to its step that computes the last prompt
     /// token \[ms\] ([`crate::sim::SimConfig::kv_load_ms`]).
     pub kv_load_ms: f64,
+    /// Each engine's time to admit a request, added to the step that first schedules it: D's (or
+    /// the pD's) on both routes, P's on the remote one \[ms\]
+    /// ([`crate::sim::SimConfig::engine_admit_ms`]).
+    pub engine_admit_ms: f64,
     /// What the link carries.
     pub transfer: TransferMode,
     /// Chunked-prefill token budget per iteration \[tokens\].
@@ -232,12 +239,16 @@ fn prefill_ms(p: &MapParams, l: u32, m: u32, decodes: u32) -> (f64, f64) {
 pub fn cell(p: &MapParams, l: u32, m: u32) -> MapCell {
     assert!(m >= 1, "an append-prefill has at least one new token");
     let b = p.decode_batch as f64;
+    let a = p.engine_admit_ms;
     let (local_ttft, local_stall) = prefill_ms(p, l, m, p.decode_batch);
+    // The pD admits the turn in its first chunk's step.
+    let (local_ttft, local_stall) = (local_ttft + a, local_stall + a);
     let (p_time, _) = if p.p_holds_context {
         prefill_ms(p, l, m, 0)
     } else {
         prefill_ms(p, 0, l + m, 0)
     };
+    let p_time = p_time + a;
     let tokens = match p.transfer {
         TransferMode::Full => l + m,
         TransferMode::Incremental => m,
@@ -249,7 +260,7 @@ pub fn cell(p: &MapParams, l: u32, m: u32) -> MapCell {
     );
     // D computes the last prompt token alongside its decodes, in the step that loads the KV.
     let (d_step, remote_stall) = prefill_ms(p, l + m - 1, 1, p.decode_batch);
-    let (d_step, remote_stall) = (d_step + p.kv_load_ms, remote_stall + p.kv_load_ms);
+    let (d_step, remote_stall) = (d_step + p.kv_load_ms + a, remote_stall + p.kv_load_ms + a);
     let remote_ttft = p_time + transfer_ms + p.pd_handoff_ms + d_step;
     let (local_cost, remote_cost) = (local_ttft + b * local_stall, remote_ttft + b * remote_stall);
     MapCell {
@@ -362,6 +373,7 @@ mod tests {
             link_latency_ms: 1.0,
             pd_handoff_ms: 5.0,
             kv_load_ms: 0.0,
+            engine_admit_ms: 0.0,
             transfer: TransferMode::Full,
             token_budget: 8192,
             decode_batch,

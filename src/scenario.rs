@@ -390,6 +390,11 @@ pub struct OverheadSpec {
     /// (`overheads.stream_ms_per_chunk`, absent = 0: tokens reach the client as their step ends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_ms_per_chunk: Option<f64>,
+    /// Engine time of a request's first admission on an instance \[ms\]
+    /// ([`SimConfig::engine_admit_ms`]): added to the step that first schedules it, holding the
+    /// sequences running there. Unset: the calibration's (`overheads.engine_admit_ms`, absent = 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_admit_ms: Option<f64>,
 }
 
 impl Default for OverheadSpec {
@@ -405,6 +410,7 @@ impl Default for OverheadSpec {
             serialized: true,
             service_cv: None,
             stream_ms_per_chunk: None,
+            engine_admit_ms: None,
         }
     }
 }
@@ -415,6 +421,10 @@ pub const MAX_SERVICE_CV: f64 = 10.0;
 /// Largest `[overheads] stream_ms_per_chunk` accepted \[ms\] (100 ms per token per stream is
 /// already a client that sees ten tokens a second).
 pub const MAX_STREAM_MS_PER_CHUNK: f64 = 100.0;
+
+/// Largest `[overheads] engine_admit_ms` accepted \[ms\] (a second per request is already an
+/// engine that admits nothing else).
+pub const MAX_ENGINE_ADMIT_MS: f64 = 1000.0;
 
 /// Largest `[kv_link] load_ms` accepted \[ms\] (a second per request is already an engine that
 /// loads nothing else).
@@ -728,6 +738,7 @@ impl LoadedScenario {
             routing_seed: 0,
             overhead_service_cv: sc.overheads.service_cv.expect("resolved"),
             stream_ms_per_chunk: sc.overheads.stream_ms_per_chunk.expect("resolved"),
+            engine_admit_ms: sc.overheads.engine_admit_ms.expect("resolved"),
             decode_runs: self.decode_runs,
         }
     }
@@ -1246,6 +1257,14 @@ fn check_domains(path: &Path, sc: &Scenario, model: &hardware::ModelSpec, gpu: &
         }
     }
     in_range(
+        "overheads.engine_admit_ms",
+        sc.overheads.engine_admit_ms.unwrap_or(0.0),
+        0.0,
+        false,
+        MAX_ENGINE_ADMIT_MS,
+        &format!("use a time per admitted request in ms, >= 0 and <= {MAX_ENGINE_ADMIT_MS} (0: admission is free)"),
+    )?;
+    in_range(
         "overheads.stream_ms_per_chunk",
         sc.overheads.stream_ms_per_chunk.unwrap_or(0.0),
         0.0,
@@ -1488,6 +1507,9 @@ fn resolve_calibrated(path: &Path, sc: &mut Scenario, calibration: &CalibrationF
     sc.overheads
         .stream_ms_per_chunk
         .get_or_insert(calibration.stream_ms_per_chunk());
+    sc.overheads
+        .engine_admit_ms
+        .get_or_insert(calibration.engine_admit_ms());
     sc.overheads
         .pd_handoff_queue
         .get_or_insert(calibration.pd_handoff_queue());

@@ -79,6 +79,10 @@ pub struct CalibrateOptions {
     /// ([`crate::sim::SimConfig::stream_ms_per_chunk`]) \[ms\], recorded in the model file when
     /// above 0. Default 0 (tokens reach the client as their step ends).
     pub stream_ms_per_chunk: f64,
+    /// Engine time of each request's first admission in the replays
+    /// ([`crate::sim::SimConfig::engine_admit_ms`]) \[ms\], recorded in the model file when above
+    /// 0. Default 0 (admission is free).
+    pub engine_admit_ms: f64,
     /// Where P's share of the handoff is done in the replays ([`crate::sim::HandoffQueue`]),
     /// recorded in the model file when the replay fits the overheads. Default: P's engine.
     pub pd_handoff_queue: crate::sim::HandoffQueue,
@@ -143,6 +147,7 @@ impl Default for CalibrateOptions {
             overhead_service_cv: 0.0,
             client_requeue_rate: 0.0,
             stream_ms_per_chunk: 0.0,
+            engine_admit_ms: 0.0,
             pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
             prefill_waits_for_send: false,
             kv_load_ms: None,
@@ -907,6 +912,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 service_cv: None,
                 client_requeue_rate: None,
                 stream_ms_per_chunk: None,
+                engine_admit_ms: None,
                 pd_handoff_queue: None,
             },
             fitted_link.unwrap_or_else(|| KvTransfer {
@@ -987,6 +993,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
                 service_cv: None,
                 client_requeue_rate: None,
                 stream_ms_per_chunk: None,
+                engine_admit_ms: None,
                 pd_handoff_queue: None,
                 prompt_ms_per_token: Some(coefficient(
                     "prompt_ms_per_token",
@@ -1053,6 +1060,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     file.overheads.service_cv = recorded(opts.overhead_service_cv);
     file.overheads.client_requeue_rate = recorded(opts.client_requeue_rate);
     file.overheads.stream_ms_per_chunk = recorded(opts.stream_ms_per_chunk);
+    file.overheads.engine_admit_ms = recorded(opts.engine_admit_ms);
     file.kv_transfer.load_ms = recorded(opts.kv_load_ms.unwrap_or(0.0));
     let replay_points: Vec<replay::Point> = loaded
         .iter()
@@ -1348,6 +1356,13 @@ pub fn report(c: &Calibration) -> String {
                 s,
                 "  with each API server streaming an output chunk in {:.2} ms (--stream-ms-per-chunk; recorded in the model file)",
                 f.stream_ms_per_chunk()
+            );
+        }
+        if f.engine_admit_ms() > 0.0 {
+            let _ = writeln!(
+                s,
+                "  with each engine spending {:.2} ms on a request's first admission, in the step that first schedules it (--engine-admit-ms; recorded in the model file)",
+                f.engine_admit_ms()
             );
         }
         // A load the decode refit fitted has its line above; a held one (--kv-load-ms) here.

@@ -99,6 +99,11 @@ pub struct Overheads {
     /// `validate --stream-ms-per-chunk`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_ms_per_chunk: Option<f64>,
+    /// Engine time of a request's first admission on an instance \[ms\]
+    /// ([`crate::sim::SimConfig::engine_admit_ms`]), held while the overheads were fitted.
+    /// Absent: 0 (set it with `calibrate --engine-admit-ms` or `validate --engine-admit-ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_admit_ms: Option<f64>,
     /// Where `pd_handoff_p_service_ms` is done, as the replay that fitted it assumed
     /// ([`crate::sim::HandoffQueue`]): `prefill-engine`, `per-prefill` or `cluster`. Runs and
     /// validations use it unless a scenario or flag says otherwise. Absent (files without a
@@ -439,6 +444,12 @@ impl CalibrationFile {
                 "a coefficient of variation",
             ),
             (
+                "overheads.engine_admit_ms",
+                f.overheads.engine_admit_ms,
+                crate::scenario::MAX_ENGINE_ADMIT_MS,
+                "a time per admitted request in ms",
+            ),
+            (
                 "kv_transfer.load_ms",
                 f.kv_transfer.load_ms,
                 crate::scenario::MAX_KV_LOAD_MS,
@@ -507,6 +518,11 @@ impl CalibrationFile {
     /// Per output chunk an API server streams \[ms\]; 0 when the file has none.
     pub fn stream_ms_per_chunk(&self) -> f64 {
         self.overheads.stream_ms_per_chunk.unwrap_or(0.0)
+    }
+
+    /// Engine time of a request's first admission \[ms\]; 0 when the file has none.
+    pub fn engine_admit_ms(&self) -> f64 {
+        self.overheads.engine_admit_ms.unwrap_or(0.0)
     }
 
     /// Where P's share of the handoff is done ([`Overheads::pd_handoff_queue`]); `per-prefill`

@@ -83,6 +83,7 @@ pub(crate) fn exec_routing_map(
         link_latency_ms: latency_ms,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
         kv_load_ms,
+        engine_admit_ms: cal.engine_admit_ms(),
         transfer: cfg.transfer,
         token_budget: cfg.token_budget,
         decode_batch: cfg.decode_batch,

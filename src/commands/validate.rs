@@ -39,6 +39,8 @@ pub(crate) struct ReplayOverrides {
     pub client_requeue_rate: Option<f64>,
     /// `--stream-ms-per-chunk` \[ms\].
     pub stream_ms_per_chunk: Option<f64>,
+    /// `--engine-admit-ms`: the engine's time per first admission \[ms\].
+    pub engine_admit_ms: Option<f64>,
     /// `--pd-handoff-queue`.
     pub pd_handoff_queue: Option<crate::sim::HandoffQueue>,
     /// `--prefill-waits-for-send`.
@@ -64,6 +66,9 @@ pub(crate) fn exec_validate(
     }
     if let Some(r) = overrides.client_requeue_rate {
         cal.overheads.client_requeue_rate = Some(r);
+    }
+    if let Some(a) = overrides.engine_admit_ms {
+        cal.overheads.engine_admit_ms = Some(a);
     }
     if let Some(c) = overrides.stream_ms_per_chunk {
         cal.overheads.stream_ms_per_chunk = Some(c);

@@ -239,6 +239,10 @@ pub struct Seq {
     /// connector's buffer into the paged KV cache ([`crate::sim::SimConfig::kv_load_ms`]); 0
     /// otherwise or once charged \[µs\].
     pub kv_load_us: u64,
+    /// Engine time of this sequence's first admission on its instance, added to the step that
+    /// first schedules it ([`crate::sim::SimConfig::engine_admit_ms`]); a re-admission after a
+    /// preemption pays nothing \[µs\].
+    pub admit_us: u64,
 }
 
 impl Seq {
@@ -264,6 +268,7 @@ impl Seq {
             chunk: 0,
             handoff_us,
             kv_load_us: 0,
+            admit_us: 0,
         }
     }
 
@@ -909,9 +914,10 @@ impl Instance {
     }
 
     /// Tries to admit the head of the waiting queue with at most `budget` tokens this iteration;
-    /// returns the tokens scheduled for it and the engine time of loading its received KV
-    /// ([`Seq::kv_load_us`], charged at the first admission that uses transferred tokens), or
-    /// `None` when it does not fit.
+    /// returns the tokens scheduled for it and the engine time its admission adds to the step:
+    /// loading its received KV ([`Seq::kv_load_us`], charged at the first admission that uses
+    /// transferred tokens) and the engine's admission work ([`Seq::admit_us`], at the first
+    /// admission), or `None` when it does not fit.
     fn admit_head(&mut self, now: SimTime, budget: u32) -> Option<(u32, u64)> {
         let seq = self.waiting.front().expect("admit_head on an empty queue");
         let (conv, target, output, external) = (
@@ -958,12 +964,13 @@ impl Instance {
         let mut seq = self.waiting.pop_front().unwrap();
         // vLLM's connector loads received KV in the worker before the forward pass of the step
         // that first schedules the request (`start_load_kv`); a re-admission recomputes instead.
-        let kv_load_us = if computed > hit {
+        let mut engine_us = if computed > hit {
             std::mem::take(&mut seq.kv_load_us)
         } else {
             0
         };
         if seq.admitted_at.is_none() {
+            engine_us += seq.admit_us;
             // Statistics of the first admission only (a preempted sequence is re-admitted).
             self.admitted.push(Admission {
                 req: seq.req,
@@ -978,7 +985,7 @@ impl Instance {
         seq.admitted_at.get_or_insert(now);
         self.reserved_blocks += need;
         self.running.push(seq);
-        Some((chunk, kv_load_us))
+        Some((chunk, engine_us))
     }
 
     /// Starts an iteration if idle and there is work. Returns its end time.
@@ -1081,10 +1088,10 @@ impl Instance {
                 "{}: admissions follow every running sequence",
                 self.name
             );
-            let Some((chunk, kv_load_us)) = self.admit_head(now, budget) else {
+            let Some((chunk, engine_us)) = self.admit_head(now, budget) else {
                 break;
             };
-            handoff_us += kv_load_us;
+            handoff_us += engine_us;
             let s = self.running.last_mut().expect("just admitted");
             if chunk == s.remaining_prefill() {
                 handoff_us += s.handoff_us;

@@ -128,6 +128,14 @@ pub struct SimConfig {
     /// request's blocks), so it holds every decode running on D. 0 (the default): the load is
     /// free. A candidate mechanism (`docs/validation.md`, "D's engine loads the received KV").
     pub kv_load_ms: f64,
+    /// Engine time of a request's first admission on an instance, added to the step that first
+    /// schedules it (every request, on P, D, pD and R; a re-admission after a preemption pays
+    /// nothing) \[ms\]. vLLM V1's engine core adds each request in its busy loop, between two
+    /// steps (building the request, hashing its prompt's blocks for the prefix cache, the
+    /// scheduler's first lookup and allocation), so the work holds every sequence running there.
+    /// 0 (the default): admission is free. A candidate mechanism for the interference bursts'
+    /// decode TPOT (`docs/validation.md`, "The engine's admission work").
+    pub engine_admit_ms: f64,
     /// Arrival → first instance \[ms\].
     pub request_overhead_ms: f64,
     /// KV transfer done → D's engine receives the request \[ms\]: the whole PD handoff (P's
@@ -502,6 +510,8 @@ pub struct Simulation<'a> {
     /// Per instance: [`SimConfig::kv_load_ms`] (or its pool's, [`Simulation::with_kv_load`]) in
     /// whole µs.
     kv_load_us: Vec<u64>,
+    /// [`SimConfig::engine_admit_ms`] in whole µs.
+    admit_us: u64,
     /// Per instance: the longest decode run to plan next \[steps\].
     run_limit: Vec<usize>,
     /// What the last finished iteration did to its sequences (a buffer kept between events).
@@ -590,6 +600,7 @@ impl<'a> Simulation<'a> {
         let n_convs = convs.len();
         let stream_chunk_us = SimDuration::from_ms_f64(cfg.stream_ms_per_chunk).0;
         let kv_load_us = SimDuration::from_ms_f64(cfg.kv_load_ms).0;
+        let admit_us = SimDuration::from_ms_f64(cfg.engine_admit_ms).0;
         Simulation {
             policy_name: cfg.name.as_str().into(),
             instance_names: instances.iter().map(|i| i.name.as_str().into()).collect(),
@@ -618,6 +629,7 @@ impl<'a> Simulation<'a> {
             run_stream_base: vec![SimTime::ZERO; n],
             stream_chunk_us,
             kv_load_us: vec![kv_load_us; n],
+            admit_us,
             seq_events: Vec::new(),
             with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
@@ -1033,6 +1045,7 @@ impl<'a> Simulation<'a> {
         Seq {
             handoff_us,
             kv_load_us,
+            admit_us: self.admit_us,
             req,
             conv: r.conv,
             prefill_only,
@@ -1275,12 +1288,15 @@ impl<'a> Simulation<'a> {
         };
         let cached_d = di.cached_tokens(r.conv).min(prompt - 1);
         let (local_ttft, local_stall) = chunks(d, self.local_backlog_tokens[d], prompt - cached_d, cached_d, b);
+        // Each engine that takes the request admits it once, in the step that first schedules it.
+        let admit = SimDuration(self.admit_us).as_ms();
+        let (local_ttft, local_stall) = (local_ttft + admit, local_stall + admit);
         let pi = &self.instances[p];
         let cached_p = pi.cached_tokens(r.conv).min(prompt - 1);
         let (p_time, _) = chunks(p, pi.pending_prefill_tokens(), prompt - cached_p, cached_p, 0);
         // The engine time the queued prompts hold P beyond their prefill (their handoffs when P's
         // engine does them, their KV sends when it waits for them; 0 otherwise) comes first too.
-        let p_time = p_time + SimDuration(pi.pending_handoff_us()).as_ms();
+        let p_time = p_time + SimDuration(pi.pending_handoff_us()).as_ms() + admit;
         let in_engine = self.handoff_in_engine();
         let c = &self.cfg;
         let kv_tokens = match c.transfer {
@@ -1308,7 +1324,8 @@ impl<'a> Simulation<'a> {
                 num_new_tokens: 1,
                 num_cached_tokens: prompt - 1,
             }),
-        ) + SimDuration(self.kv_load_us[d]).as_ms();
+        ) + SimDuration(self.kv_load_us[d]).as_ms()
+            + admit;
         let remote_stall = last - step(b, None);
         let remote_ttft = p_time + link_wait + transfer + handoff_wait + c.pd_handoff_ms + last;
         let bw = weight * b as f64;

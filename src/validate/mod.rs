@@ -71,6 +71,7 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         client_max_connections: Some(50),
         client_requeue_rate: cal.client_requeue_rate(),
         stream_ms_per_chunk: cal.stream_ms_per_chunk(),
+        engine_admit_ms: cal.engine_admit_ms(),
         request_timeout_s: Some(120.0),
         pinning: Pinning::Hash,
         max_model_len: Some(8192),

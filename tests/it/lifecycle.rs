@@ -61,6 +61,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
         client_max_connections: None,
         client_requeue_rate: 0.0,
         stream_ms_per_chunk: 0.0,
+        engine_admit_ms: 0.0,
         request_timeout_s: None,
         pinning: ppdsim::sim::Pinning::Hash,
         max_model_len: None,
@@ -847,6 +848,40 @@ fn streamed_tokens_reach_the_client_when_the_api_server_has_sent_their_step() {
     close(r[1].ttft_ms, 38.0);
     close(r[0].completed_at_ms, 54.0);
     close(r[1].completed_at_ms, 62.0);
+}
+
+#[test]
+fn an_engine_s_admission_work_lengthens_the_step_that_first_schedules_each_request() {
+    // One instance, constant 10 ms steps, request handling 2 ms serialized; A and B (100 tokens
+    // in, 3 out) sent at 0 reach the engine at 2 and 4 ms. Admitting a request costs the engine
+    // 4 ms in the step that first schedules it: A's prefill 2→16 (10 + 4), B's 16→30 with A's
+    // decode (10 + 4: A's second token waits for B's admission too), then 30→40 (A done) and
+    // 40→50 (B done). Without the cost: 12, 22, 32, 42.
+    let mut cfg = config(replication(1), 8192);
+    cfg.engine_admit_ms = 4.0;
+    for decode_runs in [false, true] {
+        cfg.decode_runs = decode_runs;
+        let r = run_cfg(cfg.clone(), one_turn(2));
+        close(r[0].ttft_ms, 16.0);
+        close(r[1].ttft_ms, 30.0);
+        close(r[0].completed_at_ms, 40.0);
+        close(r[1].completed_at_ms, 50.0);
+        // A's two later tokens at 30 and 40: TPOT (40 − 16) / 2.
+        close(r[0].tpot_ms.unwrap(), 12.0);
+    }
+    // A split turn is admitted twice (by P, then by D), a direct one once: alone on 1 P + 1 pD,
+    // PD's turns and PPD's turn 1 take 2 × 4 ms longer to their first token, PPD's turn 2 4 ms.
+    let with = |deploy: Deploy, admit_ms: f64| {
+        let mut cfg = config(deploy, 8192);
+        cfg.engine_admit_ms = admit_ms;
+        run_cfg(cfg, conversation())
+    };
+    for (deploy, extra_ms) in [(pd(), [8.0, 8.0]), (ppd(), [8.0, 4.0])] {
+        let (free, paid) = (with(deploy.clone(), 0.0), with(deploy, 4.0));
+        for t in 0..2 {
+            close(paid[t].ttft_ms - free[t].ttft_ms, extra_ms[t]);
+        }
+    }
 }
 
 #[test]

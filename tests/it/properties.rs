@@ -91,6 +91,9 @@ proptest! {
             // Some policies' D engines load each received request's KV for 3 ms (longer steps
             // where a split request joins a batch of decodes).
             cfg.kv_load_ms = if k % 2 == 0 { 3.0 } else { 0.0 };
+            // Some policies' engines spend 2 ms admitting each request (longer steps wherever a
+            // request is first scheduled; a preempted one re-admitted pays nothing).
+            cfg.engine_admit_ms = if k % 3 == 1 { 2.0 } else { 0.0 };
             let cfg_max_len = cfg.max_model_len;
             let timeout = cfg.request_timeout_s;
             // Decode runs and the step-by-step path: the same records, usage and timeline.
