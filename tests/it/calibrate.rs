@@ -199,8 +199,11 @@ fn shipped_model_file_is_what_calibrate_produces() {
     );
     assert_eq!(overheads["request_overhead_ms"]["value"], replay["request_overhead_ms"]);
     assert_eq!(overheads["prompt_ms_per_token"]["value"], replay["prompt_ms_per_token"]);
-    // ... and the handoff mechanism the replay fitted them with (none without a replay).
+    // ... and the handoff mechanism and engine admission work the replay fitted them with (none
+    // without a replay).
     assert_eq!(overheads["pd_handoff_queue"], "prefill-engine");
+    assert_eq!(overheads["engine_admit_ms"], 4.0);
+    assert!(c.file.overheads.engine_admit_ms.is_none());
     assert!(c.file.overheads.pd_handoff_queue.is_none());
     assert_eq!(replay["leave_one_config_out"].as_array().unwrap().len(), 4);
     // β3 is refitted to the loaded TPOTs with β0 + β3 held: the regression's β3 is ours, the
@@ -235,6 +238,7 @@ fn shipped_model_file_is_what_calibrate_produces() {
             "request_overhead_ms",
             "prompt_ms_per_token",
             "pd_handoff_queue",
+            "engine_admit_ms",
         ] {
             o.remove(k);
         }

@@ -760,10 +760,11 @@ fn routing_map_set_and_config_rerun_give_identical_maps() {
         assert_eq!(first, std::fs::read(b.join(f)).unwrap(), "{f} via --set");
         assert_eq!(first, std::fs::read(c.join(f)).unwrap(), "{f} via --config");
     }
-    // With 64 decodes on D, long appends go remote (boundary not empty): from m = 2,048 with the
-    // shipped model's KV load at D (8.93 ms, which stalls all 64 decodes), from m = 256 without it.
+    // With 64 decodes on D, long appends go remote (boundary not empty): from m = 256 on this
+    // grid with the shipped model's KV load at D (2.27 ms, which stalls all 64 decodes; exact
+    // crossovers 193 and 152) and without it (58 and 50).
     let edge = std::fs::read_to_string(a.join("boundary.csv")).unwrap();
-    let (slow_512, slow_8192) = (crossover_of(&edge, 512, 2048), crossover_of(&edge, 8192, 2048));
+    let (slow_512, slow_8192) = (crossover_of(&edge, 512, 256), crossover_of(&edge, 8192, 256));
     let free = dir.path().join("free");
     ppdsim()
         .args(["routing-map", "--config"])
@@ -920,9 +921,10 @@ fn validate_low_qps_points_reports_errors_per_point() {
 
 #[test]
 fn a_setup_phase_that_overruns_the_window_is_warned_about() {
-    // Seed 003's W1 at 16/s: ≈ 960 greetings, each through P's handoff queue on the PD and PPD
-    // routes (50.3 ms of serialized work each: ≈ 48 s in all), so a window opening at 5 s meets
-    // a setup still running there; the replicas' greetings are done within a second.
+    // Seed 003's W1 at 16/s: ≈ 960 greetings, each through P's engine on the PD and PPD routes
+    // (its handoff share, 36.9 ms, its admission, 4 ms, and its prefill: ≈ 40 s in all), so a
+    // window opening at 5 s meets a setup still running there; the replicas' greetings are done
+    // within a second.
     let dir = tempfile::tempdir().unwrap();
     let run = |setup_s: f64| {
         let out = ppdsim()
@@ -949,7 +951,7 @@ fn a_setup_phase_that_overruns_the_window_is_warned_about() {
         err[at..].split(' ').next().unwrap().parse().unwrap()
     };
     for p in ["pd", "ppd"] {
-        assert!((40.0..49.0).contains(&until(p)), "{p}: {err}");
+        assert!((36.0..49.0).contains(&until(p)), "{p}: {err}");
     }
     assert!(!err.contains("replication until"), "{err}");
     // The shipped 120 s leaves room: no warning.
@@ -1183,7 +1185,8 @@ fn large_context_direct_turns_are_costed_with_the_answer_recomputed() {
     // tokens to a 1,024 + 1,024-token context. The benchmark recomputes the answer
     // (`COMPREHENSIVE_CACHE_ANSWERS`), so the pD computes 1,153 tokens: the median error over the
     // three points is within 10% (reusing the answer, the model predicted ≈ 50 ms against
-    // 48–75 ms measured, −18% at the median). The points are noisy (48.2 ms at 1 QPS, 74.7 at 0.5).
+    // 48–75 ms measured, −18% at the median). The points are noisy (48.2 ms at 1 QPS, 74.7 at 0.5:
+    // 55% apart), so each is only held within 60%.
     let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
         .unwrap();
     let mut errs = Vec::new();
@@ -1203,7 +1206,7 @@ fn large_context_direct_turns_are_costed_with_the_answer_recomputed() {
         "median error {:+.1}% ({errs:?})",
         100.0 * sorted[1]
     );
-    assert!(errs.iter().all(|e| e.abs() < 0.5), "{errs:?}");
+    assert!(errs.iter().all(|e| e.abs() < 0.6), "{errs:?}");
 }
 
 #[test]
@@ -2286,8 +2289,9 @@ fn noise_floor_is_large_for_a_bimodal_mix_and_small_for_one_path() {
 
 #[test]
 fn calibrate_records_the_replay_settings_it_fits_with() {
-    // `--overhead-service-cv`, `--client-requeue-rate` and `--stream-ms-per-chunk` are recorded in
-    // the model file (where `validate`, and `run` for the CV and the streaming, read them); out of
+    // `--overhead-service-cv`, `--client-requeue-rate`, `--stream-ms-per-chunk` and
+    // `--engine-admit-ms` are recorded in the model file (where `validate`, and `run` for all but
+    // the requeue rate, read them); out of
     // range each is refused before anything is read or written, naming the flag; without them the
     // fields are absent.
     let dir = tempfile::tempdir().unwrap();
@@ -2309,6 +2313,8 @@ fn calibrate_records_the_replay_settings_it_fits_with() {
             "0.02",
             "--stream-ms-per-chunk",
             "0.25",
+            "--engine-admit-ms",
+            "3.5",
         ],
         &out,
     )
@@ -2318,11 +2324,13 @@ fn calibrate_records_the_replay_settings_it_fits_with() {
     assert_eq!(v["overheads"]["service_cv"].as_f64(), Some(0.3));
     assert_eq!(v["overheads"]["client_requeue_rate"].as_f64(), Some(0.02));
     assert_eq!(v["overheads"]["stream_ms_per_chunk"].as_f64(), Some(0.25));
+    assert_eq!(v["overheads"]["engine_admit_ms"].as_f64(), Some(3.5));
     let bad = dir.path().join("bad.json");
     for (flag, value) in [
         ("--overhead-service-cv", "11"),
         ("--client-requeue-rate", "1.5"),
         ("--stream-ms-per-chunk", "101"),
+        ("--engine-admit-ms", "1001"),
     ] {
         calibrate(&[flag, value], &bad)
             .assert()
@@ -2332,7 +2340,12 @@ fn calibrate_records_the_replay_settings_it_fits_with() {
     }
     calibrate(&[], &out).assert().success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    for key in ["service_cv", "client_requeue_rate", "stream_ms_per_chunk"] {
+    for key in [
+        "service_cv",
+        "client_requeue_rate",
+        "stream_ms_per_chunk",
+        "engine_admit_ms",
+    ] {
         assert!(
             v["overheads"].get(key).is_none_or(|x| x.is_null()),
             "{key}: {}",
