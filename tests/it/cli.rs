@@ -920,6 +920,37 @@ fn validate_low_qps_points_reports_errors_per_point() {
 }
 
 #[test]
+fn engine_admission_comes_from_the_model_file_unless_the_scenario_says() {
+    // The shipped model records 4 ms of admission work per request; `[overheads]
+    // engine_admit_ms` overrides it, and a value outside [0, 1000] is refused naming the key,
+    // writing nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |set: &str, out: &Path| {
+        let mut c = ppdsim();
+        c.arg("run")
+            .arg(root().join("scenarios/default.toml"))
+            .args(["--set", "workload.num_conversations=20", "--set", set])
+            .args(["-q", "--no-plots", "-o"])
+            .arg(out);
+        c
+    };
+    let resolved = |out: &Path| -> toml::Value {
+        toml::from_str(&std::fs::read_to_string(out.join("scenario.resolved.toml")).unwrap()).unwrap()
+    };
+    let (shipped, held) = (dir.path().join("shipped"), dir.path().join("held"));
+    run("seed=42", &shipped).assert().success();
+    assert_eq!(resolved(&shipped)["overheads"]["engine_admit_ms"].as_float(), Some(4.0));
+    run("overheads.engine_admit_ms=0.5", &held).assert().success();
+    assert_eq!(resolved(&held)["overheads"]["engine_admit_ms"].as_float(), Some(0.5));
+    let bad = dir.path().join("bad");
+    run("overheads.engine_admit_ms=1001", &bad)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("overheads.engine_admit_ms").and(predicate::str::contains("<= 1000")));
+    assert!(!bad.exists());
+}
+
+#[test]
 fn a_setup_phase_that_overruns_the_window_is_warned_about() {
     // Seed 003's W1 at 16/s: ≈ 960 greetings, each through P's engine on the PD and PPD routes
     // (its handoff share, 36.9 ms, its admission, 4 ms, and its prefill: ≈ 40 s in all), so a
