@@ -448,6 +448,10 @@ pub struct MapOptions {
     /// prompt token (default: the calibration's `kv_transfer.load_ms`).
     #[arg(long, value_name = "MS", value_parser = parse_kv_load_ms)]
     pub kv_load_ms: Option<f64>,
+    /// Each engine's time to admit a request, in ms: D's (or the pD's) on both routes, P's on the
+    /// remote one (default: the calibration's `overheads.engine_admit_ms`).
+    #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms)]
+    pub engine_admit_ms: Option<f64>,
     /// What the link carries: the whole prompt (vLLM's P2P NCCL connector) or only the new
     /// tokens.
     #[arg(long, value_enum, default_value = "full")]

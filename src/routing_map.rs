@@ -82,6 +82,10 @@ pub struct MapConfig {
     /// `kv_transfer.load_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_load_ms: Option<f64>,
+    /// Each engine's time to admit a request \[ms\] (absent: the calibration's
+    /// `overheads.engine_admit_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_admit_ms: Option<f64>,
     /// What the link carries (`full` or `incremental`).
     #[serde(default)]
     pub transfer: TransferMode,
@@ -121,6 +125,17 @@ impl MapConfig {
                 return Err((
                     "kv_load_ms",
                     format!("must be a time in ms, >= 0 and <= {}", crate::scenario::MAX_KV_LOAD_MS),
+                ));
+            }
+        }
+        if let Some(a) = self.engine_admit_ms {
+            if !(0.0..=crate::scenario::MAX_ENGINE_ADMIT_MS).contains(&a) {
+                return Err((
+                    "engine_admit_ms",
+                    format!(
+                        "must be a time in ms, >= 0 and <= {}",
+                        crate::scenario::MAX_ENGINE_ADMIT_MS
+                    ),
                 ));
             }
         }
@@ -380,6 +395,39 @@ mod tests {
             decode_context_tokens: 1000,
             p_holds_context: true,
         }
+    }
+
+    #[test]
+    fn admission_costs_d_on_both_routes_and_p_on_the_remote_one() {
+        // a_cell_by_hand's cell with 2 ms of admission per engine. Local: TTFT 17 + 2 = 19, stall
+        // 2 + 2 = 4 per decode, cost 19 + 50·4 = 219. Remote: P 12 + 2 = 14, link 2.1, handoff 5,
+        // D's step 15.02 + 2 = 17.02 (stall 0.02 + 2 = 2.02): TTFT 38.12, cost 38.12 + 50·2.02 =
+        // 139.12 → remote. With no decodes on D (no 0.1 ms × 50 in any step) only TTFT counts:
+        // local 10 + 2 + 2 = 14, remote 14 + 2.1 + 5 + 10.02 + 2 = 33.12 → local.
+        let admit = |decode_batch| {
+            cell(
+                &MapParams {
+                    engine_admit_ms: 2.0,
+                    ..params(decode_batch)
+                },
+                1000,
+                100,
+            )
+        };
+        let c = admit(50);
+        assert!((c.local_ttft_ms - 19.0).abs() < 1e-9, "{c:?}");
+        assert!((c.local_decode_stall_ms - 4.0).abs() < 1e-9, "{c:?}");
+        assert!((c.local_cost_ms - 219.0).abs() < 1e-9, "{c:?}");
+        assert!((c.remote_ttft_ms - 38.12).abs() < 1e-9, "{c:?}");
+        assert!((c.remote_decode_stall_ms - 2.02).abs() < 1e-9, "{c:?}");
+        assert!((c.remote_cost_ms - 139.12).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.route, MapRoute::Remote);
+        let c = admit(0);
+        assert!(
+            (c.local_ttft_ms - 14.0).abs() < 1e-9 && (c.remote_ttft_ms - 33.12).abs() < 1e-9,
+            "{c:?}"
+        );
+        assert_eq!(c.route, MapRoute::Local);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(crate) fn map_config_from_options(
         bandwidth_gbps: o.bandwidth_gbps,
         latency_ms: o.latency_ms,
         kv_load_ms: o.kv_load_ms,
+        engine_admit_ms: o.engine_admit_ms,
         transfer: o.transfer,
         decode_batch: o.decode_batch,
         decode_context_tokens: o.decode_context_tokens,
@@ -76,6 +77,7 @@ pub(crate) fn exec_routing_map(
     let bandwidth_gbps = cfg.bandwidth_gbps.unwrap_or(cal.kv_transfer.bandwidth_gbps);
     let latency_ms = cfg.latency_ms.unwrap_or(cal.kv_transfer.latency_ms);
     let kv_load_ms = cfg.kv_load_ms.unwrap_or(cal.kv_load_ms());
+    let engine_admit_ms = cfg.engine_admit_ms.unwrap_or(cal.engine_admit_ms());
     let p = MapParams {
         coefficients: cal.coefficients().map_err(|m| InputError::file(calibration, m))?,
         kv_bytes_per_token: model.kv_bytes_per_token(),
@@ -83,7 +85,7 @@ pub(crate) fn exec_routing_map(
         link_latency_ms: latency_ms,
         pd_handoff_ms: cal.overheads.pd_handoff_ms.value,
         kv_load_ms,
-        engine_admit_ms: cal.engine_admit_ms(),
+        engine_admit_ms,
         transfer: cfg.transfer,
         token_budget: cfg.token_budget,
         decode_batch: cfg.decode_batch,
@@ -108,6 +110,7 @@ pub(crate) fn exec_routing_map(
         bandwidth_gbps: Some(bandwidth_gbps),
         latency_ms: Some(latency_ms),
         kv_load_ms: Some(kv_load_ms),
+        engine_admit_ms: Some(engine_admit_ms),
         ..cfg.clone()
     };
     staged.write("routing_map.resolved.toml", toml::to_string(&resolved)?.as_bytes())?;

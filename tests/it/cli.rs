@@ -775,6 +775,9 @@ fn routing_map_set_and_config_rerun_give_identical_maps() {
         .success();
     let edge = std::fs::read_to_string(free.join("boundary.csv")).unwrap();
     let (free_512, free_8192) = (crossover_of(&edge, 512, 256), crossover_of(&edge, 8192, 256));
+    // The resolved file records the shipped model's admission work, and --set overrides it.
+    let resolved = std::fs::read_to_string(a.join("routing_map.resolved.toml")).unwrap();
+    assert!(resolved.contains("engine_admit_ms = 4.0"), "{resolved}");
     // The load moves the exact crossover down, and a longer context moves it down too (P's
     // transfer and recompute grow with L less than D's stalled decodes do).
     assert!(free_512 < slow_512 && free_8192 < slow_8192, "{edge}");
