@@ -1075,7 +1075,14 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         // The mechanism the fitted shares mean something with: recorded for runs and validations.
         file.overheads.pd_handoff_queue = Some(opts.pd_handoff_queue);
         file.kv_transfer.prefill_waits_for_send = opts.prefill_waits_for_send.then_some(true);
-        file.replay = Some(replay_fit(&mut file, &replay_points, &lowqps_points, opts)?);
+        let bursts = interference_core(paths);
+        file.replay = Some(replay_fit(
+            &mut file,
+            &replay_points,
+            &lowqps_points,
+            bursts.as_ref().map(|(p, v)| (p.as_path(), v)),
+            opts,
+        )?);
     }
     // Checked once, on the final model (the replay's decode refit moves β0 and β3).
     let coeffs = file.coefficients().expect("fitted coefficients");
@@ -1111,10 +1118,27 @@ fn validate_point(v: &serde_json::Value) -> Option<replay::Point> {
 /// into `file`'s overheads, and returns the report (with leave-one-configuration-out folds when
 /// `opts.loco`). From `opts`: the parameters the replay fits, whether β3 is refitted first (with
 /// D's KV load when `opts.kv_load_ms` does not hold it) and where progress goes.
+/// The first of `paths` that is a vllm-ppd interference core experiment (a JSON file whose
+/// `experiment_type` is `core`), parsed; `None` when there is none. Other files are skipped
+/// (their own readers report what is wrong with them).
+fn interference_core(paths: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
+    paths
+        .iter()
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+        .find_map(|p| {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+            (v["experiment_type"] == "core" && v["results"].is_array()).then(|| (p.clone(), v))
+        })
+}
+
+/// The replay fit of β3, D's KV load and the overheads on `points` and `lowqps`, with its
+/// cross-validation, and what the interference `bursts` (when given) say the engine's admission
+/// work is with the fitted rest held.
 fn replay_fit(
     file: &mut CalibrationFile,
     points: &[replay::Point],
     lowqps: &[crate::validate::LowQpsPoint],
+    bursts: Option<(&std::path::Path, &serde_json::Value)>,
     opts: &CalibrateOptions,
 ) -> InputResult<ReplayFit> {
     let (loco, params, decode_refit) = (opts.loco, opts.replay_params, opts.decode_refit);
@@ -1215,6 +1239,10 @@ fn replay_fit(
         }),
         t2_p50_error_pct_by_config: by_config,
         leave_one_config_out: folds,
+        burst_admission: bursts
+            .map(|(path, v)| replay::burst_admission(path, v, file))
+            .transpose()
+            .map_err(fail)?,
     })
 }
 
@@ -1445,6 +1473,13 @@ pub fn report(c: &Calibration) -> String {
                     fold.held_out_t2_p50_error_pct
                 );
             }
+        }
+        if let Some(b) = &r.burst_admission {
+            let _ = writeln!(
+                s,
+                "engine admission work the interference bursts identify with the rest held: {:.2} ms (their decode-only TPOT and batch time, mean |ln(pred/meas)| {:.4}; {:.4} at the held {:.2} ms, {:.4} with admission free)",
+                b.admit_ms, b.objective, b.held_objective, b.held_ms, b.free_objective
+            );
         }
     }
     let _ = writeln!(s, "physics checks of the combined model:");

@@ -276,6 +276,28 @@ pub struct ReplayFit {
     pub t2_p50_error_pct_by_config: Vec<ConfigError>,
     /// Leave-one-configuration-out folds.
     pub leave_one_config_out: Vec<LocoFold>,
+    /// The engine admission work the interference bursts identify with the rest of the fitted
+    /// model held (absent: no interference core experiment among the inputs, or an older file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_admission: Option<BurstAdmissionReport>,
+}
+
+/// What the interference bursts' decode-only settings say each engine's admission work is
+/// ([`crate::calibrate::replay::burst_admission`]); objectives are the mean |ln(pred/meas)| of
+/// their decode TPOT and batch time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstAdmissionReport {
+    /// The admission work minimising the objective \[ms\].
+    pub admit_ms: f64,
+    /// The objective there.
+    pub objective: f64,
+    /// The file's own admission work (`overheads.engine_admit_ms`, held in the fit) \[ms\].
+    pub held_ms: f64,
+    /// The objective at the held value.
+    pub held_objective: f64,
+    /// The objective with admission free.
+    pub free_objective: f64,
 }
 
 /// β3 refitted by replaying the loaded points' turn-1 and turn-2 mean TPOT (β0 + β3 held).

@@ -488,6 +488,84 @@ impl CostFunction for DecodeLoadProblem<'_> {
     }
 }
 
+/// Mean |ln(predicted / measured)| of the decode TPOT and the batch time of the interference
+/// bursts' decode-only settings (`v`, a vllm-ppd interference experiment parsed from `path`)
+/// replayed with `cal` and each engine's admission work at `admit_ms`
+/// ([`crate::sim::SimConfig::engine_admit_ms`]); NaN when the file has no decode-only setting.
+///
+/// # Errors
+/// As [`crate::validate::interference`] (a malformed file).
+pub fn burst_admission_objective(
+    path: &std::path::Path,
+    v: &serde_json::Value,
+    cal: &CalibrationFile,
+    admit_ms: f64,
+) -> crate::error::InputResult<f64> {
+    let mut c = cal.clone();
+    c.overheads.engine_admit_ms = (admit_ms > 0.0).then_some(admit_ms);
+    let rows = crate::validate::interference(path, v, &c)?;
+    let terms: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.fitted)
+        .flat_map(|r| {
+            [
+                (r.decode_tpot_predicted_ms / r.decode_tpot_measured_ms).ln().abs(),
+                (r.batch_time_predicted_ms / r.batch_time_measured_ms).ln().abs(),
+            ]
+        })
+        .filter(|t| t.is_finite())
+        .collect();
+    Ok(terms.iter().sum::<f64>() / terms.len() as f64)
+}
+
+/// Largest admission work [`burst_admission`] searches \[ms\].
+const MAX_BURST_ADMIT_MS: f64 = 20.0;
+
+/// The engine admission work the interference bursts' decode-only settings identify with the rest
+/// of `cal` held: the value in [0, 20] ms minimising [`burst_admission_objective`], by
+/// golden-section search (argmin), and the objective there, at 0 and at `cal`'s own value. The
+/// bursts (N requests sent at once, reaching the engine one by one through the API server) are
+/// the data that separate admission work from the per-sequence decode cost and D's KV load,
+/// which the loaded sweep cannot (docs/validation.md, "The engine's admission work").
+///
+/// # Errors
+/// A malformed file, or the optimiser failing.
+pub fn burst_admission(
+    path: &std::path::Path,
+    v: &serde_json::Value,
+    cal: &CalibrationFile,
+) -> anyhow::Result<crate::calibrate::model_file::BurstAdmissionReport> {
+    struct Problem<'a> {
+        path: &'a std::path::Path,
+        v: &'a serde_json::Value,
+        cal: &'a CalibrationFile,
+    }
+    impl CostFunction for Problem<'_> {
+        type Param = f64;
+        type Output = f64;
+        fn cost(&self, a: &f64) -> Result<f64, argmin::core::Error> {
+            Ok(burst_admission_objective(self.path, self.v, self.cal, *a)?)
+        }
+    }
+    let held = cal.engine_admit_ms();
+    let solver = argmin::solver::goldensectionsearch::GoldenSectionSearch::new(0.0, MAX_BURST_ADMIT_MS)?
+        .with_tolerance(0.001)?;
+    let res = Executor::new(Problem { path, v, cal }, solver)
+        .configure(|s| s.param(held.clamp(0.1, MAX_BURST_ADMIT_MS - 0.1)).max_iters(100))
+        .run()?;
+    let state = res.state();
+    let admit_ms = state
+        .best_param
+        .ok_or_else(|| anyhow::anyhow!("the burst admission search found no value"))?;
+    Ok(crate::calibrate::model_file::BurstAdmissionReport {
+        admit_ms,
+        objective: state.best_cost,
+        held_ms: held,
+        held_objective: burst_admission_objective(path, v, cal, held)?,
+        free_objective: burst_admission_objective(path, v, cal, 0.0)?,
+    })
+}
+
 /// Refits β3 (β0 + β3 held, see [`with_beta3`]) to the turn-1 and turn-2 mean TPOT of `points`
 /// by golden-section search (argmin) over [0, 2 × the regression's β3]. The regression's β3 comes
 /// from the interference study's decode-only bursts, whose requests share a cached 2,048-token
