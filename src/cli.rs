@@ -227,13 +227,13 @@ pub enum Command {
         #[arg(long, value_name = "R", value_parser = parse_fraction, default_value_t = 0.0)]
         client_requeue_rate: f64,
         /// Per output chunk each API server streams (a step's tokens reach the client once the
-        /// server has sent them) \[ms\], with which the replays fit β3 and the overheads;
+        /// server has sent them), in ms, with which the replays fit β3 and the overheads;
         /// recorded in the model file when > 0, where `run` and `validate` use it. Default 0
         /// (docs/validation.md: 0.3 ms fits the interference bursts, seed 003's W1 rules it out).
         #[arg(long, value_name = "MS", value_parser = parse_stream_ms, default_value_t = 0.0)]
         stream_ms_per_chunk: f64,
         /// Engine time of each request's first admission on an instance (added to the step that
-        /// first schedules it, holding the sequences running there) \[ms\], with which the
+        /// first schedules it, holding the sequences running there), in ms, with which the
         /// replays fit β3, D's KV load and the overheads; recorded in the model file when > 0,
         /// where `run` and `validate` use it. Default 0 (docs/validation.md, "The engine's
         /// admission work": ≈ 4 ms fits the interference bursts).
@@ -319,7 +319,7 @@ pub enum Command {
         #[arg(long, value_name = "MS", value_parser = parse_stream_ms)]
         stream_ms_per_chunk: Option<f64>,
         /// Replay with each engine spending this long on each request's first admission, in the
-        /// step that first schedules it, instead of the calibration's \[ms\]
+        /// step that first schedules it (ms), instead of the calibration's
         /// (`overheads.engine_admit_ms`, absent: 0): the sensitivity of the interference bursts'
         /// TPOT and of loaded TTFTs to the engine's per-request work.
         #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms)]
@@ -340,7 +340,7 @@ pub enum Command {
         #[arg(long, value_name = "GBPS", value_parser = parse_bandwidth)]
         kv_bandwidth_gbps: Option<f64>,
         /// Replay with D's engine spending this long loading each received request's KV, in the
-        /// step that first schedules it, instead of the calibration's \[ms\]
+        /// step that first schedules it (ms), instead of the calibration's
         /// (`kv_transfer.load_ms`: 2.27 for the shipped model, 0 for files without it): the
         /// sensitivity of the PD path's TTFT and TPOT to the load.
         #[arg(long, value_name = "MS", value_parser = parse_kv_load_ms)]
