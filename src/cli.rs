@@ -299,6 +299,10 @@ pub enum Command {
         /// (or beside one).
         #[arg(long)]
         force: bool,
+        /// Print nothing but errors and the warning that the model is uncalibrated; needs
+        /// `-o FILE`, whose tables and figures are then the output.
+        #[arg(short, long)]
+        quiet: bool,
         /// Seed of the replays: arrival gaps and, for comprehensive points, router placements.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -626,6 +630,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             kv_load_ms,
             summary_only,
             force,
+            quiet,
         } => crate::commands::validate::exec_validate(
             &measured,
             &calibration,
@@ -642,7 +647,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 kv_load_ms,
             },
             !summary_only,
-            force,
+            WriteFlags { quiet, force },
         ),
         Command::Plot { results_dir, flags } => crate::commands::plot::exec_plot(&results_dir, flags),
         Command::Trace { command } => crate::commands::trace::exec_trace(command),

@@ -58,8 +58,22 @@ pub(crate) fn exec_validate(
     seed: u64,
     overrides: ReplayOverrides,
     print_points: bool,
-    force: bool,
+    flags: crate::cli::WriteFlags,
 ) -> Result<i32> {
+    let crate::cli::WriteFlags { quiet, force } = flags;
+    if quiet && output.is_none() {
+        return Err(InputError::option(
+            "--quiet",
+            "with nothing printed and no -o FILE, validate would have no output: add -o FILE (the tables as CSV and the figures)",
+        )
+        .into());
+    }
+    // The tables on stdout, unless --quiet (the files written with -o are the same).
+    let say = |text: &str| {
+        if !quiet {
+            print!("{text}");
+        }
+    };
     let mut cal = crate::calibrate::model_file::CalibrationFile::load(calibration)?;
     if let Some(cv) = overrides.overhead_service_cv {
         cal.overheads.service_cv = Some(cv);
@@ -86,7 +100,13 @@ pub(crate) fn exec_validate(
         cal.kv_transfer.bandwidth_gbps = bw;
     }
     if let Some(why) = &cal.uncalibrated {
-        println!("UNCALIBRATED model {} — {why}", calibration.display());
+        // Said even with --quiet (on stderr then): every figure rests on the model.
+        let line = format!("UNCALIBRATED model {} — {why}", calibration.display());
+        if quiet {
+            eprintln!("warning: {line}");
+        } else {
+            println!("{line}");
+        }
     }
     let files = collect_json(measured)?;
     let csv_paths = output.as_ref().map(|out| {
@@ -153,13 +173,13 @@ pub(crate) fn exec_validate(
             .filter_map(|p| crate::validate::simulate_point(p, &cal, seed))
             .flatten()
             .collect();
-        print!("{}", crate::validate::report(&rows, print_points));
+        say(&crate::validate::report(&rows, print_points));
         if let Some(paths) = &csv_paths {
             pending.push((paths[0].clone(), output::to_csv(&rows)?));
         }
     }
     if !comprehensive.is_empty() {
-        let bar = progress_bar(false, comprehensive.len() as u64, "comprehensive points");
+        let bar = progress_bar(quiet, comprehensive.len() as u64, "comprehensive points");
         let rows: Vec<crate::validate::ComprehensiveRow> = comprehensive
             .par_iter()
             .filter_map(|(c, w, q, v)| {
@@ -172,15 +192,15 @@ pub(crate) fn exec_validate(
         if rows.is_empty() {
             return Err(no_points(measured, "no comprehensive point could be simulated").into());
         }
-        println!(
-            "{} comprehensive points simulated, {skipped_failed} skipped (no successful request measured)",
+        say(&format!(
+            "{} comprehensive points simulated, {skipped_failed} skipped (no successful request measured)\n",
             rows.len()
-        );
+        ));
         if print_points {
-            print!("{}", crate::validate::comprehensive_table(&rows));
+            say(&crate::validate::comprehensive_table(&rows));
         }
-        print!("{}", crate::validate::comprehensive_summary(&rows, print_points));
-        print!("{}", crate::validate::comprehensive_worst(&rows, 10));
+        say(&crate::validate::comprehensive_summary(&rows, print_points));
+        say(&crate::validate::comprehensive_worst(&rows, 10));
         if let Some(paths) = &csv_paths {
             pending.push((paths[1].clone(), output::to_csv(&rows)?));
         }
@@ -190,8 +210,8 @@ pub(crate) fn exec_validate(
         if print_points {
             for r in &interference {
                 let n = output::fmt_number;
-                println!(
-                    "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6}/{:>6} ms  batch {:>7}/{:>7} ms  prefill TTFT {:>7}/{:>7} ms",
+                say(&format!(
+                    "{:<12} {:<44} N={:<3} k={} decode TPOT {:>6}/{:>6} ms  batch {:>7}/{:>7} ms  prefill TTFT {:>7}/{:>7} ms\n",
                     r.experiment,
                     r.scenario,
                     r.decode_count,
@@ -202,10 +222,10 @@ pub(crate) fn exec_validate(
                     n(r.batch_time_predicted_ms, 0),
                     n(r.prefill_ttft_measured_ms, 1),
                     n(r.prefill_ttft_predicted_ms, 1)
-                );
+                ));
             }
         }
-        print!("{}", crate::validate::interference_summary(&interference));
+        say(&crate::validate::interference_summary(&interference));
         if let Some(paths) = &csv_paths {
             pending.push((paths[2].clone(), output::to_csv(&interference)?));
         }
@@ -246,10 +266,11 @@ pub(crate) fn exec_validate(
     }
     for (p, bytes) in &pending {
         outdir::write_atomic(p, bytes)?;
-        println!("wrote {}", p.display());
+        say(&format!("wrote {}\n", p.display()));
     }
     for f in figures {
-        println!("wrote {} (.svg beside it)", f.commit()?.display());
+        let written = f.commit()?;
+        say(&format!("wrote {} (.svg beside it)\n", written.display()));
     }
     Ok(EXIT_OK)
 }

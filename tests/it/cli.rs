@@ -2782,3 +2782,35 @@ fn no_requests_writes_every_file_but_requests_csv_and_removes_a_stale_one() {
     assert!(!with.join("requests.csv").exists());
     assert!(with.join("summary.csv").is_file());
 }
+
+#[test]
+fn validate_quiet_writes_the_same_files_and_prints_nothing() {
+    // -q prints nothing and writes what the loud run writes; without -o it would have no output
+    // at all, so it is refused as a usage error naming the flag, before anything is simulated.
+    let dir = tempfile::tempdir().unwrap();
+    let measured = "calibration/measurements/vllm-ppd_interference_core_experiment.json";
+    let (loud, quiet) = (dir.path().join("loud.csv"), dir.path().join("quiet.csv"));
+    let out = validate_into(measured, &loud, &[])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interference: median |error|"));
+    validate_into(measured, &quiet, &["-q"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::is_empty());
+    for ext in ["interference.csv", "interference.png", "interference.svg"] {
+        let (a, b) = (loud.with_extension(ext), quiet.with_extension(ext));
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{ext}");
+    }
+    ppdsim()
+        .arg("validate")
+        .arg(root().join(measured))
+        .arg("-q")
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("--quiet").and(predicate::str::contains("-o FILE")));
+}
