@@ -239,10 +239,6 @@ pub struct Seq {
     /// connector's buffer into the paged KV cache ([`crate::sim::SimConfig::kv_load_ms`]); 0
     /// otherwise or once charged \[µs\].
     pub kv_load_us: u64,
-    /// Engine time of this sequence's first admission on its instance, added to the step that
-    /// first schedules it ([`crate::sim::SimConfig::engine_admit_ms`]); a re-admission after a
-    /// preemption pays nothing \[µs\].
-    pub admit_us: u64,
 }
 
 impl Seq {
@@ -268,7 +264,6 @@ impl Seq {
             chunk: 0,
             handoff_us,
             kv_load_us: 0,
-            admit_us: 0,
         }
     }
 
@@ -323,6 +318,10 @@ pub struct Instance {
     pub role: Role,
     /// Limits.
     pub limits: EngineLimits,
+    /// Engine time of each sequence's first admission, added to the step that first schedules
+    /// it; a re-admission after a preemption pays nothing ([`crate::sim::SimConfig::engine_admit_ms`])
+    /// \[µs\].
+    pub admit_us: u64,
     /// Prefix cache.
     pub cache: PrefixCache,
     waiting: std::collections::VecDeque<Seq>,
@@ -540,6 +539,7 @@ impl Instance {
             name,
             role,
             limits,
+            admit_us: 0,
             cache: PrefixCache::new(limits.block_size),
             waiting: Default::default(),
             running: Vec::new(),
@@ -916,7 +916,7 @@ impl Instance {
     /// Tries to admit the head of the waiting queue with at most `budget` tokens this iteration;
     /// returns the tokens scheduled for it and the engine time its admission adds to the step:
     /// loading its received KV ([`Seq::kv_load_us`], charged at the first admission that uses
-    /// transferred tokens) and the engine's admission work ([`Seq::admit_us`], at the first
+    /// transferred tokens) and the engine's admission work ([`Instance::admit_us`], at the first
     /// admission), or `None` when it does not fit.
     fn admit_head(&mut self, now: SimTime, budget: u32) -> Option<(u32, u64)> {
         let seq = self.waiting.front().expect("admit_head on an empty queue");
@@ -970,7 +970,7 @@ impl Instance {
             0
         };
         if seq.admitted_at.is_none() {
-            engine_us += seq.admit_us;
+            engine_us += self.admit_us;
             // Statistics of the first admission only (a preempted sequence is re-admitted).
             self.admitted.push(Admission {
                 req: seq.req,

@@ -510,8 +510,6 @@ pub struct Simulation<'a> {
     /// Per instance: [`SimConfig::kv_load_ms`] (or its pool's, [`Simulation::with_kv_load`]) in
     /// whole µs.
     kv_load_us: Vec<u64>,
-    /// [`SimConfig::engine_admit_ms`] in whole µs.
-    admit_us: u64,
     /// Per instance: the longest decode run to plan next \[steps\].
     run_limit: Vec<usize>,
     /// What the last finished iteration did to its sequences (a buffer kept between events).
@@ -564,6 +562,10 @@ impl<'a> Simulation<'a> {
         for i in 0..d - r {
             instances.push(Instance::new(format!("D{i}"), Role::Decode, cfg.limits));
         }
+        let admit_us = SimDuration::from_ms_f64(cfg.engine_admit_ms).0;
+        for inst in &mut instances {
+            inst.admit_us = admit_us;
+        }
         let links = (0..p)
             .map(|_| KvLink::new(cfg.link_bandwidth_gbps, cfg.link_latency_ms))
             .collect();
@@ -600,7 +602,6 @@ impl<'a> Simulation<'a> {
         let n_convs = convs.len();
         let stream_chunk_us = SimDuration::from_ms_f64(cfg.stream_ms_per_chunk).0;
         let kv_load_us = SimDuration::from_ms_f64(cfg.kv_load_ms).0;
-        let admit_us = SimDuration::from_ms_f64(cfg.engine_admit_ms).0;
         Simulation {
             policy_name: cfg.name.as_str().into(),
             instance_names: instances.iter().map(|i| i.name.as_str().into()).collect(),
@@ -629,7 +630,6 @@ impl<'a> Simulation<'a> {
             run_stream_base: vec![SimTime::ZERO; n],
             stream_chunk_us,
             kv_load_us: vec![kv_load_us; n],
-            admit_us,
             seq_events: Vec::new(),
             with_runs: Vec::new(),
             starts_queued: start_order.len().min(1),
@@ -1045,7 +1045,6 @@ impl<'a> Simulation<'a> {
         Seq {
             handoff_us,
             kv_load_us,
-            admit_us: self.admit_us,
             req,
             conv: r.conv,
             prefill_only,
@@ -1289,14 +1288,14 @@ impl<'a> Simulation<'a> {
         let cached_d = di.cached_tokens(r.conv).min(prompt - 1);
         let (local_ttft, local_stall) = chunks(d, self.local_backlog_tokens[d], prompt - cached_d, cached_d, b);
         // Each engine that takes the request admits it once, in the step that first schedules it.
-        let admit = SimDuration(self.admit_us).as_ms();
-        let (local_ttft, local_stall) = (local_ttft + admit, local_stall + admit);
+        let admit_ms = |inst: usize| SimDuration(self.instances[inst].admit_us).as_ms();
+        let (local_ttft, local_stall) = (local_ttft + admit_ms(d), local_stall + admit_ms(d));
         let pi = &self.instances[p];
         let cached_p = pi.cached_tokens(r.conv).min(prompt - 1);
         let (p_time, _) = chunks(p, pi.pending_prefill_tokens(), prompt - cached_p, cached_p, 0);
         // The engine time the queued prompts hold P beyond their prefill (their handoffs when P's
         // engine does them, their KV sends when it waits for them; 0 otherwise) comes first too.
-        let p_time = p_time + SimDuration(pi.pending_handoff_us()).as_ms() + admit;
+        let p_time = p_time + SimDuration(pi.pending_handoff_us()).as_ms() + admit_ms(p);
         let in_engine = self.handoff_in_engine();
         let c = &self.cfg;
         let kv_tokens = match c.transfer {
@@ -1325,7 +1324,7 @@ impl<'a> Simulation<'a> {
                 num_cached_tokens: prompt - 1,
             }),
         ) + SimDuration(self.kv_load_us[d]).as_ms()
-            + admit;
+            + admit_ms(d);
         let remote_stall = last - step(b, None);
         let remote_ttft = p_time + link_wait + transfer + handoff_wait + c.pd_handoff_ms + last;
         let bw = weight * b as f64;
