@@ -120,23 +120,17 @@ impl MapConfig {
                 return Err(("latency_ms", "must be a number >= 0".into()));
             }
         }
-        if let Some(l) = self.kv_load_ms {
-            if !(0.0..=crate::scenario::MAX_KV_LOAD_MS).contains(&l) {
-                return Err((
-                    "kv_load_ms",
-                    format!("must be a time in ms, >= 0 and <= {}", crate::scenario::MAX_KV_LOAD_MS),
-                ));
-            }
-        }
-        if let Some(a) = self.engine_admit_ms {
-            if !(0.0..=crate::scenario::MAX_ENGINE_ADMIT_MS).contains(&a) {
-                return Err((
-                    "engine_admit_ms",
-                    format!(
-                        "must be a time in ms, >= 0 and <= {}",
-                        crate::scenario::MAX_ENGINE_ADMIT_MS
-                    ),
-                ));
+        // Engine times added to a step, each within its scenario key's bound.
+        for (key, value, max) in [
+            ("kv_load_ms", self.kv_load_ms, crate::scenario::MAX_KV_LOAD_MS),
+            (
+                "engine_admit_ms",
+                self.engine_admit_ms,
+                crate::scenario::MAX_ENGINE_ADMIT_MS,
+            ),
+        ] {
+            if value.is_some_and(|v| !(0.0..=max).contains(&v)) {
+                return Err((key, format!("must be a time in ms, >= 0 and <= {max}")));
             }
         }
         if self.context_tokens.is_empty() {

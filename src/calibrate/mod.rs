@@ -1114,26 +1114,23 @@ fn validate_point(v: &serde_json::Value) -> Option<replay::Point> {
     Some((c.to_string(), w.to_string(), q, v.clone()))
 }
 
-/// Fits the overheads by replaying `points` and the low-QPS points (see [`replay`]), writes them
-/// into `file`'s overheads, and returns the report (with leave-one-configuration-out folds when
-/// `opts.loco`). From `opts`: the parameters the replay fits, whether β3 is refitted first (with
-/// D's KV load when `opts.kv_load_ms` does not hold it) and where progress goes.
-/// The first of `paths` that is a vllm-ppd interference core experiment (a JSON file whose
-/// `experiment_type` is `core`), parsed; `None` when there is none. Other files are skipped
-/// (their own readers report what is wrong with them).
+/// The first of `paths` that [`readers::vllm_ppd::detect`] reads as a vllm-ppd interference
+/// experiment of type `core`, parsed; `None` when there is none (files it cannot read are
+/// skipped: their own readers have reported them).
 fn interference_core(paths: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
-    paths
-        .iter()
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
-        .find_map(|p| {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
-            (v["experiment_type"] == "core" && v["results"].is_array()).then(|| (p.clone(), v))
-        })
+    paths.iter().filter(|p| p.is_file()).find_map(|p| {
+        let v: serde_json::Value = serde_json::from_str(&readers::read_text(p).ok()?).ok()?;
+        (readers::vllm_ppd::detect(&v) == Some(readers::Format::VllmPpdInterference) && v["experiment_type"] == "core")
+            .then(|| (p.clone(), v))
+    })
 }
 
-/// The replay fit of β3, D's KV load and the overheads on `points` and `lowqps`, with its
-/// cross-validation, and what the interference `bursts` (when given) say the engine's admission
-/// work is with the fitted rest held.
+/// Fits the overheads by replaying `points` and the low-QPS points (see [`replay`]), writes them
+/// into `file`'s overheads, and returns the report (with leave-one-configuration-out folds when
+/// `opts.loco`, and what the interference `bursts`, when given, say the engine's admission work
+/// is with the fitted rest held). From `opts`: the parameters the replay fits, whether β3 is
+/// refitted first (with D's KV load when `opts.kv_load_ms` does not hold it) and where progress
+/// goes.
 fn replay_fit(
     file: &mut CalibrationFile,
     points: &[replay::Point],

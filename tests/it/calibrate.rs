@@ -756,6 +756,22 @@ fn the_interference_bursts_identify_the_engine_s_admission_work() {
     )
     .unwrap();
     let b = ppdsim::calibrate::replay::burst_admission(&path, &v, &cal).unwrap();
+    // The shipped file records this very check (its replay section, written by `calibrate`; to
+    // the last bits a build at another optimisation level may change).
+    let recorded = cal
+        .replay
+        .as_ref()
+        .and_then(|r| r.burst_admission.clone())
+        .expect("recorded");
+    for (x, y) in [
+        (recorded.admit_ms, b.admit_ms),
+        (recorded.objective, b.objective),
+        (recorded.held_ms, b.held_ms),
+        (recorded.held_objective, b.held_objective),
+        (recorded.free_objective, b.free_objective),
+    ] {
+        assert!((x - y).abs() <= 1e-9 * x.abs().max(y.abs()), "{recorded:?} vs {b:?}");
+    }
     assert!((2.0..6.0).contains(&b.admit_ms), "{b:?}");
     assert_eq!(b.held_ms, 4.0);
     let at = |a: f64| ppdsim::calibrate::replay::burst_admission_objective(&path, &v, &cal, a).unwrap();
