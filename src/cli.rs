@@ -232,13 +232,16 @@ pub enum Command {
         /// (docs/validation.md: 0.3 ms fits the interference bursts, seed 003's W1 rules it out).
         #[arg(long, value_name = "MS", value_parser = parse_stream_ms, default_value_t = 0.0)]
         stream_ms_per_chunk: f64,
-        /// Engine time of each request's first admission on an instance (added to the step that
-        /// first schedules it, holding the sequences running there), in ms, with which the
-        /// replays fit β3, D's KV load and the overheads; recorded in the model file when > 0,
-        /// where `run` and `validate` use it. Default 0 (docs/validation.md, "The engine's
-        /// admission work": ≈ 4 ms fits the interference bursts).
-        #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms, default_value_t = 0.0)]
-        engine_admit_ms: f64,
+        /// Hold each engine's admission work (engine time of a request's first admission,
+        /// added to the step that first schedules it) at this many ms while the replays fit β3,
+        /// D's KV load and the overheads. Without it the work is identified: the rest is fitted
+        /// at a held value (from 0), the interference bursts say which value fits them with that
+        /// rest, and the fit is redone there until the held value fits the bursts within 2% of
+        /// their best (at most 4 passes; 0 when the bursts are not among the inputs). Recorded in
+        /// the model file when > 0, where `run` and `validate` use it (docs/validation.md, "The
+        /// engine's admission work").
+        #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms)]
+        engine_admit_ms: Option<f64>,
         /// Where P's share of the PD handoff is done in the replays that fit the overheads:
         /// `prefill-engine` (P's engine, in the step that finishes each split prompt),
         /// `per-prefill` (a queue beside each P's engine) or `cluster` (one queue for all);

@@ -80,9 +80,10 @@ pub struct CalibrateOptions {
     /// above 0. Default 0 (tokens reach the client as their step ends).
     pub stream_ms_per_chunk: f64,
     /// Engine time of each request's first admission in the replays
-    /// ([`crate::sim::SimConfig::engine_admit_ms`]) \[ms\], recorded in the model file when above
-    /// 0. Default 0 (admission is free).
-    pub engine_admit_ms: f64,
+    /// ([`crate::sim::SimConfig::engine_admit_ms`]) \[ms\], held at this value and recorded in
+    /// the model file when above 0. Default `None`: identified from the interference bursts when
+    /// the core experiment is among the inputs and the replay runs (see [`replay_fit`]), else 0.
+    pub engine_admit_ms: Option<f64>,
     /// Where P's share of the handoff is done in the replays ([`crate::sim::HandoffQueue`]),
     /// recorded in the model file when the replay fits the overheads. Default: P's engine.
     pub pd_handoff_queue: crate::sim::HandoffQueue,
@@ -147,7 +148,7 @@ impl Default for CalibrateOptions {
             overhead_service_cv: 0.0,
             client_requeue_rate: 0.0,
             stream_ms_per_chunk: 0.0,
-            engine_admit_ms: 0.0,
+            engine_admit_ms: None,
             pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
             prefill_waits_for_send: false,
             kv_load_ms: None,
@@ -1060,7 +1061,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
     file.overheads.service_cv = recorded(opts.overhead_service_cv);
     file.overheads.client_requeue_rate = recorded(opts.client_requeue_rate);
     file.overheads.stream_ms_per_chunk = recorded(opts.stream_ms_per_chunk);
-    file.overheads.engine_admit_ms = recorded(opts.engine_admit_ms);
+    file.overheads.engine_admit_ms = recorded(opts.engine_admit_ms.unwrap_or(0.0));
     file.kv_transfer.load_ms = recorded(opts.kv_load_ms.unwrap_or(0.0));
     let replay_points: Vec<replay::Point> = loaded
         .iter()
@@ -1146,33 +1147,55 @@ fn replay_fit(
         message: format!("replay fit failed: {e}"),
     };
     let kv_load_start = file.kv_load_ms();
-    let decode = if decode_refit {
-        progress.set_message(if fit_kv_load {
-            "β3 and KV load from TPOTs"
+    // Admission work is identified (not held) when it was not given and the bursts are here:
+    // each pass fits the rest from the same start at the held value, then asks the bursts.
+    let identify = opts.engine_admit_ms.is_none();
+    let start = file.clone();
+    let mut admit_passes = Vec::new();
+    let (decode, before, fitted, objective) = loop {
+        let decode = if decode_refit {
+            progress.set_message(if fit_kv_load {
+                "β3 and KV load from TPOTs"
+            } else {
+                "β3 from TPOTs"
+            });
+            let r = if fit_kv_load {
+                replay::fit_beta3_and_kv_load(points, file, 0, progress)
+            } else {
+                replay::fit_beta3(points, file, 0, progress)
+            }
+            .map_err(fail)?;
+            *file = replay::with_beta3(file, r.beta3);
+            if let Some(l) = r.kv_load_ms {
+                file.kv_transfer.load_ms = (l > 0.0).then_some(l);
+            }
+            Some(r)
         } else {
-            "β3 from TPOTs"
-        });
-        let r = if fit_kv_load {
-            replay::fit_beta3_and_kv_load(points, file, 0, progress)
-        } else {
-            replay::fit_beta3(points, file, 0, progress)
+            None
+        };
+        let before = replay::combined_objective(
+            &replay::simulate(points, file, 0, replay::REPLAYS),
+            &replay::simulate_lowqps(lowqps, file, 0),
+        );
+        progress.set_message("overheads by replay");
+        let (fitted, objective) = replay::fit(points, lowqps, file, 0, params, progress).map_err(fail)?;
+        *file = fitted.apply(file);
+        let Some((path, v)) = bursts.filter(|_| identify) else {
+            break (decode, before, fitted, objective);
+        };
+        progress.set_message("engine admission work from the interference bursts");
+        let check = replay::burst_admission(path, v, file).map_err(fail)?;
+        let (held, next) = (check.held_ms, check.admit_ms);
+        admit_passes.push(check);
+        if replay::admission_settled(admit_passes.last().expect("just pushed"))
+            || admit_passes.len() == replay::MAX_ADMISSION_PASSES
+        {
+            break (decode, before, fitted, objective);
         }
-        .map_err(fail)?;
-        *file = replay::with_beta3(file, r.beta3);
-        if let Some(l) = r.kv_load_ms {
-            file.kv_transfer.load_ms = (l > 0.0).then_some(l);
-        }
-        Some(r)
-    } else {
-        None
+        debug_assert_ne!(held, next);
+        *file = start.clone();
+        file.overheads.engine_admit_ms = (next > 0.0).then_some(next);
     };
-    let before = replay::combined_objective(
-        &replay::simulate(points, file, 0, replay::REPLAYS),
-        &replay::simulate_lowqps(lowqps, file, 0),
-    );
-    progress.set_message("overheads by replay");
-    let (fitted, objective) = replay::fit(points, lowqps, file, 0, params, progress).map_err(fail)?;
-    *file = fitted.apply(file);
     let rows = replay::simulate(points, file, 0, crate::validate::COMPREHENSIVE_REPLICAS);
     let configs = replay::configs(points);
     let by_config = configs
@@ -1236,10 +1259,14 @@ fn replay_fit(
         }),
         t2_p50_error_pct_by_config: by_config,
         leave_one_config_out: folds,
-        burst_admission: bursts
-            .map(|(path, v)| replay::burst_admission(path, v, file))
-            .transpose()
-            .map_err(fail)?,
+        burst_admission: match admit_passes.last() {
+            Some(last) => Some(last.clone()),
+            None => bursts
+                .map(|(path, v)| replay::burst_admission(path, v, file))
+                .transpose()
+                .map_err(fail)?,
+        },
+        engine_admit_passes: admit_passes,
     })
 }
 
@@ -1386,8 +1413,13 @@ pub fn report(c: &Calibration) -> String {
         if f.engine_admit_ms() > 0.0 {
             let _ = writeln!(
                 s,
-                "  with each engine spending {:.2} ms on a request's first admission, in the step that first schedules it (--engine-admit-ms; recorded in the model file)",
-                f.engine_admit_ms()
+                "  with each engine spending {:.2} ms on a request's first admission, in the step that first schedules it ({}; recorded in the model file)",
+                f.engine_admit_ms(),
+                if r.engine_admit_passes.is_empty() {
+                    "--engine-admit-ms"
+                } else {
+                    "identified from the interference bursts, below"
+                }
             );
         }
         // A load the decode refit fitted has its line above; a held one (--kv-load-ms) here.
@@ -1471,7 +1503,42 @@ pub fn report(c: &Calibration) -> String {
                 );
             }
         }
-        if let Some(b) = &r.burst_admission {
+        if !r.engine_admit_passes.is_empty() {
+            let _ = writeln!(
+                s,
+                "engine admission work identified from the interference bursts (each pass fits the rest at the held value, then finds the bursts' best; their decode-only TPOT and batch time, mean |ln(pred/meas)|):"
+            );
+            for (k, b) in r.engine_admit_passes.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  pass {}: held {:.2} ms ({:.4}) → best {:.2} ms ({:.4})",
+                    k + 1,
+                    b.held_ms,
+                    b.held_objective,
+                    b.admit_ms,
+                    b.objective
+                );
+            }
+            let last = r.engine_admit_passes.last().expect("not empty");
+            let _ = writeln!(
+                s,
+                "  {} {:.2} ms{}",
+                if replay::admission_settled(last) {
+                    "settled at"
+                } else {
+                    "NOT settled; kept"
+                },
+                last.held_ms,
+                if replay::admission_settled(last) {
+                    format!(
+                        " (its objective within {:.0}% of the best)",
+                        100.0 * replay::ADMISSION_TOLERANCE
+                    )
+                } else {
+                    format!(" after {} passes", r.engine_admit_passes.len())
+                }
+            );
+        } else if let Some(b) = &r.burst_admission {
             let _ = writeln!(
                 s,
                 "engine admission work the interference bursts identify with the rest held: {:.2} ms (their decode-only TPOT and batch time, mean |ln(pred/meas)| {:.4}; {:.4} at the held {:.2} ms, {:.4} with admission free)",

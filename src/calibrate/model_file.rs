@@ -280,6 +280,12 @@ pub struct ReplayFit {
     /// model held (absent: no interference core experiment among the inputs, or an older file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst_admission: Option<BurstAdmissionReport>,
+    /// How the engine admission work was identified when `calibrate` was not given it: one
+    /// entry per pass, each the bursts' check after fitting the rest at its `held_ms` (empty:
+    /// held with `--engine-admit-ms`, no bursts among the inputs, or an older file). The last
+    /// entry is [`ReplayFit::burst_admission`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engine_admit_passes: Vec<BurstAdmissionReport>,
 }
 
 /// What the interference bursts' decode-only settings say each engine's admission work is

@@ -202,7 +202,16 @@ fn shipped_model_file_is_what_calibrate_produces() {
     // ... and the handoff mechanism and engine admission work the replay fitted them with (none
     // without a replay).
     assert_eq!(overheads["pd_handoff_queue"], "prefill-engine");
-    assert_eq!(overheads["engine_admit_ms"], 4.0);
+    // The admission work is the one identified from the interference bursts: the last pass's
+    // held value, which fits them within the tolerance of their best.
+    let passes = replay["engine_admit_passes"].as_array().expect("identified");
+    let last = passes.last().unwrap();
+    assert_eq!(overheads["engine_admit_ms"], last["held_ms"]);
+    assert_eq!(&replay["burst_admission"], last);
+    assert!(
+        last["held_objective"].as_f64().unwrap()
+            <= last["objective"].as_f64().unwrap() * (1.0 + ppdsim::calibrate::replay::ADMISSION_TOLERANCE)
+    );
     assert!(c.file.overheads.engine_admit_ms.is_none());
     assert!(c.file.overheads.pd_handoff_queue.is_none());
     assert_eq!(replay["leave_one_config_out"].as_array().unwrap().len(), 4);
@@ -372,6 +381,53 @@ fn replay_fit_splits_the_handoff_and_cross_validates_by_configuration() {
         .leave_one_config_out
         .iter()
         .all(|f| f.held_out_t2_p50_error_pct.is_finite()));
+    // Not given `--engine-admit-ms`, with the interference bursts among the inputs, the
+    // admission work is identified: the first pass fits the rest with admission free, each
+    // later pass holds what the bursts said after the one before, and the last one settles
+    // (its held value fits the bursts within the tolerance of their best) or is the fourth.
+    let passes = &r.engine_admit_passes;
+    assert!(!passes.is_empty(), "{r:?}");
+    assert_eq!(
+        (passes[0].held_ms, passes[0].held_objective),
+        (0.0, passes[0].free_objective)
+    );
+    for w in passes.windows(2) {
+        assert_eq!(w[1].held_ms, w[0].admit_ms);
+        assert!(!calibrate::replay::admission_settled(&w[0]), "{w:?}");
+    }
+    let last = passes.last().unwrap();
+    assert!(
+        calibrate::replay::admission_settled(last) || passes.len() == calibrate::replay::MAX_ADMISSION_PASSES,
+        "{passes:?}"
+    );
+    assert_eq!(c.file.engine_admit_ms(), last.held_ms);
+    assert_eq!(r.burst_admission.as_ref(), Some(last));
+    let report = calibrate::report(&c);
+    assert!(
+        report.contains("engine admission work identified from the interference bursts"),
+        "{report}"
+    );
+    assert!(report.contains("  pass 1: held 0.00 ms"), "{report}");
+    // Identified at A, the model is the one `--engine-admit-ms A` fits (each pass starts from
+    // the same model, only the admission work differs): same β3, KV load and overheads.
+    let held = calibrate::calibrate(
+        &files,
+        &CalibrateOptions {
+            engine_admit_ms: Some(last.held_ms),
+            loco: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let hr = held.file.replay.as_ref().unwrap();
+    assert!(hr.engine_admit_passes.is_empty());
+    assert_eq!(hr.burst_admission.as_ref().map(|b| b.admit_ms), Some(last.admit_ms));
+    assert_eq!(
+        serde_json::to_value(&held.file.overheads).unwrap(),
+        serde_json::to_value(&c.file.overheads).unwrap()
+    );
+    assert_eq!(held.file.coefficients().unwrap(), c.file.coefficients().unwrap());
+    assert_eq!(held.file.kv_transfer.load_ms, c.file.kv_transfer.load_ms);
     // The loaded points are one source line, not six.
     let src: Vec<_> = c
         .file
@@ -773,10 +829,11 @@ fn the_interference_bursts_identify_the_engine_s_admission_work() {
         assert!((x - y).abs() <= 1e-9 * x.abs().max(y.abs()), "{recorded:?} vs {b:?}");
     }
     assert!((2.0..6.0).contains(&b.admit_ms), "{b:?}");
-    assert_eq!(b.held_ms, 4.0);
+    assert_eq!(b.held_ms, cal.engine_admit_ms());
+    assert!(ppdsim::calibrate::replay::admission_settled(&b), "{b:?}");
     let at = |a: f64| ppdsim::calibrate::replay::burst_admission_objective(&path, &v, &cal, a).unwrap();
     assert!((b.objective - at(b.admit_ms)).abs() < 1e-12, "{b:?}");
-    assert!((b.free_objective - at(0.0)).abs() < 1e-12 && (b.held_objective - at(4.0)).abs() < 1e-12);
+    assert!((b.free_objective - at(0.0)).abs() < 1e-12 && (b.held_objective - at(b.held_ms)).abs() < 1e-12);
     // Free admission leaves the bursts' TPOT ≈ 25% too fast: an objective several times the best.
     assert!(b.free_objective > 3.0 * b.objective, "{b:?}");
     for a in [0.0, 1.0, 8.0, 12.0] {
