@@ -1130,8 +1130,16 @@ fn interference_core(paths: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> 
 /// into `file`'s overheads, and returns the report (with leave-one-configuration-out folds when
 /// `opts.loco`, and what the interference `bursts`, when given, say the engine's admission work
 /// is with the fitted rest held). From `opts`: the parameters the replay fits, whether β3 is
-/// refitted first (with D's KV load when `opts.kv_load_ms` does not hold it) and where progress
-/// goes.
+/// refitted first (with D's KV load when `opts.kv_load_ms` does not hold it), the admission work
+/// and where progress goes.
+///
+/// When `opts.engine_admit_ms` is `None` and `bursts` are given, the admission work is
+/// identified by coordinate passes: β3, the load and the overheads are fitted at a held value
+/// (first `file`'s, 0 unless recorded), [`replay::burst_admission`] finds the value the bursts
+/// fit best with that rest, and the fit is redone from the same start at that value until
+/// [`replay::admission_settled`] (at most [`replay::MAX_ADMISSION_PASSES`]); the passes are
+/// reported in `engine_admit_passes`. Starting each pass from the same model makes the result
+/// the one a held `opts.engine_admit_ms` at the final value gives.
 fn replay_fit(
     file: &mut CalibrationFile,
     points: &[replay::Point],
@@ -1192,7 +1200,8 @@ fn replay_fit(
         {
             break (decode, before, fitted, objective);
         }
-        debug_assert_ne!(held, next);
+        // Not settled means the best beats the held value by the tolerance: another value.
+        assert_ne!(held, next, "an unsettled admission pass proposes the value it held");
         *file = start.clone();
         file.overheads.engine_admit_ms = (next > 0.0).then_some(next);
     };

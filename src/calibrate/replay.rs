@@ -522,7 +522,8 @@ pub fn burst_admission_objective(
 /// ([`admission_settled`]): 2% of the objective. Refitting the rest moves the bursts' best
 /// objective by about 3% (0.0434–0.0448 over four passes on the shipped data), and the
 /// coordinate passes then swing between ≈ 3.8 and 4.1 ms: values closer than that the data do
-/// not tell apart (docs/validation.md, "The engine's admission work").
+/// not tell apart (docs/validation.md, "Current model: the admission work identified from the
+/// bursts").
 pub const ADMISSION_TOLERANCE: f64 = 0.02;
 
 /// Most fit passes `calibrate` makes to identify the admission work (each a full fit of β3, D's
