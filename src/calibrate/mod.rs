@@ -1193,11 +1193,9 @@ fn replay_fit(
         };
         progress.set_message("engine admission work from the interference bursts");
         let check = replay::burst_admission(path, v, file).map_err(fail)?;
-        let (held, next) = (check.held_ms, check.admit_ms);
+        let (held, next, settled) = (check.held_ms, check.admit_ms, replay::admission_settled(&check));
         admit_passes.push(check);
-        if replay::admission_settled(admit_passes.last().expect("just pushed"))
-            || admit_passes.len() == replay::MAX_ADMISSION_PASSES
-        {
+        if settled || admit_passes.len() == replay::MAX_ADMISSION_PASSES {
             break (decode, before, fitted, objective);
         }
         // Not settled means the best beats the held value by the tolerance: another value.
@@ -1529,24 +1527,21 @@ pub fn report(c: &Calibration) -> String {
                 );
             }
             let last = r.engine_admit_passes.last().expect("not empty");
-            let _ = writeln!(
-                s,
-                "  {} {:.2} ms{}",
-                if replay::admission_settled(last) {
-                    "settled at"
-                } else {
-                    "NOT settled; kept"
-                },
-                last.held_ms,
-                if replay::admission_settled(last) {
-                    format!(
-                        " (its objective within {:.0}% of the best)",
-                        100.0 * replay::ADMISSION_TOLERANCE
-                    )
-                } else {
-                    format!(" after {} passes", r.engine_admit_passes.len())
-                }
-            );
+            let _ = if replay::admission_settled(last) {
+                writeln!(
+                    s,
+                    "  settled at {:.2} ms (its objective within {:.0}% of the best)",
+                    last.held_ms,
+                    100.0 * replay::ADMISSION_TOLERANCE
+                )
+            } else {
+                writeln!(
+                    s,
+                    "  NOT settled; kept {:.2} ms after {} passes",
+                    last.held_ms,
+                    r.engine_admit_passes.len()
+                )
+            };
         } else if let Some(b) = &r.burst_admission {
             let _ = writeln!(
                 s,

@@ -1185,17 +1185,19 @@ fn small_calibration_set() -> [std::path::PathBuf; 2] {
     ]
 }
 
+/// The shipped calibration (`calibration/h100-llama3.1-8b.json`).
+fn shipped_calibration() -> ppdsim::calibrate::model_file::CalibrationFile {
+    ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json")).unwrap()
+}
+
 /// The engine admission work the shipped model records \[ms\].
 fn shipped_model_admit_ms() -> f64 {
-    ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
-        .unwrap()
-        .engine_admit_ms()
+    shipped_calibration().engine_admit_ms()
 }
 
 /// The shipped calibration and one measured comprehensive point (a fixture path from the root).
 fn calibration_and_point(fixture: &str) -> (ppdsim::calibrate::model_file::CalibrationFile, serde_json::Value) {
-    let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
-        .unwrap();
+    let cal = shipped_calibration();
     let v = serde_json::from_str(&std::fs::read_to_string(root().join(fixture)).unwrap()).unwrap();
     (cal, v)
 }
@@ -1237,8 +1239,7 @@ fn large_context_direct_turns_are_costed_with_the_answer_recomputed() {
     // three points is within 10% (reusing the answer, the model predicted ≈ 50 ms against
     // 48–75 ms measured, −18% at the median). The points are noisy (48.2 ms at 1 QPS, 74.7 at 0.5:
     // 55% apart), so each is only held within 60%.
-    let cal = ppdsim::calibrate::model_file::CalibrationFile::load(&root().join("calibration/h100-llama3.1-8b.json"))
-        .unwrap();
+    let cal = shipped_calibration();
     let mut errs = Vec::new();
     for q in ["0.5", "1", "2"] {
         let f = root().join(format!(
