@@ -238,8 +238,8 @@ pub enum Command {
         /// at a held value (from 0), the interference bursts say which value fits them with that
         /// rest, and the fit is redone there until the held value fits the bursts within 2% of
         /// their best (at most 4 passes; 0 when the bursts are not among the inputs). Recorded in
-        /// the model file when > 0, where `run` and `validate` use it (docs/validation.md, "The
-        /// engine's admission work").
+        /// the model file when > 0, where `run` and `validate` use it (docs/validation.md,
+        /// "Current model: the admission work identified from the bursts").
         #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms)]
         engine_admit_ms: Option<f64>,
         /// Where P's share of the PD handoff is done in the replays that fit the overheads:

@@ -520,9 +520,9 @@ pub fn burst_admission_objective(
 
 /// Relative margin within which a held admission work fits the bursts as well as their best
 /// ([`admission_settled`]): 2% of the objective. Refitting the rest moves the bursts' best
-/// objective by about 3% (0.0434–0.0448 over four passes on the shipped data), and the
-/// coordinate passes then swing between ≈ 3.8 and 4.1 ms: values closer than that the data do
-/// not tell apart (docs/validation.md, "Current model: the admission work identified from the
+/// objective by about 3% (0.0434–0.0448 over the four passes of a run at 1% on the shipped
+/// data), and at 1% the passes swing between 3.77 and 4.10 ms without settling: values closer
+/// than that the data do not tell apart (docs/validation.md, "Current model: the admission work identified from the
 /// bursts").
 pub const ADMISSION_TOLERANCE: f64 = 0.02;
 
