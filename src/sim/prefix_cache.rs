@@ -9,8 +9,7 @@
 //! Memory is counted in blocks of `block_size` tokens; an entry of `t` tokens holds `⌈t/b⌉` blocks.
 
 use rustc_hash::FxHashMap;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 
 /// A cache entry: (tokens, LRU stamp, blocks held).
 pub type CacheEntry = (u32, u64, u64);
@@ -21,11 +20,12 @@ pub struct PrefixCache {
     /// conversation → (tokens, LRU stamp, blocks held). Fx hashing (rustc's: a multiply per
     /// key, deterministic); the map is never iterated, so its order cannot reach an output.
     entries: FxHashMap<usize, CacheEntry>,
-    /// (stamp, conversation), oldest on top: the eviction order (deterministic; stamps are
-    /// unique). Entries taken out stay until they reach the top (lazy deletion: a pair whose
-    /// conversation no longer holds that stamp is skipped), so an insert is a push — O(1) in
-    /// practice, new stamps being the largest — and a take O(1).
-    lru: BinaryHeap<Reverse<(u64, usize)>>,
+    /// (stamp, conversation) in ascending stamp order, oldest in front: the eviction order
+    /// (deterministic; stamps are unique). An insert takes the largest stamp yet, so it is a push
+    /// at the back, and an eviction a pop at the front — O(1), where a heap sifts through
+    /// log₂(entries) levels. Entries taken out stay until they reach the front (lazy deletion: a
+    /// pair whose conversation no longer holds that stamp is skipped), so a take is O(1) too.
+    lru: VecDeque<(u64, usize)>,
     clock: u64,
     blocks: u64,
     block_size: u32,
@@ -73,7 +73,13 @@ impl PrefixCache {
             "restoring conversation {conv} over a live entry"
         );
         self.blocks += entry.2;
-        self.lru.push(Reverse((entry.1, conv)));
+        // The pair may still be queued (taken entries stay until they reach the front); if not,
+        // it goes back to its place by stamp. (The scheduler restores only after evicting every
+        // other entry, so the queue is empty then, but the order holds either way.)
+        let stamp = entry.1;
+        if let Err(at) = self.lru.binary_search_by_key(&stamp, |&(s, _)| s) {
+            self.lru.insert(at, (stamp, conv));
+        }
         self.entries.insert(conv, entry);
     }
 
@@ -93,14 +99,15 @@ impl PrefixCache {
         // Shared hits are whole blocks, so the shared part is exactly `shared_tokens / block_size` blocks.
         let blocks = self.blocks_for(tokens) - (shared_tokens.min(tokens) / self.block_size) as u64;
         self.blocks += blocks;
-        self.lru.push(Reverse((self.clock, conv)));
+        debug_assert!(self.lru.back().is_none_or(|&(s, _)| s < self.clock));
+        self.lru.push_back((self.clock, conv));
         self.entries.insert(conv, (tokens, self.clock, blocks));
     }
 
     /// Evicts the least recently used entry; returns its blocks, or `None` when empty.
     pub fn evict_lru(&mut self) -> Option<u64> {
         loop {
-            let Reverse((stamp, conv)) = self.lru.pop()?;
+            let (stamp, conv) = self.lru.pop_front()?;
             if self.entries.get(&conv).is_some_and(|e| e.1 == stamp) {
                 let (tokens, _, blocks) = self.take(conv).expect("checked");
                 self.num_evicted_tokens += tokens as u64;
@@ -109,16 +116,13 @@ impl PrefixCache {
         }
     }
 
-    /// Drops the taken-out pairs (and the copies [`PrefixCache::restore`] adds) from the LRU
-    /// heap once they outnumber the live ones, so it holds at most about twice the entries.
+    /// Drops the taken-out pairs from the LRU queue once they outnumber the live ones, so it
+    /// holds at most about twice the entries (the order of the rest is kept).
     fn compact(&mut self) {
         if self.lru.len() > 2 * self.entries.len() + 16 {
             let entries = &self.entries;
-            let mut live = std::mem::take(&mut self.lru).into_vec();
-            live.retain(|Reverse((stamp, conv))| entries.get(conv).is_some_and(|e| e.1 == *stamp));
-            live.sort_unstable();
-            live.dedup();
-            self.lru = BinaryHeap::from(live);
+            self.lru
+                .retain(|(stamp, conv)| entries.get(conv).is_some_and(|e| e.1 == *stamp));
         }
     }
 }
@@ -147,6 +151,29 @@ mod tests {
         assert_eq!(c.blocks(), 2);
         assert_eq!(c.evict_lru(), Some(2));
         assert_eq!(c.evict_lru(), None);
+    }
+
+    #[test]
+    fn a_restored_entry_goes_back_to_its_place_by_last_use() {
+        let mut c = PrefixCache::new(16);
+        c.insert(1, 16); // stamp 1
+        c.insert(2, 32); // stamp 2
+        c.insert(3, 48); // stamp 3
+        let a = c.take(1).expect("present");
+        let b = c.take(2).expect("present");
+        // Both taken pairs are skipped on the way to 3, so they leave the queue.
+        assert_eq!(c.evict_lru(), Some(3));
+        assert!(c.lru.is_empty());
+        c.restore(2, b);
+        c.insert(4, 64); // stamp 4
+        c.restore(1, a); // stamp 1: before 2 and 4, not behind them
+        assert_eq!(c.lru.iter().map(|&(_, conv)| conv).collect::<Vec<_>>(), [1, 2, 4]);
+        assert_eq!(c.evict_lru(), Some(1));
+        assert_eq!(c.evict_lru(), Some(2));
+        assert_eq!(c.evict_lru(), Some(4));
+        assert_eq!(c.evict_lru(), None);
+        assert_eq!(c.blocks(), 0);
+        assert_eq!(c.num_evicted_tokens, 48 + 16 + 32 + 64);
     }
 
     #[test]
