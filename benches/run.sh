@@ -45,16 +45,20 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp" "$tmp.wall"' EXIT
 
 # measure LABEL TARGET COMMAND...: runs COMMAND $REPEAT times (default 2), prints the fastest
-# run's "LABEL  wall  peak RSS  target" and leaves its wall time in $tmp.wall.
+# run's "LABEL  wall  peak RSS  CPU time (user + system)  target" and leaves its wall time in
+# $tmp.wall. The CPU time shows what the wall time alone hides on a shared machine: the same
+# work took 45.5 s of user time in one minute and 27.7 s a quarter of an hour later (the 1M run,
+# same build, 2026-12-03), so a slow wall time with a high CPU time is the host's, not ppdsim's.
 measure() {
     local label=$1 target=$2
     shift 2
-    local best="" best_rss="-" wall rss
+    local best="" best_rss="-" best_cpu="-" wall rss user sys cpu
     for _ in $(seq "${REPEAT:-2}"); do
         if [[ -x /usr/bin/time ]]; then
-            /usr/bin/time -f "%e %M" -o "$tmp" "$@" >/dev/null
-            read -r wall rss <"$tmp"
+            /usr/bin/time -f "%e %M %U %S" -o "$tmp" "$@" >/dev/null
+            read -r wall rss user sys <"$tmp"
             rss="$((rss / 1024)) MB"
+            cpu="$(printf "%.2f" "$(echo "$user + $sys" | bc)") s cpu"
         else
             local start end
             start=$(date +%s.%N)
@@ -62,13 +66,15 @@ measure() {
             end=$(date +%s.%N)
             wall=$(echo "$end - $start" | bc)
             rss="-"
+            cpu="-"
         fi
         if [[ -z "$best" ]] || (($(echo "$wall < $best" | bc))); then
             best=$wall
             best_rss=$rss
+            best_cpu=$cpu
         fi
     done
-    printf "%-58s %8s s %10s   target %s\n" "$label" "$best" "$best_rss" "$target"
+    printf "%-58s %8s s %10s %14s   target %s\n" "$label" "$best" "$best_rss" "$best_cpu" "$target"
     echo "$best" >"$tmp.wall"
 }
 
@@ -91,8 +97,8 @@ if [[ -x /usr/bin/time ]]; then
     /usr/bin/time -f "%M" -o "$tmp" "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur --force >/dev/null
     rss="$(($(cat "$tmp") / 1024)) MB"
 fi
-printf "%-58s %8s s %10s   target %s\n" "Vidur's 10,000-request run (scenarios/vidur-arxiv-qps2.toml)" \
-    "$(printf "%d.%04d" $((median_us / 1000000)) $(((median_us % 1000000) / 100)))" "$rss" \
+printf "%-58s %8s s %10s %14s   target %s\n" "Vidur's 10,000-request run (scenarios/vidur-arxiv-qps2.toml)" \
+    "$(printf "%d.%04d" $((median_us / 1000000)) $(((median_us % 1000000) / 100)))" "$rss" "-" \
     "<= 0.015 s, <= 30 MB (Vidur: 150 s, 616 MB); median of 21"
 measure "3,000 ShareGPT conversations x 4 policies, no figures" "-" \
     "$bin" run benches/sharegpt-3000-rate10.toml -q --no-plots -o output/bench --force
