@@ -79,6 +79,14 @@ measure() {
 }
 
 echo "ppdsim benchmark, $(date -u +%Y-%m-%d), $(nproc) cores"
+# How fast the machine is right now: the 1M benchmark's workload at 20,000 conversations, one
+# thread, no requests.csv (a fiftieth of the 1M benchmark's simulation work; 0.48 s on the
+# development machine in a fast minute of 2026-12-03). A reference well above that means the host
+# is slowing every figure below by about as much.
+REPEAT=3 RAYON_NUM_THREADS=1 measure "machine-speed reference (1M workload at 20,000, 1 thread)" \
+    "≈ 0.48 s on a quiet host (2026-12-03)" \
+    "$bin" run benches/synthetic-1m-3turn.toml --set workload.num_conversations=20000 \
+    -q --no-plots --no-requests -o output/bench-reference --force
 # Vidur's run takes tens of ms, below GNU time's 10 ms resolution: it is timed 21 times with
 # bash's microsecond clock and the median printed (peak RSS from one more run under GNU time). Each run
 # writes a fresh folder, as a first run does (replacing a previous run's files with --force
