@@ -97,8 +97,11 @@ reference() {
     for _ in 1 2 3; do
         start=${EPOCHREALTIME/./}
         RAYON_NUM_THREADS=1 "${ref[@]}" -o output/bench-reference-a >/dev/null &
+        local a=$!
         RAYON_NUM_THREADS=1 "${ref[@]}" -o output/bench-reference-b >/dev/null &
-        wait
+        # Each copy's exit status (a failed copy stops the benchmark, as a failed measure does).
+        wait "$a"
+        wait $!
         end=${EPOCHREALTIME/./}
         if [[ -z "$best" ]] || ((end - start < best)); then best=$((end - start)); fi
     done
