@@ -352,6 +352,13 @@ pub enum Command {
         /// sensitivity of the PD path's TTFT and TPOT to the load.
         #[arg(long, value_name = "MS", value_parser = parse_kv_load_ms)]
         kv_load_ms: Option<f64>,
+        /// Replay the interference bursts with cascade attention: while every request of a step
+        /// shares the resident prefix (≥ 256 tokens, ≥ 8 requests: vLLM's thresholds) the decodes
+        /// read it once instead of once each. The shipped model is fitted without it; this is
+        /// the sensitivity of the bursts to the mechanism (docs/validation.md). Other datasets
+        /// share no prefix and do not change.
+        #[arg(long)]
+        cascade_attention: bool,
         /// Print only the summaries (and the 10 worst comprehensive points), not every point.
         #[arg(long)]
         summary_only: bool,
@@ -631,6 +638,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             prefill_waits_for_send,
             kv_bandwidth_gbps,
             kv_load_ms,
+            cascade_attention,
             summary_only,
             force,
             quiet,
@@ -648,6 +656,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 prefill_waits_for_send,
                 kv_bandwidth_gbps,
                 kv_load_ms,
+                cascade_attention,
             },
             !summary_only,
             WriteFlags { quiet, force },

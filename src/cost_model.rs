@@ -144,6 +144,16 @@ impl AffineDecodeCost {
         Self::from_fixed(step.0 as i128 * Self::ONE_US, 0)
     }
 
+    /// The same cost for a batch whose priced context is `tokens` fewer than the context given:
+    /// `with_context_discount(d).time(ctx) == time(ctx − d)` exactly, for every `ctx ≥ d`
+    /// (cascade attention reading a shared prefix once, [`crate::sim::instance::EngineLimits::cascade_attention`]).
+    pub fn with_context_discount(&self, tokens: u64) -> Self {
+        AffineDecodeCost {
+            offset: self.offset - tokens as i128 * self.per_context_token,
+            per_context_token: self.per_context_token,
+        }
+    }
+
     /// Numerator of `time(ctx)` \[2^-32 µs\].
     fn numerator(&self, ctx: u64) -> i128 {
         self.offset + ctx as i128 * self.per_context_token
@@ -377,6 +387,24 @@ mod tests {
     fn random_model(rng: &mut impl Rng, exponents: std::ops::Range<i32>) -> (LinearCostModel, [f64; 5]) {
         let c: [f64; 5] = std::array::from_fn(|_| rng.gen::<f64>() * 10f64.powi(rng.gen_range(exponents.clone())));
         (LinearCostModel::new(IterationCoefficients::from_array(c)), c)
+    }
+
+    #[test]
+    fn a_context_discount_prices_the_context_less_that_many_tokens() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..200 {
+            let (m, _) = random_model(&mut rng, -6..1);
+            let n = rng.gen_range(1..300u32);
+            let cost = m
+                .decode_step_cost(n)
+                .expect("a linear model prices decode batches exactly");
+            let d = rng.gen_range(0..100_000u64);
+            let ctx0 = d + rng.gen_range(0..1_000_000u64);
+            let k = rng.gen_range(1..600u64);
+            let shifted = cost.with_context_discount(d);
+            assert_eq!(shifted.time(ctx0), cost.time(ctx0 - d));
+            assert_eq!(shifted.sum(ctx0, n as u64, k), cost.sum(ctx0 - d, n as u64, k));
+        }
     }
 
     #[test]

@@ -258,6 +258,7 @@ impl EngineSpec {
                 .answer_mismatch_per_token
                 .unwrap_or(DEFAULT_ANSWER_MISMATCH_PER_TOKEN),
             incremental_kv: self.incremental_kv,
+            cascade_attention: false,
         }
     }
 }

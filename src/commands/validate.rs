@@ -49,6 +49,9 @@ pub(crate) struct ReplayOverrides {
     pub kv_bandwidth_gbps: Option<f64>,
     /// `--kv-load-ms` \[ms\].
     pub kv_load_ms: Option<f64>,
+    /// `--cascade-attention`: the interference replay's engine reads a prefix every sequence of
+    /// its batch shares once per step.
+    pub cascade_attention: bool,
 }
 
 pub(crate) fn exec_validate(
@@ -153,9 +156,12 @@ pub(crate) fn exec_validate(
             Some(Format::VllmPpdLowqpsV3 | Format::VllmPpdLowqps2gpu) => {
                 points.extend(crate::validate::read_lowqps(f, v.as_ref().expect("detected"))?)
             }
-            Some(Format::VllmPpdInterference) => {
-                interference.extend(crate::validate::interference(f, v.as_ref().expect("detected"), &cal)?)
-            }
+            Some(Format::VllmPpdInterference) => interference.extend(crate::validate::interference(
+                f,
+                v.as_ref().expect("detected"),
+                &cal,
+                overrides.cascade_attention,
+            )?),
             Some(Format::VllmPpdComprehensive) => match crate::validate::read_comprehensive(f, v.expect("detected"))? {
                 Some(p) => comprehensive.push(p),
                 None => skipped_failed += 1,

@@ -53,7 +53,26 @@ pub struct EngineLimits {
     /// (recompute mode, vLLM V1's default) when a block cannot be had; when false each sequence
     /// reserves its whole footprint (prompt + output) at admission and is never preempted.
     pub incremental_kv: bool,
+    /// Cascade attention (vLLM V1's FlashAttention backend, `use_cascade_attention` in
+    /// `vllm/v1/attention/backends/flash_attn.py`): when every sequence of a step's batch starts
+    /// with the same resident shared prefix of at least [`CASCADE_MIN_PREFIX_TOKENS`] tokens and
+    /// the batch holds at least [`CASCADE_MIN_SEQS`] sequences, the decodes read that prefix's KV
+    /// once for the whole batch instead of once each, so the step is priced with the prefix
+    /// counted once in its decode context. vLLM's third check, the comparison with
+    /// FlashDecoding's thread-block waves, is not modelled. A batch holding one sequence without
+    /// the prefix turns it off for every sequence. False: every decode reads its whole context
+    /// (what the shipped model is fitted with). Only conversations with a shared prefix (the
+    /// interference replay's pinned prefix) are affected.
+    pub cascade_attention: bool,
 }
+
+/// The shortest prefix common to a batch for which vLLM uses cascade attention \[tokens\]
+/// (`use_cascade_attention`: a common prefix under 256 tokens never cascades).
+pub const CASCADE_MIN_PREFIX_TOKENS: u32 = 256;
+
+/// The fewest sequences a batch needs for vLLM to use cascade attention (`use_cascade_attention`:
+/// fewer than 8 requests never cascade).
+pub const CASCADE_MIN_SEQS: usize = 8;
 
 /// Of an answer whose KV holds `n` tokens, how many the next turn's prompt reuses when each
 /// sampled token re-tokenises differently with probability `p` (see
@@ -93,6 +112,7 @@ mod tests {
             cache_answers: true,
             answer_mismatch_per_token: 0.0,
             incremental_kv: true,
+            cascade_attention: false,
         };
         let seq = Seq::prefill_only_for_test;
         let mut p = Instance::new("P0".into(), Role::Prefill, limits);
@@ -351,6 +371,9 @@ pub struct Instance {
     /// produce (`u32::MAX` without decodes) \[tokens\]: with the shape's Σ context, what
     /// [`Instance::plan_decode_run`] needs, gathered in the scheduling pass's own walk.
     batch_min_outputs_left: u32,
+    /// Decode-context tokens cascade attention saves the last [`Instance::try_start`]'s batch
+    /// ([`Instance::cascade_discount`]; 0 without cascade) \[tokens\].
+    batch_cascade_tokens: u64,
 }
 
 /// Blocks of `block_size` tokens a sequence needs for `tokens` tokens of KV, of which the first
@@ -556,6 +579,7 @@ impl Instance {
             shape_scratch: BatchShape::default(),
             done_scratch: Vec::new(),
             batch_min_outputs_left: u32::MAX,
+            batch_cascade_tokens: 0,
         }
     }
 
@@ -581,7 +605,11 @@ impl Instance {
         {
             return None;
         }
-        let cost = cost.decode_step_cost(n as u32)?;
+        // Priced as try_start priced step 1: the shared prefix counted once under cascade
+        // attention (the batch, hence the discount, is the same for every step of the run).
+        let cost = cost
+            .decode_step_cost(n as u32)?
+            .with_context_discount(self.batch_cascade_tokens);
         // Step k completes a sequence that had generated g of its `out` tokens when k = out − g;
         // the batch is every running sequence, each a decode, so try_start's walk saw them all.
         debug_assert_eq!(
@@ -1109,6 +1137,7 @@ impl Instance {
         // queue is admitted from only with budget left, so after every running sequence).
         self.batch_len = i + admitted;
         self.batch_min_outputs_left = min_outputs_left;
+        self.batch_cascade_tokens = self.cascade_discount(shape.num_decode_seqs);
         assert!(
             self.used_blocks() <= self.limits.capacity_blocks,
             "{}: KV blocks {} exceed capacity {}",
@@ -1116,7 +1145,11 @@ impl Instance {
             self.used_blocks(),
             self.limits.capacity_blocks
         );
+        // Priced with the shared prefix counted once under cascade attention; the shape keeps
+        // the batch's whole context (what plan_decode_run starts a run from).
+        shape.decode_context_tokens -= self.batch_cascade_tokens;
         let dt = (!shape.is_empty()).then(|| cost.step_time(&shape));
+        shape.decode_context_tokens += self.batch_cascade_tokens;
         self.shape_scratch = shape;
         let dt = dt? + SimDuration(handoff_us);
         let end = now + dt;
@@ -1124,6 +1157,32 @@ impl Instance {
         self.busy_time = self.busy_time + dt;
         self.num_iterations += 1;
         Some(end)
+    }
+
+    /// Decode-context tokens cascade attention saves the batch `running[..batch_len]`, of which
+    /// `decodes` decode: when [`EngineLimits::cascade_attention`] is on, the batch holds at least
+    /// [`CASCADE_MIN_SEQS`] sequences and every one of them reads the same resident shared prefix,
+    /// of which the shortest hit is at least [`CASCADE_MIN_PREFIX_TOKENS`] tokens, that prefix
+    /// is read once instead of once per decode: (decodes − 1) × the common hit. Otherwise 0.
+    fn cascade_discount(&self, decodes: u32) -> u64 {
+        if !self.limits.cascade_attention || self.batch_len < CASCADE_MIN_SEQS || decodes < 2 {
+            return 0;
+        }
+        let batch = &self.running[..self.batch_len];
+        let Some((key, _)) = batch[0].shared_prefix else {
+            return 0;
+        };
+        let mut common = u32::MAX;
+        for s in batch {
+            match s.shared_prefix {
+                Some((k, _)) if k == key => common = common.min(s.num_shared_hit_tokens),
+                _ => return 0,
+            }
+        }
+        if common < CASCADE_MIN_PREFIX_TOKENS {
+            return 0;
+        }
+        (decodes as u64 - 1) * common as u64
     }
 
     /// Admissions made by the last [`Instance::try_start`] (drained; the buffer is kept).

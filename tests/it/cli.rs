@@ -1475,6 +1475,65 @@ fn validate_interference_experiments() {
     assert!((15.0..25.0).contains(&tpot), "{line}");
 }
 
+/// Each decode-only setting's predicted decode TPOT \[ms\] in `validate`'s interference table,
+/// by its N.
+fn decode_only_predicted_tpots(text: &str) -> Vec<(u32, f64)> {
+    text.lines()
+        .filter(|l| l.contains("decoding_only"))
+        .map(|l| {
+            let n = l
+                .split("N=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let pred = l.split("decode TPOT").nth(1).unwrap().split('/').nth(1).unwrap();
+            (n, pred.trim().split(' ').next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn validate_cascade_attention_reads_the_shared_prefix_once_in_the_interference_replay() {
+    let cal = root().join("calibration/h100-llama3.1-8b.json");
+    let stdout = |file: &str, cascade: bool| {
+        let mut cmd = ppdsim();
+        cmd.arg("validate").arg(root().join(file)).arg("-c").arg(&cal);
+        if cascade {
+            cmd.arg("--cascade-attention");
+        }
+        String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
+    };
+    let core = "tests/data/measurements/vllm-ppd_core_experiment_sample.json";
+    let (plain, cascade) = (
+        decode_only_predicted_tpots(&stdout(core, false)),
+        decode_only_predicted_tpots(&stdout(core, true)),
+    );
+    assert_eq!(plain.iter().map(|p| p.0).collect::<Vec<_>>(), [10, 50, 250]);
+    // N decodes of 2,080 context tokens sharing a 2,048-token prefix: a full batch's step reads
+    // (N − 1) × 2,048 fewer tokens, β4 = 3.9126e-5 ms each (the shipped model): 0.72 ms at N = 10,
+    // 19.95 ms at 250. The burst reaches the engine one request at a time, so the mean TPOT falls
+    // by less, and by more the larger the batch.
+    let beta4 = 3.9125970149253726e-5;
+    let mut last_drop = 0.0;
+    for ((n, p), (_, c)) in plain.iter().zip(&cascade) {
+        let drop = p - c;
+        let full_batch = beta4 * (*n as f64 - 1.0) * 2048.0;
+        assert!(
+            drop > 0.0 && drop <= full_batch + 0.01,
+            "N = {n}: {p} → {c} ms (at most {full_batch})"
+        );
+        assert!(drop > last_drop, "N = {n}: the saving grows with the batch");
+        last_drop = drop;
+    }
+    // Without a shared prefix nothing changes.
+    let low_qps = "tests/data/measurements/vllm-ppd_qps_benchmark_v3.lowqps_sample.json";
+    assert_eq!(stdout(low_qps, true), stdout(low_qps, false));
+}
+
 #[test]
 fn resolved_files_rerun_as_they_are_with_identical_results() {
     let dir = tempfile::tempdir().unwrap();

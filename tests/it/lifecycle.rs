@@ -42,6 +42,7 @@ pub fn config((router, shape): Deploy, token_budget: u32) -> SimConfig {
             cache_answers: true,
             answer_mismatch_per_token: 0.0,
             incremental_kv: true,
+            cascade_attention: false,
         },
         kv_bytes_per_token: KV,
         link_bandwidth_gbps: 8.0,
@@ -704,6 +705,73 @@ fn shared_prefix_hits_without_reserving_its_blocks() {
         assert_eq!((x.num_cached_tokens, x.num_computed_tokens), (96, 4));
         close(x.ttft_ms, 12.0);
     }
+}
+
+/// `n` one-turn conversations sent at 0 (528 prompt tokens → 4 outputs), the first `shared` of
+/// them starting with the same 512-token shared prefix.
+fn shared_prefix_burst(n: usize, shared: usize) -> Vec<TimedConversation> {
+    (0..n)
+        .map(|i| TimedConversation {
+            id: format!("c{i}").into(),
+            start_at: SimTime::ZERO,
+            turns: vec![Turn {
+                user_tokens: 528,
+                assistant_tokens: 4,
+            }],
+            think_after: vec![],
+            not_before: vec![],
+            shared_prefix: (i < shared).then_some((0, 512)),
+        })
+        .collect()
+}
+
+/// The burst's records on one instance without queues, priced 10 ms + 0.01 ms per decode
+/// context token a step (nothing else), with or without cascade attention, on the step-by-step
+/// path or with decode runs.
+fn cascade_run(n: usize, shared: usize, cascade: bool, decode_runs: bool) -> Vec<RequestRecord> {
+    let mut cfg = one_instance_without_queues();
+    cfg.limits.cascade_attention = cascade;
+    cfg.decode_runs = decode_runs;
+    let cost = ppdsim::cost_model::LinearCostModel::new(ppdsim::cost_model::IterationCoefficients {
+        beta0_ms: 10.0,
+        beta1_ms_per_token: 0.0,
+        beta2_ms_per_token2: 0.0,
+        beta3_ms_per_seq: 0.0,
+        beta4_ms_per_context_token: 0.01,
+    });
+    Simulation::new(cfg, &cost, shared_prefix_burst(n, shared))
+        .run()
+        .records
+}
+
+#[test]
+fn cascade_attention_reads_a_prefix_every_sequence_shares_once() {
+    // Eight requests sharing the 512-token prefix arrive at 2 ms and prefill together (16 new
+    // tokens each, no decode: 10 ms) → first token at 12 ms. Each of the 3 decode steps holds 8
+    // decodes of 528 + k context tokens (k = 0, 1, 2: the prompt, then each decoded token):
+    // 10 + 0.01 × 8 × (528 + k) ms each without cascade; with it the prefix counts once,
+    // 7 × 512 tokens = 35.84 ms less per step.
+    let off = cascade_run(8, 8, false, true);
+    let on = cascade_run(8, 8, true, true);
+    let steps_off: f64 = (0..3).map(|k| 10.0 + 0.01 * 8.0 * (528.0 + k as f64)).sum();
+    for (a, b) in off.iter().zip(&on) {
+        close(a.ttft_ms, 12.0);
+        close(b.ttft_ms, 12.0);
+        close(a.e2e_ms, 12.0 + steps_off);
+        close(b.e2e_ms, 12.0 + steps_off - 3.0 * 35.84);
+        close(b.tpot_ms.unwrap(), a.tpot_ms.unwrap() - 35.84);
+    }
+    // The step-by-step path prices every step the same way.
+    assert_eq!(cascade_run(8, 8, true, false), on);
+    // One request without the prefix turns cascade off for the whole batch, and so do fewer
+    // than 8 requests (vLLM's thresholds): the steps are priced as without cascade.
+    assert_eq!(cascade_run(8, 7, true, true), cascade_run(8, 7, false, true));
+    assert_eq!(cascade_run(7, 7, true, true), cascade_run(7, 7, false, true));
+    let seven = cascade_run(7, 7, true, true);
+    close(
+        seven[0].e2e_ms,
+        12.0 + (0..3).map(|k| 10.0 + 0.01 * 7.0 * (528.0 + k as f64)).sum::<f64>(),
+    );
 }
 
 #[test]
