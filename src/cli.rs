@@ -242,6 +242,12 @@ pub enum Command {
         /// "Current model: the admission work identified from the bursts").
         #[arg(long, value_name = "MS", value_parser = parse_engine_admit_ms)]
         engine_admit_ms: Option<f64>,
+        /// Replay the interference bursts with cascade attention (a prefix every request of a
+        /// batch shares read once, ≥ 256 tokens and ≥ 8 requests) while the admission work is
+        /// identified from them; recorded in the model file, where `validate` uses it. The
+        /// shipped model is fitted without it (docs/validation.md, the sensitivity).
+        #[arg(long)]
+        cascade_attention: bool,
         /// Where P's share of the PD handoff is done in the replays that fit the overheads:
         /// `prefill-engine` (P's engine, in the step that finishes each split prompt),
         /// `per-prefill` (a queue beside each P's engine) or `cluster` (one queue for all);
@@ -593,6 +599,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             client_requeue_rate,
             stream_ms_per_chunk,
             engine_admit_ms,
+            cascade_attention,
             pd_handoff_queue,
             prefill_waits_for_send,
             kv_load_ms,
@@ -616,6 +623,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 client_requeue_rate,
                 stream_ms_per_chunk,
                 engine_admit_ms,
+                cascade_attention,
                 pd_handoff_queue,
                 prefill_waits_for_send,
                 kv_load_ms,

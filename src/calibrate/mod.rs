@@ -84,6 +84,11 @@ pub struct CalibrateOptions {
     /// the model file when above 0. Default `None`: identified from the interference bursts when
     /// the core experiment is among the inputs and the replay runs (see [`replay_fit`]), else 0.
     pub engine_admit_ms: Option<f64>,
+    /// Whether the replays price cascade attention
+    /// ([`crate::sim::instance::EngineLimits::cascade_attention`]): of the inputs only the
+    /// interference bursts share a prefix, so it changes the admission work identified from them
+    /// (and, through it, the rest). Recorded in the model file when true. Default false.
+    pub cascade_attention: bool,
     /// Where P's share of the handoff is done in the replays ([`crate::sim::HandoffQueue`]),
     /// recorded in the model file when the replay fits the overheads. Default: P's engine.
     pub pd_handoff_queue: crate::sim::HandoffQueue,
@@ -149,6 +154,7 @@ impl Default for CalibrateOptions {
             client_requeue_rate: 0.0,
             stream_ms_per_chunk: 0.0,
             engine_admit_ms: None,
+            cascade_attention: false,
             pd_handoff_queue: crate::sim::HandoffQueue::PrefillEngine,
             prefill_waits_for_send: false,
             kv_load_ms: None,
@@ -1048,6 +1054,7 @@ pub fn calibrate(paths: &[PathBuf], opts: &CalibrateOptions) -> InputResult<Cali
         overheads,
         kv_transfer,
         answer_mismatch_per_token: (opts.answer_mismatch_per_token > 0.0).then_some(opts.answer_mismatch_per_token),
+        cascade_attention: opts.cascade_attention.then_some(true),
         phases,
         sources,
         physics: Vec::new(),
@@ -1511,9 +1518,14 @@ pub fn report(c: &Calibration) -> String {
             }
         }
         if !r.engine_admit_passes.is_empty() {
+            let cascade = if f.cascade_attention() {
+                ", replayed with cascade attention"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
-                "engine admission work identified from the interference bursts (each pass fits the rest at the held value, then finds the bursts' best; their decode-only TPOT and batch time, mean |ln(pred/meas)|):"
+                "engine admission work identified from the interference bursts{cascade} (each pass fits the rest at the held value, then finds the bursts' best; their decode-only TPOT and batch time, mean |ln(pred/meas)|):"
             );
             for (k, b) in r.engine_admit_passes.iter().enumerate() {
                 let _ = writeln!(

@@ -215,6 +215,13 @@ pub struct CalibrationFile {
     /// fitted with, and the default of runs using this file (absent: 0, answers reused whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_mismatch_per_token: Option<f64>,
+    /// Whether the replays this model was fitted with priced cascade attention (a prefix every
+    /// request of a batch shares read once, [`crate::sim::instance::EngineLimits::cascade_attention`];
+    /// only the interference bursts have one): what `calibrate --cascade-attention` identified the
+    /// admission work with, and the default of `validate` with this file. Absent: false (the
+    /// shipped model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_attention: Option<bool>,
     /// Fit quality per phase.
     pub phases: Vec<PhaseFit>,
     /// Inputs.
@@ -535,6 +542,12 @@ impl CalibrationFile {
     /// [`CalibrationFile::answer_mismatch_per_token`], 0 when the file has none.
     pub fn answer_mismatch_per_token(&self) -> f64 {
         self.answer_mismatch_per_token.unwrap_or(0.0)
+    }
+
+    /// Whether replays with this file price cascade attention
+    /// ([`CalibrationFile::cascade_attention`]); false when the file does not say.
+    pub fn cascade_attention(&self) -> bool {
+        self.cascade_attention.unwrap_or(false)
     }
 
     /// Fraction of zero-think turns that requeue for a client connection in replays of vllm-ppd's

@@ -160,7 +160,7 @@ pub(crate) fn exec_validate(
                 f,
                 v.as_ref().expect("detected"),
                 &cal,
-                overrides.cascade_attention,
+                overrides.cascade_attention || cal.cascade_attention(),
             )?),
             Some(Format::VllmPpdComprehensive) => match crate::validate::read_comprehensive(f, v.expect("detected"))? {
                 Some(p) => comprehensive.push(p),

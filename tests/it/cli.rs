@@ -1535,6 +1535,47 @@ fn validate_cascade_attention_reads_the_shared_prefix_once_in_the_interference_r
 }
 
 #[test]
+fn calibrate_records_cascade_attention_and_validate_replays_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("calibration/measurements"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("README.md") && !p.is_dir())
+        .collect();
+    files.sort();
+    let calibrate = |name: &str, cascade: bool| {
+        let out = dir.path().join(name);
+        let mut cmd = ppdsim();
+        cmd.arg("calibrate")
+            .args(&files)
+            .args(["--no-replay", "-q", "-o"])
+            .arg(&out);
+        if cascade {
+            cmd.arg("--cascade-attention");
+        }
+        cmd.assert().success();
+        out
+    };
+    let (with, without) = (calibrate("with.json", true), calibrate("without.json", false));
+    let json = |p: &Path| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap();
+    assert_eq!(json(&with)["cascade_attention"], serde_json::Value::Bool(true));
+    assert!(json(&without).get("cascade_attention").is_none());
+    // validate replays the bursts with the file's setting: the same as the flag on a file without it.
+    let core = root().join("tests/data/measurements/vllm-ppd_core_experiment_sample.json");
+    let validate = |cal: &Path, flag: bool| {
+        let mut cmd = ppdsim();
+        cmd.arg("validate").arg(&core).arg("-c").arg(cal);
+        if flag {
+            cmd.arg("--cascade-attention");
+        }
+        String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
+    };
+    let by_file = validate(&with, false);
+    assert_eq!(by_file, validate(&without, true));
+    assert_ne!(by_file, validate(&without, false));
+}
+
+#[test]
 fn resolved_files_rerun_as_they_are_with_identical_results() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
