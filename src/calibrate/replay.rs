@@ -503,7 +503,7 @@ pub fn burst_admission_objective(
 ) -> crate::error::InputResult<f64> {
     let mut c = cal.clone();
     c.overheads.engine_admit_ms = (admit_ms > 0.0).then_some(admit_ms);
-    let rows = crate::validate::interference(path, v, &c, c.cascade_attention())?;
+    let rows = crate::validate::interference(path, v, &c)?;
     let terms: Vec<f64> = rows
         .iter()
         .filter(|r| r.fitted)

@@ -99,6 +99,9 @@ pub(crate) fn exec_validate(
     if let Some(l) = overrides.kv_load_ms {
         cal.kv_transfer.load_ms = Some(l);
     }
+    if overrides.cascade_attention {
+        cal.cascade_attention = Some(true);
+    }
     if let Some(bw) = overrides.kv_bandwidth_gbps {
         cal.kv_transfer.bandwidth_gbps = bw;
     }
@@ -156,12 +159,9 @@ pub(crate) fn exec_validate(
             Some(Format::VllmPpdLowqpsV3 | Format::VllmPpdLowqps2gpu) => {
                 points.extend(crate::validate::read_lowqps(f, v.as_ref().expect("detected"))?)
             }
-            Some(Format::VllmPpdInterference) => interference.extend(crate::validate::interference(
-                f,
-                v.as_ref().expect("detected"),
-                &cal,
-                overrides.cascade_attention || cal.cascade_attention(),
-            )?),
+            Some(Format::VllmPpdInterference) => {
+                interference.extend(crate::validate::interference(f, v.as_ref().expect("detected"), &cal)?)
+            }
             Some(Format::VllmPpdComprehensive) => match crate::validate::read_comprehensive(f, v.expect("detected"))? {
                 Some(p) => comprehensive.push(p),
                 None => skipped_failed += 1,

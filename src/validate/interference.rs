@@ -51,19 +51,15 @@ pub struct InterferenceRow {
 /// caching, `gpu_memory_utilization` 0.90): N decode requests (the 2048-token prefix, pre-warmed
 /// and shared, + 32 new tokens → 64 outputs) and k inserted requests — `full`: 1024 fresh tokens,
 /// or `append`: the same shared prefix + L new tokens (128 in the core experiment, the swept
-/// length in the sensitivity one) → 64 outputs — all sent at t = 0. With `cascade_attention`
-/// the engine reads the shared prefix once per step while every sequence of the batch holds it
+/// length in the sensitivity one) → 64 outputs — all sent at t = 0. When `cal` says so
+/// ([`CalibrationFile::cascade_attention`]) the engine reads the shared prefix once per step
+/// while every sequence of the batch holds it
 /// ([`crate::sim::instance::EngineLimits::cascade_attention`]; the shipped model is fitted
 /// without).
 ///
 /// # Errors
 /// A file of another schema or missing fields.
-pub fn interference(
-    path: &Path,
-    v: &serde_json::Value,
-    cal: &CalibrationFile,
-    cascade_attention: bool,
-) -> InputResult<Vec<InterferenceRow>> {
+pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -> InputResult<Vec<InterferenceRow>> {
     use std::collections::BTreeMap;
     let experiment = v["experiment_type"].as_str().unwrap_or("?").to_string();
     let results = v["results"]
@@ -119,12 +115,14 @@ pub fn interference(
         gpu_memory_utilization: 0.90,
         ..EngineSpec::default()
     };
-    cfg.limits = spec.limits(
-        hardware::model(&cal.model).expect("checked"),
-        hardware::gpu(&cal.gpu).expect("checked"),
-        1,
-    );
-    cfg.limits.cascade_attention = cascade_attention;
+    cfg.limits = crate::sim::instance::EngineLimits {
+        cascade_attention: cfg.limits.cascade_attention,
+        ..spec.limits(
+            hardware::model(&cal.model).expect("checked"),
+            hardware::gpu(&cal.gpu).expect("checked"),
+            1,
+        )
+    };
     let mut out = Vec::new();
     for ((scenario, n, k, ty, len), trials) in groups {
         let m = |key: &str| mean(trials.iter().filter_map(|t| t[key].as_f64()).filter(|x| *x > 0.0));

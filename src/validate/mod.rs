@@ -9,6 +9,7 @@ use crate::hardware;
 use crate::metrics::LatencyStats;
 use crate::policy::RouterConfig;
 use crate::scenario::EngineSpec;
+use crate::sim::instance::EngineLimits;
 use crate::sim::{Pinning, SimConfig, TransferMode};
 
 pub mod comprehensive;
@@ -47,11 +48,14 @@ pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &Cal
         name: name.to_string(),
         router,
         shape,
-        limits: EngineSpec {
-            answer_mismatch_per_token: Some(cal.answer_mismatch_per_token()),
-            ..EngineSpec::default()
-        }
-        .limits(model, gpu, 1),
+        limits: EngineLimits {
+            cascade_attention: cal.cascade_attention(),
+            ..EngineSpec {
+                answer_mismatch_per_token: Some(cal.answer_mismatch_per_token()),
+                ..EngineSpec::default()
+            }
+            .limits(model, gpu, 1)
+        },
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: cal.kv_transfer.bandwidth_gbps,
         link_latency_ms: cal.kv_transfer.latency_ms,
