@@ -390,24 +390,6 @@ mod tests {
     }
 
     #[test]
-    fn a_context_discount_prices_the_context_less_that_many_tokens() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for _ in 0..200 {
-            let (m, _) = random_model(&mut rng, -6..1);
-            let n = rng.gen_range(1..300u32);
-            let cost = m
-                .decode_step_cost(n)
-                .expect("a linear model prices decode batches exactly");
-            let d = rng.gen_range(0..100_000u64);
-            let ctx0 = d + rng.gen_range(0..1_000_000u64);
-            let k = rng.gen_range(1..600u64);
-            let shifted = cost.with_context_discount(d);
-            assert_eq!(shifted.time(ctx0), cost.time(ctx0 - d));
-            assert_eq!(shifted.sum(ctx0, n as u64, k), cost.sum(ctx0 - d, n as u64, k));
-        }
-    }
-
-    #[test]
     fn decode_step_time_is_the_float_model_within_a_rounding_tie() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..20_000 {
@@ -480,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_sum_is_the_step_by_step_sum() {
+    fn a_run_sum_is_the_step_by_step_sum_and_a_discount_shifts_its_context() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
         for _ in 0..2_000 {
             let (m, c) = random_model(&mut rng, -7..2);
@@ -495,6 +477,11 @@ mod tests {
             let cost = m.decode_step_cost(n).expect("linear");
             let steps: u64 = (0..k).map(|j| m.decode_step_time(n, ctx0 + j * n as u64).0).sum();
             assert_eq!(cost.sum(ctx0, n as u64, k), SimDuration(steps), "{c:?} {n} {ctx0} {k}");
+            // A context discount (cascade attention) prices the context that many tokens less.
+            let d = rng.gen_range(0..=ctx0);
+            let shifted = cost.with_context_discount(d);
+            assert_eq!(shifted.time(ctx0), cost.time(ctx0 - d), "{c:?} {n} {ctx0} {d}");
+            assert_eq!(shifted.sum(ctx0, n as u64, k), cost.sum(ctx0 - d, n as u64, k));
         }
         // A cost falling with context (β4 < 0) sums from the other end.
         let falling = AffineDecodeCost::from_ms(10.0, -0.001);

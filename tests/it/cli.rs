@@ -14,11 +14,17 @@ fn ppdsim() -> Command {
 
 /// Stdout of `ppdsim validate PATH` with the shipped calibration.
 fn validate_stdout(path: &Path) -> String {
+    validate_stdout_with(path, &root().join("calibration/h100-llama3.1-8b.json"), &[])
+}
+
+/// Stdout of `ppdsim validate PATH -c CALIBRATION ARGS…`.
+fn validate_stdout_with(path: &Path, calibration: &Path, args: &[&str]) -> String {
     let out = ppdsim()
         .arg("validate")
         .arg(path)
         .arg("-c")
-        .arg(root().join("calibration/h100-llama3.1-8b.json"))
+        .arg(calibration)
+        .args(args)
         .assert()
         .success()
         .get_output()
@@ -851,17 +857,22 @@ fn trace_import_and_stats() {
         .stdout(predicate::str::contains("\"num_turns\": 7"));
 }
 
-#[test]
-fn calibrate_writes_model_on_real_data_and_reports_the_kernel_table_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("m.json");
-    // The single-request sources (the comprehensive directory's replay takes minutes).
+/// The shipped measurements but the comprehensive directory (whose replay takes minutes), sorted.
+fn single_request_sources() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("calibration/measurements"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| !p.ends_with("README.md") && !p.is_dir())
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn calibrate_writes_model_on_real_data_and_reports_the_kernel_table_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.json");
+    let files = single_request_sources();
     ppdsim()
         .arg("calibrate")
         .args(&files)
@@ -1459,20 +1470,15 @@ fn validate_interference_experiments() {
     assert!(text.contains("sensitivity  with inserted prefills     n=1"), "{text}");
     // The 1024-token append-prefill into a 64-sequence decode batch: measured decode TPOT 20.6 ms.
     let line = text.lines().find(|l| l.contains("len1024")).unwrap();
-    let tpot: f64 = line
-        .split("decode TPOT")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let tpot = predicted_decode_tpot(line);
     assert!((15.0..25.0).contains(&tpot), "{line}");
+}
+
+/// The predicted decode TPOT \[ms\] of one line of `validate`'s interference table
+/// (`decode TPOT  measured/ predicted ms`).
+fn predicted_decode_tpot(line: &str) -> f64 {
+    let pred = line.split("decode TPOT").nth(1).unwrap().split('/').nth(1).unwrap();
+    pred.trim().split(' ').next().unwrap().parse().unwrap()
 }
 
 /// Each decode-only setting's predicted decode TPOT \[ms\] in `validate`'s interference table,
@@ -1490,8 +1496,7 @@ fn decode_only_predicted_tpots(text: &str) -> Vec<(u32, f64)> {
                 .unwrap()
                 .parse()
                 .unwrap();
-            let pred = l.split("decode TPOT").nth(1).unwrap().split('/').nth(1).unwrap();
-            (n, pred.trim().split(' ').next().unwrap().parse().unwrap())
+            (n, predicted_decode_tpot(l))
         })
         .collect()
 }
@@ -1500,12 +1505,8 @@ fn decode_only_predicted_tpots(text: &str) -> Vec<(u32, f64)> {
 fn validate_cascade_attention_reads_the_shared_prefix_once_in_the_interference_replay() {
     let cal = root().join("calibration/h100-llama3.1-8b.json");
     let stdout = |file: &str, cascade: bool| {
-        let mut cmd = ppdsim();
-        cmd.arg("validate").arg(root().join(file)).arg("-c").arg(&cal);
-        if cascade {
-            cmd.arg("--cascade-attention");
-        }
-        String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
+        let args: &[&str] = if cascade { &["--cascade-attention"] } else { &[] };
+        validate_stdout_with(&root().join(file), &cal, args)
     };
     let core = "tests/data/measurements/vllm-ppd_core_experiment_sample.json";
     let (plain, cascade) = (
@@ -1514,10 +1515,14 @@ fn validate_cascade_attention_reads_the_shared_prefix_once_in_the_interference_r
     );
     assert_eq!(plain.iter().map(|p| p.0).collect::<Vec<_>>(), [10, 50, 250]);
     // N decodes of 2,080 context tokens sharing a 2,048-token prefix: a full batch's step reads
-    // (N − 1) × 2,048 fewer tokens, β4 = 3.9126e-5 ms each (the shipped model): 0.72 ms at N = 10,
-    // 19.95 ms at 250. The burst reaches the engine one request at a time, so the mean TPOT falls
-    // by less, and by more the larger the batch.
-    let beta4 = 3.9125970149253726e-5;
+    // (N − 1) × 2,048 fewer tokens at the shipped model's β4 (3.9126e-5 ms each): 0.72 ms at
+    // N = 10, 19.95 ms at 250. The burst reaches the engine one request at a time, so the mean
+    // TPOT falls by less, and by more the larger the batch.
+    let beta4 = shipped_calibration().iteration.coefficients[4].value;
+    assert_eq!(
+        shipped_calibration().iteration.coefficients[4].name,
+        "beta4_ms_per_context_token"
+    );
     let mut last_drop = 0.0;
     for ((n, p), (_, c)) in plain.iter().zip(&cascade) {
         let drop = p - c;
@@ -1537,12 +1542,7 @@ fn validate_cascade_attention_reads_the_shared_prefix_once_in_the_interference_r
 #[test]
 fn calibrate_records_cascade_attention_and_validate_replays_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("calibration/measurements"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.ends_with("README.md") && !p.is_dir())
-        .collect();
-    files.sort();
+    let files = single_request_sources();
     let calibrate = |name: &str, cascade: bool| {
         let out = dir.path().join(name);
         let mut cmd = ppdsim();
@@ -1563,12 +1563,8 @@ fn calibrate_records_cascade_attention_and_validate_replays_with_it() {
     // validate replays the bursts with the file's setting: the same as the flag on a file without it.
     let core = root().join("tests/data/measurements/vllm-ppd_core_experiment_sample.json");
     let validate = |cal: &Path, flag: bool| {
-        let mut cmd = ppdsim();
-        cmd.arg("validate").arg(&core).arg("-c").arg(cal);
-        if flag {
-            cmd.arg("--cascade-attention");
-        }
-        String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
+        let args: &[&str] = if flag { &["--cascade-attention"] } else { &[] };
+        validate_stdout_with(&core, cal, args)
     };
     let by_file = validate(&with, false);
     assert_eq!(by_file, validate(&without, true));

@@ -710,17 +710,16 @@ fn shared_prefix_hits_without_reserving_its_blocks() {
 /// `n` one-turn conversations sent at 0 (528 prompt tokens → 4 outputs), the first `shared` of
 /// them starting with the same 512-token shared prefix.
 fn shared_prefix_burst(n: usize, shared: usize) -> Vec<TimedConversation> {
-    (0..n)
-        .map(|i| TimedConversation {
-            id: format!("c{i}").into(),
-            start_at: SimTime::ZERO,
+    one_turn(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| TimedConversation {
             turns: vec![Turn {
                 user_tokens: 528,
                 assistant_tokens: 4,
             }],
-            think_after: vec![],
-            not_before: vec![],
             shared_prefix: (i < shared).then_some((0, 512)),
+            ..c
         })
         .collect()
 }
