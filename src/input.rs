@@ -53,11 +53,20 @@ pub fn split_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// # Errors
 /// The first over-long line.
 pub fn check_line_lengths(path: &Path, text: &[u8]) -> InputResult<()> {
+    check_line_lengths_from(path, 1, text)
+}
+
+/// [`check_line_lengths`] for a part of a file whose first line is the file's line `first_line`
+/// (1-based).
+///
+/// # Errors
+/// The part's first over-long line, numbered in the file.
+pub fn check_line_lengths_from(path: &Path, first_line: usize, text: &[u8]) -> InputResult<()> {
     for (i, line) in split_lines(text).enumerate() {
         if line.len() > MAX_LINE_BYTES {
             return Err(InputError::line(
                 path,
-                i + 1,
+                first_line + i,
                 format!(
                     "line of {} bytes is longer than the {} MiB limit; is this a text file of the expected format?",
                     line.len(),
@@ -106,27 +115,58 @@ pub fn expand_dirs(paths: &[PathBuf], keep: impl Fn(&Path) -> bool) -> InputResu
 /// An [`InputError`] naming the file when it cannot be read or its gzip stream is corrupt (or
 /// truncated, with [`OnTruncation::Error`]).
 pub fn read_bytes(path: &Path, truncation: OnTruncation) -> InputResult<Vec<u8>> {
+    let raw = read_raw(path)?;
+    if !is_gzip(&raw) {
+        return Ok(raw);
+    }
+    gunzip(path, &raw, truncation)
+}
+
+/// The bytes of the regular file `path`, as stored (not decompressed).
+///
+/// # Errors
+/// A path that is not a regular file or cannot be read, naming it.
+pub fn read_raw(path: &Path) -> InputResult<Vec<u8>> {
     check_regular(path)?;
     let mut raw = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut raw))
         .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
-    // The gzip trailer's ISIZE (the last member's size mod 2³²; RFC 1952) as a capacity hint,
-    // bounded so a corrupt or crafted trailer cannot reserve much: no copies as the output grows.
-    let hint = raw
-        .last_chunk::<4>()
+    Ok(raw)
+}
+
+/// True when `raw` starts with gzip's magic bytes (RFC 1952).
+pub fn is_gzip(raw: &[u8]) -> bool {
+    raw.starts_with(&[0x1f, 0x8b])
+}
+
+/// The decompressed size the gzip stream `raw` declares: its trailer's ISIZE (the last member's
+/// size mod 2³², RFC 1952), bounded by 64 × the stream's size and by 1 GiB so that a corrupt
+/// or crafted trailer cannot reserve much. A size hint, not a promise \[bytes\].
+pub fn gzip_size_hint(raw: &[u8]) -> usize {
+    raw.last_chunk::<4>()
         .map_or(0, |b| u32::from_le_bytes(*b) as usize)
         .min(raw.len().saturating_mul(64))
-        .min(1 << 30);
-    let mut out = Vec::with_capacity(hint);
-    match flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out) {
+        .min(1 << 30)
+}
+
+/// Decompresses the gzip stream `raw` read from `path`.
+///
+/// # Errors
+/// A corrupt stream (or a truncated one, with [`OnTruncation::Error`]), naming the file.
+pub fn gunzip(path: &Path, raw: &[u8], truncation: OnTruncation) -> InputResult<Vec<u8>> {
+    // Sized from the trailer: no copies as the output grows.
+    let mut out = Vec::with_capacity(gzip_size_hint(raw));
+    match flate2::read::GzDecoder::new(raw).read_to_end(&mut out) {
         Ok(_) => Ok(out),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && truncation == OnTruncation::KeepPrefix => Ok(out),
-        Err(e) => Err(InputError::file(path, format!("corrupt gzip: {e}"))),
+        Err(e) => Err(gzip_error(path, &e)),
     }
+}
+
+/// The error for a gzip stream of `path` that failed to decode with `e`.
+pub fn gzip_error(path: &Path, e: &std::io::Error) -> InputError {
+    InputError::file(path, format!("corrupt gzip: {e}"))
 }
 
 /// Reads `path` (gzip or plain) as UTF-8 text; a truncated gzip stream is an error.

@@ -62,41 +62,40 @@ pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
 
 /// [`read_trace`], with the 1-based file line of each conversation.
 ///
+/// The text is parsed in regions of whole lines ([`REGION_BYTES`]) on every thread of the pool;
+/// a gzip trace's regions are handed out as they are inflated, so parsing overlaps the
+/// decompression. Whatever the thread count or the region size, the result is the same, and so
+/// is the error: a corrupt gzip stream first, then the first over-long line, then the first bad
+/// line.
+///
 /// # Errors
 /// As [`read_trace`], and a conversation id that an earlier line already used.
 pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usize>)> {
-    use rayon::prelude::*;
-    let bytes = crate::input::read_bytes(path, crate::input::OnTruncation::Error)?;
-    crate::input::check_line_lengths(path, &bytes)?;
-    // Lines parsed in place (no copy per line); a final newline ends the last line.
-    let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    let all_lines: Vec<&[u8]> = crate::input::split_lines(text).collect();
-    // Parsed in chunks on every thread; each chunk stops at its first bad line, and the chunks'
-    // results are taken in file order, so the error reported is the first bad line's whatever
-    // the thread count.
-    const CHUNK_LINES: usize = 2048;
-    let chunks: Vec<InputResult<Vec<(Conversation, usize)>>> = all_lines
-        .par_chunks(CHUNK_LINES)
-        .enumerate()
-        .map(|(c, chunk)| {
-            let mut out = Vec::with_capacity(chunk.len());
-            for (j, line) in chunk.iter().enumerate() {
-                let line_no = c * CHUNK_LINES + j + 1;
-                if let Some(conv) = parse_trace_line(path, line_no, line)? {
-                    out.push((conv, line_no));
-                }
+    read_trace_lines_in(path, REGION_BYTES)
+}
+
+/// Bytes of trace text a parsing task takes (extended to the end of its last line): large
+/// enough that a task outweighs its hand-over, small enough that the first regions are parsed
+/// while the rest of a gzip stream is still being inflated (≈ 1 MB inflates in ≈ 2 ms).
+const REGION_BYTES: usize = 64 << 10;
+
+/// [`read_trace_lines`] with regions of `region_bytes` (tests vary it).
+fn read_trace_lines_in(path: &Path, region_bytes: usize) -> InputResult<(Vec<Conversation>, Vec<usize>)> {
+    let raw = crate::input::read_raw(path)?;
+    let regions = if crate::input::is_gzip(&raw) {
+        match parse_gzip_regions(path, &raw, region_bytes)? {
+            Some(regions) => regions,
+            // The trailer's size was not the stream's (several members, ≥ 4 GiB, a corrupt
+            // trailer): inflated whole, then parsed.
+            None => {
+                let text = crate::input::gunzip(path, &raw, crate::input::OnTruncation::Error)?;
+                parse_text_regions(path, &text, region_bytes)
             }
-            Ok(out)
-        })
-        .collect();
-    let mut out = Vec::with_capacity(all_lines.len());
-    let mut lines = Vec::with_capacity(all_lines.len());
-    for chunk in chunks {
-        for (conv, line) in chunk? {
-            out.push(conv);
-            lines.push(line);
         }
-    }
+    } else {
+        parse_text_regions(path, &raw, region_bytes)
+    };
+    let (out, lines) = join_regions(regions)?;
     if out.is_empty() {
         return Err(InputError::file(path, "trace holds no conversations"));
     }
@@ -113,6 +112,226 @@ pub fn read_trace_lines(path: &Path) -> InputResult<(Vec<Conversation>, Vec<usiz
                     conv.id
                 ),
             ));
+        }
+    }
+    Ok((out, lines))
+}
+
+/// What one region of whole lines of a trace holds.
+#[derive(Default)]
+struct Region {
+    /// Its first line longer than [`crate::input::MAX_LINE_BYTES`].
+    too_long: Option<InputError>,
+    /// Its conversations with their file lines, up to its first bad line.
+    convs: Vec<(Conversation, usize)>,
+    /// Its first bad line's error.
+    error: Option<InputError>,
+}
+
+/// Parses the region `text` of a trace, whose first line is the file's line `first_line`:
+/// every line of it, the last one's newline excluded (a file's final newline ends its last line
+/// rather than starting an empty one).
+fn parse_region(path: &Path, first_line: usize, text: &[u8]) -> Region {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut region = Region::default();
+    if let Err(e) = crate::input::check_line_lengths_from(path, first_line, text) {
+        region.too_long = Some(e);
+        return region;
+    }
+    for (j, line) in crate::input::split_lines(text).enumerate() {
+        let line_no = first_line + j;
+        match parse_trace_line(path, line_no, line) {
+            Ok(Some(conv)) => region.convs.push((conv, line_no)),
+            Ok(None) => {}
+            Err(e) => {
+                region.error = Some(e);
+                break;
+            }
+        }
+    }
+    region
+}
+
+/// Hands regions of whole lines, in file order, to parsing tasks of a rayon scope.
+struct RegionTasks<'p> {
+    path: &'p Path,
+    /// The next region's first line (1-based).
+    next_line: usize,
+    /// Regions handed out so far.
+    count: usize,
+    results: std::sync::mpsc::Sender<(usize, Region)>,
+}
+
+impl<'p> RegionTasks<'p> {
+    /// Spawns the parsing of `text`, the file's next lines: all but the last end with a newline
+    /// (when `text` does, its last line is whole).
+    fn hand<'s>(&mut self, scope: &rayon::Scope<'s>, text: &'s [u8])
+    where
+        'p: 's,
+    {
+        let (path, first_line, k, tx) = (self.path, self.next_line, self.count, self.results.clone());
+        self.next_line += memchr::memchr_iter(b'\n', text).count();
+        self.count += 1;
+        scope.spawn(move |_| {
+            // The receiver lives until every task of the scope is done.
+            let _ = tx.send((k, parse_region(path, first_line, text)));
+        });
+    }
+}
+
+/// The regions of `text` (a whole trace file's text) parsed on the pool, in file order.
+fn parse_text_regions(path: &Path, text: &[u8], region_bytes: usize) -> Vec<Region> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    rayon::scope(|scope| {
+        let mut tasks = RegionTasks {
+            path,
+            next_line: 1,
+            count: 0,
+            results: tx,
+        };
+        let mut rest = text;
+        loop {
+            let cut = region_end(rest, region_bytes);
+            let (region, tail) = rest.split_at(cut);
+            tasks.hand(scope, region);
+            if tail.is_empty() {
+                break;
+            }
+            rest = tail;
+        }
+    });
+    collect_regions(rx)
+}
+
+/// Where the region that starts `text` ends: after the newline that ends the line holding byte
+/// `region_bytes` (or the last one before it), or at the end of `text`.
+fn region_end(text: &[u8], region_bytes: usize) -> usize {
+    if text.len() <= region_bytes {
+        return text.len();
+    }
+    match memchr::memrchr(b'\n', &text[..region_bytes]) {
+        Some(nl) => nl + 1,
+        None => memchr::memchr(b'\n', &text[region_bytes..]).map_or(text.len(), |nl| region_bytes + nl + 1),
+    }
+}
+
+/// Inflates the gzip trace `raw` into a buffer of the size its trailer declares and parses it
+/// region by region on the pool while the rest inflates. `None` when the stream does not fill
+/// that buffer exactly to its end (the caller inflates it whole instead).
+///
+/// # Errors
+/// A corrupt or truncated stream, naming the file.
+fn parse_gzip_regions(path: &Path, raw: &[u8], region_bytes: usize) -> InputResult<Option<Vec<Region>>> {
+    use std::io::Read;
+    let size = crate::input::gzip_size_hint(raw);
+    if size == 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; size];
+    let mut decoder = flate2::read::GzDecoder::new(raw);
+    // Reads into `into` until it is full or the stream ends; the bytes read.
+    let mut inflate = |into: &mut [u8]| -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < into.len() {
+            match decoder.read(&mut into[n..]) {
+                Ok(0) => break,
+                Ok(m) => n += m,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Ok(true): inflated to the buffer's end and handed out; Ok(false): the stream is longer
+    // than the buffer; Err: a corrupt stream.
+    let mut outcome: std::io::Result<bool> = Ok(true);
+    rayon::scope(|scope| {
+        let mut tasks = RegionTasks {
+            path,
+            next_line: 1,
+            count: 0,
+            results: tx,
+        };
+        // `rest` is the buffer not yet handed out; its first `filled` bytes are inflated.
+        let mut rest: &mut [u8] = &mut buf[..];
+        let mut filled = 0usize;
+        loop {
+            // At least as much again as is pending: a long line takes O(log) reads.
+            let want = filled.saturating_add(region_bytes.max(filled)).min(rest.len());
+            let got = match inflate(&mut rest[filled..want]) {
+                Ok(n) => n,
+                Err(e) => {
+                    outcome = Err(e);
+                    return;
+                }
+            };
+            filled += got;
+            let ended = filled < want || filled == rest.len();
+            if ended {
+                // Does the stream end where the buffer does?
+                if filled == rest.len() {
+                    match inflate(&mut [0u8; 1]) {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            outcome = Ok(false);
+                            return;
+                        }
+                        Err(e) => {
+                            outcome = Err(e);
+                            return;
+                        }
+                    }
+                }
+                if filled > 0 || tasks.count == 0 {
+                    tasks.hand(scope, &std::mem::take(&mut rest)[..filled]);
+                }
+                return;
+            }
+            // Whole lines go; the last one, still being inflated, stays. The bytes before this
+            // read hold no newline (they would have gone), so only the new ones are searched.
+            if let Some(nl) = memchr::memrchr(b'\n', &rest[filled - got..filled]) {
+                let end = filled - got + nl + 1;
+                let (region, tail) = std::mem::take(&mut rest).split_at_mut(end);
+                tasks.hand(scope, region);
+                rest = tail;
+                filled -= end;
+            }
+        }
+    });
+    match outcome {
+        Err(e) => Err(crate::input::gzip_error(path, &e)),
+        Ok(false) => Ok(None),
+        Ok(true) => Ok(Some(collect_regions(rx))),
+    }
+}
+
+/// The regions the tasks sent, in file order.
+fn collect_regions(rx: std::sync::mpsc::Receiver<(usize, Region)>) -> Vec<Region> {
+    let mut regions: Vec<(usize, Region)> = rx.into_iter().collect();
+    regions.sort_unstable_by_key(|&(k, _)| k);
+    assert!(
+        regions.iter().enumerate().all(|(i, &(k, _))| i == k),
+        "every region handed out is parsed once"
+    );
+    regions.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The conversations and their lines, or the first over-long line of any region, else the
+/// first bad line.
+fn join_regions(mut regions: Vec<Region>) -> InputResult<(Vec<Conversation>, Vec<usize>)> {
+    if let Some(e) = regions.iter_mut().find_map(|r| r.too_long.take()) {
+        return Err(e);
+    }
+    let total = regions.iter().map(|r| r.convs.len()).sum();
+    let (mut out, mut lines) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    for r in regions {
+        if let Some(e) = r.error {
+            return Err(e);
+        }
+        for (conv, line) in r.convs {
+            out.push(conv);
+            lines.push(line);
         }
     }
     Ok((out, lines))
@@ -367,35 +586,103 @@ mod tests {
         assert!(err.contains(":3: ") && err.contains("already used on line 1"), "{err}");
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(bytes).expect("compress");
+        z.finish().expect("compress")
+    }
+
+    /// Region sizes from one line per region to the whole file in one.
+    const REGION_SIZES: [usize; 6] = [1, 7, 100, 4096, REGION_BYTES, usize::MAX];
+
+    /// `stored` read as a trace at every region size, each result (or error, its file name
+    /// removed) checked equal to the one-region read; that result.
+    fn read_in_regions(stored: &[u8]) -> Result<(Vec<Conversation>, Vec<usize>), String> {
+        let f = write(stored);
+        let read = |region_bytes| {
+            read_trace_lines_in(f.path(), region_bytes)
+                .map_err(|e| e.to_string().replace(&f.path().display().to_string(), "FILE"))
+        };
+        let whole = read(usize::MAX);
+        for size in REGION_SIZES {
+            assert_eq!(read(size), whole, "regions of {size} bytes");
+        }
+        whole
+    }
+
     #[test]
-    fn a_long_trace_parsed_in_chunks_keeps_its_order_and_reports_its_first_bad_line() {
-        // 10,000 lines: several parse chunks, taken by any thread in any order.
+    fn a_long_trace_parsed_in_regions_keeps_its_order_and_reports_its_first_bad_line() {
+        // 10,000 lines: many regions, taken by any thread in any order, plain and gzip (whose
+        // regions are parsed while the rest inflates).
         let line =
             |i: usize| format!("{{\"id\":\"c{i}\",\"turns\":[{{\"user_tokens\":{i},\"assistant_tokens\":1}}]}}\n");
         let good: Vec<String> = (0..10_000).map(line).collect();
-        let (convs, lines) = read_trace_lines(write(good.concat().as_bytes()).path()).expect("valid");
-        assert_eq!(convs.len(), 10_000);
-        for (k, (c, &l)) in convs.iter().zip(&lines).enumerate() {
-            assert_eq!(
-                (c.id.as_str(), c.turns[0].user_tokens, l),
-                (format!("c{k}").as_str(), k as u32, k + 1)
-            );
+        let text = good.concat();
+        for stored in [text.as_bytes().to_vec(), gzip(text.as_bytes())] {
+            let (convs, lines) = read_in_regions(&stored).expect("valid");
+            assert_eq!(convs.len(), 10_000);
+            for (k, (c, &l)) in convs.iter().zip(&lines).enumerate() {
+                assert_eq!(
+                    (c.id.as_str(), c.turns[0].user_tokens, l),
+                    (format!("c{k}").as_str(), k as u32, k + 1)
+                );
+            }
         }
-        // Bad lines in two chunks (7,001 in the fourth, 3,001 in the second): the earlier is named.
+        // Bad lines 7,001 and 3,001 (in different regions): the earlier is named.
         let mut bad = good.clone();
         bad[7_000] = "{\"id\":\"x\",\"turns\":[]}\n".into();
         bad[3_000] = "{\"id\":\"y\"\n".into();
-        let err = read_trace_lines(write(bad.concat().as_bytes()).path())
-            .expect_err("bad lines")
-            .to_string();
-        assert!(
-            err.contains(":3001: ") && err.contains("not a native trace line"),
-            "{err}"
-        );
+        for stored in [bad.concat().into_bytes(), gzip(bad.concat().as_bytes())] {
+            let err = read_in_regions(&stored).expect_err("bad lines");
+            assert!(
+                err.contains(":3001: ") && err.contains("not a native trace line"),
+                "{err}"
+            );
+        }
         bad[3_000] = good[3_000].clone();
-        let err = read_trace_lines(write(bad.concat().as_bytes()).path())
-            .expect_err("bad line")
-            .to_string();
-        assert!(err.contains(":7001: ") && err.contains("has no turns"), "{err}");
+        for stored in [bad.concat().into_bytes(), gzip(bad.concat().as_bytes())] {
+            let err = read_in_regions(&stored).expect_err("bad line");
+            assert!(err.contains(":7001: ") && err.contains("has no turns"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_over_long_line_is_named_before_an_earlier_bad_line_and_a_corrupt_stream_before_both() {
+        // Line 2 is bad JSON, line 3 one byte over the limit: the length check covers the
+        // whole file before any line is parsed.
+        let mut text = b"{\"id\":\"a\",\"turns\":[{\"user_tokens\":3,\"assistant_tokens\":4}]}\n{\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', crate::input::MAX_LINE_BYTES + 1));
+        text.push(b'\n');
+        let compressed = gzip(&text);
+        for stored in [&text, &compressed] {
+            let err = read_in_regions(stored).expect_err("over-long line");
+            assert!(
+                err.contains(":3: ") && err.contains("longer than the 16 MiB limit"),
+                "{err}"
+            );
+        }
+        // Cut short, the stream is corrupt whatever its lines say.
+        let err = read_in_regions(&compressed[..compressed.len() - 9]).expect_err("truncated");
+        assert!(err.contains("corrupt gzip"), "{err}");
+    }
+
+    #[test]
+    fn a_gzip_trailer_that_misstates_the_size_reads_as_inflating_whole_does() {
+        // Two gzip members: the trailer's size is the second's, and only the first member is
+        // read (what inflating whole reads), whether it is longer or shorter than the second.
+        let line = |id: &str, u: u32| {
+            format!("{{\"id\":\"{id}\",\"turns\":[{{\"user_tokens\":{u},\"assistant_tokens\":2}}]}}\n")
+        };
+        let long: String = (0..300).map(|i| line(&format!("l{i}"), i)).collect();
+        let short = line("s", 1);
+        for (first, second) in [(&long, &short), (&short, &long)] {
+            let mut stored = gzip(first.as_bytes());
+            stored.extend(gzip(second.as_bytes()));
+            let expected = read_in_regions(first.as_bytes()).expect("valid");
+            assert_eq!(read_in_regions(&stored).expect("valid"), expected);
+            let whole =
+                crate::input::gunzip(Path::new("t"), &stored, crate::input::OnTruncation::Error).expect("inflates");
+            assert_eq!(whole, first.as_bytes(), "inflating whole reads the first member");
+        }
     }
 }
