@@ -685,4 +685,36 @@ mod tests {
             assert_eq!(whole, first.as_bytes(), "inflating whole reads the first member");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, failure_persistence: None, ..Default::default() })]
+        /// Any mix of good, blank, CRLF-ended and bad lines, with or without a final newline,
+        /// plain or gzip: every region size gives what one region gives.
+        #[test]
+        fn any_trace_reads_the_same_in_regions_of_any_size(
+            kinds in proptest::collection::vec(0u8..6, 0..60),
+            final_newline in proptest::bool::ANY,
+            compressed in proptest::bool::ANY,
+            region_bytes in 1usize..300,
+        ) {
+            let mut text = String::new();
+            for (i, k) in kinds.iter().enumerate() {
+                let line = match k {
+                    0 | 1 => format!("{{\"id\":\"c{i}\",\"turns\":[{{\"user_tokens\":{i},\"assistant_tokens\":3}}]}}"),
+                    2 => format!("{{\"id\":\"c{i}\",\"turns\":[{{\"user_tokens\":1,\"assistant_tokens\":2}}],\"arrival_s\":{i}.5}}\r"),
+                    3 => String::new(),
+                    4 => "  ".into(),
+                    _ => format!("{{\"id\":\"c{i}\""),
+                };
+                text.push_str(&line);
+                if i + 1 < kinds.len() || final_newline {
+                    text.push('\n');
+                }
+            }
+            let stored = if compressed { gzip(text.as_bytes()) } else { text.into_bytes() };
+            let f = write(&stored);
+            let read = |size| read_trace_lines_in(f.path(), size).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(read(region_bytes), read(usize::MAX));
+        }
+    }
 }
