@@ -4,7 +4,7 @@
 //!
 //! `cargo test` runs a short pass (`FUZZ_CASES` below, per target). The long run gives each target
 //! a time budget instead (findings are fixed and kept in `tests/data/invalid/` as regression
-//! cases); 10 minutes per target, two targets at a time on 2 cores (≈ 50 minutes):
+//! cases); 10 minutes per target, two targets at a time on 2 cores (≈ 55 minutes for the 11 targets):
 //!
 //! ```sh
 //! FUZZ_SECONDS=600 cargo test --test it fuzz -- --test-threads 2 --nocapture
@@ -165,6 +165,43 @@ fn fuzz_native_trace() {
         with_file("t.jsonl", &apply(valid.clone(), &e), |p| {
             let _ = ppdsim::trace::read_trace(p);
         });
+    });
+}
+
+#[test]
+fn fuzz_native_trace_gzip() {
+    // Edits of a gzip stream: corrupt blocks, truncations, and trailers whose size or checksum
+    // lies (the reader sizes its buffer from the trailer and parses while it inflates).
+    let valid = {
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        // 700 lines (≈ 150 KB): several of the reader's 64 KiB regions.
+        z.write_all(&head("traces/sharegpt-3000.jsonl", 700)).expect("compress");
+        z.finish().expect("compress")
+    };
+    // Each stream that still starts like gzip is also inflated whole and its text read as a
+    // plain trace: the two reads must agree (the same conversations, or the same error but for
+    // the file name), or both fail on the stream.
+    fuzz("native trace, gzip", (edits(), any::<Option<u32>>()), |(e, size)| {
+        let mut bytes = apply(valid.clone(), &e);
+        if let (Some(size), Some(trailer)) = (size, bytes.last_chunk_mut::<4>()) {
+            *trailer = size.to_le_bytes();
+        }
+        let whole = ppdsim::input::gunzip(Path::new("t"), &bytes, ppdsim::input::OnTruncation::Error);
+        let gz = with_file("t.jsonl.gz", &bytes, |p| {
+            ppdsim::trace::read_trace(p).map_err(|e| e.to_string().replace(&p.display().to_string(), "FILE"))
+        });
+        match whole {
+            // Without gzip's magic bytes the file is read as plain text (its own oracle).
+            _ if !ppdsim::input::is_gzip(&bytes) => {}
+            Err(_) => assert!(gz.as_ref().is_err_and(|e| e.contains("corrupt gzip")), "{gz:?}"),
+            Ok(text) => {
+                let plain = with_file("t.jsonl", &text, |p| {
+                    ppdsim::trace::read_trace(p).map_err(|e| e.to_string().replace(&p.display().to_string(), "FILE"))
+                });
+                assert_eq!(gz, plain);
+            }
+        }
     });
 }
 
