@@ -130,6 +130,20 @@ fi
 printf "%-58s %8s s %10s %14s   target %s\n" "Vidur's 10,000-request run (scenarios/vidur-arxiv-qps2.toml)" \
     "$(printf "%d.%04d" $((median_us / 1000000)) $(((median_us % 1000000) / 100)))" "$rss" "-" \
     "<= 0.015 s, <= 30 MB (Vidur: 150 s, 616 MB); median of 21"
+# The same run cut to its first 10 conversations: what the run costs besides simulating (starting,
+# reading and parsing the whole trace, writing the files), timed the same way.
+walls=()
+for _ in $(seq 21); do
+    rm -rf output/bench-vidur-10
+    start=${EPOCHREALTIME/./}
+    "$bin" run scenarios/vidur-arxiv-qps2.toml --set workload.num_conversations=10 -q --no-plots \
+        -o output/bench-vidur-10 >/dev/null
+    end=${EPOCHREALTIME/./}
+    walls+=("$((end - start))")
+done
+median_us=$(printf "%s\n" "${walls[@]}" | sort -n | sed -n 11p)
+printf "%-58s %8s s   (the fixed part; median of 21)\n" "  the same, first 10 conversations only" \
+    "$(printf "%d.%04d" $((median_us / 1000000)) $(((median_us % 1000000) / 100)))"
 measure "3,000 ShareGPT conversations x 4 policies, no figures" "-" \
     "$bin" run benches/sharegpt-3000-rate10.toml -q --no-plots -o output/bench --force
 measure "the same with its 10 figures" "-" \
