@@ -203,8 +203,9 @@ fn parse_text_regions(path: &Path, text: &[u8], region_bytes: usize) -> Vec<Regi
     collect_regions(rx)
 }
 
-/// Where the region that starts `text` ends: after the newline that ends the line holding byte
-/// `region_bytes` (or the last one before it), or at the end of `text`.
+/// Where the region that starts `text` ends: after the last newline of its first
+/// `region_bytes` bytes, else (a line longer than that) after the first newline past them, or
+/// at the end of `text`.
 fn region_end(text: &[u8], region_bytes: usize) -> usize {
     if text.len() <= region_bytes {
         return text.len();
