@@ -153,8 +153,8 @@ fn parse_region(path: &Path, first_line: usize, text: &[u8]) -> Region {
 }
 
 /// Hands regions of whole lines, in file order, to parsing tasks of a rayon scope.
-struct RegionTasks<'p> {
-    path: &'p Path,
+struct RegionTasks<'s> {
+    path: &'s Path,
     /// The next region's first line (1-based).
     next_line: usize,
     /// Regions handed out so far.
@@ -162,13 +162,10 @@ struct RegionTasks<'p> {
     results: std::sync::mpsc::Sender<(usize, Region)>,
 }
 
-impl<'p> RegionTasks<'p> {
-    /// Spawns the parsing of `text`, the file's next lines: all but the last end with a newline
-    /// (when `text` does, its last line is whole).
-    fn hand<'s>(&mut self, scope: &rayon::Scope<'s>, text: &'s [u8])
-    where
-        'p: 's,
-    {
+impl<'s> RegionTasks<'s> {
+    /// Spawns the parsing of `text`, the file's next lines: it ends with a newline unless it
+    /// ends the file.
+    fn hand(&mut self, scope: &rayon::Scope<'s>, text: &'s [u8]) {
         let (path, first_line, k, tx) = (self.path, self.next_line, self.count, self.results.clone());
         self.next_line += memchr::memchr_iter(b'\n', text).count();
         self.count += 1;
@@ -179,28 +176,45 @@ impl<'p> RegionTasks<'p> {
     }
 }
 
-/// The regions of `text` (a whole trace file's text) parsed on the pool, in file order.
-fn parse_text_regions(path: &Path, text: &[u8], region_bytes: usize) -> Vec<Region> {
+/// Runs `hand_out` in a rayon scope with the tasks it hands the regions of `path`'s text to;
+/// returns what it returns and the regions parsed, in file order.
+fn parse_in_regions<'s, T: Send>(
+    path: &'s Path,
+    hand_out: impl FnOnce(&rayon::Scope<'s>, &mut RegionTasks<'s>) -> T + Send,
+) -> (T, Vec<Region>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    rayon::scope(|scope| {
+    let out = rayon::scope(|scope| {
         let mut tasks = RegionTasks {
             path,
             next_line: 1,
             count: 0,
             results: tx,
         };
+        hand_out(scope, &mut tasks)
+    });
+    let mut regions: Vec<(usize, Region)> = rx.into_iter().collect();
+    regions.sort_unstable_by_key(|&(k, _)| k);
+    assert!(
+        regions.iter().enumerate().all(|(i, &(k, _))| i == k),
+        "every region handed out is parsed once"
+    );
+    (out, regions.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The regions of `text` (a whole trace file's text) parsed on the pool, in file order.
+fn parse_text_regions(path: &Path, text: &[u8], region_bytes: usize) -> Vec<Region> {
+    let ((), regions) = parse_in_regions(path, |scope, tasks| {
         let mut rest = text;
         loop {
-            let cut = region_end(rest, region_bytes);
-            let (region, tail) = rest.split_at(cut);
+            let (region, tail) = rest.split_at(region_end(rest, region_bytes));
             tasks.hand(scope, region);
             if tail.is_empty() {
-                break;
+                return;
             }
             rest = tail;
         }
     });
-    collect_regions(rx)
+    regions
 }
 
 /// Where the region that starts `text` ends: after the last newline of its first
@@ -243,51 +257,26 @@ fn parse_gzip_regions(path: &Path, raw: &[u8], region_bytes: usize) -> InputResu
         }
         Ok(n)
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Ok(true): inflated to the buffer's end and handed out; Ok(false): the stream is longer
-    // than the buffer; Err: a corrupt stream.
-    let mut outcome: std::io::Result<bool> = Ok(true);
-    rayon::scope(|scope| {
-        let mut tasks = RegionTasks {
-            path,
-            next_line: 1,
-            count: 0,
-            results: tx,
-        };
+    // Whether the stream fits the buffer: inflated to its end and handed out.
+    let (fits, regions) = parse_in_regions(path, |scope, tasks| -> std::io::Result<bool> {
         // `rest` is the buffer not yet handed out; its first `filled` bytes are inflated.
         let mut rest: &mut [u8] = &mut buf[..];
         let mut filled = 0usize;
         loop {
             // At least as much again as is pending: a long line takes O(log) reads.
             let want = filled.saturating_add(region_bytes.max(filled)).min(rest.len());
-            let got = match inflate(&mut rest[filled..want]) {
-                Ok(n) => n,
-                Err(e) => {
-                    outcome = Err(e);
-                    return;
-                }
-            };
+            let got = inflate(&mut rest[filled..want])?;
             filled += got;
-            let ended = filled < want || filled == rest.len();
-            if ended {
-                // Does the stream end where the buffer does?
-                if filled == rest.len() {
-                    match inflate(&mut [0u8; 1]) {
-                        Ok(0) => {}
-                        Ok(_) => {
-                            outcome = Ok(false);
-                            return;
-                        }
-                        Err(e) => {
-                            outcome = Err(e);
-                            return;
-                        }
-                    }
+            if filled < want || filled == rest.len() {
+                // The stream or the buffer ended: a stream that goes on past the buffer is
+                // inflated whole instead.
+                if filled == rest.len() && inflate(&mut [0u8; 1])? > 0 {
+                    return Ok(false);
                 }
-                if filled > 0 || tasks.count == 0 {
+                if filled > 0 {
                     tasks.hand(scope, &std::mem::take(&mut rest)[..filled]);
                 }
-                return;
+                return Ok(true);
             }
             // Whole lines go; the last one, still being inflated, stays. The bytes before this
             // read hold no newline (they would have gone), so only the new ones are searched.
@@ -300,22 +289,11 @@ fn parse_gzip_regions(path: &Path, raw: &[u8], region_bytes: usize) -> InputResu
             }
         }
     });
-    match outcome {
+    match fits {
         Err(e) => Err(crate::input::gzip_error(path, &e)),
         Ok(false) => Ok(None),
-        Ok(true) => Ok(Some(collect_regions(rx))),
+        Ok(true) => Ok(Some(regions)),
     }
-}
-
-/// The regions the tasks sent, in file order.
-fn collect_regions(rx: std::sync::mpsc::Receiver<(usize, Region)>) -> Vec<Region> {
-    let mut regions: Vec<(usize, Region)> = rx.into_iter().collect();
-    regions.sort_unstable_by_key(|&(k, _)| k);
-    assert!(
-        regions.iter().enumerate().all(|(i, &(k, _))| i == k),
-        "every region handed out is parsed once"
-    );
-    regions.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The conversations and their lines, or the first over-long line of any region, else the
