@@ -371,9 +371,6 @@ pub struct Instance {
     /// produce (`u32::MAX` without decodes) \[tokens\]: with the shape's Σ context, what
     /// [`Instance::plan_decode_run`] needs, gathered in the scheduling pass's own walk.
     batch_min_outputs_left: u32,
-    /// Decode-context tokens cascade attention saves the last [`Instance::try_start`]'s batch
-    /// ([`Instance::cascade_discount`]; 0 without cascade) \[tokens\].
-    batch_cascade_tokens: u64,
 }
 
 /// Blocks of `block_size` tokens a sequence needs for `tokens` tokens of KV, of which the first
@@ -579,7 +576,6 @@ impl Instance {
             shape_scratch: BatchShape::default(),
             done_scratch: Vec::new(),
             batch_min_outputs_left: u32::MAX,
-            batch_cascade_tokens: 0,
         }
     }
 
@@ -609,7 +605,7 @@ impl Instance {
         // attention (the batch, hence the discount, is the same for every step of the run).
         let cost = cost
             .decode_step_cost(n as u32)?
-            .with_context_discount(self.batch_cascade_tokens);
+            .with_context_discount(self.cascade_discount(n as u32));
         // Step k completes a sequence that had generated g of its `out` tokens when k = out − g;
         // the batch is every running sequence, each a decode, so try_start's walk saw them all.
         debug_assert_eq!(
@@ -1137,7 +1133,6 @@ impl Instance {
         // queue is admitted from only with budget left, so after every running sequence).
         self.batch_len = i + admitted;
         self.batch_min_outputs_left = min_outputs_left;
-        self.batch_cascade_tokens = self.cascade_discount(shape.num_decode_seqs);
         assert!(
             self.used_blocks() <= self.limits.capacity_blocks,
             "{}: KV blocks {} exceed capacity {}",
@@ -1147,9 +1142,10 @@ impl Instance {
         );
         // Priced with the shared prefix counted once under cascade attention; the shape keeps
         // the batch's whole context (what plan_decode_run starts a run from).
-        shape.decode_context_tokens -= self.batch_cascade_tokens;
+        let cascade_tokens = self.cascade_discount(shape.num_decode_seqs);
+        shape.decode_context_tokens -= cascade_tokens;
         let dt = (!shape.is_empty()).then(|| cost.step_time(&shape));
-        shape.decode_context_tokens += self.batch_cascade_tokens;
+        shape.decode_context_tokens += cascade_tokens;
         self.shape_scratch = shape;
         let dt = dt? + SimDuration(handoff_us);
         let end = now + dt;

@@ -116,7 +116,7 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
         ..EngineSpec::default()
     };
     cfg.limits = crate::sim::instance::EngineLimits {
-        cascade_attention: cfg.limits.cascade_attention,
+        cascade_attention: cal.cascade_attention(),
         ..spec.limits(
             hardware::model(&cal.model).expect("checked"),
             hardware::gpu(&cal.gpu).expect("checked"),
