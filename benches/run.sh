@@ -11,6 +11,7 @@
 # time is printed. Each command but the 1M run is timed twice and the faster run printed: on
 # shared machines the same work varies by tens of percent from minute to minute.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 quick=false
@@ -109,41 +110,40 @@ reference() {
         "$(printf "%d.%02d" $((best / 1000000)) $(((best % 1000000) / 10000)))"
 }
 reference "before"
+# median21 DIR COMMAND...: runs `COMMAND -o DIR` 21 times, DIR removed before each, and prints the
+# median wall time in seconds with 4 decimals (bash's microsecond clock). A failed run stops the
+# benchmark (inherit_errexit), as a failed measure does.
+median21() {
+    local dir=$1 walls=() start end
+    shift
+    for _ in $(seq 21); do
+        rm -rf "$dir"
+        start=${EPOCHREALTIME/./}
+        "$@" -o "$dir" >/dev/null
+        end=${EPOCHREALTIME/./}
+        walls+=("$((end - start))")
+    done
+    local us
+    us=$(printf "%s\n" "${walls[@]}" | sort -n | sed -n 11p)
+    printf "%d.%04d" $((us / 1000000)) $(((us % 1000000) / 100))
+}
 # Vidur's run takes tens of ms, below GNU time's 10 ms resolution: it is timed 21 times with
 # bash's microsecond clock and the median printed (peak RSS from one more run under GNU time). Each run
 # writes a fresh folder, as a first run does (replacing a previous run's files with --force
 # costs the same within the noise: old files are moved aside, not renamed over).
-walls=()
-for _ in $(seq 21); do
-    rm -rf output/bench-vidur
-    start=${EPOCHREALTIME/./}
-    "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur >/dev/null
-    end=${EPOCHREALTIME/./}
-    walls+=("$((end - start))")
-done
-median_us=$(printf "%s\n" "${walls[@]}" | sort -n | sed -n 11p)
+vidur_s=$(median21 output/bench-vidur "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots)
 rss="-"
 if [[ -x /usr/bin/time ]]; then
     /usr/bin/time -f "%M" -o "$tmp" "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur --force >/dev/null
     rss="$(($(cat "$tmp") / 1024)) MB"
 fi
 printf "%-58s %8s s %10s %14s   target %s\n" "Vidur's 10,000-request run (scenarios/vidur-arxiv-qps2.toml)" \
-    "$(printf "%d.%04d" $((median_us / 1000000)) $(((median_us % 1000000) / 100)))" "$rss" "-" \
-    "<= 0.015 s, <= 30 MB (Vidur: 150 s, 616 MB); median of 21"
+    "$vidur_s" "$rss" "-" "<= 0.015 s, <= 30 MB (Vidur: 150 s, 616 MB); median of 21"
 # The same run cut to its first 10 conversations: what the run costs besides simulating (starting,
 # reading and parsing the whole trace, writing the files), timed the same way.
-walls=()
-for _ in $(seq 21); do
-    rm -rf output/bench-vidur-10
-    start=${EPOCHREALTIME/./}
-    "$bin" run scenarios/vidur-arxiv-qps2.toml --set workload.num_conversations=10 -q --no-plots \
-        -o output/bench-vidur-10 >/dev/null
-    end=${EPOCHREALTIME/./}
-    walls+=("$((end - start))")
-done
-median_us=$(printf "%s\n" "${walls[@]}" | sort -n | sed -n 11p)
-printf "%-58s %8s s   (the fixed part; median of 21)\n" "  the same, first 10 conversations only" \
-    "$(printf "%d.%04d" $((median_us / 1000000)) $(((median_us % 1000000) / 100)))"
+fixed_s=$(median21 output/bench-vidur-10 "$bin" run scenarios/vidur-arxiv-qps2.toml \
+    --set workload.num_conversations=10 -q --no-plots)
+printf "%-58s %8s s   (the fixed part; median of 21)\n" "  the same, first 10 conversations only" "$fixed_s"
 measure "3,000 ShareGPT conversations x 4 policies, no figures" "-" \
     "$bin" run benches/sharegpt-3000-rate10.toml -q --no-plots -o output/bench --force
 measure "the same with its 10 figures" "-" \

@@ -187,20 +187,20 @@ fn fuzz_native_trace_gzip() {
         if let (Some(size), Some(trailer)) = (size, bytes.last_chunk_mut::<4>()) {
             *trailer = size.to_le_bytes();
         }
-        let whole = ppdsim::input::gunzip(Path::new("t"), &bytes, ppdsim::input::OnTruncation::Error);
-        let gz = with_file("t.jsonl.gz", &bytes, |p| {
-            ppdsim::trace::read_trace(p).map_err(|e| e.to_string().replace(&p.display().to_string(), "FILE"))
-        });
-        match whole {
-            // Without gzip's magic bytes the file is read as plain text (its own oracle).
-            _ if !ppdsim::input::is_gzip(&bytes) => {}
+        // The read's result, its error without the file's name.
+        let read = |name: &str, stored: &[u8]| {
+            with_file(name, stored, |p| {
+                ppdsim::trace::read_trace(p).map_err(|e| e.to_string().replace(&p.display().to_string(), "FILE"))
+            })
+        };
+        let gz = read("t.jsonl.gz", &bytes);
+        // Without gzip's magic bytes the file is read as plain text (its own oracle).
+        if !ppdsim::input::is_gzip(&bytes) {
+            return;
+        }
+        match ppdsim::input::gunzip(Path::new("t"), &bytes, ppdsim::input::OnTruncation::Error) {
             Err(_) => assert!(gz.as_ref().is_err_and(|e| e.contains("corrupt gzip")), "{gz:?}"),
-            Ok(text) => {
-                let plain = with_file("t.jsonl", &text, |p| {
-                    ppdsim::trace::read_trace(p).map_err(|e| e.to_string().replace(&p.display().to_string(), "FILE"))
-                });
-                assert_eq!(gz, plain);
-            }
+            Ok(text) => assert_eq!(gz, read("t.jsonl", &text)),
         }
     });
 }
