@@ -228,12 +228,13 @@ pub struct SimConfig {
     pub decode_runs: bool,
 }
 
-/// The first decode run an instance plans is at most this many steps; each that ends
-/// uninterrupted doubles the next one's limit (to [`MAX_DECODE_RUN_STEPS`]), each interrupted
-/// resets it, so a run interrupted early wastes few planned steps.
-pub const MIN_DECODE_RUN_STEPS: usize = 16;
-
-/// Longest decode run planned at once \[steps\].
+/// Longest decode run planned at once \[steps\]: a run reaches its first completion (its
+/// batch's fewest outputs left), a KV-block limit or this many steps, whichever comes first.
+/// A run is planned in O(1) and cut short in O(log) ([`instance::DecodeRun`]), so planning it as
+/// long as the batch allows costs nothing when an arrival interrupts it; the build before
+/// 2026-12-03 started at 16 steps and doubled after each uninterrupted run, which added
+/// 7,133 of the 56,200 events of Vidur's run (`scenarios/vidur-arxiv-qps2.toml`) and
+/// identical results.
 pub const MAX_DECODE_RUN_STEPS: usize = 4096;
 
 /// Affinity-miss rate of the vllm-ppd comprehensive benchmark, derived from its code (not fitted):
@@ -510,8 +511,6 @@ pub struct Simulation<'a> {
     /// Per instance: [`SimConfig::kv_load_ms`] (or its pool's, [`Simulation::with_kv_load`]) in
     /// whole µs.
     kv_load_us: Vec<u64>,
-    /// Per instance: the longest decode run to plan next \[steps\].
-    run_limit: Vec<usize>,
     /// What the last finished iteration did to its sequences (a buffer kept between events).
     seq_events: Vec<SeqEvent>,
     /// Instances that may have a decode run (checked before each event; stale entries drop).
@@ -625,7 +624,6 @@ impl<'a> Simulation<'a> {
             connection_waiters: Default::default(),
             active_convs: vec![0; n],
             timeline: None,
-            run_limit: vec![MIN_DECODE_RUN_STEPS; n],
             stream_free_at: vec![SimTime::ZERO; n],
             run_stream_base: vec![SimTime::ZERO; n],
             stream_chunk_us,
@@ -834,7 +832,6 @@ impl<'a> Simulation<'a> {
         };
         let run_end = EventKey::step_end(run.end(run.len), run.step_start(run.len), inst);
         self.stream_run_steps(inst);
-        self.run_limit[inst] = MIN_DECODE_RUN_STEPS;
         match self.instances[inst].end_run() {
             RunEnd::Unchanged => {}
             end => {
@@ -867,7 +864,7 @@ impl<'a> Simulation<'a> {
             if let Some(end) = self.instances[i].try_start(self.now, self.costs[i]) {
                 assert!(end > self.now, "{}: an iteration of zero time", self.instances[i].name);
                 let run_end = if self.cfg.decode_runs {
-                    self.instances[i].plan_decode_run(self.now, self.costs[i], self.run_limit[i])
+                    self.instances[i].plan_decode_run(self.now, self.costs[i], MAX_DECODE_RUN_STEPS)
                 } else {
                     None
                 };
@@ -1108,7 +1105,6 @@ impl<'a> Simulation<'a> {
             }
             Event::StepDone { inst } => {
                 if self.instances[inst].run().is_some() {
-                    self.run_limit[inst] = (self.run_limit[inst] * 2).min(MAX_DECODE_RUN_STEPS);
                     // The run's earlier steps streamed their chunks; the last is this event's.
                     self.stream_run_steps(inst);
                 }

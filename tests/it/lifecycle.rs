@@ -1187,9 +1187,8 @@ fn prefill_pool_on_another_gpu_runs_at_its_own_speed() {
 #[test]
 fn decode_runs_cut_events_and_keep_every_time() {
     // One replica, 10 ms per iteration, request overhead 2 ms (serialized). A: 100 → 50 tokens
-    // at 0; its prefill 2→12 samples token 1, then 49 decode steps end at 502 ms: decode runs of
-    // 16 and 32 steps (the limit doubles after an uninterrupted run), then one step — 3 events
-    // for 49 iterations. Then B (100 → 3 tokens) mid-run, and B exactly at a step end.
+    // at 0; its prefill 2→12 samples token 1, then 49 decode steps end at 502 ms: one decode run
+    // to its completion, 1 event for 49 iterations. Then B (100 → 3 tokens) mid-run, and B exactly at a step end.
     let turn = |out| Turn {
         user_tokens: 100,
         assistant_tokens: out,
@@ -1215,9 +1214,9 @@ fn decode_runs_cut_events_and_keep_every_time() {
     close(fast.records[0].ttft_ms, 12.0);
     close(fast.records[0].e2e_ms, 502.0);
     close(fast.records[0].tpot_ms.unwrap(), 10.0);
-    // Start, enqueue and 50 iteration ends step by step; start, enqueue, prefill end and 3 run
-    // ends with decode runs.
-    assert_eq!((steps.num_events, fast.num_events), (52, 6));
+    // Start, enqueue and 50 iteration ends step by step; start, enqueue, prefill end and the run's
+    // end with decode runs.
+    assert_eq!((steps.num_events, fast.num_events), (52, 4));
     assert_eq!(fast.instances, steps.instances);
     assert_eq!(fast.instances[0].num_iterations, 50);
     // B lands inside A's run (its enqueue at 202.5 ms, mid-step 202→212): A's run is cut after
@@ -1247,9 +1246,10 @@ fn decode_runs_cut_events_and_keep_every_time() {
 fn long_decode_runs_jump_to_an_event_in_closed_form() {
     // One 100 → 8,000-token request on a linear model whose step time grows with the context
     // (5.05 ms + 0.1 µs per context token: 5.06 → 5.85 ms, fractional µs rounded per step). Its
-    // runs double from 16 to 2,048 steps: the 2,048-step run spans ≈ 11.1 → 22.8 s. B arrives at
-    // 20 s, ≈ 1,500 steps into it, so the run is advanced past more steps than it walks one by
-    // one (the closed-form search); every time must still be the step path's.
+    // first run is planned at MAX_DECODE_RUN_STEPS = 4,096 steps, ≈ 0.01 → 21.6 s
+    // (Σ 5.05 + 1e-4·(100 + k) ms for k ≤ 4,096). B arrives at 20 s, ≈ 3,800 steps into it, so
+    // the run is advanced past more steps than it walks one by one (the closed-form search);
+    // every time must still be the step path's.
     use ppdsim::cost_model::{IterationCoefficients, LinearCostModel};
     let cost = LinearCostModel::new(IterationCoefficients::from_array([5.0, 0.0, 0.0, 0.05, 1e-4]));
     let conv = |id: &str, at_s: f64, out| TimedConversation {
