@@ -330,7 +330,13 @@ struct Request {
     num_transferred_tokens: u32,
     timed_out: bool,
     rejected: bool,
+    /// The slot of its conversation's next turn, or [`NO_REQUEST`]: a conversation's requests
+    /// are chained in turn order until its records are emitted.
+    next_in_conv: u32,
 }
+
+/// No request slot (the end of a conversation's chain).
+const NO_REQUEST: u32 = u32::MAX;
 
 struct ConvState {
     next_turn: usize,
@@ -338,6 +344,10 @@ struct ConvState {
     decode_inst: usize,
     prefill_inst: Option<usize>,
     stopped: bool,
+    /// The slots of its first and latest requests ([`NO_REQUEST`] before the first turn and
+    /// after its records are emitted): the chain [`Request::next_in_conv`] runs between them.
+    first_request: u32,
+    last_request: u32,
 }
 
 /// What a run produced.
@@ -520,8 +530,6 @@ pub struct Simulation<'a> {
     starts_queued: usize,
     /// Request slots free for reuse (their records were emitted).
     free_requests: Vec<usize>,
-    /// Per conversation: its requests' slots, until its records are emitted.
-    conv_requests: Vec<Vec<u32>>,
     /// Per conversation: finished (no turn in flight, none to come).
     conv_done: Vec<bool>,
     /// Conversations whose records were emitted: `0..next_record_conv`.
@@ -594,6 +602,8 @@ impl<'a> Simulation<'a> {
                     decode_inst,
                     prefill_inst,
                     stopped: false,
+                    first_request: NO_REQUEST,
+                    last_request: NO_REQUEST,
                 }
             })
             .collect();
@@ -633,7 +643,6 @@ impl<'a> Simulation<'a> {
             starts_queued: start_order.len().min(1),
             start_order,
             free_requests: Vec::new(),
-            conv_requests: vec![Vec::new(); n_convs],
             conv_done: vec![false; n_convs],
             next_record_conv: 0,
             records: Vec::new(),
@@ -975,6 +984,7 @@ impl<'a> Simulation<'a> {
             num_transferred_tokens: 0,
             timed_out: false,
             rejected: false,
+            next_in_conv: NO_REQUEST,
         };
         st.context_tokens += user + turn.assistant_tokens + tpl;
         st.next_turn += 1;
@@ -988,7 +998,14 @@ impl<'a> Simulation<'a> {
                 self.requests.len() - 1
             }
         };
-        self.conv_requests[conv].push(id as u32);
+        let id32 = u32::try_from(id).expect("fewer than 2^32 − 1 requests in flight");
+        assert_ne!(id32, NO_REQUEST, "request slot {id} is the chain's end marker");
+        let st = &mut self.conv_state[conv];
+        match st.last_request {
+            NO_REQUEST => st.first_request = id32,
+            last => self.requests[last as usize].next_in_conv = id32,
+        }
+        st.last_request = id32;
         id
     }
 
@@ -999,13 +1016,16 @@ impl<'a> Simulation<'a> {
         self.conv_done[conv] = true;
         while self.next_record_conv < self.conv_done.len() && self.conv_done[self.next_record_conv] {
             let c = self.next_record_conv;
-            for id in std::mem::take(&mut self.conv_requests[c]) {
+            let mut id = std::mem::replace(&mut self.conv_state[c].first_request, NO_REQUEST);
+            self.conv_state[c].last_request = NO_REQUEST;
+            while id != NO_REQUEST {
                 let record = self.record_of(id as usize);
                 match self.record_sink.as_mut() {
                     Some(sink) => sink(record),
                     None => self.records.push(record),
                 }
                 self.free_requests.push(id as usize);
+                id = self.requests[id as usize].next_in_conv;
             }
             self.next_record_conv += 1;
         }
