@@ -1188,7 +1188,8 @@ fn prefill_pool_on_another_gpu_runs_at_its_own_speed() {
 fn decode_runs_cut_events_and_keep_every_time() {
     // One replica, 10 ms per iteration, request overhead 2 ms (serialized). A: 100 → 50 tokens
     // at 0; its prefill 2→12 samples token 1, then 49 decode steps end at 502 ms: one decode run
-    // to its completion, 1 event for 49 iterations. Then B (100 → 3 tokens) mid-run, and B exactly at a step end.
+    // to its completion, 1 event for 49 iterations. Then B (100 → 3 tokens) mid-run, and B
+    // exactly at a step end.
     let turn = |out| Turn {
         user_tokens: 100,
         assistant_tokens: out,
