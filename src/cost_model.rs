@@ -185,26 +185,17 @@ impl AffineDecodeCost {
         // Summed from the smaller end when the cost falls with context (a negative β4): the same
         // terms in the other order.
         let (b, a) = if d >= 0 { (first, d) } else { (last, -d) };
-        if k <= Self::LOOP_STEPS {
-            // Short runs: the terms one by one (a shift each) beat the O(log) reduction's
-            // divisions, in 64 bits when the largest numerator fits (every realistic step does:
-            // 2^64 × 2^-32 µs is 71 minutes).
-            let largest = b + (k as i128 - 1) * a;
-            if let (Ok(mut num), Ok(a), Ok(_)) = (u64::try_from(b), u64::try_from(a), u64::try_from(largest)) {
-                let mut total = num >> DECODE_COST_FRAC_BITS;
-                for _ in 1..k {
-                    num += a;
-                    total += num >> DECODE_COST_FRAC_BITS;
-                }
-                return SimDuration(total);
-            }
-            let mut total = 0i128;
-            let mut num = b;
-            for _ in 0..k {
-                total += num >> DECODE_COST_FRAC_BITS;
+        // Short runs: the terms one by one (a shift each) beat the O(log) reduction's divisions,
+        // in 64 bits, which hold every realistic step (2^64 × 2^-32 µs is 71 minutes); longer
+        // steps take the reduction whatever the run's length.
+        if k <= Self::LOOP_STEPS && u64::try_from(first.max(last)).is_ok() {
+            let (mut num, a) = (b as u64, a as u64);
+            let mut total = num >> DECODE_COST_FRAC_BITS;
+            for _ in 1..k {
                 num += a;
+                total += num >> DECODE_COST_FRAC_BITS;
             }
-            return SimDuration(total as u64);
+            return SimDuration(total);
         }
         SimDuration(floor_sum(k as u128, Self::ONE_US as u128, a as u128, b as u128) as u64)
     }
@@ -501,7 +492,7 @@ mod tests {
         assert_eq!(falling.sum(1000, 3, 100), SimDuration(steps));
         // By hand: 10 ms − 1 µs × (1,000 + 3j) over j < 100 = 100 × 9,000 − 3 × 4,950 µs.
         assert_eq!(steps, 900_000 - 14_850);
-        // Steps beyond 2^32 µs (71.6 min) leave the 64-bit loop for the 128-bit one, rising and
+        // Steps beyond 2^32 µs (71.6 min) leave the 64-bit loop for the reduction, rising and
         // falling: 80 min ± 1 µs per context token, 8 steps of 5 sequences from 1,000 tokens.
         for per_token_ms in [0.001, -0.001] {
             let huge = AffineDecodeCost::from_ms(4.8e6, per_token_ms);
