@@ -5,7 +5,6 @@ use super::*;
 use crate::calibrate::model_file::CalibrationFile;
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, InputResult};
-use crate::hardware;
 use crate::metrics::RequestRecord;
 use crate::scenario::EngineSpec;
 use crate::sim::workload::TimedConversation;
@@ -115,14 +114,7 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
         gpu_memory_utilization: 0.90,
         ..EngineSpec::default()
     };
-    cfg.limits = crate::sim::instance::EngineLimits {
-        cascade_attention: cal.cascade_attention(),
-        ..spec.limits(
-            hardware::model(&cal.model).expect("checked"),
-            hardware::gpu(&cal.gpu).expect("checked"),
-            1,
-        )
-    };
+    cfg.limits = crate::validate::replay_limits(spec, cal).expect("known: vllm_ppd_config checked it");
     let mut out = Vec::new();
     for ((scenario, n, k, ty, len), trials) in groups {
         let m = |key: &str| mean(trials.iter().filter_map(|t| t[key].as_f64()).filter(|x| *x > 0.0));

@@ -36,26 +36,35 @@ pub fn mode_deployment(mode: &str, gpus: u32) -> Option<(RouterConfig, Shape)> {
     Some((router, Shape::parse(shape).expect("a shape")))
 }
 
+/// The engine limits of a replayed vllm-ppd server: `spec`'s on one GPU of the calibration's
+/// type, with the calibration's cascade-attention setting
+/// ([`CalibrationFile::cascade_attention`]); `None` if its model or GPU is unknown.
+pub(crate) fn replay_limits(spec: EngineSpec, cal: &CalibrationFile) -> Option<EngineLimits> {
+    let limits = spec.limits(hardware::model(&cal.model)?, hardware::gpu(&cal.gpu)?, 1);
+    Some(EngineLimits {
+        cascade_attention: cal.cascade_attention(),
+        ..limits
+    })
+}
+
 /// The simulator configuration of the vllm-ppd deployment (vLLM V1 defaults,
 /// `gpu_memory_utilization` 0.85, `max_model_len` 8192, the benchmark client's 50 connections and
 /// 120 s timeout, serialized overheads) running `router` on a cluster of `shape`, named `name`
 /// in outputs; `None` if the calibration's model or GPU is unknown.
 pub fn vllm_ppd_config(name: &str, router: RouterConfig, shape: Shape, cal: &CalibrationFile) -> Option<SimConfig> {
     let model = hardware::model(&cal.model)?;
-    let gpu = hardware::gpu(&cal.gpu)?;
     let (handoff_p_ms, handoff_d_ms) = cal.pd_handoff_services_ms();
     Some(SimConfig {
         name: name.to_string(),
         router,
         shape,
-        limits: EngineLimits {
-            cascade_attention: cal.cascade_attention(),
-            ..EngineSpec {
+        limits: replay_limits(
+            EngineSpec {
                 answer_mismatch_per_token: Some(cal.answer_mismatch_per_token()),
                 ..EngineSpec::default()
-            }
-            .limits(model, gpu, 1)
-        },
+            },
+            cal,
+        )?,
         kv_bytes_per_token: model.kv_bytes_per_token(),
         link_bandwidth_gbps: cal.kv_transfer.bandwidth_gbps,
         link_latency_ms: cal.kv_transfer.latency_ms,
