@@ -210,7 +210,7 @@ impl RequestRecord {
 
 /// A text field as `csv` writes it by default: quoted (quotes doubled) only when it holds a
 /// comma, a quote, `\n` or `\r`.
-fn push_text(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_text(out: &mut Vec<u8>, s: &str) {
     if !s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         out.extend_from_slice(s.as_bytes());
         return;

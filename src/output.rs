@@ -280,15 +280,32 @@ pub fn read_summary_csv(path: &std::path::Path) -> crate::error::InputResult<Vec
 /// `timeline.csv`: `policy,time_s,instance,waiting,running,kv_usage,busy_fraction`, one line
 /// per instance and grid point (see [`crate::sim::TimelineSample`]).
 ///
-/// # Errors
-/// Serialisation errors.
-pub fn timeline_csv(rows: &[(String, crate::sim::TimelineSample)]) -> Result<Vec<u8>> {
-    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-    w.write_record(TIMELINE_HEADER)?;
+/// Formatted directly (text fields quoted as the `csv` crate quotes them, numbers by `itoa` and
+/// `ryu` as its serializer prints them): the same bytes as serializing each row with `csv`, at
+/// a fraction of the cost (≈ 3,800 instructions a row through serde, for Vidur's 2,380 rows).
+pub fn timeline_csv(rows: &[(String, crate::sim::TimelineSample)]) -> Vec<u8> {
+    use crate::metrics::push_text;
+    let mut out = Vec::with_capacity(64 + rows.len() * 64);
+    out.extend_from_slice(TIMELINE_HEADER.join(",").as_bytes());
+    out.push(b'\n');
+    let (mut ints, mut floats) = (itoa::Buffer::new(), ryu::Buffer::new());
     for (policy, s) in rows {
-        w.serialize((policy, s))?;
+        push_text(&mut out, policy);
+        out.push(b',');
+        out.extend_from_slice(floats.format(s.time_s).as_bytes());
+        out.push(b',');
+        push_text(&mut out, &s.instance);
+        out.push(b',');
+        out.extend_from_slice(ints.format(s.waiting).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(ints.format(s.running).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(floats.format(s.kv_usage).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(floats.format(s.busy_fraction).as_bytes());
+        out.push(b'\n');
     }
-    w.into_inner().context("flushing CSV")
+    out
 }
 
 const TIMELINE_HEADER: [&str; 7] = [
@@ -497,5 +514,43 @@ mod tests {
         // Without any `NaN` the text comes back as it is (quoting included).
         let plain = b"policy,p50_ms\n\"x,y\",1.5\n";
         assert_eq!(blank_nan_fields(plain), plain);
+    }
+
+    #[test]
+    fn timeline_rows_are_the_bytes_the_csv_serializer_writes() {
+        use crate::sim::TimelineSample;
+        let sample = |time_s: f64, instance: &str, kv_usage: f64, busy_fraction: f64| TimelineSample {
+            time_s,
+            instance: instance.into(),
+            waiting: 7,
+            running: 4_000_000_000,
+            kv_usage,
+            busy_fraction,
+        };
+        let rows = vec![
+            ("pd".to_string(), sample(2.0, "R0", 0.159390724874201, 1.0)),
+            ("a,b".into(), sample(0.25, "D\"1\"", 1e-7, 0.0)),
+            ("line\nbreak".into(), sample(1e21, "P0", f64::NAN, f64::INFINITY)),
+            ("".into(), sample(-0.0, "cr\r", -1.5e300, 123456.789)),
+        ];
+        // The oracle: each row serialized by the csv crate, as timeline.csv once was written.
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        w.write_record(TIMELINE_HEADER).unwrap();
+        for (policy, s) in &rows {
+            w.serialize((policy, s)).unwrap();
+        }
+        let expected = w.into_inner().unwrap();
+        assert_eq!(
+            String::from_utf8(timeline_csv(&rows)).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        // And what that is, by hand, for the first two rows.
+        let text = String::from_utf8(timeline_csv(&rows[..2])).unwrap();
+        assert_eq!(
+            text,
+            "policy,time_s,instance,waiting,running,kv_usage,busy_fraction\n\
+             pd,2.0,R0,7,4000000000,0.159390724874201,1.0\n\
+             \"a,b\",0.25,\"D\"\"1\"\"\",7,4000000000,1e-7,0.0\n"
+        );
     }
 }

@@ -557,7 +557,7 @@ pub(crate) fn exec_run(
         num_conversations: res.summaries.first().map_or(0, |s| s.num_conversations),
     };
     let rows = output::write_summaries(&staged, &run, &res.summaries)?;
-    staged.write("timeline.csv", &output::timeline_csv(&res.timeline)?)?;
+    staged.write("timeline.csv", &output::timeline_csv(&res.timeline))?;
     staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
     if plots {
         let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
