@@ -22,7 +22,7 @@
 //! the prefix cache.
 
 use super::prefix_cache::PrefixCache;
-use crate::cost_model::{AffineDecodeCost, BatchShape, CostModel, PrefillPart};
+use crate::cost_model::{AffineDecodeCost, BatchShape, CostModel, PrefillPart, DECODE_COST_FRAC_BITS};
 use crate::time::{SimDuration, SimTime};
 
 /// The engine limits of one instance.
@@ -176,7 +176,7 @@ mod tests {
                 .into_iter()
                 .filter(|_| finished + 1 < len)
             {
-                let moved = started_run.last_finished_before(|end, _| end <= at).0 > finished;
+                let moved = started_run.last_finished_before(at, |end, _| end <= at).0 > finished;
                 assert_eq!(started_run.settled(|end, _| end <= at), !moved, "event at {at:?}");
             }
             for k in [0, 1, finished, finished + 1, len - 1, len, rng.gen_range(0..=len)] {
@@ -185,7 +185,7 @@ mod tests {
             // An event at `at`: the steps ending before it are applied (never the run's last).
             for _ in 0..5 {
                 let at = SimTime(rng.gen_range(start.0..ends[len].0 + 10_000));
-                let (f, end_f) = run.last_finished_before(|end, step_start| {
+                let (f, end_f) = run.last_finished_before(at, |end, step_start| {
                     assert!(step_start < end);
                     end < at
                 });
@@ -490,20 +490,48 @@ impl DecodeRun {
 
     /// The last step `f` (≥ `finished`, < `len`) such that `before(end of step j, its start)`
     /// holds for every step `j` in `finished + 1 ..= f` (`before` must be monotone: once false,
-    /// false for every later step), with its end. Walks a few steps, then gallops and bisects
-    /// over closed-form ends: O(log) whatever the distance.
-    pub fn last_finished_before(&self, before: impl Fn(SimTime, SimTime) -> bool) -> (usize, SimTime) {
+    /// false for every later step), with its end. `bound` is where `before` turns: it holds for
+    /// every end before `bound` and fails for every end after it (an event's time; at `bound`
+    /// itself `before` decides), so the walk compares integers and asks `before` only at
+    /// `bound`. Walks a few steps, then gallops and bisects over closed-form ends: O(log)
+    /// whatever the distance.
+    pub fn last_finished_before(&self, bound: SimTime, before: impl Fn(SimTime, SimTime) -> bool) -> (usize, SimTime) {
         let last = self.len - 1;
         let (mut f, mut end_f) = (self.finished, self.finished_end);
-        for _ in 0..Self::WALK_STEPS {
-            if f >= last {
-                return (f, end_f);
+        // Whether step f + 1, ending at `next`, comes before the event.
+        let holds_next = |next: SimTime, end_f: SimTime| {
+            let holds = next < bound || (next == bound && before(next, end_f));
+            debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
+            holds
+        };
+        // Step f + 1's time is ⌊numerator / 2^32⌋, the numerator growing by `d` a step
+        // ([`AffineDecodeCost::time`]): in 64 bits while it fits and grows, as the run sum does.
+        let first = self.cost.offset + (self.ctx0 + f as u64 * self.n) as i128 * self.cost.per_context_token;
+        let d = self.n as i128 * self.cost.per_context_token;
+        let walk = last.saturating_sub(f).min(Self::WALK_STEPS) as i128;
+        if let (Ok(mut num), Ok(d), Ok(_)) = (u64::try_from(first), u64::try_from(d), u64::try_from(first + walk * d)) {
+            for _ in 0..Self::WALK_STEPS {
+                if f >= last {
+                    return (f, end_f);
+                }
+                let next = end_f + SimDuration(num >> DECODE_COST_FRAC_BITS);
+                debug_assert_eq!(next, end_f + self.step_time(f + 1));
+                if !holds_next(next, end_f) {
+                    return (f, end_f);
+                }
+                (f, end_f, num) = (f + 1, next, num + d);
             }
-            let next = end_f + self.step_time(f + 1);
-            if !before(next, end_f) {
-                return (f, end_f);
+        } else {
+            for _ in 0..Self::WALK_STEPS {
+                if f >= last {
+                    return (f, end_f);
+                }
+                let next = end_f + self.step_time(f + 1);
+                if !holds_next(next, end_f) {
+                    return (f, end_f);
+                }
+                (f, end_f) = (f + 1, next);
             }
-            (f, end_f) = (f + 1, next);
         }
         // Gallop: find hi with step hi failing (or past the last), then bisect (f, hi).
         let holds = |j: usize| {

@@ -715,7 +715,7 @@ impl<'a> Simulation<'a> {
             }
             let g = tl.next;
             // The state after every event up to g, and the scheduling passes at those times.
-            self.advance_runs(|end: EventKey| end.at <= g, |step_end| step_end <= g);
+            self.advance_runs(g, |end: EventKey| end.at <= g, |step_end| step_end <= g);
             let tl = self.timeline.as_mut().expect("checked");
             for (k, i) in self.instances.iter().enumerate() {
                 tl.raw.push((
@@ -758,7 +758,7 @@ impl<'a> Simulation<'a> {
         self.now = at;
         self.num_events += 1;
         // Decode runs catch up with every step end that comes before this event.
-        self.advance_runs(|end: EventKey| end < key, |step_end| step_end < at);
+        self.advance_runs(at, |end: EventKey| end < key, |step_end| step_end < at);
         self.handle(ev);
         if self.queue.peek_time() != Some(self.now) {
             self.schedule_pass();
@@ -782,7 +782,9 @@ impl<'a> Simulation<'a> {
     /// Applies to every instance's decode run the step ends that `before` (given the key the
     /// step-by-step path would have given that end's event) says come first, and starts the steps
     /// after the ends that `started` (given the end's time) says the scheduling pass has reached.
-    fn advance_runs(&mut self, before: impl Fn(EventKey) -> bool, started: impl Fn(SimTime) -> bool) {
+    /// `before` holds for every end before `bound` and fails for every end after it
+    /// ([`instance::DecodeRun::last_finished_before`]).
+    fn advance_runs(&mut self, bound: SimTime, before: impl Fn(EventKey) -> bool, started: impl Fn(SimTime) -> bool) {
         let mut k = 0;
         while k < self.with_runs.len() {
             let i = self.with_runs[k];
@@ -797,7 +799,7 @@ impl<'a> Simulation<'a> {
             if run.settled(before_event) {
                 continue;
             }
-            let (finish, finish_end) = run.last_finished_before(before_event);
+            let (finish, finish_end) = run.last_finished_before(bound, before_event);
             let start = if finish > 0 && !started(finish_end) {
                 finish
             } else {
