@@ -130,10 +130,13 @@ struct Region {
 
 /// Parses the region `text` of a trace, whose first line is the file's line `first_line`:
 /// every line of it, the last one's newline excluded (a file's final newline ends its last line
-/// rather than starting an empty one).
-fn parse_region(path: &Path, first_line: usize, text: &[u8]) -> Region {
+/// rather than starting an empty one). `lines` (its line count, or one more) sizes its list.
+fn parse_region(path: &Path, first_line: usize, text: &[u8], lines: usize) -> Region {
     let text = text.strip_suffix(b"\n").unwrap_or(text);
-    let mut region = Region::default();
+    let mut region = Region {
+        convs: Vec::with_capacity(lines),
+        ..Region::default()
+    };
     if let Err(e) = crate::input::check_line_lengths_from(path, first_line, text) {
         region.too_long = Some(e);
         return region;
@@ -167,11 +170,12 @@ impl<'s> RegionTasks<'s> {
     /// ends the file.
     fn hand(&mut self, scope: &rayon::Scope<'s>, text: &'s [u8]) {
         let (path, first_line, k, tx) = (self.path, self.next_line, self.count, self.results.clone());
-        self.next_line += memchr::memchr_iter(b'\n', text).count();
+        let newlines = memchr::memchr_iter(b'\n', text).count();
+        self.next_line += newlines;
         self.count += 1;
         scope.spawn(move |_| {
             // The receiver lives until every task of the scope is done.
-            let _ = tx.send((k, parse_region(path, first_line, text)));
+            let _ = tx.send((k, parse_region(path, first_line, text, newlines + 1)));
         });
     }
 }
