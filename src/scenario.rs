@@ -436,8 +436,9 @@ pub const MAX_KV_LOAD_MS: f64 = 1000.0;
 pub struct LoadedScenario {
     /// The scenario with every value filled in (what `scenario.resolved.toml` holds).
     pub resolved: Scenario,
-    /// Source conversations (the trace, or the synthetic protocol's).
-    pub trace: Vec<crate::trace::Conversation>,
+    /// Source conversations (the trace, or the synthetic protocol's), shared by the clones a
+    /// sweep makes of the scenario for its points.
+    pub trace: std::sync::Arc<Vec<crate::trace::Conversation>>,
     /// Calibration.
     pub calibration: CalibrationFile,
     /// KV capacity of one instance, the smallest over the scenario's GPU and its pools' \[tokens\].
@@ -690,7 +691,7 @@ impl LoadedScenario {
         resolve_pool_kv_loads(&mut sc, &mut clusters, scenario_load);
         Ok(LoadedScenario {
             resolved: sc,
-            trace,
+            trace: trace.into(),
             calibration,
             kv_capacity_tokens,
             clusters,
