@@ -155,7 +155,7 @@ impl AffineDecodeCost {
     }
 
     /// Numerator of `time(ctx)` \[2^-32 µs\].
-    fn numerator(&self, ctx: u64) -> i128 {
+    pub(crate) fn numerator(&self, ctx: u64) -> i128 {
         self.offset + ctx as i128 * self.per_context_token
     }
 

@@ -140,7 +140,15 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
         for _ in 0..300 {
-            let cost = AffineDecodeCost::from_ms(rng.gen_range(3.0..12.0), rng.gen_range(0.0..2e-4));
+            // Rising costs, and one run in four falling with the context (a negative β4: the
+            // search prices each step instead of stepping a 64-bit numerator); every step > 0.4 ms.
+            let per_token_ms = rng.gen_range(0.0..2e-4);
+            let per_token_ms = if rng.gen_range(0..4) == 0 {
+                -per_token_ms / 100.0
+            } else {
+                per_token_ms
+            };
+            let cost = AffineDecodeCost::from_ms(rng.gen_range(3.0..12.0), per_token_ms);
             let (n, ctx0) = (rng.gen_range(1..200u64), rng.gen_range(0..500_000u64));
             let len = rng.gen_range(2..4_000usize);
             let start = SimTime(rng.gen_range(0..1_000_000));
@@ -498,40 +506,37 @@ impl DecodeRun {
     pub fn last_finished_before(&self, bound: SimTime, before: impl Fn(SimTime, SimTime) -> bool) -> (usize, SimTime) {
         let last = self.len - 1;
         let (mut f, mut end_f) = (self.finished, self.finished_end);
-        // Whether step f + 1, ending at `next`, comes before the event.
-        let holds_next = |next: SimTime, end_f: SimTime| {
-            let holds = next < bound || (next == bound && before(next, end_f));
-            debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
-            holds
-        };
-        // Step f + 1's time is ⌊numerator / 2^32⌋, the numerator growing by `d` a step
-        // ([`AffineDecodeCost::time`]): in 64 bits while it fits and grows, as the run sum does.
-        let first = self.cost.offset + (self.ctx0 + f as u64 * self.n) as i128 * self.cost.per_context_token;
+        // Step f + 1's time is ⌊numerator / 2^32⌋ ([`AffineDecodeCost::time`]), the numerator
+        // growing by `d` a step: kept in 64 bits, as the run sum's loop does, while every
+        // numerator of the walk fits and none falls; otherwise each step is priced.
         let d = self.n as i128 * self.cost.per_context_token;
         let walk = last.saturating_sub(f).min(Self::WALK_STEPS) as i128;
-        if let (Ok(mut num), Ok(d), Ok(_)) = (u64::try_from(first), u64::try_from(d), u64::try_from(first + walk * d)) {
-            for _ in 0..Self::WALK_STEPS {
-                if f >= last {
-                    return (f, end_f);
-                }
-                let next = end_f + SimDuration(num >> DECODE_COST_FRAC_BITS);
-                debug_assert_eq!(next, end_f + self.step_time(f + 1));
-                if !holds_next(next, end_f) {
-                    return (f, end_f);
-                }
-                (f, end_f, num) = (f + 1, next, num + d);
+        let first = self.cost.numerator(self.ctx0 + f as u64 * self.n);
+        let mut num64 = match (u64::try_from(first), u64::try_from(d), u64::try_from(first + walk * d)) {
+            (Ok(num), Ok(d), Ok(_)) => Some((num, d)),
+            _ => None,
+        };
+        for _ in 0..Self::WALK_STEPS {
+            if f >= last {
+                return (f, end_f);
             }
-        } else {
-            for _ in 0..Self::WALK_STEPS {
-                if f >= last {
-                    return (f, end_f);
+            let step = match &mut num64 {
+                Some((num, d)) => {
+                    let t = SimDuration(*num >> DECODE_COST_FRAC_BITS);
+                    *num += *d;
+                    t
                 }
-                let next = end_f + self.step_time(f + 1);
-                if !holds_next(next, end_f) {
-                    return (f, end_f);
-                }
-                (f, end_f) = (f + 1, next);
+                None => self.step_time(f + 1),
+            };
+            debug_assert_eq!(step, self.step_time(f + 1));
+            let next = end_f + step;
+            // Whether step f + 1 comes before the event: the times decide but at `bound`.
+            let holds = next < bound || (next == bound && before(next, end_f));
+            debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
+            if !holds {
+                return (f, end_f);
             }
+            (f, end_f) = (f + 1, next);
         }
         // Gallop: find hi with step hi failing (or past the last), then bisect (f, hi).
         let holds = |j: usize| {
