@@ -278,24 +278,39 @@ pub fn read_summary_csv(path: &std::path::Path) -> crate::error::InputResult<Vec
 }
 
 /// `timeline.csv`: `policy,time_s,instance,waiting,running,kv_usage,busy_fraction`, one line
-/// per instance and grid point (see [`crate::sim::TimelineSample`]).
+/// per instance and grid point (see [`crate::sim::TimelineSample`]): [`timeline_csv_header`],
+/// then each row as [`push_timeline_rows`] formats it.
+pub fn timeline_csv(rows: &[(String, crate::sim::TimelineSample)]) -> Vec<u8> {
+    let mut out = timeline_csv_header();
+    out.reserve(rows.len() * 64);
+    for (policy, s) in rows {
+        push_timeline_rows(&mut out, policy, std::slice::from_ref(s));
+    }
+    out
+}
+
+/// The header line of `timeline.csv` (newline included).
+pub fn timeline_csv_header() -> Vec<u8> {
+    let mut out = TIMELINE_HEADER.join(",").into_bytes();
+    out.push(b'\n');
+    out
+}
+
+/// Appends to `out` the `timeline.csv` lines of `samples`, all of policy `policy`.
 ///
 /// Formatted directly (text fields quoted as the `csv` crate quotes them, numbers by `itoa` and
 /// `ryu` as its serializer prints them): the same bytes as serializing each row with `csv`, for
 /// ≈ 2,900 instructions a row instead of ≈ 3,800 (Vidur's 2,380 rows by callgrind; ryu's three
 /// floats are most of what is left).
-pub fn timeline_csv(rows: &[(String, crate::sim::TimelineSample)]) -> Vec<u8> {
+pub fn push_timeline_rows(out: &mut Vec<u8>, policy: &str, samples: &[crate::sim::TimelineSample]) {
     use crate::metrics::push_text;
-    let mut out = Vec::with_capacity(64 + rows.len() * 64);
-    out.extend_from_slice(TIMELINE_HEADER.join(",").as_bytes());
-    out.push(b'\n');
     let (mut ints, mut floats) = (itoa::Buffer::new(), ryu::Buffer::new());
-    for (policy, s) in rows {
-        push_text(&mut out, policy);
+    for s in samples {
+        push_text(out, policy);
         out.push(b',');
         out.extend_from_slice(floats.format(s.time_s).as_bytes());
         out.push(b',');
-        push_text(&mut out, &s.instance);
+        push_text(out, &s.instance);
         out.push(b',');
         out.extend_from_slice(ints.format(s.waiting).as_bytes());
         out.push(b',');
@@ -306,7 +321,6 @@ pub fn timeline_csv(rows: &[(String, crate::sim::TimelineSample)]) -> Vec<u8> {
         out.extend_from_slice(floats.format(s.busy_fraction).as_bytes());
         out.push(b'\n');
     }
-    out
 }
 
 const TIMELINE_HEADER: [&str; 7] = [
