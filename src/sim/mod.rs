@@ -335,20 +335,36 @@ struct Request {
     next_in_conv: u32,
 }
 
+/// An instance index as stored in [`ConvState`].
+///
+/// # Panics
+/// Past `u32::MAX` instances (a cluster is validated to far fewer).
+fn inst_u32(i: usize) -> u32 {
+    u32::try_from(i).expect("an instance index fits in u32")
+}
+
 /// No request slot (the end of a conversation's chain).
 const NO_REQUEST: u32 = u32::MAX;
 
+/// 32 bytes (indices as `u32`): one per conversation of the workload, so a million of them is
+/// 32 MB.
 struct ConvState {
-    next_turn: usize,
+    /// Index of its next turn (0-based).
+    next_turn: u32,
     context_tokens: u32,
-    decode_inst: usize,
-    prefill_inst: Option<usize>,
+    /// The D/R instance it is pinned to.
+    decode_inst: u32,
+    /// The P instance it is pinned to (none without P instances).
+    prefill_inst: Option<u32>,
     stopped: bool,
     /// The slots of its first and latest requests ([`NO_REQUEST`] before the first turn and
     /// after its records are emitted): the chain [`Request::next_in_conv`] runs between them.
     first_request: u32,
     last_request: u32,
 }
+
+// What the doc above promises: a field added or widened shows here.
+const _: () = assert!(std::mem::size_of::<ConvState>() == 32);
 
 /// What a run produced.
 #[derive(Clone, Debug)]
@@ -599,8 +615,8 @@ impl<'a> Simulation<'a> {
                 ConvState {
                     next_turn: 0,
                     context_tokens: 0,
-                    decode_inst,
-                    prefill_inst,
+                    decode_inst: inst_u32(decode_inst),
+                    prefill_inst: prefill_inst.map(inst_u32),
                     stopped: false,
                     first_request: NO_REQUEST,
                     last_request: NO_REQUEST,
@@ -954,26 +970,26 @@ impl<'a> Simulation<'a> {
         }
         self.active_convs[decode_inst] += 1;
         let st = &mut self.conv_state[conv];
-        st.decode_inst = decode_inst;
-        st.prefill_inst = prefill_inst;
+        st.decode_inst = inst_u32(decode_inst);
+        st.prefill_inst = prefill_inst.map(inst_u32);
         self.requests[req].decode_inst = decode_inst;
     }
 
     fn new_request(&mut self, conv: usize) -> usize {
         let tpl = self.cfg.template_tokens_per_message;
         let st = &mut self.conv_state[conv];
-        let turn = self.convs[conv].turns[st.next_turn];
+        let turn = self.convs[conv].turns[st.next_turn as usize];
         let user = turn.user_tokens + tpl;
         let req = Request {
             conv,
-            turn: st.next_turn + 1,
+            turn: st.next_turn as usize + 1,
             num_context_tokens: st.context_tokens,
             num_user_tokens: user,
             num_prompt_tokens: st.context_tokens + user,
             num_output_tokens: turn.assistant_tokens,
             route: RouteKind::Local,
             prefill_inst: None,
-            decode_inst: st.decode_inst,
+            decode_inst: st.decode_inst as usize,
             arrived_at: self.now,
             first_token_at: None,
             backlog_tokens: 0,
@@ -1092,14 +1108,14 @@ impl<'a> Simulation<'a> {
                     self.starts_queued += 1;
                 }
                 if self.cfg.pinning == Pinning::LeastLoaded {
-                    self.conv_state[conv].decode_inst = self.least_loaded_decode();
+                    self.conv_state[conv].decode_inst = inst_u32(self.least_loaded_decode());
                 }
-                let d = self.conv_state[conv].decode_inst;
+                let d = self.conv_state[conv].decode_inst as usize;
                 self.active_convs[d] += 1;
                 if let Some((key, tokens)) = self.convs[conv].shared_prefix {
                     self.interrupt_run(d);
                     self.instances[d].warm_shared(key, tokens);
-                    if let Some(p) = self.conv_state[conv].prefill_inst {
+                    if let Some(p) = self.conv_state[conv].prefill_inst.map(|p| p as usize) {
                         self.interrupt_run(p);
                         self.instances[p].warm_shared(key, tokens);
                     }
@@ -1258,7 +1274,7 @@ impl<'a> Simulation<'a> {
     /// with the queues, batch and caches of the moment.
     fn predicted_costs_ms(&self, req: usize, weight: f64) -> Option<(f64, f64)> {
         let r = &self.requests[req];
-        let p = self.conv_state[r.conv].prefill_inst?;
+        let p = self.conv_state[r.conv].prefill_inst? as usize;
         let (d, prompt) = (r.decode_inst, r.num_prompt_tokens);
         let di = &self.instances[d];
         let (b, ctx) = di.decoding_shape();
@@ -1436,7 +1452,7 @@ impl<'a> Simulation<'a> {
                 .expect("split routes need a P instance"),
             RouteKind::Split => self.conv_state[conv]
                 .prefill_inst
-                .expect("split routes need a P instance"),
+                .expect("split routes need a P instance") as usize,
             RouteKind::Local => r.decode_inst,
         };
         let r = &mut self.requests[req];
@@ -1509,7 +1525,7 @@ impl<'a> Simulation<'a> {
             r.timed_out = self.now.since(r.arrived_at) > SimDuration::from_secs_f64(t);
         }
         let (conv, timed_out, inst) = (r.conv, r.timed_out, r.decode_inst);
-        let k = self.conv_state[conv].next_turn;
+        let k = self.conv_state[conv].next_turn as usize;
         if timed_out || k == self.convs[conv].turns.len() {
             // A failed turn ends its conversation (the client does not send the next one).
             self.conv_state[conv].stopped = timed_out;
@@ -1631,7 +1647,7 @@ impl<'a> Simulation<'a> {
 
         for (c, st) in self.conv_state.iter().enumerate() {
             assert!(
-                st.stopped || st.next_turn == self.convs[c].turns.len(),
+                st.stopped || st.next_turn as usize == self.convs[c].turns.len(),
                 "conversation {c} did not finish"
             );
         }
