@@ -338,7 +338,8 @@ struct Request {
 /// An instance index as stored in [`ConvState`].
 ///
 /// # Panics
-/// Past `u32::MAX` instances (a cluster is validated to far fewer).
+/// Past `u32::MAX` instances (a cluster is validated to at most
+/// [`crate::scenario::limits::MAX_INSTANCES`], 4,096).
 fn inst_u32(i: usize) -> u32 {
     u32::try_from(i).expect("an instance index fits in u32")
 }
