@@ -82,7 +82,7 @@ pub struct CalibrateOptions {
     /// Engine time of each request's first admission in the replays
     /// ([`crate::sim::SimConfig::engine_admit_ms`]) \[ms\], held at this value and recorded in
     /// the model file when above 0. Default `None`: identified from the interference bursts when
-    /// the core experiment is among the inputs and the replay runs (see [`replay_fit`]), else 0.
+    /// the core experiment is among the inputs and the replay runs (see `replay_fit`), else 0.
     pub engine_admit_ms: Option<f64>,
     /// Whether the replays price cascade attention
     /// ([`crate::sim::instance::EngineLimits::cascade_attention`]): of the inputs only the

@@ -494,7 +494,7 @@ impl CostFunction for DecodeLoadProblem<'_> {
 /// ([`crate::sim::SimConfig::engine_admit_ms`]); NaN when the file has no decode-only setting.
 ///
 /// # Errors
-/// As [`crate::validate::interference`] (a malformed file).
+/// As [`crate::validate::interference()`] (a malformed file).
 pub fn burst_admission_objective(
     path: &std::path::Path,
     v: &serde_json::Value,

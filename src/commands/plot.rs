@@ -15,7 +15,7 @@ pub(crate) fn scenario_slo(path: &Path) -> Option<crate::metrics::Slo> {
     doc.get("slo")?.clone().try_into().ok()
 }
 
-/// Redraws the plots of a results directory (see [`Command::Plot`]). The plots are drawn into a
+/// Redraws the plots of a results directory (see [`crate::cli::Command::Plot`]). The plots are drawn into a
 /// staging directory inside it and each file is renamed into place, so a failure leaves the old
 /// plots whole; only files the directory's manifest lists (or new ones) are replaced.
 pub(crate) fn exec_plot(dir: &Path, flags: crate::cli::WriteFlags) -> Result<i32> {

@@ -210,7 +210,7 @@ pub(crate) fn write_sweep_results(
     Ok(text)
 }
 
-/// `ppdsim sweep merge` (see [`SweepAction::Merge`]).
+/// `ppdsim sweep merge` (see [`crate::cli::SweepAction::Merge`]).
 pub(crate) fn exec_sweep_merge(
     dirs: &[PathBuf],
     output: Option<PathBuf>,

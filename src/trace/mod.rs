@@ -62,7 +62,7 @@ pub fn read_trace(path: &Path) -> InputResult<Vec<Conversation>> {
 
 /// [`read_trace`], with the 1-based file line of each conversation.
 ///
-/// The text is parsed in regions of whole lines ([`REGION_BYTES`]) on every thread of the pool;
+/// The text is parsed in regions of whole lines (`REGION_BYTES`, 64 KiB) on every thread of the pool;
 /// a gzip trace's regions are handed out as they are inflated, so parsing overlaps the
 /// decompression. Whatever the thread count or the region size, the result is the same, and so
 /// is the error: a corrupt gzip stream first, then the first over-long line, then the first bad
