@@ -335,15 +335,6 @@ struct Request {
     next_in_conv: u32,
 }
 
-/// An instance index as stored in [`ConvState`].
-///
-/// # Panics
-/// Past `u32::MAX` instances (a cluster is validated to at most
-/// [`crate::scenario::limits::MAX_INSTANCES`], 4,096).
-fn inst_u32(i: usize) -> u32 {
-    u32::try_from(i).expect("an instance index fits in u32")
-}
-
 /// No request slot (the end of a conversation's chain).
 const NO_REQUEST: u32 = u32::MAX;
 
@@ -353,9 +344,9 @@ struct ConvState {
     /// Index of its next turn (0-based).
     next_turn: u32,
     context_tokens: u32,
-    /// The D/R instance it is pinned to.
+    /// The D/R instance it is pinned to ([`ConvState::decode_inst`]).
     decode_inst: u32,
-    /// The P instance it is pinned to (none without P instances).
+    /// The P instance it is pinned to, none without P instances ([`ConvState::prefill_inst`]).
     prefill_inst: Option<u32>,
     stopped: bool,
     /// The slots of its first and latest requests ([`NO_REQUEST`] before the first turn and
@@ -366,6 +357,44 @@ struct ConvState {
 
 // What the doc above promises: a field added or widened shows here.
 const _: () = assert!(std::mem::size_of::<ConvState>() == 32);
+
+impl ConvState {
+    /// A conversation before its first turn, pinned to `decode_inst` (and `prefill_inst`).
+    fn new(decode_inst: usize, prefill_inst: Option<usize>) -> Self {
+        ConvState {
+            next_turn: 0,
+            context_tokens: 0,
+            decode_inst: Self::packed(decode_inst),
+            prefill_inst: prefill_inst.map(Self::packed),
+            stopped: false,
+            first_request: NO_REQUEST,
+            last_request: NO_REQUEST,
+        }
+    }
+
+    /// Pins it to `decode_inst` (and `prefill_inst`).
+    fn pin(&mut self, decode_inst: usize, prefill_inst: Option<usize>) {
+        self.decode_inst = Self::packed(decode_inst);
+        self.prefill_inst = prefill_inst.map(Self::packed);
+    }
+
+    /// An instance index as stored.
+    ///
+    /// # Panics
+    /// Past `u32::MAX` (a cluster is validated to at most
+    /// [`crate::scenario::limits::MAX_INSTANCES`], 4,096 instances).
+    fn packed(inst: usize) -> u32 {
+        u32::try_from(inst).expect("an instance index fits in u32")
+    }
+
+    fn decode_inst(&self) -> usize {
+        self.decode_inst as usize
+    }
+
+    fn prefill_inst(&self) -> Option<usize> {
+        self.prefill_inst.map(|p| p as usize)
+    }
+}
 
 /// What a run produced.
 #[derive(Clone, Debug)]
@@ -613,15 +642,7 @@ impl<'a> Simulation<'a> {
             .enumerate()
             .map(|(c, _)| {
                 let (decode_inst, prefill_inst) = hash_pin(splitmix64(salted(c as u64, cfg.routing_seed)), p, d);
-                ConvState {
-                    next_turn: 0,
-                    context_tokens: 0,
-                    decode_inst: inst_u32(decode_inst),
-                    prefill_inst: prefill_inst.map(inst_u32),
-                    stopped: false,
-                    first_request: NO_REQUEST,
-                    last_request: NO_REQUEST,
-                }
+                ConvState::new(decode_inst, prefill_inst)
             })
             .collect();
         let n = instances.len();
@@ -970,9 +991,7 @@ impl<'a> Simulation<'a> {
             decode_inst = self.least_loaded_decode();
         }
         self.active_convs[decode_inst] += 1;
-        let st = &mut self.conv_state[conv];
-        st.decode_inst = inst_u32(decode_inst);
-        st.prefill_inst = prefill_inst.map(inst_u32);
+        self.conv_state[conv].pin(decode_inst, prefill_inst);
         self.requests[req].decode_inst = decode_inst;
     }
 
@@ -990,7 +1009,7 @@ impl<'a> Simulation<'a> {
             num_output_tokens: turn.assistant_tokens,
             route: RouteKind::Local,
             prefill_inst: None,
-            decode_inst: st.decode_inst as usize,
+            decode_inst: st.decode_inst(),
             arrived_at: self.now,
             first_token_at: None,
             backlog_tokens: 0,
@@ -1109,14 +1128,15 @@ impl<'a> Simulation<'a> {
                     self.starts_queued += 1;
                 }
                 if self.cfg.pinning == Pinning::LeastLoaded {
-                    self.conv_state[conv].decode_inst = inst_u32(self.least_loaded_decode());
+                    let (d, p) = (self.least_loaded_decode(), self.conv_state[conv].prefill_inst());
+                    self.conv_state[conv].pin(d, p);
                 }
-                let d = self.conv_state[conv].decode_inst as usize;
+                let d = self.conv_state[conv].decode_inst();
                 self.active_convs[d] += 1;
                 if let Some((key, tokens)) = self.convs[conv].shared_prefix {
                     self.interrupt_run(d);
                     self.instances[d].warm_shared(key, tokens);
-                    if let Some(p) = self.conv_state[conv].prefill_inst.map(|p| p as usize) {
+                    if let Some(p) = self.conv_state[conv].prefill_inst() {
                         self.interrupt_run(p);
                         self.instances[p].warm_shared(key, tokens);
                     }
@@ -1275,7 +1295,7 @@ impl<'a> Simulation<'a> {
     /// with the queues, batch and caches of the moment.
     fn predicted_costs_ms(&self, req: usize, weight: f64) -> Option<(f64, f64)> {
         let r = &self.requests[req];
-        let p = self.conv_state[r.conv].prefill_inst? as usize;
+        let p = self.conv_state[r.conv].prefill_inst()?;
         let (d, prompt) = (r.decode_inst, r.num_prompt_tokens);
         let di = &self.instances[d];
         let (b, ctx) = di.decoding_shape();
@@ -1452,8 +1472,8 @@ impl<'a> Simulation<'a> {
                 .min_by_key(|&i| (self.instances[i].num_seqs(), i))
                 .expect("split routes need a P instance"),
             RouteKind::Split => self.conv_state[conv]
-                .prefill_inst
-                .expect("split routes need a P instance") as usize,
+                .prefill_inst()
+                .expect("split routes need a P instance"),
             RouteKind::Local => r.decode_inst,
         };
         let r = &mut self.requests[req];
