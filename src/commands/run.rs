@@ -405,7 +405,7 @@ pub(crate) fn simulate_with(
         let (s, timeline_rows) = rayon::join(
             || summary.finish(&d.name, convs.len(), instances, mode_switches, &sc.resolved.percentiles),
             || {
-                let mut rows = Vec::with_capacity(r.timeline.len() * 64);
+                let mut rows = Vec::new();
                 output::push_timeline_rows(&mut rows, &d.name, &r.timeline);
                 rows
             },
