@@ -10,8 +10,8 @@ use std::path::Path;
 /// (skipping any name the source already uses); returns how many were renamed.
 pub(crate) fn make_ids_unique(convs: &mut [crate::trace::Conversation]) -> usize {
     use std::collections::HashSet;
-    let original: HashSet<String> = convs.iter().map(|c| c.id.clone()).collect();
-    let mut used: HashSet<String> = HashSet::with_capacity(convs.len());
+    let original: HashSet<std::sync::Arc<str>> = convs.iter().map(|c| c.id.clone()).collect();
+    let mut used: HashSet<std::sync::Arc<str>> = HashSet::with_capacity(convs.len());
     let mut renamed = 0;
     for c in convs.iter_mut() {
         if used.insert(c.id.clone()) {
@@ -19,10 +19,10 @@ pub(crate) fn make_ids_unique(convs: &mut [crate::trace::Conversation]) -> usize
         }
         let id = (2..)
             .map(|n| format!("{}~{n}", c.id))
-            .find(|cand| !original.contains(cand) && !used.contains(cand))
+            .find(|cand| !original.contains(cand.as_str()) && !used.contains(cand.as_str()))
             .expect("some suffix is free");
-        used.insert(id.clone());
-        c.id = id;
+        c.id = id.into();
+        used.insert(c.id.clone());
         renamed += 1;
     }
     renamed
@@ -177,13 +177,13 @@ mod tests {
         let mut convs: Vec<crate::trace::Conversation> = ["x", "x", "x~2", "y", "x"]
             .iter()
             .map(|id| crate::trace::Conversation {
-                id: id.to_string(),
-                turns: vec![],
+                id: (*id).into(),
+                turns: [].into(),
                 arrival_s: None,
             })
             .collect();
         assert_eq!(make_ids_unique(&mut convs), 2);
-        let ids: Vec<&str> = convs.iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<&str> = convs.iter().map(|c| &*c.id).collect();
         // `x~2` is taken by the source, so the second `x` becomes `x~3`, the third `x~4`.
         assert_eq!(ids, ["x", "x~3", "x~2", "y", "x~4"]);
     }

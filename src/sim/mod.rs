@@ -1756,7 +1756,8 @@ mod tests {
             turns: vec![Turn {
                 user_tokens: user,
                 assistant_tokens: assistant,
-            }],
+            }]
+            .into(),
             think_after: vec![],
             not_before: vec![],
             shared_prefix: None,

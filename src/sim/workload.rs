@@ -85,8 +85,8 @@ pub struct TimedConversation {
     pub id: std::sync::Arc<str>,
     /// When turn 1 arrives.
     pub start_at: SimTime,
-    /// Turns.
-    pub turns: Vec<Turn>,
+    /// Turns (shared with the trace conversation it replays and with every other replay of it).
+    pub turns: std::sync::Arc<[Turn]>,
     /// Think time after turn `k` (length `turns.len() − 1`).
     pub think_after: Vec<SimDuration>,
     /// Earliest arrival of turn `k + 1` (empty, or length `turns.len() − 1`): a turn arrives at
@@ -126,7 +126,6 @@ pub fn generate(
     {
         return setup_protocol(source, &idx, *rate_per_s, *duration_s, *setup_s, think, rng);
     }
-    let mut ids = SharedIds::new(source);
     assert!(!source.is_empty() && (count.is_some() || window_s.is_some()));
     let gap = match arrival {
         ArrivalSpec::Poisson { rate_per_s } => Some(Exp::new(*rate_per_s).expect("rate validated > 0")),
@@ -174,7 +173,7 @@ pub fn generate(
             })
             .collect();
         out.push(TimedConversation {
-            id: ids.get(k),
+            id: c.id.clone(),
             start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
             turns: c.turns.clone(),
             think_after,
@@ -202,28 +201,6 @@ fn think_times(c: &Conversation, think: &ThinkTimeSpec, rng: &mut RngStreams) ->
         .collect()
 }
 
-/// One shared id per source conversation, however often a workload cycles through it, made
-/// when first used (a workload may take 10 of a trace's 10,000 conversations).
-struct SharedIds<'a> {
-    source: &'a [Conversation],
-    ids: Vec<Option<std::sync::Arc<str>>>,
-}
-
-impl<'a> SharedIds<'a> {
-    fn new(source: &'a [Conversation]) -> Self {
-        SharedIds {
-            source,
-            ids: vec![None; source.len()],
-        }
-    }
-
-    /// Conversation `k`'s id.
-    fn get(&mut self, k: usize) -> std::sync::Arc<str> {
-        let source = self.source;
-        self.ids[k].get_or_insert_with(|| source[k].id.as_str().into()).clone()
-    }
-}
-
 /// The setup-phase protocol of [`ArrivalSpec::Setup`].
 fn setup_protocol(
     source: &[Conversation],
@@ -235,7 +212,6 @@ fn setup_protocol(
     rng: &mut RngStreams,
 ) -> Vec<TimedConversation> {
     let gap = Exp::new(rate_per_s).expect("rate validated > 0");
-    let mut ids = SharedIds::new(source);
     let cap = ((rate_per_s * duration_s) as usize).max(1);
     let mut arrivals = Vec::new();
     let mut t = 0.0f64;
@@ -261,7 +237,7 @@ fn setup_protocol(
                 *first = SimTime::ZERO + SimDuration::from_secs_f64(setup_s + a);
             }
             TimedConversation {
-                id: ids.get(k),
+                id: c.id.clone(),
                 start_at: SimTime::ZERO,
                 turns: c.turns.clone(),
                 think_after: think_times(c, think, rng),
@@ -317,8 +293,8 @@ impl SyntheticSpec {
                 .iter()
                 .flat_map(|&l| {
                     append_tokens.iter().map(move |&m| Conversation {
-                        id: format!("L{l}_m{m}"),
-                        turns: vec![
+                        id: format!("L{l}_m{m}").into(),
+                        turns: [
                             Turn {
                                 user_tokens: l.saturating_sub(1),
                                 assistant_tokens: 1,
@@ -327,7 +303,8 @@ impl SyntheticSpec {
                                 user_tokens: m,
                                 assistant_tokens: *output_tokens,
                             },
-                        ],
+                        ]
+                        .into(),
                         arrival_s: None,
                     })
                 })
@@ -344,17 +321,46 @@ mod tests {
         ts.iter()
             .enumerate()
             .map(|(i, &t)| Conversation {
-                id: format!("c{i}"),
+                id: format!("c{i}").into(),
                 turns: vec![
                     Turn {
                         user_tokens: 10,
                         assistant_tokens: 5,
                     };
                     2
-                ],
+                ]
+                .into(),
                 arrival_s: Some(t),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_workload_shares_the_trace_s_turns_and_ids_however_often_it_replays_them() {
+        // 5 conversations from a trace of 2: conversations 0, 2, 4 replay trace conversation 0.
+        let src = timed(&[0.0, 1.0]);
+        let mut rng = RngStreams::new(1);
+        let w = generate(
+            &src,
+            Some(5),
+            None,
+            ConversationOrder::Trace,
+            &ArrivalSpec::Burst,
+            &ThinkTimeSpec::Constant { value_s: 1.0 },
+            &mut rng,
+        );
+        assert_eq!(w.len(), 5);
+        for (n, c) in w.iter().enumerate() {
+            let s = &src[n % 2];
+            assert!(
+                std::sync::Arc::ptr_eq(&c.turns, &s.turns),
+                "conversation {n}'s turns are a copy"
+            );
+            assert!(std::sync::Arc::ptr_eq(&c.id, &s.id), "conversation {n}'s id is a copy");
+            assert_eq!(c.think_after, [SimDuration::from_secs_f64(1.0)]);
+        }
+        // The trace's own handle and the three replays of conversation 0.
+        assert_eq!(std::sync::Arc::strong_count(&src[0].turns), 4);
     }
 
     #[test]

@@ -40,10 +40,10 @@ pub struct Turn {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conversation {
-    /// Source id.
-    pub id: String,
-    /// Turns, at least one.
-    pub turns: Vec<Turn>,
+    /// Source id (shared, not copied, by the workloads and records made from it).
+    pub id: std::sync::Arc<str>,
+    /// Turns, at least one (shared, not copied, by the workloads made from it).
+    pub turns: std::sync::Arc<[Turn]>,
     /// When turn 1 arrived in the source, from the trace's first arrival \[s\]; `None` when the
     /// source has no timestamps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -540,10 +540,10 @@ mod tests {
         );
         let (convs, lines) = read_trace_lines(f.path()).expect("valid");
         assert_eq!(lines, vec![1, 3]);
-        assert_eq!((convs[0].id.as_str(), convs[1].id.as_str()), ("a", "b"));
+        assert_eq!((&*convs[0].id, &*convs[1].id), ("a", "b"));
         assert_eq!(
-            convs[1].turns,
-            vec![Turn {
+            *convs[1].turns,
+            [Turn {
                 user_tokens: 5,
                 assistant_tokens: 6
             }]
@@ -606,7 +606,7 @@ mod tests {
             assert_eq!(convs.len(), 10_000);
             for (k, (c, &l)) in convs.iter().zip(&lines).enumerate() {
                 assert_eq!(
-                    (c.id.as_str(), c.turns[0].user_tokens, l),
+                    (&*c.id, c.turns[0].user_tokens, l),
                     (format!("c{k}").as_str(), k as u32, k + 1)
                 );
             }

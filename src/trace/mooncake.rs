@@ -74,10 +74,12 @@ pub struct MooncakeReport {
 pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
     let text = crate::input::read_text(path)?;
     let mut report = MooncakeReport::default();
-    let mut convs: Vec<Conversation> = Vec::new();
+    // The conversations' turns grow as continuations are found; each becomes a Conversation at
+    // the end, named after the line of its first request (`ids`).
+    let (mut turns, mut ids): (Vec<Vec<Turn>>, Vec<usize>) = (Vec::new(), Vec::new());
     // A request written as a turn.
     struct Kept {
-        /// Index of its conversation in `convs`.
+        /// Index of its conversation in `turns`.
         conv: usize,
         /// Its prompt as the simulator will see it \[tokens\].
         prompt_tokens: u64,
@@ -129,7 +131,7 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
                 }
                 report.continuations += 1;
                 let user = user.max(0) as u32;
-                convs[c].turns.push(Turn {
+                turns[c].push(Turn {
                     user_tokens: user,
                     assistant_tokens: r.output_length,
                 });
@@ -141,17 +143,14 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
                 });
             }
             None => {
-                convs.push(Conversation {
-                    id: format!("mooncake-{}", i + 1),
-                    turns: vec![Turn {
-                        user_tokens: r.input_length,
-                        assistant_tokens: r.output_length,
-                    }],
-                    arrival_s: None,
-                });
+                ids.push(i + 1);
+                turns.push(vec![Turn {
+                    user_tokens: r.input_length,
+                    assistant_tokens: r.output_length,
+                }]);
                 starts_ms.push(r.timestamp);
                 kept.push(Kept {
-                    conv: convs.len() - 1,
+                    conv: turns.len() - 1,
                     prompt_tokens: r.input_length as u64,
                     answer_tokens: r.output_length,
                     continued: false,
@@ -167,9 +166,16 @@ pub fn import(path: &Path) -> InputResult<(Vec<Conversation>, MooncakeReport)> {
         return Err(InputError::file(path, "no requests in the file"));
     }
     let t0 = starts_ms.iter().copied().min().unwrap_or(0);
-    for (c, t) in convs.iter_mut().zip(&starts_ms) {
-        c.arrival_s = Some((t - t0) as f64 / 1e3);
-    }
+    let convs: Vec<Conversation> = turns
+        .into_iter()
+        .zip(ids)
+        .zip(&starts_ms)
+        .map(|((turns, i), t)| Conversation {
+            id: format!("mooncake-{i}").into(),
+            turns: turns.into(),
+            arrival_s: Some((t - t0) as f64 / 1e3),
+        })
+        .collect();
     report.conversations_written = convs.len();
     report.multi_turn_conversations = convs.iter().filter(|c| c.turns.len() >= 2).count();
     report.max_turns = convs.iter().map(|c| c.turns.len()).max().unwrap_or(0);
@@ -202,10 +208,10 @@ mod tests {
             assistant_tokens: a,
         };
         assert_eq!(convs.len(), 2);
-        assert_eq!(convs[0].id, "mooncake-1");
-        assert_eq!(convs[0].turns, [t(1100, 100), t(400, 80), t(0, 7)]);
-        assert_eq!(convs[1].id, "mooncake-3");
-        assert_eq!(convs[1].turns, [t(1200, 10)]);
+        assert_eq!(&*convs[0].id, "mooncake-1");
+        assert_eq!(*convs[0].turns, [t(1100, 100), t(400, 80), t(0, 7)]);
+        assert_eq!(&*convs[1].id, "mooncake-3");
+        assert_eq!(*convs[1].turns, [t(1200, 10)]);
         assert_eq!(
             (
                 report.continuations,

@@ -181,11 +181,12 @@ fn finish(path: &Path, format: &str, mut reqs: Vec<Request>) -> InputResult<(Vec
             continue;
         }
         convs.push(Conversation {
-            id: format!("{format}-{}", r.row),
-            turns: vec![Turn {
+            id: format!("{format}-{}", r.row).into(),
+            turns: [Turn {
                 user_tokens: r.prompt_tokens,
                 assistant_tokens: r.output_tokens,
-            }],
+            }]
+            .into(),
             arrival_s: r.at_ticks.zip(t0).map(|(t, t0)| (t - t0) as f64 / TICKS_PER_S),
         });
     }

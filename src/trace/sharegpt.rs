@@ -229,8 +229,8 @@ fn convert_one(bpe: &CoreBPE, raw: &RawValue) -> ConvOutcome {
         r.conversations_without_turns += 1;
     } else {
         o.conv = Some(Conversation {
-            id: rc.id.unwrap_or_default(),
-            turns,
+            id: rc.id.unwrap_or_default().into(),
+            turns: turns.into(),
             arrival_s: None,
         });
     }
@@ -302,8 +302,8 @@ mod tests {
         );
         let c = o.conv.unwrap();
         assert_eq!(
-            c.turns,
-            vec![Turn {
+            *c.turns,
+            [Turn {
                 user_tokens: 1 + 2 + 1,
                 assistant_tokens: 2
             }]

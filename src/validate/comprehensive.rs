@@ -261,7 +261,8 @@ pub fn simulate_comprehensive_replays(
                 user_tokens: t2_in + 1,
                 assistant_tokens: t2_out,
             },
-        ],
+        ]
+        .into(),
         think_after: vec![SimDuration::ZERO],
         not_before: vec![],
         shared_prefix: None,

@@ -125,7 +125,8 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
             turns: vec![Turn {
                 user_tokens: user,
                 assistant_tokens: out,
-            }],
+            }]
+            .into(),
             think_after: vec![],
             not_before: vec![],
             shared_prefix: shared.then_some((0, d_ctx)),

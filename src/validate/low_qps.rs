@@ -174,7 +174,8 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
                         user_tokens: p.shape[2] + 1,
                         assistant_tokens: p.shape[3],
                     },
-                ],
+                ]
+                .into(),
                 think_after: vec![SimDuration::from_secs_f64(offset)],
                 not_before: vec![],
                 shared_prefix: None,

@@ -197,7 +197,7 @@ fn trace_arrivals_replay_the_recorded_times() {
     let want: std::collections::HashMap<&str, f64> = trace
         .iter()
         .take(40)
-        .map(|c| (c.id.as_str(), c.arrival_s.unwrap() * 1e3 / 2.0))
+        .map(|c| (&*c.id, c.arrival_s.unwrap() * 1e3 / 2.0))
         .collect();
     let mut r = csv::Reader::from_path(out.join("requests.csv")).unwrap();
     let h = r.headers().unwrap().clone();

@@ -108,11 +108,12 @@ fn azure_head_expected(prefix: &str) -> Vec<Conversation> {
     rows.iter()
         .enumerate()
         .map(|(i, &(t, u, a))| Conversation {
-            id: format!("{prefix}-{}", i + 1),
+            id: format!("{prefix}-{}", i + 1).into(),
             turns: vec![ppdsim::trace::Turn {
                 user_tokens: u,
                 assistant_tokens: a,
-            }],
+            }]
+            .into(),
             arrival_s: Some(t),
         })
         .collect()
@@ -158,7 +159,7 @@ fn per_request_traces_are_ordered_by_time_and_bad_rows_are_refused_by_line() {
     let p = dir.path().join("shuffled.csv");
     std::fs::write(&p, shuffled).unwrap();
     let (convs, report) = import_azure(&p).unwrap();
-    let ids: Vec<&str> = convs.iter().map(|c| c.id.as_str()).collect();
+    let ids: Vec<&str> = convs.iter().map(|c| &*c.id).collect();
     assert_eq!(ids, ["azure-2", "azure-4", "azure-1"]);
     assert_eq!(convs[0].arrival_s, Some(0.0));
     assert!((convs[2].arrival_s.unwrap() - 4.541877).abs() < 1e-12);

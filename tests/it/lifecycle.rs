@@ -86,7 +86,8 @@ fn conversation() -> Vec<TimedConversation> {
                 user_tokens: 20,
                 assistant_tokens: 2,
             },
-        ],
+        ]
+        .into(),
         think_after: vec![SimDuration::from_secs_f64(1.0)],
         not_before: vec![],
         shared_prefix: None,
@@ -325,7 +326,8 @@ fn one_turn(n: usize) -> Vec<TimedConversation> {
             turns: vec![Turn {
                 user_tokens: 100,
                 assistant_tokens: 3,
-            }],
+            }]
+            .into(),
             think_after: vec![],
             not_before: vec![],
             shared_prefix: None,
@@ -587,7 +589,8 @@ fn answer_kv_reuse_is_a_knob() {
                     user_tokens: 20,
                     assistant_tokens: 2,
                 },
-            ],
+            ]
+            .into(),
             think_after: vec![SimDuration::from_secs_f64(1.0)],
             not_before: vec![],
             shared_prefix: None,
@@ -717,7 +720,8 @@ fn shared_prefix_burst(n: usize, shared: usize) -> Vec<TimedConversation> {
             turns: vec![Turn {
                 user_tokens: 528,
                 assistant_tokens: 4,
-            }],
+            }]
+            .into(),
             shared_prefix: (i < shared).then_some((0, 512)),
             ..c
         })
@@ -781,7 +785,8 @@ fn kv_exhaustion_preempts_the_latest_sequence_and_recomputes_it() {
             turns: vec![Turn {
                 user_tokens: 100,
                 assistant_tokens: 40,
-            }],
+            }]
+            .into(),
             ..c
         })
         .collect();
@@ -958,7 +963,11 @@ fn a_stream_slower_than_its_decode_steps_sets_the_client_s_tpot_on_both_paths() 
     // so the client sees TPOT 15 ms and E2E 27 + 49 × 15 = 762 ms — whether the decode steps run
     // one by one or as one closed-form run.
     let mut c = one_turn(1);
-    c[0].turns[0].assistant_tokens = 50;
+    c[0].turns = [Turn {
+        assistant_tokens: 50,
+        ..c[0].turns[0]
+    }]
+    .into();
     let mut cfg = config(replication(1), 8192);
     cfg.stream_ms_per_chunk = 15.0;
     for decode_runs in [false, true] {
@@ -1020,7 +1029,7 @@ fn routing_seed_draws_another_placement_with_the_same_shares() {
             .map(|i| {
                 let mut c = conversation().remove(0);
                 c.id = format!("c{i}").into();
-                c.turns.truncate(1);
+                c.turns = c.turns[..1].into();
                 c.start_at = SimTime::ZERO + SimDuration::from_secs_f64(i as f64 * 0.1);
                 c
             })
@@ -1137,7 +1146,8 @@ fn answers_are_reused_up_to_the_expected_first_retokenisation_mismatch() {
                     user_tokens: 20,
                     assistant_tokens: 2,
                 },
-            ],
+            ]
+            .into(),
             think_after: vec![SimDuration::from_secs_f64(1.0)],
             not_before: vec![],
             shared_prefix: None,
@@ -1197,7 +1207,7 @@ fn decode_runs_cut_events_and_keep_every_time() {
     let conv = |id: &str, at_s: f64, out| TimedConversation {
         id: id.into(),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(at_s),
-        turns: vec![turn(out)],
+        turns: vec![turn(out)].into(),
         think_after: vec![],
         not_before: vec![],
         shared_prefix: None,
@@ -1259,7 +1269,8 @@ fn long_decode_runs_jump_to_an_event_in_closed_form() {
         turns: vec![Turn {
             user_tokens: 100,
             assistant_tokens: out,
-        }],
+        }]
+        .into(),
         think_after: vec![],
         not_before: vec![],
         shared_prefix: None,
