@@ -299,17 +299,17 @@ pub fn timeline_csv_header() -> Vec<u8> {
 /// Appends to `out` the `timeline.csv` lines of `samples`, all of policy `policy`.
 ///
 /// Formatted directly (text fields quoted as the `csv` crate quotes them, numbers by `itoa` and
-/// `ryu` as its serializer prints them): the same bytes as serializing each row with `csv`, for
-/// ≈ 2,900 instructions a row instead of ≈ 3,800 (Vidur's 2,380 rows by callgrind; ryu's three
-/// floats are most of what is left).
+/// [`crate::metrics::shortest_decimal`] as its serializer prints them): the same bytes as
+/// serializing each row with `csv`, for ≈ 2,900 instructions a row instead of ≈ 3,800 with
+/// `ryu` (Vidur's 2,380 rows by callgrind; its three floats were most of what is left).
 pub fn push_timeline_rows(out: &mut Vec<u8>, policy: &str, samples: &[crate::sim::TimelineSample]) {
-    use crate::metrics::push_text;
+    use crate::metrics::{push_text, shortest_decimal};
     out.reserve(samples.len() * TIMELINE_ROW_BYTES);
-    let (mut ints, mut floats) = (itoa::Buffer::new(), ryu::Buffer::new());
+    let (mut ints, mut floats) = (itoa::Buffer::new(), crate::metrics::ShortestBuffers::default());
     for s in samples {
         push_text(out, policy);
         out.push(b',');
-        out.extend_from_slice(floats.format(s.time_s).as_bytes());
+        out.extend_from_slice(shortest_decimal(&mut floats, s.time_s));
         out.push(b',');
         push_text(out, &s.instance);
         out.push(b',');
@@ -317,9 +317,9 @@ pub fn push_timeline_rows(out: &mut Vec<u8>, policy: &str, samples: &[crate::sim
         out.push(b',');
         out.extend_from_slice(ints.format(s.running).as_bytes());
         out.push(b',');
-        out.extend_from_slice(floats.format(s.kv_usage).as_bytes());
+        out.extend_from_slice(shortest_decimal(&mut floats, s.kv_usage));
         out.push(b',');
-        out.extend_from_slice(floats.format(s.busy_fraction).as_bytes());
+        out.extend_from_slice(shortest_decimal(&mut floats, s.busy_fraction));
         out.push(b'\n');
     }
 }
