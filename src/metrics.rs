@@ -381,7 +381,9 @@ pub(crate) fn push_text(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// `v` as `ryu` prints it, NaN as nothing, appended to `out` (see [`BackWriter::ms`]).
+/// `v` as `ryu` prints it (the shortest decimal that reads back as `v`), NaN as nothing, appended
+/// to `out`; a value on the microsecond grid (`n / 1000`, |n| < 10¹⁵) is printed from the integer
+/// `n`, which gives the same bytes.
 pub fn push_ms(out: &mut Vec<u8>, v: f64) {
     let mut buf = [0u8; 32];
     let mut w = BackWriter { buf: &mut buf, at: 32 };

@@ -299,7 +299,7 @@ pub fn timeline_csv_header() -> Vec<u8> {
 /// Appends to `out` the `timeline.csv` lines of `samples`, all of policy `policy`.
 ///
 /// Formatted directly (text fields quoted as the `csv` crate quotes them, numbers by `itoa` and
-/// [`crate::metrics::shortest_decimal`] as its serializer prints them): the same bytes as
+/// `metrics::shortest_decimal` as its serializer prints them): the same bytes as
 /// serializing each row with `csv`, for ≈ 2,900 instructions a row instead of ≈ 3,800 with
 /// `ryu` (Vidur's 2,380 rows by callgrind; its three floats were most of what is left).
 pub fn push_timeline_rows(out: &mut Vec<u8>, policy: &str, samples: &[crate::sim::TimelineSample]) {
