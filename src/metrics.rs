@@ -148,226 +148,70 @@ impl RequestRecord {
     /// simulator's microsecond grid skip the float printer ([`push_ms`]). Tests check byte
     /// identity with the serde path on random records and on shipped runs.
     pub fn write_csv_row(&self, out: &mut Vec<u8>) {
-        let names = [
-            &*self.policy,
-            &*self.conversation_id,
-            self.prefill_instance.as_deref().unwrap_or(""),
-            &*self.decode_instance,
-        ];
-        // Each name at most doubled (every byte a quote) and quoted.
-        let bound = ROW_NUMBERS_MAX_BYTES + names.iter().map(|s| 2 * s.len() + 2).sum::<usize>();
-        if bound <= ROW_STACK_BYTES {
-            let mut buf = [0u8; ROW_STACK_BYTES];
-            let at = self.write_csv_row_back(&mut buf);
-            out.extend_from_slice(&buf[at..]);
-        } else {
-            let mut buf = vec![0u8; bound];
-            let at = self.write_csv_row_back(&mut buf);
-            out.extend_from_slice(&buf[at..]);
-        }
-    }
-
-    /// Writes the row (newline included) right-aligned at the end of `buf`, last field first, and
-    /// returns where it starts: every number goes straight to its place, with no copy from a
-    /// formatting buffer (≈ 1,000 instructions a row fewer than appending field by field, by
-    /// callgrind on Vidur's run). `buf` must hold [`ROW_NUMBERS_MAX_BYTES`] and the names.
-    fn write_csv_row_back(&self, buf: &mut [u8]) -> usize {
-        let mut w = BackWriter { buf, at: 0 };
-        w.at = w.buf.len();
-        w.byte(b'\n');
-        for v in [
-            self.num_computed_tokens,
-            self.num_transferred_tokens,
-            self.num_cached_tokens,
-            self.num_output_tokens,
-            self.num_prompt_tokens,
-            self.num_user_tokens,
-            self.num_context_tokens,
-        ] {
-            w.uint(v.into());
-            w.byte(b',');
-        }
-        w.uint(self.kv_transfer_bytes);
-        for v in [self.kv_transfer_ms, self.queue_delay_ms, self.e2e_ms] {
-            w.byte(b',');
-            w.ms(v);
-        }
-        w.byte(b',');
-        if let Some(v) = self.tpot_ms {
-            w.ms(v);
-        }
-        for v in [
-            self.ttft_ms,
-            self.completed_at_ms,
-            self.first_token_at_ms,
-            self.arrived_at_ms,
-        ] {
-            w.byte(b',');
-            w.ms(v);
-        }
-        w.byte(b',');
-        w.text(&self.decode_instance);
-        w.byte(b',');
-        if let Some(p) = &self.prefill_instance {
-            w.text(p);
-        }
-        w.byte(b',');
-        w.bytes(match self.status {
+        let mut ints = itoa::Buffer::new();
+        push_text(out, &self.policy);
+        out.push(b',');
+        out.extend_from_slice(ints.format(self.conversation).as_bytes());
+        out.push(b',');
+        push_text(out, &self.conversation_id);
+        out.push(b',');
+        out.extend_from_slice(ints.format(self.turn).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(match self.route {
+            RouteKind::Split => b"split",
+            RouteKind::Local => b"local",
+        });
+        out.push(b',');
+        out.extend_from_slice(match self.status {
             RequestStatus::Ok => &b"ok"[..],
             RequestStatus::Timeout => b"timeout",
             RequestStatus::Rejected => b"rejected",
         });
-        w.byte(b',');
-        w.bytes(match self.route {
-            RouteKind::Split => b"split",
-            RouteKind::Local => b"local",
-        });
-        w.byte(b',');
-        w.uint(self.turn as u64);
-        w.byte(b',');
-        w.text(&self.conversation_id);
-        w.byte(b',');
-        w.uint(self.conversation as u64);
-        w.byte(b',');
-        w.text(&self.policy);
-        w.at
-    }
-}
-
-/// Bytes of a `requests.csv` row without its four names, at most: nine millisecond values of
-/// ≤ 24 bytes (`ryu`'s longest), two `usize` and one `u64` of ≤ 20 digits, seven `u32` of ≤ 10,
-/// `split`/`local` and `rejected`, 23 commas and the newline (383, rounded up).
-const ROW_NUMBERS_MAX_BYTES: usize = 400;
-
-/// A row whose bound fits this many bytes is built on the stack (every shipped scenario's);
-/// longer names take a heap buffer.
-const ROW_STACK_BYTES: usize = 512;
-
-/// Writes a line right to left into the end of a buffer: each call puts its field before what
-/// is already written (`at` is the first written byte). A field that does not fit panics (an
-/// index out of bounds): the callers size the buffer for the worst case.
-struct BackWriter<'b> {
-    buf: &'b mut [u8],
-    at: usize,
-}
-
-/// `"00"`, `"01"`, …, `"99"`: two digits a division.
-const DIGIT_PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
-impl BackWriter<'_> {
-    fn byte(&mut self, b: u8) {
-        self.at -= 1;
-        self.buf[self.at] = b;
-    }
-
-    fn bytes(&mut self, s: &[u8]) {
-        self.at -= s.len();
-        self.buf[self.at..self.at + s.len()].copy_from_slice(s);
-    }
-
-    /// `n` in decimal, as `itoa` prints it.
-    fn uint(&mut self, mut n: u64) {
-        while n >= 100 {
-            let pair = (n % 100) as usize * 2;
-            n /= 100;
-            self.at -= 2;
-            self.buf[self.at..self.at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        out.push(b',');
+        if let Some(p) = &self.prefill_instance {
+            push_text(out, p);
         }
-        if n >= 10 {
-            let pair = n as usize * 2;
-            self.at -= 2;
-            self.buf[self.at..self.at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-        } else {
-            self.byte(b'0' + n as u8);
+        out.push(b',');
+        push_text(out, &self.decode_instance);
+        for v in [
+            self.arrived_at_ms,
+            self.first_token_at_ms,
+            self.completed_at_ms,
+            self.ttft_ms,
+        ] {
+            out.push(b',');
+            push_ms(out, v);
         }
+        out.push(b',');
+        if let Some(v) = self.tpot_ms {
+            push_ms(out, v);
+        }
+        for v in [self.e2e_ms, self.queue_delay_ms, self.kv_transfer_ms] {
+            out.push(b',');
+            push_ms(out, v);
+        }
+        out.push(b',');
+        out.extend_from_slice(ints.format(self.kv_transfer_bytes).as_bytes());
+        for v in [
+            self.num_context_tokens,
+            self.num_user_tokens,
+            self.num_prompt_tokens,
+            self.num_output_tokens,
+            self.num_cached_tokens,
+            self.num_transferred_tokens,
+            self.num_computed_tokens,
+        ] {
+            out.push(b',');
+            out.extend_from_slice(ints.format(v).as_bytes());
+        }
+        out.push(b'\n');
     }
-
-    /// A text field as `csv` writes it by default: quoted (quotes doubled) only when it holds a
-    /// comma, a quote, `\n` or `\r`.
-    fn text(&mut self, s: &str) {
-        if !needs_quotes(s) {
-            self.bytes(s.as_bytes());
-            return;
-        }
-        self.byte(b'"');
-        for &b in s.as_bytes().iter().rev() {
-            self.byte(b);
-            if b == b'"' {
-                self.byte(b'"');
-            }
-        }
-        self.byte(b'"');
-    }
-
-    /// `v` as `ryu` prints it (the shortest decimal that reads back as `v`), NaN as nothing. A
-    /// value `n / 1000` with |n| < 10¹⁵ (a millisecond value on the microsecond grid) is printed
-    /// from the integer `n`: its decimal has at most 15 significant digits, and two such decimals
-    /// never read back as the same double (`DBL_DIG` = 15), so the shortest decimal is `n / 1000`
-    /// itself with trailing zeros dropped — what `ryu` prints.
-    fn ms(&mut self, v: f64) {
-        if v.is_nan() {
-            return;
-        }
-        let n = crate::time::round_half_away(v * 1000.0);
-        if n.abs() < 1e15 && n / 1000.0 == v && !(v == 0.0 && v.is_sign_negative()) {
-            let n = n as i64;
-            let (int, frac) = (n.unsigned_abs() / 1000, n.unsigned_abs() % 1000);
-            // The fraction without its trailing zeros (at least one digit).
-            if frac % 100 == 0 {
-                self.byte(b'0' + (frac / 100) as u8);
-            } else if frac % 10 == 0 {
-                let pair = (frac / 10) as usize * 2;
-                self.bytes(&DIGIT_PAIRS[pair..pair + 2]);
-            } else {
-                let pair = (frac % 100) as usize * 2;
-                self.bytes(&DIGIT_PAIRS[pair..pair + 2]);
-                self.byte(b'0' + (frac / 100) as u8);
-            }
-            self.byte(b'.');
-            self.uint(int);
-            if n < 0 {
-                self.byte(b'-');
-            }
-            return;
-        }
-        self.bytes(shortest_decimal(&mut ShortestBuffers::default(), v));
-    }
-}
-
-/// The printers of [`shortest_decimal`].
-#[derive(Default)]
-pub(crate) struct ShortestBuffers {
-    ryu: ryu::Buffer,
-    zmij: zmij::Buffer,
-}
-
-/// `v` as `ryu` prints it: the shortest decimal that reads back as `v`. Within
-/// 10⁻⁵ ≤ |v| < 10¹⁶, where both print the digits in fixed notation (`12.34`, `0.001234`,
-/// `12340000000.0`), `zmij` prints it (the same shortest, correctly rounded digits, ≈ 5× fewer
-/// instructions than `ryu`, by callgrind); outside it `ryu` does (`zmij` writes exponents as
-/// `e+16`, `ryu` as `e16`). A test checks the two agree on the range.
-pub(crate) fn shortest_decimal(b: &mut ShortestBuffers, v: f64) -> &[u8] {
-    if (1e-5..1e16).contains(&v.abs()) {
-        b.zmij.format_finite(v).as_bytes()
-    } else {
-        b.ryu.format(v).as_bytes()
-    }
-}
-
-/// Whether `csv` quotes the text field `s`: it holds a comma, a quote, `\n` or `\r`.
-fn needs_quotes(s: &str) -> bool {
-    s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
 }
 
 /// A text field as `csv` writes it by default: quoted (quotes doubled) only when it holds a
 /// comma, a quote, `\n` or `\r`.
 pub(crate) fn push_text(out: &mut Vec<u8>, s: &str) {
-    if !needs_quotes(s) {
+    if !s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         out.extend_from_slice(s.as_bytes());
         return;
     }
@@ -381,15 +225,67 @@ pub(crate) fn push_text(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// `v` as `ryu` prints it (the shortest decimal that reads back as `v`), NaN as nothing, appended
-/// to `out`; a value on the microsecond grid (`n / 1000`, |n| < 10¹⁵) is printed from the integer
-/// `n`, which gives the same bytes.
+/// `v` as `ryu` prints it (the shortest decimal that reads back as `v`), NaN as nothing. A value
+/// `n / 1000` with |n| < 10¹⁵ (a millisecond value on the microsecond grid) is printed from the
+/// integer `n`: its decimal has at most 15 significant digits, and two such decimals never read
+/// back as the same double (`DBL_DIG` = 15), so the shortest decimal is `n / 1000` itself with
+/// trailing zeros dropped — what `ryu` prints.
 pub fn push_ms(out: &mut Vec<u8>, v: f64) {
-    let mut buf = [0u8; 32];
-    let mut w = BackWriter { buf: &mut buf, at: 32 };
-    w.ms(v);
-    let at = w.at;
-    out.extend_from_slice(&buf[at..]);
+    if v.is_nan() {
+        return;
+    }
+    let n = crate::time::round_half_away(v * 1000.0);
+    if n.abs() < 1e15 && n / 1000.0 == v && !(v == 0.0 && v.is_sign_negative()) {
+        push_thousandths(out, n as i64);
+        return;
+    }
+    out.extend_from_slice(shortest_decimal(&mut ShortestBuffers::default(), v));
+}
+
+/// The printers of [`shortest_decimal`].
+#[derive(Default)]
+pub(crate) struct ShortestBuffers {
+    ryu: ryu::Buffer,
+    zmij: zmij::Buffer,
+}
+
+/// `v` as `ryu` prints it: the shortest decimal that reads back as `v`. Within
+/// 10⁻⁵ ≤ |v| < 10¹⁶, where both print the digits in fixed notation (`12.34`, `0.001234`,
+/// `12340000000.0`), `zmij` prints it (the same shortest, correctly rounded digits; ≈ 290
+/// instructions a value against `ryu`'s ≈ 730, by callgrind on Vidur's TPOTs); outside it `ryu`
+/// does (`zmij` writes exponents as `e+16`, `ryu` as `e16`). A test checks the two agree on the
+/// range.
+pub(crate) fn shortest_decimal(b: &mut ShortestBuffers, v: f64) -> &[u8] {
+    if (1e-5..1e16).contains(&v.abs()) {
+        b.zmij.format_finite(v).as_bytes()
+    } else {
+        b.ryu.format(v).as_bytes()
+    }
+}
+
+/// `n / 1000` in decimal with trailing zeros of the fraction dropped (at least one digit).
+fn push_thousandths(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    let n = n.unsigned_abs();
+    let mut ints = itoa::Buffer::new();
+    out.extend_from_slice(ints.format(n / 1000).as_bytes());
+    out.push(b'.');
+    let frac = n % 1000;
+    let digits = [
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let keep = if frac.is_multiple_of(100) {
+        1
+    } else if frac.is_multiple_of(10) {
+        2
+    } else {
+        3
+    };
+    out.extend_from_slice(&digits[..keep]);
 }
 
 /// The percentiles `summary.csv`, `summary.json` and `sweep.csv` report by default (vLLM's
@@ -747,14 +643,7 @@ mod tests {
     }
 
     fn text() -> impl Strategy<Value = String> {
-        // The last: names long enough for a row past the stack buffer (its heap path).
-        prop_oneof![
-            Just(String::new()),
-            "[a-zA-Z0-9_ -]{1,12}",
-            ".{0,8}",
-            "[a,\"\r\n]{1,6}",
-            "[a-z\",]{40,200}"
-        ]
+        prop_oneof![Just(String::new()), "[a-zA-Z0-9_ -]{1,12}", ".{0,8}", "[a,\"\r\n]{1,6}"]
     }
 
     prop_compose! {

@@ -300,8 +300,8 @@ pub fn timeline_csv_header() -> Vec<u8> {
 ///
 /// Formatted directly (text fields quoted as the `csv` crate quotes them, numbers by `itoa` and
 /// `metrics::shortest_decimal` as its serializer prints them): the same bytes as
-/// serializing each row with `csv`, for ≈ 2,900 instructions a row instead of ≈ 3,800 with
-/// `ryu` (Vidur's 2,380 rows by callgrind; its three floats were most of what is left).
+/// serializing each row with `csv`, for ≈ 1,000 instructions a row (Vidur's 2,379 rows: 2.39 M
+/// by callgrind; 5.33 M with `ryu` for the three floats).
 pub fn push_timeline_rows(out: &mut Vec<u8>, policy: &str, samples: &[crate::sim::TimelineSample]) {
     use crate::metrics::{push_text, shortest_decimal};
     out.reserve(samples.len() * TIMELINE_ROW_BYTES);
