@@ -56,6 +56,12 @@ pub enum Command {
         /// of iterations at once: identical results, slower (for checking and profiling).
         #[arg(long)]
         step_path: bool,
+        /// Print to stderr, after the run, how long each phase took in wall milliseconds
+        /// (reading the scenario, the trace and the calibration; building the workload; each
+        /// run's simulation and summary; writing the files and figures; the commit), even with
+        /// --quiet: what bounds a run's speed, without a profiler.
+        #[arg(long)]
+        timings: bool,
     },
     /// Run a scenario over a grid — arrival rates × seeds × router-parameter values (a sweep
     /// TOML: `scenario`, `rates_per_s`, optional `seeds`, `metrics`, `[[vary]]`) — in parallel;
@@ -504,6 +510,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             no_plots,
             no_requests,
             step_path,
+            timings,
         } => crate::commands::run::exec_run(
             &scenario,
             &set,
@@ -512,6 +519,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::commands::run::RunOutputs {
                 plots: !no_plots,
                 requests: !no_requests,
+                timings,
             },
             !step_path,
         ),

@@ -449,6 +449,21 @@ pub struct LoadedScenario {
     pub decode_runs: bool,
     /// Directory of the scenario file (its relative paths start there).
     pub source_dir: PathBuf,
+    /// How long [`LoadedScenario::load_with`] took, phase by phase (`ppdsim run --timings`).
+    pub load_timings: LoadTimings,
+}
+
+/// Wall time of each phase of [`LoadedScenario::load_with`], in the order they run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadTimings {
+    /// Reading the scenario file, applying the overrides, parsing and checking it, and loading
+    /// its clusters' pool files.
+    pub scenario: std::time::Duration,
+    /// Reading the trace (inflated and parsed on every thread of the pool) and checking its
+    /// conversations against the engine limits, or building the synthetic protocol's.
+    pub trace: std::time::Duration,
+    /// Reading the calibration file and resolving the scenario's defaults from it.
+    pub calibration: std::time::Duration,
 }
 
 /// `target` as a path relative to the directory `base` (both made absolute against the current
@@ -630,6 +645,7 @@ impl LoadedScenario {
     /// # Errors
     /// As [`LoadedScenario::load`]; a bad override names itself.
     pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedScenario> {
+        let start = std::time::Instant::now();
         let text = crate::input::read_file_text(path, "scenario")?;
         let with = crate::input::apply_overrides(path, &text, overrides)?;
         let mut sc = parse(path, &with)
@@ -651,7 +667,9 @@ impl LoadedScenario {
             .map(|l| l.capacity_blocks * l.block_size as u64)
             .min()
             .expect("at least the scenario's GPU");
+        let scenario_done = std::time::Instant::now();
         let trace = load_workload(path, base, &sc, kv_capacity_tokens)?;
+        let trace_done = std::time::Instant::now();
         let calibration = load_calibration(
             path,
             "calibration",
@@ -697,6 +715,11 @@ impl LoadedScenario {
             clusters,
             decode_runs: true,
             source_dir: base.to_path_buf(),
+            load_timings: LoadTimings {
+                scenario: scenario_done - start,
+                trace: trace_done - scenario_done,
+                calibration: trace_done.elapsed(),
+            },
         })
     }
 

@@ -34,6 +34,24 @@ pub struct RunResults {
     /// work delays the measured turns, which the benchmark's protocol (setup, then the window)
     /// does not do.
     pub setup_overruns: Vec<(String, f64)>,
+    /// Wall time spent building the workload from the trace (think times, starts).
+    pub workload: std::time::Duration,
+    /// Each run's wall times, in scenario order (`ppdsim run --timings`).
+    pub run_timings: Vec<RunTiming>,
+}
+
+/// Wall times of one run of [`simulate_with`] (runs on different threads overlap).
+#[derive(Clone, Debug)]
+pub struct RunTiming {
+    /// The run's policy name (as in `summary.csv`).
+    pub policy: String,
+    /// Simulating, its `requests.csv` rows formatted meanwhile (on another thread when one is
+    /// free) and the last of them written before it counts as done.
+    pub simulate: std::time::Duration,
+    /// Events the simulation handled.
+    pub num_events: u64,
+    /// Its summary (percentile sorts) and its `timeline.csv` rows.
+    pub summarize: std::time::Duration,
 }
 
 /// Puts the runs' `requests.csv` rows in run order with as little copying as it can. Each run
@@ -257,6 +275,7 @@ pub(crate) fn simulate_with(
     latencies: bool,
 ) -> Result<RunResults> {
     let w = &sc.resolved.workload;
+    let workload_start = std::time::Instant::now();
     let mut rng = RngStreams::new(sc.resolved.seed);
     let convs = workload::generate(
         &sc.trace,
@@ -267,6 +286,7 @@ pub(crate) fn simulate_with(
         &w.think_time,
         &mut rng,
     );
+    let workload_time = workload_start.elapsed();
     let cost = LinearCostModel::new(sc.calibration.coefficients().expect("validated on load"));
     // Per cluster, per pool: its own cost model when it is off the scenario's GPU and model file.
     let pool_costs: Vec<Vec<Option<LinearCostModel>>> = sc
@@ -356,6 +376,7 @@ pub(crate) fn simulate_with(
             };
             sim.run()
         };
+        let simulate_start = std::time::Instant::now();
         let r = match rows {
             None => simulate(&mut |_| {}),
             Some(mut rows) if !offload => {
@@ -391,6 +412,7 @@ pub(crate) fn simulate_with(
                 Ok(r)
             })?,
         };
+        let simulate_time = simulate_start.elapsed();
         // The rest of the run's requests, turns its conversations did not reach included.
         assert!(
             simulated <= requests_per_run,
@@ -402,6 +424,7 @@ pub(crate) fn simulate_with(
         // two threads when one is free: for Vidur's run 4.4 M and 6.8 M instructions that
         // otherwise follow each other on the way to the files.
         let (instances, mode_switches) = (r.instances, r.mode_switches);
+        let summarize_start = std::time::Instant::now();
         let (s, timeline_rows) = rayon::join(
             || summary.finish(&d.name, convs.len(), instances, mode_switches, &sc.resolved.percentiles),
             || {
@@ -416,7 +439,13 @@ pub(crate) fn simulate_with(
             }
             _ => None,
         };
-        Ok((s, lat, r.timeline, timeline_rows, r.num_events, overrun))
+        let timing = RunTiming {
+            policy: d.name.clone(),
+            simulate: simulate_time,
+            num_events: r.num_events,
+            summarize: summarize_start.elapsed(),
+        };
+        Ok((s, lat, r.timeline, timeline_rows, timing, overrun))
     };
     // Runs in scenario order, each taken by the first free thread (a FIFO scope; rayon's halving
     // split of a parallel iterator would pair runs 0–1 and 2–3 on two threads whatever they
@@ -470,10 +499,13 @@ pub(crate) fn simulate_with(
         timeline_csv: timeline.then(output::timeline_csv_header).unwrap_or_default(),
         num_events: 0,
         setup_overruns: Vec::new(),
+        workload: workload_time,
+        run_timings: Vec::new(),
     };
     for res in results {
-        let (s, l, t, t_rows, e, overrun) = res?;
-        out.num_events += e;
+        let (s, l, t, t_rows, timing, overrun) = res?;
+        out.num_events += timing.num_events;
+        out.run_timings.push(timing);
         out.setup_overruns.extend(overrun);
         out.timeline.extend(t.into_iter().map(|x| (s.policy.clone(), x)));
         out.timeline_csv.extend_from_slice(&t_rows);
@@ -503,13 +535,83 @@ pub(crate) fn warn_setup_overruns(sc: &LoadedScenario, overruns: &[(String, f64)
     }
 }
 
-/// Which optional files `run` writes.
+/// Which optional files `run` writes, and whether it prints its phases' times.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RunOutputs {
     /// The figures in `plots/`.
     pub plots: bool,
     /// `requests.csv`.
     pub requests: bool,
+    /// `--timings`: the table of [`timings_table`] on stderr.
+    pub timings: bool,
+}
+
+/// The instants between the phases of [`exec_run`], in order.
+struct PhaseMarks {
+    started: std::time::Instant,
+    loaded: std::time::Instant,
+    staged: std::time::Instant,
+    simulated: std::time::Instant,
+    files_written: std::time::Instant,
+    figures_drawn: std::time::Instant,
+    committed: std::time::Instant,
+    reported: std::time::Instant,
+}
+
+/// `ppdsim run --timings`' table: the wall time of each phase of the command in milliseconds,
+/// in order, then the total. The phases are consecutive, so their rows add up to the total (to
+/// the printed rounding); the process's start (before the command line is parsed) and exit are
+/// not in it. Each run's simulation and summary are listed under "runs": on several threads
+/// they overlap, so they add up to more than the row above them.
+fn timings_table(load: &crate::scenario::LoadTimings, res: &RunResults, m: &PhaseMarks, plots: bool) -> String {
+    use std::fmt::Write;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    // Load's own phases; what load_with did around them goes to the scenario's row.
+    let load_ms = ms(m.loaded - m.started);
+    let (trace_ms, calibration_ms) = (ms(load.trace), ms(load.calibration));
+    let simulate_with_ms = ms(m.simulated - m.staged);
+    let workload_ms = ms(res.workload).min(simulate_with_ms);
+    let mut out = String::from("timings [ms, wall]:\n");
+    let mut row = |label: &str, value: f64, note: &str| {
+        let _ = writeln!(out, "  {label:<24} {value:>9.2}{note}");
+    };
+    row("scenario", load_ms - trace_ms - calibration_ms, "");
+    row("trace", trace_ms, "");
+    row("calibration", calibration_ms, "");
+    row("output folder", ms(m.staged - m.loaded), "");
+    row("workload", workload_ms, "");
+    row("runs", simulate_with_ms - workload_ms, &{
+        let (runs, threads) = (res.run_timings.len(), rayon::current_num_threads());
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        format!(" ({runs} run{} on {threads} thread{})", plural(runs), plural(threads))
+    });
+    for t in &res.run_timings {
+        let _ = writeln!(
+            out,
+            "    {}: simulation {:.2} ({} events), summary and timeline {:.2}",
+            t.policy,
+            ms(t.simulate),
+            t.num_events,
+            ms(t.summarize)
+        );
+    }
+    let mut row = |label: &str, value: f64, note: &str| {
+        let _ = writeln!(out, "  {label:<24} {value:>9.2}{note}");
+    };
+    row("files", ms(m.files_written - m.simulated), "");
+    row(
+        "figures",
+        ms(m.figures_drawn - m.files_written),
+        if plots { "" } else { " (--no-plots)" },
+    );
+    row("commit", ms(m.committed - m.figures_drawn), "");
+    row("report", ms(m.reported - m.committed), "");
+    row(
+        "total",
+        ms(m.reported - m.started),
+        " (the process's start and exit not included)",
+    );
+    out
 }
 
 pub(crate) fn exec_run(
@@ -521,11 +623,17 @@ pub(crate) fn exec_run(
     decode_runs: bool,
 ) -> Result<i32> {
     let WriteFlags { quiet, force } = flags;
-    let RunOutputs { plots, requests } = outputs;
+    let RunOutputs {
+        plots,
+        requests,
+        timings,
+    } = outputs;
+    let started = std::time::Instant::now();
     // The thread pool starts while the scenario and its trace are read (its first use, the
     // trace's parse, would otherwise wait for its threads).
     rayon::spawn(|| {});
     let mut sc = LoadedScenario::load_with(scenario, set)?;
+    let loaded = std::time::Instant::now();
     sc.decode_runs = decode_runs;
     let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
     // Refuse a bad destination before simulating.
@@ -538,6 +646,7 @@ pub(crate) fn exec_run(
         requests.then_some(&staged),
         plots,
     )?;
+    let simulated = std::time::Instant::now();
     warn_setup_overruns(&sc, &res.setup_overruns);
     let name_of = |p: &Path| {
         p.file_name()
@@ -570,6 +679,7 @@ pub(crate) fn exec_run(
     debug_assert_eq!(res.timeline_csv, output::timeline_csv(&res.timeline));
     staged.write("timeline.csv", &res.timeline_csv)?;
     staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
+    let files_written = std::time::Instant::now();
     if plots {
         let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
         crate::plot::run_figures(
@@ -584,7 +694,9 @@ pub(crate) fn exec_run(
             },
         )?;
     }
+    let figures_drawn = std::time::Instant::now();
     staged.commit(Stale::Remove)?;
+    let committed = std::time::Instant::now();
     // Said even with --quiet: every figure of this run rests on them.
     for (file, why) in sc.uncalibrated() {
         eprintln!("warning: {} is UNCALIBRATED — {why}", file.display());
@@ -609,6 +721,19 @@ pub(crate) fn exec_run(
             t0.elapsed().as_secs_f64(),
             res.num_events
         );
+    }
+    if timings {
+        let marks = PhaseMarks {
+            started,
+            loaded,
+            staged: t0,
+            simulated,
+            files_written,
+            figures_drawn,
+            committed,
+            reported: std::time::Instant::now(),
+        };
+        eprint!("{}", timings_table(&sc.load_timings, &res, &marks, plots));
     }
     // Freed on the pool, off the way to the exit (one or more allocations per trace line and
     // per summary column: 3.4 M instructions for Vidur's run by callgrind).

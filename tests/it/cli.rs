@@ -2927,3 +2927,111 @@ fn validate_quiet_writes_the_same_files_and_prints_nothing() {
         .stdout(predicate::str::is_empty())
         .stderr(predicate::str::contains("--quiet").and(predicate::str::contains("-o FILE")));
 }
+
+/// One run's line of `ppdsim run --timings`' table: (policy, simulation ms, events, summary ms).
+type RunRow = (String, f64, u64, f64);
+
+/// The rows of `ppdsim run --timings`' table on `stderr`: (label, milliseconds) for each phase
+/// in order, and each run's line.
+fn timings_rows(stderr: &str) -> (Vec<(String, f64)>, Vec<RunRow>) {
+    let table = &stderr[stderr.find("timings [ms, wall]:\n").expect("a timings table")..];
+    let (mut phases, mut runs) = (Vec::new(), Vec::new());
+    for line in table.lines().skip(1) {
+        if let Some(run) = line.strip_prefix("    ") {
+            // `POLICY: simulation MS (N events), summary and timeline MS`
+            let (policy, rest) = run.split_once(": simulation ").expect(line);
+            let (sim, rest) = rest.split_once(" (").expect(line);
+            let (events, rest) = rest.split_once(" events), summary and timeline ").expect(line);
+            runs.push((
+                policy.to_string(),
+                sim.parse().expect(line),
+                events.parse().expect(line),
+                rest.parse().expect(line),
+            ));
+        } else if let Some(phase) = line.strip_prefix("  ") {
+            let label = phase[..24].trim_end().to_string();
+            let value = phase[24..].split_whitespace().next().expect(line);
+            phases.push((label, value.parse().expect(line)));
+        }
+    }
+    (phases, runs)
+}
+
+#[test]
+fn run_timings_phases_add_up_to_the_total_and_count_every_event() {
+    // The five runs of the default scenario on one thread: they run one after another, so each
+    // run's simulation and summary fit inside the "runs" row; the phases are consecutive, so
+    // they add up to the total (to the printed rounding); the events are the ones `run` reports.
+    let dir = tempfile::tempdir().unwrap();
+    let out = ppdsim()
+        .env("RAYON_NUM_THREADS", "1")
+        .arg("run")
+        .arg(root().join("scenarios/default.toml"))
+        .args([
+            "--set",
+            "workload.num_conversations=100",
+            "--no-plots",
+            "--timings",
+            "-o",
+        ])
+        .arg(dir.path().join("run"))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let (phases, runs) = timings_rows(&stderr);
+    let labels: Vec<&str> = phases.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "scenario",
+            "trace",
+            "calibration",
+            "output folder",
+            "workload",
+            "runs",
+            "files",
+            "figures",
+            "commit",
+            "report",
+            "total"
+        ],
+        "{stderr}"
+    );
+    assert!(phases.iter().all(|&(_, v)| v >= 0.0), "{stderr}");
+    let (parts, total) = (&phases[..phases.len() - 1], phases[phases.len() - 1].1);
+    let sum: f64 = parts.iter().map(|(_, v)| v).sum();
+    // Ten rows rounded to 0.01 ms each.
+    assert!(
+        (sum - total).abs() <= 0.051,
+        "phases {sum} ms, total {total} ms\n{stderr}"
+    );
+    assert!(
+        stderr.contains("figures") && stderr.contains("(--no-plots)"),
+        "{stderr}"
+    );
+    let policies: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        policies,
+        ["pd", "ppd", "replication", "adaptive", "predictive"],
+        "{stderr}"
+    );
+    assert!(stderr.contains(" (5 runs on 1 thread)"), "{stderr}");
+    let runs_ms = phases[5].1;
+    let serial: f64 = runs.iter().map(|r| r.1 + r.3).sum();
+    assert!(
+        serial <= runs_ms + 0.05,
+        "runs {serial} ms > their row {runs_ms} ms\n{stderr}"
+    );
+    // The event count `run` prints is the sum of the runs'.
+    let events: u64 = runs.iter().map(|r| r.2).sum();
+    assert!(events > 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!(" {events} events)")),
+        "{events} events\n{stdout}\n{stderr}"
+    );
+}
