@@ -449,16 +449,14 @@ pub struct LoadedScenario {
     pub decode_runs: bool,
     /// Directory of the scenario file (its relative paths start there).
     pub source_dir: PathBuf,
-    /// How long [`LoadedScenario::load_with`] took, phase by phase (`ppdsim run --timings`).
+    /// How long [`LoadedScenario::load_with`]'s trace and calibration took (`ppdsim run --timings`).
     pub load_timings: LoadTimings,
 }
 
-/// Wall time of each phase of [`LoadedScenario::load_with`], in the order they run.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Wall time of the two costly phases of [`LoadedScenario::load_with`]; the rest of it is
+/// reading and checking the scenario file and its clusters.
+#[derive(Clone, Copy, Debug)]
 pub struct LoadTimings {
-    /// Reading the scenario file, applying the overrides, parsing and checking it, and loading
-    /// its clusters' pool files.
-    pub scenario: std::time::Duration,
     /// Reading the trace (inflated and parsed on every thread of the pool) and checking its
     /// conversations against the engine limits, or building the synthetic protocol's.
     pub trace: std::time::Duration,
@@ -645,7 +643,6 @@ impl LoadedScenario {
     /// # Errors
     /// As [`LoadedScenario::load`]; a bad override names itself.
     pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedScenario> {
-        let start = std::time::Instant::now();
         let text = crate::input::read_file_text(path, "scenario")?;
         let with = crate::input::apply_overrides(path, &text, overrides)?;
         let mut sc = parse(path, &with)
@@ -716,7 +713,6 @@ impl LoadedScenario {
             decode_runs: true,
             source_dir: base.to_path_buf(),
             load_timings: LoadTimings {
-                scenario: scenario_done - start,
                 trace: trace_done - scenario_done,
                 calibration: trace_done.elapsed(),
             },

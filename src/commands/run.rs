@@ -26,9 +26,6 @@ pub struct RunResults {
     /// `timeline.csv`'s bytes for [`RunResults::timeline`] ([`output::timeline_csv`]; empty in
     /// sweeps), each run's rows formatted as it finished.
     pub timeline_csv: Vec<u8>,
-    /// Events the simulations handled, summed over the runs (with decode runs, far fewer than
-    /// iterations; not part of any output file, so both paths write identical files).
-    pub num_events: u64,
     /// Runs whose setup phase (`arrival.kind = "setup"`) was still running when the measured
     /// window opened at `setup_s`: (policy, when its last setup turn completed \[s\]). Their setup
     /// work delays the measured turns, which the benchmark's protocol (setup, then the window)
@@ -36,8 +33,16 @@ pub struct RunResults {
     pub setup_overruns: Vec<(String, f64)>,
     /// Wall time spent building the workload from the trace (think times, starts).
     pub workload: std::time::Duration,
-    /// Each run's wall times, in scenario order (`ppdsim run --timings`).
+    /// Each run's wall times and events, in scenario order (`ppdsim run --timings`).
     pub run_timings: Vec<RunTiming>,
+}
+
+impl RunResults {
+    /// Events the simulations handled, summed over the runs (with decode runs, far fewer than
+    /// iterations; not part of any output file, so both paths write identical files).
+    pub fn num_events(&self) -> u64 {
+        self.run_timings.iter().map(|t| t.num_events).sum()
+    }
 }
 
 /// Wall times of one run of [`simulate_with`] (runs on different threads overlap).
@@ -497,14 +502,12 @@ pub(crate) fn simulate_with(
         latencies: Vec::new(),
         timeline: Vec::new(),
         timeline_csv: timeline.then(output::timeline_csv_header).unwrap_or_default(),
-        num_events: 0,
         setup_overruns: Vec::new(),
         workload: workload_time,
         run_timings: Vec::new(),
     };
     for res in results {
         let (s, l, t, t_rows, timing, overrun) = res?;
-        out.num_events += timing.num_events;
         out.run_timings.push(timing);
         out.setup_overruns.extend(overrun);
         out.timeline.extend(t.into_iter().map(|x| (s.policy.clone(), x)));
@@ -566,25 +569,25 @@ struct PhaseMarks {
 fn timings_table(load: &crate::scenario::LoadTimings, res: &RunResults, m: &PhaseMarks, plots: bool) -> String {
     use std::fmt::Write;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    // Load's own phases; what load_with did around them goes to the scenario's row.
+    // Load's own phases; the rest of load_with (reading and checking the scenario, the
+    // clusters) is the scenario's row.
     let load_ms = ms(m.loaded - m.started);
     let (trace_ms, calibration_ms) = (ms(load.trace), ms(load.calibration));
     let simulate_with_ms = ms(m.simulated - m.staged);
-    let workload_ms = ms(res.workload).min(simulate_with_ms);
+    let workload_ms = ms(res.workload);
     let mut out = String::from("timings [ms, wall]:\n");
-    let mut row = |label: &str, value: f64, note: &str| {
+    let row = |out: &mut String, label: &str, value: f64, note: &str| {
         let _ = writeln!(out, "  {label:<24} {value:>9.2}{note}");
     };
-    row("scenario", load_ms - trace_ms - calibration_ms, "");
-    row("trace", trace_ms, "");
-    row("calibration", calibration_ms, "");
-    row("output folder", ms(m.staged - m.loaded), "");
-    row("workload", workload_ms, "");
-    row("runs", simulate_with_ms - workload_ms, &{
-        let (runs, threads) = (res.run_timings.len(), rayon::current_num_threads());
-        let plural = |n: usize| if n == 1 { "" } else { "s" };
-        format!(" ({runs} run{} on {threads} thread{})", plural(runs), plural(threads))
-    });
+    row(&mut out, "scenario", load_ms - trace_ms - calibration_ms, "");
+    row(&mut out, "trace", trace_ms, "");
+    row(&mut out, "calibration", calibration_ms, "");
+    row(&mut out, "output folder", ms(m.staged - m.loaded), "");
+    row(&mut out, "workload", workload_ms, "");
+    let (runs, threads) = (res.run_timings.len(), rayon::current_num_threads());
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let note = format!(" ({runs} run{} on {threads} thread{})", plural(runs), plural(threads));
+    row(&mut out, "runs", simulate_with_ms - workload_ms, &note);
     for t in &res.run_timings {
         let _ = writeln!(
             out,
@@ -595,22 +598,13 @@ fn timings_table(load: &crate::scenario::LoadTimings, res: &RunResults, m: &Phas
             ms(t.summarize)
         );
     }
-    let mut row = |label: &str, value: f64, note: &str| {
-        let _ = writeln!(out, "  {label:<24} {value:>9.2}{note}");
-    };
-    row("files", ms(m.files_written - m.simulated), "");
-    row(
-        "figures",
-        ms(m.figures_drawn - m.files_written),
-        if plots { "" } else { " (--no-plots)" },
-    );
-    row("commit", ms(m.committed - m.figures_drawn), "");
-    row("report", ms(m.reported - m.committed), "");
-    row(
-        "total",
-        ms(m.reported - m.started),
-        " (the process's start and exit not included)",
-    );
+    row(&mut out, "files", ms(m.files_written - m.simulated), "");
+    let note = if plots { "" } else { " (--no-plots)" };
+    row(&mut out, "figures", ms(m.figures_drawn - m.files_written), note);
+    row(&mut out, "commit", ms(m.committed - m.figures_drawn), "");
+    row(&mut out, "report", ms(m.reported - m.committed), "");
+    let note = " (the process's start and exit not included)";
+    row(&mut out, "total", ms(m.reported - m.started), note);
     out
 }
 
@@ -719,7 +713,7 @@ pub(crate) fn exec_run(
             "wrote {} ({:.2} s, {} events)",
             dest.display(),
             t0.elapsed().as_secs_f64(),
-            res.num_events
+            res.num_events()
         );
     }
     if timings {
