@@ -5,6 +5,8 @@
 #   bash benches/run.sh                 # everything (≈ 3 minutes on 2 cores)
 #   bash benches/run.sh --quick         # without the 1,000,000-conversation run
 #   bash benches/run.sh --instructions  # instruction counts instead (valgrind; ≈ 1 minute)
+#   bash benches/run.sh --functions     # Vidur's run's simulation, instructions by function
+#                                       # (valgrind; its own build, ≈ 4 minutes the first time)
 #
 # Outputs go to output/bench-* (ppdsim's own directories; --force replaces only what ppdsim
 # wrote). Wall time and peak RSS come from GNU time (`/usr/bin/time`); without it only the wall
@@ -16,6 +18,50 @@ cd "$(dirname "$0")/.."
 
 quick=false
 [[ "${1:-}" == "--quick" ]] && quick=true
+
+# --functions: where the simulation's instructions go, function by function. The release build
+# inlines the event handlers into `Simulation::step` (whole-program LTO), so this builds the same
+# profile with the `profile-functions` feature, which keeps the simulator's handlers, scheduling
+# pass and decode-run functions out of line (≈ 3% more instructions), with line tables, into
+# target/profile-functions; then it runs Vidur's run under callgrind on two threads (so that,
+# as in a real run, its `requests.csv` rows are formatted beside the simulation, not inside
+# `conversation_done`) and prints each simulator function's inclusive instructions, its share of
+# `Simulation::run`, its calls and the instructions per call.
+if [[ "${1:-}" == "--functions" ]]; then
+    command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -q \
+        --features profile-functions --target-dir target/profile-functions
+    out=$(mktemp)
+    trap 'rm -f "$out"' EXIT
+    RAYON_NUM_THREADS=2 valgrind --tool=callgrind --callgrind-out-file="$out" \
+        target/profile-functions/release/ppdsim run scenarios/vidur-arxiv-qps2.toml \
+        -q --no-plots -o output/bench-functions --force >/dev/null 2>&1
+    echo "Vidur's run's simulation by function, $(date -u +%Y-%m-%d) (callgrind, 2 threads, profile-functions build)"
+    printf "%15s %7s %9s %9s  %s\n" "instructions" "of run" "calls" "per call" "function (inclusive)"
+    # `--tree=caller` lists each function's callers ("< … (Nx)") above its own line ("* …"); a
+    # function may appear under more than one source path (with line tables, the path of its
+    # first instruction): the entry with the most instructions, and the most calls, are its own.
+    callgrind_annotate --tree=caller --inclusive=yes "$out" | awk '
+        / < / { if (match($0, /\([0-9,]+x\)/)) { c = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", c); calls += c } next }
+        / \*  / {
+            if ($0 ~ /ppdsim::sim::/) {
+                n = $1; gsub(",", "", n); name = $0
+                sub(/.*:ppdsim::sim::/, "", name); sub(/ \[.*/, "", name)
+                if (n + 0 > incl[name] + 0) incl[name] = n
+                if (calls > ncalls[name] + 0) ncalls[name] = calls
+            }
+            calls = 0; next
+        }
+        /^$/ { calls = 0 }
+        END { for (f in incl) print incl[f], ncalls[f] + 0, f }' | sort -rn | head -26 | awk '
+        { n[NR] = $1; c[NR] = $2; f[NR] = $3; if ($3 == "Simulation::run") run = $1 }
+        END {
+            if (!run) { print "Simulation::run not found in the profile" > "/dev/stderr"; exit 1 }
+            for (i = 1; i <= NR; i++)
+                printf "%15d %6.1f%% %9d %9d  %s\n", n[i], 100 * n[i] / run, c[i], (c[i] > 0 ? n[i] / c[i] : 0), f[i]
+        }'
+    exit 0
+fi
 
 cargo build --release -q
 bin=target/release/ppdsim

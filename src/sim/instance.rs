@@ -503,6 +503,7 @@ impl DecodeRun {
     /// itself `before` decides), so the walk compares integers and asks `before` only at
     /// `bound`. Walks a few steps, then gallops and bisects over closed-form ends: O(log)
     /// whatever the distance.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn last_finished_before(&self, bound: SimTime, before: impl Fn(SimTime, SimTime) -> bool) -> (usize, SimTime) {
         let last = self.len - 1;
         let (mut f, mut end_f) = (self.finished, self.finished_end);
@@ -621,6 +622,7 @@ impl Instance {
     /// it qualifies ([`DecodeRun`]: a decode-only batch of every running sequence, an empty
     /// waiting queue), of at most `max_steps` steps; returns the run's end (its event's time), or
     /// `None` (the iteration stays a single step) when fewer than two steps qualify.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn plan_decode_run(&mut self, now: SimTime, cost: &dyn CostModel, max_steps: usize) -> Option<SimTime> {
         assert!(self.run.is_none(), "{}: a decode run is already in flight", self.name);
         let first_end = self.busy_until?;
@@ -732,6 +734,7 @@ impl Instance {
     /// # Panics
     /// Without a run, or if `finish` reaches the run's last step (its event applies it), or
     /// `start` is not `finish` or `finish + 1`, or either goes backwards.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn advance_run(&mut self, finish: usize, finish_end: SimTime, start: usize) {
         let run = self.run.as_mut().expect("advance_run without a decode run");
         assert!(
@@ -782,6 +785,7 @@ impl Instance {
 
     /// Applies the run's finished steps to the sequences (one token each per step) and reserves
     /// its started steps' KV blocks on them.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn sync_run(&mut self) {
         let Some(run) = self.run.as_mut() else {
             return;
@@ -822,6 +826,7 @@ impl Instance {
     ///
     /// # Panics
     /// Without a run.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn end_run(&mut self) -> RunEnd {
         self.sync_run();
         let run = self.run.take().expect("end_run without a decode run");
@@ -938,6 +943,7 @@ impl Instance {
     }
 
     /// Adds a sequence to the waiting queue.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn enqueue(&mut self, seq: Seq) {
         self.waiting.push_back(seq);
     }
@@ -975,6 +981,7 @@ impl Instance {
     /// loading its received KV ([`Seq::kv_load_us`], charged at the first admission that uses
     /// transferred tokens) and the engine's admission work ([`Instance::admit_us`], at the first
     /// admission), or `None` when it does not fit.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn admit_head(&mut self, now: SimTime, budget: u32) -> Option<(u32, u64)> {
         let seq = self.waiting.front().expect("admit_head on an empty queue");
         let (conv, target, output, external) = (
@@ -1050,6 +1057,7 @@ impl Instance {
     /// Running sequences are scheduled in admission order; in incremental-KV mode a sequence
     /// that needs a block when none is free (after evicting cached prefixes) preempts the most
     /// recently admitted running sequence, or itself when it is the last.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn try_start(&mut self, now: SimTime, cost: &dyn CostModel) -> Option<SimTime> {
         if self.is_busy() {
             return None;
@@ -1226,6 +1234,7 @@ impl Instance {
     ///
     /// # Panics
     /// If no iteration is in flight or `now` is not its end.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn finish_step(&mut self, now: SimTime, events: &mut Vec<SeqEvent>) -> u64 {
         assert_eq!(
             self.busy_until,

@@ -743,6 +743,7 @@ impl<'a> Simulation<'a> {
 
     /// Samples the timeline at every grid point before `until` (strictly: the state then is the
     /// state after every event up to the grid point).
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn sample_timeline(&mut self, until: SimTime, inclusive: bool) {
         loop {
             let Some(tl) = self.timeline.as_ref() else {
@@ -822,6 +823,7 @@ impl<'a> Simulation<'a> {
     /// after the ends that `started` (given the end's time) says the scheduling pass has reached.
     /// `before` holds for every end before `bound` and fails for every end after it
     /// ([`instance::DecodeRun::last_finished_before`]).
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn advance_runs(&mut self, bound: SimTime, before: impl Fn(EventKey) -> bool, started: impl Fn(SimTime) -> bool) {
         let mut k = 0;
         while k < self.with_runs.len() {
@@ -875,6 +877,7 @@ impl<'a> Simulation<'a> {
 
     /// Ends instance `inst`'s decode run before something changes it (a request enqueued, a
     /// shared prefix made resident): from the step in flight on it continues step by step.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn interrupt_run(&mut self, inst: usize) {
         let Some(run) = self.instances[inst].run() else {
             return;
@@ -904,6 +907,7 @@ impl<'a> Simulation<'a> {
         }
     }
 
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn schedule_pass(&mut self) {
         for i in 0..self.instances.len() {
             if !self.dirty[i] {
@@ -975,6 +979,7 @@ impl<'a> Simulation<'a> {
 
     /// Pins the conversation of request `req` (turn `turn`) anew, as the router does for a
     /// conversation it sees for the first time: a fresh hash, or the least-loaded instance.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn repin(&mut self, req: usize) {
         let (conv, turn, old) = {
             let r = &self.requests[req];
@@ -995,6 +1000,7 @@ impl<'a> Simulation<'a> {
         self.requests[req].decode_inst = decode_inst;
     }
 
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn new_request(&mut self, conv: usize) -> usize {
         let tpl = self.cfg.template_tokens_per_message;
         let st = &mut self.conv_state[conv];
@@ -1049,6 +1055,7 @@ impl<'a> Simulation<'a> {
 
     /// Conversation `conv` has finished: emits the records of every finished conversation up to
     /// the first unfinished one, in (conversation, turn) order, and frees their request slots.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn conversation_done(&mut self, conv: usize) {
         assert!(!self.conv_done[conv], "conversation {conv} finished twice");
         self.conv_done[conv] = true;
@@ -1077,6 +1084,7 @@ impl<'a> Simulation<'a> {
         self
     }
 
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn seq_for(&self, req: usize, prefill_only: bool, external: u32) -> Seq {
         let r = &self.requests[req];
         let mut handoff_us = if prefill_only && self.handoff_in_engine() {
@@ -1118,6 +1126,7 @@ impl<'a> Simulation<'a> {
         }
     }
 
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::ConversationStart { conv } => {
@@ -1201,6 +1210,7 @@ impl<'a> Simulation<'a> {
     /// When a request that arrives now at instance `inst` reaches its queue: the serialized
     /// `request_service_ms` in the instance's API-server queue, then the rest of
     /// `request_overhead_ms` as latency (all of it a pure delay when overheads are not serialized).
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn request_handling(&mut self, inst: usize, req: usize) -> SimTime {
         let total = self.cfg.request_overhead_ms;
         let per_prompt = self.prompt_handling(req);
@@ -1399,6 +1409,7 @@ impl<'a> Simulation<'a> {
     }
 
     /// The client sends a turn: it waits for a pooled connection first.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn on_client_send(&mut self, req: usize) {
         if let Some(limit) = self.cfg.client_max_connections {
             if self.in_flight >= limit {
@@ -1419,6 +1430,7 @@ impl<'a> Simulation<'a> {
         }
     }
 
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn on_arrival(&mut self, req: usize) {
         let r = &self.requests[req];
         if self
@@ -1491,6 +1503,7 @@ impl<'a> Simulation<'a> {
 
     /// What a sequence event of the step that ended now does; its tokens reach the client at
     /// `delivered` (≥ now: [`SimConfig::stream_ms_per_chunk`]).
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn on_seq_event(&mut self, e: SeqEvent, delivered: SimTime) {
         match e {
             SeqEvent::PrefillDone { req } => {
@@ -1540,6 +1553,7 @@ impl<'a> Simulation<'a> {
 
     /// The client has a turn's last token (now): it fails if it took too long, and the
     /// conversation ends or sends its next turn.
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn turn_done(&mut self, req: usize) {
         let r = &mut self.requests[req];
         if let Some(t) = self.cfg.request_timeout_s {
@@ -1592,6 +1606,7 @@ impl<'a> Simulation<'a> {
     ///
     /// # Panics
     /// If it never produced a token or never completed (broken invariants).
+    #[cfg_attr(feature = "profile-functions", inline(never))]
     fn record_of(&self, id: usize) -> RequestRecord {
         let name = |i: usize| self.instance_names[i].clone();
         let r = &self.requests[id];
