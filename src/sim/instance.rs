@@ -1090,9 +1090,21 @@ impl Instance {
         // Engine time of the handoffs of the prompts this step completes [µs].
         let mut handoff_us = 0;
         let mut min_outputs_left = u32::MAX;
+        // Whether a sequence before `i` still has prompt to compute: none of the decodes may
+        // follow one (prompts complete in admission order, since each takes the budget before
+        // those admitted after it, and a preempted sequence comes back at the end), so the
+        // decodes are a prefix of `running`.
+        let mut prefilling_before = false;
         while i < self.running.len() && budget > 0 {
             let s = &self.running[i];
             let rem = s.remaining_prefill();
+            debug_assert!(
+                rem > 0 || !prefilling_before,
+                "{}: decode request {} after a sequence still prefilling",
+                self.name,
+                s.req
+            );
+            prefilling_before |= rem > 0;
             let tokens = if rem > 0 { rem.min(budget) } else { 1 };
             // Most passes need no new block (a decode fills its last block 15 times in 16), and
             // then nothing below changes: the blocks in use are within capacity (asserted above,
