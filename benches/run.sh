@@ -6,7 +6,7 @@
 #   bash benches/run.sh --quick         # without the 1,000,000-conversation run
 #   bash benches/run.sh --instructions  # instruction counts instead (valgrind; ≈ 1 minute)
 #   bash benches/run.sh --functions     # Vidur's run's simulation, instructions by function
-#                                       # (valgrind; its own build, ≈ 4 minutes the first time)
+#                                       # (valgrind; its own build, ≈ 3 minutes the first time)
 #
 # Outputs go to output/bench-* (ppdsim's own directories; --force replaces only what ppdsim
 # wrote). Wall time and peak RSS come from GNU time (`/usr/bin/time`); without it only the wall
@@ -32,10 +32,11 @@ if [[ "${1:-}" == "--functions" ]]; then
     CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -q \
         --features profile-functions --target-dir target/profile-functions
     out=$(mktemp)
-    trap 'rm -f "$out"' EXIT
+    trap 'rm -f "$out" "$out.log"' EXIT
     RAYON_NUM_THREADS=2 valgrind --tool=callgrind --callgrind-out-file="$out" \
         target/profile-functions/release/ppdsim run scenarios/vidur-arxiv-qps2.toml \
-        -q --no-plots -o output/bench-functions --force >/dev/null 2>&1
+        -q --no-plots -o output/bench-functions --force >/dev/null 2>"$out.log" \
+        || { cat "$out.log" >&2; exit 1; }
     echo "Vidur's run's simulation by function, $(date -u +%Y-%m-%d) (callgrind, 2 threads, profile-functions build)"
     printf "%15s %7s %9s %9s  %s\n" "instructions" "of run" "calls" "per call" "function (inclusive)"
     # `--tree=caller` lists each function's callers ("< … (Nx)") above its own line ("* …"); a
@@ -53,7 +54,7 @@ if [[ "${1:-}" == "--functions" ]]; then
             calls = 0; next
         }
         /^$/ { calls = 0 }
-        END { for (f in incl) print incl[f], ncalls[f] + 0, f }' | sort -rn | head -26 | awk '
+        END { for (f in incl) printf "%s\t%d\t%s\n", incl[f], ncalls[f], f }' | sort -rn | head -26 | awk -F '\t' '
         { n[NR] = $1; c[NR] = $2; f[NR] = $3; if ($3 == "Simulation::run") run = $1 }
         END {
             if (!run) { print "Simulation::run not found in the profile" > "/dev/stderr"; exit 1 }
