@@ -56,6 +56,12 @@ pub enum Command {
         /// of iterations at once: identical results, slower (for checking and profiling).
         #[arg(long)]
         step_path: bool,
+        /// Read the whole trace before simulating. Without it, a scenario of one run that
+        /// replays a trace at its recorded arrivals (`arrival.kind = "trace"`) is fed the
+        /// conversations as the trace is read, its reading overlapping the simulation: identical
+        /// files either way (for checking and timing that path).
+        #[arg(long)]
+        read_trace_first: bool,
         /// Print to stderr, after the run, how long each phase took in wall milliseconds
         /// (reading the scenario, the trace and the calibration; building the workload; each
         /// run's simulation and summary; writing the files and figures; the commit), even with
@@ -510,6 +516,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             no_plots,
             no_requests,
             step_path,
+            read_trace_first,
             timings,
         } => crate::commands::run::exec_run(
             &scenario,
@@ -520,6 +527,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 plots: !no_plots,
                 requests: !no_requests,
                 timings,
+                feed_trace: !read_trace_first,
             },
             !step_path,
         ),

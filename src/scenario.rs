@@ -462,6 +462,9 @@ pub struct LoadTimings {
     pub trace: std::time::Duration,
     /// Reading the calibration file and resolving the scenario's defaults from it.
     pub calibration: std::time::Duration,
+    /// The trace was read while the run simulated (`ppdsim run`'s fast path,
+    /// [`crate::commands::feed`]): `trace` overlaps the simulation rather than preceding it.
+    pub trace_fed: bool,
 }
 
 /// `target` as a path relative to the directory `base` (both made absolute against the current
@@ -643,80 +646,72 @@ impl LoadedScenario {
     /// # Errors
     /// As [`LoadedScenario::load`]; a bad override names itself.
     pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedScenario> {
-        let text = crate::input::read_file_text(path, "scenario")?;
-        let with = crate::input::apply_overrides(path, &text, overrides)?;
-        let mut sc = parse(path, &with)
-            .map_err(|e| crate::input::blame_override::<Scenario>(path, "scenario", &text, overrides).unwrap_or(e))?;
-        check_name(&sc.name).map_err(|m| InputError::key(path, "name", m))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
-        let gpu = hardware::find_gpu(&sc.gpu).map_err(|m| InputError::key(path, "gpu", m))?;
-        check_domains(path, &sc, model, gpu)?;
-        let clusters = load_clusters(path, base, &sc)?;
-        // The smallest KV capacity of any instance: every conversation must fit wherever it runs.
-        let e = &sc.engine;
-        let kv_capacity_tokens = std::iter::once(e.limits(model, gpu, 1))
-            .chain(
-                clusters
-                    .iter()
-                    .flat_map(|c| c.pools.iter().filter_map(|p| p.model.as_ref().map(|m| m.limits))),
-            )
-            .map(|l| l.capacity_blocks * l.block_size as u64)
-            .min()
-            .expect("at least the scenario's GPU");
+        let parts = ScenarioParts::read(path, overrides)?;
         let scenario_done = std::time::Instant::now();
-        let trace = load_workload(path, base, &sc, kv_capacity_tokens)?;
+        let trace = load_workload(path, &parts.base, &parts.sc, parts.kv_capacity_tokens)?;
         let trace_done = std::time::Instant::now();
-        let calibration = load_calibration(
-            path,
-            "calibration",
-            &base.join(&sc.calibration),
-            &sc.model,
-            "create it with `ppdsim calibrate`",
-        )?;
-        if sc.client.preset == Some(ClientPreset::VllmPpd) {
-            sc.client.max_connections.get_or_insert(50);
-            sc.client.request_timeout_s.get_or_insert(120.0);
+        let mut loaded = parts.finish(path, trace)?;
+        loaded.load_timings = LoadTimings {
+            trace: trace_done - scenario_done,
+            calibration: trace_done.elapsed(),
+            trace_fed: false,
+        };
+        Ok(loaded)
+    }
+
+    /// The scenario `path` (with `overrides`) loaded but for its trace, when its run can be fed
+    /// its conversations while the trace is read (`ppdsim run`'s fast path,
+    /// [`crate::commands::feed`]): a native trace replayed at its recorded arrivals, in trace
+    /// order, for a number of conversations. The trace is left empty, and its path returned,
+    /// for [`LoadedScenario::accept_fed_trace`] to check and take once read. `None` for any other
+    /// workload, and on any error, which [`LoadedScenario::load_with`] then reports in its order.
+    pub fn load_for_feed(path: &Path, overrides: &[String]) -> Option<(LoadedScenario, PathBuf)> {
+        let parts = ScenarioParts::read(path, overrides).ok()?;
+        let w = &parts.sc.workload;
+        let speedup = match w.arrival {
+            ArrivalSpec::Trace { speedup } => speedup,
+            _ => return None,
+        };
+        let trace_path = parts.base.join(w.trace.as_ref()?);
+        let feedable = w.synthetic.is_none()
+            && w.num_conversations.is_some_and(|n| n > 0)
+            && w.window_s.is_none()
+            && w.order != ConversationOrder::Shuffle
+            && speedup > 0.0
+            && speedup.is_finite()
+            && trace_path.is_file();
+        if !feedable {
+            return None;
         }
-        if sc.client.max_connections == Some(0) {
-            return Err(InputError::key(path, "client.max_connections", "must be >= 1"));
+        let loaded = parts.finish(path, Vec::new()).ok()?;
+        Some((loaded, trace_path))
+    }
+
+    /// Checks the trace a fed run read from `trace_path` (its conversations and file lines, as
+    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole) exactly as
+    /// [`LoadedScenario::load_with`] checks a trace, and takes it as this scenario's trace.
+    /// False (the scenario unchanged) when a check fails: `load_with` then reports it.
+    pub fn accept_fed_trace(
+        &mut self,
+        scenario: &Path,
+        trace_path: &Path,
+        trace: Vec<crate::trace::Conversation>,
+        lines: Vec<usize>,
+    ) -> bool {
+        let ok = crate::trace::check_whole_trace(trace_path, &trace, &lines).is_ok()
+            && check_workload(
+                scenario,
+                &self.resolved,
+                &trace,
+                &lines,
+                trace_path,
+                self.kv_capacity_tokens,
+            )
+            .is_ok();
+        if ok {
+            self.trace = std::sync::Arc::new(trace);
         }
-        if let Some(r) = sc.client.requeue_rate.filter(|r| !(0.0..=1.0).contains(r)) {
-            return Err(InputError::key(
-                path,
-                "client.requeue_rate",
-                format!(
-                    "{r} is not a fraction: use a value from 0 to 1 (0: every turn sent at once keeps its connection)"
-                ),
-            ));
-        }
-        let miss = sc.proxy.affinity_miss_rate;
-        if !(0.0..=1.0).contains(&miss) {
-            return Err(InputError::key(
-                path,
-                "proxy.affinity_miss_rate",
-                format!(
-                    "{miss} is not a fraction: use a value from 0 to 1 (vllm-ppd's comprehensive benchmark: 0.2222)"
-                ),
-            ));
-        }
-        let scenario_load = sc.kv_link.load_ms;
-        resolve_calibrated(path, &mut sc, &calibration)?;
-        let mut clusters = clusters;
-        resolve_pool_kv_loads(&mut sc, &mut clusters, scenario_load);
-        Ok(LoadedScenario {
-            resolved: sc,
-            trace: trace.into(),
-            calibration,
-            kv_capacity_tokens,
-            clusters,
-            decode_runs: true,
-            source_dir: base.to_path_buf(),
-            load_timings: LoadTimings {
-                trace: trace_done - scenario_done,
-                calibration: trace_done.elapsed(),
-            },
-        })
+        ok
     }
 
     /// The runs of the scenario, in order: each router on each of its clusters.
@@ -811,6 +806,118 @@ impl LoadedScenario {
     }
 }
 
+/// A scenario read and checked as far as its workload: what [`LoadedScenario::load_with`] has
+/// before it reads the trace.
+struct ScenarioParts {
+    sc: Scenario,
+    base: PathBuf,
+    clusters: Vec<LoadedCluster>,
+    /// The smallest KV capacity of any instance \[tokens\].
+    kv_capacity_tokens: u64,
+}
+
+impl ScenarioParts {
+    /// Reads scenario `path` with `overrides` and its clusters.
+    ///
+    /// # Errors
+    /// As [`LoadedScenario::load_with`], for the scenario file and its clusters.
+    fn read(path: &Path, overrides: &[String]) -> InputResult<ScenarioParts> {
+        let text = crate::input::read_file_text(path, "scenario")?;
+        let with = crate::input::apply_overrides(path, &text, overrides)?;
+        let sc = parse(path, &with)
+            .map_err(|e| crate::input::blame_override::<Scenario>(path, "scenario", &text, overrides).unwrap_or(e))?;
+        check_name(&sc.name).map_err(|m| InputError::key(path, "name", m))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let model = hardware::find_model(&sc.model).map_err(|m| InputError::key(path, "model", m))?;
+        let gpu = hardware::find_gpu(&sc.gpu).map_err(|m| InputError::key(path, "gpu", m))?;
+        check_domains(path, &sc, model, gpu)?;
+        let clusters = load_clusters(path, base, &sc)?;
+        // The smallest KV capacity of any instance: every conversation must fit wherever it runs.
+        let e = &sc.engine;
+        let kv_capacity_tokens = std::iter::once(e.limits(model, gpu, 1))
+            .chain(
+                clusters
+                    .iter()
+                    .flat_map(|c| c.pools.iter().filter_map(|p| p.model.as_ref().map(|m| m.limits))),
+            )
+            .map(|l| l.capacity_blocks * l.block_size as u64)
+            .min()
+            .expect("at least the scenario's GPU");
+        Ok(ScenarioParts {
+            sc,
+            base: base.to_path_buf(),
+            clusters,
+            kv_capacity_tokens,
+        })
+    }
+
+    /// The loaded scenario, with source conversations `trace` (already checked): the
+    /// calibration read and the scenario's defaults resolved from it.
+    ///
+    /// # Errors
+    /// As [`LoadedScenario::load_with`], for the calibration and the client and proxy settings.
+    fn finish(self, path: &Path, trace: Vec<crate::trace::Conversation>) -> InputResult<LoadedScenario> {
+        let ScenarioParts {
+            mut sc,
+            base,
+            clusters,
+            kv_capacity_tokens,
+        } = self;
+        let calibration_start = std::time::Instant::now();
+        let calibration = load_calibration(
+            path,
+            "calibration",
+            &base.join(&sc.calibration),
+            &sc.model,
+            "create it with `ppdsim calibrate`",
+        )?;
+        if sc.client.preset == Some(ClientPreset::VllmPpd) {
+            sc.client.max_connections.get_or_insert(50);
+            sc.client.request_timeout_s.get_or_insert(120.0);
+        }
+        if sc.client.max_connections == Some(0) {
+            return Err(InputError::key(path, "client.max_connections", "must be >= 1"));
+        }
+        if let Some(r) = sc.client.requeue_rate.filter(|r| !(0.0..=1.0).contains(r)) {
+            return Err(InputError::key(
+                path,
+                "client.requeue_rate",
+                format!(
+                    "{r} is not a fraction: use a value from 0 to 1 (0: every turn sent at once keeps its connection)"
+                ),
+            ));
+        }
+        let miss = sc.proxy.affinity_miss_rate;
+        if !(0.0..=1.0).contains(&miss) {
+            return Err(InputError::key(
+                path,
+                "proxy.affinity_miss_rate",
+                format!(
+                    "{miss} is not a fraction: use a value from 0 to 1 (vllm-ppd's comprehensive benchmark: 0.2222)"
+                ),
+            ));
+        }
+        let scenario_load = sc.kv_link.load_ms;
+        resolve_calibrated(path, &mut sc, &calibration)?;
+        let mut clusters = clusters;
+        resolve_pool_kv_loads(&mut sc, &mut clusters, scenario_load);
+        Ok(LoadedScenario {
+            resolved: sc,
+            trace: trace.into(),
+            calibration,
+            kv_capacity_tokens,
+            clusters,
+            decode_runs: true,
+            source_dir: base,
+            load_timings: LoadTimings {
+                trace: std::time::Duration::ZERO,
+                calibration: calibration_start.elapsed(),
+                trace_fed: false,
+            },
+        })
+    }
+}
+
 /// The scenario's conversations — its trace (`workload.trace`, relative to the scenario's
 /// directory `base`) or its synthetic protocol — checked against the workload keys (count or
 /// window, timed arrivals in order, setup turns), the prompt and model-length limits and the KV
@@ -822,9 +929,7 @@ fn load_workload(
     kv_capacity_tokens: u64,
 ) -> InputResult<Vec<crate::trace::Conversation>> {
     let w = &sc.workload;
-    use limits::*;
-    let mut trace_lines: Vec<usize> = Vec::new();
-    let (trace, trace_path) = match (&w.trace, &w.synthetic) {
+    let (trace, trace_lines, trace_path) = match (&w.trace, &w.synthetic) {
         (Some(t), None) => {
             let trace_path = base.join(t);
             if !trace_path.is_file() {
@@ -835,19 +940,7 @@ fn load_workload(
                     ));
             }
             let (trace, lines) = crate::trace::read_trace_lines(&trace_path)?;
-            trace_lines = lines;
-            if w.num_conversations.is_some_and(|n| n == 0 || n > trace.len()) {
-                return Err(InputError::key(
-                    path,
-                    "workload.num_conversations",
-                    format!(
-                        "must be in 1..={} (conversations in {})",
-                        trace.len(),
-                        trace_path.display()
-                    ),
-                ));
-            }
-            (trace, trace_path)
+            (trace, lines, trace_path)
         }
         (None, Some(s)) => {
             let convs = s.conversations();
@@ -862,7 +955,7 @@ fn load_workload(
                     "needs at least one turn per conversation and answers of >= 1 token",
                 ));
             }
-            (convs, path.to_path_buf())
+            (convs, Vec::new(), path.to_path_buf())
         }
         _ => {
             return Err(InputError::key(
@@ -872,6 +965,37 @@ fn load_workload(
             ))
         }
     };
+    check_workload(path, sc, &trace, &trace_lines, &trace_path, kv_capacity_tokens)?;
+    Ok(trace)
+}
+
+/// [`load_workload`]'s checks of the source conversations `trace` (read from `trace_path`, with
+/// their file lines `trace_lines`; none for a synthetic protocol's) against scenario `path`'s
+/// workload and engine limits.
+///
+/// # Errors
+/// The first check that fails, naming the key or trace line and the fix.
+fn check_workload(
+    path: &Path,
+    sc: &Scenario,
+    trace: &[crate::trace::Conversation],
+    trace_lines: &[usize],
+    trace_path: &Path,
+    kv_capacity_tokens: u64,
+) -> InputResult<()> {
+    let w = &sc.workload;
+    use limits::*;
+    if w.trace.is_some() && w.num_conversations.is_some_and(|n| n == 0 || n > trace.len()) {
+        return Err(InputError::key(
+            path,
+            "workload.num_conversations",
+            format!(
+                "must be in 1..={} (conversations in {})",
+                trace.len(),
+                trace_path.display()
+            ),
+        ));
+    }
     let setup = matches!(w.arrival, ArrivalSpec::Setup { .. });
     match (w.num_conversations, w.window_s) {
             (Some(0), _) => return Err(InputError::key(path, "workload.num_conversations", "must be >= 1")),
@@ -958,8 +1082,8 @@ fn load_workload(
     {
         let message = format!("conversation `{}` has a first turn with no prompt token (user_tokens = 0 and template_tokens_per_message = 0): a request needs at least one token to prefill; drop it or set template_tokens_per_message", c.id);
         return Err(match trace_lines.get(k) {
-            Some(&line) => InputError::line(&trace_path, line, message),
-            None => InputError::key(&trace_path, "workload.synthetic", message),
+            Some(&line) => InputError::line(trace_path, line, message),
+            None => InputError::key(trace_path, "workload.synthetic", message),
         });
     }
     if let Some(max) = sc.engine.max_model_len {
@@ -976,17 +1100,17 @@ fn load_workload(
                 ));
         }
     }
-    for c in &trace {
+    for c in trace {
         let total: u64 = c
             .turns
             .iter()
             .map(|t| t.user_tokens as u64 + t.assistant_tokens as u64 + 2 * tpl)
             .sum();
         if total > kv_capacity_tokens {
-            return Err(InputError::file(&trace_path, format!("conversation `{}` needs {total} KV tokens but an instance holds {kv_capacity_tokens}; drop it or use a larger GPU", c.id)));
+            return Err(InputError::file(trace_path, format!("conversation `{}` needs {total} KV tokens but an instance holds {kv_capacity_tokens}; drop it or use a larger GPU", c.id)));
         }
     }
-    Ok(trace)
+    Ok(())
 }
 
 /// The model file `cal_path`, named by key `key` of scenario `path`, fitted for `model`.

@@ -2,6 +2,7 @@
 //! command.
 
 pub mod calibrate;
+pub mod feed;
 pub mod plot;
 pub mod routing_map;
 pub mod run;

@@ -292,6 +292,132 @@ pub(crate) fn simulate_with(
         &mut rng,
     );
     let workload_time = workload_start.elapsed();
+    simulate_workload(
+        sc,
+        Workload::Built(convs),
+        workload_time,
+        bar,
+        timeline,
+        requests,
+        latencies,
+    )
+}
+
+/// What [`simulate_fed`] read of a trace while its run simulated.
+pub(crate) struct FedTrace {
+    /// The trace's conversations and their file lines, as `read_trace_lines` reads them.
+    pub convs: Vec<crate::trace::Conversation>,
+    pub lines: Vec<usize>,
+    /// Wall time the reading took (alongside the simulation).
+    pub read: std::time::Duration,
+}
+
+/// [`simulate_with`] for a scenario of one run loaded by
+/// [`LoadedScenario::load_for_feed`] (its trace not read yet): the trace `trace_path` is read
+/// by a task of the pool queued before the run, and its conversations fed to the run as they
+/// are parsed
+/// ([`crate::commands::feed`]). With the trace read, the caller checks it
+/// ([`LoadedScenario::accept_fed_trace`]) before it uses the results. `None` when the trace did
+/// not read or a conversation failed a check the simulation needs: the results are void, and
+/// the ordinary path reports the error.
+///
+/// # Errors
+/// Writing `requests.csv`.
+pub(crate) fn simulate_fed(
+    sc: &LoadedScenario,
+    trace_path: &Path,
+    bar: indicatif::ProgressBar,
+    timeline: bool,
+    requests: Option<&OutputDir>,
+    latencies: bool,
+) -> Result<Option<(RunResults, FedTrace)>> {
+    let w = &sc.resolved.workload;
+    let ArrivalSpec::Trace { speedup } = w.arrival else {
+        unreachable!("load_for_feed takes only trace arrivals")
+    };
+    let count = w
+        .num_conversations
+        .expect("load_for_feed takes only a number of conversations");
+    assert_eq!(sc.deployments().len(), 1, "a trace is fed to one run");
+    let (tx, rx) = std::sync::mpsc::channel::<crate::commands::feed::Region>();
+    let feed = crate::commands::feed::TraceFeed::new(
+        rx,
+        count,
+        workload::TraceReplay::new(speedup, &w.think_time, RngStreams::new(sc.resolved.seed)),
+        speedup,
+        w.template_tokens_per_message as u64,
+        sc.kv_capacity_tokens,
+        bar.clone(),
+    );
+    let read = std::sync::Mutex::new(None);
+    let read_into = &read;
+    let slot = FedSlot {
+        reader: std::sync::Mutex::new(Some(Box::new(move || {
+            let start = std::time::Instant::now();
+            // The receiver lives until the run has taken the whole trace, unless the run failed.
+            let ok = crate::trace::feed_trace(trace_path, |region| tx.send(region).is_ok());
+            drop(tx);
+            *read_into.lock().expect("the trace reader panicked") = Some((ok, start.elapsed()));
+        }))),
+        feed: std::sync::Mutex::new(Some(feed)),
+        trace: std::sync::Mutex::new(None),
+    };
+    let results = simulate_workload(
+        sc,
+        Workload::Fed(&slot),
+        std::time::Duration::ZERO,
+        bar,
+        timeline,
+        requests,
+        latencies,
+    )?;
+    let (ok, read_time) = read
+        .lock()
+        .expect("the trace reader panicked")
+        .take()
+        .expect("the reader ran with the run");
+    let trace = slot.trace.into_inner().expect("the run panicked");
+    Ok(match (ok, trace) {
+        (true, Some(Some((convs, lines)))) => Some((
+            results,
+            FedTrace {
+                convs,
+                lines,
+                read: read_time,
+            },
+        )),
+        _ => None,
+    })
+}
+
+/// A fed run's feed, and what it read once the run is over (`None` inside: a conversation was
+/// refused).
+struct FedSlot<'r> {
+    /// Reads the trace into the feed (run before the run, on the pool).
+    reader: std::sync::Mutex<Option<Box<dyn FnOnce() + Send + 'r>>>,
+    feed: std::sync::Mutex<Option<crate::commands::feed::TraceFeed>>,
+    trace: std::sync::Mutex<Option<Option<crate::commands::feed::ReadTrace>>>,
+}
+
+/// Where the runs' conversations come from.
+enum Workload<'f, 'r> {
+    /// Built before the runs, shared by all of them.
+    Built(Vec<workload::TimedConversation>),
+    /// Fed to the one run as its trace is read.
+    Fed(&'f FedSlot<'r>),
+}
+
+/// [`simulate_with`]'s runs of the conversations `workload` (built in `workload_time`).
+fn simulate_workload(
+    sc: &LoadedScenario,
+    workload: Workload<'_, '_>,
+    workload_time: std::time::Duration,
+    bar: indicatif::ProgressBar,
+    timeline: bool,
+    requests: Option<&OutputDir>,
+    latencies: bool,
+) -> Result<RunResults> {
+    let w = &sc.resolved.workload;
     let cost = LinearCostModel::new(sc.calibration.coefficients().expect("validated on load"));
     // Per cluster, per pool: its own cost model when it is off the scenario's GPU and model file.
     let pool_costs: Vec<Vec<Option<LinearCostModel>>> = sc
@@ -309,9 +435,13 @@ pub(crate) fn simulate_with(
         })
         .collect();
     let deployments = sc.deployments();
-    // Every turn of every conversation is one request of each run (a failed turn included).
-    let requests_per_run: u64 = convs.iter().map(|c| c.turns.len() as u64).sum();
-    bar.set_length(requests_per_run * deployments.len() as u64);
+    // Every turn of every conversation is one request of each run (a failed turn included); a
+    // feed lengthens the bar as it goes.
+    let built_requests_per_run: u64 = match &workload {
+        Workload::Built(convs) => convs.iter().map(|c| c.turns.len() as u64).sum(),
+        Workload::Fed(_) => 0,
+    };
+    bar.set_length(built_requests_per_run * deployments.len() as u64);
     // Fewer runs than threads: a core would idle, so each run's rows are formatted on a thread
     // of their own (with every core simulating, formatting inline costs nothing extra).
     let offload = deployments.len() < rayon::current_num_threads();
@@ -342,9 +472,22 @@ pub(crate) fn simulate_with(
         let mut setup_end_ms = 0.0f64;
         // Requests this run has simulated (the bar hears of them PROGRESS_EVERY at a time).
         let mut simulated = 0u64;
+        // A fed run's feed, taken by its run.
+        let mut feed = match &workload {
+            Workload::Fed(slot) => Some(slot.feed.lock().expect("a run panicked").take().expect("one fed run")),
+            Workload::Built(_) => None,
+        };
         // The run, each record passed to `emit` after the summary and latencies take theirs.
         let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
-            let mut sim = Simulation::new(sc.sim_config(d), &cost, &convs[..]).with_record_sink(|r| {
+            let sim = match (&workload, feed.as_mut()) {
+                (Workload::Built(convs), _) => Simulation::new(sc.sim_config(d), &cost, &convs[..]),
+                (Workload::Fed(_), Some(feed)) => {
+                    let expected = w.num_conversations.unwrap_or(0);
+                    Simulation::fed(sc.sim_config(d), &cost, expected, || feed.next())
+                }
+                (Workload::Fed(_), None) => unreachable!("the feed was taken above"),
+            };
+            let mut sim = sim.with_record_sink(|r| {
                 simulated += 1;
                 if simulated.is_multiple_of(PROGRESS_EVERY) {
                     bar.inc(PROGRESS_EVERY);
@@ -418,6 +561,15 @@ pub(crate) fn simulate_with(
             })?,
         };
         let simulate_time = simulate_start.elapsed();
+        let (num_conversations, requests_per_run) = match (&workload, feed) {
+            (Workload::Built(convs), _) => (convs.len(), built_requests_per_run),
+            (Workload::Fed(slot), Some(feed)) => {
+                let counts = (feed.fed(), feed.turns_fed());
+                *slot.trace.lock().expect("a run panicked") = Some(feed.finish());
+                counts
+            }
+            (Workload::Fed(_), None) => unreachable!("the feed was taken above"),
+        };
         // The rest of the run's requests, turns its conversations did not reach included.
         assert!(
             simulated <= requests_per_run,
@@ -431,7 +583,15 @@ pub(crate) fn simulate_with(
         let (instances, mode_switches) = (r.instances, r.mode_switches);
         let summarize_start = std::time::Instant::now();
         let (s, timeline_rows) = rayon::join(
-            || summary.finish(&d.name, convs.len(), instances, mode_switches, &sc.resolved.percentiles),
+            || {
+                summary.finish(
+                    &d.name,
+                    num_conversations,
+                    instances,
+                    mode_switches,
+                    &sc.resolved.percentiles,
+                )
+            },
             || {
                 let mut rows = Vec::new();
                 output::push_timeline_rows(&mut rows, &d.name, &r.timeline);
@@ -477,6 +637,13 @@ pub(crate) fn simulate_with(
             None => (None, None),
         };
         rayon::scope_fifo(|scope| {
+            // A fed run's trace reader goes first: a pool thread reads while another simulates,
+            // and on one thread it reads the whole trace before the run starts (it never waits
+            // for the run, so neither order can deadlock).
+            if let Workload::Fed(slot) = &workload {
+                let reader = slot.reader.lock().expect("a run panicked").take().expect("one reader");
+                scope.spawn_fifo(move |_| reader());
+            }
             for (k, d) in deployments.iter().enumerate() {
                 let (slots, run_one, tx) = (&slots, &run_one, tx.clone());
                 scope.spawn_fifo(move |_| {
@@ -523,7 +690,9 @@ pub(crate) fn simulate_with(
     }
     // The workload (an allocation or more per conversation) is freed on the pool: 0.40–0.61 ms
     // for Vidur's 10,000 conversations (timed), off the caller's way.
-    rayon::spawn(move || drop(convs));
+    if let Workload::Built(convs) = workload {
+        rayon::spawn(move || drop(convs));
+    }
     Ok(out)
 }
 
@@ -547,6 +716,9 @@ pub(crate) struct RunOutputs {
     pub requests: bool,
     /// `--timings`: the table of [`timings_table`] on stderr.
     pub timings: bool,
+    /// Feed a single-run trace replay its conversations as the trace is read
+    /// ([`crate::commands::feed`]; `--read-trace-first` turns it off).
+    pub feed_trace: bool,
 }
 
 /// The instants between the phases of [`exec_run`], in order.
@@ -579,15 +751,24 @@ fn timings_table(load: &crate::scenario::LoadTimings, res: &RunResults, m: &Phas
     let row = |out: &mut String, label: &str, value: f64, note: &str| {
         let _ = writeln!(out, "  {label:<24} {value:>9.2}{note}");
     };
-    row(&mut out, "scenario", load_ms - trace_ms - calibration_ms, "");
-    row(&mut out, "trace", trace_ms, "");
+    // A fed trace is read beside the run: its row goes under the runs, out of the sum.
+    let fed = load.trace_fed;
+    let sequential_trace_ms = if fed { 0.0 } else { trace_ms };
+    row(&mut out, "scenario", load_ms - sequential_trace_ms - calibration_ms, "");
+    if !fed {
+        row(&mut out, "trace", trace_ms, "");
+    }
     row(&mut out, "calibration", calibration_ms, "");
     row(&mut out, "output folder", ms(m.staged - m.loaded), "");
-    row(&mut out, "workload", workload_ms, "");
+    let note = if fed { " (built as the run takes it)" } else { "" };
+    row(&mut out, "workload", workload_ms, note);
     let (runs, threads) = (res.run_timings.len(), rayon::current_num_threads());
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let note = format!(" ({runs} run{} on {threads} thread{})", plural(runs), plural(threads));
     row(&mut out, "runs", simulate_with_ms - workload_ms, &note);
+    if fed {
+        let _ = writeln!(out, "    trace read and fed to the run meanwhile: {trace_ms:.2}");
+    }
     for t in &res.run_timings {
         let _ = writeln!(
             out,
@@ -621,25 +802,61 @@ pub(crate) fn exec_run(
         plots,
         requests,
         timings,
+        feed_trace,
     } = outputs;
     let started = std::time::Instant::now();
     // The thread pool starts while the scenario and its trace are read (its first use, the
     // trace's parse, would otherwise wait for its threads).
     rayon::spawn(|| {});
-    let mut sc = LoadedScenario::load_with(scenario, set)?;
-    let loaded = std::time::Instant::now();
-    sc.decode_runs = decode_runs;
-    let dest = output.unwrap_or_else(|| Path::new("output").join(&sc.resolved.name));
-    // Refuse a bad destination before simulating.
-    let staged = OutputDir::create(&dest, force, "run")?;
-    let t0 = std::time::Instant::now();
-    let res = simulate_with(
-        &sc,
-        progress_bar(quiet, 0, "requests simulated"),
-        true,
-        requests.then_some(&staged),
-        plots,
-    )?;
+    let dest_of = |sc: &LoadedScenario| {
+        output
+            .clone()
+            .unwrap_or_else(|| Path::new("output").join(&sc.resolved.name))
+    };
+    // A trace replay of one run is fed its conversations as the trace is read; anything else,
+    // and any error on that path, takes the ordinary one (which reports the error).
+    let fed = feed_trace
+        .then(|| LoadedScenario::load_for_feed(scenario, set))
+        .flatten()
+        .and_then(|(mut sc, trace_path)| {
+            sc.decode_runs = decode_runs;
+            let dest = dest_of(&sc);
+            if sc.deployments().len() != 1 || !crate::outdir::parent_exists(&dest) {
+                return None;
+            }
+            let loaded = std::time::Instant::now();
+            let staged = OutputDir::create(&dest, force, "run").ok()?;
+            let t0 = std::time::Instant::now();
+            let bar = progress_bar(quiet, 0, "requests simulated");
+            let (res, trace) = simulate_fed(&sc, &trace_path, bar, true, requests.then_some(&staged), plots).ok()??;
+            sc.load_timings = crate::scenario::LoadTimings {
+                trace: trace.read,
+                calibration: sc.load_timings.calibration,
+                trace_fed: true,
+            };
+            sc.accept_fed_trace(scenario, &trace_path, trace.convs, trace.lines)
+                .then_some((sc, dest, staged, res, loaded, t0))
+        });
+    let (sc, dest, staged, res, loaded, t0) = match fed {
+        Some(fed) => fed,
+        None => {
+            let mut sc = LoadedScenario::load_with(scenario, set)?;
+            let loaded = std::time::Instant::now();
+            sc.decode_runs = decode_runs;
+            let dest = dest_of(&sc);
+            // Refuse a bad destination before simulating.
+            let staged = OutputDir::create(&dest, force, "run")?;
+            let t0 = std::time::Instant::now();
+            let res = simulate_with(
+                &sc,
+                progress_bar(quiet, 0, "requests simulated"),
+                true,
+                requests.then_some(&staged),
+                plots,
+            )?;
+            (sc, dest, staged, res, loaded, t0)
+        }
+    };
     let simulated = std::time::Instant::now();
     warn_setup_overruns(&sc, &res.setup_overruns);
     let name_of = |p: &Path| {

@@ -571,9 +571,13 @@ pub struct Simulation<'a> {
     seq_events: Vec<SeqEvent>,
     /// Instances that may have a decode run (checked before each event; stale entries drop).
     with_runs: Vec<usize>,
-    /// Conversations in start order, and how many of them have been queued.
+    /// Conversations in start order, and how many of them have been queued (with a feed: empty,
+    /// the order being the feed's).
     start_order: Vec<u32>,
     starts_queued: usize,
+    /// Where conversations come from as they start ([`Simulation::fed`]); `None` when `convs`
+    /// holds them all from the outset.
+    feed: Option<Box<dyn FnMut() -> Option<TimedConversation> + 'a>>,
     /// Request slots free for reuse (their records were emitted).
     free_requests: Vec<usize>,
     /// Per conversation: finished (no turn in flight, none to come).
@@ -685,7 +689,72 @@ impl<'a> Simulation<'a> {
             next_record_conv: 0,
             records: Vec::new(),
             record_sink: None,
+            feed: None,
         }
+    }
+
+    /// A simulation ready to run, under `cfg`, the conversations `feed` gives (room made for
+    /// `expected` of them), in the order it gives them (their starts must not decrease): each is
+    /// pulled when the one before it starts,
+    /// so a run can begin while its workload is still being read. `feed` returning `None` ends
+    /// the workload. Every output is the same as [`Simulation::new`]'s on the conversations fed,
+    /// in that order: each start keeps the index it would have had there (the keys reserved for
+    /// initial pushes are the most conversations a run takes, 2³², rather than their number, an
+    /// offset common to every later push), and each conversation's pinning is drawn from its
+    /// index as there.
+    ///
+    /// # Panics
+    /// As [`Simulation::new`]; and, while running, if a start fed is earlier than the one before
+    /// it.
+    pub fn fed(
+        cfg: SimConfig,
+        cost: &'a dyn CostModel,
+        expected: usize,
+        feed: impl FnMut() -> Option<TimedConversation> + 'a,
+    ) -> Self {
+        let mut sim = Simulation::new(cfg, cost, Vec::with_capacity(expected.min(1 << 22)));
+        sim.conv_state.reserve(expected.min(1 << 22));
+        sim.conv_done.reserve(expected.min(1 << 22));
+        sim.queue = EventQueue::new();
+        sim.queue.reserve_initial(1 << 32);
+        sim.feed = Some(Box::new(feed));
+        if sim.pull_conversation() {
+            sim.queue
+                .push_initial(sim.convs[0].start_at, 0, Event::ConversationStart { conv: 0 });
+            sim.starts_queued = 1;
+        }
+        sim
+    }
+
+    /// Takes the feed's next conversation into the workload: false when the feed has ended (or
+    /// there is none).
+    fn pull_conversation(&mut self) -> bool {
+        let Some(conv) = self.feed.as_mut().and_then(|f| f()) else {
+            return false;
+        };
+        let c = self.convs.len();
+        assert!(c < 1 << 32, "at most 2^32 conversations");
+        if let Some(prev) = self.convs.last() {
+            assert!(
+                prev.start_at <= conv.start_at,
+                "conversation {c} fed out of start order"
+            );
+        }
+        let (p, d) = (self.cfg.shape.prefill, self.cfg.shape.decode_side());
+        let (decode_inst, prefill_inst) = hash_pin(splitmix64(salted(c as u64, self.cfg.routing_seed)), p, d);
+        self.conv_state.push(ConvState::new(decode_inst, prefill_inst));
+        self.conv_done.push(false);
+        self.convs.to_mut().push(conv);
+        true
+    }
+
+    /// The conversation to start after the ones queued so far, pulled from the feed if there
+    /// is one.
+    fn next_start(&mut self) -> Option<usize> {
+        if self.feed.is_none() {
+            return self.start_order.get(self.starts_queued).map(|&c| c as usize);
+        }
+        (self.starts_queued < self.convs.len() || self.pull_conversation()).then_some(self.starts_queued)
     }
 
     /// Runs instances `range` (numbered P, R, D, pD: one pool of the cluster) on their own GPU:
@@ -1130,10 +1199,10 @@ impl<'a> Simulation<'a> {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::ConversationStart { conv } => {
-                if let Some(&next) = self.start_order.get(self.starts_queued) {
-                    let at = self.convs[next as usize].start_at;
+                if let Some(next) = self.next_start() {
+                    let at = self.convs[next].start_at;
                     self.queue
-                        .push_initial(at, next as u64, Event::ConversationStart { conv: next as usize });
+                        .push_initial(at, next as u64, Event::ConversationStart { conv: next });
                     self.starts_queued += 1;
                 }
                 if self.cfg.pinning == Pinning::LeastLoaded {

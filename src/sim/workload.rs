@@ -162,26 +162,79 @@ pub fn generate(
             (None, Some(w)) if t >= w || (gap.is_none() && n >= source.len()) => break,
             _ => {}
         }
-        let think_after = (1..c.turns.len())
-            .map(|_| {
-                let s = match (&think_exp, think) {
-                    (Some(e), _) => e.sample(&mut rng.think),
-                    (None, ThinkTimeSpec::Constant { value_s }) => *value_s,
-                    _ => unreachable!(),
-                };
-                SimDuration::from_secs_f64(s)
-            })
-            .collect();
-        out.push(TimedConversation {
-            id: c.id.clone(),
-            start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
-            turns: c.turns.clone(),
-            think_after,
-            not_before: Vec::new(),
-            shared_prefix: None,
-        });
+        out.push(timed(c, t, think_exp.as_ref(), think, rng));
     }
     out
+}
+
+/// Conversation `c` started at `t` seconds, its think times drawn from `rng.think` (`think_exp`
+/// is `think`'s distribution when it is exponential).
+fn timed(
+    c: &Conversation,
+    t: f64,
+    think_exp: Option<&Exp<f64>>,
+    think: &ThinkTimeSpec,
+    rng: &mut RngStreams,
+) -> TimedConversation {
+    let think_after = (1..c.turns.len())
+        .map(|_| {
+            let s = match (think_exp, think) {
+                (Some(e), _) => e.sample(&mut rng.think),
+                (None, ThinkTimeSpec::Constant { value_s }) => *value_s,
+                _ => unreachable!(),
+            };
+            SimDuration::from_secs_f64(s)
+        })
+        .collect();
+    TimedConversation {
+        id: c.id.clone(),
+        start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
+        turns: c.turns.clone(),
+        think_after,
+        not_before: Vec::new(),
+        shared_prefix: None,
+    }
+}
+
+/// [`generate`] one conversation at a time, for a replay of a trace's recorded arrivals
+/// (`ArrivalSpec::Trace`, in trace order, no window): the same conversations, with the same
+/// draws, as `generate` gives for them, each as its source conversation is read.
+pub struct TraceReplay {
+    speedup: f64,
+    think: ThinkTimeSpec,
+    think_exp: Option<Exp<f64>>,
+    rng: RngStreams,
+}
+
+impl TraceReplay {
+    /// The replay at `speedup` with think times `think`, drawing from `rng` as `generate` would.
+    ///
+    /// # Panics
+    /// If an exponential think time's mean is not positive (scenario validation refuses it first).
+    pub fn new(speedup: f64, think: &ThinkTimeSpec, rng: RngStreams) -> Self {
+        let think_exp = match think {
+            ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
+            ThinkTimeSpec::Constant { .. } => None,
+        };
+        TraceReplay {
+            speedup,
+            think: think.clone(),
+            think_exp,
+            rng,
+        }
+    }
+
+    /// The next conversation of the replay, `c`, which arrives at `arrival_s` (its
+    /// `arrival_s`, checked by the caller).
+    pub fn next(&mut self, c: &Conversation, arrival_s: f64) -> TimedConversation {
+        timed(
+            c,
+            arrival_s / self.speedup,
+            self.think_exp.as_ref(),
+            &self.think,
+            &mut self.rng,
+        )
+    }
 }
 
 /// Think times after each turn but the last of `c`.

@@ -96,13 +96,23 @@ fn read_trace_lines_in(path: &Path, region_bytes: usize) -> InputResult<(Vec<Con
         parse_text_regions(path, &raw, region_bytes)
     };
     let (out, lines) = join_regions(regions)?;
-    if out.is_empty() {
+    check_whole_trace(path, &out, &lines)?;
+    Ok((out, lines))
+}
+
+/// [`read_trace_lines`]' checks of a whole trace `path` once every line parsed: it holds
+/// conversations (`convs`, on file lines `lines`), and their ids are unique.
+///
+/// # Errors
+/// No conversation, naming the file; a repeated id, naming its line and the first one's.
+pub fn check_whole_trace(path: &Path, convs: &[Conversation], lines: &[usize]) -> InputResult<()> {
+    if convs.is_empty() {
         return Err(InputError::file(path, "trace holds no conversations"));
     }
     // Ids are checked once all lines parse (a line's syntax error comes first, as it is read).
     let mut seen: rustc_hash::FxHashMap<&str, usize> = Default::default();
-    seen.reserve(out.len());
-    for (conv, &line) in out.iter().zip(&lines) {
+    seen.reserve(convs.len());
+    for (conv, &line) in convs.iter().zip(lines) {
         if let Some(first) = seen.insert(&conv.id, line) {
             return Err(InputError::line(
                 path,
@@ -114,7 +124,78 @@ fn read_trace_lines_in(path: &Path, region_bytes: usize) -> InputResult<(Vec<Con
             ));
         }
     }
-    Ok((out, lines))
+    Ok(())
+}
+
+/// Reads the native trace `path` on the calling thread, a region of whole lines at a time
+/// (≈ [`REGION_BYTES`], as a gzip stream inflates), and hands each region's conversations with
+/// their 1-based file lines, in file order, to `sink` as soon as it is parsed: a run fed with
+/// them starts while the rest is read (`ppdsim run`'s fast path, [`crate::commands::feed`]).
+///
+/// Returns true when the whole file read and `sink` took every region: the conversations handed
+/// over are then exactly those [`read_trace_lines`] gives, before its checks of the whole
+/// ([`check_whole_trace`]). Returns false, having stopped, at the first region that does not
+/// read (unreadable file, corrupt gzip, a bad or over-long line) or that `sink` refuses:
+/// `read_trace_lines` reports the error.
+pub fn feed_trace(path: &Path, sink: impl FnMut(Vec<(Conversation, usize)>) -> bool) -> bool {
+    feed_trace_in(path, REGION_BYTES, sink)
+}
+
+/// [`feed_trace`] with regions of `region_bytes` (tests vary it).
+fn feed_trace_in(path: &Path, region_bytes: usize, mut sink: impl FnMut(Vec<(Conversation, usize)>) -> bool) -> bool {
+    use std::io::Read;
+    let Ok(raw) = crate::input::read_raw(path) else {
+        return false;
+    };
+    let mut next_line = 1usize;
+    // Parses `text` (whole lines, the last one's newline excluded or not) from `next_line` on
+    // and hands it over; false to stop.
+    let mut hand = |text: &[u8], next_line: &mut usize| -> bool {
+        let newlines = memchr::memchr_iter(b'\n', text).count();
+        let region = parse_region(path, *next_line, text, newlines + 1);
+        *next_line += newlines;
+        region.too_long.is_none() && region.error.is_none() && sink(region.convs)
+    };
+    if !crate::input::is_gzip(&raw) {
+        let mut rest = &raw[..];
+        while !rest.is_empty() {
+            let (region, tail) = rest.split_at(region_end(rest, region_bytes));
+            if !hand(region, &mut next_line) {
+                return false;
+            }
+            rest = tail;
+        }
+        return true;
+    }
+    // The first gzip member, as `parse_gzip_regions` and `input::gunzip` read it.
+    let mut decoder = flate2::read::GzDecoder::new(&raw[..]);
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * region_bytes.min(REGION_BYTES));
+    loop {
+        // `buf` holds the start of a line (no newline): at least a region more is inflated.
+        let start = buf.len();
+        buf.resize(start + region_bytes.max(start).max(1), 0);
+        let mut filled = start;
+        while filled < buf.len() {
+            match decoder.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        let ended = filled < buf.len();
+        buf.truncate(filled);
+        if ended {
+            return buf.is_empty() || hand(&buf, &mut next_line);
+        }
+        if let Some(nl) = memchr::memrchr(b'\n', &buf[start..]) {
+            let end = start + nl + 1;
+            if !hand(&buf[..end], &mut next_line) {
+                return false;
+            }
+            buf.drain(..end);
+        }
+    }
 }
 
 /// What one region of whole lines of a trace holds.
@@ -713,6 +794,42 @@ mod tests {
     }
 
     #[test]
+    fn a_fed_trace_stops_at_its_first_bad_region_or_when_the_sink_refuses() {
+        let line =
+            |i: usize| format!("{{\"id\":\"c{i}\",\"turns\":[{{\"user_tokens\":{i},\"assistant_tokens\":3}}]}}\n");
+        let mut text: String = (1..=300).map(line).collect();
+        text.push_str("{\"id\":\"bad\"\n");
+        text.extend((302..=400).map(line));
+        for stored in [text.clone().into_bytes(), gzip(text.as_bytes())] {
+            let f = write(&stored);
+            // Regions of ≈ 1 KB: the bad line 301 is in a later region than line 1.
+            let mut lines = Vec::new();
+            let fed = feed_trace_in(f.path(), 1024, |region| {
+                lines.extend(region.iter().map(|&(_, l)| l));
+                true
+            });
+            assert!(!fed, "a bad line fails the feed");
+            assert!(
+                !lines.is_empty() && lines.len() < 300,
+                "{} lines fed before it",
+                lines.len()
+            );
+            assert_eq!(
+                lines,
+                (1..=lines.len()).collect::<Vec<_>>(),
+                "in file order, from line 1"
+            );
+            let mut regions = 0;
+            assert!(!feed_trace_in(f.path(), 1024, |_| {
+                regions += 1;
+                false
+            }));
+            assert_eq!(regions, 1, "a refused region stops the feed");
+        }
+        assert!(!feed_trace(Path::new("no/such/trace.jsonl"), |_| true));
+    }
+
+    #[test]
     fn a_long_trace_parsed_in_regions_keeps_its_order_and_reports_its_first_bad_line() {
         // 10,000 lines: many regions, taken by any thread in any order, plain and gzip (whose
         // regions are parsed while the rest inflates).
@@ -816,7 +933,20 @@ mod tests {
             let stored = if compressed { gzip(text.as_bytes()) } else { text.into_bytes() };
             let f = write(&stored);
             let read = |size| read_trace_lines_in(f.path(), size).map_err(|e| e.to_string());
-            proptest::prop_assert_eq!(read(region_bytes), read(usize::MAX));
+            let whole = read(usize::MAX);
+            proptest::prop_assert_eq!(read(region_bytes), whole.clone());
+            // Fed region by region: the same conversations and lines when the trace reads, and
+            // no success when it does not.
+            let (mut convs, mut lines) = (Vec::new(), Vec::new());
+            let fed = feed_trace_in(f.path(), region_bytes, |region| {
+                for (c, line) in region {
+                    convs.push(c);
+                    lines.push(line);
+                }
+                true
+            });
+            let fed = (fed && check_whole_trace(f.path(), &convs, &lines).is_ok()).then_some((convs, lines));
+            proptest::prop_assert_eq!(fed, whole.ok());
         }
     }
 }

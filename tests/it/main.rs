@@ -3,6 +3,7 @@
 mod calibrate;
 mod cli;
 mod corpus;
+mod feed;
 mod fuzz;
 mod importer;
 mod lifecycle;

@@ -98,13 +98,26 @@ proptest! {
             let timeout = cfg.request_timeout_s;
             // Decode runs and the step-by-step path: the same records, usage and timeline.
             let runs = ppdsim::sim::SimConfig { decode_runs: true, ..cfg.clone() };
-            let fast = Simulation::new(runs, &cost, convs.clone()).with_timeline(0.05).run();
+            let fast = Simulation::new(runs.clone(), &cost, convs.clone()).with_timeline(0.05).run();
             let r = Simulation::new(cfg, &cost, convs.clone()).with_timeline(0.05).run();
             prop_assert_eq!(&fast.records, &r.records, "{}", kind);
             prop_assert_eq!(&fast.instances, &r.instances);
             prop_assert_eq!(&fast.timeline, &r.timeline);
             prop_assert_eq!(fast.mode_switches, r.mode_switches);
             prop_assert!(fast.num_events <= r.num_events);
+            // Fed one at a time in start order (`ppdsim run`'s trace feed), the conversations give
+            // what they give all at once, event for event.
+            let mut sorted = convs.clone();
+            sorted.sort_by_key(|c| c.start_at);
+            let whole = Simulation::new(runs.clone(), &cost, sorted.clone()).with_timeline(0.05).run();
+            let mut feed = sorted.into_iter();
+            let fed = Simulation::fed(runs, &cost, 0, move || feed.next()).with_timeline(0.05).run();
+            prop_assert_eq!(&fed.records, &whole.records, "{}", kind);
+            prop_assert_eq!(&fed.instances, &whole.instances);
+            prop_assert_eq!(&fed.timeline, &whole.timeline);
+            prop_assert_eq!(fed.mode_switches, whole.mode_switches);
+            prop_assert_eq!(fed.num_events, whole.num_events);
+            prop_assert_eq!(fed.request_slots, whole.request_slots);
             if cfg_max_len.is_none() && timeout.is_none() {
                 prop_assert_eq!(r.records.len(), total_turns);
             } else {
