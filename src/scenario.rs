@@ -688,28 +688,30 @@ impl LoadedScenario {
     }
 
     /// Checks the trace a fed run read from `trace_path` (its conversations and file lines, as
-    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole) exactly as
-    /// [`LoadedScenario::load_with`] checks a trace, and takes it as this scenario's trace.
-    /// False (the scenario unchanged) when a check fails: `load_with` then reports it.
+    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole, and whether
+    /// their ids are unique) exactly as [`LoadedScenario::load_with`] checks a trace, and takes
+    /// it as this scenario's trace. False (the scenario unchanged) when a check fails: `load_with`
+    /// then reports it.
     pub fn accept_fed_trace(
         &mut self,
         scenario: &Path,
         trace_path: &Path,
-        trace: Vec<crate::trace::Conversation>,
-        lines: Vec<usize>,
+        trace: crate::commands::run::FedTrace,
     ) -> bool {
-        let ok = crate::trace::check_whole_trace(trace_path, &trace, &lines).is_ok()
+        // `check_whole_trace`: conversations, with unique ids.
+        let ok = !trace.convs.is_empty()
+            && trace.ids_unique
             && check_workload(
                 scenario,
                 &self.resolved,
-                &trace,
-                &lines,
+                &trace.convs,
+                &trace.lines,
                 trace_path,
                 self.kv_capacity_tokens,
             )
             .is_ok();
         if ok {
-            self.trace = std::sync::Arc::new(trace);
+            self.trace = std::sync::Arc::new(trace.convs);
         }
         ok
     }
