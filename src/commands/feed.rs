@@ -162,3 +162,18 @@ impl TraceFeed {
         Some((self.convs, self.lines))
     }
 }
+
+/// Lowers the calling thread's scheduling priority (nice 10), for the threads that work beside
+/// a fed run (the trace reader, the `requests.csv` writer): when the three compete for two
+/// cores, the run, which the others never hold up, gets the larger share (on Vidur's run ≈ 1 ms
+/// of the median, docs/performance.md, 2026-12-06). On Linux a thread is a task with its own
+/// nice value and `setpriority(PRIO_PROCESS, 0, …)` sets the caller's (setpriority(2), NOTES);
+/// elsewhere it would lower the whole process, so nothing is done. Lowering needs no privilege;
+/// a failure changes nothing but the speed, and is ignored.
+pub(crate) fn lower_this_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority reads no memory of ours; its arguments are plain integers.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}

@@ -317,8 +317,8 @@ pub struct FedTrace {
 
 /// [`simulate_with`] for a scenario of one run loaded by
 /// [`LoadedScenario::load_for_feed`] (its trace not read yet): the trace `trace_path` is read
-/// by a task of the pool queued before the run, and its conversations fed to the run as they
-/// are parsed
+/// on a thread of its own, at a lower priority than the run's, and its conversations fed to the
+/// run as they are parsed
 /// ([`crate::commands::feed`]). With the trace read, the caller checks it
 /// ([`LoadedScenario::accept_fed_trace`]) before it uses the results. `None` when the trace did
 /// not read or a conversation failed a check the simulation needs: the results are void, and
@@ -352,10 +352,16 @@ pub(crate) fn simulate_fed(
         sc.kv_capacity_tokens,
         bar.clone(),
     );
-    let read = std::sync::Mutex::new(None);
-    let read_into = &read;
     let slot = FedSlot {
-        reader: std::sync::Mutex::new(Some(Box::new(move || {
+        feed: std::sync::Mutex::new(Some(feed)),
+        trace: std::sync::Mutex::new(None),
+    };
+    let (results, read) = std::thread::scope(|ts| {
+        // The reader has a thread of its own (it never waits for the run, so the run's thread
+        // count does not matter), at a lower priority than the run's: the run is the critical
+        // path, and on two cores the reader and the `requests.csv` writer share the other one.
+        let reader = ts.spawn(move || {
+            crate::commands::feed::lower_this_thread_priority();
             let start = std::time::Instant::now();
             // The ids' uniqueness is checked here, as they are read, rather than on the way to
             // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
@@ -369,32 +375,24 @@ pub(crate) fn simulate_fed(
                 }
                 tx.send(region).is_ok()
             });
-            drop(tx);
-            let read = ReadOutcome {
+            ReadOutcome {
                 ok,
                 ids_unique: unique,
                 time: start.elapsed(),
-            };
-            *read_into.lock().expect("the trace reader panicked") = Some(read);
-            drop(ids);
-        }))),
-        feed: std::sync::Mutex::new(Some(feed)),
-        trace: std::sync::Mutex::new(None),
-    };
-    let results = simulate_workload(
-        sc,
-        Workload::Fed(&slot),
-        std::time::Duration::ZERO,
-        bar,
-        timeline,
-        requests,
-        latencies,
-    )?;
-    let read = read
-        .lock()
-        .expect("the trace reader panicked")
-        .take()
-        .expect("the reader ran with the run");
+            }
+        });
+        let results = simulate_workload(
+            sc,
+            Workload::Fed(&slot),
+            std::time::Duration::ZERO,
+            bar,
+            timeline,
+            requests,
+            latencies,
+        );
+        (results, reader.join().expect("the trace reader panicked"))
+    });
+    let results = results?;
     let trace = slot.trace.into_inner().expect("the run panicked");
     Ok(match (read.ok, trace) {
         (true, Some(Some((convs, lines)))) => Some((
@@ -421,25 +419,23 @@ struct ReadOutcome {
 
 /// A fed run's feed, and what it read once the run is over (`None` inside: a conversation was
 /// refused).
-struct FedSlot<'r> {
-    /// Reads the trace into the feed (run before the run, on the pool).
-    reader: std::sync::Mutex<Option<Box<dyn FnOnce() + Send + 'r>>>,
+struct FedSlot {
     feed: std::sync::Mutex<Option<crate::commands::feed::TraceFeed>>,
     trace: std::sync::Mutex<Option<Option<crate::commands::feed::ReadTrace>>>,
 }
 
 /// Where the runs' conversations come from.
-enum Workload<'f, 'r> {
+enum Workload<'f> {
     /// Built before the runs, shared by all of them.
     Built(Vec<workload::TimedConversation>),
     /// Fed to the one run as its trace is read.
-    Fed(&'f FedSlot<'r>),
+    Fed(&'f FedSlot),
 }
 
 /// [`simulate_with`]'s runs of the conversations `workload` (built in `workload_time`).
 fn simulate_workload(
     sc: &LoadedScenario,
-    workload: Workload<'_, '_>,
+    workload: Workload<'_>,
     workload_time: std::time::Duration,
     bar: indicatif::ProgressBar,
     timeline: bool,
@@ -565,7 +561,12 @@ fn simulate_workload(
             // formats and writes them while the simulation goes on (the same bytes).
             Some(mut rows) => std::thread::scope(|ts| -> Result<_> {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::metrics::RequestRecord>>(16);
+                let fed = matches!(workload, Workload::Fed(_));
                 let writer = ts.spawn(move || {
+                    // Beside a fed run's trace reader, the writer too yields to the run.
+                    if fed {
+                        crate::commands::feed::lower_this_thread_priority();
+                    }
                     for batch in rx {
                         for r in batch {
                             rows.push(r);
@@ -666,13 +667,6 @@ fn simulate_workload(
             None => (None, None),
         };
         rayon::scope_fifo(|scope| {
-            // A fed run's trace reader goes first: a pool thread reads while another simulates,
-            // and on one thread it reads the whole trace before the run starts (it never waits
-            // for the run, so neither order can deadlock).
-            if let Workload::Fed(slot) = &workload {
-                let reader = slot.reader.lock().expect("a run panicked").take().expect("one reader");
-                scope.spawn_fifo(move |_| reader());
-            }
             for (k, d) in deployments.iter().enumerate() {
                 let (slots, run_one, tx) = (&slots, &run_one, tx.clone());
                 scope.spawn_fifo(move |_| {
