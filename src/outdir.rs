@@ -52,14 +52,35 @@ pub struct Manifest {
     pub files: BTreeSet<String>,
 }
 
-static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The temporary files and directories to remove on a signal; `None` once the signal handler
+/// has taken them, after which no new one may be made.
+static TEMPS: Mutex<Option<Vec<PathBuf>>> = Mutex::new(Some(Vec::new()));
 
-fn register(p: &Path) {
-    TEMPS.lock().unwrap_or_else(|e| e.into_inner()).push(p.to_path_buf());
+fn temps() -> std::sync::MutexGuard<'static, Option<Vec<PathBuf>>> {
+    TEMPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Registers the temporary `p` and runs `make`, which creates it, under the lock the signal
+/// handler takes: the handler either finds `p` registered once `make` is done, and removes it,
+/// or has already run, and then `p` is not made (an error; the handler's exit, 130, follows).
+/// Without the lock a signal between the creation and the registration left the temporary
+/// behind.
+///
+/// # Errors
+/// The process is being interrupted, or `make`'s error (`p` then stays registered, harmlessly).
+fn make_registered<T>(p: &Path, make: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut temps = temps();
+    let Some(list) = temps.as_mut() else {
+        anyhow::bail!("interrupted: {} not created", p.display());
+    };
+    list.push(p.to_path_buf());
+    make()
 }
 
 fn unregister(p: &Path) {
-    TEMPS.lock().unwrap_or_else(|e| e.into_inner()).retain(|q| q != p);
+    if let Some(list) = temps().as_mut() {
+        list.retain(|q| q != p);
+    }
 }
 
 fn remove_path(p: &Path) {
@@ -75,7 +96,7 @@ fn remove_path(p: &Path) {
 /// each removal is retried (up to 50 × 2 ms) until the path is gone; they cannot recreate a
 /// removed staging directory ([`OutputDir::path`] creates only its subdirectories).
 pub fn remove_all_temps() {
-    let list = std::mem::take(&mut *TEMPS.lock().unwrap_or_else(|e| e.into_inner()));
+    let list = temps().take().unwrap_or_default();
     for p in list {
         for _ in 0..50 {
             remove_path(&p);
@@ -212,8 +233,9 @@ impl Staging {
         if path.exists() {
             remove_path(&path);
         }
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        register(&path);
+        make_registered(&path, || {
+            std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))
+        })?;
         Ok(Staging { path })
     }
 
@@ -502,7 +524,7 @@ impl OutputDir {
     /// I/O errors creating a folder or renaming.
     fn move_into_place(&self, files: &BTreeSet<String>) -> Result<()> {
         let aside_root = self.staging.path.join(REPLACED);
-        let _handler_waits = TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+        let _handler_waits = temps();
         for rel in files {
             let target = self.dest.join(rel);
             if let Some(parent) = target.parent() {
@@ -549,13 +571,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .into_owned();
     clean_stale(parent, &format!(".{name}."));
     let tmp = parent.join(tmp_name(&name));
-    register(&tmp);
-    let r = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|_| std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display())));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    // Written and renamed under the handler's lock: a signal finds either no temporary or the
+    // file in place.
+    let r = make_registered(&tmp, || {
+        let r = std::fs::write(&tmp, bytes)
+            .with_context(|| format!("writing {}", tmp.display()))
+            .and_then(|_| std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display())));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r
+    });
     unregister(&tmp);
     r
 }
