@@ -646,45 +646,7 @@ impl LoadedScenario {
     /// # Errors
     /// As [`LoadedScenario::load`]; a bad override names itself.
     pub fn load_with(path: &Path, overrides: &[String]) -> InputResult<LoadedScenario> {
-        let parts = ScenarioParts::read(path, overrides)?;
-        let scenario_done = std::time::Instant::now();
-        let trace = load_workload(path, &parts.base, &parts.sc, parts.kv_capacity_tokens)?;
-        let trace_done = std::time::Instant::now();
-        let mut loaded = parts.finish(path, trace)?;
-        loaded.load_timings = LoadTimings {
-            trace: trace_done - scenario_done,
-            calibration: trace_done.elapsed(),
-            trace_fed: false,
-        };
-        Ok(loaded)
-    }
-
-    /// The scenario `path` (with `overrides`) loaded but for its trace, when its run can be fed
-    /// its conversations while the trace is read (`ppdsim run`'s fast path,
-    /// [`crate::commands::feed`]): a native trace replayed at its recorded arrivals, in trace
-    /// order, for a number of conversations. The trace is left empty, and its path returned,
-    /// for [`LoadedScenario::accept_fed_trace`] to check and take once read. `None` for any other
-    /// workload, and on any error, which [`LoadedScenario::load_with`] then reports in its order.
-    pub fn load_for_feed(path: &Path, overrides: &[String]) -> Option<(LoadedScenario, PathBuf)> {
-        let parts = ScenarioParts::read(path, overrides).ok()?;
-        let w = &parts.sc.workload;
-        let speedup = match w.arrival {
-            ArrivalSpec::Trace { speedup } => speedup,
-            _ => return None,
-        };
-        let trace_path = parts.base.join(w.trace.as_ref()?);
-        let feedable = w.synthetic.is_none()
-            && w.num_conversations.is_some_and(|n| n > 0)
-            && w.window_s.is_none()
-            && w.order != ConversationOrder::Shuffle
-            && speedup > 0.0
-            && speedup.is_finite()
-            && trace_path.is_file();
-        if !feedable {
-            return None;
-        }
-        let loaded = parts.finish(path, Vec::new()).ok()?;
-        Some((loaded, trace_path))
+        ScenarioParts::read(path, overrides)?.load(path)
     }
 
     /// Checks the trace a fed run read from `trace_path` (its conversations and file lines, as
@@ -809,8 +771,9 @@ impl LoadedScenario {
 }
 
 /// A scenario read and checked as far as its workload: what [`LoadedScenario::load_with`] has
-/// before it reads the trace.
-struct ScenarioParts {
+/// before it reads the trace. `ppdsim run` reads it first to choose between the ordinary path
+/// ([`ScenarioParts::load`]) and the trace feed ([`ScenarioParts::load_for_feed`]).
+pub struct ScenarioParts {
     sc: Scenario,
     base: PathBuf,
     clusters: Vec<LoadedCluster>,
@@ -823,7 +786,7 @@ impl ScenarioParts {
     ///
     /// # Errors
     /// As [`LoadedScenario::load_with`], for the scenario file and its clusters.
-    fn read(path: &Path, overrides: &[String]) -> InputResult<ScenarioParts> {
+    pub fn read(path: &Path, overrides: &[String]) -> InputResult<ScenarioParts> {
         let text = crate::input::read_file_text(path, "scenario")?;
         let with = crate::input::apply_overrides(path, &text, overrides)?;
         let sc = parse(path, &with)
@@ -851,6 +814,51 @@ impl ScenarioParts {
             clusters,
             kv_capacity_tokens,
         })
+    }
+
+    /// The rest of [`LoadedScenario::load_with`] for scenario `path`: its workload read and
+    /// checked, then its calibration.
+    ///
+    /// # Errors
+    /// As [`LoadedScenario::load_with`], for the workload and the calibration.
+    pub fn load(self, path: &Path) -> InputResult<LoadedScenario> {
+        let scenario_done = std::time::Instant::now();
+        let trace = load_workload(path, &self.base, &self.sc, self.kv_capacity_tokens)?;
+        let trace_done = std::time::Instant::now();
+        let mut loaded = self.finish(path, trace)?;
+        loaded.load_timings = LoadTimings {
+            trace: trace_done - scenario_done,
+            calibration: trace_done.elapsed(),
+            trace_fed: false,
+        };
+        Ok(loaded)
+    }
+
+    /// The trace to feed the run while it is read (`ppdsim run`'s fast path,
+    /// [`crate::commands::feed`]), when the workload allows it: a native trace replayed at its
+    /// recorded arrivals, in trace order, for a number of conversations. `None` otherwise, and
+    /// for values [`ScenarioParts::load`] refuses (it then reports them).
+    pub fn fed_trace(&self) -> Option<PathBuf> {
+        let w = &self.sc.workload;
+        let ArrivalSpec::Trace { speedup } = w.arrival else {
+            return None;
+        };
+        let trace_path = self.base.join(w.trace.as_ref()?);
+        let feedable = w.synthetic.is_none()
+            && w.num_conversations.is_some_and(|n| n > 0)
+            && w.window_s.is_none()
+            && w.order != ConversationOrder::Shuffle
+            && speedup > 0.0
+            && speedup.is_finite()
+            && trace_path.is_file();
+        feedable.then_some(trace_path)
+    }
+
+    /// The scenario `path` loaded but for its trace ([`ScenarioParts::fed_trace`]'s), which is
+    /// left empty for [`LoadedScenario::accept_fed_trace`] to check and take once read. `None` on
+    /// any error, which [`ScenarioParts::load`] then reports in its order.
+    pub fn load_for_feed(self, path: &Path) -> Option<LoadedScenario> {
+        self.finish(path, Vec::new()).ok()
     }
 
     /// The loaded scenario, with source conversations `trace` (already checked): the

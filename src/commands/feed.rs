@@ -4,7 +4,7 @@
 //!
 //! It applies to a scenario with one run that replays a native trace at its recorded arrivals,
 //! in trace order, for `num_conversations` conversations
-//! ([`crate::scenario::LoadedScenario::load_for_feed`]). Every conversation starts no earlier
+//! ([`crate::scenario::ScenarioParts::fed_trace`]). Every conversation starts no earlier
 //! than the one before it, so the simulation takes conversation `c` when conversation `c − 1`
 //! starts ([`crate::sim::Simulation::fed`]) and waits for the reader only if it has not got that
 //! far. Each conversation fed has passed the checks the simulation relies on (a recorded arrival

@@ -8,7 +8,7 @@ use crate::metrics::Summary;
 use crate::outdir::{OutputDir, Stale};
 use crate::output;
 use crate::rng::RngStreams;
-use crate::scenario::LoadedScenario;
+use crate::scenario::{LoadedScenario, ScenarioParts};
 use crate::sim::workload::ArrivalSpec;
 use crate::sim::{workload, Simulation};
 use anyhow::Result;
@@ -45,7 +45,7 @@ impl RunResults {
     }
 }
 
-/// Wall times of one run of [`simulate_with`] (runs on different threads overlap).
+/// Wall times of one run of `simulate_with` (runs on different threads overlap).
 #[derive(Clone, Debug)]
 pub struct RunTiming {
     /// The run's policy name (as in `summary.csv`).
@@ -303,7 +303,7 @@ pub(crate) fn simulate_with(
     )
 }
 
-/// What [`simulate_fed`] read of a trace while its run simulated.
+/// What `simulate_fed` read of a trace while its run simulated.
 pub struct FedTrace {
     /// The trace's conversations, as `read_trace_lines` reads them.
     pub convs: Vec<crate::trace::Conversation>,
@@ -316,7 +316,7 @@ pub struct FedTrace {
 }
 
 /// [`simulate_with`] for a scenario of one run loaded by
-/// [`LoadedScenario::load_for_feed`] (its trace not read yet): the trace `trace_path` is read
+/// [`ScenarioParts::load_for_feed`] (its trace not read yet): the trace `trace_path` is read
 /// on a thread of its own, at a lower priority than the run's, and its conversations fed to the
 /// run as they are parsed
 /// ([`crate::commands::feed`]). With the trace read, the caller checks it
@@ -336,11 +336,11 @@ pub(crate) fn simulate_fed(
 ) -> Result<Option<(RunResults, FedTrace)>> {
     let w = &sc.resolved.workload;
     let ArrivalSpec::Trace { speedup } = w.arrival else {
-        unreachable!("load_for_feed takes only trace arrivals")
+        unreachable!("fed_trace takes only trace arrivals")
     };
     let count = w
         .num_conversations
-        .expect("load_for_feed takes only a number of conversations");
+        .expect("fed_trace takes only a number of conversations");
     assert_eq!(sc.deployments().len(), 1, "a trace is fed to one run");
     let (tx, rx) = std::sync::mpsc::channel::<crate::commands::feed::Region>();
     let feed = crate::commands::feed::TraceFeed::new(
@@ -836,34 +836,44 @@ pub(crate) fn exec_run(
             .clone()
             .unwrap_or_else(|| Path::new("output").join(&sc.resolved.name))
     };
+    let parts = ScenarioParts::read(scenario, set)?;
     // A trace replay of one run is fed its conversations as the trace is read; anything else,
     // and any error on that path, takes the ordinary one (which reports the error).
-    let fed = feed_trace
-        .then(|| LoadedScenario::load_for_feed(scenario, set))
-        .flatten()
-        .and_then(|(mut sc, trace_path)| {
-            sc.decode_runs = decode_runs;
-            let dest = dest_of(&sc);
-            if sc.deployments().len() != 1 || !crate::outdir::parent_exists(&dest) {
-                return None;
-            }
-            let loaded = std::time::Instant::now();
-            let staged = OutputDir::create(&dest, force, "run").ok()?;
-            let t0 = std::time::Instant::now();
-            let bar = progress_bar(quiet, 0, "requests simulated");
-            let (res, trace) = simulate_fed(&sc, &trace_path, bar, true, requests.then_some(&staged), plots).ok()??;
-            sc.load_timings = crate::scenario::LoadTimings {
-                trace: trace.read,
-                calibration: sc.load_timings.calibration,
-                trace_fed: true,
-            };
-            sc.accept_fed_trace(scenario, &trace_path, trace)
-                .then_some((sc, dest, staged, res, loaded, t0))
-        });
+    let (parts, fed) = match parts.fed_trace().filter(|_| feed_trace) {
+        None => (Some(parts), None),
+        Some(trace_path) => {
+            let fed = parts.load_for_feed(scenario).and_then(|mut sc| {
+                sc.decode_runs = decode_runs;
+                let dest = dest_of(&sc);
+                if sc.deployments().len() != 1 || !crate::outdir::parent_exists(&dest) {
+                    return None;
+                }
+                let loaded = std::time::Instant::now();
+                let staged = OutputDir::create(&dest, force, "run").ok()?;
+                let t0 = std::time::Instant::now();
+                let bar = progress_bar(quiet, 0, "requests simulated");
+                let (res, trace) =
+                    simulate_fed(&sc, &trace_path, bar, true, requests.then_some(&staged), plots).ok()??;
+                sc.load_timings = crate::scenario::LoadTimings {
+                    trace: trace.read,
+                    calibration: sc.load_timings.calibration,
+                    trace_fed: true,
+                };
+                sc.accept_fed_trace(scenario, &trace_path, trace)
+                    .then_some((sc, dest, staged, res, loaded, t0))
+            });
+            (None, fed)
+        }
+    };
     let (sc, dest, staged, res, loaded, t0) = match fed {
         Some(fed) => fed,
         None => {
-            let mut sc = LoadedScenario::load_with(scenario, set)?;
+            // The scenario file is read again only when the feed was tried and failed.
+            let parts = match parts {
+                Some(parts) => parts,
+                None => ScenarioParts::read(scenario, set)?,
+            };
+            let mut sc = parts.load(scenario)?;
             let loaded = std::time::Instant::now();
             sc.decode_runs = decode_runs;
             let dest = dest_of(&sc);

@@ -128,13 +128,13 @@ fn check_whole_trace(path: &Path, convs: &[Conversation], lines: &[usize]) -> In
 }
 
 /// Reads the native trace `path` on the calling thread, a region of whole lines at a time
-/// (≈ [`REGION_BYTES`], as a gzip stream inflates), and hands each region's conversations with
+/// (≈ 64 KiB, as a gzip stream inflates), and hands each region's conversations with
 /// their 1-based file lines, in file order, to `sink` as soon as it is parsed: a run fed with
 /// them starts while the rest is read (`ppdsim run`'s fast path, [`crate::commands::feed`]).
 ///
 /// Returns true when the whole file read and `sink` took every region: the conversations handed
 /// over are then exactly those [`read_trace_lines`] gives, before its checks of the whole
-/// ([`check_whole_trace`]). Returns false, having stopped, at the first region that does not
+/// (non-empty, unique ids). Returns false, having stopped, at the first region that does not
 /// read (unreadable file, corrupt gzip, a bad or over-long line) or that `sink` refuses:
 /// `read_trace_lines` reports the error.
 pub fn feed_trace(path: &Path, sink: impl FnMut(Vec<(Conversation, usize)>) -> bool) -> bool {

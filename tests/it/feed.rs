@@ -75,6 +75,19 @@ fn assert_fed_writes_what_read_first_writes(scenario: &Path, extra: &[&str]) {
             );
         }
     }
+    // Into a folder whose parent does not exist yet the ordinary path is taken (the fed one
+    // stages only where it makes no folder before the trace is known to be good).
+    let out = dir.path().join("new/parent/out");
+    let (code, err) = run(scenario, &out, true, "2", extra);
+    assert_eq!(code, 0, "{err}");
+    assert!(rows(&err).contains(&"trace".to_string()), "{err}");
+    // scenario.resolved.toml's paths are relative to the folder, two levels deeper here.
+    let mut deeper = super::util::tree(&out);
+    let mut same = first.clone();
+    for files in [&mut deeper, &mut same] {
+        assert!(files.remove(Path::new("scenario.resolved.toml")).is_some());
+    }
+    assert!(deeper == same, "the ordinary path's files differ");
 }
 
 #[test]
