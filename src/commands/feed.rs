@@ -41,7 +41,8 @@ pub(crate) struct TraceFeed {
     speedup: f64,
     template_tokens_per_message: u64,
     kv_capacity_tokens: u64,
-    /// The trace so far: every conversation taken from the regions, fed or not, and its line.
+    /// The conversations fed and their file lines; [`TraceFeed::finish`] adds the rest of the
+    /// trace.
     convs: Vec<Conversation>,
     lines: Vec<usize>,
     /// Turns of the conversations fed (the run's requests).
