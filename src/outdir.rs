@@ -193,7 +193,6 @@ fn clean_stale(dir: &Path, prefix: &str) {
     }
 }
 
-/// The directory a path lives in (`.` for a bare name).
 /// Whether [`OutputDir::create`] for `dest` would make no folder but its staging one: the
 /// folder `dest` goes in exists (`ppdsim run`'s fast path stages only then, since on an error
 /// found later the ordinary path must not have made the parents first).
@@ -201,6 +200,7 @@ pub fn parent_exists(dest: &Path) -> bool {
     parent_of(dest).is_dir()
 }
 
+/// The directory a path lives in (`.` for a bare name).
 fn parent_of(p: &Path) -> &Path {
     p.parent()
         .filter(|q| !q.as_os_str().is_empty())

@@ -888,25 +888,20 @@ impl ScenarioParts {
         if sc.client.max_connections == Some(0) {
             return Err(InputError::key(path, "client.max_connections", "must be >= 1"));
         }
-        if let Some(r) = sc.client.requeue_rate.filter(|r| !(0.0..=1.0).contains(r)) {
-            return Err(InputError::key(
+        if let Some(r) = sc.client.requeue_rate {
+            check_fraction(
                 path,
                 "client.requeue_rate",
-                format!(
-                    "{r} is not a fraction: use a value from 0 to 1 (0: every turn sent at once keeps its connection)"
-                ),
-            ));
+                r,
+                "0: every turn sent at once keeps its connection",
+            )?;
         }
-        let miss = sc.proxy.affinity_miss_rate;
-        if !(0.0..=1.0).contains(&miss) {
-            return Err(InputError::key(
-                path,
-                "proxy.affinity_miss_rate",
-                format!(
-                    "{miss} is not a fraction: use a value from 0 to 1 (vllm-ppd's comprehensive benchmark: 0.2222)"
-                ),
-            ));
-        }
+        check_fraction(
+            path,
+            "proxy.affinity_miss_rate",
+            sc.proxy.affinity_miss_rate,
+            "vllm-ppd's comprehensive benchmark: 0.2222",
+        )?;
         let scenario_load = sc.kv_link.load_ms;
         resolve_calibrated(path, &mut sc, &calibration)?;
         let mut clusters = clusters;
@@ -926,6 +921,22 @@ impl ScenarioParts {
             },
         })
     }
+}
+
+/// Checks that key `key` of scenario `path` holds a fraction (0 to 1), `hint` being an example
+/// for the message.
+///
+/// # Errors
+/// `value` outside [0, 1], or NaN.
+fn check_fraction(path: &Path, key: &str, value: f64, hint: &str) -> InputResult<()> {
+    if (0.0..=1.0).contains(&value) {
+        return Ok(());
+    }
+    Err(InputError::key(
+        path,
+        key,
+        format!("{value} is not a fraction: use a value from 0 to 1 ({hint})"),
+    ))
 }
 
 /// The scenario's conversations — its trace (`workload.trace`, relative to the scenario's

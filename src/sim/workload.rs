@@ -132,10 +132,6 @@ pub fn generate(
         ArrivalSpec::Burst | ArrivalSpec::Trace { .. } => None,
         ArrivalSpec::Setup { .. } => unreachable!("handled above"),
     };
-    let think_exp = match think {
-        ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
-        ThinkTimeSpec::Constant { .. } => None,
-    };
     let mut t = 0.0f64;
     // Sized once when the count decides (no copies as it grows; a window's count is a draw),
     // bounded so that a huge count cut short by a window reserves little.
@@ -162,35 +158,19 @@ pub fn generate(
             (None, Some(w)) if t >= w || (gap.is_none() && n >= source.len()) => break,
             _ => {}
         }
-        out.push(timed(c, t, think_exp.as_ref(), think, rng));
+        out.push(timed(c, t, think, rng));
     }
     out
 }
 
-/// Conversation `c` started at `t` seconds, its think times drawn from `rng.think` (`think_exp`
-/// is `think`'s distribution when it is exponential).
-fn timed(
-    c: &Conversation,
-    t: f64,
-    think_exp: Option<&Exp<f64>>,
-    think: &ThinkTimeSpec,
-    rng: &mut RngStreams,
-) -> TimedConversation {
-    let think_after = (1..c.turns.len())
-        .map(|_| {
-            let s = match (think_exp, think) {
-                (Some(e), _) => e.sample(&mut rng.think),
-                (None, ThinkTimeSpec::Constant { value_s }) => *value_s,
-                _ => unreachable!(),
-            };
-            SimDuration::from_secs_f64(s)
-        })
-        .collect();
+/// Conversation `c` started at `t` seconds, its think times drawn from `rng.think`
+/// ([`think_times`]).
+fn timed(c: &Conversation, t: f64, think: &ThinkTimeSpec, rng: &mut RngStreams) -> TimedConversation {
     TimedConversation {
         id: c.id.clone(),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
         turns: c.turns.clone(),
-        think_after,
+        think_after: think_times(c, think, rng),
         not_before: Vec::new(),
         shared_prefix: None,
     }
@@ -200,40 +180,30 @@ fn timed(
 /// (`ArrivalSpec::Trace`, in trace order, no window): the same conversations, with the same
 /// draws, as `generate` gives for them, each as its source conversation is read.
 pub struct TraceReplay {
+    /// The replay's speed-up \[×\]: a conversation starts at its `arrival_s` / `speedup`.
     speedup: f64,
     think: ThinkTimeSpec,
-    think_exp: Option<Exp<f64>>,
     rng: RngStreams,
 }
 
 impl TraceReplay {
-    /// The replay at `speedup` with think times `think`, drawing from `rng` as `generate` would.
-    ///
-    /// # Panics
-    /// If an exponential think time's mean is not positive (scenario validation refuses it first).
+    /// The replay at `speedup` \[×\] with think times `think`, drawing from `rng` as `generate`
+    /// would.
     pub fn new(speedup: f64, think: &ThinkTimeSpec, rng: RngStreams) -> Self {
-        let think_exp = match think {
-            ThinkTimeSpec::Exponential { mean_s } => Some(Exp::new(1.0 / mean_s).expect("mean validated > 0")),
-            ThinkTimeSpec::Constant { .. } => None,
-        };
         TraceReplay {
             speedup,
             think: think.clone(),
-            think_exp,
             rng,
         }
     }
 
-    /// The next conversation of the replay, `c`, which arrives at `arrival_s` (its
+    /// The next conversation of the replay, `c`, which arrives at `arrival_s` \[s\] (its
     /// `arrival_s`, checked by the caller).
+    ///
+    /// # Panics
+    /// If an exponential think time's mean is not positive (scenario validation refuses it first).
     pub fn next(&mut self, c: &Conversation, arrival_s: f64) -> TimedConversation {
-        timed(
-            c,
-            arrival_s / self.speedup,
-            self.think_exp.as_ref(),
-            &self.think,
-            &mut self.rng,
-        )
+        timed(c, arrival_s / self.speedup, &self.think, &mut self.rng)
     }
 }
 
