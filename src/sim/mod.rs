@@ -626,21 +626,12 @@ impl<'a> Simulation<'a> {
         let links = (0..p)
             .map(|_| KvLink::new(cfg.link_bandwidth_gbps, cfg.link_latency_ms))
             .collect();
-        // Conversation starts are fed one at a time in (time, index) order, each with the key it
-        // would have had pushed at time zero: the queue holds the events in flight, not the
-        // whole workload.
+        // One initial key per conversation start ([`Simulation::queue_next_start`]).
         let mut queue = EventQueue::new();
         queue.reserve_initial(convs.len() as u64);
         assert!(convs.len() <= u32::MAX as usize, "at most 2^32 conversations");
         let mut start_order: Vec<u32> = (0..convs.len() as u32).collect();
         start_order.sort_by_key(|&c| (convs[c as usize].start_at, c));
-        if let Some(&c) = start_order.first() {
-            queue.push_initial(
-                convs[c as usize].start_at,
-                c as u64,
-                Event::ConversationStart { conv: c as usize },
-            );
-        }
         let conv_state = convs
             .iter()
             .enumerate()
@@ -653,7 +644,7 @@ impl<'a> Simulation<'a> {
         let n_convs = convs.len();
         let stream_chunk_us = SimDuration::from_ms_f64(cfg.stream_ms_per_chunk).0;
         let kv_load_us = SimDuration::from_ms_f64(cfg.kv_load_ms).0;
-        Simulation {
+        let mut sim = Simulation {
             policy_name: cfg.name.as_str().into(),
             instance_names: instances.iter().map(|i| i.name.as_str().into()).collect(),
             policy: cfg.router.build(),
@@ -682,7 +673,7 @@ impl<'a> Simulation<'a> {
             kv_load_us: vec![kv_load_us; n],
             seq_events: Vec::new(),
             with_runs: Vec::new(),
-            starts_queued: start_order.len().min(1),
+            starts_queued: 0,
             start_order,
             free_requests: Vec::new(),
             conv_done: vec![false; n_convs],
@@ -690,7 +681,9 @@ impl<'a> Simulation<'a> {
             records: Vec::new(),
             record_sink: None,
             feed: None,
-        }
+        };
+        sim.queue_next_start();
+        sim
     }
 
     /// A simulation ready to run, under `cfg`, the conversations `feed` gives (room made for
@@ -712,17 +705,14 @@ impl<'a> Simulation<'a> {
         expected: usize,
         feed: impl FnMut() -> Option<TimedConversation> + 'a,
     ) -> Self {
-        let mut sim = Simulation::new(cfg, cost, Vec::with_capacity(expected.min(1 << 22)));
-        sim.conv_state.reserve(expected.min(1 << 22));
-        sim.conv_done.reserve(expected.min(1 << 22));
-        sim.queue = EventQueue::new();
+        let room = expected.min(1 << 22);
+        // Nothing is queued yet (no conversation), so the reservation can be made anew.
+        let mut sim = Simulation::new(cfg, cost, Vec::with_capacity(room));
+        sim.conv_state.reserve(room);
+        sim.conv_done.reserve(room);
         sim.queue.reserve_initial(1 << 32);
         sim.feed = Some(Box::new(feed));
-        if sim.pull_conversation() {
-            sim.queue
-                .push_initial(sim.convs[0].start_at, 0, Event::ConversationStart { conv: 0 });
-            sim.starts_queued = 1;
-        }
+        sim.queue_next_start();
         sim
     }
 
@@ -748,13 +738,21 @@ impl<'a> Simulation<'a> {
         true
     }
 
-    /// The conversation to start after the ones queued so far, pulled from the feed if there
-    /// is one.
-    fn next_start(&mut self) -> Option<usize> {
-        if self.feed.is_none() {
-            return self.start_order.get(self.starts_queued).map(|&c| c as usize);
+    /// Queues the start of the conversation after the ones queued so far (in start order, or
+    /// the feed's next), with the key it would have had pushed at time zero; nothing once every
+    /// conversation is queued. Each start is queued when the one before it is handled, so the
+    /// queue holds the events in flight, not the whole workload.
+    fn queue_next_start(&mut self) {
+        let next = if self.feed.is_none() {
+            self.start_order.get(self.starts_queued).map(|&c| c as usize)
+        } else {
+            (self.starts_queued < self.convs.len() || self.pull_conversation()).then_some(self.starts_queued)
+        };
+        if let Some(c) = next {
+            self.queue
+                .push_initial(self.convs[c].start_at, c as u64, Event::ConversationStart { conv: c });
+            self.starts_queued += 1;
         }
-        (self.starts_queued < self.convs.len() || self.pull_conversation()).then_some(self.starts_queued)
     }
 
     /// Runs instances `range` (numbered P, R, D, pD: one pool of the cluster) on their own GPU:
@@ -1199,12 +1197,7 @@ impl<'a> Simulation<'a> {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::ConversationStart { conv } => {
-                if let Some(next) = self.next_start() {
-                    let at = self.convs[next].start_at;
-                    self.queue
-                        .push_initial(at, next as u64, Event::ConversationStart { conv: next });
-                    self.starts_queued += 1;
-                }
+                self.queue_next_start();
                 if self.cfg.pinning == Pinning::LeastLoaded {
                     let (d, p) = (self.least_loaded_decode(), self.conv_state[conv].prefill_inst());
                     self.conv_state[conv].pin(d, p);
