@@ -923,6 +923,22 @@ impl ScenarioParts {
     }
 }
 
+/// The prompt of conversation `c`'s first turn \[tokens\]: its user tokens and the chat
+/// template's `template_tokens_per_message` (`workload.template_tokens_per_message`).
+pub(crate) fn first_prompt_tokens(c: &crate::trace::Conversation, template_tokens_per_message: u64) -> u64 {
+    c.turns[0].user_tokens as u64 + template_tokens_per_message
+}
+
+/// The KV cache conversation `c` holds once its last turn is answered \[tokens\]: every turn's
+/// user and answer tokens, each message with its `template_tokens_per_message`. Every
+/// conversation must fit one instance's KV capacity (checked at load).
+pub(crate) fn kv_footprint_tokens(c: &crate::trace::Conversation, template_tokens_per_message: u64) -> u64 {
+    c.turns
+        .iter()
+        .map(|t| t.user_tokens as u64 + t.assistant_tokens as u64 + 2 * template_tokens_per_message)
+        .sum()
+}
+
 /// Checks that key `key` of scenario `path` holds a fraction (0 to 1), `hint` being an example
 /// for the message.
 ///
@@ -1096,11 +1112,7 @@ fn check_workload(
         }
     }
     let tpl = w.template_tokens_per_message as u64;
-    if let Some((k, c)) = trace
-        .iter()
-        .enumerate()
-        .find(|(_, c)| c.turns[0].user_tokens as u64 + tpl == 0)
-    {
+    if let Some((k, c)) = trace.iter().enumerate().find(|(_, c)| first_prompt_tokens(c, tpl) == 0) {
         let message = format!("conversation `{}` has a first turn with no prompt token (user_tokens = 0 and template_tokens_per_message = 0): a request needs at least one token to prefill; drop it or set template_tokens_per_message", c.id);
         return Err(match trace_lines.get(k) {
             Some(&line) => InputError::line(trace_path, line, message),
@@ -1110,7 +1122,7 @@ fn check_workload(
     if let Some(max) = sc.engine.max_model_len {
         let smallest = trace
             .iter()
-            .map(|c| c.turns[0].user_tokens as u64 + tpl + c.turns[0].assistant_tokens as u64)
+            .map(|c| first_prompt_tokens(c, tpl) + c.turns[0].assistant_tokens as u64)
             .min()
             .unwrap_or(0);
         if (max as u64) < smallest {
@@ -1122,11 +1134,7 @@ fn check_workload(
         }
     }
     for c in trace {
-        let total: u64 = c
-            .turns
-            .iter()
-            .map(|t| t.user_tokens as u64 + t.assistant_tokens as u64 + 2 * tpl)
-            .sum();
+        let total = kv_footprint_tokens(c, tpl);
         if total > kv_capacity_tokens {
             return Err(InputError::file(trace_path, format!("conversation `{}` needs {total} KV tokens but an instance holds {kv_capacity_tokens}; drop it or use a larger GPU", c.id)));
         }

@@ -18,6 +18,7 @@
 //! which reports the error as it always has.
 
 use crate::scenario::limits::MAX_ARRIVAL_S;
+use crate::scenario::{first_prompt_tokens, kv_footprint_tokens};
 use crate::sim::workload::{TimedConversation, TraceReplay};
 use crate::trace::Conversation;
 
@@ -34,12 +35,13 @@ pub(crate) struct TraceFeed {
     /// What is left of the region being fed.
     region: std::vec::IntoIter<(Conversation, usize)>,
     replay: TraceReplay,
-    /// Conversations still to feed.
-    left: usize,
+    /// Conversations to feed in all.
+    count: usize,
     /// The last conversation fed's arrival \[s\].
     last_arrival_s: f64,
-    speedup: f64,
+    /// Chat-template tokens per message \[tokens\].
     template_tokens_per_message: u64,
+    /// One instance's KV capacity, which each conversation must fit \[tokens\].
     kv_capacity_tokens: u64,
     /// The conversations fed and their file lines; [`TraceFeed::finish`] adds the rest of the
     /// trace.
@@ -55,15 +57,14 @@ pub(crate) struct TraceFeed {
 }
 
 impl TraceFeed {
-    /// A feed of the first `count` conversations of the regions `regions` will receive, replayed
-    /// at `speedup` with `replay`'s think times, each checked against the engine's limits
+    /// A feed of the first `count` conversations of the regions `regions` will receive, timed
+    /// by `replay`, each checked against the engine's limits
     /// (`template_tokens_per_message`, `kv_capacity_tokens`); `bar`'s length grows by the
     /// turns of each conversation fed.
     pub(crate) fn new(
         regions: std::sync::mpsc::Receiver<Region>,
         count: usize,
         replay: TraceReplay,
-        speedup: f64,
         template_tokens_per_message: u64,
         kv_capacity_tokens: u64,
         bar: indicatif::ProgressBar,
@@ -72,9 +73,8 @@ impl TraceFeed {
             regions,
             region: Vec::new().into_iter(),
             replay,
-            left: count,
+            count,
             last_arrival_s: 0.0,
-            speedup,
             template_tokens_per_message,
             kv_capacity_tokens,
             convs: Vec::with_capacity(count.min(1 << 22)),
@@ -90,43 +90,32 @@ impl TraceFeed {
     /// `count` were fed, when the trace ended first, or when a conversation fails a check the
     /// simulation relies on (then [`TraceFeed::finish`] gives `None`).
     pub(crate) fn next(&mut self) -> Option<TimedConversation> {
-        if self.left == 0 || self.refused {
-            self.bar.inc_length(std::mem::take(&mut self.unannounced_turns));
+        if self.convs.len() == self.count || self.refused {
             return None;
         }
         let (c, line) = loop {
             if let Some(next) = self.region.next() {
                 break next;
             }
-            match self.regions.recv() {
-                Ok(region) => self.region = region.into_iter(),
-                Err(_) => {
-                    self.bar.inc_length(std::mem::take(&mut self.unannounced_turns));
-                    return None;
-                }
-            }
+            // The reader stopped: the trace ended (or failed) before `count` conversations.
+            self.region = self.regions.recv().ok()?.into_iter();
         };
         let tpl = self.template_tokens_per_message;
-        let kv_tokens: u64 = c
-            .turns
-            .iter()
-            .map(|t| t.user_tokens as u64 + t.assistant_tokens as u64 + 2 * tpl)
-            .sum();
         let arrival_s = c
             .arrival_s
-            .filter(|&t| t >= self.last_arrival_s && t / self.speedup <= MAX_ARRIVAL_S);
+            .filter(|&t| t >= self.last_arrival_s && t / self.replay.speedup() <= MAX_ARRIVAL_S);
         let (Some(arrival_s), true, true) = (
             arrival_s,
-            c.turns[0].user_tokens as u64 + tpl > 0,
-            kv_tokens <= self.kv_capacity_tokens,
+            first_prompt_tokens(&c, tpl) > 0,
+            kv_footprint_tokens(&c, tpl) <= self.kv_capacity_tokens,
         ) else {
             self.refused = true;
             return None;
         };
         self.last_arrival_s = arrival_s;
-        self.left -= 1;
         self.turns_fed += c.turns.len() as u64;
-        // The bar's length grows a few thousand requests at a time (an update costs a lock).
+        // The bar's length grows a few thousand requests at a time (an update costs a lock);
+        // `finish` adds the rest.
         self.unannounced_turns += c.turns.len() as u64;
         if self.unannounced_turns >= 4096 {
             self.bar.inc_length(std::mem::take(&mut self.unannounced_turns));
@@ -166,8 +155,9 @@ impl TraceFeed {
 
 /// Lowers the calling thread's scheduling priority (nice 10), for the threads that work beside
 /// a fed run (the trace reader, the `requests.csv` writer): when the three compete for two
-/// cores, the run, which the others never hold up, gets the larger share (on Vidur's run ≈ 1 ms
-/// of the median, docs/performance.md, 2026-12-06). On Linux a thread is a task with its own
+/// cores, the run, which the others never hold up, gets the larger share (on Vidur's run
+/// 1.3–1.6 ms of the whole process's median, 61 runs interleaved, docs/performance.md,
+/// 2026-12-06, evening). On Linux a thread is a task with its own
 /// nice value and `setpriority(PRIO_PROCESS, 0, …)` sets the caller's (setpriority(2), NOTES);
 /// elsewhere it would lower the whole process, so nothing is done. Lowering needs no privilege;
 /// a failure changes nothing but the speed, and is ignored.

@@ -347,7 +347,6 @@ pub(crate) fn simulate_fed(
         rx,
         count,
         workload::TraceReplay::new(speedup, &w.think_time, RngStreams::new(sc.resolved.seed)),
-        speedup,
         w.template_tokens_per_message as u64,
         sc.kv_capacity_tokens,
         bar.clone(),

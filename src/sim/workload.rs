@@ -197,6 +197,11 @@ impl TraceReplay {
         }
     }
 
+    /// The replay's speed-up \[×\].
+    pub fn speedup(&self) -> f64 {
+        self.speedup
+    }
+
     /// The next conversation of the replay, `c`, which arrives at `arrival_s` \[s\] (its
     /// `arrival_s`, checked by the caller).
     ///
