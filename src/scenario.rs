@@ -834,11 +834,21 @@ impl ScenarioParts {
         Ok(loaded)
     }
 
+    /// The scenario's name (its default results folder's).
+    pub fn name(&self) -> &str {
+        &self.sc.name
+    }
+
     /// The trace to feed the run while it is read (`ppdsim run`'s fast path,
-    /// [`crate::commands::feed`]), when the workload allows it: a native trace replayed at its
-    /// recorded arrivals, in trace order, for a number of conversations. `None` otherwise, and
-    /// for values [`ScenarioParts::load`] refuses (it then reports them).
+    /// [`crate::commands::feed`]), when the scenario allows it: one run (a router on a cluster),
+    /// replaying a native trace at its recorded arrivals, in trace order, for a number of
+    /// conversations. `None` otherwise, and for values [`ScenarioParts::load`] refuses (it then
+    /// reports them).
     pub fn fed_trace(&self) -> Option<PathBuf> {
+        let names: Vec<String> = self.clusters.iter().map(|c| c.name.clone()).collect();
+        if deployments(&self.sc.router, &names).len() != 1 {
+            return None;
+        }
         let w = &self.sc.workload;
         let ArrivalSpec::Trace { speedup } = w.arrival else {
             return None;

@@ -263,22 +263,15 @@ const PROGRESS_EVERY: u64 = 4096;
 const ROW_BATCH: usize = 256;
 
 /// Simulates every run of a loaded scenario (in parallel; results in scenario order and
-/// independent of the thread count), advancing `bar` by the requests simulated (its length set
-/// to every run's requests, [`PROGRESS_EVERY`] at a time); with the per-instance timelines when
-/// `timeline` (on the scenario's `timeline_interval_s` grid); streaming `requests.csv` into
-/// `requests` when given (the records are never all held: each run keeps the requests in flight
-/// and the latencies its summary needs) and keeping every request's latencies for the figures
-/// when `latencies`.
+/// independent of the thread count), into `sinks`: advancing its bar by the requests simulated
+/// ([`PROGRESS_EVERY`] at a time); with the per-instance timelines when asked; streaming
+/// `requests.csv` into its folder when given (the records are never all held: each run keeps the
+/// requests in flight and the latencies its summary needs) and keeping every request's latencies
+/// for the figures when asked.
 ///
 /// # Errors
 /// Writing `requests.csv`.
-pub(crate) fn simulate_with(
-    sc: &LoadedScenario,
-    bar: indicatif::ProgressBar,
-    timeline: bool,
-    requests: Option<&OutputDir>,
-    latencies: bool,
-) -> Result<RunResults> {
+pub(crate) fn simulate_with(sc: &LoadedScenario, sinks: RunSinks<'_>) -> Result<RunResults> {
     let w = &sc.resolved.workload;
     let workload_start = std::time::Instant::now();
     let mut rng = RngStreams::new(sc.resolved.seed);
@@ -292,15 +285,42 @@ pub(crate) fn simulate_with(
         &mut rng,
     );
     let workload_time = workload_start.elapsed();
-    simulate_workload(
-        sc,
-        Workload::Built(convs),
-        workload_time,
-        bar,
-        timeline,
-        requests,
-        latencies,
-    )
+    simulate_workload(sc, Workload::Built(convs), workload_time, sinks)
+}
+
+/// What a simulation keeps or writes besides each run's summary ([`simulate_with`]).
+pub(crate) struct RunSinks<'o> {
+    /// Advanced by the requests simulated; its length is set to every run's requests.
+    pub bar: indicatif::ProgressBar,
+    /// Keep the per-instance timelines (on the scenario's `timeline_interval_s` grid).
+    pub timeline: bool,
+    /// The results folder to stream `requests.csv` into.
+    pub requests: Option<&'o OutputDir>,
+    /// Keep every request's latencies for the figures.
+    pub latencies: bool,
+}
+
+impl<'o> RunSinks<'o> {
+    /// `ppdsim run`'s: a bar unless `quiet`, the timelines, `requests.csv` into `staged` when
+    /// `requests`, and the latencies when `plots` draws them.
+    fn of_run(staged: &'o OutputDir, quiet: bool, requests: bool, plots: bool) -> Self {
+        RunSinks {
+            bar: progress_bar(quiet, 0, "requests simulated"),
+            timeline: true,
+            requests: requests.then_some(staged),
+            latencies: plots,
+        }
+    }
+
+    /// Nothing kept or written but the summaries (a sweep's points).
+    pub(crate) fn summaries_only() -> RunSinks<'static> {
+        RunSinks {
+            bar: indicatif::ProgressBar::hidden(),
+            timeline: false,
+            requests: None,
+            latencies: false,
+        }
+    }
 }
 
 /// What `simulate_fed` read of a trace while its run simulated.
@@ -329,10 +349,7 @@ pub struct FedTrace {
 pub(crate) fn simulate_fed(
     sc: &LoadedScenario,
     trace_path: &Path,
-    bar: indicatif::ProgressBar,
-    timeline: bool,
-    requests: Option<&OutputDir>,
-    latencies: bool,
+    sinks: RunSinks<'_>,
 ) -> Result<Option<(RunResults, FedTrace)>> {
     let w = &sc.resolved.workload;
     let ArrivalSpec::Trace { speedup } = w.arrival else {
@@ -349,7 +366,7 @@ pub(crate) fn simulate_fed(
         workload::TraceReplay::new(speedup, &w.think_time, RngStreams::new(sc.resolved.seed)),
         w.template_tokens_per_message as u64,
         sc.kv_capacity_tokens,
-        bar.clone(),
+        sinks.bar.clone(),
     );
     let slot = FedSlot {
         feed: std::sync::Mutex::new(Some(feed)),
@@ -380,15 +397,7 @@ pub(crate) fn simulate_fed(
                 time: start.elapsed(),
             }
         });
-        let results = simulate_workload(
-            sc,
-            Workload::Fed(&slot),
-            std::time::Duration::ZERO,
-            bar,
-            timeline,
-            requests,
-            latencies,
-        );
+        let results = simulate_workload(sc, Workload::Fed(&slot), std::time::Duration::ZERO, sinks);
         (results, reader.join().expect("the trace reader panicked"))
     });
     let results = results?;
@@ -420,7 +429,7 @@ struct ReadOutcome {
 /// refused).
 struct FedSlot {
     feed: std::sync::Mutex<Option<crate::commands::feed::TraceFeed>>,
-    trace: std::sync::Mutex<Option<Option<crate::commands::feed::ReadTrace>>>,
+    trace: TraceSlot,
 }
 
 /// Where the runs' conversations come from.
@@ -431,16 +440,30 @@ enum Workload<'f> {
     Fed(&'f FedSlot),
 }
 
+/// Where a fed run leaves the trace it read: `Some` once the run is over, `None` inside when a
+/// conversation was refused.
+type TraceSlot = std::sync::Mutex<Option<Option<crate::commands::feed::ReadTrace>>>;
+
+/// One run's conversations ([`Workload`]): the workload shared by every run, or the feed and
+/// where to leave the trace it read.
+enum RunSource<'w> {
+    Built(&'w [workload::TimedConversation]),
+    Fed(Box<crate::commands::feed::TraceFeed>, &'w TraceSlot),
+}
+
 /// [`simulate_with`]'s runs of the conversations `workload` (built in `workload_time`).
 fn simulate_workload(
     sc: &LoadedScenario,
     workload: Workload<'_>,
     workload_time: std::time::Duration,
-    bar: indicatif::ProgressBar,
-    timeline: bool,
-    requests: Option<&OutputDir>,
-    latencies: bool,
+    sinks: RunSinks<'_>,
 ) -> Result<RunResults> {
+    let RunSinks {
+        bar,
+        timeline,
+        requests,
+        latencies,
+    } = sinks;
     let w = &sc.resolved.workload;
     let cost = LinearCostModel::new(sc.calibration.coefficients().expect("validated on load"));
     // Per cluster, per pool: its own cost model when it is off the scenario's GPU and model file.
@@ -496,20 +519,22 @@ fn simulate_workload(
         let mut setup_end_ms = 0.0f64;
         // Requests this run has simulated (the bar hears of them PROGRESS_EVERY at a time).
         let mut simulated = 0u64;
-        // A fed run's feed, taken by its run.
-        let mut feed = match &workload {
-            Workload::Fed(slot) => Some(slot.feed.lock().expect("a run panicked").take().expect("one fed run")),
-            Workload::Built(_) => None,
+        // This run's conversations: the shared workload, or the feed (taken by the one run).
+        let mut source = match &workload {
+            Workload::Built(convs) => RunSource::Built(convs),
+            Workload::Fed(slot) => RunSource::Fed(
+                Box::new(slot.feed.lock().expect("a run panicked").take().expect("one fed run")),
+                &slot.trace,
+            ),
         };
         // The run, each record passed to `emit` after the summary and latencies take theirs.
         let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
-            let sim = match (&workload, feed.as_mut()) {
-                (Workload::Built(convs), _) => Simulation::new(sc.sim_config(d), &cost, &convs[..]),
-                (Workload::Fed(_), Some(feed)) => {
+            let sim = match &mut source {
+                RunSource::Built(convs) => Simulation::new(sc.sim_config(d), &cost, &convs[..]),
+                RunSource::Fed(feed, _) => {
                     let expected = w.num_conversations.unwrap_or(0);
                     Simulation::fed(sc.sim_config(d), &cost, expected, || feed.next())
                 }
-                (Workload::Fed(_), None) => unreachable!("the feed was taken above"),
             };
             let mut sim = sim.with_record_sink(|r| {
                 simulated += 1;
@@ -590,14 +615,13 @@ fn simulate_workload(
             })?,
         };
         let simulate_time = simulate_start.elapsed();
-        let (num_conversations, requests_per_run) = match (&workload, feed) {
-            (Workload::Built(convs), _) => (convs.len(), built_requests_per_run),
-            (Workload::Fed(slot), Some(feed)) => {
+        let (num_conversations, requests_per_run) = match source {
+            RunSource::Built(convs) => (convs.len(), built_requests_per_run),
+            RunSource::Fed(feed, trace) => {
                 let counts = (feed.fed(), feed.turns_fed());
-                *slot.trace.lock().expect("a run panicked") = Some(feed.finish());
+                *trace.lock().expect("a run panicked") = Some(feed.finish());
                 counts
             }
-            (Workload::Fed(_), None) => unreachable!("the feed was taken above"),
         };
         // The rest of the run's requests, turns its conversations did not reach included.
         assert!(
@@ -830,29 +854,26 @@ pub(crate) fn exec_run(
     // The thread pool starts while the scenario and its trace are read (its first use, the
     // trace's parse, would otherwise wait for its threads).
     rayon::spawn(|| {});
-    let dest_of = |sc: &LoadedScenario| {
-        output
-            .clone()
-            .unwrap_or_else(|| Path::new("output").join(&sc.resolved.name))
-    };
+    let dest_of = |name: &str| output.clone().unwrap_or_else(|| Path::new("output").join(name));
     let parts = ScenarioParts::read(scenario, set)?;
-    // A trace replay of one run is fed its conversations as the trace is read; anything else,
-    // and any error on that path, takes the ordinary one (which reports the error).
-    let (parts, fed) = match parts.fed_trace().filter(|_| feed_trace) {
+    // A trace replay of one run is fed its conversations as the trace is read, when its results
+    // folder's parent exists (staging then makes no folder the ordinary path would not have
+    // made before refusing a bad trace); anything else, and any error on that path, takes the
+    // ordinary one, which reports the error.
+    let fed_trace = parts
+        .fed_trace()
+        .filter(|_| feed_trace && crate::outdir::parent_exists(&dest_of(parts.name())));
+    let (parts, fed) = match fed_trace {
         None => (Some(parts), None),
         Some(trace_path) => {
             let fed = parts.load_for_feed(scenario).and_then(|mut sc| {
                 sc.decode_runs = decode_runs;
-                let dest = dest_of(&sc);
-                if sc.deployments().len() != 1 || !crate::outdir::parent_exists(&dest) {
-                    return None;
-                }
+                let dest = dest_of(&sc.resolved.name);
                 let loaded = std::time::Instant::now();
                 let staged = OutputDir::create(&dest, force, "run").ok()?;
                 let t0 = std::time::Instant::now();
-                let bar = progress_bar(quiet, 0, "requests simulated");
-                let (res, trace) =
-                    simulate_fed(&sc, &trace_path, bar, true, requests.then_some(&staged), plots).ok()??;
+                let sinks = RunSinks::of_run(&staged, quiet, requests, plots);
+                let (res, trace) = simulate_fed(&sc, &trace_path, sinks).ok()??;
                 sc.load_timings = crate::scenario::LoadTimings {
                     trace: trace.read,
                     calibration: sc.load_timings.calibration,
@@ -875,17 +896,11 @@ pub(crate) fn exec_run(
             let mut sc = parts.load(scenario)?;
             let loaded = std::time::Instant::now();
             sc.decode_runs = decode_runs;
-            let dest = dest_of(&sc);
+            let dest = dest_of(&sc.resolved.name);
             // Refuse a bad destination before simulating.
             let staged = OutputDir::create(&dest, force, "run")?;
             let t0 = std::time::Instant::now();
-            let res = simulate_with(
-                &sc,
-                progress_bar(quiet, 0, "requests simulated"),
-                true,
-                requests.then_some(&staged),
-                plots,
-            )?;
+            let res = simulate_with(&sc, RunSinks::of_run(&staged, quiet, requests, plots))?;
             (sc, dest, staged, res, loaded, t0)
         }
     };
@@ -1087,7 +1102,14 @@ mod tests {
             "both ways of advancing the bar are taken"
         );
         let bar = indicatif::ProgressBar::hidden();
-        let res = super::simulate_with(&sc, bar.clone(), false, None, false).expect("simulates");
+        let res = super::simulate_with(
+            &sc,
+            super::RunSinks {
+                bar: bar.clone(),
+                ..super::RunSinks::summaries_only()
+            },
+        )
+        .expect("simulates");
         let runs = res.summaries.len() as u64;
         assert_eq!(runs, 5);
         assert_eq!(bar.length(), Some(runs * turns));

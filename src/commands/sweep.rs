@@ -1,6 +1,6 @@
 //! `ppdsim sweep` and `ppdsim sweep merge`: a grid of loads, seeds and policy settings, its curves, crossovers, goodput and plots.
 
-use crate::commands::run::simulate_with;
+use crate::commands::run::{simulate_with, RunSinks};
 use crate::commands::*;
 use crate::error::{InputError, EXIT_OK};
 use crate::outdir::{OutputDir, Stale};
@@ -90,14 +90,8 @@ pub(crate) fn exec_sweep(
     let per_point: Vec<(Vec<SweepRow>, Vec<String>)> = points
         .par_iter()
         .map(|&(_, (rate_per_s, seed))| {
-            let res = simulate_with(
-                &sw.point(rate_per_s, seed),
-                indicatif::ProgressBar::hidden(),
-                false,
-                None,
-                false,
-            )
-            .expect("a sweep point writes no file");
+            let res = simulate_with(&sw.point(rate_per_s, seed), RunSinks::summaries_only())
+                .expect("a sweep point writes no file");
             bar.inc(1);
             let overruns = res
                 .setup_overruns
