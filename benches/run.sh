@@ -174,6 +174,28 @@ median21() {
     us=$(printf "%s\n" "${walls[@]}" | sort -n | sed -n 11p)
     printf "%d.%04d" $((us / 1000000)) $(((us % 1000000) / 100))
 }
+# median21_ab DIR_A DIR_B FLAG COMMAND...: runs `COMMAND -o DIR_A` and `COMMAND FLAG -o DIR_B` 21
+# times each, alternating (so that a minute's drift in the host's speed falls on both alike), and
+# prints the two medians as median21 does, separated by a space.
+median21_ab() {
+    local dir_a=$1 dir_b=$2 flag=$3 walls_a=() walls_b=() start end
+    shift 3
+    for _ in $(seq 21); do
+        rm -rf "$dir_a" "$dir_b"
+        start=${EPOCHREALTIME/./}
+        "$@" -o "$dir_a" >/dev/null
+        end=${EPOCHREALTIME/./}
+        walls_a+=("$((end - start))")
+        start=${EPOCHREALTIME/./}
+        "$@" "$flag" -o "$dir_b" >/dev/null
+        end=${EPOCHREALTIME/./}
+        walls_b+=("$((end - start))")
+    done
+    local a b
+    a=$(printf "%s\n" "${walls_a[@]}" | sort -n | sed -n 11p)
+    b=$(printf "%s\n" "${walls_b[@]}" | sort -n | sed -n 11p)
+    printf "%d.%04d %d.%04d" $((a / 1000000)) $(((a % 1000000) / 100)) $((b / 1000000)) $(((b % 1000000) / 100))
+}
 # Vidur's run takes tens of ms, below GNU time's 10 ms resolution: it is timed 21 times with
 # bash's microsecond clock and the median printed (peak RSS from one more run under GNU time). Each run
 # writes a fresh folder, as a first run does (replacing a previous run's files with --force
@@ -181,7 +203,12 @@ median21() {
 # A single-run trace replay is fed its conversations as the trace is read, when the output
 # folder's parent exists (so that every run here, the first included, takes that path).
 mkdir -p output
-vidur_s=$(median21 output/bench-vidur "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots)
+# Timed with and without --read-trace-first (the whole trace read before the run starts, as
+# before 2026-12-06 and as runs of several policies still do), alternating.
+# A failed run stops the benchmark (a command substitution, as median21's).
+ab=$(median21_ab output/bench-vidur output/bench-vidur-first --read-trace-first \
+    "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots)
+read -r vidur_s first_s <<<"$ab"
 rss="-"
 if [[ -x /usr/bin/time ]]; then
     /usr/bin/time -f "%M" -o "$tmp" "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots -o output/bench-vidur --force >/dev/null
@@ -189,10 +216,8 @@ if [[ -x /usr/bin/time ]]; then
 fi
 printf "%-58s %8s s %10s %14s   target %s\n" "Vidur's 10,000-request run (scenarios/vidur-arxiv-qps2.toml)" \
     "$vidur_s" "$rss" "-" "<= 0.015 s, <= 30 MB (Vidur: 150 s, 616 MB); median of 21"
-# The same with the whole trace read before the run starts (as before 2026-12-06, and as runs
-# of several policies still do).
-first_s=$(median21 output/bench-vidur-first "$bin" run scenarios/vidur-arxiv-qps2.toml -q --no-plots --read-trace-first)
-printf "%-58s %8s s   (median of 21)\n" "  the same, the trace read first (--read-trace-first)" "$first_s"
+printf "%-58s %8s s   (median of 21, alternating with the run above)\n" \
+    "  the same, the trace read first (--read-trace-first)" "$first_s"
 # The same run cut to its first 10 conversations: what the run costs besides simulating (starting,
 # reading and parsing the whole trace, writing the files), timed the same way.
 fixed_s=$(median21 output/bench-vidur-10 "$bin" run scenarios/vidur-arxiv-qps2.toml \
