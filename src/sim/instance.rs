@@ -20,6 +20,10 @@
 //! finishes a prompt also samples the first output token. A sequence that finishes frees its
 //! blocks and leaves `prompt + output − 1` tokens (prompt only for prefill-only sequences) in
 //! the prefix cache.
+//!
+//! The running sequences past their prefill (always a prefix of the running list) are kept as
+//! aggregates (`DecodePrefix`): a pass or step end in which all of them decode and their new
+//! blocks fit costs O(1) for them, not a walk; anything else walks them, as above.
 
 use super::prefix_cache::PrefixCache;
 use crate::cost_model::{AffineDecodeCost, BatchShape, CostModel, PrefillPart, DECODE_COST_FRAC_BITS};
@@ -135,6 +139,65 @@ mod tests {
     }
 
     #[test]
+    fn decodes_stepped_together_keep_their_blocks_contexts_and_completions() {
+        use super::{EngineLimits, Instance, Role, Seq, SeqEvent, SimDuration, SimTime};
+        let limits = EngineLimits {
+            token_budget: 100,
+            max_num_seqs: 8,
+            block_size: 4,
+            capacity_blocks: 1_000,
+            cache_answers: true,
+            answer_mismatch_per_token: 0.0,
+            incremental_kv: true,
+            cascade_attention: false,
+        };
+        let decode = |req: usize, prompt: u32, output: u32| Seq {
+            prefill_only: false,
+            num_output_tokens: output,
+            ..Seq::prefill_only_for_test(req, prompt, 0)
+        };
+        let mut d = Instance::new("R0".into(), Role::Mixed, limits);
+        // A: 6 prompt tokens, 5 outputs; B: 3 prompt tokens, 3 outputs.
+        d.enqueue(decode(0, 6, 5));
+        d.enqueue(decode(1, 3, 3));
+        let cost = crate::cost_model::ConstantCostModel { step_ms: 10.0 };
+        let mut now = SimTime::ZERO;
+        let step = |d: &mut Instance, now: &mut SimTime| {
+            let end = d.try_start(*now, &cost).expect("a step");
+            assert_eq!(end, *now + SimDuration(10_000));
+            let used = d.used_blocks();
+            let mut events = Vec::new();
+            d.finish_step(end, &mut events);
+            *now = end;
+            let completed: Vec<usize> = events
+                .iter()
+                .filter_map(|e| match e {
+                    SeqEvent::Completed { req } => Some(*req),
+                    _ => None,
+                })
+                .collect();
+            (used, completed)
+        };
+        // Step 1, both prompts: blocks for 6 and 3 tokens (2 + 1); contexts 6 and 3 after.
+        assert_eq!(step(&mut d, &mut now), (3, vec![]));
+        assert_eq!(d.decoding_shape(), (2, 9));
+        // Step 2 decodes both at positions 7 and 4: still 2 + 1 blocks.
+        assert_eq!(step(&mut d, &mut now), (3, vec![]));
+        assert_eq!(d.decoding_shape(), (2, 11));
+        // Step 3 at positions 8 and 5: B crosses into its second block (2 + 2); B's third output.
+        assert_eq!(step(&mut d, &mut now), (4, vec![1]));
+        assert_eq!(d.decoding_shape(), (1, 8));
+        let after_b = d.used_blocks();
+        // Step 4 at position 9: A crosses into its third block; step 5 (position 10) does not.
+        assert_eq!(step(&mut d, &mut now), (after_b + 1, vec![]));
+        assert_eq!(d.decoding_shape(), (1, 9));
+        assert_eq!(step(&mut d, &mut now), (after_b + 1, vec![0]));
+        assert_eq!(d.decoding_shape(), (0, 0));
+        assert!(d.try_start(now, &cost).is_none(), "nothing left to run");
+        assert_eq!(now, SimTime::ZERO + SimDuration(50_000));
+    }
+
+    #[test]
     fn run_ends_and_the_search_for_an_event_agree_with_stepping() {
         use super::{AffineDecodeCost, DecodeRun, SimTime};
         use rand::{Rng, SeedableRng};
@@ -170,8 +233,6 @@ mod tests {
                 next_end: ends[finished + 1],
                 started: finished,
                 ctx0,
-                synced: finished,
-                blocks_synced: finished,
             };
             // With its next step started (and not the run's last, which only its event applies),
             // the run is settled exactly for events the search would not move it for.
@@ -244,11 +305,13 @@ pub struct Seq {
     /// Output tokens to recompute after a preemption: every output sampled before it (their KV
     /// was freed, the last one's never written) \[tokens\].
     pub num_recompute_tokens: u32,
-    /// Tokens with KV present (cached + transferred + computed) \[tokens\].
+    /// Tokens with KV present (cached + transferred + computed) \[tokens\]. For a sequence of
+    /// its instance's decode prefix this and the next two fields lag: the instance's
+    /// `decode_truth` gives the true values (see `DecodePrefix`).
     pub num_computed_tokens: u32,
-    /// Output tokens produced.
+    /// Output tokens produced (lags in the decode prefix, as above).
     pub num_generated: u32,
-    /// Blocks reserved.
+    /// Blocks reserved (derived, not kept, in the decode prefix with incremental KV).
     pub reserved_blocks: u64,
     /// When the sequence entered the waiting queue.
     pub enqueued_at: SimTime,
@@ -377,8 +440,52 @@ pub struct Instance {
     done_scratch: Vec<usize>,
     /// Fewest outputs any decode sequence of the last [`Instance::try_start`]'s batch has left to
     /// produce (`u32::MAX` without decodes) \[tokens\]: with the shape's Σ context, what
-    /// [`Instance::plan_decode_run`] needs, gathered in the scheduling pass's own walk.
+    /// [`Instance::plan_decode_run`] needs.
     batch_min_outputs_left: u32,
+    /// The decode prefix, kept across scheduling passes ([`DecodePrefix`]).
+    decodes: DecodePrefix,
+}
+
+/// The running sequences past their prefill, `running[..len]` (the decodes are always a prefix of
+/// the running sequences: prompts complete in admission order, since each takes the budget before
+/// those admitted after it, and a preempted sequence comes back at the end), kept as aggregates so
+/// that a step which decodes every one of them costs O(1), not a walk:
+///
+/// - their token counts lag: [`Seq::num_computed_tokens`] and [`Seq::num_generated`] of each lack
+///   the same `lag` decode steps (a sequence joining the prefix has `lag` subtracted, wrapping),
+///   added back by [`Instance::sync_decodes`] before anything reads or changes one of them;
+/// - in incremental-KV mode their [`Seq::reserved_blocks`] are derived: blocks for their true
+///   context plus `ahead` tokens (1 while a step that decodes them is in flight). A decode needs
+///   a new block exactly at the steps that start with its context a multiple of the block size,
+///   so each sits in one of `block_size` phase slots for as long as it decodes
+///   (`phase_counts`, indexed by (context − `epoch`) mod block size), and a step's new blocks are
+///   one slot's count, added to the instance's total;
+/// - Σ context, the fewest outputs left (exact) and the count are kept as the prefix changes.
+///
+/// A scheduling pass whose decodes do not all fit in the token budget, or whose new blocks do not
+/// fit without evicting or preempting, syncs them and takes the walk ([`Instance::try_start`]);
+/// its step end walks too, and the aggregates are rebuilt from the sequences after either.
+/// Debug builds check the aggregates against a walk after every pass and step end.
+#[derive(Clone, Debug)]
+struct DecodePrefix {
+    /// Sequences in the prefix.
+    len: usize,
+    /// Decode steps applied to the prefix and not yet to its sequences' token counts.
+    lag: u32,
+    /// Tokens beyond the true context whose KV blocks the prefix holds: 1 while a step that
+    /// decodes every one of them is in flight, else 0.
+    ahead: u32,
+    /// Decode steps of the whole prefix ended so far on this instance (the phase slots' origin).
+    epoch: u64,
+    /// Σ true context of the prefix \[tokens\].
+    context_tokens: u64,
+    /// Fewest outputs any of the prefix has left to produce (`u32::MAX` when empty) \[tokens\].
+    min_outputs_left: u32,
+    /// Prefix sequences per phase slot (length `block_size`).
+    phase_counts: Vec<u32>,
+    /// Whether the step in flight decodes the whole prefix through the aggregates (its end
+    /// updates them in O(1)); false when it was scheduled by the walk with some decode left out.
+    lazy_step: bool,
 }
 
 /// Blocks of `block_size` tokens a sequence needs for `tokens` tokens of KV, of which the first
@@ -433,10 +540,6 @@ pub struct DecodeRun {
     pub started: usize,
     /// Σ context tokens of the batch when the run started \[tokens\].
     ctx0: u64,
-    /// Step ends applied to the sequences' token counts (≤ `finished`: applied lazily).
-    synced: usize,
-    /// Steps whose KV blocks are reserved on the sequences (≤ `started`).
-    blocks_synced: usize,
 }
 
 impl DecodeRun {
@@ -610,6 +713,16 @@ impl Instance {
             shape_scratch: BatchShape::default(),
             done_scratch: Vec::new(),
             batch_min_outputs_left: u32::MAX,
+            decodes: DecodePrefix {
+                len: 0,
+                lag: 0,
+                ahead: 0,
+                epoch: 0,
+                context_tokens: 0,
+                min_outputs_left: u32::MAX,
+                phase_counts: vec![0; limits.block_size as usize],
+                lazy_step: false,
+            },
         }
     }
 
@@ -645,10 +758,14 @@ impl Instance {
         // the batch is every running sequence, each a decode, so try_start's walk saw them all.
         debug_assert_eq!(
             Some(self.batch_min_outputs_left),
-            self.running.iter().map(|s| s.num_output_tokens - s.num_generated).min(),
+            self.running
+                .iter()
+                .map(|s| s.num_output_tokens - self.decode_truth(s).1)
+                .min(),
             "{}: the batch's fewest outputs left",
             self.name
         );
+        debug_assert_eq!(self.decodes.len, n, "{}: a run's batch is the decode prefix", self.name);
         let mut steps = (self.batch_min_outputs_left as usize).min(max_steps);
         if self.limits.incremental_kv {
             // Step k needs blocks for c + k tokens; all of them must be free now (no eviction).
@@ -657,8 +774,9 @@ impl Instance {
                 self.running
                     .iter()
                     .map(|s| {
-                        self.private_blocks(s.num_computed_tokens + k as u32, s.num_shared_hit_tokens)
-                            .saturating_sub(s.reserved_blocks)
+                        let (context, _, blocks) = self.decode_truth(s);
+                        self.private_blocks(context + k as u32, s.num_shared_hit_tokens)
+                            .saturating_sub(blocks)
                     })
                     .sum()
             };
@@ -692,7 +810,7 @@ impl Instance {
         let ctx0 = self.shape_scratch.decode_context_tokens;
         debug_assert_eq!(
             ctx0,
-            self.running.iter().map(|s| s.num_computed_tokens as u64).sum::<u64>(),
+            self.running.iter().map(|s| self.decode_truth(s).0 as u64).sum::<u64>(),
             "{}: the batch's context",
             self.name
         );
@@ -720,8 +838,6 @@ impl Instance {
             next_end: first_end,
             started: 1,
             ctx0,
-            synced: 0,
-            blocks_synced: 1,
         });
         Some(last_end)
     }
@@ -751,6 +867,7 @@ impl Instance {
         let start = start.max(run.started);
         let (from, to) = (run.started, start);
         let from_end = run.end(from);
+        let done = finish - run.finished;
         run.finished = finish;
         run.finished_end = finish_end;
         run.next_end = run.end(finish + 1);
@@ -760,63 +877,165 @@ impl Instance {
             self.num_iterations += (to - from) as u64;
         }
         self.busy_until = (start > finish).then(|| run.end(start));
-        // The sequences catch up lazily ([`Instance::sync_run`]); what is read meanwhile
-        // (`decoding_shape`, `used_blocks`) is computed from the run.
-        debug_assert!(self.used_blocks() <= self.limits.capacity_blocks);
-    }
-
-    /// KV blocks the run's started steps need beyond what the sequences have reserved.
-    fn run_pending_blocks(&self) -> u64 {
-        let Some(run) = &self.run else {
-            return 0;
-        };
-        if !self.limits.incremental_kv || run.started <= run.blocks_synced {
-            return 0;
-        }
-        self.running
-            .iter()
-            .map(|s| {
-                // Step `started` computes with c + started − 1 tokens: blocks for c + started.
-                let base = s.num_computed_tokens - run.synced as u32;
-                extra_blocks(self.limits.block_size, s, base + run.started as u32)
-            })
-            .sum()
-    }
-
-    /// Applies the run's finished steps to the sequences (one token each per step) and reserves
-    /// its started steps' KV blocks on them.
-    #[cfg_attr(feature = "profile-functions", inline(never))]
-    fn sync_run(&mut self) {
-        let Some(run) = self.run.as_mut() else {
-            return;
-        };
-        let done = (run.finished - run.synced) as u32;
-        let (finished, started, blocks) = (run.finished, run.started, run.started > run.blocks_synced);
-        run.synced = finished;
-        run.blocks_synced = run.blocks_synced.max(started);
-        let incremental = self.limits.incremental_kv;
-        let (bs, name) = (self.limits.block_size, &self.name);
-        let mut extra = 0;
-        for s in &mut self.running {
-            s.num_computed_tokens += done;
-            s.num_generated += done;
-            assert!(
-                s.num_generated < s.num_output_tokens,
-                "{name}: request {} finished inside a decode run",
-                s.req
-            );
-            if incremental && blocks {
-                // Step `started` computes with c + started − 1 tokens: blocks for c + started.
-                let base = s.num_computed_tokens - finished as u32;
-                let more = extra_blocks(bs, s, base + started as u32);
-                extra += more;
-                s.reserved_blocks += more;
-            }
-        }
-        self.reserved_blocks += extra;
+        // The run's batch is the whole decode prefix: its steps are the prefix's, applied to the
+        // aggregates ([`DecodePrefix`]); step k starts after `epoch − finished + k − 1` of them.
+        assert!(
+            self.decodes.lazy_step,
+            "{}: a decode run scheduled by the walk",
+            self.name
+        );
+        let first_epoch = self.decodes.epoch - (finish - done) as u64;
+        let blocks = self.prefix_blocks_for_steps(first_epoch + from as u64, (to - from) as u64);
+        self.reserved_blocks += blocks;
+        let d = &mut self.decodes;
+        d.lag += done as u32;
+        d.epoch += done as u64;
+        d.context_tokens += done as u64 * d.len as u64;
+        d.min_outputs_left -= done as u32;
+        d.ahead = (start - finish) as u32;
+        self.check_decodes();
         assert!(
             self.used_blocks() <= self.limits.capacity_blocks,
             "{}: a decode run overran the KV capacity",
+            self.name
+        );
+    }
+
+    /// Phase slot of a decode whose true context is `context` tokens (see [`DecodePrefix`]).
+    fn phase_slot(&self, context: u32) -> usize {
+        let bs = self.limits.block_size as u64;
+        ((context as u64 % bs + bs - self.decodes.epoch % bs) % bs) as usize
+    }
+
+    /// Slot of the decodes that need a new KV block at the start of the step after `epoch`
+    /// whole-prefix steps: those whose context is then a multiple of the block size.
+    fn crossing_slot(&self, epoch: u64) -> usize {
+        let bs = self.limits.block_size as u64;
+        ((bs - epoch % bs) % bs) as usize
+    }
+
+    /// New KV blocks the prefix needs for `steps` steps started after `epoch` whole-prefix
+    /// steps: every decode needs one per `block_size` steps, at its slot's turn.
+    fn prefix_blocks_for_steps(&self, epoch: u64, steps: u64) -> u64 {
+        if !self.limits.incremental_kv || self.decodes.len == 0 {
+            return 0;
+        }
+        let bs = self.limits.block_size as u64;
+        let mut blocks = steps / bs * self.decodes.len as u64;
+        for k in 0..steps % bs {
+            blocks += self.decodes.phase_counts[self.crossing_slot(epoch + k)] as u64;
+        }
+        blocks
+    }
+
+    /// A prefix sequence's true (context, outputs generated, reserved blocks): its fields plus
+    /// the prefix's lag, its blocks derived as [`DecodePrefix`] says (its fields as they are when
+    /// the prefix neither lags nor holds blocks ahead: synced, or scheduled by the walk).
+    fn decode_truth(&self, s: &Seq) -> (u32, u32, u64) {
+        let (lag, ahead) = (self.decodes.lag, self.decodes.ahead);
+        let context = s.num_computed_tokens.wrapping_add(lag);
+        let blocks = if self.limits.incremental_kv && (lag, ahead) != (0, 0) {
+            self.private_blocks(context + self.decodes.ahead, s.num_shared_hit_tokens)
+        } else {
+            s.reserved_blocks
+        };
+        (context, s.num_generated.wrapping_add(lag), blocks)
+    }
+
+    /// Writes the prefix's lag and derived blocks into its sequences (O(prefix)), after which
+    /// every field of every running sequence is true.
+    fn sync_decodes(&mut self) {
+        if self.decodes.lag == 0 && self.decodes.ahead == 0 {
+            return;
+        }
+        for k in 0..self.decodes.len {
+            let (context, generated, blocks) = self.decode_truth(&self.running[k]);
+            let s = &mut self.running[k];
+            debug_assert!(blocks >= s.reserved_blocks, "{}: a decode's blocks shrink", self.name);
+            s.num_computed_tokens = context;
+            s.num_generated = generated;
+            s.reserved_blocks = blocks;
+        }
+        self.decodes.lag = 0;
+        debug_assert_eq!(
+            self.running.iter().map(|s| s.reserved_blocks).sum::<u64>(),
+            self.reserved_blocks,
+            "{}: the reserved blocks' total",
+            self.name
+        );
+    }
+
+    /// Recomputes the prefix's aggregates from the sequences, whose fields must be true (no lag),
+    /// after the walk scheduled a step (`in_flight`) or ended one. A step in flight that decodes
+    /// the whole prefix holds its blocks ahead and ends through the aggregates
+    /// ([`DecodePrefix::lazy_step`]); one that leaves a decode out ends by the walk.
+    fn rebuild_decodes(&mut self, in_flight: bool) {
+        assert_eq!(self.decodes.lag, 0, "{}: a rebuild of lagging decodes", self.name);
+        let len = self
+            .running
+            .iter()
+            .take_while(|s| !s.prefill_only && s.remaining_prefill() == 0)
+            .count();
+        let mut counts = std::mem::take(&mut self.decodes.phase_counts);
+        counts.fill(0);
+        let (mut context_tokens, mut min_left) = (0, u32::MAX);
+        for s in &self.running[..len] {
+            context_tokens += s.num_computed_tokens as u64;
+            min_left = min_left.min(s.num_output_tokens - s.num_generated);
+            counts[self.phase_slot(s.num_computed_tokens)] += 1;
+        }
+        self.decodes.phase_counts = counts;
+        self.decodes.len = len;
+        self.decodes.context_tokens = context_tokens;
+        self.decodes.min_outputs_left = min_left;
+        self.decodes.lazy_step = !in_flight || self.batch_len >= len;
+        self.decodes.ahead = u32::from(in_flight && len > 0 && self.batch_len >= len);
+        self.check_decodes();
+    }
+
+    /// Debug builds: the prefix's aggregates agree with a walk over the sequences, and no decode
+    /// follows it.
+    fn check_decodes(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let d = &self.decodes;
+        let mut counts = vec![0; d.phase_counts.len()];
+        let (mut context_tokens, mut min_left) = (0, u32::MAX);
+        for s in &self.running[..d.len] {
+            let (context, generated, blocks) = self.decode_truth(s);
+            assert!(
+                !s.prefill_only && context >= s.prefill_target(),
+                "{}: a decode still prefilling",
+                self.name
+            );
+            context_tokens += context as u64;
+            min_left = min_left.min(s.num_output_tokens - generated);
+            counts[self.phase_slot(context)] += 1;
+            assert!(blocks >= s.reserved_blocks, "{}: a decode's blocks shrink", self.name);
+        }
+        assert_eq!(
+            (context_tokens, min_left, &counts),
+            (d.context_tokens, d.min_outputs_left, &d.phase_counts),
+            "{}: the decode prefix's aggregates",
+            self.name
+        );
+        for s in &self.running[d.len..] {
+            assert!(
+                s.prefill_only || s.remaining_prefill() > 0,
+                "{}: decode request {} after a sequence still prefilling",
+                self.name,
+                s.req
+            );
+        }
+        let reserved: u64 = self.running[..d.len]
+            .iter()
+            .map(|s| self.decode_truth(s).2)
+            .chain(self.running[d.len..].iter().map(|s| s.reserved_blocks))
+            .sum();
+        assert_eq!(
+            reserved, self.reserved_blocks,
+            "{}: the reserved blocks' total",
             self.name
         );
     }
@@ -828,11 +1047,13 @@ impl Instance {
     /// Without a run.
     #[cfg_attr(feature = "profile-functions", inline(never))]
     pub fn end_run(&mut self) -> RunEnd {
-        self.sync_run();
+        // What the run applied is already the decode prefix's ([`Instance::advance_run`]).
         let run = self.run.take().expect("end_run without a decode run");
         if run.started == run.finished {
             self.batch_len = 0;
             self.busy_until = None;
+            self.decodes.ahead = 0;
+            self.check_decodes();
             RunEnd::Idle
         } else if run.started == run.len {
             RunEnd::Unchanged
@@ -875,22 +1096,16 @@ impl Instance {
 
     /// The running sequences past their prefill (decoding): (count, Σ context tokens).
     pub fn decoding_shape(&self) -> (u32, u64) {
-        if let Some(run) = &self.run {
-            // Every running sequence decodes in a run; each finished step added a token to each.
-            let n = self.running.len() as u64;
-            return (n as u32, run.ctx0 + run.finished as u64 * n);
-        }
-        self.running
-            .iter()
-            .filter(|s| !s.prefill_only && s.remaining_prefill() == 0)
-            .fold((0, 0), |(n, c), s| (n + 1, c + s.num_computed_tokens as u64))
+        // The decodes are the prefix ([`DecodePrefix`]), a run's finished steps included.
+        (self.decodes.len as u32, self.decodes.context_tokens)
     }
 
     /// Prompt tokens still to compute, over the waiting and running sequences \[tokens\].
     pub fn pending_prefill_tokens(&self) -> u64 {
+        // The decode prefix has none (and its token counts lag).
         self.waiting
             .iter()
-            .chain(&self.running)
+            .chain(&self.running[self.decodes.len..])
             .map(|s| s.remaining_prefill() as u64)
             .sum()
     }
@@ -900,7 +1115,7 @@ impl Instance {
     pub fn pending_handoff_us(&self) -> u64 {
         self.waiting
             .iter()
-            .chain(&self.running)
+            .chain(&self.running[self.decodes.len..])
             .filter(|s| s.remaining_prefill() > 0)
             .map(|s| s.handoff_us)
             .sum()
@@ -913,7 +1128,7 @@ impl Instance {
 
     /// KV blocks in use: reservations, cache entries and shared prefixes. Invariant: ≤ capacity.
     pub fn used_blocks(&self) -> u64 {
-        self.reserved_blocks + self.cache.blocks() + self.shared_blocks + self.run_pending_blocks()
+        self.reserved_blocks + self.cache.blocks() + self.shared_blocks
     }
 
     /// Makes the shared prefix `key` of `tokens` tokens resident (pinned), as a warm-up request
@@ -1086,14 +1301,32 @@ impl Instance {
             self.name,
             self.used_blocks()
         );
-        let mut i = 0;
+        // The decode prefix in O(1) ([`DecodePrefix`]) when every decode gets its token and the
+        // blocks its step needs fit without evicting: then the walk below would neither evict
+        // nor preempt before passing it (each sequence's check is within the sum's).
+        let d = self.decodes.len;
+        let prefix_blocks = self.prefix_blocks_for_steps(self.decodes.epoch, 1);
+        let lazy = d as u32 <= budget
+            && self.reserved_blocks + self.cache.blocks() + self.shared_blocks + prefix_blocks <= cap;
+        let mut i;
+        let mut min_outputs_left;
+        if lazy {
+            self.reserved_blocks += prefix_blocks;
+            budget -= d as u32;
+            shape.num_decode_seqs = d as u32;
+            shape.decode_context_tokens = self.decodes.context_tokens;
+            min_outputs_left = self.decodes.min_outputs_left;
+            i = d;
+        } else {
+            // The walk reads and changes the sequences: their fields made true first.
+            self.sync_decodes();
+            min_outputs_left = u32::MAX;
+            i = 0;
+        }
         // Engine time of the handoffs of the prompts this step completes [µs].
         let mut handoff_us = 0;
-        let mut min_outputs_left = u32::MAX;
         // Whether a sequence before `i` still has prompt to compute: none of the decodes may
-        // follow one (prompts complete in admission order, since each takes the budget before
-        // those admitted after it, and a preempted sequence comes back at the end), so the
-        // decodes are a prefix of `running`.
+        // follow one, so the decodes are a prefix of `running` ([`DecodePrefix`]).
         let mut prefilling_before = false;
         while i < self.running.len() && budget > 0 {
             let s = &self.running[i];
@@ -1186,6 +1419,15 @@ impl Instance {
         // queue is admitted from only with budget left, so after every running sequence).
         self.batch_len = i + admitted;
         self.batch_min_outputs_left = min_outputs_left;
+        if lazy {
+            self.decodes.ahead = u32::from(d > 0);
+            self.decodes.lazy_step = true;
+            self.check_decodes();
+        } else {
+            // The walk may have preempted decodes or left some out of the batch: the aggregates
+            // anew, and the step's end walks too unless every decode is in the batch.
+            self.rebuild_decodes(true);
+        }
         assert!(
             self.used_blocks() <= self.limits.capacity_blocks,
             "{}: KV blocks {} exceed capacity {}",
@@ -1255,8 +1497,8 @@ impl Instance {
             self.name
         );
         self.busy_until = None;
-        self.sync_run();
         if let Some(run) = self.run.take() {
+            // Its earlier steps are applied ([`Instance::advance_run`]); this is its last.
             assert_eq!(
                 (run.finished + 1, run.started),
                 (run.len, run.len),
@@ -1267,7 +1509,37 @@ impl Instance {
         let mut done = std::mem::take(&mut self.done_scratch);
         done.clear();
         let mut chunks = 0;
-        for (i, s) in self.running[..self.batch_len].iter_mut().enumerate() {
+        let lazy = self.decodes.lazy_step;
+        // The decode prefix through its aggregates: each decoded one token and sampled it.
+        let d = if lazy { self.decodes.len } else { 0 };
+        if d > 0 {
+            let p = &mut self.decodes;
+            p.lag += 1;
+            p.epoch += 1;
+            p.ahead = 0;
+            p.context_tokens += d as u64;
+            p.min_outputs_left -= 1;
+            chunks += d as u64;
+            if p.min_outputs_left == 0 {
+                // Some decode produced its last token: the prefix synced, then walked.
+                self.sync_decodes();
+                let mut min_left = u32::MAX;
+                for (i, s) in self.running[..d].iter().enumerate() {
+                    let left = s.num_output_tokens - s.num_generated;
+                    if left == 0 {
+                        events.push(SeqEvent::Completed { req: s.req });
+                        done.push(i);
+                    } else {
+                        min_left = min_left.min(left);
+                    }
+                }
+                self.decodes.min_outputs_left = min_left;
+            }
+        }
+        // Sequences whose prompt this step completed and that decode from now on.
+        let mut joined = 0;
+        for (i, s) in self.running[d..self.batch_len].iter_mut().enumerate() {
+            let i = d + i;
             let chunk = s.chunk;
             if chunk > 0 {
                 s.num_computed_tokens += chunk;
@@ -1286,10 +1558,13 @@ impl Instance {
                         if s.num_generated == s.num_output_tokens {
                             events.push(SeqEvent::Completed { req: s.req });
                             done.push(i);
+                        } else {
+                            joined += 1;
                         }
                     }
                 }
             } else {
+                assert!(!lazy, "{}: a decode outside the decode prefix", self.name);
                 s.num_computed_tokens += 1;
                 s.num_generated += 1;
                 chunks += 1;
@@ -1314,12 +1589,42 @@ impl Instance {
                 s.num_generated
             );
             self.reserved_blocks -= s.reserved_blocks;
+            if i < d {
+                // A decode of the prefix (synced above).
+                let slot = self.phase_slot(s.num_computed_tokens);
+                let p = &mut self.decodes;
+                p.len -= 1;
+                p.context_tokens -= s.num_computed_tokens as u64;
+                p.phase_counts[slot] -= 1;
+            }
             let keep = if s.prefill_only || !self.limits.cache_answers {
                 s.num_prompt_tokens
             } else {
                 s.num_prompt_tokens + reused_answer_tokens(s.num_generated - 1, self.limits.answer_mismatch_per_token)
             };
             self.cache.insert_sharing(s.conv, keep, s.num_shared_hit_tokens);
+        }
+        if lazy {
+            // The prompts completed in admission order, so the new decodes follow the prefix;
+            // they join it with its lag subtracted (wrapping: [`Instance::sync_decodes`] adds it).
+            let lag = self.decodes.lag;
+            for k in self.decodes.len..self.decodes.len + joined {
+                let s = &self.running[k];
+                let (context, left) = (s.num_computed_tokens, s.num_output_tokens - s.num_generated);
+                let slot = self.phase_slot(context);
+                let p = &mut self.decodes;
+                p.context_tokens += context as u64;
+                p.min_outputs_left = p.min_outputs_left.min(left);
+                p.phase_counts[slot] += 1;
+                let s = &mut self.running[k];
+                s.num_computed_tokens = context.wrapping_sub(lag);
+                s.num_generated = s.num_generated.wrapping_sub(lag);
+                s.chunk = 0;
+            }
+            self.decodes.len += joined;
+            self.check_decodes();
+        } else {
+            self.rebuild_decodes(false);
         }
         self.done_scratch = done;
         assert!(self.used_blocks() <= self.limits.capacity_blocks);
