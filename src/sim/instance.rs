@@ -309,9 +309,9 @@ pub struct Seq {
     /// its instance's decode prefix this and the next two fields lag: the instance's
     /// `decode_truth` gives the true values (see `DecodePrefix`).
     pub num_computed_tokens: u32,
-    /// Output tokens produced (lags in the decode prefix, as above).
+    /// Output tokens produced (lags in the decode prefix, as above) \[tokens\].
     pub num_generated: u32,
-    /// Blocks reserved (derived, not kept, in the decode prefix with incremental KV).
+    /// KV blocks reserved (derived, not kept, in the decode prefix with incremental KV) \[blocks\].
     pub reserved_blocks: u64,
     /// When the sequence entered the waiting queue.
     pub enqueued_at: SimTime,
@@ -470,12 +470,13 @@ pub struct Instance {
 struct DecodePrefix {
     /// Sequences in the prefix.
     len: usize,
-    /// Decode steps applied to the prefix and not yet to its sequences' token counts.
+    /// Decode steps applied to the prefix and not yet to its sequences' token counts \[steps\].
     lag: u32,
     /// Tokens beyond the true context whose KV blocks the prefix holds: 1 while a step that
-    /// decodes every one of them is in flight, else 0.
+    /// decodes every one of them is in flight, else 0 \[tokens\].
     ahead: u32,
-    /// Decode steps of the whole prefix ended so far on this instance (the phase slots' origin).
+    /// Decode steps of the whole prefix ended so far on this instance (the phase slots' origin)
+    /// \[steps\].
     epoch: u64,
     /// Σ true context of the prefix \[tokens\].
     context_tokens: u64,
@@ -485,6 +486,7 @@ struct DecodePrefix {
     phase_counts: Vec<u32>,
     /// Whether the step in flight decodes the whole prefix through the aggregates (its end
     /// updates them in O(1)); false when it was scheduled by the walk with some decode left out.
+    /// Read only while a step is in flight.
     lazy_step: bool,
 }
 
@@ -977,20 +979,33 @@ impl Instance {
             .take_while(|s| !s.prefill_only && s.remaining_prefill() == 0)
             .count();
         let mut counts = std::mem::take(&mut self.decodes.phase_counts);
+        let (context_tokens, min_left) = self.tally_decodes(len, &mut counts);
+        let whole = in_flight && self.batch_len >= len;
+        self.decodes = DecodePrefix {
+            len,
+            context_tokens,
+            min_outputs_left: min_left,
+            phase_counts: counts,
+            lazy_step: whole,
+            ahead: u32::from(whole && len > 0),
+            ..self.decodes
+        };
+        self.check_decodes();
+    }
+
+    /// The first `len` running sequences' true Σ context \[tokens\] and fewest outputs left
+    /// \[tokens\] (`u32::MAX` when `len` is 0), and their phase slots counted into `counts`
+    /// (length `block_size`, zeroed first): the [`DecodePrefix`] aggregates, by a walk.
+    fn tally_decodes(&self, len: usize, counts: &mut [u32]) -> (u64, u32) {
         counts.fill(0);
         let (mut context_tokens, mut min_left) = (0, u32::MAX);
         for s in &self.running[..len] {
-            context_tokens += s.num_computed_tokens as u64;
-            min_left = min_left.min(s.num_output_tokens - s.num_generated);
-            counts[self.phase_slot(s.num_computed_tokens)] += 1;
+            let (context, generated, _) = self.decode_truth(s);
+            context_tokens += context as u64;
+            min_left = min_left.min(s.num_output_tokens - generated);
+            counts[self.phase_slot(context)] += 1;
         }
-        self.decodes.phase_counts = counts;
-        self.decodes.len = len;
-        self.decodes.context_tokens = context_tokens;
-        self.decodes.min_outputs_left = min_left;
-        self.decodes.lazy_step = !in_flight || self.batch_len >= len;
-        self.decodes.ahead = u32::from(in_flight && len > 0 && self.batch_len >= len);
-        self.check_decodes();
+        (context_tokens, min_left)
     }
 
     /// Debug builds: the prefix's aggregates agree with a walk over the sequences, and no decode
@@ -1001,17 +1016,14 @@ impl Instance {
         }
         let d = &self.decodes;
         let mut counts = vec![0; d.phase_counts.len()];
-        let (mut context_tokens, mut min_left) = (0, u32::MAX);
+        let (context_tokens, min_left) = self.tally_decodes(d.len, &mut counts);
         for s in &self.running[..d.len] {
-            let (context, generated, blocks) = self.decode_truth(s);
+            let (context, _, blocks) = self.decode_truth(s);
             assert!(
                 !s.prefill_only && context >= s.prefill_target(),
                 "{}: a decode still prefilling",
                 self.name
             );
-            context_tokens += context as u64;
-            min_left = min_left.min(s.num_output_tokens - generated);
-            counts[self.phase_slot(context)] += 1;
             assert!(blocks >= s.reserved_blocks, "{}: a decode's blocks shrink", self.name);
         }
         assert_eq!(
@@ -1306,8 +1318,7 @@ impl Instance {
         // nor preempt before passing it (each sequence's check is within the sum's).
         let d = self.decodes.len;
         let prefix_blocks = self.prefix_blocks_for_steps(self.decodes.epoch, 1);
-        let lazy = d as u32 <= budget
-            && self.reserved_blocks + self.cache.blocks() + self.shared_blocks + prefix_blocks <= cap;
+        let lazy = d as u32 <= budget && self.used_blocks() + prefix_blocks <= cap;
         let mut i;
         let mut min_outputs_left;
         if lazy {
