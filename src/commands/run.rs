@@ -230,7 +230,7 @@ impl RequestRows<'_> {
     /// Bytes formatted before a write.
     const CHUNK: usize = 1 << 20;
 
-    fn push(&mut self, r: crate::metrics::RequestRecord) {
+    fn push(&mut self, r: &crate::metrics::RequestRecord) {
         r.write_csv_row(&mut self.chunk);
         if self.chunk.len() >= Self::CHUNK {
             self.flush();
@@ -577,14 +577,20 @@ fn simulate_workload(
         let r = match rows {
             None => simulate(&mut |_| {}),
             Some(mut rows) if !offload => {
-                let r = simulate(&mut |r| rows.push(r));
+                let r = simulate(&mut |r| rows.push(&r));
                 rows.finish()?;
                 r
             }
             // A core would idle: the rows go, in batches and in emission order, to a thread that
-            // formats and writes them while the simulation goes on (the same bytes).
+            // formats and writes them while the simulation goes on (the same bytes). It sends
+            // each batch back, formatted, and the simulation's thread drops its records as it
+            // reuses it: a record's shared names (its policy's, its instances') are counted up
+            // there, and counted down there too rather than on the writer's core, which would
+            // take their counts' cache line back and forth with every record.
             Some(mut rows) => std::thread::scope(|ts| -> Result<_> {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::metrics::RequestRecord>>(16);
+                type Batch = Vec<crate::metrics::RequestRecord>;
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(16);
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<Batch>();
                 let fed = matches!(workload, Workload::Fed(_));
                 let writer = ts.spawn(move || {
                     // Beside a fed run's trace reader, the writer too yields to the run.
@@ -592,9 +598,11 @@ fn simulate_workload(
                         crate::commands::feed::lower_this_thread_priority();
                     }
                     for batch in rx {
-                        for r in batch {
+                        for r in &batch {
                             rows.push(r);
                         }
+                        // The simulation may have ended: its batches are then dropped here.
+                        let _ = done_tx.send(batch);
                     }
                     rows.finish()
                 });
@@ -602,8 +610,15 @@ fn simulate_workload(
                 let r = simulate(&mut |r| {
                     batch.push(r);
                     if batch.len() == ROW_BATCH {
+                        let next = match done_rx.try_recv() {
+                            Ok(mut formatted) => {
+                                formatted.clear();
+                                formatted
+                            }
+                            Err(_) => Vec::with_capacity(ROW_BATCH),
+                        };
                         // The receiver only goes away by panicking, which the join reports.
-                        let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH)));
+                        let _ = tx.send(std::mem::replace(&mut batch, next));
                     }
                 });
                 if !batch.is_empty() {
