@@ -44,6 +44,7 @@ pub mod outdir;
 pub mod output;
 pub mod plot;
 pub mod policy;
+pub(crate) mod prefault;
 pub mod rng;
 pub mod routing_map;
 pub mod scenario;

@@ -540,6 +540,26 @@ impl SummaryBuilder {
         }
     }
 
+    /// Makes room for the requests of `conversations` first turns without a reallocation: their
+    /// TTFT, TPOT and E2E columns (each conversation has one first turn, and each of its requests
+    /// one E2E). A fed run reserves them up front so that their pages can be faulted in ahead
+    /// ([`crate::prefault`]).
+    pub(crate) fn reserve_first_turns(&mut self, conversations: usize) {
+        for column in [&mut self.ttft_turn1, &mut self.tpot_turn1, &mut self.e2e_all] {
+            column.reserve(conversations);
+        }
+    }
+
+    /// The spare capacity of the columns [`SummaryBuilder::reserve_first_turns`] reserves.
+    pub(crate) fn spare_spans(&self) -> [crate::prefault::Span; 3] {
+        use crate::prefault::Span;
+        [
+            Span::spare(&self.ttft_turn1),
+            Span::spare(&self.tpot_turn1),
+            Span::spare(&self.e2e_all),
+        ]
+    }
+
     /// Adds one request.
     pub fn push(&mut self, r: &RequestRecord) {
         if r.status != RequestStatus::Ok {

@@ -126,6 +126,13 @@ impl TraceFeed {
         Some(timed)
     }
 
+    /// The spare capacity of the arrays the feed fills as it goes (the conversations fed and
+    /// their file lines), for [`crate::prefault::populate_in_background`].
+    pub(crate) fn spare_spans(&self) -> [crate::prefault::Span; 2] {
+        use crate::prefault::Span;
+        [Span::spare(&self.convs), Span::spare(&self.lines)]
+    }
+
     /// Conversations fed so far (until [`TraceFeed::finish`], `convs` holds only those).
     pub(crate) fn fed(&self) -> usize {
         self.convs.len()

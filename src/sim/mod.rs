@@ -716,6 +716,18 @@ impl<'a> Simulation<'a> {
         sim
     }
 
+    /// The spare capacity of the per-conversation arrays a fed run fills as it goes (its
+    /// conversations, their states, whether each is done), for
+    /// [`crate::prefault::populate_in_background`].
+    pub(crate) fn spare_spans(&self) -> Vec<crate::prefault::Span> {
+        use crate::prefault::Span;
+        let mut spans = vec![Span::spare(&self.conv_state), Span::spare(&self.conv_done)];
+        if let std::borrow::Cow::Owned(convs) = &self.convs {
+            spans.insert(0, Span::spare(convs));
+        }
+        spans
+    }
+
     /// Takes the feed's next conversation into the workload: false when the feed has ended (or
     /// there is none).
     fn pull_conversation(&mut self) -> bool {
