@@ -12,7 +12,8 @@
 //!
 //! On the 2-core development machine the helper shares the second core with the trace reader
 //! and the `requests.csv` writer, so the run gains less than the faults it no longer takes: on
-//! Vidur's run its own thread took 180 faults instead of ≈ 590, and over 50 alternating runs
+//! Vidur's run its own thread took 165–345 faults instead of ≈ 590 (three runs: fewer when the
+//! helper gets ahead of it), and over 50 alternating runs
 //! each the simulation's median fell from 17.43 to 16.79 ms and the whole command's from 21.41
 //! to 21.09 ms (`--timings`, 2026-12-06).
 //!
