@@ -72,12 +72,16 @@ pub(crate) fn populate_in_background(spans: Vec<Span>) {
     {
         // SAFETY: sysconf reads no memory of ours.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        if !page.is_power_of_two() || spans.iter().all(|s| s.pages(page, page).next().is_none()) {
+        if !page.is_power_of_two() {
+            return;
+        }
+        let pieces = plan(&spans, page, PIECE_BYTES, MAX_SPAN_BYTES);
+        if pieces.is_empty() {
             return;
         }
         let _ = std::thread::Builder::new().name("prefault".into()).spawn(move || {
             crate::commands::feed::lower_this_thread_priority();
-            for (addr, len) in plan(&spans, page, PIECE_BYTES, MAX_SPAN_BYTES) {
+            for (addr, len) in pieces {
                 // SAFETY: MADV_POPULATE_WRITE maps the pages of the range as a write would,
                 // without changing a byte of them (see the module docs); an address range
                 // that is no longer mapped makes the call fail, which changes nothing.

@@ -228,8 +228,9 @@ struct RequestRows<'a> {
 
 impl RequestRows<'_> {
     /// Bytes formatted before a write: the buffer is reused, so its pages are faulted in once
-    /// (≈ 3–5 µs a page on the development machine, [`crate::prefault`]); 128 KiB took 32
-    /// faults and 12 writes for Vidur's 1.5 MB `requests.csv` where 1 MiB took ≈ 260 and 2.
+    /// (≈ 3–5 µs a page on the development machine, [`crate::prefault`]). For Vidur's 1.5 MB
+    /// `requests.csv` the writer's thread took 8–36 page faults with 128 KiB (12 writes) and
+    /// 231–260 with 1 MiB (2 writes), by `perf record -e page-faults` (2026-12-06).
     const CHUNK: usize = 128 << 10;
 
     fn push(&mut self, r: &crate::metrics::RequestRecord) {
@@ -261,7 +262,7 @@ const PROGRESS_EVERY: u64 = 4096;
 
 /// Records per batch sent to a run's `requests.csv` formatting thread: small, so that the rows
 /// left to format when the simulation ends are few (Vidur's run waited 0.76 ms for its last batch
-/// with 4,096-record batches, 0.22 ms with 256), with up to 16 batches in flight.
+/// with 4,096-record batches, 0.22 ms with 256), with up to [`ROWS_IN_FLIGHT`] batches queued.
 const ROW_BATCH: usize = 256;
 
 /// Row batches a run's `requests.csv` formatting thread may have queued before the run waits.
@@ -521,16 +522,6 @@ fn simulate_workload(
         let mut lat = Vec::new();
         // Setup-phase turns run but are not measured.
         let setup = w.setup_turns as usize;
-        // Pages a fed run will fill, faulted in ahead on another thread ([`crate::prefault`]):
-        // its summary's first-turn columns (every first turn is measured without setup turns)
-        // and its conversations' arrays (when the simulation is made).
-        let fed = matches!(workload, Workload::Fed(_));
-        let mut prefault = Vec::new();
-        if fed && setup == 0 {
-            summary.reserve_first_turns(w.num_conversations.unwrap_or(0).min(1 << 22));
-            prefault.extend(summary.spare_spans());
-        }
-        let prefault = std::cell::Cell::new(prefault);
         let mut setup_end_ms = 0.0f64;
         // Requests this run has simulated (the bar hears of them PROGRESS_EVERY at a time).
         let mut simulated = 0u64;
@@ -548,13 +539,18 @@ fn simulate_workload(
                 RunSource::Built(convs) => Simulation::new(sc.sim_config(d), &cost, &convs[..]),
                 RunSource::Fed(feed, _) => {
                     let expected = w.num_conversations.unwrap_or(0);
-                    let feed_spans = feed.spare_spans();
+                    // The arrays the run fills, one slot per conversation, are faulted in by
+                    // another thread while it starts ([`crate::prefault`]; Vidur's run took
+                    // ≈ 590 page faults on its own thread before, ≈ 3–5 µs each): the feed's,
+                    // the simulation's and, without setup turns (then every first turn is
+                    // measured), the summary's first-turn columns.
+                    let mut spans = feed.spare_spans().to_vec();
+                    if setup == 0 {
+                        summary.reserve_first_turns(expected.min(1 << 22));
+                        spans.extend(summary.spare_spans());
+                    }
                     let sim = Simulation::fed(sc.sim_config(d), &cost, expected, || feed.next());
-                    // Faulted in by another thread while the run starts filling them (Vidur's
-                    // run took ≈ 590 page faults on its own thread before, ≈ 3–5 µs each).
-                    let mut spans = sim.spare_spans();
-                    spans.extend(feed_spans);
-                    spans.extend(prefault.take());
+                    spans.extend(sim.spare_spans());
                     crate::prefault::populate_in_background(spans);
                     sim
                 }
@@ -614,6 +610,7 @@ fn simulate_workload(
                 type Batch = Vec<crate::metrics::RequestRecord>;
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(ROWS_IN_FLIGHT);
                 let (done_tx, done_rx) = std::sync::mpsc::channel::<Batch>();
+                let fed = matches!(workload, Workload::Fed(_));
                 let writer = ts.spawn(move || {
                     // Beside a fed run's trace reader, the writer too yields to the run.
                     if fed {

@@ -722,8 +722,9 @@ impl<'a> Simulation<'a> {
     pub(crate) fn spare_spans(&self) -> Vec<crate::prefault::Span> {
         use crate::prefault::Span;
         let mut spans = vec![Span::spare(&self.conv_state), Span::spare(&self.conv_done)];
+        // A fed run owns its conversations (a borrowed workload is complete: no spare room).
         if let std::borrow::Cow::Owned(convs) = &self.convs {
-            spans.insert(0, Span::spare(convs));
+            spans.push(Span::spare(convs));
         }
         spans
     }
