@@ -490,6 +490,25 @@ struct DecodePrefix {
     lazy_step: bool,
 }
 
+impl DecodePrefix {
+    /// A decode with `context` true context tokens \[tokens\] and `outputs_left` outputs to
+    /// produce \[tokens\], in phase slot `slot`, joins the aggregates at the prefix's end.
+    fn join(&mut self, slot: usize, context: u32, outputs_left: u32) {
+        self.len += 1;
+        self.context_tokens += context as u64;
+        self.min_outputs_left = self.min_outputs_left.min(outputs_left);
+        self.phase_counts[slot] += 1;
+    }
+
+    /// A finished decode with `context` true context tokens \[tokens\], in phase slot `slot`,
+    /// leaves the aggregates (the caller recomputes the fewest outputs left).
+    fn leave(&mut self, slot: usize, context: u32) {
+        self.len -= 1;
+        self.context_tokens -= context as u64;
+        self.phase_counts[slot] -= 1;
+    }
+}
+
 /// Blocks of `block_size` tokens a sequence needs for `tokens` tokens of KV, of which the first
 /// `shared_hit` (whole blocks) live in a resident shared prefix \[blocks\].
 fn private_blocks(block_size: u32, tokens: u32, shared_hit: u32) -> u64 {
@@ -1603,10 +1622,7 @@ impl Instance {
             if i < d {
                 // A decode of the prefix (synced above).
                 let slot = self.phase_slot(s.num_computed_tokens);
-                let p = &mut self.decodes;
-                p.len -= 1;
-                p.context_tokens -= s.num_computed_tokens as u64;
-                p.phase_counts[slot] -= 1;
+                self.decodes.leave(slot, s.num_computed_tokens);
             }
             let keep = if s.prefill_only || !self.limits.cache_answers {
                 s.num_prompt_tokens
@@ -1618,21 +1634,17 @@ impl Instance {
         if lazy {
             // The prompts completed in admission order, so the new decodes follow the prefix;
             // they join it with its lag subtracted (wrapping: [`Instance::sync_decodes`] adds it).
-            let lag = self.decodes.lag;
-            for k in self.decodes.len..self.decodes.len + joined {
+            let (lag, first) = (self.decodes.lag, self.decodes.len);
+            for k in first..first + joined {
                 let s = &self.running[k];
                 let (context, left) = (s.num_computed_tokens, s.num_output_tokens - s.num_generated);
                 let slot = self.phase_slot(context);
-                let p = &mut self.decodes;
-                p.context_tokens += context as u64;
-                p.min_outputs_left = p.min_outputs_left.min(left);
-                p.phase_counts[slot] += 1;
+                self.decodes.join(slot, context, left);
                 let s = &mut self.running[k];
                 s.num_computed_tokens = context.wrapping_sub(lag);
                 s.num_generated = s.num_generated.wrapping_sub(lag);
                 s.chunk = 0;
             }
-            self.decodes.len += joined;
             self.check_decodes();
         } else {
             self.rebuild_decodes(false);
