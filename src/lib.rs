@@ -35,6 +35,7 @@ pub mod calibrate;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub(crate) mod cores;
 pub mod cost_model;
 pub mod error;
 pub mod hardware;

@@ -66,8 +66,9 @@ const MAX_SPAN_BYTES: usize = 4 << 20;
 
 /// Faults in the whole pages of `spans` (the first [`MAX_SPAN_BYTES`] of each) on a thread of
 /// its own, a [`PIECE_BYTES`] piece of each span in turn, and returns at once (the thread ends by
-/// itself; nothing waits for it). Does nothing when no span holds a whole page, or off Linux.
-pub(crate) fn populate_in_background(spans: Vec<Span>) {
+/// itself; nothing waits for it); with `cores`, the thread stays off the run's CPU
+/// ([`crate::cores`]). Does nothing when no span holds a whole page, or off Linux.
+pub(crate) fn populate_in_background(spans: Vec<Span>, cores: Option<crate::cores::CoreSplit>) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: sysconf reads no memory of ours.
@@ -81,6 +82,9 @@ pub(crate) fn populate_in_background(spans: Vec<Span>) {
         }
         let _ = std::thread::Builder::new().name("prefault".into()).spawn(move || {
             crate::commands::feed::lower_this_thread_priority();
+            if let Some(cores) = &cores {
+                cores.keep_side_thread_off_run();
+            }
             for (addr, len) in pieces {
                 // SAFETY: MADV_POPULATE_WRITE maps the pages of the range as a write would,
                 // without changing a byte of them (see the module docs); an address range
@@ -94,7 +98,7 @@ pub(crate) fn populate_in_background(spans: Vec<Span>) {
         });
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = spans;
+    let _ = (spans, cores);
 }
 
 /// The pieces of the first `max_span` bytes of each of `spans` ([`Span::pages`]), a piece of
@@ -178,7 +182,7 @@ mod tests {
         // The helper populates while this thread writes: every element reads back as written.
         let n = 1 << 20;
         let mut v: Vec<u64> = Vec::with_capacity(n);
-        populate_in_background(vec![Span::spare(&v)]);
+        populate_in_background(vec![Span::spare(&v)], None);
         for i in 0..n as u64 {
             v.push(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         }

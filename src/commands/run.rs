@@ -374,9 +374,13 @@ pub(crate) fn simulate_fed(
         sc.kv_capacity_tokens,
         sinks.bar.clone(),
     );
+    // On 2 or 3 CPUs the run keeps the one this thread is on and the reader, the writer and the
+    // page-fault helper take the others ([`crate::cores`]).
+    let cores = crate::cores::CoreSplit::for_fed_run();
     let slot = FedSlot {
         feed: std::sync::Mutex::new(Some(feed)),
         trace: std::sync::Mutex::new(None),
+        cores,
     };
     let (results, read) = std::thread::scope(|ts| {
         // The reader has a thread of its own (it never waits for the run, so the run's thread
@@ -384,6 +388,9 @@ pub(crate) fn simulate_fed(
         // path, and on two cores the reader and the `requests.csv` writer share the other one.
         let reader = ts.spawn(move || {
             crate::commands::feed::lower_this_thread_priority();
+            if let Some(cores) = &cores {
+                cores.keep_side_thread_off_run();
+            }
             let start = std::time::Instant::now();
             // The ids' uniqueness is checked here, as they are read, rather than on the way to
             // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
@@ -436,6 +443,8 @@ struct ReadOutcome {
 struct FedSlot {
     feed: std::sync::Mutex<Option<crate::commands::feed::TraceFeed>>,
     trace: TraceSlot,
+    /// The run's CPU and its side threads' ([`crate::cores`]), on a machine of 2 or 3 CPUs.
+    cores: Option<crate::cores::CoreSplit>,
 }
 
 /// Where the runs' conversations come from.
@@ -525,6 +534,11 @@ fn simulate_workload(
         let mut setup_end_ms = 0.0f64;
         // Requests this run has simulated (the bar hears of them PROGRESS_EVERY at a time).
         let mut simulated = 0u64;
+        // A fed run's CPUs, on a machine of 2 or 3 ([`crate::cores`]).
+        let cores = match &workload {
+            Workload::Built(_) => None,
+            Workload::Fed(slot) => slot.cores,
+        };
         // This run's conversations: the shared workload, or the feed (taken by the one run).
         let mut source = match &workload {
             Workload::Built(convs) => RunSource::Built(convs),
@@ -551,7 +565,7 @@ fn simulate_workload(
                     }
                     let sim = Simulation::fed(sc.sim_config(d), &cost, expected, || feed.next());
                     spans.extend(sim.spare_spans());
-                    crate::prefault::populate_in_background(spans);
+                    crate::prefault::populate_in_background(spans, cores);
                     sim
                 }
             };
@@ -592,6 +606,8 @@ fn simulate_workload(
             };
             sim.run()
         };
+        // A fed run keeps its CPU until its rows are written ([`crate::cores`]).
+        let pin = cores.as_ref().map(crate::cores::CoreSplit::pin_run);
         let simulate_start = std::time::Instant::now();
         let r = match rows {
             None => simulate(&mut |_| {}),
@@ -615,6 +631,9 @@ fn simulate_workload(
                     // Beside a fed run's trace reader, the writer too yields to the run.
                     if fed {
                         crate::commands::feed::lower_this_thread_priority();
+                        if let Some(cores) = &cores {
+                            cores.keep_side_thread_off_run();
+                        }
                     }
                     for batch in rx {
                         for r in &batch {
@@ -649,6 +668,7 @@ fn simulate_workload(
             })?,
         };
         let simulate_time = simulate_start.elapsed();
+        drop(pin);
         let (num_conversations, requests_per_run) = match source {
             RunSource::Built(convs) => (convs.len(), built_requests_per_run),
             RunSource::Fed(feed, trace) => {
