@@ -943,8 +943,13 @@ impl Instance {
         }
         let bs = self.limits.block_size as u64;
         let mut blocks = steps / bs * self.decodes.len as u64;
-        for k in 0..steps % bs {
-            blocks += self.decodes.phase_counts[self.crossing_slot(epoch + k)] as u64;
+        // The crossing slot falls by one (mod the block size) a step: one division, not two a
+        // step.
+        let mut slot = self.crossing_slot(epoch);
+        for _ in 0..steps % bs {
+            debug_assert!(slot < bs as usize);
+            blocks += self.decodes.phase_counts[slot] as u64;
+            slot = slot.checked_sub(1).unwrap_or(bs as usize - 1);
         }
         blocks
     }
