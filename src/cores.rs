@@ -7,8 +7,9 @@
 //! places a side thread on the simulation's CPU now and then, and the simulation waits a
 //! time slice. So there, for the run's length, the simulating thread is kept on the CPU the
 //! command started the run on and the side threads on the others ([`CoreSplit`]). Vidur's
-//! 10,000-request run on 2 cores: the whole command 1.1–2.6 ms faster by the median of 40–50
-//! paired runs in four rounds (docs/performance.md, 2026-12-06, "the run's own core").
+//! 10,000-request run on 2 cores: the whole command 1.9–2.4 ms faster by the median of 50
+//! paired runs in each order, of 29 ms (docs/performance.md, "2026-12-06, latest: the run's
+//! own core").
 //!
 //! With one CPU there is nothing to split; with four or more every side thread can have a CPU
 //! of its own, and pinning would only take the scheduler's freedom away (a busy machine could
