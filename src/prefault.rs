@@ -40,6 +40,12 @@ impl Span {
         }
     }
 
+    /// Its length \[B\].
+    #[cfg(test)]
+    pub(crate) fn len_bytes(&self) -> usize {
+        self.len
+    }
+
     /// The whole pages of `page` bytes inside the span, as (first address, length), in pieces
     /// of at most `piece` bytes (whole pages), in address order.
     fn pages(self, page: usize, piece: usize) -> impl Iterator<Item = (usize, usize)> {

@@ -549,24 +549,23 @@ fn simulate_workload(
         };
         // The run, each record passed to `emit` after the summary and latencies take theirs.
         let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
-            let sim = match &mut source {
-                RunSource::Built(convs) => Simulation::new(sc.sim_config(d), &cost, &convs[..]),
+            let (sim, spans) = match &mut source {
+                RunSource::Built(convs) => (Simulation::new(sc.sim_config(d), &cost, &convs[..]), None),
                 RunSource::Fed(feed, _) => {
                     let expected = w.num_conversations.unwrap_or(0);
                     // The arrays the run fills, one slot per conversation, are faulted in by
                     // another thread while it starts ([`crate::prefault`]; Vidur's run took
                     // ≈ 590 page faults on its own thread before, ≈ 3–5 µs each): the feed's,
                     // the simulation's and, without setup turns (then every first turn is
-                    // measured), the summary's first-turn columns.
+                    // measured), the summary's first-turn columns (the simulation's own are
+                    // added once it is set up).
                     let mut spans = feed.spare_spans().to_vec();
                     if setup == 0 {
                         summary.reserve_first_turns(expected.min(1 << 22));
                         spans.extend(summary.spare_spans());
                     }
                     let sim = Simulation::fed(sc.sim_config(d), &cost, expected, || feed.next());
-                    spans.extend(sim.spare_spans());
-                    crate::prefault::populate_in_background(spans, cores);
-                    sim
+                    (sim, Some(spans))
                 }
             };
             let mut sim = sim.with_record_sink(|r| {
@@ -604,6 +603,10 @@ fn simulate_workload(
             } else {
                 sim
             };
+            if let Some(mut spans) = spans {
+                spans.extend(sim.spare_spans());
+                crate::prefault::populate_in_background(spans, cores);
+            }
             sim.run()
         };
         // A fed run keeps its CPU until its rows are written ([`crate::cores`]).

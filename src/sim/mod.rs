@@ -436,12 +436,19 @@ pub struct TimelineSample {
 /// other point is dropped, so memory stays bounded however long the run.
 pub const MAX_TIMELINE_POINTS: usize = 4096;
 
+/// The most raw timeline samples reserved up front (1 MiB of them); a larger cluster's grow.
+const MAX_RESERVED_TIMELINE_SAMPLES: usize = (1 << 20) / std::mem::size_of::<RawSample>();
+
+/// A raw timeline sample: (grid time, instance, waiting, running, used blocks, busy time up to
+/// then).
+type RawSample = (SimTime, usize, u32, u32, u64, SimDuration);
+
 /// The timeline being recorded: raw samples (cumulative busy time), thinned as it grows.
 struct Timeline {
     interval: SimDuration,
     next: SimTime,
-    /// (grid time, instance, waiting, running, used blocks, busy time up to then).
-    raw: Vec<(SimTime, usize, u32, u32, u64, SimDuration)>,
+    /// Samples in grid order ([`RawSample`]).
+    raw: Vec<RawSample>,
 }
 
 /// SplitMix64: a fixed, portable hash for pinning conversations to instances.
@@ -716,12 +723,15 @@ impl<'a> Simulation<'a> {
         sim
     }
 
-    /// The spare capacity of the per-conversation arrays a fed run fills as it goes (its
-    /// conversations, their states, whether each is done), for
+    /// The spare capacity of the arrays a fed run fills as it goes (its conversations, their
+    /// states, whether each is done; its timeline's samples), for
     /// [`crate::prefault::populate_in_background`].
     pub(crate) fn spare_spans(&self) -> Vec<crate::prefault::Span> {
         use crate::prefault::Span;
         let mut spans = vec![Span::spare(&self.conv_state), Span::spare(&self.conv_done)];
+        if let Some(tl) = &self.timeline {
+            spans.push(Span::spare(&tl.raw));
+        }
         // A fed run owns its conversations (a borrowed workload is complete: no spare room).
         if let std::borrow::Cow::Owned(convs) = &self.convs {
             spans.push(Span::spare(convs));
@@ -813,10 +823,15 @@ impl<'a> Simulation<'a> {
     pub fn with_timeline(mut self, interval_s: f64) -> Self {
         let interval = SimDuration::from_secs_f64(interval_s);
         assert!(interval.0 > 0, "timeline interval must be > 0");
+        // Room for the most samples it keeps (a grid point past the thinning threshold), up to
+        // [`MAX_RESERVED_TIMELINE_SAMPLES`]: they then never move as they grow, and a fed run's
+        // helper can fault their pages in ahead ([`Simulation::spare_spans`]). Vidur's run's
+        // simulating thread took ≈ 57 of its ≈ 155 page faults growing them by doubling.
+        let most = (MAX_TIMELINE_POINTS + 1) * self.instances.len();
         self.timeline = Some(Timeline {
             interval,
             next: SimTime::ZERO + interval,
-            raw: Vec::new(),
+            raw: Vec::with_capacity(most.min(MAX_RESERVED_TIMELINE_SAMPLES)),
         });
         self
     }
@@ -1902,5 +1917,27 @@ mod tests {
         let (_, ttft0) = costs(0.0, 0.0);
         let (_, ttft7) = costs(7.0, 0.0);
         assert!((ttft7 - ttft0 - 7.0).abs() < 1e-9, "{ttft0} → {ttft7}");
+    }
+
+    #[test]
+    fn a_timeline_reserves_room_for_every_sample_it_keeps_and_offers_it_for_prefaulting() {
+        // 1 P + 1 pD: two instances, so (4,096 + 1) × 2 samples fit without moving; the span
+        // offered to the page-fault helper is that room, 40 bytes a sample.
+        let cost = ConstantCostModel { step_ms: 10.0 };
+        let sim = Simulation::new(predictive_1p_1pd(|_| {}), &cost, vec![one_turn(0, 100, 3)]);
+        let plain = sim.spare_spans().len();
+        let sim = sim.with_timeline(1.0);
+        let raw = &sim.timeline.as_ref().expect("a timeline").raw;
+        assert_eq!(std::mem::size_of::<RawSample>(), 40);
+        assert_eq!(raw.capacity(), 2 * (MAX_TIMELINE_POINTS + 1));
+        let spans = sim.spare_spans();
+        assert_eq!(spans.len(), plain + 1);
+        let room = 2 * (MAX_TIMELINE_POINTS + 1) * 40;
+        assert_eq!(spans.iter().filter(|s| s.len_bytes() == room).count(), 1, "{spans:?}");
+        // 8 instances would need 32,776 samples: 1 MiB of them (26,214) is reserved instead.
+        let big = predictive_1p_1pd(|c| c.shape = crate::cluster::Shape::parse("1P_7pD").expect("a shape"));
+        let sim = Simulation::new(big, &cost, vec![one_turn(0, 100, 3)]).with_timeline(1.0);
+        let raw = &sim.timeline.as_ref().expect("a timeline").raw;
+        assert_eq!(raw.capacity(), 26_214);
     }
 }
