@@ -87,10 +87,7 @@ pub(crate) fn populate_in_background(spans: Vec<Span>, cores: Option<crate::core
             return;
         }
         let _ = std::thread::Builder::new().name("prefault".into()).spawn(move || {
-            crate::commands::feed::lower_this_thread_priority();
-            if let Some(cores) = &cores {
-                cores.keep_side_thread_off_run();
-            }
+            crate::commands::feed::yield_to_run(cores.as_ref());
             for (addr, len) in pieces {
                 // SAFETY: MADV_POPULATE_WRITE maps the pages of the range as a write would,
                 // without changing a byte of them (see the module docs); an address range

@@ -160,18 +160,22 @@ impl TraceFeed {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10), for the threads that work beside
-/// a fed run (the trace reader, the `requests.csv` writer): when the three compete for two
-/// cores, the run, which the others never hold up, gets the larger share (on Vidur's run
-/// 1.3–1.6 ms of the whole process's median, 61 runs interleaved, docs/performance.md,
-/// 2026-12-06, evening). On Linux a thread is a task with its own
-/// nice value and `setpriority(PRIO_PROCESS, 0, …)` sets the caller's (setpriority(2), NOTES);
-/// elsewhere it would lower the whole process, so nothing is done. Lowering needs no privilege;
-/// a failure changes nothing but the speed, and is ignored.
-pub(crate) fn lower_this_thread_priority() {
+/// Makes the calling thread one of a fed run's side threads (the trace reader, the
+/// `requests.csv` writer, the page-fault helper): a lower scheduling priority (nice 10) and, with
+/// `cores`, the CPUs the run does not keep ([`crate::cores`]). When they compete for the CPUs, the
+/// run, which the others never hold up, gets the larger share (nice 10: on Vidur's run 1.3–1.6 ms
+/// of the whole process's median, 61 runs interleaved, docs/performance.md, 2026-12-06,
+/// evening). On Linux a thread is a task with its own nice value and
+/// `setpriority(PRIO_PROCESS, 0, …)` sets the caller's (setpriority(2), NOTES); elsewhere it would
+/// lower the whole process, so nothing is done. Neither needs privilege; a failure changes
+/// nothing but the speed, and is ignored.
+pub(crate) fn yield_to_run(cores: Option<&crate::cores::CoreSplit>) {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority reads no memory of ours; its arguments are plain integers.
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+    if let Some(cores) = cores {
+        cores.keep_side_thread_off_run();
     }
 }

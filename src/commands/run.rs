@@ -387,10 +387,7 @@ pub(crate) fn simulate_fed(
         // count does not matter), at a lower priority than the run's: the run is the critical
         // path, and on two cores the reader and the `requests.csv` writer share the other one.
         let reader = ts.spawn(move || {
-            crate::commands::feed::lower_this_thread_priority();
-            if let Some(cores) = &cores {
-                cores.keep_side_thread_off_run();
-            }
+            crate::commands::feed::yield_to_run(cores.as_ref());
             let start = std::time::Instant::now();
             // The ids' uniqueness is checked here, as they are read, rather than on the way to
             // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
@@ -633,10 +630,7 @@ fn simulate_workload(
                 let writer = ts.spawn(move || {
                     // Beside a fed run's trace reader, the writer too yields to the run.
                     if fed {
-                        crate::commands::feed::lower_this_thread_priority();
-                        if let Some(cores) = &cores {
-                            cores.keep_side_thread_off_run();
-                        }
+                        crate::commands::feed::yield_to_run(cores.as_ref());
                     }
                     for batch in rx {
                         for r in &batch {
