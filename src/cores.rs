@@ -14,7 +14,8 @@
 //! With one CPU there is nothing to split; with four or more every side thread can have a CPU
 //! of its own, and pinning would only take the scheduler's freedom away (a busy machine could
 //! not move the run). Where it applies, a CPU shared with other processes is still shared
-//! fairly: the split changes where ppdsim's threads may run, never what they compute.
+//! fairly: the split changes where ppdsim's threads may run, never what they compute. A run
+//! with the trace read first (`ppdsim run --read-trace-first`) is not fed, so not split.
 
 /// A fed run's CPUs: the simulation's and the side threads' (the others the process may use).
 /// Linux only ([`CoreSplit::for_fed_run`] is `None` elsewhere).
