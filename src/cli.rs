@@ -58,8 +58,9 @@ pub enum Command {
         step_path: bool,
         /// Read the whole trace before simulating. Without it, a scenario of one run that
         /// replays a trace at its recorded arrivals (`arrival.kind = "trace"`) is fed the
-        /// conversations as the trace is read, its reading overlapping the simulation: identical
-        /// files either way (for checking and timing that path).
+        /// conversations as the trace is read, its reading overlapping the simulation (on 2 or 3
+        /// CPUs the simulation then keeps one to itself): identical files either way (for
+        /// checking and timing that path, or on a machine shared with other busy work).
         #[arg(long)]
         read_trace_first: bool,
         /// Print to stderr, after the run, how long each phase took in wall milliseconds
