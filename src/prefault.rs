@@ -77,31 +77,55 @@ const MAX_SPAN_BYTES: usize = 4 << 20;
 pub(crate) fn populate_in_background(spans: Vec<Span>, cores: Option<crate::cores::CoreSplit>) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: sysconf reads no memory of ours.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        if !page.is_power_of_two() {
+        let Some(page) = page_size() else {
             return;
-        }
+        };
         let pieces = plan(&spans, page, PIECE_BYTES, MAX_SPAN_BYTES);
         if pieces.is_empty() {
             return;
         }
         let _ = std::thread::Builder::new().name("prefault".into()).spawn(move || {
             crate::commands::feed::yield_to_run(cores.as_ref());
-            for (addr, len) in pieces {
-                // SAFETY: MADV_POPULATE_WRITE maps the pages of the range as a write would,
-                // without changing a byte of them (see the module docs); an address range
-                // that is no longer mapped makes the call fail, which changes nothing.
-                let failed = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) } != 0;
-                if failed && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                    // Not supported here: the run takes its faults itself.
-                    return;
-                }
-            }
+            populate(&pieces);
         });
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (spans, cores);
+}
+
+/// Faults in the whole pages of `span` (its first [`MAX_SPAN_BYTES`]) now, on the calling
+/// thread: for memory a side thread hands the run. Does nothing off Linux.
+pub(crate) fn populate_now(span: Span) {
+    #[cfg(target_os = "linux")]
+    if let Some(page) = page_size() {
+        populate(&plan(&[span], page, PIECE_BYTES, MAX_SPAN_BYTES));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = span;
+}
+
+/// The page size \[B\], or `None` when it is not a power of two.
+#[cfg(target_os = "linux")]
+fn page_size() -> Option<usize> {
+    // SAFETY: sysconf reads no memory of ours.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    page.is_power_of_two().then_some(page)
+}
+
+/// Maps the pages of each (address, length) piece as a write would; stops at the first sign
+/// that the kernel cannot (the run then takes its faults itself).
+#[cfg(target_os = "linux")]
+fn populate(pieces: &[(usize, usize)]) {
+    for &(addr, len) in pieces {
+        // SAFETY: MADV_POPULATE_WRITE maps the pages of the range as a write would, without
+        // changing a byte of them (see the module docs); an address range that is no longer
+        // mapped makes the call fail, which changes nothing.
+        let failed = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) } != 0;
+        if failed && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            // Not supported here.
+            return;
+        }
+    }
 }
 
 /// The pieces of the first `max_span` bytes of each of `spans` ([`Span::pages`]), a piece of

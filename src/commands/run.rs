@@ -268,6 +268,10 @@ const ROW_BATCH: usize = 256;
 /// Row batches a run's `requests.csv` formatting thread may have queued before the run waits.
 const ROWS_IN_FLIGHT: usize = 16;
 
+/// Empty row batches the formatting thread makes (and faults in) for the run before it hands
+/// any back: about as many as Vidur's run made itself otherwise.
+const SPARE_ROW_BATCHES: usize = 4;
+
 /// Simulates every run of a loaded scenario (in parallel; results in scenario order and
 /// independent of the thread count), into `sinks`: advancing its bar by the requests simulated
 /// ([`PROGRESS_EVERY`] at a time); with the per-instance timelines when asked; streaming
@@ -631,6 +635,14 @@ fn simulate_workload(
                     // Beside a fed run's trace reader, the writer too yields to the run.
                     if fed {
                         crate::commands::feed::yield_to_run(cores.as_ref());
+                    }
+                    // Empty batches for the run to take as it fills its first ones, their pages
+                    // faulted in here rather than on the run's thread (Vidur's run: ≈ 45 of its
+                    // thread's faults went to new batches before the first came back).
+                    for _ in 0..SPARE_ROW_BATCHES {
+                        let spare: Batch = Vec::with_capacity(ROW_BATCH);
+                        crate::prefault::populate_now(crate::prefault::Span::spare(&spare));
+                        let _ = done_tx.send(spare);
                     }
                     for batch in rx {
                         for r in &batch {
