@@ -218,4 +218,43 @@ mod tests {
             .enumerate()
             .all(|(i, &x)| x == (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn populating_now_maps_every_whole_page_before_it_is_written() {
+        // 64 pages of a fresh anonymous map (never touched): none resident before, all after
+        // (mincore(2)), and still zero.
+        let page = page_size().expect("a power-of-two page");
+        let len = 64 * page;
+        // SAFETY: a private anonymous map of `len` bytes, unmapped below; mincore writes one
+        // byte a page into `resident`.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            let resident = |out: &mut Vec<u8>| {
+                assert_eq!(libc::mincore(addr, len, out.as_mut_ptr()), 0);
+                out.iter().filter(|&&b| b & 1 == 1).count()
+            };
+            let mut out = vec![0u8; 64];
+            assert_eq!(resident(&mut out), 0);
+            populate_now(Span {
+                addr: addr as usize,
+                len,
+            });
+            // A kernel without MADV_POPULATE_WRITE (before 5.14) refuses it: then the run
+            // takes its faults itself and nothing is mapped ahead.
+            let supported = libc::madvise(addr, 0, libc::MADV_POPULATE_WRITE) == 0;
+            assert_eq!(resident(&mut out), if supported { 64 } else { 0 });
+            let bytes = std::slice::from_raw_parts(addr as *const u8, len);
+            assert!(bytes.iter().all(|&b| b == 0));
+            libc::munmap(addr, len);
+        }
+    }
 }
