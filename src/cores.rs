@@ -21,9 +21,9 @@
 /// Linux only ([`CoreSplit::for_fed_run`] is `None` elsewhere).
 #[derive(Clone, Copy)]
 pub(crate) struct CoreSplit {
-    /// The simulation's CPU.
+    /// The simulation's CPU, alone.
     #[cfg(target_os = "linux")]
-    run_cpu: usize,
+    run: libc::cpu_set_t,
     /// Every other CPU the process may use.
     #[cfg(target_os = "linux")]
     side: libc::cpu_set_t,
@@ -45,23 +45,13 @@ impl CoreSplit {
     pub(crate) fn for_fed_run() -> Option<Self> {
         #[cfg(target_os = "linux")]
         {
-            let allowed = this_thread_cpus()?;
-            let list: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-                // SAFETY: CPU_ISSET reads the set, an index below CPU_SETSIZE.
-                .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
-                .collect();
+            let allowed = cpus_of(&this_thread_cpus()?);
             // SAFETY: sched_getcpu takes no argument.
             let current = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
-            let side = side_cpus(&list, current)?;
-            // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET writes an index below
-            // CPU_SETSIZE (every index came from the set read above).
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            for c in side {
-                unsafe { libc::CPU_SET(c, &mut set) };
-            }
+            let side = side_cpus(&allowed, current)?;
             Some(CoreSplit {
-                run_cpu: current,
-                side: set,
+                run: cpu_set([current]),
+                side: cpu_set(side),
             })
         }
         #[cfg(not(target_os = "linux"))]
@@ -82,10 +72,7 @@ impl CoreSplit {
         {
             let before = this_thread_cpus();
             if before.is_some() {
-                // SAFETY: as in `for_fed_run`.
-                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-                unsafe { libc::CPU_SET(self.run_cpu, &mut set) };
-                set_this_thread_cpus(&set);
+                set_this_thread_cpus(&self.run);
             }
             RunPin { before }
         }
@@ -108,6 +95,28 @@ impl Drop for RunPin {
             set_this_thread_cpus(set);
         }
     }
+}
+
+/// The CPUs of `set`, ascending.
+#[cfg(target_os = "linux")]
+fn cpus_of(set: &libc::cpu_set_t) -> Vec<usize> {
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads the set at an index below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, set) })
+        .collect()
+}
+
+/// The set of `cpus` (each below `CPU_SETSIZE`, as every CPU a set was read with is).
+#[cfg(target_os = "linux")]
+fn cpu_set(cpus: impl IntoIterator<Item = usize>) -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in cpus {
+        assert!(c < libc::CPU_SETSIZE as usize, "CPU {c} outside a cpu_set_t");
+        // SAFETY: CPU_SET writes the set at an index below CPU_SETSIZE (checked above).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    set
 }
 
 /// The CPUs the calling thread may run on (`sched_getaffinity(0, …)`: on Linux, pid 0 is the
@@ -150,36 +159,25 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_pinned_run_thread_gets_its_cpus_back() {
-        use super::{this_thread_cpus, CoreSplit};
+        use super::{cpu_set, cpus_of, this_thread_cpus, CoreSplit};
         // On a thread of its own, so that no other test's thread is pinned.
         std::thread::spawn(|| {
-            let before = this_thread_cpus().expect("readable");
-            let count = |s: &libc::cpu_set_t| unsafe { libc::CPU_COUNT(s) };
-            let cpu = (0..libc::CPU_SETSIZE as usize)
-                .find(|&c| unsafe { libc::CPU_ISSET(c, &before) })
-                .expect("a thread may run somewhere");
-            let mut side: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            for c in (0..libc::CPU_SETSIZE as usize).filter(|&c| c != cpu) {
-                if unsafe { libc::CPU_ISSET(c, &before) } {
-                    unsafe { libc::CPU_SET(c, &mut side) };
-                }
-            }
-            let split = CoreSplit { run_cpu: cpu, side };
+            let before = cpus_of(&this_thread_cpus().expect("readable"));
+            let cpu = *before.first().expect("a thread may run somewhere");
+            let split = CoreSplit {
+                run: cpu_set([cpu]),
+                side: cpu_set(before.iter().copied().filter(|&c| c != cpu)),
+            };
             {
                 let _pin = split.pin_run();
-                let during = this_thread_cpus().expect("readable");
-                assert_eq!(count(&during), 1);
-                assert!(unsafe { libc::CPU_ISSET(cpu, &during) });
+                assert_eq!(cpus_of(&this_thread_cpus().expect("readable")), vec![cpu]);
             }
-            let after = this_thread_cpus().expect("readable");
-            assert_eq!(count(&after), count(&before));
-            assert!((0..libc::CPU_SETSIZE as usize)
-                .all(|c| unsafe { libc::CPU_ISSET(c, &after) == libc::CPU_ISSET(c, &before) }));
-            if count(&before) > 1 {
+            assert_eq!(cpus_of(&this_thread_cpus().expect("readable")), before);
+            if before.len() > 1 {
                 split.keep_side_thread_off_run();
-                let off = this_thread_cpus().expect("readable");
-                assert!(!unsafe { libc::CPU_ISSET(cpu, &off) });
-                assert_eq!(count(&off), count(&before) - 1);
+                let off = cpus_of(&this_thread_cpus().expect("readable"));
+                assert!(!off.contains(&cpu));
+                assert_eq!(off.len(), before.len() - 1);
             }
         })
         .join()
