@@ -562,7 +562,7 @@ fn simulate_workload(
                     // added once it is set up).
                     let mut spans = feed.spare_spans().to_vec();
                     if setup == 0 {
-                        summary.reserve_first_turns(expected.min(1 << 22));
+                        summary.reserve_first_turns(expected.min(workload::MAX_RESERVED_CONVERSATIONS));
                         spans.extend(summary.spare_spans());
                     }
                     let sim = Simulation::fed(sc.sim_config(d), &cost, expected, || feed.next());

@@ -712,7 +712,7 @@ impl<'a> Simulation<'a> {
         expected: usize,
         feed: impl FnMut() -> Option<TimedConversation> + 'a,
     ) -> Self {
-        let room = expected.min(1 << 22);
+        let room = expected.min(workload::MAX_RESERVED_CONVERSATIONS);
         // Nothing is queued yet (no conversation), so the reservation can be made anew.
         let mut sim = Simulation::new(cfg, cost, Vec::with_capacity(room));
         sim.conv_state.reserve(room);

@@ -98,6 +98,12 @@ pub struct TimedConversation {
     pub shared_prefix: Option<(u32, u32)>,
 }
 
+/// The most conversations a per-conversation array is sized for up front (2²², ≈ 4.2 M): the
+/// workload's, a fed run's (its simulation's, its feed's, its summary's first-turn columns). A
+/// count above it still fits, the arrays growing past it; a huge count a trace or a window cuts
+/// short reserves no more than this.
+pub const MAX_RESERVED_CONVERSATIONS: usize = 1 << 22;
+
 /// Builds the timed workload from `source` conversations: `count` of them (cycling through the
 /// list when it is shorter), or, with `window_s`, as many as the arrival process starts within
 /// the window (vllm-ppd's generator: Poisson starts for 10 s).
@@ -135,7 +141,12 @@ pub fn generate(
     let mut t = 0.0f64;
     // Sized once when the count decides (no copies as it grows; a window's count is a draw),
     // bounded so that a huge count cut short by a window reserves little.
-    let mut out = Vec::with_capacity(count.filter(|_| window_s.is_none()).unwrap_or(0).min(1 << 22));
+    let mut out = Vec::with_capacity(
+        count
+            .filter(|_| window_s.is_none())
+            .unwrap_or(0)
+            .min(MAX_RESERVED_CONVERSATIONS),
+    );
     for n in 0.. {
         let k = idx[n % idx.len()];
         let c = &source[k];
