@@ -82,11 +82,31 @@ pub enum RequestStatus {
     Rejected,
 }
 
+/// A policy's or an instance's name in a [`RequestRecord`]: interned (one copy per process, never
+/// freed; `Copy`), so that a record is made, sent to another thread and dropped without updating
+/// a count shared by the run's records (an `Arc<str>`'s count, updated on two cores, moved its
+/// cache line between them with every record). Names are few: a scenario's policies and
+/// instances.
+pub type Name = internment::Intern<str>;
+
+/// Reads a [`Name`] (`internment` deserializes interned sized values only).
+fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+    let s: std::borrow::Cow<'de, str> = Deserialize::deserialize(d)?;
+    Ok(Name::from(&*s))
+}
+
+/// Reads an optional [`Name`].
+fn interned_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Name>, D::Error> {
+    let s: Option<std::borrow::Cow<'de, str>> = Deserialize::deserialize(d)?;
+    Ok(s.map(|s| Name::from(&*s)))
+}
+
 /// One row of `requests.csv`: a turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
-    /// Policy name (shared by the run's records: a reference count, not a copy per row).
-    pub policy: std::sync::Arc<str>,
+    /// Policy name (interned: one copy per process, a record holds a pointer).
+    #[serde(deserialize_with = "interned")]
+    pub policy: Name,
     /// Conversation index in the run (0-based, arrival order).
     pub conversation: usize,
     /// Conversation id in the trace (shared with the workload).
@@ -98,9 +118,11 @@ pub struct RequestRecord {
     /// Outcome.
     pub status: RequestStatus,
     /// Prefill instance (`P0`, …) for split routes.
-    pub prefill_instance: Option<std::sync::Arc<str>>,
-    /// Instance that produced the tokens (`D0`, `R1`, …).
-    pub decode_instance: std::sync::Arc<str>,
+    #[serde(deserialize_with = "interned_option")]
+    pub prefill_instance: Option<Name>,
+    /// Instance that produced the tokens (`D0`, `R1`, …; interned as `policy` is).
+    #[serde(deserialize_with = "interned")]
+    pub decode_instance: Name,
     /// Arrival at the router \[ms\].
     pub arrived_at_ms: f64,
     /// First output token \[ms\].
@@ -644,6 +666,7 @@ impl SummaryBuilder {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use proptest::prelude::*;
 
     fn serde_row(r: &RequestRecord) -> Vec<u8> {
@@ -675,10 +698,10 @@ mod tests {
             bytes in any::<u64>(), n in proptest::collection::vec(any::<u32>(), 7),
         ) -> RequestRecord {
             RequestRecord {
-                policy: policy.into(), conversation, conversation_id: conversation_id.into(), turn,
+                policy: Name::from(policy.as_str()), conversation, conversation_id: conversation_id.into(), turn,
                 route: if split { RouteKind::Split } else { RouteKind::Local },
                 status: [RequestStatus::Ok, RequestStatus::Timeout, RequestStatus::Rejected][status as usize],
-                prefill_instance: prefill.map(Into::into), decode_instance: decode.into(),
+                prefill_instance: prefill.map(|p| Name::from(p.as_str())), decode_instance: Name::from(decode.as_str()),
                 arrived_at_ms: t[0], first_token_at_ms: t[1], completed_at_ms: t[2], ttft_ms: t[3],
                 tpot_ms: tpot, e2e_ms: t[4], queue_delay_ms: t[5], kv_transfer_ms: t[6],
                 kv_transfer_bytes: bytes,
@@ -713,6 +736,52 @@ mod tests {
             let mut both: Vec<f64> = a.iter().chain(&b).copied().collect();
             both.sort_by(f64::total_cmp);
             prop_assert_eq!(bits(&super::merge_sorted(&sa, &sb)), bits(&both));
+        }
+    }
+
+    #[test]
+    fn a_row_reads_back_into_its_record_with_interned_names() {
+        let mut r = RequestRecord {
+            policy: Name::from("ppd, threshold"),
+            conversation: 7,
+            conversation_id: "c-7".into(),
+            turn: 2,
+            route: RouteKind::Split,
+            status: RequestStatus::Timeout,
+            prefill_instance: Some(Name::from("P1")),
+            decode_instance: Name::from("D0"),
+            arrived_at_ms: 1000.5,
+            first_token_at_ms: 1100.25,
+            completed_at_ms: 1500.0,
+            ttft_ms: 99.75,
+            tpot_ms: Some(4.0),
+            e2e_ms: 499.5,
+            queue_delay_ms: 0.0,
+            kv_transfer_ms: 1.5,
+            kv_transfer_bytes: 1 << 20,
+            num_context_tokens: 300,
+            num_user_tokens: 20,
+            num_prompt_tokens: 320,
+            num_output_tokens: 101,
+            num_cached_tokens: 288,
+            num_transferred_tokens: 0,
+            num_computed_tokens: 32,
+        };
+        for prefill in [Some(Name::from("P1")), None] {
+            r.prefill_instance = prefill;
+            let mut text = REQUEST_CSV_HEADER.as_bytes().to_vec();
+            r.write_csv_row(&mut text);
+            let back: Vec<RequestRecord> = csv::Reader::from_reader(&text[..])
+                .deserialize()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(back, [r.clone()]);
+            // The names read are the process's interned copies, not new ones.
+            assert!(std::ptr::eq(back[0].policy.as_ref(), r.policy.as_ref()));
+            assert!(std::ptr::eq(
+                back[0].decode_instance.as_ref(),
+                Name::from("D0").as_ref()
+            ));
         }
     }
 
@@ -801,8 +870,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
 
     #[test]
     fn percentile_matches_numpy_linear() {

@@ -623,11 +623,11 @@ fn simulate_workload(
                 r
             }
             // A core would idle: the rows go, in batches and in emission order, to a thread that
-            // formats and writes them while the simulation goes on (the same bytes). It sends
-            // each batch back, formatted, and the simulation's thread drops its records as it
-            // reuses it: a record's shared names (its policy's, its instances') are counted up
-            // there, and counted down there too rather than on the writer's core, which would
-            // take their counts' cache line back and forth with every record.
+            // formats and writes them while the simulation goes on (the same bytes), drops the
+            // records and sends each batch back, empty, for the simulation to refill. A record
+            // has no count its two threads would both update: its names are interned and its
+            // conversation id is, on a fed run, the one the simulation no longer holds
+            // (`Simulation::record_conversation_id`).
             Some(mut rows) => std::thread::scope(|ts| -> Result<_> {
                 type Batch = Vec<crate::metrics::RequestRecord>;
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(ROWS_IN_FLIGHT);
@@ -646,10 +646,11 @@ fn simulate_workload(
                         crate::prefault::populate_now(crate::prefault::Span::spare(&spare));
                         let _ = done_tx.send(spare);
                     }
-                    for batch in rx {
+                    for mut batch in rx {
                         for r in &batch {
                             rows.push(r);
                         }
+                        batch.clear();
                         // The simulation may have ended: its batches are then dropped here.
                         let _ = done_tx.send(batch);
                     }
@@ -660,9 +661,9 @@ fn simulate_workload(
                     batch.push(r);
                     if batch.len() == ROW_BATCH {
                         let next = match done_rx.try_recv() {
-                            Ok(mut formatted) => {
-                                formatted.clear();
-                                formatted
+                            Ok(emptied) => {
+                                assert!(emptied.is_empty(), "the writer sent back a batch with records");
+                                emptied
                             }
                             Err(_) => Vec::with_capacity(ROW_BATCH),
                         };
