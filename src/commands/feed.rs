@@ -22,33 +22,34 @@ use crate::scenario::{first_prompt_tokens, kv_footprint_tokens};
 use crate::sim::workload::{TimedConversation, TraceReplay};
 use crate::trace::Conversation;
 
-/// Regions of a trace's conversations, with their file lines, as the reader hands them over.
+/// Regions of a trace's conversations, with their file lines, as the reader parses them.
 pub(crate) type Region = Vec<(Conversation, usize)>;
 
 /// A whole trace as read: its conversations and their file lines.
 pub(crate) type ReadTrace = (Vec<Conversation>, Vec<usize>);
 
-/// The conversations of a trace being read, fed one at a time to a simulation.
-pub(crate) struct TraceFeed {
-    /// The reader's regions, in file order (the channel closes when it stops).
-    regions: std::sync::mpsc::Receiver<Region>,
-    /// What is left of the region being fed.
-    region: std::vec::IntoIter<(Conversation, usize)>,
+/// The trace reader's side of a fed run: it checks and times the run's conversations as the
+/// reader parses them and sends them to the run a region at a time ([`FedConversations`]), and
+/// keeps the whole trace read for the checks after the run. The timing (a conversation's start,
+/// its think times, its shared id and turns counted up) is done on the reader's thread, not on
+/// the run's, which is the critical path (≈ 3% of Vidur's run's thread, `perf`, 2026-12-07).
+pub(crate) struct TraceFeeder {
+    /// Where the run's conversations go; `None` once `count` were sent, one was refused or the
+    /// run went away.
+    to_run: Option<std::sync::mpsc::Sender<Vec<TimedConversation>>>,
     replay: TraceReplay,
-    /// Conversations to feed in all.
+    /// Conversations to feed in all, and fed so far.
     count: usize,
+    fed: usize,
     /// The last conversation fed's arrival \[s\].
     last_arrival_s: f64,
     /// Chat-template tokens per message \[tokens\].
     template_tokens_per_message: u64,
     /// One instance's KV capacity, which each conversation must fit \[tokens\].
     kv_capacity_tokens: u64,
-    /// The conversations fed and their file lines; [`TraceFeed::finish`] adds the rest of the
-    /// trace.
+    /// The trace read so far and its file lines.
     convs: Vec<Conversation>,
     lines: Vec<usize>,
-    /// Turns of the conversations fed (the run's requests).
-    turns_fed: u64,
     /// A conversation failed the checks: nothing more is fed, and the run's results are void.
     refused: bool,
     bar: indicatif::ProgressBar,
@@ -56,107 +57,162 @@ pub(crate) struct TraceFeed {
     unannounced_turns: u64,
 }
 
-impl TraceFeed {
-    /// A feed of the first `count` conversations of the regions `regions` will receive, timed
-    /// by `replay`, each checked against the engine's limits
-    /// (`template_tokens_per_message`, `kv_capacity_tokens`); `bar`'s length grows by the
-    /// turns of each conversation fed.
+impl TraceFeeder {
+    /// A feeder of the first `count` conversations of the regions it takes to `to_run`, timed
+    /// by `replay`, each checked against the engine's limits (`template_tokens_per_message`,
+    /// `kv_capacity_tokens`); `bar`'s length grows by the turns of each conversation fed.
     pub(crate) fn new(
-        regions: std::sync::mpsc::Receiver<Region>,
+        to_run: std::sync::mpsc::Sender<Vec<TimedConversation>>,
         count: usize,
         replay: TraceReplay,
         template_tokens_per_message: u64,
         kv_capacity_tokens: u64,
         bar: indicatif::ProgressBar,
     ) -> Self {
-        TraceFeed {
-            regions,
-            region: Vec::new().into_iter(),
+        TraceFeeder {
+            to_run: (count > 0).then_some(to_run),
             replay,
             count,
+            fed: 0,
             last_arrival_s: 0.0,
             template_tokens_per_message,
             kv_capacity_tokens,
             convs: Vec::with_capacity(count.min(crate::sim::workload::MAX_RESERVED_CONVERSATIONS)),
             lines: Vec::with_capacity(count.min(crate::sim::workload::MAX_RESERVED_CONVERSATIONS)),
-            turns_fed: 0,
             refused: false,
             bar,
             unannounced_turns: 0,
         }
     }
 
-    /// The next conversation of the run, waiting for the reader if need be: `None` once
-    /// `count` were fed, when the trace ended first, or when a conversation fails a check the
-    /// simulation relies on (then [`TraceFeed::finish`] gives `None`).
-    pub(crate) fn next(&mut self) -> Option<TimedConversation> {
-        if self.convs.len() == self.count || self.refused {
-            return None;
-        }
-        let (c, line) = loop {
-            if let Some(next) = self.region.next() {
-                break next;
+    /// Takes a region the reader parsed: sends the run those of its conversations it is fed
+    /// (up to the first that fails a check the simulation relies on: a recorded arrival in
+    /// order and within the simulated-time limit, a first prompt token, a KV footprint that
+    /// fits an instance), and keeps the whole region.
+    pub(crate) fn take(&mut self, region: Region) {
+        let mut batch = Vec::new();
+        for (c, line) in region {
+            if self.to_run.is_some() {
+                match self.time(&c) {
+                    Some(timed) => {
+                        batch.push(timed);
+                        if self.fed == self.count {
+                            self.stop_feeding(&mut batch);
+                        }
+                    }
+                    None => {
+                        self.refused = true;
+                        self.stop_feeding(&mut batch);
+                    }
+                }
             }
-            // The reader stopped: the trace ended (or failed) before `count` conversations.
-            self.region = self.regions.recv().ok()?.into_iter();
-        };
+            self.convs.push(c);
+            self.lines.push(line);
+        }
+        self.send(&mut batch);
+    }
+
+    /// Conversation `c` timed for the run, or `None` when it fails a check.
+    fn time(&mut self, c: &Conversation) -> Option<TimedConversation> {
         let tpl = self.template_tokens_per_message;
         let arrival_s = c
             .arrival_s
-            .filter(|&t| t >= self.last_arrival_s && t / self.replay.speedup() <= MAX_ARRIVAL_S);
-        let (Some(arrival_s), true, true) = (
-            arrival_s,
-            first_prompt_tokens(&c, tpl) > 0,
-            kv_footprint_tokens(&c, tpl) <= self.kv_capacity_tokens,
-        ) else {
-            self.refused = true;
+            .filter(|&t| t >= self.last_arrival_s && t / self.replay.speedup() <= MAX_ARRIVAL_S)?;
+        if first_prompt_tokens(c, tpl) == 0 || kv_footprint_tokens(c, tpl) > self.kv_capacity_tokens {
             return None;
-        };
+        }
         self.last_arrival_s = arrival_s;
-        self.turns_fed += c.turns.len() as u64;
+        self.fed += 1;
         // The bar's length grows a few thousand requests at a time (an update costs a lock);
-        // `finish` adds the rest.
+        // `stop_feeding` adds the rest.
         self.unannounced_turns += c.turns.len() as u64;
         if self.unannounced_turns >= 4096 {
             self.bar.inc_length(std::mem::take(&mut self.unannounced_turns));
         }
-        let timed = self.replay.next(&c, arrival_s);
-        self.convs.push(c);
-        self.lines.push(line);
+        Some(self.replay.next(c, arrival_s))
+    }
+
+    /// Sends `batch` (emptied) to the run, if it is fed still and listens.
+    fn send(&mut self, batch: &mut Vec<TimedConversation>) {
+        if batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(batch);
+        if let Some(to_run) = &self.to_run {
+            if to_run.send(batch).is_err() {
+                // The run failed: what it was sent no longer matters.
+                self.to_run = None;
+            }
+        }
+    }
+
+    /// Sends the run its last conversations, `batch`, and closes its feed.
+    fn stop_feeding(&mut self, batch: &mut Vec<TimedConversation>) {
+        self.send(batch);
+        self.to_run = None;
+        self.bar.inc_length(std::mem::take(&mut self.unannounced_turns));
+    }
+
+    /// Once the reader stopped: the whole trace as read with its file lines, or `None` when a
+    /// conversation was refused. Whether the reader read the whole file is its own result
+    /// ([`crate::trace::feed_trace`]).
+    pub(crate) fn finish(mut self) -> Option<ReadTrace> {
+        self.stop_feeding(&mut Vec::new());
+        (!self.refused).then_some((self.convs, self.lines))
+    }
+}
+
+/// The run's side of a fed run: the conversations the [`TraceFeeder`] sends, one at a time.
+pub(crate) struct FedConversations {
+    /// The feeder's batches, in trace order (the channel closes when it stops feeding).
+    from_reader: std::sync::mpsc::Receiver<Vec<TimedConversation>>,
+    /// What is left of the batch being fed.
+    batch: std::vec::IntoIter<TimedConversation>,
+    /// Conversations to feed in all.
+    count: usize,
+    /// Conversations fed so far, and their turns (the run's requests).
+    fed: usize,
+    turns_fed: u64,
+}
+
+impl FedConversations {
+    /// The first `count` conversations `from_reader` sends.
+    pub(crate) fn new(from_reader: std::sync::mpsc::Receiver<Vec<TimedConversation>>, count: usize) -> Self {
+        FedConversations {
+            from_reader,
+            batch: Vec::new().into_iter(),
+            count,
+            fed: 0,
+            turns_fed: 0,
+        }
+    }
+
+    /// The next conversation of the run, waiting for the reader if need be: `None` once
+    /// `count` were fed, or when the feeder stopped first (the trace ended, or a conversation
+    /// failed a check: then [`TraceFeeder::finish`] gives `None`).
+    pub(crate) fn next(&mut self) -> Option<TimedConversation> {
+        if self.fed == self.count {
+            return None;
+        }
+        let timed = loop {
+            if let Some(next) = self.batch.next() {
+                break next;
+            }
+            self.batch = self.from_reader.recv().ok()?.into_iter();
+        };
+        self.fed += 1;
+        self.turns_fed += timed.turns.len() as u64;
         Some(timed)
     }
 
-    /// The spare capacity of the arrays the feed fills as it goes (the conversations fed and
-    /// their file lines), for [`crate::prefault::populate_in_background`].
-    pub(crate) fn spare_spans(&self) -> [crate::prefault::Span; 2] {
-        use crate::prefault::Span;
-        [Span::spare(&self.convs), Span::spare(&self.lines)]
-    }
-
-    /// Conversations fed so far (until [`TraceFeed::finish`], `convs` holds only those).
+    /// Conversations fed so far.
     pub(crate) fn fed(&self) -> usize {
-        self.convs.len()
+        self.fed
     }
 
     /// Turns of the conversations fed (the run's requests).
     pub(crate) fn turns_fed(&self) -> u64 {
         self.turns_fed
-    }
-
-    /// After the run: the whole trace as read (the regions not fed taken too) with its file
-    /// lines, or `None` when a conversation was refused. Whether the reader read the whole file
-    /// is its own result ([`crate::trace::feed_trace`]).
-    pub(crate) fn finish(mut self) -> Option<ReadTrace> {
-        self.bar.inc_length(std::mem::take(&mut self.unannounced_turns));
-        if self.refused {
-            return None;
-        }
-        let rest = std::mem::replace(&mut self.region, Vec::new().into_iter());
-        for (c, line) in rest.chain(self.regions.iter().flatten()) {
-            self.convs.push(c);
-            self.lines.push(line);
-        }
-        Some((self.convs, self.lines))
     }
 }
 
@@ -177,5 +233,84 @@ pub(crate) fn yield_to_run(cores: Option<&crate::cores::CoreSplit>) {
     }
     if let Some(cores) = cores {
         cores.keep_side_thread_off_run();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::workload::ThinkTimeSpec;
+    use crate::trace::Turn;
+
+    /// Conversations `c0`, `c1`, … arriving at `arrivals` \[s\], each one turn of 10 + 5 tokens
+    /// and the line after the previous one's.
+    fn region(arrivals: &[f64], first: usize) -> Region {
+        arrivals
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let turn = Turn {
+                    user_tokens: 10,
+                    assistant_tokens: 5,
+                };
+                let c = Conversation {
+                    id: format!("c{}", first + i).into(),
+                    turns: vec![turn; 1 + (first + i) % 2].into(),
+                    arrival_s: Some(t),
+                };
+                (c, first + i + 1)
+            })
+            .collect()
+    }
+
+    /// A feeder of `count` conversations at 2× speed-up, constant 1 s think times, KV capacity
+    /// 100 tokens; and the run's side.
+    fn feed(count: usize) -> (TraceFeeder, FedConversations) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let think = ThinkTimeSpec::Constant { value_s: 1.0 };
+        let replay = TraceReplay::new(2.0, &think, crate::rng::RngStreams::new(7));
+        let feeder = TraceFeeder::new(tx, count, replay, 0, 100, indicatif::ProgressBar::hidden());
+        (feeder, FedConversations::new(rx, count))
+    }
+
+    #[test]
+    fn the_run_gets_its_count_timed_and_the_reader_keeps_the_whole_trace() {
+        let (mut feeder, mut run) = feed(3);
+        feeder.take(region(&[0.0, 1.0], 0));
+        feeder.take(region(&[3.0, 4.0, 5.0], 2));
+        let got: Vec<_> = std::iter::from_fn(|| run.next()).collect();
+        let ids: Vec<&str> = got.iter().map(|c| &*c.id).collect();
+        assert_eq!(ids, ["c0", "c1", "c2"]);
+        // Arrivals at 2× speed-up: 0, 0.5 and 1.5 s.
+        let starts: Vec<f64> = got.iter().map(|c| c.start_at.as_ms()).collect();
+        assert_eq!(starts, [0.0, 500.0, 1500.0]);
+        // c1 has two turns: one think time of 1 s.
+        assert_eq!(
+            got[1].think_after.iter().map(|t| t.as_ms()).collect::<Vec<_>>(),
+            [1000.0]
+        );
+        assert_eq!((run.fed(), run.turns_fed()), (3, 1 + 2 + 1));
+        let (convs, lines) = feeder.finish().expect("nothing refused");
+        assert_eq!(convs.len(), 5);
+        assert_eq!(lines, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_refused_conversation_ends_the_feed_and_voids_the_trace() {
+        // c2 arrives before c1: the run gets c0 and c1, then the end of its feed.
+        let (mut feeder, mut run) = feed(10);
+        feeder.take(region(&[0.0, 2.0, 1.0, 3.0], 0));
+        assert_eq!(run.next().map(|c| c.id), Some("c0".into()));
+        assert_eq!(run.next().map(|c| c.id), Some("c1".into()));
+        assert!(run.next().is_none());
+        assert_eq!(run.fed(), 2);
+        assert!(feeder.finish().is_none());
+
+        // A trace shorter than the count: the feed ends with it, and the trace stands.
+        let (mut feeder, mut run) = feed(10);
+        feeder.take(region(&[0.0, 1.0], 0));
+        let trace = feeder.finish();
+        assert_eq!(std::iter::from_fn(|| run.next()).count(), 2);
+        assert_eq!(trace.map(|(c, _)| c.len()), Some(2));
     }
 }

@@ -371,9 +371,9 @@ pub(crate) fn simulate_fed(
         .num_conversations
         .expect("fed_trace takes only a number of conversations");
     assert_eq!(sc.deployments().len(), 1, "a trace is fed to one run");
-    let (tx, rx) = std::sync::mpsc::channel::<crate::commands::feed::Region>();
-    let feed = crate::commands::feed::TraceFeed::new(
-        rx,
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut feeder = crate::commands::feed::TraceFeeder::new(
+        tx,
         count,
         workload::TraceReplay::new(speedup, &w.think_time, RngStreams::new(sc.resolved.seed)),
         w.template_tokens_per_message as u64,
@@ -384,8 +384,7 @@ pub(crate) fn simulate_fed(
     // page-fault helper take the others ([`crate::cores`]).
     let cores = crate::cores::CoreSplit::for_fed_run();
     let slot = FedSlot {
-        feed: std::sync::Mutex::new(Some(feed)),
-        trace: std::sync::Mutex::new(None),
+        feed: std::sync::Mutex::new(Some(crate::commands::feed::FedConversations::new(rx, count))),
         cores,
     };
     let (results, read) = std::thread::scope(|ts| {
@@ -399,16 +398,18 @@ pub(crate) fn simulate_fed(
             // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
             let mut ids: rustc_hash::FxHashSet<std::sync::Arc<str>> = Default::default();
             let mut unique = true;
-            // The receiver lives until the run has taken the whole trace, unless the run failed.
+            // The whole trace is read, for the checks after the run, even when the run stopped.
             let ok = crate::trace::feed_trace(trace_path, |region| {
                 ids.reserve(region.len());
                 for (c, _) in &region {
                     unique &= ids.insert(c.id.clone());
                 }
-                tx.send(region).is_ok()
+                feeder.take(region);
+                true
             });
             ReadOutcome {
                 ok,
+                trace: feeder.finish(),
                 ids_unique: unique,
                 time: start.elapsed(),
             }
@@ -417,9 +418,8 @@ pub(crate) fn simulate_fed(
         (results, reader.join().expect("the trace reader panicked"))
     });
     let results = results?;
-    let trace = slot.trace.into_inner().expect("the run panicked");
-    Ok(match (read.ok, trace) {
-        (true, Some(Some((convs, lines)))) => Some((
+    Ok(match (read.ok, read.trace) {
+        (true, Some((convs, lines))) => Some((
             results,
             FedTrace {
                 convs,
@@ -436,16 +436,16 @@ pub(crate) fn simulate_fed(
 struct ReadOutcome {
     /// The whole file read ([`crate::trace::feed_trace`]).
     ok: bool,
+    /// What was read, unless a conversation fed was refused ([`crate::commands::feed::TraceFeeder::finish`]).
+    trace: Option<crate::commands::feed::ReadTrace>,
     /// No two conversations read share an id.
     ids_unique: bool,
     time: std::time::Duration,
 }
 
-/// A fed run's feed, and what it read once the run is over (`None` inside: a conversation was
-/// refused).
+/// A fed run's conversations, for the run to take.
 struct FedSlot {
-    feed: std::sync::Mutex<Option<crate::commands::feed::TraceFeed>>,
-    trace: TraceSlot,
+    feed: std::sync::Mutex<Option<crate::commands::feed::FedConversations>>,
     /// The run's CPU and its side threads' ([`crate::cores`]), on a machine of 2 or 3 CPUs.
     cores: Option<crate::cores::CoreSplit>,
 }
@@ -458,15 +458,11 @@ enum Workload<'f> {
     Fed(&'f FedSlot),
 }
 
-/// Where a fed run leaves the trace it read: `Some` once the run is over, `None` inside when a
-/// conversation was refused.
-type TraceSlot = std::sync::Mutex<Option<Option<crate::commands::feed::ReadTrace>>>;
-
 /// One run's conversations ([`Workload`]): the workload shared by every run, or the feed and
 /// where to leave the trace it read.
 enum RunSource<'w> {
     Built(&'w [workload::TimedConversation]),
-    Fed(Box<crate::commands::feed::TraceFeed>, &'w TraceSlot),
+    Fed(Box<crate::commands::feed::FedConversations>),
 }
 
 /// [`simulate_with`]'s runs of the conversations `workload` (built in `workload_time`).
@@ -545,24 +541,23 @@ fn simulate_workload(
         // This run's conversations: the shared workload, or the feed (taken by the one run).
         let mut source = match &workload {
             Workload::Built(convs) => RunSource::Built(convs),
-            Workload::Fed(slot) => RunSource::Fed(
-                Box::new(slot.feed.lock().expect("a run panicked").take().expect("one fed run")),
-                &slot.trace,
-            ),
+            Workload::Fed(slot) => RunSource::Fed(Box::new(
+                slot.feed.lock().expect("a run panicked").take().expect("one fed run"),
+            )),
         };
         // The run, each record passed to `emit` after the summary and latencies take theirs.
         let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
             let (sim, spans) = match &mut source {
                 RunSource::Built(convs) => (Simulation::new(sc.sim_config(d), &cost, &convs[..]), None),
-                RunSource::Fed(feed, _) => {
+                RunSource::Fed(feed) => {
                     let expected = w.num_conversations.unwrap_or(0);
                     // The arrays the run fills, one slot per conversation, are faulted in by
                     // another thread while it starts ([`crate::prefault`]; Vidur's run took
-                    // ≈ 590 page faults on its own thread before, ≈ 3–5 µs each): the feed's,
-                    // the simulation's and, without setup turns (then every first turn is
-                    // measured), the summary's first-turn columns (the simulation's own are
-                    // added once it is set up).
-                    let mut spans = feed.spare_spans().to_vec();
+                    // ≈ 590 page faults on its own thread before, ≈ 3–5 µs each): the
+                    // simulation's and, without setup turns (then every first turn is measured),
+                    // the summary's first-turn columns (the simulation's own are added once it
+                    // is set up). The trace's arrays are the reader's, filled on its thread.
+                    let mut spans = Vec::new();
                     if setup == 0 {
                         summary.reserve_first_turns(expected.min(workload::MAX_RESERVED_CONVERSATIONS));
                         spans.extend(summary.spare_spans());
@@ -683,11 +678,7 @@ fn simulate_workload(
         drop(pin);
         let (num_conversations, requests_per_run) = match source {
             RunSource::Built(convs) => (convs.len(), built_requests_per_run),
-            RunSource::Fed(feed, trace) => {
-                let counts = (feed.fed(), feed.turns_fed());
-                *trace.lock().expect("a run panicked") = Some(feed.finish());
-                counts
-            }
+            RunSource::Fed(feed) => (feed.fed(), feed.turns_fed()),
         };
         // The rest of the run's requests, turns its conversations did not reach included.
         assert!(
