@@ -162,6 +162,10 @@ impl TraceFeeder {
     }
 }
 
+/// How long the run tries the feeder's channel before it waits on it, when it has a CPU of its
+/// own ([`FedConversations::receive`]).
+const SPIN_FOR_BATCH: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// The run's side of a fed run: the conversations the [`TraceFeeder`] sends, one at a time.
 pub(crate) struct FedConversations {
     /// The feeder's batches, in trace order (the channel closes when it stops feeding).
@@ -173,17 +177,26 @@ pub(crate) struct FedConversations {
     /// Conversations fed so far, and their turns (the run's requests).
     fed: usize,
     turns_fed: u64,
+    /// Try the channel in a loop before waiting on it ([`FedConversations::receive`]).
+    spin: bool,
 }
 
 impl FedConversations {
-    /// The first `count` conversations `from_reader` sends.
-    pub(crate) fn new(from_reader: std::sync::mpsc::Receiver<Vec<TimedConversation>>, count: usize) -> Self {
+    /// The first `count` conversations `from_reader` sends; with `spin`, the run's thread has
+    /// a CPU to itself (the reader runs on another, [`crate::cores`]) and tries the channel in a
+    /// loop before it waits on it.
+    pub(crate) fn new(
+        from_reader: std::sync::mpsc::Receiver<Vec<TimedConversation>>,
+        count: usize,
+        spin: bool,
+    ) -> Self {
         FedConversations {
             from_reader,
             batch: Vec::new().into_iter(),
             count,
             fed: 0,
             turns_fed: 0,
+            spin,
         }
     }
 
@@ -198,11 +211,35 @@ impl FedConversations {
             if let Some(next) = self.batch.next() {
                 break next;
             }
-            self.batch = self.from_reader.recv().ok()?.into_iter();
+            self.batch = self.receive()?.into_iter();
         };
         self.fed += 1;
         self.turns_fed += timed.turns.len() as u64;
         Some(timed)
+    }
+
+    /// The feeder's next batch, or `None` once it stopped. With `spin`, a batch that comes
+    /// within [`SPIN_FOR_BATCH`] is taken as it comes, by trying the channel in a loop; only
+    /// then does the run wait on the channel, to be woken by the reader's next send. The run
+    /// waits for the reader in ≈ 20 places of Vidur's run (futex calls on its thread, `perf
+    /// record -e syscalls:sys_enter_futex`, 2026-12-07), and a wake-up costs the woken thread
+    /// tens of µs on a virtual machine. Without a CPU of its own the run never spins: it would
+    /// keep the reader it waits for from running (Vidur's run on one CPU: +1.8 ms median).
+    fn receive(&mut self) -> Option<Vec<TimedConversation>> {
+        if !self.spin {
+            return self.from_reader.recv().ok();
+        }
+        let start = std::time::Instant::now();
+        loop {
+            match self.from_reader.try_recv() {
+                Ok(batch) => return Some(batch),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                Err(std::sync::mpsc::TryRecvError::Empty) if start.elapsed() < SPIN_FOR_BATCH => {
+                    std::hint::spin_loop();
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return self.from_reader.recv().ok(),
+            }
+        }
     }
 
     /// Conversations fed so far.
@@ -264,18 +301,18 @@ mod tests {
     }
 
     /// A feeder of `count` conversations at 2× speed-up, constant 1 s think times, KV capacity
-    /// 100 tokens; and the run's side.
-    fn feed(count: usize) -> (TraceFeeder, FedConversations) {
+    /// 100 tokens; and the run's side, spinning for batches or not.
+    fn feed(count: usize, spin: bool) -> (TraceFeeder, FedConversations) {
         let (tx, rx) = std::sync::mpsc::channel();
         let think = ThinkTimeSpec::Constant { value_s: 1.0 };
         let replay = TraceReplay::new(2.0, &think, crate::rng::RngStreams::new(7));
         let feeder = TraceFeeder::new(tx, count, replay, 0, 100, indicatif::ProgressBar::hidden());
-        (feeder, FedConversations::new(rx, count))
+        (feeder, FedConversations::new(rx, count, spin))
     }
 
     #[test]
     fn the_run_gets_its_count_timed_and_the_reader_keeps_the_whole_trace() {
-        let (mut feeder, mut run) = feed(3);
+        let (mut feeder, mut run) = feed(3, false);
         feeder.take(region(&[0.0, 1.0], 0));
         feeder.take(region(&[3.0, 4.0, 5.0], 2));
         let got: Vec<_> = std::iter::from_fn(|| run.next()).collect();
@@ -298,7 +335,7 @@ mod tests {
     #[test]
     fn a_refused_conversation_ends_the_feed_and_voids_the_trace() {
         // c2 arrives before c1: the run gets c0 and c1, then the end of its feed.
-        let (mut feeder, mut run) = feed(10);
+        let (mut feeder, mut run) = feed(10, true);
         feeder.take(region(&[0.0, 2.0, 1.0, 3.0], 0));
         assert_eq!(run.next().map(|c| c.id), Some("c0".into()));
         assert_eq!(run.next().map(|c| c.id), Some("c1".into()));
@@ -307,7 +344,7 @@ mod tests {
         assert!(feeder.finish().is_none());
 
         // A trace shorter than the count: the feed ends with it, and the trace stands.
-        let (mut feeder, mut run) = feed(10);
+        let (mut feeder, mut run) = feed(10, false);
         feeder.take(region(&[0.0, 1.0], 0));
         let trace = feeder.finish();
         assert_eq!(std::iter::from_fn(|| run.next()).count(), 2);

@@ -265,6 +265,9 @@ const PROGRESS_EVERY: u64 = 4096;
 /// with 4,096-record batches, 0.22 ms with 256), with up to [`ROWS_IN_FLIGHT`] batches queued.
 const ROW_BATCH: usize = 256;
 
+/// How often a run's `requests.csv` formatting thread looks for a batch when it has none.
+const ROW_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// Row batches a run's `requests.csv` formatting thread may have queued before the run waits.
 const ROWS_IN_FLIGHT: usize = 16;
 
@@ -381,10 +384,15 @@ pub(crate) fn simulate_fed(
         sinks.bar.clone(),
     );
     // On 2 or 3 CPUs the run keeps the one this thread is on and the reader, the writer and the
-    // page-fault helper take the others ([`crate::cores`]).
+    // page-fault helper take the others ([`crate::cores`]); then the run may spin for the
+    // reader's next batch.
     let cores = crate::cores::CoreSplit::for_fed_run();
     let slot = FedSlot {
-        feed: std::sync::Mutex::new(Some(crate::commands::feed::FedConversations::new(rx, count))),
+        feed: std::sync::Mutex::new(Some(crate::commands::feed::FedConversations::new(
+            rx,
+            count,
+            cores.is_some(),
+        ))),
         cores,
     };
     let (results, read) = std::thread::scope(|ts| {
@@ -641,7 +649,17 @@ fn simulate_workload(
                         crate::prefault::populate_now(crate::prefault::Span::spare(&spare));
                         let _ = done_tx.send(spare);
                     }
-                    for mut batch in rx {
+                    // The writer looks for batches every ROW_POLL rather than waiting on the
+                    // channel: a send to a waiting receiver wakes it, a system call (and, on a
+                    // virtual machine, an interrupt to the other CPU) paid on the run's thread.
+                    let next_batch = || loop {
+                        match rx.try_recv() {
+                            Ok(batch) => return Some(batch),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::sleep(ROW_POLL),
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                        }
+                    };
+                    while let Some(mut batch) = next_batch() {
                         for r in &batch {
                             rows.push(r);
                         }
