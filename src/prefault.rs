@@ -85,7 +85,7 @@ pub(crate) fn populate_in_background(spans: Vec<Span>, cores: Option<crate::core
             return;
         }
         let _ = std::thread::Builder::new().name("prefault".into()).spawn(move || {
-            crate::commands::feed::yield_to_run(cores.as_ref());
+            crate::commands::feed::yield_to_run(cores.as_ref(), crate::commands::feed::SIDE_NICE);
             populate(&pieces);
         });
     }

@@ -253,21 +253,33 @@ impl FedConversations {
     }
 }
 
+/// The nice value of a fed run's trace reader and page-fault helper ([`yield_to_run`]).
+pub(crate) const SIDE_NICE: i32 = 10;
+
+/// The nice value of a fed run's `requests.csv` writer: below the reader's, which the run waits
+/// for when it falls behind (19 waits a run on Vidur's, 0–6 ms in all as the host allows, by a
+/// temporary timer, 2026-12-07). Where the two share a CPU the reader then gets ≈ 88% of it
+/// rather than half (CFS weights 110 and 15). Vidur's run against the writer at 10: −0.27,
+/// −1.04, −0.50 and −0.78 ms median, four rounds of 100–150 paired runs (docs/performance.md).
+pub(crate) const WRITER_NICE: i32 = 19;
+
 /// Makes the calling thread one of a fed run's side threads (the trace reader, the
-/// `requests.csv` writer, the page-fault helper): a lower scheduling priority (nice 10) and, with
-/// `cores`, the CPUs the run does not keep ([`crate::cores`]). When they compete for the CPUs, the
-/// run, which the others never hold up, gets the larger share (nice 10: on Vidur's run 1.3–1.6 ms
-/// of the whole process's median, 61 runs interleaved, docs/performance.md, 2026-12-06,
-/// evening). On Linux a thread is a task with its own nice value and
-/// `setpriority(PRIO_PROCESS, 0, …)` sets the caller's (setpriority(2), NOTES); elsewhere it would
-/// lower the whole process, so nothing is done. Neither needs privilege; a failure changes
-/// nothing but the speed, and is ignored.
-pub(crate) fn yield_to_run(cores: Option<&crate::cores::CoreSplit>) {
+/// `requests.csv` writer, the page-fault helper): a lower scheduling priority (`nice`:
+/// [`SIDE_NICE`] or [`WRITER_NICE`]) and, with `cores`, the CPUs the run does not keep
+/// ([`crate::cores`]). When they compete for the CPUs, the run, which the others never hold up,
+/// gets the larger share (nice 10: on Vidur's run 1.3–1.6 ms of the whole process's median, 61
+/// runs interleaved, docs/performance.md, 2026-12-06, evening). On Linux a thread is a task with
+/// its own nice value and `setpriority(PRIO_PROCESS, 0, …)` sets the caller's (setpriority(2),
+/// NOTES); elsewhere it would lower the whole process, so nothing is done. Neither needs
+/// privilege; a failure changes nothing but the speed, and is ignored.
+pub(crate) fn yield_to_run(cores: Option<&crate::cores::CoreSplit>, nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority reads no memory of ours; its arguments are plain integers.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
     if let Some(cores) = cores {
         cores.keep_side_thread_off_run();
     }
@@ -308,6 +320,33 @@ mod tests {
         let replay = TraceReplay::new(2.0, &think, crate::rng::RngStreams::new(7));
         let feeder = TraceFeeder::new(tx, count, replay, 0, 100, indicatif::ProgressBar::hidden());
         (feeder, FedConversations::new(rx, count, spin))
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_side_thread_takes_its_nice_value_and_leaves_the_callers() {
+        // SAFETY: getpriority reads no memory of ours.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice();
+        let (reader, writer) = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                yield_to_run(None, SIDE_NICE);
+                nice()
+            });
+            let writer = s.spawn(|| {
+                yield_to_run(None, WRITER_NICE);
+                nice()
+            });
+            (reader.join().unwrap(), writer.join().unwrap())
+        });
+        // Raising a nice value needs no privilege, so the writer always gets 19; a test run
+        // under `nice` above 10 keeps its value for the reader unless it may lower it (root).
+        assert_eq!(writer, 19);
+        assert!(
+            reader == 10 || (before > 10 && reader == before),
+            "reader at {reader}, from {before}"
+        );
+        assert_eq!(nice(), before, "the calling thread keeps its own");
     }
 
     #[test]

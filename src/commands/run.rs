@@ -400,7 +400,7 @@ pub(crate) fn simulate_fed(
         // count does not matter), at a lower priority than the run's: the run is the critical
         // path, and on two cores the reader and the `requests.csv` writer share the other one.
         let reader = ts.spawn(move || {
-            crate::commands::feed::yield_to_run(cores.as_ref());
+            crate::commands::feed::yield_to_run(cores.as_ref(), crate::commands::feed::SIDE_NICE);
             let start = std::time::Instant::now();
             // The ids' uniqueness is checked here, as they are read, rather than on the way to
             // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
@@ -637,9 +637,10 @@ fn simulate_workload(
                 let (done_tx, done_rx) = std::sync::mpsc::channel::<Batch>();
                 let fed = matches!(workload, Workload::Fed(_));
                 let writer = ts.spawn(move || {
-                    // Beside a fed run's trace reader, the writer too yields to the run.
+                    // Beside a fed run's trace reader, the writer too yields to the run, and
+                    // to the reader.
                     if fed {
-                        crate::commands::feed::yield_to_run(cores.as_ref());
+                        crate::commands::feed::yield_to_run(cores.as_ref(), crate::commands::feed::WRITER_NICE);
                     }
                     // Empty batches for the run to take as it fills its first ones, their pages
                     // faulted in here rather than on the run's thread (Vidur's run: ≈ 45 of its
