@@ -265,7 +265,8 @@ const PROGRESS_EVERY: u64 = 4096;
 /// with 4,096-record batches, 0.22 ms with 256), with up to [`ROWS_IN_FLIGHT`] batches queued.
 const ROW_BATCH: usize = 256;
 
-/// How often a run's `requests.csv` formatting thread looks for a batch when it has none.
+/// How often a run's `requests.csv` formatting thread looks for a batch when it has none: the
+/// end of a run waits up to this (and the timer's slack) for the thread to see its last batch.
 const ROW_POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Row batches a run's `requests.csv` formatting thread may have queued before the run waits.
@@ -466,8 +467,8 @@ enum Workload<'f> {
     Fed(&'f FedSlot),
 }
 
-/// One run's conversations ([`Workload`]): the workload shared by every run, or the feed and
-/// where to leave the trace it read.
+/// One run's conversations ([`Workload`]): the workload shared by every run, or the feed (the
+/// trace it read stays with the reader).
 enum RunSource<'w> {
     Built(&'w [workload::TimedConversation]),
     Fed(Box<crate::commands::feed::FedConversations>),
