@@ -352,8 +352,8 @@ pub struct FedTrace {
 }
 
 /// [`simulate_with`] for a scenario of one run loaded by
-/// [`ScenarioParts::load_for_feed`] (its trace not read yet): the trace `trace_path` is read
-/// on a thread of its own, at a lower priority than the run's, and its conversations fed to the
+/// [`ScenarioParts::load_for_feed`] (its trace not read yet): `reader` reads the trace on a
+/// thread of its own, at a lower priority than the run's, and its conversations are fed to the
 /// run as they are parsed
 /// ([`crate::commands::feed`]). With the trace read, the caller checks it
 /// ([`LoadedScenario::accept_fed_trace`]) before it uses the results. `None` when the trace did
@@ -364,7 +364,7 @@ pub struct FedTrace {
 /// Writing `requests.csv`.
 pub(crate) fn simulate_fed(
     sc: &LoadedScenario,
-    trace_path: &Path,
+    reader: TraceReader,
     sinks: RunSinks<'_>,
 ) -> Result<Option<(RunResults, FedTrace)>> {
     let w = &sc.resolved.workload;
@@ -376,7 +376,7 @@ pub(crate) fn simulate_fed(
         .expect("fed_trace takes only a number of conversations");
     assert_eq!(sc.deployments().len(), 1, "a trace is fed to one run");
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut feeder = crate::commands::feed::TraceFeeder::new(
+    let feeder = crate::commands::feed::TraceFeeder::new(
         tx,
         count,
         workload::TraceReplay::new(speedup, &w.think_time, RngStreams::new(sc.resolved.seed)),
@@ -396,36 +396,15 @@ pub(crate) fn simulate_fed(
         ))),
         cores,
     };
-    let (results, read) = std::thread::scope(|ts| {
-        // The reader has a thread of its own (it never waits for the run, so the run's thread
-        // count does not matter), at a lower priority than the run's: the run is the critical
-        // path, and on two cores the reader and the `requests.csv` writer share the other one.
-        let reader = ts.spawn(move || {
-            crate::commands::feed::yield_to_run(cores.as_ref(), crate::commands::feed::SIDE_NICE);
-            let start = std::time::Instant::now();
-            // The ids' uniqueness is checked here, as they are read, rather than on the way to
-            // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
-            let mut ids: rustc_hash::FxHashSet<std::sync::Arc<str>> = Default::default();
-            let mut unique = true;
-            // The whole trace is read, for the checks after the run, even when the run stopped.
-            let ok = crate::trace::feed_trace(trace_path, |region| {
-                ids.reserve(region.len());
-                for (c, _) in &region {
-                    unique &= ids.insert(c.id.clone());
-                }
-                feeder.take(region);
-                true
-            });
-            ReadOutcome {
-                ok,
-                trace: feeder.finish(),
-                ids_unique: unique,
-                time: start.elapsed(),
-            }
-        });
-        let results = simulate_workload(sc, Workload::Fed(&slot), std::time::Duration::ZERO, sinks);
-        (results, reader.join().expect("the trace reader panicked"))
-    });
+    // The reader, started as soon as the trace's path was known, gets its feeder now: the
+    // regions it parsed meanwhile go to the run first.
+    let TraceReader {
+        feeder: feeder_tx,
+        thread,
+    } = reader;
+    let _ = feeder_tx.send((feeder, cores));
+    let results = simulate_workload(sc, Workload::Fed(&slot), std::time::Duration::ZERO, sinks);
+    let read = thread.join().expect("the trace reader panicked");
     let results = results?;
     Ok(match (read.ok, read.trace) {
         (true, Some((convs, lines))) => Some((
@@ -439,6 +418,99 @@ pub(crate) fn simulate_fed(
         )),
         _ => None,
     })
+}
+
+/// A fed run's trace reader: a thread of its own, started by [`TraceReader::start`] as soon as
+/// the trace's path is known (before the scenario's calibration and checks, the output folder
+/// and the run's set-up: ≈ 0.3–0.5 ms of Vidur's run by `--timings`), so that the run, which
+/// takes its first conversation at once, seldom waits for it. It reads and parses the trace
+/// without a feeder, keeping the regions, until [`simulate_fed`] sends it one; the regions kept
+/// then go to the run first. It stops reading when the feeder's sender goes (the fed path
+/// failed before its run: nothing waits for its regions).
+pub(crate) struct TraceReader {
+    feeder: std::sync::mpsc::Sender<(crate::commands::feed::TraceFeeder, Option<crate::cores::CoreSplit>)>,
+    thread: std::thread::JoinHandle<ReadOutcome>,
+}
+
+impl TraceReader {
+    /// Starts reading `trace_path` on a thread of its own, at a lower priority than the run's
+    /// ([`crate::commands::feed::yield_to_run`]; the run is the critical path, and on two cores
+    /// the reader and the `requests.csv` writer share the other one).
+    pub(crate) fn start(trace_path: PathBuf) -> Self {
+        let (feeder_tx, feeder_rx) =
+            std::sync::mpsc::channel::<(crate::commands::feed::TraceFeeder, Option<crate::cores::CoreSplit>)>();
+        let thread = std::thread::spawn(move || {
+            crate::commands::feed::yield_to_run(None, crate::commands::feed::SIDE_NICE);
+            let start = std::time::Instant::now();
+            // The ids' uniqueness is checked here, as they are read, rather than on the way to
+            // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
+            let mut ids: rustc_hash::FxHashSet<std::sync::Arc<str>> = Default::default();
+            let mut unique = true;
+            let mut feeder: Option<crate::commands::feed::TraceFeeder> = None;
+            let mut kept: Vec<crate::commands::feed::Region> = Vec::new();
+            // Takes the feeder once sent (`wait`: until it is, or its sender goes); false when
+            // it never will be.
+            let attach = |feeder: &mut Option<crate::commands::feed::TraceFeeder>,
+                          kept: &mut Vec<crate::commands::feed::Region>,
+                          wait: bool|
+             -> bool {
+                if feeder.is_some() {
+                    return true;
+                }
+                let sent = if wait {
+                    feeder_rx
+                        .recv()
+                        .map_err(|_| std::sync::mpsc::TryRecvError::Disconnected)
+                } else {
+                    feeder_rx.try_recv()
+                };
+                match sent {
+                    Ok((mut f, cores)) => {
+                        if let Some(cores) = &cores {
+                            cores.keep_side_thread_off_run();
+                        }
+                        for region in kept.drain(..) {
+                            f.take(region);
+                        }
+                        *feeder = Some(f);
+                        true
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => true,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => false,
+                }
+            };
+            // The whole trace is read, for the checks after the run, even when the run stopped.
+            let ok = crate::trace::feed_trace(&trace_path, |region| {
+                ids.reserve(region.len());
+                for (c, _) in &region {
+                    unique &= ids.insert(c.id.clone());
+                }
+                if !attach(&mut feeder, &mut kept, false) {
+                    return false;
+                }
+                match &mut feeder {
+                    Some(f) => f.take(region),
+                    None => kept.push(region),
+                }
+                true
+            });
+            let trace = if attach(&mut feeder, &mut kept, true) {
+                feeder.and_then(crate::commands::feed::TraceFeeder::finish)
+            } else {
+                None
+            };
+            ReadOutcome {
+                ok,
+                trace,
+                ids_unique: unique,
+                time: start.elapsed(),
+            }
+        });
+        TraceReader {
+            feeder: feeder_tx,
+            thread,
+        }
+    }
 }
 
 /// How a fed run's trace reading went.
@@ -943,6 +1015,7 @@ pub(crate) fn exec_run(
     let (parts, fed) = match fed_trace {
         None => (Some(parts), None),
         Some(trace_path) => {
+            let reader = TraceReader::start(trace_path.clone());
             let fed = parts.load_for_feed(scenario).and_then(|mut sc| {
                 sc.decode_runs = decode_runs;
                 let dest = dest_of(&sc.resolved.name);
@@ -950,7 +1023,7 @@ pub(crate) fn exec_run(
                 let staged = OutputDir::create(&dest, force, "run").ok()?;
                 let t0 = std::time::Instant::now();
                 let sinks = RunSinks::of_run(&staged, quiet, requests, plots);
-                let (res, trace) = simulate_fed(&sc, &trace_path, sinks).ok()??;
+                let (res, trace) = simulate_fed(&sc, reader, sinks).ok()??;
                 sc.load_timings = crate::scenario::LoadTimings {
                     trace: trace.read,
                     calibration: sc.load_timings.calibration,
@@ -1194,5 +1267,49 @@ mod tests {
         // Every request was simulated to an end, succeeded or failed: the bar counted them all.
         let ended: usize = res.summaries.iter().map(|s| s.num_requests + s.num_failed).sum();
         assert_eq!(ended as u64, runs * turns);
+    }
+}
+
+#[cfg(test)]
+mod trace_reader_tests {
+    use super::TraceReader;
+    use crate::commands::feed::{FedConversations, TraceFeeder};
+
+    /// Vidur's shipped trace: 10,000 one-turn conversations `vidur-1`, `vidur-2`, ….
+    fn vidur() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/vidur-arxiv-qps2-10000.jsonl.gz")
+    }
+
+    /// A feeder of `count` conversations (speed-up 1, no think time, any KV footprint).
+    fn feeder(count: usize) -> (TraceFeeder, FedConversations) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let think = crate::sim::workload::ThinkTimeSpec::Constant { value_s: 0.0 };
+        let replay = crate::sim::workload::TraceReplay::new(1.0, &think, crate::rng::RngStreams::new(1));
+        let feeder = TraceFeeder::new(tx, count, replay, 0, u64::MAX, indicatif::ProgressBar::hidden());
+        (feeder, FedConversations::new(rx, count, false))
+    }
+
+    #[test]
+    fn regions_read_before_the_feeder_comes_go_to_the_run_first() {
+        let reader = TraceReader::start(vidur());
+        // Most or all of the trace is read before the feeder is sent.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (f, mut run) = feeder(3);
+        reader.feeder.send((f, None)).unwrap();
+        let ids: Vec<String> = std::iter::from_fn(|| run.next()).map(|c| c.id.to_string()).collect();
+        assert_eq!(ids, ["vidur-1", "vidur-2", "vidur-3"]);
+        let read = reader.thread.join().unwrap();
+        assert!(read.ok && read.ids_unique);
+        let (convs, lines) = read.trace.expect("nothing refused");
+        assert_eq!((convs.len(), lines.len(), lines[9999]), (10_000, 10_000, 10_000));
+    }
+
+    #[test]
+    fn a_reader_whose_run_never_comes_stops_and_keeps_nothing() {
+        let reader = TraceReader::start(vidur());
+        drop(reader.feeder);
+        let read = reader.thread.join().unwrap();
+        // It stopped at its first region (the sender was gone long before the trace's end).
+        assert!(!read.ok && read.trace.is_none());
     }
 }
