@@ -494,6 +494,8 @@ impl TraceReader {
                 }
                 true
             });
+            // The reading's time, not the wait for a run that comes after it.
+            let time = start.elapsed();
             let trace = if attach(&mut feeder, &mut kept, true) {
                 feeder.and_then(crate::commands::feed::TraceFeeder::finish)
             } else {
@@ -503,7 +505,7 @@ impl TraceReader {
                 ok,
                 trace,
                 ids_unique: unique,
-                time: start.elapsed(),
+                time,
             }
         });
         TraceReader {
