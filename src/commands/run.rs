@@ -422,7 +422,8 @@ pub(crate) fn simulate_fed(
 
 /// A fed run's trace reader: a thread of its own, started by [`TraceReader::start`] as soon as
 /// the trace's path is known (before the scenario's calibration and checks, the output folder
-/// and the run's set-up: ≈ 0.3–0.5 ms of Vidur's run by `--timings`), so that the run, which
+/// and the run's set-up: on Vidur's run `--timings` gives 0.06–0.08 ms for the calibration and
+/// 0.1–0.3 ms for the output folder), so that the run, which
 /// takes its first conversation at once, seldom waits for it. It reads and parses the trace
 /// without a feeder, keeping the regions, until [`simulate_fed`] sends it one; the regions kept
 /// then go to the run first. It stops reading when the feeder's sender goes (the fed path
@@ -446,60 +447,34 @@ impl TraceReader {
             // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
             let mut ids: rustc_hash::FxHashSet<std::sync::Arc<str>> = Default::default();
             let mut unique = true;
-            let mut feeder: Option<crate::commands::feed::TraceFeeder> = None;
-            let mut kept: Vec<crate::commands::feed::Region> = Vec::new();
-            // Takes the feeder once sent (`wait`: until it is, or its sender goes); false when
-            // it never will be.
-            let attach = |feeder: &mut Option<crate::commands::feed::TraceFeeder>,
-                          kept: &mut Vec<crate::commands::feed::Region>,
-                          wait: bool|
-             -> bool {
-                if feeder.is_some() {
-                    return true;
-                }
-                let sent = if wait {
-                    feeder_rx
-                        .recv()
-                        .map_err(|_| std::sync::mpsc::TryRecvError::Disconnected)
-                } else {
-                    feeder_rx.try_recv()
-                };
-                match sent {
-                    Ok((mut f, cores)) => {
-                        if let Some(cores) = &cores {
-                            cores.keep_side_thread_off_run();
-                        }
-                        for region in kept.drain(..) {
-                            f.take(region);
-                        }
-                        *feeder = Some(f);
-                        true
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => true,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => false,
-                }
-            };
-            // The whole trace is read, for the checks after the run, even when the run stopped.
+            let mut feed = ReaderFeed::Waiting(Vec::new());
+            // The whole trace is read, for the checks after the run, even when the run stopped;
+            // the reading stops only when no run will ever come.
             let ok = crate::trace::feed_trace(&trace_path, |region| {
                 ids.reserve(region.len());
                 for (c, _) in &region {
                     unique &= ids.insert(c.id.clone());
                 }
-                if !attach(&mut feeder, &mut kept, false) {
-                    return false;
+                if let ReaderFeed::Waiting(_) = feed {
+                    match feeder_rx.try_recv() {
+                        Ok(sent) => feed.attach(sent),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+                    }
                 }
-                match &mut feeder {
-                    Some(f) => f.take(region),
-                    None => kept.push(region),
-                }
+                feed.take(region);
                 true
             });
             // The reading's time, not the wait for a run that comes after it.
             let time = start.elapsed();
-            let trace = if attach(&mut feeder, &mut kept, true) {
-                feeder.and_then(crate::commands::feed::TraceFeeder::finish)
-            } else {
-                None
+            if let ReaderFeed::Waiting(_) = feed {
+                if let Ok(sent) = feeder_rx.recv() {
+                    feed.attach(sent);
+                }
+            }
+            let trace = match feed {
+                ReaderFeed::Feeding(feeder) => feeder.finish(),
+                ReaderFeed::Waiting(_) => None,
             };
             ReadOutcome {
                 ok,
@@ -515,6 +490,37 @@ impl TraceReader {
     }
 }
 
+/// What a [`TraceReader`] does with the regions it parses: keeps them until its run sends it a
+/// feeder, then feeds them.
+enum ReaderFeed {
+    Waiting(Vec<crate::commands::feed::Region>),
+    Feeding(Box<crate::commands::feed::TraceFeeder>),
+}
+
+impl ReaderFeed {
+    /// Takes the feeder the run sent, off the run's CPU when it has one, and feeds it the
+    /// regions kept.
+    fn attach(&mut self, (mut feeder, cores): (crate::commands::feed::TraceFeeder, Option<crate::cores::CoreSplit>)) {
+        if let Some(cores) = &cores {
+            cores.keep_side_thread_off_run();
+        }
+        if let ReaderFeed::Waiting(kept) = self {
+            for region in kept.drain(..) {
+                feeder.take(region);
+            }
+        }
+        *self = ReaderFeed::Feeding(Box::new(feeder));
+    }
+
+    /// Feeds `region`, or keeps it until a feeder comes.
+    fn take(&mut self, region: crate::commands::feed::Region) {
+        match self {
+            ReaderFeed::Waiting(kept) => kept.push(region),
+            ReaderFeed::Feeding(feeder) => feeder.take(region),
+        }
+    }
+}
+
 /// How a fed run's trace reading went.
 struct ReadOutcome {
     /// The whole file read ([`crate::trace::feed_trace`]).
@@ -523,6 +529,8 @@ struct ReadOutcome {
     trace: Option<crate::commands::feed::ReadTrace>,
     /// No two conversations read share an id.
     ids_unique: bool,
+    /// Wall time of the reading, from the reader's start to the trace's end (not the wait for
+    /// the run after it).
     time: std::time::Duration,
 }
 
