@@ -90,7 +90,7 @@ pub enum RequestStatus {
 pub type Name = internment::Intern<str>;
 
 /// Reads a [`Name`] (`internment` deserializes interned sized values only).
-fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+pub(crate) fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
     let s: std::borrow::Cow<'de, str> = Deserialize::deserialize(d)?;
     Ok(Name::from(&*s))
 }

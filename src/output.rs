@@ -280,11 +280,10 @@ pub fn read_summary_csv(path: &std::path::Path) -> crate::error::InputResult<Vec
 /// `timeline.csv`: `policy,time_s,instance,waiting,running,kv_usage,busy_fraction`, one line
 /// per instance and grid point (see [`crate::sim::TimelineSample`]): [`timeline_csv_header`],
 /// then each row as [`push_timeline_rows`] formats it.
-pub fn timeline_csv(rows: &[(String, crate::sim::TimelineSample)]) -> Vec<u8> {
+pub fn timeline_csv(timelines: &[crate::sim::PolicyTimeline]) -> Vec<u8> {
     let mut out = timeline_csv_header();
-    out.reserve(rows.len() * TIMELINE_ROW_BYTES);
-    for (policy, s) in rows {
-        push_timeline_rows(&mut out, policy, std::slice::from_ref(s));
+    for t in timelines {
+        push_timeline_rows(&mut out, &t.policy, &t.samples);
     }
     out
 }
@@ -338,13 +337,12 @@ const TIMELINE_HEADER: [&str; 7] = [
     "busy_fraction",
 ];
 
-/// Reads a `timeline.csv` written by [`timeline_csv`].
+/// Reads a `timeline.csv` written by [`timeline_csv`]: its runs, one per stretch of rows of a
+/// policy.
 ///
 /// # Errors
 /// Unreadable files, another header, or a row that does not parse (naming its line).
-pub fn read_timeline_csv(
-    path: &std::path::Path,
-) -> crate::error::InputResult<Vec<(String, crate::sim::TimelineSample)>> {
+pub fn read_timeline_csv(path: &std::path::Path) -> crate::error::InputResult<Vec<crate::sim::PolicyTimeline>> {
     use crate::error::InputError;
     let text = crate::input::read_text(path)?;
     let (header, records) = crate::input::csv_rows(path, &text)?;
@@ -358,16 +356,21 @@ pub fn read_timeline_csv(
         ));
     }
     let inner = csv::StringRecord::from(TIMELINE_HEADER[1..].to_vec());
-    records
-        .iter()
-        .map(|(line, rec)| {
-            let rest: csv::StringRecord = rec.iter().skip(1).collect();
-            let s: crate::sim::TimelineSample = rest
-                .deserialize(Some(&inner))
-                .map_err(|e| InputError::line(path, *line, e.to_string()))?;
-            Ok((rec[0].to_string(), s))
-        })
-        .collect()
+    let mut timelines: Vec<crate::sim::PolicyTimeline> = Vec::new();
+    for (line, rec) in &records {
+        let rest: csv::StringRecord = rec.iter().skip(1).collect();
+        let s: crate::sim::TimelineSample = rest
+            .deserialize(Some(&inner))
+            .map_err(|e| InputError::line(path, *line, e.to_string()))?;
+        match timelines.last_mut() {
+            Some(t) if t.policy == rec[0] => t.samples.push(s),
+            _ => timelines.push(crate::sim::PolicyTimeline {
+                policy: rec[0].to_string(),
+                samples: vec![s],
+            }),
+        }
+    }
+    Ok(timelines)
 }
 
 /// `v` with `prec` decimals for a text table, or `–` when it does not exist (NaN, ±∞): printed
@@ -538,7 +541,7 @@ mod tests {
 
     #[test]
     fn timeline_rows_are_the_bytes_the_csv_serializer_writes() {
-        use crate::sim::TimelineSample;
+        use crate::sim::{PolicyTimeline, TimelineSample};
         let sample = |time_s: f64, instance: &str, kv_usage: f64, busy_fraction: f64| TimelineSample {
             time_s,
             instance: instance.into(),
@@ -560,17 +563,65 @@ mod tests {
             w.serialize((policy, s)).unwrap();
         }
         let expected = w.into_inner().unwrap();
+        // Each row a run's timeline of one sample.
+        let timelines: Vec<PolicyTimeline> = rows
+            .iter()
+            .map(|(policy, s)| PolicyTimeline {
+                policy: policy.clone(),
+                samples: vec![s.clone()],
+            })
+            .collect();
         assert_eq!(
-            String::from_utf8(timeline_csv(&rows)).unwrap(),
+            String::from_utf8(timeline_csv(&timelines)).unwrap(),
             String::from_utf8(expected).unwrap()
         );
         // And what that is, by hand, for the first two rows.
-        let text = String::from_utf8(timeline_csv(&rows[..2])).unwrap();
+        let text = String::from_utf8(timeline_csv(&timelines[..2])).unwrap();
         assert_eq!(
             text,
             "policy,time_s,instance,waiting,running,kv_usage,busy_fraction\n\
              pd,2.0,R0,7,4000000000,0.159390724874201,1.0\n\
              \"a,b\",0.25,\"D\"\"1\"\"\",7,4000000000,1e-7,0.0\n"
         );
+    }
+
+    #[test]
+    fn a_timeline_csv_reads_back_into_its_runs_timelines_with_interned_instances() {
+        use crate::sim::{PolicyTimeline, TimelineSample};
+        let sample = |time_s: f64, instance: &str, running: u32| TimelineSample {
+            time_s,
+            instance: instance.into(),
+            waiting: 0,
+            running,
+            kv_usage: 0.5,
+            busy_fraction: 0.25,
+        };
+        // Two runs of two instances each, two grid points each; the second run's policy name
+        // needs quoting.
+        let timelines = vec![
+            PolicyTimeline {
+                policy: "1P_1D".into(),
+                samples: vec![
+                    sample(1.0, "P0", 1),
+                    sample(1.0, "D0", 2),
+                    sample(2.0, "P0", 3),
+                    sample(2.0, "D0", 4),
+                ],
+            },
+            PolicyTimeline {
+                policy: "ppd,t=64".into(),
+                samples: vec![sample(1.0, "P0", 5), sample(1.0, "D0", 6)],
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timeline.csv");
+        std::fs::write(&path, timeline_csv(&timelines)).unwrap();
+        let back = read_timeline_csv(&path).unwrap();
+        assert_eq!(back, timelines);
+        // The instance names read back are the process's interned copies.
+        assert!(std::ptr::eq(
+            back[1].samples[1].instance.as_ref(),
+            crate::metrics::Name::from("D0").as_ref()
+        ));
     }
 }

@@ -620,8 +620,8 @@ pub struct RunPlots<'a> {
     /// Every request; `None` when there is no `requests.csv` to read them from: the figures that
     /// need them (`latency_cdf`, `ttft_by_turn` and its CSV) are then not drawn.
     pub requests: Option<&'a [RequestLatency]>,
-    /// `timeline.csv`: (policy, sample), policy by policy.
-    pub timeline: &'a [(String, crate::sim::TimelineSample)],
+    /// `timeline.csv`: the runs' timelines.
+    pub timeline: &'a [crate::sim::PolicyTimeline],
     /// SLO targets (drawn as reference lines).
     pub slo: Option<crate::metrics::Slo>,
 }
@@ -755,8 +755,12 @@ pub fn run_figures(dir: &crate::outdir::OutputDir, d: &RunPlots) -> Result<()> {
     }
     for policy in d.policies {
         jobs.push(Box::new(move || {
-            let samples: Vec<&crate::sim::TimelineSample> =
-                d.timeline.iter().filter(|(p, _)| p == policy).map(|(_, s)| s).collect();
+            let samples: Vec<&crate::sim::TimelineSample> = d
+                .timeline
+                .iter()
+                .filter(|t| &t.policy == policy)
+                .flat_map(|t| &t.samples)
+                .collect();
             if samples.is_empty() {
                 return Ok(());
             }
@@ -1112,7 +1116,7 @@ impl Figure for Timeline<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let mut instances: Vec<&str> = Vec::new();
         for s in self.samples {
-            if !instances.contains(&s.instance.as_str()) {
+            if !instances.contains(&&*s.instance) {
                 instances.push(&s.instance);
             }
         }
@@ -1163,7 +1167,7 @@ impl Figure for Timeline<'_> {
                 let pts: Vec<(f64, f64)> = self
                     .samples
                     .iter()
-                    .filter(|s| s.instance == *inst)
+                    .filter(|s| &*s.instance == *inst)
                     .map(|s| (s.time_s, pick(s)))
                     .collect();
                 draw_line(&mut chart, &pts, k, 1)?;

@@ -21,8 +21,8 @@ pub struct RunResults {
     /// Every request's latencies for the run figures (policy = index in `summaries`), policy by
     /// policy, when asked for.
     pub latencies: Vec<crate::plot::RequestLatency>,
-    /// Per-instance timelines (`run` only; empty in sweeps): (policy, sample), policy by policy.
-    pub timeline: Vec<(String, crate::sim::TimelineSample)>,
+    /// Per-instance timelines (`run` only; empty in sweeps), run by run.
+    pub timeline: Vec<crate::sim::PolicyTimeline>,
     /// `timeline.csv`'s bytes for [`RunResults::timeline`] ([`output::timeline_csv`]; empty in
     /// sweeps), each run's rows formatted as it finished.
     pub timeline_csv: Vec<u8>,
@@ -882,7 +882,12 @@ fn simulate_workload(
         let (s, l, t, t_rows, timing, overrun) = res?;
         out.run_timings.push(timing);
         out.setup_overruns.extend(overrun);
-        out.timeline.extend(t.into_iter().map(|x| (s.policy.clone(), x)));
+        if !t.is_empty() {
+            out.timeline.push(crate::sim::PolicyTimeline {
+                policy: s.policy.clone(),
+                samples: t,
+            });
+        }
         out.timeline_csv.extend_from_slice(&t_rows);
         out.summaries.push(s);
         out.latencies.extend(l);

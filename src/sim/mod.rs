@@ -420,8 +420,11 @@ pub struct SimResult {
 pub struct TimelineSample {
     /// Grid time since the start \[s\].
     pub time_s: f64,
-    /// Instance name (`P0`, `D1`, `R0`).
-    pub instance: String,
+    /// Instance name (`P0`, `D1`, `R0`; interned, as a [`crate::metrics::RequestRecord`]'s
+    /// names are: a sample holds a pointer, and is as large as the raw sample it is made from,
+    /// so [`Simulation::run`] converts the raw samples in place).
+    #[serde(deserialize_with = "crate::metrics::interned")]
+    pub instance: crate::metrics::Name,
     /// Sequences waiting for admission (the engine's queue).
     pub waiting: u32,
     /// Sequences admitted (prefilling or decoding).
@@ -432,6 +435,16 @@ pub struct TimelineSample {
     pub busy_fraction: f64,
 }
 
+/// A run's timeline (`run`'s `timeline.csv` rows of one policy): its policy and its samples,
+/// grid point by grid point, each point's instances in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyTimeline {
+    /// Policy (router) name.
+    pub policy: String,
+    /// Its samples.
+    pub samples: Vec<TimelineSample>,
+}
+
 /// The most grid points a timeline keeps per instance: past it the interval doubles and every
 /// other point is dropped, so memory stays bounded however long the run.
 pub const MAX_TIMELINE_POINTS: usize = 4096;
@@ -439,9 +452,18 @@ pub const MAX_TIMELINE_POINTS: usize = 4096;
 /// The most raw timeline samples reserved up front (1 MiB of them); a larger cluster's grow.
 const MAX_RESERVED_TIMELINE_SAMPLES: usize = (1 << 20) / std::mem::size_of::<RawSample>();
 
-/// A raw timeline sample: (grid time, instance, waiting, running, used blocks, busy time up to
-/// then).
-type RawSample = (SimTime, usize, u32, u32, u64, SimDuration);
+/// A raw timeline sample: (grid time, instance name, waiting, running, used blocks, busy time up
+/// to then). The samples are kept grid point by grid point, each point's instances in order, so
+/// sample `j`'s instance is `j` modulo the instance count.
+type RawSample = (SimTime, crate::metrics::Name, u32, u32, u64, SimDuration);
+
+// A run's samples are made from its raw samples in their own allocation (`Vec`'s in-place
+// `collect`), which needs the two the same size and alignment: no second array written, on
+// the simulating thread, after the run (Vidur's run: 4,097 samples, ≈ 200 KB).
+const _: () = assert!(
+    std::mem::size_of::<RawSample>() == std::mem::size_of::<TimelineSample>()
+        && std::mem::align_of::<RawSample>() == std::mem::align_of::<TimelineSample>()
+);
 
 /// The timeline being recorded: raw samples (cumulative busy time), thinned as it grows.
 struct Timeline {
@@ -858,7 +880,7 @@ impl<'a> Simulation<'a> {
             for (k, i) in self.instances.iter().enumerate() {
                 tl.raw.push((
                     g,
-                    k,
+                    self.instance_names[k],
                     i.num_waiting() as u32,
                     i.num_running() as u32,
                     i.used_blocks(),
@@ -1806,16 +1828,21 @@ impl<'a> Simulation<'a> {
         let timeline = self.timeline.take().map_or_else(Vec::new, |tl| {
             let mut prev_busy = vec![SimDuration::ZERO; self.instances.len()];
             let mut prev_t = vec![SimTime::ZERO; self.instances.len()];
+            let n = self.instances.len();
+            assert_eq!(tl.raw.len() % n, 0, "the timeline samples every instance at each point");
             tl.raw
                 .into_iter()
-                .map(|(t, k, waiting, running, blocks, busy)| {
+                .enumerate()
+                .map(|(j, (t, instance, waiting, running, blocks, busy))| {
+                    let k = j % n;
+                    debug_assert_eq!(instance, self.instance_names[k], "timeline sample {j}'s instance");
                     let span = (t.0 - prev_t[k].0) as f64;
                     let busy_fraction = (busy.0 - prev_busy[k].0) as f64 / span;
                     (prev_t[k], prev_busy[k]) = (t, busy);
                     let i = &self.instances[k];
                     TimelineSample {
                         time_s: t.as_secs(),
-                        instance: i.name.clone(),
+                        instance,
                         waiting,
                         running,
                         kv_usage: blocks as f64 / i.limits.capacity_blocks.max(1) as f64,
@@ -1942,22 +1969,22 @@ mod tests {
     #[test]
     fn a_timeline_reserves_room_for_every_sample_it_keeps_and_offers_it_for_prefaulting() {
         // 1 P + 1 pD: two instances, so (4,096 + 1) × 2 samples fit without moving; the span
-        // offered to the page-fault helper is that room, 40 bytes a sample.
+        // offered to the page-fault helper is that room, 48 bytes a sample.
         let cost = ConstantCostModel { step_ms: 10.0 };
         let sim = Simulation::new(predictive_1p_1pd(|_| {}), &cost, vec![one_turn(0, 100, 3)]);
         let plain = sim.spare_spans().len();
         let sim = sim.with_timeline(1.0);
         let raw = &sim.timeline.as_ref().expect("a timeline").raw;
-        assert_eq!(std::mem::size_of::<RawSample>(), 40);
+        assert_eq!(std::mem::size_of::<RawSample>(), 48);
         assert_eq!(raw.capacity(), 2 * (MAX_TIMELINE_POINTS + 1));
         let spans = sim.spare_spans();
         assert_eq!(spans.len(), plain + 1);
-        let room = 2 * (MAX_TIMELINE_POINTS + 1) * 40;
+        let room = 2 * (MAX_TIMELINE_POINTS + 1) * 48;
         assert_eq!(spans.iter().filter(|s| s.len_bytes() == room).count(), 1, "{spans:?}");
-        // 8 instances would need 32,776 samples: 1 MiB of them (26,214) is reserved instead.
+        // 8 instances would need 32,776 samples: 1 MiB of them (21,845) is reserved instead.
         let big = predictive_1p_1pd(|c| c.shape = crate::cluster::Shape::parse("1P_7pD").expect("a shape"));
         let sim = Simulation::new(big, &cost, vec![one_turn(0, 100, 3)]).with_timeline(1.0);
         let raw = &sim.timeline.as_ref().expect("a timeline").raw;
-        assert_eq!(raw.capacity(), 26_214);
+        assert_eq!(raw.capacity(), 21_845);
     }
 }

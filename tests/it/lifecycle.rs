@@ -1090,7 +1090,7 @@ fn timeline_samples_queue_kv_and_busy_fraction_on_a_grid() {
         .with_timeline(0.005)
         .run();
     let tl = &res.timeline;
-    assert!(tl.iter().all(|s| s.instance == "R0"));
+    assert!(tl.iter().all(|s| &*s.instance == "R0"));
     // Turn 1 reaches the engine after the 2 ms request overhead; its prefill runs 2 → 12 ms.
     let at = |t: f64| tl.iter().find(|s| (s.time_s - t).abs() < 1e-12).unwrap();
     close(at(0.005).busy_fraction, 0.6);
