@@ -93,17 +93,6 @@ pub(crate) fn populate_in_background(spans: Vec<Span>, cores: Option<crate::core
     let _ = (spans, cores);
 }
 
-/// Faults in the whole pages of `span` (its first [`MAX_SPAN_BYTES`]) now, on the calling
-/// thread: for memory a side thread hands the run. Does nothing off Linux.
-pub(crate) fn populate_now(span: Span) {
-    #[cfg(target_os = "linux")]
-    if let Some(page) = page_size() {
-        populate(&plan(&[span], page, PIECE_BYTES, MAX_SPAN_BYTES));
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = span;
-}
-
 /// The page size \[B\], or `None` when it is not a power of two.
 #[cfg(target_os = "linux")]
 fn page_size() -> Option<usize> {
@@ -221,7 +210,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn populating_now_maps_every_whole_page_before_it_is_written() {
+    fn populating_maps_every_whole_page_before_it_is_written() {
         // 64 pages of a fresh anonymous map (never touched): none resident before, all after
         // (mincore(2)), and still zero.
         let page = page_size().expect("a power-of-two page");
@@ -244,10 +233,11 @@ mod tests {
             };
             let mut out = vec![0u8; 64];
             assert_eq!(resident(&mut out), 0);
-            populate_now(Span {
+            let span = Span {
                 addr: addr as usize,
                 len,
-            });
+            };
+            populate(&plan(&[span], page, PIECE_BYTES, MAX_SPAN_BYTES));
             // A kernel without MADV_POPULATE_WRITE (before 5.14) refuses it: then the run
             // takes its faults itself and nothing is mapped ahead.
             let supported = libc::madvise(addr, 0, libc::MADV_POPULATE_WRITE) == 0;

@@ -272,11 +272,16 @@ const ROW_POLL: std::time::Duration = std::time::Duration::from_micros(50);
 /// Row batches a run's `requests.csv` formatting thread may have queued before the run waits.
 const ROWS_IN_FLIGHT: usize = 16;
 
-/// Empty row batches the formatting thread makes (and faults in) for the run before it hands
-/// any back: as many as Vidur's run made itself otherwise. A batch is 256 records of 192 bytes,
-/// 12 pages, and the run's thread took ≈ 45 page faults writing new batches
-/// (`perf record -e page-faults --call-graph dwarf`, 2026-12-06): ≈ 4 batches.
-const SPARE_ROW_BATCHES: usize = 4;
+/// Empty row batches a run sets aside before it starts, for when the formatting thread has none
+/// to hand back: one per [`ROW_BATCH`] conversations, up to [`ROWS_IN_FLIGHT`]. A fed run has
+/// their pages faulted in by its page-fault helper ([`crate::prefault`]); a batch is 256
+/// records of 192 bytes, 12 pages. Beside a fed run's trace reader the formatting thread gets
+/// little of its CPU (it runs at [`crate::commands::feed::WRITER_NICE`]), and Vidur's run wrote
+/// ≈ 140 of its ≈ 190 page faults into new batches when the formatting thread made the run 4
+/// spare batches (`perf record -e page-faults --call-graph dwarf`, 2026-12-07).
+fn row_batch_stock(num_conversations: usize) -> usize {
+    num_conversations.div_ceil(ROW_BATCH).clamp(1, ROWS_IN_FLIGHT)
+}
 
 /// Simulates every run of a loaded scenario (in parallel; results in scenario order and
 /// independent of the thread count), into `sinks`: advancing its bar by the requests simulated
@@ -636,8 +641,9 @@ fn simulate_workload(
                 slot.feed.lock().expect("a run panicked").take().expect("one fed run"),
             )),
         };
-        // The run, each record passed to `emit` after the summary and latencies take theirs.
-        let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord)| {
+        // The run, each record passed to `emit` after the summary and latencies take theirs; a
+        // fed run's page-fault helper also faults in `spare`.
+        let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord), spare: Vec<crate::prefault::Span>| {
             let (sim, spans) = match &mut source {
                 RunSource::Built(convs) => (Simulation::new(sc.sim_config(d), &cost, &convs[..]), None),
                 RunSource::Fed(feed) => {
@@ -694,6 +700,7 @@ fn simulate_workload(
             };
             if let Some(mut spans) = spans {
                 spans.extend(sim.spare_spans());
+                spans.extend(spare);
                 crate::prefault::populate_in_background(spans, cores);
             }
             sim.run()
@@ -702,9 +709,9 @@ fn simulate_workload(
         let pin = cores.as_ref().map(crate::cores::CoreSplit::pin_run);
         let simulate_start = std::time::Instant::now();
         let r = match rows {
-            None => simulate(&mut |_| {}),
+            None => simulate(&mut |_| {}, Vec::new()),
             Some(mut rows) if !offload => {
-                let r = simulate(&mut |r| rows.push(&r));
+                let r = simulate(&mut |r| rows.push(&r), Vec::new());
                 rows.finish()?;
                 r
             }
@@ -724,14 +731,6 @@ fn simulate_workload(
                     // to the reader.
                     if fed {
                         crate::commands::feed::yield_to_run(cores.as_ref(), crate::commands::feed::WRITER_NICE);
-                    }
-                    // Empty batches for the run to take as it fills its first ones, their pages
-                    // faulted in here rather than on the run's thread (Vidur's run: ≈ 45 of its
-                    // thread's faults went to new batches before the first came back).
-                    for _ in 0..SPARE_ROW_BATCHES {
-                        let spare: Batch = Vec::with_capacity(ROW_BATCH);
-                        crate::prefault::populate_now(crate::prefault::Span::spare(&spare));
-                        let _ = done_tx.send(spare);
                     }
                     // The writer looks for batches every ROW_POLL rather than waiting on the
                     // channel: a send to a waiting receiver wakes it, a system call (and, on a
@@ -754,20 +753,30 @@ fn simulate_workload(
                     rows.finish()
                 });
                 let mut batch = Vec::with_capacity(ROW_BATCH);
-                let r = simulate(&mut |r| {
-                    batch.push(r);
-                    if batch.len() == ROW_BATCH {
-                        let next = match done_rx.try_recv() {
-                            Ok(emptied) => {
-                                assert!(emptied.is_empty(), "the writer sent back a batch with records");
-                                emptied
-                            }
-                            Err(_) => Vec::with_capacity(ROW_BATCH),
-                        };
-                        // The receiver only goes away by panicking, which the join reports.
-                        let _ = tx.send(std::mem::replace(&mut batch, next));
-                    }
-                });
+                // Batches for when the writer has handed none back, in the order their pages
+                // are faulted in.
+                let stock: Vec<Batch> = (0..row_batch_stock(w.num_conversations.unwrap_or(0)))
+                    .map(|_| Vec::with_capacity(ROW_BATCH))
+                    .collect();
+                let spare = stock.iter().map(crate::prefault::Span::spare).collect();
+                let mut stock = stock.into_iter();
+                let r = simulate(
+                    &mut |r| {
+                        batch.push(r);
+                        if batch.len() == ROW_BATCH {
+                            let next = match done_rx.try_recv() {
+                                Ok(emptied) => {
+                                    assert!(emptied.is_empty(), "the writer sent back a batch with records");
+                                    emptied
+                                }
+                                Err(_) => stock.next().unwrap_or_else(|| Vec::with_capacity(ROW_BATCH)),
+                            };
+                            // The receiver only goes away by panicking, which the join reports.
+                            let _ = tx.send(std::mem::replace(&mut batch, next));
+                        }
+                    },
+                    spare,
+                );
                 if !batch.is_empty() {
                     let _ = tx.send(batch);
                 }
@@ -1166,7 +1175,7 @@ pub(crate) fn exec_run(
 
 #[cfg(test)]
 mod tests {
-    use super::{part_name, PartMerge, RowSink};
+    use super::{part_name, row_batch_stock, PartMerge, RowSink};
     use crate::outdir::OutputDir;
     use std::path::PathBuf;
 
@@ -1179,6 +1188,17 @@ mod tests {
             .map(|k| RowSink::new(dir.path(&part_name(k)).unwrap()))
             .collect();
         (dest, dir, sinks)
+    }
+
+    #[test]
+    fn a_run_sets_aside_a_row_batch_per_256_conversations_up_to_the_batches_in_flight() {
+        // Vidur's 10,000 conversations would fill 40 batches: 16 (ROWS_IN_FLIGHT) are set aside.
+        assert_eq!(row_batch_stock(10_000), 16);
+        assert_eq!(row_batch_stock(4096), 16);
+        assert_eq!(row_batch_stock(257), 2);
+        assert_eq!(row_batch_stock(256), 1);
+        // A count the scenario leaves to the trace (0 here) still gets one.
+        assert_eq!(row_batch_stock(0), 1);
     }
 
     #[test]
