@@ -457,13 +457,15 @@ impl OutputDir {
                 // Check every target first: nothing moves if one would replace a foreign file.
                 for rel in &files {
                     let target = self.dest.join(rel);
-                    if target.exists() && !old.contains(rel) {
+                    // One look at the target (as `exists` and `is_dir` follow a link, so does this).
+                    let found = std::fs::metadata(&target).ok();
+                    if found.is_some() && !old.contains(rel) {
                         bail!(refuse(
                             &target,
                             "exists and was not written by ppdsim; move it away or choose another -o (not replaced, nothing written)".into()
                         ));
                     }
-                    if target.is_dir() {
+                    if found.is_some_and(|m| m.is_dir()) {
                         bail!(refuse(
                             &target,
                             "is a directory where ppdsim writes a file; nothing written".into()
@@ -525,15 +527,24 @@ impl OutputDir {
     fn move_into_place(&self, files: &BTreeSet<String>) -> Result<()> {
         let aside_root = self.staging.path.join(REPLACED);
         let _handler_waits = temps();
+        // Folders made (or found) so far: each is made once, not once per file in it (two
+        // system calls each time it is found).
+        let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut make = |dir: &Path| -> Result<()> {
+            if !made.contains(dir) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                made.insert(dir.to_path_buf());
+            }
+            Ok(())
+        };
         for rel in files {
             let target = self.dest.join(rel);
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                make(parent)?;
             }
             let aside = if target.is_file() {
                 let aside = aside_root.join(rel);
-                let parent = parent_of(&aside);
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                make(parent_of(&aside))?;
                 std::fs::rename(&target, &aside)
                     .with_context(|| format!("moving the old {} aside", target.display()))?;
                 Some(aside)
