@@ -649,33 +649,26 @@ impl LoadedScenario {
         ScenarioParts::read(path, overrides)?.load(path)
     }
 
-    /// Checks the trace a fed run read from `trace_path` (its conversations and file lines, as
-    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole, and whether
-    /// their ids are unique) exactly as [`LoadedScenario::load_with`] checks a trace, and takes
-    /// it as this scenario's trace. False (the scenario unchanged) when a check fails: `load_with`
-    /// then reports it.
-    pub fn accept_fed_trace(
-        &mut self,
-        scenario: &Path,
-        trace_path: &Path,
-        trace: crate::commands::run::FedTrace,
-    ) -> bool {
-        // `check_whole_trace`: conversations, with unique ids.
-        let ok = !trace.convs.is_empty()
-            && trace.ids_unique
-            && check_workload(
-                scenario,
-                &self.resolved,
-                &trace.convs,
-                &trace.lines,
-                trace_path,
-                self.kv_capacity_tokens,
-            )
-            .is_ok();
-        if ok {
+    /// The checks [`LoadedScenario::load_with`] makes of a whole trace (read from `trace_path`
+    /// for the scenario file `scenario`), for a fed run's trace reader to make once it has read
+    /// the trace ([`WholeTraceCheck::passes`]), while the run may still be simulating.
+    pub(crate) fn whole_trace_check(&self, scenario: &Path, trace_path: &Path) -> WholeTraceCheck {
+        WholeTraceCheck {
+            scenario: scenario.to_path_buf(),
+            resolved: self.resolved.clone(),
+            trace_path: trace_path.to_path_buf(),
+            kv_capacity_tokens: self.kv_capacity_tokens,
+        }
+    }
+
+    /// Takes the trace a fed run read as this scenario's trace when it passed the checks
+    /// [`LoadedScenario::load_with`] makes of a trace ([`WholeTraceCheck`]). False (the scenario
+    /// unchanged) when a check failed: `load_with` then reports it.
+    pub fn accept_fed_trace(&mut self, trace: crate::commands::run::FedTrace) -> bool {
+        if trace.checks_passed {
             self.trace = std::sync::Arc::new(trace.convs);
         }
-        ok
+        trace.checks_passed
     }
 
     /// The runs of the scenario, in order: each router on each of its clusters.
@@ -1022,6 +1015,35 @@ fn load_workload(
 ///
 /// # Errors
 /// The first check that fails, naming the key or trace line and the fix.
+/// What [`LoadedScenario::load_with`] checks of a whole trace, taken along by a fed run's trace
+/// reader ([`LoadedScenario::whole_trace_check`]): on Vidur's 10,000 conversations ≈ 0.77 M
+/// instructions (callgrind, 2026-12-07) that were the main thread's after the run.
+pub(crate) struct WholeTraceCheck {
+    scenario: PathBuf,
+    resolved: Scenario,
+    trace_path: PathBuf,
+    kv_capacity_tokens: u64,
+}
+
+impl WholeTraceCheck {
+    /// Whether a trace read (its conversations and their file lines, as
+    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole, and whether
+    /// their ids are unique) passes every check `load_with` makes of a trace.
+    pub(crate) fn passes(&self, convs: &[crate::trace::Conversation], lines: &[usize], ids_unique: bool) -> bool {
+        !convs.is_empty()
+            && ids_unique
+            && check_workload(
+                &self.scenario,
+                &self.resolved,
+                convs,
+                lines,
+                &self.trace_path,
+                self.kv_capacity_tokens,
+            )
+            .is_ok()
+    }
+}
+
 fn check_workload(
     path: &Path,
     sc: &Scenario,

@@ -350,8 +350,9 @@ pub struct FedTrace {
     pub convs: Vec<crate::trace::Conversation>,
     /// Each conversation's 1-based file line.
     pub lines: Vec<usize>,
-    /// No two of `convs` share an id (checked as they were read).
-    pub ids_unique: bool,
+    /// The trace passed every check [`crate::scenario::LoadedScenario::load_with`] makes of a
+    /// trace (made by the reader once it had read it: [`crate::scenario::WholeTraceCheck`]).
+    pub checks_passed: bool,
     /// Wall time the reading took (alongside the simulation).
     pub read: std::time::Duration,
 }
@@ -370,6 +371,7 @@ pub struct FedTrace {
 pub(crate) fn simulate_fed(
     sc: &LoadedScenario,
     reader: TraceReader,
+    check: crate::scenario::WholeTraceCheck,
     sinks: RunSinks<'_>,
 ) -> Result<Option<(RunResults, FedTrace)>> {
     let w = &sc.resolved.workload;
@@ -407,7 +409,7 @@ pub(crate) fn simulate_fed(
         feeder: feeder_tx,
         thread,
     } = reader;
-    let _ = feeder_tx.send((Box::new(feeder), cores));
+    let _ = feeder_tx.send((Box::new(feeder), cores, Some(Box::new(check))));
     let results = simulate_workload(sc, Workload::Fed(&slot), std::time::Duration::ZERO, sinks);
     let read = thread.join().expect("the trace reader panicked");
     let results = results?;
@@ -417,7 +419,7 @@ pub(crate) fn simulate_fed(
             FedTrace {
                 convs,
                 lines,
-                ids_unique: read.ids_unique,
+                checks_passed: read.checks_passed == Some(true),
                 read: read.time,
             },
         )),
@@ -476,14 +478,20 @@ impl TraceReader {
                     feed.attach(sent);
                 }
             }
-            let trace = match feed {
-                ReaderFeed::Feeding(feeder) => feeder.finish(),
-                ReaderFeed::Waiting(_) => None,
+            let (trace, check) = match feed {
+                ReaderFeed::Feeding(feeder, check) => (feeder.finish(), check),
+                ReaderFeed::Waiting(_) => (None, None),
             };
+            // The checks after the run, made here while it may still be simulating.
+            let checks_passed = check.map(|c| {
+                ok && trace
+                    .as_ref()
+                    .is_some_and(|(convs, lines)| c.passes(convs, lines, unique))
+            });
             ReadOutcome {
                 ok,
                 trace,
-                ids_unique: unique,
+                checks_passed,
                 time,
             }
         });
@@ -494,22 +502,30 @@ impl TraceReader {
     }
 }
 
-/// What a run sends its [`TraceReader`]: the feeder and the run's CPUs. Boxed: a channel
-/// allocates its slots 31 at a time, zeroed, and a feeder is 1,136 bytes: ≈ 35 KB for one feeder
-/// (11 page faults on the main thread, `perf record -e page-faults`, 2026-12-07).
-type FeederHandOver = (Box<crate::commands::feed::TraceFeeder>, Option<crate::cores::CoreSplit>);
+/// What a run sends its [`TraceReader`]: the feeder, the run's CPUs and the checks to make of
+/// the whole trace once read (`None`: none made). The feeder is boxed: a channel allocates its
+/// slots 31 at a time, zeroed, and a feeder is 1,136 bytes: ≈ 35 KB for one feeder (11 page
+/// faults on the main thread, `perf record -e page-faults`, 2026-12-07).
+type FeederHandOver = (
+    Box<crate::commands::feed::TraceFeeder>,
+    Option<crate::cores::CoreSplit>,
+    Option<Box<crate::scenario::WholeTraceCheck>>,
+);
 
 /// What a [`TraceReader`] does with the regions it parses: keeps them until its run sends it a
 /// feeder, then feeds them.
 enum ReaderFeed {
     Waiting(Vec<crate::commands::feed::Region>),
-    Feeding(Box<crate::commands::feed::TraceFeeder>),
+    Feeding(
+        Box<crate::commands::feed::TraceFeeder>,
+        Option<Box<crate::scenario::WholeTraceCheck>>,
+    ),
 }
 
 impl ReaderFeed {
     /// Takes the feeder the run sent, off the run's CPU when it has one, and feeds it the
     /// regions kept.
-    fn attach(&mut self, (mut feeder, cores): FeederHandOver) {
+    fn attach(&mut self, (mut feeder, cores, check): FeederHandOver) {
         if let Some(cores) = &cores {
             cores.keep_side_thread_off_run();
         }
@@ -518,14 +534,14 @@ impl ReaderFeed {
                 feeder.take(region);
             }
         }
-        *self = ReaderFeed::Feeding(feeder);
+        *self = ReaderFeed::Feeding(feeder, check);
     }
 
     /// Feeds `region`, or keeps it until a feeder comes.
     fn take(&mut self, region: crate::commands::feed::Region) {
         match self {
             ReaderFeed::Waiting(kept) => kept.push(region),
-            ReaderFeed::Feeding(feeder) => feeder.take(region),
+            ReaderFeed::Feeding(feeder, _) => feeder.take(region),
         }
     }
 }
@@ -536,8 +552,8 @@ struct ReadOutcome {
     ok: bool,
     /// What was read, unless a conversation fed was refused ([`crate::commands::feed::TraceFeeder::finish`]).
     trace: Option<crate::commands::feed::ReadTrace>,
-    /// No two conversations read share an id.
-    ids_unique: bool,
+    /// Whether the whole trace passed the checks the run sent (`None`: none sent).
+    checks_passed: Option<bool>,
     /// Wall time of the reading, from the reader's start to the trace's end (not the wait for
     /// the run after it).
     time: std::time::Duration,
@@ -1051,13 +1067,14 @@ pub(crate) fn exec_run(
                 let staged = OutputDir::create(&dest, force, "run").ok()?;
                 let t0 = std::time::Instant::now();
                 let sinks = RunSinks::of_run(&staged, quiet, requests, plots);
-                let (res, trace) = simulate_fed(&sc, reader, sinks).ok()??;
+                let check = sc.whole_trace_check(scenario, &trace_path);
+                let (res, trace) = simulate_fed(&sc, reader, check, sinks).ok()??;
                 sc.load_timings = crate::scenario::LoadTimings {
                     trace: trace.read,
                     calibration: sc.load_timings.calibration,
                     trace_fed: true,
                 };
-                sc.accept_fed_trace(scenario, &trace_path, trace)
+                sc.accept_fed_trace(trace)
                     .then_some((sc, dest, staged, res, loaded, t0))
             });
             (None, fed)
@@ -1328,17 +1345,40 @@ mod trace_reader_tests {
         (feeder, FedConversations::new(rx, count, false))
     }
 
+    /// The checks of Vidur's scenario, made of a whole trace.
+    fn vidur_check() -> crate::scenario::WholeTraceCheck {
+        let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/vidur-arxiv-qps2.toml");
+        let sc = crate::scenario::LoadedScenario::load(&scenario).expect("the shipped scenario loads");
+        sc.whole_trace_check(&scenario, &vidur())
+    }
+
+    #[test]
+    fn the_whole_trace_check_refuses_what_loading_the_scenario_refuses() {
+        let check = vidur_check();
+        let convs = crate::trace::read_trace(&vidur()).unwrap();
+        let lines: Vec<usize> = (1..=convs.len()).collect();
+        assert!(check.passes(&convs, &lines, true));
+        // Repeated ids, no conversation, or fewer than the scenario's 10,000: refused.
+        assert!(!check.passes(&convs, &lines, false));
+        assert!(!check.passes(&[], &[], true));
+        assert!(!check.passes(&convs[..9_999], &lines[..9_999], true));
+    }
+
     #[test]
     fn regions_read_before_the_feeder_comes_go_to_the_run_first() {
         let reader = TraceReader::start(vidur());
         // Most or all of the trace is read before the feeder is sent.
         std::thread::sleep(std::time::Duration::from_millis(100));
         let (f, mut run) = feeder(3);
-        reader.feeder.send((Box::new(f), None)).unwrap();
+        reader
+            .feeder
+            .send((Box::new(f), None, Some(Box::new(vidur_check()))))
+            .unwrap();
         let ids: Vec<String> = std::iter::from_fn(|| run.next()).map(|c| c.id.to_string()).collect();
         assert_eq!(ids, ["vidur-1", "vidur-2", "vidur-3"]);
         let read = reader.thread.join().unwrap();
-        assert!(read.ok && read.ids_unique);
+        // The reader checked the whole trace, as loading the scenario does.
+        assert!(read.ok && read.checks_passed == Some(true));
         let (convs, lines) = read.trace.expect("nothing refused");
         assert_eq!((convs.len(), lines.len(), lines[9999]), (10_000, 10_000, 10_000));
     }
