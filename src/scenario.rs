@@ -1009,15 +1009,10 @@ fn load_workload(
     Ok(trace)
 }
 
-/// [`load_workload`]'s checks of the source conversations `trace` (read from `trace_path`, with
-/// their file lines `trace_lines`; none for a synthetic protocol's) against scenario `path`'s
-/// workload and engine limits.
-///
-/// # Errors
-/// The first check that fails, naming the key or trace line and the fix.
 /// What [`LoadedScenario::load_with`] checks of a whole trace, taken along by a fed run's trace
 /// reader ([`LoadedScenario::whole_trace_check`]): on Vidur's 10,000 conversations ≈ 0.77 M
-/// instructions (callgrind, 2026-12-07) that were the main thread's after the run.
+/// instructions for the workload's checks (callgrind, 2026-12-07) that were the main thread's
+/// after the run, and the ids' uniqueness, which the reader checked as it read.
 pub(crate) struct WholeTraceCheck {
     scenario: PathBuf,
     resolved: Scenario,
@@ -1027,11 +1022,11 @@ pub(crate) struct WholeTraceCheck {
 
 impl WholeTraceCheck {
     /// Whether a trace read (its conversations and their file lines, as
-    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole, and whether
-    /// their ids are unique) passes every check `load_with` makes of a trace.
-    pub(crate) fn passes(&self, convs: &[crate::trace::Conversation], lines: &[usize], ids_unique: bool) -> bool {
-        !convs.is_empty()
-            && ids_unique
+    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole) passes
+    /// every check `load_with` makes of a trace: the trace's own
+    /// ([`crate::trace::check_whole_trace`]: conversations, with unique ids) and the workload's.
+    pub(crate) fn passes(&self, convs: &[crate::trace::Conversation], lines: &[usize]) -> bool {
+        crate::trace::check_whole_trace(&self.trace_path, convs, lines).is_ok()
             && check_workload(
                 &self.scenario,
                 &self.resolved,
@@ -1044,6 +1039,12 @@ impl WholeTraceCheck {
     }
 }
 
+/// [`load_workload`]'s checks of the source conversations `trace` (read from `trace_path`, with
+/// their file lines `trace_lines`; none for a synthetic protocol's) against scenario `path`'s
+/// workload and engine limits.
+///
+/// # Errors
+/// The first check that fails, naming the key or trace line and the fix.
 fn check_workload(
     path: &Path,
     sc: &Scenario,

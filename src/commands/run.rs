@@ -409,7 +409,7 @@ pub(crate) fn simulate_fed(
         feeder: feeder_tx,
         thread,
     } = reader;
-    let _ = feeder_tx.send((Box::new(feeder), cores, Some(Box::new(check))));
+    let _ = feeder_tx.send((Box::new(feeder), cores, Box::new(check)));
     let results = simulate_workload(sc, Workload::Fed(&slot), std::time::Duration::ZERO, sinks);
     let read = thread.join().expect("the trace reader panicked");
     let results = results?;
@@ -419,7 +419,7 @@ pub(crate) fn simulate_fed(
             FedTrace {
                 convs,
                 lines,
-                checks_passed: read.checks_passed == Some(true),
+                checks_passed: read.checks_passed,
                 read: read.time,
             },
         )),
@@ -449,18 +449,10 @@ impl TraceReader {
         let thread = std::thread::spawn(move || {
             crate::commands::feed::yield_to_run(None, crate::commands::feed::SIDE_NICE);
             let start = std::time::Instant::now();
-            // The ids' uniqueness is checked here, as they are read, rather than on the way to
-            // the files once the run is over (0.34–0.43 ms for Vidur's 10,000).
-            let mut ids: rustc_hash::FxHashSet<std::sync::Arc<str>> = Default::default();
-            let mut unique = true;
             let mut feed = ReaderFeed::Waiting(Vec::new());
             // The whole trace is read, for the checks after the run, even when the run stopped;
             // the reading stops only when no run will ever come.
             let ok = crate::trace::feed_trace(&trace_path, |region| {
-                ids.reserve(region.len());
-                for (c, _) in &region {
-                    unique &= ids.insert(c.id.clone());
-                }
                 if let ReaderFeed::Waiting(_) = feed {
                     match feeder_rx.try_recv() {
                         Ok(sent) => feed.attach(sent),
@@ -478,16 +470,15 @@ impl TraceReader {
                     feed.attach(sent);
                 }
             }
-            let (trace, check) = match feed {
-                ReaderFeed::Feeding(feeder, check) => (feeder.finish(), check),
-                ReaderFeed::Waiting(_) => (None, None),
+            let (trace, checks_passed) = match feed {
+                ReaderFeed::Feeding(feeder, check) => {
+                    let trace = feeder.finish();
+                    // The checks after the run, made here while it may still be simulating.
+                    let passed = ok && trace.as_ref().is_some_and(|(convs, lines)| check.passes(convs, lines));
+                    (trace, passed)
+                }
+                ReaderFeed::Waiting(_) => (None, false),
             };
-            // The checks after the run, made here while it may still be simulating.
-            let checks_passed = check.map(|c| {
-                ok && trace
-                    .as_ref()
-                    .is_some_and(|(convs, lines)| c.passes(convs, lines, unique))
-            });
             ReadOutcome {
                 ok,
                 trace,
@@ -503,13 +494,13 @@ impl TraceReader {
 }
 
 /// What a run sends its [`TraceReader`]: the feeder, the run's CPUs and the checks to make of
-/// the whole trace once read (`None`: none made). The feeder is boxed: a channel allocates its
+/// the whole trace once read. The feeder is boxed: a channel allocates its
 /// slots 31 at a time, zeroed, and a feeder is 1,136 bytes: ≈ 35 KB for one feeder (11 page
 /// faults on the main thread, `perf record -e page-faults`, 2026-12-07).
 type FeederHandOver = (
     Box<crate::commands::feed::TraceFeeder>,
     Option<crate::cores::CoreSplit>,
-    Option<Box<crate::scenario::WholeTraceCheck>>,
+    Box<crate::scenario::WholeTraceCheck>,
 );
 
 /// What a [`TraceReader`] does with the regions it parses: keeps them until its run sends it a
@@ -518,7 +509,7 @@ enum ReaderFeed {
     Waiting(Vec<crate::commands::feed::Region>),
     Feeding(
         Box<crate::commands::feed::TraceFeeder>,
-        Option<Box<crate::scenario::WholeTraceCheck>>,
+        Box<crate::scenario::WholeTraceCheck>,
     ),
 }
 
@@ -552,8 +543,8 @@ struct ReadOutcome {
     ok: bool,
     /// What was read, unless a conversation fed was refused ([`crate::commands::feed::TraceFeeder::finish`]).
     trace: Option<crate::commands::feed::ReadTrace>,
-    /// Whether the whole trace passed the checks the run sent (`None`: none sent).
-    checks_passed: Option<bool>,
+    /// The whole trace read and passed the checks the run sent (false when no run came).
+    checks_passed: bool,
     /// Wall time of the reading, from the reader's start to the trace's end (not the wait for
     /// the run after it).
     time: std::time::Duration,
@@ -1357,11 +1348,13 @@ mod trace_reader_tests {
         let check = vidur_check();
         let convs = crate::trace::read_trace(&vidur()).unwrap();
         let lines: Vec<usize> = (1..=convs.len()).collect();
-        assert!(check.passes(&convs, &lines, true));
+        assert!(check.passes(&convs, &lines));
         // Repeated ids, no conversation, or fewer than the scenario's 10,000: refused.
-        assert!(!check.passes(&convs, &lines, false));
-        assert!(!check.passes(&[], &[], true));
-        assert!(!check.passes(&convs[..9_999], &lines[..9_999], true));
+        let mut repeated = convs.clone();
+        repeated[9_999].id = repeated[0].id.clone();
+        assert!(!check.passes(&repeated, &lines));
+        assert!(!check.passes(&[], &[]));
+        assert!(!check.passes(&convs[..9_999], &lines[..9_999]));
     }
 
     #[test]
@@ -1372,13 +1365,13 @@ mod trace_reader_tests {
         let (f, mut run) = feeder(3);
         reader
             .feeder
-            .send((Box::new(f), None, Some(Box::new(vidur_check()))))
+            .send((Box::new(f), None, Box::new(vidur_check())))
             .unwrap();
         let ids: Vec<String> = std::iter::from_fn(|| run.next()).map(|c| c.id.to_string()).collect();
         assert_eq!(ids, ["vidur-1", "vidur-2", "vidur-3"]);
         let read = reader.thread.join().unwrap();
         // The reader checked the whole trace, as loading the scenario does.
-        assert!(read.ok && read.checks_passed == Some(true));
+        assert!(read.ok && read.checks_passed);
         let (convs, lines) = read.trace.expect("nothing refused");
         assert_eq!((convs.len(), lines.len(), lines[9999]), (10_000, 10_000, 10_000));
     }

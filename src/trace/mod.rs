@@ -105,7 +105,7 @@ fn read_trace_lines_in(path: &Path, region_bytes: usize) -> InputResult<(Vec<Con
 ///
 /// # Errors
 /// No conversation, naming the file; a repeated id, naming its line and the first one's.
-fn check_whole_trace(path: &Path, convs: &[Conversation], lines: &[usize]) -> InputResult<()> {
+pub(crate) fn check_whole_trace(path: &Path, convs: &[Conversation], lines: &[usize]) -> InputResult<()> {
     if convs.is_empty() {
         return Err(InputError::file(path, "trace holds no conversations"));
     }
