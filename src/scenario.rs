@@ -1012,7 +1012,7 @@ fn load_workload(
 /// What [`LoadedScenario::load_with`] checks of a whole trace, taken along by a fed run's trace
 /// reader ([`LoadedScenario::whole_trace_check`]): on Vidur's 10,000 conversations ≈ 0.77 M
 /// instructions for the workload's checks (callgrind, 2026-12-07) that were the main thread's
-/// after the run, and the ids' uniqueness, which the reader checked as it read.
+/// after the run, and the trace's own (conversations, unique ids).
 pub(crate) struct WholeTraceCheck {
     scenario: PathBuf,
     resolved: Scenario,
