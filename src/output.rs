@@ -596,8 +596,8 @@ mod tests {
             kv_usage: 0.5,
             busy_fraction: 0.25,
         };
-        // Two runs of two instances each, two grid points each; the second run's policy name
-        // needs quoting.
+        // Two runs of two instances, the first at two grid points and the second at one; the
+        // second run's policy name needs quoting.
         let timelines = vec![
             PolicyTimeline {
                 policy: "1P_1D".into(),
