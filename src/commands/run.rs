@@ -50,8 +50,9 @@ impl RunResults {
 pub struct RunTiming {
     /// The run's policy name (as in `summary.csv`).
     pub policy: String,
-    /// Simulating, its `requests.csv` rows formatted meanwhile (on another thread when one is
-    /// free) and the last of them written before it counts as done.
+    /// Simulating, its `requests.csv` rows formatted meanwhile. When another thread formats
+    /// them, it writes the last of them while `summarize` runs (a wait for it after that counts
+    /// in neither); otherwise they are written before the simulation counts as done.
     pub simulate: std::time::Duration,
     /// Events the simulation handled.
     pub num_events: u64,
@@ -572,6 +573,16 @@ enum RunSource<'w> {
     Fed(Box<crate::commands::feed::FedConversations>),
 }
 
+impl RunSource<'_> {
+    /// The conversations the run was given: the workload's, or as many as it was fed.
+    fn num_conversations(&self) -> usize {
+        match self {
+            RunSource::Built(convs) => convs.len(),
+            RunSource::Fed(feed) => feed.fed(),
+        }
+    }
+}
+
 /// [`simulate_with`]'s runs of the conversations `workload` (built in `workload_time`).
 fn simulate_workload(
     sc: &LoadedScenario,
@@ -633,7 +644,8 @@ fn simulate_workload(
             },
             error: None,
         });
-        let mut summary = crate::metrics::SummaryBuilder::new(sc.resolved.slo);
+        // Taken, with the requests it was pushed, by the run's end (`simulate`).
+        let mut summary = Some(crate::metrics::SummaryBuilder::new(sc.resolved.slo));
         let mut lat = Vec::new();
         // Setup-phase turns run but are not measured.
         let setup = w.setup_turns as usize;
@@ -653,7 +665,8 @@ fn simulate_workload(
             )),
         };
         // The run, each record passed to `emit` after the summary and latencies take theirs; a
-        // fed run's page-fault helper also faults in `spare`.
+        // fed run's page-fault helper also faults in `spare`. Returns the run's results, its
+        // summary's requests and its conversation count.
         let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord), spare: Vec<crate::prefault::Span>| {
             let (sim, spans) = match &mut source {
                 RunSource::Built(convs) => (Simulation::new(sc.sim_config(d), &cost, &convs[..]), None),
@@ -667,6 +680,7 @@ fn simulate_workload(
                     // is set up). The trace's arrays are the reader's, filled on its thread.
                     let mut spans = Vec::new();
                     if setup == 0 {
+                        let summary = summary.as_mut().expect("taken after the run");
                         summary.reserve_first_turns(expected.min(workload::MAX_RESERVED_CONVERSATIONS));
                         spans.extend(summary.spare_spans());
                     }
@@ -680,7 +694,7 @@ fn simulate_workload(
                     bar.inc(PROGRESS_EVERY);
                 }
                 if r.turn > setup {
-                    summary.push(&r);
+                    summary.as_mut().expect("taken after the run").push(&r);
                 } else {
                     setup_end_ms = setup_end_ms.max(r.completed_at_ms);
                 }
@@ -714,17 +728,54 @@ fn simulate_workload(
                 spans.extend(spare);
                 crate::prefault::populate_in_background(spans, cores);
             }
-            sim.run()
+            let r = sim.run();
+            (r, summary.take().expect("one run"), source.num_conversations())
         };
         // A fed run keeps its CPU until its rows are written ([`crate::cores`]).
         let pin = cores.as_ref().map(crate::cores::CoreSplit::pin_run);
         let simulate_start = std::time::Instant::now();
-        let r = match rows {
-            None => simulate(&mut |_| {}, Vec::new()),
+        // What follows the simulation: the summary's sorts and the timeline's rows (its policy
+        // is the summary's) at once, on two threads when one is free (for Vidur's run 4.4 M and
+        // 2.4 M instructions that would otherwise follow each other on the way to the files).
+        // With the rows offloaded it runs while the writer formats the last rows, not after.
+        let summarize =
+            |r: crate::sim::SimResult, summary: crate::metrics::SummaryBuilder, num_conversations: usize| {
+                let simulate_time = simulate_start.elapsed();
+                let (instances, mode_switches) = (r.instances, r.mode_switches);
+                let summarize_start = std::time::Instant::now();
+                let (s, timeline_rows) = rayon::join(
+                    || {
+                        summary.finish(
+                            &d.name,
+                            num_conversations,
+                            instances,
+                            mode_switches,
+                            &sc.resolved.percentiles,
+                        )
+                    },
+                    || {
+                        let mut rows: Vec<u8> = Vec::new();
+                        output::push_timeline_rows(&mut rows, &d.name, &r.timeline);
+                        rows
+                    },
+                );
+                let timing = RunTiming {
+                    policy: d.name.clone(),
+                    simulate: simulate_time,
+                    num_events: r.num_events,
+                    summarize: summarize_start.elapsed(),
+                };
+                (s, r.timeline, timeline_rows, timing)
+            };
+        let (s, timeline, timeline_rows, timing) = match rows {
+            None => {
+                let (r, summary, n) = simulate(&mut |_| {}, Vec::new());
+                summarize(r, summary, n)
+            }
             Some(mut rows) if !offload => {
-                let r = simulate(&mut |r| rows.push(&r), Vec::new());
+                let (r, summary, n) = simulate(&mut |r| rows.push(&r), Vec::new());
                 rows.finish()?;
-                r
+                summarize(r, summary, n)
             }
             // A core would idle: the rows go, in batches and in emission order, to a thread that
             // formats and writes them while the simulation goes on (the same bytes), drops the
@@ -771,7 +822,7 @@ fn simulate_workload(
                     .collect();
                 let spare = stock.iter().map(crate::prefault::Span::spare).collect();
                 let mut stock = stock.into_iter();
-                let r = simulate(
+                let (r, summary, n) = simulate(
                     &mut |r| {
                         batch.push(r);
                         if batch.len() == ROW_BATCH {
@@ -792,15 +843,15 @@ fn simulate_workload(
                     let _ = tx.send(batch);
                 }
                 drop(tx);
+                let done = summarize(r, summary, n);
                 writer.join().expect("the requests.csv writer panicked")?;
-                Ok(r)
+                Ok(done)
             })?,
         };
-        let simulate_time = simulate_start.elapsed();
         drop(pin);
-        let (num_conversations, requests_per_run) = match source {
-            RunSource::Built(convs) => (convs.len(), built_requests_per_run),
-            RunSource::Fed(feed) => (feed.fed(), feed.turns_fed()),
+        let requests_per_run = match &source {
+            RunSource::Built(_) => built_requests_per_run,
+            RunSource::Fed(feed) => feed.turns_fed(),
         };
         // The rest of the run's requests, turns its conversations did not reach included.
         assert!(
@@ -809,40 +860,13 @@ fn simulate_workload(
             d.name
         );
         bar.inc(requests_per_run - simulated / PROGRESS_EVERY * PROGRESS_EVERY);
-        // The summary's sorts and the timeline's rows (its policy is the summary's) at once, on
-        // two threads when one is free: for Vidur's run 4.4 M and 6.8 M instructions that
-        // otherwise follow each other on the way to the files.
-        let (instances, mode_switches) = (r.instances, r.mode_switches);
-        let summarize_start = std::time::Instant::now();
-        let (s, timeline_rows) = rayon::join(
-            || {
-                summary.finish(
-                    &d.name,
-                    num_conversations,
-                    instances,
-                    mode_switches,
-                    &sc.resolved.percentiles,
-                )
-            },
-            || {
-                let mut rows = Vec::new();
-                output::push_timeline_rows(&mut rows, &d.name, &r.timeline);
-                rows
-            },
-        );
         let overrun = match w.arrival {
             ArrivalSpec::Setup { setup_s, .. } if setup > 0 && setup_end_ms > setup_s * 1000.0 => {
                 Some((d.name.clone(), setup_end_ms / 1000.0))
             }
             _ => None,
         };
-        let timing = RunTiming {
-            policy: d.name.clone(),
-            simulate: simulate_time,
-            num_events: r.num_events,
-            summarize: summarize_start.elapsed(),
-        };
-        Ok((s, lat, r.timeline, timeline_rows, timing, overrun))
+        Ok((s, lat, timeline, timeline_rows, timing, overrun))
     };
     // Runs in scenario order, each taken by the first free thread (a FIFO scope; rayon's halving
     // split of a parallel iterator would pair runs 0–1 and 2–3 on two threads whatever they
