@@ -618,12 +618,28 @@ impl SummaryBuilder {
         mode_switches: u64,
         percentiles: &[f64],
     ) -> Summary {
-        // Each column is sorted once; the all-turn columns are merged from the per-turn ones.
+        // Each column is sorted once, the three kinds at once on the pool's threads (each sort
+        // ≈ 1.3 M instructions for Vidur's 10,000 requests); the all-turn columns are merged
+        // from the per-turn ones.
         let stats = |xs: &[f64]| LatencyStats::of_sorted(xs, percentiles);
-        let (ttft_turn1, ttft_turn2plus) = (sorted_total(self.ttft_turn1), sorted_total(self.ttft_turn2plus));
-        let (tpot_turn1, tpot_turn2plus) = (sorted_total(self.tpot_turn1), sorted_total(self.tpot_turn2plus));
+        // The stats of the union of two sorted columns: when one is empty, the other's (not a
+        // copy of it: on a one-turn workload the turn-1 columns are every request's).
+        let union_stats = |a: &[f64], b: &[f64]| match (a.is_empty(), b.is_empty()) {
+            (_, true) => stats(a),
+            (true, false) => stats(b),
+            (false, false) => stats(&merge_sorted(a, b)),
+        };
+        let ((ttft_turn1, ttft_turn2plus), ((tpot_turn1, tpot_turn2plus), e2e_all)) = rayon::join(
+            || (sorted_total(self.ttft_turn1), sorted_total(self.ttft_turn2plus)),
+            || {
+                rayon::join(
+                    || (sorted_total(self.tpot_turn1), sorted_total(self.tpot_turn2plus)),
+                    || sorted_total(self.e2e_all),
+                )
+            },
+        );
         // One E2E per successful request, one turn-2+ TTFT per later one.
-        let (num_ok, num_later) = (self.e2e_all.len(), ttft_turn2plus.len());
+        let (num_ok, num_later) = (e2e_all.len(), ttft_turn2plus.len());
         let makespan_s = if num_ok == 0 {
             0.0
         } else {
@@ -646,10 +662,10 @@ impl SummaryBuilder {
             makespan_s,
             ttft_turn1: stats(&ttft_turn1),
             ttft_turn2plus: stats(&ttft_turn2plus),
-            ttft_all: stats(&merge_sorted(&ttft_turn1, &ttft_turn2plus)),
-            tpot_all: stats(&merge_sorted(&tpot_turn1, &tpot_turn2plus)),
+            ttft_all: union_stats(&ttft_turn1, &ttft_turn2plus),
+            tpot_all: union_stats(&tpot_turn1, &tpot_turn2plus),
             tpot_turn2plus: stats(&tpot_turn2plus),
-            e2e_all: stats(&sorted_total(self.e2e_all)),
+            e2e_all: stats(&e2e_all),
             throughput_rps: per_s(num_ok as f64),
             output_tokens_per_s: per_s(self.output_tokens as f64),
             slo_attainment: frac(self.num_meeting_slo as u64, num_ok as u64),
