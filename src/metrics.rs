@@ -802,6 +802,75 @@ mod tests {
     }
 
     #[test]
+    fn all_turn_latencies_cover_both_turn_columns_and_equal_turn_1_alone() {
+        // An OK turn `turn` with the given TTFT and TPOT (E2E = TTFT + 10 × TPOT).
+        let rec = |turn: usize, ttft_ms: f64, tpot_ms: f64| RequestRecord {
+            policy: Name::from("pd"),
+            conversation: turn,
+            conversation_id: "c".into(),
+            turn,
+            route: RouteKind::Local,
+            status: RequestStatus::Ok,
+            prefill_instance: None,
+            decode_instance: Name::from("D0"),
+            arrived_at_ms: 0.0,
+            first_token_at_ms: ttft_ms,
+            completed_at_ms: ttft_ms + 10.0 * tpot_ms,
+            ttft_ms,
+            tpot_ms: Some(tpot_ms),
+            e2e_ms: ttft_ms + 10.0 * tpot_ms,
+            queue_delay_ms: 0.0,
+            kv_transfer_ms: 0.0,
+            kv_transfer_bytes: 0,
+            num_context_tokens: 0,
+            num_user_tokens: 8,
+            num_prompt_tokens: 8,
+            num_output_tokens: 11,
+            num_cached_tokens: 0,
+            num_transferred_tokens: 0,
+            num_computed_tokens: 8,
+        };
+        let slo = Slo {
+            ttft_ms: 1e9,
+            tpot_ms: 1e9,
+        };
+        let summary = |records: &[RequestRecord]| Summary::from_records("pd", 3, records, &slo, vec![], 0, &[90.0]);
+        // Turn 1 alone: the all-turn columns are the turn-1 ones. TTFT 30, 10, 20 → mean 20,
+        // p50 20, p90 at rank 1.8 = 20 + 0.8 × 10 = 28; TPOT 3, 1, 2 → mean 2, p50 2.
+        let one = summary(&[rec(1, 30.0, 3.0), rec(1, 10.0, 1.0), rec(1, 20.0, 2.0)]);
+        assert_eq!(one.ttft_all, one.ttft_turn1);
+        assert_eq!(
+            (one.ttft_all.count, one.ttft_all.mean_ms, one.ttft_all.p50_ms()),
+            (3, 20.0, 20.0)
+        );
+        assert!((one.ttft_all.p(90.0) - 28.0).abs() < 1e-12, "{}", one.ttft_all.p(90.0));
+        assert_eq!(
+            (one.tpot_all.count, one.tpot_all.mean_ms, one.tpot_all.p50_ms()),
+            (3, 2.0, 2.0)
+        );
+        assert_eq!((one.ttft_turn2plus.count, one.tpot_turn2plus.count), (0, 0));
+        // Both turns: TTFT 10, 30 (turn 1) and 20, 40 (turn 2) → all: 10, 20, 30, 40, mean 25,
+        // p50 25; TPOT 1, 3 and 2, 4 → mean 2.5; E2E = TTFT + 10 × TPOT: 20, 60, 40, 80.
+        let both = summary(&[
+            rec(1, 10.0, 1.0),
+            rec(2, 20.0, 2.0),
+            rec(1, 30.0, 3.0),
+            rec(2, 40.0, 4.0),
+        ]);
+        assert_eq!((both.ttft_turn1.count, both.ttft_turn2plus.count), (2, 2));
+        assert_eq!(
+            (both.ttft_all.count, both.ttft_all.mean_ms, both.ttft_all.p50_ms()),
+            (4, 25.0, 25.0)
+        );
+        assert_eq!((both.tpot_all.count, both.tpot_all.mean_ms), (4, 2.5));
+        assert_eq!((both.tpot_turn2plus.count, both.tpot_turn2plus.mean_ms), (2, 3.0));
+        assert_eq!(
+            (both.e2e_all.count, both.e2e_all.mean_ms, both.e2e_all.p50_ms()),
+            (4, 50.0, 50.0)
+        );
+    }
+
+    #[test]
     fn latency_stats_of_a_hand_computed_sample() {
         // Sorted: -0.0, 1, 2, 4, 10. Mean 17 / 5; p50 = 2; p90 at rank 3.6 = 4 + 0.6 × 6 = 7.6.
         let s = super::LatencyStats::at([10.0, 2.0, -0.0, 4.0, 1.0], &[90.0]);
