@@ -644,8 +644,7 @@ fn simulate_workload(
             },
             error: None,
         });
-        // Taken, with the requests it was pushed, by the run's end (`simulate`).
-        let mut summary = Some(crate::metrics::SummaryBuilder::new(sc.resolved.slo));
+        let mut summary = crate::metrics::SummaryBuilder::new(sc.resolved.slo);
         let mut lat = Vec::new();
         // Setup-phase turns run but are not measured.
         let setup = w.setup_turns as usize;
@@ -664,10 +663,12 @@ fn simulate_workload(
                 slot.feed.lock().expect("a run panicked").take().expect("one fed run"),
             )),
         };
-        // The run, each record passed to `emit` after the summary and latencies take theirs; a
-        // fed run's page-fault helper also faults in `spare`. Returns the run's results, its
-        // summary's requests and its conversation count.
-        let mut simulate = |emit: &mut dyn FnMut(crate::metrics::RequestRecord), spare: Vec<crate::prefault::Span>| {
+        // The run, each record passed to `emit` after `summary` and the latencies take theirs; a
+        // fed run's page-fault helper also faults in `spare`. Returns the run's results and its
+        // conversation count.
+        let mut simulate = |summary: &mut crate::metrics::SummaryBuilder,
+                            emit: &mut dyn FnMut(crate::metrics::RequestRecord),
+                            spare: Vec<crate::prefault::Span>| {
             let (sim, spans) = match &mut source {
                 RunSource::Built(convs) => (Simulation::new(sc.sim_config(d), &cost, &convs[..]), None),
                 RunSource::Fed(feed) => {
@@ -680,7 +681,6 @@ fn simulate_workload(
                     // is set up). The trace's arrays are the reader's, filled on its thread.
                     let mut spans = Vec::new();
                     if setup == 0 {
-                        let summary = summary.as_mut().expect("taken after the run");
                         summary.reserve_first_turns(expected.min(workload::MAX_RESERVED_CONVERSATIONS));
                         spans.extend(summary.spare_spans());
                     }
@@ -694,7 +694,7 @@ fn simulate_workload(
                     bar.inc(PROGRESS_EVERY);
                 }
                 if r.turn > setup {
-                    summary.as_mut().expect("taken after the run").push(&r);
+                    summary.push(&r);
                 } else {
                     setup_end_ms = setup_end_ms.max(r.completed_at_ms);
                 }
@@ -728,8 +728,7 @@ fn simulate_workload(
                 spans.extend(spare);
                 crate::prefault::populate_in_background(spans, cores);
             }
-            let r = sim.run();
-            (r, summary.take().expect("one run"), source.num_conversations())
+            (sim.run(), source.num_conversations())
         };
         // A fed run keeps its CPU until its rows are written ([`crate::cores`]).
         let pin = cores.as_ref().map(crate::cores::CoreSplit::pin_run);
@@ -776,11 +775,11 @@ fn simulate_workload(
             };
         let (s, timeline, timeline_rows, timing) = match rows {
             None => {
-                let (r, summary, n) = simulate(&mut |_| {}, Vec::new());
+                let (r, n) = simulate(&mut summary, &mut |_| {}, Vec::new());
                 summarize(r, summary, n)
             }
             Some(mut rows) if !offload => {
-                let (r, summary, n) = simulate(&mut |r| rows.push(&r), Vec::new());
+                let (r, n) = simulate(&mut summary, &mut |r| rows.push(&r), Vec::new());
                 rows.finish()?;
                 summarize(r, summary, n)
             }
@@ -829,7 +828,8 @@ fn simulate_workload(
                     .collect();
                 let spare = stock.iter().map(crate::prefault::Span::spare).collect();
                 let mut stock = stock.into_iter();
-                let (r, summary, n) = simulate(
+                let (r, n) = simulate(
+                    &mut summary,
                     &mut |r| {
                         batch.push(r);
                         if batch.len() == ROW_BATCH {
