@@ -1,9 +1,9 @@
 //! Build script: converts the model and GPU table `src/specs.toml` into JSON in `OUT_DIR`, which
 //! `src/hardware.rs` compiles in and reads at run time. TOML stays the file people edit (with
 //! comments and each entry's source); JSON is what the program parses: serde_json reads the
-//! table in ≈ 10 µs where the `toml` crate took ≈ 0.27 ms of every command's start (a temporary
-//! timer around the first `hardware::models()`, Vidur's run's machine, 2026-12-07), before the
-//! scenario could be read. The conversion keeps every value's type as TOML gives it (strings,
+//! table in 17–30 µs where the `toml` crate took 0.25–0.30 ms of every command's start (a
+//! temporary example timing the first `hardware::models()`, 8 runs each, Vidur's run's machine,
+//! 2026-12-07), before the scenario could be read. The conversion keeps every value's type as TOML gives it (strings,
 //! integers, floats), so `hardware.rs` deserialises exactly what it would from the TOML, and
 //! its `deny_unknown_fields` checks still apply.
 
