@@ -362,7 +362,7 @@ mod tests {
         assert_eq!(starts, [0.0, 500.0, 1500.0]);
         // c1 has two turns: one think time of 1 s.
         assert_eq!(
-            got[1].think_after.iter().map(|t| t.as_ms()).collect::<Vec<_>>(),
+            got[1].later_turns.iter().map(|t| t.think.as_ms()).collect::<Vec<_>>(),
             [1000.0]
         );
         assert_eq!((run.fed(), run.turns_fed()), (3, 1 + 2 + 1));

@@ -46,7 +46,7 @@ use instance::{Admission, EngineLimits, Instance, Role, RunEnd, Seq, SeqEvent};
 use link::KvLink;
 use queue::{EventKey, EventQueue};
 use serde::{Deserialize, Serialize};
-use workload::TimedConversation;
+use workload::{LaterTurn, TimedConversation};
 
 /// How much KV a split route sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -1699,8 +1699,7 @@ impl<'a> Simulation<'a> {
             self.release_connection();
             self.conversation_done(conv);
         } else {
-            let think = self.convs[conv].think_after[k - 1];
-            let not_before = self.convs[conv].not_before.get(k - 1).copied().unwrap_or(SimTime::ZERO);
+            let LaterTurn { think, not_before } = self.convs[conv].later_turns[k - 1];
             // A scheduled send later than the think time waits for it.
             let think = if self.now + think < not_before {
                 not_before.since(self.now)
@@ -1910,8 +1909,7 @@ mod tests {
                 assistant_tokens: assistant,
             }]
             .into(),
-            think_after: vec![],
-            not_before: vec![],
+            later_turns: Box::new([]),
             shared_prefix: None,
         }
     }

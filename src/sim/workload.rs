@@ -87,15 +87,42 @@ pub struct TimedConversation {
     pub start_at: SimTime,
     /// Turns (shared with the trace conversation it replays and with every other replay of it).
     pub turns: std::sync::Arc<[Turn]>,
-    /// Think time after turn `k` (length `turns.len() − 1`).
-    pub think_after: Vec<SimDuration>,
-    /// Earliest arrival of turn `k + 1` (empty, or length `turns.len() − 1`): a turn arrives at
-    /// the later of its think time after the previous answer and this instant (a benchmark's
-    /// scheduled send after a setup phase).
-    pub not_before: Vec<SimTime>,
+    /// When each turn after the first is sent (length `turns.len() − 1`: entry `k − 1` for
+    /// turn `k + 1`).
+    pub later_turns: Box<[LaterTurn]>,
     /// A prefix shared with other conversations and resident before the run (a warmed system
     /// prompt or document): `(key, tokens)`. Turn 1's user tokens include it.
     pub shared_prefix: Option<(u32, u32)>,
+}
+
+// 72 bytes on 64-bit targets: a fed run holds one per conversation, and each is written twice
+// (in the batch the reader sends, then in the run's array). Two `Vec`s in place of
+// `later_turns` made it 104 (Vidur's run: ≈ 80 more pages of memory to fault in).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<TimedConversation>() == 72);
+
+/// When turn `k + 1` (k ≥ 1) of a conversation is sent: at the later of `think` after turn `k`'s
+/// last token and `not_before`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LaterTurn {
+    /// Think time after turn `k`'s last token.
+    pub think: SimDuration,
+    /// Earliest send (a benchmark's scheduled send after a setup phase); [`SimTime::ZERO`]
+    /// sets none.
+    pub not_before: SimTime,
+}
+
+impl LaterTurn {
+    /// Turns sent `think` after the previous answer each, with no earliest send.
+    pub fn after_each(think: impl IntoIterator<Item = SimDuration>) -> Box<[LaterTurn]> {
+        think
+            .into_iter()
+            .map(|think| LaterTurn {
+                think,
+                not_before: SimTime::ZERO,
+            })
+            .collect()
+    }
 }
 
 /// The most conversations a per-conversation array is sized for up front (2²², ≈ 4.2 M): the
@@ -181,8 +208,7 @@ fn timed(c: &Conversation, t: f64, think: &ThinkTimeSpec, rng: &mut RngStreams) 
         id: c.id.clone(),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(t),
         turns: c.turns.clone(),
-        think_after: think_times(c, think, rng),
-        not_before: Vec::new(),
+        later_turns: LaterTurn::after_each(think_times(c, think, rng)),
         shared_prefix: None,
     }
 }
@@ -271,16 +297,15 @@ fn setup_protocol(
         .map(|(n, &a)| {
             let k = idx[n % idx.len()];
             let c = &source[k];
-            let mut not_before = vec![SimTime::ZERO; c.turns.len().saturating_sub(1)];
-            if let Some(first) = not_before.first_mut() {
-                *first = SimTime::ZERO + SimDuration::from_secs_f64(setup_s + a);
+            let mut later_turns = LaterTurn::after_each(think_times(c, think, rng));
+            if let Some(first) = later_turns.first_mut() {
+                first.not_before = SimTime::ZERO + SimDuration::from_secs_f64(setup_s + a);
             }
             TimedConversation {
                 id: c.id.clone(),
                 start_at: SimTime::ZERO,
                 turns: c.turns.clone(),
-                think_after: think_times(c, think, rng),
-                not_before,
+                later_turns,
                 shared_prefix: None,
             }
         })
@@ -396,7 +421,10 @@ mod tests {
                 "conversation {n}'s turns are a copy"
             );
             assert!(std::sync::Arc::ptr_eq(&c.id, &s.id), "conversation {n}'s id is a copy");
-            assert_eq!(c.think_after, [SimDuration::from_secs_f64(1.0)]);
+            assert_eq!(
+                *c.later_turns,
+                LaterTurn::after_each([SimDuration::from_secs_f64(1.0)])[..]
+            );
         }
         // The trace's own handle and the three replays of conversation 0.
         assert_eq!(std::sync::Arc::strong_count(&src[0].turns), 4);
@@ -443,6 +471,9 @@ mod tests {
             &think,
             &mut rng,
         );
-        assert_eq!(w[0].think_after, [SimDuration::from_secs_f64(2.0)]);
+        assert_eq!(
+            *w[0].later_turns,
+            LaterTurn::after_each([SimDuration::from_secs_f64(2.0)])[..]
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::cluster::Shape;
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, InputResult};
 use crate::policy::RouterConfig;
-use crate::sim::workload::TimedConversation;
+use crate::sim::workload::{LaterTurn, TimedConversation};
 use crate::sim::Simulation;
 use crate::time::{SimDuration, SimTime};
 use crate::trace::Turn;
@@ -263,8 +263,7 @@ pub fn simulate_comprehensive_replays(
             },
         ]
         .into(),
-        think_after: vec![SimDuration::ZERO],
-        not_before: vec![],
+        later_turns: LaterTurn::after_each([SimDuration::ZERO]),
         shared_prefix: None,
     };
     // Points are independent runs: their draws depend on the config and workload too.

@@ -127,8 +127,7 @@ pub fn interference(path: &Path, v: &serde_json::Value, cal: &CalibrationFile) -
                 assistant_tokens: out,
             }]
             .into(),
-            think_after: vec![],
-            not_before: vec![],
+            later_turns: Box::new([]),
             shared_prefix: shared.then_some((0, d_ctx)),
         };
         for i in 0..n {

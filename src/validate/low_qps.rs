@@ -23,7 +23,7 @@ use crate::calibrate::model_file::CalibrationFile;
 use crate::calibrate::readers::get_f64;
 use crate::cost_model::LinearCostModel;
 use crate::error::{InputError, InputResult};
-use crate::sim::workload::TimedConversation;
+use crate::sim::workload::{LaterTurn, TimedConversation};
 use crate::sim::Simulation;
 use crate::time::{SimDuration, SimTime};
 use crate::trace::Turn;
@@ -176,8 +176,7 @@ pub fn simulate_point(p: &LowQpsPoint, cal: &CalibrationFile, seed: u64) -> Opti
                     },
                 ]
                 .into(),
-                think_after: vec![SimDuration::from_secs_f64(offset)],
-                not_before: vec![],
+                later_turns: LaterTurn::after_each([SimDuration::from_secs_f64(offset)]),
                 shared_prefix: None,
             }
         })

@@ -11,7 +11,7 @@ use ppdsim::cost_model::ConstantCostModel;
 use ppdsim::metrics::{RequestRecord, RouteKind};
 use ppdsim::policy::RouterConfig;
 use ppdsim::sim::instance::EngineLimits;
-use ppdsim::sim::workload::TimedConversation;
+use ppdsim::sim::workload::{LaterTurn, TimedConversation};
 use ppdsim::sim::{Event, SimConfig, Simulation, TransferMode};
 use ppdsim::time::{SimDuration, SimTime};
 use ppdsim::trace::Turn;
@@ -88,8 +88,7 @@ fn conversation() -> Vec<TimedConversation> {
             },
         ]
         .into(),
-        think_after: vec![SimDuration::from_secs_f64(1.0)],
-        not_before: vec![],
+        later_turns: LaterTurn::after_each([SimDuration::from_secs_f64(1.0)]),
         shared_prefix: None,
     }]
 }
@@ -328,8 +327,7 @@ fn one_turn(n: usize) -> Vec<TimedConversation> {
                 assistant_tokens: 3,
             }]
             .into(),
-            think_after: vec![],
-            not_before: vec![],
+            later_turns: Box::new([]),
             shared_prefix: None,
         })
         .collect()
@@ -591,8 +589,7 @@ fn answer_kv_reuse_is_a_knob() {
                 },
             ]
             .into(),
-            think_after: vec![SimDuration::from_secs_f64(1.0)],
-            not_before: vec![],
+            later_turns: LaterTurn::after_each([SimDuration::from_secs_f64(1.0)]),
             shared_prefix: None,
         }]
     };
@@ -831,7 +828,7 @@ fn requests_longer_than_max_model_len_are_refused() {
 /// turn, both sent at 0 (A first).
 fn pool_of_one() -> (SimConfig, TimedConversation, TimedConversation) {
     let mut a = conversation().remove(0);
-    a.think_after = vec![SimDuration::ZERO];
+    a.later_turns = LaterTurn::after_each([SimDuration::ZERO]);
     let mut cfg = config(replication(1), 8192);
     cfg.client_max_connections = Some(1);
     (cfg, a, one_turn(1).remove(0))
@@ -876,7 +873,7 @@ fn client_requeue_rate_is_the_fraction_of_requeued_turns() {
     // error (σ = √(p(1−p)/n) ≈ 0.0097 → ±4σ ≈ 0.04); at rate 0 none waits.
     let mut convs = staggered(2000, 0.001);
     for c in &mut convs {
-        c.think_after = vec![SimDuration::ZERO];
+        c.later_turns = LaterTurn::after_each([SimDuration::ZERO]);
     }
     let mut cfg = config(replication(1), 8192);
     cfg.client_max_connections = Some(4);
@@ -1148,8 +1145,7 @@ fn answers_are_reused_up_to_the_expected_first_retokenisation_mismatch() {
                 },
             ]
             .into(),
-            think_after: vec![SimDuration::from_secs_f64(1.0)],
-            not_before: vec![],
+            later_turns: LaterTurn::after_each([SimDuration::from_secs_f64(1.0)]),
             shared_prefix: None,
         }]
     };
@@ -1208,8 +1204,7 @@ fn decode_runs_cut_events_and_keep_every_time() {
         id: id.into(),
         start_at: SimTime::ZERO + SimDuration::from_secs_f64(at_s),
         turns: vec![turn(out)].into(),
-        think_after: vec![],
-        not_before: vec![],
+        later_turns: Box::new([]),
         shared_prefix: None,
     };
     let cost = ConstantCostModel { step_ms: 10.0 };
@@ -1271,8 +1266,7 @@ fn long_decode_runs_jump_to_an_event_in_closed_form() {
             assistant_tokens: out,
         }]
         .into(),
-        think_after: vec![],
-        not_before: vec![],
+        later_turns: Box::new([]),
         shared_prefix: None,
     };
     let sim = |runs: bool| {

@@ -2,7 +2,7 @@
 
 use ppdsim::cost_model::{IterationCoefficients, LinearCostModel};
 use ppdsim::metrics::RouteKind;
-use ppdsim::sim::workload::TimedConversation;
+use ppdsim::sim::workload::{LaterTurn, TimedConversation};
 use ppdsim::sim::Simulation;
 use ppdsim::time::{SimDuration, SimTime};
 use ppdsim::trace::Turn;
@@ -38,8 +38,7 @@ fn conv_strategy() -> impl Strategy<Value = TimedConversation> {
         .prop_map(|(start, turns)| TimedConversation {
             id: "p".into(),
             start_at: SimTime(start),
-            think_after: turns.iter().skip(1).map(|t| SimDuration(t.2)).collect(),
-            not_before: vec![],
+            later_turns: LaterTurn::after_each(turns.iter().skip(1).map(|t| SimDuration(t.2))),
             // A third of the conversations start with a 32-token prefix shared by all of them.
             shared_prefix: (start % 3 == 0).then_some((0, 32)),
             turns: turns
