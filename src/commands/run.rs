@@ -663,6 +663,9 @@ fn simulate_workload(
                 slot.feed.lock().expect("a run panicked").take().expect("one fed run"),
             )),
         };
+        // The run's per-conversation arrays, freed on the pool once its results went on
+        // ([`crate::sim::Leftovers`]).
+        let mut leftovers = None;
         // The run, each record passed to `emit` after `summary` and the latencies take theirs; a
         // fed run's page-fault helper also faults in `spare`. Returns the run's results and its
         // conversation count.
@@ -688,7 +691,7 @@ fn simulate_workload(
                     (sim, Some(spans))
                 }
             };
-            let mut sim = sim.with_record_sink(|r| {
+            let mut sim = sim.with_leftovers_to(|l| leftovers = Some(l)).with_record_sink(|r| {
                 simulated += 1;
                 if simulated.is_multiple_of(PROGRESS_EVERY) {
                     bar.inc(PROGRESS_EVERY);
@@ -856,6 +859,7 @@ fn simulate_workload(
             })?,
         };
         drop(pin);
+        rayon::spawn(move || drop(leftovers));
         let requests_per_run = match &source {
             RunSource::Built(_) => built_requests_per_run,
             RunSource::Fed(feed) => feed.turns_fed(),
