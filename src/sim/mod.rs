@@ -596,6 +596,10 @@ pub struct Simulation<'a> {
     run_stream_base: Vec<SimTime>,
     /// `stream_ms_per_chunk` in whole µs.
     stream_chunk_us: u64,
+    /// Whether a request reaches its first instance's queue the instant it arrives
+    /// ([`Simulation::request_handling`]): no request overhead, no per-prompt-token latency and no
+    /// service that could keep an API server busy past now (Vidur's iteration model has none).
+    instant_request_handling: bool,
     /// Per instance: [`SimConfig::kv_load_ms`] (or its pool's, [`Simulation::with_kv_load`]) in
     /// whole µs.
     kv_load_us: Vec<u64>,
@@ -690,6 +694,10 @@ impl<'a> Simulation<'a> {
         let n_convs = convs.len();
         let stream_chunk_us = SimDuration::from_ms_f64(cfg.stream_ms_per_chunk).0;
         let kv_load_us = SimDuration::from_ms_f64(cfg.kv_load_ms).0;
+        // Every API-server service is 0 ms (request handling's share is at most the overhead,
+        // D's handoff share is its own key), so no server is ever free later than now.
+        let instant_request_handling =
+            cfg.request_overhead_ms == 0.0 && cfg.prompt_ms_per_token == 0.0 && cfg.pd_handoff_d_service_ms == 0.0;
         let mut sim = Simulation {
             policy_name: cfg.name.as_str().into(),
             instance_names: instances.iter().map(|i| i.name.as_str().into()).collect(),
@@ -717,6 +725,7 @@ impl<'a> Simulation<'a> {
             stream_free_at: vec![SimTime::ZERO; n],
             run_stream_base: vec![SimTime::ZERO; n],
             stream_chunk_us,
+            instant_request_handling,
             kv_load_us: vec![kv_load_us; n],
             seq_events: Vec::new(),
             with_runs: Vec::new(),
@@ -1367,6 +1376,12 @@ impl<'a> Simulation<'a> {
     /// `request_overhead_ms` as latency (all of it a pure delay when overheads are not serialized).
     #[cfg_attr(feature = "profile-functions", inline(never))]
     fn request_handling(&mut self, inst: usize, req: usize) -> SimTime {
+        if self.instant_request_handling {
+            // What the general path gives: a 0 ms delay, or a 0 ms service at a server that is
+            // never free later than now (its every service is 0 ms).
+            debug_assert!(self.frontend_free_at[inst] <= self.now);
+            return self.now;
+        }
         let total = self.cfg.request_overhead_ms;
         let per_prompt = self.prompt_handling(req);
         if !self.cfg.serialized_overheads {
@@ -2030,6 +2045,47 @@ mod tests {
             .run();
         let left = left.expect("the leftovers were handed over");
         assert_eq!((left._convs.len(), left._conv_state.len()), (0, 3));
+    }
+
+    #[test]
+    fn a_request_reaches_its_queue_at_once_only_when_no_overhead_can_delay_it() {
+        // The instant path needs every API-server service at 0 ms; a D handoff share, a request
+        // overhead or a per-prompt-token latency each takes it away.
+        let cost = ConstantCostModel { step_ms: 10.0 };
+        let instant = |edit: fn(&mut SimConfig)| {
+            let cfg = predictive_1p_1pd(|c| {
+                c.request_overhead_ms = 0.0;
+                c.request_service_ms = 0.0;
+                c.prompt_ms_per_token = 0.0;
+                c.pd_handoff_d_service_ms = 0.0;
+                edit(c);
+            });
+            Simulation::new(cfg, &cost, vec![one_turn(0, 100, 3)]).instant_request_handling
+        };
+        assert!(instant(|_| {}));
+        assert!(!instant(|c| c.request_overhead_ms = 1.0));
+        assert!(!instant(|c| c.prompt_ms_per_token = 0.001));
+        assert!(!instant(|c| c.pd_handoff_d_service_ms = 0.5));
+        // Its records are the general path's with an overhead that rounds to 0 µs (which
+        // takes the general path): a 10-conversation burst, queued at P and D alike.
+        let records = |overhead_ms: f64| {
+            let cfg = predictive_1p_1pd(|c| {
+                c.request_overhead_ms = overhead_ms;
+                c.request_service_ms = 0.0;
+                c.prompt_ms_per_token = 0.0;
+                c.pd_handoff_d_service_ms = 0.0;
+            });
+            let convs: Vec<_> = (0..10)
+                .map(|i| one_turn(i, 100 + 50 * i as u32, 3 + i as u32))
+                .collect();
+            let sim = Simulation::new(cfg, &cost, convs);
+            assert_eq!(sim.instant_request_handling, overhead_ms == 0.0);
+            sim.run().records
+        };
+        let instant = records(0.0);
+        assert_eq!(instant.len(), 10);
+        assert!(instant.iter().all(|r| r.arrived_at_ms == 0.0));
+        assert_eq!(instant, records(1e-6));
     }
 
     #[test]
