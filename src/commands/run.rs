@@ -356,6 +356,9 @@ pub struct FedTrace {
     pub checks_passed: bool,
     /// Wall time the reading took (alongside the simulation).
     pub read: std::time::Duration,
+    /// The run's `scenario.resolved.toml`, made by the reader once the checks passed
+    /// ([`crate::scenario::WholeTraceCheck::making_resolved_toml_for`]).
+    pub resolved_toml: Option<String>,
 }
 
 /// [`simulate_with`] for a scenario of one run loaded by
@@ -422,6 +425,7 @@ pub(crate) fn simulate_fed(
                 lines,
                 checks_passed: read.checks_passed,
                 read: read.time,
+                resolved_toml: read.resolved_toml,
             },
         )),
         _ => None,
@@ -471,20 +475,21 @@ impl TraceReader {
                     feed.attach(sent);
                 }
             }
-            let (trace, checks_passed) = match feed {
+            let (trace, checks_passed, resolved_toml) = match feed {
                 ReaderFeed::Feeding(feeder, check) => {
                     let trace = feeder.finish();
                     // The checks after the run, made here while it may still be simulating.
                     let passed = ok && trace.as_ref().is_some_and(|(convs, lines)| check.passes(convs, lines));
-                    (trace, passed)
+                    (trace, passed, passed.then(|| check.resolved_toml()).flatten())
                 }
-                ReaderFeed::Waiting(_) => (None, false),
+                ReaderFeed::Waiting(_) => (None, false, None),
             };
             ReadOutcome {
                 ok,
                 trace,
                 checks_passed,
                 time,
+                resolved_toml,
             }
         });
         TraceReader {
@@ -549,6 +554,8 @@ struct ReadOutcome {
     /// Wall time of the reading, from the reader's start to the trace's end (not the wait for
     /// the run after it).
     time: std::time::Duration,
+    /// The run's `scenario.resolved.toml`, when the checks passed and the run asked for it.
+    resolved_toml: Option<String>,
 }
 
 /// A fed run's conversations, for the run to take.
@@ -1098,20 +1105,23 @@ pub(crate) fn exec_run(
                 let staged = OutputDir::create(&dest, force, "run").ok()?;
                 let t0 = std::time::Instant::now();
                 let sinks = RunSinks::of_run(&staged, quiet, requests, plots);
-                let check = sc.whole_trace_check(scenario, &trace_path);
-                let (res, trace) = simulate_fed(&sc, reader, check, sinks).ok()??;
+                let check = sc
+                    .whole_trace_check(scenario, &trace_path)
+                    .making_resolved_toml_for(&dest);
+                let (res, mut trace) = simulate_fed(&sc, reader, check, sinks).ok()??;
                 sc.load_timings = crate::scenario::LoadTimings {
                     trace: trace.read,
                     calibration: sc.load_timings.calibration,
                     trace_fed: true,
                 };
+                let resolved_toml = trace.resolved_toml.take();
                 sc.accept_fed_trace(trace)
-                    .then_some((sc, dest, staged, res, loaded, t0))
+                    .then_some((sc, dest, staged, res, loaded, t0, resolved_toml))
             });
             (None, fed)
         }
     };
-    let (sc, dest, staged, res, loaded, t0) = match fed {
+    let (sc, dest, staged, res, loaded, t0, fed_resolved_toml) = match fed {
         Some(fed) => fed,
         None => {
             // The scenario file is read again only when the feed was tried and failed.
@@ -1127,7 +1137,7 @@ pub(crate) fn exec_run(
             let staged = OutputDir::create(&dest, force, "run")?;
             let t0 = std::time::Instant::now();
             let res = simulate_with(&sc, RunSinks::of_run(&staged, quiet, requests, plots))?;
-            (sc, dest, staged, res, loaded, t0)
+            (sc, dest, staged, res, loaded, t0, None)
         }
     };
     let simulated = std::time::Instant::now();
@@ -1162,7 +1172,10 @@ pub(crate) fn exec_run(
     let rows = output::write_summaries(&staged, &run, &res.summaries)?;
     debug_assert_eq!(res.timeline_csv, output::timeline_csv(&res.timeline));
     staged.write("timeline.csv", &res.timeline_csv)?;
-    staged.write("scenario.resolved.toml", sc.resolved_toml_in(&dest).as_bytes())?;
+    // A fed run's reader made it while the run went on.
+    let resolved_toml = fed_resolved_toml.unwrap_or_else(|| sc.resolved_toml_in(&dest));
+    debug_assert_eq!(resolved_toml, sc.resolved_toml_in(&dest));
+    staged.write("scenario.resolved.toml", resolved_toml.as_bytes())?;
     let files_written = std::time::Instant::now();
     if plots {
         let policies: Vec<String> = res.summaries.iter().map(|s| s.policy.clone()).collect();
@@ -1381,6 +1394,22 @@ mod trace_reader_tests {
         let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/vidur-arxiv-qps2.toml");
         let sc = crate::scenario::LoadedScenario::load(&scenario).expect("the shipped scenario loads");
         sc.whole_trace_check(&scenario, &vidur())
+    }
+
+    #[test]
+    fn the_whole_trace_check_makes_the_resolved_toml_only_when_asked() {
+        let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/vidur-arxiv-qps2.toml");
+        let sc = crate::scenario::LoadedScenario::load(&scenario).expect("the shipped scenario loads");
+        assert_eq!(vidur_check().resolved_toml(), None);
+        // Paths relative to the output folder, two levels below the repository here.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("output/some-run");
+        let toml = vidur_check().making_resolved_toml_for(&dir).resolved_toml();
+        assert_eq!(toml.as_deref(), Some(sc.resolved_toml_in(&dir).as_str()));
+        let toml = toml.expect("made");
+        assert!(
+            toml.contains("trace = \"../../traces/vidur-arxiv-qps2-10000.jsonl.gz\""),
+            "{toml}"
+        );
     }
 
     #[test]
