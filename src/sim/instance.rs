@@ -631,37 +631,49 @@ impl DecodeRun {
     pub fn last_finished_before(&self, bound: SimTime, before: impl Fn(SimTime, SimTime) -> bool) -> (usize, SimTime) {
         let last = self.len - 1;
         let (mut f, mut end_f) = (self.finished, self.finished_end);
+        let walk = last.saturating_sub(f).min(Self::WALK_STEPS);
         // Step f + 1's time is ⌊numerator / 2^32⌋ ([`AffineDecodeCost::time`]), the numerator
         // growing by `d` a step: kept in 64 bits, as the run sum's loop does, while every
         // numerator of the walk fits and none falls; otherwise each step is priced.
         let d = self.n as i128 * self.cost.per_context_token;
-        let walk = last.saturating_sub(f).min(Self::WALK_STEPS) as i128;
         let first = self.cost.numerator(self.ctx0 + f as u64 * self.n);
-        let mut num64 = match (u64::try_from(first), u64::try_from(d), u64::try_from(first + walk * d)) {
-            (Ok(num), Ok(d), Ok(_)) => Some((num, d)),
-            _ => None,
-        };
-        for _ in 0..Self::WALK_STEPS {
-            if f >= last {
-                return (f, end_f);
-            }
-            let step = match &mut num64 {
-                Some((num, d)) => {
-                    let t = SimDuration(*num >> DECODE_COST_FRAC_BITS);
-                    *num += *d;
-                    t
+        match (
+            u64::try_from(first),
+            u64::try_from(d),
+            u64::try_from(first + walk as i128 * d),
+        ) {
+            (Ok(mut num), Ok(d), Ok(_)) => {
+                // The steps ending before `bound` hold: a compare, an add and a shift a step.
+                let stop = f + walk;
+                while f < stop {
+                    let next = SimTime(end_f.0 + (num >> DECODE_COST_FRAC_BITS));
+                    debug_assert_eq!(next, end_f + self.step_time(f + 1));
+                    if next >= bound {
+                        // At `bound` itself `before` decides; the step after ends past it (every
+                        // step takes time), so the walk ends either way.
+                        let holds = next == bound && before(next, end_f);
+                        debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
+                        return if holds { (f + 1, next) } else { (f, end_f) };
+                    }
+                    debug_assert!(before(next, end_f), "`bound` {bound:?} is where `before` turns");
+                    (f, end_f, num) = (f + 1, next, num + d);
                 }
-                None => self.step_time(f + 1),
-            };
-            debug_assert_eq!(step, self.step_time(f + 1));
-            let next = end_f + step;
-            // Whether step f + 1 comes before the event: the times decide but at `bound`.
-            let holds = next < bound || (next == bound && before(next, end_f));
-            debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
-            if !holds {
-                return (f, end_f);
             }
-            (f, end_f) = (f + 1, next);
+            _ => {
+                for _ in 0..walk {
+                    let next = end_f + self.step_time(f + 1);
+                    // Whether step f + 1 comes before the event: the times decide but at `bound`.
+                    let holds = next < bound || (next == bound && before(next, end_f));
+                    debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
+                    if !holds {
+                        return (f, end_f);
+                    }
+                    (f, end_f) = (f + 1, next);
+                }
+            }
+        }
+        if f >= last {
+            return (f, end_f);
         }
         // Gallop: find hi with step hi failing (or past the last), then bisect (f, hi).
         let holds = |j: usize| {
