@@ -140,7 +140,7 @@ reference() {
     local ref=("$bin" run benches/synthetic-1m-3turn.toml --set workload.num_conversations=20000
         -q --no-plots --no-requests --force)
     REPEAT=3 RAYON_NUM_THREADS=1 measure "machine-speed reference ($1, 1M workload at 20,000, 1 thread)" \
-        "≈ 0.48 s on a quiet host (2026-12-03)" "${ref[@]}" -o output/bench-reference
+        "≈ 0.48 s on a quiet host (2026-12-03), 0.30–0.33 s (2026-12-07)" "${ref[@]}" -o output/bench-reference
     local best="" start end
     for _ in 1 2 3; do
         start=${EPOCHREALTIME/./}
