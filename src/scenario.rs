@@ -1034,15 +1034,12 @@ pub(crate) struct WholeTraceCheck {
 }
 
 impl WholeTraceCheck {
-    /// Whether a trace read (its conversations and their file lines, as
-    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole) passes
-    /// every check `load_with` makes of a trace: the trace's own
-    /// ([`crate::trace::check_whole_trace`]: conversations, with unique ids) and the workload's.
-    /// Also makes, once the checks pass, the run's `scenario.resolved.toml` for folder `dir`
-    /// ([`LoadedScenario::resolved_toml_in`]): a fed run's reader is done with the trace well
-    /// before the run ends, and its CPU then idles, while serialising the scenario took
-    /// 0.12–0.21 ms on the main thread's way from the run's end to the files (temporary
-    /// timestamps, Vidur's run, 2026-12-07).
+    /// Asks the reader for the run's `scenario.resolved.toml` too, for output folder `dir`
+    /// ([`LoadedScenario::resolved_toml_in`]; made by [`WholeTraceCheck::resolved_toml`] once
+    /// the checks pass): a fed run's reader is done with the trace well before the run ends,
+    /// and its CPU then idles, while serialising the scenario took 0.12–0.21 ms on the main
+    /// thread's way from the run's end to the files (temporary timestamps, Vidur's run,
+    /// 2026-12-07).
     pub(crate) fn making_resolved_toml_for(mut self, dir: &Path) -> Self {
         self.resolved_toml_dir = Some(dir.to_path_buf());
         self
@@ -1055,6 +1052,10 @@ impl WholeTraceCheck {
         Some(resolved_toml_for(&self.resolved, &self.source_dir, dir))
     }
 
+    /// Whether a trace read (its conversations and their file lines, as
+    /// [`crate::trace::read_trace_lines`] reads them before its checks of the whole) passes
+    /// every check `load_with` makes of a trace: the trace's own
+    /// ([`crate::trace::check_whole_trace`]: conversations, with unique ids) and the workload's.
     pub(crate) fn passes(&self, convs: &[crate::trace::Conversation], lines: &[usize]) -> bool {
         crate::trace::check_whole_trace(&self.trace_path, convs, lines).is_ok()
             && check_workload(

@@ -1172,9 +1172,14 @@ pub(crate) fn exec_run(
     let rows = output::write_summaries(&staged, &run, &res.summaries)?;
     debug_assert_eq!(res.timeline_csv, output::timeline_csv(&res.timeline));
     staged.write("timeline.csv", &res.timeline_csv)?;
-    // A fed run's reader made it while the run went on.
-    let resolved_toml = fed_resolved_toml.unwrap_or_else(|| sc.resolved_toml_in(&dest));
-    debug_assert_eq!(resolved_toml, sc.resolved_toml_in(&dest));
+    let resolved_toml = match fed_resolved_toml {
+        // A fed run's reader made it while the run went on.
+        Some(toml) => {
+            debug_assert_eq!(toml, sc.resolved_toml_in(&dest));
+            toml
+        }
+        None => sc.resolved_toml_in(&dest),
+    };
     staged.write("scenario.resolved.toml", resolved_toml.as_bytes())?;
     let files_written = std::time::Instant::now();
     if plots {
