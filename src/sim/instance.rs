@@ -634,44 +634,26 @@ impl DecodeRun {
         let walk = last.saturating_sub(f).min(Self::WALK_STEPS);
         // Step f + 1's time is ⌊numerator / 2^32⌋ ([`AffineDecodeCost::time`]), the numerator
         // growing by `d` a step: kept in 64 bits, as the run sum's loop does, while every
-        // numerator of the walk fits and none falls; otherwise each step is priced.
+        // numerator of the walk fits and none falls (a shift and an add a step); otherwise each
+        // step is priced.
         let d = self.n as i128 * self.cost.per_context_token;
         let first = self.cost.numerator(self.ctx0 + f as u64 * self.n);
-        match (
+        let walked = match (
             u64::try_from(first),
             u64::try_from(d),
             u64::try_from(first + walk as i128 * d),
         ) {
-            (Ok(mut num), Ok(d), Ok(_)) => {
-                // The steps ending before `bound` hold: a compare, an add and a shift a step.
-                let stop = f + walk;
-                while f < stop {
-                    let next = SimTime(end_f.0 + (num >> DECODE_COST_FRAC_BITS));
-                    debug_assert_eq!(next, end_f + self.step_time(f + 1));
-                    if next >= bound {
-                        // At `bound` itself `before` decides; the step after ends past it (every
-                        // step takes time), so the walk ends either way.
-                        let holds = next == bound && before(next, end_f);
-                        debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
-                        return if holds { (f + 1, next) } else { (f, end_f) };
-                    }
-                    debug_assert!(before(next, end_f), "`bound` {bound:?} is where `before` turns");
-                    (f, end_f, num) = (f + 1, next, num + d);
-                }
-            }
-            _ => {
-                for _ in 0..walk {
-                    let next = end_f + self.step_time(f + 1);
-                    // Whether step f + 1 comes before the event: the times decide but at `bound`.
-                    let holds = next < bound || (next == bound && before(next, end_f));
-                    debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
-                    if !holds {
-                        return (f, end_f);
-                    }
-                    (f, end_f) = (f + 1, next);
-                }
-            }
-        }
+            (Ok(mut num), Ok(d), Ok(_)) => self.walk(f, end_f, walk, bound, &before, |_| {
+                let step = SimDuration(num >> DECODE_COST_FRAC_BITS);
+                num += d;
+                step
+            }),
+            _ => self.walk(f, end_f, walk, bound, &before, |k| self.step_time(k)),
+        };
+        (f, end_f) = match walked {
+            Walk::Decided(found) => return found,
+            Walk::Walked(f, end_f) => (f, end_f),
+        };
         if f >= last {
             return (f, end_f);
         }
@@ -702,6 +684,43 @@ impl DecodeRun {
         }
         (f, self.end(f))
     }
+
+    /// [`DecodeRun::last_finished_before`]'s walk: up to `walk` steps from step `f` (ended at
+    /// `end_f`), step `k`'s duration from `step(k)` (called for k = f + 1, f + 2, … in turn).
+    /// The steps ending before `bound` hold (a compare a step); at `bound` itself `before`
+    /// decides, and the step after ends past it (every step takes time), so the walk ends there
+    /// either way.
+    fn walk(
+        &self,
+        mut f: usize,
+        mut end_f: SimTime,
+        walk: usize,
+        bound: SimTime,
+        before: &impl Fn(SimTime, SimTime) -> bool,
+        mut step: impl FnMut(usize) -> SimDuration,
+    ) -> Walk {
+        for _ in 0..walk {
+            // Unchecked in release (2^64 µs is 584,000 years); the assertion checks it in debug.
+            let next = SimTime(end_f.0 + step(f + 1).0);
+            debug_assert_eq!(next, end_f + self.step_time(f + 1));
+            if next >= bound {
+                let holds = next == bound && before(next, end_f);
+                debug_assert_eq!(holds, before(next, end_f), "`bound` {bound:?} is where `before` turns");
+                return Walk::Decided(if holds { (f + 1, next) } else { (f, end_f) });
+            }
+            debug_assert!(before(next, end_f), "`bound` {bound:?} is where `before` turns");
+            (f, end_f) = (f + 1, next);
+        }
+        Walk::Walked(f, end_f)
+    }
+}
+
+/// Where [`DecodeRun::walk`] stopped.
+enum Walk {
+    /// The last step before the event and its end: the search's answer.
+    Decided((usize, SimTime)),
+    /// Every step walked holds: the last one walked and its end, the search to go on from.
+    Walked(usize, SimTime),
 }
 
 /// What ending a decode run early leaves ([`Instance::end_run`]).
